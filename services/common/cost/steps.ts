@@ -1,0 +1,41 @@
+/**
+ * Every step the cost model charges, by name. A profile (profiles/*.yaml) gives each a cost in
+ * nanoseconds of the simulated machine and a source. Models charge steps by these names only, so a
+ * profile that misses one is refused when it is loaded, never discovered mid-run.
+ */
+export const COST_STEPS = {
+  'guest.iova_alloc': 'guest DMA API: allocate an IOVA range (rcache hit)',
+  'guest.iova_free': 'guest DMA API: free an IOVA range',
+  'guest.dma_direct': 'guest DMA API without an IOMMU: dma_map/dma_unmap bookkeeping (phys_to_dma)',
+  'guest.pte_write': 'guest writes one stage-1 page-table entry (with the barrier that publishes it)',
+  'guest.cmdq_write': 'guest driver writes one 16-byte command into its (v)CMDQ ring',
+  'exit.mmio_trap': 'guest MMIO write traps to KVM and KVM resumes the guest (handled in the kernel)',
+  'exit.to_user': 'extra cost when KVM returns to the VMM in user space for an MMIO exit and the VMM re-enters KVM_RUN',
+  'vmm.vsmmu_cmd': 'VMM vSMMU model reads, decodes and dispatches one guest command',
+  'ioctl.syscall': 'one ioctl from the VMM into the host kernel: entry, dispatch and exit',
+  'kernel.hwpt_cmd': 'iommufd converts one guest command in HWPT_INVALIDATE (copy, VMID stamp, vSID to pSID)',
+  'kernel.cmdq_insert': 'host SMMU driver writes one command into the physical CMDQ (slot reservation included)',
+  'smmu.cmd_exec': 'physical SMMU executes one invalidation command',
+  'smmu.sync': 'physical SMMU completes a CMD_SYNC once earlier commands are done, and the waiter sees it',
+} as const;
+
+export type CostStep = keyof typeof COST_STEPS;
+
+export function isCostStep(s: string): s is CostStep {
+  return Object.prototype.hasOwnProperty.call(COST_STEPS, s);
+}
+
+/** Step costs in ns, as pushed to every process with the topology. */
+export class CostTable {
+  private readonly ns: Record<CostStep, number>;
+
+  constructor(costs: Record<string, number>) {
+    const missing = Object.keys(COST_STEPS).filter((k) => typeof costs[k] !== 'number');
+    if (missing.length > 0) throw new Error(`cost table lacks ${missing.join(', ')}`);
+    this.ns = costs as Record<CostStep, number>;
+  }
+
+  of(step: CostStep): number {
+    return this.ns[step];
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Every failure a user can see, by stable code: a one-line cause (the message) and the fix.
+ * Exit codes follow the CLI contract: 2 for bad input, 1 for a run that failed.
+ */
+export const ErrorCodes = {
+  E_USAGE: { exit: 2, fix: 'run `vmmsim --help` or `vmmsim <command> --help` for the options' },
+  E_SCENARIO_FILE: { exit: 2, fix: 'give the path of a readable scenario YAML file (see scenarios/)' },
+  E_SCENARIO_YAML: { exit: 2, fix: 'fix the YAML syntax at the position shown' },
+  E_SCENARIO_FIELD: { exit: 2, fix: 'change the field to an allowed value (defaults: services/common/scenario/schema.ts)' },
+  E_NOT_SUPPORTED: { exit: 2, fix: 'remove the key or use a supported value; vmmsim does not implement it yet' },
+  E_PROFILE: { exit: 2, fix: 'name a profile in profiles/ or give the path of a profile YAML file' },
+  E_SPAWN: { exit: 1, fix: 'check that `npm ci` completed (it builds dist/) and that the temporary directory is writable' },
+  E_PROCESS_EXITED: { exit: 1, fix: 'see the log lines of the named process above; rerun with --log-level debug' },
+  E_START_TIMEOUT: { exit: 1, fix: 'the machine may be overloaded; rerun, or raise --start-timeout' },
+  E_PEER_LOST: { exit: 1, fix: 'a process on the path went away; see the error of the process it names' },
+  E_DEADLINE: { exit: 1, fix: 'a process stopped answering; check it is not stopped (SIGSTOP) or overloaded' },
+  E_RUN: { exit: 1, fix: 'see the log lines above; rerun with --log-level debug' },
+  E_INTERRUPTED: { exit: 130, fix: 'the run was interrupted by a signal; partial results were written' },
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class VmmsimError extends Error {
+  readonly code: ErrorCode;
+  readonly fix: string;
+  readonly exitCode: number;
+
+  constructor(code: ErrorCode, message: string, fix?: string) {
+    super(message);
+    this.name = 'VmmsimError';
+    this.code = code;
+    this.fix = fix ?? ErrorCodes[code].fix;
+    this.exitCode = ErrorCodes[code].exit;
+  }
+
+  /** The one line the CLI prints. */
+  line(): string {
+    return `vmmsim: ${this.code}: ${this.message} (fix: ${this.fix})`;
+  }
+}
+
+/** Any thrown value as a VmmsimError; unknown errors become E_RUN with their message. */
+export function asVmmsimError(err: unknown): VmmsimError {
+  if (err instanceof VmmsimError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new VmmsimError('E_RUN', message);
+}
+
+/** Linux errno values the simulated kernel interfaces return (negated on the wire). */
+export const Errno = {
+  EIO: 5,
+  ENOMEM: 12,
+  EFAULT: 14,
+  EBUSY: 16,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENOSPC: 28,
+  ERANGE: 34,
+  EOPNOTSUPP: 95,
+  ETIMEDOUT: 110,
+} as const;
+
+const errnoNames = new Map<number, string>(Object.entries(Errno).map(([k, v]) => [v, k]));
+
+export function errnoName(status: number): string {
+  if (status === 0) return 'OK';
+  return errnoNames.get(Math.abs(status)) ?? `errno ${Math.abs(status)}`;
+}

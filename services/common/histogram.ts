@@ -1,0 +1,58 @@
+import * as hdr from 'hdr-histogram-js';
+import type { Summary } from './generated/vmmsim/v1/Summary.js';
+
+/**
+ * An HDR histogram of non-negative integer values (nanoseconds) that also keeps the exact count,
+ * sum, min and max. The exact sum makes the mean of integer inputs independent of recording order,
+ * which modeled-time summaries rely on to be byte-identical run after run.
+ */
+export class Distribution {
+  private readonly hist = hdr.build({
+    bitBucketSize: 'packed',
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 2,
+    autoResize: true,
+    numberOfSignificantValueDigits: 3,
+    useWebAssembly: false,
+  });
+  private sum = 0;
+  private n = 0;
+  private lo = Infinity;
+  private hi = 0;
+
+  record(valueNs: number): void {
+    const v = valueNs > 0 ? Math.round(valueNs) : 0;
+    this.hist.recordValue(v);
+    this.sum += v;
+    this.n += 1;
+    if (v < this.lo) this.lo = v;
+    if (v > this.hi) this.hi = v;
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  /** Summary with every value divided by `scale` (1000 turns ns into us). */
+  summary(scale = 1): Summary {
+    if (this.n === 0) return { count: 0, mean: 0, stddev: 0, min: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0 };
+    const h = this.hist;
+    const round = (x: number): number => Math.round((x / scale) * 1000) / 1000;
+    return {
+      count: this.n,
+      mean: round(this.sum / this.n),
+      stddev: round(h.stdDeviation),
+      min: round(this.lo),
+      p50: round(h.getValueAtPercentile(50)),
+      p90: round(h.getValueAtPercentile(90)),
+      p99: round(h.getValueAtPercentile(99)),
+      p999: round(h.getValueAtPercentile(99.9)),
+      max: round(this.hi),
+    };
+  }
+
+  /** The histogram in the HdrHistogram compressed base64 form, for logs other tools read. */
+  encode(): string {
+    return hdr.encodeIntoCompressedBase64(this.hist);
+  }
+}

@@ -1,0 +1,52 @@
+import type { Topology__Output } from './generated/vmmsim/v1/Topology.js';
+
+/** A vIOMMU object: one per (VM, physical SMMU), wrapping that VM's stage-2 parent there. */
+export interface ViommuObject {
+  id: number;
+  vm: number;
+  psmmu: number;
+  vmid: number;
+  /** The nest-parent HWPT (stage 2) it wraps. */
+  hwptId: number;
+}
+
+/** A vDEVICE: a physical device bound to a vIOMMU under the virtual StreamID the guest uses. */
+export interface VdeviceObject {
+  id: number;
+  viommuId: number;
+  devId: number;
+  vsid: number;
+  psid: number;
+}
+
+export interface IommufdLayout {
+  ioasId: number;
+  viommus: ViommuObject[];
+  vdevices: VdeviceObject[];
+}
+
+/**
+ * The iommufd objects a VMM creates at VM start (IOAS_ALLOC, device bind, HWPT_ALLOC with
+ * NEST_PARENT, VIOMMU_ALLOC, VDEVICE_ALLOC), with their IDs as the kernel hands them out in that
+ * order. qemu and vfio both derive the table from the topology with this one function; the setup
+ * ioctls themselves are not sent over the links.
+ */
+export function iommufdLayout(t: Topology__Output): IommufdLayout {
+  let next = 1;
+  const ioasId = next++;
+  const devIds = t.devices.map(() => next++);
+  const viommus: ViommuObject[] = [];
+  const vdevices: VdeviceObject[] = [];
+  const pairs = new Set<string>();
+  for (const d of t.devices) pairs.add(`${d.vm}:${d.psmmu}`);
+  for (const key of [...pairs].sort()) {
+    const [vm, psmmu] = key.split(':').map(Number) as [number, number];
+    const hwptId = next++;
+    viommus.push({ id: next++, vm, psmmu, vmid: t.vmids[vm] ?? vm + 1, hwptId });
+  }
+  t.devices.forEach((d, i) => {
+    const v = viommus.find((x) => x.vm === d.vm && x.psmmu === d.psmmu) as ViommuObject;
+    vdevices.push({ id: next++, viommuId: v.id, devId: devIds[i] as number, vsid: d.vsid, psid: d.psid });
+  });
+  return { ioasId, viommus, vdevices };
+}

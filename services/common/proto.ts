@@ -1,0 +1,28 @@
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { join } from 'node:path';
+import type { ProtoGrpcType as ControlProto } from './generated/control.js';
+import type { ProtoGrpcType as LinkProto } from './generated/link.js';
+import { packageRoot } from './paths.js';
+
+/** Loader options; scripts/gen-proto-types.mjs generates the types with the same ones. */
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+export const PROTO_FILES = ['vmmsim/v1/link.proto', 'vmmsim/v1/control.proto'];
+
+let loaded: { definition: protoLoader.PackageDefinition; link: LinkProto; control: ControlProto } | undefined;
+
+export function protos(): { definition: protoLoader.PackageDefinition; link: LinkProto; control: ControlProto } {
+  if (loaded) return loaded;
+  const includeDirs = [join(packageRoot(), 'proto')];
+  const definition = protoLoader.loadSync(PROTO_FILES, { ...LOADER_OPTIONS, includeDirs });
+  const pkg = grpc.loadPackageDefinition(definition);
+  loaded = { definition, link: pkg as unknown as LinkProto, control: pkg as unknown as ControlProto };
+  return loaded;
+}

@@ -1,0 +1,236 @@
+import * as grpc from '@grpc/grpc-js';
+import { parseArgs } from 'node:util';
+import { CostTable } from './cost/steps.js';
+import { Errno } from './errors.js';
+import type { ControlHandlers } from './generated/vmmsim/v1/Control.js';
+import type { Envelope__Output } from './generated/vmmsim/v1/Envelope.js';
+import type { StartReply } from './generated/vmmsim/v1/StartReply.js';
+import type { Topology__Output } from './generated/vmmsim/v1/Topology.js';
+import { createLogger, resolveLogLevel, type Logger } from './logger.js';
+import { OpContext } from './op-context.js';
+import { protos } from './proto.js';
+import { EMPTY, type RoleFactory, type RoleInstance } from './role-api.js';
+import { DOWNSTREAM, EndpointTable, endpointName, isRole, type Endpoint, type Role } from './topology.js';
+import { LinkClient, linkService, type ReplyBody } from './transport/link.js';
+import { serve, shutdown, type Listen } from './transport/server.js';
+
+/** Messages a child sends its parent over the IPC channel. */
+export type ChildMessage = { type: 'ready'; address: string; pid: number; name: string };
+
+async function loadRole(role: Role): Promise<RoleFactory> {
+  const mod = (await import(`../${role}/index.js`)) as { createRole: RoleFactory };
+  return mod.createRole;
+}
+
+/** The state of one configured run inside a role process. */
+interface Configured {
+  topology: Topology__Output;
+  self: Endpoint;
+  endpoints: EndpointTable;
+  costs: CostTable;
+  instance: RoleInstance;
+  links: Map<string, LinkClient>;
+}
+
+/** One role process: its server, its links, its model, and its lifecycle. */
+export class RoleProcess {
+  private configured: Configured | undefined;
+  private readonly emptyStart: StartReply = { ops: [], hops: [], elapsedSec: 0, modeledElapsedNs: 0, guestCommands: 0 };
+
+  constructor(
+    readonly role: Role,
+    readonly index: number,
+    private readonly factory: RoleFactory,
+    readonly log: Logger,
+  ) {}
+
+  get name(): string {
+    return endpointName(this.role, this.index);
+  }
+
+  private async configure(topology: Topology__Output): Promise<void> {
+    this.teardown();
+    const endpoints = new EndpointTable(topology.endpoints);
+    const self = endpoints.name(this.name);
+    if (!self) throw new Error(`${this.name} is not in the topology`);
+    const costs = new CostTable(topology.costsNs);
+    const links = new Map<string, LinkClient>();
+    const deadlineMs = topology.deadlineMs || 10_000;
+    const peers: Endpoint[] = [];
+    for (const role of DOWNSTREAM[this.role]) peers.push(...endpoints.ofRole(role));
+    try {
+      await Promise.all(
+        peers.map(async (peer) => {
+          const link = new LinkClient({ selfId: self.id, selfName: self.name, peerId: peer.id, peerName: peer.name }, peer.address, deadlineMs);
+          links.set(peer.name, link);
+          await link.open();
+        }),
+      );
+    } catch (err) {
+      for (const l of links.values()) l.close();
+      throw err;
+    }
+    const log = this.log;
+    const instance = this.factory({
+      self,
+      topology,
+      endpoints,
+      costs,
+      log,
+      peers: [...links.keys()],
+      newContext: (opId, modeledNs) => new OpContext(opId, modeledNs, costs, links),
+    });
+    this.configured = { topology, self, endpoints, costs, instance, links };
+    log.debug({ model: topology.model, peers: [...links.keys()] }, 'configured');
+  }
+
+  private teardown(): void {
+    const c = this.configured;
+    this.configured = undefined;
+    if (!c) return;
+    for (const l of c.links.values()) l.close();
+    c.instance.close?.();
+  }
+
+  /** Serves one link request. Never rejects: a failure becomes an errno status. */
+  private readonly handleRequest = async (env: Envelope__Output): Promise<ReplyBody> => {
+    // ECHO times a bare hop: the runtime answers it itself, with no model in the way.
+    if (env.kind === 'ECHO') return { status: 0, payload: env.payload, modeledNs: env.modeledNs, hops: [] };
+    const c = this.configured;
+    if (!c) return { status: -Errno.ENODEV, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
+    const inbound = env.hops[env.hops.length - 1];
+    const from = (inbound && c.endpoints.id(inbound.from)) ?? c.self;
+    const ctx = new OpContext(env.opId, env.modeledNs, c.costs, c.links);
+    try {
+      const r = await c.instance.handle(env, ctx, from);
+      return { status: r.status, payload: r.payload, guestMemory: r.guestMemory ?? [], modeledNs: ctx.modeledNs, hops: ctx.trace };
+    } catch (err) {
+      this.log.error({ err, kind: env.kind, opId: env.opId }, 'request failed');
+      return { status: -Errno.EIO, payload: EMPTY, modeledNs: ctx.modeledNs, hops: ctx.trace };
+    }
+  };
+
+  controlService(): ControlHandlers {
+    const unaryError = (err: unknown): grpc.ServiceError => {
+      const e = err instanceof Error ? err : new Error(String(err));
+      const se = Object.assign(new Error(e.message), { code: grpc.status.INTERNAL, details: e.message, metadata: new grpc.Metadata() });
+      return se;
+    };
+    return {
+      Configure: (call, cb) => {
+        this.configure(call.request).then(
+          () => cb(null, { name: this.name }),
+          (err: unknown) => cb(unaryError(err)),
+        );
+      },
+      Start: (_call, cb) => {
+        const c = this.configured;
+        if (!c) return cb(unaryError(new Error(`${this.name} is not configured`)));
+        if (!c.instance.start) return cb(null, this.emptyStart);
+        c.instance.start().then(
+          (r) => cb(null, r),
+          (err: unknown) => cb(unaryError(err)),
+        );
+      },
+      Stats: (_call, cb) => {
+        cb(null, { name: this.name, counters: this.configured?.instance.stats() ?? {} });
+      },
+      Stop: (_call, cb) => {
+        this.teardown();
+        cb(null, {});
+      },
+    };
+  }
+
+  /** The Link service: replies are stamped with this process's endpoint id in the current topology. */
+  linkHandlers(): ReturnType<typeof linkService> {
+    return linkService(() => this.configured?.self.id ?? 0, this.handleRequest, (err) => this.log.error({ err }, 'link handler failed'));
+  }
+
+  close(): void {
+    this.teardown();
+  }
+}
+
+export interface RoleArgs {
+  role: Role;
+  index: number;
+  listen: Listen;
+  logLevel: string | undefined;
+}
+
+export function parseRoleArgs(argv: string[]): RoleArgs {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      role: { type: 'string' },
+      index: { type: 'string', default: '0' },
+      'socket-dir': { type: 'string' },
+      listen: { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+    strict: true,
+  });
+  const role = values.role ?? '';
+  if (!isRole(role)) throw new Error(`--role must be one of guest, kvm, qemu, vfio, psmmu (got "${role}")`);
+  const index = Number(values.index);
+  if (!Number.isInteger(index) || index < 0) throw new Error(`--index must be an integer >= 0 (got "${values.index}")`);
+  let listen: Listen;
+  if (values.listen) {
+    const m = /^(.*):(\d+)$/.exec(values.listen);
+    if (!m || m[1] === undefined || m[2] === undefined) throw new Error(`--listen must be HOST:PORT (got "${values.listen}")`);
+    listen = { kind: 'tcp', host: m[1], port: Number(m[2]) };
+  } else if (values['socket-dir']) {
+    listen = { kind: 'unix', dir: values['socket-dir'], name: endpointName(role, index) };
+  } else {
+    throw new Error('one of --socket-dir DIR or --listen HOST:PORT is required');
+  }
+  return { role, index, listen, logLevel: values['log-level'] };
+}
+
+/**
+ * Runs a role process until it is told to stop. Started by a controller, it reports ready over
+ * the IPC channel and exits as soon as that channel closes (the controller is gone, however it
+ * died), so no role process outlives its controller.
+ */
+export async function runRoleProcess(argv: string[]): Promise<void> {
+  const args = parseRoleArgs(argv);
+  const name = endpointName(args.role, args.index);
+  const log = createLogger({ role: args.role, name }, resolveLogLevel(args.logLevel));
+  const factory = await loadRole(args.role);
+  const proc = new RoleProcess(args.role, args.index, factory, log);
+  const p = protos();
+  const served = await serve(args.listen, (server) => {
+    server.addService(p.control.vmmsim.v1.Control.service, proc.controlService());
+    server.addService(p.link.vmmsim.v1.Link.service, proc.linkHandlers());
+  });
+
+  let stopping = false;
+  const stop = (code: number, why: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.debug({ why }, 'stopping');
+    proc.close();
+    served.health.setStatus('', 'NOT_SERVING');
+    void shutdown(served.server).finally(() => process.exit(code));
+    setTimeout(() => process.exit(code), 1500).unref();
+  };
+  process.on('SIGTERM', () => stop(0, 'SIGTERM'));
+  if (process.send) {
+    // The controller owns the run: a terminal's Ctrl-C reaches the whole process group, and the
+    // controller decides the order of shutdown, so a child ignores SIGINT while it has a parent.
+    process.on('SIGINT', () => undefined);
+    process.on('disconnect', () => stop(0, 'parent gone'));
+    const parent = process.ppid;
+    // A second guard in case the IPC channel is not noticed: reparenting means the parent died.
+    setInterval(() => {
+      if (process.ppid !== parent) stop(0, 'parent gone');
+    }, 500).unref();
+  } else {
+    process.on('SIGINT', () => stop(0, 'SIGINT'));
+  }
+  served.health.setStatus('', 'SERVING');
+  const ready: ChildMessage = { type: 'ready', address: served.address, pid: process.pid, name };
+  if (process.send) process.send(ready);
+  log.debug({ address: served.address }, 'ready');
+}

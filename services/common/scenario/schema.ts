@@ -1,0 +1,140 @@
+/**
+ * The one schema of a scenario: every key, its type, its range, its default and what it means.
+ * `vmmsim run` and `vmmsim compare` take a YAML file of these keys, and `--set key=value` takes the
+ * same dotted keys. This file is where the defaults are documented.
+ */
+export const MODELS = [
+  'none', 'intel-cm', 'emulated-smmuv3', 'virtio-iommu', 'vhost-iommu', 'spapr-tce', 'spapr-tce-kvm',
+  'nested-smmuv3', 'nested-smmuv3-vcmdq',
+] as const;
+export type ModelName = (typeof MODELS)[number];
+/** Architectures this build runs; the others are named so the error can say "not supported yet". */
+export const SUPPORTED_MODELS: readonly ModelName[] = ['none', 'nested-smmuv3'];
+
+export const WORKLOADS = ['dma-map-benchmark', 'packet-stream', 'block', 'static', 'sva-unmap-storm', 'trace-replay'] as const;
+export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce'] as const;
+
+export interface StringField {
+  type: 'string';
+  default: string;
+  doc: string;
+  /** Allowed values; absent means any non-empty string. */
+  enum?: readonly string[];
+  /** Values of `enum` this build implements; the rest are refused with "not supported yet". */
+  supported?: readonly string[];
+}
+
+export interface NumberField {
+  type: 'integer' | 'number';
+  default: number;
+  doc: string;
+  min: number;
+  max: number;
+  /** Largest value this build implements (below `max`); above it is "not supported yet". */
+  supportedMax?: number;
+}
+
+export interface ObjectField {
+  type: 'object';
+  doc: string;
+  fields: Record<string, Field>;
+}
+
+export type Field = StringField | NumberField | ObjectField;
+
+/** A key the schema knows but this build does not implement: setting it is refused, never ignored. */
+export interface PlannedField {
+  type: 'planned';
+  doc: string;
+  why: string;
+}
+
+export const SCENARIO_SCHEMA: ObjectField = {
+  type: 'object',
+  doc: 'a vmmsim scenario',
+  fields: {
+    name: { type: 'string', default: 'scenario', doc: 'name used in results and output folders' },
+    seed: { type: 'integer', default: 1, min: 0, max: 2 ** 32 - 1, doc: 'seed of every random choice; same seed, same modeled results' },
+    model: { type: 'string', default: 'nested-smmuv3', enum: MODELS, supported: SUPPORTED_MODELS, doc: 'vIOMMU architecture (paths.md)' },
+    dma: { type: 'string', default: 'strict', enum: DMA_MODES, supported: ['strict'], doc: 'guest DMA API mode' },
+    profile: { type: 'string', default: 'arm64-kunpeng920', doc: 'cost profile: a name in profiles/ or a path to a profile YAML file' },
+    topology: {
+      type: 'object',
+      doc: 'hosts, SMMUs, devices and VMs',
+      fields: {
+        hosts: { type: 'integer', default: 1, min: 1, max: 64, supportedMax: 1, doc: 'hosts (one KVM and one VFIO each)' },
+        psmmus: { type: 'integer', default: 1, min: 1, max: 64, doc: 'physical SMMUs per host (Grace has 5)' },
+        vms: { type: 'integer', default: 1, min: 1, max: 64, supportedMax: 1, doc: 'VMs (one guest and one qemu process each)' },
+        devicesPerPsmmu: { type: 'integer', default: 1, min: 1, max: 256, doc: 'assigned devices behind each physical SMMU' },
+        vsmmu: { type: 'string', default: 'single', enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU' },
+        dispatch: { type: 'string', default: 'broadcast', enum: ['broadcast', 'lookup'], supported: ['broadcast'], doc: 'how a single vSMMU routes stage-1 invalidations to pSMMUs' },
+        vmid: { type: 'string', default: 'per-s2-parent', enum: ['per-s2-parent', 'per-vsmmu'], supported: ['per-s2-parent'], doc: 'VMID allocation policy' },
+        vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, supportedMax: 0, doc: 'VCMDQs given to each vSMMU (needs nested-smmuv3-vcmdq); 0 until that model lands' },
+      },
+    },
+    workload: {
+      type: 'object',
+      doc: 'what the guest runs',
+      fields: {
+        kind: { type: 'string', default: 'dma-map-benchmark', enum: WORKLOADS, supported: ['dma-map-benchmark'], doc: 'workload generator' },
+        threads: { type: 'integer', default: 1, min: 1, max: 256, doc: 'guest threads (vCPUs) issuing operations concurrently' },
+        granulePages: { type: 'integer', default: 1, min: 1, max: 512, doc: '4 KiB pages per map/unmap' },
+        ops: { type: 'integer', default: 2000, min: 0, max: 1e9, doc: 'map+unmap iterations in all; 0 = until durationSec' },
+        durationSec: { type: 'number', default: 0, min: 0, max: 86400, doc: 'stop after this many seconds; 0 = no time limit' },
+        rate: { type: 'number', default: 0, min: 0, max: 1e9, supportedMax: 0, doc: 'open-loop operations per second; 0 = closed loop (the load-test issue adds open loop)' },
+      },
+    },
+  },
+};
+
+export interface Scenario {
+  name: string;
+  seed: number;
+  model: ModelName;
+  dma: (typeof DMA_MODES)[number];
+  profile: string;
+  topology: {
+    hosts: number;
+    psmmus: number;
+    vms: number;
+    devicesPerPsmmu: number;
+    vsmmu: 'single' | 'per-psmmu';
+    dispatch: 'broadcast' | 'lookup';
+    vmid: 'per-s2-parent' | 'per-vsmmu';
+    vcmdqsPerVsmmu: number;
+  };
+  workload: {
+    kind: (typeof WORKLOADS)[number];
+    threads: number;
+    granulePages: number;
+    ops: number;
+    durationSec: number;
+    rate: number;
+  };
+}
+
+/** Every leaf key as a dotted path with its spec, in schema order. */
+export function leafFields(obj: ObjectField = SCENARIO_SCHEMA, prefix = ''): [string, StringField | NumberField][] {
+  const out: [string, StringField | NumberField][] = [];
+  for (const [k, f] of Object.entries(obj.fields)) {
+    const path = prefix ? `${prefix}.${k}` : k;
+    if (f.type === 'object') out.push(...leafFields(f, path));
+    else out.push([path, f]);
+  }
+  return out;
+}
+
+/** The documentation of every key, for `vmmsim scenario-keys` and the README. */
+export function describeSchema(): string {
+  return leafFields()
+    .map(([path, f]) => {
+      const allowed =
+        f.type === 'string'
+          ? f.enum
+            ? (f.supported ?? f.enum).join('|') + (f.supported && f.supported.length < f.enum.length ? ` (planned: ${f.enum.filter((v) => !f.supported?.includes(v)).join(', ')})` : '')
+            : 'string'
+          : `${f.type} ${f.min}..${f.supportedMax ?? f.max}`;
+      return `${path.padEnd(26)} ${String(f.default).padEnd(18)} ${allowed}\n${''.padEnd(27)}${f.doc}`;
+    })
+    .join('\n');
+}

@@ -1,0 +1,119 @@
+import { VmmsimError } from '../errors.js';
+import { SCENARIO_SCHEMA, leafFields, type Field, type NumberField, type ObjectField, type Scenario, type StringField } from './schema.js';
+
+/** Edit distance, to suggest the key a user probably meant. */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) (d[0] as number[])[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const row = d[i] as number[];
+      const prev = d[i - 1] as number[];
+      row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return (d[a.length] as number[])[b.length] as number;
+}
+
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const dd = distance(word.toLowerCase(), c.toLowerCase());
+    if (dd < bestD) {
+      bestD = dd;
+      best = c;
+    }
+  }
+  return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function fieldError(path: string, what: string): VmmsimError {
+  return new VmmsimError('E_SCENARIO_FIELD', `scenario key ${path}: ${what}`);
+}
+
+function describeNumber(f: NumberField): string {
+  return `${f.type === 'integer' ? 'an integer' : 'a number'} from ${f.min} to ${f.max}`;
+}
+
+function checkString(path: string, f: StringField, v: unknown): string {
+  if (typeof v !== 'string' || v.trim() === '') throw fieldError(path, `must be ${f.enum ? `one of ${f.enum.join(', ')}` : 'a non-empty string'}, got ${JSON.stringify(v)}`);
+  if (f.enum && !f.enum.includes(v)) {
+    const hint = closest(v, f.enum);
+    throw fieldError(path, `unknown value "${v}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${f.enum.join(', ')}`);
+  }
+  if (f.supported && !f.supported.includes(v)) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key ${path}: "${v}" is not supported yet; supported now: ${f.supported.join(', ')}`);
+  }
+  return v;
+}
+
+function checkNumber(path: string, f: NumberField, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || (f.type === 'integer' && !Number.isInteger(v))) {
+    throw fieldError(path, `must be ${describeNumber(f)}, got ${JSON.stringify(v)}`);
+  }
+  if (v < f.min || v > f.max) throw fieldError(path, `must be ${describeNumber(f)}, got ${v}`);
+  if (f.supportedMax !== undefined && v > f.supportedMax) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key ${path}: ${v} is not supported yet; this build supports at most ${f.supportedMax}`);
+  }
+  return v;
+}
+
+function resolveObject(path: string, spec: ObjectField, input: unknown): Record<string, unknown> {
+  if (input === undefined || input === null) input = {};
+  if (typeof input !== 'object' || Array.isArray(input)) throw fieldError(path || '(top level)', `must be a mapping of keys to values, got ${Array.isArray(input) ? 'a list' : JSON.stringify(input)}`);
+  const keys = Object.keys(spec.fields);
+  for (const k of Object.keys(input as object)) {
+    if (!keys.includes(k)) {
+      const full = path ? `${path}.${k}` : k;
+      const hint = closest(k, keys);
+      throw new VmmsimError('E_SCENARIO_FIELD', `unknown scenario key ${full}${hint ? ` (did you mean ${path ? `${path}.` : ''}${hint}?)` : ''}; allowed here: ${keys.join(', ')}`);
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, f] of Object.entries(spec.fields)) {
+    const p = path ? `${path}.${k}` : k;
+    const v = (input as Record<string, unknown>)[k];
+    out[k] = resolveField(p, f, v);
+  }
+  return out;
+}
+
+function resolveField(path: string, f: Field, v: unknown): unknown {
+  if (f.type === 'object') return resolveObject(path, f, v);
+  if (v === undefined || v === null) return f.default;
+  if (f.type === 'string') return checkString(path, f, v);
+  return checkNumber(path, f, v);
+}
+
+/** Validates a parsed scenario document and fills in every default. */
+export function resolveScenario(doc: unknown): Scenario {
+  return resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
+}
+
+/**
+ * Applies one `--set key=value` to a raw scenario document. The value is read as the key's type,
+ * so `--set topology.psmmus=4` and `psmmus: 4` in YAML mean the same.
+ */
+export function applySet(doc: Record<string, unknown>, assignment: string): void {
+  const eq = assignment.indexOf('=');
+  if (eq <= 0) throw new VmmsimError('E_USAGE', `--set takes key=value, got "${assignment}"`);
+  const key = assignment.slice(0, eq).trim();
+  const raw = assignment.slice(eq + 1).trim();
+  const fields = leafFields();
+  const spec = fields.find(([p]) => p === key)?.[1];
+  if (!spec) {
+    const hint = closest(key, fields.map(([p]) => p));
+    throw new VmmsimError('E_SCENARIO_FIELD', `unknown scenario key ${key}${hint ? ` (did you mean ${hint}?)` : ''} in --set`);
+  }
+  const value: unknown = spec.type === 'string' ? raw : raw === '' ? NaN : Number(raw);
+  if (spec.type !== 'string' && Number.isNaN(value)) throw fieldError(key, `must be ${describeNumber(spec)}, got "${raw}" in --set`);
+  const parts = key.split('.');
+  let node = doc;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts[parts.length - 1] as string] = value;
+}

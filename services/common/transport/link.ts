@@ -1,0 +1,275 @@
+import * as grpc from '@grpc/grpc-js';
+import { VmmsimError } from '../errors.js';
+import type { Batch, Batch__Output } from '../generated/vmmsim/v1/Batch.js';
+import type { Envelope, Envelope__Output } from '../generated/vmmsim/v1/Envelope.js';
+import type { Hop, Hop__Output } from '../generated/vmmsim/v1/Hop.js';
+import type { Kind__Output } from '../generated/vmmsim/v1/Kind.js';
+import type { LinkClient as GrpcLinkClient } from '../generated/vmmsim/v1/Link.js';
+import type { LinkHandlers } from '../generated/vmmsim/v1/Link.js';
+import type { MemoryRange, MemoryRange__Output } from '../generated/vmmsim/v1/MemoryRange.js';
+import { nowNs } from '../clock.js';
+import { protos } from '../proto.js';
+import { CHANNEL_OPTIONS } from './options.js';
+
+export type Kind = Kind__Output;
+export type { Envelope, Envelope__Output, Hop, Hop__Output, MemoryRange, MemoryRange__Output };
+
+/** A request as a sender hands it to a link. */
+export interface OutgoingRequest {
+  kind: Kind;
+  opId: number;
+  payload: Buffer;
+  guestMemory?: MemoryRange[];
+  modeledNs: number;
+}
+
+/** What a handler answers; the link adds the correlation id and the hop records. */
+export interface ReplyBody {
+  status: number;
+  payload: Buffer;
+  guestMemory?: MemoryRange[];
+  modeledNs: number;
+  /** Hops taken below the replying process while it served the request, oldest first. */
+  hops: Hop[];
+}
+
+/** The stream operations a BatchWriter needs: grpc-js duplex streams on either side. */
+interface Writable {
+  write(batch: Batch): boolean;
+  once(event: 'drain', cb: () => void): unknown;
+}
+
+/**
+ * Collects envelopes and writes everything that is ready as one Batch. A flush is scheduled with
+ * setImmediate, so envelopes produced while one batch of input is handled leave together; when the
+ * stream pushes back, envelopes wait for 'drain' and leave as a bigger batch. Each envelope's last
+ * hop (the one for this link) gets its send stamp at flush time.
+ */
+export class BatchWriter {
+  private queue: Envelope[] = [];
+  private scheduled = false;
+  private blocked = false;
+  private closed = false;
+  batches = 0;
+  envelopes = 0;
+
+  constructor(private readonly stream: Writable) {}
+
+  push(env: Envelope): void {
+    if (this.closed) return;
+    this.queue.push(env);
+    if (!this.scheduled && !this.blocked) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    this.queue = [];
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.closed || this.queue.length === 0) return;
+    const envelopes = this.queue;
+    this.queue = [];
+    const t = nowNs();
+    for (const env of envelopes) {
+      const hops = env.hops as Hop[];
+      const last = hops[hops.length - 1];
+      if (last) last.sentNs = t;
+    }
+    this.batches += 1;
+    this.envelopes += envelopes.length;
+    const ok = this.stream.write({ envelopes });
+    if (!ok) {
+      this.blocked = true;
+      this.stream.once('drain', () => {
+        this.blocked = false;
+        if (this.queue.length > 0 && !this.scheduled) {
+          this.scheduled = true;
+          setImmediate(this.flush);
+        }
+      });
+    }
+  };
+}
+
+/** Stamps the receive time on the hop that carried each envelope of a batch. */
+function stampReceived(batch: Batch__Output): void {
+  const t = nowNs();
+  for (const env of batch.envelopes) {
+    const last = env.hops[env.hops.length - 1];
+    if (last && last.receivedNs === 0) last.receivedNs = t;
+  }
+}
+
+interface Pending {
+  resolve: (env: Envelope__Output) => void;
+  reject: (err: Error) => void;
+  sentAtMs: number;
+}
+
+export interface LinkEnds {
+  selfId: number;
+  selfName: string;
+  peerId: number;
+  peerName: string;
+}
+
+/**
+ * The client end of a link: the process nearer the guest. It keeps one bidirectional stream open
+ * to its peer and matches replies to requests by correlation id. If the peer goes away or stops
+ * answering, every waiting request fails with an error naming the peer instead of hanging.
+ */
+export class LinkClient {
+  private readonly client: GrpcLinkClient;
+  private call: grpc.ClientDuplexStream<Batch, Batch__Output> | undefined;
+  private writer: BatchWriter | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private failure: VmmsimError | undefined;
+  private sweep: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly ends: LinkEnds,
+    address: string,
+    private readonly deadlineMs: number,
+  ) {
+    const Link = protos().link.vmmsim.v1.Link;
+    this.client = new Link(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  }
+
+  /** Waits for the connection and opens the stream. */
+  async open(timeoutMs = 10_000): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.client.waitForReady(Date.now() + timeoutMs, (err) =>
+        err ? reject(new VmmsimError('E_PEER_LOST', `${this.ends.selfName} could not connect to ${this.ends.peerName}: ${err.message}`)) : resolve(),
+      );
+    });
+    const call = this.client.Open();
+    this.call = call;
+    this.writer = new BatchWriter(call);
+    call.on('data', (batch: Batch__Output) => {
+      stampReceived(batch);
+      for (const env of batch.envelopes) {
+        const p = this.pending.get(env.correlationId);
+        if (!p) continue; // a reply after its deadline: the request already failed
+        this.pending.delete(env.correlationId);
+        p.resolve(env);
+      }
+    });
+    call.on('error', (err: grpc.ServiceError) => {
+      if (err.code === grpc.status.CANCELLED && this.failure) return;
+      this.fail(new VmmsimError('E_PEER_LOST', `link ${this.ends.selfName} -> ${this.ends.peerName} failed: ${err.details || err.message}`));
+    });
+    call.on('end', () => this.fail(new VmmsimError('E_PEER_LOST', `${this.ends.peerName} closed its link from ${this.ends.selfName}`)));
+    const period = Math.max(50, Math.min(1000, this.deadlineMs / 4));
+    this.sweep = setInterval(() => this.expire(), period);
+    this.sweep.unref();
+  }
+
+  request(req: OutgoingRequest): Promise<Envelope__Output> {
+    if (this.failure) return Promise.reject(this.failure);
+    const writer = this.writer;
+    if (!writer) return Promise.reject(new VmmsimError('E_PEER_LOST', `link ${this.ends.selfName} -> ${this.ends.peerName} is not open`));
+    const correlationId = this.nextId;
+    this.nextId = (this.nextId + 1) >>> 0 || 1;
+    return new Promise<Envelope__Output>((resolve, reject) => {
+      this.pending.set(correlationId, { resolve, reject, sentAtMs: Date.now() });
+      writer.push({
+        correlationId,
+        opId: req.opId,
+        kind: req.kind,
+        payload: req.payload,
+        guestMemory: req.guestMemory ?? [],
+        modeledNs: req.modeledNs,
+        hops: [{ from: this.ends.selfId, to: this.ends.peerId, sentNs: 0, receivedNs: 0 }],
+      });
+    });
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  close(): void {
+    this.fail(new VmmsimError('E_PEER_LOST', `link ${this.ends.selfName} -> ${this.ends.peerName} closed`));
+    this.client.close();
+  }
+
+  private expire(): void {
+    if (this.pending.size === 0) return;
+    const limit = Date.now() - this.deadlineMs;
+    for (const [id, p] of this.pending) {
+      if (p.sentAtMs > limit) continue;
+      this.pending.delete(id);
+      p.reject(new VmmsimError('E_DEADLINE', `${this.ends.peerName} did not answer ${this.ends.selfName} within ${this.deadlineMs} ms`));
+    }
+  }
+
+  private fail(err: VmmsimError): void {
+    if (!this.failure) this.failure = err;
+    if (this.sweep) clearInterval(this.sweep);
+    this.writer?.close();
+    if (this.call) {
+      this.call.removeAllListeners('data');
+      this.call.on('error', () => undefined);
+      this.call.cancel();
+    }
+    for (const p of this.pending.values()) p.reject(this.failure);
+    this.pending.clear();
+  }
+}
+
+/** Serves one request; never throws (a failure is a status). */
+export type RequestHandler = (env: Envelope__Output) => Promise<ReplyBody>;
+
+/**
+ * The server end of every link into a process. Each incoming request is handed to `handle`; the
+ * reply carries the request's hop (with its receive stamp), the hops below, and a new hop back.
+ */
+export function linkService(selfId: () => number, handle: RequestHandler, onError: (err: unknown) => void): LinkHandlers {
+  return {
+    Open(call: grpc.ServerDuplexStream<Batch__Output, Batch>) {
+      const writer = new BatchWriter(call);
+      let open = true;
+      const finish = (): void => {
+        if (!open) return;
+        open = false;
+        writer.close();
+        call.end();
+      };
+      call.on('data', (batch: Batch__Output) => {
+        stampReceived(batch);
+        for (const env of batch.envelopes) {
+          if (env.reply) continue;
+          const inbound = env.hops[env.hops.length - 1];
+          handle(env).then(
+            (body) => {
+              if (!open) return;
+              const hops: Hop[] = inbound ? [inbound, ...body.hops] : [...body.hops];
+              hops.push({ from: selfId(), to: inbound ? inbound.from : 0, sentNs: 0, receivedNs: 0 });
+              writer.push({
+                correlationId: env.correlationId,
+                opId: env.opId,
+                kind: env.kind,
+                reply: true,
+                status: body.status,
+                payload: body.payload,
+                guestMemory: body.guestMemory ?? [],
+                modeledNs: body.modeledNs,
+                hops,
+              });
+            },
+            (err: unknown) => onError(err),
+          );
+        }
+      });
+      call.on('end', finish);
+      call.on('error', () => finish());
+      call.on('cancelled', () => finish());
+    },
+  };
+}

@@ -1,0 +1,26 @@
+import type { ChannelOptions } from '@grpc/grpc-js';
+
+/** Largest message a link accepts: a batch of many envelopes, well above any single request. */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Options for every channel between vmmsim processes: a connection of its own per client (so two
+ * links never share one HTTP/2 session and its flow control), no proxy lookups on internal hops,
+ * and keepalive so an idle link stays warm between phases of a run.
+ */
+export const CHANNEL_OPTIONS: ChannelOptions = {
+  'grpc.use_local_subchannel_pool': 1,
+  'grpc.enable_http_proxy': 0,
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+};
+
+export const SERVER_OPTIONS: ChannelOptions = {
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+};

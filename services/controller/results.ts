@@ -1,0 +1,71 @@
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Summary__Output as Summary } from '../common/generated/vmmsim/v1/Summary.js';
+import type { Scenario } from '../common/scenario/schema.js';
+import type { TransitionCounts } from '../common/topology.js';
+
+export const RESULTS_SCHEMA = 'vmmsim/results/v1';
+
+export interface OpResult {
+  op: string;
+  count: number;
+  failed: number;
+  /** Transitions of each kind per operation (averages over the operations counted). */
+  transitions: TransitionCounts;
+  measuredUs: Summary;
+  modeledNs: Summary;
+}
+
+export interface HopResult {
+  from: string;
+  to: string;
+  count: number;
+  measuredUs: Summary;
+}
+
+export interface RunResult {
+  model: string;
+  dma: string;
+  workload: Scenario['workload'];
+  topology: Scenario['topology'];
+  processes: { role: string; name: string; pid: number; host: string }[];
+  ops: OpResult[];
+  hops: HopResult[];
+  /** Operations are each map and each unmap. */
+  throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
+  invalidations: { guestCommands: number; deliveredPerPsmmu: Record<string, number>; fanout: number };
+  elapsedSec: number;
+  modeledElapsedNs: number;
+  /** Every counter of every process, by process name. */
+  counters: Record<string, Record<string, number>>;
+}
+
+export interface ResultsDoc {
+  schema: typeof RESULTS_SCHEMA;
+  status: 'ok' | 'failed' | 'interrupted';
+  error?: { code: string; message: string };
+  tool: { name: 'vmmsim'; version: string };
+  startedAt: string;
+  finishedAt: string;
+  scenario: Scenario;
+  seed: number;
+  profile: { name: string; path: string };
+  runs: RunResult[];
+}
+
+/** Default output folder: results/<time>-<scenario name>/ under the working directory. */
+export function defaultOutDir(name: string, now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const safe = name.replace(/[^A-Za-z0-9._-]+/g, '_');
+  return resolve('results', `${stamp}-${safe}-${process.pid}`);
+}
+
+/** Writes DIR/results.json atomically: a temporary file in the same folder, then a rename. */
+export function writeResults(dir: string, doc: ResultsDoc): string {
+  mkdirSync(dir, { recursive: true });
+  const final = join(dir, 'results.json');
+  const tmp = join(dir, `.results.json.${process.pid}.tmp`);
+  writeFileSync(tmp, JSON.stringify(doc, null, 2) + '\n');
+  renameSync(tmp, final);
+  return final;
+}

@@ -1,0 +1,141 @@
+import { hostname } from 'node:os';
+import type { CostProfile } from '../common/cost/profile.js';
+import { profileCosts } from '../common/cost/profile.js';
+import { VmmsimError } from '../common/errors.js';
+import type { Device } from '../common/generated/vmmsim/v1/Device.js';
+import type { Endpoint } from '../common/generated/vmmsim/v1/Endpoint.js';
+import type { StartReply__Output } from '../common/generated/vmmsim/v1/StartReply.js';
+import type { Topology } from '../common/generated/vmmsim/v1/Topology.js';
+import type { Logger } from '../common/logger.js';
+import type { ModelName, Scenario } from '../common/scenario/schema.js';
+import { START_ORDER, TRANSITION_KINDS, zeroTransitions, type Role } from '../common/topology.js';
+import { Control } from './control-client.js';
+import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
+import type { OpResult, RunResult } from './results.js';
+
+/** The processes a scenario needs: one guest and qemu per VM, one kvm and vfio, one psmmu per pSMMU. */
+export function processSpecs(s: Scenario): ProcessSpec[] {
+  const specs: ProcessSpec[] = [];
+  for (let k = 0; k < s.topology.psmmus; k++) specs.push({ role: 'psmmu', index: k });
+  specs.push({ role: 'vfio', index: 0 });
+  for (let v = 0; v < s.topology.vms; v++) specs.push({ role: 'qemu', index: v });
+  specs.push({ role: 'kvm', index: 0 });
+  for (let v = 0; v < s.topology.vms; v++) specs.push({ role: 'guest', index: v });
+  return specs;
+}
+
+/**
+ * Assigned devices: `devicesPerPsmmu` behind each pSMMU, all given to VM 0 for now. A device's
+ * vSID is the RID the guest sees (bus 0, one device number each); its pSID is the host RID.
+ */
+export function devices(s: Scenario): Device[] {
+  const out: Device[] = [];
+  let n = 0;
+  for (let p = 0; p < s.topology.psmmus; p++) {
+    for (let d = 0; d < s.topology.devicesPerPsmmu; d++, n++) {
+      out.push({ vm: 0, psmmu: p, vsid: (n + 1) << 3, psid: ((p + 1) << 8) | (d << 3) });
+    }
+  }
+  return out;
+}
+
+const ROLE_RANK: Record<Role, number> = Object.fromEntries(START_ORDER.map((r, i) => [r, i])) as Record<Role, number>;
+
+/** A process tree plus its control clients: runs one model after another on the same processes. */
+export class Session {
+  private readonly controls = new Map<string, Control>();
+  private readonly endpoints: Endpoint[];
+
+  constructor(
+    private readonly tree: ProcessTree,
+    private readonly log: Logger,
+  ) {
+    const host = hostname();
+    this.endpoints = tree.processes.map((p: StartedProcess, i) => ({ id: i + 1, role: p.role, index: p.index, name: p.name, address: p.address, pid: p.pid, host }));
+    for (const p of tree.processes) this.controls.set(p.name, new Control(p.name, p.address));
+  }
+
+  private ordered(): Endpoint[] {
+    return [...this.endpoints].sort((a, b) => ROLE_RANK[a.role as Role] - ROLE_RANK[b.role as Role] || (a.index ?? 0) - (b.index ?? 0));
+  }
+
+  private control(name: string): Control {
+    const c = this.controls.get(name);
+    if (!c) throw new Error(`no process ${name}`);
+    return c;
+  }
+
+  /** Runs the scenario's workload under one model and gathers its results. */
+  async run(s: Scenario, model: ModelName, profile: CostProfile): Promise<RunResult> {
+    const topology: Topology = {
+      runId: `${s.name}-${model}`,
+      model,
+      dma: s.dma,
+      seed: s.seed,
+      endpoints: this.endpoints,
+      devices: devices(s),
+      costsNs: profileCosts(profile),
+      workload: { ...s.workload },
+      vmids: Array.from({ length: s.topology.vms }, (_, v) => v + 1),
+      deadlineMs: 10_000,
+      vsmmu: s.topology.vsmmu,
+    };
+    const order = this.ordered();
+    // Downstream first: a process opens its links only to peers that are already configured.
+    for (const role of START_ORDER) {
+      await Promise.all(order.filter((e) => e.role === role).map((e) => this.control(e.name as string).configure(topology)));
+    }
+    const guests = order.filter((e) => e.role === 'guest');
+    // Start carries the whole workload; its deadline follows the workload's own limits.
+    const startDeadline = s.workload.durationSec > 0 ? (s.workload.durationSec + 60) * 1000 : 3_600_000;
+    this.log.debug({ model }, 'workload starting');
+    const replies: StartReply__Output[] = await Promise.all(guests.map((g) => this.control(g.name as string).start(startDeadline)));
+    const stats = await Promise.all(order.map((e) => this.control(e.name as string).stats()));
+    for (const e of [...order].reverse()) await this.control(e.name as string).stop();
+
+    const counters: Record<string, Record<string, number>> = {};
+    for (const st of stats) counters[st.name] = st.counters;
+    const reply = replies[0];
+    if (!reply) throw new VmmsimError('E_RUN', 'no guest ran the workload');
+    const ops: OpResult[] = reply.ops.map((o) => {
+      const per = zeroTransitions();
+      const t = o.transitions;
+      for (const k of TRANSITION_KINDS) per[k] = o.count > 0 && t ? Math.round((t[k] / o.count) * 1000) / 1000 : 0;
+      return { op: o.op, count: o.count, failed: o.failed, transitions: per, measuredUs: o.measuredUs ?? emptySummary(), modeledNs: o.modeledNs ?? emptySummary() };
+    });
+    const totalOps = ops.reduce((n, o) => n + o.count, 0);
+    const deliveredPerPsmmu: Record<string, number> = {};
+    for (const e of order.filter((x) => x.role === 'psmmu')) deliveredPerPsmmu[e.name as string] = counters[e.name as string]?.['commands'] ?? 0;
+    const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
+    const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
+    return {
+      model,
+      dma: s.dma,
+      workload: s.workload,
+      topology: s.topology,
+      processes: this.endpoints.map((e) => ({ role: e.role as string, name: e.name as string, pid: e.pid as number, host: e.host as string })),
+      ops,
+      hops: reply.hops.map((h) => ({ from: h.from, to: h.to, count: h.measuredUs?.count ?? 0, measuredUs: h.measuredUs ?? emptySummary() })),
+      throughput: {
+        opsPerSecMeasured: reply.elapsedSec > 0 ? round(totalOps / reply.elapsedSec) : 0,
+        opsPerSecModeled: reply.modeledElapsedNs > 0 ? round(totalOps / (reply.modeledElapsedNs / 1e9)) : 0,
+      },
+      invalidations: { guestCommands, deliveredPerPsmmu, fanout: guestCommands > 0 ? round(delivered / guestCommands) : 0 },
+      elapsedSec: round(reply.elapsedSec),
+      modeledElapsedNs: reply.modeledElapsedNs,
+      counters,
+    };
+  }
+
+  close(): void {
+    for (const c of this.controls.values()) c.close();
+  }
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+function emptySummary(): OpResult['measuredUs'] {
+  return { count: 0, mean: 0, stddev: 0, min: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0 };
+}

@@ -1,0 +1,68 @@
+import { TRANSITION_KINDS } from '../common/topology.js';
+import type { RunResult } from './results.js';
+
+function fmt(x: number, digits = 2): string {
+  if (!Number.isFinite(x)) return '-';
+  if (x !== 0 && Math.abs(x) < 0.01) return x.toExponential(1);
+  return x.toFixed(digits);
+}
+
+function ratio(x: number, base: number | undefined): string {
+  if (base === undefined || base <= 0) return '-';
+  return `${fmt(x / base, 1)}x`;
+}
+
+function render(rows: string[][], align: ('l' | 'r')[]): string {
+  const widths = align.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (align[i] === 'l' ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd()).join('\n');
+}
+
+/**
+ * The side-by-side comparison: per model and operation, the transitions it paid, measured and
+ * modeled latency, and each against the `none` baseline; then throughput per model. Fits 120 columns.
+ */
+export function comparisonTable(runs: readonly RunResult[]): string {
+  const base = runs.find((r) => r.model === 'none');
+  const header = ['model', 'dma', 'op', 'n', ...TRANSITION_KINDS, 'meas p50 us', 'meas p99 us', 'model mean us', 'model p99 us', 'vs none (meas/model)'];
+  const rows: string[][] = [header];
+  for (const run of runs) {
+    for (const op of run.ops) {
+      const b = base?.ops.find((o) => o.op === op.op);
+      rows.push([
+        run.model,
+        run.dma,
+        op.op,
+        String(op.count),
+        ...TRANSITION_KINDS.map((k) => fmt(op.transitions[k], op.transitions[k] % 1 === 0 ? 0 : 2)),
+        fmt(op.measuredUs.p50),
+        fmt(op.measuredUs.p99),
+        fmt(op.modeledNs.mean / 1000, 3),
+        fmt(op.modeledNs.p99 / 1000, 3),
+        run === base ? 'baseline' : `${ratio(op.measuredUs.p50, b?.measuredUs.p50)} / ${ratio(op.modeledNs.mean, b?.modeledNs.mean)}`,
+      ]);
+    }
+  }
+  const ops = render(rows, ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']);
+  const tRows: string[][] = [['model', 'ops/s measured', 'ops/s modeled', 'vs none (meas/model)', 'guest invalidations', 'delivered', 'fanout']];
+  for (const run of runs) {
+    const delivered = Object.values(run.invalidations.deliveredPerPsmmu).reduce((a, b) => a + b, 0);
+    tRows.push([
+      run.model,
+      fmt(run.throughput.opsPerSecMeasured, 0),
+      fmt(run.throughput.opsPerSecModeled, 0),
+      run === base ? 'baseline' : `${ratio(run.throughput.opsPerSecMeasured, base?.throughput.opsPerSecMeasured)} / ${ratio(run.throughput.opsPerSecModeled, base?.throughput.opsPerSecModeled)}`,
+      String(run.invalidations.guestCommands),
+      String(delivered),
+      fmt(run.invalidations.fanout, 2),
+    ]);
+  }
+  const thr = render(tRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
+  return `${ops}\n\n${thr}`;
+}
+
+/** Per-hop measured one-way latency of one run. */
+export function hopTable(run: RunResult): string {
+  const rows: string[][] = [['hop', 'count', 'p50 us', 'p99 us', 'max us']];
+  for (const h of run.hops) rows.push([`${h.from} -> ${h.to}`, String(h.count), fmt(h.measuredUs.p50), fmt(h.measuredUs.p99), fmt(h.measuredUs.max)]);
+  return render(rows, ['l', 'r', 'r', 'r', 'r']);
+}

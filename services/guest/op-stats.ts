@@ -1,0 +1,78 @@
+import { NS_PER_US } from '../common/clock.js';
+import type { HopReport } from '../common/generated/vmmsim/v1/HopReport.js';
+import type { OpReport } from '../common/generated/vmmsim/v1/OpReport.js';
+import { Distribution } from '../common/histogram.js';
+import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../common/topology.js';
+import type { Hop } from '../common/transport/link.js';
+
+/** Everything the guest records about one kind of operation (map, unmap). */
+class OpRecord {
+  readonly measured = new Distribution();
+  readonly modeled = new Distribution();
+  readonly transitions: TransitionCounts = zeroTransitions();
+  failed = 0;
+}
+
+/**
+ * Per-operation and per-hop statistics of a guest's run. The guest sees every hop of each of its
+ * operations (replies carry the hops taken below), so this is the one place they are counted.
+ */
+export class OpStats {
+  private readonly ops = new Map<string, OpRecord>();
+  private readonly hops = new Map<string, { from: string; to: string; dist: Distribution }>();
+
+  constructor(private readonly endpoints: EndpointTable) {}
+
+  private op(name: string): OpRecord {
+    let r = this.ops.get(name);
+    if (!r) {
+      r = new OpRecord();
+      this.ops.set(name, r);
+    }
+    return r;
+  }
+
+  /** Declares an operation so it is reported even if it never ran (for example, no unmap under static). */
+  declare(name: string): void {
+    this.op(name);
+  }
+
+  record(name: string, measuredNs: number, modeledNs: number, trace: readonly Hop[]): void {
+    const r = this.op(name);
+    r.measured.record(measuredNs);
+    r.modeled.record(modeledNs);
+    for (const h of trace) {
+      const from = this.endpoints.id(h.from ?? 0);
+      const to = this.endpoints.id(h.to ?? 0);
+      if (!from || !to) continue;
+      const kind = transitionOf(from.role, to.role);
+      if (kind) r.transitions[kind] += 1;
+      const key = `${from.name}>${to.name}`;
+      let hop = this.hops.get(key);
+      if (!hop) {
+        hop = { from: from.name, to: to.name, dist: new Distribution() };
+        this.hops.set(key, hop);
+      }
+      hop.dist.record(Number(h.receivedNs ?? 0) - Number(h.sentNs ?? 0));
+    }
+  }
+
+  fail(name: string): void {
+    this.op(name).failed += 1;
+  }
+
+  opReports(): OpReport[] {
+    return [...this.ops.entries()].map(([op, r]) => ({
+      op,
+      count: r.measured.count,
+      failed: r.failed,
+      transitions: r.transitions,
+      measuredUs: r.measured.summary(NS_PER_US),
+      modeledNs: r.modeled.summary(1),
+    }));
+  }
+
+  hopReports(): HopReport[] {
+    return [...this.hops.values()].map((h) => ({ from: h.from, to: h.to, measuredUs: h.dist.summary(NS_PER_US) }));
+  }
+}

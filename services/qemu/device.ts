@@ -1,0 +1,22 @@
+import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import type { MmioAccess } from '../common/kvm-run.js';
+import type { OpContext } from '../common/op-context.js';
+import type { HandlerResult, RoleEnv } from '../common/role-api.js';
+
+/** A vIOMMU device model inside the VMM: it sees the MMIO exits KVM hands to user space. */
+export interface VmmDevice {
+  mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult>;
+  stats(): Record<string, number>;
+}
+
+export type VmmDeviceFactory = (env: RoleEnv) => VmmDevice;
+
+const devices = new Map<string, VmmDeviceFactory>();
+
+export function registerVmmDevice(model: string, factory: VmmDeviceFactory): void {
+  devices.set(model, factory);
+}
+
+export function vmmDevice(model: string): VmmDeviceFactory | undefined {
+  return devices.get(model);
+}

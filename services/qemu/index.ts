@@ -1,0 +1,34 @@
+import { Errno } from '../common/errors.js';
+import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import { decodeMmio } from '../common/kvm-run.js';
+import type { OpContext } from '../common/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
+import { vmmDevice, type VmmDevice } from './device.js';
+import './vsmmu-accel.js';
+
+/** qemu-N: the VMM of VM N, holding the vIOMMU device model of the run's architecture (if any). */
+class QemuRole implements RoleInstance {
+  private readonly device: VmmDevice | undefined;
+  private exits = 0;
+
+  constructor(env: RoleEnv) {
+    this.device = vmmDevice(env.topology.model)?.(env);
+  }
+
+  async handle(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    if (req.kind !== 'MMIO_EXIT') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
+    this.exits += 1;
+    const access = decodeMmio(req.payload);
+    if (!access) return { status: -Errno.EINVAL, payload: EMPTY };
+    if (!this.device) return { status: 0, payload: req.payload };
+    return this.device.mmioExit(access, req, ctx);
+  }
+
+  stats(): Record<string, number> {
+    return { exits: this.exits, ...(this.device?.stats() ?? {}) };
+  }
+}
+
+export function createRole(env: RoleEnv): RoleInstance {
+  return new QemuRole(env);
+}

@@ -1,0 +1,131 @@
+import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import { IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, encodeHwptInvalidate } from '../common/iommufd.js';
+import { iommufdLayout, type ViommuObject } from '../common/iommufd-objects.js';
+import type { MmioAccess } from '../common/kvm-run.js';
+import { PhysMemory } from '../common/memory.js';
+import { Mutex } from '../common/mutex.js';
+import type { OpContext } from '../common/op-context.js';
+import type { HandlerResult, RoleEnv } from '../common/role-api.js';
+import { CMD_SIZE, Opcode, SyncCs, decodeCommand } from '../common/smmu/commands.js';
+import * as Q from '../common/smmu/queue.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, VCMDQ_LOG2_ENTRIES, vcmdqGpa, vsmmuRegister } from '../common/smmu/registers.js';
+import type { MemoryRange } from '../common/transport/link.js';
+import { registerVmmDevice, type VmmDevice } from './device.js';
+
+/** A fake but stable user-space address for the HWPT_INVALIDATE entry array (never null). */
+const USER_ARRAY_ADDR = 0x7f00_0000_0000;
+
+/** Commands the kernel accepts in HWPT_INVALIDATE; the VMM forwards exactly these. */
+const FORWARDED = new Set<number>([
+  Opcode.TLBI_NH_ALL, Opcode.TLBI_NH_ASID, Opcode.TLBI_NH_VA, Opcode.TLBI_NH_VAA, Opcode.TLBI_NSNH_ALL,
+  Opcode.ATC_INV, Opcode.CFGI_CD, Opcode.CFGI_CD_ALL,
+]);
+
+interface VsmmuState {
+  cons: number;
+  gerror: number;
+  /** The vIOMMU objects this vSMMU's invalidations go to: its own, or all of the VM's (broadcast). */
+  targets: ViommuObject[];
+}
+
+/**
+ * The accelerated (nested) vSMMUv3 of a VMM: the guest's CMDQ_PROD write exits to here; under the
+ * VMM's big lock the model consumes the guest queue synchronously, as QEMU does, and forwards each
+ * invalidation as its own IOMMU_HWPT_INVALIDATE (entry_num = 1), as QEMU's accelerated SMMUv3 does
+ * today. CMD_SYNC completes locally: every command before it already completed in the kernel.
+ */
+class AcceleratedVsmmu implements VmmDevice {
+  private readonly ram = new PhysMemory(0);
+  private readonly bql = new Mutex('qemu.bql');
+  private readonly vsmmus: VsmmuState[];
+  private readonly counters = { commands: 0, ioctls: 0, syncs: 0, errors: 0, cfgiSte: 0 };
+
+  constructor(env: RoleEnv) {
+    const vm = env.self.index;
+    const layout = iommufdLayout(env.topology);
+    const mine = layout.viommus.filter((v) => v.vm === vm);
+    // One vSMMU per vIOMMU; a single vSMMU for the VM broadcasts to all of them.
+    const single = env.topology.vsmmu === 'single';
+    this.vsmmus = single ? [{ cons: 0, gerror: 0, targets: mine }] : mine.map((v) => ({ cons: 0, gerror: 0, targets: [v] }));
+  }
+
+  async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    ctx.charge('exit.to_user');
+    const reg = vsmmuRegister(access.physAddr, this.vsmmus.length);
+    const state = reg ? this.vsmmus[reg.vsmmu] : undefined;
+    if (!reg || !state) return { status: 0, payload: req.payload }; // unclaimed MMIO: writes ignored, as QEMU does
+    // The guest RAM the exit carries is what this VMM reads through its mapping of guest memory.
+    for (const r of req.guestMemory) this.ram.write(Number(r.gpa), r.data);
+    if (!access.isWrite || reg.offset !== SMMU_REG.CMDQ_PROD) return { status: 0, payload: req.payload };
+    return this.bql.with(async () => {
+      const writes = await this.consume(reg.vsmmu, state, access.data, ctx);
+      return { status: 0, payload: req.payload, guestMemory: writes };
+    });
+  }
+
+  /** Runs the guest's queue from CONS to PROD; stops at the first error with CONS.ERR set. */
+  private async consume(vsmmu: number, s: VsmmuState, prod: number, ctx: OpContext): Promise<MemoryRange[]> {
+    const writes: MemoryRange[] = [];
+    const log2 = VCMDQ_LOG2_ENTRIES;
+    const base = vcmdqGpa(vsmmu);
+    if (s.gerror & GERROR_CMDQ_ERR) return writes; // halted until the guest acknowledges
+    while (Q.ptr(s.cons, log2) !== Q.ptr(prod, log2)) {
+      const slot = base + Q.index(s.cons, log2) * CMD_SIZE;
+      const bytes = this.ram.read(slot, CMD_SIZE);
+      const cmd = decodeCommand(bytes, 0);
+      ctx.charge('vmm.vsmmu_cmd');
+      if (cmd.error) {
+        this.halt(s);
+        break;
+      }
+      if (cmd.opcode === Opcode.CMD_SYNC) {
+        this.counters.syncs += 1;
+        if (cmd.fields.cs === SyncCs.IRQ && cmd.fields.msiaddr) {
+          const data = Buffer.alloc(4);
+          data.writeUInt32LE((cmd.fields.msidata ?? 0) >>> 0);
+          writes.push({ gpa: Number(cmd.fields.msiaddr), data });
+        }
+      } else if (FORWARDED.has(cmd.opcode)) {
+        this.counters.commands += 1;
+        const failed = await this.forward(s, bytes, ctx);
+        if (failed) {
+          this.halt(s);
+          break;
+        }
+      } else if (cmd.opcode === Opcode.CFGI_STE || cmd.opcode === Opcode.CFGI_ALL) {
+        // The VMM re-reads the guest STE and (re)attaches a nested HWPT; no command is forwarded.
+        this.counters.cfgiSte += 1;
+      }
+      s.cons = Q.inc(s.cons, log2);
+    }
+    return writes;
+  }
+
+  /** One IOMMU_HWPT_INVALIDATE per target vIOMMU carrying this single command; true if any failed. */
+  private async forward(s: VsmmuState, command: Buffer, ctx: OpContext): Promise<boolean> {
+    const calls = s.targets.map((v) => {
+      this.counters.ioctls += 1;
+      const payload = encodeHwptInvalidate(
+        { size: HWPT_INVALIDATE_SIZE, hwptId: v.id, dataUptr: USER_ARRAY_ADDR, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entryLen: CMD_SIZE, entryNum: 1, reserved: 0 },
+        command,
+      );
+      return ctx.call('vfio', 'HWPT_INVALIDATE', payload);
+    });
+    const replies = await Promise.all(calls);
+    return replies.some((r) => r.status !== 0);
+  }
+
+  /** CERROR_ILL at CONS and GERROR.CMDQ_ERR, as QEMU reports a command the kernel refused. */
+  private halt(s: VsmmuState): void {
+    this.counters.errors += 1;
+    s.cons = Q.withConsErr(s.cons, Q.CERROR.ILL);
+    s.gerror ^= GERROR_CMDQ_ERR;
+  }
+
+  stats(): Record<string, number> {
+    return { ...this.counters, bqlContended: this.bql.contended };
+  }
+}
+
+registerVmmDevice('nested-smmuv3', (env) => new AcceleratedVsmmu(env));
+

@@ -1,0 +1,104 @@
+import { Errno } from '../common/errors.js';
+import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import { HWPT_INVALIDATE_CHUNK, decodeHwptInvalidate, withEntryNum } from '../common/iommufd.js';
+import { iommufdLayout, type VdeviceObject, type ViommuObject } from '../common/iommufd-objects.js';
+import type { OpContext } from '../common/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
+import { CMD_SIZE, cmdSync, encodeCommand } from '../common/smmu/commands.js';
+import type { Endpoint } from '../common/topology.js';
+import { checkHwptInvalidate, convertCommand } from './hwpt-invalidate.js';
+
+/**
+ * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a
+ * VMM's HWPT_INVALIDATE into commands on the right physical SMMU's CMDQ.
+ */
+class VfioRole implements RoleInstance {
+  private readonly viommus = new Map<number, ViommuObject>();
+  /** vDEVICEs of each vIOMMU by vSID. */
+  private readonly vdevs = new Map<number, Map<number, VdeviceObject>>();
+  private readonly counters = { hwptInvalidate: 0, commands: 0, chunks: 0, einval: 0, eio: 0, eopnotsupp: 0 };
+
+  constructor(env: RoleEnv) {
+    const layout = iommufdLayout(env.topology);
+    for (const v of layout.viommus) {
+      this.viommus.set(v.id, v);
+      this.vdevs.set(v.id, new Map());
+    }
+    for (const d of layout.vdevices) this.vdevs.get(d.viommuId)?.set(d.vsid, d);
+  }
+
+  async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
+    if (req.kind === 'HWPT_INVALIDATE' && from.role === 'qemu') return this.hwptInvalidate(req.payload, ctx);
+    return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
+  }
+
+  private count(status: number): void {
+    if (status === -Errno.EINVAL) this.counters.einval += 1;
+    else if (status === -Errno.EIO) this.counters.eio += 1;
+    else if (status === -Errno.EOPNOTSUPP) this.counters.eopnotsupp += 1;
+  }
+
+  /**
+   * IOMMU_HWPT_INVALIDATE on a vIOMMU: checks, converts entry by entry and issues chunks of at most
+   * 63 commands, each followed by a CMD_SYNC, waiting for each. entry_num comes back as the kernel
+   * sets it: the input count on success, the failing index on a conversion error, and the chunk's
+   * end minus one when a chunk failed on the hardware.
+   */
+  private async hwptInvalidate(payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
+    ctx.charge('ioctl.syscall');
+    this.counters.hwptInvalidate += 1;
+    const parsed = decodeHwptInvalidate(payload);
+    if (!parsed) return { status: -Errno.EFAULT, payload: EMPTY };
+    const { head, entries } = parsed;
+    const check = checkHwptInvalidate(head, entries.length);
+    if (check !== 0 || head.entryNum === 0) {
+      this.count(check);
+      return { status: check, payload: withEntryNum(head, 0) };
+    }
+    const viommu = this.viommus.get(head.hwptId);
+    if (!viommu) {
+      this.count(-Errno.EINVAL);
+      return { status: -Errno.EINVAL, payload: withEntryNum(head, 0) };
+    }
+    const vdevs = this.vdevs.get(viommu.id) as Map<number, VdeviceObject>;
+    const peer = `psmmu-${viommu.psmmu}`;
+    const chunk = Buffer.alloc((HWPT_INVALIDATE_CHUNK + 1) * CMD_SIZE);
+    let inChunk = 0;
+    const issue = async (): Promise<number> => {
+      encodeCommand(cmdSync(), chunk, inChunk * CMD_SIZE);
+      ctx.charge('kernel.cmdq_insert', inChunk + 1);
+      this.counters.chunks += 1;
+      this.counters.commands += inChunk;
+      const r = await ctx.call(peer, 'CMDQ_SUBMIT', Buffer.from(chunk.subarray(0, (inChunk + 1) * CMD_SIZE)));
+      inChunk = 0;
+      return r.status;
+    };
+    for (let i = 0; i < head.entryNum; i++) {
+      ctx.charge('kernel.hwpt_cmd');
+      const status = convertCommand(entries, i * head.entryLen, viommu, vdevs, chunk, inChunk * CMD_SIZE);
+      if (status !== 0) {
+        // Commands converted since the last issued chunk are never sent.
+        this.count(status);
+        return { status, payload: withEntryNum(head, i) };
+      }
+      inChunk += 1;
+      if (inChunk === HWPT_INVALIDATE_CHUNK || i === head.entryNum - 1) {
+        const end = i + 1;
+        const hw = await issue();
+        if (hw !== 0) {
+          this.count(-Errno.EIO);
+          return { status: -Errno.EIO, payload: withEntryNum(head, end - 1) };
+        }
+      }
+    }
+    return { status: 0, payload: withEntryNum(head, head.entryNum) };
+  }
+
+  stats(): Record<string, number> {
+    return { ...this.counters };
+  }
+}
+
+export function createRole(env: RoleEnv): RoleInstance {
+  return new VfioRole(env);
+}
