@@ -1,7 +1,7 @@
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
 import { IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, encodeHwptInvalidate } from '../common/iommufd.js';
 import { iommufdLayout, type ViommuObject } from '../common/iommufd-objects.js';
-import type { MmioAccess } from '../common/kvm-run.js';
+import { encodeMmio, type MmioAccess } from '../common/kvm-run.js';
 import { PhysMemory } from '../common/memory.js';
 import { Mutex } from '../common/mutex.js';
 import type { OpContext } from '../common/op-context.js';
@@ -22,8 +22,10 @@ const FORWARDED = new Set<number>([
 ]);
 
 interface VsmmuState {
+  prod: number;
   cons: number;
   gerror: number;
+  gerrorn: number;
   /** The vIOMMU objects this vSMMU's invalidations go to: its own, or all of the VM's (broadcast). */
   targets: ViommuObject[];
 }
@@ -46,7 +48,8 @@ class AcceleratedVsmmu implements VmmDevice {
     const mine = layout.viommus.filter((v) => v.vm === vm);
     // One vSMMU per vIOMMU; a single vSMMU for the VM broadcasts to all of them.
     const single = env.topology.vsmmu === 'single';
-    this.vsmmus = single ? [{ cons: 0, gerror: 0, targets: mine }] : mine.map((v) => ({ cons: 0, gerror: 0, targets: [v] }));
+    const state = (targets: ViommuObject[]): VsmmuState => ({ prod: 0, cons: 0, gerror: 0, gerrorn: 0, targets });
+    this.vsmmus = single ? [state(mine)] : mine.map((v) => state([v]));
   }
 
   async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
@@ -56,20 +59,44 @@ class AcceleratedVsmmu implements VmmDevice {
     if (!reg || !state) return { status: 0, payload: req.payload }; // unclaimed MMIO: writes ignored, as QEMU does
     // The guest RAM the exit carries is what this VMM reads through its mapping of guest memory.
     for (const r of req.guestMemory) this.ram.write(Number(r.gpa), r.data);
-    if (!access.isWrite || reg.offset !== SMMU_REG.CMDQ_PROD) return { status: 0, payload: req.payload };
     return this.bql.with(async () => {
-      const writes = await this.consume(reg.vsmmu, state, access.data, ctx);
+      if (!access.isWrite) return { status: 0, payload: encodeMmio({ ...access, data: this.readRegister(state, reg.offset) }) };
+      if (reg.offset === SMMU_REG.CMDQ_PROD) state.prod = access.data >>> 0;
+      else if (reg.offset === SMMU_REG.GERRORN) this.acknowledge(state, access.data);
+      else return { status: 0, payload: req.payload };
+      const writes = await this.consume(reg.vsmmu, state, ctx);
       return { status: 0, payload: req.payload, guestMemory: writes };
     });
   }
 
+  private readRegister(s: VsmmuState, offset: number): number {
+    switch (offset) {
+      case SMMU_REG.CMDQ_PROD:
+        return s.prod;
+      case SMMU_REG.CMDQ_CONS:
+        return s.cons;
+      case SMMU_REG.GERROR:
+        return s.gerror;
+      case SMMU_REG.GERRORN:
+        return s.gerrorn;
+      default:
+        return 0;
+    }
+  }
+
+  /** GERRORN write: once it matches GERROR the queue error is acknowledged and consumption resumes. */
+  private acknowledge(s: VsmmuState, value: number): void {
+    s.gerrorn = value >>> 0;
+    if (((s.gerror ^ s.gerrorn) & GERROR_CMDQ_ERR) === 0) s.cons = Q.withConsErr(s.cons, Q.CERROR.NONE);
+  }
+
   /** Runs the guest's queue from CONS to PROD; stops at the first error with CONS.ERR set. */
-  private async consume(vsmmu: number, s: VsmmuState, prod: number, ctx: OpContext): Promise<MemoryRange[]> {
+  private async consume(vsmmu: number, s: VsmmuState, ctx: OpContext): Promise<MemoryRange[]> {
     const writes: MemoryRange[] = [];
     const log2 = VCMDQ_LOG2_ENTRIES;
     const base = vcmdqGpa(vsmmu);
-    if (s.gerror & GERROR_CMDQ_ERR) return writes; // halted until the guest acknowledges
-    while (Q.ptr(s.cons, log2) !== Q.ptr(prod, log2)) {
+    if ((s.gerror ^ s.gerrorn) & GERROR_CMDQ_ERR) return writes; // halted until the guest acknowledges
+    while (Q.ptr(s.cons, log2) !== Q.ptr(s.prod, log2)) {
       const slot = base + Q.index(s.cons, log2) * CMD_SIZE;
       const bytes = this.ram.read(slot, CMD_SIZE);
       const cmd = decodeCommand(bytes, 0);

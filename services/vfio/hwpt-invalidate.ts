@@ -4,7 +4,7 @@ import {
   type HwptInvalidate,
 } from '../common/iommufd.js';
 import type { VdeviceObject, ViommuObject } from '../common/iommufd-objects.js';
-import { CMD_SIZE, Opcode, readOpcode, readSid, writeSid, writeVmid } from '../common/smmu/commands.js';
+import { CMD_SIZE, Opcode, cmdSync, encodeCommand, readOpcode, readSid, writeSid, writeVmid } from '../common/smmu/commands.js';
 
 /** Result of the core checks of IOMMU_HWPT_INVALIDATE, before any entry is looked at. */
 export function checkHwptInvalidate(h: HwptInvalidate, arrayBytes: number): number {
@@ -49,4 +49,47 @@ export function convertCommand(cmd: Buffer, at: number, viommu: ViommuObject, vd
   }
 }
 
-export { HWPT_INVALIDATE_CHUNK };
+/** The hooks the conversion loop needs from its caller: costs and the physical CMDQ. */
+export interface InvalidateSink {
+  /** One command converted (charge its kernel cost). */
+  converted(): void;
+  /** Issues one chunk (commands + CMD_SYNC) to the physical SMMU and waits; returns 0 or -errno. */
+  submit(chunk: Buffer, commands: number): Promise<number>;
+}
+
+const SYNC = ((): Buffer => {
+  const b = Buffer.alloc(CMD_SIZE);
+  encodeCommand(cmdSync(), b, 0);
+  return b;
+})();
+
+/**
+ * The body of IOMMU_HWPT_INVALIDATE on an SMMUv3 vIOMMU after the core checks: converts entry by
+ * entry and issues chunks of at most 63 commands, each followed by a CMD_SYNC, waiting for each.
+ * Returns the status and entry_num as the kernel sets it: the input count on success; the failing
+ * index on a conversion error (commands converted since the last chunk are never sent); the chunk's
+ * end minus one when a chunk failed on the hardware.
+ */
+export async function invalidateEntries(
+  head: HwptInvalidate,
+  entries: Buffer,
+  viommu: ViommuObject,
+  vdevs: ReadonlyMap<number, VdeviceObject>,
+  sink: InvalidateSink,
+): Promise<{ status: number; entryNum: number }> {
+  const chunk = Buffer.alloc((HWPT_INVALIDATE_CHUNK + 1) * CMD_SIZE);
+  let inChunk = 0;
+  for (let i = 0; i < head.entryNum; i++) {
+    sink.converted();
+    const status = convertCommand(entries, i * head.entryLen, viommu, vdevs, chunk, inChunk * CMD_SIZE);
+    if (status !== 0) return { status, entryNum: i };
+    inChunk += 1;
+    if (inChunk === HWPT_INVALIDATE_CHUNK || i === head.entryNum - 1) {
+      SYNC.copy(chunk, inChunk * CMD_SIZE);
+      const hw = await sink.submit(Buffer.from(chunk.subarray(0, (inChunk + 1) * CMD_SIZE)), inChunk);
+      inChunk = 0;
+      if (hw !== 0) return { status: -Errno.EIO, entryNum: i };
+    }
+  }
+  return { status: 0, entryNum: head.entryNum };
+}

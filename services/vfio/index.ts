@@ -1,12 +1,11 @@
 import { Errno } from '../common/errors.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { HWPT_INVALIDATE_CHUNK, decodeHwptInvalidate, withEntryNum } from '../common/iommufd.js';
+import { decodeHwptInvalidate, withEntryNum } from '../common/iommufd.js';
 import { iommufdLayout, type VdeviceObject, type ViommuObject } from '../common/iommufd-objects.js';
 import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
-import { CMD_SIZE, cmdSync, encodeCommand } from '../common/smmu/commands.js';
 import type { Endpoint } from '../common/topology.js';
-import { checkHwptInvalidate, convertCommand } from './hwpt-invalidate.js';
+import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
 
 /**
  * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a
@@ -38,12 +37,7 @@ class VfioRole implements RoleInstance {
     else if (status === -Errno.EOPNOTSUPP) this.counters.eopnotsupp += 1;
   }
 
-  /**
-   * IOMMU_HWPT_INVALIDATE on a vIOMMU: checks, converts entry by entry and issues chunks of at most
-   * 63 commands, each followed by a CMD_SYNC, waiting for each. entry_num comes back as the kernel
-   * sets it: the input count on success, the failing index on a conversion error, and the chunk's
-   * end minus one when a chunk failed on the hardware.
-   */
+  /** IOMMU_HWPT_INVALIDATE on a vIOMMU: the core checks, then the conversion and chunking. */
   private async hwptInvalidate(payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('ioctl.syscall');
     this.counters.hwptInvalidate += 1;
@@ -62,36 +56,17 @@ class VfioRole implements RoleInstance {
     }
     const vdevs = this.vdevs.get(viommu.id) as Map<number, VdeviceObject>;
     const peer = `psmmu-${viommu.psmmu}`;
-    const chunk = Buffer.alloc((HWPT_INVALIDATE_CHUNK + 1) * CMD_SIZE);
-    let inChunk = 0;
-    const issue = async (): Promise<number> => {
-      encodeCommand(cmdSync(), chunk, inChunk * CMD_SIZE);
-      ctx.charge('kernel.cmdq_insert', inChunk + 1);
-      this.counters.chunks += 1;
-      this.counters.commands += inChunk;
-      const r = await ctx.call(peer, 'CMDQ_SUBMIT', Buffer.from(chunk.subarray(0, (inChunk + 1) * CMD_SIZE)));
-      inChunk = 0;
-      return r.status;
-    };
-    for (let i = 0; i < head.entryNum; i++) {
-      ctx.charge('kernel.hwpt_cmd');
-      const status = convertCommand(entries, i * head.entryLen, viommu, vdevs, chunk, inChunk * CMD_SIZE);
-      if (status !== 0) {
-        // Commands converted since the last issued chunk are never sent.
-        this.count(status);
-        return { status, payload: withEntryNum(head, i) };
-      }
-      inChunk += 1;
-      if (inChunk === HWPT_INVALIDATE_CHUNK || i === head.entryNum - 1) {
-        const end = i + 1;
-        const hw = await issue();
-        if (hw !== 0) {
-          this.count(-Errno.EIO);
-          return { status: -Errno.EIO, payload: withEntryNum(head, end - 1) };
-        }
-      }
-    }
-    return { status: 0, payload: withEntryNum(head, head.entryNum) };
+    const r = await invalidateEntries(head, entries, viommu, vdevs, {
+      converted: () => ctx.charge('kernel.hwpt_cmd'),
+      submit: async (chunk, commands) => {
+        ctx.charge('kernel.cmdq_insert', commands + 1);
+        this.counters.chunks += 1;
+        this.counters.commands += commands;
+        return (await ctx.call(peer, 'CMDQ_SUBMIT', chunk)).status;
+      },
+    });
+    this.count(r.status);
+    return { status: r.status, payload: withEntryNum(head, r.entryNum) };
   }
 
   stats(): Record<string, number> {

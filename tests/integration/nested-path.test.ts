@@ -1,0 +1,196 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadProfile, profileCosts } from '../../services/common/cost/profile.js';
+import type { Topology } from '../../services/common/generated/vmmsim/v1/Topology.js';
+import { decodeMmio, encodeMmio } from '../../services/common/kvm-run.js';
+import { createLogger } from '../../services/common/logger.js';
+import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, tlbiNhVa, type SmmuCommand } from '../../services/common/smmu/commands.js';
+import * as Q from '../../services/common/smmu/queue.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, vcmdqGpa, vsmmuMmioBase } from '../../services/common/smmu/registers.js';
+import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
+import { Control } from '../../services/controller/control-client.js';
+import { ProcessTree } from '../../services/controller/launcher.js';
+import { Session, devices, processSpecs } from '../../services/controller/session.js';
+import { processesWithMarker, waitForNoProcesses } from '../helpers/processes.js';
+
+const marker = randomUUID();
+const log = createLogger({ role: 'test' }, 'warn');
+const scenario = resolveScenario({ name: 'it', workload: { ops: 50 } });
+const profile = loadProfile('arm64-kunpeng920');
+let socketDir: string;
+let tree: ProcessTree;
+
+beforeAll(async () => {
+  process.env['VMMSIM_TEST_MARKER'] = marker;
+  socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-it-'));
+  tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs: 20_000, log });
+  await tree.start(processSpecs(scenario));
+});
+
+afterAll(async () => {
+  await tree?.stop();
+  rmSync(socketDir, { recursive: true, force: true });
+  delete process.env['VMMSIM_TEST_MARKER'];
+});
+
+describe('the nested-SMMUv3 path through real processes', () => {
+  it('starts one OS process per role, each naming its role and index on its command line', () => {
+    const procs = processesWithMarker(marker);
+    for (const name of ['guest 0', 'kvm 0', 'qemu 0', 'vfio 0', 'psmmu 0']) {
+      const [role, index] = name.split(' ');
+      expect(procs.some((p) => p.cmdline.includes(`--role ${role} --index ${index}`)), name).toBe(true);
+    }
+    expect(new Set(tree.processes.map((p) => p.pid)).size).toBe(5);
+  });
+
+  it('times every hop of a strict unmap and counts one exit, user exit, ioctl and hw submission per unmap', async () => {
+    const session = new Session(tree, log);
+    try {
+      const run = await session.run(scenario, 'nested-smmuv3', profile);
+      const unmap = run.ops.find((o) => o.op === 'unmap');
+      const map = run.ops.find((o) => o.op === 'map');
+      expect(unmap?.count).toBe(50);
+      expect(unmap?.transitions).toEqual({ exit: 1, user: 1, ioctl: 1, hw: 1, direct: 0 });
+      expect(map?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
+      const hops = run.hops.map((h) => `${h.from}>${h.to}`).sort();
+      expect(hops).toEqual(
+        ['guest-0>kvm', 'kvm>qemu-0', 'qemu-0>vfio', 'vfio>psmmu-0', 'psmmu-0>vfio', 'vfio>qemu-0', 'qemu-0>kvm', 'kvm>guest-0'].sort(),
+      );
+      for (const h of run.hops) {
+        expect(h.count).toBe(50);
+        expect(h.measuredUs.p50).toBeGreaterThan(0);
+      }
+      // The kernel adds its own CMD_SYNC to every chunk; the guest's CMD_SYNC never leaves the VMM.
+      expect(run.counters['qemu-0']).toMatchObject({ ioctls: 50, syncs: 50, commands: 50 });
+      expect(run.counters['vfio']).toMatchObject({ hwptInvalidate: 50, chunks: 50, commands: 50 });
+      expect(run.counters['psmmu-0']).toMatchObject({ commands: 50, syncs: 50, errors: 0 });
+      expect(run.invalidations).toEqual({ guestCommands: 50, deliveredPerPsmmu: { 'psmmu-0': 50 }, fanout: 1 });
+      // Modeled: every unmap pays the same steps, so its distribution is a single value.
+      expect(unmap?.modeledNs.min).toBe(unmap?.modeledNs.max);
+      expect(unmap?.modeledNs.mean).toBeGreaterThan(map?.modeledNs.mean ?? Infinity);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('none pays no transition at all', async () => {
+    const session = new Session(tree, log);
+    try {
+      const run = await session.run(scenario, 'none', profile);
+      for (const op of run.ops) expect(op.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
+      expect(run.hops).toEqual([]);
+      expect(run.counters['psmmu-0']?.['commands']).toBe(0);
+    } finally {
+      session.close();
+    }
+  });
+});
+
+describe('the guest side of the link, driven by hand', () => {
+  let kvm: LinkClient;
+  const guestId = 100;
+  let psmmuControl: Control;
+
+  beforeAll(async () => {
+    const host = 'localhost';
+    const eps = tree.processes.map((p, i) => ({ id: i + 1, role: p.role, index: p.index, name: p.name, address: p.address, pid: p.pid, host }));
+    // This test plays guest-0: its endpoint replaces the real guest's in the topology.
+    const endpoints = [...eps.filter((e) => e.role !== 'guest'), { id: guestId, role: 'guest', index: 0, name: 'guest-0', address: 'unix:///nonexistent', pid: process.pid, host }];
+    const topology: Topology = {
+      runId: 'by-hand', model: 'nested-smmuv3', dma: 'strict', seed: 1, endpoints, devices: devices(scenario), costsNs: profileCosts(profile),
+      workload: { ...scenario.workload }, vmids: [1], deadlineMs: 5000, vsmmu: 'single',
+    };
+    for (const role of ['psmmu', 'vfio', 'qemu', 'kvm']) {
+      for (const e of eps.filter((x) => x.role === role)) {
+        const c = new Control(e.name, e.address);
+        await c.configure(topology);
+        if (role === 'psmmu') psmmuControl = c;
+        else c.close();
+      }
+    }
+    const kvmEp = eps.find((e) => e.role === 'kvm');
+    kvm = new LinkClient({ selfId: guestId, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000);
+    await kvm.open();
+  });
+
+  afterAll(() => {
+    kvm?.close();
+    psmmuControl?.close();
+  });
+
+  let prod = 0;
+  function slots(cmds: SmmuCommand[]): { gpa: number; data: Buffer }[] {
+    const out: { gpa: number; data: Buffer }[] = [];
+    for (const c of cmds) {
+      const data = Buffer.alloc(CMD_SIZE);
+      encodeCommand(c, data, 0);
+      out.push({ gpa: vcmdqGpa(0) + Q.index(prod, 8) * CMD_SIZE, data });
+      prod = Q.inc(prod, 8);
+    }
+    return out;
+  }
+
+  function mmio(offset: number, data: number, isWrite: boolean, ranges: { gpa: number; data: Buffer }[] = []): Promise<Envelope__Output> {
+    return kvm.request({ kind: 'MMIO_WRITE', opId: 1, payload: encodeMmio({ physAddr: vsmmuMmioBase(0) + offset, data, len: 4, isWrite }), guestMemory: ranges, modeledNs: 0 });
+  }
+
+  it('returns only after the CMD_SYNC completed: hops in path order, and the MSI write lands in the sync slot', async () => {
+    const before = (await psmmuControl.stats()).counters['commands'] ?? 0;
+    const syncGpa = vcmdqGpa(0) + Q.index(Q.inc(prod, 8, 1), 8) * CMD_SIZE;
+    const ranges = slots([tlbiNhVa({ vmid: 0, asid: 1, va: 0x5000n, tg: 1 }), cmdSync({ cs: SyncCs.IRQ, msiaddr: BigInt(syncGpa) })]);
+    const reply = await mmio(SMMU_REG.CMDQ_PROD, prod, true, ranges);
+    expect(reply.status).toBe(0);
+    expect(reply.guestMemory).toHaveLength(1);
+    expect(Number(reply.guestMemory[0]?.gpa)).toBe(syncGpa);
+    expect(reply.guestMemory[0]?.data.readUInt32LE(0)).toBe(0);
+    const names = new Map(tree.processes.map((p, i) => [i + 1, p.name]));
+    names.set(guestId, 'guest-0');
+    const path = reply.hops.map((h) => `${names.get(h.from)}>${names.get(h.to)}`);
+    expect(path).toEqual(['guest-0>kvm', 'kvm>qemu-0', 'qemu-0>vfio', 'vfio>psmmu-0', 'psmmu-0>vfio', 'vfio>qemu-0', 'qemu-0>kvm', 'kvm>guest-0']);
+    // Each hop is received after it was sent, and the next hop leaves after the previous arrived.
+    for (let i = 0; i < reply.hops.length; i++) {
+      const h = reply.hops[i] as Envelope__Output['hops'][number];
+      expect(h.receivedNs).toBeGreaterThanOrEqual(h.sentNs);
+      if (i > 0) expect(h.sentNs).toBeGreaterThanOrEqual((reply.hops[i - 1] as typeof h).receivedNs);
+    }
+    expect(reply.modeledNs).toBeGreaterThan(0);
+    expect((await psmmuControl.stats()).counters['commands']).toBe(before + 1);
+  });
+
+  it('stops the vSMMU queue at an illegal command with CERROR_ILL, and resumes after Linux-style recovery', async () => {
+    const bad = Buffer.alloc(CMD_SIZE);
+    bad.writeUInt8(0xff, 0);
+    const badGpa = vcmdqGpa(0) + Q.index(prod, 8) * CMD_SIZE;
+    prod = Q.inc(prod, 8);
+    const syncGpa = vcmdqGpa(0) + Q.index(Q.inc(prod, 8, 1), 8) * CMD_SIZE;
+    const ranges = [{ gpa: badGpa, data: bad }, ...slots([tlbiNhVa({ vmid: 0, asid: 1, va: 0x6000n, tg: 1 }), cmdSync({ cs: SyncCs.IRQ, msiaddr: BigInt(syncGpa) })])];
+    const reply = await mmio(SMMU_REG.CMDQ_PROD, prod, true, ranges);
+    expect(reply.status).toBe(0);
+    expect(reply.guestMemory).toHaveLength(0); // the sync never ran
+    const cons = decodeMmio((await mmio(SMMU_REG.CMDQ_CONS, 0, false)).payload)?.data ?? 0;
+    expect(Q.consErr(cons)).toBe(Q.CERROR.ILL);
+    expect(vcmdqGpa(0) + Q.index(cons, 8) * CMD_SIZE).toBe(badGpa);
+    const gerror = decodeMmio((await mmio(SMMU_REG.GERROR, 0, false)).payload)?.data ?? 0;
+    expect(gerror & GERROR_CMDQ_ERR).toBe(GERROR_CMDQ_ERR);
+    // Linux: overwrite the bad slot with a CMD_SYNC, then acknowledge by writing GERRORN = GERROR.
+    const sync = Buffer.alloc(CMD_SIZE);
+    encodeCommand(cmdSync(), sync, 0);
+    const resumed = await mmio(SMMU_REG.GERRORN, gerror, true, [{ gpa: badGpa, data: sync }]);
+    expect(resumed.status).toBe(0);
+    expect(resumed.guestMemory.map((w) => Number(w.gpa))).toEqual([syncGpa]);
+    const after = decodeMmio((await mmio(SMMU_REG.CMDQ_CONS, 0, false)).payload)?.data ?? 0;
+    expect(Q.consErr(after)).toBe(0);
+    expect(Q.ptr(after, 8)).toBe(Q.ptr(prod, 8));
+  });
+});
+
+describe('teardown', () => {
+  it('leaves no process behind once the tree is stopped', async () => {
+    await tree.stop();
+    expect(await waitForNoProcesses(marker, 5000)).toEqual([]);
+  });
+});

@@ -1,0 +1,23 @@
+import { describe, expect, it } from 'vitest';
+import { tlbiRangePages } from '../../services/common/smmu/commands.js';
+import { tlbiRange } from '../../services/guest/driver-nested-smmuv3.js';
+
+describe('guest range TLBI construction', () => {
+  it.each([1, 2, 3, 5, 31, 32, 33, 64, 100, 511, 512])('covers exactly %i pages with contiguous commands', (pages) => {
+    const cmds = tlbiRange(1, 0x10_0000, pages);
+    let va = 0x10_0000;
+    let covered = 0;
+    for (const c of cmds) {
+      expect(Number(c.fields.va)).toBe(va);
+      const { granule, pages: n } = tlbiRangePages(c.fields);
+      expect(granule).toBe(4096);
+      va += n * granule;
+      covered += n;
+    }
+    expect(covered).toBe(pages);
+  });
+
+  it('uses one command for a single page', () => {
+    expect(tlbiRange(1, 0x1000, 1)).toHaveLength(1);
+  });
+});

@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import { Errno } from '../../services/common/errors.js';
+import { HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, type HwptInvalidate } from '../../services/common/iommufd.js';
+import type { VdeviceObject, ViommuObject } from '../../services/common/iommufd-objects.js';
+import {
+  CMD_SIZE, Opcode, atcInv, cfgiCd, cfgiSte, cmdSync, decodeCommand, encodeCommand, tlbiNhAsid, tlbiNhVa, tlbiNsnhAll,
+  type SmmuCommand,
+} from '../../services/common/smmu/commands.js';
+import { checkHwptInvalidate, invalidateEntries } from '../../services/vfio/hwpt-invalidate.js';
+
+const viommu: ViommuObject = { id: 7, vm: 0, psmmu: 0, vmid: 0x2a, hwptId: 6 };
+const vdevs = new Map<number, VdeviceObject>([[0x8, { id: 9, viommuId: 7, devId: 2, vsid: 0x8, psid: 0x108 }]]);
+
+function entries(cmds: SmmuCommand[]): Buffer {
+  const b = Buffer.alloc(cmds.length * CMD_SIZE);
+  cmds.forEach((c, i) => encodeCommand(c, b, i * CMD_SIZE));
+  return b;
+}
+
+function head(entryNum: number, over: Partial<HwptInvalidate> = {}): HwptInvalidate {
+  return { size: HWPT_INVALIDATE_SIZE, hwptId: 7, dataUptr: 0x7f0000000000, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entryLen: CMD_SIZE, entryNum, reserved: 0, ...over };
+}
+
+/** A physical CMDQ stand-in that records chunks and can fail the n-th one. */
+function sink(failChunk = -1): { chunks: Buffer[]; converted: number; sink: Parameters<typeof invalidateEntries>[4] } {
+  const state = { chunks: [] as Buffer[], converted: 0, sink: undefined as never as Parameters<typeof invalidateEntries>[4] };
+  state.sink = {
+    converted: () => {
+      state.converted += 1;
+    },
+    submit: async (chunk) => {
+      state.chunks.push(chunk);
+      return state.chunks.length - 1 === failChunk ? -Errno.EIO : 0;
+    },
+  };
+  return state;
+}
+
+describe('IOMMU_HWPT_INVALIDATE core checks', () => {
+  it('refuses a non-zero __reserved with EOPNOTSUPP before anything else', () => {
+    expect(checkHwptInvalidate(head(1, { reserved: 1, dataUptr: 0 }), 16)).toBe(-Errno.EOPNOTSUPP);
+  });
+  it('allows entry_num 0 as a probe of the data type, even with a null pointer', () => {
+    expect(checkHwptInvalidate(head(0, { dataUptr: 0, entryLen: 0 }), 0)).toBe(0);
+  });
+  it.each([
+    ['a null data pointer', { dataUptr: 0 }],
+    ['entry_len 0', { entryLen: 0 }],
+    ['entry_len above a page', { entryLen: 4097 }],
+    ['entry_num above 2^19', { entryNum: 2 ** 19 + 1 }],
+  ])('gives EINVAL for %s', (_what, over) => {
+    expect(checkHwptInvalidate(head(1, over), 1 << 30)).toBe(-Errno.EINVAL);
+  });
+});
+
+describe('HWPT_INVALIDATE conversion and chunking', () => {
+  it('stamps the vIOMMU VMID into TLBIs whatever VMID the guest wrote, and rewrites NSNH_ALL to NH_ALL', async () => {
+    const s = sink();
+    const r = await invalidateEntries(head(3), entries([tlbiNhVa({ vmid: 0x99, asid: 3, va: 0x1000n }), tlbiNhAsid({ vmid: 1, asid: 4 }), tlbiNsnhAll()]), viommu, vdevs, s.sink);
+    expect(r).toEqual({ status: 0, entryNum: 3 });
+    expect(s.chunks).toHaveLength(1);
+    const chunk = s.chunks[0] as Buffer;
+    expect(chunk.length).toBe(4 * CMD_SIZE);
+    const cmds = [0, 1, 2, 3].map((i) => decodeCommand(chunk, i * CMD_SIZE));
+    expect(cmds.map((c) => c.fields.vmid)).toEqual([0x2a, 0x2a, 0x2a, undefined]);
+    expect(cmds[2]?.opcode).toBe(Opcode.TLBI_NH_ALL);
+    expect(cmds[3]?.opcode).toBe(Opcode.CMD_SYNC);
+  });
+
+  it('replaces a known vSID with its pSID in ATC_INV and CFGI_CD', async () => {
+    const s = sink();
+    await invalidateEntries(head(2), entries([atcInv({ sid: 0x8, size: 0, addr: 0x2000n }), cfgiCd({ sid: 0x8, ssid: 0 })]), viommu, vdevs, s.sink);
+    const chunk = s.chunks[0] as Buffer;
+    expect(decodeCommand(chunk, 0).fields.sid).toBe(0x108);
+    expect(decodeCommand(chunk, CMD_SIZE).fields.sid).toBe(0x108);
+  });
+
+  it('fails an unknown vSID with EIO and entry_num at that entry; nothing converted after the last chunk is sent', async () => {
+    const s = sink();
+    const r = await invalidateEntries(head(3), entries([tlbiNhAsid({ vmid: 0, asid: 1 }), atcInv({ sid: 0x10, size: 0, addr: 0n }), tlbiNhAsid({ vmid: 0, asid: 2 })]), viommu, vdevs, s.sink);
+    expect(r).toEqual({ status: -Errno.EIO, entryNum: 1 });
+    expect(s.chunks).toHaveLength(0);
+  });
+
+  it.each([
+    ['CMD_SYNC', cmdSync()],
+    ['CFGI_STE', cfgiSte({ sid: 8 })],
+  ])('refuses %s with EIO', async (_n, cmd) => {
+    const r = await invalidateEntries(head(1), entries([cmd]), viommu, vdevs, sink().sink);
+    expect(r).toEqual({ status: -Errno.EIO, entryNum: 0 });
+  });
+
+  it('issues chunks of at most 63 commands, each closed by its own CMD_SYNC', async () => {
+    const s = sink();
+    const n = 130;
+    const r = await invalidateEntries(head(n), entries(Array.from({ length: n }, (_, i) => tlbiNhAsid({ vmid: 0, asid: i }))), viommu, vdevs, s.sink);
+    expect(r).toEqual({ status: 0, entryNum: n });
+    expect(s.chunks.map((c) => c.length / CMD_SIZE)).toEqual([64, 64, 5]);
+    for (const c of s.chunks) expect(decodeCommand(c, c.length - CMD_SIZE).opcode).toBe(Opcode.CMD_SYNC);
+    expect(s.converted).toBe(n);
+  });
+
+  it('reports a chunk that failed on the hardware with EIO and entry_num at the chunk end minus one', async () => {
+    const s = sink(1);
+    const r = await invalidateEntries(head(100), entries(Array.from({ length: 100 }, (_, i) => tlbiNhAsid({ vmid: 0, asid: i }))), viommu, vdevs, s.sink);
+    expect(r).toEqual({ status: -Errno.EIO, entryNum: 99 });
+  });
+});

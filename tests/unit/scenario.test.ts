@@ -1,0 +1,83 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { VmmsimError } from '../../services/common/errors.js';
+import { loadScenario } from '../../services/common/scenario/load.js';
+import { leafFields } from '../../services/common/scenario/schema.js';
+import { resolveScenario } from '../../services/common/scenario/validate.js';
+
+function file(text: string): string {
+  const p = join(mkdtempSync(join(tmpdir(), 'vmmsim-scn-')), 's.yaml');
+  writeFileSync(p, text);
+  return p;
+}
+
+function failure(fn: () => unknown): VmmsimError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof VmmsimError) return err;
+    throw err;
+  }
+  throw new Error('expected a VmmsimError');
+}
+
+describe('scenario schema', () => {
+  it('fills every default from the one schema', () => {
+    const s = resolveScenario({});
+    for (const [path, f] of leafFields()) {
+      const v = path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], s);
+      expect(v, path).toBe(f.default);
+    }
+  });
+
+  it('suggests the closest key for a misspelt one', () => {
+    const e = failure(() => resolveScenario({ topology: { psmmu: 2 } }));
+    expect(e.code).toBe('E_SCENARIO_FIELD');
+    expect(e.message).toContain('topology.psmmu');
+    expect(e.message).toContain('did you mean topology.psmmus');
+  });
+
+  it('names the range of an out-of-range value', () => {
+    const e = failure(() => resolveScenario({ topology: { psmmus: 0 } }));
+    expect(e.message).toMatch(/topology\.psmmus.*from 1 to 64, got 0/);
+  });
+
+  it('refuses wrong types', () => {
+    expect(failure(() => resolveScenario({ workload: { threads: 'four' } })).message).toContain('workload.threads');
+    expect(failure(() => resolveScenario({ workload: { threads: 1.5 } })).message).toContain('an integer');
+    expect(failure(() => resolveScenario({ topology: 3 })).message).toContain('must be a mapping');
+  });
+
+  it('lists valid values for an unknown enum value and says "not supported yet" for planned ones', () => {
+    const unknown = failure(() => resolveScenario({ model: 'nested-smmu' }));
+    expect(unknown.message).toContain('did you mean "nested-smmuv3"');
+    const planned = failure(() => resolveScenario({ model: 'virtio-iommu' }));
+    expect(planned.code).toBe('E_NOT_SUPPORTED');
+    expect(planned.message).toContain('not supported yet');
+    expect(failure(() => resolveScenario({ topology: { vms: 2 } })).code).toBe('E_NOT_SUPPORTED');
+  });
+
+  it('reads --set values as the key type and refuses unknown keys', () => {
+    const s = loadScenario(undefined, ['topology.psmmus=4', 'workload.durationSec=1.5', 'topology.vsmmu=per-psmmu']);
+    expect(s.topology.psmmus).toBe(4);
+    expect(s.workload.durationSec).toBe(1.5);
+    expect(s.topology.vsmmu).toBe('per-psmmu');
+    expect(failure(() => loadScenario(undefined, ['topology.psmmus=two'])).message).toContain('topology.psmmus');
+    expect(failure(() => loadScenario(undefined, ['nokey=1'])).message).toContain('unknown scenario key nokey');
+  });
+
+  it('reports invalid YAML with its position, and empty or missing files', () => {
+    expect(failure(() => loadScenario(file('name: [unclosed\n'))).code).toBe('E_SCENARIO_YAML');
+    expect(failure(() => loadScenario(file('  \n'))).code).toBe('E_SCENARIO_FILE');
+    expect(failure(() => loadScenario('/nonexistent/s.yaml')).code).toBe('E_SCENARIO_FILE');
+    expect(failure(() => loadScenario(file('- a\n- b\n'))).message).toContain('must be a mapping');
+  });
+
+  it('loads the shipped default scenario', () => {
+    const s = loadScenario(join(import.meta.dirname, '..', '..', 'scenarios', 'default.yaml'));
+    expect(s.name).toBe('default');
+    expect(s.workload.kind).toBe('dma-map-benchmark');
+  });
+});
