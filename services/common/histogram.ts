@@ -38,15 +38,17 @@ export class Distribution {
     if (this.n === 0) return { count: 0, mean: 0, stddev: 0, min: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0 };
     const h = this.hist;
     const round = (x: number): number => Math.round((x / scale) * 1000) / 1000;
+    // HDR percentiles report a bucket's upper edge; clamping keeps min <= p50 <= ... <= max.
+    const pct = (p: number): number => round(Math.min(this.hi, Math.max(this.lo, h.getValueAtPercentile(p))));
     return {
       count: this.n,
       mean: round(this.sum / this.n),
       stddev: round(h.stdDeviation),
       min: round(this.lo),
-      p50: round(h.getValueAtPercentile(50)),
-      p90: round(h.getValueAtPercentile(90)),
-      p99: round(h.getValueAtPercentile(99)),
-      p999: round(h.getValueAtPercentile(99.9)),
+      p50: pct(50),
+      p90: pct(90),
+      p99: pct(99),
+      p999: pct(99.9),
       max: round(this.hi),
     };
   }

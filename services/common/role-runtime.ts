@@ -1,4 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
+import { rmSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CostTable } from './cost/steps.js';
 import { Errno } from './errors.js';
@@ -152,6 +154,20 @@ export class RoleProcess {
   }
 }
 
+/**
+ * Removes this process's socket file and, if it was the last, the private socket folder: when the
+ * controller was killed outright nobody else is left to clean up.
+ */
+function removeSocket(listen: Listen): void {
+  if (listen.kind !== 'unix') return;
+  rmSync(join(listen.dir, `${listen.name}.sock`), { force: true });
+  try {
+    rmdirSync(listen.dir);
+  } catch {
+    // not empty yet (a sibling is still up) or already gone
+  }
+}
+
 export interface RoleArgs {
   role: Role;
   index: number;
@@ -212,7 +228,10 @@ export async function runRoleProcess(argv: string[]): Promise<void> {
     log.debug({ why }, 'stopping');
     proc.close();
     served.health.setStatus('', 'NOT_SERVING');
-    void shutdown(served.server).finally(() => process.exit(code));
+    void shutdown(served.server).finally(() => {
+      removeSocket(args.listen);
+      process.exit(code);
+    });
     setTimeout(() => process.exit(code), 1500).unref();
   };
   process.on('SIGTERM', () => stop(0, 'SIGTERM'));

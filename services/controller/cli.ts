@@ -81,7 +81,7 @@ function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[]
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (err) {
-    throw usageError((err as Error).message.split('\n')[0] ?? 'bad option');
+    throw usageError((err as Error).message.replace(/\s*\n\s*/g, ' ').trim());
   }
 }
 

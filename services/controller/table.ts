@@ -9,7 +9,8 @@ function fmt(x: number, digits = 2): string {
 
 function ratio(x: number, base: number | undefined): string {
   if (base === undefined || base <= 0) return '-';
-  return `${fmt(x / base, 1)}x`;
+  const r = x / base;
+  return `${r >= 10 ? r.toFixed(0) : r.toPrecision(2)}x`;
 }
 
 function render(rows: string[][], align: ('l' | 'r')[]): string {

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parseDocument } from 'yaml';
+import { LineCounter, parseDocument } from 'yaml';
 import { VmmsimError } from '../errors.js';
 import type { Scenario } from './schema.js';
 import { applySet, resolveScenario } from './validate.js';
@@ -15,10 +15,11 @@ export function loadScenario(path: string | undefined, sets: readonly string[] =
       throw new VmmsimError('E_SCENARIO_FILE', `cannot read scenario ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     if (text.trim() === '') throw new VmmsimError('E_SCENARIO_FILE', `scenario ${path} is empty`, 'write at least `name: NAME`, or leave the file out to use every default');
-    const parsed = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+    const lineCounter = new LineCounter();
+    const parsed = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter });
     const first = parsed.errors[0];
     if (first) {
-      const pos = first.linePos?.[0];
+      const pos = lineCounter.linePos(first.pos[0]);
       throw new VmmsimError('E_SCENARIO_YAML', `scenario ${path} is not valid YAML${pos ? ` at line ${pos.line}, column ${pos.col}` : ''}: ${first.message.split('\n')[0]}`);
     }
     const value: unknown = parsed.toJS();

@@ -1,0 +1,155 @@
+/**
+ * The CLI's contract on bad input and on help: exit code 2 and one line `vmmsim: E_CODE: message
+ * (fix: ...)` on stderr for bad input, usage on stdout for help, and in both cases no process
+ * started (checked through /proc by the run's marker) and no socket folder created.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { MODELS, SUPPORTED_MODELS } from '../../services/common/scenario/schema.js';
+import { Runs, STACK_LINE, entries, lines, runWatched } from './support.js';
+
+const runs = new Runs();
+afterEach(() => runs.cleanup());
+afterAll(() => {
+  runs.cleanup();
+  runs.removeFolders();
+});
+
+/** A scenario file with this text in a fresh folder. */
+function scenarioFile(text: string, name = 'scenario.yaml'): string {
+  const path = join(runs.folder(), name);
+  writeFileSync(path, text);
+  return path;
+}
+
+interface BadInput {
+  what: string;
+  /** Arguments; a function so scenario files are written only when the test runs. */
+  args: () => string[];
+  code: string;
+  /** Texts the message must contain (the field or option at fault, the allowed values...). */
+  mentions: (args: string[]) => string[];
+}
+
+const CASES: BadInput[] = [
+  { what: 'an unknown option of run', args: () => ['run', '--bogus'], code: 'E_USAGE', mentions: () => ['--bogus'] },
+  { what: 'an unknown option given without a command', args: () => ['--bogus'], code: 'E_USAGE', mentions: () => ['--bogus'] },
+  { what: 'an unknown command', args: () => ['frobnicate'], code: 'E_USAGE', mentions: () => ['frobnicate', 'run', 'compare', 'decode-cmd'] },
+  {
+    what: 'a scenario file that is not valid YAML',
+    args: () => ['run', scenarioFile('name: broken\ntopology: [psmmus\n')],
+    code: 'E_SCENARIO_YAML',
+    mentions: (a) => [a[1] as string],
+  },
+  { what: 'an empty scenario file', args: () => ['run', scenarioFile('')], code: 'E_SCENARIO_FILE', mentions: (a) => [a[1] as string, 'empty'] },
+  {
+    what: 'a missing scenario file',
+    args: () => ['run', join(runs.folder(), 'missing.yaml')],
+    code: 'E_SCENARIO_FILE',
+    mentions: (a) => [a[1] as string],
+  },
+  {
+    what: 'an unknown scenario key',
+    args: () => ['run', scenarioFile('topology:\n  psmmu: 2\n')],
+    code: 'E_SCENARIO_FIELD',
+    mentions: () => ['topology.psmmu', 'did you mean topology.psmmus'],
+  },
+  {
+    what: 'a scenario key of the wrong type',
+    args: () => ['run', scenarioFile('workload:\n  threads: "four"\n')],
+    code: 'E_SCENARIO_FIELD',
+    mentions: () => ['workload.threads', 'integer', '"four"'],
+  },
+  {
+    what: 'a scenario key out of range',
+    args: () => ['run', scenarioFile('topology:\n  psmmus: 0\n')],
+    code: 'E_SCENARIO_FIELD',
+    mentions: () => ['topology.psmmus', 'from 1 to 64'],
+  },
+  { what: 'an unknown model', args: () => ['run', '--model', 'bogus'], code: 'E_SCENARIO_FIELD', mentions: () => ['model', '"bogus"', ...MODELS] },
+  {
+    what: 'a model that is valid but not supported yet',
+    args: () => ['run', '--model', 'virtio-iommu'],
+    code: 'E_NOT_SUPPORTED',
+    mentions: () => ['virtio-iommu', 'not supported', ...SUPPORTED_MODELS],
+  },
+  { what: 'an unknown key in --set', args: () => ['run', '--set', 'nokey=1'], code: 'E_SCENARIO_FIELD', mentions: () => ['nokey', '--set'] },
+  { what: '--models given to run', args: () => ['run', '--models', 'a,b'], code: 'E_USAGE', mentions: () => ['--models', '--model'] },
+  { what: '--model given to compare', args: () => ['compare', '--model', 'none'], code: 'E_USAGE', mentions: () => ['--model', '--models'] },
+  { what: 'an unknown profile', args: () => ['run', '--profile', 'nosuch'], code: 'E_PROFILE', mentions: () => ['nosuch', 'arm64-kunpeng920'] },
+  {
+    what: 'a run with no ops limit and no duration',
+    args: () => ['run', '--ops', '0'],
+    code: 'E_SCENARIO_FIELD',
+    mentions: () => ['workload.ops', 'workload.durationSec'],
+  },
+  { what: 'a negative --ops', args: () => ['run', '--ops=-1'], code: 'E_USAGE', mentions: () => ['--ops', '-1'] },
+];
+
+describe('bad input: exit 2, one error line, nothing started', () => {
+  for (const c of CASES) {
+    it(`refuses ${c.what}`, async () => {
+      const args = c.args();
+      const out = join(runs.folder(), 'out');
+      // Options after the command's own arguments: --out must not be written for refused input.
+      const full = args[0] === 'run' || args[0] === 'compare' ? [...args, '--out', out] : args;
+      const r = await runWatched(runs, full);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stdout).toBe('');
+      const err = lines(r.stderr);
+      expect(err, r.stderr).toHaveLength(1);
+      const line = err[0] ?? '';
+      expect(line.startsWith(`vmmsim: ${c.code}: `), line).toBe(true);
+      expect(line).toMatch(/\(fix: .+\)$/);
+      expect(r.stderr).not.toMatch(STACK_LINE);
+      for (const m of c.mentions(args)) expect(line, `mentions ${m}`).toContain(m);
+      expect(r.spawned, 'processes started').toEqual([]);
+      expect(entries(r.tmp), 'socket folder created').toEqual([]);
+      expect(entries(out), 'results written').toEqual([]);
+    });
+  }
+
+  it('names the line and column of a YAML syntax error (its fix says "at the position shown")', async () => {
+    // The flow sequence opened on line 2 is never closed: the parser stops at the end of input.
+    const file = scenarioFile('name: broken\ntopology: [psmmus\n');
+    const r = await runWatched(runs, ['run', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('E_SCENARIO_YAML');
+    expect(r.stderr).toMatch(/at line \d+, column \d+/);
+  });
+});
+
+describe('help', () => {
+  const HELP: { args: string[]; shows: string[] }[] = [
+    { args: ['--help'], shows: ['usage: vmmsim <command>', 'run', 'compare', 'decode-cmd', 'scenario-keys'] },
+    { args: ['-h'], shows: ['usage: vmmsim <command>'] },
+    { args: ['help'], shows: ['usage: vmmsim <command>', 'Exit codes'] },
+    { args: [], shows: ['usage: vmmsim <command>'] },
+    { args: ['help', 'run'], shows: ['usage: vmmsim run', '--model', '--ops'] },
+    { args: ['run', '--help'], shows: ['usage: vmmsim run', '--model', '--ops', '--seed', '--set', '--out', '--json'] },
+    { args: ['run', '-h'], shows: ['usage: vmmsim run'] },
+    { args: ['compare', '--help'], shows: ['vmmsim compare', '--models'] },
+    { args: ['decode-cmd', '--help'], shows: ['usage: vmmsim decode-cmd W0 W1', '--json', 'CERROR_ILL'] },
+    { args: ['help', 'decode-cmd'], shows: ['usage: vmmsim decode-cmd'] },
+  ];
+  for (const h of HELP) {
+    it(`\`${['vmmsim', ...h.args].join(' ')}\`${h.args.length === 0 ? ' (no arguments)' : ''} prints usage, exits 0 and starts nothing`, async () => {
+      const r = await runWatched(runs, h.args);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toBe('');
+      for (const s of h.shows) expect(r.stdout).toContain(s);
+      expect(r.spawned).toEqual([]);
+      expect(entries(r.tmp)).toEqual([]);
+    });
+  }
+
+  it('`vmmsim scenario-keys` lists every key with its default', async () => {
+    const r = await runWatched(runs, ['scenario-keys']);
+    expect(r.code, r.stderr).toBe(0);
+    for (const key of ['topology.psmmus', 'workload.threads', 'workload.ops', 'model', 'seed']) {
+      expect(r.stdout).toMatch(new RegExp(`^${key.replace('.', '\\.')}\\s`, 'm'));
+    }
+    expect(r.spawned).toEqual([]);
+  });
+});
