@@ -75,7 +75,7 @@ between this process and one child, and the ratio vmmsimHop / grpcStream (target
 options:
   --iterations N   measured round trips per transport, split over the rounds (default 20000)
   --warmup N       round trips per transport before measuring, not recorded (default 2000)
-  --rounds N       interleaved rounds (default 5); the result is the median of the round p50s
+  --rounds N       interleaved rounds (default 10); the result is the median of the round p50s
   --size N         payload bytes (default 64)
   --json           print one JSON object on stdout (progress still goes to stderr)
   --check          exit 1 when the ratio misses the target
@@ -105,7 +105,7 @@ function parseOptions(argv: string[]): Options | undefined {
       options: {
         iterations: { type: 'string', default: '20000' },
         warmup: { type: 'string', default: '2000' },
-        rounds: { type: 'string', default: '5' },
+        rounds: { type: 'string', default: '10' },
         size: { type: 'string', default: '64' },
         json: { type: 'boolean', default: false },
         check: { type: 'boolean', default: false },
@@ -150,6 +150,10 @@ interface Transport {
   /** Fails the round trip in flight, if any (peer gone, interrupted). */
   abort(err: Error): void;
   close(): void;
+}
+
+function peerLost(what: string): VmmsimError {
+  return new VmmsimError('E_PEER_LOST', `bench peer: ${what}`);
 }
 
 /** One outstanding round trip at a time: its settle functions. */
@@ -200,8 +204,8 @@ async function rawUds(path: string, payload: Buffer): Promise<Transport> {
       waiter.resolve();
     }
   });
-  sock.on('error', (err) => waiter.reject(new Error(`raw socket: ${err.message}`)));
-  sock.on('close', () => waiter.reject(new Error('the peer closed the raw socket')));
+  sock.on('error', (err) => waiter.reject(peerLost(`raw echo socket: ${err.message}`)));
+  sock.on('close', () => waiter.reject(peerLost('it closed the raw echo socket')));
   return {
     key: 'rawUds',
     roundTrip: () =>
@@ -217,17 +221,17 @@ async function grpcStream(address: string, payload: Buffer): Promise<Transport> 
   const Echo = loadEcho();
   const client = new Echo(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
   await new Promise<void>((resolve, reject) => {
-    client.waitForReady(Date.now() + 10_000, (err) => (err ? reject(new Error(`cannot connect to the echo peer: ${err.message}`)) : resolve()));
+    client.waitForReady(Date.now() + 10_000, (err) => (err ? reject(peerLost(`cannot connect: ${err.message}`)) : resolve()));
   });
   const call = client.Stream();
   const waiter = new Waiter();
   const size = payload.length;
   call.on('data', (c: Chunk) => {
-    if (c.data.length !== size) waiter.reject(new Error(`echo came back with ${c.data.length} bytes, not ${size}`));
+    if (c.data.length !== size) waiter.reject(new VmmsimError('E_RUN', `the gRPC echo came back with ${c.data.length} bytes, not ${size}`));
     else waiter.resolve();
   });
-  call.on('error', (err: grpc.ServiceError) => waiter.reject(new Error(`echo stream: ${err.details || err.message}`)));
-  call.on('end', () => waiter.reject(new Error('the peer ended the echo stream')));
+  call.on('error', (err: grpc.ServiceError) => waiter.reject(peerLost(`gRPC echo stream: ${err.details || err.message}`)));
+  call.on('end', () => waiter.reject(peerLost('it ended the gRPC echo stream')));
   const msg: Chunk = { data: payload };
   return {
     key: 'grpcStream',
@@ -249,9 +253,9 @@ async function grpcStream(address: string, payload: Buffer): Promise<Transport> 
 const SEGMENTS = ['clientSend', 'requestTransit', 'peerTurnaround', 'replyTransit', 'clientReceive'] as const;
 type Segment = (typeof SEGMENTS)[number];
 const SEGMENT_HELP: Record<Segment, string> = {
-  clientSend: 'request() called -> batch flushed to grpc-js (client)',
+  clientSend: 'request() called -> batch flushed to grpc-js (client: flush scheduling)',
   requestTransit: 'flushed -> Batch decoded at the role process (serialize, HTTP/2, kernel, deserialize)',
-  peerTurnaround: 'decoded -> reply batch flushed (role process: handler, hop records, setImmediate)',
+  peerTurnaround: 'decoded -> reply batch flushed (role process: handler, hop records, flush scheduling)',
   replyTransit: 'flushed -> reply Batch decoded at the client',
   clientReceive: 'reply decoded -> request() promise resumed the caller',
 };
@@ -267,7 +271,7 @@ async function vmmsimHop(address: string, payload: Buffer, segments: Record<Segm
     roundTrip: async () => {
       opId = (opId + 1) >>> 0;
       const env = await link.request({ kind: 'ECHO', opId, payload, modeledNs: 0 });
-      if (env.status !== 0 || env.payload.length !== size) throw new Error(`ECHO came back with status ${env.status} and ${env.payload.length} bytes`);
+      if (env.status !== 0 || env.payload.length !== size) throw new VmmsimError('E_RUN', `ECHO came back with status ${env.status} and ${env.payload.length} bytes`);
       const [out, back] = env.hops;
       last = out && back ? { sent: out.sentNs, peerReceived: out.receivedNs, peerSent: back.sentNs, received: back.receivedNs } : undefined;
     },
@@ -415,14 +419,19 @@ export async function transportBench(argv: string[]): Promise<void> {
     check();
 
     const run = async (t: Transport, n: number, h: RecordableHistogram | undefined): Promise<void> => {
-      for (let i = 0; i < n; i++) {
-        const t0 = process.hrtime.bigint();
-        await t.roundTrip();
-        const t1 = process.hrtime.bigint();
-        if (h) {
-          h.record(Math.max(1, Number(t1 - t0)));
-          t.after?.(Number(t0), Number(t1));
+      try {
+        for (let i = 0; i < n; i++) {
+          const t0 = process.hrtime.bigint();
+          await t.roundTrip();
+          const t1 = process.hrtime.bigint();
+          if (h) {
+            h.record(Math.max(1, Number(t1 - t0)));
+            t.after?.(Number(t0), Number(t1));
+          }
         }
+      } catch (err) {
+        check(); // an interrupt or a lost child explains the failure better than the transport's error
+        throw err;
       }
       check();
     };
@@ -459,6 +468,9 @@ export async function transportBench(argv: string[]): Promise<void> {
     const ratio = Math.round((hop / grpcP50) * 1000) / 1000;
     const pass = ratio <= TARGET_RATIO;
     const breakdown = Object.fromEntries(SEGMENTS.map((s) => [s, { p50: us(segments[s].percentile(50)), mean: us(segments[s].mean) }]));
+    // The same ratio paired round by round: each round's vmmsimHop p50 over that round's grpcStream p50.
+    const grpcRounds = rounds.get('grpcStream') ?? [];
+    const roundRatios = (rounds.get('vmmsimHop') ?? []).map((x, i) => Math.round((x.p50 / (grpcRounds[i]?.p50 ?? NaN)) * 1000) / 1000);
     const result = {
       bench: 'transport',
       rawUdsRttUs: us(raw),
@@ -471,6 +483,7 @@ export async function transportBench(argv: string[]): Promise<void> {
         rawUds: stats('rawUds'),
         grpcStream: stats('grpcStream'),
         vmmsimHop: { ...stats('vmmsimHop'), breakdownUs: breakdown },
+        roundRatios,
       },
       config: { iterations: perRound * opts.rounds, perRound, warmup: opts.warmup, rounds: opts.rounds, payloadBytes: opts.size, order: 'rotating per round' },
       machine: { node: process.version, cpus: cpus().length, platform: process.platform, arch: process.arch },
@@ -491,7 +504,7 @@ export async function transportBench(argv: string[]): Promise<void> {
         `  rawUdsRttUs        ${result.rawUdsRttUs.toFixed(1)}`,
         `  grpcStreamRttUs    ${result.grpcStreamRttUs.toFixed(1)}`,
         `  vmmsimHopRttUs     ${result.vmmsimHopRttUs.toFixed(1)}`,
-        `  ratioVsGrpcStream  ${ratio.toFixed(3)}   (target <= ${TARGET_RATIO}: ${pass ? 'met' : 'MISSED'})`,
+        `  ratioVsGrpcStream  ${ratio.toFixed(3)}   (target <= ${TARGET_RATIO}: ${pass ? 'met' : 'MISSED'}; per round: ${roundRatios.map((x) => x.toFixed(2)).join(' ')})`,
         '',
         'detail (us; percentiles over all rounds, headline = median of round p50s)',
         `  ${'transport'.padEnd(12)}${'p50'.padStart(8)}${'p90'.padStart(8)}${'p99'.padStart(8)}${'p99.9'.padStart(8)}${'max'.padStart(8)}${'mean'.padStart(8)}   round p50s`,

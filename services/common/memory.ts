@@ -1,19 +1,41 @@
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+
 /**
- * Sparse physical memory of 4 KiB frames, read and written 32 bits at a time (a 64-bit descriptor
- * is two little-endian halves, so no BigInt on the walk path). Used for guest RAM (stage-1 tables,
- * queues) and host memory (stage-2 tables). Addresses are integers below 2^52, exact in a double.
+ * Physical memory as the simulated hardware sees it: guest RAM (stage-1 tables, context
+ * descriptors, queues, device rings) and host memory (stream table, stage-2 tables). Addresses are
+ * integers below 2^52, exact in a double. Reads of memory never written return zeroes.
  */
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
 
-export class PhysMemory {
-  private readonly frames = new Map<number, Buffer>();
-  /** Frames handed out by allocFrame, from `allocBase` upwards. */
-  private nextFrame: number;
+export interface Memory {
+  /** `len` bytes at `addr`; the buffer is only valid until the next call on this memory. */
+  view(addr: number, len: number): Buffer;
+  read32(addr: number): number;
+  write32(addr: number, value: number): void;
+  write(addr: number, data: Buffer): void;
+  /** A copy of `len` bytes at `addr`. */
+  read(addr: number, len: number): Buffer;
+}
 
-  constructor(allocBase: number) {
-    this.nextFrame = Math.floor(allocBase / PAGE_SIZE);
+/** Hands out zeroed 4 KiB frames for tables, from `base` upwards: the owner's allocator. */
+export class FrameAllocator {
+  private next: number;
+
+  constructor(base: number) {
+    this.next = Math.ceil(base / PAGE_SIZE) * PAGE_SIZE;
   }
+
+  alloc(): number {
+    const addr = this.next;
+    this.next += PAGE_SIZE;
+    return addr;
+  }
+}
+
+/** Memory private to one process: sparse 4 KiB frames in a Map. */
+export class PhysMemory implements Memory {
+  private readonly frames = new Map<number, Buffer>();
 
   private frame(addr: number, create: boolean): Buffer | undefined {
     const pfn = Math.floor(addr / PAGE_SIZE);
@@ -25,12 +47,13 @@ export class PhysMemory {
     return f;
   }
 
-  /** A zeroed frame for a new table; returns its physical address. */
-  allocFrame(): number {
-    const addr = this.nextFrame * PAGE_SIZE;
-    this.nextFrame += 1;
-    this.frame(addr, true);
-    return addr;
+  view(addr: number, len: number): Buffer {
+    const off = addr % PAGE_SIZE;
+    if (off + len <= PAGE_SIZE) {
+      const f = this.frame(addr, false);
+      return f ? f.subarray(off, off + len) : Buffer.alloc(len);
+    }
+    return this.read(addr, len);
   }
 
   read32(addr: number): number {
@@ -42,7 +65,6 @@ export class PhysMemory {
     (this.frame(addr, true) as Buffer).writeUInt32LE(value >>> 0, addr % PAGE_SIZE);
   }
 
-  /** Reads `len` bytes (may span frames); unbacked memory reads as zeroes. */
   read(addr: number, len: number): Buffer {
     const out = Buffer.alloc(len);
     let done = 0;
@@ -66,5 +88,52 @@ export class PhysMemory {
       data.copy(this.frame(a, true) as Buffer, off, done, done + n);
       done += n;
     }
+  }
+}
+
+/**
+ * Memory shared between processes: a sparse file (on tmpfs when the machine has one), as a VMM
+ * backs guest RAM with a memfd that KVM, the VMM and DMA all reach. The owner creates (and
+ * empties) it; readers open it as it is. Every access is a pread/pwrite on the shared page cache,
+ * so a page-table entry the guest writes is what the SMMU's next walk reads.
+ */
+export class FileMemory implements Memory {
+  private readonly fd: number;
+  private readonly scratch = Buffer.alloc(64);
+
+  constructor(
+    readonly path: string,
+    mode: 'create' | 'open',
+  ) {
+    this.fd = openSync(path, mode === 'create' ? 'w+' : 'r+');
+  }
+
+  view(addr: number, len: number): Buffer {
+    const buf = len <= this.scratch.length ? this.scratch.subarray(0, len) : Buffer.alloc(len);
+    const n = readSync(this.fd, buf, 0, len, addr);
+    if (n < len) buf.fill(0, n);
+    return buf;
+  }
+
+  read32(addr: number): number {
+    return this.view(addr, 4).readUInt32LE(0);
+  }
+
+  write32(addr: number, value: number): void {
+    const b = this.scratch.subarray(0, 4);
+    b.writeUInt32LE(value >>> 0, 0);
+    writeSync(this.fd, b, 0, 4, addr);
+  }
+
+  read(addr: number, len: number): Buffer {
+    return Buffer.from(this.view(addr, len));
+  }
+
+  write(addr: number, data: Buffer): void {
+    writeSync(this.fd, data, 0, data.length, addr);
+  }
+
+  close(): void {
+    closeSync(this.fd);
   }
 }

@@ -1,19 +1,22 @@
-import { PAGE_SHIFT, PAGE_SIZE, type PhysMemory } from './memory.js';
+import { FrameAllocator, PAGE_SHIFT, PAGE_SIZE, type Memory } from './memory.js';
 
 /**
- * A VMSAv8-64 translation table with the 4 KiB granule and 4 levels (48-bit input addresses), in
- * a PhysMemory: level 0-2 entries are table descriptors, level 3 entries page descriptors. Used for
- * guest stage-1 tables and host stage-2 tables; the SMMU walks the same bytes the owner wrote.
+ * A VMSAv8-64 translation table with the 4 KiB granule and 4 levels (48-bit input addresses) in a
+ * Memory: level 0-2 entries are table (or, at levels 1-2, block) descriptors, level 3 entries page
+ * descriptors. Guest stage-1 tables and host stage-2 tables use it; the SMMU walks the same bytes
+ * the owner wrote.
  */
 export const LEVELS = 4;
 const ENTRIES = 512;
 const VALID = 1;
+/** Bit 1: table (levels 0-2) or page (level 3); clear at levels 1-2 means a block. */
 const TABLE_OR_PAGE = 2;
-/** Access flag; set on every page we write so no access-flag fault is modelled. */
+/** Access flag; set on every leaf written so no access-flag fault is modelled. */
 const AF = 1 << 10;
 /** AP[2] (bit 7): read-only. */
 const AP_RO = 1 << 7;
-const HI_OA_MASK = 0xffff; // OA bits [47:32] live in the high word's low 16 bits
+/** OA bits [47:32] live in the high word's low 16 bits. */
+const HI_OA_MASK = 0xffff;
 
 export interface Perms {
   read: boolean;
@@ -25,115 +28,136 @@ export interface WalkResult {
   pa: number;
   writable: boolean;
   /** Descriptor addresses read, in order (each is a memory access the walk pays for). */
-  reads: number[];
+  reads: number;
   /** Level at which a fault was found (-1 when none). */
   faultLevel: number;
+  /** Address (in the walked memory's space) of the leaf descriptor that gave the result. */
+  leafDescAddr: number;
+}
+
+/** Bytes covered by one entry at a level: 512 GiB, 1 GiB, 2 MiB, 4 KiB. */
+export function levelSpan(level: number): number {
+  return 2 ** (PAGE_SHIFT + 9 * (LEVELS - 1 - level));
 }
 
 function index(va: number, level: number): number {
-  // level 0 uses VA[47:39], level 3 VA[20:12]
-  const shift = PAGE_SHIFT + 9 * (LEVELS - 1 - level);
-  return Math.floor(va / 2 ** shift) % ENTRIES;
+  return Math.floor(va / levelSpan(level)) % ENTRIES;
+}
+
+function descOa(lo: number, hi: number): number {
+  return (hi & HI_OA_MASK) * 2 ** 32 + ((lo & ~(PAGE_SIZE - 1)) >>> 0);
+}
+
+function writeDesc(mem: Memory, addr: number, oa: number, low: number): void {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(((oa % 2 ** 32 & ~(PAGE_SIZE - 1)) | low) >>> 0, 0);
+  b.writeUInt32LE(Math.floor(oa / 2 ** 32) & HI_OA_MASK, 4);
+  mem.write(addr, b);
 }
 
 export class PageTable {
-  /** Physical address of the level-0 table (TTBR / S2TTB). */
+  /** Address of the level-0 table (TTBR / S2TTB). */
   readonly root: number;
 
-  constructor(private readonly mem: PhysMemory) {
-    this.root = mem.allocFrame();
+  constructor(
+    private readonly mem: Memory,
+    private readonly frames: FrameAllocator,
+  ) {
+    this.root = frames.alloc();
+    mem.write(this.root, Buffer.alloc(PAGE_SIZE));
   }
 
-  private readDesc(addr: number): { lo: number; hi: number } {
-    return { lo: this.mem.read32(addr), hi: this.mem.read32(addr + 4) };
-  }
-
-  private writeDesc(addr: number, oa: number, lo: number): void {
-    const oaLo = oa % 2 ** 32;
-    const oaHi = Math.floor(oa / 2 ** 32) & HI_OA_MASK;
-    this.mem.write32(addr, ((oaLo & ~(PAGE_SIZE - 1)) | lo) >>> 0);
-    this.mem.write32(addr + 4, oaHi);
-  }
-
-  private static oa(d: { lo: number; hi: number }): number {
-    return (d.hi & HI_OA_MASK) * 2 ** 32 + ((d.lo & ~(PAGE_SIZE - 1)) >>> 0);
-  }
-
-  /** The level-3 table holding `va`, created on the way down. Returns its address and descriptor writes made. */
-  private leafTable(va: number): { table: number; writes: number } {
+  /** The table at `level` holding `va`, created on the way down; counts descriptor writes. */
+  private tableAt(va: number, level: number, counter: { writes: number }): number {
     let table = this.root;
-    let writes = 0;
-    for (let level = 0; level < LEVELS - 1; level++) {
-      const addr = table + index(va, level) * 8;
-      const d = this.readDesc(addr);
-      if (d.lo & VALID) {
-        table = PageTable.oa(d);
+    for (let l = 0; l < level; l++) {
+      const addr = table + index(va, l) * 8;
+      const d = this.mem.view(addr, 8);
+      const lo = d.readUInt32LE(0);
+      const hi = d.readUInt32LE(4);
+      if (lo & VALID && lo & TABLE_OR_PAGE) {
+        table = descOa(lo, hi);
       } else {
-        const next = this.mem.allocFrame();
-        this.writeDesc(addr, next, VALID | TABLE_OR_PAGE);
-        writes += 1;
+        const next = this.frames.alloc();
+        this.mem.write(next, Buffer.alloc(PAGE_SIZE));
+        writeDesc(this.mem, addr, next, VALID | TABLE_OR_PAGE);
+        counter.writes += 1;
         table = next;
       }
     }
-    return { table, writes };
+    return table;
   }
 
-  /** Maps `pages` consecutive pages; returns the number of descriptors written. */
+  /** Maps `pages` consecutive 4 KiB pages; returns the number of descriptors written. */
   map(va: number, pa: number, pages: number, perms: Perms = { read: true, write: true }): number {
-    let writes = 0;
+    const counter = { writes: 0 };
     for (let i = 0; i < pages; i++) {
       const v = va + i * PAGE_SIZE;
-      const { table, writes: w } = this.leafTable(v);
-      writes += w;
-      this.writeDesc(table + index(v, LEVELS - 1) * 8, pa + i * PAGE_SIZE, VALID | TABLE_OR_PAGE | AF | (perms.write ? 0 : AP_RO));
-      writes += 1;
+      const table = this.tableAt(v, LEVELS - 1, counter);
+      writeDesc(this.mem, table + index(v, LEVELS - 1) * 8, pa + i * PAGE_SIZE, VALID | TABLE_OR_PAGE | AF | (perms.write ? 0 : AP_RO));
+      counter.writes += 1;
     }
-    return writes;
+    return counter.writes;
+  }
+
+  /** Maps [va, va+size) with block descriptors of `level` (1: 1 GiB, 2: 2 MiB); both must be aligned. */
+  mapBlocks(va: number, pa: number, size: number, level: 1 | 2, perms: Perms = { read: true, write: true }): number {
+    const span = levelSpan(level);
+    if (va % span || pa % span || size % span) throw new RangeError(`block mapping needs ${span}-byte alignment`);
+    const counter = { writes: 0 };
+    for (let off = 0; off < size; off += span) {
+      const table = this.tableAt(va + off, level, counter);
+      writeDesc(this.mem, table + index(va + off, level) * 8, pa + off, VALID | AF | (perms.write ? 0 : AP_RO));
+      counter.writes += 1;
+    }
+    return counter.writes;
   }
 
   /** Clears the leaf entries of `pages` pages; returns how many were mapped (and so were cleared). */
   unmap(va: number, pages: number): number {
     let cleared = 0;
+    const zero = Buffer.alloc(8);
     for (let i = 0; i < pages; i++) {
-      const v = va + i * PAGE_SIZE;
-      let table = this.root;
-      let level = 0;
-      for (; level < LEVELS - 1; level++) {
-        const d = this.readDesc(table + index(v, level) * 8);
-        if (!(d.lo & VALID)) break;
-        table = PageTable.oa(d);
-      }
-      if (level < LEVELS - 1) continue;
-      const addr = table + index(v, LEVELS - 1) * 8;
-      if (this.mem.read32(addr) & VALID) {
-        this.mem.write32(addr, 0);
-        this.mem.write32(addr + 4, 0);
-        cleared += 1;
-      }
+      const w = PageTable.walk(this.mem, this.root, va + i * PAGE_SIZE);
+      if (w.pa < 0) continue;
+      this.mem.write(w.leafDescAddr, zero);
+      cleared += 1;
     }
     return cleared;
   }
 
   /**
-   * Walks `va` from `root`. `translateTable` turns each table address into the address actually
-   * read (identity for a single stage; a stage-2 walk for a nested stage-1 table) and may add the
-   * reads it made itself.
+   * Walks `va` from `root`. `translateTable`, when given, turns each table address into the
+   * address actually read (a stage-2 walk for a nested stage-1 table, adding its own reads to
+   * `reads` through the returned count) and returns -1 when that walk faults.
    */
-  static walk(mem: PhysMemory, root: number, va: number, translateTable?: (addr: number, reads: number[]) => number): WalkResult {
-    const reads: number[] = [];
+  static walk(mem: Memory, root: number, va: number, translateTable?: (ipa: number) => { pa: number; reads: number }): WalkResult {
+    let reads = 0;
     let table = root;
     for (let level = 0; level < LEVELS; level++) {
-      const ipa = table + index(va, level) * 8;
-      const addr = translateTable ? translateTable(ipa, reads) : ipa;
-      if (addr < 0) return { pa: -1, writable: false, reads, faultLevel: level };
-      reads.push(addr);
-      const d = { lo: mem.read32(addr), hi: mem.read32(addr + 4) };
-      if (!(d.lo & VALID) || !(d.lo & TABLE_OR_PAGE)) return { pa: -1, writable: false, reads, faultLevel: level };
-      const oa = PageTable.oa(d);
-      if (level === LEVELS - 1) return { pa: oa + (va % PAGE_SIZE), writable: (d.lo & AP_RO) === 0, reads, faultLevel: -1 };
+      let addr = table + index(va, level) * 8;
+      if (translateTable) {
+        const t = translateTable(addr);
+        reads += t.reads;
+        if (t.pa < 0) return { pa: -1, writable: false, reads, faultLevel: level, leafDescAddr: -1 };
+        addr = t.pa;
+      }
+      reads += 1;
+      const d = mem.view(addr, 8);
+      const lo = d.readUInt32LE(0);
+      const hi = d.readUInt32LE(4);
+      if (!(lo & VALID)) return { pa: -1, writable: false, reads, faultLevel: level, leafDescAddr: addr };
+      const isTable = (lo & TABLE_OR_PAGE) !== 0;
+      const oa = descOa(lo, hi);
+      if (level === LEVELS - 1 || (!isTable && level > 0)) {
+        if (level === LEVELS - 1 && !isTable) return { pa: -1, writable: false, reads, faultLevel: level, leafDescAddr: addr };
+        const span = levelSpan(level);
+        return { pa: oa + (va % span), writable: (lo & AP_RO) === 0, reads, faultLevel: -1, leafDescAddr: addr };
+      }
+      if (!isTable) return { pa: -1, writable: false, reads, faultLevel: level, leafDescAddr: addr };
       table = oa;
     }
-    return { pa: -1, writable: false, reads, faultLevel: LEVELS - 1 };
+    return { pa: -1, writable: false, reads, faultLevel: LEVELS - 1, leafDescAddr: -1 };
   }
 
   walk(va: number): WalkResult {

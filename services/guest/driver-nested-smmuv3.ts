@@ -1,4 +1,4 @@
-import { PhysMemory } from '../common/memory.js';
+import { FrameAllocator, PhysMemory } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
 import { PageTable } from '../common/pagetable.js';
 import type { RoleEnv } from '../common/role-api.js';
@@ -101,8 +101,8 @@ class GuestCmdq {
 class NestedSmmuv3Driver implements GuestDriver {
   private commands = 0;
   readonly translates = true;
-  private readonly ram = new PhysMemory(TABLE_RAM_BASE);
-  private readonly stage1 = new PageTable(this.ram);
+  private readonly ram = new PhysMemory();
+  private readonly stage1 = new PageTable(this.ram, new FrameAllocator(TABLE_RAM_BASE));
   private readonly cmdqs: GuestCmdq[];
 
   constructor(_env: RoleEnv) {

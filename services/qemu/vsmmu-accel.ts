@@ -37,7 +37,7 @@ interface VsmmuState {
  * today. CMD_SYNC completes locally: every command before it already completed in the kernel.
  */
 class AcceleratedVsmmu implements VmmDevice {
-  private readonly ram = new PhysMemory(0);
+  private readonly ram = new PhysMemory();
   private readonly bql = new Mutex('qemu.bql');
   private readonly vsmmus: VsmmuState[];
   private readonly counters = { commands: 0, ioctls: 0, syncs: 0, errors: 0, cfgiSte: 0 };
