@@ -37,10 +37,9 @@ export function iommufdLayout(t: Topology__Output): IommufdLayout {
   const devIds = t.devices.map(() => next++);
   const viommus: ViommuObject[] = [];
   const vdevices: VdeviceObject[] = [];
-  const pairs = new Set<string>();
-  for (const d of t.devices) pairs.add(`${d.vm}:${d.psmmu}`);
-  for (const key of [...pairs].sort()) {
-    const [vm, psmmu] = key.split(':').map(Number) as [number, number];
+  const pairs = new Map<string, [number, number]>();
+  for (const d of t.devices) pairs.set(`${d.vm}:${d.psmmu}`, [d.vm, d.psmmu]);
+  for (const [vm, psmmu] of [...pairs.values()].sort((a, b) => a[0] - b[0] || a[1] - b[1])) {
     const hwptId = next++;
     viommus.push({ id: next++, vm, psmmu, vmid: t.vmids[vm] ?? vm + 1, hwptId });
   }
@@ -49,4 +48,13 @@ export function iommufdLayout(t: Topology__Output): IommufdLayout {
     vdevices.push({ id: next++, viommuId: v.id, devId: devIds[i] as number, vsid: d.vsid, psid: d.psid });
   });
   return { ioasId, viommus, vdevices };
+}
+
+/** The vSMMU instance (as the guest numbers them) a device sits behind. */
+export function vsmmuOfDevice(t: Topology__Output, device: number): number {
+  const d = t.devices[device];
+  if (!d) throw new RangeError(`no device ${device}`);
+  if (t.vsmmu !== 'per-psmmu') return 0;
+  const psmmus = [...new Set(t.devices.filter((x) => x.vm === d.vm).map((x) => x.psmmu))].sort((a, b) => a - b);
+  return psmmus.indexOf(d.psmmu);
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -167,6 +167,8 @@ function version(): string {
 async function execute(p: RunPlan, log: Logger): Promise<number> {
   const startedAt = new Date().toISOString();
   const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-'));
+  // Guest RAM and host tables are files every process of the host maps; tmpfs keeps them in RAM.
+  const ramDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-ram-'));
   const tree = new ProcessTree({ socketDir, transport: p.transport, logLevel: p.logLevel, startTimeoutMs: p.startTimeoutMs, log });
   const runs: RunResult[] = [];
   let abort!: (err: VmmsimError) => void;
@@ -181,6 +183,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   const lastResort = (): void => {
     tree.killAll();
     rmSync(socketDir, { recursive: true, force: true });
+    rmSync(ramDir, { recursive: true, force: true });
   };
   process.on('exit', lastResort);
 
@@ -188,7 +191,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   let session: Session | undefined;
   try {
     await Promise.race([tree.start(processSpecs(p.scenario)), aborted]);
-    session = new Session(tree, log);
+    session = new Session(tree, log, ramDir);
     for (const model of p.models) {
       if (!p.json) process.stderr.write(`vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
       runs.push(await Promise.race([session.run(p.scenario, model, p.profile), aborted]));
@@ -201,6 +204,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     rmSync(socketDir, { recursive: true, force: true });
+    rmSync(ramDir, { recursive: true, force: true });
     process.off('exit', lastResort);
   }
 

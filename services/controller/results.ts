@@ -23,9 +23,29 @@ export interface HopResult {
   measuredUs: Summary;
 }
 
+/**
+ * The run's DMA: the guest DMA API mode it ran in, and the device DMA through the physical SMMUs
+ * while the workload ran, summed over them.
+ */
+export interface DmaResult {
+  /** strict | lazy | static | bounce (as scenario.dma). */
+  mode: string;
+  translations: number;
+  iotlbHitRate: number;
+  faults: number;
+  /** Translations served from a stale IOTLB entry to a buffer whose dma_unmap had returned. */
+  staleTranslations: number;
+  /** Accesses to buffers whose dma_unmap had returned (by a device set to linger). */
+  useAfterUnmap: number;
+  /** Stale hits while the buffer's unmap was still in progress (the device raced its driver). */
+  staleDuringUnmap: number;
+  walkAccesses: number;
+  /** Modeled SMMU time of all translations (IOTLB lookups and walk accesses). */
+  modeledNs: number;
+}
+
 export interface RunResult {
   model: string;
-  dma: string;
   workload: Scenario['workload'];
   topology: Scenario['topology'];
   processes: { role: string; name: string; pid: number; host: string }[];
@@ -34,6 +54,7 @@ export interface RunResult {
   /** Operations are each map and each unmap. */
   throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
   invalidations: { guestCommands: number; deliveredPerPsmmu: Record<string, number>; fanout: number };
+  dma: DmaResult;
   elapsedSec: number;
   modeledElapsedNs: number;
   /** Every counter of every process, by process name. */

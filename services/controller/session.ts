@@ -11,7 +11,7 @@ import type { ModelName, Scenario } from '../common/scenario/schema.js';
 import { START_ORDER, TRANSITION_KINDS, zeroTransitions, type Role } from '../common/topology.js';
 import { Control } from './control-client.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
-import type { OpResult, RunResult } from './results.js';
+import type { DmaResult, OpResult, RunResult } from './results.js';
 
 /** The processes a scenario needs: one guest and qemu per VM, one kvm and vfio, one psmmu per pSMMU. */
 export function processSpecs(s: Scenario): ProcessSpec[] {
@@ -49,6 +49,8 @@ export class Session {
   constructor(
     private readonly tree: ProcessTree,
     private readonly log: Logger,
+    /** Folder of the memory files the processes share (guest RAM, host tables). */
+    private readonly ramDir: string,
   ) {
     const host = hostname();
     this.endpoints = tree.processes.map((p: StartedProcess, i) => ({ id: i + 1, role: p.role, index: p.index, name: p.name, address: p.address, pid: p.pid, host }));
@@ -79,6 +81,8 @@ export class Session {
       vmids: Array.from({ length: s.topology.vms }, (_, v) => v + 1),
       deadlineMs: 10_000,
       vsmmu: s.topology.vsmmu,
+      ramDir: this.ramDir,
+      device: { ...s.device },
     };
     const order = this.ordered();
     // Downstream first: a process opens its links only to peers that are already configured.
@@ -86,6 +90,8 @@ export class Session {
       await Promise.all(order.filter((e) => e.role === role).map((e) => this.control(e.name as string).configure(topology)));
     }
     const guests = order.filter((e) => e.role === 'guest');
+    // Everything but the guests first: the devices start their DMA before the workload does.
+    await Promise.all(order.filter((e) => e.role !== 'guest').map((e) => this.control(e.name as string).start(10_000)));
     // Start carries the whole workload; its deadline follows the workload's own limits.
     const startDeadline = s.workload.durationSec > 0 ? (s.workload.durationSec + 60) * 1000 : 3_600_000;
     this.log.debug({ model }, 'workload starting');
@@ -110,7 +116,6 @@ export class Session {
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
     return {
       model,
-      dma: s.dma,
       workload: s.workload,
       topology: s.topology,
       processes: this.endpoints.map((e) => ({ role: e.role as string, name: e.name as string, pid: e.pid as number, host: e.host as string })),
@@ -121,6 +126,7 @@ export class Session {
         opsPerSecModeled: reply.modeledElapsedNs > 0 ? round(totalOps / (reply.modeledElapsedNs / 1e9)) : 0,
       },
       invalidations: { guestCommands, deliveredPerPsmmu, fanout: guestCommands > 0 ? round(delivered / guestCommands) : 0 },
+      dma: dmaResult(s.dma, order.filter((x) => x.role === 'psmmu').map((e) => counters[e.name as string] ?? {})),
       elapsedSec: round(reply.elapsedSec),
       modeledElapsedNs: reply.modeledElapsedNs,
       counters,
@@ -130,6 +136,22 @@ export class Session {
   close(): void {
     for (const c of this.controls.values()) c.close();
   }
+}
+
+function dmaResult(mode: string, psmmus: Record<string, number>[]): DmaResult {
+  const sum = (k: string): number => psmmus.reduce((n, c) => n + (c[k] ?? 0), 0);
+  const translations = sum('translations');
+  return {
+    mode,
+    translations,
+    iotlbHitRate: translations > 0 ? round(sum('iotlbHits') / translations) : 0,
+    faults: sum('faults'),
+    staleTranslations: sum('staleTranslations'),
+    useAfterUnmap: sum('useAfterUnmap'),
+    staleDuringUnmap: sum('staleDuringUnmap'),
+    walkAccesses: sum('walkAccesses'),
+    modeledNs: sum('dmaModeledNs'),
+  };
 }
 
 function round(x: number): number {

@@ -31,10 +31,10 @@ export function comparisonTable(runs: readonly RunResult[]): string {
       const b = base?.ops.find((o) => o.op === op.op);
       rows.push([
         run.model,
-        run.dma,
+        run.dma.mode,
         op.op,
         String(op.count),
-        ...TRANSITION_KINDS.map((k) => fmt(op.transitions[k], op.transitions[k] % 1 === 0 ? 0 : 2)),
+        ...TRANSITION_KINDS.map((k) => (op.transitions[k] % 1 === 0 ? String(op.transitions[k]) : op.transitions[k].toFixed(3))),
         fmt(op.measuredUs.p50),
         fmt(op.measuredUs.p99),
         fmt(op.modeledNs.mean / 1000, 3),
@@ -58,7 +58,13 @@ export function comparisonTable(runs: readonly RunResult[]): string {
     ]);
   }
   const thr = render(tRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
-  return `${ops}\n\n${thr}`;
+  const dRows: string[][] = [['model', 'dma', 'device translations', 'IOTLB hit rate', 'walk accesses', 'faults', 'use-after-unmap', 'stale translations']];
+  for (const run of runs) {
+    const d = run.dma;
+    dRows.push([run.model, d.mode, String(d.translations), fmt(d.iotlbHitRate, 3), String(d.walkAccesses), String(d.faults), String(d.useAfterUnmap), String(d.staleTranslations)]);
+  }
+  const dma = render(dRows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r']);
+  return `${ops}\n\n${thr}\n\n${dma}`;
 }
 
 /** Per-hop measured one-way latency of one run. */
@@ -67,3 +73,4 @@ export function hopTable(run: RunResult): string {
   for (const h of run.hops) rows.push([`${h.from} -> ${h.to}`, String(h.count), fmt(h.measuredUs.p50), fmt(h.measuredUs.p99), fmt(h.measuredUs.max)]);
   return render(rows, ['l', 'r', 'r', 'r', 'r']);
 }
+

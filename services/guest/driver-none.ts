@@ -1,23 +1,26 @@
 import type { OpContext } from '../common/op-context.js';
-import { registerGuestDriver, type GuestDriver } from './driver.js';
+import { registerDmaApi, type DmaApi, type GuestDevice } from './driver.js';
 
 /**
- * No vIOMMU: the device's DMA is translated by stage 2 only (VFIO mapped all guest RAM at VM
- * start), so dma_map returns the guest-physical address and neither call leaves the guest.
+ * No vIOMMU: dma-direct. The device's DMA is translated by stage 2 only (VFIO mapped all guest RAM
+ * at VM start), so dma_map returns the guest-physical address and neither call leaves the guest.
  */
-class NoIommuDriver implements GuestDriver {
+class DmaDirect implements DmaApi {
   readonly guestCommands = 0;
-  readonly translates = false;
 
-  async map(ctx: OpContext): Promise<number> {
+  async map(ctx: OpContext, _cpu: number, _device: GuestDevice, pa: number): Promise<number> {
     ctx.charge('guest.dma_direct');
-    return 0;
+    return pa;
   }
 
   async unmap(ctx: OpContext): Promise<number> {
     ctx.charge('guest.dma_direct');
     return 0;
   }
+
+  async drain(): Promise<void> {}
+
+  close(): void {}
 }
 
-registerGuestDriver('none', () => new NoIommuDriver());
+registerDmaApi('none', () => new DmaDirect());

@@ -1,27 +1,49 @@
+import type { Memory } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
 import type { RoleEnv } from '../common/role-api.js';
 
+/** One assigned device as the guest sees it. */
+export interface GuestDevice {
+  /** Index in the topology's device list (also the guest's device number). */
+  index: number;
+  vsid: number;
+  /** The vSMMU instance it sits behind. */
+  vsmmu: number;
+}
+
+/** What the guest kernel gives a DMA layer: its RAM and a way to report work no caller waits for. */
+export interface GuestKernel {
+  env: RoleEnv;
+  ram: Memory;
+  devices: readonly GuestDevice[];
+  /** Records an operation that ran on its own (a lazy flush from the timer). */
+  background(op: string, ctx: OpContext, measuredNs: number): void;
+}
+
 /**
- * The guest's IOMMU driver under one architecture: what a dma_map and a dma_unmap do to the
- * guest's tables and which requests leave the guest. Returns a kernel-style status.
+ * The guest's DMA API under one architecture (dma-direct, or dma-iommu over the guest IOMMU
+ * driver): what dma_map and dma_unmap do to the guest's tables and which requests leave the guest.
+ * Statuses are kernel-style (0 or -errno).
  */
-export interface GuestDriver {
-  map(ctx: OpContext, iova: number, pa: number, pages: number): Promise<number>;
-  unmap(ctx: OpContext, iova: number, pages: number): Promise<number>;
+export interface DmaApi {
+  /** Maps `pages` pages at guest-physical `pa` for `device`; returns the IOVA or -errno. */
+  map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number>;
+  unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number>;
   /** Invalidation commands issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted). */
   readonly guestCommands: number;
-  /** Whether IOVAs are allocated (false: the device sees guest-physical addresses). */
-  readonly translates: boolean;
+  /** Flushes anything deferred (lazy mode) before the run's results are taken. */
+  drain(): Promise<void>;
+  close(): void;
 }
 
-export type GuestDriverFactory = (env: RoleEnv) => GuestDriver;
+export type DmaApiFactory = (kernel: GuestKernel) => DmaApi;
 
-const drivers = new Map<string, GuestDriverFactory>();
+const factories = new Map<string, DmaApiFactory>();
 
-export function registerGuestDriver(model: string, factory: GuestDriverFactory): void {
-  drivers.set(model, factory);
+export function registerDmaApi(model: string, factory: DmaApiFactory): void {
+  factories.set(model, factory);
 }
 
-export function guestDriver(model: string): GuestDriverFactory | undefined {
-  return drivers.get(model);
+export function dmaApiFor(model: string): DmaApiFactory | undefined {
+  return factories.get(model);
 }

@@ -1,21 +1,41 @@
+import { guestRamFile } from '../common/board.js';
 import { Errno } from '../common/errors.js';
 import type { StartReply } from '../common/generated/vmmsim/v1/StartReply.js';
+import { vsmmuOfDevice } from '../common/iommufd-objects.js';
+import { FileMemory } from '../common/memory.js';
+import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type RoleEnv, type RoleInstance } from '../common/role-api.js';
-import { guestDriver, type GuestDriver } from './driver.js';
+import './dma-iommu-nested.js';
+import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import './driver-none.js';
-import './driver-nested-smmuv3.js';
 import { OpStats } from './op-stats.js';
 import { dmaMapBenchmark } from './workload.js';
 
 /** guest-N: a VM's guest OS running the workload through its DMA API and IOMMU driver. */
 class GuestRole implements RoleInstance {
-  private readonly driver: GuestDriver;
+  private readonly ram: FileMemory;
+  private readonly dma: DmaApi;
+  private readonly kernel: GuestKernel;
+  private opStats: OpStats | undefined;
   private operations = 0;
 
   constructor(private readonly env: RoleEnv) {
-    const factory = guestDriver(env.topology.model);
-    if (!factory) throw new Error(`guest has no driver for model ${env.topology.model}`);
-    this.driver = factory(env);
+    const vm = env.self.index;
+    // Guest RAM is a file the SMMU's walks read too; the guest owns it and starts it empty.
+    this.ram = new FileMemory(guestRamFile(env.topology.ramDir, vm), 'create');
+    const devices: GuestDevice[] = [];
+    env.topology.devices.forEach((d, i) => {
+      if (d.vm === vm) devices.push({ index: i, vsid: d.vsid, vsmmu: vsmmuOfDevice(env.topology, i) });
+    });
+    this.kernel = {
+      env,
+      ram: this.ram,
+      devices,
+      background: (op: string, ctx: OpContext, measuredNs: number) => this.opStats?.record(op, measuredNs, ctx.modeledNs, ctx.trace),
+    };
+    const factory = dmaApiFor(env.topology.model);
+    if (!factory) throw new Error(`guest has no DMA API for model ${env.topology.model}`);
+    this.dma = factory(this.kernel);
   }
 
   async handle(): Promise<{ status: number; payload: Buffer }> {
@@ -25,21 +45,27 @@ class GuestRole implements RoleInstance {
 
   async start(): Promise<StartReply> {
     const stats = new OpStats(this.env.endpoints);
+    this.opStats = stats;
     const w = this.env.topology.workload;
     if (!w) throw new Error('topology has no workload');
-    const r = await dmaMapBenchmark(this.env, this.driver, stats, w);
+    const r = await dmaMapBenchmark(this.kernel, this.dma, stats, w);
     this.operations += r.operations;
     return {
       ops: stats.opReports(),
       hops: stats.hopReports(),
       elapsedSec: r.elapsedNs / 1e9,
       modeledElapsedNs: Math.max(0, ...r.modeledPerThreadNs),
-      guestCommands: this.driver.guestCommands,
+      guestCommands: this.dma.guestCommands,
     };
   }
 
   stats(): Record<string, number> {
-    return { operations: this.operations, guestCommands: this.driver.guestCommands };
+    return { operations: this.operations, guestCommands: this.dma.guestCommands };
+  }
+
+  close(): void {
+    this.dma.close();
+    this.ram.close();
   }
 }
 

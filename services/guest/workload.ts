@@ -1,16 +1,31 @@
+import { GUEST_BUFFER_BASE } from '../common/board.js';
 import { nowNs } from '../common/clock.js';
+import { DeviceRing, RING_SLOTS, SlotState } from '../common/device-ring.js';
 import type { Workload__Output } from '../common/generated/vmmsim/v1/Workload.js';
 import { PAGE_SIZE } from '../common/memory.js';
-import type { RoleEnv } from '../common/role-api.js';
-import type { GuestDriver } from './driver.js';
-import { IovaAllocator } from './iova.js';
+import type { DmaApi, GuestKernel } from './driver.js';
 import type { OpStats } from './op-stats.js';
 
-/** Guest-physical buffers of the benchmark threads start here (above the guest's queues and tables). */
-const BUFFER_GPA_BASE = 0x1_0000_0000;
-/** The DMA window IOVAs come from (Linux allocates top-down below the device's DMA mask). */
-const IOVA_BASE = 0x1000_0000;
-const IOVA_LIMIT = 0xffff_f000;
+/** Slots at the end of each device ring hold its receive buffers; the benchmark uses the rest. */
+const MAX_RECEIVE_BUFFERS = 64;
+const RECEIVE_BUFFER_BASE = 0x3_0000_0000;
+
+/**
+ * Each device's receive ring: buffers its driver maps at probe and keeps mapped, where most of the
+ * device's DMA lands. They are set up before the measured operations and not counted among them.
+ */
+async function mapReceiveRings(kernel: GuestKernel, dma: DmaApi, rings: Map<number, DeviceRing>): Promise<void> {
+  const n = Math.min(kernel.env.topology.device?.ringBuffers ?? 0, MAX_RECEIVE_BUFFERS);
+  for (const d of kernel.devices) {
+    for (let i = 0; i < n; i++) {
+      const ctx = kernel.env.newContext(0, 0);
+      const pa = RECEIVE_BUFFER_BASE + (d.index * MAX_RECEIVE_BUFFERS + i) * PAGE_SIZE;
+      const iova = await dma.map(ctx, 0, d, pa, 1);
+      if (iova < 0) throw new Error(`mapping the receive ring of device ${d.index} failed (${iova})`);
+      rings.get(d.index)?.post(RING_SLOTS - 1 - i, iova, 1);
+    }
+  }
+}
 
 export interface WorkloadResult {
   elapsedNs: number;
@@ -21,54 +36,60 @@ export interface WorkloadResult {
 
 /**
  * Linux's dma_map_benchmark shape: `threads` kernel threads, each mapping a buffer of
- * `granulePages` pages and unmapping it again, until `ops` iterations ran in all or
- * `durationSec` passed. Each map and each unmap is one operation in the results.
+ * `granulePages` pages for its device and unmapping it again, until `ops` iterations ran in all or
+ * `durationSec` passed. Each map and each unmap is one operation in the results. The buffer is
+ * posted in the device's ring between the two, so the device has something to DMA to.
  */
-export async function dmaMapBenchmark(env: RoleEnv, driver: GuestDriver, stats: OpStats, w: Workload__Output): Promise<WorkloadResult> {
+export async function dmaMapBenchmark(kernel: GuestKernel, dma: DmaApi, stats: OpStats, w: Workload__Output): Promise<WorkloadResult> {
   const threads = Math.max(1, w.threads);
   const pages = Math.max(1, w.granulePages);
   const iterations = w.ops > 0 ? w.ops : Number.POSITIVE_INFINITY;
   const deadline = w.durationSec > 0 ? nowNs() + w.durationSec * 1e9 : Number.POSITIVE_INFINITY;
-  const iova = new IovaAllocator(IOVA_BASE, IOVA_LIMIT);
+  const rings = new Map(kernel.devices.map((d) => [d.index, new DeviceRing(kernel.ram, d.index)]));
   stats.declare('map');
   stats.declare('unmap');
   let started = 0;
   let opId = 1;
   const modeledPerThreadNs = new Array<number>(threads).fill(0);
+  await mapReceiveRings(kernel, dma, rings);
   const t0 = nowNs();
 
   const thread = async (t: number): Promise<void> => {
-    const pa = BUFFER_GPA_BASE + t * pages * PAGE_SIZE;
+    const device = kernel.devices[t % kernel.devices.length];
+    if (!device) throw new Error('the guest has no assigned device');
+    const ring = rings.get(device.index) as DeviceRing;
+    const slot = Math.floor(t / kernel.devices.length) % (RING_SLOTS - MAX_RECEIVE_BUFFERS);
+    const pa = GUEST_BUFFER_BASE + t * pages * PAGE_SIZE;
     while (started < iterations && nowNs() < deadline) {
       started += 1;
-      const mapCtx = env.newContext(opId++, 0);
+      const mapCtx = kernel.env.newContext(opId++, 0);
       const m0 = nowNs();
-      let addr = pa;
-      if (driver.translates) {
-        addr = iova.alloc(pages);
-        mapCtx.charge('guest.iova_alloc');
-      }
-      const mapStatus = await driver.map(mapCtx, addr, pa, pages);
+      const iova = await dma.map(mapCtx, t, device, pa, pages);
       const m1 = nowNs();
       modeledPerThreadNs[t] = (modeledPerThreadNs[t] ?? 0) + mapCtx.modeledNs;
-      if (mapStatus !== 0) {
+      if (iova < 0) {
         stats.fail('map');
         continue;
       }
       stats.record('map', m1 - m0, mapCtx.modeledNs, mapCtx.trace);
-
-      const unmapCtx = env.newContext(opId++, 0);
-      const u0 = nowNs();
-      const unmapStatus = await driver.unmap(unmapCtx, addr, pages);
-      if (driver.translates) {
-        iova.release(addr, pages);
-        unmapCtx.charge('guest.iova_free');
+      ring.post(slot, iova, pages);
+      if (w.dwellUs > 0) {
+        // The I/O: the device owns the buffer for a while (real time, and the vCPU's modeled time).
+        await new Promise((resolve) => setTimeout(resolve, w.dwellUs / 1000));
+        modeledPerThreadNs[t] = (modeledPerThreadNs[t] ?? 0) + w.dwellUs * 1000;
       }
+
+      // The driver takes the buffer back from the device before it unmaps it.
+      ring.setState(slot, SlotState.RETIRED);
+      const unmapCtx = kernel.env.newContext(opId++, 0);
+      const u0 = nowNs();
+      const status = await dma.unmap(unmapCtx, t, device, iova, pages);
       const u1 = nowNs();
+      ring.setState(slot, SlotState.UNMAPPED);
       modeledPerThreadNs[t] = (modeledPerThreadNs[t] ?? 0) + unmapCtx.modeledNs;
-      if (unmapStatus !== 0) {
+      if (status !== 0) {
         stats.fail('unmap');
-        env.log.warn({ status: unmapStatus, iova: addr }, 'unmap failed');
+        kernel.env.log.warn({ status, iova }, 'unmap failed');
         continue;
       }
       stats.record('unmap', u1 - u0, unmapCtx.modeledNs, unmapCtx.trace);
@@ -76,5 +97,6 @@ export async function dmaMapBenchmark(env: RoleEnv, driver: GuestDriver, stats: 
   };
 
   await Promise.all(Array.from({ length: threads }, (_, t) => thread(t)));
+  await dma.drain();
   return { elapsedNs: nowNs() - t0, modeledPerThreadNs, operations: opId - 1 };
 }

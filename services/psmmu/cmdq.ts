@@ -2,6 +2,7 @@ import { CMD_SIZE, Opcode, decodeCommand, tlbiRangePages, type DecodedCommand } 
 import * as Q from '../common/smmu/queue.js';
 import { GERROR_CMDQ_ERR } from '../common/smmu/registers.js';
 import type { Iotlb } from './iotlb.js';
+import type { Translator } from './translate.js';
 
 export interface ExecResult {
   /** Commands executed, CMD_SYNC excluded. */
@@ -28,6 +29,7 @@ export class PhysicalCmdq {
   constructor(
     readonly log2: number,
     private readonly iotlb: Iotlb,
+    private readonly translator?: Translator,
   ) {
     Q.assertLog2(log2);
     this.ring = Buffer.alloc(Q.size(log2) * CMD_SIZE);
@@ -114,8 +116,16 @@ export class PhysicalCmdq {
       case Opcode.TLBI_NSNH_ALL:
         this.iotlb.invalidateAll();
         break;
+      case Opcode.CFGI_STE:
+      case Opcode.CFGI_CD:
+      case Opcode.CFGI_CD_ALL:
+        this.translator?.invalidateConfig(f.sid ?? 0);
+        break;
+      case Opcode.CFGI_ALL:
+        this.translator?.invalidateConfig();
+        break;
       default:
-        // CFGI_*, ATC_INV, PREFETCH_*: no cached state of their kind is modelled yet.
+        // ATC_INV, PREFETCH_*, PRI_RESP, RESUME: no device ATC or PRI queue is modelled.
         break;
     }
   }

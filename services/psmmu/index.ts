@@ -1,23 +1,48 @@
 import { Errno } from '../common/errors.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import type { StartReply } from '../common/generated/vmmsim/v1/StartReply.js';
 import type { OpContext } from '../common/op-context.js';
+import { Random } from '../common/random.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import { CMD_SIZE } from '../common/smmu/commands.js';
 import type { Endpoint } from '../common/topology.js';
+import { AddressSpace, HostPhysical } from './address-space.js';
 import { PhysicalCmdq } from './cmdq.js';
+import { DmaEngine } from './dma.js';
+import { EventQueue } from './events.js';
 import { Iotlb } from './iotlb.js';
+import { Translator } from './translate.js';
 
-/** Main CMDQ size (Linux asks for the largest the SMMU offers; 2^8 here keeps wrap-around frequent). */
+/** Main CMDQ size (Linux asks for the largest the SMMU offers; 2^8 keeps wrap-around frequent). */
 const CMDQ_LOG2 = 8;
-const IOTLB_ENTRIES = 2048;
+const DEFAULT_IOTLB_ENTRIES = 2048;
 
-/** psmmu-K: one physical SMMUv3 with its command queue and IOTLB. */
+/** psmmu-K: one physical SMMUv3 with its command queue, IOTLB, walker, event queue and devices. */
 class PsmmuRole implements RoleInstance {
-  private readonly iotlb = new Iotlb(IOTLB_ENTRIES);
-  private readonly cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb);
+  private readonly iotlb: Iotlb;
+  private readonly space: AddressSpace;
+  private readonly events = new EventQueue();
+  private readonly translator: Translator;
+  private readonly cmdq: PhysicalCmdq;
+  private readonly dma: DmaEngine;
   private readonly counters = { submissions: 0, commands: 0, syncs: 0, errors: 0 };
 
-  constructor(_env: RoleEnv) {}
+  constructor(env: RoleEnv) {
+    const t = env.topology;
+    const k = env.self.index;
+    this.iotlb = Iotlb.create(t.device?.iotlbEntries || DEFAULT_IOTLB_ENTRIES);
+    this.space = new AddressSpace(t.ramDir);
+    this.translator = new Translator(k, new HostPhysical(this.space), this.iotlb, this.events, env.costs);
+    this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator);
+    const devices = t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, vm: d.vm, sid: d.psid }] : []));
+    this.dma = new DmaEngine(
+      devices,
+      this.space,
+      this.translator,
+      { rate: t.device?.dmaRate ?? 0, lingerMs: t.device?.lingerMs ?? 0, lingerShare: t.device?.lingerShare ?? 0 },
+      new Random(t.seed, 1000 + k),
+    );
+  }
 
   async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
     if (req.kind !== 'CMDQ_SUBMIT' || from.role !== 'vfio') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
@@ -36,12 +61,35 @@ class PsmmuRole implements RoleInstance {
     return { status: 0, payload: consReg(this.cmdq.cons) };
   }
 
+  /** The run begins: the devices start their DMA. */
+  async start(): Promise<StartReply> {
+    this.dma.start();
+    return { ops: [], hops: [], elapsedSec: 0, modeledElapsedNs: 0, guestCommands: 0 };
+  }
+
   stats(): Record<string, number> {
+    const tr = this.translator.counters;
+    const tlb = this.iotlb.stats();
     return {
       ...this.counters,
+      translations: tr.translations,
+      iotlbHits: tr.hits,
+      iotlbMisses: tr.misses,
+      walkAccesses: tr.walkAccesses,
+      faults: tr.faults,
+      staleHits: tr.staleHits,
+      dmaModeledNs: tr.modeledNs,
+      ...this.dma.counters,
       iotlbEntries: this.iotlb.size,
-      iotlbInvalidated: this.iotlb.invalidated,
+      iotlbInvalidated: tlb.invalidated,
+      iotlbEvictions: tlb.evictions,
+      ...this.events.counters(),
     };
+  }
+
+  close(): void {
+    this.dma.stop();
+    this.space.close();
   }
 }
 

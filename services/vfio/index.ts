@@ -5,6 +5,7 @@ import { iommufdLayout, type VdeviceObject, type ViommuObject } from '../common/
 import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import type { Endpoint } from '../common/topology.js';
+import { HostTables } from './host-tables.js';
 import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
 
 /**
@@ -17,7 +18,10 @@ class VfioRole implements RoleInstance {
   private readonly vdevs = new Map<number, Map<number, VdeviceObject>>();
   private readonly counters = { hwptInvalidate: 0, commands: 0, chunks: 0, einval: 0, eio: 0, eopnotsupp: 0 };
 
+  private readonly tables: HostTables;
+
   constructor(env: RoleEnv) {
+    this.tables = new HostTables(env.topology);
     const layout = iommufdLayout(env.topology);
     for (const v of layout.viommus) {
       this.viommus.set(v.id, v);
@@ -71,6 +75,10 @@ class VfioRole implements RoleInstance {
 
   stats(): Record<string, number> {
     return { ...this.counters };
+  }
+
+  close(): void {
+    this.tables.close();
   }
 }
 

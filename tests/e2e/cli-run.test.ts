@@ -76,7 +76,9 @@ describe('vmmsim run --model nested-smmuv3 --ops 100 --json --out DIR', () => {
     expect(doc.seed).toBe(doc.scenario.seed);
     expect(Number.isInteger(doc.seed)).toBe(true);
     expect(run.model).toBe('nested-smmuv3');
-    expect(run.dma).toBe(doc.scenario.dma);
+    // run.dma holds the DMA API mode and the device DMA the physical SMMUs saw.
+    expect(run.dma.mode).toBe(doc.scenario.dma);
+    expect(run.dma).toMatchObject({ translations: expect.any(Number), iotlbHitRate: expect.any(Number), faults: expect.any(Number), staleTranslations: 0 });
     expect(run.workload).toEqual(doc.scenario.workload);
     expect(run.topology).toEqual(doc.scenario.topology);
   });

@@ -22,11 +22,13 @@ const log = createLogger({ role: 'test' }, 'warn');
 const scenario = resolveScenario({ name: 'it', workload: { ops: 50 } });
 const profile = loadProfile('arm64-kunpeng920');
 let socketDir: string;
+let ramDir: string;
 let tree: ProcessTree;
 
 beforeAll(async () => {
   process.env['VMMSIM_TEST_MARKER'] = marker;
   socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-it-'));
+  ramDir = mkdtempSync(join(tmpdir(), 'vmmsim-it-ram-'));
   tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs: 20_000, log });
   await tree.start(processSpecs(scenario));
 });
@@ -34,6 +36,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await tree?.stop();
   rmSync(socketDir, { recursive: true, force: true });
+  rmSync(ramDir, { recursive: true, force: true });
   delete process.env['VMMSIM_TEST_MARKER'];
 });
 
@@ -48,7 +51,7 @@ describe('the nested-SMMUv3 path through real processes', () => {
   });
 
   it('times every hop of a strict unmap and counts one exit, user exit, ioctl and hw submission per unmap', async () => {
-    const session = new Session(tree, log);
+    const session = new Session(tree, log, ramDir);
     try {
       const run = await session.run(scenario, 'nested-smmuv3', profile);
       const unmap = run.ops.find((o) => o.op === 'unmap');
@@ -78,7 +81,7 @@ describe('the nested-SMMUv3 path through real processes', () => {
   });
 
   it('none pays no transition at all', async () => {
-    const session = new Session(tree, log);
+    const session = new Session(tree, log, ramDir);
     try {
       const run = await session.run(scenario, 'none', profile);
       for (const op of run.ops) expect(op.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
@@ -102,7 +105,7 @@ describe('the guest side of the link, driven by hand', () => {
     const endpoints = [...eps.filter((e) => e.role !== 'guest'), { id: guestId, role: 'guest', index: 0, name: 'guest-0', address: 'unix:///nonexistent', pid: process.pid, host }];
     const topology: Topology = {
       runId: 'by-hand', model: 'nested-smmuv3', dma: 'strict', seed: 1, endpoints, devices: devices(scenario), costsNs: profileCosts(profile),
-      workload: { ...scenario.workload }, vmids: [1], deadlineMs: 5000, vsmmu: 'single',
+      workload: { ...scenario.workload }, vmids: [1], deadlineMs: 5000, vsmmu: 'single', ramDir,
     };
     for (const role of ['psmmu', 'vfio', 'qemu', 'kvm']) {
       for (const e of eps.filter((x) => x.role === role)) {

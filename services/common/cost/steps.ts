@@ -9,6 +9,7 @@ export const COST_STEPS = {
   'guest.dma_direct': 'guest DMA API without an IOMMU: dma_map/dma_unmap bookkeeping (phys_to_dma)',
   'guest.pte_write': 'guest writes one stage-1 page-table entry (with the barrier that publishes it)',
   'guest.cmdq_write': 'guest driver writes one 16-byte command into its (v)CMDQ ring',
+  'guest.fq_insert': 'lazy mode: guest queues one unmapped IOVA in its per-CPU flush queue',
   'exit.mmio_trap': 'guest MMIO write traps to KVM and KVM resumes the guest (handled in the kernel)',
   'exit.to_user': 'extra cost when KVM returns to the VMM in user space for an MMIO exit and the VMM re-enters KVM_RUN',
   'vmm.vsmmu_cmd': 'VMM vSMMU model reads, decodes and dispatches one guest command',
@@ -17,6 +18,8 @@ export const COST_STEPS = {
   'kernel.cmdq_insert': 'host SMMU driver writes one command into the physical CMDQ (slot reservation included)',
   'smmu.cmd_exec': 'physical SMMU executes one invalidation command',
   'smmu.sync': 'physical SMMU completes a CMD_SYNC once earlier commands are done, and the waiter sees it',
+  'smmu.iotlb_lookup': 'physical SMMU looks a translation up in its IOTLB',
+  'smmu.walk_access': 'physical SMMU reads one descriptor (STE, CD or page-table entry) from memory during a walk',
 } as const;
 
 export type CostStep = keyof typeof COST_STEPS;

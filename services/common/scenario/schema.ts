@@ -56,7 +56,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
     name: { type: 'string', default: 'scenario', doc: 'name used in results and output folders' },
     seed: { type: 'integer', default: 1, min: 0, max: 2 ** 32 - 1, doc: 'seed of every random choice; same seed, same modeled results' },
     model: { type: 'string', default: 'nested-smmuv3', enum: MODELS, supported: SUPPORTED_MODELS, doc: 'vIOMMU architecture (paths.md)' },
-    dma: { type: 'string', default: 'strict', enum: DMA_MODES, supported: ['strict'], doc: 'guest DMA API mode' },
+    dma: { type: 'string', default: 'strict', enum: DMA_MODES, supported: ['strict', 'lazy'], doc: 'guest DMA API mode: strict (invalidate before unmap returns) or lazy (per-CPU flush queue: 256 entries or 10 ms)' },
     profile: { type: 'string', default: 'arm64-kunpeng920', doc: 'cost profile: a name in profiles/ or a path to a profile YAML file' },
     topology: {
       type: 'object',
@@ -72,6 +72,17 @@ export const SCENARIO_SCHEMA: ObjectField = {
         vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, supportedMax: 0, doc: 'VCMDQs given to each vSMMU (needs nested-smmuv3-vcmdq); 0 until that model lands' },
       },
     },
+    device: {
+      type: 'object',
+      doc: 'the DMA of the assigned devices while the workload runs',
+      fields: {
+        dmaRate: { type: 'number', default: 1000, min: 0, max: 1e6, doc: 'translations per second per device, into the buffers its driver posted (0: idle)' },
+        ringBuffers: { type: 'integer', default: 16, min: 0, max: 64, doc: 'buffers each device keeps mapped for the whole run (its driver\'s receive ring), where most of its DMA goes' },
+        lingerMs: { type: 'number', default: 0, min: 0, max: 60_000, doc: 'a buggy or hostile device keeps touching a buffer this long after its unmap returned (0: well-behaved)' },
+        lingerShare: { type: 'number', default: 0.2, min: 0, max: 1, doc: 'share of accesses that go to such a buffer while one lingers' },
+        iotlbEntries: { type: 'integer', default: 2048, min: 8, max: 1 << 20, doc: 'IOTLB entries of each physical SMMU' },
+      },
+    },
     workload: {
       type: 'object',
       doc: 'what the guest runs',
@@ -80,6 +91,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
         threads: { type: 'integer', default: 1, min: 1, max: 256, doc: 'guest threads (vCPUs) issuing operations concurrently' },
         granulePages: { type: 'integer', default: 1, min: 1, max: 512, doc: '4 KiB pages per map/unmap' },
         ops: { type: 'integer', default: 2000, min: 0, max: 1e9, doc: 'map+unmap iterations in all; 0 = until durationSec' },
+        dwellUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'how long each mapped buffer stays with its device (the I/O) before the driver retires and unmaps it' },
         durationSec: { type: 'number', default: 0, min: 0, max: 86400, doc: 'stop after this many seconds; 0 = no time limit' },
         rate: { type: 'number', default: 0, min: 0, max: 1e9, supportedMax: 0, doc: 'open-loop operations per second; 0 = closed loop (the load-test issue adds open loop)' },
       },
@@ -103,11 +115,19 @@ export interface Scenario {
     vmid: 'per-s2-parent' | 'per-vsmmu';
     vcmdqsPerVsmmu: number;
   };
+  device: {
+    dmaRate: number;
+    ringBuffers: number;
+    lingerMs: number;
+    lingerShare: number;
+    iotlbEntries: number;
+  };
   workload: {
     kind: (typeof WORKLOADS)[number];
     threads: number;
     granulePages: number;
     ops: number;
+    dwellUs: number;
     durationSec: number;
     rate: number;
   };

@@ -1,0 +1,59 @@
+/**
+ * The fixed memory map of the simulated machine, as QEMU's virt board and the host kernel fix
+ * theirs: where the guest keeps its queues, context descriptors, device rings, page tables and DMA
+ * buffers (guest-physical), and where the host keeps the stream table and stage-2 tables
+ * (host-physical). Every process derives addresses from here instead of replaying the probe.
+ */
+import { join } from 'node:path';
+
+// Guest-physical (IPA) layout
+export const GUEST_VCMDQ_BASE = 0x4000_0000;
+export const GUEST_CD_BASE = 0x5000_0000;
+/** Per assigned device: the ring of buffers its driver posted (see device-ring.ts). */
+export const GUEST_DEVICE_RING_BASE = 0x6000_0000;
+export const GUEST_DEVICE_RING_STRIDE = 0x1000;
+export const GUEST_TABLE_BASE = 0x8000_0000;
+export const GUEST_BUFFER_BASE = 0x1_0000_0000;
+/** Guest RAM the host maps into stage 2 at VM start (VFIO maps all of it once). */
+export const GUEST_RAM_SIZE = 0x4_0000_0000;
+
+// Host-physical layout
+export const HOST_STRTAB_BASE = 0x1000_0000;
+/** Linear stream table: StreamIDs below this. */
+export const HOST_STRTAB_SIDS = 1 << 16;
+export const HOST_TABLE_BASE = 0x2000_0000;
+/** Guest RAM of VM n sits at (n + 1) * this in host-physical space. */
+export const HOST_VM_RAM_STRIDE = 0x100_0000_0000;
+
+export const STE_SIZE = 64;
+export const CD_SIZE = 64;
+
+export function vmRamBase(vm: number): number {
+  return (vm + 1) * HOST_VM_RAM_STRIDE;
+}
+
+export function cdIpa(device: number): number {
+  return GUEST_CD_BASE + device * CD_SIZE;
+}
+
+export function deviceRingIpa(device: number): number {
+  return GUEST_DEVICE_RING_BASE + device * GUEST_DEVICE_RING_STRIDE;
+}
+
+/** Each physical SMMU has its own linear stream table (SMMU_STRTAB_BASE). */
+export function strtabBase(psmmu: number): number {
+  return HOST_STRTAB_BASE + psmmu * HOST_STRTAB_SIDS * STE_SIZE;
+}
+
+export function steAddr(psmmu: number, sid: number): number {
+  return strtabBase(psmmu) + sid * STE_SIZE;
+}
+
+/** Memory files of one host, in the run's RAM folder. */
+export function guestRamFile(ramDir: string, vm: number): string {
+  return join(ramDir, `guest-${vm}.ram`);
+}
+
+export function hostRamFile(ramDir: string): string {
+  return join(ramDir, 'host.ram');
+}

@@ -1,0 +1,187 @@
+import { GUEST_TABLE_BASE, cdIpa } from '../common/board.js';
+import { nowNs } from '../common/clock.js';
+import { FrameAllocator } from '../common/memory.js';
+import type { OpContext } from '../common/op-context.js';
+import { PageTable } from '../common/pagetable.js';
+import { tlbiNhAsid, tlbiNhVa, type SmmuCommand } from '../common/smmu/commands.js';
+import { encodeCd } from '../common/smmu/structures.js';
+import { GuestCmdq } from './cmdq.js';
+import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
+import { IovaAllocator } from './iova.js';
+
+/** TLBI range NUM is 5 bits. */
+const RANGE_NUM_MAX = 31;
+/** TG=1: 4 KiB granule. */
+const TG_4K = 1;
+/** Linux's per-CPU flush queue (drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE / _TIMEOUT). */
+export const FQ_ENTRIES = 256;
+export const FQ_TIMEOUT_MS = 10;
+/** The DMA window IOVAs come from (allocated top-down, as Linux does below the DMA mask). */
+const IOVA_BASE = 0x1000_0000;
+const IOVA_LIMIT = 0xffff_f000;
+
+/**
+ * TLBI_NH_VA commands for an unmapped range, as Linux builds them with range invalidation (RIL):
+ * each command covers NUM+1 chunks of 2^SCALE pages.
+ */
+export function tlbiRange(asid: number, iova: number, pages: number): SmmuCommand[] {
+  const cmds: SmmuCommand[] = [];
+  let va = iova;
+  let left = pages;
+  while (left > 0) {
+    const scale = 31 - Math.clz32(left & -left);
+    const num = Math.min((left >>> scale) & RANGE_NUM_MAX || 1, RANGE_NUM_MAX);
+    cmds.push(tlbiNhVa({ vmid: 0, asid, va: BigInt(va), num: num - 1, scale, tg: TG_4K, ttl: 0, leaf: 1 }));
+    const covered = num * 2 ** scale;
+    va += covered * 4096;
+    left -= covered;
+  }
+  return cmds;
+}
+
+interface Deferred {
+  iova: number;
+  pages: number;
+}
+
+/** A guest IOMMU domain: one per assigned device here, with its own ASID, stage-1 table and IOVAs. */
+class Domain {
+  readonly iova = new IovaAllocator(IOVA_BASE, IOVA_LIMIT);
+  /** Per-CPU flush queues (lazy mode). */
+  readonly fq = new Map<number, Deferred[]>();
+  timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly device: GuestDevice,
+    readonly asid: number,
+    readonly stage1: PageTable,
+    readonly cmdq: GuestCmdq,
+  ) {}
+
+  pending(): number {
+    let n = 0;
+    for (const q of this.fq.values()) n += q.length;
+    return n;
+  }
+}
+
+/**
+ * dma-iommu over the guest's arm-smmu-v3 driver with nested translation: the guest owns stage 1 and
+ * edits it without trapping; only its command-queue writes reach the host.
+ *  - strict: dma_unmap clears the PTEs, invalidates the range (TLBI_NH_VA + CMD_SYNC) and returns
+ *    when the sync completed;
+ *  - lazy: dma_unmap clears the PTEs and queues the IOVA in the CPU's flush queue; the domain is
+ *    invalidated (TLBI_NH_ASID + CMD_SYNC) when a queue holds 256 entries (that unmap pays) or
+ *    10 ms after the first deferred entry (the timer pays), and only then are the IOVAs reused.
+ */
+class NestedDmaIommu implements DmaApi {
+  private commands = 0;
+  private readonly domains = new Map<number, Domain>();
+  private readonly lazy: boolean;
+  private closed = false;
+
+  constructor(private readonly kernel: GuestKernel) {
+    this.lazy = kernel.env.topology.dma === 'lazy';
+    const frames = new FrameAllocator(GUEST_TABLE_BASE);
+    const cmdqs = new Map<number, GuestCmdq>();
+    for (const d of kernel.devices) {
+      let cmdq = cmdqs.get(d.vsmmu);
+      if (!cmdq) {
+        cmdq = new GuestCmdq(d.vsmmu, kernel.ram);
+        cmdqs.set(d.vsmmu, cmdq);
+      }
+      const stage1 = new PageTable(kernel.ram, frames);
+      const asid = d.index + 1;
+      // The context descriptor the SMMU finds through the STE's S1ContextPtr (an IPA).
+      kernel.ram.write(cdIpa(d.index), encodeCd({ valid: true, asid, ttb0: stage1.root }));
+      this.domains.set(d.index, new Domain(d, asid, stage1, cmdq));
+    }
+  }
+
+  get guestCommands(): number {
+    return this.commands;
+  }
+
+  private domain(device: GuestDevice): Domain {
+    const d = this.domains.get(device.index);
+    if (!d) throw new Error(`device ${device.index} has no domain`);
+    return d;
+  }
+
+  async map(ctx: OpContext, _cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
+    const d = this.domain(device);
+    const iova = d.iova.alloc(pages);
+    ctx.charge('guest.iova_alloc');
+    ctx.charge('guest.pte_write', d.stage1.map(iova, pa, pages));
+    return iova;
+  }
+
+  async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
+    const d = this.domain(device);
+    ctx.charge('guest.pte_write', d.stage1.unmap(iova, pages));
+    if (!this.lazy) {
+      const tlbis = tlbiRange(d.asid, iova, pages);
+      this.commands += tlbis.length;
+      const status = await d.cmdq.issue(ctx, tlbis);
+      d.iova.release(iova, pages);
+      ctx.charge('guest.iova_free');
+      return status;
+    }
+    let q = d.fq.get(cpu);
+    if (!q) {
+      q = [];
+      d.fq.set(cpu, q);
+    }
+    q.push({ iova, pages });
+    ctx.charge('guest.fq_insert');
+    if (q.length >= FQ_ENTRIES) return this.flush(ctx, d);
+    if (!d.timer && !this.closed) {
+      d.timer = setTimeout(() => void this.timerFlush(d), FQ_TIMEOUT_MS);
+    }
+    return 0;
+  }
+
+  /** Invalidates the whole domain once and frees every IOVA deferred before it. */
+  private async flush(ctx: OpContext, d: Domain): Promise<number> {
+    if (d.timer) {
+      clearTimeout(d.timer);
+      d.timer = undefined;
+    }
+    const freed: Deferred[] = [];
+    for (const q of d.fq.values()) freed.push(...q.splice(0));
+    if (freed.length === 0) return 0;
+    this.commands += 1;
+    const status = await d.cmdq.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
+    for (const f of freed) {
+      d.iova.release(f.iova, f.pages);
+      ctx.charge('guest.iova_free');
+    }
+    return status;
+  }
+
+  private async timerFlush(d: Domain): Promise<void> {
+    d.timer = undefined;
+    if (d.pending() === 0) return;
+    const ctx = this.kernel.env.newContext(0, 0);
+    const t0 = nowNs();
+    const status = await this.flush(ctx, d).catch(() => -1);
+    if (status === 0) this.kernel.background('flush', ctx, nowNs() - t0);
+  }
+
+  async drain(): Promise<void> {
+    for (const d of this.domains.values()) {
+      if (d.pending() === 0) continue;
+      const ctx = this.kernel.env.newContext(0, 0);
+      const t0 = nowNs();
+      await this.flush(ctx, d);
+      this.kernel.background('flush', ctx, nowNs() - t0);
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const d of this.domains.values()) if (d.timer) clearTimeout(d.timer);
+  }
+}
+
+registerDmaApi('nested-smmuv3', (kernel) => new NestedDmaIommu(kernel));

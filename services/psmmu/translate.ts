@@ -1,0 +1,191 @@
+import { steAddr } from '../common/board.js';
+import type { CostTable } from '../common/cost/steps.js';
+import { PAGE_SIZE, type Memory } from '../common/memory.js';
+import { PageTable } from '../common/pagetable.js';
+import { EVENT, STE_CONFIG, decodeCd, decodeSte } from '../common/smmu/structures.js';
+import { ExternalAbort } from './address-space.js';
+import type { EventQueue } from './events.js';
+import type { Iotlb } from './iotlb.js';
+
+/** A StreamID's configuration as the SMMU caches it (STE, and CD for stage 1). */
+interface StreamConfig {
+  config: number;
+  vmid: number;
+  s2ttb: number;
+  asid: number;
+  /** Stage-1 table root (an IPA when nested). */
+  ttb0: number;
+}
+
+export interface Translation {
+  /** Output address, or -1 when the access faulted (an event was recorded). */
+  pa: number;
+  hit: boolean;
+  /** Memory accesses the lookup made (config, table walks, the ground-truth check not included). */
+  reads: number;
+  /** The hit came from an IOTLB entry whose leaf descriptor is no longer valid (or points elsewhere). */
+  stale: boolean;
+}
+
+export interface TranslatorCounters {
+  translations: number;
+  hits: number;
+  misses: number;
+  walkAccesses: number;
+  faults: number;
+  staleHits: number;
+  modeledNs: number;
+}
+
+/**
+ * The SMMU's translation path: stream table and context descriptor (cached per StreamID until a
+ * CFGI command drops them), IOTLB, and stage-1, stage-2 or nested walks where every stage-1 table
+ * address is itself an IPA walked through stage 2. Every memory access is counted and costed.
+ *
+ * Because the tables are the real bytes their owners wrote, the SMMU also knows the truth: on an
+ * IOTLB hit it reads the leaf descriptor the entry came from, and an entry whose descriptor no
+ * longer maps the page is a stale translation (served only because no invalidation reached it yet).
+ */
+export class Translator {
+  private readonly configs = new Map<number, StreamConfig>();
+  readonly counters: TranslatorCounters = { translations: 0, hits: 0, misses: 0, walkAccesses: 0, faults: 0, staleHits: 0, modeledNs: 0 };
+
+  constructor(
+    private readonly psmmu: number,
+    private readonly mem: Memory,
+    private readonly iotlb: Iotlb,
+    private readonly events: EventQueue,
+    private readonly costs: CostTable,
+  ) {}
+
+  /** CFGI_STE / CFGI_CD / CFGI_CD_ALL for one StreamID, or CFGI_ALL (no argument). */
+  invalidateConfig(sid?: number): void {
+    if (sid === undefined) this.configs.clear();
+    else this.configs.delete(sid);
+  }
+
+  private fault(type: number, sid: number, addr: number, stage2: boolean, reads: number): Translation {
+    this.counters.faults += 1;
+    this.events.record(type, sid, addr, stage2);
+    this.account(reads);
+    return { pa: -1, hit: false, reads, stale: false };
+  }
+
+  private account(reads: number): void {
+    this.counters.walkAccesses += reads;
+    this.counters.modeledNs += this.costs.of('smmu.iotlb_lookup') + reads * this.costs.of('smmu.walk_access');
+  }
+
+  private stage2(s2ttb: number, ipa: number): { pa: number; reads: number } {
+    const w = PageTable.walk(this.mem, s2ttb, ipa);
+    return { pa: w.pa, reads: w.reads };
+  }
+
+  /** Reads the STE (and CD) of a StreamID; undefined with an event recorded when they are bad. */
+  private streamConfig(sid: number, counter: { reads: number }): StreamConfig | number {
+    const cached = this.configs.get(sid);
+    if (cached) return cached;
+    counter.reads += 1;
+    const ste = decodeSte(this.mem.view(steAddr(this.psmmu, sid), 64));
+    if (!ste.valid) return EVENT.C_BAD_STE;
+    const cfg: StreamConfig = { config: ste.config, vmid: ste.vmid, s2ttb: ste.s2ttb, asid: -1, ttb0: 0 };
+    if (ste.config === STE_CONFIG.S1 || ste.config === STE_CONFIG.NESTED) {
+      let cdAddr = ste.s1ContextPtr;
+      if (ste.config === STE_CONFIG.NESTED) {
+        const t = this.stage2(ste.s2ttb, cdAddr);
+        counter.reads += t.reads;
+        if (t.pa < 0) return EVENT.C_BAD_CD;
+        cdAddr = t.pa;
+      }
+      counter.reads += 1;
+      const cd = decodeCd(this.mem.view(cdAddr, 64));
+      if (!cd.valid) return EVENT.C_BAD_CD;
+      cfg.asid = cd.asid;
+      cfg.ttb0 = cd.ttb0;
+    }
+    this.configs.set(sid, cfg);
+    return cfg;
+  }
+
+  translate(sid: number, va: number, write: boolean): Translation {
+    this.counters.translations += 1;
+    const counter = { reads: 0 };
+    let cfg: StreamConfig | number;
+    try {
+      cfg = this.streamConfig(sid, counter);
+    } catch (err) {
+      if (err instanceof ExternalAbort) return this.fault(EVENT.F_WALK_EABT, sid, va, false, counter.reads);
+      throw err;
+    }
+    if (typeof cfg === 'number') return this.fault(cfg, sid, va, false, counter.reads);
+    if (cfg.config === STE_CONFIG.ABORT) return this.fault(EVENT.F_STREAM_DISABLED, sid, va, false, counter.reads);
+    if (cfg.config === STE_CONFIG.BYPASS) {
+      this.account(counter.reads);
+      return { pa: va, hit: false, reads: counter.reads, stale: false };
+    }
+    const stage2Only = cfg.config === STE_CONFIG.S2;
+    const asid = stage2Only ? -1 : cfg.asid;
+    const offset = va % PAGE_SIZE;
+    const hit = this.iotlb.lookup(cfg.vmid, asid, va);
+    if (hit) {
+      if (write && !hit.writable) return this.fault(EVENT.F_PERMISSION, sid, va, false, counter.reads);
+      this.counters.hits += 1;
+      this.account(counter.reads);
+      const stale = !stage2Only && !this.stillMapped(hit.leafDescAddr, hit.ipa);
+      if (stale) this.counters.staleHits += 1;
+      return { pa: hit.pa + offset, hit: true, reads: counter.reads, stale };
+    }
+    this.counters.misses += 1;
+    try {
+      if (stage2Only) {
+        const w = PageTable.walk(this.mem, cfg.s2ttb, va);
+        counter.reads += w.reads;
+        if (w.pa < 0) return this.fault(EVENT.F_TRANSLATION, sid, va, true, counter.reads);
+        if (write && !w.writable) return this.fault(EVENT.F_PERMISSION, sid, va, true, counter.reads);
+        const page = va - offset;
+        this.iotlb.insert({ vmid: cfg.vmid, asid: 0, stage2Only: true, page, pa: w.pa - offset, writable: w.writable, ipa: page, leafDescAddr: w.leafDescAddr });
+        this.account(counter.reads);
+        return { pa: w.pa, hit: false, reads: counter.reads, stale: false };
+      }
+      let s2fault = false;
+      const nested = cfg.config === STE_CONFIG.NESTED;
+      const s1 = PageTable.walk(this.mem, cfg.ttb0, va, nested ? (ipa) => {
+        const t = this.stage2(cfg.s2ttb, ipa);
+        if (t.pa < 0) s2fault = true;
+        return t;
+      } : undefined);
+      counter.reads += s1.reads;
+      if (s1.pa < 0) return this.fault(EVENT.F_TRANSLATION, sid, va, s2fault, counter.reads);
+      if (write && !s1.writable) return this.fault(EVENT.F_PERMISSION, sid, va, false, counter.reads);
+      let pa = s1.pa;
+      if (nested) {
+        const out = this.stage2(cfg.s2ttb, s1.pa);
+        counter.reads += out.reads;
+        if (out.pa < 0) return this.fault(EVENT.F_TRANSLATION, sid, va, true, counter.reads);
+        pa = out.pa;
+      }
+      this.iotlb.insert({
+        vmid: cfg.vmid, asid, stage2Only: false, page: va - offset, pa: pa - offset, writable: s1.writable,
+        ipa: s1.pa - offset, leafDescAddr: s1.leafDescAddr,
+      });
+      this.account(counter.reads);
+      return { pa, hit: false, reads: counter.reads, stale: false };
+    } catch (err) {
+      if (err instanceof ExternalAbort) return this.fault(EVENT.F_WALK_EABT, sid, va, false, counter.reads);
+      throw err;
+    }
+  }
+
+  /** Ground truth: the stage-1 leaf descriptor still maps the page to the same output (IPA). */
+  private stillMapped(leafDescAddr: number, outPage: number): boolean {
+    try {
+      const d = this.mem.view(leafDescAddr, 8);
+      const lo = d.readUInt32LE(0);
+      if ((lo & 3) !== 3) return false;
+      const oa = (d.readUInt32LE(4) & 0xffff) * 2 ** 32 + ((lo & ~(PAGE_SIZE - 1)) >>> 0);
+      return oa === outPage;
+    } catch {
+      return false;
+    }
+  }
+}

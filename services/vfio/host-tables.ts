@@ -1,0 +1,46 @@
+import { GUEST_RAM_SIZE, HOST_TABLE_BASE, cdIpa, hostRamFile, steAddr, vmRamBase } from '../common/board.js';
+import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
+import { FileMemory, FrameAllocator } from '../common/memory.js';
+import { PageTable } from '../common/pagetable.js';
+import { STE_CONFIG, encodeSte } from '../common/smmu/structures.js';
+
+/** Models whose guest owns stage 1 (the STE is nested); everything else translates by stage 2 only. */
+const NESTED_MODELS = new Set(['nested-smmuv3', 'nested-smmuv3-vcmdq']);
+
+/**
+ * The host kernel's translation state in host memory, shared with the physical SMMUs: for each VM
+ * a stage-2 table mapping all its RAM (VFIO maps guest RAM once at VM start; 1 GiB blocks, as the
+ * kernel uses the largest page size it can), and each assigned device's STE in its SMMU's stream
+ * table: nested (S1 context pointer = the guest's CD, an IPA) or stage-2 only.
+ */
+export class HostTables {
+  readonly mem: FileMemory;
+  readonly stage2: PageTable[] = [];
+
+  constructor(t: Topology__Output) {
+    this.mem = new FileMemory(hostRamFile(t.ramDir), 'create');
+    const frames = new FrameAllocator(HOST_TABLE_BASE);
+    const vms = Math.max(0, ...t.devices.map((d) => d.vm)) + 1;
+    for (let vm = 0; vm < vms; vm++) {
+      const s2 = new PageTable(this.mem, frames);
+      s2.mapBlocks(0, vmRamBase(vm), GUEST_RAM_SIZE, 1);
+      this.stage2.push(s2);
+    }
+    const nested = NESTED_MODELS.has(t.model);
+    t.devices.forEach((d, i) => {
+      const s2 = this.stage2[d.vm] as PageTable;
+      const ste = encodeSte({
+        valid: true,
+        config: nested ? STE_CONFIG.NESTED : STE_CONFIG.S2,
+        s1ContextPtr: nested ? cdIpa(i) : 0,
+        vmid: t.vmids[d.vm] ?? d.vm + 1,
+        s2ttb: s2.root,
+      });
+      this.mem.write(steAddr(d.psmmu, d.psid), ste);
+    });
+  }
+
+  close(): void {
+    this.mem.close();
+  }
+}
