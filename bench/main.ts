@@ -4,9 +4,11 @@
  */
 import { VmmsimError } from '../services/common/errors.js';
 import { transportBench } from './transport.js';
+import { walkBench } from './walk.js';
 
 const benches: Record<string, (argv: string[]) => Promise<void>> = {
   transport: transportBench,
+  walk: walkBench,
 };
 
 function usage(): string {
