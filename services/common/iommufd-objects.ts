@@ -19,11 +19,26 @@ export interface VdeviceObject {
   psid: number;
 }
 
+/** A HW_QUEUE: one VCMDQ of a physical SMMU's CMDQV handed to a VM's vSMMU. */
+export interface HwQueueObject {
+  id: number;
+  viommuId: number;
+  vm: number;
+  psmmu: number;
+  /** The guest's vSMMU instance that owns the queue. */
+  vsmmu: number;
+  /** Logical queue index within the VM's VINTF (allocated in ascending order). */
+  index: number;
+}
+
 export interface IommufdLayout {
   ioasId: number;
   viommus: ViommuObject[];
   vdevices: VdeviceObject[];
+  hwQueues: HwQueueObject[];
 }
+
+export const VCMDQ_MODELS = new Set(['nested-smmuv3-vcmdq']);
 
 /**
  * The iommufd objects a VMM creates at VM start (IOAS_ALLOC, device bind, HWPT_ALLOC with
@@ -47,7 +62,25 @@ export function iommufdLayout(t: Topology__Output): IommufdLayout {
     const v = viommus.find((x) => x.vm === d.vm && x.psmmu === d.psmmu) as ViommuObject;
     vdevices.push({ id: next++, viommuId: v.id, devId: devIds[i] as number, vsid: d.vsid, psid: d.psid });
   });
-  return { ioasId, viommus, vdevices };
+  const hwQueues: HwQueueObject[] = [];
+  if (VCMDQ_MODELS.has(t.model)) {
+    for (const v of viommus) {
+      const vsmmu = vsmmuOfViommu(t, v);
+      if (vsmmu === undefined) continue;
+      for (let q = 0; q < t.vcmdqsPerVsmmu; q++) hwQueues.push({ id: next++, viommuId: v.id, vm: v.vm, psmmu: v.psmmu, vsmmu, index: q });
+    }
+  }
+  return { ioasId, viommus, vdevices, hwQueues };
+}
+
+/**
+ * The vSMMU a vIOMMU backs when it can take VCMDQs: a VCMDQ belongs to one physical SMMU, so a
+ * vSMMU gets them only when it fronts exactly one (per-psmmu, or single with one pSMMU).
+ */
+function vsmmuOfViommu(t: Topology__Output, v: ViommuObject): number | undefined {
+  const psmmus = [...new Set(t.devices.filter((x) => x.vm === v.vm).map((x) => x.psmmu))].sort((a, b) => a - b);
+  if (t.vsmmu === 'per-psmmu') return psmmus.indexOf(v.psmmu);
+  return psmmus.length === 1 ? 0 : undefined;
 }
 
 /** The vSMMU instance (as the guest numbers them) a device sits behind. */

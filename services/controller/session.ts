@@ -82,6 +82,7 @@ export class Session {
       deadlineMs: 10_000,
       vsmmu: s.topology.vsmmu,
       ramDir: this.ramDir,
+      vcmdqsPerVsmmu: s.topology.vcmdqsPerVsmmu,
       device: { ...s.device },
     };
     const order = this.ordered();

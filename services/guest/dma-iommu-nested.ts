@@ -5,6 +5,11 @@ import type { OpContext } from '../common/op-context.js';
 import { PageTable } from '../common/pagetable.js';
 import { tlbiNhAsid, tlbiNhVa, type SmmuCommand } from '../common/smmu/commands.js';
 import { encodeCd } from '../common/smmu/structures.js';
+import { iommufdLayout } from '../common/iommufd-objects.js';
+import { Opcode } from '../common/smmu/commands.js';
+import {
+  SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_LOG2_ENTRIES, VCMDQ_REG, vcmdqGpa, vcmdqGuestGpa, vcmdqRegister, vsmmuMmioBase,
+} from '../common/smmu/registers.js';
 import { GuestCmdq } from './cmdq.js';
 import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import { IovaAllocator } from './iova.js';
@@ -55,13 +60,46 @@ class Domain {
     readonly device: GuestDevice,
     readonly asid: number,
     readonly stage1: PageTable,
-    readonly cmdq: GuestCmdq,
+    readonly smmu: GuestSmmu,
   ) {}
 
   pending(): number {
     let n = 0;
     for (const q of this.fq.values()) n += q.length;
     return n;
+  }
+}
+
+/** Commands a guest-owned VCMDQ accepts; everything else takes the trapped vSMMU queue. */
+const VCMDQ_ALLOWED = new Set<number>([Opcode.TLBI_NH_ASID, Opcode.TLBI_NH_VA, Opcode.ATC_INV, Opcode.CMD_SYNC]);
+
+/**
+ * One vSMMU instance as the guest driver drives it: its trapped command queue and, when the host
+ * gave it a CMDQV (nested-smmuv3-vcmdq), its VCMDQs, which the guest picks per CPU as Linux does.
+ */
+class GuestSmmu {
+  private readonly vcmdqs: GuestCmdq[] = [];
+  readonly cmdq: GuestCmdq;
+
+  constructor(vsmmu: number, ram: GuestKernel['ram'], vcmdqPsmmu: number | undefined, vcmdqs: number) {
+    this.cmdq = new GuestCmdq({ gpa: vcmdqGpa(vsmmu), log2: VCMDQ_LOG2_ENTRIES, prodRegister: vsmmuMmioBase(vsmmu) + SMMU_REG.CMDQ_PROD, peer: 'kvm', kind: 'MMIO_WRITE' }, ram);
+    if (vcmdqPsmmu === undefined) return;
+    for (let q = 0; q < vcmdqs; q++) {
+      this.vcmdqs.push(new GuestCmdq({
+        gpa: vcmdqGuestGpa(vsmmu, q), log2: VCMDQ_GUEST_LOG2_ENTRIES, prodRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.PROD),
+        peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO',
+      }, ram));
+    }
+  }
+
+  /** The queue for these commands on this CPU: a VCMDQ when every command is allowed there. */
+  queueFor(cpu: number, cmds: readonly SmmuCommand[]): GuestCmdq {
+    if (this.vcmdqs.length === 0 || !cmds.every((c) => VCMDQ_ALLOWED.has(c.opcode))) return this.cmdq;
+    return this.vcmdqs[cpu % this.vcmdqs.length] as GuestCmdq;
+  }
+
+  issue(ctx: OpContext, cpu: number, cmds: readonly SmmuCommand[]): Promise<number> {
+    return this.queueFor(cpu, cmds).issue(ctx, cmds);
   }
 }
 
@@ -83,18 +121,26 @@ class NestedDmaIommu implements DmaApi {
   constructor(private readonly kernel: GuestKernel) {
     this.lazy = kernel.env.topology.dma === 'lazy';
     const frames = new FrameAllocator(GUEST_TABLE_BASE);
-    const cmdqs = new Map<number, GuestCmdq>();
+    const t = kernel.env.topology;
+    // The HW_QUEUEs the VMM allocated for this VM's vSMMUs, by vSMMU: which pSMMU and how many.
+    const queues = new Map<number, { psmmu: number; n: number }>();
+    for (const q of iommufdLayout(t).hwQueues.filter((h) => h.vm === kernel.env.self.index)) {
+      const cur = queues.get(q.vsmmu);
+      queues.set(q.vsmmu, { psmmu: q.psmmu, n: (cur?.n ?? 0) + 1 });
+    }
+    const smmus = new Map<number, GuestSmmu>();
     for (const d of kernel.devices) {
-      let cmdq = cmdqs.get(d.vsmmu);
-      if (!cmdq) {
-        cmdq = new GuestCmdq(d.vsmmu, kernel.ram);
-        cmdqs.set(d.vsmmu, cmdq);
+      let smmu = smmus.get(d.vsmmu);
+      if (!smmu) {
+        const q = queues.get(d.vsmmu);
+        smmu = new GuestSmmu(d.vsmmu, kernel.ram, q?.psmmu, q?.n ?? 0);
+        smmus.set(d.vsmmu, smmu);
       }
       const stage1 = new PageTable(kernel.ram, frames);
       const asid = d.index + 1;
       // The context descriptor the SMMU finds through the STE's S1ContextPtr (an IPA).
       kernel.ram.write(cdIpa(d.index), encodeCd({ valid: true, asid, ttb0: stage1.root }));
-      this.domains.set(d.index, new Domain(d, asid, stage1, cmdq));
+      this.domains.set(d.index, new Domain(d, asid, stage1, smmu));
     }
   }
 
@@ -122,7 +168,7 @@ class NestedDmaIommu implements DmaApi {
     if (!this.lazy) {
       const tlbis = tlbiRange(d.asid, iova, pages);
       this.commands += tlbis.length;
-      const status = await d.cmdq.issue(ctx, tlbis);
+      const status = await d.smmu.issue(ctx, cpu, tlbis);
       d.iova.release(iova, pages);
       ctx.charge('guest.iova_free');
       return status;
@@ -134,7 +180,7 @@ class NestedDmaIommu implements DmaApi {
     }
     q.push({ iova, pages });
     ctx.charge('guest.fq_insert');
-    if (q.length >= FQ_ENTRIES) return this.flush(ctx, d);
+    if (q.length >= FQ_ENTRIES) return this.flush(ctx, d, cpu);
     if (!d.timer && !this.closed) {
       d.timer = setTimeout(() => void this.timerFlush(d), FQ_TIMEOUT_MS);
     }
@@ -142,7 +188,7 @@ class NestedDmaIommu implements DmaApi {
   }
 
   /** Invalidates the whole domain once and frees every IOVA deferred before it. */
-  private async flush(ctx: OpContext, d: Domain): Promise<number> {
+  private async flush(ctx: OpContext, d: Domain, cpu: number): Promise<number> {
     if (d.timer) {
       clearTimeout(d.timer);
       d.timer = undefined;
@@ -151,7 +197,7 @@ class NestedDmaIommu implements DmaApi {
     for (const q of d.fq.values()) freed.push(...q.splice(0));
     if (freed.length === 0) return 0;
     this.commands += 1;
-    const status = await d.cmdq.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
+    const status = await d.smmu.issue(ctx, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
     for (const f of freed) {
       d.iova.release(f.iova, f.pages);
       ctx.charge('guest.iova_free');
@@ -164,7 +210,7 @@ class NestedDmaIommu implements DmaApi {
     if (d.pending() === 0) return;
     const ctx = this.kernel.env.newContext(0, 0);
     const t0 = nowNs();
-    const status = await this.flush(ctx, d).catch(() => -1);
+    const status = await this.flush(ctx, d, 0).catch(() => -1);
     if (status === 0) this.kernel.background('flush', ctx, nowNs() - t0);
   }
 
@@ -173,7 +219,7 @@ class NestedDmaIommu implements DmaApi {
       if (d.pending() === 0) continue;
       const ctx = this.kernel.env.newContext(0, 0);
       const t0 = nowNs();
-      await this.flush(ctx, d);
+      await this.flush(ctx, d, 0);
       this.kernel.background('flush', ctx, nowNs() - t0);
     }
   }
@@ -185,3 +231,4 @@ class NestedDmaIommu implements DmaApi {
 }
 
 registerDmaApi('nested-smmuv3', (kernel) => new NestedDmaIommu(kernel));
+registerDmaApi('nested-smmuv3-vcmdq', (kernel) => new NestedDmaIommu(kernel));

@@ -155,4 +155,6 @@ class AcceleratedVsmmu implements VmmDevice {
 }
 
 registerVmmDevice('nested-smmuv3', (env) => new AcceleratedVsmmu(env));
+// With VCMDQs the same vSMMU still takes every command the guest cannot put in a VCMDQ.
+registerVmmDevice('nested-smmuv3-vcmdq', (env) => new AcceleratedVsmmu(env));
 

@@ -9,7 +9,7 @@ export const MODELS = [
 ] as const;
 export type ModelName = (typeof MODELS)[number];
 /** Architectures this build runs; the others are named so the error can say "not supported yet". */
-export const SUPPORTED_MODELS: readonly ModelName[] = ['none', 'nested-smmuv3'];
+export const SUPPORTED_MODELS: readonly ModelName[] = ['none', 'nested-smmuv3', 'nested-smmuv3-vcmdq'];
 
 export const WORKLOADS = ['dma-map-benchmark', 'packet-stream', 'block', 'static', 'sva-unmap-storm', 'trace-replay'] as const;
 export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce'] as const;
@@ -69,7 +69,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
         vsmmu: { type: 'string', default: 'single', enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU' },
         dispatch: { type: 'string', default: 'broadcast', enum: ['broadcast', 'lookup'], supported: ['broadcast'], doc: 'how a single vSMMU routes stage-1 invalidations to pSMMUs' },
         vmid: { type: 'string', default: 'per-s2-parent', enum: ['per-s2-parent', 'per-vsmmu'], supported: ['per-s2-parent'], doc: 'VMID allocation policy' },
-        vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, supportedMax: 0, doc: 'VCMDQs given to each vSMMU (needs nested-smmuv3-vcmdq); 0 until that model lands' },
+        vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, doc: 'VCMDQs each vSMMU gets under nested-smmuv3-vcmdq (QEMU exposes 2; a CMDQV has at most 128)' },
       },
     },
     device: {
