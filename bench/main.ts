@@ -4,10 +4,12 @@
  */
 import { VmmsimError } from '../services/common/errors.js';
 import { transportBench } from './transport.js';
+import { vcmdqBench } from './vcmdq.js';
 import { walkBench } from './walk.js';
 
 const benches: Record<string, (argv: string[]) => Promise<void>> = {
   transport: transportBench,
+  vcmdq: vcmdqBench,
   walk: walkBench,
 };
 

@@ -48,6 +48,11 @@ export function consumerQueue(buffer: SharedArrayBuffer, queue: number, vintf: n
 
 const ERR_MASK = 0x7f << 24;
 const PUBLISH_EVERY = 256;
+/**
+ * Most commands one pass consumes before returning to the worker loop, so the other queues of the
+ * worker get their turn and STOP is seen even while a producer keeps one queue full.
+ */
+export const PASS_BUDGET = 4096;
 
 /** 2^scale as a number (SCALE goes to 31, past what a 32-bit shift can hold). */
 const POW2 = Float64Array.from({ length: 32 }, (_, i) => 2 ** i);
@@ -113,7 +118,9 @@ export function drain(q: ConsumerQueue, env: ConsumerEnv): number {
   let other = 0;
   let invalidated = 0;
   let err = 0;
-  for (;;) {
+  // Stream position of the next command (commands this queue consumed so far), for MSI records.
+  const position = f64[F_COMMANDS]!;
+  while (n < PASS_BUDGET) {
     if (((prod ^ cons) & ptrMask) === 0) {
       prod = Atomics.load(i32, R_PROD);
       if (((prod ^ cons) & ptrMask) === 0) break;
@@ -133,7 +140,7 @@ export function drain(q: ConsumerQueue, env: ConsumerEnv): number {
         err = CERROR.ILL;
         break;
       }
-      if (cs === 1) recordMsi(i32, w0hi, w1lo, w1hi);
+      if (cs === 1) recordMsi(i32, w0hi, w1lo, w1hi, position + n);
       syncs++;
     } else if (op === OP_NH_ASID) {
       invalidated += iotlb.invalidateAsid(guest ? vmid : w0hi & 0xffff, w0hi >>> 16);
@@ -200,13 +207,17 @@ function halt(q: ConsumerQueue, env: ConsumerEnv, cons: number, err: number): vo
   raiseQueueError(env.ctl, q.queue);
 }
 
-/** CMD_SYNC with CS=IRQ: remember the MSI write (MSIADDR [51:2], MSIDATA) for the main thread. */
-function recordMsi(i32: Int32Array, w0hi: number, w1lo: number, w1hi: number): void {
+/**
+ * CMD_SYNC with CS=IRQ: remember the MSI write (MSIADDR [51:2], MSIDATA) and the sync's position in
+ * the queue's command stream (mod 2^32), so the main thread hands each submission its own writes.
+ */
+function recordMsi(i32: Int32Array, w0hi: number, w1lo: number, w1hi: number, position: number): void {
   const k = i32[R_MSI_COUNT]!;
   const at = R_MSI_BASE + ((k >>> 0) % MSI_RECORDS) * MSI_RECORD_WORDS;
   i32[at] = w1lo & ~3;
   i32[at + 1] = w1hi & 0xfffff;
   i32[at + 2] = w0hi;
+  i32[at + 3] = position | 0;
   // Published before CONS passes the sync, so the reader of CONS sees the record.
   Atomics.store(i32, R_MSI_COUNT, (k + 1) | 0);
 }

@@ -46,7 +46,7 @@ export const F_OTHER = 31;
 export const F_LAST_ATC_VSID = 32;
 export const F_LAST_ATC_PSID = 33;
 
-// MSI records: [addrLo, addrHi, data, unused], Int32 words.
+// MSI records: [addrLo, addrHi, data, stream position of the CMD_SYNC mod 2^32], Int32 words.
 export const R_MSI_BASE = 96;
 export const MSI_RECORDS = 64;
 export const MSI_RECORD_WORDS = 4;
@@ -119,6 +119,7 @@ export class RingProducer {
   private prod = 0;
   private written = 0;
   private msiTaken = 0;
+  private readonly msiBacklog: (MsiWrite & { position: number })[] = [];
 
   constructor(readonly view: RingView) {}
 
@@ -147,11 +148,13 @@ export class RingProducer {
 
   /**
    * Copies up to `count` commands from src (16 bytes each, starting at command `from`) into the
-   * slots at PROD, splitting at the end of the ring, then publishes PROD once. Returns how many fit.
+   * slots at PROD, splitting at the end of the ring, then publishes PROD once. Returns how many
+   * fit. `cons` is the CONS value the space is computed from: a caller that waits for space when
+   * nothing fit must wait on that same value, not a fresh read (which may already be the last).
    */
-  write(src: Uint8Array, from: number, count: number): number {
+  write(src: Uint8Array, from: number, count: number, cons = this.cons()): number {
     const { log2, u8, i32 } = this.view;
-    const n = Math.min(count, this.space());
+    const n = Math.min(count, Q.free(this.prod, cons, log2));
     if (n <= 0) return 0;
     const idx = Q.index(this.prod, log2);
     const first = Math.min(n, (1 << log2) - idx);
@@ -164,8 +167,25 @@ export class RingProducer {
     return n;
   }
 
-  /** MSI writes recorded by the consumer since the last call; `lost` counts records overwritten before they were read. */
-  takeMsiWrites(): { writes: MsiWrite[]; lost: number } {
+  /**
+   * MSI writes the consumer recorded for CMD_SYNCs before stream position `upTo` (all when
+   * omitted), oldest first; `lost` counts records overwritten before they were read.
+   */
+  takeMsiWrites(upTo?: number): { writes: MsiWrite[]; lost: number } {
+    const lost = this.pullMsi();
+    let k = 0;
+    if (upTo === undefined) k = this.msiBacklog.length;
+    else {
+      const limit = upTo >>> 0;
+      // Positions are mod 2^32; a submission never spans 2^31 commands, so the signed difference orders them.
+      while (k < this.msiBacklog.length && (((this.msiBacklog[k]?.position ?? 0) - limit) | 0) < 0) k++;
+    }
+    const writes = this.msiBacklog.splice(0, k).map(({ addr, data }) => ({ addr, data }));
+    return { writes, lost };
+  }
+
+  /** Moves new records from the shared record ring into the backlog. */
+  private pullMsi(): number {
     const i32 = this.view.i32;
     const count = Atomics.load(i32, R_MSI_COUNT) >>> 0;
     let pending = (count - this.msiTaken) >>> 0;
@@ -174,12 +194,15 @@ export class RingProducer {
       lost = pending - MSI_RECORDS;
       pending = MSI_RECORDS;
     }
-    const writes: MsiWrite[] = [];
     for (let k = (count - pending) >>> 0; k !== count; k = (k + 1) >>> 0) {
       const w = R_MSI_BASE + (k % MSI_RECORDS) * MSI_RECORD_WORDS;
-      writes.push({ addr: ((i32[w + 1] ?? 0) >>> 0) * 0x1_0000_0000 + ((i32[w] ?? 0) >>> 0), data: (i32[w + 2] ?? 0) >>> 0 });
+      this.msiBacklog.push({
+        addr: ((i32[w + 1] ?? 0) >>> 0) * 0x1_0000_0000 + ((i32[w] ?? 0) >>> 0),
+        data: (i32[w + 2] ?? 0) >>> 0,
+        position: (i32[w + 3] ?? 0) >>> 0,
+      });
     }
     this.msiTaken = count;
-    return { writes, lost };
+    return lost;
   }
 }
