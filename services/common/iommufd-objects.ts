@@ -39,6 +39,13 @@ export interface IommufdLayout {
 }
 
 export const VCMDQ_MODELS = new Set(['nested-smmuv3-vcmdq']);
+/** VCMDQs of one CMDQV (Grace); a CMDQV splits them evenly among its VINTFs, VINTF0 the host's. */
+export const CMDQV_VCMDQS = 128;
+
+/** Logical VCMDQs each VINTF of a CMDQV shared by `guests` VMs can have (Linux: num_vcmdqs / num_vintfs). */
+export function lvcmdqsPerVintf(guests: number): number {
+  return Math.floor(CMDQV_VCMDQS / (1 + guests));
+}
 
 /**
  * The iommufd objects a VMM creates at VM start (IOAS_ALLOC, device bind, HWPT_ALLOC with
@@ -67,7 +74,10 @@ export function iommufdLayout(t: Topology__Output): IommufdLayout {
     for (const v of viommus) {
       const vsmmu = vsmmuOfViommu(t, v);
       if (vsmmu === undefined) continue;
-      for (let q = 0; q < t.vcmdqsPerVsmmu; q++) hwQueues.push({ id: next++, viommuId: v.id, vm: v.vm, psmmu: v.psmmu, vsmmu, index: q });
+      // IOMMU_HW_QUEUE_ALLOC fails past what the CMDQV gives a VINTF: those queues stay trapped.
+      const guests = new Set(viommus.filter((x) => x.psmmu === v.psmmu).map((x) => x.vm)).size;
+      const n = Math.min(t.vcmdqsPerVsmmu, lvcmdqsPerVintf(guests));
+      for (let q = 0; q < n; q++) hwQueues.push({ id: next++, viommuId: v.id, vm: v.vm, psmmu: v.psmmu, vsmmu, index: q });
     }
   }
   return { ioasId, viommus, vdevices, hwQueues };

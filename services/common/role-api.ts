@@ -34,11 +34,13 @@ export interface HandlerResult {
 export interface RoleInstance {
   /** Serves one request from an upstream peer. Bad input is answered with a status, never thrown. */
   handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult>;
+  /** Asynchronous setup after construction (worker threads, hardware queues); awaited by Configure. */
+  init?(): Promise<void>;
   /** On a guest: runs the workload. */
   start?(): Promise<StartReply>;
   /** Counters for the run's results. */
   stats(): Record<string, number>;
-  close?(): void;
+  close?(): void | Promise<void>;
 }
 
 export type RoleFactory = (env: RoleEnv) => RoleInstance;

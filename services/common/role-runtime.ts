@@ -51,7 +51,7 @@ export class RoleProcess {
   }
 
   private async configure(topology: Topology__Output): Promise<void> {
-    this.teardown();
+    await this.teardown();
     const endpoints = new EndpointTable(topology.endpoints);
     const self = endpoints.name(this.name);
     if (!self) throw new Error(`${this.name} is not in the topology`);
@@ -82,16 +82,27 @@ export class RoleProcess {
       peers: [...links.keys()],
       newContext: (opId, modeledNs) => new OpContext(opId, modeledNs, costs, links),
     });
+    try {
+      await instance.init?.();
+    } catch (err) {
+      for (const l of links.values()) l.close();
+      await instance.close?.();
+      throw err;
+    }
     this.configured = { topology, self, endpoints, costs, instance, links };
     log.debug({ model: topology.model, peers: [...links.keys()] }, 'configured');
   }
 
-  private teardown(): void {
+  private async teardown(): Promise<void> {
     const c = this.configured;
     this.configured = undefined;
     if (!c) return;
     for (const l of c.links.values()) l.close();
-    c.instance.close?.();
+    try {
+      await c.instance.close?.();
+    } catch (err) {
+      this.log.warn({ err }, 'closing the run failed');
+    }
   }
 
   /** Serves one link request. Never rejects: a failure becomes an errno status. */
@@ -138,8 +149,7 @@ export class RoleProcess {
         cb(null, { name: this.name, counters: this.configured?.instance.stats() ?? {} });
       },
       Stop: (_call, cb) => {
-        this.teardown();
-        cb(null, {});
+        void this.teardown().then(() => cb(null, {}));
       },
     };
   }
@@ -149,8 +159,8 @@ export class RoleProcess {
     return linkService(() => this.configured?.self.id ?? 0, this.handleRequest, (err) => this.log.error({ err }, 'link handler failed'));
   }
 
-  close(): void {
-    this.teardown();
+  close(): Promise<void> {
+    return this.teardown();
   }
 }
 
@@ -226,9 +236,8 @@ export async function runRoleProcess(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.debug({ why }, 'stopping');
-    proc.close();
     served.health.setStatus('', 'NOT_SERVING');
-    void shutdown(served.server).finally(() => {
+    void Promise.all([proc.close(), shutdown(served.server)]).finally(() => {
       removeSocket(args.listen);
       process.exit(code);
     });

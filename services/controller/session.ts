@@ -112,7 +112,7 @@ export class Session {
     });
     const totalOps = ops.reduce((n, o) => n + o.count, 0);
     const deliveredPerPsmmu: Record<string, number> = {};
-    for (const e of order.filter((x) => x.role === 'psmmu')) deliveredPerPsmmu[e.name as string] = counters[e.name as string]?.['commands'] ?? 0;
+    for (const e of order.filter((x) => x.role === 'psmmu')) deliveredPerPsmmu[e.name as string] = (counters[e.name as string]?.['commands'] ?? 0) + (counters[e.name as string]?.['vcmdqCommands'] ?? 0);
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
     return {

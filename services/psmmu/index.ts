@@ -12,6 +12,7 @@ import { DmaEngine } from './dma.js';
 import { EventQueue } from './events.js';
 import { Iotlb } from './iotlb.js';
 import { Translator } from './translate.js';
+import { VintfPage } from './vintf.js';
 
 /** Main CMDQ size (Linux asks for the largest the SMMU offers; 2^8 keeps wrap-around frequent). */
 const CMDQ_LOG2 = 8;
@@ -25,15 +26,18 @@ class PsmmuRole implements RoleInstance {
   private readonly translator: Translator;
   private readonly cmdq: PhysicalCmdq;
   private readonly dma: DmaEngine;
+  private readonly vintf: VintfPage;
   private readonly counters = { submissions: 0, commands: 0, syncs: 0, errors: 0 };
 
   constructor(env: RoleEnv) {
     const t = env.topology;
     const k = env.self.index;
-    this.iotlb = Iotlb.create(t.device?.iotlbEntries || DEFAULT_IOTLB_ENTRIES);
+    // A set-associative IOTLB holds whole sets of 8 ways.
+    this.iotlb = Iotlb.create(Math.max(8, Math.ceil((t.device?.iotlbEntries || DEFAULT_IOTLB_ENTRIES) / 8) * 8));
     this.space = new AddressSpace(t.ramDir);
     this.translator = new Translator(k, new HostPhysical(this.space), this.iotlb, this.events, env.costs);
     this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator);
+    this.vintf = new VintfPage(k, t, this.iotlb, env.log);
     const devices = t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, vm: d.vm, sid: d.psid }] : []));
     this.dma = new DmaEngine(
       devices,
@@ -44,7 +48,12 @@ class PsmmuRole implements RoleInstance {
     );
   }
 
+  async init(): Promise<void> {
+    await this.vintf.init();
+  }
+
   async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
+    if (req.kind === 'VINTF_MMIO' && from.role === 'guest') return this.vintf.access(req, from.index, ctx);
     if (req.kind !== 'CMDQ_SUBMIT' || from.role !== 'vfio') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
     if (req.payload.length === 0 || req.payload.length % CMD_SIZE !== 0) return { status: -Errno.EINVAL, payload: EMPTY };
     this.counters.submissions += 1;
@@ -84,12 +93,14 @@ class PsmmuRole implements RoleInstance {
       iotlbInvalidated: tlb.invalidated,
       iotlbEvictions: tlb.evictions,
       ...this.events.counters(),
+      ...this.vintf.counters,
     };
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.dma.stop();
     this.space.close();
+    await this.vintf.close();
   }
 }
 

@@ -3,6 +3,7 @@
  * small workload and writes results.json; these tests read what a user reads (stdout, the file,
  * the exit code) and ask the OS which processes are left.
  */
+import { SUPPORTED_MODELS } from '../../services/common/scenario/schema.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -159,6 +160,7 @@ describe('vmmsim compare --ops 100', () => {
     const tableModels = new Set(out.map((l) => l.split(/\s+/)[0]));
     expect(tableModels.has('none'), r.stdout).toBe(true);
     expect(tableModels.has('nested-smmuv3'), r.stdout).toBe(true);
+    expect(tableModels.has('nested-smmuv3-vcmdq'), r.stdout).toBe(true);
     const last = out[out.length - 1] ?? '';
     const m = /^results: (.+)$/.exec(last);
     expect(m, `last line "${last}"`).not.toBeNull();
@@ -169,7 +171,8 @@ describe('vmmsim compare --ops 100', () => {
 
     const doc = parseResults(readFileSync(path, 'utf8'));
     expect(doc.status).toBe('ok');
-    expect(doc.runs.map((x) => x.model).sort()).toEqual(['nested-smmuv3', 'none']);
+    // The default models are every architecture this build supports.
+    expect(doc.runs.map((x) => x.model).sort()).toEqual([...SUPPORTED_MODELS].sort());
     const none = doc.runs.find((x) => x.model === 'none') as RunResult;
     expect(none.ops.map((o) => o.op).sort()).toEqual(['map', 'unmap']);
     for (const o of none.ops) {

@@ -73,7 +73,7 @@ for (const transport of ['unix', 'tcp'] as const) {
       const client = new Ctor(p.address, grpc.credentials.createInsecure());
       const call = client.ServerReflectionInfo();
       const names = await new Promise<string[]>((resolve, reject) => {
-        call.on('data', (res) => resolve((res.listServicesResponse?.service ?? []).map((s) => s.name)));
+        call.on('data', (res) => resolve((res.listServicesResponse?.service ?? []).map((s: { name: string }) => s.name)));
         call.on('error', reject);
         call.write({ listServices: '' });
       });

@@ -1,0 +1,128 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadProfile, profileCosts } from '../../services/common/cost/profile.js';
+import type { Topology } from '../../services/common/generated/vmmsim/v1/Topology.js';
+import { encodeMmio } from '../../services/common/kvm-run.js';
+import { createLogger } from '../../services/common/logger.js';
+import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { CMD_SIZE, SyncCs, cfgiSte, cmdSync, encodeCommand, tlbiNhVa, type SmmuCommand } from '../../services/common/smmu/commands.js';
+import * as Q from '../../services/common/smmu/queue.js';
+import { VCMDQ_REG, vcmdqGuestGpa, vcmdqRegister } from '../../services/common/smmu/registers.js';
+import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
+import { Control } from '../../services/controller/control-client.js';
+import { ProcessTree } from '../../services/controller/launcher.js';
+import { Session, devices, processSpecs } from '../../services/controller/session.js';
+import { waitForNoProcesses } from '../helpers/processes.js';
+
+const marker = randomUUID();
+const log = createLogger({ role: 'test' }, 'warn');
+const scenario = resolveScenario({ name: 'vcmdq', model: 'nested-smmuv3-vcmdq', workload: { ops: 60, threads: 2 } });
+const profile = loadProfile('arm64-kunpeng920');
+let socketDir: string;
+let ramDir: string;
+let tree: ProcessTree;
+
+beforeAll(async () => {
+  process.env['VMMSIM_TEST_MARKER'] = marker;
+  socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-vq-'));
+  ramDir = mkdtempSync(join(tmpdir(), 'vmmsim-vq-ram-'));
+  tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs: 20_000, log });
+  await tree.start(processSpecs(scenario));
+});
+
+afterAll(async () => {
+  await tree?.stop();
+  rmSync(socketDir, { recursive: true, force: true });
+  rmSync(ramDir, { recursive: true, force: true });
+  expect(await waitForNoProcesses(marker, 5000)).toEqual([]);
+  delete process.env['VMMSIM_TEST_MARKER'];
+});
+
+describe('nested-smmuv3-vcmdq through real processes', () => {
+  it('sends every unmap invalidation straight to the VCMDQ: one direct transition, no exit, no ioctl', async () => {
+    const session = new Session(tree, log, ramDir);
+    try {
+      const run = await session.run(scenario, 'nested-smmuv3-vcmdq', profile);
+      const unmap = run.ops.find((o) => o.op === 'unmap');
+      expect(unmap?.count).toBe(60);
+      expect(unmap?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 });
+      expect(run.hops.map((h) => `${h.from}>${h.to}`).sort()).toEqual(['guest-0>psmmu-0', 'psmmu-0>guest-0']);
+      expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 60, vevents: 0, commands: 0 });
+      expect(run.counters['qemu-0']?.['exits']).toBe(0);
+      expect(run.invalidations).toEqual({ guestCommands: 60, deliveredPerPsmmu: { 'psmmu-0': 60 }, fanout: 1 });
+      expect(run.dma.staleTranslations).toBe(0);
+    } finally {
+      session.close();
+    }
+  });
+});
+
+describe('a guest VINTF page driven by hand', () => {
+  let psmmu: LinkClient;
+  const guestId = 100;
+  const prod = [0, 0];
+
+  beforeAll(async () => {
+    const host = 'localhost';
+    const eps = tree.processes.map((p, i) => ({ id: i + 1, role: p.role, index: p.index, name: p.name, address: p.address, pid: p.pid, host }));
+    const endpoints = [...eps.filter((e) => e.role !== 'guest'), { id: guestId, role: 'guest', index: 0, name: 'guest-0', address: 'unix:///nonexistent', pid: process.pid, host }];
+    const topology: Topology = {
+      runId: 'by-hand', model: 'nested-smmuv3-vcmdq', dma: 'strict', seed: 1, endpoints, devices: devices(scenario), costsNs: profileCosts(profile),
+      workload: { ...scenario.workload }, vmids: [1], deadlineMs: 5000, vsmmu: 'single', ramDir, vcmdqsPerVsmmu: 2,
+    };
+    for (const role of ['psmmu', 'vfio', 'qemu', 'kvm']) {
+      for (const e of eps.filter((x) => x.role === role)) {
+        const c = new Control(e.name, e.address);
+        await c.configure(topology);
+        c.close();
+      }
+    }
+    const ep = eps.find((e) => e.role === 'psmmu');
+    psmmu = new LinkClient({ selfId: guestId, selfName: 'guest-0', peerId: ep?.id ?? 0, peerName: 'psmmu-0' }, ep?.address ?? '', 5000);
+    await psmmu.open();
+  });
+
+  afterAll(() => psmmu?.close());
+
+  function slots(q: number, cmds: (SmmuCommand | Buffer)[]): { gpa: number; data: Buffer }[] {
+    return cmds.map((c) => {
+      const data = Buffer.alloc(CMD_SIZE);
+      if (Buffer.isBuffer(c)) c.copy(data);
+      else encodeCommand(c, data, 0);
+      const gpa = vcmdqGuestGpa(0, q) + Q.index(prod[q] as number, 8) * CMD_SIZE;
+      prod[q] = Q.inc(prod[q] as number, 8);
+      return { gpa, data };
+    });
+  }
+
+  const syncAt = (q: number, ahead: number): bigint => BigInt(vcmdqGuestGpa(0, q) + Q.index(Q.inc(prod[q] as number, 8, ahead), 8) * CMD_SIZE);
+
+  function write(q: number, reg: number, value: number, ranges: { gpa: number; data: Buffer }[]): Promise<Envelope__Output> {
+    return psmmu.request({ kind: 'VINTF_MMIO', opId: 1, payload: encodeMmio({ physAddr: vcmdqRegister(0, q, reg), data: value, len: 4, isWrite: true }), guestMemory: ranges, modeledNs: 0 });
+  }
+
+  it('halts only the queue that got a command a guest VCMDQ refuses, and resumes it after recovery', async () => {
+    const badSync = syncAt(0, 2);
+    const bad = slots(0, [tlbiNhVa({ vmid: 0, asid: 1, va: 0x1000n, tg: 1 }), cfgiSte({ sid: 8 }), cmdSync({ cs: SyncCs.IRQ, msiaddr: badSync })]);
+    const halted = await write(0, VCMDQ_REG.PROD, prod[0] as number, bad);
+    expect(halted.status).toBeLessThan(0);
+    expect(halted.guestMemory).toHaveLength(0);
+
+    // Queue 1 of the same VINTF keeps completing.
+    const okSync = syncAt(1, 1);
+    const good = await write(1, VCMDQ_REG.PROD, prod[1] as number, slots(1, [tlbiNhVa({ vmid: 0, asid: 1, va: 0x2000n, tg: 1 }), cmdSync({ cs: SyncCs.IRQ, msiaddr: okSync })]));
+    expect(good.status).toBe(0);
+    expect(good.guestMemory.map((m) => BigInt(m.gpa))).toEqual([okSync]);
+
+    // Linux's recovery: CMD_SYNC over the refused slot, then GERRORN = GERROR.
+    const replacement = Buffer.alloc(CMD_SIZE);
+    encodeCommand(cmdSync(), replacement, 0);
+    const badSlot = bad[1] as { gpa: number; data: Buffer };
+    const recovered = await write(0, VCMDQ_REG.GERRORN, 1, [{ gpa: badSlot.gpa, data: replacement }]);
+    expect(recovered.status).toBe(0);
+    expect(recovered.guestMemory.map((m) => BigInt(m.gpa))).toEqual([badSync]);
+  });
+});
