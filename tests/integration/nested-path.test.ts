@@ -1,59 +1,32 @@
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadProfile, profileCosts } from '../../services/common/cost/profile.js';
-import type { Topology } from '../../services/common/generated/vmmsim/v1/Topology.js';
 import { decodeMmio, encodeMmio } from '../../services/common/kvm-run.js';
-import { createLogger } from '../../services/common/logger.js';
 import { resolveScenario } from '../../services/common/scenario/validate.js';
 import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, tlbiNhVa, type SmmuCommand } from '../../services/common/smmu/commands.js';
 import * as Q from '../../services/common/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG, vcmdqGpa, vsmmuMmioBase } from '../../services/common/smmu/registers.js';
 import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
 import { Control } from '../../services/controller/control-client.js';
-import { ProcessTree } from '../../services/controller/launcher.js';
-import { Session, devices, processSpecs } from '../../services/controller/session.js';
-import { processesWithMarker, waitForNoProcesses } from '../helpers/processes.js';
+import { Session } from '../../services/controller/session.js';
+import { processesWithMarker } from '../helpers/processes.js';
+import { HAND_GUEST_ID, configureWithoutGuest, testLog, testProfile, useProcessTree } from '../helpers/tree.js';
 
-const marker = randomUUID();
-const log = createLogger({ role: 'test' }, 'warn');
 const scenario = resolveScenario({ name: 'it', workload: { ops: 50 } });
-const profile = loadProfile('arm64-kunpeng920');
-let socketDir: string;
-let ramDir: string;
-let tree: ProcessTree;
-
-beforeAll(async () => {
-  process.env['VMMSIM_TEST_MARKER'] = marker;
-  socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-it-'));
-  ramDir = mkdtempSync(join(tmpdir(), 'vmmsim-it-ram-'));
-  tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs: 20_000, log });
-  await tree.start(processSpecs(scenario));
-});
-
-afterAll(async () => {
-  await tree?.stop();
-  rmSync(socketDir, { recursive: true, force: true });
-  rmSync(ramDir, { recursive: true, force: true });
-  delete process.env['VMMSIM_TEST_MARKER'];
-});
+const fx = useProcessTree(scenario);
 
 describe('the nested-SMMUv3 path through real processes', () => {
   it('starts one OS process per role, each naming its role and index on its command line', () => {
-    const procs = processesWithMarker(marker);
+    const procs = processesWithMarker(fx.marker);
     for (const name of ['guest 0', 'kvm 0', 'qemu 0', 'vfio 0', 'psmmu 0']) {
       const [role, index] = name.split(' ');
       expect(procs.some((p) => p.cmdline.includes(`--role ${role} --index ${index}`)), name).toBe(true);
     }
-    expect(new Set(tree.processes.map((p) => p.pid)).size).toBe(5);
+    expect(new Set(fx.tree.processes.map((p) => p.pid)).size).toBe(5);
   });
 
   it('times every hop of a strict unmap and counts one exit, user exit, ioctl and hw submission per unmap', async () => {
-    const session = new Session(tree, log, ramDir);
+    const session = new Session(fx.tree, testLog, fx.ramDir);
     try {
-      const run = await session.run(scenario, 'nested-smmuv3', profile);
+      const run = await session.run(scenario, 'nested-smmuv3', testProfile);
       const unmap = run.ops.find((o) => o.op === 'unmap');
       const map = run.ops.find((o) => o.op === 'map');
       expect(unmap?.count).toBe(50);
@@ -81,9 +54,9 @@ describe('the nested-SMMUv3 path through real processes', () => {
   });
 
   it('none pays no transition at all', async () => {
-    const session = new Session(tree, log, ramDir);
+    const session = new Session(fx.tree, testLog, fx.ramDir);
     try {
-      const run = await session.run(scenario, 'none', profile);
+      const run = await session.run(scenario, 'none', testProfile);
       for (const op of run.ops) expect(op.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
       expect(run.hops).toEqual([]);
       expect(run.counters['psmmu-0']?.['commands']).toBe(0);
@@ -95,28 +68,14 @@ describe('the nested-SMMUv3 path through real processes', () => {
 
 describe('the guest side of the link, driven by hand', () => {
   let kvm: LinkClient;
-  const guestId = 100;
   let psmmuControl: Control;
 
   beforeAll(async () => {
-    const host = 'localhost';
-    const eps = tree.processes.map((p, i) => ({ id: i + 1, role: p.role, index: p.index, name: p.name, address: p.address, pid: p.pid, host }));
-    // This test plays guest-0: its endpoint replaces the real guest's in the topology.
-    const endpoints = [...eps.filter((e) => e.role !== 'guest'), { id: guestId, role: 'guest', index: 0, name: 'guest-0', address: 'unix:///nonexistent', pid: process.pid, host }];
-    const topology: Topology = {
-      runId: 'by-hand', model: 'nested-smmuv3', dma: 'strict', seed: 1, endpoints, devices: devices(scenario), costsNs: profileCosts(profile),
-      workload: { ...scenario.workload }, vmids: [1], deadlineMs: 5000, vsmmu: 'single', ramDir,
-    };
-    for (const role of ['psmmu', 'vfio', 'qemu', 'kvm']) {
-      for (const e of eps.filter((x) => x.role === role)) {
-        const c = new Control(e.name, e.address);
-        await c.configure(topology);
-        if (role === 'psmmu') psmmuControl = c;
-        else c.close();
-      }
-    }
-    const kvmEp = eps.find((e) => e.role === 'kvm');
-    kvm = new LinkClient({ selfId: guestId, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000);
+    const eps = await configureWithoutGuest(fx, scenario, 'nested-smmuv3');
+    const psmmuEp = eps.get('psmmu-0');
+    psmmuControl = new Control('psmmu-0', psmmuEp?.address ?? '');
+    const kvmEp = eps.get('kvm');
+    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000);
     await kvm.open();
   });
 
@@ -150,8 +109,8 @@ describe('the guest side of the link, driven by hand', () => {
     expect(reply.guestMemory).toHaveLength(1);
     expect(Number(reply.guestMemory[0]?.gpa)).toBe(syncGpa);
     expect(reply.guestMemory[0]?.data.readUInt32LE(0)).toBe(0);
-    const names = new Map(tree.processes.map((p, i) => [i + 1, p.name]));
-    names.set(guestId, 'guest-0');
+    const names = new Map(fx.tree.processes.map((p, i) => [i + 1, p.name]));
+    names.set(HAND_GUEST_ID, 'guest-0');
     const path = reply.hops.map((h) => `${names.get(h.from)}>${names.get(h.to)}`);
     expect(path).toEqual(['guest-0>kvm', 'kvm>qemu-0', 'qemu-0>vfio', 'vfio>psmmu-0', 'psmmu-0>vfio', 'vfio>qemu-0', 'qemu-0>kvm', 'kvm>guest-0']);
     // Each hop is received after it was sent, and the next hop leaves after the previous arrived.
@@ -188,12 +147,5 @@ describe('the guest side of the link, driven by hand', () => {
     const after = decodeMmio((await mmio(SMMU_REG.CMDQ_CONS, 0, false)).payload)?.data ?? 0;
     expect(Q.consErr(after)).toBe(0);
     expect(Q.ptr(after, 8)).toBe(Q.ptr(prod, 8));
-  });
-});
-
-describe('teardown', () => {
-  it('leaves no process behind once the tree is stopped', async () => {
-    await tree.stop();
-    expect(await waitForNoProcesses(marker, 5000)).toEqual([]);
   });
 });

@@ -1,51 +1,21 @@
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadProfile, profileCosts } from '../../services/common/cost/profile.js';
-import type { Topology } from '../../services/common/generated/vmmsim/v1/Topology.js';
+import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { encodeMmio } from '../../services/common/kvm-run.js';
-import { createLogger } from '../../services/common/logger.js';
 import { resolveScenario } from '../../services/common/scenario/validate.js';
 import { CMD_SIZE, SyncCs, cfgiSte, cmdSync, encodeCommand, tlbiNhVa, type SmmuCommand } from '../../services/common/smmu/commands.js';
 import * as Q from '../../services/common/smmu/queue.js';
 import { VCMDQ_REG, vcmdqGuestGpa, vcmdqRegister } from '../../services/common/smmu/registers.js';
 import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
-import { Control } from '../../services/controller/control-client.js';
-import { ProcessTree } from '../../services/controller/launcher.js';
-import { Session, devices, processSpecs } from '../../services/controller/session.js';
-import { waitForNoProcesses } from '../helpers/processes.js';
+import { Session } from '../../services/controller/session.js';
+import { HAND_GUEST_ID, configureWithoutGuest, testLog, testProfile, useProcessTree } from '../helpers/tree.js';
 
-const marker = randomUUID();
-const log = createLogger({ role: 'test' }, 'warn');
 const scenario = resolveScenario({ name: 'vcmdq', model: 'nested-smmuv3-vcmdq', workload: { ops: 60, threads: 2 } });
-const profile = loadProfile('arm64-kunpeng920');
-let socketDir: string;
-let ramDir: string;
-let tree: ProcessTree;
-
-beforeAll(async () => {
-  process.env['VMMSIM_TEST_MARKER'] = marker;
-  socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-vq-'));
-  ramDir = mkdtempSync(join(tmpdir(), 'vmmsim-vq-ram-'));
-  tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs: 20_000, log });
-  await tree.start(processSpecs(scenario));
-});
-
-afterAll(async () => {
-  await tree?.stop();
-  rmSync(socketDir, { recursive: true, force: true });
-  rmSync(ramDir, { recursive: true, force: true });
-  expect(await waitForNoProcesses(marker, 5000)).toEqual([]);
-  delete process.env['VMMSIM_TEST_MARKER'];
-});
+const fx = useProcessTree(scenario);
 
 describe('nested-smmuv3-vcmdq through real processes', () => {
   it('sends every unmap invalidation straight to the VCMDQ: one direct transition, no exit, no ioctl', async () => {
-    const session = new Session(tree, log, ramDir);
+    const session = new Session(fx.tree, testLog, fx.ramDir);
     try {
-      const run = await session.run(scenario, 'nested-smmuv3-vcmdq', profile);
+      const run = await session.run(scenario, 'nested-smmuv3-vcmdq', testProfile);
       const unmap = run.ops.find((o) => o.op === 'unmap');
       expect(unmap?.count).toBe(60);
       expect(unmap?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 });
@@ -62,26 +32,12 @@ describe('nested-smmuv3-vcmdq through real processes', () => {
 
 describe('a guest VINTF page driven by hand', () => {
   let psmmu: LinkClient;
-  const guestId = 100;
   const prod = [0, 0];
 
   beforeAll(async () => {
-    const host = 'localhost';
-    const eps = tree.processes.map((p, i) => ({ id: i + 1, role: p.role, index: p.index, name: p.name, address: p.address, pid: p.pid, host }));
-    const endpoints = [...eps.filter((e) => e.role !== 'guest'), { id: guestId, role: 'guest', index: 0, name: 'guest-0', address: 'unix:///nonexistent', pid: process.pid, host }];
-    const topology: Topology = {
-      runId: 'by-hand', model: 'nested-smmuv3-vcmdq', dma: 'strict', seed: 1, endpoints, devices: devices(scenario), costsNs: profileCosts(profile),
-      workload: { ...scenario.workload }, vmids: [1], deadlineMs: 5000, vsmmu: 'single', ramDir, vcmdqsPerVsmmu: 2,
-    };
-    for (const role of ['psmmu', 'vfio', 'qemu', 'kvm']) {
-      for (const e of eps.filter((x) => x.role === role)) {
-        const c = new Control(e.name, e.address);
-        await c.configure(topology);
-        c.close();
-      }
-    }
-    const ep = eps.find((e) => e.role === 'psmmu');
-    psmmu = new LinkClient({ selfId: guestId, selfName: 'guest-0', peerId: ep?.id ?? 0, peerName: 'psmmu-0' }, ep?.address ?? '', 5000);
+    const eps = await configureWithoutGuest(fx, scenario, 'nested-smmuv3-vcmdq');
+    const ep = eps.get('psmmu-0');
+    psmmu = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: ep?.id ?? 0, peerName: 'psmmu-0' }, ep?.address ?? '', 5000);
     await psmmu.open();
   });
 
