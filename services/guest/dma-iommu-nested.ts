@@ -49,12 +49,17 @@ interface Deferred {
   pages: number;
 }
 
+/** One CPU's flush queue and the modeled time its oldest entry was queued. */
+interface FlushQueue {
+  entries: Deferred[];
+  sinceNs: number;
+}
+
 /** A guest IOMMU domain: one per assigned device here, with its own ASID, stage-1 table and IOVAs. */
 class Domain {
   readonly iova = new IovaAllocator(IOVA_BASE, IOVA_LIMIT);
   /** Per-CPU flush queues (lazy mode). */
-  readonly fq = new Map<number, Deferred[]>();
-  timer: NodeJS.Timeout | undefined;
+  readonly fq = new Map<number, FlushQueue>();
 
   constructor(
     readonly device: GuestDevice,
@@ -65,7 +70,7 @@ class Domain {
 
   pending(): number {
     let n = 0;
-    for (const q of this.fq.values()) n += q.length;
+    for (const q of this.fq.values()) n += q.entries.length;
     return n;
   }
 }
@@ -109,14 +114,15 @@ class GuestSmmu {
  *  - strict: dma_unmap clears the PTEs, invalidates the range (TLBI_NH_VA + CMD_SYNC) and returns
  *    when the sync completed;
  *  - lazy: dma_unmap clears the PTEs and queues the IOVA in the CPU's flush queue; the domain is
- *    invalidated (TLBI_NH_ASID + CMD_SYNC) when a queue holds 256 entries (that unmap pays) or
- *    10 ms after the first deferred entry (the timer pays), and only then are the IOVAs reused.
+ *    invalidated (TLBI_NH_ASID + CMD_SYNC) and only then are the IOVAs reused, when a queue holds
+ *    256 entries or its oldest entry is 10 ms old. Age is the vCPU's modeled time, checked at each
+ *    unmap on that CPU (that unmap pays), so flushes fall on the same operations in every run; what
+ *    is left is flushed when the workload ends.
  */
 class NestedDmaIommu implements DmaApi {
   private commands = 0;
   private readonly domains = new Map<number, Domain>();
   private readonly lazy: boolean;
-  private closed = false;
 
   constructor(private readonly kernel: GuestKernel) {
     this.lazy = kernel.env.topology.dma === 'lazy';
@@ -173,28 +179,23 @@ class NestedDmaIommu implements DmaApi {
       ctx.charge('guest.iova_free');
       return status;
     }
+    const now = (this.kernel.vcpuNs[cpu] ?? 0) + ctx.modeledNs;
     let q = d.fq.get(cpu);
     if (!q) {
-      q = [];
+      q = { entries: [], sinceNs: now };
       d.fq.set(cpu, q);
     }
-    q.push({ iova, pages });
+    if (q.entries.length === 0) q.sinceNs = now;
+    q.entries.push({ iova, pages });
     ctx.charge('guest.fq_insert');
-    if (q.length >= FQ_ENTRIES) return this.flush(ctx, d, cpu);
-    if (!d.timer && !this.closed) {
-      d.timer = setTimeout(() => void this.timerFlush(d), FQ_TIMEOUT_MS);
-    }
+    if (q.entries.length >= FQ_ENTRIES || now - q.sinceNs >= FQ_TIMEOUT_MS * 1e6) return this.flush(ctx, d, cpu);
     return 0;
   }
 
   /** Invalidates the whole domain once and frees every IOVA deferred before it. */
   private async flush(ctx: OpContext, d: Domain, cpu: number): Promise<number> {
-    if (d.timer) {
-      clearTimeout(d.timer);
-      d.timer = undefined;
-    }
     const freed: Deferred[] = [];
-    for (const q of d.fq.values()) freed.push(...q.splice(0));
+    for (const q of d.fq.values()) freed.push(...q.entries.splice(0));
     if (freed.length === 0) return 0;
     this.commands += 1;
     const status = await d.smmu.issue(ctx, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
@@ -203,15 +204,6 @@ class NestedDmaIommu implements DmaApi {
       ctx.charge('guest.iova_free');
     }
     return status;
-  }
-
-  private async timerFlush(d: Domain): Promise<void> {
-    d.timer = undefined;
-    if (d.pending() === 0) return;
-    const ctx = this.kernel.env.newContext(0, 0);
-    const t0 = nowNs();
-    const status = await this.flush(ctx, d, 0).catch(() => -1);
-    if (status === 0) this.kernel.background('flush', ctx, nowNs() - t0);
   }
 
   async drain(): Promise<void> {
@@ -224,10 +216,7 @@ class NestedDmaIommu implements DmaApi {
     }
   }
 
-  close(): void {
-    this.closed = true;
-    for (const d of this.domains.values()) if (d.timer) clearTimeout(d.timer);
-  }
+  close(): void {}
 }
 
 registerDmaApi('nested-smmuv3', (kernel) => new NestedDmaIommu(kernel));

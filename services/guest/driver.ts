@@ -16,6 +16,11 @@ export interface GuestKernel {
   env: RoleEnv;
   ram: Memory;
   devices: readonly GuestDevice[];
+  /**
+   * Each vCPU's modeled clock: the modeled time of the operations it completed. An operation in
+   * progress on vCPU c is at vcpuNs[c] + its context's modeledNs.
+   */
+  vcpuNs: number[];
   /** Records an operation that ran on its own (a lazy flush from the timer). */
   background(op: string, ctx: OpContext, measuredNs: number): void;
 }

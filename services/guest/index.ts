@@ -31,6 +31,7 @@ class GuestRole implements RoleInstance {
       env,
       ram: this.ram,
       devices,
+      vcpuNs: [],
       background: (op: string, ctx: OpContext, measuredNs: number) => this.opStats?.record(op, measuredNs, ctx.modeledNs, ctx.trace),
     };
     const factory = dmaApiFor(env.topology.model);

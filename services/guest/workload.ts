@@ -43,14 +43,17 @@ export interface WorkloadResult {
 export async function dmaMapBenchmark(kernel: GuestKernel, dma: DmaApi, stats: OpStats, w: Workload__Output): Promise<WorkloadResult> {
   const threads = Math.max(1, w.threads);
   const pages = Math.max(1, w.granulePages);
-  const iterations = w.ops > 0 ? w.ops : Number.POSITIVE_INFINITY;
+  // A fixed share of the iterations per thread (not first come, first served), so which vCPU runs
+  // which operation, and so every modeled number, does not depend on measured timing.
+  const share = (t: number): number => (w.ops > 0 ? Math.floor(w.ops / threads) + (t < w.ops % threads ? 1 : 0) : Number.POSITIVE_INFINITY);
   const deadline = w.durationSec > 0 ? nowNs() + w.durationSec * 1e9 : Number.POSITIVE_INFINITY;
   const rings = new Map(kernel.devices.map((d) => [d.index, new DeviceRing(kernel.ram, d.index)]));
   stats.declare('map');
   stats.declare('unmap');
-  let started = 0;
   let opId = 1;
-  const modeledPerThreadNs = new Array<number>(threads).fill(0);
+  const modeledPerThreadNs = kernel.vcpuNs;
+  modeledPerThreadNs.length = 0;
+  for (let t = 0; t < threads; t++) modeledPerThreadNs.push(0);
   await mapReceiveRings(kernel, dma, rings);
   const t0 = nowNs();
 
@@ -60,8 +63,7 @@ export async function dmaMapBenchmark(kernel: GuestKernel, dma: DmaApi, stats: O
     const ring = rings.get(device.index) as DeviceRing;
     const slot = Math.floor(t / kernel.devices.length) % (RING_SLOTS - MAX_RECEIVE_BUFFERS);
     const pa = GUEST_BUFFER_BASE + t * pages * PAGE_SIZE;
-    while (started < iterations && nowNs() < deadline) {
-      started += 1;
+    for (let i = 0; i < share(t) && nowNs() < deadline; i++) {
       const mapCtx = kernel.env.newContext(opId++, 0);
       const m0 = nowNs();
       const iova = await dma.map(mapCtx, t, device, pa, pages);

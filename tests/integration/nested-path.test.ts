@@ -53,6 +53,40 @@ describe('the nested-SMMUv3 path through real processes', () => {
     }
   });
 
+  it('gives identical modeled results run after run, with several vCPUs and lazy flushes', async () => {
+    const lazy = resolveScenario({ name: 'it', dma: 'lazy', workload: { ops: 700, threads: 3 } });
+    const session = new Session(fx.tree, testLog, fx.ramDir);
+    try {
+      const a = await session.run(lazy, 'nested-smmuv3', testProfile);
+      const b = await session.run(lazy, 'nested-smmuv3', testProfile);
+      expect(b.ops.map((o) => [o.op, o.count, o.modeledNs])).toEqual(a.ops.map((o) => [o.op, o.count, o.modeledNs]));
+      expect(b.modeledElapsedNs).toBe(a.modeledElapsedNs);
+      expect(b.throughput.opsPerSecModeled).toBe(a.throughput.opsPerSecModeled);
+      // 700 unmaps over 3 CPUs is 233 or 234 per CPU's queue: none fills (256) or ages 10 ms of
+      // modeled time, so the one invalidation is the flush when the workload ends.
+      expect(a.invalidations.guestCommands).toBe(1);
+      expect(a.ops.find((o) => o.op === 'flush')?.count).toBe(1);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('invalidates once per unmap in strict mode and once per flush in lazy mode', async () => {
+    const session = new Session(fx.tree, testLog, fx.ramDir);
+    try {
+      const strict = await session.run(resolveScenario({ workload: { ops: 300 } }), 'nested-smmuv3', testProfile);
+      expect(strict.invalidations.guestCommands).toBe(300);
+      const lazy = await session.run(resolveScenario({ dma: 'lazy', workload: { ops: 1000 } }), 'nested-smmuv3', testProfile);
+      // One CPU: its queue fills at unmaps 256, 512 and 768 (those unmaps pay), the rest at the end.
+      expect(lazy.invalidations.guestCommands).toBe(4);
+      const unmap = lazy.ops.find((o) => o.op === 'unmap');
+      expect(unmap?.transitions.exit).toBeCloseTo(3 / 1000, 6);
+      expect(lazy.ops.find((o) => o.op === 'flush')?.count).toBe(1);
+    } finally {
+      session.close();
+    }
+  });
+
   it('none pays no transition at all', async () => {
     const session = new Session(fx.tree, testLog, fx.ramDir);
     try {
