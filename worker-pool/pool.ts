@@ -270,12 +270,14 @@ export class Vcmdq {
       start = this.producer.total;
       while (written < n) {
         this.check();
-        if (this.halted) break;
         const cons = this.producer.cons();
         const k = this.producer.write(commands, written, n - written, cons);
         if (k > 0) {
+          // Hardware takes PROD writes while halted too; the commands run after recovery.
           written += k;
           ringDoorbell(this.pool.ctl, this.worker);
+        } else if (this.halted) {
+          break; // full and halted: CONS cannot move until the guest recovers the queue
         } else {
           await this.waitCons(cons); // the snapshot that showed no space (see RingProducer.write)
         }
@@ -378,6 +380,9 @@ export class Vcmdq {
     return ok(undefined);
   }
 }
+
+/** vEVENTs kept for takeVevents() when nobody drains them. */
+const VEVENT_BACKLOG = 256;
 
 export class VcmdqPool implements PoolLink {
   readonly ctl: Int32Array;
@@ -647,7 +652,8 @@ export class VcmdqPool implements PoolLink {
         this.reported.add(queue);
         const cons = Atomics.load(q.view.i32, R_CONS) >>> 0;
         const e: VEvent = { queue, vintf: q.vintf, lidx: q.lidx, error: Q.consErr(cons), cons, opcode: (q.view.u8[slotByte(q.view, cons)] ?? 0) & 0xff };
-        this.events.push(e);
+        // Kept for takeVevents() up to a bound, as a vEVENTQ of fixed size would; listeners see all.
+        if (this.events.length < VEVENT_BACKLOG) this.events.push(e);
         for (const l of this.listeners) {
           try {
             l(e);

@@ -6,8 +6,7 @@
  */
 import { join } from 'node:path';
 
-// Guest-physical (IPA) layout
-export const GUEST_VCMDQ_BASE = 0x4000_0000;
+// Guest-physical (IPA) layout (the vSMMU queues and VINTF pages are in smmu/registers.ts)
 export const GUEST_CD_BASE = 0x5000_0000;
 /** Per assigned device: the ring of buffers its driver posted (see device-ring.ts). */
 export const GUEST_DEVICE_RING_BASE = 0x6000_0000;

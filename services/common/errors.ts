@@ -48,7 +48,9 @@ export function asVmmsimError(err: unknown): VmmsimError {
 
 /** Linux errno values the simulated kernel interfaces return (negated on the wire). */
 export const Errno = {
+  ENOENT: 2,
   EIO: 5,
+  E2BIG: 7,
   ENOMEM: 12,
   EFAULT: 14,
   EBUSY: 16,

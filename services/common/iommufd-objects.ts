@@ -1,5 +1,12 @@
 import type { Topology__Output } from './generated/vmmsim/v1/Topology.js';
 
+/** The VMID the host allocated for a VM; a topology without one is a controller bug, not a default. */
+export function vmidOf(t: Topology__Output, vm: number): number {
+  const vmid = t.vmids[vm];
+  if (vmid === undefined) throw new Error(`topology has no VMID for VM ${vm}`);
+  return vmid;
+}
+
 /** A vIOMMU object: one per (VM, physical SMMU), wrapping that VM's stage-2 parent there. */
 export interface ViommuObject {
   id: number;
@@ -41,6 +48,8 @@ export interface IommufdLayout {
 export const VCMDQ_MODELS = new Set(['nested-smmuv3-vcmdq']);
 /** VCMDQs of one CMDQV (Grace); a CMDQV splits them evenly among its VINTFs, VINTF0 the host's. */
 export const CMDQV_VCMDQS = 128;
+/** SID_MATCH/SID_REPLACE pairs a VINTF can hold: a VM has at most this many devices behind one SMMU. */
+export const MAX_SID_PAIRS = 64;
 
 /** Logical VCMDQs each VINTF of a CMDQV shared by `guests` VMs can have (Linux: num_vcmdqs / num_vintfs). */
 export function lvcmdqsPerVintf(guests: number): number {
@@ -63,7 +72,7 @@ export function iommufdLayout(t: Topology__Output): IommufdLayout {
   for (const d of t.devices) pairs.set(`${d.vm}:${d.psmmu}`, [d.vm, d.psmmu]);
   for (const [vm, psmmu] of [...pairs.values()].sort((a, b) => a[0] - b[0] || a[1] - b[1])) {
     const hwptId = next++;
-    viommus.push({ id: next++, vm, psmmu, vmid: t.vmids[vm] ?? vm + 1, hwptId });
+    viommus.push({ id: next++, vm, psmmu, vmid: vmidOf(t, vm), hwptId });
   }
   t.devices.forEach((d, i) => {
     const v = viommus.find((x) => x.vm === d.vm && x.psmmu === d.psmmu) as ViommuObject;
@@ -88,9 +97,14 @@ export function iommufdLayout(t: Topology__Output): IommufdLayout {
  * vSMMU gets them only when it fronts exactly one (per-psmmu, or single with one pSMMU).
  */
 function vsmmuOfViommu(t: Topology__Output, v: ViommuObject): number | undefined {
-  const psmmus = [...new Set(t.devices.filter((x) => x.vm === v.vm).map((x) => x.psmmu))].sort((a, b) => a - b);
+  const psmmus = psmmusOfVm(t, v.vm);
   if (t.vsmmu === 'per-psmmu') return psmmus.indexOf(v.psmmu);
   return psmmus.length === 1 ? 0 : undefined;
+}
+
+/** The physical SMMUs a VM's devices sit behind, in order: the guest numbers its vSMMUs this way. */
+function psmmusOfVm(t: Topology__Output, vm: number): number[] {
+  return [...new Set(t.devices.filter((x) => x.vm === vm).map((x) => x.psmmu))].sort((a, b) => a - b);
 }
 
 /** The vSMMU instance (as the guest numbers them) a device sits behind. */
@@ -98,6 +112,5 @@ export function vsmmuOfDevice(t: Topology__Output, device: number): number {
   const d = t.devices[device];
   if (!d) throw new RangeError(`no device ${device}`);
   if (t.vsmmu !== 'per-psmmu') return 0;
-  const psmmus = [...new Set(t.devices.filter((x) => x.vm === d.vm).map((x) => x.psmmu))].sort((a, b) => a - b);
-  return psmmus.indexOf(d.psmmu);
+  return psmmusOfVm(t, d.vm).indexOf(d.psmmu);
 }

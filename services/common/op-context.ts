@@ -31,8 +31,8 @@ export class OpContext {
 
   /**
    * Sends a request to a downstream peer and waits for its reply. Modeled time continues from the
-   * reply: sequential calls add up; parallel calls (started together, awaited together) take the
-   * longest branch.
+   * reply: sequential calls add up; calls started together and awaited together (hardware that
+   * really works in parallel) take the longest branch.
    */
   async call(peer: string, kind: Kind, payload: Buffer, guestMemory?: MemoryRange[]): Promise<CallReply> {
     const link = this.links.get(peer);

@@ -18,7 +18,8 @@ export function endpointName(role: Role, index: number): string {
  */
 export const DOWNSTREAM: Record<Role, readonly Role[]> = {
   guest: ['kvm', 'psmmu'],
-  kvm: ['qemu', 'vfio'],
+  // In-kernel paths (vhost-iommu, in-kernel TCE) will add kvm -> vfio.
+  kvm: ['qemu'],
   qemu: ['vfio'],
   vfio: ['psmmu'],
   psmmu: [],

@@ -9,6 +9,7 @@ import { packageRoot } from '../common/paths.js';
 import { loadScenario } from '../common/scenario/load.js';
 import { MODELS, SUPPORTED_MODELS, describeSchema, type ModelName, type Scenario } from '../common/scenario/schema.js';
 import { decodeCommand, formatCommand, parseHexWord, CMD_SIZE } from '../common/smmu/commands.js';
+import { MAX_SID_PAIRS } from '../common/iommufd-objects.js';
 import { ProcessTree } from './launcher.js';
 import { RESULTS_SCHEMA, defaultOutDir, writeResults, type ResultsDoc, type RunResult } from './results.js';
 import { Session, processSpecs } from './session.js';
@@ -144,6 +145,9 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
   if (transport !== 'unix' && transport !== 'tcp') throw usageError(`--transport must be unix or tcp, got "${transport}"`);
   if (values['log-level'] !== undefined && !isLogLevel(values['log-level'])) throw usageError(`--log-level must be one of fatal, error, warn, info, debug, trace, silent`);
   const models = command === 'compare' ? parseModels(values.models ?? 'all') : [scenario.model];
+  if (models.includes('nested-smmuv3-vcmdq') && scenario.topology.devicesPerPsmmu > MAX_SID_PAIRS) {
+    throw new VmmsimError('E_SCENARIO_FIELD', `scenario key topology.devicesPerPsmmu: at most ${MAX_SID_PAIRS} with nested-smmuv3-vcmdq (a VINTF holds ${MAX_SID_PAIRS} SID_MATCH/SID_REPLACE pairs), got ${scenario.topology.devicesPerPsmmu}`);
+  }
   return {
     scenario,
     models,

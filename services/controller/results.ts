@@ -40,8 +40,12 @@ export interface DmaResult {
   /** Stale hits while the buffer's unmap was still in progress (the device raced its driver). */
   staleDuringUnmap: number;
   walkAccesses: number;
-  /** Modeled SMMU time of all translations (IOTLB lookups and walk accesses). */
-  modeledNs: number;
+  /**
+   * Modeled SMMU time of the translations that happened (IOTLB lookups and walk accesses). The
+   * devices issue DMA in real time, so how many translations happen follows the measured run: this
+   * is not one of the deterministic modeled sections.
+   */
+  translationCostNs: number;
 }
 
 export interface RunResult {

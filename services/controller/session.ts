@@ -151,7 +151,7 @@ function dmaResult(mode: string, psmmus: Record<string, number>[]): DmaResult {
     useAfterUnmap: sum('useAfterUnmap'),
     staleDuringUnmap: sum('staleDuringUnmap'),
     walkAccesses: sum('walkAccesses'),
-    modeledNs: sum('dmaModeledNs'),
+    translationCostNs: sum('dmaModeledNs'),
   };
 }
 

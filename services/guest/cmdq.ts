@@ -1,4 +1,4 @@
-import { encodeMmio } from '../common/kvm-run.js';
+import { decodeMmio, encodeMmio } from '../common/kvm-run.js';
 import type { Memory } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
 import { Errno } from '../common/errors.js';
@@ -6,13 +6,16 @@ import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, type SmmuCommand } from '../c
 import * as Q from '../common/smmu/queue.js';
 import type { Kind, MemoryRange } from '../common/transport/link.js';
 
-/** Where a queue lives and how its PROD write travels. */
+/** Where a queue lives and how its register accesses travel. */
 export interface QueuePort {
   /** Guest-physical address of slot 0. */
   gpa: number;
   log2: number;
-  /** Guest-physical address of the PROD register. */
+  /** Guest-physical addresses of the queue's registers. */
   prodRegister: number;
+  consRegister: number;
+  gerrorRegister: number;
+  gerrornRegister: number;
   /** The peer the PROD write reaches and as what: kvm (a trap) or a psmmu (a VINTF page, no trap). */
   peer: string;
   kind: Kind;
@@ -27,6 +30,8 @@ export interface QueuePort {
 export class GuestCmdq {
   private prod = 0;
   private cons = 0;
+  /** Times this queue stopped on an error and was recovered. */
+  recoveries = 0;
   private readonly waiters: (() => void)[] = [];
 
   constructor(
@@ -49,28 +54,67 @@ export class GuestCmdq {
     const all = [...cmds, cmdSync({ cs: SyncCs.IRQ, msidata: 0, msiaddr: BigInt(syncGpa) })];
     const bytes = Buffer.alloc(all.length * CMD_SIZE);
     all.forEach((c, i) => encodeCommand(c, bytes, i * CMD_SIZE));
+    // The slots are contiguous in the ring, split in two where it wraps; each run travels as one
+    // range, as the reader would fetch it in one go.
     const ranges: MemoryRange[] = [];
-    for (let i = 0; i < all.length; i++) {
-      const slot = this.slotGpa(0);
-      const data = bytes.subarray(i * CMD_SIZE, (i + 1) * CMD_SIZE);
-      this.ram.write(slot, data);
-      // Adjacent slots travel as one range, as the reader would fetch them in one go.
-      const prev = ranges[ranges.length - 1];
-      if (prev && Number(prev.gpa) + (prev.data as Buffer).length === slot) prev.data = Buffer.concat([prev.data as Buffer, data]);
-      else ranges.push({ gpa: slot, data: Buffer.from(data) });
-      this.prod = Q.inc(this.prod, log2);
+    const size = Q.size(log2);
+    const first = Q.index(this.prod, log2);
+    const head = Math.min(all.length, size - first);
+    for (const [slotIndex, from, n] of [[first, 0, head], [0, head, all.length - head]] as const) {
+      if (n === 0) continue;
+      const data = bytes.subarray(from * CMD_SIZE, (from + n) * CMD_SIZE);
+      const gpa = this.port.gpa + slotIndex * CMD_SIZE;
+      this.ram.write(gpa, data);
+      ranges.push({ gpa, data });
     }
+    this.prod = Q.inc(this.prod, log2, all.length);
     ctx.charge('guest.cmdq_write', all.length);
     const prod = this.prod;
-    const mmio = encodeMmio({ physAddr: this.port.prodRegister, data: prod, len: 4, isWrite: true });
+    try {
+      const reply = await this.access(ctx, this.port.prodRegister, prod, true, ranges);
+      if (reply.status === 0 && this.ram.read32(syncGpa) === 0) {
+        this.consumedUpTo(prod);
+        return 0;
+      }
+      // The queue stopped on an error, or the sync never completed: recover as Linux does, and
+      // report this batch failed (its invalidation did not run as asked).
+      const recovered = await this.recover(ctx);
+      if (recovered === 0 && this.ram.read32(syncGpa) === 0) this.consumedUpTo(prod);
+      return recovered === 0 ? -Errno.EIO : recovered;
+    } finally {
+      // Whatever happened, other CPUs waiting for room look again.
+      for (const w of this.waiters.splice(0)) w();
+    }
+  }
+
+  /** A register access on this queue's page; memory the device wrote back lands in guest RAM. */
+  private async access(ctx: OpContext, register: number, value: number, isWrite: boolean, ranges: MemoryRange[] = []): Promise<{ status: number; value: number }> {
+    const mmio = encodeMmio({ physAddr: register, data: value, len: 4, isWrite });
     const reply = await ctx.call(this.port.peer, this.port.kind, mmio, ranges);
-    if (reply.status !== 0) return reply.status;
     for (const w of reply.guestMemory) this.ram.write(Number(w.gpa), w.data);
-    // The sync completed once the SMMU overwrote the slot's first word (the opcode) with MSIDATA 0.
-    if (this.ram.read32(syncGpa) !== 0) return -Errno.ETIMEDOUT;
-    // Everything up to the sync was consumed: move CONS forward (never back).
-    if (Q.used(this.prod, prod, log2) < Q.used(this.prod, this.cons, log2)) this.cons = prod;
-    for (const w of this.waiters.splice(0)) w();
-    return 0;
+    return { status: reply.status, value: decodeMmio(reply.payload)?.data ?? 0 };
+  }
+
+  /**
+   * arm_smmu_cmdq_skip_err: read CONS; if the queue stopped with CERROR_ILL, overwrite the refused
+   * command with a CMD_SYNC and acknowledge by writing GERRORN = GERROR, so everything behind it
+   * runs. Returns 0 once the queue runs again, or -ETIMEDOUT when it had not stopped.
+   */
+  private async recover(ctx: OpContext): Promise<number> {
+    const cons = (await this.access(ctx, this.port.consRegister, 0, false)).value;
+    if (Q.consErr(cons) === Q.CERROR.NONE) return -Errno.ETIMEDOUT;
+    this.recoveries += 1;
+    const gerror = (await this.access(ctx, this.port.gerrorRegister, 0, false)).value;
+    const slot = this.port.gpa + Q.index(cons, this.port.log2) * CMD_SIZE;
+    const sync = Buffer.alloc(CMD_SIZE);
+    encodeCommand(cmdSync(), sync, 0);
+    this.ram.write(slot, sync);
+    const ack = await this.access(ctx, this.port.gerrornRegister, gerror, true, [{ gpa: slot, data: sync }]);
+    return ack.status === 0 ? 0 : ack.status;
+  }
+
+  /** After a CMD_SYNC completed everything up to `prod` was consumed: move CONS forward, never back. */
+  private consumedUpTo(prod: number): void {
+    if (Q.used(this.prod, prod, this.port.log2) < Q.used(this.prod, this.cons, this.port.log2)) this.cons = prod;
   }
 }

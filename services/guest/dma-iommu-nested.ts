@@ -8,7 +8,7 @@ import { encodeCd } from '../common/smmu/structures.js';
 import { iommufdLayout } from '../common/iommufd-objects.js';
 import { Opcode } from '../common/smmu/commands.js';
 import {
-  SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_LOG2_ENTRIES, VCMDQ_REG, vcmdqGpa, vcmdqGuestGpa, vcmdqRegister, vsmmuMmioBase,
+  SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, VSMMU_CMDQ_LOG2_ENTRIES, vcmdqGuestGpa, vcmdqRegister, vsmmuCmdqGpa, vsmmuMmioBase,
 } from '../common/smmu/registers.js';
 import { GuestCmdq } from './cmdq.js';
 import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
@@ -21,9 +21,13 @@ const TG_4K = 1;
 /** Linux's per-CPU flush queue (drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE / _TIMEOUT). */
 export const FQ_ENTRIES = 256;
 export const FQ_TIMEOUT_MS = 10;
-/** The DMA window IOVAs come from (allocated top-down, as Linux does below the DMA mask). */
-const IOVA_BASE = 0x1000_0000;
-const IOVA_LIMIT = 0xffff_f000;
+/**
+ * The DMA window IOVAs come from. Each CPU allocates top-down in its own 256 MiB slice (Linux's
+ * IOVA caches are per CPU), so which operation first touches a new page-table page, and pays for
+ * it, does not depend on how the vCPUs interleave.
+ */
+const IOVA_BASE = 0x1_0000_0000;
+const IOVA_SLICE = 0x1000_0000;
 
 /**
  * TLBI_NH_VA commands for an unmapped range, as Linux builds them with range invalidation (RIL):
@@ -57,7 +61,7 @@ interface FlushQueue {
 
 /** A guest IOMMU domain: one per assigned device here, with its own ASID, stage-1 table and IOVAs. */
 class Domain {
-  readonly iova = new IovaAllocator(IOVA_BASE, IOVA_LIMIT);
+  private readonly iovas = new Map<number, IovaAllocator>();
   /** Per-CPU flush queues (lazy mode). */
   readonly fq = new Map<number, FlushQueue>();
 
@@ -67,6 +71,17 @@ class Domain {
     readonly stage1: PageTable,
     readonly smmu: GuestSmmu,
   ) {}
+
+  /** The CPU's IOVA allocator. */
+  iova(cpu: number): IovaAllocator {
+    let a = this.iovas.get(cpu);
+    if (!a) {
+      const base = IOVA_BASE + cpu * IOVA_SLICE;
+      a = new IovaAllocator(base, base + IOVA_SLICE);
+      this.iovas.set(cpu, a);
+    }
+    return a;
+  }
 
   pending(): number {
     let n = 0;
@@ -87,12 +102,17 @@ class GuestSmmu {
   readonly cmdq: GuestCmdq;
 
   constructor(vsmmu: number, ram: GuestKernel['ram'], vcmdqPsmmu: number | undefined, vcmdqs: number) {
-    this.cmdq = new GuestCmdq({ gpa: vcmdqGpa(vsmmu), log2: VCMDQ_LOG2_ENTRIES, prodRegister: vsmmuMmioBase(vsmmu) + SMMU_REG.CMDQ_PROD, peer: 'kvm', kind: 'MMIO_WRITE' }, ram);
+    const regs = vsmmuMmioBase(vsmmu);
+    this.cmdq = new GuestCmdq({
+      gpa: vsmmuCmdqGpa(vsmmu), log2: VSMMU_CMDQ_LOG2_ENTRIES, prodRegister: regs + SMMU_REG.CMDQ_PROD, consRegister: regs + SMMU_REG.CMDQ_CONS,
+      gerrorRegister: regs + SMMU_REG.GERROR, gerrornRegister: regs + SMMU_REG.GERRORN, peer: 'kvm', kind: 'MMIO_WRITE',
+    }, ram);
     if (vcmdqPsmmu === undefined) return;
     for (let q = 0; q < vcmdqs; q++) {
       this.vcmdqs.push(new GuestCmdq({
         gpa: vcmdqGuestGpa(vsmmu, q), log2: VCMDQ_GUEST_LOG2_ENTRIES, prodRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.PROD),
-        peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO',
+        consRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.CONS), gerrorRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERROR),
+        gerrornRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERRORN), peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO',
       }, ram));
     }
   }
@@ -160,9 +180,9 @@ class NestedDmaIommu implements DmaApi {
     return d;
   }
 
-  async map(ctx: OpContext, _cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
+  async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const d = this.domain(device);
-    const iova = d.iova.alloc(pages);
+    const iova = d.iova(cpu).alloc(pages);
     ctx.charge('guest.iova_alloc');
     ctx.charge('guest.pte_write', d.stage1.map(iova, pa, pages));
     return iova;
@@ -175,7 +195,7 @@ class NestedDmaIommu implements DmaApi {
       const tlbis = tlbiRange(d.asid, iova, pages);
       this.commands += tlbis.length;
       const status = await d.smmu.issue(ctx, cpu, tlbis);
-      d.iova.release(iova, pages);
+      d.iova(cpu).release(iova, pages);
       ctx.charge('guest.iova_free');
       return status;
     }
@@ -188,19 +208,21 @@ class NestedDmaIommu implements DmaApi {
     if (q.entries.length === 0) q.sinceNs = now;
     q.entries.push({ iova, pages });
     ctx.charge('guest.fq_insert');
-    if (q.entries.length >= FQ_ENTRIES || now - q.sinceNs >= FQ_TIMEOUT_MS * 1e6) return this.flush(ctx, d, cpu);
+    if (q.entries.length >= FQ_ENTRIES || now - q.sinceNs >= FQ_TIMEOUT_MS * 1e6) return this.flush(ctx, d, cpu, q);
     return 0;
   }
 
-  /** Invalidates the whole domain once and frees every IOVA deferred before it. */
-  private async flush(ctx: OpContext, d: Domain, cpu: number): Promise<number> {
-    const freed: Deferred[] = [];
-    for (const q of d.fq.values()) freed.push(...q.entries.splice(0));
+  /**
+   * Invalidates the whole domain once and frees this CPU's deferred IOVAs, as Linux's full-queue
+   * flush frees only its own ring (other CPUs free theirs at their own flush).
+   */
+  private async flush(ctx: OpContext, d: Domain, cpu: number, q: FlushQueue): Promise<number> {
+    const freed = q.entries.splice(0);
     if (freed.length === 0) return 0;
     this.commands += 1;
     const status = await d.smmu.issue(ctx, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
     for (const f of freed) {
-      d.iova.release(f.iova, f.pages);
+      d.iova(cpu).release(f.iova, f.pages);
       ctx.charge('guest.iova_free');
     }
     return status;
@@ -208,11 +230,13 @@ class NestedDmaIommu implements DmaApi {
 
   async drain(): Promise<void> {
     for (const d of this.domains.values()) {
-      if (d.pending() === 0) continue;
-      const ctx = this.kernel.env.newContext(0, 0);
-      const t0 = nowNs();
-      await this.flush(ctx, d, 0);
-      this.kernel.background('flush', ctx, nowNs() - t0);
+      for (const [cpu, q] of [...d.fq.entries()].sort((a, b) => a[0] - b[0])) {
+        if (q.entries.length === 0) continue;
+        const ctx = this.kernel.env.newContext(0, 0);
+        const t0 = nowNs();
+        await this.flush(ctx, d, cpu, q);
+        this.kernel.background('flush', ctx, nowNs() - t0);
+      }
     }
   }
 

@@ -24,7 +24,6 @@ export class PhysicalCmdq {
   cons = 0;
   gerror = 0;
   gerrorn = 0;
-  readonly opcodes = new Map<number, number>();
 
   constructor(
     readonly log2: number,
@@ -39,15 +38,10 @@ export class PhysicalCmdq {
     return ((this.gerror ^ this.gerrorn) & GERROR_CMDQ_ERR) !== 0;
   }
 
-  /** Free slots as the producer sees them. */
-  get space(): number {
-    return Q.free(this.prod, this.cons, this.log2);
-  }
-
   /** The host driver writes commands at PROD and then PROD itself. Returns false if they do not fit. */
   write(commands: Buffer): boolean {
     const n = commands.length / CMD_SIZE;
-    if (n > this.space) return false;
+    if (n > Q.free(this.prod, this.cons, this.log2)) return false;
     for (let i = 0; i < n; i++) {
       commands.copy(this.ring, Q.index(this.prod, this.log2) * CMD_SIZE, i * CMD_SIZE, (i + 1) * CMD_SIZE);
       this.prod = Q.inc(this.prod, this.log2);
@@ -68,7 +62,6 @@ export class PhysicalCmdq {
         r.error = Q.CERROR.ILL;
         return r;
       }
-      this.opcodes.set(cmd.opcode, (this.opcodes.get(cmd.opcode) ?? 0) + 1);
       if (cmd.opcode === Opcode.CMD_SYNC) r.syncs += 1;
       else {
         this.execute(cmd);

@@ -4,7 +4,9 @@ import type { StartReply } from '../common/generated/vmmsim/v1/StartReply.js';
 import type { OpContext } from '../common/op-context.js';
 import { Random } from '../common/random.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
+import { decodeMmio } from '../common/kvm-run.js';
 import { CMD_SIZE } from '../common/smmu/commands.js';
+import { GERROR_CMDQ_ERR, SMMU_REG } from '../common/smmu/registers.js';
 import type { Endpoint } from '../common/topology.js';
 import { AddressSpace, HostPhysical } from './address-space.js';
 import { PhysicalCmdq } from './cmdq.js';
@@ -54,6 +56,7 @@ class PsmmuRole implements RoleInstance {
 
   async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
     if (req.kind === 'VINTF_MMIO' && from.role === 'guest') return this.vintf.access(req, from.index, ctx);
+    if (req.kind === 'HOST_MMIO' && from.role === 'vfio') return this.hostRegister(req, ctx);
     if (req.kind !== 'CMDQ_SUBMIT' || from.role !== 'vfio') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
     if (req.payload.length === 0 || req.payload.length % CMD_SIZE !== 0) return { status: -Errno.EINVAL, payload: EMPTY };
     this.counters.submissions += 1;
@@ -68,6 +71,25 @@ class PsmmuRole implements RoleInstance {
       return { status: -Errno.EIO, payload: consReg(this.cmdq.cons) };
     }
     return { status: 0, payload: consReg(this.cmdq.cons) };
+  }
+
+  /**
+   * The host driver's register writes. GERRORN = GERROR acknowledges a stopped command queue (the
+   * driver rewrote the refused slot first, as Linux's arm_smmu_cmdq_skip_err does); consumption
+   * resumes at CONS.
+   */
+  private async hostRegister(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    const mmio = decodeMmio(req.payload);
+    if (!mmio || !mmio.isWrite || mmio.physAddr !== SMMU_REG.GERRORN) return { status: -Errno.EINVAL, payload: EMPTY };
+    if (!this.cmdq.halted || ((mmio.data ^ this.cmdq.gerror) & GERROR_CMDQ_ERR) !== 0) return { status: 0, payload: consReg(this.cmdq.cons) };
+    const slot = req.guestMemory[0]?.data;
+    this.cmdq.acknowledge(slot && slot.length === CMD_SIZE ? slot : undefined);
+    const r = this.cmdq.consume();
+    ctx.charge('smmu.cmd_exec', r.executed);
+    ctx.charge('smmu.sync', r.syncs);
+    this.counters.commands += r.executed;
+    this.counters.syncs += r.syncs;
+    return { status: r.error ? -Errno.EIO : 0, payload: consReg(this.cmdq.cons) };
   }
 
   /** The run begins: the devices start their DMA. */

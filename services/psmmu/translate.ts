@@ -163,14 +163,17 @@ export class Translator {
       if (s1.pa < 0) return this.fault(EVENT.F_TRANSLATION, sid, va, s2fault, counter.reads);
       if (write && !s1.writable) return this.fault(EVENT.F_PERMISSION, sid, va, false, counter.reads);
       let pa = s1.pa;
+      let writable = s1.writable;
       if (nested) {
-        const out = this.stage2(cfg.s2ttb, s1.pa);
+        const out = PageTable.walk(this.mem, cfg.s2ttb, s1.pa);
         counter.reads += out.reads;
         if (out.pa < 0) return this.fault(EVENT.F_TRANSLATION, sid, va, true, counter.reads);
+        if (write && !out.writable) return this.fault(EVENT.F_PERMISSION, sid, va, true, counter.reads);
         pa = out.pa;
+        writable = writable && out.writable;
       }
       this.iotlb.insert({
-        vmid: cfg.vmid, asid, stage2Only: false, page: va - offset, pa: pa - offset, writable: s1.writable,
+        vmid: cfg.vmid, asid, stage2Only: false, page: va - offset, pa: pa - offset, writable,
         ipa: s1.pa - offset, leafDescAddr: s1.leafDescAddr,
       });
       this.account(counter.reads);
@@ -181,14 +184,17 @@ export class Translator {
     }
   }
 
-  /** Ground truth: the stage-1 leaf descriptor still maps the page to the same output (IPA). */
+  /**
+   * Ground truth: the stage-1 leaf descriptor still maps the page to the same output (IPA). A page
+   * descriptor must give the page itself; a block descriptor (bits[1:0] = 01) must cover it.
+   */
   private stillMapped(leafDescAddr: number, outPage: number): boolean {
     try {
       const d = this.mem.view(leafDescAddr, 8);
       const lo = d.readUInt32LE(0);
-      if ((lo & 3) !== 3) return false;
+      if ((lo & 1) === 0) return false;
       const oa = (d.readUInt32LE(4) & 0xffff) * 2 ** 32 + ((lo & ~(PAGE_SIZE - 1)) >>> 0);
-      return oa === outPage;
+      return (lo & 2) !== 0 ? oa === outPage : outPage >= oa && outPage < oa + 2 ** 30;
     } catch {
       return false;
     }

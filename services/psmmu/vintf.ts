@@ -1,7 +1,7 @@
 import { Errno } from '../common/errors.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
 import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
-import { CMDQV_VCMDQS, iommufdLayout } from '../common/iommufd-objects.js';
+import { CMDQV_VCMDQS, MAX_SID_PAIRS, iommufdLayout, vmidOf } from '../common/iommufd-objects.js';
 import { decodeMmio, encodeMmio } from '../common/kvm-run.js';
 import type { Logger } from '../common/logger.js';
 import type { OpContext } from '../common/op-context.js';
@@ -50,6 +50,8 @@ export class VintfPage {
       workers: Math.min(2, hw.length),
       vintfs: FIRST_GUEST_VINTF + vms.length,
       vcmdqs: CMDQV_VCMDQS,
+      // One SID_MATCH/SID_REPLACE pair per device of a VM behind this SMMU (at least QEMU's 16).
+      sidPairs: Math.min(MAX_SID_PAIRS, Math.max(16, ...vms.map((vm) => t.devices.filter((d) => d.vm === vm && d.psmmu === this.psmmu).length))),
     });
     this.pool = pool;
     pool.onVevent((e) => {
@@ -58,7 +60,7 @@ export class VintfPage {
     });
     for (const [i, vm] of vms.entries()) {
       const vintf = FIRST_GUEST_VINTF + i;
-      const ok = pool.assignVintf(vintf, t.vmids[vm] ?? vm + 1);
+      const ok = pool.assignVintf(vintf, vmidOf(t, vm));
       if (!ok.ok) throw ok.error;
       let slot = 0;
       for (const d of t.devices) {
@@ -93,6 +95,9 @@ export class VintfPage {
     // The slots the guest wrote since its last PROD write, in queue order.
     const slots = Buffer.concat(req.guestMemory.map((m) => m.data));
     if (reg.reg === VCMDQ_REG.GERRORN) {
+      // Acknowledges only when the value written matches GERROR, as the register does.
+      const r = queue.registers();
+      if (!queue.halted || ((mmio.data ^ r.gerror) & 1) !== 0) return { status: 0, payload: req.payload };
       const ack = queue.acknowledge(slots.length === CMD_SIZE ? slots : undefined);
       if (!ack.ok) return { status: -Errno.EINVAL, payload: req.payload };
       const rest = await queue.flush();

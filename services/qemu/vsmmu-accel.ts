@@ -8,7 +8,7 @@ import type { OpContext } from '../common/op-context.js';
 import type { HandlerResult, RoleEnv } from '../common/role-api.js';
 import { CMD_SIZE, Opcode, SyncCs, decodeCommand } from '../common/smmu/commands.js';
 import * as Q from '../common/smmu/queue.js';
-import { GERROR_CMDQ_ERR, SMMU_REG, VCMDQ_LOG2_ENTRIES, vcmdqGpa, vsmmuRegister } from '../common/smmu/registers.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, vsmmuCmdqGpa, vsmmuRegister } from '../common/smmu/registers.js';
 import type { MemoryRange } from '../common/transport/link.js';
 import { registerVmmDevice, type VmmDevice } from './device.js';
 
@@ -93,8 +93,8 @@ class AcceleratedVsmmu implements VmmDevice {
   /** Runs the guest's queue from CONS to PROD; stops at the first error with CONS.ERR set. */
   private async consume(vsmmu: number, s: VsmmuState, ctx: OpContext): Promise<MemoryRange[]> {
     const writes: MemoryRange[] = [];
-    const log2 = VCMDQ_LOG2_ENTRIES;
-    const base = vcmdqGpa(vsmmu);
+    const log2 = VSMMU_CMDQ_LOG2_ENTRIES;
+    const base = vsmmuCmdqGpa(vsmmu);
     if ((s.gerror ^ s.gerrorn) & GERROR_CMDQ_ERR) return writes; // halted until the guest acknowledges
     while (Q.ptr(s.cons, log2) !== Q.ptr(s.prod, log2)) {
       const slot = base + Q.index(s.cons, log2) * CMD_SIZE;
@@ -128,18 +128,22 @@ class AcceleratedVsmmu implements VmmDevice {
     return writes;
   }
 
-  /** One IOMMU_HWPT_INVALIDATE per target vIOMMU carrying this single command; true if any failed. */
+  /**
+   * One IOMMU_HWPT_INVALIDATE per target vIOMMU carrying this single command, one after another
+   * from the vCPU thread as QEMU issues them (a single vSMMU broadcasting to N pSMMUs pays N
+   * ioctls in a row); true if any failed.
+   */
   private async forward(s: VsmmuState, command: Buffer, ctx: OpContext): Promise<boolean> {
-    const calls = s.targets.map((v) => {
+    let failed = false;
+    for (const v of s.targets) {
       this.counters.ioctls += 1;
       const payload = encodeHwptInvalidate(
         { size: HWPT_INVALIDATE_SIZE, hwptId: v.id, dataUptr: USER_ARRAY_ADDR, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entryLen: CMD_SIZE, entryNum: 1, reserved: 0 },
         command,
       );
-      return ctx.call('vfio', 'HWPT_INVALIDATE', payload);
-    });
-    const replies = await Promise.all(calls);
-    return replies.some((r) => r.status !== 0);
+      if ((await ctx.call('vfio', 'HWPT_INVALIDATE', payload)).status !== 0) failed = true;
+    }
+    return failed;
   }
 
   /** CERROR_ILL at CONS and GERROR.CMDQ_ERR, as QEMU reports a command the kernel refused. */

@@ -2,6 +2,7 @@ import { GUEST_RAM_SIZE, HOST_TABLE_BASE, cdIpa, hostRamFile, steAddr, vmRamBase
 import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
 import { FileMemory, FrameAllocator } from '../common/memory.js';
 import { PageTable } from '../common/pagetable.js';
+import { vmidOf } from '../common/iommufd-objects.js';
 import { STE_CONFIG, encodeSte } from '../common/smmu/structures.js';
 
 /** Models whose guest owns stage 1 (the STE is nested); everything else translates by stage 2 only. */
@@ -33,7 +34,7 @@ export class HostTables {
         valid: true,
         config: nested ? STE_CONFIG.NESTED : STE_CONFIG.S2,
         s1ContextPtr: nested ? cdIpa(i) : 0,
-        vmid: t.vmids[d.vm] ?? d.vm + 1,
+        vmid: vmidOf(t, d.vm),
         s2ttb: s2.root,
       });
       this.mem.write(steAddr(d.psmmu, d.psid), ste);

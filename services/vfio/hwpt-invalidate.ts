@@ -6,11 +6,13 @@ import {
 import type { VdeviceObject, ViommuObject } from '../common/iommufd-objects.js';
 import { CMD_SIZE, Opcode, cmdSync, encodeCommand, readOpcode, readSid, writeSid, writeVmid } from '../common/smmu/commands.js';
 
-/** Result of the core checks of IOMMU_HWPT_INVALIDATE, before any entry is looked at. */
+/**
+ * Result of the core checks of IOMMU_HWPT_INVALIDATE, before any entry is looked at. entry_num 0
+ * is a probe of the data type: it succeeds only for a type the object takes.
+ */
 export function checkHwptInvalidate(h: HwptInvalidate, arrayBytes: number): number {
   if (h.reserved !== 0) return -Errno.EOPNOTSUPP;
-  if (h.entryNum === 0) return 0; // a probe of the data type
-  if (h.dataUptr === 0 || h.entryLen === 0 || h.entryLen > KERNEL_PAGE_SIZE || h.entryNum > HWPT_INVALIDATE_MAX_ENTRIES) return -Errno.EINVAL;
+  if (h.entryNum > 0 && (h.dataUptr === 0 || h.entryLen === 0 || h.entryLen > KERNEL_PAGE_SIZE || h.entryNum > HWPT_INVALIDATE_MAX_ENTRIES)) return -Errno.EINVAL;
   if (h.dataType !== IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3) return -Errno.EINVAL;
   // The user array must be readable for entry_num entries of entry_len bytes.
   if (arrayBytes < h.entryNum * h.entryLen) return -Errno.EFAULT;
@@ -18,12 +20,24 @@ export function checkHwptInvalidate(h: HwptInvalidate, arrayBytes: number): numb
 }
 
 /**
+ * Copies entry `i` of the user array as copy_struct_from_user does: a shorter entry is
+ * zero-extended to the kernel's 16 bytes; a longer one must have only zeroes past them (E2BIG).
+ */
+function copyEntry(entries: Buffer, i: number, entryLen: number, out: Buffer, outAt: number): number {
+  const at = i * entryLen;
+  const n = Math.min(entryLen, CMD_SIZE);
+  entries.copy(out, outAt, at, at + n);
+  out.fill(0, outAt + n, outAt + CMD_SIZE);
+  for (let b = at + CMD_SIZE; b < at + entryLen; b++) if (entries[b] !== 0) return -Errno.E2BIG;
+  return 0;
+}
+
+/**
  * Converts one guest command as arm_vsmmu_convert_user_cmd does: TLBIs get the vIOMMU's VMID
  * (TLBI_NSNH_ALL becomes TLBI_NH_ALL), ATC_INV / CFGI_CD / CFGI_CD_ALL get the pSID of the vDEVICE
- * with that vSID; anything else, CMD_SYNC included, is refused with EIO. Writes into `out`.
+ * with that vSID; anything else, CMD_SYNC included, is refused with EIO. Works in place in `out`.
  */
-export function convertCommand(cmd: Buffer, at: number, viommu: ViommuObject, vdevs: ReadonlyMap<number, VdeviceObject>, out: Buffer, outAt: number): number {
-  cmd.copy(out, outAt, at, at + CMD_SIZE);
+export function convertCommand(viommu: ViommuObject, vdevs: ReadonlyMap<number, VdeviceObject>, out: Buffer, outAt: number): number {
   const op = readOpcode(out, outAt);
   switch (op) {
     case Opcode.TLBI_NSNH_ALL:
@@ -81,7 +95,7 @@ export async function invalidateEntries(
   let inChunk = 0;
   for (let i = 0; i < head.entryNum; i++) {
     sink.converted();
-    const status = convertCommand(entries, i * head.entryLen, viommu, vdevs, chunk, inChunk * CMD_SIZE);
+    const status = copyEntry(entries, i, head.entryLen, chunk, inChunk * CMD_SIZE) || convertCommand(viommu, vdevs, chunk, inChunk * CMD_SIZE);
     if (status !== 0) return { status, entryNum: i };
     inChunk += 1;
     if (inChunk === HWPT_INVALIDATE_CHUNK || i === head.entryNum - 1) {

@@ -1,4 +1,8 @@
-import { Errno } from '../common/errors.js';
+import { Errno, errnoName } from '../common/errors.js';
+import { encodeMmio } from '../common/kvm-run.js';
+import { CMD_SIZE, cmdSync, encodeCommand } from '../common/smmu/commands.js';
+import * as Q from '../common/smmu/queue.js';
+import { GERROR_CMDQ_ERR, SMMU_REG } from '../common/smmu/registers.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
 import { decodeHwptInvalidate, withEntryNum } from '../common/iommufd.js';
 import { iommufdLayout, type VdeviceObject, type ViommuObject } from '../common/iommufd-objects.js';
@@ -16,7 +20,11 @@ class VfioRole implements RoleInstance {
   private readonly viommus = new Map<number, ViommuObject>();
   /** vDEVICEs of each vIOMMU by vSID. */
   private readonly vdevs = new Map<number, Map<number, VdeviceObject>>();
-  private readonly counters = { hwptInvalidate: 0, commands: 0, chunks: 0, einval: 0, eio: 0, eopnotsupp: 0 };
+  private readonly counters = { hwptInvalidate: 0, commands: 0, chunks: 0, cmdqRecoveries: 0 };
+  /** The GERRORN value the host driver last wrote to each physical SMMU. */
+  private readonly gerrorn = new Map<string, number>();
+  /** Failed calls by errno name (EINVAL, EIO, ENOENT...). */
+  private readonly errors: Record<string, number> = {};
 
   private readonly tables: HostTables;
 
@@ -36,9 +44,9 @@ class VfioRole implements RoleInstance {
   }
 
   private count(status: number): void {
-    if (status === -Errno.EINVAL) this.counters.einval += 1;
-    else if (status === -Errno.EIO) this.counters.eio += 1;
-    else if (status === -Errno.EOPNOTSUPP) this.counters.eopnotsupp += 1;
+    if (status === 0) return;
+    const name = errnoName(status);
+    this.errors[name] = (this.errors[name] ?? 0) + 1;
   }
 
   /** IOMMU_HWPT_INVALIDATE on a vIOMMU: the core checks, then the conversion and chunking. */
@@ -50,13 +58,15 @@ class VfioRole implements RoleInstance {
     const { head, entries } = parsed;
     const check = checkHwptInvalidate(head, entries.length);
     if (check !== 0 || head.entryNum === 0) {
+      // A failed check, or a successful probe of the data type (entry_num 0).
       this.count(check);
       return { status: check, payload: withEntryNum(head, 0) };
     }
     const viommu = this.viommus.get(head.hwptId);
     if (!viommu) {
-      this.count(-Errno.EINVAL);
-      return { status: -Errno.EINVAL, payload: withEntryNum(head, 0) };
+      // iommufd_get_object() finds no object of that id.
+      this.count(-Errno.ENOENT);
+      return { status: -Errno.ENOENT, payload: withEntryNum(head, 0) };
     }
     const vdevs = this.vdevs.get(viommu.id) as Map<number, VdeviceObject>;
     const peer = `psmmu-${viommu.psmmu}`;
@@ -66,15 +76,33 @@ class VfioRole implements RoleInstance {
         ctx.charge('kernel.cmdq_insert', commands + 1);
         this.counters.chunks += 1;
         this.counters.commands += commands;
-        return (await ctx.call(peer, 'CMDQ_SUBMIT', chunk)).status;
+        const r = await ctx.call(peer, 'CMDQ_SUBMIT', chunk);
+        if (r.status !== 0 && r.payload.length >= 4) await this.recover(peer, r.payload.readUInt32LE(0), ctx);
+        return r.status;
       },
     });
     this.count(r.status);
     return { status: r.status, payload: withEntryNum(head, r.entryNum) };
   }
 
+  /**
+   * arm_smmu_cmdq_skip_err for the physical queue: on CERROR_ILL, a CMD_SYNC over the refused
+   * command and GERRORN = GERROR, so the queue runs again for everyone else.
+   */
+  private async recover(peer: string, cons: number, ctx: OpContext): Promise<void> {
+    if (Q.consErr(cons) !== Q.CERROR.ILL) return;
+    this.counters.cmdqRecoveries += 1;
+    const sync = Buffer.alloc(CMD_SIZE);
+    encodeCommand(cmdSync(), sync, 0);
+    // The host driver tracks GERROR by toggling: after one error it is the previous GERRORN ^ CMDQ_ERR.
+    this.gerrorn.set(peer, (this.gerrorn.get(peer) ?? 0) ^ GERROR_CMDQ_ERR);
+    const mmio = encodeMmio({ physAddr: SMMU_REG.GERRORN, data: this.gerrorn.get(peer) ?? 0, len: 4, isWrite: true });
+    await ctx.call(peer, 'HOST_MMIO', mmio, [{ gpa: 0, data: sync }]);
+  }
+
   stats(): Record<string, number> {
-    return { ...this.counters };
+    const errors = Object.fromEntries(Object.entries(this.errors).map(([k, v]) => [`errors.${k}`, v]));
+    return { ...this.counters, ...errors };
   }
 
   close(): void {

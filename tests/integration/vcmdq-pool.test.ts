@@ -140,9 +140,10 @@ describe('VCMDQ pool with real worker threads', () => {
       completed(await b.submit(encode([tlbiNhAsid({ vmid: 0, asid: 9 }), cmdSync()])));
       completed(await host.submit(encode([tlbiNhAll({ vmid: 0x77 }), cmdSync()])));
     }
-    // A is still halted: nothing behind the bad command ran, and a new submission is not written.
+    // A is still halted: nothing behind the bad command ran. A new submission is written (the
+    // hardware takes PROD writes while halted) but does not run until recovery.
     expect(iotlb.lookup(VM_A, 1, PAGE)).toBeDefined();
-    expect(await a.submit(encode([cmdSync()]))).toMatchObject({ status: 'halted', written: 0, badIndex: -1 });
+    expect(await a.submit(encode([cmdSync()]))).toMatchObject({ status: 'halted', written: 1, commands: 0, badIndex: -1 });
 
     // Linux recovery: overwrite the bad slot with CMD_SYNC and write GERRORN = GERROR.
     expect(a.acknowledge(encode([cmdSync()])).ok).toBe(true);

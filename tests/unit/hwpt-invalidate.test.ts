@@ -43,6 +43,12 @@ describe('IOMMU_HWPT_INVALIDATE core checks', () => {
   it('allows entry_num 0 as a probe of the data type, even with a null pointer', () => {
     expect(checkHwptInvalidate(head(0, { dataUptr: 0, entryLen: 0 }), 0)).toBe(0);
   });
+  it('fails a probe of a data type the vIOMMU does not take with EINVAL', () => {
+    expect(checkHwptInvalidate(head(0, { dataType: 2 }), 0)).toBe(-Errno.EINVAL);
+  });
+  it('gives EFAULT when the user array is shorter than entry_num x entry_len', () => {
+    expect(checkHwptInvalidate(head(2), 16)).toBe(-Errno.EFAULT);
+  });
   it.each([
     ['a null data pointer', { dataUptr: 0 }],
     ['entry_len 0', { entryLen: 0 }],
@@ -88,6 +94,18 @@ describe('HWPT_INVALIDATE conversion and chunking', () => {
   ])('refuses %s with EIO', async (_n, cmd) => {
     const r = await invalidateEntries(head(1), entries([cmd]), viommu, vdevs, sink().sink);
     expect(r).toEqual({ status: -Errno.EIO, entryNum: 0 });
+  });
+
+  it('zero-extends entries shorter than a command, and refuses longer ones with a non-zero tail (E2BIG)', async () => {
+    const full = entries([tlbiNhAsid({ vmid: 0, asid: 7 })]);
+    const short = await invalidateEntries(head(1, { entryLen: 8 }), full.subarray(0, 8), viommu, vdevs, sink().sink);
+    expect(short.status).toBe(0);
+    const s1 = sink();
+    const long = Buffer.concat([full, Buffer.alloc(8)]);
+    expect(await invalidateEntries(head(1, { entryLen: 24 }), long, viommu, vdevs, s1.sink)).toEqual({ status: 0, entryNum: 1 });
+    expect(decodeCommand(s1.chunks[0] as Buffer, 0).fields.asid).toBe(7);
+    long.writeUInt8(1, 20);
+    expect(await invalidateEntries(head(1, { entryLen: 24 }), long, viommu, vdevs, sink().sink)).toEqual({ status: -Errno.E2BIG, entryNum: 0 });
   });
 
   it('issues chunks of at most 63 commands, each closed by its own CMD_SYNC', async () => {

@@ -92,6 +92,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
         granulePages: { type: 'integer', default: 1, min: 1, max: 512, doc: '4 KiB pages per map/unmap' },
         ops: { type: 'integer', default: 2000, min: 0, max: 1e9, doc: 'map+unmap iterations in all; 0 = until durationSec' },
         dwellUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'how long each mapped buffer stays with its device (the I/O) before the driver retires and unmaps it' },
+        gapUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'think time of each thread between an unmap and its next map' },
         durationSec: { type: 'number', default: 0, min: 0, max: 86400, doc: 'stop after this many seconds; 0 = no time limit' },
         rate: { type: 'number', default: 0, min: 0, max: 1e9, supportedMax: 0, doc: 'open-loop operations per second; 0 = closed loop (the load-test issue adds open loop)' },
       },
@@ -128,6 +129,7 @@ export interface Scenario {
     granulePages: number;
     ops: number;
     dwellUs: number;
+    gapUs: number;
     durationSec: number;
     rate: number;
   };

@@ -17,8 +17,8 @@ export const GERROR_CMDQ_ERR = 1 << 0;
  */
 export const VSMMU_MMIO_BASE = 0x0905_0000;
 export const VSMMU_MMIO_STRIDE = 0x2_0000;
-export const VCMDQ_GPA_BASE = 0x4000_0000;
-export const VCMDQ_LOG2_ENTRIES = 8;
+export const VSMMU_CMDQ_GPA_BASE = 0x4000_0000;
+export const VSMMU_CMDQ_LOG2_ENTRIES = 8;
 
 export function vsmmuMmioBase(vsmmu: number): number {
   return VSMMU_MMIO_BASE + vsmmu * VSMMU_MMIO_STRIDE;
@@ -33,8 +33,8 @@ export function vsmmuRegister(physAddr: number, vsmmus: number): { vsmmu: number
   return { vsmmu, offset: rel % VSMMU_MMIO_STRIDE };
 }
 
-export function vcmdqGpa(vsmmu: number): number {
-  return VCMDQ_GPA_BASE + vsmmu * 0x1_0000;
+export function vsmmuCmdqGpa(vsmmu: number): number {
+  return VSMMU_CMDQ_GPA_BASE + vsmmu * 0x1_0000;
 }
 
 /**

@@ -1,0 +1,88 @@
+import { describe, expect, it } from 'vitest';
+import { CostTable, COST_STEPS } from '../../services/common/cost/steps.js';
+import type { Envelope__Output } from '../../services/common/generated/vmmsim/v1/Envelope.js';
+import { decodeMmio, encodeMmio } from '../../services/common/kvm-run.js';
+import { PhysMemory } from '../../services/common/memory.js';
+import { OpContext } from '../../services/common/op-context.js';
+import { CMD_SIZE, Opcode, decodeCommand, tlbiNhAsid } from '../../services/common/smmu/commands.js';
+import * as Q from '../../services/common/smmu/queue.js';
+import type { LinkClient, OutgoingRequest } from '../../services/common/transport/link.js';
+import { GuestCmdq, type QueuePort } from '../../services/guest/cmdq.js';
+
+const port: QueuePort = { gpa: 0x4000_0000, log2: 3, prodRegister: 0x98, consRegister: 0x9c, gerrorRegister: 0x60, gerrornRegister: 0x64, peer: 'dev', kind: 'MMIO_WRITE' };
+
+/**
+ * A command queue device in a few lines: it consumes the slots it is given, halts with CERROR_ILL
+ * on TLBI_NH_ALL (standing in for any command the host refuses), answers register reads, and
+ * resumes on GERRORN = GERROR, completing CMD_SYNCs with their MSI write.
+ */
+function fakeDevice(): { link: LinkClient; writes: string[] } {
+  const ram = new Map<number, Buffer>();
+  let cons = 0;
+  let prod = 0;
+  let gerror = 0;
+  let gerrorn = 0;
+  const writes: string[] = [];
+  const run = (): { gpa: number; data: Buffer }[] => {
+    const msi: { gpa: number; data: Buffer }[] = [];
+    while (!((gerror ^ gerrorn) & 1) && Q.ptr(cons, 3) !== Q.ptr(prod, 3)) {
+      const slot = ram.get(port.gpa + Q.index(cons, 3) * CMD_SIZE) as Buffer;
+      const cmd = decodeCommand(slot, 0);
+      if (cmd.opcode === Opcode.TLBI_NH_ALL) {
+        cons = Q.withConsErr(cons, Q.CERROR.ILL);
+        gerror ^= 1;
+        break;
+      }
+      if (cmd.opcode === Opcode.CMD_SYNC && cmd.fields.msiaddr) msi.push({ gpa: Number(cmd.fields.msiaddr), data: Buffer.alloc(4) });
+      cons = Q.inc(cons, 3);
+    }
+    return msi;
+  };
+  const link = {
+    request: async (req: OutgoingRequest): Promise<Envelope__Output> => {
+      const m = decodeMmio(req.payload);
+      if (!m) throw new Error('bad mmio');
+      for (const r of req.guestMemory ?? []) {
+        const data = r.data as Buffer;
+        for (let o = 0; o < data.length; o += CMD_SIZE) ram.set(Number(r.gpa) + o, Buffer.from(data.subarray(o, o + CMD_SIZE)));
+      }
+      let value = 0;
+      let msi: { gpa: number; data: Buffer }[] = [];
+      if (m.isWrite) {
+        writes.push(m.physAddr === port.prodRegister ? 'PROD' : 'GERRORN');
+        if (m.physAddr === port.prodRegister) prod = m.data;
+        if (m.physAddr === port.gerrornRegister) {
+          gerrorn = m.data;
+          if (!((gerror ^ gerrorn) & 1)) cons = Q.withConsErr(cons, 0);
+        }
+        msi = run();
+      } else value = m.physAddr === port.consRegister ? cons : m.physAddr === port.gerrorRegister ? gerror : 0;
+      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: encodeMmio({ ...m, data: value }), guestMemory: msi, modeledNs: req.modeledNs, hops: [] };
+    },
+  } as unknown as LinkClient;
+  return { link, writes };
+}
+
+function context(link: LinkClient): OpContext {
+  return new OpContext(1, 0, new CostTable(Object.fromEntries(Object.keys(COST_STEPS).map((k) => [k, 1]))), new Map([['dev', link]]));
+}
+
+describe('guest command queue', () => {
+  it('completes a batch when the CMD_SYNC slot receives its MSI write', async () => {
+    const dev = fakeDevice();
+    const q = new GuestCmdq(port, new PhysMemory());
+    expect(await q.issue(context(dev.link), [tlbiNhAsid({ vmid: 0, asid: 1 })])).toBe(0);
+  });
+
+  it('recovers a queue stopped on a refused command the Linux way, reports that batch failed, and keeps working', async () => {
+    const dev = fakeDevice();
+    const q = new GuestCmdq(port, new PhysMemory());
+    const ctx = context(dev.link);
+    // TLBI_NH_ALL stands in for a command the host refuses.
+    expect(await q.issue(ctx, [{ opcode: Opcode.TLBI_NH_ALL, fields: { vmid: 0 } }])).toBeLessThan(0);
+    expect(q.recoveries).toBe(1);
+    expect(dev.writes).toEqual(['PROD', 'GERRORN']);
+    // The ring (8 slots) wraps several times after the recovery with no CPU left waiting.
+    for (let i = 0; i < 10; i++) expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: i })])).toBe(0);
+  });
+});
