@@ -248,18 +248,20 @@ describe('pool teardown', () => {
     await expect(p.allocate(0, 1, 2)).rejects.toMatchObject({ code: 'E_VCMDQ_GONE' });
   });
 
-  it('a worker that cannot start fails start() with E_VCMDQ_WORKER and leaves no thread behind', async () => {
-    const err = await VcmdqPool.start({ iotlb: Iotlb.create(64), workers: 2, workerFile: '/nonexistent/vcmdq-worker.js' }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(VcmdqError);
-    expect(err).toMatchObject({ code: 'E_VCMDQ_WORKER' });
+  it('a worker that cannot start fails start() with E_VCMDQ_WORKER, and its process still exits by itself', async () => {
+    // In a child process: the failing worker's load error is the pool's to report, not this runner's.
+    const r = await runChild(`
+      import { VcmdqPool } from ${JSON.stringify(dist('worker-pool/pool.js'))};
+      import { Iotlb } from ${JSON.stringify(dist('services/psmmu/iotlb.js'))};
+      const err = await VcmdqPool.start({ iotlb: Iotlb.create(64), workers: 2, workerFile: '/nonexistent/vcmdq-worker.js' }).then(() => undefined, (e) => e);
+      console.log(JSON.stringify({ name: err?.constructor?.name, code: err?.code }));
+    `);
+    expect(r.code, `child did not exit by itself; stderr: ${r.err}`).toBe(0);
+    expect(JSON.parse(r.out)).toEqual({ name: 'VcmdqError', code: 'E_VCMDQ_WORKER' });
   });
 
   it('a process that starts, uses and destroys a pool exits by itself (no thread or handle left)', async () => {
-    const dist = (f: string): string => pathToFileURL(join(packageRoot(), 'dist', f)).href;
-    const script = `
+    const r = await runChild(`
       import { VcmdqPool } from ${JSON.stringify(dist('worker-pool/pool.js'))};
       import { Iotlb } from ${JSON.stringify(dist('services/psmmu/iotlb.js'))};
       const pool = await VcmdqPool.start({ iotlb: Iotlb.create(64), workers: 2, vintfs: 2, vcmdqs: 4 });
@@ -269,27 +271,34 @@ describe('pool teardown', () => {
       for (let i = 0; i < 100; i++) await q.submit(sync);
       await pool.destroy();
       console.log(JSON.stringify({ threads: pool.threadCount, resources: process.getActiveResourcesInfo() }));
-    `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const t0 = Date.now();
-    const code = await new Promise<number | null>((resolve) => {
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        resolve(null);
-      }, 5000);
-      child.on('exit', (c) => {
-        clearTimeout(timer);
-        resolve(c);
-      });
-    });
-    expect(code, `child did not exit by itself within 5 s; stderr: ${err}`).toBe(0);
-    expect(Date.now() - t0).toBeLessThan(5000);
-    const report = JSON.parse(out) as { threads: number; resources: string[] };
+    `);
+    expect(r.code, `child did not exit by itself; stderr: ${r.err}`).toBe(0);
+    const report = JSON.parse(r.out) as { threads: number; resources: string[] };
     expect(report.threads).toBe(0);
-    expect(report.resources.filter((r) => /Worker|MessagePort|Timeout/.test(r))).toEqual([]);
+    expect(report.resources.filter((x) => /Worker|MessagePort|Timeout/.test(x))).toEqual([]);
   });
 });
+
+function dist(f: string): string {
+  return pathToFileURL(join(packageRoot(), 'dist', f)).href;
+}
+
+/** Runs an ES module script in its own Node process; a process that has not exited after 30 s is killed (code null). */
+async function runChild(script: string): Promise<{ code: number | null; out: string; err: string }> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve(null);
+    }, 30_000);
+    child.on('exit', (c) => {
+      clearTimeout(timer);
+      resolve(c);
+    });
+  });
+  return { code, out, err };
+}
