@@ -10,6 +10,7 @@
  * run interleaved in rounds (the order rotates each round) so machine noise hits all three alike;
  * each headline number is the median of the round p50s. The target is vmmsimHop / grpcStream <= 1.3.
  */
+import { benchArgs } from './args.js';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -20,7 +21,6 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { VmmsimError } from '../services/common/errors.js';
 import { createLogger } from '../services/common/logger.js';
 import { packageRoot } from '../services/common/paths.js';
@@ -93,44 +93,23 @@ interface Options {
 
 const TARGET_RATIO = 1.3;
 
-function usageError(msg: string): VmmsimError {
-  return new VmmsimError('E_USAGE', msg, 'run `npm run bench -- transport --help` for the options');
-}
-
 function parseOptions(argv: string[]): Options | undefined {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        iterations: { type: 'string', default: '20000' },
-        warmup: { type: 'string', default: '2000' },
-        rounds: { type: 'string', default: '10' },
-        size: { type: 'string', default: '64' },
-        json: { type: 'boolean', default: false },
-        check: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw usageError((err as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return undefined;
-  }
-  const int = (name: string, v: string, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw usageError(`--${name} must be an integer >= ${min} (got "${v}")`);
-    return n;
-  };
+  const a = benchArgs('transport', USAGE, argv, {
+    iterations: { type: 'string', default: '20000' },
+    warmup: { type: 'string', default: '2000' },
+    rounds: { type: 'string', default: '10' },
+    size: { type: 'string', default: '64' },
+    json: { type: 'boolean', default: false },
+    check: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (!a) return undefined;
+  const { values, number } = a;
   return {
-    iterations: int('iterations', values.iterations, 1),
-    warmup: int('warmup', values.warmup, 0),
-    rounds: int('rounds', values.rounds, 1),
-    size: int('size', values.size, 1),
+    iterations: number('iterations', values.iterations, 1),
+    warmup: number('warmup', values.warmup, 0),
+    rounds: number('rounds', values.rounds, 1),
+    size: number('size', values.size, 1),
     json: values.json,
     check: values.check,
   };

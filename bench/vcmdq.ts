@@ -14,9 +14,9 @@
  * The headline `commandsPerSec` is the one-queue, one-worker configuration. Target: >= 3,000,000
  * commands/s per worker.
  */
+import { benchArgs } from './args.js';
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { VmmsimError } from '../services/common/errors.js';
 import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhVa } from '../services/common/smmu/commands.js';
 import { Iotlb } from '../services/psmmu/iotlb.js';
@@ -47,50 +47,27 @@ interface Options {
   json: boolean;
 }
 
-function usageError(msg: string): VmmsimError {
-  return new VmmsimError('E_USAGE', msg, 'run `npm run bench -- vcmdq --help` for the options');
-}
-
 function parseOptions(argv: string[]): Options | undefined {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        queues: { type: 'string', default: '1,2,4' },
-        workers: { type: 'string', default: String(availableParallelism()) },
-        seconds: { type: 'string', default: '2' },
-        batch: { type: 'string', default: '64' },
-        log2: { type: 'string', default: '10' },
-        iotlb: { type: 'string', default: '16384' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw usageError((err as Error).message);
-  }
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return undefined;
-  }
-  const num = (name: string, v: string, min: number, max: number, integer = true): number => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
-      throw usageError(`--${name} must be ${integer ? 'an integer' : 'a number'} in ${min}..${max} (got "${v}")`);
-    }
-    return n;
-  };
-  const log2 = num('log2', values.log2, 1, 19);
+  const a = benchArgs('vcmdq', USAGE, argv, {
+    queues: { type: 'string', default: '1,2,4' },
+    workers: { type: 'string', default: String(availableParallelism()) },
+    seconds: { type: 'string', default: '2' },
+    batch: { type: 'string', default: '64' },
+    log2: { type: 'string', default: '10' },
+    iotlb: { type: 'string', default: '16384' },
+    json: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (!a) return undefined;
+  const { values, number } = a;
+  const log2 = number('log2', values.log2, 1, 19);
   return {
-    queues: values.queues.split(',').map((q) => num('queues', q.trim(), 1, 32)),
-    workers: num('workers', values.workers, 1, 64),
-    seconds: num('seconds', values.seconds, 0.05, 3600, false),
-    batch: num('batch', values.batch, 2, 1 << log2),
+    queues: values.queues.split(',').map((q) => number('queues', q.trim(), 1, 32)),
+    workers: number('workers', values.workers, 1, 64),
+    seconds: number('seconds', values.seconds, 0.05, 3600, false),
+    batch: number('batch', values.batch, 2, 1 << log2),
     log2,
-    iotlb: num('iotlb', values.iotlb, 64, 1 << 22),
+    iotlb: number('iotlb', values.iotlb, 64, 1 << 22),
     json: values.json,
   };
 }

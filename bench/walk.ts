@@ -9,7 +9,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './args.js';
 import { GUEST_TABLE_BASE, cdIpa, guestRamFile } from '../services/common/board.js';
 import { loadProfile, profileCosts } from '../services/common/cost/profile.js';
 import { CostTable } from '../services/common/cost/steps.js';
@@ -27,12 +27,14 @@ const SID = 0x108;
 const PAGES = 4096;
 
 export async function walkBench(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, translations: { type: 'string', default: '20000' }, help: { type: 'boolean' } } });
-  if (values.help) {
-    process.stdout.write('usage: npm run bench -- walk [--json] [--translations N]\n');
-    return;
-  }
-  const n = Number(values.translations);
+  const a = benchArgs('walk', 'usage: npm run bench -- walk [--json] [--translations N]\n', argv, {
+    json: { type: 'boolean', default: false },
+    translations: { type: 'string', default: '20000' },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (!a) return;
+  const { values } = a;
+  const n = a.number('translations', values.translations, 1);
   const ramDir = mkdtempSync(join(process.platform === 'linux' ? '/dev/shm' : tmpdir(), 'vmmsim-walk-'));
   try {
     const costs = profileCosts(loadProfile('arm64-kunpeng920'));
