@@ -378,7 +378,6 @@ export class Iotlb {
    */
   private scan(scope: number, vmid: number, asid: number, first: number, last: number): number {
     const a = this.i32;
-    const f64 = this.f64;
     const vm = vmid & 0xffff;
     const tag = tagOf(vmid, asid);
     let n = 0;
@@ -394,9 +393,11 @@ export class Iotlb {
         else if (((t >>> 16) & 0xffff) !== vm) hit = false;
         else if (scope === SCOPE_VMID) hit = true;
         else if (scope === SCOPE_IPA) {
-          // Stage-2-only entries by their input page (an IPA); nested ones by the IPA they went through.
-          const p = s2 ? ((a[e + E_PAGE_HI] ?? 0) >>> 0) * TWO32 + ((a[e + E_PAGE_LO] ?? 0) >>> 0) : pageOf(f64[((e + E_F64) >> 1) + 1] ?? 0);
-          hit = p >= first && p <= last;
+          // Stage-2-only entries by their input page (an IPA). Combined stage-1+2 entries are not
+          // in scope: the architecture does not require it, and Linux follows a stage-2 change of
+          // a nest parent with TLBI_NH_ALL, so a model that dropped them would hide a missing one.
+          const p = ((a[e + E_PAGE_HI] ?? 0) >>> 0) * TWO32 + ((a[e + E_PAGE_LO] ?? 0) >>> 0);
+          hit = s2 && p >= first && p <= last;
         } else if (s2) hit = false;
         else if (scope === SCOPE_STAGE1) hit = true;
         else if (scope === SCOPE_ASID) hit = t === tag;
@@ -456,8 +457,8 @@ export class Iotlb {
   }
 
   /**
-   * TLBI_S2_IPA: stage-2-only entries whose page overlaps [ipa, ipa + span) and nested entries whose
-   * IPA does. Always a scan: nested entries sit in sets chosen by their VA, not their IPA.
+   * TLBI_S2_IPA: stage-2-only entries whose page overlaps [ipa, ipa + span); combined stage-1+2
+   * entries stay (software invalidates them by VMID). A scan, as large spans are common here.
    */
   invalidateIpa(vmid: number, ipa: number, span: number): number {
     return this.scan(SCOPE_IPA, vmid, 0, pageOf(ipa), pageOf(ipa + Math.max(span, 1) - 1));

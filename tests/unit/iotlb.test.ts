@@ -40,7 +40,8 @@ function covers(s: Scope, e: IotlbEntry): boolean {
     case 'vaa':
       return e.vmid === s.vmid && !e.stage2Only && inRange(e.page, s.va, s.span);
     case 'ipa':
-      return e.vmid === s.vmid && (e.stage2Only ? inRange(e.page, s.ipa, s.span) : inRange(e.ipa, s.ipa, s.span));
+      // Stage-2-only entries only: combined stage-1+2 entries are not in S2_IPA's scope.
+      return e.vmid === s.vmid && e.stage2Only && inRange(e.page, s.ipa, s.span);
   }
 }
 
@@ -180,10 +181,12 @@ describe('IOTLB replacement and capacity', () => {
     expect(t.invalidateStage1(1)).toBe(1); // NH_ALL leaves stage 2
     expect(t.lookup(1, -1, 0x5000)).toBeDefined();
     t.insert(entry({ page: 0x5000, asid: 0, pa: 0xb000, ipa: 0x9000 }));
-    // S2_IPA on 0x9000 drops the nested entry (its IPA) but not the stage-2 entry of IPA 0x5000.
-    expect(t.invalidateIpa(1, 0x9000, PAGE)).toBe(1);
+    // S2_IPA drops stage-2-only entries by IPA; the nested entry (IPA 0x9000) is not in its scope.
+    expect(t.invalidateIpa(1, 0x9000, PAGE)).toBe(0);
     expect(t.lookup(1, -1, 0x5000)).toBeDefined();
     expect(t.invalidateIpa(1, 0x5000, PAGE)).toBe(1);
+    expect(t.lookup(1, 0, 0x5000)).toBeDefined();
+    expect(t.invalidateVmid(1)).toBe(1); // S12_VMALL takes the nested one
     expect(t.size).toBe(0);
   });
 

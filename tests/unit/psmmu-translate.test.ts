@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GUEST_RAM_SIZE, steAddr, vmRamBase } from '../../services/common/board.js';
-import { CMD_SIZE, cfgiSte, cmdSync, encodeCommand, tlbiNhAll, tlbiNhAsid, tlbiNhVa, tlbiNhVaa, tlbiNsnhAll, tlbiS12Vmall, type SmmuCommand } from '../../services/common/smmu/commands.js';
+import { CMD_SIZE, cfgiSte, cmdSync, encodeCommand, tlbiNhAll, tlbiNhAsid, tlbiNhVa, tlbiNhVaa, tlbiNsnhAll, tlbiS12Vmall, tlbiS2Ipa, type SmmuCommand } from '../../services/common/smmu/commands.js';
 import { STE_CONFIG, decodeSte, encodeSte } from '../../services/common/smmu/structures.js';
 import { ASID, SID, VMID, nestedFixture } from '../helpers/smmu-fixture.js';
 
@@ -69,6 +69,8 @@ describe('nested translation', () => {
     ['TLBI_NH_ALL of another VMID', () => tlbiNhAll({ vmid: VMID + 1 }), () => false],
     ['TLBI_S12_VMALL', () => tlbiS12Vmall({ vmid: VMID }), () => true],
     ['TLBI_NSNH_ALL', () => tlbiNsnhAll(), () => true],
+    // Stage-2 invalidation by IPA leaves combined stage-1+2 entries (software follows it with NH_ALL).
+    ['TLBI_S2_IPA', (p) => tlbiS2Ipa({ vmid: VMID, ipa: BigInt(0x1_0000_0000 + (p[0] as number) * 4096), tg: 1 }), () => false],
   ];
   for (const [name, command, covers] of scopes) {
     it(`${name}: covered entries are gone after CMD_SYNC, the rest survive`, () => {
