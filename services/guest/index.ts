@@ -8,6 +8,7 @@ import { EMPTY, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import './dma-iommu-nested.js';
 import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import './driver-none.js';
+import { withDmaMode } from './dma-modes.js';
 import { OpStats } from './op-stats.js';
 import { dmaMapBenchmark } from './workload.js';
 
@@ -15,6 +16,8 @@ import { dmaMapBenchmark } from './workload.js';
 class GuestRole implements RoleInstance {
   private readonly ram: FileMemory;
   private readonly dma: DmaApi;
+  /** The architecture's DMA API itself, as dma_alloc_coherent uses it. */
+  private readonly coherent: DmaApi;
   private readonly kernel: GuestKernel;
   private opStats: OpStats | undefined;
   private operations = 0;
@@ -36,7 +39,8 @@ class GuestRole implements RoleInstance {
     };
     const factory = dmaApiFor(env.topology.model);
     if (!factory) throw new Error(`guest has no DMA API for model ${env.topology.model}`);
-    this.dma = factory(this.kernel);
+    this.coherent = factory(this.kernel);
+    this.dma = withDmaMode(env.topology.dma, this.coherent, this.kernel);
   }
 
   async handle(): Promise<{ status: number; payload: Buffer }> {
@@ -49,7 +53,7 @@ class GuestRole implements RoleInstance {
     this.opStats = stats;
     const w = this.env.topology.workload;
     if (!w) throw new Error('topology has no workload');
-    const r = await dmaMapBenchmark(this.kernel, this.dma, stats, w);
+    const r = await dmaMapBenchmark(this.kernel, this.dma, this.coherent, stats, w);
     this.operations += r.operations;
     return {
       ops: stats.opReports(),

@@ -87,6 +87,25 @@ describe('the nested-SMMUv3 path through real processes', () => {
     }
   });
 
+  it('static and bounce modes make no per-I/O invalidation; static unmaps its buffers once at the end', async () => {
+    const session = new Session(fx.tree, testLog, fx.ramDir);
+    try {
+      const quiet = { workload: { ops: 200 }, device: { ringBuffers: 0 } };
+      const stat = await session.run(resolveScenario({ ...quiet, dma: 'static' }), 'nested-smmuv3', testProfile);
+      for (const op of stat.ops) expect(op.transitions, op.op).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
+      expect(stat.invalidations.guestCommands).toBe(1); // the one buffer, unmapped when the workload ends
+      const bounce = await session.run(resolveScenario({ ...quiet, dma: 'bounce' }), 'nested-smmuv3', testProfile);
+      for (const op of bounce.ops) expect(op.transitions, op.op).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
+      expect(bounce.invalidations.guestCommands).toBe(0);
+      // Each bounced map and unmap copies its page (the first map also maps the pool itself).
+      const copy = testProfile.steps['guest.bounce_copy']?.ns;
+      expect(bounce.ops.find((o) => o.op === 'map')?.modeledNs.p50).toBe(copy);
+      expect(bounce.ops.find((o) => o.op === 'unmap')?.modeledNs.max).toBe(copy);
+    } finally {
+      session.close();
+    }
+  });
+
   it('none pays no transition at all', async () => {
     const session = new Session(fx.tree, testLog, fx.ramDir);
     try {

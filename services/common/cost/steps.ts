@@ -9,6 +9,8 @@ export const COST_STEPS = {
   'guest.dma_direct': 'guest DMA API without an IOMMU: dma_map/dma_unmap bookkeeping (phys_to_dma)',
   'guest.pte_write': 'guest writes one stage-1 page-table entry (with the barrier that publishes it)',
   'guest.cmdq_write': 'guest driver writes one 16-byte command into its (v)CMDQ ring',
+  'guest.static_lookup': 'static mode: the driver finds the IOVA of a buffer it mapped once',
+  'guest.bounce_copy': 'bounce mode: copy one 4 KiB page between the I/O buffer and its bounce slot',
   'guest.fq_insert': 'lazy mode: guest queues one unmapped IOVA in its per-CPU flush queue',
   'exit.mmio_trap': 'guest MMIO write traps to KVM and KVM resumes the guest (handled in the kernel)',
   'exit.to_user': 'extra cost when KVM returns to the VMM in user space for an MMIO exit and the VMM re-enters KVM_RUN',

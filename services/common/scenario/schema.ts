@@ -56,7 +56,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
     name: { type: 'string', default: 'scenario', doc: 'name used in results and output folders' },
     seed: { type: 'integer', default: 1, min: 0, max: 2 ** 32 - 1, doc: 'seed of every random choice; same seed, same modeled results' },
     model: { type: 'string', default: 'nested-smmuv3', enum: MODELS, supported: SUPPORTED_MODELS, doc: 'vIOMMU architecture (paths.md)' },
-    dma: { type: 'string', default: 'strict', enum: DMA_MODES, supported: ['strict', 'lazy'], doc: 'guest DMA API mode: strict (invalidate before unmap returns) or lazy (per-CPU flush queue: 256 entries or 10 ms)' },
+    dma: { type: 'string', default: 'strict', enum: DMA_MODES, supported: ['strict', 'lazy', 'static', 'bounce'], doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (per-CPU flush queue: 256 entries or 10 ms), static (map once), bounce (copy through a mapped pool)' },
     profile: { type: 'string', default: 'arm64-kunpeng920', doc: 'cost profile: a name in profiles/ or a path to a profile YAML file' },
     topology: {
       type: 'object',
