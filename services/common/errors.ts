@@ -8,6 +8,7 @@ export const ErrorCodes = {
   E_SCENARIO_YAML: { exit: 2, fix: 'fix the YAML syntax at the position shown' },
   E_SCENARIO_FIELD: { exit: 2, fix: 'change the field to an allowed value (defaults: services/common/scenario/schema.ts)' },
   E_NOT_SUPPORTED: { exit: 2, fix: 'remove the key or use a supported value; vmmsim does not implement it yet' },
+  E_TRACE_FILE: { exit: 2, fix: 'give workload.trace the path of a readable ftrace text file (see scenarios/traces/)' },
   E_PROFILE: { exit: 2, fix: 'name a profile in profiles/ or give the path of a profile YAML file' },
   E_SPAWN: { exit: 1, fix: 'check that `npm ci` completed (it builds dist/) and that the temporary directory is writable' },
   E_PROCESS_EXITED: { exit: 1, fix: 'see the log lines of the named process above; rerun with --log-level debug' },

@@ -1,6 +1,6 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadProfile, type CostProfile } from '../common/cost/profile.js';
 import { VmmsimError, asVmmsimError } from '../common/errors.js';
@@ -138,7 +138,21 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
   if (values.model) overrides['model'] = values.model;
   if (values.profile) overrides['profile'] = values.profile;
   const scenario = loadScenario(positionals[0], values.set ?? [], overrides);
-  if (scenario.workload.ops === 0 && scenario.workload.durationSec === 0) {
+  if (scenario.workload.kind === 'trace-replay') {
+    if (scenario.workload.trace === '') throw new VmmsimError('E_SCENARIO_FIELD', 'scenario key workload.trace: trace-replay needs the path of an ftrace file (for example scenarios/traces/sample.trace)');
+    const trace = resolve(scenario.workload.trace);
+    try {
+      accessSync(trace, constants.R_OK);
+      if (!statSync(trace).isFile()) throw new Error('not a regular file');
+    } catch (err) {
+      throw new VmmsimError('E_TRACE_FILE', `cannot read trace ${scenario.workload.trace}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    // The guest process reads it: hand it an absolute path.
+    scenario.workload.trace = trace;
+  } else if (scenario.workload.trace !== '') {
+    throw new VmmsimError('E_SCENARIO_FIELD', `scenario key workload.trace: only trace-replay reads a trace; workload.kind is ${scenario.workload.kind}`);
+  }
+  if (scenario.workload.kind === 'dma-map-benchmark' && scenario.workload.ops === 0 && scenario.workload.durationSec === 0) {
     throw new VmmsimError('E_SCENARIO_FIELD', 'scenario key workload.ops: 0 (no limit) needs workload.durationSec > 0, or the run never ends');
   }
   const transport = values.transport ?? 'unix';
@@ -230,6 +244,13 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   } else if (runs.length > 0) {
     process.stdout.write(comparisonTable(runs) + '\n');
     for (const run of runs) if (run.hops.length > 0) process.stdout.write(`\nhops of ${run.model} (measured, one way):\n${hopTable(run)}\n`);
+    const trace = runs[0]?.workloadCounters;
+    if (trace && 'events' in trace) {
+      process.stdout.write(
+        `\ntrace ${p.scenario.workload.trace}: ${trace['events']} map/unmap events, ${trace['replayed']} replayed, ${trace['unmatchedUnmaps']} unmaps with no earlier map; ` +
+          `lines skipped: ${trace['skipped.header']} header, ${trace['skipped.otherIommuEvent']} other iommu events, ${trace['skipped.otherEvent']} other events, ${trace['skipped.unparsable']} unparsable\n`,
+      );
+    }
     process.stdout.write(`\nresults: ${path}\n`);
   }
   if (failure) {

@@ -61,6 +61,8 @@ export interface RunResult {
   dma: DmaResult;
   elapsedSec: number;
   modeledElapsedNs: number;
+  /** What the workload counted itself (trace-replay: events, replayed, lines skipped by kind). */
+  workloadCounters: Record<string, number>;
   /** Every counter of every process, by process name. */
   counters: Record<string, Record<string, number>>;
 }

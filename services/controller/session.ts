@@ -130,6 +130,7 @@ export class Session {
       dma: dmaResult(s.dma, order.filter((x) => x.role === 'psmmu').map((e) => counters[e.name as string] ?? {})),
       elapsedSec: round(reply.elapsedSec),
       modeledElapsedNs: reply.modeledElapsedNs,
+      workloadCounters: reply.workloadCounters,
       counters,
     };
   }

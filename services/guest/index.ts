@@ -10,6 +10,7 @@ import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from './dr
 import './driver-none.js';
 import { withDmaMode } from './dma-modes.js';
 import { OpStats } from './op-stats.js';
+import { traceReplay } from './replay.js';
 import { dmaMapBenchmark } from './workload.js';
 
 /** guest-N: a VM's guest OS running the workload through its DMA API and IOMMU driver. */
@@ -53,7 +54,7 @@ class GuestRole implements RoleInstance {
     this.opStats = stats;
     const w = this.env.topology.workload;
     if (!w) throw new Error('topology has no workload');
-    const r = await dmaMapBenchmark(this.kernel, this.dma, this.coherent, stats, w);
+    const r = w.kind === 'trace-replay' ? await traceReplay(this.kernel, this.dma, stats, w) : { ...(await dmaMapBenchmark(this.kernel, this.dma, this.coherent, stats, w)), counters: {} };
     this.operations += r.operations;
     return {
       ops: stats.opReports(),
@@ -61,6 +62,7 @@ class GuestRole implements RoleInstance {
       elapsedSec: r.elapsedNs / 1e9,
       modeledElapsedNs: Math.max(0, ...r.modeledPerThreadNs),
       guestCommands: this.dma.guestCommands,
+      workloadCounters: r.counters,
     };
   }
 

@@ -87,7 +87,9 @@ export const SCENARIO_SCHEMA: ObjectField = {
       type: 'object',
       doc: 'what the guest runs',
       fields: {
-        kind: { type: 'string', default: 'dma-map-benchmark', enum: WORKLOADS, supported: ['dma-map-benchmark'], doc: 'workload generator' },
+        kind: { type: 'string', default: 'dma-map-benchmark', enum: WORKLOADS, supported: ['dma-map-benchmark', 'trace-replay'], doc: 'workload generator' },
+        trace: { type: 'string', default: '', doc: 'trace-replay: a Linux ftrace file of iommu map/unmap events (trace-cmd report, /sys/kernel/tracing/trace or perf script text)' },
+        timeScale: { type: 'number', default: 1, min: 0, max: 1e6, doc: 'trace-replay: factor on the trace\'s inter-arrival times (0: replay as fast as possible)' },
         threads: { type: 'integer', default: 1, min: 1, max: 256, doc: 'guest threads (vCPUs) issuing operations concurrently' },
         granulePages: { type: 'integer', default: 1, min: 1, max: 512, doc: '4 KiB pages per map/unmap' },
         ops: { type: 'integer', default: 2000, min: 0, max: 1e9, doc: 'map+unmap iterations in all; 0 = until durationSec' },
@@ -125,6 +127,8 @@ export interface Scenario {
   };
   workload: {
     kind: (typeof WORKLOADS)[number];
+    trace: string;
+    timeScale: number;
     threads: number;
     granulePages: number;
     ops: number;
