@@ -6,7 +6,7 @@ import { PageTable } from '../common/pagetable.js';
 import { tlbiNhAsid, tlbiNhVa, type SmmuCommand } from '../common/smmu/commands.js';
 import { encodeCd } from '../common/smmu/structures.js';
 import { iommufdLayout } from '../common/iommufd-objects.js';
-import { Opcode } from '../common/smmu/commands.js';
+import { GUEST_VCMDQ_OPCODES } from '../common/smmu/allow-lists.js';
 import {
   SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, VSMMU_CMDQ_LOG2_ENTRIES, vcmdqGuestGpa, vcmdqRegister, vsmmuCmdqGpa, vsmmuMmioBase,
 } from '../common/smmu/registers.js';
@@ -90,8 +90,6 @@ class Domain {
   }
 }
 
-/** Commands a guest-owned VCMDQ accepts; everything else takes the trapped vSMMU queue. */
-const VCMDQ_ALLOWED = new Set<number>([Opcode.TLBI_NH_ASID, Opcode.TLBI_NH_VA, Opcode.ATC_INV, Opcode.CMD_SYNC]);
 
 /**
  * One vSMMU instance as the guest driver drives it: its trapped command queue and, when the host
@@ -119,7 +117,7 @@ class GuestSmmu {
 
   /** The queue for these commands on this CPU: a VCMDQ when every command is allowed there. */
   queueFor(cpu: number, cmds: readonly SmmuCommand[]): GuestCmdq {
-    if (this.vcmdqs.length === 0 || !cmds.every((c) => VCMDQ_ALLOWED.has(c.opcode))) return this.cmdq;
+    if (this.vcmdqs.length === 0 || !cmds.every((c) => GUEST_VCMDQ_OPCODES.has(c.opcode))) return this.cmdq;
     return this.vcmdqs[cpu % this.vcmdqs.length] as GuestCmdq;
   }
 

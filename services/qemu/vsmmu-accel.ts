@@ -6,6 +6,7 @@ import { PhysMemory } from '../common/memory.js';
 import { Mutex } from '../common/mutex.js';
 import type { OpContext } from '../common/op-context.js';
 import type { HandlerResult, RoleEnv } from '../common/role-api.js';
+import { HWPT_INVALIDATE_OPCODES } from '../common/smmu/allow-lists.js';
 import { CMD_SIZE, Opcode, SyncCs, decodeCommand } from '../common/smmu/commands.js';
 import * as Q from '../common/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, vsmmuCmdqGpa, vsmmuRegister } from '../common/smmu/registers.js';
@@ -15,11 +16,6 @@ import { registerVmmDevice, type VmmDevice } from './device.js';
 /** A fake but stable user-space address for the HWPT_INVALIDATE entry array (never null). */
 const USER_ARRAY_ADDR = 0x7f00_0000_0000;
 
-/** Commands the kernel accepts in HWPT_INVALIDATE; the VMM forwards exactly these. */
-const FORWARDED = new Set<number>([
-  Opcode.TLBI_NH_ALL, Opcode.TLBI_NH_ASID, Opcode.TLBI_NH_VA, Opcode.TLBI_NH_VAA, Opcode.TLBI_NSNH_ALL,
-  Opcode.ATC_INV, Opcode.CFGI_CD, Opcode.CFGI_CD_ALL,
-]);
 
 interface VsmmuState {
   prod: number;
@@ -112,7 +108,7 @@ class AcceleratedVsmmu implements VmmDevice {
           data.writeUInt32LE((cmd.fields.msidata ?? 0) >>> 0);
           writes.push({ gpa: Number(cmd.fields.msiaddr), data });
         }
-      } else if (FORWARDED.has(cmd.opcode)) {
+      } else if (HWPT_INVALIDATE_OPCODES.has(cmd.opcode)) {
         this.counters.commands += 1;
         const failed = await this.forward(s, bytes, ctx);
         if (failed) {

@@ -6,6 +6,7 @@ import {
   CMD_SIZE, Opcode, atcInv, cfgiCd, cfgiSte, cmdSync, decodeCommand, encodeCommand, tlbiNhAsid, tlbiNhVa, tlbiNsnhAll,
   type SmmuCommand,
 } from '../../services/common/smmu/commands.js';
+import { HWPT_INVALIDATE_OPCODES } from '../../services/common/smmu/allow-lists.js';
 import { checkHwptInvalidate, invalidateEntries } from '../../services/vfio/hwpt-invalidate.js';
 
 const viommu: ViommuObject = { id: 7, vm: 0, psmmu: 0, vmid: 0x2a, hwptId: 6 };
@@ -106,6 +107,16 @@ describe('HWPT_INVALIDATE conversion and chunking', () => {
     expect(decodeCommand(s1.chunks[0] as Buffer, 0).fields.asid).toBe(7);
     long.writeUInt8(1, 20);
     expect(await invalidateEntries(head(1, { entryLen: 24 }), long, viommu, vdevs, sink().sink)).toEqual({ status: -Errno.E2BIG, entryNum: 0 });
+  });
+
+  it('accepts exactly the commands of the shared allow-list, for every opcode byte', async () => {
+    for (let op = 0; op < 256; op++) {
+      const b = Buffer.alloc(CMD_SIZE);
+      b.writeUInt8(op, 0);
+      b.writeUInt32LE(0x8, 4); // a known vSID, for the commands that carry one
+      const r = await invalidateEntries(head(1), b, viommu, vdevs, sink().sink);
+      expect(r.status === 0, `opcode 0x${op.toString(16)}`).toBe(HWPT_INVALIDATE_OPCODES.has(op));
+    }
   });
 
   it('issues chunks of at most 63 commands, each closed by its own CMD_SYNC', async () => {
