@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { VmmsimError } from '../errors.js';
@@ -26,8 +26,12 @@ export function profilesDir(): string {
   return join(packageRoot(), 'profiles');
 }
 
+/** Every profile shipped in profiles/. */
 export function profileNames(): string[] {
-  return ['arm64-kunpeng920'].filter((n) => existsSync(join(profilesDir(), `${n}.yaml`)));
+  return readdirSync(profilesDir())
+    .filter((f) => f.endsWith('.yaml'))
+    .map((f) => f.slice(0, -'.yaml'.length))
+    .sort();
 }
 
 /** Loads a profile by name (profiles/NAME.yaml) or by path, checking every step has a cost and a source. */
