@@ -8,6 +8,4 @@ export function nowNs(): number {
   return Number(process.hrtime.bigint());
 }
 
-/** Milliseconds to nanoseconds, for deadlines and timers expressed in ns. */
-export const NS_PER_MS = 1_000_000;
 export const NS_PER_US = 1_000;

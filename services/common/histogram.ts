@@ -52,9 +52,4 @@ export class Distribution {
       max: round(this.hi),
     };
   }
-
-  /** The histogram in the HdrHistogram compressed base64 form, for logs other tools read. */
-  encode(): string {
-    return hdr.encodeIntoCompressedBase64(this.hist);
-  }
 }

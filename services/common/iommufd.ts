@@ -5,16 +5,6 @@
  *   __u32 data_type; __u32 entry_len; __u32 entry_num; __u32 __reserved; }  (32 bytes)
  * On the wire the struct is followed by the array data_uptr points to.
  */
-export const IOMMUFD_CMD = {
-  IOAS_MAP: 0x85,
-  IOAS_UNMAP: 0x86,
-  HWPT_ALLOC: 0x89,
-  HWPT_INVALIDATE: 0x8d,
-  VIOMMU_ALLOC: 0x90,
-  VDEVICE_ALLOC: 0x91,
-  HW_QUEUE_ALLOC: 0x94,
-} as const;
-
 export const IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 = 1;
 export const HWPT_INVALIDATE_SIZE = 32;
 /** The kernel refuses more entries than this in one call. */

@@ -78,7 +78,4 @@ export class EndpointTable {
     return [...this.byId.values()].filter((e) => e.role === role).sort((a, b) => a.index - b.index);
   }
 
-  all(): Endpoint[] {
-    return [...this.byId.values()];
-  }
 }

@@ -9,7 +9,7 @@ import { createLogger } from '../../services/common/logger.js';
 import type { ModelName, Scenario } from '../../services/common/scenario/schema.js';
 import { Control } from '../../services/controller/control-client.js';
 import { ProcessTree } from '../../services/controller/launcher.js';
-import { devices, processSpecs } from '../../services/controller/session.js';
+import { Session, devices, processSpecs } from '../../services/controller/session.js';
 import { waitForNoProcesses } from './processes.js';
 
 export const testLog = createLogger({ role: 'test' }, 'warn');
@@ -43,6 +43,16 @@ export function useProcessTree(scenario: Scenario): TreeFixture {
     delete process.env['VMMSIM_TEST_MARKER'];
   });
   return fx;
+}
+
+/** Runs `fn` with a controller session over the fixture's processes, closing it afterwards. */
+export async function withSession(fx: TreeFixture, fn: (session: Session) => Promise<void>): Promise<void> {
+  const session = new Session(fx.tree, testLog, fx.ramDir);
+  try {
+    await fn(session);
+  } finally {
+    session.close();
+  }
 }
 
 /** The endpoint id the test takes when it plays guest-0 itself. */

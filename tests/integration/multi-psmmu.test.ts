@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { resolveScenario } from '../../services/common/scenario/validate.js';
-import { Session } from '../../services/controller/session.js';
-import { testLog, testProfile, useProcessTree } from '../helpers/tree.js';
+import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 /** One VM whose devices sit behind three physical SMMUs, with one vSMMU for all or one per pSMMU. */
 const base = { topology: { psmmus: 3 }, workload: { ops: 90, threads: 3 } };
@@ -9,44 +8,35 @@ const fx = useProcessTree(resolveScenario(base));
 
 describe('a VM behind three physical SMMUs', () => {
   it('a single vSMMU sends each invalidation to every pSMMU, one ioctl after another', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const run = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single' } }), 'nested-smmuv3', testProfile);
-      const unmap = run.ops.find((o) => o.op === 'unmap');
-      expect(unmap?.transitions).toEqual({ exit: 1, user: 1, ioctl: 3, hw: 3, direct: 0 });
-      expect(run.invalidations).toEqual({ guestCommands: 90, deliveredPerPsmmu: { 'psmmu-0': 90, 'psmmu-1': 90, 'psmmu-2': 90 }, fanout: 3 });
-      // The three ioctls are sequential: modeled time pays each of them.
-      const perIoctl = ['ioctl.syscall', 'kernel.hwpt_cmd', 'smmu.cmd_exec', 'smmu.sync'].reduce((n, k) => n + (testProfile.steps[k]?.ns ?? 0), 0)
-        + 2 * (testProfile.steps['kernel.cmdq_insert']?.ns ?? 0);
-      const single = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'per-psmmu' } }), 'nested-smmuv3', testProfile);
-      const one = single.ops.find((o) => o.op === 'unmap');
-      expect((unmap?.modeledNs.mean ?? 0) - (one?.modeledNs.mean ?? 0)).toBe(2 * perIoctl);
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const run = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single' } }), 'nested-smmuv3', testProfile);
+    const unmap = run.ops.find((o) => o.op === 'unmap');
+    expect(unmap?.transitions).toEqual({ exit: 1, user: 1, ioctl: 3, hw: 3, direct: 0 });
+    expect(run.invalidations).toEqual({ guestCommands: 90, deliveredPerPsmmu: { 'psmmu-0': 90, 'psmmu-1': 90, 'psmmu-2': 90 }, fanout: 3 });
+    // The three ioctls are sequential: modeled time pays each of them.
+    const perIoctl = ['ioctl.syscall', 'kernel.hwpt_cmd', 'smmu.cmd_exec', 'smmu.sync'].reduce((n, k) => n + (testProfile.steps[k]?.ns ?? 0), 0)
+      + 2 * (testProfile.steps['kernel.cmdq_insert']?.ns ?? 0);
+    const single = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'per-psmmu' } }), 'nested-smmuv3', testProfile);
+    const one = single.ops.find((o) => o.op === 'unmap');
+    expect((unmap?.modeledNs.mean ?? 0) - (one?.modeledNs.mean ?? 0)).toBe(2 * perIoctl);
+    });
   });
 
   it('one vSMMU per pSMMU reaches only the pSMMU of the device, and can use its VCMDQs', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const s = resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'per-psmmu' } });
-      const run = await session.run(s, 'nested-smmuv3', testProfile);
-      expect(run.invalidations).toEqual({ guestCommands: 90, deliveredPerPsmmu: { 'psmmu-0': 30, 'psmmu-1': 30, 'psmmu-2': 30 }, fanout: 1 });
-      const vcmdq = await session.run(s, 'nested-smmuv3-vcmdq', testProfile);
-      expect(vcmdq.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 });
-      expect(vcmdq.invalidations.fanout).toBe(1);
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const s = resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'per-psmmu' } });
+    const run = await session.run(s, 'nested-smmuv3', testProfile);
+    expect(run.invalidations).toEqual({ guestCommands: 90, deliveredPerPsmmu: { 'psmmu-0': 30, 'psmmu-1': 30, 'psmmu-2': 30 }, fanout: 1 });
+    const vcmdq = await session.run(s, 'nested-smmuv3-vcmdq', testProfile);
+    expect(vcmdq.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 });
+    expect(vcmdq.invalidations.fanout).toBe(1);
+    });
   });
 
   it('a single vSMMU in front of several pSMMUs gets no VCMDQ: the vcmdq model falls back to the trapped path', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const run = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single' } }), 'nested-smmuv3-vcmdq', testProfile);
-      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 1, user: 1, ioctl: 3, hw: 3, direct: 0 });
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const run = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single' } }), 'nested-smmuv3-vcmdq', testProfile);
+    expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 1, user: 1, ioctl: 3, hw: 3, direct: 0 });
+    });
   });
 });

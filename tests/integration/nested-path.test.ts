@@ -6,9 +6,8 @@ import * as Q from '../../services/common/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG, vsmmuCmdqGpa, vsmmuMmioBase } from '../../services/common/smmu/registers.js';
 import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
 import { Control } from '../../services/controller/control-client.js';
-import { Session } from '../../services/controller/session.js';
 import { processesWithMarker } from '../helpers/processes.js';
-import { HAND_GUEST_ID, configureWithoutGuest, testLog, testProfile, useProcessTree } from '../helpers/tree.js';
+import { HAND_GUEST_ID, configureWithoutGuest, testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 const scenario = resolveScenario({ name: 'it', workload: { ops: 50 } });
 const fx = useProcessTree(scenario);
@@ -24,98 +23,83 @@ describe('the nested-SMMUv3 path through real processes', () => {
   });
 
   it('times every hop of a strict unmap and counts one exit, user exit, ioctl and hw submission per unmap', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const run = await session.run(scenario, 'nested-smmuv3', testProfile);
-      const unmap = run.ops.find((o) => o.op === 'unmap');
-      const map = run.ops.find((o) => o.op === 'map');
-      expect(unmap?.count).toBe(50);
-      expect(unmap?.transitions).toEqual({ exit: 1, user: 1, ioctl: 1, hw: 1, direct: 0 });
-      expect(map?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
-      const hops = run.hops.map((h) => `${h.from}>${h.to}`).sort();
-      expect(hops).toEqual(
-        ['guest-0>kvm', 'kvm>qemu-0', 'qemu-0>vfio', 'vfio>psmmu-0', 'psmmu-0>vfio', 'vfio>qemu-0', 'qemu-0>kvm', 'kvm>guest-0'].sort(),
-      );
-      for (const h of run.hops) {
-        expect(h.count).toBe(50);
-        expect(h.measuredUs.p50).toBeGreaterThan(0);
-      }
-      // The kernel adds its own CMD_SYNC to every chunk; the guest's CMD_SYNC never leaves the VMM.
-      expect(run.counters['qemu-0']).toMatchObject({ ioctls: 50, syncs: 50, commands: 50 });
-      expect(run.counters['vfio']).toMatchObject({ hwptInvalidate: 50, chunks: 50, commands: 50 });
-      expect(run.counters['psmmu-0']).toMatchObject({ commands: 50, syncs: 50, errors: 0 });
-      expect(run.invalidations).toEqual({ guestCommands: 50, deliveredPerPsmmu: { 'psmmu-0': 50 }, fanout: 1 });
-      // Modeled: every unmap pays the same steps, so its distribution is a single value.
-      expect(unmap?.modeledNs.min).toBe(unmap?.modeledNs.max);
-      expect(unmap?.modeledNs.mean).toBeGreaterThan(map?.modeledNs.mean ?? Infinity);
-    } finally {
-      session.close();
+    await withSession(fx, async (session) => {
+    const run = await session.run(scenario, 'nested-smmuv3', testProfile);
+    const unmap = run.ops.find((o) => o.op === 'unmap');
+    const map = run.ops.find((o) => o.op === 'map');
+    expect(unmap?.count).toBe(50);
+    expect(unmap?.transitions).toEqual({ exit: 1, user: 1, ioctl: 1, hw: 1, direct: 0 });
+    expect(map?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
+    const hops = run.hops.map((h) => `${h.from}>${h.to}`).sort();
+    expect(hops).toEqual(
+      ['guest-0>kvm', 'kvm>qemu-0', 'qemu-0>vfio', 'vfio>psmmu-0', 'psmmu-0>vfio', 'vfio>qemu-0', 'qemu-0>kvm', 'kvm>guest-0'].sort(),
+    );
+    for (const h of run.hops) {
+      expect(h.count).toBe(50);
+      expect(h.measuredUs.p50).toBeGreaterThan(0);
     }
+    // The kernel adds its own CMD_SYNC to every chunk; the guest's CMD_SYNC never leaves the VMM.
+    expect(run.counters['qemu-0']).toMatchObject({ ioctls: 50, syncs: 50, commands: 50 });
+    expect(run.counters['vfio']).toMatchObject({ hwptInvalidate: 50, chunks: 50, commands: 50 });
+    expect(run.counters['psmmu-0']).toMatchObject({ commands: 50, syncs: 50, errors: 0 });
+    expect(run.invalidations).toEqual({ guestCommands: 50, deliveredPerPsmmu: { 'psmmu-0': 50 }, fanout: 1 });
+    // Modeled: every unmap pays the same steps, so its distribution is a single value.
+    expect(unmap?.modeledNs.min).toBe(unmap?.modeledNs.max);
+    expect(unmap?.modeledNs.mean).toBeGreaterThan(map?.modeledNs.mean ?? Infinity);
+    });
   });
 
   it('gives identical modeled results run after run, with several vCPUs and lazy flushes', async () => {
     const lazy = resolveScenario({ name: 'it', dma: 'lazy', workload: { ops: 700, threads: 3 } });
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const a = await session.run(lazy, 'nested-smmuv3', testProfile);
-      const b = await session.run(lazy, 'nested-smmuv3', testProfile);
-      expect(b.ops.map((o) => [o.op, o.count, o.modeledNs])).toEqual(a.ops.map((o) => [o.op, o.count, o.modeledNs]));
-      expect(b.modeledElapsedNs).toBe(a.modeledElapsedNs);
-      expect(b.throughput.opsPerSecModeled).toBe(a.throughput.opsPerSecModeled);
-      // 700 unmaps over 3 CPUs is 233 or 234 per CPU's queue: none fills (256) or ages 10 ms of
-      // modeled time, so each CPU's queue is flushed once, when the workload ends.
-      expect(a.invalidations.guestCommands).toBe(3);
-      expect(a.ops.find((o) => o.op === 'flush')?.count).toBe(3);
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const a = await session.run(lazy, 'nested-smmuv3', testProfile);
+    const b = await session.run(lazy, 'nested-smmuv3', testProfile);
+    expect(b.ops.map((o) => [o.op, o.count, o.modeledNs])).toEqual(a.ops.map((o) => [o.op, o.count, o.modeledNs]));
+    expect(b.modeledElapsedNs).toBe(a.modeledElapsedNs);
+    expect(b.throughput.opsPerSecModeled).toBe(a.throughput.opsPerSecModeled);
+    // 700 unmaps over 3 CPUs is 233 or 234 per CPU's queue: none fills (256) or ages 10 ms of
+    // modeled time, so each CPU's queue is flushed once, when the workload ends.
+    expect(a.invalidations.guestCommands).toBe(3);
+    expect(a.ops.find((o) => o.op === 'flush')?.count).toBe(3);
+    });
   });
 
   it('invalidates once per unmap in strict mode and once per flush in lazy mode', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const strict = await session.run(resolveScenario({ workload: { ops: 300 } }), 'nested-smmuv3', testProfile);
-      expect(strict.invalidations.guestCommands).toBe(300);
-      const lazy = await session.run(resolveScenario({ dma: 'lazy', workload: { ops: 1000 } }), 'nested-smmuv3', testProfile);
-      // One CPU: its queue fills at unmaps 256, 512 and 768 (those unmaps pay), the rest at the end.
-      expect(lazy.invalidations.guestCommands).toBe(4);
-      const unmap = lazy.ops.find((o) => o.op === 'unmap');
-      expect(unmap?.transitions.exit).toBeCloseTo(3 / 1000, 6);
-      expect(lazy.ops.find((o) => o.op === 'flush')?.count).toBe(1);
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const strict = await session.run(resolveScenario({ workload: { ops: 300 } }), 'nested-smmuv3', testProfile);
+    expect(strict.invalidations.guestCommands).toBe(300);
+    const lazy = await session.run(resolveScenario({ dma: 'lazy', workload: { ops: 1000 } }), 'nested-smmuv3', testProfile);
+    // One CPU: its queue fills at unmaps 256, 512 and 768 (those unmaps pay), the rest at the end.
+    expect(lazy.invalidations.guestCommands).toBe(4);
+    const unmap = lazy.ops.find((o) => o.op === 'unmap');
+    expect(unmap?.transitions.exit).toBeCloseTo(3 / 1000, 6);
+    expect(lazy.ops.find((o) => o.op === 'flush')?.count).toBe(1);
+    });
   });
 
   it('static and bounce modes make no per-I/O invalidation; static unmaps its buffers once at the end', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const quiet = { workload: { ops: 200 }, device: { ringBuffers: 0 } };
-      const stat = await session.run(resolveScenario({ ...quiet, dma: 'static' }), 'nested-smmuv3', testProfile);
-      for (const op of stat.ops) expect(op.transitions, op.op).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
-      expect(stat.invalidations.guestCommands).toBe(1); // the one buffer, unmapped when the workload ends
-      const bounce = await session.run(resolveScenario({ ...quiet, dma: 'bounce' }), 'nested-smmuv3', testProfile);
-      for (const op of bounce.ops) expect(op.transitions, op.op).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
-      expect(bounce.invalidations.guestCommands).toBe(0);
-      // Each bounced map and unmap copies its page (the first map also maps the pool itself).
-      const copy = testProfile.steps['guest.bounce_copy']?.ns;
-      expect(bounce.ops.find((o) => o.op === 'map')?.modeledNs.p50).toBe(copy);
-      expect(bounce.ops.find((o) => o.op === 'unmap')?.modeledNs.max).toBe(copy);
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const quiet = { workload: { ops: 200 }, device: { ringBuffers: 0 } };
+    const stat = await session.run(resolveScenario({ ...quiet, dma: 'static' }), 'nested-smmuv3', testProfile);
+    for (const op of stat.ops) expect(op.transitions, op.op).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
+    expect(stat.invalidations.guestCommands).toBe(1); // the one buffer, unmapped when the workload ends
+    const bounce = await session.run(resolveScenario({ ...quiet, dma: 'bounce' }), 'nested-smmuv3', testProfile);
+    for (const op of bounce.ops) expect(op.transitions, op.op).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
+    expect(bounce.invalidations.guestCommands).toBe(0);
+    // Each bounced map and unmap copies its page (the first map also maps the pool itself).
+    const copy = testProfile.steps['guest.bounce_copy']?.ns;
+    expect(bounce.ops.find((o) => o.op === 'map')?.modeledNs.p50).toBe(copy);
+    expect(bounce.ops.find((o) => o.op === 'unmap')?.modeledNs.max).toBe(copy);
+    });
   });
 
   it('none pays no transition at all', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const run = await session.run(scenario, 'none', testProfile);
-      for (const op of run.ops) expect(op.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
-      expect(run.hops).toEqual([]);
-      expect(run.counters['psmmu-0']?.['commands']).toBe(0);
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const run = await session.run(scenario, 'none', testProfile);
+    for (const op of run.ops) expect(op.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
+    expect(run.hops).toEqual([]);
+    expect(run.counters['psmmu-0']?.['commands']).toBe(0);
+    });
   });
 });
 

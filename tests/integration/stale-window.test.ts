@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { resolveScenario } from '../../services/common/scenario/validate.js';
-import { Session } from '../../services/controller/session.js';
-import { testLog, testProfile, useProcessTree } from '../helpers/tree.js';
+import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 /**
  * The security window of the lazy flush queue, through real processes and real device DMA. The
@@ -18,28 +17,22 @@ const fx = useProcessTree(resolveScenario(base));
 
 describe('use-after-unmap through the IOTLB', () => {
   it('strict: the device does touch unmapped buffers, and no access is served from a stale entry', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const run = await session.run(resolveScenario({ ...base, dma: 'strict' }), 'nested-smmuv3', testProfile);
-      expect(run.dma.useAfterUnmap).toBeGreaterThan(0);
-      expect(run.dma.faults).toBeGreaterThan(0);
-      expect(run.dma.staleTranslations).toBe(0);
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const run = await session.run(resolveScenario({ ...base, dma: 'strict' }), 'nested-smmuv3', testProfile);
+    expect(run.dma.useAfterUnmap).toBeGreaterThan(0);
+    expect(run.dma.faults).toBeGreaterThan(0);
+    expect(run.dma.staleTranslations).toBe(0);
+    });
   });
 
   it('lazy: until the flush, the device reaches unmapped buffers through stale entries', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const run = await session.run(resolveScenario({ ...base, dma: 'lazy' }), 'nested-smmuv3', testProfile);
-      expect(run.dma.useAfterUnmap).toBeGreaterThan(0);
-      expect(run.dma.staleTranslations).toBeGreaterThan(0);
-      // Flushes came from the 10 ms modeled timeout (each iteration is 6 ms of dwell and think time).
-      expect(run.invalidations.guestCommands).toBeGreaterThan(10);
-      expect(run.invalidations.guestCommands).toBeLessThan(60);
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const run = await session.run(resolveScenario({ ...base, dma: 'lazy' }), 'nested-smmuv3', testProfile);
+    expect(run.dma.useAfterUnmap).toBeGreaterThan(0);
+    expect(run.dma.staleTranslations).toBeGreaterThan(0);
+    // Flushes came from the 10 ms modeled timeout (each iteration is 6 ms of dwell and think time).
+    expect(run.invalidations.guestCommands).toBeGreaterThan(10);
+    expect(run.invalidations.guestCommands).toBeLessThan(60);
+    });
   });
 });

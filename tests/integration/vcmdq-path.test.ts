@@ -5,28 +5,24 @@ import { CMD_SIZE, SyncCs, cfgiSte, cmdSync, encodeCommand, tlbiNhVa, type SmmuC
 import * as Q from '../../services/common/smmu/queue.js';
 import { VCMDQ_REG, vcmdqGuestGpa, vcmdqRegister } from '../../services/common/smmu/registers.js';
 import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
-import { Session } from '../../services/controller/session.js';
-import { HAND_GUEST_ID, configureWithoutGuest, testLog, testProfile, useProcessTree } from '../helpers/tree.js';
+import { HAND_GUEST_ID, configureWithoutGuest, testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 const scenario = resolveScenario({ name: 'vcmdq', model: 'nested-smmuv3-vcmdq', workload: { ops: 60, threads: 2 } });
 const fx = useProcessTree(scenario);
 
 describe('nested-smmuv3-vcmdq through real processes', () => {
   it('sends every unmap invalidation straight to the VCMDQ: one direct transition, no exit, no ioctl', async () => {
-    const session = new Session(fx.tree, testLog, fx.ramDir);
-    try {
-      const run = await session.run(scenario, 'nested-smmuv3-vcmdq', testProfile);
-      const unmap = run.ops.find((o) => o.op === 'unmap');
-      expect(unmap?.count).toBe(60);
-      expect(unmap?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 });
-      expect(run.hops.map((h) => `${h.from}>${h.to}`).sort()).toEqual(['guest-0>psmmu-0', 'psmmu-0>guest-0']);
-      expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 60, vevents: 0, commands: 0 });
-      expect(run.counters['qemu-0']?.['exits']).toBe(0);
-      expect(run.invalidations).toEqual({ guestCommands: 60, deliveredPerPsmmu: { 'psmmu-0': 60 }, fanout: 1 });
-      expect(run.dma.staleTranslations).toBe(0);
-    } finally {
-      session.close();
-    }
+    await withSession(fx, async (session) => {
+    const run = await session.run(scenario, 'nested-smmuv3-vcmdq', testProfile);
+    const unmap = run.ops.find((o) => o.op === 'unmap');
+    expect(unmap?.count).toBe(60);
+    expect(unmap?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 });
+    expect(run.hops.map((h) => `${h.from}>${h.to}`).sort()).toEqual(['guest-0>psmmu-0', 'psmmu-0>guest-0']);
+    expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 60, vevents: 0, commands: 0 });
+    expect(run.counters['qemu-0']?.['exits']).toBe(0);
+    expect(run.invalidations).toEqual({ guestCommands: 60, deliveredPerPsmmu: { 'psmmu-0': 60 }, fanout: 1 });
+    expect(run.dma.staleTranslations).toBe(0);
+    });
   });
 });
 

@@ -81,8 +81,6 @@ export const EVENT = {
   F_CFG_CONFLICT: 0x21,
 } as const;
 
-export type EventName = keyof typeof EVENT;
-
 /** A 32-byte event record: type [7:0], SID [63:32] of w0; input address in w2; S2 flag in w1 bit 39. */
 export function encodeEvent(type: number, sid: number, inputAddr: number, stage2: boolean): Buffer {
   const b = Buffer.alloc(32);
