@@ -1,6 +1,10 @@
+import type { OpContext } from './op-context.js';
+
 /**
- * A FIFO async lock: a named contended resource (the VMM's big lock, the iommufd lock). Waiters
- * are served in arrival order; `waitedNs`-style accounting is left to the caller.
+ * A FIFO async lock: a named contended resource (the VMM's big lock, a VFIO container's lock).
+ * Waiters are served in arrival order. `with(fn, ctx)` also records the hold in the operation's
+ * modeled time, where the queueing model finds what the operation waited; real waiting is what
+ * measured time shows.
  */
 export class Mutex {
   private locked = false;
@@ -26,10 +30,10 @@ export class Mutex {
     else this.locked = false;
   }
 
-  async with<T>(fn: () => Promise<T>): Promise<T> {
+  async with<T>(fn: () => Promise<T>, ctx?: OpContext): Promise<T> {
     await this.lock();
     try {
-      return await fn();
+      return ctx ? await ctx.hold(this.name, fn) : await fn();
     } finally {
       this.unlock();
     }

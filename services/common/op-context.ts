@@ -1,5 +1,5 @@
 import type { CostStep, CostTable } from './cost/steps.js';
-import type { Envelope__Output, Hop, Kind, LinkClient, MemoryRange, MemoryRange__Output } from './transport/link.js';
+import type { Envelope__Output, Hold__Output, Hop, Kind, LinkClient, MemoryRange, MemoryRange__Output } from './transport/link.js';
 
 /** A downstream reply as a model sees it. */
 export interface CallReply {
@@ -16,6 +16,8 @@ export interface CallReply {
 export class OpContext {
   /** Hops taken below this process while serving the operation. */
   readonly trace: Hop[] = [];
+  /** Contended resources the operation held here and below, in its uncontended modeled time. */
+  readonly holds: Hold__Output[] = [];
 
   constructor(
     readonly opId: number,
@@ -27,6 +29,23 @@ export class OpContext {
   /** Adds `times` x the cost of a named step to this operation's modeled time. */
   charge(step: CostStep, times = 1): void {
     this.modeledNs += this.costs.of(step) * times;
+  }
+
+  /**
+   * Runs `fn` as a use of a contended resource: everything it charges (here and in the peers it
+   * calls) is time the resource is held. Only the record is kept here; the guest's queueing model
+   * (cost/queueing.ts) replays every operation's holds in modeled-time order, so what an operation
+   * waits for a resource does not depend on how the real processes happened to interleave.
+   */
+  async hold<T>(resource: string, fn: () => Promise<T> | T): Promise<T> {
+    const atNs = this.modeledNs;
+    const i = this.holds.length;
+    this.holds.push({ resource, atNs, ns: 0 });
+    try {
+      return await fn();
+    } finally {
+      (this.holds[i] as Hold__Output).ns = this.modeledNs - atNs;
+    }
   }
 
   /**
@@ -42,6 +61,7 @@ export class OpContext {
       : { kind, opId: this.opId, payload, modeledNs: this.modeledNs };
     const reply: Envelope__Output = await link.request(req);
     for (const h of reply.hops) this.trace.push(h);
+    for (const h of reply.holds) this.holds.push(h);
     if (reply.modeledNs > this.modeledNs) this.modeledNs = reply.modeledNs;
     return { status: reply.status, payload: reply.payload, guestMemory: reply.guestMemory };
   }

@@ -116,10 +116,10 @@ export class RoleProcess {
     const ctx = new OpContext(env.opId, env.modeledNs, c.costs, c.links);
     try {
       const r = await c.instance.handle(env, ctx, from);
-      return { status: r.status, payload: r.payload, guestMemory: r.guestMemory ?? [], modeledNs: ctx.modeledNs, hops: ctx.trace };
+      return { status: r.status, payload: r.payload, guestMemory: r.guestMemory ?? [], modeledNs: ctx.modeledNs, hops: ctx.trace, holds: ctx.holds };
     } catch (err) {
       this.log.error({ err, kind: env.kind, opId: env.opId }, 'request failed');
-      return { status: -Errno.EIO, payload: EMPTY, modeledNs: ctx.modeledNs, hops: ctx.trace };
+      return { status: -Errno.EIO, payload: EMPTY, modeledNs: ctx.modeledNs, hops: ctx.trace, holds: ctx.holds };
     }
   };
 

@@ -18,8 +18,8 @@ export function endpointName(role: Role, index: number): string {
  */
 export const DOWNSTREAM: Record<Role, readonly Role[]> = {
   guest: ['kvm', 'psmmu'],
-  // In-kernel paths (vhost-iommu, in-kernel TCE) will add kvm -> vfio.
-  kvm: ['qemu'],
+  // kvm -> vfio: in-kernel paths (vhost-iommu, in-kernel TCE) reach the host IOMMU with no VMM.
+  kvm: ['qemu', 'vfio'],
   qemu: ['vfio'],
   vfio: ['psmmu'],
   psmmu: [],

@@ -3,7 +3,7 @@ import { nowNs } from '../common/clock.js';
 import { FrameAllocator } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
 import { PageTable } from '../common/pagetable.js';
-import { tlbiNhAsid, tlbiNhVa, type SmmuCommand } from '../common/smmu/commands.js';
+import { tlbiNhAsid, tlbiNhVaRange, type SmmuCommand } from '../common/smmu/commands.js';
 import { encodeCd } from '../common/smmu/structures.js';
 import { iommufdLayout } from '../common/iommufd-objects.js';
 import { GUEST_VCMDQ_OPCODES } from '../common/smmu/allow-lists.js';
@@ -14,10 +14,6 @@ import { GuestCmdq } from './cmdq.js';
 import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import { IovaAllocator } from './iova.js';
 
-/** TLBI range NUM is 5 bits. */
-const RANGE_NUM_MAX = 31;
-/** TG=1: 4 KiB granule. */
-const TG_4K = 1;
 /** Linux's per-CPU flush queue (drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE / _TIMEOUT). */
 export const FQ_ENTRIES = 256;
 export const FQ_TIMEOUT_MS = 10;
@@ -28,25 +24,6 @@ export const FQ_TIMEOUT_MS = 10;
  */
 const IOVA_BASE = 0x1_0000_0000;
 const IOVA_SLICE = 0x1000_0000;
-
-/**
- * TLBI_NH_VA commands for an unmapped range, as Linux builds them with range invalidation (RIL):
- * each command covers NUM+1 chunks of 2^SCALE pages.
- */
-export function tlbiRange(asid: number, iova: number, pages: number): SmmuCommand[] {
-  const cmds: SmmuCommand[] = [];
-  let va = iova;
-  let left = pages;
-  while (left > 0) {
-    const scale = 31 - Math.clz32(left & -left);
-    const num = Math.min((left >>> scale) & RANGE_NUM_MAX || 1, RANGE_NUM_MAX);
-    cmds.push(tlbiNhVa({ vmid: 0, asid, va: BigInt(va), num: num - 1, scale, tg: TG_4K, ttl: 0, leaf: 1 }));
-    const covered = num * 2 ** scale;
-    va += covered * 4096;
-    left -= covered;
-  }
-  return cmds;
-}
 
 interface Deferred {
   iova: number;
@@ -190,7 +167,7 @@ class NestedDmaIommu implements DmaApi {
     const d = this.domain(device);
     ctx.charge('guest.pte_write', d.stage1.unmap(iova, pages));
     if (!this.lazy) {
-      const tlbis = tlbiRange(d.asid, iova, pages);
+      const tlbis = tlbiNhVaRange(d.asid, iova, pages);
       this.commands += tlbis.length;
       const status = await d.smmu.issue(ctx, cpu, tlbis);
       d.iova(cpu).release(iova, pages);

@@ -4,29 +4,59 @@ import { decodeMmio } from '../common/kvm-run.js';
 import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import type { Endpoint } from '../common/topology.js';
+import { kvmDevice, type KvmDevice } from './device.js';
+import './in-kernel.js';
 
 /**
- * kvm: the host kernel's KVM. A trapped guest MMIO write that no in-kernel device claims returns
- * from KVM_RUN to the VM's VMM as KVM_EXIT_MMIO, which is how every vSMMU register write travels.
+ * kvm: the host kernel's KVM. A trapped guest MMIO write or hypercall is first offered to what the
+ * architecture put in the kernel (an ioeventfd handler, real-mode hypercalls); anything left returns
+ * from KVM_RUN to the VM's VMM (KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL).
  */
 class KvmRole implements RoleInstance {
-  private exits = 0;
-  private userExits = 0;
+  private readonly device: KvmDevice | undefined;
+  private readonly counters = { exits: 0, userExits: 0, inKernel: 0, hcalls: 0 };
 
-  constructor(_env: RoleEnv) {}
+  constructor(env: RoleEnv) {
+    this.device = kvmDevice(env.topology.model)?.(env);
+  }
 
   async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
-    if (req.kind !== 'MMIO_WRITE' || from.role !== 'guest') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
-    this.exits += 1;
-    ctx.charge('exit.mmio_trap');
-    if (!decodeMmio(req.payload)) return { status: -Errno.EINVAL, payload: EMPTY };
-    this.userExits += 1;
-    const r = await ctx.call(`qemu-${from.index}`, 'MMIO_EXIT', req.payload, req.guestMemory);
+    if (from.role !== 'guest') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
+    const vm = from.index;
+    if (req.kind === 'MMIO_WRITE') {
+      this.counters.exits += 1;
+      ctx.charge('exit.mmio_trap');
+      const access = decodeMmio(req.payload);
+      if (!access) return { status: -Errno.EINVAL, payload: EMPTY };
+      const mine = await this.device?.mmio?.(access, req, ctx, vm);
+      if (mine) {
+        this.counters.inKernel += 1;
+        return mine;
+      }
+      return this.toUser(`qemu-${vm}`, 'MMIO_EXIT', req, ctx);
+    }
+    if (req.kind === 'HCALL') {
+      this.counters.exits += 1;
+      this.counters.hcalls += 1;
+      ctx.charge('exit.hcall');
+      const mine = await this.device?.hcall?.(req, ctx, vm);
+      if (mine) {
+        this.counters.inKernel += 1;
+        return mine;
+      }
+      return this.toUser(`qemu-${vm}`, 'HCALL_EXIT', req, ctx);
+    }
+    return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
+  }
+
+  private async toUser(peer: string, kind: 'MMIO_EXIT' | 'HCALL_EXIT', req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    this.counters.userExits += 1;
+    const r = await ctx.call(peer, kind, req.payload, req.guestMemory);
     return { status: r.status, payload: r.payload, guestMemory: r.guestMemory };
   }
 
   stats(): Record<string, number> {
-    return { exits: this.exits, userExits: this.userExits };
+    return { ...this.counters, ...(this.device?.stats() ?? {}) };
   }
 }
 

@@ -30,10 +30,12 @@ class PsmmuRole implements RoleInstance {
   private readonly dma: DmaEngine;
   private readonly vintf: VintfPage;
   private readonly counters = { submissions: 0, commands: 0, syncs: 0, errors: 0 };
+  private readonly name: string;
 
   constructor(env: RoleEnv) {
     const t = env.topology;
     const k = env.self.index;
+    this.name = env.self.name;
     // A set-associative IOTLB holds whole sets of 8 ways.
     this.iotlb = Iotlb.create(Math.max(8, Math.ceil((t.device?.iotlbEntries || DEFAULT_IOTLB_ENTRIES) / 8) * 8));
     this.space = new AddressSpace(t.ramDir);
@@ -62,8 +64,11 @@ class PsmmuRole implements RoleInstance {
     this.counters.submissions += 1;
     if (this.cmdq.halted || !this.cmdq.write(req.payload)) return { status: -Errno.EIO, payload: consReg(this.cmdq.cons) };
     const r = this.cmdq.consume();
-    ctx.charge('smmu.cmd_exec', r.executed);
-    ctx.charge('smmu.sync', r.syncs);
+    // One CMDQ per SMMU: every submitter's commands execute one batch after another.
+    await ctx.hold(`${this.name}.cmdq`, () => {
+      ctx.charge('smmu.cmd_exec', r.executed);
+      ctx.charge('smmu.sync', r.syncs);
+    });
     this.counters.commands += r.executed;
     this.counters.syncs += r.syncs;
     if (r.error) {

@@ -111,8 +111,11 @@ export class VintfPage {
     // Invalidations delivered (syncs not counted), and the hardware's work in modeled time.
     const executed = r.status === 'completed' ? slots.length / CMD_SIZE - syncs : r.commands;
     this.counters.vcmdqCommands += r.status === 'completed' ? executed : 0;
-    ctx.charge('smmu.cmd_exec', r.status === 'completed' ? executed : r.commands);
-    ctx.charge('smmu.sync', r.status === 'completed' ? syncs : 0);
+    // The queue's execution is the contended part: operations on the same VCMDQ wait for each other.
+    await ctx.hold(`psmmu-${this.psmmu}.vcmdq-${vm}.${reg.vsmmu}.${reg.queue}`, () => {
+      ctx.charge('smmu.cmd_exec', r.status === 'completed' ? executed : r.commands);
+      ctx.charge('smmu.sync', r.status === 'completed' ? syncs : 0);
+    });
     if (r.status === 'halted') {
       // The guest learns of it from the vEVENT the VMM injects; here the reply says so at once.
       return { status: -Errno.EIO, payload: encodeMmio({ ...mmio, data: r.cons }), guestMemory: msiWrites(r.msi) };

@@ -6,6 +6,8 @@ import type { HandlerResult, RoleEnv } from '../common/role-api.js';
 /** A vIOMMU device model inside the VMM: it sees the MMIO exits KVM hands to user space. */
 export interface VmmDevice {
   mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult>;
+  /** KVM_EXIT_PAPR_HCALL: a hypercall KVM left to user space. Payload as services/common/spapr-tce.ts. */
+  hcallExit?(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult>;
   stats(): Record<string, number>;
 }
 

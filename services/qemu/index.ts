@@ -16,6 +16,11 @@ class QemuRole implements RoleInstance {
   }
 
   async handle(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    if (req.kind === 'HCALL_EXIT') {
+      this.exits += 1;
+      if (!this.device?.hcallExit) return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
+      return this.device.hcallExit(req, ctx);
+    }
     if (req.kind !== 'MMIO_EXIT') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
     this.exits += 1;
     const access = decodeMmio(req.payload);

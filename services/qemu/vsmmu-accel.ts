@@ -34,12 +34,13 @@ interface VsmmuState {
  */
 class AcceleratedVsmmu implements VmmDevice {
   private readonly ram = new PhysMemory();
-  private readonly bql = new Mutex('qemu.bql');
+  private readonly bql: Mutex;
   private readonly vsmmus: VsmmuState[];
   private readonly counters = { commands: 0, ioctls: 0, syncs: 0, errors: 0, cfgiSte: 0 };
 
   constructor(env: RoleEnv) {
     const vm = env.self.index;
+    this.bql = new Mutex(`${env.self.name}.bql`);
     const layout = iommufdLayout(env.topology);
     const mine = layout.viommus.filter((v) => v.vm === vm);
     // One vSMMU per vIOMMU; a single vSMMU for the VM broadcasts to all of them.
@@ -62,7 +63,7 @@ class AcceleratedVsmmu implements VmmDevice {
       else return { status: 0, payload: req.payload };
       const writes = await this.consume(reg.vsmmu, state, ctx);
       return { status: 0, payload: req.payload, guestMemory: writes };
-    });
+    }, ctx);
   }
 
   private readRegister(s: VsmmuState, offset: number): number {

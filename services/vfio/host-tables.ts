@@ -7,11 +7,17 @@ import { STE_CONFIG, encodeSte } from '../common/smmu/structures.js';
 
 /** Models whose guest owns stage 1 (the STE is nested); everything else translates by stage 2 only. */
 const NESTED_MODELS = new Set(['nested-smmuv3', 'nested-smmuv3-vcmdq']);
+/**
+ * Models whose host table shadows the guest's mappings (IOVA -> host PA), filled map by map by
+ * VFIO_IOMMU_MAP_DMA or the in-kernel equivalent; it starts empty instead of mapping all RAM.
+ */
+export const SHADOW_MODELS = new Set(['intel-cm', 'virtio-iommu', 'vhost-iommu', 'spapr-tce', 'spapr-tce-kvm']);
 
 /**
  * The host kernel's translation state in host memory, shared with the physical SMMUs: for each VM
  * a stage-2 table mapping all its RAM (VFIO maps guest RAM once at VM start; 1 GiB blocks, as the
- * kernel uses the largest page size it can), and each assigned device's STE in its SMMU's stream
+ * kernel uses the largest page size it can) or, for shadowing models, the shadow of the guest's
+ * I/O mappings, and each assigned device's STE in its SMMU's stream
  * table: nested (S1 context pointer = the guest's CD, an IPA) or stage-2 only.
  */
 export class HostTables {
@@ -24,7 +30,7 @@ export class HostTables {
     const vms = Math.max(0, ...t.devices.map((d) => d.vm)) + 1;
     for (let vm = 0; vm < vms; vm++) {
       const s2 = new PageTable(this.mem, frames);
-      s2.mapBlocks(0, vmRamBase(vm), GUEST_RAM_SIZE, 1);
+      if (!SHADOW_MODELS.has(t.model)) s2.mapBlocks(0, vmRamBase(vm), GUEST_RAM_SIZE, 1);
       this.stage2.push(s2);
     }
     const nested = NESTED_MODELS.has(t.model);

@@ -9,7 +9,14 @@ import { iommufdLayout, type VdeviceObject, type ViommuObject } from '../common/
 import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import type { Endpoint } from '../common/topology.js';
-import { HostTables } from './host-tables.js';
+import { vmOfLiobn, decodeTceUpdate, tceGpa, tcePerms, H_RC } from '../common/spapr-tce.js';
+import {
+  DMA_MAP_SIZE, DMA_UNMAP_SIZE, IOMMU_WRITE, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR,
+  decodeDmaMap, decodeDmaUnmap, decodeKernelIommuMap, encodeDmaUnmap, pageAligned,
+} from '../common/vfio-type1.js';
+import { PAGE_SIZE } from '../common/memory.js';
+import { HOST_IOMMU_COUNTERS, HostIommuDomain } from './host-iommu.js';
+import { HostTables, SHADOW_MODELS } from './host-tables.js';
 import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
 
 /**
@@ -27,9 +34,17 @@ class VfioRole implements RoleInstance {
   private readonly errors: Record<string, number> = {};
 
   private readonly tables: HostTables;
+  /** Per VM, its host IOMMU domain when the model shadows guest mappings. */
+  private readonly domains = new Map<number, HostIommuDomain>();
+  private readonly hostCounters = Object.fromEntries(HOST_IOMMU_COUNTERS.map((k) => [k, 0])) as HostIommuDomain['counters'];
 
   constructor(env: RoleEnv) {
     this.tables = new HostTables(env.topology);
+    if (SHADOW_MODELS.has(env.topology.model)) {
+      this.tables.stage2.forEach((table, vm) => {
+        this.domains.set(vm, new HostIommuDomain(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.hostCounters));
+      });
+    }
     const layout = iommufdLayout(env.topology);
     for (const v of layout.viommus) {
       this.viommus.set(v.id, v);
@@ -40,7 +55,86 @@ class VfioRole implements RoleInstance {
 
   async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
     if (req.kind === 'HWPT_INVALIDATE' && from.role === 'qemu') return this.hwptInvalidate(req.payload, ctx);
+    if (req.kind === 'VFIO_DMA_MAP' && from.role === 'qemu') return this.dmaMap(req.payload, from.index, ctx);
+    if (req.kind === 'VFIO_DMA_UNMAP' && from.role === 'qemu') return this.dmaUnmap(req.payload, from.index, ctx);
+    if ((req.kind === 'IOMMU_MAP' || req.kind === 'IOMMU_UNMAP') && from.role === 'kvm') return this.kernelMap(req.kind, req.payload, ctx);
+    if (req.kind === 'TCE_UPDATE' && from.role === 'kvm') return this.tceUpdate(req.payload, ctx);
     return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
+  }
+
+  private reply(status: number, payload: Buffer = EMPTY): HandlerResult {
+    this.count(status);
+    return { status, payload };
+  }
+
+  /** ioctl(VFIO_IOMMU_MAP_DMA) on VM `vm`'s container: checks as vfio_dma_do_map, then pin, map, flush. */
+  private async dmaMap(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
+    ctx.charge('ioctl.syscall');
+    const m = decodeDmaMap(payload);
+    if (!m) return this.reply(-Errno.EFAULT);
+    const domain = this.domains.get(vm);
+    if (!domain) return this.reply(-Errno.ENODEV);
+    if (m.argsz < DMA_MAP_SIZE || (m.flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)) !== 0) return this.reply(-Errno.EINVAL);
+    if (!pageAligned(m.iova, m.size) || m.vaddr % PAGE_SIZE !== 0) return this.reply(-Errno.EINVAL);
+    const status = await domain.lock.with(async () => {
+      ctx.charge('kernel.vfio_dma_op');
+      return domain.map(ctx, { iova: m.iova, gpa: m.vaddr - VMM_RAM_VADDR, pages: m.size / PAGE_SIZE, write: (m.flags & VFIO_DMA_MAP_FLAG_WRITE) !== 0, pin: true });
+    }, ctx);
+    return this.reply(status);
+  }
+
+  /** ioctl(VFIO_IOMMU_UNMAP_DMA): the reply carries the struct back with size = bytes unmapped. */
+  private async dmaUnmap(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
+    ctx.charge('ioctl.syscall');
+    const u = decodeDmaUnmap(payload);
+    if (!u) return this.reply(-Errno.EFAULT);
+    const domain = this.domains.get(vm);
+    if (!domain) return this.reply(-Errno.ENODEV);
+    if (u.argsz < DMA_UNMAP_SIZE || u.flags !== 0 || !pageAligned(u.iova, u.size)) return this.reply(-Errno.EINVAL);
+    const r = await domain.lock.with(async () => {
+      ctx.charge('kernel.vfio_dma_op');
+      return domain.unmap(ctx, u.iova, u.size / PAGE_SIZE, true);
+    }, ctx);
+    if (r < 0) return this.reply(r);
+    return this.reply(0, encodeDmaUnmap({ ...u, size: r * PAGE_SIZE }));
+  }
+
+  /** An in-kernel iommu_map()/iommu_unmap() (vhost-iommu): no syscall, the same domain and lock. */
+  private async kernelMap(kind: 'IOMMU_MAP' | 'IOMMU_UNMAP', payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
+    const m = decodeKernelIommuMap(payload);
+    if (!m) return this.reply(-Errno.EFAULT);
+    const domain = this.domains.get(m.vm);
+    if (!domain) return this.reply(-Errno.ENODEV);
+    if (!pageAligned(m.iova, m.size) || (kind === 'IOMMU_MAP' && m.gpa % PAGE_SIZE !== 0)) return this.reply(-Errno.EINVAL);
+    const pages = m.size / PAGE_SIZE;
+    const r = await domain.lock.with(
+      () => (kind === 'IOMMU_MAP' ? domain.map(ctx, { iova: m.iova, gpa: m.gpa, pages, write: (m.prot & IOMMU_WRITE) !== 0, pin: true }) : domain.unmap(ctx, m.iova, pages, true)),
+      ctx,
+    );
+    return this.reply(r < 0 ? r : 0);
+  }
+
+  /**
+   * KVM's real-mode TCE handlers: write the TCEs into the window's hardware table from
+   * preregistered (already pinned) memory, then one TCE cache kill over the range. The status is a
+   * PAPR return code.
+   */
+  private async tceUpdate(payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
+    const u = decodeTceUpdate(payload);
+    const vm = u ? vmOfLiobn(u.liobn) : undefined;
+    const domain = vm === undefined ? undefined : this.domains.get(vm);
+    if (!u || !domain || u.ioba % PAGE_SIZE !== 0) return { status: H_RC.PARAMETER, payload: EMPTY };
+    ctx.charge('kernel.tce_put', u.tces.length);
+    const gpas = u.tces.map((t) => (tcePerms(t).read || tcePerms(t).write ? tceGpa(t) : undefined));
+    const r = await domain.lock.with(() => domain.replace(ctx, u.ioba, gpas, u.tces.map((t) => tcePerms(t).write)), ctx);
+    return { status: r < 0 ? H_RC.PARAMETER : H_RC.SUCCESS, payload: EMPTY };
+  }
+
+  /** Commands to one pSMMU's CMDQ, with the host driver's recovery if the queue stops. */
+  private async submit(ctx: OpContext, peer: string, commands: Buffer): Promise<number> {
+    const r = await ctx.call(peer, 'CMDQ_SUBMIT', commands);
+    if (r.status !== 0 && r.payload.length >= 4) await this.recover(peer, r.payload.readUInt32LE(0), ctx);
+    return r.status;
   }
 
   private count(status: number): void {
@@ -76,9 +170,7 @@ class VfioRole implements RoleInstance {
         ctx.charge('kernel.cmdq_insert', commands + 1);
         this.counters.chunks += 1;
         this.counters.commands += commands;
-        const r = await ctx.call(peer, 'CMDQ_SUBMIT', chunk);
-        if (r.status !== 0 && r.payload.length >= 4) await this.recover(peer, r.payload.readUInt32LE(0), ctx);
-        return r.status;
+        return this.submit(ctx, peer, chunk);
       },
     });
     this.count(r.status);
@@ -102,7 +194,7 @@ class VfioRole implements RoleInstance {
 
   stats(): Record<string, number> {
     const errors = Object.fromEntries(Object.entries(this.errors).map(([k, v]) => [`errors.${k}`, v]));
-    return { ...this.counters, ...errors };
+    return { ...this.counters, ...(this.domains.size > 0 ? this.hostCounters : {}), ...errors };
   }
 
   close(): void {

@@ -516,3 +516,37 @@ export function parseHexWord(s: string): bigint {
   if (v > 0xffffffffffffffffn) throw new Error(`hex number ${s.trim()} does not fit 64 bits`);
   return v;
 }
+
+/** TLBI range NUM is 5 bits. */
+const RANGE_NUM_MAX = 31;
+/** TG=1: 4 KiB granule. */
+const TG_4K = 1;
+
+/**
+ * Range invalidation (RIL) commands covering `pages` 4 KiB pages from `addr`, as Linux builds
+ * them: each command covers NUM+1 chunks of 2^SCALE pages.
+ */
+function rangeCommands(addr: number, pages: number, make: (at: bigint, r: TlbiRangeArgs) => SmmuCommand): SmmuCommand[] {
+  const cmds: SmmuCommand[] = [];
+  let at = addr;
+  let left = pages;
+  while (left > 0) {
+    const scale = 31 - Math.clz32(left & -left);
+    const num = Math.min((left >>> scale) & RANGE_NUM_MAX || 1, RANGE_NUM_MAX);
+    cmds.push(make(BigInt(at), { num: num - 1, scale, tg: TG_4K, ttl: 0, leaf: 1 }));
+    const covered = num * 2 ** scale;
+    at += covered * 4096;
+    left -= covered;
+  }
+  return cmds;
+}
+
+/** TLBI_NH_VA commands for a stage-1 range of one ASID (the guest's unmap). */
+export function tlbiNhVaRange(asid: number, iova: number, pages: number, vmid = 0): SmmuCommand[] {
+  return rangeCommands(iova, pages, (va, r) => tlbiNhVa({ vmid, asid, va, ...r }));
+}
+
+/** TLBI_S2_IPA commands for a stage-2 range of one VMID (the host's unmap of a shadow or stage-2 table). */
+export function tlbiS2IpaRange(vmid: number, ipa: number, pages: number): SmmuCommand[] {
+  return rangeCommands(ipa, pages, (at, r) => tlbiS2Ipa({ vmid, ipa: at, ...r }));
+}

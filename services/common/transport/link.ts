@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { VmmsimError } from '../errors.js';
 import type { Batch, Batch__Output } from '../generated/vmmsim/v1/Batch.js';
 import type { Envelope, Envelope__Output } from '../generated/vmmsim/v1/Envelope.js';
+import type { Hold, Hold__Output } from '../generated/vmmsim/v1/Hold.js';
 import type { Hop, Hop__Output } from '../generated/vmmsim/v1/Hop.js';
 import type { Kind__Output } from '../generated/vmmsim/v1/Kind.js';
 import type { LinkClient as GrpcLinkClient } from '../generated/vmmsim/v1/Link.js';
@@ -12,7 +13,7 @@ import { protos } from '../proto.js';
 import { CHANNEL_OPTIONS } from './options.js';
 
 export type Kind = Kind__Output;
-export type { Envelope, Envelope__Output, Hop, Hop__Output, MemoryRange, MemoryRange__Output };
+export type { Envelope, Envelope__Output, Hold, Hold__Output, Hop, Hop__Output, MemoryRange, MemoryRange__Output };
 
 /** A request as a sender hands it to a link. */
 export interface OutgoingRequest {
@@ -31,6 +32,8 @@ export interface ReplyBody {
   modeledNs: number;
   /** Hops taken below the replying process while it served the request, oldest first. */
   hops: Hop[];
+  /** Contended resources held below and in the replying process (absent: none). */
+  holds?: Hold__Output[];
 }
 
 /** The stream operations a BatchWriter needs: grpc-js duplex streams on either side. */
@@ -263,6 +266,7 @@ export function linkService(selfId: () => number, handle: RequestHandler, onErro
                 guestMemory: body.guestMemory ?? [],
                 modeledNs: body.modeledNs,
                 hops,
+                holds: body.holds ?? [],
               });
             },
             (err: unknown) => onError(err),
