@@ -84,6 +84,8 @@ export class Session {
       ramDir: this.ramDir,
       vcmdqsPerVsmmu: s.topology.vcmdqsPerVsmmu,
       device: { ...s.device },
+      guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls },
+      vmm: { hwptInvalidate: s.vmm.hwptInvalidate },
     };
     const order = this.ordered();
     // Downstream first: a process opens its links only to peers that are already configured.

@@ -83,6 +83,21 @@ export const SCENARIO_SCHEMA: ObjectField = {
         iotlbEntries: { type: 'integer', default: 2048, min: 8, max: 1 << 20, doc: 'IOTLB entries of each physical SMMU' },
       },
     },
+    guest: {
+      type: 'object',
+      doc: 'how the guest kernel drives its IOMMU',
+      fields: {
+        flushQueue: { type: 'string', default: 'per-cpu', enum: ['per-cpu', 'single'], doc: 'lazy mode\'s flush queue: per-cpu (256 entries or 10 ms each, Linux\'s default) or single (one queue of 32768 entries or 1000 ms)' },
+        tceHcalls: { type: 'string', default: 'indirect', enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
+      },
+    },
+    vmm: {
+      type: 'object',
+      doc: 'how the VMM forwards guest work to the host kernel',
+      fields: {
+        hwptInvalidate: { type: 'string', default: 'per-command', enum: ['per-command', 'per-batch'], doc: 'nested SMMUv3: one IOMMU_HWPT_INVALIDATE per guest command (QEMU today) or one per guest batch (the commands of one CMDQ_PROD write)' },
+      },
+    },
     workload: {
       type: 'object',
       doc: 'what the guest runs',
@@ -124,6 +139,13 @@ export interface Scenario {
     lingerMs: number;
     lingerShare: number;
     iotlbEntries: number;
+  };
+  guest: {
+    flushQueue: 'per-cpu' | 'single';
+    tceHcalls: 'indirect' | 'per-entry';
+  };
+  vmm: {
+    hwptInvalidate: 'per-command' | 'per-batch';
   };
   workload: {
     kind: (typeof WORKLOADS)[number];
