@@ -48,6 +48,16 @@ export interface DmaResult {
   translationCostNs: number;
 }
 
+export interface ModeledResource {
+  resource: string;
+  holds: number;
+  busyNs: number;
+  waitNs: number;
+  maxWaitNs: number;
+  maxQueue: number;
+  utilization: number;
+}
+
 export interface RunResult {
   model: string;
   workload: Scenario['workload'];
@@ -61,6 +71,11 @@ export interface RunResult {
   dma: DmaResult;
   elapsedSec: number;
   modeledElapsedNs: number;
+  /**
+   * Each contended resource in modeled time (from the queueing model): how often it was held,
+   * for how long, what operations waited for it, and its utilization over the modeled run.
+   */
+  modeledResources: ModeledResource[];
   /** What the workload counted itself (trace-replay: events, replayed, lines skipped by kind). */
   workloadCounters: Record<string, number>;
   /** Every counter of every process, by process name. */

@@ -132,6 +132,15 @@ export class Session {
       dma: dmaResult(s.dma, order.filter((x) => x.role === 'psmmu').map((e) => counters[e.name as string] ?? {})),
       elapsedSec: round(reply.elapsedSec),
       modeledElapsedNs: reply.modeledElapsedNs,
+      modeledResources: reply.resources.map((r) => ({
+        resource: r.resource,
+        holds: Number(r.holds),
+        busyNs: r.busyNs,
+        waitNs: r.waitNs,
+        maxWaitNs: r.maxWaitNs,
+        maxQueue: r.maxQueue,
+        utilization: reply.modeledElapsedNs > 0 ? round(r.busyNs / reply.modeledElapsedNs) : 0,
+      })),
       workloadCounters: reply.workloadCounters,
       counters,
     };

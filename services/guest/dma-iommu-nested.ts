@@ -210,7 +210,7 @@ class NestedDmaIommu implements DmaApi {
         const ctx = this.kernel.env.newContext(0, 0);
         const t0 = nowNs();
         await this.flush(ctx, d, cpu, q);
-        this.kernel.background('flush', ctx, nowNs() - t0);
+        this.kernel.background('flush', ctx, nowNs() - t0, cpu);
       }
     }
   }

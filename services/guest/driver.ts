@@ -21,8 +21,8 @@ export interface GuestKernel {
    * progress on vCPU c is at vcpuNs[c] + its context's modeledNs.
    */
   vcpuNs: number[];
-  /** Records an operation that ran on its own (a lazy flush from the timer). */
-  background(op: string, ctx: OpContext, measuredNs: number): void;
+  /** Records an operation that ran on its own on vCPU `cpu` (a lazy flush at the end of the run). */
+  background(op: string, ctx: OpContext, measuredNs: number, cpu?: number): void;
 }
 
 /**

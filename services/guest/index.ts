@@ -36,7 +36,11 @@ class GuestRole implements RoleInstance {
       ram: this.ram,
       devices,
       vcpuNs: [],
-      background: (op: string, ctx: OpContext, measuredNs: number) => this.opStats?.record(op, measuredNs, ctx.modeledNs, ctx.trace),
+      background: (op: string, ctx: OpContext, measuredNs: number, cpu = 0) => {
+        const start = this.kernel.vcpuNs[cpu] ?? 0;
+        this.kernel.vcpuNs[cpu] = start + ctx.modeledNs;
+        this.opStats?.record(op, measuredNs, ctx, cpu, start);
+      },
     };
     const factory = dmaApiFor(env.topology.model);
     if (!factory) throw new Error(`guest has no DMA API for model ${env.topology.model}`);
@@ -56,11 +60,13 @@ class GuestRole implements RoleInstance {
     if (!w) throw new Error('topology has no workload');
     const r = w.kind === 'trace-replay' ? await traceReplay(this.kernel, this.dma, stats, w) : { ...(await dmaMapBenchmark(this.kernel, this.dma, this.coherent, stats, w)), counters: {} };
     this.operations += r.operations;
+    const modeled = stats.finish(this.kernel.vcpuNs);
     return {
       ops: stats.opReports(),
       hops: stats.hopReports(),
       elapsedSec: r.elapsedNs / 1e9,
-      modeledElapsedNs: Math.max(0, ...r.modeledPerThreadNs),
+      modeledElapsedNs: modeled.modeledElapsedNs,
+      resources: modeled.resources,
       guestCommands: this.dma.guestCommands,
       workloadCounters: r.counters,
     };

@@ -66,6 +66,9 @@ export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpSta
     vcpu[cpu] = Math.max(vcpu[cpu] ?? 0, ev.t * scale * 1e9);
     const pages = Math.max(1, Math.ceil(ev.size / PAGE_SIZE));
     const ctx = kernel.env.newContext(opId++, 0);
+    const start = vcpu[cpu] ?? 0;
+    // With the trace's timestamps honoured, each event arrives on its own (open loop).
+    const arrival = scale > 0;
     if (ev.op === 'map') {
       const device = deviceOf(ev.device);
       const pa = GUEST_BUFFER_BASE + (Math.floor((ev.paddr ?? 0) / PAGE_SIZE) % REPLAY_WINDOW_PAGES) * PAGE_SIZE;
@@ -78,7 +81,7 @@ export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpSta
         stats.fail('map');
         continue;
       }
-      stats.record('map', m1 - m0, ctx.modeledNs, ctx.trace);
+      stats.record('map', m1 - m0, ctx, cpu, start, arrival);
       counters.replayed += 1;
       const slot = freeSlots.pop() ?? -1;
       if (slot >= 0) rings.get(device.index)?.post(slot, iova, pages);
@@ -105,7 +108,7 @@ export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpSta
         stats.fail('unmap');
         continue;
       }
-      stats.record('unmap', u1 - u0, ctx.modeledNs, ctx.trace);
+      stats.record('unmap', u1 - u0, ctx, cpu, start, arrival);
       counters.replayed += 1;
     }
   }

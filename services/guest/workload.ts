@@ -67,14 +67,15 @@ export async function dmaMapBenchmark(kernel: GuestKernel, dma: DmaApi, coherent
     for (let i = 0; i < share(t) && nowNs() < deadline; i++) {
       const mapCtx = kernel.env.newContext(opId++, 0);
       const m0 = nowNs();
+      const mapStart = modeledPerThreadNs[t] ?? 0;
       const iova = await dma.map(mapCtx, t, device, pa, pages);
       const m1 = nowNs();
-      modeledPerThreadNs[t] = (modeledPerThreadNs[t] ?? 0) + mapCtx.modeledNs;
+      modeledPerThreadNs[t] = mapStart + mapCtx.modeledNs;
       if (iova < 0) {
         stats.fail('map');
         continue;
       }
-      stats.record('map', m1 - m0, mapCtx.modeledNs, mapCtx.trace);
+      stats.record('map', m1 - m0, mapCtx, t, mapStart);
       ring.post(slot, iova, pages);
       if (w.dwellUs > 0) {
         // The I/O: the device owns the buffer for a while (real time, and the vCPU's modeled time;
@@ -87,16 +88,17 @@ export async function dmaMapBenchmark(kernel: GuestKernel, dma: DmaApi, coherent
       ring.setState(slot, SlotState.RETIRED);
       const unmapCtx = kernel.env.newContext(opId++, 0);
       const u0 = nowNs();
+      const unmapStart = modeledPerThreadNs[t] ?? 0;
       const status = await dma.unmap(unmapCtx, t, device, iova, pages);
       const u1 = nowNs();
       ring.setState(slot, SlotState.UNMAPPED);
-      modeledPerThreadNs[t] = (modeledPerThreadNs[t] ?? 0) + unmapCtx.modeledNs;
+      modeledPerThreadNs[t] = unmapStart + unmapCtx.modeledNs;
       if (status !== 0) {
         stats.fail('unmap');
         kernel.env.log.warn({ status, iova }, 'unmap failed');
         continue;
       }
-      stats.record('unmap', u1 - u0, unmapCtx.modeledNs, unmapCtx.trace);
+      stats.record('unmap', u1 - u0, unmapCtx, t, unmapStart);
       if (w.gapUs > 0) {
         await new Promise((resolve) => setTimeout(resolve, w.gapUs / 1000));
         modeledPerThreadNs[t] = (modeledPerThreadNs[t] ?? 0) + w.gapUs * 1000;

@@ -1,0 +1,255 @@
+/**
+ * Queueing in modeled time. Every operation reports, in its own uncontended modeled time, when it
+ * asked for each contended resource (a vCPU, the VMM's lock, a VFIO container lock, a pSMMU CMDQ,
+ * a VCMDQ) and how long it kept it. This replays all operations as a discrete-event simulation
+ * ordered by modeled time alone: a resource serves its waiters first come, first served (ties by
+ * thread, then by operation), an operation that waits is late by that much for everything after,
+ * and each thread's next operation starts as much later as its previous one finished late. Real
+ * interleaving of the processes never enters, so the result is the same on every run.
+ */
+
+export interface ResourceUse {
+  resource: string;
+  /** Offset from the start of the operation, uncontended. */
+  atNs: number;
+  ns: number;
+}
+
+export interface TimedOp {
+  /** The issuing thread (vCPU); its operations run one after another in the order given. */
+  thread: number;
+  /** Start on the thread's uncontended modeled clock. */
+  startNs: number;
+  /** Uncontended modeled duration. */
+  ns: number;
+  holds: readonly ResourceUse[];
+  /**
+   * Open loop: the operation arrives at startNs whatever happened before (trace replay with its
+   * timestamps, a load test's arrivals), so it starts at max(startNs, the thread's previous end).
+   * Closed loop (default): it follows the previous operation, as late as that one finished late.
+   */
+  arrival?: boolean;
+}
+
+export interface ResourceStats {
+  resource: string;
+  holds: number;
+  busyNs: number;
+  waitNs: number;
+  maxWaitNs: number;
+  /** Most operations waiting at once. */
+  maxQueue: number;
+}
+
+export interface QueueingResult {
+  /** Per operation, in input order: contended modeled latency (its own time plus its waits). */
+  latencyNs: number[];
+  /** Per operation, in input order: what it waited for resources. */
+  waitNs: number[];
+  /** Per thread: how much later than uncontended its last operation finished. */
+  threadShiftNs: Map<number, number>;
+  resources: ResourceStats[];
+}
+
+interface Action {
+  offset: number;
+  acquire: boolean;
+  resource: string;
+}
+
+interface OpState {
+  index: number;
+  actions: Action[];
+  next: number;
+  /** Contended time at which the operation was at offset `at`. */
+  clock: number;
+  at: number;
+  start: number;
+  waited: number;
+}
+
+interface Event {
+  time: number;
+  thread: number;
+  op: number;
+  seq: number;
+}
+
+interface Resource {
+  stats: ResourceStats;
+  busy: boolean;
+  since: number;
+  waiting: { op: OpState; arrived: number; thread: number }[];
+}
+
+/** A binary min-heap of events ordered by (time, thread, op, seq). */
+class EventHeap {
+  private readonly items: Event[] = [];
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  private static less(a: Event, b: Event): boolean {
+    return a.time !== b.time ? a.time < b.time : a.thread !== b.thread ? a.thread < b.thread : a.op !== b.op ? a.op < b.op : a.seq < b.seq;
+  }
+
+  push(e: Event): void {
+    const h = this.items;
+    h.push(e);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!EventHeap.less(h[i] as Event, h[p] as Event)) break;
+      [h[i], h[p]] = [h[p] as Event, h[i] as Event];
+      i = p;
+    }
+  }
+
+  pop(): Event | undefined {
+    const h = this.items;
+    const top = h[0];
+    const last = h.pop();
+    if (h.length > 0 && last) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && EventHeap.less(h[l] as Event, h[m] as Event)) m = l;
+        if (r < h.length && EventHeap.less(h[r] as Event, h[m] as Event)) m = r;
+        if (m === i) break;
+        [h[i], h[m]] = [h[m] as Event, h[i] as Event];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+
+function actionsOf(op: TimedOp): Action[] {
+  // At equal offsets: releases first (back-to-back holds do not queue on themselves), then
+  // zero-length uses (still wait for a busy resource: acquire and release at once), then acquires.
+  const keyed: { a: Action; rank: number; i: number }[] = [];
+  op.holds.forEach((h, i) => {
+    const end = h.atNs + h.ns;
+    const rank = h.ns > 0 ? 2 : 1;
+    keyed.push({ a: { offset: h.atNs, acquire: true, resource: h.resource }, rank, i: 2 * i });
+    keyed.push({ a: { offset: end, acquire: false, resource: h.resource }, rank: h.ns > 0 ? 0 : 1, i: 2 * i + 1 });
+  });
+  return keyed.sort((x, y) => x.a.offset - y.a.offset || x.rank - y.rank || x.i - y.i).map((x) => x.a);
+}
+
+export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
+  const latencyNs = new Array<number>(ops.length).fill(0);
+  const waitNs = new Array<number>(ops.length).fill(0);
+  const threadShiftNs = new Map<number, number>();
+  const resources = new Map<string, Resource>();
+  const byThread = new Map<number, number[]>();
+  ops.forEach((op, i) => {
+    const list = byThread.get(op.thread) ?? [];
+    list.push(i);
+    byThread.set(op.thread, list);
+  });
+  const cursor = new Map<number, number>();
+  const lastEnd = new Map<number, number>();
+  const states = new Map<number, OpState>();
+  const heap = new EventHeap();
+  let seq = 0;
+
+  const resource = (name: string): Resource => {
+    let r = resources.get(name);
+    if (!r) {
+      r = { stats: { resource: name, holds: 0, busyNs: 0, waitNs: 0, maxWaitNs: 0, maxQueue: 0 }, busy: false, since: 0, waiting: [] };
+      resources.set(name, r);
+    }
+    return r;
+  };
+
+  const startNext = (thread: number): void => {
+    const list = byThread.get(thread) as number[];
+    const k = cursor.get(thread) ?? 0;
+    const index = list[k];
+    if (index === undefined) return;
+    cursor.set(thread, k + 1);
+    const op = ops[index] as TimedOp;
+    const shift = threadShiftNs.get(thread) ?? 0;
+    const start = op.arrival ? Math.max(op.startNs, (lastEnd.get(thread) ?? 0)) : op.startNs + shift;
+    const s: OpState = { index, actions: actionsOf(op), next: 0, clock: start, at: 0, start, waited: 0 };
+    states.set(index, s);
+    heap.push({ time: start, thread, op: index, seq: seq++ });
+  };
+
+  /** Runs an operation from its clock until it blocks on a resource or ends. */
+  const advance = (s: OpState, now: number): void => {
+    const op = ops[s.index] as TimedOp;
+    for (;;) {
+      const a = s.actions[s.next];
+      if (!a) {
+        const end = s.clock + (op.ns - s.at);
+        latencyNs[s.index] = end - s.start;
+        waitNs[s.index] = s.waited;
+        threadShiftNs.set(op.thread, end - (op.startNs + op.ns));
+        lastEnd.set(op.thread, end);
+        states.delete(s.index);
+        startNext(op.thread);
+        return;
+      }
+      const t = s.clock + (a.offset - s.at);
+      if (t > now) {
+        // Not there yet: come back at that time, so others that reach a resource earlier go first.
+        heap.push({ time: t, thread: op.thread, op: s.index, seq: seq++ });
+        return;
+      }
+      s.clock = t;
+      s.at = a.offset;
+      s.next += 1;
+      const r = resource(a.resource);
+      if (!a.acquire) {
+        r.stats.busyNs += t - r.since;
+        const w = r.waiting.shift();
+        if (!w) {
+          r.busy = false;
+          continue;
+        }
+        // The next waiter gets it now; it resumes from this instant.
+        const waited = t - w.arrived;
+        w.op.waited += waited;
+        r.stats.waitNs += waited;
+        r.stats.maxWaitNs = Math.max(r.stats.maxWaitNs, waited);
+        r.stats.holds += 1;
+        r.since = t;
+        w.op.clock = t;
+        heap.push({ time: t, thread: w.thread, op: w.op.index, seq: seq++ });
+        continue;
+      }
+      if (!r.busy) {
+        r.busy = true;
+        r.since = t;
+        r.stats.holds += 1;
+        continue;
+      }
+      r.waiting.push({ op: s, arrived: t, thread: op.thread });
+      r.stats.maxQueue = Math.max(r.stats.maxQueue, r.waiting.length);
+      return;
+    }
+  };
+
+  for (const thread of [...byThread.keys()].sort((a, b) => a - b)) startNext(thread);
+  for (let e = heap.pop(); e; e = heap.pop()) {
+    const s = states.get(e.op);
+    if (s) advance(s, e.time);
+  }
+  if (states.size > 0) {
+    // Only possible when two operations take the same resources in opposite orders: a model bug.
+    const stuck = [...resources.values()].filter((r) => r.waiting.length > 0).map((r) => r.stats.resource);
+    throw new Error(`queueing model deadlock on ${stuck.join(', ')}: resources taken in different orders`);
+  }
+  return {
+    latencyNs,
+    waitNs,
+    threadShiftNs,
+    resources: [...resources.values()].map((r) => r.stats).sort((a, b) => (a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0)),
+  };
+}
