@@ -2,6 +2,7 @@ import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, s
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { MEASURED_HOST, MEASURED_HOST_BASE } from '../common/cost/measured-host.js';
 import { loadProfile, type CostProfile } from '../common/cost/profile.js';
 import { VmmsimError, asVmmsimError } from '../common/errors.js';
 import { createLogger, isLogLevel, resolveLogLevel, type Logger } from '../common/logger.js';
@@ -11,7 +12,7 @@ import { MODELS, SUPPORTED_MODELS, describeSchema, type ModelName, type Scenario
 import { decodeCommand, formatCommand, parseHexWord, CMD_SIZE } from '../common/smmu/commands.js';
 import { MAX_SID_PAIRS } from '../common/iommufd-objects.js';
 import { ProcessTree } from './launcher.js';
-import { RESULTS_SCHEMA, defaultOutDir, writeResults, type ResultsDoc, type RunResult } from './results.js';
+import { RESULTS_SCHEMA, defaultOutDir, writeProfile, writeResults, type ResultsDoc, type RunResult } from './results.js';
 import { Session, processSpecs } from './session.js';
 import { comparisonTable, hopTable } from './table.js';
 
@@ -108,6 +109,8 @@ interface RunPlan {
   scenario: Scenario;
   models: ModelName[];
   profile: CostProfile;
+  /** --profile measured-host: calibrate the transitions on this machine before the runs. */
+  measureHost: boolean;
   out: string;
   json: boolean;
   transport: 'unix' | 'tcp';
@@ -165,7 +168,8 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
   return {
     scenario,
     models,
-    profile: loadProfile(scenario.profile),
+    profile: loadProfile(scenario.profile === MEASURED_HOST ? MEASURED_HOST_BASE : scenario.profile),
+    measureHost: scenario.profile === MEASURED_HOST,
     out: values.out ?? defaultOutDir(scenario.name),
     json: values.json ?? false,
     transport,
@@ -210,6 +214,11 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   try {
     await Promise.race([tree.start(processSpecs(p.scenario)), aborted]);
     session = new Session(tree, log, ramDir);
+    if (p.measureHost) {
+      if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
+      p.profile = await Promise.race([session.calibrate(p.scenario, p.profile), aborted]);
+      writeProfile(p.out, p.profile);
+    }
     for (const model of p.models) {
       if (!p.json) process.stderr.write(`vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
       runs.push(await Promise.race([session.run(p.scenario, model, p.profile), aborted]));

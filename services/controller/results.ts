@@ -1,5 +1,7 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import type { CostProfile } from '../common/cost/profile.js';
 import type { Summary__Output as Summary } from '../common/generated/vmmsim/v1/Summary.js';
 import type { Scenario } from '../common/scenario/schema.js';
 import type { TransitionCounts } from '../common/topology.js';
@@ -110,4 +112,12 @@ export function writeResults(dir: string, doc: ResultsDoc): string {
   writeFileSync(tmp, JSON.stringify(doc, null, 2) + '\n');
   renameSync(tmp, final);
   return final;
+}
+
+/** Writes the profile a run computed (measured-host) beside its results, as a profile file. */
+export function writeProfile(dir: string, profile: CostProfile): string {
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${profile.name}.yaml`);
+  writeFileSync(file, stringify({ name: profile.name, description: profile.description, steps: profile.steps }));
+  return file;
 }

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import type { CostProfile } from '../common/cost/profile.js';
 import { profileCosts } from '../common/cost/profile.js';
+import { measuredHostProfile } from '../common/cost/measured-host.js';
 import { VmmsimError } from '../common/errors.js';
 import type { Device } from '../common/generated/vmmsim/v1/Device.js';
 import type { Endpoint } from '../common/generated/vmmsim/v1/Endpoint.js';
@@ -144,6 +145,25 @@ export class Session {
       workloadCounters: reply.workloadCounters,
       counters,
     };
+  }
+
+  /**
+   * The calibration run of --profile measured-host: strict unmaps under nested-smmuv3 cross every
+   * boundary a design pays (exit, user, ioctl, hw), one thread and no device DMA, so the hops time
+   * the IPC alone; their p50 round trips replace the base profile's transition costs.
+   */
+  async calibrate(s: Scenario, base: CostProfile): Promise<CostProfile> {
+    const cal: Scenario = {
+      ...s,
+      name: `${s.name}-calibration`,
+      dma: 'strict',
+      device: { ...s.device, dmaRate: 0 },
+      workload: { ...s.workload, kind: 'dma-map-benchmark', trace: '', threads: 1, ops: 500, durationSec: 0, dwellUs: 0, gapUs: 0, rate: 0 },
+    };
+    const run = await this.run(cal, 'nested-smmuv3', base);
+    const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
+    const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, count: h.count }));
+    return measuredHostProfile(base, hops, new Date().toISOString());
   }
 
   close(): void {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { VmmsimError } from '../errors.js';
 import { packageRoot } from '../paths.js';
+import { MEASURED_HOST } from './measured-host.js';
 import { COST_STEPS, isCostStep } from './steps.js';
 
 /** C: read in the primary source; S: real but partly known conditions; U: an assumption. */
@@ -39,7 +40,7 @@ export function loadProfile(nameOrPath: string): CostProfile {
   const byName = join(profilesDir(), `${nameOrPath}.yaml`);
   const path = existsSync(byName) ? byName : nameOrPath;
   if (!existsSync(path)) {
-    throw new VmmsimError('E_PROFILE', `profile "${nameOrPath}" not found; known profiles: ${profileNames().join(', ')}`);
+    throw new VmmsimError('E_PROFILE', `profile "${nameOrPath}" not found; known profiles: ${[...profileNames(), MEASURED_HOST].join(', ')} (or a path to a profile file)`);
   }
   let doc: unknown;
   try {
