@@ -5,7 +5,6 @@ import { simulateQueueing, type ResourceStats, type TimedOp } from '../common/co
 import { Distribution } from '../common/histogram.js';
 import type { OpContext } from '../common/op-context.js';
 import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../common/topology.js';
-import type { Hop } from '../common/transport/link.js';
 
 /** Everything the guest records about one kind of operation (map, unmap). */
 class OpRecord {
