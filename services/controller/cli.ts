@@ -14,7 +14,7 @@ import { MAX_SID_PAIRS } from '../common/iommufd-objects.js';
 import { ProcessTree } from './launcher.js';
 import { RESULTS_SCHEMA, defaultOutDir, writeProfile, writeResults, type ResultsDoc, type RunResult } from './results.js';
 import { Session, processSpecs } from './session.js';
-import { comparisonTable, hopTable } from './table.js';
+import { comparisonTable, dmaMapBenchmarkReport, hopTable } from './table.js';
 
 const USAGE = `vmmsim: a multi-process simulator of virtual-IOMMU architectures
 
@@ -252,7 +252,9 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
     process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
   } else if (runs.length > 0) {
     process.stdout.write(comparisonTable(runs) + '\n');
-    for (const run of runs) if (run.hops.length > 0) process.stdout.write(`\nhops of ${run.model} (measured, one way):\n${hopTable(run)}\n`);
+    // Hop tables for one model; a comparison keeps to its tables (every hop is in results.json).
+    if (runs.length === 1) for (const run of runs) if (run.hops.length > 0) process.stdout.write(`\nhops of ${run.model} (measured, one way):\n${hopTable(run)}\n`);
+    if (p.scenario.workload.kind === 'dma-map-benchmark') process.stdout.write(`\n${runs.map(dmaMapBenchmarkReport).join('\n')}\n`);
     const trace = runs[0]?.workloadCounters;
     if (trace && 'events' in trace) {
       process.stdout.write(

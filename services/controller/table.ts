@@ -74,3 +74,24 @@ export function hopTable(run: RunResult): string {
   return render(rows, ['l', 'r', 'r', 'r', 'r']);
 }
 
+/**
+ * Linux's dma_map_benchmark report lines (tools/dma/dma_map_benchmark.c) for one run, measured and
+ * modeled: average map and unmap latency in microseconds with their standard deviation.
+ */
+export function dmaMapBenchmarkReport(run: RunResult): string {
+  const w = run.workload;
+  const op = (name: string): RunResult['ops'][number] | undefined => run.ops.find((o) => o.op === name);
+  const lines = [`${run.model}: dma mapping benchmark: threads:${w.threads} seconds:${w.durationSec} granule: ${w.granulePages}`];
+  for (const [what, pick] of [
+    ['measured', (o: RunResult['ops'][number]) => o.measuredUs],
+    ['modeled', (o: RunResult['ops'][number]) => ({ mean: o.modeledNs.mean / 1000, stddev: o.modeledNs.stddev / 1000 })],
+  ] as const) {
+    for (const name of ['map', 'unmap']) {
+      const o = op(name);
+      if (!o || o.count === 0) continue;
+      const s = pick(o);
+      lines.push(`  ${what.padEnd(8)} average ${name} latency(us):${s.mean.toFixed(1)} standard deviation:${s.stddev.toFixed(1)}`);
+    }
+  }
+  return lines.join('\n');
+}

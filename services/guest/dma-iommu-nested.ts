@@ -12,11 +12,9 @@ import {
 } from '../common/smmu/registers.js';
 import { GuestCmdq } from './cmdq.js';
 import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
+import { FlushQueues } from './flush-queue.js';
 import { IovaAllocator } from './iova.js';
 
-/** Linux's per-CPU flush queue (drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE / _TIMEOUT). */
-export const FQ_ENTRIES = 256;
-export const FQ_TIMEOUT_MS = 10;
 /**
  * The DMA window IOVAs come from. Each CPU allocates top-down in its own 256 MiB slice (Linux's
  * IOVA caches are per CPU), so which operation first touches a new page-table page, and pays for
@@ -26,28 +24,26 @@ const IOVA_BASE = 0x1_0000_0000;
 const IOVA_SLICE = 0x1000_0000;
 
 interface Deferred {
+  cpu: number;
   iova: number;
   pages: number;
-}
-
-/** One CPU's flush queue and the modeled time its oldest entry was queued. */
-interface FlushQueue {
-  entries: Deferred[];
-  sinceNs: number;
 }
 
 /** A guest IOMMU domain: one per assigned device here, with its own ASID, stage-1 table and IOVAs. */
 class Domain {
   private readonly iovas = new Map<number, IovaAllocator>();
-  /** Per-CPU flush queues (lazy mode). */
-  readonly fq = new Map<number, FlushQueue>();
+  /** Lazy mode's flush queues of this domain (per CPU, or one). */
+  readonly fq: FlushQueues<Deferred>;
 
   constructor(
     readonly device: GuestDevice,
     readonly asid: number,
     readonly stage1: PageTable,
     readonly smmu: GuestSmmu,
-  ) {}
+    fq: FlushQueues<Deferred>,
+  ) {
+    this.fq = fq;
+  }
 
   /** The CPU's IOVA allocator. */
   iova(cpu: number): IovaAllocator {
@@ -58,12 +54,6 @@ class Domain {
       this.iovas.set(cpu, a);
     }
     return a;
-  }
-
-  pending(): number {
-    let n = 0;
-    for (const q of this.fq.values()) n += q.entries.length;
-    return n;
   }
 }
 
@@ -108,11 +98,10 @@ class GuestSmmu {
  * edits it without trapping; only its command-queue writes reach the host.
  *  - strict: dma_unmap clears the PTEs, invalidates the range (TLBI_NH_VA + CMD_SYNC) and returns
  *    when the sync completed;
- *  - lazy: dma_unmap clears the PTEs and queues the IOVA in the CPU's flush queue; the domain is
- *    invalidated (TLBI_NH_ASID + CMD_SYNC) and only then are the IOVAs reused, when a queue holds
- *    256 entries or its oldest entry is 10 ms old. Age is the vCPU's modeled time, checked at each
- *    unmap on that CPU (that unmap pays), so flushes fall on the same operations in every run; what
- *    is left is flushed when the workload ends.
+ *  - lazy: dma_unmap clears the PTEs and queues the IOVA in the domain's flush queue (per CPU:
+ *    256 entries or 10 ms; single: 32768 or 1000 ms; see flush-queue.ts); when one is due the
+ *    domain is invalidated (TLBI_NH_ASID + CMD_SYNC) and only then are its IOVAs reused. The unmap
+ *    that finds the queue due pays the flush; what is left is flushed when the workload ends.
  */
 class NestedDmaIommu implements DmaApi {
   private commands = 0;
@@ -141,7 +130,7 @@ class NestedDmaIommu implements DmaApi {
       const asid = d.index + 1;
       // The context descriptor the SMMU finds through the STE's S1ContextPtr (an IPA).
       kernel.ram.write(cdIpa(d.index), encodeCd({ valid: true, asid, ttb0: stage1.root }));
-      this.domains.set(d.index, new Domain(d, asid, stage1, smmu));
+      this.domains.set(d.index, new Domain(d, asid, stage1, smmu, FlushQueues.forKernel<Deferred>(kernel)));
     }
   }
 
@@ -175,29 +164,21 @@ class NestedDmaIommu implements DmaApi {
       return status;
     }
     const now = (this.kernel.vcpuNs[cpu] ?? 0) + ctx.modeledNs;
-    let q = d.fq.get(cpu);
-    if (!q) {
-      q = { entries: [], sinceNs: now };
-      d.fq.set(cpu, q);
-    }
-    if (q.entries.length === 0) q.sinceNs = now;
-    q.entries.push({ iova, pages });
     ctx.charge('guest.fq_insert');
-    if (q.entries.length >= FQ_ENTRIES || now - q.sinceNs >= FQ_TIMEOUT_MS * 1e6) return this.flush(ctx, d, cpu, q);
-    return 0;
+    const due = d.fq.push(cpu, now, { cpu, iova, pages });
+    return due ? this.flush(ctx, d, cpu, due) : 0;
   }
 
   /**
-   * Invalidates the whole domain once and frees this CPU's deferred IOVAs, as Linux's full-queue
+   * Invalidates the whole domain once and frees the flushed queue's IOVAs, as Linux's full-queue
    * flush frees only its own ring (other CPUs free theirs at their own flush).
    */
-  private async flush(ctx: OpContext, d: Domain, cpu: number, q: FlushQueue): Promise<number> {
-    const freed = q.entries.splice(0);
+  private async flush(ctx: OpContext, d: Domain, cpu: number, freed: Deferred[]): Promise<number> {
     if (freed.length === 0) return 0;
     this.commands += 1;
     const status = await d.smmu.issue(ctx, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
     for (const f of freed) {
-      d.iova(cpu).release(f.iova, f.pages);
+      d.iova(f.cpu).release(f.iova, f.pages);
       ctx.charge('guest.iova_free');
     }
     return status;
@@ -205,11 +186,10 @@ class NestedDmaIommu implements DmaApi {
 
   async drain(): Promise<void> {
     for (const d of this.domains.values()) {
-      for (const [cpu, q] of [...d.fq.entries()].sort((a, b) => a[0] - b[0])) {
-        if (q.entries.length === 0) continue;
+      for (const [cpu, entries] of d.fq.drain()) {
         const ctx = this.kernel.env.newContext(0, 0);
         const t0 = nowNs();
-        await this.flush(ctx, d, cpu, q);
+        await this.flush(ctx, d, cpu, entries);
         this.kernel.background('flush', ctx, nowNs() - t0, cpu);
       }
     }
@@ -220,3 +200,5 @@ class NestedDmaIommu implements DmaApi {
 
 registerDmaApi('nested-smmuv3', (kernel) => new NestedDmaIommu(kernel));
 registerDmaApi('nested-smmuv3-vcmdq', (kernel) => new NestedDmaIommu(kernel));
+// The emulated vSMMUv3 is the same SMMUv3 to the guest: the same arm-smmu-v3 driver drives it.
+registerDmaApi('emulated-smmuv3', (kernel) => new NestedDmaIommu(kernel));
