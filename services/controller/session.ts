@@ -130,7 +130,8 @@ export class Session {
         opsPerSecModeled: reply.modeledElapsedNs > 0 ? round(totalOps / (reply.modeledElapsedNs / 1e9)) : 0,
       },
       invalidations: { guestCommands, deliveredPerPsmmu, fanout: guestCommands > 0 ? round(delivered / guestCommands) : 0 },
-      dma: dmaResult(s.dma, order.filter((x) => x.role === 'psmmu').map((e) => counters[e.name as string] ?? {})),
+      // Device DMA is translated by the pSMMUs, or by the VMM's emulated vIOMMU for emulated devices.
+      dma: dmaResult(s.dma, order.filter((x) => x.role === 'psmmu' || x.role === 'qemu').map((e) => counters[e.name as string] ?? {})),
       elapsedSec: round(reply.elapsedSec),
       modeledElapsedNs: reply.modeledElapsedNs,
       modeledResources: reply.resources.map((r) => ({
@@ -171,8 +172,8 @@ export class Session {
   }
 }
 
-function dmaResult(mode: string, psmmus: Record<string, number>[]): DmaResult {
-  const sum = (k: string): number => psmmus.reduce((n, c) => n + (c[k] ?? 0), 0);
+function dmaResult(mode: string, translators: Record<string, number>[]): DmaResult {
+  const sum = (k: string): number => translators.reduce((n, c) => n + (c[k] ?? 0), 0);
   const translations = sum('translations');
   return {
     mode,
