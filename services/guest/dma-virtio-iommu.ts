@@ -1,0 +1,278 @@
+import { nowNs } from '../common/clock.js';
+import { Errno } from '../common/errors.js';
+import { encodeMmio } from '../common/kvm-run.js';
+import { PAGE_SIZE } from '../common/memory.js';
+import { Mutex } from '../common/mutex.js';
+import type { OpContext } from '../common/op-context.js';
+import {
+  MAP_F_READ, MAP_F_WRITE, ReqType, Status, TAIL_SIZE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ,
+  encodeRequest, requestSlotGpa, type Request,
+} from '../common/virtio-iommu.js';
+import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
+import { FlushQueues } from './flush-queue.js';
+import { IovaAllocator } from './iova.js';
+import { VirtqueueDriver } from './virtqueue.js';
+
+/**
+ * The DMA window IOVAs come from. Each (device, CPU) pair allocates top-down in its own slice, so
+ * which operation gets which IOVA does not depend on how the vCPUs interleave. The slices of the
+ * devices do not overlap either: the host keeps one shadow table per VM (services/vfio), while
+ * each virtio-iommu domain is its own address space, so two domains must not reuse an IOVA.
+ */
+const IOVA_BASE = 0x1_0000_0000;
+const IOVA_SLICE = 0x1000_0000;
+const IOVA_END = 2 ** 48;
+/** ENOSYS, which Linux returns for VIRTIO_IOMMU_S_UNSUPP (not among the errnos the host models use). */
+const ENOSYS = 38;
+
+/** A request in flight: where its buffer is and, once the device completed it, its status. */
+interface Pending {
+  slot: number;
+  size: number;
+  status: number | undefined;
+  /** Whether a caller reads the status (a lazy UNMAP's nobody does, as in Linux). */
+  awaited: boolean;
+}
+
+interface Deferred {
+  device: number;
+  cpu: number;
+  iova: number;
+  pages: number;
+}
+
+/** The guest's view of one domain: its id, the IOVAs it handed out and what is mapped. */
+class Domain {
+  private readonly iovas = new Map<number, IovaAllocator>();
+  /** Mapped ranges by IOVA: pages (viommu_add_mapping's interval tree). */
+  readonly mapped = new Map<number, number>();
+
+  constructor(
+    readonly id: number,
+    private readonly window: number,
+    private readonly slice: number,
+  ) {}
+
+  iova(cpu: number): IovaAllocator {
+    let a = this.iovas.get(cpu);
+    if (!a) {
+      const base = this.window + cpu * this.slice;
+      a = new IovaAllocator(base, base + this.slice);
+      this.iovas.set(cpu, a);
+    }
+    return a;
+  }
+}
+
+/** Linux's viommu_get_req_errno. */
+function errnoOf(status: number): number {
+  switch (status) {
+    case Status.OK:
+      return 0;
+    case Status.UNSUPP:
+      return -ENOSYS;
+    case Status.INVAL:
+      return -Errno.EINVAL;
+    case Status.RANGE:
+      return -Errno.ERANGE;
+    case Status.NOENT:
+      return -Errno.ENOENT;
+    case Status.FAULT:
+      return -Errno.EFAULT;
+    default:
+      return -Errno.EIO;
+  }
+}
+
+/**
+ * dma-iommu over Linux's virtio-iommu driver (drivers/iommu/virtio-iommu.c). The guest has no I/O
+ * page table: every change is a request on the device's request virtqueue.
+ *  - map: viommu_map_pages adds a MAP request, iotlb_sync_map kicks the queue and busy-polls the
+ *    used ring until everything in flight completed (viommu_sync_req, under the driver's request
+ *    lock; the request queue has no interrupt callback);
+ *  - strict unmap: viommu_unmap_pages adds an UNMAP, iotlb_sync kicks and polls;
+ *  - lazy unmap: the UNMAP is built without a kick and the IOVA waits in the flush queue; the
+ *    next sync of the same CPU (its next map, or the flush: flush_iotlb_all = viommu_sync_req)
+ *    puts it in the ring and kicks, then the flushed IOVAs are freed. In Linux the UNMAP enters the
+ *    shared ring at once and whichever CPU syncs next carries it; which one that is depends on
+ *    timing, so here each CPU carries its own and the modeled cost of every operation is the same
+ *    on every run.
+ *  - a full queue (256 descriptors, 2 per request) is synced before the next request goes in.
+ * A MAP or strict UNMAP the device refuses fails the call with Linux's errno for its status (Linux
+ * itself adds MAPs without write-back and never reads their status). The endpoints were attached at probe: domain `device index + 1` per device (see
+ * services/common/virtio-iommu-device.ts). The same driver runs over QEMU's device (virtio-iommu)
+ * and over the in-kernel one (vhost-iommu): only what the kick reaches differs.
+ */
+class VirtioIommuDma implements DmaApi {
+  private readonly vq: VirtqueueDriver<Pending>;
+  /** viommu->request_lock: one queue for all CPUs, held across the kick and the poll. */
+  private readonly lock: Mutex;
+  private readonly domains = new Map<number, Domain>();
+  private readonly fq: FlushQueues<Deferred>;
+  private readonly lazy: boolean;
+  private unmaps = 0;
+  /** Lazy mode: each CPU's UNMAP requests not yet in the ring, carried by that CPU's next sync. */
+  private readonly pendingUnmaps = new Map<number, Request[]>();
+
+  constructor(private readonly kernel: GuestKernel) {
+    this.lazy = kernel.env.topology.dma === 'lazy';
+    this.vq = new VirtqueueDriver(kernel.ram, VIOMMU_REQUEST_QUEUE);
+    this.lock = new Mutex(`${kernel.env.self.name}.viommu.request_lock`);
+    this.fq = FlushQueues.forKernel<Deferred>(kernel);
+    const cpus = Math.max(1, kernel.env.topology.workload?.threads ?? 1);
+    const devices = Math.max(1, kernel.devices.length);
+    // Shrink the slices when many devices and CPUs would not fit the 48-bit IOVA space.
+    const fit = Math.floor((IOVA_END - IOVA_BASE) / (cpus * devices) / 0x20_0000) * 0x20_0000;
+    const slice = Math.min(IOVA_SLICE, fit);
+    kernel.devices.forEach((d, n) => this.domains.set(d.index, new Domain(d.index + 1, IOVA_BASE + n * cpus * slice, slice)));
+  }
+
+  /** UNMAP requests sent: the invalidations of this architecture. */
+  get guestCommands(): number {
+    return this.unmaps;
+  }
+
+  private domain(device: GuestDevice): Domain {
+    const d = this.domains.get(device.index);
+    if (!d) throw new Error(`device ${device.index} has no domain`);
+    return d;
+  }
+
+  async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
+    const d = this.domain(device);
+    const iova = d.iova(cpu).alloc(pages);
+    ctx.charge('guest.iova_alloc');
+    const size = pages * PAGE_SIZE;
+    const req: Request = { type: ReqType.MAP, domain: d.id, virtStart: BigInt(iova), virtEnd: BigInt(iova + size - 1), physStart: BigInt(pa), flags: MAP_F_READ | MAP_F_WRITE };
+    const status = await this.lock.with(async () => {
+      const carried = await this.addPending(ctx, [cpu]);
+      if (carried < 0) return carried;
+      const p = await this.add(ctx, req, true);
+      if (typeof p === 'number') return p;
+      await this.sync(ctx);
+      return errnoOf(p.status ?? Status.IOERR);
+    }, ctx);
+    if (status !== 0) {
+      d.iova(cpu).release(iova, pages);
+      ctx.charge('guest.iova_free');
+      return status;
+    }
+    d.mapped.set(iova, pages);
+    return iova;
+  }
+
+  async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
+    const d = this.domain(device);
+    // viommu_del_mappings finds nothing to unmap: no request leaves the guest.
+    if (d.mapped.get(iova) !== pages) return -Errno.EINVAL;
+    d.mapped.delete(iova);
+    const req: Request = { type: ReqType.UNMAP, domain: d.id, virtStart: BigInt(iova), virtEnd: BigInt(iova + pages * PAGE_SIZE - 1) };
+    this.unmaps += 1;
+    if (!this.lazy) {
+      const status = await this.lock.with(async () => {
+        const p = await this.add(ctx, req, true);
+        if (typeof p === 'number') return p;
+        await this.sync(ctx);
+        return errnoOf(p.status ?? Status.IOERR);
+      }, ctx);
+      d.iova(cpu).release(iova, pages);
+      ctx.charge('guest.iova_free');
+      return status;
+    }
+    const list = this.pendingUnmaps.get(cpu) ?? [];
+    list.push(req);
+    this.pendingUnmaps.set(cpu, list);
+    ctx.charge('guest.virtio_req');
+    ctx.charge('guest.fq_insert');
+    const now = (this.kernel.vcpuNs[cpu] ?? 0) + ctx.modeledNs;
+    const due = this.fq.push(cpu, now, { device: device.index, cpu, iova, pages });
+    if (due) await this.flush(ctx, due);
+    return 0;
+  }
+
+  /**
+   * Puts the given CPUs' pending UNMAPs in the ring (lazy mode), in CPU order; the caller's sync
+   * carries them. Returns 0 or -errno. Caller holds the request lock.
+   */
+  private async addPending(ctx: OpContext, cpus: readonly number[]): Promise<number> {
+    for (const cpu of cpus) {
+      const list = this.pendingUnmaps.get(cpu);
+      if (!list) continue;
+      this.pendingUnmaps.delete(cpu);
+      for (const req of list) {
+        // Built and charged when the unmap queued it.
+        const p = await this.add(ctx, req, false, false);
+        if (typeof p === 'number') return p;
+      }
+    }
+    return 0;
+  }
+
+  /**
+   * viommu_add_req: the request goes into the buffer of the chain's head descriptor, as two
+   * descriptors (readable request, writable tail). A full queue is synced first. Returns the
+   * request in flight, or -errno. Caller holds the request lock.
+   */
+  private async add(ctx: OpContext, req: Request, awaited: boolean, charge = true): Promise<Pending | number> {
+    if (this.vq.broken) return -Errno.EIO;
+    if (this.vq.free < 2) await this.sync(ctx);
+    const head = this.vq.nextHead();
+    if (head === undefined || this.vq.free < 2) return -Errno.ENOSPC;
+    const bytes = encodeRequest(req);
+    const slot = requestSlotGpa(head);
+    this.kernel.ram.write(slot, bytes);
+    const p: Pending = { slot, size: bytes.length, status: undefined, awaited };
+    const readable = { addr: slot, len: bytes.length - TAIL_SIZE };
+    const tail = { addr: slot + bytes.length - TAIL_SIZE, len: TAIL_SIZE };
+    if (this.vq.add([readable], [tail], p) === undefined) return -Errno.ENOSPC;
+    if (charge) ctx.charge('guest.virtio_req');
+    return p;
+  }
+
+  /**
+   * viommu_sync_req: kick (a write of the queue index to QueueNotify, which traps), then take
+   * every completed request off the used ring. The kick returns once the device served the ring,
+   * so the poll finds them all; a request still in flight means the device gave up on the queue,
+   * and everything in flight fails with IOERR. Caller holds the request lock.
+   */
+  private async sync(ctx: OpContext): Promise<void> {
+    if (this.vq.kickPrepare()) {
+      const notify = encodeMmio({ physAddr: VIOMMU_NOTIFY_GPA, data: VIOMMU_REQUEST_VQ, len: 4, isWrite: true });
+      await ctx.call('kvm', 'MMIO_WRITE', notify);
+    }
+    for (let b = this.vq.getBuf(); b; b = this.vq.getBuf()) {
+      const p = b.token;
+      // A used length of 0: the device wrote nothing (__viommu_sync_req sets IOERR).
+      p.status = b.len === 0 ? Status.IOERR : this.kernel.ram.view(p.slot + p.size - TAIL_SIZE, 1).readUInt8(0);
+      if (p.status !== Status.OK && !p.awaited) this.kernel.env.log.warn({ status: p.status, slot: p.slot }, 'virtio-iommu request failed with no waiter');
+    }
+    if (this.vq.inFlight > 0) this.vq.broken = true;
+  }
+
+  /** flush_iotlb_all: one sync for everything queued, then the deferred IOVAs are free again. */
+  private async flush(ctx: OpContext, entries: Deferred[]): Promise<void> {
+    const cpus = [...new Set(entries.map((e) => e.cpu))].sort((a, b) => a - b);
+    await this.lock.with(async () => {
+      await this.addPending(ctx, cpus);
+      await this.sync(ctx);
+    }, ctx);
+    for (const e of entries) {
+      (this.domains.get(e.device) as Domain).iova(e.cpu).release(e.iova, e.pages);
+      ctx.charge('guest.iova_free');
+    }
+  }
+
+  async drain(): Promise<void> {
+    for (const [key, entries] of this.fq.drain()) {
+      const ctx = this.kernel.env.newContext(0, 0);
+      const t0 = nowNs();
+      await this.flush(ctx, entries);
+      this.kernel.background('flush', ctx, nowNs() - t0, key);
+    }
+  }
+
+  close(): void {}
+}
+
+registerDmaApi('virtio-iommu', (kernel) => new VirtioIommuDma(kernel));
+registerDmaApi('vhost-iommu', (kernel) => new VirtioIommuDma(kernel));

@@ -1,0 +1,83 @@
+import { GUEST_RAM_SIZE } from '../common/board.js';
+import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import { mapGuestRam } from '../common/guest-ram.js';
+import type { MmioAccess } from '../common/kvm-run.js';
+import { Mutex } from '../common/mutex.js';
+import type { OpContext } from '../common/op-context.js';
+import type { HandlerResult, RoleEnv } from '../common/role-api.js';
+import { IOMMU_READ, IOMMU_WRITE, encodeKernelIommuMap } from '../common/vfio-type1.js';
+import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../common/virtio-iommu-device.js';
+import { MAP_F_WRITE, VIOMMU_EVENT_VQ, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../common/virtio-iommu.js';
+import { registerKvmDevice, type KvmDevice } from './device.js';
+
+/** In the kernel the device calls iommu_map()/iommu_unmap() on the VM's host domain itself. */
+function kernelBackend(vm: number): VirtioIommuBackend {
+  return {
+    async map(ctx, _domain, iova, gpa, size, flags) {
+      const prot = IOMMU_READ | (flags & MAP_F_WRITE ? IOMMU_WRITE : 0);
+      const r = await ctx.call('vfio', 'IOMMU_MAP', encodeKernelIommuMap({ vm, prot, iova, gpa, size }));
+      return statusOfErrno(r.status);
+    },
+    async unmap(ctx, _domain, iova, size) {
+      const r = await ctx.call('vfio', 'IOMMU_UNMAP', encodeKernelIommuMap({ vm, prot: 0, iova, gpa: 0, size }));
+      return statusOfErrno(r.status);
+    },
+  };
+}
+
+interface VmState {
+  device: VirtioIommuDevice;
+  /** The vhost virtqueue's mutex: one worker serves the ring at a time. */
+  vq: Mutex;
+}
+
+/**
+ * vhost-iommu (proposed): the virtio-iommu device in the host kernel. vhost registered an
+ * ioeventfd on the QueueNotify register, so KVM completes the guest's write itself and the vhost
+ * worker thread wakes up and serves the queue straight from guest memory, calling the host IOMMU
+ * in the kernel. Nothing reaches the VMM: no user exit, no ioctl.
+ */
+class VhostIommu implements KvmDevice {
+  private readonly vms = new Map<number, VmState>();
+  private readonly counters = { notifies: 0, ramMissing: 0 };
+
+  constructor(private readonly env: RoleEnv) {}
+
+  private state(vm: number): VmState | undefined {
+    const have = this.vms.get(vm);
+    if (have) return have;
+    const mem = mapGuestRam(this.env.topology.ramDir, vm);
+    if (!mem) return undefined;
+    const attachments = this.env.topology.devices.flatMap((d, i) => (d.vm === vm ? [{ endpoint: d.vsid, domain: i + 1 }] : []));
+    const device = new VirtioIommuDevice({ mem, layout: VIOMMU_REQUEST_QUEUE, ramBytes: GUEST_RAM_SIZE, attachments, backend: kernelBackend(vm), requestStep: 'kernel.vhost_req' });
+    const s = { device, vq: new Mutex(`kvm.vhost-iommu-${vm}.vq`) };
+    this.vms.set(vm, s);
+    return s;
+  }
+
+  async mmio(access: MmioAccess, req: Envelope__Output, ctx: OpContext, vm: number): Promise<HandlerResult | undefined> {
+    // Only the ioeventfds' writes (one per queue) are the kernel's; anything else goes to the VMM.
+    if (!access.isWrite || access.physAddr !== VIOMMU_NOTIFY_GPA) return undefined;
+    if (access.data === VIOMMU_EVENT_VQ) return { status: 0, payload: req.payload }; // event buffers: nothing to do
+    if (access.data !== VIOMMU_REQUEST_VQ) return undefined;
+    this.counters.notifies += 1;
+    ctx.charge('host.thread_wakeup');
+    const s = this.state(vm);
+    if (!s) {
+      this.counters.ramMissing += 1;
+      return { status: 0, payload: req.payload };
+    }
+    await s.vq.with(() => s.device.kick(ctx), ctx);
+    return { status: 0, payload: req.payload };
+  }
+
+  stats(): Record<string, number> {
+    const out: Record<string, number> = { ...this.counters };
+    for (const s of this.vms.values()) {
+      for (const [k, v] of Object.entries(s.device.stats())) out[k] = (out[k] ?? 0) + v;
+    }
+    return out;
+  }
+}
+
+registerKvmDevice('vhost-iommu', (env) => new VhostIommu(env));

@@ -1,0 +1,78 @@
+import { GUEST_RAM_SIZE } from '../common/board.js';
+import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import { mapGuestRam } from '../common/guest-ram.js';
+import type { MmioAccess } from '../common/kvm-run.js';
+import { Mutex } from '../common/mutex.js';
+import type { OpContext } from '../common/op-context.js';
+import type { HandlerResult, RoleEnv } from '../common/role-api.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../common/vfio-type1.js';
+import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../common/virtio-iommu-device.js';
+import { MAP_F_WRITE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../common/virtio-iommu.js';
+import { registerVmmDevice, type VmmDevice } from './device.js';
+
+/**
+ * What QEMU's IOMMU notifier does for a VFIO device behind virtio-iommu (vfio_iommu_map_notify):
+ * one VFIO_IOMMU_MAP_DMA or UNMAP_DMA ioctl on the container per mapping added or removed, with
+ * the VMM's address of the guest memory. READ is always asked, WRITE when the mapping allows it.
+ */
+const vfioBackend: VirtioIommuBackend = {
+  async map(ctx, _domain, iova, gpa, size, flags) {
+    const vfioFlags = VFIO_DMA_MAP_FLAG_READ | (flags & MAP_F_WRITE ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+    const r = await ctx.call('vfio', 'VFIO_DMA_MAP', encodeDmaMap({ flags: vfioFlags, vaddr: VMM_RAM_VADDR + gpa, iova, size }));
+    return statusOfErrno(r.status);
+  },
+  async unmap(ctx, _domain, iova, size) {
+    const r = await ctx.call('vfio', 'VFIO_DMA_UNMAP', encodeDmaUnmap({ flags: 0, iova, size }));
+    return statusOfErrno(r.status);
+  },
+};
+
+/**
+ * QEMU's virtio-iommu device (hw/virtio/virtio-iommu.c). The guest's kick is a write to the
+ * QueueNotify register that KVM turns into an ioeventfd signal: the vCPU goes straight back to the
+ * guest (no KVM_EXIT_MMIO, so no exit.to_user), and QEMU's main loop thread wakes up, takes the
+ * big lock and runs virtio_iommu_handle_command over the queue in guest RAM, which QEMU maps.
+ */
+class VirtioIommuVmm implements VmmDevice {
+  private readonly bql: Mutex;
+  private device: VirtioIommuDevice | undefined;
+  private readonly counters = { notifies: 0, otherMmio: 0, ramMissing: 0 };
+
+  constructor(private readonly env: RoleEnv) {
+    this.bql = new Mutex(`${env.self.name}.bql`);
+  }
+
+  /** The device, once the guest's RAM exists to map (the guest creates it when it starts). */
+  private ensureDevice(): VirtioIommuDevice | undefined {
+    if (this.device) return this.device;
+    const vm = this.env.self.index;
+    const mem = mapGuestRam(this.env.topology.ramDir, vm);
+    if (!mem) return undefined;
+    const attachments = this.env.topology.devices.flatMap((d, i) => (d.vm === vm ? [{ endpoint: d.vsid, domain: i + 1 }] : []));
+    this.device = new VirtioIommuDevice({ mem, layout: VIOMMU_REQUEST_QUEUE, ramBytes: GUEST_RAM_SIZE, attachments, backend: vfioBackend, requestStep: 'vmm.virtio_req' });
+    return this.device;
+  }
+
+  async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    // Other virtio-mmio registers (and the event queue's kicks) change nothing this model tracks.
+    if (!access.isWrite || access.physAddr !== VIOMMU_NOTIFY_GPA || access.data !== VIOMMU_REQUEST_VQ) {
+      this.counters.otherMmio += 1;
+      return { status: 0, payload: req.payload };
+    }
+    this.counters.notifies += 1;
+    ctx.charge('host.thread_wakeup');
+    const device = this.ensureDevice();
+    if (!device) {
+      this.counters.ramMissing += 1;
+      return { status: 0, payload: req.payload };
+    }
+    await this.bql.with(() => device.kick(ctx), ctx);
+    return { status: 0, payload: req.payload };
+  }
+
+  stats(): Record<string, number> {
+    return { ...this.counters, ...(this.device?.stats() ?? {}), bqlContended: this.bql.contended };
+  }
+}
+
+registerVmmDevice('virtio-iommu', (env) => new VirtioIommuVmm(env));
