@@ -1,0 +1,181 @@
+import { GUEST_TABLE_BASE } from '../common/board.js';
+import { nowNs } from '../common/clock.js';
+import { FrameAllocator } from '../common/memory.js';
+import type { OpContext } from '../common/op-context.js';
+import {
+  ContextTT, DescType, Granularity, VTD_CAP, VTD_ROOT_TABLE_GPA, VtdPageTable, capMaxAmask, capPsi, capReadDrain, capWriteDrain,
+  encodeContextEntry, encodeRootEntry, psiRange, ridParts, vtdContextTableGpa, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE, type IotlbDesc,
+} from '../common/vtd.js';
+import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
+import { FlushQueues } from './flush-queue.js';
+import { IovaAllocator } from './iova.js';
+import { GuestQi } from './vtd-qi.js';
+
+/**
+ * The DMA window IOVAs come from: each CPU allocates top-down in its own 256 MiB slice, so which
+ * operation first touches a new page-table page does not depend on how vCPUs interleave. Each
+ * device's domain gets its own 1 TiB window: Linux would hand out the same IOVAs in every domain,
+ * but the host shadows them all into one VFIO container per VM here, where they must not collide.
+ */
+const IOVA_BASE = 0x1_0000_0000;
+const IOVA_SLICE = 0x1000_0000;
+const DEVICE_WINDOW = 2 ** 40;
+/** Linux allocates domain ids from IDA_START_DID (0: caching mode's invalid id, 1: FLPT_DEFAULT_DID). */
+const FIRST_DID = 2;
+
+/** Context AW for a 4-level (48-bit) second-level table. */
+const AW_48 = 2;
+
+interface Deferred {
+  iova: number;
+  pages: number;
+  /** Page-table frames the unmap freed, reusable once the flush covered them. */
+  freed: number[];
+}
+
+/** A dmar_domain: one per assigned device here, with its domain id, second-level table and IOVAs. */
+class Domain {
+  private readonly iovas = new Map<number, IovaAllocator>();
+
+  constructor(
+    readonly device: GuestDevice,
+    readonly did: number,
+    readonly table: VtdPageTable,
+    readonly fq: FlushQueues<Deferred>,
+  ) {}
+
+  iova(cpu: number): IovaAllocator {
+    let a = this.iovas.get(cpu);
+    if (!a) {
+      const base = IOVA_BASE + this.device.index * DEVICE_WINDOW + cpu * IOVA_SLICE;
+      a = new IovaAllocator(base, base + IOVA_SLICE);
+      this.iovas.set(cpu, a);
+    }
+    return a;
+  }
+}
+
+/**
+ * dma-iommu over the guest's intel-iommu driver on an emulated VT-d in caching mode. The guest owns
+ * a second-level table per domain in its RAM; every change it makes is followed by an IOTLB
+ * invalidation through the queued-invalidation interface, because caching mode says the unit may
+ * cache not-present entries (it is how the VMM learns of new mappings):
+ *  - map: write the PTEs, then a page-selective invalidation (PSI) of the range + wait;
+ *  - strict unmap: clear the PTEs (freeing tables the range covers), PSI + wait, then free the
+ *    IOVA and the tables; IH is set when no table was freed, as Linux does;
+ *  - lazy unmap: clear the PTEs and queue the IOVA in the domain's flush queue; a flush is one
+ *    domain-selective invalidation (DSI) + wait, after which the queued IOVAs and tables are freed.
+ * A range whose aligned AM exceeds the unit's MAMV is invalidated domain-selectively. A failed
+ * invalidation fails the operation (Linux ignores qi_submit_sync's result; reporting it here shows
+ * the cost of a queue error instead of hiding it).
+ */
+class IntelCmDmaIommu implements DmaApi {
+  private commands = 0;
+  private readonly domains = new Map<number, Domain>();
+  private readonly lazy: boolean;
+  private readonly qi: GuestQi;
+
+  constructor(private readonly kernel: GuestKernel) {
+    this.lazy = kernel.env.topology.dma === 'lazy';
+    this.qi = new GuestQi(kernel.ram, `${kernel.env.self.name}.qi`);
+    const frames = new FrameAllocator(GUEST_TABLE_BASE);
+    const ram = kernel.ram;
+    const buses = new Set<number>();
+    for (const d of kernel.devices) {
+      const table = new VtdPageTable(ram, frames);
+      const did = FIRST_DID + d.index;
+      const { bus, devfn } = ridParts(d.vsid);
+      if (!buses.has(bus)) {
+        ram.write(VTD_ROOT_TABLE_GPA + bus * ROOT_ENTRY_SIZE, encodeRootEntry({ present: true, ctp: vtdContextTableGpa(bus) }));
+        buses.add(bus);
+      }
+      ram.write(vtdContextTableGpa(bus) + devfn * CONTEXT_ENTRY_SIZE, encodeContextEntry({ present: true, fpd: false, tt: ContextTT.MULTI_LEVEL, slptptr: table.root, aw: AW_48, did }));
+      this.domains.set(d.index, new Domain(d, did, table, FlushQueues.forKernel<Deferred>(kernel)));
+    }
+  }
+
+  get guestCommands(): number {
+    return this.commands;
+  }
+
+  private domain(device: GuestDevice): Domain {
+    const d = this.domains.get(device.index);
+    if (!d) throw new Error(`device ${device.index} has no domain`);
+    return d;
+  }
+
+  /** qi_flush_iotlb's descriptor: PSI of the aligned range, or DSI when PSI cannot cover it. */
+  private iotlbDesc(did: number, range?: { iova: number; pages: number; ih: boolean }): IotlbDesc {
+    const drain = { dr: capReadDrain(VTD_CAP), dw: capWriteDrain(VTD_CAP) };
+    const psi = range ? psiRange(range.iova, range.pages) : undefined;
+    if (!range || !psi || !capPsi(VTD_CAP) || psi.am > capMaxAmask(VTD_CAP)) {
+      return { type: DescType.IOTLB, granularity: Granularity.DOMAIN, ...drain, did, addr: 0, ih: false, am: 0 };
+    }
+    return { type: DescType.IOTLB, granularity: Granularity.DEVICE_OR_PAGE, ...drain, did, addr: psi.addr, ih: range.ih, am: psi.am };
+  }
+
+  private invalidate(ctx: OpContext, desc: IotlbDesc): Promise<number> {
+    this.commands += 1;
+    return this.qi.submit(ctx, [desc]);
+  }
+
+  async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
+    const d = this.domain(device);
+    const iova = d.iova(cpu).alloc(pages);
+    ctx.charge('guest.iova_alloc');
+    ctx.charge('guest.pte_write', d.table.map(iova, pa, pages));
+    // Caching mode: a not-present -> present change must be invalidated too.
+    const status = await this.invalidate(ctx, this.iotlbDesc(d.did, { iova, pages, ih: false }));
+    if (status === 0) return iova;
+    d.table.release(d.table.unmap(iova, pages).freed);
+    d.iova(cpu).release(iova, pages);
+    return status;
+  }
+
+  async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
+    const d = this.domain(device);
+    const { cleared, freed } = d.table.unmap(iova, pages);
+    ctx.charge('guest.pte_write', cleared);
+    if (!this.lazy) {
+      const status = await this.invalidate(ctx, this.iotlbDesc(d.did, { iova, pages, ih: freed.length === 0 }));
+      d.table.release(freed);
+      d.iova(cpu).release(iova, pages);
+      ctx.charge('guest.iova_free');
+      return status;
+    }
+    const now = (this.kernel.vcpuNs[cpu] ?? 0) + ctx.modeledNs;
+    const due = d.fq.push(cpu, now, { iova, pages, freed });
+    ctx.charge('guest.fq_insert');
+    return due ? this.flush(ctx, d, d.fq.keyOf(cpu), due) : 0;
+  }
+
+  /**
+   * fq_flush_iotlb -> intel_flush_iotlb_all: one DSI of the domain, then the queue's IOVAs and
+   * tables are freed (to the CPU the queue belongs to).
+   */
+  private async flush(ctx: OpContext, d: Domain, cpu: number, entries: Deferred[]): Promise<number> {
+    if (entries.length === 0) return 0;
+    const status = await this.invalidate(ctx, this.iotlbDesc(d.did));
+    for (const e of entries) {
+      d.table.release(e.freed);
+      d.iova(cpu).release(e.iova, e.pages);
+      ctx.charge('guest.iova_free');
+    }
+    return status;
+  }
+
+  async drain(): Promise<void> {
+    for (const d of this.domains.values()) {
+      for (const [cpu, entries] of d.fq.drain()) {
+        const ctx = this.kernel.env.newContext(0, 0);
+        const t0 = nowNs();
+        await this.flush(ctx, d, cpu, entries);
+        this.kernel.background('flush', ctx, nowNs() - t0);
+      }
+    }
+  }
+
+  close(): void {}
+}
+
+registerDmaApi('intel-cm', (kernel) => new IntelCmDmaIommu(kernel));
