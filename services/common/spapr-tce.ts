@@ -2,6 +2,10 @@
  * sPAPR (PAPR) TCE hypercalls and entries, as a pseries guest issues them and KVM / QEMU serve
  * them (arch/powerpc/include/asm/hvcall.h, arch/powerpc/include/asm/tce.h).
  */
+import { closeSync, existsSync, openSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+import { GUEST_RAM_SIZE, guestRamFile } from './board.js';
+import type { MemoryRange__Output } from './transport/link.js';
 
 /** Hypercall numbers. */
 export const H_PUT_TCE = 0x20;
@@ -15,14 +19,101 @@ export const H_RC = { SUCCESS: 0, HARDWARE: -1, FUNCTION: -2, PARAMETER: -4, TOO
 export const TCE_READ = 1;
 export const TCE_WRITE = 2;
 export const TCE_PAGE_SHIFT = 12;
+export const TCE_PAGE_SIZE = 1 << TCE_PAGE_SHIFT;
 /** H_PUT_TCE_INDIRECT and H_STUFF_TCE take at most 512 TCEs (one 4 KiB page of 8-byte entries). */
 export const MAX_TCES_PER_HCALL = 512;
+export const TCE_ENTRY_SIZE = 8;
+
+/**
+ * The PHB's default 32-bit DMA window, the one a pseries guest's devices use: IOBA 0, 1 GiB
+ * (QEMU's SPAPR_PCI_DMA32_SIZE), 4 KiB TCEs. One per VM here (one PHB holds its devices, and
+ * Linux's pci_dma_bus_setup_pSeriesLP gives them the PHB's one iommu_table).
+ */
+export const DMA32_WINDOW_OFFSET = 0;
+export const DMA32_WINDOW_SIZE = 0x4000_0000;
+export const DMA32_WINDOW_ENTRIES = DMA32_WINDOW_SIZE / TCE_PAGE_SIZE;
+
+/**
+ * kvmppc_ioba_validate (and QEMU's window check): `ioba` is TCE-page aligned and `npages` entries
+ * from it lie inside the window.
+ */
+export function iobaInWindow(ioba: bigint, npages: bigint): boolean {
+  if (ioba % BigInt(TCE_PAGE_SIZE) !== 0n) return false;
+  const idx = ioba / BigInt(TCE_PAGE_SIZE);
+  const first = BigInt(DMA32_WINDOW_OFFSET / TCE_PAGE_SIZE);
+  return idx >= first && idx - first + npages <= BigInt(DMA32_WINDOW_ENTRIES);
+}
+
+/** True when the TCE grants any access (a TCE with neither bit is a clear entry, whatever its address). */
+export function tceValid(tce: bigint): boolean {
+  return (tce & BigInt(TCE_READ | TCE_WRITE)) !== 0n;
+}
+
+/** True when the TCE's page lies in the VM's RAM (its memslot, all preregistered for VFIO). */
+export function tceInRam(tce: bigint): boolean {
+  return (tce & ~0xfffn) + BigInt(TCE_PAGE_SIZE) <= BigInt(GUEST_RAM_SIZE);
+}
+
+/**
+ * Guest-physical page of each CPU's TCE list (Linux's per-CPU tce_page, allocated once), in a
+ * hole of the board's guest RAM map below the guest's page tables.
+ */
+export const GUEST_TCE_LIST_BASE = 0x7000_0000;
+export function tceListGpa(cpu: number): number {
+  return GUEST_TCE_LIST_BASE + cpu * TCE_PAGE_SIZE;
+}
+
+/** A TCE list page as the guest fills it: big-endian entries (tcep[l] = cpu_to_be64(...)). */
+export function encodeTceList(tces: readonly bigint[]): Buffer {
+  const b = Buffer.alloc(tces.length * TCE_ENTRY_SIZE);
+  tces.forEach((t, i) => b.writeBigUInt64BE(BigInt.asUintN(64, t), i * TCE_ENTRY_SIZE));
+  return b;
+}
+
+/** The first `n` entries of a TCE list (be64_to_cpu / ldq_be_phys); bytes past the buffer read 0. */
+export function decodeTceList(b: Buffer, n: number): bigint[] {
+  const out: bigint[] = [];
+  for (let i = 0; i < n; i++) out.push((i + 1) * TCE_ENTRY_SIZE <= b.length ? b.readBigUInt64BE(i * TCE_ENTRY_SIZE) : 0n);
+  return out;
+}
+
+/**
+ * Reads `len` bytes of VM `vm`'s RAM at `gpa` as the host kernel or the VMM would: from the guest
+ * memory the exit carried when it covers the range, else from the guest RAM file (opened for this
+ * read only). RAM never written, and addresses outside RAM, read as zeroes (QEMU's unassigned
+ * memory does too).
+ */
+export function readGuestBytes(ranges: readonly MemoryRange__Output[], ramDir: string, vm: number, gpa: number, len: number): Buffer {
+  for (const r of ranges) {
+    const start = Number(r.gpa);
+    if (gpa >= start && gpa + len <= start + r.data.length) return Buffer.from(r.data.subarray(gpa - start, gpa - start + len));
+  }
+  const out = Buffer.alloc(len);
+  const path = guestRamFile(ramDir, vm);
+  if (gpa + len > GUEST_RAM_SIZE || !existsSync(path)) return out;
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, out, 0, len, gpa);
+  } finally {
+    closeSync(fd);
+  }
+  return out;
+}
+
+/**
+ * The file backing VM `vm`'s in-kernel TCE table (KVM_CREATE_SPAPR_TCE_64 returns an fd the VMM
+ * mmaps, so KVM and QEMU share one table): 8 bytes per entry, host byte order (little-endian).
+ */
+export function tceTableFile(ramDir: string, vm: number): string {
+  return join(ramDir, `spapr-tce-${vm}.table`);
+}
 /** Liobn of VM n's one DMA window (a PHB's 32-bit window, as QEMU numbers them). */
 export function liobnOf(vm: number): number {
   return (0x8000_0000 | vm) >>> 0;
 }
 export function vmOfLiobn(liobn: number): number | undefined {
-  return (liobn & 0xffff_0000) === 0x8000_0000 ? liobn & 0xffff : undefined;
+  // `&` yields a signed 32-bit value: bring it back to unsigned before comparing with bit 31 set.
+  return ((liobn & 0xffff_0000) >>> 0) === 0x8000_0000 ? liobn & 0xffff : undefined;
 }
 
 export function tceOf(gpa: number, read: boolean, write: boolean): bigint {

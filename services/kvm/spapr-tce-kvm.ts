@@ -1,0 +1,121 @@
+import { existsSync } from 'node:fs';
+import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import type { OpContext } from '../common/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv } from '../common/role-api.js';
+import {
+  DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE, TCE_READ, TCE_WRITE,
+  decodeHcall, decodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, readGuestBytes, tceInRam, tceTableFile, tceValid, type Hcall,
+} from '../common/spapr-tce.js';
+import { TceTable } from '../common/tce-table.js';
+import { registerKvmDevice, type KvmDevice } from './device.js';
+
+/** What KVM's in-kernel handler makes of one TCE hypercall. */
+export type TceDecision =
+  /** H_TOO_HARD: the kernel cannot finish; KVM_EXIT_PAPR_HCALL hands it to the VMM. */
+  | { kind: 'punt'; why: 'liobn' | 'tce' | 'list' }
+  /** Refused in the kernel with this PAPR code; nothing changed. */
+  | { kind: 'reject'; status: number }
+  /** Write these TCEs from `ioba` on. */
+  | { kind: 'update'; ioba: number; tces: bigint[] };
+
+/**
+ * The checks of KVM's in-kernel TCE handlers (arch/powerpc/kvm/book3s_64_vio.c kvmppc_h_put_tce,
+ * kvmppc_h_put_tce_indirect, kvmppc_h_stuff_tce), in their order:
+ *  - a liobn with no table registered in the kernel: H_TOO_HARD (the VMM may own that window);
+ *  - ioba not TCE-aligned or the range outside the window: H_PARAMETER; for INDIRECT, more than 512
+ *    TCEs or a list not 4 KiB aligned: H_PARAMETER first; for STUFF, a value with permission bits
+ *    (the kernel only stuffs clears): H_PARAMETER;
+ *  - the punt: a TCE list page, or a TCE's page, outside the guest RAM preregistered for VFIO
+ *    (kvmppc_tce_to_ua finds no memslot, mm_iommu_lookup no preregistered region), or a TCE whose
+ *    address has stray bits below its page (iommu_tce_check_gpa): H_TOO_HARD, and the VMM does it.
+ * A TCE granting no access is a clear, whatever its address (the kernel lets user space poison).
+ * `readList` reads the guest's TCE list (big-endian, as the guest wrote it).
+ */
+export function decideTce(h: Hcall, liobnKnown: boolean, readList: (gpa: number, n: number) => bigint[]): TceDecision {
+  if (!liobnKnown) return { kind: 'punt', why: 'liobn' };
+  const [, ioba = 0n, a2 = 0n, a3 = 0n] = h.args;
+  const parameter: TceDecision = { kind: 'reject', status: H_RC.PARAMETER };
+  const usable = (tce: bigint): boolean => !tceValid(tce) || ((tce & 0xffcn) === 0n && tceInRam(tce));
+  if (h.nr === H_PUT_TCE) {
+    if (!iobaInWindow(ioba, 1n)) return parameter;
+    if (!usable(a2)) return { kind: 'punt', why: 'tce' };
+    return { kind: 'update', ioba: Number(ioba), tces: [a2] };
+  }
+  if (h.nr === H_PUT_TCE_INDIRECT) {
+    if (a3 > BigInt(MAX_TCES_PER_HCALL) || a2 % BigInt(TCE_PAGE_SIZE) !== 0n) return parameter;
+    if (!iobaInWindow(ioba, a3)) return parameter;
+    if (!tceInRam(a2)) return { kind: 'punt', why: 'list' };
+    const tces = readList(Number(a2), Number(a3));
+    if (!tces.every(usable)) return { kind: 'punt', why: 'tce' };
+    return { kind: 'update', ioba: Number(ioba), tces };
+  }
+  // H_STUFF_TCE
+  if (!iobaInWindow(ioba, a3)) return parameter;
+  if ((a2 & BigInt(TCE_READ | TCE_WRITE)) !== 0n) return parameter;
+  return { kind: 'update', ioba: Number(ioba), tces: Array.from({ length: Number(a3) }, () => a2) };
+}
+
+/**
+ * spapr-tce-kvm: KVM serves H_PUT_TCE, H_PUT_TCE_INDIRECT and H_STUFF_TCE in the kernel against
+ * the TCE table the VMM registered in advance (KVM_CREATE_SPAPR_TCE_64, shared with the VMM), with
+ * guest RAM preregistered for VFIO: it writes the TCEs into the hardware table and kills the TCE
+ * cache once per hypercall (one TCE_UPDATE to vfio, which charges kernel.tce_put per TCE), with no
+ * exit to user space and no ioctl. What it cannot finish (H_TOO_HARD) it leaves unclaimed, and KVM
+ * exits to QEMU, which serves it on the same table (services/qemu/spapr-tce.ts).
+ */
+class InKernelTce implements KvmDevice {
+  private readonly tables = new Map<number, TceTable>();
+  private readonly counters = { tceHcalls: 0, tcesWritten: 0, tceUpdates: 0, punts: 0, rejected: 0 };
+
+  constructor(private readonly env: RoleEnv) {}
+
+  /** VM `vm`'s table, once its VMM created it; none means the liobn is not KVM's. */
+  private table(vm: number): TceTable | undefined {
+    let t = this.tables.get(vm);
+    const path = tceTableFile(this.env.topology.ramDir, vm);
+    if (!t && existsSync(path)) {
+      t = TceTable.shared(path, false);
+      this.tables.set(vm, t);
+    }
+    return t;
+  }
+
+  async hcall(req: Envelope__Output, ctx: OpContext, vm: number): Promise<HandlerResult | undefined> {
+    const h = decodeHcall(req.payload);
+    if (!h || (h.nr !== H_PUT_TCE && h.nr !== H_PUT_TCE_INDIRECT && h.nr !== H_STUFF_TCE)) return undefined;
+    this.counters.tceHcalls += 1;
+    const liobn = h.args[0] ?? 0n;
+    const table = liobn === BigInt(liobnOf(vm)) ? this.table(vm) : undefined;
+    const readList = (gpa: number, n: number): bigint[] =>
+      decodeTceList(readGuestBytes(req.guestMemory, this.env.topology.ramDir, vm, gpa, n * TCE_ENTRY_SIZE), n);
+    const d = decideTce(h, table !== undefined, readList);
+    if (d.kind === 'punt' || !table) {
+      this.counters.punts += 1;
+      return undefined;
+    }
+    if (d.kind === 'reject') {
+      this.counters.rejected += 1;
+      return { status: d.status, payload: EMPTY };
+    }
+    // One TCE cache kill per hypercall; a stuff beyond one list's worth (Linux never sends one)
+    // goes in list-sized pieces, as the hardware table update is bounded by TceUpdate.
+    for (let done = 0; done < d.tces.length; done += MAX_TCES_PER_HCALL) {
+      const tces = d.tces.slice(done, done + MAX_TCES_PER_HCALL);
+      const ioba = d.ioba + done * TCE_PAGE_SIZE;
+      this.counters.tceUpdates += 1;
+      const r = await ctx.call('vfio', 'TCE_UPDATE', encodeTceUpdate({ liobn: Number(liobn), ioba, tces }));
+      if (r.status !== H_RC.SUCCESS) return { status: r.status, payload: EMPTY };
+      // kvmppc_tce_put: the guest's view, once the hardware table holds the entries.
+      const first = (ioba - DMA32_WINDOW_OFFSET) / TCE_PAGE_SIZE;
+      tces.forEach((t, i) => table.set(first + i, t));
+      this.counters.tcesWritten += tces.length;
+    }
+    return { status: H_RC.SUCCESS, payload: EMPTY };
+  }
+
+  stats(): Record<string, number> {
+    return { ...this.counters };
+  }
+}
+
+registerKvmDevice('spapr-tce-kvm', (env) => new InKernelTce(env));

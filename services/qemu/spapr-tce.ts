@@ -1,0 +1,127 @@
+import { GUEST_RAM_SIZE } from '../common/board.js';
+import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import type { MmioAccess } from '../common/kvm-run.js';
+import { Mutex } from '../common/mutex.js';
+import type { OpContext } from '../common/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv } from '../common/role-api.js';
+import {
+  DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE,
+  decodeHcall, decodeTceList, liobnOf, readGuestBytes, tceGpa, tcePerms, tceTableFile, tceValid,
+} from '../common/spapr-tce.js';
+import { TceTable } from '../common/tce-table.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../common/vfio-type1.js';
+import { registerVmmDevice, type VmmDevice } from './device.js';
+
+/**
+ * QEMU's sPAPR TCE tables (hw/ppc/spapr_iommu.c) for the PHB's DMA window, with VFIO devices
+ * behind it: the guest's TCE hypercalls exit to here (KVM_EXIT_PAPR_HCALL) and run under the big
+ * lock, as every hypercall does in QEMU. h_put_tce, h_put_tce_indirect and h_stuff_tce check the
+ * liobn, the list and the window (H_PARAMETER), then put_tce_emu stores each TCE and notifies the
+ * IOMMU listeners once per entry: VFIO's listener turns a valid TCE into one VFIO_IOMMU_MAP_DMA of
+ * that 4 KiB page (after unmapping what the entry mapped before, as type1 refuses an overlap) and
+ * a cleared one into one VFIO_IOMMU_UNMAP_DMA. A listener failure is only logged by QEMU; the
+ * guest still gets H_SUCCESS.
+ *
+ * Under spapr-tce every TCE hypercall comes here and the table is QEMU's own. Under spapr-tce-kvm
+ * the table is the one QEMU created in KVM (and maps), and only what KVM punted comes here.
+ */
+class SpaprTce implements VmmDevice {
+  private readonly bql: Mutex;
+  private readonly table: TceTable;
+  private readonly vm: number;
+  private readonly counters = { tceHcalls: 0, tcesWritten: 0, vfioMaps: 0, vfioUnmaps: 0, vfioErrors: 0, notRam: 0, rejected: 0 };
+
+  constructor(
+    private readonly env: RoleEnv,
+    inKernel: boolean,
+  ) {
+    this.vm = env.self.index;
+    this.bql = new Mutex(`${env.self.name}.bql`);
+    this.table = inKernel ? TceTable.shared(tceTableFile(env.topology.ramDir, this.vm), true) : TceTable.private();
+  }
+
+  /** No MMIO region of this device: an access to unassigned space, which QEMU ignores. */
+  async mmioExit(_access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    ctx.charge('exit.to_user');
+    return { status: 0, payload: req.payload };
+  }
+
+  async hcallExit(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    ctx.charge('exit.to_user');
+    const status = await this.bql.with(() => this.hypercall(req, ctx), ctx);
+    if (status !== H_RC.SUCCESS) this.counters.rejected += 1;
+    return { status, payload: EMPTY };
+  }
+
+  /** spapr_hypercall for the TCE hypercalls; anything else is H_FUNCTION (not implemented). */
+  private async hypercall(req: Envelope__Output, ctx: OpContext): Promise<number> {
+    const h = decodeHcall(req.payload);
+    if (!h || (h.nr !== H_PUT_TCE && h.nr !== H_PUT_TCE_INDIRECT && h.nr !== H_STUFF_TCE)) return H_RC.FUNCTION;
+    this.counters.tceHcalls += 1;
+    const [liobn = 0n, ioba = 0n, a2 = 0n, a3 = 0n] = h.args;
+    // spapr_tce_find_by_liobn: the PHB's one window.
+    if (liobn !== BigInt(liobnOf(this.vm))) return H_RC.PARAMETER;
+    // QEMU masks the IOBA to the TCE page rather than refusing it.
+    const base = Number(ioba & ~BigInt(TCE_PAGE_SIZE - 1));
+    if (h.nr === H_PUT_TCE) return this.put(ctx, base, a2);
+    let tces: bigint[];
+    if (h.nr === H_PUT_TCE_INDIRECT) {
+      if (a3 > BigInt(MAX_TCES_PER_HCALL) || a2 % BigInt(TCE_PAGE_SIZE) !== 0n) return H_RC.PARAMETER;
+      const n = Number(a3);
+      tces = decodeTceList(readGuestBytes(req.guestMemory, this.env.topology.ramDir, this.vm, Number(a2), n * TCE_ENTRY_SIZE), n);
+    } else {
+      // H_STUFF_TCE: QEMU stores whatever value it is given; the window check ends the loop.
+      tces = Array.from({ length: Number(a3 > BigInt(this.table.entries) ? BigInt(this.table.entries) + 1n : a3) }, () => a2);
+    }
+    for (let i = 0; i < tces.length; i++) {
+      const rc = await this.put(ctx, base + i * TCE_PAGE_SIZE, tces[i] as bigint);
+      if (rc !== H_RC.SUCCESS) return rc;
+    }
+    return H_RC.SUCCESS;
+  }
+
+  /** put_tce_emu: one entry, then one IOMMU notification. */
+  private async put(ctx: OpContext, ioba: number, tce: bigint): Promise<number> {
+    const index = (ioba - DMA32_WINDOW_OFFSET) / TCE_PAGE_SIZE;
+    if (index < 0 || index >= this.table.entries) return H_RC.PARAMETER;
+    const old = this.table.get(index);
+    this.table.set(index, tce);
+    ctx.charge('vmm.tce_entry');
+    this.counters.tcesWritten += 1;
+    await this.notify(ctx, ioba, old, tce);
+    return H_RC.SUCCESS;
+  }
+
+  /** vfio_iommu_map_notify for one 4 KiB entry. */
+  private async notify(ctx: OpContext, iova: number, old: bigint, tce: bigint): Promise<void> {
+    if (!tceValid(tce)) {
+      await this.unmap(ctx, iova);
+      return;
+    }
+    const gpa = tceGpa(tce);
+    if (gpa + TCE_PAGE_SIZE > GUEST_RAM_SIZE) {
+      // vfio_get_xlat_addr: "iommu map to non memory area"; nothing reaches the kernel.
+      this.counters.notRam += 1;
+      return;
+    }
+    if (tceValid(old)) await this.unmap(ctx, iova);
+    this.counters.vfioMaps += 1;
+    const flags = VFIO_DMA_MAP_FLAG_READ | (tcePerms(tce).write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+    const r = await ctx.call('vfio', 'VFIO_DMA_MAP', encodeDmaMap({ flags, vaddr: VMM_RAM_VADDR + gpa, iova, size: TCE_PAGE_SIZE }));
+    if (r.status !== 0) this.counters.vfioErrors += 1;
+  }
+
+  private async unmap(ctx: OpContext, iova: number): Promise<void> {
+    this.counters.vfioUnmaps += 1;
+    const r = await ctx.call('vfio', 'VFIO_DMA_UNMAP', encodeDmaUnmap({ flags: 0, iova, size: TCE_PAGE_SIZE }));
+    if (r.status !== 0) this.counters.vfioErrors += 1;
+  }
+
+  stats(): Record<string, number> {
+    return { ...this.counters, bqlContended: this.bql.contended };
+  }
+}
+
+registerVmmDevice('spapr-tce', (env) => new SpaprTce(env, false));
+// With in-kernel acceleration QEMU still serves what KVM punts, on the table it created in KVM.
+registerVmmDevice('spapr-tce-kvm', (env) => new SpaprTce(env, true));
