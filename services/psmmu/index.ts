@@ -42,7 +42,8 @@ class PsmmuRole implements RoleInstance {
     this.translator = new Translator(k, new HostPhysical(this.space), this.iotlb, this.events, env.costs);
     this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator);
     this.vintf = new VintfPage(k, t, this.iotlb, env.log);
-    const devices = t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, vm: d.vm, sid: d.psid }] : []));
+    // Under emulated-smmuv3 the devices are QEMU's emulated ones: their DMA never reaches a pSMMU.
+    const devices = t.model === 'emulated-smmuv3' ? [] : t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, vm: d.vm, sid: d.psid }] : []));
     this.dma = new DmaEngine(
       devices,
       this.space,

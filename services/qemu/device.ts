@@ -8,7 +8,10 @@ export interface VmmDevice {
   mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult>;
   /** KVM_EXIT_PAPR_HCALL: a hypercall KVM left to user space. Payload as services/common/spapr-tce.ts. */
   hcallExit?(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult>;
+  /** The run begins: device models the VMM emulates start their DMA. */
+  start?(): void;
   stats(): Record<string, number>;
+  close?(): void;
 }
 
 export type VmmDeviceFactory = (env: RoleEnv) => VmmDevice;

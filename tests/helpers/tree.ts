@@ -69,7 +69,7 @@ export async function configureWithoutGuest(fx: TreeFixture, scenario: Scenario,
   const topology: Topology = {
     runId: 'by-hand', model, dma: scenario.dma, seed: scenario.seed, endpoints, devices: devices(scenario), costsNs: profileCosts(testProfile),
     workload: { ...scenario.workload }, vmids: [1], deadlineMs: 5000, vsmmu: scenario.topology.vsmmu, ramDir: fx.ramDir,
-    vcmdqsPerVsmmu: scenario.topology.vcmdqsPerVsmmu,
+    vcmdqsPerVsmmu: scenario.topology.vcmdqsPerVsmmu, vmm: { hwptInvalidate: scenario.vmm.hwptInvalidate },
   };
   for (const role of ['psmmu', 'vfio', 'qemu', 'kvm']) {
     for (const e of eps.filter((x) => x.role === role)) {

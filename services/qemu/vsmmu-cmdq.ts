@@ -1,0 +1,158 @@
+import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import { encodeMmio, type MmioAccess } from '../common/kvm-run.js';
+import { PhysMemory } from '../common/memory.js';
+import { Mutex } from '../common/mutex.js';
+import type { OpContext } from '../common/op-context.js';
+import type { HandlerResult, RoleEnv } from '../common/role-api.js';
+import { CMD_SIZE, Opcode, SyncCs, decodeCommand, type DecodedCommand } from '../common/smmu/commands.js';
+import * as Q from '../common/smmu/queue.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, vsmmuCmdqGpa, vsmmuRegister } from '../common/smmu/registers.js';
+import type { MemoryRange } from '../common/transport/link.js';
+import type { VmmDevice } from './device.js';
+
+/** The registers of one vSMMU's command queue as the VMM keeps them. */
+export interface CmdqRegisters {
+  prod: number;
+  cons: number;
+  gerror: number;
+  gerrorn: number;
+}
+
+/**
+ * The guest-facing command queue of a VMM's vSMMUv3 (QEMU's smmuv3_cmdq_consume and the register
+ * file around it), shared by every vSMMU model: the guest's CMDQ_PROD write exits to here; under
+ * the VMM's big lock the queue is consumed synchronously from CONS to PROD, CONS advancing after
+ * each command; an illegal or refused command stops it with CONS.ERR = CERROR_ILL and
+ * GERROR.CMDQ_ERR until the guest acknowledges through GERRORN; a CMD_SYNC with CS=IRQ completes
+ * with its MSI write. The queue's slots are the guest RAM the exit carries.
+ *
+ * What differs between models is what a command does: `execute` runs one now; commands a model
+ * calls `batchable` are held and handed to `executeBatch` together when the batch ends (at a
+ * CMD_SYNC, a command that is not batchable, or the end of what the guest queued).
+ */
+export abstract class VsmmuCmdq implements VmmDevice {
+  protected readonly ram = new PhysMemory();
+  protected readonly bql: Mutex;
+  private readonly queues: CmdqRegisters[];
+  private readonly queueCounters = { syncs: 0, errors: 0 };
+
+  constructor(env: RoleEnv, vsmmus: number) {
+    this.bql = new Mutex(`${env.self.name}.bql`);
+    this.queues = Array.from({ length: vsmmus }, () => ({ prod: 0, cons: 0, gerror: 0, gerrorn: 0 }));
+  }
+
+  /** Runs one command of vSMMU `vsmmu` (never CMD_SYNC); false when it is refused (the queue halts there). */
+  protected abstract execute(vsmmu: number, cmd: DecodedCommand, bytes: Buffer, ctx: OpContext): Promise<boolean>;
+
+  /** Whether this command is held for a batch instead of run at once. */
+  protected batchable(_vsmmu: number, _cmd: DecodedCommand): boolean {
+    return false;
+  }
+
+  /** Runs held commands in order; returns the index of the first one that failed, or -1. */
+  protected async executeBatch(_vsmmu: number, _commands: readonly Buffer[], _ctx: OpContext): Promise<number> {
+    return -1;
+  }
+
+  async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    ctx.charge('exit.to_user');
+    const reg = vsmmuRegister(access.physAddr, this.queues.length);
+    const state = reg ? this.queues[reg.vsmmu] : undefined;
+    if (!reg || !state) return { status: 0, payload: req.payload }; // unclaimed MMIO: writes ignored, as QEMU does
+    // The guest RAM the exit carries is what this VMM reads through its mapping of guest memory.
+    for (const r of req.guestMemory) this.ram.write(Number(r.gpa), r.data);
+    return this.bql.with(async () => {
+      if (!access.isWrite) return { status: 0, payload: encodeMmio({ ...access, data: readRegister(state, reg.offset) }) };
+      if (reg.offset === SMMU_REG.CMDQ_PROD) state.prod = access.data >>> 0;
+      else if (reg.offset === SMMU_REG.GERRORN) acknowledge(state, access.data);
+      else return { status: 0, payload: req.payload };
+      const writes = await this.consume(reg.vsmmu, state, ctx);
+      return { status: 0, payload: req.payload, guestMemory: writes };
+    }, ctx);
+  }
+
+  /** Runs the guest's queue from CONS to PROD; stops at the first error with CONS.ERR set. */
+  private async consume(vsmmu: number, s: CmdqRegisters, ctx: OpContext): Promise<MemoryRange[]> {
+    const writes: MemoryRange[] = [];
+    const log2 = VSMMU_CMDQ_LOG2_ENTRIES;
+    const base = vsmmuCmdqGpa(vsmmu);
+    if ((s.gerror ^ s.gerrorn) & GERROR_CMDQ_ERR) return writes; // halted until the guest acknowledges
+    // Held commands and the CONS value of each, so a failure can point CONS back at its command.
+    const held: Buffer[] = [];
+    const heldCons: number[] = [];
+    const settle = async (): Promise<boolean> => {
+      if (held.length === 0) return true;
+      const failed = await this.executeBatch(vsmmu, held, ctx);
+      const at = heldCons[Math.min(failed, heldCons.length - 1)];
+      held.length = 0;
+      heldCons.length = 0;
+      if (failed < 0 || at === undefined) return true;
+      s.cons = at;
+      this.halt(s);
+      return false;
+    };
+    while (Q.ptr(s.cons, log2) !== Q.ptr(s.prod, log2)) {
+      const bytes = this.ram.read(base + Q.index(s.cons, log2) * CMD_SIZE, CMD_SIZE);
+      const cmd = decodeCommand(bytes, 0);
+      ctx.charge('vmm.vsmmu_cmd');
+      if (!cmd.error && cmd.opcode !== Opcode.CMD_SYNC && this.batchable(vsmmu, cmd)) {
+        held.push(bytes);
+        heldCons.push(s.cons);
+        s.cons = Q.inc(s.cons, log2);
+        continue;
+      }
+      // Anything else runs after what is held, in queue order.
+      if (!(await settle())) return writes;
+      if (cmd.error) {
+        this.halt(s);
+        return writes;
+      }
+      if (cmd.opcode === Opcode.CMD_SYNC) {
+        this.queueCounters.syncs += 1;
+        if (cmd.fields.cs === SyncCs.IRQ && cmd.fields.msiaddr) {
+          const data = Buffer.alloc(4);
+          data.writeUInt32LE((cmd.fields.msidata ?? 0) >>> 0);
+          writes.push({ gpa: Number(cmd.fields.msiaddr), data });
+        }
+      } else if (!(await this.execute(vsmmu, cmd, bytes, ctx))) {
+        this.halt(s);
+        return writes;
+      }
+      s.cons = Q.inc(s.cons, log2);
+    }
+    await settle();
+    return writes;
+  }
+
+  /** CERROR_ILL at CONS and GERROR.CMDQ_ERR toggled, as QEMU's smmu_write_cmdq_err does. */
+  private halt(s: CmdqRegisters): void {
+    this.queueCounters.errors += 1;
+    s.cons = Q.withConsErr(s.cons, Q.CERROR.ILL);
+    s.gerror ^= GERROR_CMDQ_ERR;
+  }
+
+  stats(): Record<string, number> {
+    return { ...this.queueCounters, bqlContended: this.bql.contended };
+  }
+}
+
+function readRegister(s: CmdqRegisters, offset: number): number {
+  switch (offset) {
+    case SMMU_REG.CMDQ_PROD:
+      return s.prod;
+    case SMMU_REG.CMDQ_CONS:
+      return s.cons;
+    case SMMU_REG.GERROR:
+      return s.gerror;
+    case SMMU_REG.GERRORN:
+      return s.gerrorn;
+    default:
+      return 0;
+  }
+}
+
+/** GERRORN write: once it matches GERROR the queue error is acknowledged and consumption resumes. */
+function acknowledge(s: CmdqRegisters, value: number): void {
+  s.gerrorn = value >>> 0;
+  if (((s.gerror ^ s.gerrorn) & GERROR_CMDQ_ERR) === 0) s.cons = Q.withConsErr(s.cons, Q.CERROR.NONE);
+}
