@@ -34,6 +34,14 @@ export interface DmaApi {
   /** Maps `pages` pages at guest-physical `pa` for `device`; returns the IOVA or -errno. */
   map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number>;
   unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number>;
+  /**
+   * SVA (shared virtual addressing): a process bound to `device` unmapped `pages` pages of its own
+   * memory at virtual address `va` (munmap -> MMU notifier -> arm_smmu_mm_arch_invalidate): the IOMMU
+   * invalidates that VA range in the process's ASID, stage 1, and waits for it (TLBI_NH_VA over the
+   * range + CMD_SYNC on SMMUv3). One SVA process per device: the threads on a device are its
+   * threads. Returns 0 or -errno. Absent when the architecture has no SVA.
+   */
+  invalidateVa?(ctx: OpContext, cpu: number, device: GuestDevice, va: number, pages: number): Promise<number>;
   /** Invalidation commands issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted). */
   readonly guestCommands: number;
   /** Flushes anything deferred (lazy mode) before the run's results are taken. */

@@ -6,12 +6,14 @@ import { FileMemory } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import './dma-iommu-nested.js';
+import './dma-intel-cm.js';
+import './dma-virtio-iommu.js';
 import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import './driver-none.js';
+import './dma-spapr-tce.js';
 import { withDmaMode } from './dma-modes.js';
 import { OpStats } from './op-stats.js';
-import { traceReplay } from './replay.js';
-import { dmaMapBenchmark } from './workload.js';
+import { runWorkload } from './workload.js';
 
 /** guest-N: a VM's guest OS running the workload through its DMA API and IOMMU driver. */
 class GuestRole implements RoleInstance {
@@ -58,7 +60,7 @@ class GuestRole implements RoleInstance {
     this.opStats = stats;
     const w = this.env.topology.workload;
     if (!w) throw new Error('topology has no workload');
-    const r = w.kind === 'trace-replay' ? await traceReplay(this.kernel, this.dma, stats, w) : { ...(await dmaMapBenchmark(this.kernel, this.dma, this.coherent, stats, w)), counters: {} };
+    const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w });
     this.operations += r.operations;
     const modeled = stats.finish(this.kernel.vcpuNs);
     return {

@@ -1,10 +1,15 @@
 import { Errno } from '../common/errors.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import type { StartReply } from '../common/generated/vmmsim/v1/StartReply.js';
 import { decodeMmio } from '../common/kvm-run.js';
 import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import { vmmDevice, type VmmDevice } from './device.js';
 import './vsmmu-accel.js';
+import './vtd-cm.js';
+import './virtio-iommu.js';
+import './spapr-tce.js';
+import './vsmmu-emulated.js';
 
 /** qemu-N: the VMM of VM N, holding the vIOMMU device model of the run's architecture (if any). */
 class QemuRole implements RoleInstance {
@@ -29,8 +34,18 @@ class QemuRole implements RoleInstance {
     return this.device.mmioExit(access, req, ctx);
   }
 
+  /** The run begins: the devices this VMM emulates start their DMA. */
+  async start(): Promise<StartReply> {
+    this.device?.start?.();
+    return { ops: [], hops: [], elapsedSec: 0, modeledElapsedNs: 0, guestCommands: 0 };
+  }
+
   stats(): Record<string, number> {
     return { exits: this.exits, ...(this.device?.stats() ?? {}) };
+  }
+
+  close(): void {
+    this.device?.close?.();
   }
 }
 

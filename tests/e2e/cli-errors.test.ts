@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { MODELS, SUPPORTED_MODELS } from '../../services/common/scenario/schema.js';
+import { MODELS } from '../../services/common/scenario/schema.js';
 import { Runs, STACK_LINE, entries, lines, runWatched } from './support.js';
 
 const runs = new Runs();
@@ -69,10 +69,10 @@ const CASES: BadInput[] = [
   },
   { what: 'an unknown model', args: () => ['run', '--model', 'bogus'], code: 'E_SCENARIO_FIELD', mentions: () => ['model', '"bogus"', ...MODELS] },
   {
-    what: 'a model that is valid but not supported yet',
-    args: () => ['run', '--model', 'virtio-iommu'],
+    what: 'a value that is valid but not supported yet',
+    args: () => ['run', '--set', 'topology.hosts=2'],
     code: 'E_NOT_SUPPORTED',
-    mentions: () => ['virtio-iommu', 'not supported', ...SUPPORTED_MODELS],
+    mentions: () => ['topology.hosts', 'not supported', 'at most 1'],
   },
   { what: 'an unknown key in --set', args: () => ['run', '--set', 'nokey=1'], code: 'E_SCENARIO_FIELD', mentions: () => ['nokey', '--set'] },
   { what: '--models given to run', args: () => ['run', '--models', 'a,b'], code: 'E_USAGE', mentions: () => ['--models', '--model'] },

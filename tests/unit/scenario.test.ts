@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { VmmsimError } from '../../services/common/errors.js';
 import { loadScenario } from '../../services/common/scenario/load.js';
-import { leafFields } from '../../services/common/scenario/schema.js';
+import { MODELS, SUPPORTED_MODELS, leafFields } from '../../services/common/scenario/schema.js';
 import { resolveScenario } from '../../services/common/scenario/validate.js';
 
 function file(text: string): string {
@@ -53,9 +53,13 @@ describe('scenario schema', () => {
   it('lists valid values for an unknown enum value and says "not supported yet" for planned ones', () => {
     const unknown = failure(() => resolveScenario({ model: 'nested-smmu' }));
     expect(unknown.message).toContain('did you mean "nested-smmuv3"');
-    const planned = failure(() => resolveScenario({ model: 'virtio-iommu' }));
-    expect(planned.code).toBe('E_NOT_SUPPORTED');
-    expect(planned.message).toContain('not supported yet');
+    // A valid model this build does not run yet, while one is left.
+    const unsupported = MODELS.find((m) => !SUPPORTED_MODELS.includes(m));
+    if (unsupported) {
+      const planned = failure(() => resolveScenario({ model: unsupported }));
+      expect(planned.code).toBe('E_NOT_SUPPORTED');
+      expect(planned.message).toContain('not supported yet');
+    }
     expect(failure(() => resolveScenario({ topology: { vms: 2 } })).code).toBe('E_NOT_SUPPORTED');
   });
 

@@ -9,9 +9,11 @@ export const MODELS = [
 ] as const;
 export type ModelName = (typeof MODELS)[number];
 /** Architectures this build runs; the others are named so the error can say "not supported yet". */
-export const SUPPORTED_MODELS: readonly ModelName[] = ['none', 'nested-smmuv3', 'nested-smmuv3-vcmdq'];
+export const SUPPORTED_MODELS: readonly ModelName[] = ['none', 'intel-cm', 'emulated-smmuv3', 'spapr-tce', 'spapr-tce-kvm', 'virtio-iommu', 'vhost-iommu', 'nested-smmuv3', 'nested-smmuv3-vcmdq'];
 
 export const WORKLOADS = ['dma-map-benchmark', 'packet-stream', 'block', 'static', 'sva-unmap-storm', 'trace-replay'] as const;
+/** Workloads that run open loop at workload.rate; the others refuse rate > 0 as not supported yet. */
+export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['packet-stream', 'block'];
 export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce'] as const;
 
 export interface StringField {
@@ -102,16 +104,20 @@ export const SCENARIO_SCHEMA: ObjectField = {
       type: 'object',
       doc: 'what the guest runs',
       fields: {
-        kind: { type: 'string', default: 'dma-map-benchmark', enum: WORKLOADS, supported: ['dma-map-benchmark', 'trace-replay'], doc: 'workload generator' },
+        kind: {
+          type: 'string', default: 'dma-map-benchmark', enum: WORKLOADS,
+          doc: 'workload generator: dma-map-benchmark (Linux\'s tool: map, I/O, unmap, repeat), packet-stream (a NIC queue pair per thread: a map and an unmap per packet, TX and RX in turn), block (fio-like: batches of queueDepth requests mapped, served, unmapped), static (DPDK-like: buffers mapped once, I/Os only post and reap), sva-unmap-storm (SVA munmaps: a stage-1 invalidation by ASID and VA each), trace-replay (a Linux ftrace of iommu map/unmap events)',
+        },
         trace: { type: 'string', default: '', doc: 'trace-replay: a Linux ftrace file of iommu map/unmap events (trace-cmd report, /sys/kernel/tracing/trace or perf script text)' },
         timeScale: { type: 'number', default: 1, min: 0, max: 1e6, doc: 'trace-replay: factor on the trace\'s inter-arrival times (0: replay as fast as possible)' },
         threads: { type: 'integer', default: 1, min: 1, max: 256, doc: 'guest threads (vCPUs) issuing operations concurrently' },
-        granulePages: { type: 'integer', default: 1, min: 1, max: 512, doc: '4 KiB pages per map/unmap' },
-        ops: { type: 'integer', default: 2000, min: 0, max: 1e9, doc: 'map+unmap iterations in all; 0 = until durationSec' },
-        dwellUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'how long each mapped buffer stays with its device (the I/O) before the driver retires and unmaps it' },
-        gapUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'think time of each thread between an unmap and its next map' },
+        granulePages: { type: 'integer', default: 1, min: 1, max: 512, doc: '4 KiB pages per map/unmap (a packet buffer, a block request, a static buffer, a munmap)' },
+        ops: { type: 'integer', default: 2000, min: 0, max: 1e9, doc: 'in all, shared evenly by the threads: map+unmap iterations (dma-map-benchmark), packets (packet-stream), requests (block), I/Os (static), munmaps (sva-unmap-storm); 0 = until durationSec' },
+        dwellUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'how long the device works on what was posted (a buffer, a packet, a batch of requests) before the driver reaps it (and unmaps it); not sva-unmap-storm' },
+        gapUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'think time of each thread after each iteration, packet, batch or munmap; closed loop only (rate 0)' },
+        queueDepth: { type: 'integer', default: 1, min: 1, max: 256, doc: 'block and static: requests (buffers) each thread keeps in flight, mapped, served and unmapped as one batch (fio iodepth with iodepth_batch)' },
         durationSec: { type: 'number', default: 0, min: 0, max: 86400, doc: 'stop after this many seconds; 0 = no time limit' },
-        rate: { type: 'number', default: 0, min: 0, max: 1e9, supportedMax: 0, doc: 'open-loop operations per second; 0 = closed loop (the load-test issue adds open loop)' },
+        rate: { type: 'number', default: 0, min: 0, max: 1e9, doc: `open loop: packets (packet-stream) or requests (block) per second over all threads, arriving on their own; 0 = closed loop. Only ${RATE_WORKLOADS.join(' and ')} run open loop yet` },
       },
     },
   },
@@ -158,6 +164,7 @@ export interface Scenario {
     gapUs: number;
     durationSec: number;
     rate: number;
+    queueDepth: number;
   };
 }
 

@@ -1,5 +1,5 @@
 import { VmmsimError } from '../errors.js';
-import { SCENARIO_SCHEMA, leafFields, type Field, type NumberField, type ObjectField, type Scenario, type StringField } from './schema.js';
+import { RATE_WORKLOADS, SCENARIO_SCHEMA, leafFields, type Field, type NumberField, type ObjectField, type Scenario, type StringField } from './schema.js';
 
 /** Edit distance, to suggest the key a user probably meant. */
 function distance(a: string, b: string): number {
@@ -86,9 +86,21 @@ function resolveField(path: string, f: Field, v: unknown): unknown {
   return checkNumber(path, f, v);
 }
 
+/** Workload keys whose allowed values depend on the workload kind, or on each other. */
+function checkWorkload(w: Scenario['workload']): void {
+  if (w.rate > 0 && !RATE_WORKLOADS.includes(w.kind)) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key workload.rate: ${w.rate} is not supported yet with workload.kind ${w.kind}; this build runs open loop (rate > 0) for ${RATE_WORKLOADS.join(', ')} only`);
+  }
+  if (w.rate > 0 && w.gapUs > 0) throw fieldError('workload.gapUs', `think time is for closed loop; with workload.rate ${w.rate} operations arrive at that rate, so gapUs must be 0, got ${w.gapUs}`);
+  if (w.kind === 'sva-unmap-storm' && w.dwellUs > 0) throw fieldError('workload.dwellUs', `sva-unmap-storm posts nothing to a device, so dwellUs must be 0, got ${w.dwellUs}`);
+  if (w.kind !== 'trace-replay' && w.ops === 0 && w.durationSec === 0) throw fieldError('workload.ops', '0 (no limit) needs workload.durationSec > 0, or the run never ends');
+}
+
 /** Validates a parsed scenario document and fills in every default. */
 export function resolveScenario(doc: unknown): Scenario {
-  return resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
+  const s = resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
+  checkWorkload(s.workload);
+  return s;
 }
 
 /**

@@ -1,0 +1,205 @@
+import { GUEST_BUFFER_BASE } from '../../common/board.js';
+import { nowNs } from '../../common/clock.js';
+import { DeviceRing, RING_SLOTS } from '../../common/device-ring.js';
+import type { Workload__Output } from '../../common/generated/vmmsim/v1/Workload.js';
+import { PAGE_SIZE } from '../../common/memory.js';
+import type { OpContext } from '../../common/op-context.js';
+import type { DmaApi, GuestDevice, GuestKernel } from '../driver.js';
+import type { OpStats } from '../op-stats.js';
+
+export interface WorkloadResult {
+  elapsedNs: number;
+  /** Per thread (vCPU) the sum of its operations' modeled time; the run's modeled length is the max. */
+  modeledPerThreadNs: number[];
+  operations: number;
+}
+
+/** A finished workload: its result and what it counted itself (packets, I/Os, trace lines...). */
+export interface WorkloadRun extends WorkloadResult {
+  counters: Record<string, number>;
+}
+
+/** The workload keys as the guest gets them (a queueDepth of 0, the protocol's default, means 1). */
+export type WorkloadSpec = Workload__Output;
+
+/** Everything a workload needs from the guest: its kernel, its DMA API in the scenario's mode, the architecture's own DMA API, and where results go. */
+export interface WorkloadEnv {
+  kernel: GuestKernel;
+  /** The streaming DMA API in the scenario's DMA mode (strict, lazy, static, bounce). */
+  dma: DmaApi;
+  /** The architecture's DMA API itself, as dma_alloc_coherent and the IOMMU driver's own paths use it. */
+  coherent: DmaApi;
+  stats: OpStats;
+  w: WorkloadSpec;
+}
+
+export function queueDepthOf(w: WorkloadSpec): number {
+  return Math.max(1, w.queueDepth ?? 1);
+}
+
+/** Slots at the end of each device ring hold its receive buffers; the workloads use the rest. */
+export const MAX_RECEIVE_BUFFERS = 64;
+const RECEIVE_BUFFER_BASE = 0x3_0000_0000;
+export const WORKLOAD_SLOTS = RING_SLOTS - MAX_RECEIVE_BUFFERS;
+/** The workloads' buffers live in the 4 GiB of guest RAM from GUEST_BUFFER_BASE (bounce pools and receive buffers sit above). */
+const BUFFER_WINDOW_PAGES = 0x10_0000;
+
+/**
+ * Each device's receive ring: buffers its driver maps at probe and keeps mapped, where most of the
+ * device's DMA lands. They are set up before the measured operations and not counted among them,
+ * and mapped as coherent memory is, whatever the streaming DMA mode (no bouncing, no reuse).
+ */
+async function mapReceiveRings(kernel: GuestKernel, coherent: DmaApi, rings: Map<number, DeviceRing>): Promise<void> {
+  const n = Math.min(kernel.env.topology.device?.ringBuffers ?? 0, MAX_RECEIVE_BUFFERS);
+  for (const d of kernel.devices) {
+    for (let i = 0; i < n; i++) {
+      const ctx = kernel.env.newContext(0, 0);
+      const pa = RECEIVE_BUFFER_BASE + (d.index * MAX_RECEIVE_BUFFERS + i) * PAGE_SIZE;
+      const iova = await coherent.map(ctx, 0, d, pa, 1);
+      if (iova < 0) throw new Error(`mapping the receive ring of device ${d.index} failed (${iova})`);
+      rings.get(d.index)?.post(RING_SLOTS - 1 - i, iova, 1);
+    }
+  }
+}
+
+function sleepMs(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * What the threads (vCPUs) of a workload share: each thread's modeled clock (kernel.vcpuNs), the
+ * operation ids, the device rings, the run's real-time start and deadline. Which thread runs which
+ * operation, and how many, follow from the settings alone (fixed shares), never from measured
+ * timing, so every modeled number is the same on every run; real time only paces and measures.
+ */
+export class WorkloadThreads {
+  readonly count: number;
+  readonly rings: Map<number, DeviceRing>;
+  private nextOpId = 1;
+  private t0 = 0;
+  private deadline = Number.POSITIVE_INFINITY;
+
+  constructor(
+    private readonly env: WorkloadEnv,
+    ops: readonly string[],
+  ) {
+    const { kernel, stats, w } = env;
+    this.count = Math.max(1, w.threads);
+    // Declared up front so they are reported even when they never run.
+    for (const op of ops) stats.declare(op);
+    kernel.vcpuNs.length = 0;
+    for (let t = 0; t < this.count; t++) kernel.vcpuNs.push(0);
+    this.rings = new Map(kernel.devices.map((d) => [d.index, new DeviceRing(kernel.ram, d.index)]));
+  }
+
+  /** Maps the devices' receive rings (not measured), then starts the run's real clock and deadline. */
+  async begin(): Promise<void> {
+    await mapReceiveRings(this.env.kernel, this.env.coherent, this.rings);
+    this.t0 = nowNs();
+    this.deadline = this.env.w.durationSec > 0 ? this.t0 + this.env.w.durationSec * 1e9 : Number.POSITIVE_INFINITY;
+  }
+
+  /** Thread t's fixed share of `total` items (all of them when total is 0: until the deadline). */
+  share(t: number, total = this.env.w.ops): number {
+    return total > 0 ? Math.floor(total / this.count) + (t < total % this.count ? 1 : 0) : Number.POSITIVE_INFINITY;
+  }
+
+  /** False once durationSec of real time has passed. */
+  running(): boolean {
+    return nowNs() < this.deadline;
+  }
+
+  /** The device thread t drives (threads are spread over the guest's devices). */
+  device(t: number): GuestDevice {
+    const d = this.env.kernel.devices[t % this.env.kernel.devices.length];
+    if (!d) throw new Error('the guest has no assigned device');
+    return d;
+  }
+
+  ring(t: number): DeviceRing {
+    return this.rings.get(this.device(t).index) as DeviceRing;
+  }
+
+  /**
+   * Ring slot k of the `perThread` slots thread t uses in its device's ring. Threads that share a
+   * device get consecutive groups; past the ring's WORKLOAD_SLOTS they wrap and share slots (the
+   * device then sees the buffer posted last in a slot).
+   */
+  slot(t: number, k: number, perThread: number): number {
+    return (Math.floor(t / this.env.kernel.devices.length) * perThread + k) % WORKLOAD_SLOTS;
+  }
+
+  /** Guest-physical address of buffer `index` of `pages` pages, in the workloads' buffer window. */
+  static bufferPa(index: number, pages: number): number {
+    return GUEST_BUFFER_BASE + (index % Math.floor(BUFFER_WINDOW_PAGES / pages)) * pages * PAGE_SIZE;
+  }
+
+  /** Thread t's modeled clock. */
+  clock(t: number): number {
+    return this.env.kernel.vcpuNs[t] ?? 0;
+  }
+
+  /** Modeled time passes on thread t with no operation (think time, I/O). */
+  advance(t: number, ns: number): void {
+    this.env.kernel.vcpuNs[t] = this.clock(t) + ns;
+  }
+
+  /** Thread t is idle until modeled time `ns` (an open-loop arrival); never moves its clock back. */
+  idleUntil(t: number, ns: number): void {
+    this.env.kernel.vcpuNs[t] = Math.max(this.clock(t), ns);
+  }
+
+  /**
+   * Runs one operation on thread t in a fresh context: measures it, moves the thread's clock by
+   * its modeled time, and records it (or counts it failed when `fn` returns a negative errno).
+   * `arrival`: it arrived on its own at the thread's clock (open loop).
+   */
+  async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrival = false): Promise<number> {
+    const ctx = this.env.kernel.env.newContext(this.nextOpId++, 0);
+    const start = this.clock(t);
+    const m0 = nowNs();
+    const r = await fn(ctx);
+    const m1 = nowNs();
+    this.env.kernel.vcpuNs[t] = start + ctx.modeledNs;
+    if (r < 0) this.env.stats.fail(name);
+    else this.env.stats.record(name, m1 - m0, ctx, t, start, arrival);
+    return r;
+  }
+
+  /**
+   * `us` microseconds with nothing for thread t to do (the device doing the I/O, think time): real
+   * time as a timer, modeled time as set (not as long as the timer really took).
+   */
+  async pause(t: number, us: number): Promise<void> {
+    if (us <= 0) return;
+    await sleepMs(us / 1000);
+    this.advance(t, us * 1000);
+  }
+
+  /** Waits until `ns` after the run's start in real time; never waits when already late. */
+  async paceTo(ns: number): Promise<void> {
+    // Timers are millisecond-grained: wait only when a whole one is ahead, and catch up after.
+    const ahead = ns - (nowNs() - this.t0);
+    if (ahead > 1e6) await sleepMs(ahead / 1e6);
+  }
+
+  /** Lets timers and I/O run between operations that never wait (a loop that only touches guest RAM). */
+  static yieldToLoop(): Promise<void> {
+    return new Promise((resolve) => setImmediate(resolve));
+  }
+
+  /** Runs every thread to its end, flushes what the DMA API deferred, and gives the run's result. */
+  async run(thread: (t: number) => Promise<void>, counters: () => Record<string, number>): Promise<WorkloadRun> {
+    await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t)));
+    await this.env.dma.drain();
+    return { elapsedNs: nowNs() - this.t0, modeledPerThreadNs: this.env.kernel.vcpuNs, operations: this.nextOpId - 1, counters: counters() };
+  }
+}
+
+/**
+ * Open loop at `rate` per second over all threads: item j of the run (item i of thread t is
+ * j = i * threads + t, so the threads take turns) arrives at j / rate seconds of modeled time.
+ */
+export function arrivalNs(rate: number, threads: number, t: number, i: number): number {
+  return ((i * threads + t) * 1e9) / rate;
+}

@@ -1,0 +1,40 @@
+import { SlotState } from '../../common/device-ring.js';
+import { WorkloadThreads, type WorkloadEnv, type WorkloadRun } from './common.js';
+
+/**
+ * Linux's dma_map_benchmark shape: `threads` kernel threads, each mapping a buffer of
+ * `granulePages` pages for its device and unmapping it again, until `ops` iterations ran in all or
+ * `durationSec` passed. Each map and each unmap is one operation in the results. The buffer is
+ * posted in the device's ring between the two, so the device has something to DMA to.
+ */
+export async function dmaMapBenchmark(env: WorkloadEnv): Promise<WorkloadRun> {
+  const { kernel, dma, w } = env;
+  const pages = Math.max(1, w.granulePages);
+  const threads = new WorkloadThreads(env, ['map', 'unmap']);
+  await threads.begin();
+
+  const thread = async (t: number): Promise<void> => {
+    const device = threads.device(t);
+    const ring = threads.ring(t);
+    const slot = threads.slot(t, 0, 1);
+    const pa = WorkloadThreads.bufferPa(t, pages);
+    for (let i = 0; i < threads.share(t) && threads.running(); i++) {
+      const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages));
+      if (iova < 0) continue;
+      ring.post(slot, iova, pages);
+      // The I/O: the device owns the buffer for a while.
+      await threads.pause(t, w.dwellUs);
+      // The driver takes the buffer back from the device before it unmaps it.
+      ring.setState(slot, SlotState.RETIRED);
+      const status = await threads.op('unmap', t, (ctx) => dma.unmap(ctx, t, device, iova, pages));
+      ring.setState(slot, SlotState.UNMAPPED);
+      if (status !== 0) {
+        kernel.env.log.warn({ status, iova }, 'unmap failed');
+        continue;
+      }
+      await threads.pause(t, w.gapUs);
+    }
+  };
+
+  return threads.run(thread, () => ({}));
+}

@@ -1,0 +1,365 @@
+import { describe, expect, it } from 'vitest';
+import { GUEST_BUFFER_BASE } from '../../services/common/board.js';
+import { loadProfile, profileCosts } from '../../services/common/cost/profile.js';
+import { CostTable } from '../../services/common/cost/steps.js';
+import { DeviceRing, SlotState } from '../../services/common/device-ring.js';
+import { VmmsimError } from '../../services/common/errors.js';
+import type { Topology__Output } from '../../services/common/generated/vmmsim/v1/Topology.js';
+import { createLogger } from '../../services/common/logger.js';
+import { PAGE_SIZE, PhysMemory } from '../../services/common/memory.js';
+import { OpContext } from '../../services/common/op-context.js';
+import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { EndpointTable, type Endpoint } from '../../services/common/topology.js';
+import type { DmaApi, GuestDevice, GuestKernel } from '../../services/guest/driver.js';
+import { OpStats } from '../../services/guest/op-stats.js';
+import { runWorkload, type WorkloadRun, type WorkloadSpec } from '../../services/guest/workload.js';
+
+const costs = new CostTable(profileCosts(loadProfile('arm64-kunpeng920')));
+const log = createLogger({ role: 'test' }, 'silent');
+const RECEIVE_BUFFER_BASE = 0x3_0000_0000;
+
+interface Call {
+  op: 'map' | 'unmap' | 'invalidate';
+  cpu: number;
+  device: number;
+  addr: number;
+  pages: number;
+}
+
+/** Real time that varies from call to call, so threads interleave differently on every run. */
+function jitter(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.random() < 0.5 ? 0 : 1));
+}
+
+/** A DMA API that charges real profile steps and hands out IOVAs per CPU, with no IOMMU behind it. */
+class FakeDma implements DmaApi {
+  readonly calls: Call[] = [];
+  readonly guestCommands = 0;
+  private readonly next = new Map<number, number>();
+
+  async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
+    await jitter();
+    ctx.charge('guest.iova_alloc');
+    ctx.charge('guest.pte_write', pages);
+    this.calls.push({ op: 'map', cpu, device: device.index, addr: pa, pages });
+    const iova = this.next.get(cpu) ?? 0x1_0000_0000 + cpu * 0x1000_0000;
+    this.next.set(cpu, iova + pages * PAGE_SIZE);
+    return iova;
+  }
+
+  async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
+    await jitter();
+    ctx.charge('guest.pte_write', pages);
+    ctx.charge('guest.cmdq_write', 2);
+    ctx.charge('guest.iova_free');
+    this.calls.push({ op: 'unmap', cpu, device: device.index, addr: iova, pages });
+    return 0;
+  }
+
+  async drain(): Promise<void> {}
+
+  close(): void {}
+}
+
+class FakeSvaDma extends FakeDma {
+  async invalidateVa(ctx: OpContext, cpu: number, device: GuestDevice, va: number, pages: number): Promise<number> {
+    await jitter();
+    ctx.charge('guest.cmdq_write', 2);
+    this.calls.push({ op: 'invalidate', cpu, device: device.index, addr: va, pages });
+    return 0;
+  }
+}
+
+interface Recorded {
+  name: string;
+  thread: number;
+  startNs: number;
+  ns: number;
+  arrival: boolean;
+}
+
+/** OpStats that also keeps every recorded operation, to look at the timeline the queueing model gets. */
+class RecordingStats extends OpStats {
+  readonly recorded: Recorded[] = [];
+
+  override record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
+    this.recorded.push({ name, thread, startNs, ns: ctx.modeledNs, arrival });
+    super.record(name, measuredNs, ctx, thread, startNs, arrival);
+  }
+
+  /** Each thread's operations in order: what must not depend on real timing. */
+  byThread(): Recorded[][] {
+    const out: Recorded[][] = [];
+    for (const r of this.recorded) (out[r.thread] ??= []).push(r);
+    return out;
+  }
+
+  count(name: string): number {
+    return Number(this.opReports().find((o) => o.op === name)?.count ?? -1);
+  }
+}
+
+function spec(w: Partial<WorkloadSpec>): WorkloadSpec {
+  return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, ...w };
+}
+
+function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
+  const self: Endpoint = { id: 1, role: 'guest', index: 0, name: 'guest-0', address: '', pid: 0, host: '' };
+  const topology: Topology__Output = {
+    runId: 'unit', model: 'fake', dma: 'strict', seed: 1, endpoints: [self], devices: [], costsNs: {}, workload: null, vmids: [1], deadlineMs: 1000,
+    vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers }, vcmdqsPerVsmmu: 0,
+    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect' }, vmm: { hwptInvalidate: 'per-command' },
+  };
+  const kernel: GuestKernel = {
+    env: {
+      self, topology, endpoints: new EndpointTable([self]), costs, log, peers: [],
+      newContext: (opId, modeledNs) => new OpContext(opId, modeledNs, costs, new Map()),
+    },
+    ram: new PhysMemory(),
+    devices: Array.from({ length: devices }, (_, i) => ({ index: i, vsid: 0x100 + i, vsmmu: 0 })),
+    vcpuNs: [],
+    background: () => undefined,
+  };
+  return kernel;
+}
+
+interface Outcome {
+  run: WorkloadRun;
+  stats: RecordingStats;
+  dma: FakeDma;
+  coherent: FakeDma;
+  kernel: GuestKernel;
+}
+
+async function run(w: Partial<WorkloadSpec>, opts: { devices?: number; ringBuffers?: number; coherent?: FakeDma } = {}): Promise<Outcome> {
+  const kernel = fakeKernel(opts.devices ?? 1, opts.ringBuffers ?? 0);
+  const stats = new RecordingStats(kernel.env.endpoints);
+  const dma = new FakeDma();
+  const coherent = opts.coherent ?? dma;
+  const r = await runWorkload({ kernel, dma, coherent, stats, w: spec(w) });
+  return { run: r, stats, dma, coherent, kernel };
+}
+
+function names(ops: readonly Recorded[]): string[] {
+  return ops.map((o) => o.name);
+}
+
+describe('dma-map-benchmark', () => {
+  it('shares the iterations among threads in fixed shares, a map then an unmap each', async () => {
+    const o = await run({ ops: 10, threads: 3 });
+    expect(o.stats.count('map')).toBe(10);
+    expect(o.stats.count('unmap')).toBe(10);
+    expect(o.stats.byThread().map((ops) => ops.length)).toEqual([8, 6, 6]);
+    for (const ops of o.stats.byThread()) expect(names(ops)).toEqual(ops.map((_, i) => (i % 2 === 0 ? 'map' : 'unmap')));
+    expect(o.run.operations).toBe(20);
+  });
+
+  it('stops after durationSec when ops is 0', async () => {
+    const o = await run({ ops: 0, durationSec: 0.15 });
+    expect(o.run.elapsedNs).toBeGreaterThanOrEqual(0.15e9);
+    expect(o.run.elapsedNs).toBeLessThan(2e9);
+    expect(o.stats.count('map')).toBeGreaterThan(0);
+    expect(o.stats.count('unmap')).toBe(o.stats.count('map'));
+  });
+
+  it('maps the receive rings through the coherent API first, not as measured operations', async () => {
+    const coherent = new FakeDma();
+    const o = await run({ ops: 4 }, { ringBuffers: 3, devices: 2, coherent });
+    expect(coherent.calls.map((c) => [c.device, c.addr])).toEqual([0, 1].flatMap((d) => [0, 1, 2].map((i) => [d, RECEIVE_BUFFER_BASE + (d * 64 + i) * PAGE_SIZE])));
+    expect(o.dma.calls.filter((c) => c.op === 'map')).toHaveLength(4);
+    expect(o.stats.count('map')).toBe(4);
+    const ring = DeviceRing.read(o.kernel.ram, 1);
+    expect(ring.slice(125).map((s) => s.state)).toEqual([SlotState.POSTED, SlotState.POSTED, SlotState.POSTED]);
+  });
+});
+
+describe('packet-stream', () => {
+  it('maps and unmaps one buffer per packet, TX and RX in turn on each thread\'s queue pair', async () => {
+    const o = await run({ kind: 'packet-stream', ops: 12, threads: 2, granulePages: 2 });
+    expect(o.stats.count('map')).toBe(12);
+    expect(o.stats.count('unmap')).toBe(12);
+    expect(o.run.counters).toEqual({ packets: 12, tx: 6, rx: 6, failed: 0 });
+    for (const [t, ops] of o.stats.byThread().entries()) {
+      expect(names(ops)).toEqual(Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? 'map' : 'unmap')));
+      expect(ops.every((x) => !x.arrival)).toBe(true);
+      // TX and RX buffers of the thread alternate.
+      const maps = o.dma.calls.filter((c) => c.op === 'map' && c.cpu === t).map((c) => (c.addr - GUEST_BUFFER_BASE) / PAGE_SIZE);
+      expect(maps).toEqual([0, 1, 0, 1, 0, 1].map((dir) => (2 * t + dir) * 2));
+      expect(o.dma.calls.filter((c) => c.cpu === t).every((c) => c.pages === 2)).toBe(true);
+    }
+    // Each thread posted in its TX slot and its RX slot, and every buffer ended unmapped.
+    const ring = DeviceRing.read(o.kernel.ram, 0);
+    expect(ring.slice(0, 4).map((s) => [s.seq, s.state])).toEqual([0, 1, 2, 3].map(() => [3, SlotState.UNMAPPED]));
+  });
+
+  it('at a rate, marks each packet\'s map as an arrival, 1/rate apart over all threads, and paces real time', async () => {
+    const rate = 400;
+    const o = await run({ kind: 'packet-stream', ops: 10, threads: 2, rate });
+    const maps = o.stats.recorded.filter((x) => x.name === 'map');
+    expect(maps.every((x) => x.arrival)).toBe(true);
+    expect(o.stats.recorded.filter((x) => x.name === 'unmap').every((x) => !x.arrival)).toBe(true);
+    const starts = maps.map((x) => x.startNs).sort((a, b) => a - b);
+    expect(starts).toEqual(Array.from({ length: 10 }, (_, j) => (j * 1e9) / rate));
+    // Thread t takes packets t, t + 2, ...
+    for (const [t, ops] of o.stats.byThread().entries()) {
+      expect(ops.filter((x) => x.name === 'map').map((x) => x.startNs)).toEqual([0, 1, 2, 3, 4].map((i) => ((2 * i + t) * 1e9) / rate));
+    }
+    // Real time follows the arrivals: the last packet arrives 22.5 ms in (timers are 1 ms grained).
+    expect(o.run.elapsedNs).toBeGreaterThan(20e6);
+  });
+});
+
+describe('block', () => {
+  it('maps a batch of queueDepth requests, then unmaps the batch', async () => {
+    const o = await run({ kind: 'block', ops: 10, threads: 2, queueDepth: 4, granulePages: 8 });
+    expect(o.stats.count('map')).toBe(10);
+    expect(o.stats.count('unmap')).toBe(10);
+    expect(o.run.counters).toEqual({ requests: 10, batches: 4, failed: 0 });
+    for (const ops of o.stats.byThread()) {
+      expect(names(ops)).toEqual(['map', 'map', 'map', 'map', 'unmap', 'unmap', 'unmap', 'unmap', 'map', 'unmap']);
+    }
+    expect(o.dma.calls.every((c) => c.pages === 8)).toBe(true);
+    // Four slots per thread; the fifth request reused the first.
+    const ring = DeviceRing.read(o.kernel.ram, 0);
+    expect(ring.slice(0, 8).map((s) => s.seq)).toEqual([2, 1, 1, 1, 2, 1, 1, 1]);
+  });
+
+  it('holds the device for dwellUs per batch, not per request', async () => {
+    const o = await run({ kind: 'block', ops: 8, queueDepth: 4, dwellUs: 1000 });
+    const ops = o.stats.byThread()[0] as Recorded[];
+    // The first unmap starts one dwell after the last map of its batch ended.
+    const lastMap = ops[3] as Recorded;
+    expect(ops[4]?.startNs).toBe(lastMap.startNs + lastMap.ns + 1e6);
+    expect(ops[5]?.startNs).toBe((ops[4] as Recorded).startNs + (ops[4] as Recorded).ns);
+  });
+
+  it('at a rate (IOPS), each request\'s map is an arrival 1/rate apart', async () => {
+    const rate = 1000;
+    const o = await run({ kind: 'block', ops: 9, threads: 3, queueDepth: 2, rate });
+    const maps = o.stats.recorded.filter((x) => x.name === 'map');
+    expect(maps.every((x) => x.arrival)).toBe(true);
+    expect(maps.map((x) => x.startNs).sort((a, b) => a - b)).toEqual(Array.from({ length: 9 }, (_, j) => (j * 1e9) / rate));
+    for (const ops of o.stats.byThread()) expect(names(ops)).toEqual(['map', 'map', 'unmap', 'unmap', 'map', 'unmap']);
+  });
+});
+
+describe('static', () => {
+  it('maps its buffers once, runs its I/Os with no map or unmap, and unmaps at the end', async () => {
+    const o = await run({ kind: 'static', ops: 20, threads: 2, queueDepth: 3, dwellUs: 100 });
+    expect(o.stats.count('map')).toBe(6);
+    expect(o.stats.count('unmap')).toBe(6);
+    expect(o.dma.calls).toHaveLength(12);
+    expect(o.run.counters).toEqual({ ios: 20, batches: 8, buffers: 6, failed: 0 });
+    for (const ops of o.stats.byThread()) expect(names(ops)).toEqual(['map', 'map', 'map', 'unmap', 'unmap', 'unmap']);
+    // Ten I/Os per thread in batches of 3, 3, 3, 1: the buffers were posted 4, 3 and 3 times.
+    const ring = DeviceRing.read(o.kernel.ram, 0);
+    expect(ring.slice(0, 6).map((s) => [s.seq, s.state])).toEqual([4, 3, 3, 4, 3, 3].map((n) => [n, SlotState.UNMAPPED]));
+    // The I/Os took modeled time (their dwell) and no operation: 4 batches of 100 us per thread.
+    for (const ops of o.stats.byThread()) {
+      const lastMap = ops[2] as Recorded;
+      expect(ops[3]?.startNs).toBe(lastMap.startNs + lastMap.ns + 4 * 100_000);
+    }
+  });
+});
+
+describe('sva-unmap-storm', () => {
+  it('invalidates a fresh VA range per munmap through the architecture\'s own DMA API', async () => {
+    const coherent = new FakeSvaDma();
+    const o = await run({ kind: 'sva-unmap-storm', ops: 7, threads: 2, granulePages: 4 }, { coherent, devices: 2 });
+    expect(o.stats.count('invalidate')).toBe(7);
+    expect(o.stats.byThread().map((ops) => ops.length)).toEqual([4, 3]);
+    expect(o.dma.calls).toHaveLength(0);
+    expect(o.run.counters).toEqual({ munmaps: 7, pages: 28, failed: 0 });
+    for (const t of [0, 1]) {
+      const calls = coherent.calls.filter((c) => c.cpu === t);
+      expect(calls.every((c) => c.op === 'invalidate' && c.device === t && c.pages === 4)).toBe(true);
+      const vas = calls.map((c) => c.addr);
+      expect(new Set(vas).size).toBe(vas.length);
+      // Top-down, 16 KiB apart, in the thread's own slice of the process's mmap area.
+      vas.forEach((va, i) => expect(va).toBe(0x7f00_0000_0000 - t * 0x4000_0000 - (i + 1) * 4 * PAGE_SIZE));
+    }
+  });
+
+  it('refuses, naming the model, when the architecture has no SVA, before doing anything', async () => {
+    const coherent = new FakeDma();
+    const err = await run({ kind: 'sva-unmap-storm', ops: 3 }, { coherent, ringBuffers: 2 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(VmmsimError);
+    expect((err as VmmsimError).code).toBe('E_NOT_SUPPORTED');
+    expect((err as VmmsimError).message).toContain('model fake');
+    expect(coherent.calls).toHaveLength(0);
+  });
+});
+
+describe('every workload', () => {
+  const cases: Partial<WorkloadSpec>[] = [
+    { kind: 'dma-map-benchmark', ops: 30, threads: 3, dwellUs: 50, gapUs: 20 },
+    { kind: 'packet-stream', ops: 30, threads: 3, dwellUs: 50 },
+    { kind: 'packet-stream', ops: 30, threads: 3, rate: 20_000 },
+    { kind: 'block', ops: 30, threads: 3, queueDepth: 4, rate: 20_000 },
+    { kind: 'static', ops: 30, threads: 3, queueDepth: 2, gapUs: 10 },
+    { kind: 'sva-unmap-storm', ops: 30, threads: 3, gapUs: 10 },
+  ];
+  for (const w of cases) {
+    it(`gives the same modeled timeline twice: ${JSON.stringify(w)}`, async () => {
+      const a = await run(w, { coherent: new FakeSvaDma(), devices: 2, ringBuffers: 2 });
+      const b = await run(w, { coherent: new FakeSvaDma(), devices: 2, ringBuffers: 2 });
+      expect(b.stats.byThread()).toEqual(a.stats.byThread());
+      expect(b.kernel.vcpuNs).toEqual(a.kernel.vcpuNs);
+      expect(b.run.counters).toEqual(a.run.counters);
+      expect(a.stats.recorded.length).toBeGreaterThan(0);
+      // Each thread's operations follow one another on its clock.
+      for (const ops of a.stats.byThread()) {
+        for (let i = 1; i < ops.length; i++) expect((ops[i] as Recorded).startNs).toBeGreaterThanOrEqual((ops[i - 1] as Recorded).startNs + (ops[i - 1] as Recorded).ns);
+      }
+    });
+  }
+
+  it('declares its operations even when none runs', async () => {
+    const o = await run({ kind: 'static', ops: 5, threads: 1 }, { devices: 1 });
+    expect(o.stats.opReports().map((r) => r.op).sort()).toEqual(['map', 'unmap']);
+    const sva = await run({ kind: 'sva-unmap-storm', ops: 1 }, { coherent: new FakeSvaDma() });
+    expect(sva.stats.opReports().map((r) => r.op)).toEqual(['invalidate']);
+  });
+});
+
+describe('workload scenario keys', () => {
+  const refused = (doc: unknown): VmmsimError => {
+    try {
+      resolveScenario(doc);
+    } catch (err) {
+      if (err instanceof VmmsimError) return err;
+      throw err;
+    }
+    throw new Error('expected the scenario to be refused');
+  };
+
+  it('runs open loop for packet-stream and block only', () => {
+    expect(resolveScenario({ workload: { kind: 'packet-stream', rate: 1e5 } }).workload.rate).toBe(1e5);
+    expect(resolveScenario({ workload: { kind: 'block', rate: 5000 } }).workload.rate).toBe(5000);
+    for (const kind of ['dma-map-benchmark', 'static', 'sva-unmap-storm']) {
+      const e = refused({ workload: { kind, rate: 10 } });
+      expect(e.code).toBe('E_NOT_SUPPORTED');
+      expect(e.message).toContain('scenario key workload.rate: 10 is not supported yet');
+      expect(e.message).toContain(kind);
+    }
+  });
+
+  it('refuses settings a workload would ignore, and runs that never end', () => {
+    expect(refused({ workload: { kind: 'packet-stream', rate: 10, gapUs: 5 } }).message).toContain('workload.gapUs');
+    expect(refused({ workload: { kind: 'sva-unmap-storm', dwellUs: 5 } }).message).toContain('workload.dwellUs');
+    const forever = refused({ workload: { kind: 'block', ops: 0 } });
+    expect(forever.code).toBe('E_SCENARIO_FIELD');
+    expect(forever.message).toContain('workload.durationSec');
+    expect(resolveScenario({ workload: { kind: 'block', ops: 0, durationSec: 1 } }).workload.ops).toBe(0);
+  });
+
+  it('takes queueDepth 1..256', () => {
+    expect(resolveScenario({}).workload.queueDepth).toBe(1);
+    expect(resolveScenario({ workload: { kind: 'block', queueDepth: 4 } }).workload.queueDepth).toBe(4);
+    expect(refused({ workload: { queueDepth: 0 } }).code).toBe('E_SCENARIO_FIELD');
+    expect(refused({ workload: { queueDepth: 257 } }).code).toBe('E_SCENARIO_FIELD');
+  });
+});
