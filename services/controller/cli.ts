@@ -8,7 +8,7 @@ import { VmmsimError, asVmmsimError } from '../common/errors.js';
 import { createLogger, isLogLevel, resolveLogLevel, type Logger } from '../common/logger.js';
 import { packageRoot } from '../common/paths.js';
 import { loadScenario } from '../common/scenario/load.js';
-import { MODELS, SUPPORTED_MODELS, describeSchema, type ModelName, type Scenario } from '../common/scenario/schema.js';
+import { MODELS, SUPPORTED_MODELS, SVA_MODELS, describeSchema, type ModelName, type Scenario } from '../common/scenario/schema.js';
 import { decodeCommand, formatCommand, parseHexWord, CMD_SIZE } from '../common/smmu/commands.js';
 import { MAX_SID_PAIRS } from '../common/iommufd-objects.js';
 import { ProcessTree } from './launcher.js';
@@ -161,7 +161,15 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
   const transport = values.transport ?? 'unix';
   if (transport !== 'unix' && transport !== 'tcp') throw usageError(`--transport must be unix or tcp, got "${transport}"`);
   if (values['log-level'] !== undefined && !isLogLevel(values['log-level'])) throw usageError(`--log-level must be one of fatal, error, warn, info, debug, trace, silent`);
-  const models = command === 'compare' ? parseModels(values.models ?? 'all') : [scenario.model];
+  let models = command === 'compare' ? parseModels(values.models ?? 'all') : [scenario.model];
+  if (scenario.workload.kind === 'sva-unmap-storm') {
+    // "all" means every architecture that has SVA; a named one without it is refused up front.
+    if (command === 'compare' && (values.models ?? 'all') === 'all') models = models.filter((m) => SVA_MODELS.includes(m));
+    const without = models.filter((m) => !SVA_MODELS.includes(m));
+    if (without.length > 0) {
+      throw new VmmsimError('E_NOT_SUPPORTED', `workload sva-unmap-storm needs SVA, which ${without.join(', ')} has not; architectures with SVA: ${SVA_MODELS.join(', ')}`);
+    }
+  }
   if (models.includes('nested-smmuv3-vcmdq') && scenario.topology.devicesPerPsmmu > MAX_SID_PAIRS) {
     throw new VmmsimError('E_SCENARIO_FIELD', `scenario key topology.devicesPerPsmmu: at most ${MAX_SID_PAIRS} with nested-smmuv3-vcmdq (a VINTF holds ${MAX_SID_PAIRS} SID_MATCH/SID_REPLACE pairs), got ${scenario.topology.devicesPerPsmmu}`);
   }

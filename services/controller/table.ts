@@ -13,9 +13,28 @@ function ratio(x: number, base: number | undefined): string {
   return `${r >= 10 ? r.toFixed(0) : r.toPrecision(2)}x`;
 }
 
+/** Breaks a sentence into lines of at most `width` columns. */
+function wrap(text: string, width: number): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines.join('\n');
+}
+
 function render(rows: string[][], align: ('l' | 'r')[]): string {
   const widths = align.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (align[i] === 'l' ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd()).join('\n');
+}
+
+/** Transitions per operation as exit/user/ioctl/hw/direct. */
+function transitions(t: RunResult['ops'][number]['transitions']): string {
+  return TRANSITION_KINDS.map((k) => (t[k] % 1 === 0 ? String(t[k]) : t[k].toFixed(2))).join('/');
 }
 
 /**
@@ -24,17 +43,16 @@ function render(rows: string[][], align: ('l' | 'r')[]): string {
  */
 export function comparisonTable(runs: readonly RunResult[]): string {
   const base = runs.find((r) => r.model === 'none');
-  const header = ['model', 'dma', 'op', 'n', ...TRANSITION_KINDS, 'meas p50 us', 'meas p99 us', 'model mean us', 'model p99 us', 'vs none (meas/model)'];
+  const header = ['model', 'op', 'n', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'meas p50', 'meas p99', 'model mean', 'model p99', 'vs none'];
   const rows: string[][] = [header];
   for (const run of runs) {
     for (const op of run.ops) {
       const b = base?.ops.find((o) => o.op === op.op);
       rows.push([
         run.model,
-        run.dma.mode,
         op.op,
         String(op.count),
-        ...TRANSITION_KINDS.map((k) => (op.transitions[k] % 1 === 0 ? String(op.transitions[k]) : op.transitions[k].toFixed(3))),
+        transitions(op.transitions),
         fmt(op.measuredUs.p50),
         fmt(op.measuredUs.p99),
         fmt(op.modeledNs.mean / 1000, 3),
@@ -43,8 +61,12 @@ export function comparisonTable(runs: readonly RunResult[]): string {
       ]);
     }
   }
-  const ops = render(rows, ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']);
-  const tRows: string[][] = [['model', 'ops/s measured', 'ops/s modeled', 'vs none (meas/model)', 'guest invalidations', 'delivered', 'fanout']];
+  const modes = [...new Set(runs.map((r) => r.dma.mode))].join(', ');
+  const legend =
+    `DMA mode ${modes}. Latency in us; per operation: transitions e/u/i/h/d = exit/user/ioctl/hw/direct; ` +
+    'vs none = measured p50 / modeled mean against the no-vIOMMU baseline.';
+  const ops = `${wrap(legend, 120)}\n${render(rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'])}`;
+  const tRows: string[][] = [['model', 'ops/s measured', 'ops/s modeled', 'vs none', 'guest invalidations', 'delivered', 'fanout']];
   for (const run of runs) {
     const delivered = Object.values(run.invalidations.deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     tRows.push([
@@ -58,12 +80,12 @@ export function comparisonTable(runs: readonly RunResult[]): string {
     ]);
   }
   const thr = render(tRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
-  const dRows: string[][] = [['model', 'dma', 'device translations', 'IOTLB hit rate', 'walk accesses', 'faults', 'use-after-unmap', 'stale translations']];
+  const dRows: string[][] = [['model', 'device DMA', 'IOTLB hits', 'walk reads', 'faults', 'after unmap', 'stale']];
   for (const run of runs) {
     const d = run.dma;
-    dRows.push([run.model, d.mode, String(d.translations), fmt(d.iotlbHitRate, 3), String(d.walkAccesses), String(d.faults), String(d.useAfterUnmap), String(d.staleTranslations)]);
+    dRows.push([run.model, String(d.translations), fmt(d.iotlbHitRate, 3), String(d.walkAccesses), String(d.faults), String(d.useAfterUnmap), String(d.staleTranslations)]);
   }
-  const dma = render(dRows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r']);
+  const dma = render(dRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
   return `${ops}\n\n${thr}\n\n${dma}`;
 }
 
@@ -90,7 +112,8 @@ export function dmaMapBenchmarkReport(run: RunResult): string {
       const o = op(name);
       if (!o || o.count === 0) continue;
       const s = pick(o);
-      lines.push(`  ${what.padEnd(8)} average ${name} latency(us):${s.mean.toFixed(1)} standard deviation:${s.stddev.toFixed(1)}`);
+      const digits = what === 'modeled' ? 3 : 1;
+      lines.push(`  ${what.padEnd(8)} average ${name} latency(us):${s.mean.toFixed(digits)} standard deviation:${s.stddev.toFixed(digits)}`);
     }
   }
   return lines.join('\n');

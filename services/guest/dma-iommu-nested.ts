@@ -23,6 +23,11 @@ import { IovaAllocator } from './iova.js';
 const IOVA_BASE = 0x1_0000_0000;
 const IOVA_SLICE = 0x1000_0000;
 
+/** The ASID of the SVA process bound to a device: its own, apart from the DMA domain's. */
+function svaAsid(device: GuestDevice): number {
+  return 0x8000 + device.index;
+}
+
 interface Deferred {
   cpu: number;
   iova: number;
@@ -182,6 +187,18 @@ class NestedDmaIommu implements DmaApi {
       ctx.charge('guest.iova_free');
     }
     return status;
+  }
+
+  /**
+   * SVA: the process bound to the device unmapped part of its address space, and the MMU notifier
+   * (arm_smmu_mm_arch_invalidate_secondary_tlbs) invalidates that range for the process's ASID:
+   * TLBI_NH_VA + CMD_SYNC, strict whatever the DMA mode (the CPU's page is being freed).
+   */
+  async invalidateVa(ctx: OpContext, cpu: number, device: GuestDevice, va: number, pages: number): Promise<number> {
+    const d = this.domain(device);
+    const tlbis = tlbiNhVaRange(svaAsid(device), va, pages);
+    this.commands += tlbis.length;
+    return d.smmu.issue(ctx, cpu, tlbis);
   }
 
   async drain(): Promise<void> {

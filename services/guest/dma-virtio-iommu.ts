@@ -110,7 +110,8 @@ class VirtioIommuDma implements DmaApi {
   private readonly domains = new Map<number, Domain>();
   private readonly fq: FlushQueues<Deferred>;
   private readonly lazy: boolean;
-  private unmaps = 0;
+  /** MAP and UNMAP requests: each makes the host change and invalidate its shadow. */
+  private requests = 0;
   /** Lazy mode: each CPU's UNMAP requests not yet in the ring, carried by that CPU's next sync. */
   private readonly pendingUnmaps = new Map<number, Request[]>();
 
@@ -127,9 +128,9 @@ class VirtioIommuDma implements DmaApi {
     kernel.devices.forEach((d, n) => this.domains.set(d.index, new Domain(d.index + 1, IOVA_BASE + n * cpus * slice, slice)));
   }
 
-  /** UNMAP requests sent: the invalidations of this architecture. */
+  /** MAP and UNMAP requests sent: each is an invalidation of the host's shadow in this design. */
   get guestCommands(): number {
-    return this.unmaps;
+    return this.requests;
   }
 
   private domain(device: GuestDevice): Domain {
@@ -143,6 +144,7 @@ class VirtioIommuDma implements DmaApi {
     const iova = d.iova(cpu).alloc(pages);
     ctx.charge('guest.iova_alloc');
     const size = pages * PAGE_SIZE;
+    this.requests += 1;
     const req: Request = { type: ReqType.MAP, domain: d.id, virtStart: BigInt(iova), virtEnd: BigInt(iova + size - 1), physStart: BigInt(pa), flags: MAP_F_READ | MAP_F_WRITE };
     const status = await this.lock.with(async () => {
       const carried = await this.addPending(ctx, [cpu]);
@@ -167,7 +169,7 @@ class VirtioIommuDma implements DmaApi {
     if (d.mapped.get(iova) !== pages) return -Errno.EINVAL;
     d.mapped.delete(iova);
     const req: Request = { type: ReqType.UNMAP, domain: d.id, virtStart: BigInt(iova), virtEnd: BigInt(iova + pages * PAGE_SIZE - 1) };
-    this.unmaps += 1;
+    this.requests += 1;
     if (!this.lazy) {
       const status = await this.lock.with(async () => {
         const p = await this.add(ctx, req, true);

@@ -53,6 +53,21 @@ describe('the workloads through real processes (no vIOMMU)', () => {
     });
   });
 
+  it('sva-unmap-storm: one stage-1 invalidation by ASID and VA per munmap, trapped or through a VCMDQ', async () => {
+    await withSession(fx, async (session) => {
+      const s = scenario({ kind: 'sva-unmap-storm', ops: 20, granulePages: 16 });
+      const nested = await session.run(s, 'nested-smmuv3', testProfile);
+      const inv = nested.ops.find((o) => o.op === 'invalidate');
+      expect(inv?.count).toBe(20);
+      expect(inv?.transitions).toEqual({ ...NONE, exit: 1, user: 1, ioctl: 1, hw: 1 });
+      // 16 pages are one range TLBI_NH_VA each; every one reaches the pSMMU.
+      expect(nested.invalidations.guestCommands).toBe(20);
+      expect(nested.invalidations.deliveredPerPsmmu['psmmu-0']).toBe(20);
+      const vcmdq = await session.run(s, 'nested-smmuv3-vcmdq', testProfile);
+      expect(vcmdq.ops.find((o) => o.op === 'invalidate')?.transitions).toEqual({ ...NONE, direct: 1 });
+    });
+  });
+
   it('sva-unmap-storm is refused by a model with no SVA, naming it', async () => {
     await withSession(fx, async (session) => {
       await expect(session.run(scenario({ kind: 'sva-unmap-storm', ops: 20 }), 'none', testProfile)).rejects.toThrow(/sva-unmap-storm is not supported with model none/);

@@ -11,6 +11,9 @@ export type ModelName = (typeof MODELS)[number];
 /** Architectures this build runs; the others are named so the error can say "not supported yet". */
 export const SUPPORTED_MODELS: readonly ModelName[] = ['none', 'intel-cm', 'emulated-smmuv3', 'spapr-tce', 'spapr-tce-kvm', 'virtio-iommu', 'vhost-iommu', 'nested-smmuv3', 'nested-smmuv3-vcmdq'];
 
+/** Architectures whose guest IOMMU can bind a process address space (SVA): SMMUv3 stage 1 owned by the guest. */
+export const SVA_MODELS: readonly ModelName[] = ['emulated-smmuv3', 'nested-smmuv3', 'nested-smmuv3-vcmdq'];
+
 export const WORKLOADS = ['dma-map-benchmark', 'packet-stream', 'block', 'static', 'sva-unmap-storm', 'trace-replay'] as const;
 /** Workloads that run open loop at workload.rate; the others refuse rate > 0 as not supported yet. */
 export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['packet-stream', 'block'];
