@@ -1,5 +1,5 @@
 import * as hdr from 'hdr-histogram-js';
-import type { Summary } from './generated/vmmsim/v1/Summary.js';
+import type { Summary__Output as Summary } from './generated/vmmsim/v1/Summary.js';
 
 /**
  * An HDR histogram of non-negative integer values (nanoseconds) that also keeps the exact count,

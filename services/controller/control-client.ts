@@ -5,7 +5,7 @@ import type { StartReply__Output } from '../common/generated/vmmsim/v1/StartRepl
 import type { StatsReply__Output } from '../common/generated/vmmsim/v1/StatsReply.js';
 import type { Topology } from '../common/generated/vmmsim/v1/Topology.js';
 import { protos } from '../common/proto.js';
-import { CHANNEL_OPTIONS } from '../common/transport/options.js';
+import { CONTROL_CHANNEL_OPTIONS } from '../common/transport/options.js';
 
 /** The controller's unary control calls to one process, each with a deadline. */
 export class Control {
@@ -16,7 +16,7 @@ export class Control {
     address: string,
   ) {
     const C = protos().control.vmmsim.v1.Control;
-    this.client = new C(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.client = new C(address, grpc.credentials.createInsecure(), CONTROL_CHANNEL_OPTIONS);
   }
 
   private unary<Req, Res>(method: string, call: (req: Req, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => unknown, req: Req, deadlineMs: number): Promise<Res> {

@@ -11,6 +11,7 @@ import type { Logger } from '../common/logger.js';
 import type { ModelName, Scenario } from '../common/scenario/schema.js';
 import { START_ORDER, TRANSITION_KINDS, zeroTransitions, type Role } from '../common/topology.js';
 import { Control } from './control-client.js';
+import { combineGuests } from './timeline.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
 
@@ -26,15 +27,22 @@ export function processSpecs(s: Scenario): ProcessSpec[] {
 }
 
 /**
- * Assigned devices: `devicesPerPsmmu` behind each pSMMU, all given to VM 0 for now. A device's
- * vSID is the RID the guest sees (bus 0, one device number each); its pSID is the host RID.
+ * Assigned devices: `devicesPerPsmmu` behind each pSMMU, numbered pSMMU by pSMMU and dealt to the
+ * VMs in turn (device n goes to VM n mod vms). So with devicesPerPsmmu = vms every VM has one
+ * device behind every pSMMU (the case where a single vSMMU must broadcast), and with one device
+ * per pSMMU the pSMMUs are shared out among the VMs. A device's vSID is the RID its VM sees (bus 0,
+ * one device number each, counted per VM); its pSID is the host RID.
  */
 export function devices(s: Scenario): Device[] {
   const out: Device[] = [];
+  const perVm = new Array<number>(s.topology.vms).fill(0);
   let n = 0;
   for (let p = 0; p < s.topology.psmmus; p++) {
     for (let d = 0; d < s.topology.devicesPerPsmmu; d++, n++) {
-      out.push({ vm: 0, psmmu: p, vsid: (n + 1) << 3, psid: ((p + 1) << 8) | (d << 3) });
+      const vm = n % s.topology.vms;
+      const k = perVm[vm] ?? 0;
+      perVm[vm] = k + 1;
+      out.push({ vm, psmmu: p, vsid: (k + 1) << 3, psid: ((p + 1) << 8) | (d << 3) });
     }
   }
   return out;
@@ -107,13 +115,11 @@ export class Session {
     for (const st of stats) counters[st.name] = st.counters;
     const reply = replies[0];
     if (!reply) throw new VmmsimError('E_RUN', 'no guest ran the workload');
-    const ops: OpResult[] = reply.ops.map((o) => {
-      const per = zeroTransitions();
-      const t = o.transitions;
-      for (const k of TRANSITION_KINDS) per[k] = o.count > 0 && t ? Math.round((t[k] / o.count) * 1000) / 1000 : 0;
-      return { op: o.op, count: o.count, failed: o.failed, transitions: per, measuredUs: o.measuredUs ?? emptySummary(), modeledNs: o.modeledNs ?? emptySummary() };
-    });
+    const combined = combineGuests(replies, guests.map((g) => g.index ?? 0));
+    const ops = combined.ops;
     const totalOps = ops.reduce((n, o) => n + o.count, 0);
+    // The VMs run side by side: the run lasts as long as the slowest guest's workload.
+    const elapsedSec = Math.max(0, ...replies.map((r) => r.elapsedSec));
     const deliveredPerPsmmu: Record<string, number> = {};
     for (const e of order.filter((x) => x.role === 'psmmu')) deliveredPerPsmmu[e.name as string] = (counters[e.name as string]?.['commands'] ?? 0) + (counters[e.name as string]?.['vcmdqCommands'] ?? 0);
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
@@ -124,26 +130,18 @@ export class Session {
       topology: s.topology,
       processes: this.endpoints.map((e) => ({ role: e.role as string, name: e.name as string, pid: e.pid as number, host: e.host as string })),
       ops,
-      hops: reply.hops.map((h) => ({ from: h.from, to: h.to, count: h.measuredUs?.count ?? 0, measuredUs: h.measuredUs ?? emptySummary() })),
+      hops: replies.flatMap((r) => r.hops.map((h) => ({ from: h.from, to: h.to, count: h.measuredUs?.count ?? 0, measuredUs: h.measuredUs ?? emptySummary() }))),
       throughput: {
-        opsPerSecMeasured: reply.elapsedSec > 0 ? round(totalOps / reply.elapsedSec) : 0,
-        opsPerSecModeled: reply.modeledElapsedNs > 0 ? round(totalOps / (reply.modeledElapsedNs / 1e9)) : 0,
+        opsPerSecMeasured: elapsedSec > 0 ? round(totalOps / elapsedSec) : 0,
+        opsPerSecModeled: combined.modeledElapsedNs > 0 ? round(totalOps / (combined.modeledElapsedNs / 1e9)) : 0,
       },
       invalidations: { guestCommands, deliveredPerPsmmu, fanout: guestCommands > 0 ? round(delivered / guestCommands) : 0 },
       // Device DMA is translated by the pSMMUs, or by the VMM's emulated vIOMMU for emulated devices.
       dma: dmaResult(s.dma, order.filter((x) => x.role === 'psmmu' || x.role === 'qemu').map((e) => counters[e.name as string] ?? {})),
-      elapsedSec: round(reply.elapsedSec),
-      modeledElapsedNs: reply.modeledElapsedNs,
-      modeledResources: reply.resources.map((r) => ({
-        resource: r.resource,
-        holds: Number(r.holds),
-        busyNs: r.busyNs,
-        waitNs: r.waitNs,
-        maxWaitNs: r.maxWaitNs,
-        maxQueue: r.maxQueue,
-        utilization: reply.modeledElapsedNs > 0 ? round(r.busyNs / reply.modeledElapsedNs) : 0,
-      })),
-      workloadCounters: reply.workloadCounters,
+      elapsedSec: round(elapsedSec),
+      modeledElapsedNs: combined.modeledElapsedNs,
+      modeledResources: combined.resources,
+      workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
     };
   }
@@ -194,4 +192,11 @@ function round(x: number): number {
 
 function emptySummary(): OpResult['measuredUs'] {
   return { count: 0, mean: 0, stddev: 0, min: 0, p50: 0, p90: 0, p99: 0, p999: 0, max: 0 };
+}
+
+/** Counters of several VMs' workloads, added key by key. */
+function sumCounters(all: readonly Record<string, number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const c of all) for (const [k, v] of Object.entries(c)) out[k] = (out[k] ?? 0) + v;
+  return out;
 }

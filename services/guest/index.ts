@@ -62,13 +62,14 @@ class GuestRole implements RoleInstance {
     if (!w) throw new Error('topology has no workload');
     const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w });
     this.operations += r.operations;
-    const modeled = stats.finish(this.kernel.vcpuNs);
+    const { timeline, resourceNames } = stats.takeTimeline();
     return {
       ops: stats.opReports(),
       hops: stats.hopReports(),
       elapsedSec: r.elapsedNs / 1e9,
-      modeledElapsedNs: modeled.modeledElapsedNs,
-      resources: modeled.resources,
+      timeline,
+      resourceNames,
+      threadEndNs: [...this.kernel.vcpuNs],
       guestCommands: this.dma.guestCommands,
       workloadCounters: r.counters,
     };

@@ -1,39 +1,50 @@
 import { NS_PER_US } from '../common/clock.js';
 import type { HopReport } from '../common/generated/vmmsim/v1/HopReport.js';
 import type { OpReport } from '../common/generated/vmmsim/v1/OpReport.js';
-import { simulateQueueing, type ResourceStats, type TimedOp } from '../common/cost/queueing.js';
+import type { TimedOp } from '../common/generated/vmmsim/v1/TimedOp.js';
 import { Distribution } from '../common/histogram.js';
 import type { OpContext } from '../common/op-context.js';
 import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../common/topology.js';
 
-/** Everything the guest records about one kind of operation (map, unmap). */
+/** What the guest counts about one kind of operation (map, unmap). */
 class OpRecord {
-  readonly measured = new Distribution();
-  /** Filled by finish(), from the queueing model. */
-  readonly modeled = new Distribution();
-  readonly transitions: TransitionCounts = zeroTransitions();
+  count = 0;
   failed = 0;
+  readonly transitions: TransitionCounts = zeroTransitions();
+
+  constructor(readonly index: number) {}
 }
 
 /**
- * Per-operation and per-hop statistics of a guest's run. The guest sees every hop of each of its
- * operations (replies carry the hops taken below), so this is the one place they are counted.
+ * Per-operation and per-hop records of a guest's run. The guest sees every hop of each of its
+ * operations (replies carry the hops taken below), so this is the one place they are counted. The
+ * latency distributions are not made here: every operation goes to the controller in the timeline,
+ * which prices queueing over all VMs together and builds the measured and modeled distributions.
  */
 export class OpStats {
   private readonly ops = new Map<string, OpRecord>();
   private readonly hops = new Map<string, { from: string; to: string; dist: Distribution }>();
-  /** Every completed operation in its thread's uncontended modeled time, for the queueing model. */
-  private readonly timeline: (TimedOp & { record: OpRecord })[] = [];
+  private readonly timeline: TimedOp[] = [];
+  private readonly resources = new Map<string, number>();
 
   constructor(private readonly endpoints: EndpointTable) {}
 
   private op(name: string): OpRecord {
     let r = this.ops.get(name);
     if (!r) {
-      r = new OpRecord();
+      r = new OpRecord(this.ops.size);
       this.ops.set(name, r);
     }
     return r;
+  }
+
+  private resource(name: string): number {
+    let i = this.resources.get(name);
+    if (i === undefined) {
+      i = this.resources.size;
+      this.resources.set(name, i);
+    }
+    return i;
   }
 
   /** Declares an operation so it is reported even if it never ran (for example, no unmap under static). */
@@ -48,8 +59,18 @@ export class OpStats {
    */
   record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
     const r = this.op(name);
-    r.measured.record(measuredNs);
-    this.timeline.push({ thread, startNs, ns: ctx.modeledNs, holds: ctx.holds, arrival, record: r });
+    r.count += 1;
+    this.timeline.push({
+      op: r.index,
+      thread,
+      startNs,
+      ns: ctx.modeledNs,
+      measuredNs,
+      arrival,
+      holdResource: ctx.holds.map((h) => this.resource(h.resource)),
+      holdAtNs: ctx.holds.map((h) => h.atNs),
+      holdNs: ctx.holds.map((h) => h.ns),
+    });
     for (const h of ctx.trace) {
       const from = this.endpoints.id(h.from ?? 0);
       const to = this.endpoints.id(h.to ?? 0);
@@ -66,38 +87,22 @@ export class OpStats {
     }
   }
 
-  /**
-   * Runs the queueing model over every operation recorded and fills the modeled distributions
-   * with the contended latencies. `threadEndNs`: each thread's uncontended clock at its end (with
-   * its think times); the modeled run length is the latest of them once shifted by its waits.
-   */
-  finish(threadEndNs: readonly number[]): { modeledElapsedNs: number; resources: ResourceStats[] } {
-    const q = simulateQueueing(this.timeline);
-    this.timeline.forEach((op, i) => op.record.modeled.record(q.latencyNs[i] ?? op.ns));
-    let elapsed = 0;
-    threadEndNs.forEach((end, t) => {
-      elapsed = Math.max(elapsed, end + (q.threadShiftNs.get(t) ?? 0));
-    });
-    this.timeline.length = 0;
-    return { modeledElapsedNs: elapsed, resources: q.resources };
-  }
-
   fail(name: string): void {
     this.op(name).failed += 1;
   }
 
+  /** Operations in declaration order (the timeline's op indexes), with their counts and transitions. */
   opReports(): OpReport[] {
-    return [...this.ops.entries()].map(([op, r]) => ({
-      op,
-      count: r.measured.count,
-      failed: r.failed,
-      transitions: r.transitions,
-      measuredUs: r.measured.summary(NS_PER_US),
-      modeledNs: r.modeled.summary(1),
-    }));
+    return [...this.ops.entries()].map(([op, r]) => ({ op, count: r.count, failed: r.failed, transitions: r.transitions }));
   }
 
   hopReports(): HopReport[] {
     return [...this.hops.values()].map((h) => ({ from: h.from, to: h.to, measuredUs: h.dist.summary(NS_PER_US) }));
+  }
+
+  /** The timeline and the resource names its holds refer to; the records are handed over. */
+  takeTimeline(): { timeline: TimedOp[]; resourceNames: string[] } {
+    const timeline = this.timeline.splice(0);
+    return { timeline, resourceNames: [...this.resources.keys()] };
   }
 }

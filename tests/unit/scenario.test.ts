@@ -60,7 +60,14 @@ describe('scenario schema', () => {
       expect(planned.code).toBe('E_NOT_SUPPORTED');
       expect(planned.message).toContain('not supported yet');
     }
-    expect(failure(() => resolveScenario({ topology: { vms: 2 } })).code).toBe('E_NOT_SUPPORTED');
+    expect(failure(() => resolveScenario({ topology: { hosts: 2 } })).code).toBe('E_NOT_SUPPORTED');
+  });
+
+  it('refuses more VMs than assigned devices, naming the keys to raise', () => {
+    const e = failure(() => resolveScenario({ topology: { vms: 3, psmmus: 2 } }));
+    expect(e.code).toBe('E_SCENARIO_FIELD');
+    expect(e.message).toMatch(/topology\.vms.*3 VMs need at least 3 assigned devices.*psmmus x devicesPerPsmmu is 2/);
+    expect(resolveScenario({ topology: { vms: 4, psmmus: 2, devicesPerPsmmu: 2 } }).topology.vms).toBe(4);
   });
 
   it('reads --set values as the key type and refuses unknown keys', () => {

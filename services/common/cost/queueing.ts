@@ -42,7 +42,10 @@ export interface ResourceStats {
 }
 
 export interface QueueingResult {
-  /** Per operation, in input order: contended modeled latency (its own time plus its waits). */
+  /**
+   * Per operation, in input order: contended modeled latency (its own time plus its waits; for an
+   * arrival, from its arrival time).
+   */
   latencyNs: number[];
   /** Per operation, in input order: what it waited for resources. */
   waitNs: number[];
@@ -188,7 +191,9 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
       const a = s.actions[s.next];
       if (!a) {
         const end = s.clock + (op.ns - s.at);
-        latencyNs[s.index] = end - s.start;
+        // An arrival's latency counts from when it was meant to start, not from when its thread
+        // got to it: waiting behind earlier work is part of what a load test must see.
+        latencyNs[s.index] = end - (op.arrival ? op.startNs : s.start);
         waitNs[s.index] = s.waited;
         threadShiftNs.set(op.thread, end - (op.startNs + op.ns));
         lastEnd.set(op.thread, end);

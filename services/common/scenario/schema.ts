@@ -69,7 +69,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
       fields: {
         hosts: { type: 'integer', default: 1, min: 1, max: 64, supportedMax: 1, doc: 'hosts (one KVM and one VFIO each)' },
         psmmus: { type: 'integer', default: 1, min: 1, max: 64, doc: 'physical SMMUs per host (Grace has 5)' },
-        vms: { type: 'integer', default: 1, min: 1, max: 64, supportedMax: 1, doc: 'VMs (one guest and one qemu process each)' },
+        vms: { type: 'integer', default: 1, min: 1, max: 64, doc: 'VMs (one guest and one qemu process each); the assigned devices are dealt to them in turn, so each needs at least one: psmmus x devicesPerPsmmu >= vms' },
         devicesPerPsmmu: { type: 'integer', default: 1, min: 1, max: 256, doc: 'assigned devices behind each physical SMMU' },
         vsmmu: { type: 'string', default: 'single', enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU' },
         dispatch: { type: 'string', default: 'broadcast', enum: ['broadcast', 'lookup'], supported: ['broadcast'], doc: 'how a single vSMMU routes stage-1 invalidations to pSMMUs' },

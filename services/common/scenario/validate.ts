@@ -96,9 +96,18 @@ function checkWorkload(w: Scenario['workload']): void {
   if (w.kind !== 'trace-replay' && w.ops === 0 && w.durationSec === 0) throw fieldError('workload.ops', '0 (no limit) needs workload.durationSec > 0, or the run never ends');
 }
 
+/** Topology keys that depend on each other. */
+function checkTopology(t: Scenario['topology']): void {
+  const devices = t.psmmus * t.devicesPerPsmmu;
+  if (devices < t.vms) {
+    throw fieldError('topology.vms', `${t.vms} VMs need at least ${t.vms} assigned devices (each VM gets one or more), but psmmus x devicesPerPsmmu is ${devices}; raise topology.devicesPerPsmmu or topology.psmmus`);
+  }
+}
+
 /** Validates a parsed scenario document and fills in every default. */
 export function resolveScenario(doc: unknown): Scenario {
   const s = resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
+  checkTopology(s.topology);
   checkWorkload(s.workload);
   return s;
 }

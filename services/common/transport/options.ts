@@ -2,6 +2,11 @@ import type { ChannelOptions } from '@grpc/grpc-js';
 
 /** Largest message a link accepts: a batch of many envelopes, well above any single request. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+/**
+ * Largest reply a role sends the controller: a guest's Start reply carries every operation of its
+ * run (the timeline the queueing model needs), about 100 bytes each.
+ */
+export const MAX_CONTROL_REPLY_BYTES = 1024 * 1024 * 1024;
 
 /**
  * Options for every channel between vmmsim processes: a connection of its own per client (so two
@@ -18,9 +23,16 @@ export const CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
 };
 
+/** The controller's control channels: what it receives can be a whole run's timeline. */
+export const CONTROL_CHANNEL_OPTIONS: ChannelOptions = {
+  ...CHANNEL_OPTIONS,
+  'grpc.max_receive_message_length': MAX_CONTROL_REPLY_BYTES,
+};
+
+/** What a role accepts stays bounded; what it sends may be a Start reply with a long timeline. */
 export const SERVER_OPTIONS: ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
-  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_CONTROL_REPLY_BYTES,
   'grpc.keepalive_permit_without_calls': 1,
   'grpc.http2.min_ping_interval_without_data_ms': 5_000,
 };
