@@ -61,6 +61,8 @@ export interface ModeledResource {
 }
 
 export interface RunResult {
+  /** In a sweep: the value of each swept key at this run's point (`{ "topology.psmmus": 4 }`). */
+  point?: Record<string, string | number>;
   model: string;
   workload: Scenario['workload'];
   topology: Scenario['topology'];
@@ -69,7 +71,12 @@ export interface RunResult {
   hops: HopResult[];
   /** Operations are each map and each unmap. */
   throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
-  invalidations: { guestCommands: number; deliveredPerPsmmu: Record<string, number>; fanout: number };
+  /**
+   * guestCommands: invalidations the guest issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted);
+   * deliveredPerPsmmu: commands each pSMMU executed; fanout: deliveries per guest command; wasted:
+   * deliveries to a pSMMU that holds none of the affected devices (a broadcast's cost).
+   */
+  invalidations: { guestCommands: number; deliveredPerPsmmu: Record<string, number>; fanout: number; wasted: number };
   dma: DmaResult;
   elapsedSec: number;
   modeledElapsedNs: number;
@@ -94,6 +101,8 @@ export interface ResultsDoc {
   scenario: Scenario;
   seed: number;
   profile: { name: string; path: string };
+  /** A sweep's swept keys and its number of points; `scenario` is then the first point's. */
+  sweep?: { keys: string[]; points: number };
   runs: RunResult[];
 }
 
@@ -104,14 +113,19 @@ export function defaultOutDir(name: string, now = new Date()): string {
   return resolve('results', `${stamp}-${safe}-${process.pid}`);
 }
 
-/** Writes DIR/results.json atomically: a temporary file in the same folder, then a rename. */
-export function writeResults(dir: string, doc: ResultsDoc): string {
+/** Writes DIR/NAME atomically: a temporary file in the same folder, then a rename. */
+export function writeFileAtomic(dir: string, name: string, text: string): string {
   mkdirSync(dir, { recursive: true });
-  const final = join(dir, 'results.json');
-  const tmp = join(dir, `.results.json.${process.pid}.tmp`);
-  writeFileSync(tmp, JSON.stringify(doc, null, 2) + '\n');
+  const final = join(dir, name);
+  const tmp = join(dir, `.${name}.${process.pid}.tmp`);
+  writeFileSync(tmp, text);
   renameSync(tmp, final);
   return final;
+}
+
+/** Writes DIR/results.json atomically. */
+export function writeResults(dir: string, doc: ResultsDoc): string {
+  return writeFileAtomic(dir, 'results.json', JSON.stringify(doc, null, 2) + '\n');
 }
 
 /** Writes the profile a run computed (measured-host) beside its results, as a profile file. */

@@ -135,7 +135,12 @@ export class Session {
         opsPerSecMeasured: elapsedSec > 0 ? round(totalOps / elapsedSec) : 0,
         opsPerSecModeled: combined.modeledElapsedNs > 0 ? round(totalOps / (combined.modeledElapsedNs / 1e9)) : 0,
       },
-      invalidations: { guestCommands, deliveredPerPsmmu, fanout: guestCommands > 0 ? round(delivered / guestCommands) : 0 },
+      invalidations: {
+        guestCommands,
+        deliveredPerPsmmu,
+        fanout: guestCommands > 0 ? round(delivered / guestCommands) : 0,
+        wasted: order.filter((x) => x.role === 'psmmu').reduce((n, e) => n + (counters[e.name as string]?.['wasted'] ?? 0), 0),
+      },
       // Device DMA is translated by the pSMMUs, or by the VMM's emulated vIOMMU for emulated devices.
       dma: dmaResult(s.dma, order.filter((x) => x.role === 'psmmu' || x.role === 'qemu').map((e) => counters[e.name as string] ?? {})),
       elapsedSec: round(elapsedSec),

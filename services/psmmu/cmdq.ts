@@ -7,6 +7,8 @@ import type { Translator } from './translate.js';
 export interface ExecResult {
   /** Commands executed, CMD_SYNC excluded. */
   executed: number;
+  /** Of those, the ones that could not touch anything behind this SMMU (see PhysicalCmdq.relevant). */
+  wasted: number;
   syncs: number;
   /** CONS.ERR when the queue stopped on a command (CERROR_ILL...), else 0. */
   error: number;
@@ -29,6 +31,8 @@ export class PhysicalCmdq {
     readonly log2: number,
     private readonly iotlb: Iotlb,
     private readonly translator?: Translator,
+    /** Whether a command can affect a device behind this SMMU (for the `wasted` count). */
+    private readonly relevant?: (cmd: DecodedCommand) => boolean,
   ) {
     Q.assertLog2(log2);
     this.ring = Buffer.alloc(Q.size(log2) * CMD_SIZE);
@@ -51,7 +55,7 @@ export class PhysicalCmdq {
 
   /** The SMMU consumes from CONS to PROD, stopping at an error. */
   consume(): ExecResult {
-    const r: ExecResult = { executed: 0, syncs: 0, error: 0 };
+    const r: ExecResult = { executed: 0, wasted: 0, syncs: 0, error: 0 };
     if (this.halted) return { ...r, error: Q.consErr(this.cons) };
     while (!Q.isEmpty(this.prod, this.cons, this.log2)) {
       const at = Q.index(this.cons, this.log2) * CMD_SIZE;
@@ -66,6 +70,7 @@ export class PhysicalCmdq {
       else {
         this.execute(cmd);
         r.executed += 1;
+        if (this.relevant && !this.relevant(cmd)) r.wasted += 1;
       }
       this.cons = Q.inc(this.cons, this.log2);
     }

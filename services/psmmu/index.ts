@@ -5,7 +5,7 @@ import type { OpContext } from '../common/op-context.js';
 import { Random } from '../common/random.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import { decodeMmio } from '../common/kvm-run.js';
-import { CMD_SIZE } from '../common/smmu/commands.js';
+import { CMD_SIZE, Opcode, type DecodedCommand } from '../common/smmu/commands.js';
 import { GERROR_CMDQ_ERR, SMMU_REG } from '../common/smmu/registers.js';
 import type { Endpoint } from '../common/topology.js';
 import { AddressSpace, HostPhysical } from './address-space.js';
@@ -29,7 +29,7 @@ class PsmmuRole implements RoleInstance {
   private readonly cmdq: PhysicalCmdq;
   private readonly dma: DmaEngine;
   private readonly vintf: VintfPage;
-  private readonly counters = { submissions: 0, commands: 0, syncs: 0, errors: 0 };
+  private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, errors: 0 };
   private readonly name: string;
 
   constructor(env: RoleEnv) {
@@ -40,7 +40,8 @@ class PsmmuRole implements RoleInstance {
     this.iotlb = Iotlb.create(Math.max(8, Math.ceil((t.device?.iotlbEntries || DEFAULT_IOTLB_ENTRIES) / 8) * 8));
     this.space = new AddressSpace(t.ramDir);
     this.translator = new Translator(k, new HostPhysical(this.space), this.iotlb, this.events, env.costs);
-    this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator);
+    const sids = t.model === 'emulated-smmuv3' ? [] : t.devices.filter((d) => d.psmmu === k).map((d) => d.psid);
+    this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator, (cmd) => this.relevant(sids, cmd));
     this.vintf = new VintfPage(k, t, this.iotlb, env.log);
     // Under emulated-smmuv3 the devices are QEMU's emulated ones: their DMA never reaches a pSMMU.
     const devices = t.model === 'emulated-smmuv3' ? [] : t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, vm: d.vm, sid: d.psid }] : []));
@@ -51,6 +52,33 @@ class PsmmuRole implements RoleInstance {
       { rate: t.device?.dmaRate ?? 0, lingerMs: t.device?.lingerMs ?? 0, lingerShare: t.device?.lingerShare ?? 0 },
       new Random(t.seed, 1000 + k),
     );
+  }
+
+  /**
+   * Whether an invalidation can touch anything behind this SMMU: a stage-1 TLBI of a VMID and ASID
+   * that one of its streams uses, a VMID-wide one of a VMID it holds, a StreamID-scoped one of its
+   * own streams. The rest of what a broadcast delivers here is `wasted`.
+   */
+  private relevant(sids: readonly number[], cmd: DecodedCommand): boolean {
+    const f = cmd.fields;
+    const ctx = (): { vmid: number; asid: number }[] => sids.flatMap((sid) => this.translator.contextOf(sid) ?? []);
+    switch (cmd.opcode) {
+      case Opcode.TLBI_NH_VA:
+      case Opcode.TLBI_NH_ASID:
+        return ctx().some((c) => c.vmid === (f.vmid ?? 0) && c.asid === (f.asid ?? 0));
+      case Opcode.TLBI_NH_VAA:
+      case Opcode.TLBI_NH_ALL:
+      case Opcode.TLBI_S12_VMALL:
+      case Opcode.TLBI_S2_IPA:
+        return ctx().some((c) => c.vmid === (f.vmid ?? 0));
+      case Opcode.ATC_INV:
+      case Opcode.CFGI_STE:
+      case Opcode.CFGI_CD:
+      case Opcode.CFGI_CD_ALL:
+        return sids.includes(f.sid ?? -1);
+      default:
+        return true;
+    }
   }
 
   async init(): Promise<void> {
@@ -71,6 +99,7 @@ class PsmmuRole implements RoleInstance {
       ctx.charge('smmu.sync', r.syncs);
     });
     this.counters.commands += r.executed;
+    this.counters.wasted += r.wasted;
     this.counters.syncs += r.syncs;
     if (r.error) {
       this.counters.errors += 1;

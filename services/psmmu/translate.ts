@@ -81,8 +81,15 @@ export class Translator {
     return { pa: w.pa, reads: w.reads };
   }
 
+  /** The VMID and ASID (-1: none) a StreamID's configuration carries, or undefined if it has none. */
+  contextOf(sid: number): { vmid: number; asid: number } | undefined {
+    // Read for the accounting only: it must not warm the configuration cache the DMA path uses.
+    const cfg = this.streamConfig(sid, { reads: 0 }, false);
+    return typeof cfg === 'number' ? undefined : { vmid: cfg.vmid, asid: cfg.asid };
+  }
+
   /** Reads the STE (and CD) of a StreamID; undefined with an event recorded when they are bad. */
-  private streamConfig(sid: number, counter: { reads: number }): StreamConfig | number {
+  private streamConfig(sid: number, counter: { reads: number }, cache = true): StreamConfig | number {
     const cached = this.configs.get(sid);
     if (cached) return cached;
     counter.reads += 1;
@@ -103,7 +110,7 @@ export class Translator {
       cfg.asid = cd.asid;
       cfg.ttb0 = cd.ttb0;
     }
-    this.configs.set(sid, cfg);
+    if (cache) this.configs.set(sid, cfg);
     return cfg;
   }
 

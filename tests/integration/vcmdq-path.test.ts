@@ -20,7 +20,7 @@ describe('nested-smmuv3-vcmdq through real processes', () => {
     expect(run.hops.map((h) => `${h.from}>${h.to}`).sort()).toEqual(['guest-0>psmmu-0', 'psmmu-0>guest-0']);
     expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 60, vevents: 0, commands: 0 });
     expect(run.counters['qemu-0']?.['exits']).toBe(0);
-    expect(run.invalidations).toEqual({ guestCommands: 60, deliveredPerPsmmu: { 'psmmu-0': 60 }, fanout: 1 });
+    expect(run.invalidations).toEqual({ guestCommands: 60, deliveredPerPsmmu: { 'psmmu-0': 60 }, fanout: 1, wasted: 0 });
     expect(run.dma.staleTranslations).toBe(0);
     });
   });
