@@ -9,7 +9,7 @@ import type { StartReply__Output } from '../common/generated/vmmsim/v1/StartRepl
 import type { Topology } from '../common/generated/vmmsim/v1/Topology.js';
 import type { Logger } from '../common/logger.js';
 import type { ModelName, Scenario } from '../common/scenario/schema.js';
-import { START_ORDER, TRANSITION_KINDS, zeroTransitions, type Role } from '../common/topology.js';
+import { START_ORDER, type Role } from '../common/topology.js';
 import { Control } from './control-client.js';
 import { combineGuests } from './timeline.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
