@@ -95,6 +95,8 @@ export class Session {
       device: { ...s.device },
       guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls },
       vmm: { hwptInvalidate: s.vmm.hwptInvalidate },
+      dispatch: s.topology.dispatch,
+      vmidPolicy: s.topology.vmid,
     };
     const order = this.ordered();
     // Downstream first: a process opens its links only to peers that are already configured.

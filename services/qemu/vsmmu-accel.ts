@@ -1,9 +1,12 @@
 import { IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate, encodeHwptInvalidate } from '../common/iommufd.js';
+import { cdIpa } from '../common/board.js';
+import { mapGuestRam } from '../common/guest-ram.js';
 import { iommufdLayout, type ViommuObject } from '../common/iommufd-objects.js';
 import type { OpContext } from '../common/op-context.js';
 import type { RoleEnv } from '../common/role-api.js';
 import { HWPT_INVALIDATE_OPCODES } from '../common/smmu/allow-lists.js';
-import { CMD_SIZE, Opcode, type DecodedCommand } from '../common/smmu/commands.js';
+import { CMD_SIZE, Opcode, decodeCommand, type DecodedCommand } from '../common/smmu/commands.js';
+import { decodeCd } from '../common/smmu/structures.js';
 import { registerVmmDevice } from './device.js';
 import { VsmmuCmdq } from './vsmmu-cmdq.js';
 
@@ -19,19 +22,89 @@ const USER_ARRAY_ADDR = 0x7f00_0000_0000;
  * before it already completed in the kernel.
  */
 class AcceleratedVsmmu extends VsmmuCmdq {
-  /** The vIOMMU objects each vSMMU's invalidations go to: its own, or all of the VM's (broadcast). */
+  /** The vIOMMU objects behind each vSMMU: its own, or all of the VM's (a single vSMMU). */
   private readonly targets: ViommuObject[][];
   private readonly perBatch: boolean;
-  private readonly counters = { commands: 0, ioctls: 0, cfgiSte: 0 };
+  /** A single vSMMU routes ASID-scoped invalidations by its ASID table instead of broadcasting. */
+  private readonly lookup: boolean;
+  /** The vIOMMU holding each of the VM's vSIDs (SID-scoped commands go there in any case). */
+  private readonly viommuOfVsid = new Map<number, ViommuObject>();
+  /** The VM's devices: vSID and index (where its CD lives in guest RAM). */
+  private readonly devices: { vsid: number; index: number }[];
+  /** ASID -> the vIOMMUs whose devices use it, learned from the guest's CDs; dropped on CFGI. */
+  private asids: Map<number, Set<ViommuObject>> | undefined;
+  private readonly counters = { commands: 0, ioctls: 0, cfgiSte: 0, lookups: 0, lookupMisses: 0 };
 
-  constructor(env: RoleEnv) {
+  constructor(private readonly env: RoleEnv) {
     const vm = env.self.index;
-    const mine = iommufdLayout(env.topology).viommus.filter((v) => v.vm === vm);
-    // One vSMMU per vIOMMU; a single vSMMU for the VM broadcasts to all of them.
+    const layout = iommufdLayout(env.topology);
+    const mine = layout.viommus.filter((v) => v.vm === vm);
+    // One vSMMU per vIOMMU; a single vSMMU for the VM fronts all of them.
     const targets = env.topology.vsmmu === 'single' ? [mine] : mine.map((v) => [v]);
     super(env, targets.length);
     this.targets = targets;
     this.perBatch = env.topology.vmm?.hwptInvalidate === 'per-batch';
+    this.lookup = env.topology.dispatch === 'lookup';
+    for (const d of layout.vdevices) {
+      const v = mine.find((x) => x.id === d.viommuId);
+      if (v) this.viommuOfVsid.set(d.vsid, v);
+    }
+    this.devices = env.topology.devices.flatMap((d, index) => (d.vm === vm ? [{ vsid: d.vsid, index }] : []));
+  }
+
+  /**
+   * The VMM's ASID table: for each device of the VM, the ASID its guest CD holds (QEMU reads the
+   * guest STE and CD when the guest issues CFGI_STE/CFGI_CD; here on first use after each CFGI).
+   */
+  private asidTable(): Map<number, Set<ViommuObject>> {
+    if (this.asids) return this.asids;
+    const table = new Map<number, Set<ViommuObject>>();
+    const ram = mapGuestRam(this.env.topology.ramDir, this.env.self.index);
+    for (const d of this.devices) {
+      const v = this.viommuOfVsid.get(d.vsid);
+      if (!ram || !v) continue;
+      const cd = decodeCd(Buffer.from(ram.view(cdIpa(d.index), 64)));
+      if (!cd.valid) continue;
+      const set = table.get(cd.asid) ?? new Set<ViommuObject>();
+      set.add(v);
+      table.set(cd.asid, set);
+    }
+    this.asids = table;
+    return table;
+  }
+
+  /**
+   * Where one guest command goes among the vSMMU's vIOMMUs. SID-scoped commands go to the vIOMMU
+   * of their vSID (the kernel would refuse an unknown vSID with EIO elsewhere); with dispatch lookup
+   * ASID-scoped TLBIs go to the vIOMMUs whose devices use that ASID, and to all when the table does
+   * not know it; everything else, and every command under broadcast, goes to all.
+   */
+  private route(vsmmu: number, cmd: DecodedCommand, ctx: OpContext): readonly ViommuObject[] {
+    const all = this.targets[vsmmu] ?? [];
+    if (all.length <= 1) return all;
+    const f = cmd.fields;
+    switch (cmd.opcode) {
+      case Opcode.ATC_INV:
+      case Opcode.CFGI_CD:
+      case Opcode.CFGI_CD_ALL: {
+        const v = this.viommuOfVsid.get(f.sid ?? -1);
+        return v && all.includes(v) ? [v] : all;
+      }
+      case Opcode.TLBI_NH_VA:
+      case Opcode.TLBI_NH_ASID: {
+        if (!this.lookup) return all;
+        ctx.charge('vmm.dispatch_lookup');
+        this.counters.lookups += 1;
+        const hit = this.asidTable().get(f.asid ?? 0);
+        if (!hit) {
+          this.counters.lookupMisses += 1;
+          return all;
+        }
+        return all.filter((v) => hit.has(v));
+      }
+      default:
+        return all;
+    }
   }
 
   protected override batchable(_vsmmu: number, cmd: DecodedCommand): boolean {
@@ -39,6 +112,8 @@ class AcceleratedVsmmu extends VsmmuCmdq {
   }
 
   protected async execute(vsmmu: number, cmd: DecodedCommand, bytes: Buffer, ctx: OpContext): Promise<boolean> {
+    // A context change may move an ASID: the table is re-read on its next use.
+    if (cmd.opcode === Opcode.CFGI_CD || cmd.opcode === Opcode.CFGI_CD_ALL || cmd.opcode === Opcode.CFGI_STE || cmd.opcode === Opcode.CFGI_ALL) this.asids = undefined;
     if (HWPT_INVALIDATE_OPCODES.has(cmd.opcode)) return (await this.forward(vsmmu, [bytes], ctx)) < 0;
     if (cmd.opcode === Opcode.CFGI_STE || cmd.opcode === Opcode.CFGI_ALL) {
       // The VMM re-reads the guest STE and (re)attaches a nested HWPT; no command is forwarded.
@@ -52,26 +127,37 @@ class AcceleratedVsmmu extends VsmmuCmdq {
   }
 
   /**
-   * One IOMMU_HWPT_INVALIDATE per target vIOMMU carrying these commands, one call after another
-   * from the vCPU thread as QEMU issues them (a single vSMMU broadcasting to N pSMMUs pays N
-   * ioctls in a row). Returns the index of the first command a call failed on, or -1: on failure
-   * the kernel hands entry_num back as the index of the failing entry.
+   * One IOMMU_HWPT_INVALIDATE per target vIOMMU carrying the commands routed to it (route()), one
+   * call after another from the vCPU thread as QEMU issues them (a single vSMMU broadcasting to N
+   * pSMMUs pays N ioctls in a row). Returns the index of the first command a call failed on, or -1:
+   * on failure the kernel hands entry_num back as the index of the failing entry.
    */
   private async forward(vsmmu: number, commands: readonly Buffer[], ctx: OpContext): Promise<number> {
-    const entries = Buffer.concat(commands);
     this.counters.commands += commands.length;
+    // Per target, the commands it gets, in guest order, with their index in the batch.
+    const plan = new Map<ViommuObject, number[]>();
+    commands.forEach((bytes, i) => {
+      for (const v of this.route(vsmmu, decodeCommand(bytes, 0), ctx)) {
+        const list = plan.get(v) ?? [];
+        list.push(i);
+        plan.set(v, list);
+      }
+    });
     let failed = -1;
     for (const v of this.targets[vsmmu] ?? []) {
+      const mine = plan.get(v);
+      if (!mine) continue;
       this.counters.ioctls += 1;
       const payload = encodeHwptInvalidate(
-        { size: HWPT_INVALIDATE_SIZE, hwptId: v.id, dataUptr: USER_ARRAY_ADDR, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entryLen: CMD_SIZE, entryNum: commands.length, reserved: 0 },
-        entries,
+        { size: HWPT_INVALIDATE_SIZE, hwptId: v.id, dataUptr: USER_ARRAY_ADDR, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entryLen: CMD_SIZE, entryNum: mine.length, reserved: 0 },
+        Buffer.concat(mine.map((i) => commands[i] as Buffer)),
       );
       const reply = await ctx.call('vfio', 'HWPT_INVALIDATE', payload);
       if (reply.status === 0) continue;
       // An entry_num past the array (or none at all) blames nothing in particular: the last entry.
-      const at = Math.min(decodeHwptInvalidate(reply.payload)?.head.entryNum ?? commands.length - 1, commands.length - 1);
-      failed = failed < 0 ? at : Math.min(failed, at);
+      const at = Math.min(decodeHwptInvalidate(reply.payload)?.head.entryNum ?? mine.length - 1, mine.length - 1);
+      const index = mine[at] ?? commands.length - 1;
+      failed = failed < 0 ? index : Math.min(failed, index);
     }
     return failed;
   }

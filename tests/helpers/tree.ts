@@ -24,24 +24,28 @@ export interface TreeFixture {
 /**
  * Starts the scenario's real process tree before the file's tests and stops it after them,
  * checking with the OS that no process is left. Processes carry a fresh marker (see processes.ts).
+ * `startTimeoutMs` bounds each process's start (the hooks get twice that, at least 60 s): a big
+ * tree on a busy 2-core machine needs more than the default.
  */
-export function useProcessTree(scenario: Scenario): TreeFixture {
+export function useProcessTree(scenario: Scenario, opts: { startTimeoutMs?: number } = {}): TreeFixture {
+  const startTimeoutMs = opts.startTimeoutMs ?? 20_000;
+  const hookTimeoutMs = Math.max(60_000, 2 * startTimeoutMs);
   const fx = { marker: randomUUID() } as TreeFixture;
   let socketDir = '';
   beforeAll(async () => {
     process.env['VMMSIM_TEST_MARKER'] = fx.marker;
     socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-it-'));
     fx.ramDir = mkdtempSync(join(tmpdir(), 'vmmsim-it-ram-'));
-    fx.tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs: 20_000, log: testLog });
+    fx.tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs, log: testLog });
     await fx.tree.start(processSpecs(scenario));
-  });
+  }, hookTimeoutMs);
   afterAll(async () => {
     await fx.tree?.stop();
     rmSync(socketDir, { recursive: true, force: true });
     rmSync(fx.ramDir, { recursive: true, force: true });
     expect(await waitForNoProcesses(fx.marker, 5000)).toEqual([]);
     delete process.env['VMMSIM_TEST_MARKER'];
-  });
+  }, hookTimeoutMs);
   return fx;
 }
 
@@ -69,7 +73,7 @@ export async function configureWithoutGuest(fx: TreeFixture, scenario: Scenario,
   const topology: Topology = {
     runId: 'by-hand', model, dma: scenario.dma, seed: scenario.seed, endpoints, devices: devices(scenario), costsNs: profileCosts(testProfile),
     workload: { ...scenario.workload }, vmids: [1], deadlineMs: 5000, vsmmu: scenario.topology.vsmmu, ramDir: fx.ramDir,
-    vcmdqsPerVsmmu: scenario.topology.vcmdqsPerVsmmu, vmm: { hwptInvalidate: scenario.vmm.hwptInvalidate },
+    vcmdqsPerVsmmu: scenario.topology.vcmdqsPerVsmmu, vmm: { hwptInvalidate: scenario.vmm.hwptInvalidate }, dispatch: scenario.topology.dispatch, vmidPolicy: scenario.topology.vmid,
   };
   for (const role of ['psmmu', 'vfio', 'qemu', 'kvm']) {
     for (const e of eps.filter((x) => x.role === role)) {

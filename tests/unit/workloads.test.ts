@@ -13,6 +13,7 @@ import { EndpointTable, type Endpoint } from '../../services/common/topology.js'
 import type { DmaApi, GuestDevice, GuestKernel } from '../../services/guest/driver.js';
 import { OpStats } from '../../services/guest/op-stats.js';
 import { runWorkload, type WorkloadRun, type WorkloadSpec } from '../../services/guest/workload.js';
+import { arrivalTimes, constantArrivalNs } from '../../services/guest/workloads/arrivals.js';
 
 const costs = new CostTable(profileCosts(loadProfile('arm64-kunpeng920')));
 const log = createLogger({ role: 'test' }, 'silent');
@@ -78,12 +79,21 @@ interface Recorded {
   arrival: boolean;
 }
 
+/** What real time measured of an operation: kept apart from Recorded, which must not depend on it. */
+interface Measured {
+  name: string;
+  thread: number;
+  measuredNs: number;
+}
+
 /** OpStats that also keeps every recorded operation, to look at the timeline the queueing model gets. */
 class RecordingStats extends OpStats {
   readonly recorded: Recorded[] = [];
+  readonly measured: Measured[] = [];
 
   override record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
     this.recorded.push({ name, thread, startNs, ns: ctx.modeledNs, arrival });
+    this.measured.push({ name, thread, measuredNs });
     super.record(name, measuredNs, ctx, thread, startNs, arrival);
   }
 
@@ -100,14 +110,14 @@ class RecordingStats extends OpStats {
 }
 
 function spec(w: Partial<WorkloadSpec>): WorkloadSpec {
-  return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, ...w };
+  return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, ...w };
 }
 
 function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
   const self: Endpoint = { id: 1, role: 'guest', index: 0, name: 'guest-0', address: '', pid: 0, host: '' };
   const topology: Topology__Output = {
     runId: 'unit', model: 'fake', dma: 'strict', seed: 1, endpoints: [self], devices: [], costsNs: {}, workload: null, vmids: [1], deadlineMs: 1000,
-    vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers }, vcmdqsPerVsmmu: 0,
+    vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers }, vcmdqsPerVsmmu: 0, dispatch: 'broadcast', vmidPolicy: 'per-s2-parent',
     guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect' }, vmm: { hwptInvalidate: 'per-command' },
   };
   const kernel: GuestKernel = {
@@ -170,6 +180,51 @@ describe('dma-map-benchmark', () => {
     expect(o.stats.count('map')).toBe(4);
     const ring = DeviceRing.read(o.kernel.ram, 1);
     expect(ring.slice(125).map((s) => s.state)).toEqual([SlotState.POSTED, SlotState.POSTED, SlotState.POSTED]);
+  });
+
+  it('at a rate, each iteration\'s map is an arrival at its scheduled time, the unmap follows it', async () => {
+    // 1 ns apart: far faster than the thread can go, in modeled time and in real time.
+    const rate = 1e9;
+    const o = await run({ ops: 8, threads: 2, rate });
+    for (const [t, ops] of o.stats.byThread().entries()) {
+      expect(names(ops)).toEqual(ops.map((_, i) => (i % 2 === 0 ? 'map' : 'unmap')));
+      const maps = ops.filter((x) => x.name === 'map');
+      const unmaps = ops.filter((x) => x.name === 'unmap');
+      // The arrival is when the iteration was meant to start, not when the busy thread got to it:
+      // the queueing model starts it when the thread is free and counts its latency from here.
+      expect(maps.map((x) => x.startNs)).toEqual([0, 1, 2, 3].map((i) => constantArrivalNs(rate, 2, t, i)));
+      expect(maps.every((x) => x.arrival)).toBe(true);
+      expect(unmaps.every((x) => !x.arrival)).toBe(true);
+      unmaps.forEach((u, i) => expect(u.startNs).toBe((maps[i] as Recorded).startNs + (maps[i] as Recorded).ns));
+    }
+  });
+
+  it('at a rate, times each map from its intended send time in real time too (no coordinated omission)', async () => {
+    const o = await run({ ops: 6, rate: 1e6 });
+    const maps = o.stats.measured.filter((x) => x.name === 'map');
+    const unmaps = o.stats.measured.filter((x) => x.name === 'unmap');
+    // Each fake call takes a millisecond or so and the iterations are due 1 us apart, so each map
+    // goes out late by all the thread did before it: its latency holds its predecessor's latency,
+    // and the unmap after that, less the 1 us between their send times.
+    for (let i = 1; i < maps.length; i++) {
+      expect((maps[i] as Measured).measuredNs).toBeGreaterThanOrEqual((maps[i - 1] as Measured).measuredNs + (unmaps[i - 1] as Measured).measuredNs - 1000);
+    }
+    // Closed loop, a map is timed alone.
+    const closed = await run({ ops: 6 });
+    const closedMaps = closed.stats.measured.filter((x) => x.name === 'map');
+    expect(Math.max(...closedMaps.map((x) => x.measuredNs))).toBeLessThan((maps[5] as Measured).measuredNs);
+  });
+
+  it('with poisson arrivals, each thread\'s maps follow its own seeded schedule, the same on every run', async () => {
+    const w = { ops: 12, threads: 3, rate: 2e6, arrivals: 'poisson' };
+    const a = await run(w);
+    const b = await run(w);
+    const starts = (o: Outcome): number[][] => o.stats.byThread().map((ops) => ops.filter((x) => x.name === 'map').map((x) => x.startNs));
+    expect(starts(a)).toEqual(starts(b));
+    for (const [t, s] of starts(a).entries()) expect(s).toEqual(arrivalTimes({ rate: 2e6, threads: 3, process: 'poisson', seed: 1, vm: 0 }, t, 4));
+    // Not evenly spaced.
+    const gaps = (starts(a)[0] as number[]).map((x, i, all) => x - (all[i - 1] ?? 0));
+    expect(new Set(gaps.map((g) => Math.round(g))).size).toBe(4);
   });
 });
 
@@ -336,10 +391,11 @@ describe('workload scenario keys', () => {
     throw new Error('expected the scenario to be refused');
   };
 
-  it('runs open loop for packet-stream and block only', () => {
+  it('runs open loop for dma-map-benchmark, packet-stream and block only', () => {
     expect(resolveScenario({ workload: { kind: 'packet-stream', rate: 1e5 } }).workload.rate).toBe(1e5);
     expect(resolveScenario({ workload: { kind: 'block', rate: 5000 } }).workload.rate).toBe(5000);
-    for (const kind of ['dma-map-benchmark', 'static', 'sva-unmap-storm']) {
+    expect(resolveScenario({ workload: { kind: 'dma-map-benchmark', rate: 5000 } }).workload.rate).toBe(5000);
+    for (const kind of ['static', 'sva-unmap-storm']) {
       const e = refused({ workload: { kind, rate: 10 } });
       expect(e.code).toBe('E_NOT_SUPPORTED');
       expect(e.message).toContain('scenario key workload.rate: 10 is not supported yet');
@@ -354,6 +410,18 @@ describe('workload scenario keys', () => {
     expect(forever.code).toBe('E_SCENARIO_FIELD');
     expect(forever.message).toContain('workload.durationSec');
     expect(resolveScenario({ workload: { kind: 'block', ops: 0, durationSec: 1 } }).workload.ops).toBe(0);
+  });
+
+  it('takes arrivals constant (the default) or poisson, and poisson only at a rate', () => {
+    expect(resolveScenario({}).workload.arrivals).toBe('constant');
+    expect(resolveScenario({ workload: { rate: 100, arrivals: 'poisson' } }).workload.arrivals).toBe('poisson');
+    const typo = refused({ workload: { rate: 100, arrivals: 'poison' } });
+    expect(typo.code).toBe('E_SCENARIO_FIELD');
+    expect(typo.message).toContain('did you mean "poisson"');
+    const closed = refused({ workload: { arrivals: 'poisson' } });
+    expect(closed.code).toBe('E_SCENARIO_FIELD');
+    expect(closed.message).toContain('scenario key workload.arrivals');
+    expect(closed.message).toContain('workload.rate');
   });
 
   it('takes queueDepth 1..256', () => {

@@ -32,6 +32,7 @@ export const COST_STEPS = {
   'kernel.iommu_pte_write': 'host IOMMU driver writes one entry of the host I/O page table (io-pgtable)',
   'kernel.vhost_req': 'vhost-iommu worker parses one request in the host kernel and looks its domain up',
   'kernel.tce_put': 'KVM in-kernel H_PUT_TCE: validate one TCE, find its host address in preregistered memory, and write it to the guest view and the hardware table',
+  'vmm.dispatch_lookup': 'VMM finds which pSMMUs an ASID-scoped guest invalidation concerns (a single vSMMU with dispatch: lookup)',
   'smmu.cmd_exec': 'physical SMMU executes one invalidation command',
   'smmu.sync': 'physical SMMU completes a CMD_SYNC once earlier commands are done, and the waiter sees it',
   'smmu.iotlb_lookup': 'physical SMMU looks a translation up in its IOTLB',

@@ -16,7 +16,10 @@ export const SVA_MODELS: readonly ModelName[] = ['emulated-smmuv3', 'nested-smmu
 
 export const WORKLOADS = ['dma-map-benchmark', 'packet-stream', 'block', 'static', 'sva-unmap-storm', 'trace-replay'] as const;
 /** Workloads that run open loop at workload.rate; the others refuse rate > 0 as not supported yet. */
-export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['packet-stream', 'block'];
+export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['dma-map-benchmark', 'packet-stream', 'block'];
+/** How open-loop arrivals are spaced (workload.arrivals): evenly, or as a Poisson process. */
+export const ARRIVAL_PROCESSES = ['constant', 'poisson'] as const;
+export type ArrivalProcess = (typeof ARRIVAL_PROCESSES)[number];
 export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce'] as const;
 
 export interface StringField {
@@ -72,7 +75,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
         vms: { type: 'integer', default: 1, min: 1, max: 64, doc: 'VMs (one guest and one qemu process each); the assigned devices are dealt to them in turn, so each needs at least one: psmmus x devicesPerPsmmu >= vms' },
         devicesPerPsmmu: { type: 'integer', default: 1, min: 1, max: 256, doc: 'assigned devices behind each physical SMMU' },
         vsmmu: { type: 'string', default: 'single', enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU' },
-        dispatch: { type: 'string', default: 'broadcast', enum: ['broadcast', 'lookup'], supported: ['broadcast'], doc: 'how a single vSMMU routes stage-1 invalidations to pSMMUs' },
+        dispatch: { type: 'string', default: 'broadcast', enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)' },
         vmid: { type: 'string', default: 'per-s2-parent', enum: ['per-s2-parent', 'per-vsmmu'], supported: ['per-s2-parent'], doc: 'VMID allocation policy' },
         vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, doc: 'VCMDQs each vSMMU gets under nested-smmuv3-vcmdq (QEMU exposes 2; a CMDQV has at most 128)' },
       },
@@ -120,7 +123,8 @@ export const SCENARIO_SCHEMA: ObjectField = {
         gapUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'think time of each thread after each iteration, packet, batch or munmap; closed loop only (rate 0)' },
         queueDepth: { type: 'integer', default: 1, min: 1, max: 256, doc: 'block and static: requests (buffers) each thread keeps in flight, mapped, served and unmapped as one batch (fio iodepth with iodepth_batch)' },
         durationSec: { type: 'number', default: 0, min: 0, max: 86400, doc: 'stop after this many seconds; 0 = no time limit' },
-        rate: { type: 'number', default: 0, min: 0, max: 1e9, doc: `open loop: packets (packet-stream) or requests (block) per second over all threads, arriving on their own; 0 = closed loop. Only ${RATE_WORKLOADS.join(' and ')} run open loop yet` },
+        rate: { type: 'number', default: 0, min: 0, max: 1e9, doc: `open loop: iterations (dma-map-benchmark), packets (packet-stream) or requests (block) per second over all threads, arriving on their own (a map at its arrival time, latency counted from it); 0 = closed loop. Only ${RATE_WORKLOADS.join(', ')} run open loop yet` },
+        arrivals: { type: 'string', default: 'constant', enum: ARRIVAL_PROCESSES, doc: 'open loop (rate > 0): constant (evenly spaced, the threads take them in turn) or poisson (each thread an independent Poisson stream of rate/threads from the seed: Poisson at rate in all)' },
       },
     },
   },
@@ -167,6 +171,7 @@ export interface Scenario {
     gapUs: number;
     durationSec: number;
     rate: number;
+    arrivals: ArrivalProcess;
     queueDepth: number;
   };
 }
