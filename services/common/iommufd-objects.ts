@@ -7,6 +7,23 @@ export function vmidOf(t: Topology__Output, vm: number): number {
   return vmid;
 }
 
+/**
+ * The VMID a VM's vIOMMU on one physical SMMU carries. per-s2-parent: the VM's one VMID, shared by
+ * all its vSMMUs; per-vsmmu: one per vSMMU instance (with one vSMMU per pSMMU, one per vIOMMU;
+ * with a single vSMMU that is the VM's one again). The STEs of the VM's devices on that SMMU are
+ * tagged with it, and the kernel stamps it into the guest's TLBIs, so either way a VM can never
+ * name another VM's entries.
+ */
+export function viommuVmid(t: Topology__Output, vm: number, psmmu: number): number {
+  if (t.vmidPolicy !== 'per-vsmmu' || t.vsmmu !== 'per-psmmu') return vmidOf(t, vm);
+  const pairs = [...new Set(t.devices.map((d) => `${d.vm}:${d.psmmu}`))]
+    .map((k) => k.split(':').map(Number) as [number, number])
+    .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const i = pairs.findIndex(([v, p]) => v === vm && p === psmmu);
+  if (i < 0) throw new Error(`VM ${vm} has no device behind pSMMU ${psmmu}`);
+  return i + 1;
+}
+
 /** A vIOMMU object: one per (VM, physical SMMU), wrapping that VM's stage-2 parent there. */
 export interface ViommuObject {
   id: number;
@@ -72,7 +89,7 @@ export function iommufdLayout(t: Topology__Output): IommufdLayout {
   for (const d of t.devices) pairs.set(`${d.vm}:${d.psmmu}`, [d.vm, d.psmmu]);
   for (const [vm, psmmu] of [...pairs.values()].sort((a, b) => a[0] - b[0] || a[1] - b[1])) {
     const hwptId = next++;
-    viommus.push({ id: next++, vm, psmmu, vmid: vmidOf(t, vm), hwptId });
+    viommus.push({ id: next++, vm, psmmu, vmid: viommuVmid(t, vm, psmmu), hwptId });
   }
   t.devices.forEach((d, i) => {
     const v = viommus.find((x) => x.vm === d.vm && x.psmmu === d.psmmu) as ViommuObject;

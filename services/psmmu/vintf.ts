@@ -1,7 +1,7 @@
 import { Errno } from '../common/errors.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
 import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
-import { CMDQV_VCMDQS, MAX_SID_PAIRS, iommufdLayout, vmidOf } from '../common/iommufd-objects.js';
+import { CMDQV_VCMDQS, MAX_SID_PAIRS, iommufdLayout, viommuVmid } from '../common/iommufd-objects.js';
 import { decodeMmio, encodeMmio } from '../common/kvm-run.js';
 import type { Logger } from '../common/logger.js';
 import type { OpContext } from '../common/op-context.js';
@@ -60,7 +60,7 @@ export class VintfPage {
     });
     for (const [i, vm] of vms.entries()) {
       const vintf = FIRST_GUEST_VINTF + i;
-      const ok = pool.assignVintf(vintf, vmidOf(t, vm));
+      const ok = pool.assignVintf(vintf, viommuVmid(t, vm, this.psmmu));
       if (!ok.ok) throw ok.error;
       let slot = 0;
       for (const d of t.devices) {

@@ -2,7 +2,7 @@ import { GUEST_RAM_SIZE, HOST_TABLE_BASE, cdIpa, hostRamFile, steAddr, vmRamBase
 import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
 import { FileMemory, FrameAllocator } from '../common/memory.js';
 import { PageTable } from '../common/pagetable.js';
-import { vmidOf } from '../common/iommufd-objects.js';
+import { viommuVmid, vmidOf } from '../common/iommufd-objects.js';
 import { STE_CONFIG, encodeSte } from '../common/smmu/structures.js';
 
 /** Models whose guest owns stage 1 (the STE is nested); everything else translates by stage 2 only. */
@@ -40,7 +40,8 @@ export class HostTables {
         valid: true,
         config: nested ? STE_CONFIG.NESTED : STE_CONFIG.S2,
         s1ContextPtr: nested ? cdIpa(i) : 0,
-        vmid: vmidOf(t, d.vm),
+        // Nested: the VMID of the device's vIOMMU (the VMID policy); shadowed: the VM's host domain.
+        vmid: nested ? viommuVmid(t, d.vm, d.psmmu) : vmidOf(t, d.vm),
         s2ttb: s2.root,
       });
       this.mem.write(steAddr(d.psmmu, d.psid), ste);

@@ -38,6 +38,24 @@ describe('a VM behind three physical SMMUs', () => {
     });
   });
 
+  it('a VMID per vSMMU keeps every invalidation where it belongs (no stale translation with a lingering device)', async () => {
+    await withSession(fx, async (session) => {
+      const s = resolveScenario({
+        ...base,
+        topology: { psmmus: 3, vsmmu: 'per-psmmu', vmid: 'per-vsmmu' },
+        device: { dmaRate: 2000, lingerMs: 20, lingerShare: 0.3, ringBuffers: 0 },
+        workload: { ops: 90, threads: 3, dwellUs: 500 },
+      });
+      for (const model of ['nested-smmuv3', 'nested-smmuv3-vcmdq'] as const) {
+        const run = await session.run(s, model, testProfile);
+        expect(run.invalidations.fanout, model).toBe(1);
+        expect(run.invalidations.wasted, model).toBe(0);
+        expect(run.dma.staleTranslations, model).toBe(0);
+        expect(run.dma.translations, model).toBeGreaterThan(0);
+      }
+    });
+  });
+
   it('one vSMMU per pSMMU reaches only the pSMMU of the device, and can use its VCMDQs', async () => {
     await withSession(fx, async (session) => {
     const s = resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'per-psmmu' } });

@@ -76,7 +76,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
         devicesPerPsmmu: { type: 'integer', default: 1, min: 1, max: 256, doc: 'assigned devices behind each physical SMMU' },
         vsmmu: { type: 'string', default: 'single', enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU' },
         dispatch: { type: 'string', default: 'broadcast', enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)' },
-        vmid: { type: 'string', default: 'per-s2-parent', enum: ['per-s2-parent', 'per-vsmmu'], supported: ['per-s2-parent'], doc: 'VMID allocation policy' },
+        vmid: { type: 'string', default: 'per-s2-parent', enum: ['per-s2-parent', 'per-vsmmu'], doc: 'VMID policy of nested designs: per-s2-parent (one VMID per VM, shared by its vSMMUs) or per-vsmmu (one per vSMMU instance: with vsmmu per-psmmu, one per pSMMU the VM uses)' },
         vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, doc: 'VCMDQs each vSMMU gets under nested-smmuv3-vcmdq (QEMU exposes 2; a CMDQV has at most 128)' },
       },
     },
