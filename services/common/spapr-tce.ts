@@ -2,10 +2,8 @@
  * sPAPR (PAPR) TCE hypercalls and entries, as a pseries guest issues them and KVM / QEMU serve
  * them (arch/powerpc/include/asm/hvcall.h, arch/powerpc/include/asm/tce.h).
  */
-import { closeSync, existsSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { GUEST_RAM_SIZE, guestRamFile } from './board.js';
-import type { MemoryRange__Output } from './transport/link.js';
+import { GUEST_RAM_SIZE } from './board.js';
 
 /** Hypercall numbers. */
 export const H_PUT_TCE = 0x20;
@@ -74,29 +72,6 @@ export function encodeTceList(tces: readonly bigint[]): Buffer {
 export function decodeTceList(b: Buffer, n: number): bigint[] {
   const out: bigint[] = [];
   for (let i = 0; i < n; i++) out.push((i + 1) * TCE_ENTRY_SIZE <= b.length ? b.readBigUInt64BE(i * TCE_ENTRY_SIZE) : 0n);
-  return out;
-}
-
-/**
- * Reads `len` bytes of VM `vm`'s RAM at `gpa` as the host kernel or the VMM would: from the guest
- * memory the exit carried when it covers the range, else from the guest RAM file (opened for this
- * read only). RAM never written, and addresses outside RAM, read as zeroes (QEMU's unassigned
- * memory does too).
- */
-export function readGuestBytes(ranges: readonly MemoryRange__Output[], ramDir: string, vm: number, gpa: number, len: number): Buffer {
-  for (const r of ranges) {
-    const start = Number(r.gpa);
-    if (gpa >= start && gpa + len <= start + r.data.length) return Buffer.from(r.data.subarray(gpa - start, gpa - start + len));
-  }
-  const out = Buffer.alloc(len);
-  const path = guestRamFile(ramDir, vm);
-  if (gpa + len > GUEST_RAM_SIZE || !existsSync(path)) return out;
-  const fd = openSync(path, 'r');
-  try {
-    readSync(fd, out, 0, len, gpa);
-  } finally {
-    closeSync(fd);
-  }
   return out;
 }
 

@@ -1,5 +1,5 @@
-import { existsSync, statSync, truncateSync } from 'node:fs';
-import { FileMemory, PhysMemory, type Memory } from './memory.js';
+import { mapSharedFile } from './guest-ram.js';
+import { PhysMemory, type Memory } from './memory.js';
 import { DMA32_WINDOW_ENTRIES, TCE_ENTRY_SIZE } from './spapr-tce.js';
 
 /**
@@ -19,12 +19,15 @@ export class TceTable {
     return new TceTable(new PhysMemory(), entries);
   }
 
-  /**
-   * The table in a file both KVM and the VMM map. `create` empties it (a new table, as
-   * KVM_CREATE_SPAPR_TCE_64 allocates one zeroed); otherwise it must exist.
-   */
-  static shared(path: string, create: boolean): TceTable {
-    return new TceTable(sharedMemory(path, create));
+  /** A new, zeroed table in a file both KVM and the VMM map (KVM_CREATE_SPAPR_TCE_64). */
+  static create(path: string): TceTable {
+    return new TceTable(mapSharedFile(path, 'create'));
+  }
+
+  /** The table another process created in `path`; undefined while there is none. */
+  static open(path: string): TceTable | undefined {
+    const mem = mapSharedFile(path, 'open');
+    return mem ? new TceTable(mem) : undefined;
   }
 
   get(index: number): bigint {
@@ -38,24 +41,4 @@ export class TceTable {
     b.writeBigUInt64LE(BigInt.asUintN(64, tce));
     this.mem.write(index * TCE_ENTRY_SIZE, b);
   }
-}
-
-/**
- * One open file per path for the life of the process: a role's devices are rebuilt on every
- * configure and have no close hook, so a table reopened per run would leak its descriptor. A file
- * replaced on disk (another run's folder at the same path) is reopened.
- */
-const openFiles = new Map<string, { mem: FileMemory; ino: number }>();
-
-function sharedMemory(path: string, create: boolean): FileMemory {
-  const cur = openFiles.get(path);
-  const ino = existsSync(path) ? statSync(path).ino : undefined;
-  if (cur && cur.ino === ino) {
-    if (create) truncateSync(path, 0);
-    return cur.mem;
-  }
-  cur?.mem.close();
-  const mem = new FileMemory(path, create ? 'create' : 'open');
-  openFiles.set(path, { mem, ino: statSync(path).ino });
-  return mem;
 }

@@ -10,6 +10,7 @@
  * ATTACH and DETACH requests still work as the spec says afterwards.
  */
 import { Errno } from './errors.js';
+import { IovaTree, type IovaRange } from './iova-tree.js';
 import type { CostStep } from './cost/steps.js';
 import type { Memory } from './memory.js';
 import type { OpContext } from './op-context.js';
@@ -38,6 +39,9 @@ export function statusOfErrno(status: number): StatusCode {
       return Status.FAULT;
     case Errno.ERANGE:
       return Status.RANGE;
+    case Errno.ENOMEM:
+    case Errno.ENOSPC:
+      return Status.NOMEM;
     case Errno.ENOENT:
     case Errno.ENODEV:
       return Status.NOENT;
@@ -46,63 +50,16 @@ export function statusOfErrno(status: number): StatusCode {
   }
 }
 
-export interface Mapping {
-  start: number;
-  /** Inclusive, as the requests carry it. */
-  end: number;
+/** One mapping of a domain: [iova, iova + size) to guest-physical `phys`, with its MAP flags. */
+export interface Mapping extends IovaRange {
   phys: number;
   flags: number;
 }
 
-/** A domain's mappings, ordered by start and never overlapping (QEMU keeps a GTree of intervals). */
-export class RangeMap {
-  private readonly items: Mapping[] = [];
-
-  get size(): number {
-    return this.items.length;
-  }
-
-  /** Index of the first mapping that ends at or after `addr`. */
-  private firstEndingFrom(addr: number): number {
-    let lo = 0;
-    let hi = this.items.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((this.items[mid] as Mapping).end < addr) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-
-  /** The mappings that share at least one address with [start, end], in order. */
-  overlapping(start: number, end: number): Mapping[] {
-    const out: Mapping[] = [];
-    for (let i = this.firstEndingFrom(start); i < this.items.length; i++) {
-      const m = this.items[i] as Mapping;
-      if (m.start > end) break;
-      out.push(m);
-    }
-    return out;
-  }
-
-  /** Inserts a mapping the caller checked overlaps nothing. */
-  insert(m: Mapping): void {
-    this.items.splice(this.firstEndingFrom(m.start), 0, m);
-  }
-
-  remove(m: Mapping): void {
-    const i = this.firstEndingFrom(m.start);
-    if (this.items[i] === m) this.items.splice(i, 1);
-  }
-
-  all(): readonly Mapping[] {
-    return this.items;
-  }
-}
-
 interface Domain {
   endpoints: Set<number>;
-  mappings: RangeMap;
+  /** Ordered and never overlapping (QEMU keeps a GTree of intervals). */
+  mappings: IovaTree<Mapping>;
 }
 
 export interface Attachment {
@@ -124,6 +81,8 @@ export interface VirtioIommuDeviceOptions {
 
 /** The granule: the smallest page size the device offers. */
 const GRANULE = PAGE_SIZE_MASK & -PAGE_SIZE_MASK;
+/** The longest device-readable part of any request: all the device copies out of a chain. */
+const MAX_READABLE = Math.max(...Object.values(ReqType).map((t) => readableSize(t) ?? 0));
 /** Guest-physical addresses the device accepts (the guest's 48-bit IPA space). */
 const PHYS_END = 2n ** 48n - 1n;
 
@@ -139,7 +98,7 @@ export class VirtioIommuDevice {
   readonly failures: Record<string, number> = {};
 
   constructor(private readonly o: VirtioIommuDeviceOptions) {
-    this.vq = new VirtqueueDevice(o.mem, o.layout, o.ramBytes);
+    this.vq = new VirtqueueDevice(o.mem, o.layout, o.ramBytes, MAX_READABLE);
     for (const a of o.attachments) {
       this.endpoints.set(a.endpoint, a.domain);
       this.domain(a.domain, true)?.endpoints.add(a.endpoint);
@@ -149,7 +108,7 @@ export class VirtioIommuDevice {
   private domain(id: number, create = false): Domain | undefined {
     let d = this.domains.get(id);
     if (!d && create) {
-      d = { endpoints: new Set(), mappings: new RangeMap() };
+      d = { endpoints: new Set(), mappings: new IovaTree<Mapping>() };
       this.domains.set(id, d);
     }
     return d;
@@ -157,7 +116,7 @@ export class VirtioIommuDevice {
 
   /** The mappings of a domain (for tests and checks), or undefined when the domain does not exist. */
   mappings(domain: number): readonly Mapping[] | undefined {
-    return this.domains.get(domain)?.mappings.all();
+    return this.domains.get(domain)?.mappings.entries();
   }
 
   /**
@@ -254,10 +213,10 @@ export class VirtioIommuDevice {
     d.endpoints.delete(endpoint);
     this.endpoints.set(endpoint, undefined);
     if (d.endpoints.size > 0) return Status.OK;
-    for (const m of [...d.mappings.all()]) {
+    for (const m of [...d.mappings.entries()]) {
       const s = await this.backendUnmap(ctx, id, m);
       if (s !== Status.OK) return s;
-      d.mappings.remove(m);
+      d.mappings.delete(m);
     }
     this.domains.delete(id);
     return Status.OK;
@@ -272,10 +231,10 @@ export class VirtioIommuDevice {
     if (r.virtEnd > INPUT_RANGE_END) return Status.RANGE;
     if (r.physStart + (r.virtEnd - r.virtStart) > PHYS_END) return Status.FAULT;
     if (r.flags & MAP_F_MMIO) return Status.UNSUPP; // VIRTIO_IOMMU_F_MMIO is not offered
-    const m: Mapping = { start: Number(r.virtStart), end: Number(r.virtEnd), phys: Number(r.physStart), flags: r.flags };
-    if (d.mappings.overlapping(m.start, m.end).length > 0) return Status.INVAL;
+    const m: Mapping = { iova: Number(r.virtStart), size: Number(r.virtEnd - r.virtStart) + 1, phys: Number(r.physStart), flags: r.flags };
+    if (d.mappings.find(m.iova, m.size)) return Status.INVAL;
     this.counters.backendCalls += 1;
-    const s = await this.o.backend.map(ctx, r.domain, m.start, m.phys, m.end - m.start + 1, m.flags);
+    const s = await this.o.backend.map(ctx, r.domain, m.iova, m.phys, m.size, m.flags);
     if (s === Status.OK) d.mappings.insert(m);
     return s;
   }
@@ -290,20 +249,20 @@ export class VirtioIommuDevice {
     if (r.virtEnd < r.virtStart) return Status.INVAL;
     if (r.virtStart > INPUT_RANGE_END) return Status.OK;
     const start = Number(r.virtStart);
-    const end = Number(r.virtEnd > INPUT_RANGE_END ? INPUT_RANGE_END : r.virtEnd);
-    const hits = d.mappings.overlapping(start, end);
-    if (hits.some((m) => m.start < start || m.end > end)) return Status.RANGE;
+    const size = Number(r.virtEnd > INPUT_RANGE_END ? INPUT_RANGE_END : r.virtEnd) - start + 1;
+    const hits = d.mappings.overlapping(start, size);
+    if (hits.some((m) => m.iova < start || m.iova + m.size > start + size)) return Status.RANGE;
     for (const m of hits) {
       const s = await this.backendUnmap(ctx, r.domain, m);
       if (s !== Status.OK) return s;
-      d.mappings.remove(m);
+      d.mappings.delete(m);
     }
     return Status.OK;
   }
 
   private backendUnmap(ctx: OpContext, domain: number, m: Mapping): Promise<StatusCode> {
     this.counters.backendCalls += 1;
-    return this.o.backend.unmap(ctx, domain, m.start, m.end - m.start + 1);
+    return this.o.backend.unmap(ctx, domain, m.iova, m.size);
   }
 
   stats(): Record<string, number> {

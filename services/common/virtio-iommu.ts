@@ -21,7 +21,7 @@ export const VIRTIO_IOMMU_F_BYPASS_CONFIG = 6;
 
 export const ReqType = { ATTACH: 1, DETACH: 2, MAP: 3, UNMAP: 4, PROBE: 5 } as const;
 
-export const Status = { OK: 0, IOERR: 1, UNSUPP: 2, DEVERR: 3, INVAL: 4, RANGE: 5, NOENT: 6, FAULT: 7 } as const;
+export const Status = { OK: 0, IOERR: 1, UNSUPP: 2, DEVERR: 3, INVAL: 4, RANGE: 5, NOENT: 6, FAULT: 7, NOMEM: 8 } as const;
 export type StatusCode = (typeof Status)[keyof typeof Status];
 
 export const ATTACH_F_BYPASS = 1 << 0;
@@ -255,8 +255,6 @@ export function decodeFault(b: Buffer): Fault {
   return { reason: b.readUInt8(0), flags: b.readUInt32LE(4), endpoint: b.readUInt32LE(8), address: b.readBigUInt64LE(16) };
 }
 
-/** What the simulated device offers (QEMU's virtio-iommu: no MMIO flag, no bypass config). */
-export const DEVICE_FEATURES = [VIRTIO_IOMMU_F_INPUT_RANGE, VIRTIO_IOMMU_F_DOMAIN_RANGE, VIRTIO_IOMMU_F_MAP_UNMAP, VIRTIO_IOMMU_F_PROBE];
 /** page_size_mask: every size from the host's 4 KiB granule up, as QEMU sets it (qemu_target_page_mask). */
 export const PAGE_SIZE_MASK = ~(BigInt(PAGE_SIZE) - 1n) & 0xffff_ffff_ffff_ffffn;
 /** input_range: the 48-bit input of the host's shadow table. */

@@ -117,8 +117,10 @@ export function write16(mem: Memory, addr: number, value: number): void {
 /** One available chain as the device sees it: what it may read, and where it may write. */
 export interface Chain {
   head: number;
-  /** The device-readable buffers, concatenated. */
+  /** The start of the device-readable buffers, concatenated: at most the device's read limit. */
   readable: Buffer;
+  /** Bytes of all the device-readable buffers (what the driver offered, read or not). */
+  readableBytes: number;
   /** The device-writable buffers in chain order. */
   writable: { addr: number; len: number }[];
   writableBytes: number;
@@ -143,6 +145,12 @@ export class VirtqueueDevice {
     readonly layout: VirtqueueLayout,
     /** Guest RAM ends here: a buffer beyond it cannot be mapped. */
     private readonly ramBytes: number,
+    /**
+     * The most device-readable bytes copied out of a chain: what the device parses (QEMU's
+     * iov_to_buf of the request struct). A descriptor's length is the guest's to choose, up to
+     * 4 GiB, so copying whole buffers would let a guest make the host allocate without bound.
+     */
+    private readonly readLimit = 4096,
   ) {}
 
   /** The next available chain, undefined when there is none (or the ring is broken). */
@@ -157,6 +165,7 @@ export class VirtqueueDevice {
     if (head >= l.size) return this.fail('bad-head');
     this.lastAvail = idxAdd(this.lastAvail, 1);
     const readable: Buffer[] = [];
+    let readableBytes = 0;
     const writable: { addr: number; len: number }[] = [];
     let writableBytes = 0;
     let i = head;
@@ -170,13 +179,15 @@ export class VirtqueueDevice {
         writableBytes += d.len;
       } else {
         if (writable.length > 0) return this.fail('read-after-write');
-        readable.push(this.mem.read(d.addr, d.len));
+        const n = Math.min(d.len, Math.max(0, this.readLimit - readableBytes));
+        if (n > 0) readable.push(this.mem.read(d.addr, n));
+        readableBytes += d.len;
       }
       if (!(d.flags & VRING_DESC_F_NEXT)) break;
       if (d.next >= l.size) return this.fail('bad-next');
       i = d.next;
     }
-    return { head, readable: Buffer.concat(readable), writable, writableBytes };
+    return { head, readable: Buffer.concat(readable), readableBytes, writable, writableBytes };
   }
 
   /** Writes `data` at the start of the chain's writable buffers; returns the bytes written. */

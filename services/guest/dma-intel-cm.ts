@@ -1,5 +1,6 @@
 import { GUEST_TABLE_BASE } from '../common/board.js';
 import { nowNs } from '../common/clock.js';
+import { Errno } from '../common/errors.js';
 import { FrameAllocator } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
 import {
@@ -8,7 +9,7 @@ import {
 } from '../common/vtd.js';
 import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import { FlushQueues } from './flush-queue.js';
-import { IovaAllocator } from './iova.js';
+import { CpuIovaSpace, type IovaAllocator } from './iova.js';
 import { GuestQi } from './vtd-qi.js';
 
 /**
@@ -27,6 +28,8 @@ const FIRST_DID = 2;
 const AW_48 = 2;
 
 interface Deferred {
+  /** The CPU whose IOVA allocator the range came from (not the queue's, with a single queue). */
+  cpu: number;
   iova: number;
   pages: number;
   /** Page-table frames the unmap freed, reusable once the flush covered them. */
@@ -35,23 +38,19 @@ interface Deferred {
 
 /** A dmar_domain: one per assigned device here, with its domain id, second-level table and IOVAs. */
 class Domain {
-  private readonly iovas = new Map<number, IovaAllocator>();
+  private readonly iovas: CpuIovaSpace;
 
   constructor(
     readonly device: GuestDevice,
     readonly did: number,
     readonly table: VtdPageTable,
     readonly fq: FlushQueues<Deferred>,
-  ) {}
+  ) {
+    this.iovas = new CpuIovaSpace(IOVA_BASE + device.index * DEVICE_WINDOW, IOVA_SLICE);
+  }
 
   iova(cpu: number): IovaAllocator {
-    let a = this.iovas.get(cpu);
-    if (!a) {
-      const base = IOVA_BASE + this.device.index * DEVICE_WINDOW + cpu * IOVA_SLICE;
-      a = new IovaAllocator(base, base + IOVA_SLICE);
-      this.iovas.set(cpu, a);
-    }
-    return a;
+    return this.iovas.of(cpu);
   }
 }
 
@@ -121,8 +120,9 @@ class IntelCmDmaIommu implements DmaApi {
 
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const d = this.domain(device);
-    const iova = d.iova(cpu).alloc(pages);
+    const iova = d.iova(cpu).tryAlloc(pages);
     ctx.charge('guest.iova_alloc');
+    if (iova === undefined) return -Errno.ENOMEM;
     ctx.charge('guest.pte_write', d.table.map(iova, pa, pages));
     // Caching mode: a not-present -> present change must be invalidated too.
     const status = await this.invalidate(ctx, this.iotlbDesc(d.did, { iova, pages, ih: false }));
@@ -144,21 +144,21 @@ class IntelCmDmaIommu implements DmaApi {
       return status;
     }
     const now = (this.kernel.vcpuNs[cpu] ?? 0) + ctx.modeledNs;
-    const due = d.fq.push(cpu, now, { iova, pages, freed });
+    const due = d.fq.push(cpu, now, { cpu, iova, pages, freed });
     ctx.charge('guest.fq_insert');
-    return due ? this.flush(ctx, d, d.fq.keyOf(cpu), due) : 0;
+    return due ? this.flush(ctx, d, due) : 0;
   }
 
   /**
-   * fq_flush_iotlb -> intel_flush_iotlb_all: one DSI of the domain, then the queue's IOVAs and
-   * tables are freed (to the CPU the queue belongs to).
+   * fq_flush_iotlb -> intel_flush_iotlb_all: one DSI of the domain, then the queue's IOVAs (each
+   * to the allocator it came from) and tables are freed.
    */
-  private async flush(ctx: OpContext, d: Domain, cpu: number, entries: Deferred[]): Promise<number> {
+  private async flush(ctx: OpContext, d: Domain, entries: Deferred[]): Promise<number> {
     if (entries.length === 0) return 0;
     const status = await this.invalidate(ctx, this.iotlbDesc(d.did));
     for (const e of entries) {
       d.table.release(e.freed);
-      d.iova(cpu).release(e.iova, e.pages);
+      d.iova(e.cpu).release(e.iova, e.pages);
       ctx.charge('guest.iova_free');
     }
     return status;
@@ -169,8 +169,9 @@ class IntelCmDmaIommu implements DmaApi {
       for (const [cpu, entries] of d.fq.drain()) {
         const ctx = this.kernel.env.newContext(0, 0);
         const t0 = nowNs();
-        await this.flush(ctx, d, cpu, entries);
-        this.kernel.background('flush', ctx, nowNs() - t0);
+        await this.flush(ctx, d, entries);
+        // The queue's own CPU pays its flush, as the nested driver's drain does.
+        this.kernel.background('flush', ctx, nowNs() - t0, cpu);
       }
     }
   }

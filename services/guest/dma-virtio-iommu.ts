@@ -10,7 +10,7 @@ import {
 } from '../common/virtio-iommu.js';
 import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import { FlushQueues } from './flush-queue.js';
-import { IovaAllocator } from './iova.js';
+import { CpuIovaSpace, type IovaAllocator } from './iova.js';
 import { VirtqueueDriver } from './virtqueue.js';
 
 /**
@@ -43,24 +43,20 @@ interface Deferred {
 
 /** The guest's view of one domain: its id, the IOVAs it handed out and what is mapped. */
 class Domain {
-  private readonly iovas = new Map<number, IovaAllocator>();
+  private readonly iovas: CpuIovaSpace;
   /** Mapped ranges by IOVA: pages (viommu_add_mapping's interval tree). */
   readonly mapped = new Map<number, number>();
 
   constructor(
     readonly id: number,
-    private readonly window: number,
-    private readonly slice: number,
-  ) {}
+    window: number,
+    slice: number,
+  ) {
+    this.iovas = new CpuIovaSpace(window, slice);
+  }
 
   iova(cpu: number): IovaAllocator {
-    let a = this.iovas.get(cpu);
-    if (!a) {
-      const base = this.window + cpu * this.slice;
-      a = new IovaAllocator(base, base + this.slice);
-      this.iovas.set(cpu, a);
-    }
-    return a;
+    return this.iovas.of(cpu);
   }
 }
 
@@ -79,6 +75,8 @@ function errnoOf(status: number): number {
       return -Errno.ENOENT;
     case Status.FAULT:
       return -Errno.EFAULT;
+    case Status.NOMEM:
+      return -Errno.ENOMEM;
     default:
       return -Errno.EIO;
   }
@@ -99,9 +97,10 @@ function errnoOf(status: number): number {
  *    on every run.
  *  - a full queue (256 descriptors, 2 per request) is synced before the next request goes in.
  * A MAP or strict UNMAP the device refuses fails the call with Linux's errno for its status (Linux
- * itself adds MAPs without write-back and never reads their status). The endpoints were attached at probe: domain `device index + 1` per device (see
- * services/common/virtio-iommu-device.ts). The same driver runs over QEMU's device (virtio-iommu)
- * and over the in-kernel one (vhost-iommu): only what the kick reaches differs.
+ * itself adds MAPs without write-back and never reads their status); a full IOVA window fails a
+ * map with ENOMEM. The endpoints were attached at probe: domain `device index + 1` per device
+ * (see services/common/virtio-iommu-device.ts). The same driver runs over QEMU's device
+ * (virtio-iommu) and over the in-kernel one (vhost-iommu): only what the kick reaches differs.
  */
 class VirtioIommuDma implements DmaApi {
   private readonly vq: VirtqueueDriver<Pending>;
@@ -141,8 +140,9 @@ class VirtioIommuDma implements DmaApi {
 
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const d = this.domain(device);
-    const iova = d.iova(cpu).alloc(pages);
+    const iova = d.iova(cpu).tryAlloc(pages);
     ctx.charge('guest.iova_alloc');
+    if (iova === undefined) return -Errno.ENOMEM;
     const size = pages * PAGE_SIZE;
     this.requests += 1;
     const req: Request = { type: ReqType.MAP, domain: d.id, virtStart: BigInt(iova), virtEnd: BigInt(iova + size - 1), physStart: BigInt(pa), flags: MAP_F_READ | MAP_F_WRITE };

@@ -1,10 +1,10 @@
-import { existsSync } from 'node:fs';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import { readGuestRam } from '../common/guest-ram.js';
 import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type HandlerResult, type RoleEnv } from '../common/role-api.js';
 import {
   DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE, TCE_READ, TCE_WRITE,
-  decodeHcall, decodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, readGuestBytes, tceInRam, tceTableFile, tceValid, type Hcall,
+  decodeHcall, decodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, tceInRam, tceTableFile, tceValid, type Hcall,
 } from '../common/spapr-tce.js';
 import { TceTable } from '../common/tce-table.js';
 import { registerKvmDevice, type KvmDevice } from './device.js';
@@ -72,10 +72,9 @@ class InKernelTce implements KvmDevice {
   /** VM `vm`'s table, once its VMM created it; none means the liobn is not KVM's. */
   private table(vm: number): TceTable | undefined {
     let t = this.tables.get(vm);
-    const path = tceTableFile(this.env.topology.ramDir, vm);
-    if (!t && existsSync(path)) {
-      t = TceTable.shared(path, false);
-      this.tables.set(vm, t);
+    if (!t) {
+      t = TceTable.open(tceTableFile(this.env.topology.ramDir, vm));
+      if (t) this.tables.set(vm, t);
     }
     return t;
   }
@@ -87,7 +86,7 @@ class InKernelTce implements KvmDevice {
     const liobn = h.args[0] ?? 0n;
     const table = liobn === BigInt(liobnOf(vm)) ? this.table(vm) : undefined;
     const readList = (gpa: number, n: number): bigint[] =>
-      decodeTceList(readGuestBytes(req.guestMemory, this.env.topology.ramDir, vm, gpa, n * TCE_ENTRY_SIZE), n);
+      decodeTceList(readGuestRam(req.guestMemory, this.env.topology.ramDir, vm, gpa, n * TCE_ENTRY_SIZE), n);
     const d = decideTce(h, table !== undefined, readList);
     if (d.kind === 'punt' || !table) {
       this.counters.punts += 1;

@@ -1,12 +1,13 @@
 import { GUEST_RAM_SIZE } from '../common/board.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
+import { readGuestRam } from '../common/guest-ram.js';
 import type { MmioAccess } from '../common/kvm-run.js';
 import { Mutex } from '../common/mutex.js';
 import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type HandlerResult, type RoleEnv } from '../common/role-api.js';
 import {
   DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE,
-  decodeHcall, decodeTceList, liobnOf, readGuestBytes, tceGpa, tcePerms, tceTableFile, tceValid,
+  decodeHcall, decodeTceList, liobnOf, tceGpa, tcePerms, tceTableFile, tceValid,
 } from '../common/spapr-tce.js';
 import { TceTable } from '../common/tce-table.js';
 import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../common/vfio-type1.js';
@@ -37,7 +38,7 @@ class SpaprTce implements VmmDevice {
   ) {
     this.vm = env.self.index;
     this.bql = new Mutex(`${env.self.name}.bql`);
-    this.table = inKernel ? TceTable.shared(tceTableFile(env.topology.ramDir, this.vm), true) : TceTable.private();
+    this.table = inKernel ? TceTable.create(tceTableFile(env.topology.ramDir, this.vm)) : TceTable.private();
   }
 
   /** No MMIO region of this device: an access to unassigned space, which QEMU ignores. */
@@ -68,16 +69,20 @@ class SpaprTce implements VmmDevice {
     if (h.nr === H_PUT_TCE_INDIRECT) {
       if (a3 > BigInt(MAX_TCES_PER_HCALL) || a2 % BigInt(TCE_PAGE_SIZE) !== 0n) return H_RC.PARAMETER;
       const n = Number(a3);
-      tces = decodeTceList(readGuestBytes(req.guestMemory, this.env.topology.ramDir, this.vm, Number(a2), n * TCE_ENTRY_SIZE), n);
+      tces = decodeTceList(readGuestRam(req.guestMemory, this.env.topology.ramDir, this.vm, Number(a2), n * TCE_ENTRY_SIZE), n);
     } else {
-      // H_STUFF_TCE: QEMU stores whatever value it is given; the window check ends the loop.
-      tces = Array.from({ length: Number(a3 > BigInt(this.table.entries) ? BigInt(this.table.entries) + 1n : a3) }, () => a2);
+      // H_STUFF_TCE stores whatever value it is given; more entries than the table has are
+      // refused before anything is stored, and the window check ends the loop.
+      if (a3 > BigInt(this.table.entries)) return H_RC.PARAMETER;
+      tces = Array.from({ length: Number(a3) }, () => a2);
     }
+    // QEMU returns the last entry's result, starting from H_PARAMETER: a call of no entries fails.
+    let rc: number = H_RC.PARAMETER;
     for (let i = 0; i < tces.length; i++) {
-      const rc = await this.put(ctx, base + i * TCE_PAGE_SIZE, tces[i] as bigint);
-      if (rc !== H_RC.SUCCESS) return rc;
+      rc = await this.put(ctx, base + i * TCE_PAGE_SIZE, tces[i] as bigint);
+      if (rc !== H_RC.SUCCESS) break;
     }
-    return H_RC.SUCCESS;
+    return rc;
   }
 
   /** put_tce_emu: one entry, then one IOMMU notification. */

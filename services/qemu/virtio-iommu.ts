@@ -1,7 +1,7 @@
 import { GUEST_RAM_SIZE } from '../common/board.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
 import { mapGuestRam } from '../common/guest-ram.js';
-import type { MmioAccess } from '../common/kvm-run.js';
+import { encodeMmio, type MmioAccess } from '../common/kvm-run.js';
 import { Mutex } from '../common/mutex.js';
 import type { OpContext } from '../common/op-context.js';
 import type { HandlerResult, RoleEnv } from '../common/role-api.js';
@@ -55,9 +55,11 @@ class VirtioIommuVmm implements VmmDevice {
 
   async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
     // Other virtio-mmio registers (and the event queue's kicks) change nothing this model tracks.
+    // Only QueueNotify writes have an ioeventfd: anything else is a real KVM_EXIT_MMIO to here.
     if (!access.isWrite || access.physAddr !== VIOMMU_NOTIFY_GPA || access.data !== VIOMMU_REQUEST_VQ) {
       this.counters.otherMmio += 1;
-      return { status: 0, payload: req.payload };
+      if (!(access.isWrite && access.physAddr === VIOMMU_NOTIFY_GPA)) ctx.charge('exit.to_user');
+      return { status: 0, payload: access.isWrite ? req.payload : encodeMmio({ ...access, data: 0 }) };
     }
     this.counters.notifies += 1;
     ctx.charge('host.thread_wakeup');

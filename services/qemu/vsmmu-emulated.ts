@@ -1,5 +1,5 @@
 import { CD_SIZE, cdIpa } from '../common/board.js';
-import { mapGuestRam } from '../common/guest-ram.js';
+import { GuestRam } from '../common/guest-ram.js';
 import { vsmmuOfDevice } from '../common/iommufd-objects.js';
 import { PAGE_SIZE, type Memory } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
@@ -173,50 +173,6 @@ export class EmulatedSmmu implements DmaTranslator {
 }
 
 /**
- * This VMM's mapping of its guest's RAM, resolved on first access: the guest creates the file when
- * it is configured, after its VMM. Until it exists, reads see zeroes (memory never written).
- */
-class VmmGuestMemory implements Memory {
-  private mapped: Memory | undefined;
-
-  constructor(
-    private readonly ramDir: string,
-    private readonly vm: number,
-  ) {}
-
-  private get mem(): Memory | undefined {
-    this.mapped ??= mapGuestRam(this.ramDir, this.vm);
-    return this.mapped;
-  }
-
-  view(addr: number, len: number): Buffer {
-    return this.mem?.view(addr, len) ?? Buffer.alloc(len);
-  }
-
-  read32(addr: number): number {
-    return this.mem?.read32(addr) ?? 0;
-  }
-
-  read(addr: number, len: number): Buffer {
-    return this.mem?.read(addr, len) ?? Buffer.alloc(len);
-  }
-
-  write32(addr: number, value: number): void {
-    this.writable().write32(addr, value);
-  }
-
-  write(addr: number, data: Buffer): void {
-    this.writable().write(addr, data);
-  }
-
-  private writable(): Memory {
-    const m = this.mem;
-    if (!m) throw new Error(`guest RAM of VM ${this.vm} is not there yet`);
-    return m;
-  }
-}
-
-/**
  * The emulated vSMMUv3 of a VMM, for the devices it emulates itself (QEMU cannot put one in front
  * of a VFIO device: it refuses the MAP notifier shadowing would need). Its command queue is the
  * shared one (vsmmu-cmdq.ts); each command runs on the instance's own caches, in the vCPU thread
@@ -235,7 +191,7 @@ class EmulatedVsmmu extends VsmmuCmdq {
     const mine = t.devices.flatMap((d, index) => (d.vm === vm ? [{ index, sid: d.vsid, vsmmu: vsmmuOfDevice(t, index) }] : []));
     const instances = Math.max(1, ...mine.map((d) => d.vsmmu + 1));
     super(env, instances);
-    this.guestRam = new VmmGuestMemory(t.ramDir, vm);
+    this.guestRam = new GuestRam(t.ramDir, vm);
     const readNs = env.costs.of('vmm.iommu_walk_pte');
     this.smmus = Array.from({ length: instances }, (_, i) => {
       const streams = new Map(mine.filter((d) => d.vsmmu === i).map((d) => [d.sid, cdIpa(d.index)]));

@@ -15,7 +15,7 @@ import {
   vtdIqSlotGpa, walkSecondLevel, type ContextEntry, type SlWalkEvent, type VtdDescriptor,
 } from '../common/vtd.js';
 import { registerVmmDevice, type VmmDevice } from './device.js';
-import { IovaTree, type IovaMapping } from './iova-tree.js';
+import { IovaTree, type IovaMapping } from '../common/iova-tree.js';
 
 /** One assigned device's DMA address space behind the vIOMMU (QEMU's VTDAddressSpace). */
 interface AddressSpace {
@@ -72,7 +72,8 @@ class VtdCachingMode implements VmmDevice {
   async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('exit.to_user');
     const offset = access.physAddr - VTD_MMIO_BASE;
-    if (offset < 0 || offset >= VTD_REG_SIZE) return { status: 0, payload: req.payload }; // not ours: writes ignored, reads 0
+    // Not ours: writes ignored, reads 0.
+    if (offset < 0 || offset >= VTD_REG_SIZE) return { status: 0, payload: access.isWrite ? req.payload : encodeMmio({ ...access, data: 0 }) };
     return this.bql.with(async () => {
       this.ram = mapGuestRam(this.ramDir, this.vm);
       // The guest RAM the exit carries is already in the RAM file; a guest that only sent it gets it written.

@@ -1,12 +1,13 @@
 import { GUEST_RAM_SIZE, vmRamBase } from '../common/board.js';
 import { Errno } from '../common/errors.js';
+import { IovaTree, type IovaRange } from '../common/iova-tree.js';
 import { vmidOf } from '../common/iommufd-objects.js';
 import { PAGE_SIZE } from '../common/memory.js';
 import { Mutex } from '../common/mutex.js';
 import type { OpContext } from '../common/op-context.js';
 import type { PageTable } from '../common/pagetable.js';
 import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
-import { CMD_SIZE, cmdSync, encodeCommand, tlbiS2IpaRange } from '../common/smmu/commands.js';
+import { CMD_SIZE, cmdSync, encodeCommand, tlbiS2IpaRange, type SmmuCommand } from '../common/smmu/commands.js';
 
 /** What the host IOMMU domain needs from vfio: submitting commands to one physical SMMU. */
 export type SubmitCommands = (ctx: OpContext, psmmu: number, commands: Buffer) => Promise<number>;
@@ -23,6 +24,13 @@ export interface MapRequest {
 
 export const HOST_IOMMU_COUNTERS = ['maps', 'unmaps', 'pagesMapped', 'pagesUnmapped', 'flushes', 'mapErrors'] as const;
 
+/** The host table's input address size: a 4-level, 4 KiB-granule table translates 48 bits. */
+export const HOST_IOVA_LIMIT = 2 ** 48;
+/** Pages of one piece of a flush's range (see flush). */
+const FLUSH_PIECE_PAGES = 2 ** 30;
+/** VFIO type1's dma_entry_limit module parameter (U16_MAX): mappings per container. */
+export const VFIO_DMA_ENTRY_LIMIT = 65535;
+
 /**
  * One VM's host IOMMU domain when the host shadows the guest's mappings (VFIO type1 containers,
  * vhost-iommu, sPAPR TCE tables): a stage-2 table from guest IOVA to host-physical that the pSMMUs
@@ -33,8 +41,8 @@ export const HOST_IOMMU_COUNTERS = ['maps', 'unmaps', 'pagesMapped', 'pagesUnmap
  * non-present entries, as VT-d caching mode assumes and a TCE cache kill requires).
  */
 export class HostIommuDomain {
-  /** Mapped ranges by first IOVA: pages. */
-  private readonly ranges = new Map<number, number>();
+  /** Mapped ranges, in bytes (type1's tree of vfio_dma). */
+  private readonly ranges = new IovaTree<IovaRange>();
   readonly lock: Mutex;
   private readonly vmid: number;
   private readonly psmmus: number[];
@@ -57,14 +65,30 @@ export class HostIommuDomain {
     return vmRamBase(this.vm) + gpa;
   }
 
-  /** Maps a range not mapped yet (type1 refuses an overlap with EEXIST). Caller holds the lock. */
+  /** Mappings in the domain (VFIO type1 counts them against dma_entry_limit). */
+  get mappings(): number {
+    return this.ranges.size;
+  }
+
+  /** True when [iova, iova + pages) lies inside the table's input range (the domain's aperture). */
+  static inAperture(iova: number, pages: number): boolean {
+    return iova >= 0 && pages >= 0 && iova + pages * PAGE_SIZE <= HOST_IOVA_LIMIT;
+  }
+
+  /**
+   * Maps a range not mapped yet. Outside the table's input range is ERANGE (io-pgtable refuses an
+   * input address above its IAS), an overlap EEXIST (type1), memory outside the VM's RAM EFAULT
+   * (nothing to pin). Caller holds the lock.
+   */
   async map(ctx: OpContext, m: MapRequest): Promise<number> {
+    if (!HostIommuDomain.inAperture(m.iova, m.pages)) return this.fail(-Errno.ERANGE);
     const hpa = this.hpaOf(m.gpa, m.pages);
     if (hpa === undefined) return this.fail(-Errno.EFAULT);
-    if (this.overlaps(m.iova, m.pages)) return this.fail(-Errno.EEXIST);
+    const size = m.pages * PAGE_SIZE;
+    if (this.ranges.find(m.iova, size)) return this.fail(-Errno.EEXIST);
     if (m.pin) ctx.charge('kernel.vfio_pin_page', m.pages);
     ctx.charge('kernel.iommu_pte_write', this.table.map(m.iova, hpa, m.pages, { read: true, write: m.write }));
-    this.ranges.set(m.iova, m.pages);
+    this.ranges.insert({ iova: m.iova, size });
     this.counters.maps += 1;
     this.counters.pagesMapped += m.pages;
     return this.flush(ctx, m.iova, m.pages);
@@ -75,53 +99,51 @@ export class HostIommuDomain {
    * with EINVAL, as type1 does. Returns the pages unmapped, or -errno. Caller holds the lock.
    */
   async unmap(ctx: OpContext, iova: number, pages: number, unpin: boolean): Promise<number> {
-    const end = iova + pages * PAGE_SIZE;
-    const inside: [number, number][] = [];
-    for (const [start, n] of this.ranges) {
-      const stop = start + n * PAGE_SIZE;
-      if (stop <= iova || start >= end) continue;
-      if (start < iova || stop > end) return this.fail(-Errno.EINVAL);
-      inside.push([start, n]);
-    }
+    const size = pages * PAGE_SIZE;
+    const inside = this.ranges.overlapping(iova, size);
+    if (inside.some((r) => r.iova < iova || r.iova + r.size > iova + size)) return this.fail(-Errno.EINVAL);
     let unmapped = 0;
-    for (const [start, n] of inside) {
-      ctx.charge('kernel.iommu_pte_write', this.table.unmap(start, n));
+    for (const r of inside) {
+      const n = r.size / PAGE_SIZE;
+      ctx.charge('kernel.iommu_pte_write', this.table.unmap(r.iova, n));
       if (unpin) ctx.charge('kernel.vfio_unpin_page', n);
-      this.ranges.delete(start);
+      this.ranges.delete(r);
       unmapped += n;
     }
-    if (unmapped === 0) return 0;
+    const first = inside[0];
+    const last = inside[inside.length - 1];
+    if (unmapped === 0 || !first || !last) return 0;
     this.counters.unmaps += 1;
     this.counters.pagesUnmapped += unmapped;
-    const status = await this.flush(ctx, iova, pages);
+    // The range the unmap gathered (iommu_iotlb_gather), not the whole range asked.
+    const status = await this.flush(ctx, first.iova, (last.iova + last.size - first.iova) / PAGE_SIZE);
     return status < 0 ? status : unmapped;
   }
 
-  /** Rewrites single pages whatever they held (a TCE write replaces the entry), then one flush. */
+  /**
+   * Rewrites single pages whatever they held (a TCE write replaces the entry), then one flush.
+   * Every entry is checked before any changes, as KVM validates a whole TCE list first: a refused
+   * update changes nothing, so nothing is left un-invalidated.
+   */
   async replace(ctx: OpContext, iova: number, gpas: (number | undefined)[], writable: boolean[]): Promise<number> {
+    if (!HostIommuDomain.inAperture(iova, gpas.length)) return this.fail(-Errno.ERANGE);
+    const hpas = gpas.map((gpa) => (gpa === undefined ? undefined : this.hpaOf(gpa, 1)));
+    if (hpas.some((hpa, i) => hpa === undefined && gpas[i] !== undefined)) return this.fail(-Errno.EFAULT);
     for (let i = 0; i < gpas.length; i++) {
       const at = iova + i * PAGE_SIZE;
-      const gpa = gpas[i];
-      if (this.ranges.has(at)) {
-        ctx.charge('kernel.iommu_pte_write', this.table.unmap(at, 1));
-        this.ranges.delete(at);
-        this.counters.pagesUnmapped += 1;
+      const hpa = hpas[i];
+      // An entry is one page; a longer mapping here (another path's) goes whole, as it is replaced.
+      for (const r of this.ranges.remove(at, PAGE_SIZE)) {
+        ctx.charge('kernel.iommu_pte_write', this.table.unmap(r.iova, r.size / PAGE_SIZE));
+        this.counters.pagesUnmapped += r.size / PAGE_SIZE;
       }
-      if (gpa === undefined) continue;
-      const hpa = this.hpaOf(gpa, 1);
-      if (hpa === undefined) return this.fail(-Errno.EFAULT);
+      if (hpa === undefined) continue;
       ctx.charge('kernel.iommu_pte_write', this.table.map(at, hpa, 1, { read: true, write: writable[i] ?? true }));
-      this.ranges.set(at, 1);
+      this.ranges.insert({ iova: at, size: PAGE_SIZE });
       this.counters.pagesMapped += 1;
     }
     this.counters.maps += 1;
     return this.flush(ctx, iova, gpas.length);
-  }
-
-  private overlaps(iova: number, pages: number): boolean {
-    const end = iova + pages * PAGE_SIZE;
-    for (const [start, n] of this.ranges) if (start < end && start + n * PAGE_SIZE > iova) return true;
-    return false;
   }
 
   private fail(status: number): number {
@@ -131,7 +153,12 @@ export class HostIommuDomain {
 
   /** TLBI_S2_IPA over the range + CMD_SYNC on every pSMMU of the VM, one after another. */
   private async flush(ctx: OpContext, iova: number, pages: number): Promise<number> {
-    const cmds = [...tlbiS2IpaRange(this.vmid, iova, pages), cmdSync()];
+    const cmds: SmmuCommand[] = [];
+    // tlbiS2IpaRange works on 32-bit page counts: a larger span goes in pieces.
+    for (let done = 0; done < pages; done += FLUSH_PIECE_PAGES) {
+      cmds.push(...tlbiS2IpaRange(this.vmid, iova + done * PAGE_SIZE, Math.min(FLUSH_PIECE_PAGES, pages - done)));
+    }
+    cmds.push(cmdSync());
     const buf = Buffer.alloc(cmds.length * CMD_SIZE);
     cmds.forEach((c, i) => encodeCommand(c, buf, i * CMD_SIZE));
     let status = 0;

@@ -15,7 +15,7 @@ import {
   decodeDmaMap, decodeDmaUnmap, decodeKernelIommuMap, encodeDmaUnmap, pageAligned,
 } from '../common/vfio-type1.js';
 import { PAGE_SIZE } from '../common/memory.js';
-import { HOST_IOMMU_COUNTERS, HostIommuDomain } from './host-iommu.js';
+import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT } from './host-iommu.js';
 import { HostTables, SHADOW_MODELS } from './host-tables.js';
 import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
 
@@ -67,7 +67,11 @@ class VfioRole implements RoleInstance {
     return { status, payload };
   }
 
-  /** ioctl(VFIO_IOMMU_MAP_DMA) on VM `vm`'s container: checks as vfio_dma_do_map, then pin, map, flush. */
+  /**
+   * ioctl(VFIO_IOMMU_MAP_DMA) on VM `vm`'s container: checks as vfio_dma_do_map (flags, alignment,
+   * an IOVA range outside the domain's aperture: EINVAL; no mapping left under dma_entry_limit:
+   * ENOSPC), then pin, map, flush.
+   */
   private async dmaMap(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('ioctl.syscall');
     const m = decodeDmaMap(payload);
@@ -76,8 +80,10 @@ class VfioRole implements RoleInstance {
     if (!domain) return this.reply(-Errno.ENODEV);
     if (m.argsz < DMA_MAP_SIZE || (m.flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)) !== 0) return this.reply(-Errno.EINVAL);
     if (!pageAligned(m.iova, m.size) || m.vaddr % PAGE_SIZE !== 0) return this.reply(-Errno.EINVAL);
+    if (!HostIommuDomain.inAperture(m.iova, m.size / PAGE_SIZE)) return this.reply(-Errno.EINVAL);
     const status = await domain.lock.with(async () => {
       ctx.charge('kernel.vfio_dma_op');
+      if (domain.mappings >= VFIO_DMA_ENTRY_LIMIT) return -Errno.ENOSPC;
       return domain.map(ctx, { iova: m.iova, gpa: m.vaddr - VMM_RAM_VADDR, pages: m.size / PAGE_SIZE, write: (m.flags & VFIO_DMA_MAP_FLAG_WRITE) !== 0, pin: true });
     }, ctx);
     return this.reply(status);

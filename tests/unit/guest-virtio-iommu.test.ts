@@ -94,6 +94,17 @@ describe('the guest virtio-iommu driver', () => {
     expect(r.calls.map((c) => c.split(' ')[0])).toEqual(['map', 'unmap', 'map']);
   });
 
+  it('lazy: fails a map with ENOMEM when deferred unmaps hold the whole IOVA window, and maps again after the flush', async () => {
+    const r = rig('lazy');
+    for (let i = 0; i < 128; i++) {
+      const iova = await r.api.map(r.newContext(1, 0), 0, device, 0x1_0000_0000, 512);
+      expect(await r.api.unmap(r.newContext(2, 0), 0, device, iova, 512)).toBe(0);
+    }
+    expect(await r.api.map(r.newContext(3, 0), 0, device, 0x1_0000_0000, 512)).toBe(-Errno.ENOMEM);
+    await r.api.drain();
+    expect(await r.api.map(r.newContext(4, 0), 0, device, 0x1_0000_0000, 512)).toBeGreaterThan(0);
+  });
+
   it('lazy: a full queue (128 requests of 2 descriptors) is synced before the next request, the rest at the flush', async () => {
     const r = rig('lazy');
     const iovas: number[] = [];

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { IovaTree, type IovaMapping } from '../../services/qemu/iova-tree.js';
+import { IovaTree, type IovaMapping } from '../../services/common/iova-tree.js';
 
 const m = (iova: number, size: number, gpa = 0): IovaMapping => ({ iova, size, gpa, read: true, write: true });
 
@@ -49,5 +49,20 @@ describe('the VMM IOVA tree (QEMU util/iova-tree.c)', () => {
         expect(t.entries().map((r) => r.iova)).toEqual(list.map((r) => r.iova).sort((a, b) => a - b));
       }
     }));
+  });
+});
+
+describe('the IOVA tree with its users\' own records', () => {
+  it('lists every overlap in address order and deletes one record exactly', () => {
+    const t = new IovaTree<{ iova: number; size: number; tag: string }>();
+    for (const iova of [0x5000, 0x1000, 0x9000, 0x3000]) t.insert({ iova, size: 0x1000, tag: iova.toString(16) });
+    expect(t.entries().map((x) => x.iova)).toEqual([0x1000, 0x3000, 0x5000, 0x9000]);
+    expect(t.overlapping(0x1fff, 0x3002).map((x) => x.tag)).toEqual(['1000', '3000', '5000']);
+    expect(t.overlapping(0x6000, 0x3000)).toEqual([]);
+    const second = t.entries()[1] as { iova: number; size: number; tag: string };
+    expect(t.delete({ ...second })).toBe(false); // an equal record is not this one
+    expect(t.delete(second)).toBe(true);
+    expect(t.entries().map((x) => x.iova)).toEqual([0x1000, 0x5000, 0x9000]);
+    expect(t.size).toBe(3);
   });
 });

@@ -5,8 +5,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { GUEST_RAM_SIZE } from '../../services/common/board.js';
 import {
   DMA32_WINDOW_SIZE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, HCALL_SIZE, decodeHcall, decodeTceList, decodeTceUpdate, encodeHcall,
-  encodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, readGuestBytes, tceGpa, tceListGpa, tceOf, tcePerms, vmOfLiobn, type Hcall,
+  encodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, tceGpa, tceListGpa, tceOf, tcePerms, vmOfLiobn, type Hcall,
 } from '../../services/common/spapr-tce.js';
+import { readGuestRam } from '../../services/common/guest-ram.js';
 import { TceTable } from '../../services/common/tce-table.js';
 import { planClearHcalls, planMapHcalls } from '../../services/guest/tce-hcalls.js';
 import { decideTce } from '../../services/kvm/spapr-tce-kvm.js';
@@ -68,8 +69,8 @@ describe('sPAPR TCE codecs', () => {
 
   it('reads guest bytes from the exit\'s guest memory, and zeroes where there is no RAM file', () => {
     const data = Buffer.from([1, 2, 3, 4, 5, 6, 7, 8]);
-    expect([...readGuestBytes([{ gpa: 0x7000_0000, data }], '/nonexistent', 0, 0x7000_0004, 4)]).toEqual([5, 6, 7, 8]);
-    expect([...readGuestBytes([{ gpa: 0x7000_0000, data }], '/nonexistent', 0, 0x7000_0004, 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+    expect([...readGuestRam([{ gpa: 0x7000_0000, data }], '/nonexistent', 0, 0x7000_0004, 4)]).toEqual([5, 6, 7, 8]);
+    expect([...readGuestRam([{ gpa: 0x7000_0000, data }], '/nonexistent', 0, 0x7000_0004, 8)]).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
   });
 });
 
@@ -88,13 +89,14 @@ describe('the TCE table a window keeps', () => {
 
   it('is one table for KVM and the VMM when shared, and a new one (zeroed) when created again', () => {
     const path = join(dir, 'spapr-tce-0.table');
-    const vmm = TceTable.shared(path, true);
+    expect(TceTable.open(path)).toBeUndefined(); // KVM finds no table until the VMM created one
+    const vmm = TceTable.create(path);
     vmm.set(10, 0xabc003n);
-    const kvm = TceTable.shared(path, false);
+    const kvm = TceTable.open(path) as TceTable;
     expect(kvm.get(10)).toBe(0xabc003n);
     kvm.set(11, 0x1001n);
     expect(vmm.get(11)).toBe(0x1001n);
-    TceTable.shared(path, true);
+    TceTable.create(path);
     expect(kvm.get(10)).toBe(0n);
   });
 });

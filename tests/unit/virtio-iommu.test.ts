@@ -4,7 +4,7 @@ import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
 import { Errno } from '../../services/common/errors.js';
 import { PhysMemory } from '../../services/common/memory.js';
 import { OpContext } from '../../services/common/op-context.js';
-import { RangeMap, VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../../services/common/virtio-iommu-device.js';
+import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../../services/common/virtio-iommu-device.js';
 import {
   ATTACH_SIZE, DETACH_SIZE, MAP_F_MMIO, MAP_F_READ, MAP_F_WRITE, MAP_SIZE, PROBE_HEAD_SIZE, PROBE_SIZE, RESV_MEM_T_MSI, ReqType, Status, TAIL_SIZE, UNMAP_SIZE,
   VIOMMU_QUEUE_SIZE, VIOMMU_REQUEST_QUEUE, decodeFault, decodeProbeProperties, decodeRequest, encodeFault, encodeRequest, encodeResvMem, readableSize,
@@ -149,6 +149,24 @@ describe('split virtqueue', () => {
     expect(drv.broken).toBe(false);
   });
 
+  it('copies at most its read limit out of a chain, however long the guest says its buffers are', () => {
+    const mem = new PhysMemory();
+    const l: VirtqueueLayout = { size: 4, desc: 0x10_0000, avail: 0x10_1000, used: 0x10_2000 };
+    const dev = new VirtqueueDevice(mem, l, GUEST_RAM_SIZE, 72);
+    mem.write(0x20_0000, Buffer.from([ReqType.PROBE, 0, 0, 0]));
+    // Two readable descriptors of 4 GiB - 1 each, then a writable one: 8 GiB the device must not copy.
+    mem.write(descAddr(l, 0), encodeDescriptor({ addr: 0x20_0000, len: 0xffff_ffff, flags: VRING_DESC_F_NEXT, next: 1 }));
+    mem.write(descAddr(l, 1), encodeDescriptor({ addr: 0x1_2000_0000, len: 0xffff_ffff, flags: VRING_DESC_F_NEXT, next: 2 }));
+    mem.write(descAddr(l, 2), encodeDescriptor({ addr: 0x30_0000, len: 4, flags: VRING_DESC_F_WRITE, next: 0 }));
+    write16(mem, avail.ring(l, 0), 0);
+    write16(mem, avail.idx(l), 1);
+    const c = dev.pop();
+    expect(c?.readable.length).toBe(72);
+    expect(c?.readable[0]).toBe(ReqType.PROBE);
+    expect(c?.readableBytes).toBe(2 * 0xffff_ffff);
+    expect(c?.writableBytes).toBe(4);
+  });
+
   it('marks the ring broken on a malformed chain or index, and never touches it again', () => {
     const l: VirtqueueLayout = { size: 4, desc: 0x10_0000, avail: 0x10_1000, used: 0x10_2000 };
     const setup = (): { mem: PhysMemory; dev: VirtqueueDevice } => {
@@ -191,20 +209,6 @@ describe('split virtqueue', () => {
     write16(mem, used.idx(l), 1);
     expect(drv.getBuf()).toBeUndefined();
     expect(drv.broken).toBe(true);
-  });
-});
-
-describe('RangeMap', () => {
-  it('keeps mappings ordered and finds every overlap', () => {
-    const m = new RangeMap();
-    for (const start of [0x5000, 0x1000, 0x9000, 0x3000]) m.insert({ start, end: start + 0xfff, phys: start, flags: 0 });
-    expect(m.all().map((x) => x.start)).toEqual([0x1000, 0x3000, 0x5000, 0x9000]);
-    expect(m.overlapping(0x1fff, 0x5000).map((x) => x.start)).toEqual([0x1000, 0x3000, 0x5000]);
-    expect(m.overlapping(0x6000, 0x8fff)).toEqual([]);
-    const second = m.all()[1];
-    if (second) m.remove(second);
-    expect(m.all().map((x) => x.start)).toEqual([0x1000, 0x5000, 0x9000]);
-    expect(m.size).toBe(3);
   });
 });
 
@@ -275,7 +279,7 @@ describe('virtio-iommu device', () => {
       { op: 'map', domain: 1, iova: 0x10_0000, gpa: 0x9000_0000, size: 2 * PAGE, flags: 3 },
       { op: 'map', domain: 1, iova: 0x20_0000, gpa: 0x8000_0000, size: PAGE, flags: 3 },
     ]);
-    expect(r.device.mappings(1)?.map((m) => [m.start, m.end])).toEqual([[0x10_0000, 0x10_1fff], [0x20_0000, 0x20_0fff]]);
+    expect(r.device.mappings(1)?.map((m) => [m.iova, m.size])).toEqual([[0x10_0000, 2 * PAGE], [0x20_0000, PAGE]]);
     // One UNMAP over both mappings removes both, one backend call each.
     expect(await r.send(unmapReq(1, 0, 0x100_0000))).toEqual([Status.OK]);
     expect(r.calls.slice(2)).toEqual([
@@ -336,6 +340,8 @@ describe('virtio-iommu device', () => {
     expect([statusOfErrno(0), statusOfErrno(-Errno.EEXIST), statusOfErrno(-Errno.EINVAL), statusOfErrno(-Errno.ENODEV), statusOfErrno(-Errno.EIO)]).toEqual([
       Status.OK, Status.INVAL, Status.INVAL, Status.NOENT, Status.DEVERR,
     ]);
+    // VFIO out of mappings (dma_entry_limit) or of lockable memory: the device is out of resources.
+    expect([statusOfErrno(-Errno.ENOSPC), statusOfErrno(-Errno.ENOMEM)]).toEqual([Status.NOMEM, Status.NOMEM]);
   });
 
   it('answers UNSUPP for an unknown type and INVAL for a short request', async () => {
