@@ -1,4 +1,5 @@
 import { GUEST_TABLE_BASE, cdIpa } from '../common/board.js';
+import { Errno } from '../common/errors.js';
 import { nowNs } from '../common/clock.js';
 import { FrameAllocator } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
@@ -151,7 +152,9 @@ class NestedDmaIommu implements DmaApi {
 
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const d = this.domain(device);
-    const iova = d.iova(cpu).alloc(pages);
+    // A full window (lazy mode's queues holding its IOVAs) is a mapping error, not a crash.
+    const iova = d.iova(cpu).tryAlloc(pages);
+    if (iova === undefined) return -Errno.ENOMEM;
     ctx.charge('guest.iova_alloc');
     ctx.charge('guest.pte_write', d.stage1.map(iova, pa, pages));
     return iova;

@@ -20,4 +20,13 @@ describe('guest range TLBI construction', () => {
   it('uses one command for a single page', () => {
     expect(tlbiRange(1, 0x1000, 1)).toHaveLength(1);
   });
+
+  it('covers ranges past 2^32 pages with few commands, in order, with nothing left over', () => {
+    const pages = 2 ** 33 + 5;
+    const cmds = tlbiRange(1, 0, pages);
+    expect(cmds.length).toBeLessThan(10);
+    let covered = 0;
+    for (const c of cmds) covered += ((c.fields.num ?? 0) + 1) * 2 ** (c.fields.scale ?? 0);
+    expect(covered).toBe(pages);
+  });
 });

@@ -531,8 +531,10 @@ function rangeCommands(addr: number, pages: number, make: (at: bigint, r: TlbiRa
   let at = addr;
   let left = pages;
   while (left > 0) {
-    const scale = 31 - Math.clz32(left & -left);
-    const num = Math.min((left >>> scale) & RANGE_NUM_MAX || 1, RANGE_NUM_MAX);
+    // The lowest set bit of the count (SCALE is 5 bits), in arithmetic that holds past 2^32 pages.
+    let scale = 0;
+    while (scale < 31 && Math.floor(left / 2 ** scale) % 2 === 0) scale += 1;
+    const num = Math.min(Math.floor(left / 2 ** scale) % 32 || 1, RANGE_NUM_MAX);
     cmds.push(make(BigInt(at), { num: num - 1, scale, tg: TG_4K, ttl: 0, leaf: 1 }));
     const covered = num * 2 ** scale;
     at += covered * 4096;
