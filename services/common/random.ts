@@ -22,4 +22,9 @@ export class Random {
   int(n: number): number {
     return Math.floor(this.next() * n);
   }
+
+  /** Exponentially distributed with this mean (inverse transform; 1 - U is in (0, 1], so the log is finite). */
+  exponential(mean: number): number {
+    return -mean * Math.log(1 - this.next());
+  }
 }

@@ -11,10 +11,14 @@ import { loadScenario } from '../common/scenario/load.js';
 import { MODELS, SUPPORTED_MODELS, SVA_MODELS, describeSchema, type ModelName, type Scenario } from '../common/scenario/schema.js';
 import { decodeCommand, formatCommand, parseHexWord, CMD_SIZE } from '../common/smmu/commands.js';
 import { MAX_SID_PAIRS } from '../common/iommufd-objects.js';
-import { ProcessTree } from './launcher.js';
-import { RESULTS_SCHEMA, defaultOutDir, writeProfile, writeResults, type ResultsDoc, type RunResult } from './results.js';
+import { ProcessTree, type ProcessSpec } from './launcher.js';
+import { toCsv } from './csv.js';
+import { RESULTS_SCHEMA, defaultOutDir, writeFileAtomic, writeProfile, writeResults, type ResultsDoc, type RunResult } from './results.js';
 import { Session, processSpecs } from './session.js';
-import { comparisonTable, dmaMapBenchmarkReport, hopTable } from './table.js';
+import { MAX_SWEEP_RUNS, describeRun, planSweep, sweepCsvRecords, type SweepPlan } from './sweep.js';
+import { comparisonTable, dmaMapBenchmarkReport, hopTable, sweepTable } from './table.js';
+import { withLoad } from './load.js';
+import { SATURATE_HELP, executeSaturate, planSaturate } from './saturate.js';
 
 const USAGE = `vmmsim: a multi-process simulator of virtual-IOMMU architectures
 
@@ -23,13 +27,15 @@ usage: vmmsim <command> [options]
 commands:
   run [scenario.yaml]       run one architecture on a scenario
   compare [scenario.yaml]   run several architectures on the same scenario, side by side
+  sweep [scenario.yaml]     run the cross product of scenario values (--set key=v1,v2,...) and models
+  saturate [scenario.yaml]  find each model's highest sustained open-loop rate under a p99 bound
   decode-cmd W0 W1 [...]    decode SMMUv3 commands given as pairs of 64-bit hex words
   scenario-keys             list every scenario key with its default and allowed values
   help [command]            this text, or a command's options
 
 Run \`vmmsim <command> --help\` for a command's options. Exit codes: 0 ok, 1 run failed, 2 bad input.`;
 
-const RUN_OPTIONS = {
+export const RUN_OPTIONS = {
   model: { type: 'string' },
   models: { type: 'string' },
   ops: { type: 'string' },
@@ -69,17 +75,51 @@ options:
 
 Keys of a scenario: \`vmmsim scenario-keys\`.`;
 
+const SWEEP_HELP = `usage: vmmsim sweep [scenario.yaml] --set key=v1,v2,... [--set ...] [options]
+
+Runs the cross product of the swept values and the models: one run per point and model. Points
+that need other processes (topology.psmmus, topology.vms, topology.hosts) get a new process tree;
+points that share the processes reuse theirs. Prints a line on stderr as each run starts, then a
+table on stdout, one row per run: the swept values, the model, its main operation (unmap, or the
+workload's own) with transitions and latency, throughput and invalidation fanout. Writes
+results.json (one entry in runs[] per run, each with its point) and results.csv (one record per run).
+
+  vmmsim sweep --set topology.psmmus=1,2,4,8,16 --set topology.vsmmu=single,per-psmmu \\
+               --models nested-smmuv3,nested-smmuv3-vcmdq
+
+options:
+  --set key=v1,v2,...   a swept key, dotted (repeatable): one point per value, the first key varying
+                        slowest. With one value (--set key=value) it is a plain override, as in run.
+                        Lists are split at commas: no scenario key takes a value with a comma today.
+                        Every value is checked by the scenario schema before any process starts.
+  --models all|a,b,...  architectures at each point; default: the scenario's model only
+                        (all: ${SUPPORTED_MODELS.join(', ')})
+  --ops N               map+unmap iterations (workload.ops) at each point
+  --duration S          stop each run after S seconds (workload.durationSec); alone, it lifts the
+                        ops limit
+  --seed N              seed (same seed, same modeled results)
+  --profile NAME|PATH   cost profile (profiles/NAME.yaml or a file)
+  --out DIR             write DIR/results.json and DIR/results.csv
+                        (default: results/<time>-<name>-sweep-<pid>/)
+  --json                print the results document on stdout and nothing else there
+  --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
+  --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (or VMMSIM_LOG_LEVEL); logs go to stderr
+  --start-timeout MS    how long a process may take to report ready (default 20000)
+  -h, --help            this text
+
+At most ${MAX_SWEEP_RUNS} runs (points x models). Keys of a scenario: \`vmmsim scenario-keys\`.`;
+
 const DECODE_HELP = `usage: vmmsim decode-cmd W0 W1 [W0 W1 ...] [--json]
 
 Decodes SMMUv3 commands, each given as its two 64-bit words in 0x-prefixed hex (as QEMU traces and
 kernel logs print them). Prints opcode, name and fields; an unknown opcode decodes as ILLEGAL with
 error CERROR_ILL.`;
 
-function usageError(message: string): VmmsimError {
+export function usageError(message: string): VmmsimError {
   return new VmmsimError('E_USAGE', message);
 }
 
-function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O): ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>> {
+export function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O): ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>> {
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (err) {
@@ -87,7 +127,7 @@ function parse<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[]
   }
 }
 
-function intOption(name: string, v: string | undefined, min: number): number | undefined {
+export function intOption(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw usageError(`--${name} must be an integer >= ${min}, got "${v}"`);
@@ -105,7 +145,14 @@ function parseModels(spec: string): ModelName[] {
   return names as ModelName[];
 }
 
-interface RunPlan {
+/** How a command's process trees run. */
+export interface TreeSettings {
+  transport: 'unix' | 'tcp';
+  logLevel: string;
+  startTimeoutMs: number;
+}
+
+interface RunPlan extends TreeSettings {
   scenario: Scenario;
   models: ModelName[];
   profile: CostProfile;
@@ -113,20 +160,30 @@ interface RunPlan {
   measureHost: boolean;
   out: string;
   json: boolean;
-  transport: 'unix' | 'tcp';
-  logLevel: string;
-  startTimeoutMs: number;
 }
 
-function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
-  const { values, positionals } = parse(argv, RUN_OPTIONS);
-  if (values.help) {
-    process.stdout.write(RUN_HELP + '\n');
-    return undefined;
-  }
-  if (positionals.length > 1) throw usageError(`${command} takes at most one scenario file, got ${positionals.length}: ${positionals.join(' ')}`);
-  if (command === 'run' && values.models) throw usageError('--models is for `vmmsim compare`; `vmmsim run` takes --model NAME');
-  if (command === 'compare' && values.model) throw usageError('--model is for `vmmsim run`; `vmmsim compare` takes --models all|a,b');
+interface SweepCommand extends TreeSettings {
+  sweep: SweepPlan;
+  /** The cost profile of each profile name the points use. */
+  profiles: Map<string, CostProfile>;
+  measureHost: boolean;
+  out: string;
+  json: boolean;
+}
+
+type RunValues = ReturnType<typeof parse<typeof RUN_OPTIONS>>['values'];
+
+/** The option that sets each scenario key it sets, for messages. */
+const OPTION_OF_KEY: Record<string, string> = {
+  'workload.ops': '--ops (or --duration alone)',
+  'workload.durationSec': '--duration',
+  seed: '--seed',
+  model: '--model',
+  profile: '--profile',
+};
+
+/** The scenario keys that options set (--ops, --duration, --seed, --model, --profile). */
+export function optionOverrides(values: RunValues): Record<string, unknown> {
   const overrides: Record<string, unknown> = {};
   const ops = intOption('ops', values.ops, 0);
   if (values.duration !== undefined) {
@@ -140,7 +197,11 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
   if (seed !== undefined) overrides['seed'] = seed;
   if (values.model) overrides['model'] = values.model;
   if (values.profile) overrides['profile'] = values.profile;
-  const scenario = loadScenario(positionals[0], values.set ?? [], overrides);
+  return overrides;
+}
+
+/** Checks of a resolved scenario that its schema cannot make alone; makes a trace's path absolute. */
+export function checkScenario(scenario: Scenario): void {
   if (scenario.workload.kind === 'trace-replay') {
     if (scenario.workload.trace === '') throw new VmmsimError('E_SCENARIO_FIELD', 'scenario key workload.trace: trace-replay needs the path of an ftrace file (for example scenarios/traces/sample.trace)');
     const trace = resolve(scenario.workload.trace);
@@ -158,13 +219,17 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
   if (scenario.workload.kind === 'dma-map-benchmark' && scenario.workload.ops === 0 && scenario.workload.durationSec === 0) {
     throw new VmmsimError('E_SCENARIO_FIELD', 'scenario key workload.ops: 0 (no limit) needs workload.durationSec > 0, or the run never ends');
   }
-  const transport = values.transport ?? 'unix';
-  if (transport !== 'unix' && transport !== 'tcp') throw usageError(`--transport must be unix or tcp, got "${transport}"`);
-  if (values['log-level'] !== undefined && !isLogLevel(values['log-level'])) throw usageError(`--log-level must be one of fatal, error, warn, info, debug, trace, silent`);
-  let models = command === 'compare' ? parseModels(values.models ?? 'all') : [scenario.model];
+}
+
+/**
+ * The architectures to run a scenario under: `spec` as --models takes it, or the scenario's own
+ * model when undefined; refused when the workload or the topology rules one out.
+ */
+export function modelsFor(scenario: Scenario, spec: string | undefined): ModelName[] {
+  let models = spec === undefined ? [scenario.model] : parseModels(spec);
   if (scenario.workload.kind === 'sva-unmap-storm') {
     // "all" means every architecture that has SVA; a named one without it is refused up front.
-    if (command === 'compare' && (values.models ?? 'all') === 'all') models = models.filter((m) => SVA_MODELS.includes(m));
+    if (spec === 'all') models = models.filter((m) => SVA_MODELS.includes(m));
     const without = models.filter((m) => !SVA_MODELS.includes(m));
     if (without.length > 0) {
       throw new VmmsimError('E_NOT_SUPPORTED', `workload sva-unmap-storm needs SVA, which ${without.join(', ')} has not; architectures with SVA: ${SVA_MODELS.join(', ')}`);
@@ -173,6 +238,29 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
   if (models.includes('nested-smmuv3-vcmdq') && scenario.topology.devicesPerPsmmu > MAX_SID_PAIRS) {
     throw new VmmsimError('E_SCENARIO_FIELD', `scenario key topology.devicesPerPsmmu: at most ${MAX_SID_PAIRS} with nested-smmuv3-vcmdq (a VINTF holds ${MAX_SID_PAIRS} SID_MATCH/SID_REPLACE pairs), got ${scenario.topology.devicesPerPsmmu}`);
   }
+  return models;
+}
+
+export function treeSettings(values: RunValues): TreeSettings {
+  const transport = values.transport ?? 'unix';
+  if (transport !== 'unix' && transport !== 'tcp') throw usageError(`--transport must be unix or tcp, got "${transport}"`);
+  if (values['log-level'] !== undefined && !isLogLevel(values['log-level'])) throw usageError(`--log-level must be one of fatal, error, warn, info, debug, trace, silent`);
+  return { transport, logLevel: resolveLogLevel(values['log-level']), startTimeoutMs: intOption('start-timeout', values['start-timeout'], 1000) ?? 20_000 };
+}
+
+function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
+  const { values, positionals } = parse(argv, RUN_OPTIONS);
+  if (values.help) {
+    process.stdout.write(RUN_HELP + '\n');
+    return undefined;
+  }
+  if (positionals.length > 1) throw usageError(`${command} takes at most one scenario file, got ${positionals.length}: ${positionals.join(' ')}`);
+  if (command === 'run' && values.models) throw usageError('--models is for `vmmsim compare`; `vmmsim run` takes --model NAME');
+  if (command === 'compare' && values.model) throw usageError('--model is for `vmmsim run`; `vmmsim compare` takes --models all|a,b');
+  const scenario = loadScenario(positionals[0], values.set ?? [], optionOverrides(values));
+  checkScenario(scenario);
+  const settings = treeSettings(values);
+  const models = modelsFor(scenario, command === 'compare' ? (values.models ?? 'all') : undefined);
   return {
     scenario,
     models,
@@ -180,14 +268,143 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
     measureHost: scenario.profile === MEASURED_HOST,
     out: values.out ?? defaultOutDir(scenario.name),
     json: values.json ?? false,
-    transport,
-    logLevel: resolveLogLevel(values['log-level']),
-    startTimeoutMs: intOption('start-timeout', values['start-timeout'], 1000) ?? 20_000,
+    ...settings,
   };
+}
+
+/** `vmmsim sweep`: every point resolved and checked, every profile loaded, before anything starts. */
+function planSweepCommand(argv: string[]): SweepCommand | undefined {
+  const { values, positionals } = parse(argv, RUN_OPTIONS);
+  if (values.help) {
+    process.stdout.write(SWEEP_HELP + '\n');
+    return undefined;
+  }
+  if (positionals.length > 1) throw usageError(`sweep takes at most one scenario file, got ${positionals.length}: ${positionals.join(' ')}`);
+  if (values.model) throw usageError('--model is for `vmmsim run`; `vmmsim sweep` takes --models all|a,b (default: the scenario\'s model)');
+  const overrides = optionOverrides(values);
+  const settings = treeSettings(values);
+  // A bad --models fails once here rather than at the first point.
+  if (values.models !== undefined) parseModels(values.models);
+  const sweep = planSweep({
+    sets: values.set ?? [],
+    fixed: Object.fromEntries(Object.keys(overrides).map((k) => [k, OPTION_OF_KEY[k] ?? k])),
+    resolve: (sets) => {
+      const s = loadScenario(positionals[0], sets, overrides);
+      checkScenario(s);
+      return s;
+    },
+    models: (s) => modelsFor(s, values.models),
+  });
+  const profiles = new Map<string, CostProfile>();
+  for (const { scenario } of sweep.points) {
+    if (!profiles.has(scenario.profile)) profiles.set(scenario.profile, loadProfile(scenario.profile === MEASURED_HOST ? MEASURED_HOST_BASE : scenario.profile));
+  }
+  const measureHost = profiles.has(MEASURED_HOST);
+  if (measureHost && sweep.keys.includes('profile')) throw usageError(`--set profile=...: ${MEASURED_HOST} calibrates once for the whole sweep; give it with --profile, not in a list`);
+  const first = sweep.points[0]?.scenario;
+  if (!first) throw usageError('the sweep has no point');
+  return { sweep, profiles, measureHost, out: values.out ?? defaultOutDir(`${first.name}-sweep`), json: values.json ?? false, ...settings };
 }
 
 function version(): string {
   return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/**
+ * What ends a command's runs early: a process of a tree that exits, SIGINT or SIGTERM. Each step a
+ * command awaits races it. Its signal handlers stay for the whole command, across a sweep's trees.
+ */
+export class RunAbort {
+  private failure: VmmsimError | undefined;
+  private readonly aborted: Promise<never>;
+  private reject: (err: VmmsimError) => void = () => undefined;
+  private readonly onSignal = (sig: NodeJS.Signals): void => this.abort(new VmmsimError('E_INTERRUPTED', `interrupted by ${sig}`));
+
+  constructor() {
+    this.aborted = new Promise<never>((_, reject) => {
+      this.reject = reject;
+    });
+    this.aborted.catch(() => undefined);
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+  }
+
+  readonly abort = (err: VmmsimError): void => {
+    this.failure ??= err;
+    this.reject(err);
+  };
+
+  throwIfAborted(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  race<T>(step: Promise<T>): Promise<T> {
+    // A step left behind by an abort may fail later: that is no unhandled rejection.
+    step.catch(() => undefined);
+    return Promise.race([step, this.aborted]);
+  }
+
+  dispose(): void {
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+  }
+}
+
+/**
+ * Starts a process tree for `specs`, hands its session to `body`, and always ends with the tree
+ * stopped and its socket and memory folders removed, whatever happened (a crash, a signal, a
+ * deadline). A process that exits while the tree is up aborts the command.
+ */
+export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abort: RunAbort, log: Logger, body: (session: Session) => Promise<void>): Promise<void> {
+  abort.throwIfAborted();
+  const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-'));
+  // Guest RAM and host tables are files every process of the host maps; tmpfs keeps them in RAM.
+  const ramDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-ram-'));
+  const tree = new ProcessTree({ socketDir, transport: settings.transport, logLevel: settings.logLevel, startTimeoutMs: settings.startTimeoutMs, log });
+  tree.on('exit', abort.abort);
+  const lastResort = (): void => {
+    tree.killAll();
+    rmSync(socketDir, { recursive: true, force: true });
+    rmSync(ramDir, { recursive: true, force: true });
+  };
+  process.on('exit', lastResort);
+  let session: Session | undefined;
+  try {
+    await abort.race(tree.start(specs));
+    session = new Session(tree, log, ramDir);
+    await body(session);
+  } finally {
+    session?.close();
+    await tree.stop();
+    rmSync(socketDir, { recursive: true, force: true });
+    rmSync(ramDir, { recursive: true, force: true });
+    process.off('exit', lastResort);
+  }
+}
+
+export function resultsDoc(startedAt: string, scenario: Scenario, profile: CostProfile, runs: RunResult[], failure: VmmsimError | undefined, sweep?: ResultsDoc['sweep']): ResultsDoc {
+  return {
+    schema: RESULTS_SCHEMA,
+    status: failure ? (failure.code === 'E_INTERRUPTED' ? 'interrupted' : 'failed') : 'ok',
+    ...(failure ? { error: { code: failure.code, message: failure.message } } : {}),
+    tool: { name: 'vmmsim', version: version() },
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    scenario,
+    seed: scenario.seed,
+    profile: { name: profile.name, path: profile.path },
+    ...(sweep ? { sweep } : {}),
+    // An open-loop run carries its requested and achieved rates.
+    runs: runs.map(withLoad),
+  };
+}
+
+/** The exit code of a command that ran; a failure's line on stderr, and where its partial results are. */
+export function finish(failure: VmmsimError | undefined, json: boolean, path: string): number {
+  if (!failure) return 0;
+  process.stderr.write(failure.line() + '\n');
+  if (!json) process.stderr.write(`vmmsim: partial results: ${path}\n`);
+  return failure.exitCode;
 }
 
 /**
@@ -196,65 +413,28 @@ function version(): string {
  */
 async function execute(p: RunPlan, log: Logger): Promise<number> {
   const startedAt = new Date().toISOString();
-  const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-'));
-  // Guest RAM and host tables are files every process of the host maps; tmpfs keeps them in RAM.
-  const ramDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-ram-'));
-  const tree = new ProcessTree({ socketDir, transport: p.transport, logLevel: p.logLevel, startTimeoutMs: p.startTimeoutMs, log });
   const runs: RunResult[] = [];
-  let abort!: (err: VmmsimError) => void;
-  const aborted = new Promise<never>((_, reject) => {
-    abort = reject;
-  });
-  aborted.catch(() => undefined);
-  tree.on('exit', (err) => abort(err));
-  const onSignal = (sig: NodeJS.Signals): void => abort(new VmmsimError('E_INTERRUPTED', `interrupted by ${sig}`));
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  const lastResort = (): void => {
-    tree.killAll();
-    rmSync(socketDir, { recursive: true, force: true });
-    rmSync(ramDir, { recursive: true, force: true });
-  };
-  process.on('exit', lastResort);
-
+  const abort = new RunAbort();
   let failure: VmmsimError | undefined;
-  let session: Session | undefined;
   try {
-    await Promise.race([tree.start(processSpecs(p.scenario)), aborted]);
-    session = new Session(tree, log, ramDir);
-    if (p.measureHost) {
-      if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
-      p.profile = await Promise.race([session.calibrate(p.scenario, p.profile), aborted]);
-      writeProfile(p.out, p.profile);
-    }
-    for (const model of p.models) {
-      if (!p.json) process.stderr.write(`vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
-      runs.push(await Promise.race([session.run(p.scenario, model, p.profile), aborted]));
-    }
+    await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
+      if (p.measureHost) {
+        if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
+        p.profile = await abort.race(session.calibrate(p.scenario, p.profile));
+        writeProfile(p.out, p.profile);
+      }
+      for (const model of p.models) {
+        if (!p.json) process.stderr.write(`vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
+        runs.push(await abort.race(session.run(p.scenario, model, p.profile)));
+      }
+    });
   } catch (err) {
     failure = asVmmsimError(err);
   } finally {
-    session?.close();
-    await tree.stop();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    rmSync(socketDir, { recursive: true, force: true });
-    rmSync(ramDir, { recursive: true, force: true });
-    process.off('exit', lastResort);
+    abort.dispose();
   }
 
-  const doc: ResultsDoc = {
-    schema: RESULTS_SCHEMA,
-    status: failure ? (failure.code === 'E_INTERRUPTED' ? 'interrupted' : 'failed') : 'ok',
-    ...(failure ? { error: { code: failure.code, message: failure.message } } : {}),
-    tool: { name: 'vmmsim', version: version() },
-    startedAt,
-    finishedAt: new Date().toISOString(),
-    scenario: p.scenario,
-    seed: p.scenario.seed,
-    profile: { name: p.profile.name, path: p.profile.path },
-    runs,
-  };
+  const doc = resultsDoc(startedAt, p.scenario, p.profile, runs, failure);
   const path = writeResults(p.out, doc);
   if (p.json) {
     process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
@@ -272,12 +452,57 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
     }
     process.stdout.write(`\nresults: ${path}\n`);
   }
-  if (failure) {
-    process.stderr.write(failure.line() + '\n');
-    if (!p.json) process.stderr.write(`vmmsim: partial results: ${path}\n`);
-    return failure.exitCode;
+  return finish(failure, p.json, path);
+}
+
+/**
+ * Runs a sweep: one process tree per group of points that share their processes, each run of the
+ * group on it; results.json and results.csv written in cross-product order, also when it fails.
+ */
+async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
+  const startedAt = new Date().toISOString();
+  const { sweep } = p;
+  const done: { point: number; model: number; run: RunResult }[] = [];
+  const abort = new RunAbort();
+  let failure: VmmsimError | undefined;
+  let started = 0;
+  let calibrated = !p.measureHost;
+  try {
+    for (const group of sweep.groups) {
+      const first = group[0];
+      if (!first) continue;
+      await withTree(p, processSpecs(first.point.scenario), abort, log, async (session) => {
+        if (!calibrated) {
+          if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
+          const profile = await abort.race(session.calibrate(first.point.scenario, p.profiles.get(MEASURED_HOST) as CostProfile));
+          p.profiles.set(MEASURED_HOST, profile);
+          writeProfile(p.out, profile);
+          calibrated = true;
+        }
+        for (const { point, model } of group) {
+          started += 1;
+          if (!p.json) process.stderr.write(`vmmsim: sweep ${started}/${sweep.runs}: ${describeRun(point.values, model)}...\n`);
+          const profile = p.profiles.get(point.scenario.profile) as CostProfile;
+          const run = await abort.race(session.run(point.scenario, model, profile));
+          done.push({ point: point.index, model: point.models.indexOf(model), run: { point: point.values, ...run } });
+        }
+      });
+    }
+  } catch (err) {
+    failure = asVmmsimError(err);
+  } finally {
+    abort.dispose();
   }
-  return 0;
+
+  // The trees ran grouped by their processes; the results follow the cross product.
+  const runs = done.sort((a, b) => a.point - b.point || a.model - b.model).map((d) => d.run);
+  const base = (sweep.points[0] as SweepPlan['points'][number]).scenario;
+  const doc = resultsDoc(startedAt, base, p.profiles.get(base.profile) as CostProfile, runs, failure, { keys: sweep.keys, points: sweep.points.length });
+  const path = writeResults(p.out, doc);
+  const csv = writeFileAtomic(p.out, 'results.csv', toCsv(sweepCsvRecords(sweep.keys, runs)));
+  if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
+  else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}\n\nresults: ${path}\ncsv: ${csv}\n`);
+  return finish(failure, p.json, path);
 }
 
 function decodeCmd(argv: string[]): number {
@@ -319,6 +544,8 @@ export async function main(argv: string[]): Promise<number> {
       case '--help':
       case '-h':
         if (rest[0] === 'run' || rest[0] === 'compare') process.stdout.write(RUN_HELP + '\n');
+        else if (rest[0] === 'sweep') process.stdout.write(SWEEP_HELP + '\n');
+        else if (rest[0] === 'saturate') process.stdout.write(SATURATE_HELP + '\n');
         else if (rest[0] === 'decode-cmd') process.stdout.write(DECODE_HELP + '\n');
         else process.stdout.write(USAGE + '\n');
         return 0;
@@ -337,8 +564,20 @@ export async function main(argv: string[]): Promise<number> {
         log = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
         return await execute(p, log);
       }
+      case 'sweep': {
+        const p = planSweepCommand(rest);
+        if (!p) return 0;
+        log = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
+        return await executeSweep(p, log);
+      }
+      case 'saturate': {
+        const p = planSaturate(rest);
+        if (!p) return 0;
+        log = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
+        return await executeSaturate(p, log);
+      }
       default:
-        throw usageError(`unknown command "${command}"; commands: run, compare, decode-cmd, scenario-keys, help`);
+        throw usageError(`unknown command "${command}"; commands: run, compare, sweep, saturate, decode-cmd, scenario-keys, help`);
     }
   } catch (err) {
     const e = asVmmsimError(err);

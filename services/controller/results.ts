@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { CostProfile } from '../common/cost/profile.js';
 import type { Summary__Output as Summary } from '../common/generated/vmmsim/v1/Summary.js';
-import type { Scenario } from '../common/scenario/schema.js';
+import type { ArrivalProcess, ModelName, Scenario } from '../common/scenario/schema.js';
 import type { TransitionCounts } from '../common/topology.js';
 
 export const RESULTS_SCHEMA = 'vmmsim/results/v1';
@@ -60,6 +60,38 @@ export interface ModeledResource {
   utilization: number;
 }
 
+/** An open-loop run's load (workload.rate > 0): requested against achieved arrivals per second. */
+export interface LoadResult {
+  requestedPerSec: number;
+  /** Completed arrivals per second from the run's start to its end: measured time, and modeled time (after queueing). */
+  achievedPerSec: { measured: number; modeled: number };
+  arrivals: ArrivalProcess;
+  /** Arrivals completed (their last operation, the unmap, returned). */
+  completed: number;
+}
+
+/** The clock a saturation search judges latency and achieved rate in. */
+export type SaturationMetric = 'modeled' | 'measured';
+
+/**
+ * One model's saturation rate (`vmmsim saturate`): the highest requested rate at which the run
+ * achieved at least 95% of it and kept its main operation's p99 under the bound, in `metric`'s clock.
+ */
+export interface SaturationResult {
+  model: ModelName;
+  /** null when no rate tried passed. */
+  ratePerSec: number | null;
+  metric: SaturationMetric;
+  p99BoundUs: number;
+  /** The operation whose p99 was judged (unmap, or the workload's main one). */
+  op: string;
+  /** The lowest rate tried that failed, above ratePerSec (null: none failed up to the maximum). */
+  failedAtPerSec: number | null;
+  steps: number;
+  /** converged (within 5%), max (passed at --max), step-cap, or floor (nothing passed down to the lowest rate tried). */
+  stop: 'converged' | 'max' | 'step-cap' | 'floor';
+}
+
 export interface RunResult {
   /** In a sweep: the value of each swept key at this run's point (`{ "topology.psmmus": 4 }`). */
   point?: Record<string, string | number>;
@@ -89,6 +121,8 @@ export interface RunResult {
   workloadCounters: Record<string, number>;
   /** Every counter of every process, by process name. */
   counters: Record<string, Record<string, number>>;
+  /** Open loop (workload.rate > 0) only: requested against achieved rate. */
+  load?: LoadResult;
 }
 
 export interface ResultsDoc {
@@ -104,6 +138,8 @@ export interface ResultsDoc {
   /** A sweep's swept keys and its number of points; `scenario` is then the first point's. */
   sweep?: { keys: string[]; points: number };
   runs: RunResult[];
+  /** `vmmsim saturate`: each model's saturation rate (every step is a run in runs[], its point the rate). */
+  saturation?: SaturationResult[];
 }
 
 /** Default output folder: results/<time>-<scenario name>/ under the working directory. */

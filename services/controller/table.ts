@@ -1,5 +1,8 @@
 import { TRANSITION_KINDS } from '../common/topology.js';
-import type { RunResult } from './results.js';
+import { loadOf, stepMeasure } from './load.js';
+import type { RunResult, SaturationMetric, SaturationResult } from './results.js';
+import { judge } from './saturation-search.js';
+import { mainOp } from './sweep.js';
 
 function fmt(x: number, digits = 2): string {
   if (!Number.isFinite(x)) return '-';
@@ -79,7 +82,7 @@ export function comparisonTable(runs: readonly RunResult[]): string {
       fmt(run.invalidations.fanout, 2),
     ]);
   }
-  const thr = render(tRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
+  const thr = render(tRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']) + loadLines(runs);
   const dRows: string[][] = [['model', 'device DMA', 'IOTLB hits', 'walk reads', 'faults', 'after unmap', 'stale']];
   for (const run of runs) {
     const d = run.dma;
@@ -117,4 +120,143 @@ export function dmaMapBenchmarkReport(run: RunResult): string {
     }
   }
   return lines.join('\n');
+}
+
+/**
+ * A table whose header has a second line above it, each label over a span of columns (`from` to
+ * `to`, inclusive, right-aligned over it); a span narrower than its label widens its first column.
+ */
+function renderSpanned(spans: { label: string; from: number; to: number }[], rows: string[][], align: ('l' | 'r')[]): string {
+  const widths = align.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  const spanWidth = (s: { from: number; to: number }): number => widths.slice(s.from, s.to + 1).reduce((a, b) => a + b, 0) + 2 * (s.to - s.from);
+  for (const s of spans) widths[s.from] = (widths[s.from] ?? 0) + Math.max(0, s.label.length - spanWidth(s));
+  const start = (i: number): number => widths.slice(0, i).reduce((a, b) => a + b + 2, 0);
+  let top = '';
+  for (const s of spans) top = top.padEnd(start(s.from) + spanWidth(s) - s.label.length) + s.label;
+  const body = rows.map((r) => r.map((c, i) => (align[i] === 'l' ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd());
+  return [top, ...body].join('\n');
+}
+
+/** A measured latency in us with about four significant digits: a loaded machine's p99 stays narrow. */
+function measured(x: number): string {
+  return fmt(x, x >= 1000 ? 0 : x >= 100 ? 1 : 2);
+}
+
+/**
+ * A sweep, one row per run: the swept keys' values, the model, its main operation (unmap, or the
+ * workload's) with its transitions and latency, the run's throughput and invalidation fanout.
+ * Fits 120 columns with two swept keys.
+ */
+export function sweepTable(keys: readonly string[], runs: readonly RunResult[]): string {
+  const last = (k: string): string => k.slice(k.lastIndexOf('.') + 1);
+  // A key's last part names its column, unless two swept keys share it.
+  const names = keys.map((k) => (keys.filter((x) => last(x) === last(k)).length > 1 ? k : last(k)));
+  const n = keys.length;
+  const header = [...names, 'model', 'op', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'p50', 'p99', 'mean', 'p99', 'measured', 'modeled', 'fanout'];
+  const rows: string[][] = [header];
+  for (const run of runs) {
+    const op = mainOp(run);
+    rows.push([
+      ...keys.map((k) => String(run.point?.[k] ?? '-')),
+      run.model,
+      op?.op ?? '-',
+      op ? transitions(op.transitions) : '-',
+      op ? measured(op.measuredUs.p50) : '-',
+      op ? measured(op.measuredUs.p99) : '-',
+      op ? fmt(op.modeledNs.mean / 1000, 3) : '-',
+      op ? fmt(op.modeledNs.p99 / 1000, 3) : '-',
+      fmt(run.throughput.opsPerSecMeasured, 0),
+      fmt(run.throughput.opsPerSecModeled, 0),
+      fmt(run.invalidations.fanout, 2),
+    ]);
+  }
+  const numeric = keys.map((k) => runs.length > 0 && runs.every((r) => typeof r.point?.[k] === 'number'));
+  const align: ('l' | 'r')[] = [...numeric.map((x): 'l' | 'r' => (x ? 'r' : 'l')), 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'];
+  const spans = [
+    { label: 'measured us', from: n + 3, to: n + 4 },
+    { label: 'modeled us', from: n + 5, to: n + 6 },
+    { label: 'ops/s', from: n + 7, to: n + 8 },
+  ];
+  const points = new Set(runs.map((r) => JSON.stringify(r.point ?? {}))).size;
+  const models = new Set(runs.map((r) => r.model)).size;
+  const legend =
+    `Sweep of ${keys.join(' x ')} (${points} point${points === 1 ? '' : 's'}) x ${models} model${models === 1 ? '' : 's'}. ` +
+    'Per run: its main operation (unmap, or the workload\'s) with transitions per op e/u/i/h/d = exit/user/ioctl/hw/direct, ' +
+    'measured p50/p99 and modeled mean/p99 latency in us; throughput of all operations (ops/s); ' +
+    'fanout = commands delivered to the pSMMUs per guest invalidation.';
+  return `${wrap(legend, 120)}\n${renderSpanned(spans, rows, align)}`;
+}
+
+/** A rate per second as people read it: whole numbers, three significant digits below 100. */
+export function fmtRate(x: number): string {
+  if (!Number.isFinite(x)) return '-';
+  return x >= 100 ? String(Math.round(x)) : String(Number(x.toPrecision(3)));
+}
+
+/** A line per open-loop run: the rate it was asked for against what it achieved in each clock. */
+function loadLines(runs: readonly RunResult[]): string {
+  const lines: string[] = [];
+  for (const run of runs) {
+    const load = run.load ?? loadOf(run);
+    if (!load) continue;
+    const pct = (x: number): string => `${Math.round((x / load.requestedPerSec) * 100)}%`;
+    lines.push(
+      `${run.model}: requested ${fmtRate(load.requestedPerSec)}/s (${load.arrivals}), achieved ${fmtRate(load.achievedPerSec.measured)}/s measured (${pct(load.achievedPerSec.measured)}), ` +
+        `${fmtRate(load.achievedPerSec.modeled)}/s modeled (${pct(load.achievedPerSec.modeled)})`,
+    );
+  }
+  return lines.length > 0 ? `\nopen loop:\n${lines.map((l) => `  ${l}`).join('\n')}` : '';
+}
+
+/**
+ * The saturation rate each step run would give in `metric`'s clock, from the steps alone: the
+ * highest rate that passed there, as a lower bound (`>=`), or `<` the lowest rate tried when none did.
+ */
+function fromSteps(steps: readonly RunResult[], metric: SaturationMetric, op: string, p99BoundUs: number): string {
+  const rates = steps.map((r) => ({ rate: r.workload.rate, ok: judge(r.workload.rate, stepMeasure(r, metric, op), p99BoundUs).ok }));
+  if (rates.length === 0) return '-';
+  const passed = rates.filter((x) => x.ok).map((x) => x.rate);
+  return passed.length > 0 ? `>=${fmtRate(Math.max(...passed))}` : `<${fmtRate(Math.min(...rates.map((x) => x.rate)))}`;
+}
+
+/**
+ * `vmmsim saturate`, one row per model: its saturation rate in the clock the search judged, the
+ * lowest rate above it that failed, the steps and why the search stopped; the other clock's rate
+ * as far as the same steps tell; and the achieved rate and p99 of the step at the saturation rate.
+ */
+export function saturationTable(results: readonly SaturationResult[], runs: readonly RunResult[]): string {
+  const rows: string[][] = [['model', 'op', 'modeled', 'measured', 'failed at', 'steps', 'stop', 'achieved', 'p99 us', 'achieved', 'p99 us']];
+  for (const r of results) {
+    const steps = runs.filter((x) => x.model === r.model && x.point?.['workload.rate'] !== undefined);
+    const found = r.ratePerSec === null ? `<${fmtRate(Math.min(...steps.map((x) => x.workload.rate)))}` : fmtRate(r.ratePerSec);
+    const at = steps.find((x) => x.workload.rate === r.ratePerSec);
+    const m = at ? stepMeasure(at, 'modeled', r.op) : undefined;
+    const t = at ? stepMeasure(at, 'measured', r.op) : undefined;
+    rows.push([
+      r.model,
+      r.op,
+      r.metric === 'modeled' ? found : fromSteps(steps, 'modeled', r.op, r.p99BoundUs),
+      r.metric === 'measured' ? found : fromSteps(steps, 'measured', r.op, r.p99BoundUs),
+      r.failedAtPerSec === null ? '-' : fmtRate(r.failedAtPerSec),
+      String(r.steps),
+      r.stop,
+      m ? fmtRate(m.achievedPerSec) : '-',
+      m ? fmt(m.p99Us, 3) : '-',
+      t ? fmtRate(t.achievedPerSec) : '-',
+      t ? fmt(t.p99Us) : '-',
+    ]);
+  }
+  const first = results[0];
+  const legend = first
+    ? `Saturation rate (arrivals/s): the highest rate at which a run achieved >= 95% of the requested rate and kept its ` +
+      `${first.op} p99 under ${first.p99BoundUs} us, searched in ${first.metric} time (doubling, then bisection to 5%; "failed at" is the ` +
+      `lowest failing rate above it). The ${first.metric === 'modeled' ? 'measured' : 'modeled'} column reads the same steps in the other clock. ` +
+      'Then the step at the saturation rate: achieved rate and p99, modeled and measured.'
+    : 'No saturation search ran.';
+  const spans = [
+    { label: 'saturation /s', from: 2, to: 3 },
+    { label: 'at it, modeled', from: 7, to: 8 },
+    { label: 'measured', from: 9, to: 10 },
+  ];
+  return `${wrap(legend, 120)}\n${renderSpanned(spans, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'l', 'r', 'r', 'r', 'r'])}`;
 }

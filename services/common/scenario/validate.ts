@@ -91,6 +91,7 @@ function checkWorkload(w: Scenario['workload']): void {
   if (w.rate > 0 && !RATE_WORKLOADS.includes(w.kind)) {
     throw new VmmsimError('E_NOT_SUPPORTED', `scenario key workload.rate: ${w.rate} is not supported yet with workload.kind ${w.kind}; this build runs open loop (rate > 0) for ${RATE_WORKLOADS.join(', ')} only`);
   }
+  if (w.rate === 0 && w.arrivals !== 'constant') throw fieldError('workload.arrivals', `${w.arrivals} arrivals are for open loop; set workload.rate > 0 (arrivals per second), or leave arrivals at constant`);
   if (w.rate > 0 && w.gapUs > 0) throw fieldError('workload.gapUs', `think time is for closed loop; with workload.rate ${w.rate} operations arrive at that rate, so gapUs must be 0, got ${w.gapUs}`);
   if (w.kind === 'sva-unmap-storm' && w.dwellUs > 0) throw fieldError('workload.dwellUs', `sva-unmap-storm posts nothing to a device, so dwellUs must be 0, got ${w.dwellUs}`);
   if (w.kind !== 'trace-replay' && w.ops === 0 && w.durationSec === 0) throw fieldError('workload.ops', '0 (no limit) needs workload.durationSec > 0, or the run never ends');

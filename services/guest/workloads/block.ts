@@ -1,5 +1,5 @@
 import { SlotState } from '../../common/device-ring.js';
-import { WorkloadThreads, arrivalNs, queueDepthOf, type WorkloadEnv, type WorkloadRun } from './common.js';
+import { WorkloadThreads, queueDepthOf, type WorkloadEnv, type WorkloadRun } from './common.js';
 
 interface InFlight {
   iova: number;
@@ -13,7 +13,7 @@ interface InFlight {
  * the device's ring, lets the device do the I/O (dwellUs), reaps the batch and unmaps it (one
  * 'unmap' per request), then thinks gapUs. `ops` requests in all, a fixed share per thread.
  * rate > 0 is fio's rate_iops: requests arrive on their own at `rate` per second over all threads
- * (the threads take them in turn) and a batch gathers them as they arrive.
+ * (spaced as workload.arrivals says) and a batch gathers them as they arrive.
  */
 export async function blockIo(env: WorkloadEnv): Promise<WorkloadRun> {
   const { dma, w } = env;
@@ -27,19 +27,16 @@ export async function blockIo(env: WorkloadEnv): Promise<WorkloadRun> {
     const device = threads.device(t);
     const ring = threads.ring(t);
     const share = threads.share(t);
-    const open = w.rate > 0;
+    const arrivals = threads.arrivals(t);
     let i = 0;
     while (i < share && threads.running()) {
       const batch: InFlight[] = [];
       for (let k = 0; k < depth && i < share && threads.running(); k++, i++) {
-        if (open) {
-          const at = arrivalNs(w.rate, threads.count, t, i);
-          await threads.paceTo(at);
-          threads.idleUntil(t, at);
-        }
+        const at = arrivals?.next();
+        if (at !== undefined) await threads.due(at);
         counters.requests += 1;
         const pa = WorkloadThreads.bufferPa(t * depth + k, pages);
-        const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages), open);
+        const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages), at);
         if (iova < 0) {
           counters.failed += 1;
           continue;
@@ -59,7 +56,7 @@ export async function blockIo(env: WorkloadEnv): Promise<WorkloadRun> {
         ring.setState(r.slot, SlotState.UNMAPPED);
         if (status !== 0) counters.failed += 1;
       }
-      if (!open) await threads.pause(t, w.gapUs);
+      if (!arrivals) await threads.pause(t, w.gapUs);
     }
   };
 

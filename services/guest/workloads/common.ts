@@ -6,6 +6,7 @@ import { PAGE_SIZE } from '../../common/memory.js';
 import type { OpContext } from '../../common/op-context.js';
 import type { DmaApi, GuestDevice, GuestKernel } from '../driver.js';
 import type { OpStats } from '../op-stats.js';
+import { ThreadArrivals } from './arrivals.js';
 
 export interface WorkloadResult {
   elapsedNs: number;
@@ -144,25 +145,40 @@ export class WorkloadThreads {
     this.env.kernel.vcpuNs[t] = this.clock(t) + ns;
   }
 
-  /** Thread t is idle until modeled time `ns` (an open-loop arrival); never moves its clock back. */
-  idleUntil(t: number, ns: number): void {
-    this.env.kernel.vcpuNs[t] = Math.max(this.clock(t), ns);
+  /**
+   * Thread t's open-loop arrivals (workload.rate > 0: `rate` per second over the VM's threads,
+   * spaced as workload.arrivals says), or undefined in closed loop.
+   */
+  arrivals(t: number): ThreadArrivals | undefined {
+    const { w, kernel } = this.env;
+    if (!(w.rate > 0)) return undefined;
+    return new ThreadArrivals({ rate: w.rate, threads: this.count, process: w.arrivals === 'poisson' ? 'poisson' : 'constant', seed: kernel.env.topology.seed, vm: kernel.env.self.index ?? 0 }, t);
   }
 
   /**
    * Runs one operation on thread t in a fresh context: measures it, moves the thread's clock by
    * its modeled time, and records it (or counts it failed when `fn` returns a negative errno).
-   * `arrival`: it arrived on its own at the thread's clock (open loop).
+   * `arrivalNs`: an open-loop arrival, due at that time of the schedule (wait for it with `due`).
+   * It starts there on the thread's uncontended modeled clock, even if the thread's previous
+   * operation ended later: the queueing model then starts it when the thread is free and counts its
+   * latency from the arrival, and the operations that follow it move by what it finished late. Its
+   * measured latency counts from the same instant on the real clock (the run's start + arrivalNs)
+   * when it started late, so neither clock omits the wait of a late send (coordinated omission).
    */
-  async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrival = false): Promise<number> {
+  async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number): Promise<number> {
     const ctx = this.env.kernel.env.newContext(this.nextOpId++, 0);
-    const start = this.clock(t);
+    const start = arrivalNs ?? this.clock(t);
+    // While it runs, the vCPU's clock is the operation's start (GuestKernel.vcpuNs).
+    this.env.kernel.vcpuNs[t] = start;
     const m0 = nowNs();
     const r = await fn(ctx);
     const m1 = nowNs();
     this.env.kernel.vcpuNs[t] = start + ctx.modeledNs;
+    // Timers are millisecond-grained, so an arrival may also go out a little early: then it is
+    // timed from when it really started, never for less than its own run.
+    const from = arrivalNs === undefined ? m0 : Math.min(m0, this.t0 + arrivalNs);
     if (r < 0) this.env.stats.fail(name);
-    else this.env.stats.record(name, m1 - m0, ctx, t, start, arrival);
+    else this.env.stats.record(name, m1 - from, ctx, t, start, arrivalNs !== undefined);
     return r;
   }
 
@@ -176,8 +192,8 @@ export class WorkloadThreads {
     this.advance(t, us * 1000);
   }
 
-  /** Waits until `ns` after the run's start in real time; never waits when already late. */
-  async paceTo(ns: number): Promise<void> {
+  /** Waits until `ns` after the run's start in real time (an arrival's send time); never waits when already late. */
+  async due(ns: number): Promise<void> {
     // Timers are millisecond-grained: wait only when a whole one is ahead, and catch up after.
     const ahead = ns - (nowNs() - this.t0);
     if (ahead > 1e6) await sleepMs(ahead / 1e6);
@@ -194,12 +210,4 @@ export class WorkloadThreads {
     await this.env.dma.drain();
     return { elapsedNs: nowNs() - this.t0, modeledPerThreadNs: this.env.kernel.vcpuNs, operations: this.nextOpId - 1, counters: counters() };
   }
-}
-
-/**
- * Open loop at `rate` per second over all threads: item j of the run (item i of thread t is
- * j = i * threads + t, so the threads take turns) arrives at j / rate seconds of modeled time.
- */
-export function arrivalNs(rate: number, threads: number, t: number, i: number): number {
-  return ((i * threads + t) * 1e9) / rate;
 }

@@ -6,6 +6,10 @@ import { WorkloadThreads, type WorkloadEnv, type WorkloadRun } from './common.js
  * `granulePages` pages for its device and unmapping it again, until `ops` iterations ran in all or
  * `durationSec` passed. Each map and each unmap is one operation in the results. The buffer is
  * posted in the device's ring between the two, so the device has something to DMA to.
+ * rate > 0 (open loop, a load test): iterations arrive on their own at `rate` per second over all
+ * threads, spaced as workload.arrivals says; an iteration's map is its arrival and its unmap
+ * follows (after dwellUs). A thread still busy with its previous iteration takes the next one late,
+ * and that wait counts in the map's latency.
  */
 export async function dmaMapBenchmark(env: WorkloadEnv): Promise<WorkloadRun> {
   const { kernel, dma, w } = env;
@@ -18,8 +22,11 @@ export async function dmaMapBenchmark(env: WorkloadEnv): Promise<WorkloadRun> {
     const ring = threads.ring(t);
     const slot = threads.slot(t, 0, 1);
     const pa = WorkloadThreads.bufferPa(t, pages);
+    const arrivals = threads.arrivals(t);
     for (let i = 0; i < threads.share(t) && threads.running(); i++) {
-      const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages));
+      const at = arrivals?.next();
+      if (at !== undefined) await threads.due(at);
+      const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages), at);
       if (iova < 0) continue;
       ring.post(slot, iova, pages);
       // The I/O: the device owns the buffer for a while.
@@ -32,7 +39,7 @@ export async function dmaMapBenchmark(env: WorkloadEnv): Promise<WorkloadRun> {
         kernel.env.log.warn({ status, iova }, 'unmap failed');
         continue;
       }
-      await threads.pause(t, w.gapUs);
+      if (!arrivals) await threads.pause(t, w.gapUs);
     }
   };
 

@@ -1,5 +1,5 @@
 import { SlotState } from '../../common/device-ring.js';
-import { WorkloadThreads, arrivalNs, type WorkloadEnv, type WorkloadRun } from './common.js';
+import { WorkloadThreads, type WorkloadEnv, type WorkloadRun } from './common.js';
 
 /** A queue pair's two rings, as slots of its device's ring: TX first, then RX. */
 const TX = 0;
@@ -15,8 +15,8 @@ const RX = 1;
  *    device), the device writes the packet into it (dwellUs), and on receive the driver unmaps it.
  * Each packet is one 'map' and one 'unmap' of granulePages pages. `ops` packets in all, a fixed
  * share per thread. rate > 0: packets arrive on their own at `rate` per second over all threads
- * (open loop; the thread takes them in turn, a packet's map is its arrival); rate 0: closed loop,
- * gapUs of think time between packets.
+ * (open loop, spaced as workload.arrivals says; a packet's map is its arrival, its unmap follows);
+ * rate 0: closed loop, gapUs of think time between packets.
  */
 export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
   const { dma, w } = env;
@@ -28,18 +28,15 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
   const thread = async (t: number): Promise<void> => {
     const device = threads.device(t);
     const ring = threads.ring(t);
+    const arrivals = threads.arrivals(t);
     for (let i = 0; i < threads.share(t) && threads.running(); i++) {
       const dir = i % 2 === 0 ? TX : RX;
       const slot = threads.slot(t, dir, 2);
       const pa = WorkloadThreads.bufferPa(2 * t + dir, pages);
-      const open = w.rate > 0;
-      if (open) {
-        const at = arrivalNs(w.rate, threads.count, t, i);
-        await threads.paceTo(at);
-        threads.idleUntil(t, at);
-      }
+      const at = arrivals?.next();
+      if (at !== undefined) await threads.due(at);
       counters.packets += 1;
-      const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages), open);
+      const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages), at);
       if (iova < 0) {
         counters.failed += 1;
         continue;
@@ -54,7 +51,7 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
       if (status !== 0) counters.failed += 1;
       else if (dir === TX) counters.tx += 1;
       else counters.rx += 1;
-      if (!open) await threads.pause(t, w.gapUs);
+      if (!arrivals) await threads.pause(t, w.gapUs);
     }
   };
 
