@@ -13,12 +13,12 @@ import { decodeCommand, formatCommand, parseHexWord, CMD_SIZE } from '../common/
 import { MAX_SID_PAIRS } from '../common/iommufd-objects.js';
 import { ProcessTree, type ProcessSpec } from './launcher.js';
 import { toCsv } from './csv.js';
-import { RESULTS_SCHEMA, defaultOutDir, writeFileAtomic, writeProfile, writeResults, type ResultsDoc, type RunResult } from './results.js';
+import { RESULTS_SCHEMA, defaultOutDir, writeFileAtomic, writeProfile, writeResults, type ResultsDoc, type RunResult, type SaturationResult } from './results.js';
 import { Session, processSpecs } from './session.js';
-import { MAX_SWEEP_RUNS, describeRun, planSweep, sweepCsvRecords, type SweepPlan } from './sweep.js';
-import { comparisonTable, dmaMapBenchmarkReport, hopTable, sweepTable } from './table.js';
+import { MAX_SWEEP_RUNS, describeRun, planSweep, saturationCsvRecords, sweepCsvRecords, type SweepPlan } from './sweep.js';
+import { comparisonTable, dmaMapBenchmarkReport, hopTable, sweepSaturationTable, sweepTable } from './table.js';
 import { withLoad } from './load.js';
-import { SATURATE_HELP, executeSaturate, planSaturate } from './saturate.js';
+import { SATURATE_HELP, SEARCH_OPTIONS, checkSearchable, executeSaturate, planSaturate, progressLine, saturateModel, searchSettings, type SearchSettings } from './saturate.js';
 
 const USAGE = `vmmsim: a multi-process simulator of virtual-IOMMU architectures
 
@@ -94,6 +94,9 @@ options:
                         Every value is checked by the scenario schema before any process starts.
   --models all|a,b,...  architectures at each point; default: the scenario's model only
                         (all: ${SUPPORTED_MODELS.join(', ')})
+  --saturate            at each point and model, search the saturation rate instead of one run
+                        (as \`vmmsim saturate\`, which lists the search options: --p99-bound-us X
+                        is required; --metric, --op, --from, --max, --steps); writes saturation.csv
   --ops N               map+unmap iterations (workload.ops) at each point
   --duration S          stop each run after S seconds (workload.durationSec); alone, it lifts the
                         ops limit
@@ -107,7 +110,10 @@ options:
   --start-timeout MS    how long a process may take to report ready (default 20000)
   -h, --help            this text
 
-At most ${MAX_SWEEP_RUNS} runs (points x models). Keys of a scenario: \`vmmsim scenario-keys\`.`;
+At most ${MAX_SWEEP_RUNS} runs (points x models). Keys of a scenario: \`vmmsim scenario-keys\`.
+
+  vmmsim sweep --set topology.psmmus=1,2,4,8,16 --set topology.vsmmu=single,per-psmmu \\
+               --set workload.threads=4 --models nested-smmuv3 --saturate --p99-bound-us 50`;
 
 const DECODE_HELP = `usage: vmmsim decode-cmd W0 W1 [W0 W1 ...] [--json]
 
@@ -164,6 +170,8 @@ interface RunPlan extends TreeSettings {
 
 interface SweepCommand extends TreeSettings {
   sweep: SweepPlan;
+  /** --saturate: a saturation search at each point and model instead of one run. */
+  search: SearchSettings | undefined;
   /** The cost profile of each profile name the points use. */
   profiles: Map<string, CostProfile>;
   measureHost: boolean;
@@ -274,14 +282,21 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
 
 /** `vmmsim sweep`: every point resolved and checked, every profile loaded, before anything starts. */
 function planSweepCommand(argv: string[]): SweepCommand | undefined {
-  const { values, positionals } = parse(argv, RUN_OPTIONS);
+  const { values, positionals } = parse(argv, { ...RUN_OPTIONS, ...SEARCH_OPTIONS, saturate: { type: 'boolean' } } as const);
   if (values.help) {
     process.stdout.write(SWEEP_HELP + '\n');
     return undefined;
   }
   if (positionals.length > 1) throw usageError(`sweep takes at most one scenario file, got ${positionals.length}: ${positionals.join(' ')}`);
   if (values.model) throw usageError('--model is for `vmmsim run`; `vmmsim sweep` takes --models all|a,b (default: the scenario\'s model)');
-  const overrides = optionOverrides(values);
+  const overrides: Record<string, unknown> = optionOverrides(values);
+  const searchKeys = Object.keys(SEARCH_OPTIONS).filter((k) => values[k as keyof typeof SEARCH_OPTIONS] !== undefined);
+  if (!values.saturate && searchKeys.length > 0) throw usageError(`--${searchKeys[0]} is a saturation search option: add --saturate`);
+  const search = values.saturate ? searchSettings(values) : undefined;
+  if (search) {
+    checkSearchable(values.set ?? [], loadScenario(positionals[0], (values.set ?? []).filter((x) => !x.includes(',')), overrides).workload.kind);
+    overrides['workload.rate'] = search.from;
+  }
   const settings = treeSettings(values);
   // A bad --models fails once here rather than at the first point.
   if (values.models !== undefined) parseModels(values.models);
@@ -303,7 +318,7 @@ function planSweepCommand(argv: string[]): SweepCommand | undefined {
   if (measureHost && sweep.keys.includes('profile')) throw usageError(`--set profile=...: ${MEASURED_HOST} calibrates once for the whole sweep; give it with --profile, not in a list`);
   const first = sweep.points[0]?.scenario;
   if (!first) throw usageError('the sweep has no point');
-  return { sweep, profiles, measureHost, out: values.out ?? defaultOutDir(`${first.name}-sweep`), json: values.json ?? false, ...settings };
+  return { sweep, search, profiles, measureHost, out: values.out ?? defaultOutDir(`${first.name}-sweep`), json: values.json ?? false, ...settings };
 }
 
 function version(): string {
@@ -463,6 +478,7 @@ async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
   const startedAt = new Date().toISOString();
   const { sweep } = p;
   const done: { point: number; model: number; run: RunResult }[] = [];
+  const saturation: { point: number; model: number; result: SaturationResult }[] = [];
   const abort = new RunAbort();
   let failure: VmmsimError | undefined;
   let started = 0;
@@ -483,8 +499,16 @@ async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
           started += 1;
           if (!p.json) process.stderr.write(`vmmsim: sweep ${started}/${sweep.runs}: ${describeRun(point.values, model)}...\n`);
           const profile = p.profiles.get(point.scenario.profile) as CostProfile;
+          const at = { point: point.index, model: point.models.indexOf(model) };
+          if (p.search) {
+            const result = await saturateModel(session, point.scenario, model, profile, p.search, abort, (run, rate) => done.push({ ...at, run: withLoad({ point: { ...point.values, 'workload.rate': rate }, ...run }) }), (step) => {
+              if (!p.json) process.stderr.write(progressLine(model, step));
+            });
+            saturation.push({ ...at, result: { ...result, point: point.values } });
+            continue;
+          }
           const run = await abort.race(session.run(point.scenario, model, profile));
-          done.push({ point: point.index, model: point.models.indexOf(model), run: { point: point.values, ...run } });
+          done.push({ ...at, run: { point: point.values, ...run } });
         }
       });
     }
@@ -496,11 +520,17 @@ async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
 
   // The trees ran grouped by their processes; the results follow the cross product.
   const runs = done.sort((a, b) => a.point - b.point || a.model - b.model).map((d) => d.run);
+  const saturated = saturation.sort((a, b) => a.point - b.point || a.model - b.model).map((d) => d.result);
   const base = (sweep.points[0] as SweepPlan['points'][number]).scenario;
-  const doc = resultsDoc(startedAt, base, p.profiles.get(base.profile) as CostProfile, runs, failure, { keys: sweep.keys, points: sweep.points.length });
+  const doc: ResultsDoc = {
+    ...resultsDoc(startedAt, base, p.profiles.get(base.profile) as CostProfile, runs, failure, { keys: sweep.keys, points: sweep.points.length }),
+    ...(p.search ? { saturation: saturated } : {}),
+  };
   const path = writeResults(p.out, doc);
   const csv = writeFileAtomic(p.out, 'results.csv', toCsv(sweepCsvRecords(sweep.keys, runs)));
+  const satCsv = p.search ? writeFileAtomic(p.out, 'saturation.csv', toCsv(saturationCsvRecords(sweep.keys, saturated))) : undefined;
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
+  else if (p.search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}\n\nresults: ${path}\ncsv: ${csv}\nsaturation csv: ${satCsv}\n`);
   else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}\n\nresults: ${path}\ncsv: ${csv}\n`);
   return finish(failure, p.json, path);
 }

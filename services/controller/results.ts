@@ -79,6 +79,8 @@ export type SaturationMetric = 'modeled' | 'measured';
  */
 export interface SaturationResult {
   model: ModelName;
+  /** In a sweep with --saturate: the point's swept values. */
+  point?: Record<string, string | number>;
   /** null when no rate tried passed. */
   ratePerSec: number | null;
   metric: SaturationMetric;

@@ -14,7 +14,7 @@ import { RUN_OPTIONS, RunAbort, checkScenario, finish, intOption, modelsFor, opt
 import { stepMeasure, withLoad } from './load.js';
 import { defaultOutDir, writeProfile, writeResults, type ResultsDoc, type RunResult, type SaturationMetric, type SaturationResult } from './results.js';
 import { searchSaturation, type SearchStep } from './saturation-search.js';
-import { processSpecs } from './session.js';
+import { processSpecs, type Session } from './session.js';
 import { mainOp } from './sweep.js';
 import { fmtRate, saturationTable } from './table.js';
 
@@ -64,25 +64,23 @@ options:
   --start-timeout MS    how long a process may take to report ready (default 20000)
   -h, --help            this text`;
 
+/** The search's own options (saturate, and sweep --saturate). */
+export const SEARCH_OPTIONS = {
+  'p99-bound-us': { type: 'string' },
+  metric: { type: 'string' },
+  from: { type: 'string' },
+  max: { type: 'string' },
+  steps: { type: 'string' },
+  op: { type: 'string' },
+} as const;
+
 /** The options of saturate: run's, and the search's own. Built on demand: cli.ts imports this module. */
 function saturateOptions() {
-  return {
-    ...RUN_OPTIONS,
-    'p99-bound-us': { type: 'string' },
-    metric: { type: 'string' },
-    from: { type: 'string' },
-    max: { type: 'string' },
-    steps: { type: 'string' },
-    op: { type: 'string' },
-  } as const;
+  return { ...RUN_OPTIONS, ...SEARCH_OPTIONS } as const;
 }
 
-export interface SaturatePlan extends TreeSettings {
-  /** The scenario of the first step (workload.rate = from); each step changes only the rate. */
-  scenario: Scenario;
-  models: ModelName[];
-  profile: CostProfile;
-  measureHost: boolean;
+/** How one saturation search runs and judges its steps. */
+export interface SearchSettings {
   metric: SaturationMetric;
   p99BoundUs: number;
   /** The operation whose p99 is judged; undefined: the run's main one (unmap). */
@@ -90,6 +88,76 @@ export interface SaturatePlan extends TreeSettings {
   from: number;
   max: number;
   steps: number;
+}
+
+/** Reads and checks the search options (saturate's, and sweep --saturate's). */
+export function searchSettings(values: { [K in keyof typeof SEARCH_OPTIONS]?: string | undefined }): SearchSettings {
+  const p99BoundUs = positive('p99-bound-us', values['p99-bound-us'], undefined);
+  const metric = values.metric ?? 'modeled';
+  if (metric !== 'modeled' && metric !== 'measured') throw usageError(`--metric must be modeled or measured, got "${metric}"`);
+  const limit = rateLimit();
+  const from = positive('from', values.from, DEFAULT_FROM);
+  const max = positive('max', values.max, Math.max(from, DEFAULT_MAX));
+  if (max > limit) throw usageError(`--max must be at most ${limit} (the largest workload.rate), got ${max}`);
+  if (from > max) throw usageError(`--from (${from}) must be at most --max (${max})`);
+  const steps = intOption('steps', values.steps, 1) ?? DEFAULT_STEPS;
+  const op = values.op;
+  if (op !== undefined && !OPEN_LOOP_OPS.includes(op)) throw usageError(`--op must be one of ${OPEN_LOOP_OPS.join(', ')}, got "${op}"`);
+  return { metric, p99BoundUs, op, from, max, steps };
+}
+
+/** Refuses a workload that cannot run open loop, or a --set of the rate the search chooses. */
+export function checkSearchable(sets: readonly string[], kind: Scenario['workload']['kind']): void {
+  const rateSet = sets.find((s) => s.split('=')[0]?.trim() === 'workload.rate');
+  if (rateSet !== undefined) throw usageError(`--set ${rateSet}: the saturation search chooses workload.rate itself; give its range with --from and --max`);
+  if (!RATE_WORKLOADS.includes(kind)) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `a saturation search needs a workload that runs open loop (${RATE_WORKLOADS.join(', ')}); workload.kind is ${kind}`);
+  }
+}
+
+/**
+ * One model's saturation search on a session: every step a real run at one rate (handed to
+ * `record` as it completes), progress through `onStep`.
+ */
+export async function saturateModel(
+  session: Session,
+  scenario: Scenario,
+  model: ModelName,
+  profile: CostProfile,
+  s: SearchSettings,
+  abort: RunAbort,
+  record: (run: RunResult, rate: number) => void,
+  onStep: (step: SearchStep) => void,
+): Promise<SaturationResult> {
+  let op = s.op ?? '';
+  const found = await searchSaturation(
+    async (rate) => {
+      const run = withLoad(await abort.race(session.run(atRate(scenario, rate), model, profile)));
+      record(run, rate);
+      op = s.op ?? mainOp(run)?.op ?? op;
+      return stepMeasure(run, s.metric, s.op);
+    },
+    { from: s.from, max: s.max, p99BoundUs: s.p99BoundUs, maxSteps: s.steps },
+    onStep,
+  );
+  return {
+    model,
+    ratePerSec: found.ratePerSec ?? null,
+    metric: s.metric,
+    p99BoundUs: s.p99BoundUs,
+    op,
+    failedAtPerSec: found.failedAtPerSec ?? null,
+    steps: found.steps.length,
+    stop: found.stop,
+  };
+}
+
+export interface SaturatePlan extends TreeSettings, SearchSettings {
+  /** The scenario of the first step (workload.rate = from); each step changes only the rate. */
+  scenario: Scenario;
+  models: ModelName[];
+  profile: CostProfile;
+  measureHost: boolean;
   out: string;
   json: boolean;
 }
@@ -119,27 +187,12 @@ export function planSaturate(argv: string[]): SaturatePlan | undefined {
   }
   if (positionals.length > 1) throw usageError(`saturate takes at most one scenario file, got ${positionals.length}: ${positionals.join(' ')}`);
   if (values.model !== undefined && values.models !== undefined) throw usageError('give --model NAME or --models all|a,b, not both');
-  const p99BoundUs = positive('p99-bound-us', values['p99-bound-us'], undefined);
-  const metric = values.metric ?? 'modeled';
-  if (metric !== 'modeled' && metric !== 'measured') throw usageError(`--metric must be modeled or measured, got "${metric}"`);
-  const limit = rateLimit();
-  const from = positive('from', values.from, DEFAULT_FROM);
-  const max = positive('max', values.max, Math.max(from, DEFAULT_MAX));
-  if (max > limit) throw usageError(`--max must be at most ${limit} (the largest workload.rate), got ${max}`);
-  if (from > max) throw usageError(`--from (${from}) must be at most --max (${max})`);
-  const steps = intOption('steps', values.steps, 1) ?? DEFAULT_STEPS;
-  const op = values.op;
-  if (op !== undefined && !OPEN_LOOP_OPS.includes(op)) throw usageError(`--op must be one of ${OPEN_LOOP_OPS.join(', ')}, got "${op}"`);
+  const search = searchSettings(values);
   const sets = values.set ?? [];
-  const rateSet = sets.find((s) => s.split('=')[0]?.trim() === 'workload.rate');
-  if (rateSet !== undefined) throw usageError(`--set ${rateSet}: saturate chooses workload.rate itself; give its range with --from and --max`);
   const overrides = optionOverrides(values);
   // The workload first, for a message about saturate rather than about workload.rate.
-  const closed = loadScenario(positionals[0], sets, overrides);
-  if (!RATE_WORKLOADS.includes(closed.workload.kind)) {
-    throw new VmmsimError('E_NOT_SUPPORTED', `saturate needs a workload that runs open loop (${RATE_WORKLOADS.join(', ')}); workload.kind is ${closed.workload.kind}`);
-  }
-  const scenario = loadScenario(positionals[0], sets, { ...overrides, 'workload.rate': from });
+  checkSearchable(sets, loadScenario(positionals[0], sets, overrides).workload.kind);
+  const scenario = loadScenario(positionals[0], sets, { ...overrides, 'workload.rate': search.from });
   checkScenario(scenario);
   const settings = treeSettings(values);
   const models = modelsFor(scenario, values.models);
@@ -148,12 +201,7 @@ export function planSaturate(argv: string[]): SaturatePlan | undefined {
     models,
     profile: loadProfile(scenario.profile === MEASURED_HOST ? MEASURED_HOST_BASE : scenario.profile),
     measureHost: scenario.profile === MEASURED_HOST,
-    metric,
-    p99BoundUs,
-    op,
-    from,
-    max,
-    steps,
+    ...search,
     out: values.out ?? defaultOutDir(`${scenario.name}-saturate`),
     json: values.json ?? false,
     ...settings,
@@ -165,7 +213,7 @@ function atRate(s: Scenario, rate: number): Scenario {
   return { ...s, workload: { ...s.workload, rate } };
 }
 
-function progressLine(model: string, step: SearchStep): string {
+export function progressLine(model: string, step: SearchStep): string {
   const p99 = step.p99Us.toFixed(step.p99Us >= 100 ? 0 : step.p99Us >= 10 ? 1 : 3);
   return `vmmsim: saturate ${model}: ${fmtRate(step.requestedPerSec)}/s -> achieved ${fmtRate(step.achievedPerSec)}/s, p99 ${p99} us: ${step.ok ? 'ok' : `over (${step.why})`}\n`;
 }
@@ -189,29 +237,10 @@ export async function executeSaturate(p: SaturatePlan, log: Logger): Promise<num
         writeProfile(p.out, p.profile);
       }
       for (const model of p.models) {
-        let op = p.op ?? '';
-        const found = await searchSaturation(
-          async (rate) => {
-            const run = withLoad(await abort.race(session.run(atRate(p.scenario, rate), model, p.profile)));
-            runs.push({ point: { 'workload.rate': rate }, ...run });
-            op = p.op ?? mainOp(run)?.op ?? op;
-            return stepMeasure(run, p.metric, p.op);
-          },
-          { from: p.from, max: p.max, p99BoundUs: p.p99BoundUs, maxSteps: p.steps },
-          (step) => {
-            if (!p.json) process.stderr.write(progressLine(model, step));
-          },
-        );
-        saturation.push({
-          model,
-          ratePerSec: found.ratePerSec ?? null,
-          metric: p.metric,
-          p99BoundUs: p.p99BoundUs,
-          op,
-          failedAtPerSec: found.failedAtPerSec ?? null,
-          steps: found.steps.length,
-          stop: found.stop,
+        const result = await saturateModel(session, p.scenario, model, p.profile, p, abort, (run, rate) => runs.push({ point: { 'workload.rate': rate }, ...run }), (step) => {
+          if (!p.json) process.stderr.write(progressLine(model, step));
         });
+        saturation.push(result);
       }
     });
   } catch (err) {

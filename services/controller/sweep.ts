@@ -8,7 +8,7 @@ import { VmmsimError } from '../common/errors.js';
 import type { ModelName, Scenario } from '../common/scenario/schema.js';
 import { TRANSITION_KINDS } from '../common/topology.js';
 import type { CsvValue } from './csv.js';
-import type { OpResult, RunResult } from './results.js';
+import type { OpResult, RunResult, SaturationResult } from './results.js';
 import { processSpecs } from './session.js';
 
 /** At most this many runs (points x models) in one sweep. */
@@ -200,4 +200,13 @@ export function sweepCsvRecords(keys: readonly string[], runs: readonly RunResul
     ]);
   }
   return records;
+}
+
+/** One CSV record per saturation search of a sweep --saturate: the point, the model, the rate found. */
+export function saturationCsvRecords(keys: readonly string[], results: readonly SaturationResult[]): CsvValue[][] {
+  const header: CsvValue[] = [...keys, 'model', 'op', 'metric', 'p99BoundUs', 'ratePerSec', 'failedAtPerSec', 'steps', 'stop'];
+  return [
+    header,
+    ...results.map((r) => [...keys.map((k) => r.point?.[k] ?? ''), r.model, r.op, r.metric, r.p99BoundUs, r.ratePerSec ?? '', r.failedAtPerSec ?? '', r.steps, r.stop]),
+  ];
 }

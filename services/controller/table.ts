@@ -187,6 +187,35 @@ export function sweepTable(keys: readonly string[], runs: readonly RunResult[]):
   return `${wrap(legend, 120)}\n${renderSpanned(spans, rows, align)}`;
 }
 
+/**
+ * A sweep with --saturate: per point and model, the saturation rate found, the lowest failing rate
+ * above it, and how the search ended.
+ */
+export function sweepSaturationTable(keys: readonly string[], results: readonly SaturationResult[]): string {
+  const last = (k: string): string => k.slice(k.lastIndexOf('.') + 1);
+  const names = keys.map((k) => (keys.filter((x) => last(x) === last(k)).length > 1 ? k : last(k)));
+  const rows: string[][] = [[...names, 'model', 'op', 'saturation /s', 'failed at /s', 'steps', 'stop']];
+  for (const r of results) {
+    rows.push([
+      ...keys.map((k) => String(r.point?.[k] ?? '-')),
+      r.model,
+      r.op,
+      r.ratePerSec === null ? 'none passed' : fmtRate(r.ratePerSec),
+      r.failedAtPerSec === null ? '-' : fmtRate(r.failedAtPerSec),
+      String(r.steps),
+      r.stop,
+    ]);
+  }
+  const numeric = keys.map((k) => results.length > 0 && results.every((r) => typeof r.point?.[k] === 'number'));
+  const align: ('l' | 'r')[] = [...numeric.map((x): 'l' | 'r' => (x ? 'r' : 'l')), 'l', 'l', 'r', 'r', 'r', 'l'];
+  const first = results[0];
+  const legend = first
+    ? `Saturation rate per point and model: the highest open-loop arrival rate at which a run achieved >= 95% of the requested rate ` +
+      `and kept its ${first.op} p99 under ${first.p99BoundUs} us, in ${first.metric} time ("failed at": the lowest failing rate above it).`
+    : 'No saturation search ran.';
+  return `${wrap(legend, 120)}\n${render(rows, align)}`;
+}
+
 /** A rate per second as people read it: whole numbers, three significant digits below 100. */
 export function fmtRate(x: number): string {
   if (!Number.isFinite(x)) return '-';

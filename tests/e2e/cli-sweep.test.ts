@@ -192,3 +192,34 @@ describe('vmmsim sweep interrupted', () => {
     expect(entries(tmp), 'socket folder removed').toEqual([]);
   });
 });
+
+describe('vmmsim sweep --saturate: a saturation rate per point', () => {
+  it('finds each point\'s rate, and a single vSMMU over two pSMMUs saturates lower than one per pSMMU', async () => {
+    const out = join(runs.folder(), 'sat');
+    const r = await runWatched(runs, [
+      'sweep', '--ops', '60', '--set', 'topology.psmmus=2', '--set', 'topology.vsmmu=single,per-psmmu', '--set', 'workload.threads=2',
+      '--models', 'nested-smmuv3', '--saturate', '--p99-bound-us', '50', '--from', '100000', '--steps', '6', '--out', out,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = readResults(out);
+    // topology.psmmus has one value: an override, not a swept key.
+    expect(doc.saturation?.map((s) => s.point)).toEqual([{ 'topology.vsmmu': 'single' }, { 'topology.vsmmu': 'per-psmmu' }]);
+    const [single, per] = doc.saturation ?? [];
+    expect(single?.ratePerSec).toBeGreaterThan(0);
+    // Broadcasting pays two ioctls per unmap under the VMM's lock: it saturates first.
+    expect(single?.ratePerSec ?? Infinity).toBeLessThan(per?.ratePerSec ?? 0);
+    // Every step is a run with its point and rate.
+    expect(doc.runs.every((x) => typeof x.point?.['workload.rate'] === 'number' && x.point?.['topology.vsmmu'] !== undefined)).toBe(true);
+    const csv = readFileSync(join(out, 'saturation.csv'), 'utf8').trim().split('\r\n');
+    expect(csv[0]).toBe('topology.vsmmu,model,op,metric,p99BoundUs,ratePerSec,failedAtPerSec,steps,stop');
+    expect(csv).toHaveLength(3);
+    expect(lines(r.stdout).some((l) => /^single\s+nested-smmuv3\s+unmap\s+\d+/.test(l))).toBe(true);
+  });
+
+  it('refuses search options without --saturate, before any process starts', async () => {
+    const r = await runWatched(runs, ['sweep', '--set', 'topology.vsmmu=single,per-psmmu', '--p99-bound-us', '50']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--p99-bound-us is a saturation search option: add --saturate/);
+    expect(r.spawned).toEqual([]);
+  });
+});
