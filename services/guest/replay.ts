@@ -66,8 +66,9 @@ export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpSta
     vcpu[cpu] = Math.max(vcpu[cpu] ?? 0, ev.t * scale * 1e9);
     const pages = Math.max(1, Math.ceil(ev.size / PAGE_SIZE));
     const ctx = kernel.env.newContext(opId++, 0);
-    const start = vcpu[cpu] ?? 0;
-    // With the trace's timestamps honoured, each event arrives on its own (open loop).
+    // With its timestamp honoured an event arrives on its own: it is due at its trace time even
+    // when its vCPU is still busy, and its latency counts from then (no coordinated omission).
+    const start = scale > 0 ? ev.t * scale * 1e9 : (vcpu[cpu] ?? 0);
     const arrival = scale > 0;
     if (ev.op === 'map') {
       const device = deviceOf(ev.device);
