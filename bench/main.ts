@@ -3,11 +3,13 @@
  * the arguments after it; it prints its results on stdout (progress and logs on stderr).
  */
 import { VmmsimError } from '../services/common/errors.js';
+import { broadcastBench } from './broadcast.js';
 import { transportBench } from './transport.js';
 import { vcmdqBench } from './vcmdq.js';
 import { walkBench } from './walk.js';
 
 const benches: Record<string, (argv: string[]) => Promise<void>> = {
+  broadcast: broadcastBench,
   transport: transportBench,
   vcmdq: vcmdqBench,
   walk: walkBench,

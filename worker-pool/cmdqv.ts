@@ -204,8 +204,11 @@ export class Cmdqv {
     return this.vintfs[vintf]?.pairs.find((p) => p?.vsid === vsid)?.psid;
   }
 
-  /** Checks an allocation without doing it. */
-  checkAllocate(vintf: number, lidx: number, log2Entries: number): Result<void> {
+  /**
+   * Checks an allocation without doing it. `queue`: the global VCMDQ the host maps it onto (its
+   * CMDQ_ALLOC register); without it, the lowest free one.
+   */
+  checkAllocate(vintf: number, lidx: number, log2Entries: number, queue?: number): Result<void> {
     const v = this.vintfs[vintf];
     if (!v) return refuse('E_VINTF_INDEX', `VINTF ${vintf} does not exist (the CMDQV has ${this.numVintfs})`);
     if (!v.enabled) return refuse('E_VINTF_STATE', `VINTF ${vintf} is not assigned to a VM`);
@@ -223,15 +226,21 @@ export class Cmdqv {
           : `logical VCMDQ ${lidx} of VINTF ${vintf} allocated out of order: the next one must be ${v.queues.length}`,
       );
     }
+    if (queue !== undefined) {
+      if (!isIndex(queue, this.numVcmdqs)) return refuse('E_VCMDQ_EXHAUSTED', `global VCMDQ ${queue} does not exist (the CMDQV has ${this.numVcmdqs})`);
+      const owner = this.owners[queue];
+      if (owner) return refuse('E_VCMDQ_BUSY', `global VCMDQ ${queue} is already VINTF ${owner.vintf}'s logical VCMDQ ${owner.lidx}`);
+      return ok(undefined);
+    }
     if (this.owners.indexOf(undefined) < 0) return refuse('E_VCMDQ_EXHAUSTED', `all ${this.numVcmdqs} VCMDQs are allocated`);
     return ok(undefined);
   }
 
-  /** Maps the VINTF's next logical VCMDQ onto the lowest free global VCMDQ. */
-  allocate(vintf: number, lidx: number, log2Entries: number): Result<{ queue: number }> {
-    const r = this.checkAllocate(vintf, lidx, log2Entries);
+  /** Maps the VINTF's next logical VCMDQ onto global VCMDQ `queue` (default: the lowest free one). */
+  allocate(vintf: number, lidx: number, log2Entries: number, queue?: number): Result<{ queue: number }> {
+    const r = this.checkAllocate(vintf, lidx, log2Entries, queue);
     if (!r.ok) return r;
-    const queue = this.owners.indexOf(undefined);
+    queue ??= this.owners.indexOf(undefined);
     this.owners[queue] = { vintf, lidx };
     this.vintfs[vintf]?.queues.push(queue);
     return ok({ queue });

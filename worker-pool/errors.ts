@@ -23,6 +23,7 @@ export const VcmdqErrorCodes = {
   E_LVCMDQ_ORDER: 'allocate a VINTF\'s logical VCMDQs in ascending index order (0, 1, ...) and free them in descending order',
   E_LVCMDQ_SIZE: 'give log2 entries 1..19 (queue size a power of two of at least 32 bytes, at most the SMMU\'s 2^19 entries)',
   E_VCMDQ_EXHAUSTED: 'free a VCMDQ first or configure the CMDQV with more VCMDQs (hardware has up to 128)',
+  E_VCMDQ_BUSY: 'map a global VCMDQ that no logical VCMDQ holds (CMDQ_ALLOC with ALLOCATED clear)',
   E_VCMDQ_NOT_HALTED: 'acknowledge only a halted queue (GERROR != GERRORN)',
   E_VCMDQ_ARGUMENT: 'submit a non-empty buffer of whole 16-byte commands; a replacement slot is one 16-byte command',
   E_VCMDQ_GONE: 'the queue was freed or its pool destroyed; allocate a new queue',

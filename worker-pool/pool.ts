@@ -120,6 +120,18 @@ export interface WorkerStats {
 }
 
 const STOP_GRACE_MS = 2000;
+/** Most worker threads one CMDQV starts on its own: VMs' queues rarely keep more than two cores busy. */
+const MAX_PROPORTIONATE_WORKERS = 2;
+
+/**
+ * Worker threads for one CMDQV when `cmdqvs` of them (one per pSMMU process with queues) share this
+ * host's cores: an even split of the cores, at least one each, never more than its queues. Sixteen
+ * pSMMUs on two cores start one thread each, not 32 threads that mostly wait for a core.
+ */
+export function proportionateWorkers(queues: number, cmdqvs: number, cores = availableParallelism()): number {
+  const share = Math.floor(cores / Math.max(1, cmdqvs));
+  return Math.max(1, Math.min(queues, MAX_PROPORTIONATE_WORKERS, share));
+}
 
 /** A setup message before the pool numbers it. */
 type SetupBody = SetupMessage extends infer M ? (M extends SetupMessage ? Omit<M, 'seq'> : never) : never;
@@ -531,6 +543,11 @@ export class VcmdqPool implements PoolLink {
     return this.cmdqv.clearSidPair(vintf, slot);
   }
 
+  /** Which VINTF and logical index a global VCMDQ is allocated to. */
+  queueOwner(queue: number): { vintf: number; lidx: number } | undefined {
+    return this.cmdqv.queueOwner(queue);
+  }
+
   /** The handle of an allocated logical VCMDQ. */
   queue(vintf: number, lidx: number): Vcmdq | undefined {
     const g = this.cmdqv.vintf(vintf)?.queues[lidx];
@@ -571,14 +588,15 @@ export class VcmdqPool implements PoolLink {
   }
 
   /**
-   * Allocates logical VCMDQ `lidx` of `vintf` with 2^log2Entries slots and hands it to the least
-   * loaded worker. Rule violations come back as a refused Result (E_LVCMDQ_ORDER, E_LVCMDQ_SIZE,
-   * E_VINTF_*, E_VCMDQ_EXHAUSTED); the promise rejects only if the pool itself failed.
+   * Allocates logical VCMDQ `lidx` of `vintf` with 2^log2Entries slots, on global VCMDQ `at` when
+   * the host names one (default: the lowest free), and hands it to the least loaded worker. Rule
+   * violations come back as a refused Result (E_LVCMDQ_ORDER, E_LVCMDQ_SIZE, E_VINTF_*,
+   * E_VCMDQ_EXHAUSTED, E_VCMDQ_BUSY); the promise rejects only if the pool itself failed.
    */
-  allocate(vintf: number, lidx: number, log2Entries: number): Promise<Result<Vcmdq>> {
+  allocate(vintf: number, lidx: number, log2Entries: number, at?: number): Promise<Result<Vcmdq>> {
     return this.serial(async () => {
       this.check();
-      const r = this.cmdqv.allocate(vintf, lidx, log2Entries);
+      const r = this.cmdqv.allocate(vintf, lidx, log2Entries, at);
       if (!r.ok) return r;
       const queue = r.value.queue;
       const view = createRing(log2Entries, { queue, vintf, lidx });

@@ -51,6 +51,7 @@ export function asVmmsimError(err: unknown): VmmsimError {
 export const Errno = {
   ENOENT: 2,
   EIO: 5,
+  ENXIO: 6,
   E2BIG: 7,
   ENOMEM: 12,
   EFAULT: 14,
@@ -60,6 +61,7 @@ export const Errno = {
   EINVAL: 22,
   ENOSPC: 28,
   ERANGE: 34,
+  EOVERFLOW: 75,
   EOPNOTSUPP: 95,
   ETIMEDOUT: 110,
 } as const;

@@ -73,6 +73,37 @@ export function lvcmdqsPerVintf(guests: number): number {
   return Math.floor(CMDQV_VCMDQS / (1 + guests));
 }
 
+/** VINTF0 belongs to the host kernel; the VMs with VCMDQs on a CMDQV get VINTF 1.. in VM order. */
+export const FIRST_GUEST_VINTF = 1;
+
+/**
+ * The CMDQV beside one pSMMU as the host kernel programs it at VM start: a VINTF for each VM that
+ * got HW queues there (`vms[i]` owns VINTF 1 + i) and the logical VCMDQs a VINTF may map. The
+ * kernel maps logical VCMDQ l of VINTF v onto global VCMDQ v * lvcmdqsPerVintf + l (Linux's
+ * tegra241_vintf_init_lvcmdq), so the kernel (vfio) and the hardware (psmmu) agree with no table.
+ */
+export interface CmdqvPlan {
+  vms: number[];
+  lvcmdqsPerVintf: number;
+}
+
+export function cmdqvPlan(t: Topology__Output, psmmu: number, layout: IommufdLayout = iommufdLayout(t)): CmdqvPlan {
+  const vms = [...new Set(layout.hwQueues.filter((q) => q.psmmu === psmmu).map((q) => q.vm))].sort((a, b) => a - b);
+  const guests = new Set(layout.viommus.filter((v) => v.psmmu === psmmu).map((v) => v.vm)).size;
+  return { vms, lvcmdqsPerVintf: lvcmdqsPerVintf(guests) };
+}
+
+/** The VINTF of `vm` on the plan's CMDQV, or undefined when the VM has none there. */
+export function vintfOf(plan: CmdqvPlan, vm: number): number | undefined {
+  const i = plan.vms.indexOf(vm);
+  return i < 0 ? undefined : FIRST_GUEST_VINTF + i;
+}
+
+/** The global VCMDQ logical VCMDQ `lidx` of VINTF `vintf` is mapped onto. */
+export function globalVcmdq(plan: CmdqvPlan, vintf: number, lidx: number): number {
+  return vintf * plan.lvcmdqsPerVintf + lidx;
+}
+
 /**
  * The iommufd objects a VMM creates at VM start (IOAS_ALLOC, device bind, HWPT_ALLOC with
  * NEST_PARENT, VIOMMU_ALLOC, VDEVICE_ALLOC), with their IDs as the kernel hands them out in that

@@ -67,10 +67,14 @@ class Domain {
 /**
  * One vSMMU instance as the guest driver drives it: its trapped command queue and, when the host
  * gave it a CMDQV (nested-smmuv3-vcmdq), its VCMDQs, which the guest picks per CPU as Linux does.
+ * After a live migration to a host with fewer free VCMDQs only the first `backed` are hardware: a
+ * CPU whose queue is not falls back to the trapped queue, as Linux's tegra241_cmdqv_get_cmdq does
+ * for a queue that is missing or disabled.
  */
 class GuestSmmu {
   private readonly vcmdqs: GuestCmdq[] = [];
   readonly cmdq: GuestCmdq;
+  private backed = 0;
 
   constructor(vsmmu: number, ram: GuestKernel['ram'], vcmdqPsmmu: number | undefined, vcmdqs: number) {
     const regs = vsmmuMmioBase(vsmmu);
@@ -86,12 +90,22 @@ class GuestSmmu {
         gerrornRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERRORN), peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO',
       }, ram));
     }
+    this.backed = this.vcmdqs.length;
   }
 
-  /** The queue for these commands on this CPU: a VCMDQ when every command is allowed there. */
+  /** The host now backs the first `n` VCMDQs with hardware (a live migration). */
+  setBackedVcmdqs(n: number): void {
+    this.backed = Math.max(0, Math.min(n, this.vcmdqs.length));
+  }
+
+  /**
+   * The queue for these commands on this CPU: its VCMDQ (CPU index modulo the VCMDQs the vSMMU
+   * exposes) when every command is allowed there and the queue is backed; else the trapped queue.
+   */
   queueFor(cpu: number, cmds: readonly SmmuCommand[]): GuestCmdq {
     if (this.vcmdqs.length === 0 || !cmds.every((c) => GUEST_VCMDQ_OPCODES.has(c.opcode))) return this.cmdq;
-    return this.vcmdqs[cpu % this.vcmdqs.length] as GuestCmdq;
+    const q = cpu % this.vcmdqs.length;
+    return q < this.backed ? (this.vcmdqs[q] as GuestCmdq) : this.cmdq;
   }
 
   issue(ctx: OpContext, cpu: number, cmds: readonly SmmuCommand[]): Promise<number> {
@@ -112,6 +126,8 @@ class GuestSmmu {
 class NestedDmaIommu implements DmaApi {
   private commands = 0;
   private readonly domains = new Map<number, Domain>();
+  /** The guest's vSMMU instances, by index. */
+  private readonly smmus = new Map<number, GuestSmmu>();
   private readonly lazy: boolean;
 
   constructor(private readonly kernel: GuestKernel) {
@@ -124,7 +140,7 @@ class NestedDmaIommu implements DmaApi {
       const cur = queues.get(q.vsmmu);
       queues.set(q.vsmmu, { psmmu: q.psmmu, n: (cur?.n ?? 0) + 1 });
     }
-    const smmus = new Map<number, GuestSmmu>();
+    const smmus = this.smmus;
     for (const d of kernel.devices) {
       let smmu = smmus.get(d.vsmmu);
       if (!smmu) {
@@ -142,6 +158,10 @@ class NestedDmaIommu implements DmaApi {
 
   get guestCommands(): number {
     return this.commands;
+  }
+
+  migrated(hwQueues: readonly number[]): void {
+    for (const [v, smmu] of this.smmus) smmu.setBackedVcmdqs(hwQueues[v] ?? 0);
   }
 
   private domain(device: GuestDevice): Domain {

@@ -46,6 +46,12 @@ export interface DmaApi {
   readonly guestCommands: number;
   /** Flushes anything deferred (lazy mode) before the run's results are taken. */
   drain(): Promise<void>;
+  /**
+   * The VM was live-migrated to a host where vSMMU v has `hwQueues[v]` of its VCMDQs backed by
+   * hardware (the first ones); the driver sends what it would have put in the others through the
+   * trapped queue. Absent when the architecture has no hardware queues.
+   */
+  migrated?(hwQueues: readonly number[]): void;
   close(): void;
 }
 

@@ -12,6 +12,7 @@ import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from './dr
 import './driver-none.js';
 import './dma-spapr-tce.js';
 import { withDmaMode } from './dma-modes.js';
+import { MigrationStep } from './migration.js';
 import { OpStats } from './op-stats.js';
 import { runWorkload } from './workload.js';
 
@@ -56,11 +57,13 @@ class GuestRole implements RoleInstance {
   }
 
   async start(): Promise<StartReply> {
-    const stats = new OpStats(this.env.endpoints);
-    this.opStats = stats;
     const w = this.env.topology.workload;
     if (!w) throw new Error('topology has no workload');
-    const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w });
+    // A live migration during the run (workload.migration) reports its operations before and after it.
+    const step = MigrationStep.forGuest(this.kernel, this.coherent, this.env.endpoints, w);
+    const stats = step?.stats ?? new OpStats(this.env.endpoints);
+    this.opStats = stats;
+    const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w, step });
     this.operations += r.operations;
     const { timeline, resourceNames } = stats.takeTimeline();
     return {
@@ -71,7 +74,7 @@ class GuestRole implements RoleInstance {
       resourceNames,
       threadEndNs: [...this.kernel.vcpuNs],
       guestCommands: this.dma.guestCommands,
-      workloadCounters: r.counters,
+      workloadCounters: { ...r.counters, ...step?.counters },
     };
   }
 

@@ -14,7 +14,7 @@ import './in-kernel.js';
  */
 class KvmRole implements RoleInstance {
   private readonly device: KvmDevice | undefined;
-  private readonly counters = { exits: 0, userExits: 0, inKernel: 0, hcalls: 0 };
+  private readonly counters = { exits: 0, userExits: 0, inKernel: 0, hcalls: 0, migrations: 0 };
 
   constructor(env: RoleEnv) {
     this.device = kvmDevice(env.topology.model)?.(env);
@@ -45,6 +45,13 @@ class KvmRole implements RoleInstance {
         return mine;
       }
       return this.toUser(`qemu-${vm}`, 'HCALL_EXIT', req, ctx);
+    }
+    if (req.kind === 'VM_MIGRATE') {
+      // Not a guest exit: the migrate command the VMM gets from the management plane (the guest
+      // sends it, as it knows when its workload reaches the step). KVM only passes it on.
+      this.counters.migrations += 1;
+      const r = await ctx.call(`qemu-${vm}`, 'VM_MIGRATE', req.payload);
+      return { status: r.status, payload: r.payload };
     }
     return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
   }

@@ -87,7 +87,8 @@ class PsmmuRole implements RoleInstance {
 
   async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
     if (req.kind === 'VINTF_MMIO' && from.role === 'guest') return this.vintf.access(req, from.index, ctx);
-    if (req.kind === 'HOST_MMIO' && from.role === 'vfio') return this.hostRegister(req, ctx);
+    // The host's writes reach the SMMU's registers or, on the CMDQV's page, its VINTFs' queues.
+    if (req.kind === 'HOST_MMIO' && from.role === 'vfio') return (await this.vintf.hostWrite(req)) ?? this.hostRegister(req, ctx);
     if (req.kind !== 'CMDQ_SUBMIT' || from.role !== 'vfio') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
     if (req.payload.length === 0 || req.payload.length % CMD_SIZE !== 0) return { status: -Errno.EINVAL, payload: EMPTY };
     this.counters.submissions += 1;

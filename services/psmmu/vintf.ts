@@ -1,33 +1,35 @@
 import { Errno } from '../common/errors.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
 import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
-import { CMDQV_VCMDQS, MAX_SID_PAIRS, iommufdLayout, viommuVmid } from '../common/iommufd-objects.js';
+import { CMDQV_VCMDQS, FIRST_GUEST_VINTF, MAX_SID_PAIRS, cmdqvPlan, globalVcmdq, iommufdLayout, viommuVmid, vintfOf, type CmdqvPlan } from '../common/iommufd-objects.js';
 import { decodeMmio, encodeMmio } from '../common/kvm-run.js';
 import type { Logger } from '../common/logger.js';
 import type { OpContext } from '../common/op-context.js';
 import type { HandlerResult } from '../common/role-api.js';
 import { CMD_SIZE, Opcode } from '../common/smmu/commands.js';
+import { decodeCmdqAlloc, decodeCmdqAllocRegister } from '../common/smmu/cmdqv-registers.js';
 import { VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, decodeVcmdqRegister } from '../common/smmu/registers.js';
 import type { MemoryRange } from '../common/transport/link.js';
-import { VcmdqPool, type Vcmdq } from '../../worker-pool/index.js';
+import { VcmdqPool, proportionateWorkers, type Vcmdq } from '../../worker-pool/index.js';
 import type { Iotlb } from './iotlb.js';
-
-/** VINTF0 belongs to the host kernel; guests get VINTF 1.. in VM order. */
-const FIRST_GUEST_VINTF = 1;
 
 /**
  * The CMDQV beside one physical SMMU, as the host sets it up at VM start: per VM whose vSMMU fronts
  * this SMMU, a VINTF with the VM's VMID and SID_MATCH/SID_REPLACE pairs for its devices here, and
- * the HW_QUEUEs the VMM allocated (logical VCMDQs in ascending order). Guest writes to the VINTF
- * page reach it with no trap: PROD hands the new slots to the queue's worker; GERRORN recovers a
- * halted queue. Queues the CMDQV cannot provide are left out, and the guest keeps using the trapped
- * vSMMU queue for them.
+ * the HW_QUEUEs the VMM allocated (logical VCMDQs in ascending order, each on the global VCMDQ the
+ * kernel maps it to). Guest writes to the VINTF page reach it with no trap: PROD hands the new
+ * slots to the queue's worker; GERRORN recovers a halted queue. Queues the CMDQV cannot provide are
+ * left out, and the guest keeps using the trapped vSMMU queue for them. Later the host kernel maps
+ * and unmaps logical VCMDQs through CMDQ_ALLOC (a VM re-creating its HW queues on migration).
  */
 export class VintfPage {
   private pool: VcmdqPool | undefined;
   /** Queues by (vsmmu, logical index), per VM. */
   private readonly queues = new Map<string, Vcmdq>();
-  readonly counters = { vcmdqSubmissions: 0, vcmdqCommands: 0, vevents: 0, vcmdqsMissing: 0 };
+  private plan: CmdqvPlan = { vms: [], lvcmdqsPerVintf: 0 };
+  /** The vSMMU instance each VM with a VINTF here fronts this SMMU with. */
+  private readonly vsmmuOfVm = new Map<number, number>();
+  readonly counters = { vcmdqSubmissions: 0, vcmdqCommands: 0, vevents: 0, vcmdqsMissing: 0, vcmdqWorkers: 0, vcmdqsMapped: 0, vcmdqsUnmapped: 0 };
 
   constructor(
     private readonly psmmu: number,
@@ -42,24 +44,30 @@ export class VintfPage {
 
   async init(): Promise<void> {
     const t = this.topology;
-    const hw = iommufdLayout(t).hwQueues.filter((q) => q.psmmu === this.psmmu);
+    const layout = iommufdLayout(t);
+    const all = layout.hwQueues;
+    const hw = all.filter((q) => q.psmmu === this.psmmu);
     if (hw.length === 0) return;
-    const vms = [...new Set(hw.map((q) => q.vm))].sort((a, b) => a - b);
+    const plan = cmdqvPlan(t, this.psmmu, layout);
+    this.plan = plan;
+    const vms = plan.vms;
     const pool = await VcmdqPool.start({
       iotlb: this.iotlb,
-      workers: Math.min(2, hw.length),
+      // Every pSMMU with queues runs its own pool on the same cores.
+      workers: proportionateWorkers(hw.length, new Set(all.map((q) => q.psmmu)).size),
       vintfs: FIRST_GUEST_VINTF + vms.length,
       vcmdqs: CMDQV_VCMDQS,
       // One SID_MATCH/SID_REPLACE pair per device of a VM behind this SMMU (at least QEMU's 16).
       sidPairs: Math.min(MAX_SID_PAIRS, Math.max(16, ...vms.map((vm) => t.devices.filter((d) => d.vm === vm && d.psmmu === this.psmmu).length))),
     });
     this.pool = pool;
+    this.counters.vcmdqWorkers = pool.workers;
     pool.onVevent((e) => {
       this.counters.vevents += 1;
       this.log.debug({ vevent: e }, 'VCMDQ halted');
     });
-    for (const [i, vm] of vms.entries()) {
-      const vintf = FIRST_GUEST_VINTF + i;
+    for (const vm of vms) {
+      const vintf = vintfOf(plan, vm) as number;
       const ok = pool.assignVintf(vintf, viommuVmid(t, vm, this.psmmu));
       if (!ok.ok) throw ok.error;
       let slot = 0;
@@ -69,7 +77,8 @@ export class VintfPage {
         if (!r.ok) throw r.error;
       }
       for (const q of hw.filter((x) => x.vm === vm).sort((a, b) => a.index - b.index)) {
-        const r = await pool.allocate(vintf, q.index, VCMDQ_GUEST_LOG2_ENTRIES);
+        this.vsmmuOfVm.set(vm, q.vsmmu);
+        const r = await pool.allocate(vintf, q.index, VCMDQ_GUEST_LOG2_ENTRIES, globalVcmdq(plan, vintf, q.index));
         if (!r.ok) {
           // Fewer free VCMDQs than asked for: this queue stays with the trapped path.
           this.counters.vcmdqsMissing += 1;
@@ -79,6 +88,39 @@ export class VintfPage {
         this.queues.set(VintfPage.key(vm, q.vsmmu, q.index), r.value);
       }
     }
+  }
+
+  /**
+   * The host kernel's write to this CMDQV's config page, or undefined when the address is not one
+   * of its registers. CMDQ_ALLOC(q) with ALLOCATED maps global VCMDQ q as the named VINTF's logical
+   * VCMDQ (in ascending order); with ALLOCATED clear it unmaps it (in descending order). The
+   * hardware would misbehave on a write against those rules; here it is refused with EINVAL (EBUSY
+   * for a global VCMDQ already mapped), so a host bug shows.
+   */
+  async hostWrite(req: Envelope__Output): Promise<HandlerResult | undefined> {
+    const mmio = decodeMmio(req.payload);
+    const queue = mmio ? decodeCmdqAllocRegister(mmio.physAddr) : undefined;
+    if (!mmio || queue === undefined) return undefined;
+    const pool = this.pool;
+    if (!mmio.isWrite || !pool) return { status: -Errno.EINVAL, payload: req.payload };
+    const a = decodeCmdqAlloc(mmio.data);
+    const vm = this.plan.vms[a.vintf - FIRST_GUEST_VINTF];
+    const vsmmu = vm === undefined ? undefined : this.vsmmuOfVm.get(vm);
+    if (vm === undefined || vsmmu === undefined) return { status: -Errno.EINVAL, payload: req.payload };
+    if (a.allocated) {
+      const r = await pool.allocate(a.vintf, a.lidx, VCMDQ_GUEST_LOG2_ENTRIES, queue);
+      if (!r.ok) return { status: r.error.code === 'E_VCMDQ_BUSY' ? -Errno.EBUSY : -Errno.EINVAL, payload: req.payload };
+      this.queues.set(VintfPage.key(vm, vsmmu, a.lidx), r.value);
+      this.counters.vcmdqsMapped += 1;
+      return { status: 0, payload: req.payload };
+    }
+    const owner = pool.queueOwner(queue);
+    if (!owner || owner.vintf !== a.vintf || owner.lidx !== a.lidx) return { status: -Errno.EINVAL, payload: req.payload };
+    const r = await pool.free(a.vintf, a.lidx);
+    if (!r.ok) return { status: -Errno.EINVAL, payload: req.payload };
+    this.queues.delete(VintfPage.key(vm, vsmmu, a.lidx));
+    this.counters.vcmdqsUnmapped += 1;
+    return { status: 0, payload: req.payload };
   }
 
   /** A guest access to its VINTF page. */

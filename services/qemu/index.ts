@@ -5,6 +5,7 @@ import { decodeMmio } from '../common/kvm-run.js';
 import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import { vmmDevice, type VmmDevice } from './device.js';
+import { VmMigration } from './migration.js';
 import './vsmmu-accel.js';
 import './vtd-cm.js';
 import './virtio-iommu.js';
@@ -14,13 +15,17 @@ import './vsmmu-emulated.js';
 /** qemu-N: the VMM of VM N, holding the vIOMMU device model of the run's architecture (if any). */
 class QemuRole implements RoleInstance {
   private readonly device: VmmDevice | undefined;
+  /** The VM's host objects that a live migration re-creates (its HW queues). */
+  private readonly migration: VmMigration;
   private exits = 0;
 
   constructor(env: RoleEnv) {
     this.device = vmmDevice(env.topology.model)?.(env);
+    this.migration = new VmMigration(env);
   }
 
   async handle(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+    if (req.kind === 'VM_MIGRATE') return this.migration.migrate(req, ctx);
     if (req.kind === 'HCALL_EXIT') {
       this.exits += 1;
       if (!this.device?.hcallExit) return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
@@ -41,7 +46,7 @@ class QemuRole implements RoleInstance {
   }
 
   stats(): Record<string, number> {
-    return { exits: this.exits, ...(this.device?.stats() ?? {}) };
+    return { exits: this.exits, ...(this.device?.stats() ?? {}), ...this.migration.counters };
   }
 
   close(): void {

@@ -18,6 +18,7 @@ import { PAGE_SIZE } from '../common/memory.js';
 import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT } from './host-iommu.js';
 import { HostTables, SHADOW_MODELS } from './host-tables.js';
 import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
+import { HwQueues } from './hw-queues.js';
 
 /**
  * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a
@@ -34,6 +35,8 @@ class VfioRole implements RoleInstance {
   private readonly errors: Record<string, number> = {};
 
   private readonly tables: HostTables;
+  /** The VMs' HW queues (VCMDQs), re-created by a VMM on migration. */
+  private readonly hwQueues: HwQueues;
   /** Per VM, its host IOMMU domain when the model shadows guest mappings. */
   private readonly domains = new Map<number, HostIommuDomain>();
   private readonly hostCounters = Object.fromEntries(HOST_IOMMU_COUNTERS.map((k) => [k, 0])) as HostIommuDomain['counters'];
@@ -46,6 +49,7 @@ class VfioRole implements RoleInstance {
       });
     }
     const layout = iommufdLayout(env.topology);
+    this.hwQueues = new HwQueues(env.topology, layout, async (ctx, psmmu, mmio) => (await ctx.call(`psmmu-${psmmu}`, 'HOST_MMIO', mmio)).status);
     for (const v of layout.viommus) {
       this.viommus.set(v.id, v);
       this.vdevs.set(v.id, new Map());
@@ -59,7 +63,14 @@ class VfioRole implements RoleInstance {
     if (req.kind === 'VFIO_DMA_UNMAP' && from.role === 'qemu') return this.dmaUnmap(req.payload, from.index, ctx);
     if ((req.kind === 'IOMMU_MAP' || req.kind === 'IOMMU_UNMAP') && from.role === 'kvm') return this.kernelMap(req.kind, req.payload, ctx);
     if (req.kind === 'TCE_UPDATE' && from.role === 'kvm') return this.tceUpdate(req.payload, ctx);
+    if (req.kind === 'IOMMU_HW_QUEUE_ALLOC' && from.role === 'qemu') return this.counted(await this.hwQueues.alloc(req.payload, ctx));
+    if (req.kind === 'IOMMU_DESTROY' && from.role === 'qemu') return this.counted(await this.hwQueues.destroy(req.payload, ctx));
     return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
+  }
+
+  private counted(r: HandlerResult): HandlerResult {
+    this.count(r.status);
+    return r;
   }
 
   private reply(status: number, payload: Buffer = EMPTY): HandlerResult {
@@ -200,7 +211,7 @@ class VfioRole implements RoleInstance {
 
   stats(): Record<string, number> {
     const errors = Object.fromEntries(Object.entries(this.errors).map(([k, v]) => [`errors.${k}`, v]));
-    return { ...this.counters, ...(this.domains.size > 0 ? this.hostCounters : {}), ...errors };
+    return { ...this.counters, ...this.hwQueues.counters, ...(this.domains.size > 0 ? this.hostCounters : {}), ...errors };
   }
 
   close(): void {

@@ -79,6 +79,16 @@ describe('scenario schema', () => {
     expect(failure(() => loadScenario(undefined, ['nokey=1'])).message).toContain('unknown scenario key nokey');
   });
 
+  it('takes a migration step as workload.migration.* (none by default), refused with trace-replay', () => {
+    expect(resolveScenario({}).workload.migration).toEqual({ atOp: 0, destVcmdqs: 128 });
+    const s = loadScenario(undefined, ['workload.migration.atOp=100', 'workload.migration.destVcmdqs=1']);
+    expect(s.workload.migration).toEqual({ atOp: 100, destVcmdqs: 1 });
+    expect(failure(() => resolveScenario({ workload: { migration: { destVcmdqs: 129 } } })).message).toContain('workload.migration.destVcmdqs');
+    const replay = failure(() => resolveScenario({ workload: { kind: 'trace-replay', migration: { atOp: 10 } } }));
+    expect(replay.code).toBe('E_NOT_SUPPORTED');
+    expect(replay.message).toContain('workload.migration.atOp');
+  });
+
   it('reports invalid YAML with its position, and empty or missing files', () => {
     expect(failure(() => loadScenario(file('name: [unclosed\n'))).code).toBe('E_SCENARIO_YAML');
     expect(failure(() => loadScenario(file('  \n'))).code).toBe('E_SCENARIO_FILE');

@@ -110,7 +110,7 @@ class RecordingStats extends OpStats {
 }
 
 function spec(w: Partial<WorkloadSpec>): WorkloadSpec {
-  return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, ...w };
+  return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, migration: null, ...w };
 }
 
 function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {

@@ -125,6 +125,14 @@ export const SCENARIO_SCHEMA: ObjectField = {
         durationSec: { type: 'number', default: 0, min: 0, max: 86400, doc: 'stop after this many seconds; 0 = no time limit' },
         rate: { type: 'number', default: 0, min: 0, max: 1e9, doc: `open loop: iterations (dma-map-benchmark), packets (packet-stream) or requests (block) per second over all threads, arriving on their own (a map at its arrival time, latency counted from it); 0 = closed loop. Only ${RATE_WORKLOADS.join(', ')} run open loop yet` },
         arrivals: { type: 'string', default: 'constant', enum: ARRIVAL_PROCESSES, doc: 'open loop (rate > 0): constant (evenly spaced, the threads take them in turn) or poisson (each thread an independent Poisson stream of rate/threads from the seed: Poisson at rate in all)' },
+        migration: {
+          type: 'object',
+          doc: 'a live migration of VM 0 during the run: its vCPUs pause, its VMM re-creates the VM\'s HW queues on the destination host, they resume; operations are reported as NAME@before and NAME@after',
+          fields: {
+            atOp: { type: 'integer', default: 0, min: 0, max: 1e9, doc: 'VM 0 migrates once each of its threads has run its share of this many operations (each map and each unmap is one, shared among the threads as ops is); 0 = no migration' },
+            destVcmdqs: { type: 'integer', default: 128, min: 0, max: 128, doc: 'VCMDQs the destination host has free for each of the VM\'s vSMMUs (nested-smmuv3-vcmdq): the VMM re-creates at most this many, and the vCPUs whose queue is missing fall back to the trapped path' },
+          },
+        },
       },
     },
   },
@@ -173,6 +181,10 @@ export interface Scenario {
     rate: number;
     arrivals: ArrivalProcess;
     queueDepth: number;
+    migration: {
+      atOp: number;
+      destVcmdqs: number;
+    };
   };
 }
 

@@ -1,5 +1,5 @@
 import { VmmsimError } from '../errors.js';
-import { RATE_WORKLOADS, SCENARIO_SCHEMA, leafFields, type Field, type NumberField, type ObjectField, type Scenario, type StringField } from './schema.js';
+import { RATE_WORKLOADS, SCENARIO_SCHEMA, WORKLOADS, leafFields, type Field, type NumberField, type ObjectField, type Scenario, type StringField } from './schema.js';
 
 /** Edit distance, to suggest the key a user probably meant. */
 function distance(a: string, b: string): number {
@@ -95,6 +95,9 @@ function checkWorkload(w: Scenario['workload']): void {
   if (w.rate > 0 && w.gapUs > 0) throw fieldError('workload.gapUs', `think time is for closed loop; with workload.rate ${w.rate} operations arrive at that rate, so gapUs must be 0, got ${w.gapUs}`);
   if (w.kind === 'sva-unmap-storm' && w.dwellUs > 0) throw fieldError('workload.dwellUs', `sva-unmap-storm posts nothing to a device, so dwellUs must be 0, got ${w.dwellUs}`);
   if (w.kind !== 'trace-replay' && w.ops === 0 && w.durationSec === 0) throw fieldError('workload.ops', '0 (no limit) needs workload.durationSec > 0, or the run never ends');
+  if (w.kind === 'trace-replay' && w.migration.atOp > 0) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key workload.migration.atOp: a migration step is not supported yet with workload.kind trace-replay (the replay has no per-thread shares to stop at); it runs with ${WORKLOADS.filter((k) => k !== 'trace-replay').join(', ')}`);
+  }
 }
 
 /** Topology keys that depend on each other. */

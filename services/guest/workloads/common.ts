@@ -32,6 +32,15 @@ export interface WorkloadEnv {
   coherent: DmaApi;
   stats: OpStats;
   w: WorkloadSpec;
+  /** A point of the run where every vCPU stops until something is done (workload.migration). */
+  step?: WorkloadStep;
+}
+
+/** A stop the threads make together: each calls `reach` before every operation and `leave` when it has none left. */
+export interface WorkloadStep {
+  /** Resolves when thread t may run its next operation. */
+  reach(t: number): Promise<void>;
+  leave(t: number): void;
 }
 
 export function queueDepthOf(w: WorkloadSpec): number {
@@ -166,6 +175,8 @@ export class WorkloadThreads {
    * when it started late, so neither clock omits the wait of a late send (coordinated omission).
    */
   async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number): Promise<number> {
+    // Before the clocks are read: a step may hold the thread and move its clock.
+    await this.env.step?.reach(t);
     const ctx = this.env.kernel.env.newContext(this.nextOpId++, 0);
     const start = arrivalNs ?? this.clock(t);
     // While it runs, the vCPU's clock is the operation's start (GuestKernel.vcpuNs).
@@ -206,7 +217,7 @@ export class WorkloadThreads {
 
   /** Runs every thread to its end, flushes what the DMA API deferred, and gives the run's result. */
   async run(thread: (t: number) => Promise<void>, counters: () => Record<string, number>): Promise<WorkloadRun> {
-    await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t)));
+    await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t).finally(() => this.env.step?.leave(t))));
     await this.env.dma.drain();
     return { elapsedNs: nowNs() - this.t0, modeledPerThreadNs: this.env.kernel.vcpuNs, operations: this.nextOpId - 1, counters: counters() };
   }

@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import type { RunResult } from '../../services/controller/results.js';
+import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
+
+/**
+ * Live migration in the middle of a run: VM 0 (one vSMMU with 2 VCMDQs, 2 vCPUs, 40 map+unmap
+ * iterations) migrates after 40 of its 80 operations to a destination with fewer free VCMDQs. Its
+ * VMM destroys the HW queues (last first) and allocates what the destination has (first first);
+ * the vCPU whose VCMDQ is gone falls back to the trapped vSMMU queue.
+ */
+const base = { topology: { psmmus: 1, vcmdqsPerVsmmu: 2 }, workload: { ops: 40, threads: 2 } };
+const fx = useProcessTree(resolveScenario(base));
+
+function migrating(destVcmdqs: number, atOp = 40): ReturnType<typeof resolveScenario> {
+  return resolveScenario({ ...base, workload: { ...base.workload, migration: { atOp, destVcmdqs } } });
+}
+
+function op(run: RunResult, name: string): RunResult['ops'][number] {
+  const o = run.ops.find((x) => x.op === name);
+  if (!o) throw new Error(`no ${name} in ${run.ops.map((x) => x.op).join(', ')}`);
+  return o;
+}
+
+const DIRECT = { exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 };
+const TRAPPED = { exit: 1, user: 1, ioctl: 1, hw: 1, direct: 0 };
+const NONE = { exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 };
+
+describe('live migration to a host with fewer free VCMDQs', () => {
+  it('one VCMDQ left: before, both vCPUs unmap direct; after, one stays direct and the other traps', async () => {
+    await withSession(fx, async (session) => {
+      const run = await session.run(migrating(1), 'nested-smmuv3-vcmdq', testProfile);
+      expect(run.ops.map((o) => o.op)).toEqual(['map@before', 'unmap@before', 'map@after', 'unmap@after']);
+      for (const name of ['map@before', 'unmap@before', 'map@after', 'unmap@after']) expect(op(run, name).count, name).toBe(20);
+      expect(op(run, 'map@before').transitions).toEqual(NONE);
+      expect(op(run, 'map@after').transitions).toEqual(NONE);
+      expect(op(run, 'unmap@before').transitions).toEqual(DIRECT);
+      // Per unmap after the step: half of them (vCPU 0's) direct, half (vCPU 1's) the whole trapped path.
+      expect(op(run, 'unmap@after').transitions).toEqual({ exit: 0.5, user: 0.5, ioctl: 0.5, hw: 0.5, direct: 0.5 });
+      expect(op(run, 'unmap@after').modeledNs.mean).toBeGreaterThan(op(run, 'unmap@before').modeledNs.mean);
+      expect(run.workloadCounters).toMatchObject({ migrations: 1, hwQueuesBefore: 2, hwQueuesAfter: 1 });
+      // vCPU 1's 10 unmaps after the step went through QEMU and the pSMMU's main queue.
+      expect(run.counters['qemu-0']).toMatchObject({ exits: 10, migrations: 1, hwQueuesDestroyed: 2, hwQueuesAllocated: 1 });
+      expect(run.counters['vfio']).toMatchObject({ hwQueueDestroy: 2, hwQueueAlloc: 1 });
+      expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 30, commands: 10, vcmdqsUnmapped: 2, vcmdqsMapped: 1, vevents: 0 });
+      expect(run.counters['kvm']).toMatchObject({ migrations: 1 });
+    });
+  });
+
+  it('no VCMDQ left: every unmap after the step takes the trapped path', async () => {
+    await withSession(fx, async (session) => {
+      const run = await session.run(migrating(0), 'nested-smmuv3-vcmdq', testProfile);
+      expect(op(run, 'unmap@before').transitions).toEqual(DIRECT);
+      expect(op(run, 'unmap@after').transitions).toEqual(TRAPPED);
+      expect(run.workloadCounters).toMatchObject({ migrations: 1, hwQueuesAfter: 0 });
+      expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 20, commands: 20, vcmdqsUnmapped: 2, vcmdqsMapped: 0 });
+    });
+  });
+
+  it('as many VCMDQs free: the re-created queues carry on, direct', async () => {
+    await withSession(fx, async (session) => {
+      const run = await session.run(migrating(2), 'nested-smmuv3-vcmdq', testProfile);
+      expect(op(run, 'unmap@after').transitions).toEqual(DIRECT);
+      expect(run.workloadCounters).toMatchObject({ migrations: 1, hwQueuesAfter: 2 });
+      expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 40, commands: 0, vcmdqsUnmapped: 2, vcmdqsMapped: 2 });
+    });
+  });
+
+  it('without VCMDQs the VM moves with nothing to re-create, and without a step the names stay plain', async () => {
+    await withSession(fx, async (session) => {
+      const run = await session.run(migrating(0), 'nested-smmuv3', testProfile);
+      expect(op(run, 'unmap@before').transitions).toEqual(TRAPPED);
+      expect(op(run, 'unmap@after').transitions).toEqual(TRAPPED);
+      expect(run.workloadCounters).toMatchObject({ migrations: 1, hwQueuesBefore: 0, hwQueuesAfter: 0 });
+      const plain = await session.run(resolveScenario(base), 'nested-smmuv3-vcmdq', testProfile);
+      expect(plain.ops.map((o) => o.op)).toEqual(['map', 'unmap']);
+      expect(plain.workloadCounters['migrations']).toBeUndefined();
+    });
+  });
+});
