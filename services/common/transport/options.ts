@@ -16,8 +16,10 @@ export const MAX_CONTROL_REPLY_BYTES = 1024 * 1024 * 1024;
 export const CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.use_local_subchannel_pool': 1,
   'grpc.enable_http_proxy': 0,
-  'grpc.keepalive_time_ms': 10_000,
-  'grpc.keepalive_timeout_ms': 5_000,
+  // Lenient: a process starved of CPU (many roles on two cores) must not lose its links; a peer
+  // that died is noticed by the launcher and the per-call deadlines, not by keepalive.
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 20_000,
   'grpc.keepalive_permit_without_calls': 1,
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
