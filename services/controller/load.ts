@@ -14,17 +14,20 @@ function round(x: number): number {
  * operation returned (the unmap, the workload's main operation), so `completed` counts those; the
  * achieved rate is completed arrivals per second from the run's start (the schedule's zero) to its
  * end, in measured time and in modeled time (from the queueing model, so an arrival that waited for
- * a busy thread or a lock makes the modeled run longer).
+ * a busy thread or a lock makes the modeled run longer). workload.rate is each VM's (every guest
+ * draws its own arrivals at that rate), so the achieved rate is per VM too: the completed arrivals
+ * of all VMs over their number, else N VMs at half the rate each would pass as twice the rate.
  */
 export function loadOf(run: RunResult): LoadResult | undefined {
   const requested = run.workload.rate;
   if (!(requested > 0)) return undefined;
   const completed = mainOp(run)?.count ?? 0;
+  const vms = Math.max(1, run.topology.vms);
   // run.elapsedSec is rounded to the millisecond, too coarse for a short run; the measured
   // throughput was computed from the unrounded time over every operation, so scale it instead.
   const totalOps = run.ops.reduce((n, o) => n + o.count, 0);
-  const measured = totalOps > 0 ? (run.throughput.opsPerSecMeasured * completed) / totalOps : 0;
-  const modeled = run.modeledElapsedNs > 0 ? completed / (run.modeledElapsedNs / 1e9) : 0;
+  const measured = totalOps > 0 ? (run.throughput.opsPerSecMeasured * completed) / totalOps / vms : 0;
+  const modeled = run.modeledElapsedNs > 0 ? completed / vms / (run.modeledElapsedNs / 1e9) : 0;
   return {
     requestedPerSec: requested,
     achievedPerSec: { measured: round(measured), modeled: round(modeled) },

@@ -63,7 +63,7 @@ export interface ModeledResource {
 /** An open-loop run's load (workload.rate > 0): requested against achieved arrivals per second. */
 export interface LoadResult {
   requestedPerSec: number;
-  /** Completed arrivals per second from the run's start to its end: measured time, and modeled time (after queueing). */
+  /** Completed arrivals per second and per VM (requestedPerSec is each VM's) from the run's start to its end: measured time, and modeled time (after queueing). */
   achievedPerSec: { measured: number; modeled: number };
   arrivals: ArrivalProcess;
   /** Arrivals completed (their last operation, the unmap, returned). */

@@ -31,7 +31,9 @@ export function processSpecs(s: Scenario): ProcessSpec[] {
  * VMs in turn (device n goes to VM n mod vms). So with devicesPerPsmmu = vms every VM has one
  * device behind every pSMMU (the case where a single vSMMU must broadcast), and with one device
  * per pSMMU the pSMMUs are shared out among the VMs. A device's vSID is the RID its VM sees (bus 0,
- * one device number each, counted per VM); its pSID is the host RID.
+ * one device number each, counted per VM); its pSID is the host RID: bus p + 1, device d mod 32,
+ * function d / 32 (past 32 devices a bus runs out of device numbers, and a bare d << 3 would spill
+ * into the bus byte and give two devices one STE).
  */
 export function devices(s: Scenario): Device[] {
   const out: Device[] = [];
@@ -42,7 +44,7 @@ export function devices(s: Scenario): Device[] {
       const vm = n % s.topology.vms;
       const k = perVm[vm] ?? 0;
       perVm[vm] = k + 1;
-      out.push({ vm, psmmu: p, vsid: (k + 1) << 3, psid: ((p + 1) << 8) | (d << 3) });
+      out.push({ vm, psmmu: p, vsid: (k + 1) << 3, psid: ((p + 1) << 8) | ((d & 31) << 3) | (d >> 5) });
     }
   }
   return out;

@@ -124,6 +124,7 @@ class PsmmuRole implements RoleInstance {
     ctx.charge('smmu.cmd_exec', r.executed);
     ctx.charge('smmu.sync', r.syncs);
     this.counters.commands += r.executed;
+    this.counters.wasted += r.wasted;
     this.counters.syncs += r.syncs;
     return { status: r.error ? -Errno.EIO : 0, payload: consReg(this.cmdq.cons) };
   }

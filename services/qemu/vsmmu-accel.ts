@@ -137,7 +137,11 @@ class AcceleratedVsmmu extends VsmmuCmdq {
     // Per target, the commands it gets, in guest order, with their index in the batch.
     const plan = new Map<ViommuObject, number[]>();
     commands.forEach((bytes, i) => {
-      for (const v of this.route(vsmmu, decodeCommand(bytes, 0), ctx)) {
+      const cmd = decodeCommand(bytes, 0);
+      // A CFGI_CD in a batch (per-batch never passes it through execute) moves an ASID too: the
+      // commands after it route by the CDs as they are now.
+      if (cmd.opcode === Opcode.CFGI_CD || cmd.opcode === Opcode.CFGI_CD_ALL) this.asids = undefined;
+      for (const v of this.route(vsmmu, cmd, ctx)) {
         const list = plan.get(v) ?? [];
         list.push(i);
         plan.set(v, list);
