@@ -168,7 +168,12 @@ export function describeRun(values: PointValues, model: string): string {
 
 /** The operation a sweep reports for a run: unmap, or else the workload's most frequent one (sva-unmap-storm: invalidate). */
 export function mainOp(run: RunResult): OpResult | undefined {
-  return run.ops.find((o) => o.op === 'unmap') ?? [...run.ops].sort((a, b) => b.count - a.count)[0];
+  // A migrated VM reports its unmaps as unmap@before and unmap@after: the state it ends in counts.
+  for (const name of ['unmap', 'unmap@after', 'unmap@before']) {
+    const o = run.ops.find((x) => x.op === name);
+    if (o && o.count > 0) return o;
+  }
+  return [...run.ops].sort((a, b) => b.count - a.count)[0];
 }
 
 /** results.csv of a sweep: a header, then one record per run. */

@@ -227,6 +227,10 @@ describe('mainOp', () => {
     expect(mainOp(run({}, 'm', [op('invalidate', 100)]))?.op).toBe('invalidate');
     expect(mainOp(run({}, 'm', []))).toBeUndefined();
   });
+
+  it('is the unmap after a migration when the VM migrated', () => {
+    expect(mainOp(run({}, 'm', [op('map@before', 50), op('unmap@before', 50), op('map@after', 20), op('unmap@after', 20)]))?.op).toBe('unmap@after');
+  });
 });
 
 describe('CSV (RFC 4180)', () => {
