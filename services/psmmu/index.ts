@@ -93,15 +93,7 @@ class PsmmuRole implements RoleInstance {
     if (req.payload.length === 0 || req.payload.length % CMD_SIZE !== 0) return { status: -Errno.EINVAL, payload: EMPTY };
     this.counters.submissions += 1;
     if (this.cmdq.halted || !this.cmdq.write(req.payload)) return { status: -Errno.EIO, payload: consReg(this.cmdq.cons) };
-    const r = this.cmdq.consume();
-    // One CMDQ per SMMU: every submitter's commands execute one batch after another.
-    await ctx.hold(`${this.name}.cmdq`, () => {
-      ctx.charge('smmu.cmd_exec', r.executed);
-      ctx.charge('smmu.sync', r.syncs);
-    });
-    this.counters.commands += r.executed;
-    this.counters.wasted += r.wasted;
-    this.counters.syncs += r.syncs;
+    const r = await this.consume(ctx);
     if (r.error) {
       this.counters.errors += 1;
       return { status: -Errno.EIO, payload: consReg(this.cmdq.cons) };
@@ -120,13 +112,24 @@ class PsmmuRole implements RoleInstance {
     if (!this.cmdq.halted || ((mmio.data ^ this.cmdq.gerror) & GERROR_CMDQ_ERR) !== 0) return { status: 0, payload: consReg(this.cmdq.cons) };
     const slot = req.guestMemory[0]?.data;
     this.cmdq.acknowledge(slot && slot.length === CMD_SIZE ? slot : undefined);
+    const r = await this.consume(ctx);
+    return { status: r.error ? -Errno.EIO : 0, payload: consReg(this.cmdq.cons) };
+  }
+
+  /**
+   * The SMMU runs its CMDQ from CONS to PROD. One CMDQ per SMMU: every submitter's commands execute
+   * one batch after another, which the operation records as a hold of the queue in modeled time.
+   */
+  private async consume(ctx: OpContext): Promise<ReturnType<PhysicalCmdq['consume']>> {
     const r = this.cmdq.consume();
-    ctx.charge('smmu.cmd_exec', r.executed);
-    ctx.charge('smmu.sync', r.syncs);
+    await ctx.hold(`${this.name}.cmdq`, () => {
+      ctx.charge('smmu.cmd_exec', r.executed);
+      ctx.charge('smmu.sync', r.syncs);
+    });
     this.counters.commands += r.executed;
     this.counters.wasted += r.wasted;
     this.counters.syncs += r.syncs;
-    return { status: r.error ? -Errno.EIO : 0, payload: consReg(this.cmdq.cons) };
+    return r;
   }
 
   /** The run begins: the devices start their DMA. */
