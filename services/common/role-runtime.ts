@@ -37,6 +37,8 @@ interface Configured {
 /** One role process: its server, its links, its model, and its lifecycle. */
 export class RoleProcess {
   private configured: Configured | undefined;
+  /** The controller's memory-file folder (given at birth, or by the last run configured; see orphaned()). */
+  private ramDir: string;
   private readonly emptyStart: StartReply = { ops: [], hops: [], elapsedSec: 0, modeledElapsedNs: 0, guestCommands: 0 };
 
   constructor(
@@ -44,7 +46,10 @@ export class RoleProcess {
     readonly index: number,
     private readonly factory: RoleFactory,
     readonly log: Logger,
-  ) {}
+    ramDir?: string,
+  ) {
+    this.ramDir = ramDir ?? '';
+  }
 
   get name(): string {
     return endpointName(this.role, this.index);
@@ -90,6 +95,7 @@ export class RoleProcess {
       throw err;
     }
     this.configured = { topology, self, endpoints, costs, instance, links };
+    this.ramDir = topology.ramDir;
     log.debug({ model: topology.model, peers: [...links.keys()] }, 'configured');
   }
 
@@ -159,6 +165,22 @@ export class RoleProcess {
     return linkService(() => this.configured?.self.id ?? 0, this.handleRequest, (err) => this.log.error({ err }, 'link handler failed'));
   }
 
+  /**
+   * The controller died without stopping the run (SIGKILL): nobody else will remove the run's
+   * memory files, which live on tmpfs and hold RAM, so every orphaned role removes the folder
+   * (they race harmlessly; files still mapped by a sibling vanish when it exits).
+   */
+  orphaned(): void {
+    if (!this.ramDir) return;
+    try {
+      // A sibling may still be closing its files in there: retry on ENOTEMPTY/EBUSY.
+      rmSync(this.ramDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
+    } catch (err) {
+      // Whatever is left, the process must still stop.
+      this.log.warn({ err, ramDir: this.ramDir }, 'could not remove the run\'s memory files');
+    }
+  }
+
   close(): Promise<void> {
     return this.teardown();
   }
@@ -183,6 +205,8 @@ export interface RoleArgs {
   index: number;
   listen: Listen;
   logLevel: string | undefined;
+  /** The controller's memory-file folder for this tree, removed if the controller dies. */
+  ramDir: string | undefined;
 }
 
 export function parseRoleArgs(argv: string[]): RoleArgs {
@@ -194,6 +218,7 @@ export function parseRoleArgs(argv: string[]): RoleArgs {
       'socket-dir': { type: 'string' },
       listen: { type: 'string' },
       'log-level': { type: 'string' },
+      'ram-dir': { type: 'string' },
     },
     strict: true,
   });
@@ -211,7 +236,7 @@ export function parseRoleArgs(argv: string[]): RoleArgs {
   } else {
     throw new Error('one of --socket-dir DIR or --listen HOST:PORT is required');
   }
-  return { role, index, listen, logLevel: values['log-level'] };
+  return { role, index, listen, logLevel: values['log-level'], ramDir: values['ram-dir'] };
 }
 
 /**
@@ -224,7 +249,7 @@ export async function runRoleProcess(argv: string[]): Promise<void> {
   const name = endpointName(args.role, args.index);
   const log = createLogger({ role: args.role, name }, resolveLogLevel(args.logLevel));
   const factory = await loadRole(args.role);
-  const proc = new RoleProcess(args.role, args.index, factory, log);
+  const proc = new RoleProcess(args.role, args.index, factory, log, args.ramDir);
   const p = protos();
   const served = await serve(args.listen, (server) => {
     server.addService(p.control.vmmsim.v1.Control.service, proc.controlService());
@@ -248,11 +273,16 @@ export async function runRoleProcess(argv: string[]): Promise<void> {
     // The controller owns the run: a terminal's Ctrl-C reaches the whole process group, and the
     // controller decides the order of shutdown, so a child ignores SIGINT while it has a parent.
     process.on('SIGINT', () => undefined);
-    process.on('disconnect', () => stop(0, 'parent gone'));
+    const orphaned = (): void => {
+      if (stopping) return;
+      proc.orphaned();
+      stop(0, 'parent gone');
+    };
+    process.on('disconnect', orphaned);
     const parent = process.ppid;
     // A second guard in case the IPC channel is not noticed: reparenting means the parent died.
     setInterval(() => {
-      if (process.ppid !== parent) stop(0, 'parent gone');
+      if (process.ppid !== parent) orphaned();
     }, 500).unref();
   } else {
     process.on('SIGINT', () => stop(0, 'SIGINT'));

@@ -375,7 +375,7 @@ export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abo
   const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-'));
   // Guest RAM and host tables are files every process of the host maps; tmpfs keeps them in RAM.
   const ramDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-ram-'));
-  const tree = new ProcessTree({ socketDir, transport: settings.transport, logLevel: settings.logLevel, startTimeoutMs: settings.startTimeoutMs, log });
+  const tree = new ProcessTree({ socketDir, ramDir, transport: settings.transport, logLevel: settings.logLevel, startTimeoutMs: settings.startTimeoutMs, log });
   tree.on('exit', abort.abort);
   const lastResort = (): void => {
     tree.killAll();

@@ -20,6 +20,11 @@ export interface StartedProcess extends ProcessSpec {
 
 export interface LaunchOptions {
   socketDir: string;
+  /**
+   * The run's memory-file folder (on tmpfs). The roles are told at birth so that, if the
+   * controller is killed outright, they remove it themselves even before any run was configured.
+   */
+  ramDir?: string;
   transport: 'unix' | 'tcp';
   logLevel: string;
   startTimeoutMs: number;
@@ -57,7 +62,7 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
   private startOne(spec: ProcessSpec): Promise<StartedProcess> {
     const name = endpointName(spec.role, spec.index);
     const listen = this.opts.transport === 'unix' ? ['--socket-dir', this.opts.socketDir] : ['--listen', '127.0.0.1:0'];
-    const args = [roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel];
+    const args = [roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel, ...(this.opts.ramDir ? ['--ram-dir', this.opts.ramDir] : [])];
     return new Promise<StartedProcess>((resolve, reject) => {
       let child: ChildProcess;
       try {

@@ -3,6 +3,7 @@
  * itself is killed: exit code, results.json, and no process left (asked of the OS by marker).
  * A long run is `--ops 0 --duration 30`: it would last 30 s, so each test ends it itself.
  */
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { CliRun } from '../helpers/cli.js';
@@ -89,7 +90,9 @@ describe('signals and crashes during a long run', () => {
     expect(entries(tmp), 'socket folder removed').toEqual([]);
   });
 
-  it('SIGKILL of the controller: every role process exits by itself', async () => {
+  it('SIGKILL of the controller: every role process exits by itself and removes the run\'s memory files', async () => {
+    const ramDirs = (): string[] => (existsSync('/dev/shm') ? readdirSync('/dev/shm').filter((d) => d.startsWith('vmmsim-ram-')) : []);
+    const before = new Set(ramDirs());
     const { run, pids } = await startLongRun();
     expect([...pids.keys()].sort()).toEqual([...ROLES].sort());
     run.child.kill('SIGKILL');
@@ -97,5 +100,7 @@ describe('signals and crashes during a long run', () => {
     expect(r.signal).toBe('SIGKILL');
     // Nobody stops them: they notice their IPC channel closed (or that they were reparented).
     expect(await waitForNoProcesses(run.marker, 10_000)).toEqual([]);
+    // The controller could not remove its RAM folder on tmpfs; the orphaned roles did.
+    expect(ramDirs().filter((d) => !before.has(d))).toEqual([]);
   });
 });
