@@ -2,6 +2,7 @@ import { Errno } from '../common/errors.js';
 import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
 import type { StartReply } from '../common/generated/vmmsim/v1/StartReply.js';
 import type { OpContext } from '../common/op-context.js';
+import { DeviceDma } from '../common/device-dma.js';
 import { Random } from '../common/random.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import { decodeMmio } from '../common/kvm-run.js';
@@ -10,7 +11,6 @@ import { GERROR_CMDQ_ERR, SMMU_REG } from '../common/smmu/registers.js';
 import type { Endpoint } from '../common/topology.js';
 import { AddressSpace, HostPhysical } from './address-space.js';
 import { PhysicalCmdq } from './cmdq.js';
-import { DmaEngine } from './dma.js';
 import { EventQueue } from './events.js';
 import { Iotlb } from './iotlb.js';
 import { Translator } from './translate.js';
@@ -27,7 +27,7 @@ class PsmmuRole implements RoleInstance {
   private readonly events = new EventQueue();
   private readonly translator: Translator;
   private readonly cmdq: PhysicalCmdq;
-  private readonly dma: DmaEngine;
+  private readonly dma: DeviceDma;
   private readonly vintf: VintfPage;
   private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, errors: 0 };
   private readonly name: string;
@@ -44,11 +44,11 @@ class PsmmuRole implements RoleInstance {
     this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator, (cmd) => this.relevant(sids, cmd));
     this.vintf = new VintfPage(k, t, this.iotlb, env.log);
     // Under emulated-smmuv3 the devices are QEMU's emulated ones: their DMA never reaches a pSMMU.
-    const devices = t.model === 'emulated-smmuv3' ? [] : t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, vm: d.vm, sid: d.psid }] : []));
-    this.dma = new DmaEngine(
+    const devices = t.model === 'emulated-smmuv3'
+      ? []
+      : t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, sid: d.psid, ram: () => this.space.guest(d.vm), iommu: this.translator }] : []));
+    this.dma = new DeviceDma(
       devices,
-      this.space,
-      this.translator,
       { rate: t.device?.dmaRate ?? 0, lingerMs: t.device?.lingerMs ?? 0, lingerShare: t.device?.lingerShare ?? 0 },
       new Random(t.seed, 1000 + k),
     );

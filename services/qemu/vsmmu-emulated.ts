@@ -9,7 +9,7 @@ import type { RoleEnv } from '../common/role-api.js';
 import { Opcode, readSid, tlbiRangePages, type DecodedCommand } from '../common/smmu/commands.js';
 import { EVENT, decodeCd } from '../common/smmu/structures.js';
 import { registerVmmDevice } from './device.js';
-import { EmulatedDma, type DmaTranslator, type EmulatedDevice } from './emulated-device.js';
+import { DeviceDma, type DmaDevice, type DmaTranslator } from '../common/device-dma.js';
 import { NO_VMID, SoftIotlb } from './soft-iotlb.js';
 import { VsmmuCmdq } from './vsmmu-cmdq.js';
 
@@ -182,7 +182,7 @@ export class EmulatedSmmu implements DmaTranslator {
 class EmulatedVsmmu extends VsmmuCmdq {
   private readonly smmus: EmulatedSmmu[];
   private readonly guestRam: Memory;
-  private readonly dma: EmulatedDma;
+  private readonly dma: DeviceDma;
   private readonly counters = { commands: 0, invalidations: 0, cfgi: 0 };
 
   constructor(env: RoleEnv) {
@@ -197,9 +197,10 @@ class EmulatedVsmmu extends VsmmuCmdq {
       const streams = new Map(mine.filter((d) => d.vsmmu === i).map((d) => [d.sid, cdIpa(d.index)]));
       return new EmulatedSmmu(this.guestRam, streams, readNs);
     });
-    const devices: EmulatedDevice[] = mine.map((d) => ({ index: d.index, sid: d.sid, iommu: this.smmus[d.vsmmu] as EmulatedSmmu }));
+    const ram = this.guestRam;
+    const devices: DmaDevice[] = mine.map((d) => ({ index: d.index, sid: d.sid, ram: () => ram, iommu: this.smmus[d.vsmmu] as EmulatedSmmu }));
     const traffic = t.device;
-    this.dma = new EmulatedDma(devices, this.guestRam, { rate: traffic?.dmaRate ?? 0, lingerMs: traffic?.lingerMs ?? 0, lingerShare: traffic?.lingerShare ?? 0 }, new Random(t.seed, 2000 + vm));
+    this.dma = new DeviceDma(devices, { rate: traffic?.dmaRate ?? 0, lingerMs: traffic?.lingerMs ?? 0, lingerShare: traffic?.lingerShare ?? 0 }, new Random(t.seed, 2000 + vm));
   }
 
   protected async execute(vsmmu: number, cmd: DecodedCommand, bytes: Buffer, ctx: OpContext): Promise<boolean> {

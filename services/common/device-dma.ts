@@ -3,20 +3,22 @@ import { DeviceRing, SlotState, type RingSlot } from '../common/device-ring.js';
 import { PAGE_SIZE, type Memory } from '../common/memory.js';
 import type { Random } from '../common/random.js';
 
-/** What an emulated device's DMA goes through: its vIOMMU's translation of one access. */
+/** What a device's DMA goes through: its IOMMU's translation of one access (a pSMMU, or a VMM's emulated vIOMMU). */
 export interface DmaTranslator {
   translate(sid: number, iova: number, write: boolean): { stale: boolean };
 }
 
-export interface EmulatedDevice {
+export interface DmaDevice {
   /** The guest's device number (which ring it reads). */
   index: number;
-  /** The StreamID the guest knows it by (its vSID). */
+  /** The StreamID its IOMMU knows it by (the pSID behind a pSMMU, the vSID behind an emulated vSMMU). */
   sid: number;
+  /** The guest RAM holding its ring, or undefined while it is not mapped yet. */
+  ram(): Memory | undefined;
   iommu: DmaTranslator;
 }
 
-export interface EmulatedDmaSettings {
+export interface DmaSettings {
   /** Accesses per second per device. */
   rate: number;
   /** How long a buggy or hostile device keeps touching a buffer after its unmap returned. */
@@ -25,11 +27,10 @@ export interface EmulatedDmaSettings {
   lingerShare: number;
 }
 
-/** The same accounting as the physical devices' (services/psmmu/dma.ts), so the two add up. */
-export interface EmulatedDmaCounters {
+export interface DmaCounters {
   /** Accesses to a buffer whose dma_unmap had returned (a use-after-unmap attempt). */
   useAfterUnmap: number;
-  /** Of those, the ones the vIOMMU translated from a stale IOTLB entry: the security window. */
+  /** Of those, the ones the IOMMU translated from a stale IOTLB entry: the security window. */
   staleTranslations: number;
   /** Stale hits on buffers still being unmapped (the device raced the driver's retire). */
   staleDuringUnmap: number;
@@ -48,14 +49,15 @@ const TICK_MS = 1;
 const MAX_PER_TICK = 1000;
 
 /**
- * The device models of one VMM (a NIC, a disk controller QEMU emulates) doing DMA through the
- * VMM's emulated vIOMMU: each tick a device reads its ring in guest RAM (the buffers its driver
- * posted) and translates accesses into them. A device set to linger keeps touching buffers whose
- * unmap returned. The ring is read before the accesses, so a buffer seen UNMAPPED had its unmap
- * (and in strict mode its invalidation, which runs in this same process) completed first.
+ * Devices doing DMA at a set rate through their IOMMU: the assigned devices behind a physical SMMU,
+ * or the device models of a VMM behind its emulated vIOMMU. Each tick a device reads its ring in
+ * guest RAM (the buffers its driver posted) and translates accesses into them; a device set to
+ * linger remembers buffers whose unmap returned and keeps touching them for a while. The ring is
+ * read before the accesses, so a buffer seen UNMAPPED had its unmap (and, in strict mode, its
+ * invalidation) completed before any access to it.
  */
-export class EmulatedDma {
-  readonly counters: EmulatedDmaCounters = { useAfterUnmap: 0, staleTranslations: 0, staleDuringUnmap: 0, idle: 0 };
+export class DeviceDma {
+  readonly counters: DmaCounters = { useAfterUnmap: 0, staleTranslations: 0, staleDuringUnmap: 0, idle: 0 };
   private timer: NodeJS.Timeout | undefined;
   private startedNs = 0;
   private issued = 0;
@@ -65,9 +67,8 @@ export class EmulatedDma {
   private readonly seen = new Map<number, Map<number, { seq: number; state: number }>>();
 
   constructor(
-    private readonly devices: readonly EmulatedDevice[],
-    private readonly ram: Memory,
-    private readonly settings: EmulatedDmaSettings,
+    private readonly devices: readonly DmaDevice[],
+    private readonly settings: DmaSettings,
     private readonly random: Random,
   ) {}
 
@@ -91,14 +92,18 @@ export class EmulatedDma {
     for (const dev of this.devices) this.run(dev, Math.min(due, MAX_PER_TICK), now);
   }
 
-  private run(dev: EmulatedDevice, accesses: number, now: number): void {
-    const posted = this.observe(dev, DeviceRing.read(this.ram, dev.index), now);
+  private run(dev: DmaDevice, accesses: number, now: number): void {
+    const ram = dev.ram();
+    if (!ram) return;
+    const posted = this.observe(dev, DeviceRing.read(ram, dev.index), now);
     const lingering = [...(this.lingering.get(dev.index)?.values() ?? [])].filter((l) => l.until > now);
     for (let i = 0; i < accesses; i++) {
       if (lingering.length > 0 && this.random.next() < this.settings.lingerShare) {
         const l = lingering[this.random.int(lingering.length)] as Lingering;
-        // The IOVA may be live again by now: look at the ring right before the access.
-        const life = lifeOf(DeviceRing.read(this.ram, dev.index), l.iova);
+        // The IOVA may be live again by now: look at the ring right before the access. Nothing
+        // else inserts IOTLB entries in between (this thread is the only walker), so a stale hit
+        // on an IOVA whose every use is UNMAPPED here outlived an unmap that had returned.
+        const life = lifeOf(DeviceRing.read(ram, dev.index), l.iova);
         const stale = this.access(dev, l.iova, l.pages);
         if (life === SlotState.POSTED) continue;
         if (life === SlotState.RETIRED) {
@@ -119,13 +124,13 @@ export class EmulatedDma {
   }
 
   /** One access somewhere in the buffer, a read or a write; true if it was served from a stale entry. */
-  private access(dev: EmulatedDevice, iova: number, pages: number): boolean {
+  private access(dev: DmaDevice, iova: number, pages: number): boolean {
     const va = iova + this.random.int(Math.max(1, pages)) * PAGE_SIZE + this.random.int(PAGE_SIZE / 64) * 64;
     return dev.iommu.translate(dev.sid, va, this.random.next() < 0.5).stale;
   }
 
   /** Notes buffers that became UNMAPPED since the last look; returns the POSTED ones. */
-  private observe(dev: EmulatedDevice, ring: readonly RingSlot[], now: number): RingSlot[] {
+  private observe(dev: DmaDevice, ring: readonly RingSlot[], now: number): RingSlot[] {
     const seen = mapOf(this.seen, dev.index);
     const lingering = mapOf(this.lingering, dev.index);
     const posted: RingSlot[] = [];

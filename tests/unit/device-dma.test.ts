@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { DeviceRing, SlotState } from '../../services/common/device-ring.js';
 import { PhysMemory } from '../../services/common/memory.js';
 import { Random } from '../../services/common/random.js';
-import { EmulatedDma, type DmaTranslator } from '../../services/qemu/emulated-device.js';
+import { DeviceDma, type DmaTranslator } from '../../services/common/device-dma.js';
 
-/** A vIOMMU stand-in: records accesses and answers stale for the IOVAs it is told. */
+/** An IOMMU stand-in: records accesses and answers stale for the IOVAs it is told. */
 class Recorder implements DmaTranslator {
   readonly accesses: { sid: number; iova: number }[] = [];
   readonly staleIovas = new Set<number>();
@@ -17,12 +17,12 @@ class Recorder implements DmaTranslator {
 
 const BUF = 0x1_0000_0000;
 
-describe('an emulated device doing DMA through its vIOMMU', () => {
+describe('a device doing DMA through its IOMMU', () => {
   it('issues the rate\'s accesses into the buffers posted in its ring, under its StreamID', () => {
     const ram = new PhysMemory();
     new DeviceRing(ram, 2).post(0, BUF, 2);
     const iommu = new Recorder();
-    const dma = new EmulatedDma([{ index: 2, sid: 24, iommu }], ram, { rate: 1000, lingerMs: 0, lingerShare: 0 }, new Random(1));
+    const dma = new DeviceDma([{ index: 2, sid: 24, ram: () => ram, iommu }], { rate: 1000, lingerMs: 0, lingerShare: 0 }, new Random(1));
     dma.tick(50e6); // 50 ms after the start: 50 accesses due
     expect(iommu.accesses).toHaveLength(50);
     for (const a of iommu.accesses) {
@@ -38,7 +38,7 @@ describe('an emulated device doing DMA through its vIOMMU', () => {
     const ram = new PhysMemory();
     const ring = new DeviceRing(ram, 0);
     const iommu = new Recorder();
-    const dma = new EmulatedDma([{ index: 0, sid: 8, iommu }], ram, { rate: 1000, lingerMs: 100, lingerShare: 1 }, new Random(1));
+    const dma = new DeviceDma([{ index: 0, sid: 8, ram: () => ram, iommu }], { rate: 1000, lingerMs: 100, lingerShare: 1 }, new Random(1));
     dma.tick(10e6);
     expect(dma.counters.idle).toBe(10);
     ring.post(0, BUF, 1);
@@ -56,5 +56,18 @@ describe('an emulated device doing DMA through its vIOMMU', () => {
     expect(iommu.accesses).toHaveLength(20); // none while idle
     expect(dma.counters.useAfterUnmap).toBe(10);
     expect(dma.counters.staleDuringUnmap).toBe(10);
+  });
+
+  it('waits for its guest RAM to be mapped before it reads its ring', () => {
+    const ram = new PhysMemory();
+    new DeviceRing(ram, 0).post(0, BUF, 1);
+    const iommu = new Recorder();
+    const mapping: { ram?: PhysMemory } = {};
+    const dma = new DeviceDma([{ index: 0, sid: 8, ram: () => mapping.ram, iommu }], { rate: 1000, lingerMs: 0, lingerShare: 0 }, new Random(1));
+    dma.tick(10e6);
+    expect(iommu.accesses).toHaveLength(0);
+    mapping.ram = ram;
+    dma.tick(20e6);
+    expect(iommu.accesses).toHaveLength(10);
   });
 });
