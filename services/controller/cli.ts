@@ -158,7 +158,8 @@ export interface TreeSettings {
   startTimeoutMs: number;
 }
 
-interface RunPlan extends TreeSettings {
+/** A command's plan that runs one scenario's models on one process tree (run, compare, saturate). */
+export interface RunPlan extends TreeSettings {
   scenario: Scenario;
   models: ModelName[];
   profile: CostProfile;
@@ -423,6 +424,17 @@ export function finish(failure: VmmsimError | undefined, json: boolean, path: st
 }
 
 /**
+ * --profile measured-host: the calibration run on a command's first tree, its profile written
+ * beside the results; the runs that follow use it.
+ */
+export async function measureHost(session: Session, scenario: Scenario, base: CostProfile, p: { out: string; json: boolean }, abort: RunAbort): Promise<CostProfile> {
+  if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
+  const profile = await abort.race(session.calibrate(scenario, base));
+  writeProfile(p.out, profile);
+  return profile;
+}
+
+/**
  * Runs the plan: starts the process tree, runs each model, and always ends with the tree stopped
  * and results.json written, whatever happened (a crash, a signal, a deadline).
  */
@@ -433,11 +445,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   let failure: VmmsimError | undefined;
   try {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
-      if (p.measureHost) {
-        if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
-        p.profile = await abort.race(session.calibrate(p.scenario, p.profile));
-        writeProfile(p.out, p.profile);
-      }
+      if (p.measureHost) p.profile = await measureHost(session, p.scenario, p.profile, p, abort);
       for (const model of p.models) {
         if (!p.json) process.stderr.write(`vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
         runs.push(await abort.race(session.run(p.scenario, model, p.profile)));
@@ -489,10 +497,7 @@ async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
       if (!first) continue;
       await withTree(p, processSpecs(first.point.scenario), abort, log, async (session) => {
         if (!calibrated) {
-          if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
-          const profile = await abort.race(session.calibrate(first.point.scenario, p.profiles.get(MEASURED_HOST) as CostProfile));
-          p.profiles.set(MEASURED_HOST, profile);
-          writeProfile(p.out, profile);
+          p.profiles.set(MEASURED_HOST, await measureHost(session, first.point.scenario, p.profiles.get(MEASURED_HOST) as CostProfile, p, abort));
           calibrated = true;
         }
         for (const { point, model } of group) {

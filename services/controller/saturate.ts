@@ -10,9 +10,9 @@ import { VmmsimError, asVmmsimError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { loadScenario } from '../common/scenario/load.js';
 import { RATE_WORKLOADS, SCENARIO_SCHEMA, SUPPORTED_MODELS, type ModelName, type NumberField, type ObjectField, type Scenario } from '../common/scenario/schema.js';
-import { RUN_OPTIONS, RunAbort, checkScenario, finish, intOption, modelsFor, optionOverrides, parse, resultsDoc, treeSettings, usageError, withTree, type TreeSettings } from './cli.js';
+import { RUN_OPTIONS, RunAbort, checkScenario, finish, intOption, modelsFor, optionOverrides, parse, resultsDoc, treeSettings, usageError, withTree, measureHost, type RunPlan } from './cli.js';
 import { stepMeasure, withLoad } from './load.js';
-import { defaultOutDir, writeProfile, writeResults, type ResultsDoc, type RunResult, type SaturationMetric, type SaturationResult } from './results.js';
+import { defaultOutDir, writeResults, type ResultsDoc, type RunResult, type SaturationMetric, type SaturationResult } from './results.js';
 import { searchSaturation, type SearchStep } from './saturation-search.js';
 import { processSpecs, type Session } from './session.js';
 import { mainOp } from './sweep.js';
@@ -152,15 +152,8 @@ export async function saturateModel(
   };
 }
 
-export interface SaturatePlan extends TreeSettings, SearchSettings {
-  /** The scenario of the first step (workload.rate = from); each step changes only the rate. */
-  scenario: Scenario;
-  models: ModelName[];
-  profile: CostProfile;
-  measureHost: boolean;
-  out: string;
-  json: boolean;
-}
+/** Its scenario is the first step's (workload.rate = from); each step changes only the rate. */
+export interface SaturatePlan extends RunPlan, SearchSettings {}
 
 /** The largest workload.rate the schema takes. */
 function rateLimit(): number {
@@ -231,11 +224,7 @@ export async function executeSaturate(p: SaturatePlan, log: Logger): Promise<num
   let failure: VmmsimError | undefined;
   try {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
-      if (p.measureHost) {
-        if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
-        p.profile = await abort.race(session.calibrate(p.scenario, p.profile));
-        writeProfile(p.out, p.profile);
-      }
+      if (p.measureHost) p.profile = await measureHost(session, p.scenario, p.profile, p, abort);
       for (const model of p.models) {
         const result = await saturateModel(session, p.scenario, model, p.profile, p, abort, (run, rate) => runs.push({ point: { 'workload.rate': rate }, ...run }), (step) => {
           if (!p.json) process.stderr.write(progressLine(model, step));
