@@ -2,6 +2,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { CostProfile } from '../common/cost/profile.js';
+import type { ResourceStats } from '../common/cost/queueing.js';
 import type { Summary__Output as Summary } from '../common/generated/vmmsim/v1/Summary.js';
 import type { ArrivalProcess, ModelName, Scenario } from '../common/scenario/schema.js';
 import type { TransitionCounts } from '../common/topology.js';
@@ -50,15 +51,8 @@ export interface DmaResult {
   translationCostNs: number;
 }
 
-export interface ModeledResource {
-  resource: string;
-  holds: number;
-  busyNs: number;
-  waitNs: number;
-  maxWaitNs: number;
-  maxQueue: number;
-  utilization: number;
-}
+/** A contended resource over a run (the queueing model's figures) and its utilization of the modeled run. */
+export type ModeledResource = ResourceStats & { utilization: number };
 
 /** An open-loop run's load (workload.rate > 0): requested against achieved arrivals per second. */
 export interface LoadResult {
