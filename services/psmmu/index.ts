@@ -61,16 +61,20 @@ class PsmmuRole implements RoleInstance {
    */
   private relevant(sids: readonly number[], cmd: DecodedCommand): boolean {
     const f = cmd.fields;
-    const ctx = (): { vmid: number; asid: number }[] => sids.flatMap((sid) => this.translator.contextOf(sid) ?? []);
+    const any = (match: (c: { vmid: number; asid: number }) => boolean): boolean =>
+      sids.some((sid) => {
+        const c = this.translator.contextOf(sid);
+        return c !== undefined && match(c);
+      });
     switch (cmd.opcode) {
       case Opcode.TLBI_NH_VA:
       case Opcode.TLBI_NH_ASID:
-        return ctx().some((c) => c.vmid === (f.vmid ?? 0) && c.asid === (f.asid ?? 0));
+        return any((c) => c.vmid === (f.vmid ?? 0) && c.asid === (f.asid ?? 0));
       case Opcode.TLBI_NH_VAA:
       case Opcode.TLBI_NH_ALL:
       case Opcode.TLBI_S12_VMALL:
       case Opcode.TLBI_S2_IPA:
-        return ctx().some((c) => c.vmid === (f.vmid ?? 0));
+        return any((c) => c.vmid === (f.vmid ?? 0));
       case Opcode.ATC_INV:
       case Opcode.CFGI_STE:
       case Opcode.CFGI_CD:

@@ -48,6 +48,8 @@ export interface TranslatorCounters {
  */
 export class Translator {
   private readonly configs = new Map<number, StreamConfig>();
+  /** Configurations read only to account invalidations (contextOf), apart from the DMA path's cache. */
+  private readonly accounting = new Map<number, StreamConfig>();
   readonly counters: TranslatorCounters = { translations: 0, hits: 0, misses: 0, walkAccesses: 0, faults: 0, staleHits: 0, modeledNs: 0 };
 
   constructor(
@@ -60,8 +62,13 @@ export class Translator {
 
   /** CFGI_STE / CFGI_CD / CFGI_CD_ALL for one StreamID, or CFGI_ALL (no argument). */
   invalidateConfig(sid?: number): void {
-    if (sid === undefined) this.configs.clear();
-    else this.configs.delete(sid);
+    if (sid === undefined) {
+      this.configs.clear();
+      this.accounting.clear();
+    } else {
+      this.configs.delete(sid);
+      this.accounting.delete(sid);
+    }
   }
 
   private fault(type: number, sid: number, addr: number, stage2: boolean, reads: number): Translation {
@@ -83,9 +90,14 @@ export class Translator {
 
   /** The VMID and ASID (-1: none) a StreamID's configuration carries, or undefined if it has none. */
   contextOf(sid: number): { vmid: number; asid: number } | undefined {
-    // Read for the accounting only: it must not warm the configuration cache the DMA path uses.
+    const known = this.configs.get(sid) ?? this.accounting.get(sid);
+    if (known) return known;
+    // Read for the accounting only: it must not warm the configuration cache the DMA path uses,
+    // so it is kept apart (and dropped by the same CFGI commands).
     const cfg = this.streamConfig(sid, { reads: 0 }, false);
-    return typeof cfg === 'number' ? undefined : { vmid: cfg.vmid, asid: cfg.asid };
+    if (typeof cfg === 'number') return undefined;
+    this.accounting.set(sid, cfg);
+    return cfg;
   }
 
   /** Reads the STE (and CD) of a StreamID; undefined with an event recorded when they are bad. */
