@@ -166,7 +166,7 @@ export class Session {
       name: `${s.name}-calibration`,
       dma: 'strict',
       device: { ...s.device, dmaRate: 0 },
-      workload: { ...s.workload, kind: 'dma-map-benchmark', trace: '', threads: 1, ops: 500, durationSec: 0, dwellUs: 0, gapUs: 0, rate: 0, migration: { atOp: 0, destVcmdqs: 128 } },
+      workload: { ...s.workload, kind: 'dma-map-benchmark', trace: '', threads: 1, ops: 500, durationSec: 0, dwellUs: 0, gapUs: 0, rate: 0, migration: { ...s.workload.migration, atOp: 0 } },
     };
     const run = await this.run(cal, 'nested-smmuv3', base);
     const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
