@@ -562,8 +562,11 @@ describe('properties', () => {
     fc.assert(
       fc.property(mixedArb, fc.boolean(), (mixed, crlf) => {
         const lines = mixed.map(textOf);
-        const whole = parseTrace(lines.map((l) => l + (crlf ? '\r\n' : '\n')).join(''));
-        const stream = streamed(lines);
+        const text = lines.map((l) => l + (crlf ? '\r\n' : '\n')).join('');
+        const whole = parseTrace(text);
+        // A streaming reader hands over what lies between newlines, a CR of CRLF included (a
+        // line's own trailing CR and that of CRLF are the same bytes to it).
+        const stream = streamed(text.split('\n').slice(0, -1));
         expect(stream).toStrictEqual(whole);
         checkInvariants(whole, lines.length);
         // Every generated valid line is among the events with its own fields.
