@@ -4,12 +4,14 @@
  */
 import { VmmsimError } from '../services/common/errors.js';
 import { broadcastBench } from './broadcast.js';
+import { soakBench } from './soak.js';
 import { transportBench } from './transport.js';
 import { vcmdqBench } from './vcmdq.js';
 import { walkBench } from './walk.js';
 
 const benches: Record<string, (argv: string[]) => Promise<void>> = {
   broadcast: broadcastBench,
+  soak: soakBench,
   transport: transportBench,
   vcmdq: vcmdqBench,
   walk: walkBench,

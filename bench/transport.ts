@@ -27,6 +27,8 @@ import { packageRoot } from '../services/common/paths.js';
 import { LOADER_OPTIONS } from '../services/common/proto.js';
 import { CHANNEL_OPTIONS } from '../services/common/transport/options.js';
 import { LinkClient } from '../services/common/transport/link.js';
+import { linkMetrics } from '../services/common/transport/link-metrics.js';
+import { Registry } from 'prom-client';
 import { ProcessTree } from '../services/controller/launcher.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -79,6 +81,8 @@ options:
   --size N         payload bytes (default 64)
   --json           print one JSON object on stdout (progress still goes to stderr)
   --check          exit 1 when the ratio misses the target
+  --metrics        observe each hop in a Prometheus registry, as a role serving --metrics-port does
+                   (psmmu-0 serves metrics too), to measure what the hop histograms cost
   -h, --help       this text
 `;
 
@@ -89,6 +93,7 @@ interface Options {
   size: number;
   json: boolean;
   check: boolean;
+  metrics: boolean;
 }
 
 const TARGET_RATIO = 1.3;
@@ -101,6 +106,7 @@ function parseOptions(argv: string[]): Options | undefined {
     size: { type: 'string', default: '64' },
     json: { type: 'boolean', default: false },
     check: { type: 'boolean', default: false },
+    metrics: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   });
   if (!a) return undefined;
@@ -112,6 +118,7 @@ function parseOptions(argv: string[]): Options | undefined {
     size: number('size', values.size, 1),
     json: values.json,
     check: values.check,
+    metrics: values.metrics,
   };
 }
 
@@ -239,8 +246,9 @@ const SEGMENT_HELP: Record<Segment, string> = {
   clientReceive: 'reply decoded -> request() promise resumed the caller',
 };
 
-async function vmmsimHop(address: string, payload: Buffer, segments: Record<Segment, RecordableHistogram>): Promise<Transport> {
+async function vmmsimHop(address: string, payload: Buffer, segments: Record<Segment, RecordableHistogram>, metrics: boolean): Promise<Transport> {
   const link = new LinkClient({ selfId: 0, selfName: 'bench', peerId: 1, peerName: 'psmmu-0' }, address, 10_000);
+  if (metrics) link.observeWith(linkMetrics(new Registry()).forLink('bench', 'psmmu-0'));
   await link.open();
   const size = payload.length;
   let opId = 0;
@@ -358,7 +366,7 @@ export async function transportBench(argv: string[]): Promise<void> {
   const perRound = Math.ceil(opts.iterations / opts.rounds);
   const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-bench-'));
   const log = createLogger({ bench: 'transport' }, 'warn');
-  const tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs: 10_000, log });
+  const tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs: 10_000, log, ...(opts.metrics ? { telemetry: { metricsBase: 0 } } : {}) });
   const segments = Object.fromEntries(SEGMENTS.map((s) => [s, createHistogram()])) as Record<Segment, RecordableHistogram>;
   const transports: Transport[] = [];
   let peer: ChildProcess | undefined;
@@ -394,7 +402,7 @@ export async function transportBench(argv: string[]): Promise<void> {
     check();
     transports.push(await rawUds(started.ready.rawPath, payload));
     transports.push(await grpcStream(started.ready.grpcAddress, payload));
-    transports.push(await vmmsimHop(psmmu.address, payload, segments));
+    transports.push(await vmmsimHop(psmmu.address, payload, segments, opts.metrics));
     check();
 
     const run = async (t: Transport, n: number, h: RecordableHistogram | undefined): Promise<void> => {
@@ -464,7 +472,7 @@ export async function transportBench(argv: string[]): Promise<void> {
         vmmsimHop: { ...stats('vmmsimHop'), breakdownUs: breakdown },
         roundRatios,
       },
-      config: { iterations: perRound * opts.rounds, perRound, warmup: opts.warmup, rounds: opts.rounds, payloadBytes: opts.size, order: 'rotating per round' },
+      config: { iterations: perRound * opts.rounds, perRound, warmup: opts.warmup, rounds: opts.rounds, payloadBytes: opts.size, order: 'rotating per round', metrics: opts.metrics },
       machine: { node: process.version, cpus: cpus().length, platform: process.platform, arch: process.arch },
     };
 

@@ -10,6 +10,9 @@ export const ErrorCodes = {
   E_NOT_SUPPORTED: { exit: 2, fix: 'remove the key or use a supported value; vmmsim does not implement it yet' },
   E_TRACE_FILE: { exit: 2, fix: 'give workload.trace the path of a readable ftrace text file (see scenarios/traces/)' },
   E_PROFILE: { exit: 2, fix: 'name a profile in profiles/ or give the path of a profile YAML file' },
+  E_RESULTS_FILE: { exit: 2, fix: 'give the path of a results.json that `vmmsim run`, `compare`, `sweep` or `saturate` wrote' },
+  E_REPORT_FILE: { exit: 2, fix: 'give --html a file path in a folder you can write' },
+  E_METRICS_PORT: { exit: 2, fix: 'give --metrics-port a free port (a launched tree takes PORT for the controller and PORT+1.. for its processes) or stop what listens there; --metrics-host names an address of this host' },
   E_SPAWN: { exit: 1, fix: 'check that `npm ci` completed (it builds dist/) and that the temporary directory is writable' },
   E_PROCESS_EXITED: { exit: 1, fix: 'see the log lines of the named process above; rerun with --log-level debug' },
   E_START_TIMEOUT: { exit: 1, fix: 'the machine may be overloaded; rerun, or raise --start-timeout' },
@@ -17,9 +20,25 @@ export const ErrorCodes = {
   E_DEADLINE: { exit: 1, fix: 'a process stopped answering; check it is not stopped (SIGSTOP) or overloaded' },
   E_RUN: { exit: 1, fix: 'see the log lines above; rerun with --log-level debug' },
   E_INTERRUPTED: { exit: 130, fix: 'the run was interrupted by a signal; partial results were written' },
+  E_TLS: { exit: 2, fix: 'give PEM files: --tls-ca the CA, --tls-cert a certificate it signed (with a SAN for the host or IP it is dialed at, or use --tls-server-name), --tls-key its key (see deploy/README.md)' },
+  E_PEERS_FILE: { exit: 2, fix: 'give a YAML or JSON file `endpoints: [{name: psmmu-0, address: "HOST:PORT"}, ...]` (see deploy/README.md)' },
+  E_LISTEN: { exit: 2, fix: 'give --listen a free HOST:PORT of this host, or unix:/abs/path.sock in a writable folder' },
+  E_RAM_DIR: { exit: 2, fix: 'create or mount the memory folder on the role\'s host, or set ramDir in the --peers file' },
+  E_UNREACHABLE: { exit: 1, fix: 'start the process (`vmmsim serve ROLE --index N`), check its address in the --connect file and, under TLS, its certificate' },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
+
+export function isErrorCode(s: string): s is ErrorCode {
+  return Object.hasOwn(ErrorCodes, s);
+}
+
+/**
+ * Metadata of a failed control call (gRPC) that carries a role's VmmsimError, so the controller
+ * reports it under its own code and fix rather than as E_RUN.
+ */
+export const ERROR_CODE_METADATA = 'vmmsim-error-code';
+export const ERROR_FIX_METADATA = 'vmmsim-error-fix-bin';
 
 export class VmmsimError extends Error {
   readonly code: ErrorCode;
@@ -53,12 +72,14 @@ export const Errno = {
   EIO: 5,
   ENXIO: 6,
   E2BIG: 7,
+  EAGAIN: 11,
   ENOMEM: 12,
   EFAULT: 14,
   EBUSY: 16,
   EEXIST: 17,
   ENODEV: 19,
   EINVAL: 22,
+  ETXTBSY: 26,
   ENOSPC: 28,
   ERANGE: 34,
   EOVERFLOW: 75,

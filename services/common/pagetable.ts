@@ -113,6 +113,38 @@ export class PageTable {
     return counter.writes;
   }
 
+  /**
+   * Clears the block descriptors of `level` over [va, va+size) (both aligned to the block size), as
+   * io-pgtable does when an unmap covers whole blocks; returns how many were valid blocks.
+   */
+  unmapBlocks(va: number, size: number, level: 1 | 2): number {
+    const span = levelSpan(level);
+    if (va % span || size % span) throw new RangeError(`block unmapping needs ${span}-byte alignment`);
+    let cleared = 0;
+    for (let off = 0; off < size; off += span) {
+      const table = this.existingTableAt(va + off, level);
+      if (table === undefined) continue;
+      const addr = table + index(va + off, level) * 8;
+      const lo = this.mem.view(addr, 8).readUInt32LE(0);
+      if (!(lo & VALID) || lo & TABLE_OR_PAGE) continue;
+      this.mem.write(addr, Buffer.alloc(8));
+      cleared += 1;
+    }
+    return cleared;
+  }
+
+  /** The table at `level` holding `va`, if the tables above lead there. */
+  private existingTableAt(va: number, level: number): number | undefined {
+    let table = this.root;
+    for (let l = 0; l < level; l++) {
+      const d = this.mem.view(table + index(va, l) * 8, 8);
+      const lo = d.readUInt32LE(0);
+      if (!(lo & VALID) || !(lo & TABLE_OR_PAGE)) return undefined;
+      table = descOa(lo, d.readUInt32LE(4));
+    }
+    return table;
+  }
+
   /** Clears the leaf entries of `pages` pages; returns how many were mapped (and so were cleared). */
   unmap(va: number, pages: number): number {
     let cleared = 0;

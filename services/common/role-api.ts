@@ -3,8 +3,10 @@ import type { Envelope__Output } from './generated/vmmsim/v1/Envelope.js';
 import type { StartReply } from './generated/vmmsim/v1/StartReply.js';
 import type { Topology__Output } from './generated/vmmsim/v1/Topology.js';
 import type { Logger } from './logger.js';
+import type { Registry } from './metrics.js';
 import type { OpContext } from './op-context.js';
 import type { Endpoint, EndpointTable } from './topology.js';
+import type { OpTracing } from './tracing.js';
 import type { MemoryRange } from './transport/link.js';
 
 /** What the shared runner gives a role's model when a topology is configured. */
@@ -18,6 +20,10 @@ export interface RoleEnv {
   peers: readonly string[];
   /** A fresh operation context for work that starts in this process (the guest's operations). */
   newContext(opId: number, modeledNs: number): OpContext;
+  /** The process's metrics registry for the role's own instruments (--metrics-port); absent when off. */
+  metrics?: Registry;
+  /** Sampled operation traces (--otlp-endpoint), exported by the guest; absent when off. */
+  tracing?: OpTracing;
 }
 
 /** A model's answer to one request; the runner adds modeled time and hop records. */

@@ -8,10 +8,19 @@ import { VmmsimError, asVmmsimError } from '../common/errors.js';
 import { createLogger, isLogLevel, resolveLogLevel, type Logger } from '../common/logger.js';
 import { packageRoot } from '../common/paths.js';
 import { loadScenario } from '../common/scenario/load.js';
-import { MODELS, SUPPORTED_MODELS, SVA_MODELS, describeSchema, type ModelName, type Scenario } from '../common/scenario/schema.js';
+import { checkEmulatedDevices } from '../common/scenario/validate.js';
+import { EMULATED_DEVICE_MODELS, MODELS, SUPPORTED_MODELS, SVA_MODELS, describeSchema, type ModelName, type Scenario } from '../common/scenario/schema.js';
 import { decodeCommand, formatCommand, parseHexWord, CMD_SIZE } from '../common/smmu/commands.js';
 import { MAX_SID_PAIRS } from '../common/iommufd-objects.js';
+import { INSECURE, TLS_OPTIONS, mutualTls, tlsFiles, type TlsFiles } from '../common/transport/credentials.js';
+import { TELEMETRY_HELP, TELEMETRY_OPTIONS, treeDown, treeTelemetry, treeUp, withControllerMetrics, type TreeTelemetry } from './telemetry.js';
+import { CONNECT_HELP, CONNECT_OPTIONS, connectTarget, requireEndpoints, withConnected, type ConnectTarget } from './connect.js';
 import { ProcessTree, type ProcessSpec } from './launcher.js';
+import { failureCause } from './failure-cause.js';
+import { LivenessWatch } from './liveness.js';
+import { SERVE_HELP, serveCommand } from './serve.js';
+import { REPORT_HELP, reportCommand, writeReportBeside } from './report/command.js';
+import { Progress, progressMode } from './progress.js';
 import { toCsv } from './csv.js';
 import { RESULTS_SCHEMA, defaultOutDir, writeFileAtomic, writeProfile, writeResults, type ResultsDoc, type RunResult, type SaturationResult } from './results.js';
 import { Session, processSpecs } from './session.js';
@@ -29,6 +38,8 @@ commands:
   compare [scenario.yaml]   run several architectures on the same scenario, side by side
   sweep [scenario.yaml]     run the cross product of scenario values (--set key=v1,v2,...) and models
   saturate [scenario.yaml]  find each model's highest sustained open-loop rate under a p99 bound
+  serve <role>              run one role process standalone, for run|compare|sweep|saturate --connect
+  report results.json       write an HTML report (charts and every number) of a results.json
   decode-cmd W0 W1 [...]    decode SMMUv3 commands given as pairs of 64-bit hex words
   scenario-keys             list every scenario key with its default and allowed values
   help [command]            this text, or a command's options
@@ -48,6 +59,9 @@ export const RUN_OPTIONS = {
   transport: { type: 'string' },
   'log-level': { type: 'string' },
   'start-timeout': { type: 'string' },
+  ...CONNECT_OPTIONS,
+  ...TLS_OPTIONS,
+  ...TELEMETRY_OPTIONS,
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -71,6 +85,8 @@ options:
   --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (or VMMSIM_LOG_LEVEL); logs go to stderr
   --start-timeout MS    how long a process may take to report ready (default 20000)
+${CONNECT_HELP}
+${TELEMETRY_HELP}
   -h, --help            this text
 
 Keys of a scenario: \`vmmsim scenario-keys\`.`;
@@ -108,6 +124,9 @@ options:
   --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (or VMMSIM_LOG_LEVEL); logs go to stderr
   --start-timeout MS    how long a process may take to report ready (default 20000)
+${CONNECT_HELP}
+                        (--connect: the file names the processes of every point)
+${TELEMETRY_HELP}
   -h, --help            this text
 
 At most ${MAX_SWEEP_RUNS} runs (points x models). Keys of a scenario: \`vmmsim scenario-keys\`.
@@ -156,6 +175,12 @@ export interface TreeSettings {
   transport: 'unix' | 'tcp';
   logLevel: string;
   startTimeoutMs: number;
+  /** --connect: drive the processes a file names instead of launching a tree. */
+  connect?: ConnectTarget | undefined;
+  /** Mutual TLS on every link (the launched roles get the same files). */
+  tls?: TlsFiles | undefined;
+  /** --metrics-port, --metrics-host, --otlp-endpoint, --trace-sample. */
+  telemetry?: TreeTelemetry | undefined;
 }
 
 /** A command's plan that runs one scenario's models on one process tree (run, compare, saturate). */
@@ -244,6 +269,11 @@ export function modelsFor(scenario: Scenario, spec: string | undefined): ModelNa
       throw new VmmsimError('E_NOT_SUPPORTED', `workload sva-unmap-storm needs SVA, which ${without.join(', ')} has not; architectures with SVA: ${SVA_MODELS.join(', ')}`);
     }
   }
+  if (scenario.topology.emulatedDevices > 0) {
+    // As for SVA: "all" means the architectures that can put emulated devices beside assigned ones.
+    if (spec === 'all') models = models.filter((m) => EMULATED_DEVICE_MODELS.includes(m));
+    for (const m of models) checkEmulatedDevices(scenario.topology, m);
+  }
   if (models.includes('nested-smmuv3-vcmdq') && scenario.topology.devicesPerPsmmu > MAX_SID_PAIRS) {
     throw new VmmsimError('E_SCENARIO_FIELD', `scenario key topology.devicesPerPsmmu: at most ${MAX_SID_PAIRS} with nested-smmuv3-vcmdq (a VINTF holds ${MAX_SID_PAIRS} SID_MATCH/SID_REPLACE pairs), got ${scenario.topology.devicesPerPsmmu}`);
   }
@@ -254,7 +284,11 @@ export function treeSettings(values: RunValues): TreeSettings {
   const transport = values.transport ?? 'unix';
   if (transport !== 'unix' && transport !== 'tcp') throw usageError(`--transport must be unix or tcp, got "${transport}"`);
   if (values['log-level'] !== undefined && !isLogLevel(values['log-level'])) throw usageError(`--log-level must be one of fatal, error, warn, info, debug, trace, silent`);
-  return { transport, logLevel: resolveLogLevel(values['log-level']), startTimeoutMs: intOption('start-timeout', values['start-timeout'], 1000) ?? 20_000 };
+  const connect = connectTarget(values);
+  const tls = tlsFiles(values);
+  // Read and checked now: a bad certificate is bad input, found before any process starts.
+  if (tls) mutualTls(tls);
+  return { transport, logLevel: resolveLogLevel(values['log-level']), startTimeoutMs: intOption('start-timeout', values['start-timeout'], 1000) ?? 20_000, connect, tls, telemetry: treeTelemetry(values) };
 }
 
 function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
@@ -269,6 +303,7 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
   const scenario = loadScenario(positionals[0], values.set ?? [], optionOverrides(values));
   checkScenario(scenario);
   const settings = treeSettings(values);
+  if (settings.connect) requireEndpoints(settings.connect, processSpecs(scenario));
   const models = modelsFor(scenario, command === 'compare' ? (values.models ?? 'all') : undefined);
   return {
     scenario,
@@ -319,6 +354,8 @@ function planSweepCommand(argv: string[]): SweepCommand | undefined {
   if (measureHost && sweep.keys.includes('profile')) throw usageError(`--set profile=...: ${MEASURED_HOST} calibrates once for the whole sweep; give it with --profile, not in a list`);
   const first = sweep.points[0]?.scenario;
   if (!first) throw usageError('the sweep has no point');
+  // Every point's processes must be in the file before the first run, not at the point that lacks one.
+  if (settings.connect) requireEndpoints(settings.connect, sweep.points.flatMap((pt) => processSpecs(pt.scenario)));
   return { sweep, search, profiles, measureHost, out: values.out ?? defaultOutDir(`${first.name}-sweep`), json: values.json ?? false, ...settings };
 }
 
@@ -372,12 +409,16 @@ export class RunAbort {
  * deadline). A process that exits while the tree is up aborts the command.
  */
 export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abort: RunAbort, log: Logger, body: (session: Session) => Promise<void>): Promise<void> {
+  if (settings.connect) return withConnected({ ...settings, connect: settings.connect }, specs, abort, log, body);
   abort.throwIfAborted();
   const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-'));
   // Guest RAM and host tables are files every process of the host maps; tmpfs keeps them in RAM.
   const ramDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-ram-'));
-  const tree = new ProcessTree({ socketDir, ramDir, transport: settings.transport, logLevel: settings.logLevel, startTimeoutMs: settings.startTimeoutMs, log });
+  const tree = new ProcessTree({ socketDir, ramDir, transport: settings.transport, logLevel: settings.logLevel, startTimeoutMs: settings.startTimeoutMs, log, tls: settings.tls, telemetry: settings.telemetry });
   tree.on('exit', abort.abort);
+  // Exits as the launcher reports them, to name the cause when a run fails (failure-cause.ts).
+  const exits: VmmsimError[] = [];
+  tree.on('exit', (e) => exits.push(e));
   const lastResort = (): void => {
     tree.killAll();
     rmSync(socketDir, { recursive: true, force: true });
@@ -385,13 +426,23 @@ export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abo
   };
   process.on('exit', lastResort);
   let session: Session | undefined;
+  let watch: LivenessWatch | undefined;
   try {
     await abort.race(tree.start(specs));
-    session = new Session(tree, log, ramDir);
+    treeUp(settings.telemetry, tree.processes);
+    const security = settings.tls ? mutualTls(settings.tls) : INSECURE;
+    session = new Session(tree, log, ramDir, security);
+    // A process that stops answering ends the command instead of failing its peers' requests one by one.
+    watch = new LivenessWatch(tree.processes, { onFailure: abort.abort, security, local: true });
+    watch.start();
     await body(session);
+  } catch (err) {
+    throw await failureCause(err, tree.processes, exits);
   } finally {
+    watch?.stop();
     session?.close();
     await tree.stop();
+    treeDown();
     rmSync(socketDir, { recursive: true, force: true });
     rmSync(ramDir, { recursive: true, force: true });
     process.off('exit', lastResort);
@@ -442,23 +493,27 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   const startedAt = new Date().toISOString();
   const runs: RunResult[] = [];
   const abort = new RunAbort();
+  const progress = new Progress({ title: p.models.length > 1 ? 'compare' : 'run', total: p.models.length, mode: progressMode({ json: p.json, isTTY: process.stderr.isTTY }), itemSeconds: p.scenario.workload.durationSec });
   let failure: VmmsimError | undefined;
   try {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
       if (p.measureHost) p.profile = await measureHost(session, p.scenario, p.profile, p, abort);
       for (const model of p.models) {
-        if (!p.json) process.stderr.write(`vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
+        progress.start(`${model} (${p.scenario.workload.kind}, ${p.scenario.dma})`, `vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
         runs.push(await abort.race(session.run(p.scenario, model, p.profile)));
+        progress.finish();
       }
     });
   } catch (err) {
     failure = asVmmsimError(err);
   } finally {
+    progress.end();
     abort.dispose();
   }
 
   const doc = resultsDoc(startedAt, p.scenario, p.profile, runs, failure);
   const path = writeResults(p.out, doc);
+  const report = writeReportBeside(path, doc);
   if (p.json) {
     process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
   } else if (runs.length > 0) {
@@ -473,7 +528,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
           `lines skipped: ${trace['skipped.header']} header, ${trace['skipped.otherIommuEvent']} other iommu events, ${trace['skipped.otherEvent']} other events, ${trace['skipped.unparsable']} unparsable\n`,
       );
     }
-    process.stdout.write(`\nresults: ${path}\n`);
+    process.stdout.write(`\n${report ? `report: ${report}\n` : ''}results: ${path}\n`);
   }
   return finish(failure, p.json, path);
 }
@@ -491,6 +546,7 @@ async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
   let failure: VmmsimError | undefined;
   let started = 0;
   let calibrated = !p.measureHost;
+  const progress = new Progress({ title: 'sweep', total: sweep.runs, mode: progressMode({ json: p.json, isTTY: process.stderr.isTTY }), itemSeconds: p.search ? 0 : (sweep.points[0]?.scenario.workload.durationSec ?? 0) });
   try {
     for (const group of sweep.groups) {
       const first = group[0];
@@ -502,24 +558,30 @@ async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
         }
         for (const { point, model } of group) {
           started += 1;
-          if (!p.json) process.stderr.write(`vmmsim: sweep ${started}/${sweep.runs}: ${describeRun(point.values, model)}...\n`);
+          progress.start(describeRun(point.values, model), `vmmsim: sweep ${started}/${sweep.runs}: ${describeRun(point.values, model)}...\n`);
           const profile = p.profiles.get(point.scenario.profile) as CostProfile;
           const at = { point: point.index, model: point.models.indexOf(model) };
           if (p.search) {
+            const maxSteps = p.search.steps;
+            let steps = 0;
             const result = await saturateModel(session, point.scenario, model, profile, p.search, abort, (run, rate) => done.push({ ...at, run: withLoad({ point: { ...point.values, 'workload.rate': rate }, ...run }) }), (step) => {
-              if (!p.json) process.stderr.write(progressLine(model, step));
+              progress.advance(++steps / maxSteps);
+              progress.note(progressLine(model, step));
             });
             saturation.push({ ...at, result: { ...result, point: point.values } });
+            progress.finish();
             continue;
           }
           const run = await abort.race(session.run(point.scenario, model, profile));
           done.push({ ...at, run: { point: point.values, ...run } });
+          progress.finish();
         }
       });
     }
   } catch (err) {
     failure = asVmmsimError(err);
   } finally {
+    progress.end();
     abort.dispose();
   }
 
@@ -532,11 +594,13 @@ async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
     ...(p.search ? { saturation: saturated } : {}),
   };
   const path = writeResults(p.out, doc);
+  const report = writeReportBeside(path, doc);
+  const reportLine = report ? `report: ${report}\n` : '';
   const csv = writeFileAtomic(p.out, 'results.csv', toCsv(sweepCsvRecords(sweep.keys, runs)));
   const satCsv = p.search ? writeFileAtomic(p.out, 'saturation.csv', toCsv(saturationCsvRecords(sweep.keys, saturated))) : undefined;
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (p.search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}\n\nresults: ${path}\ncsv: ${csv}\nsaturation csv: ${satCsv}\n`);
-  else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}\n\nresults: ${path}\ncsv: ${csv}\n`);
+  else if (p.search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}\n\n${reportLine}results: ${path}\ncsv: ${csv}\nsaturation csv: ${satCsv}\n`);
+  else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}\n\n${reportLine}results: ${path}\ncsv: ${csv}\n`);
   return finish(failure, p.json, path);
 }
 
@@ -582,6 +646,8 @@ export async function main(argv: string[]): Promise<number> {
         else if (rest[0] === 'sweep') process.stdout.write(SWEEP_HELP + '\n');
         else if (rest[0] === 'saturate') process.stdout.write(SATURATE_HELP + '\n');
         else if (rest[0] === 'decode-cmd') process.stdout.write(DECODE_HELP + '\n');
+        else if (rest[0] === 'serve') process.stdout.write(SERVE_HELP + '\n');
+        else if (rest[0] === 'report') process.stdout.write(REPORT_HELP + '\n');
         else process.stdout.write(USAGE + '\n');
         return 0;
       case '--version':
@@ -592,27 +658,34 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'decode-cmd':
         return decodeCmd(rest);
+      case 'report':
+        return reportCommand(rest);
+      case 'serve':
+        return await serveCommand(rest);
       case 'run':
       case 'compare': {
         const p = plan(command, rest);
         if (!p) return 0;
-        log = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
-        return await execute(p, log);
+        const controllerLog = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
+        log = controllerLog;
+        return await withControllerMetrics(p.telemetry, () => execute(p, controllerLog));
       }
       case 'sweep': {
         const p = planSweepCommand(rest);
         if (!p) return 0;
-        log = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
-        return await executeSweep(p, log);
+        const controllerLog = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
+        log = controllerLog;
+        return await withControllerMetrics(p.telemetry, () => executeSweep(p, controllerLog));
       }
       case 'saturate': {
         const p = planSaturate(rest);
         if (!p) return 0;
-        log = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
-        return await executeSaturate(p, log);
+        const controllerLog = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
+        log = controllerLog;
+        return await withControllerMetrics(p.telemetry, () => executeSaturate(p, controllerLog));
       }
       default:
-        throw usageError(`unknown command "${command}"; commands: run, compare, sweep, saturate, decode-cmd, scenario-keys, help`);
+        throw usageError(`unknown command "${command}"; commands: run, compare, sweep, saturate, serve, report, decode-cmd, scenario-keys, help`);
     }
   } catch (err) {
     const e = asVmmsimError(err);

@@ -4,6 +4,9 @@ import { VmmsimError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { roleEntry } from '../common/paths.js';
 import type { ChildMessage } from '../common/role-runtime.js';
+import { telemetryArgv } from '../common/role-telemetry.js';
+import type { TracingOptions } from '../common/tracing.js';
+import { tlsArgs, type TlsFiles } from '../common/transport/credentials.js';
 import { START_ORDER, endpointName, type Role } from '../common/topology.js';
 
 export interface ProcessSpec {
@@ -16,6 +19,8 @@ export interface StartedProcess extends ProcessSpec {
   pid: number;
   address: string;
   child: ChildProcess;
+  /** Its Prometheus metrics port, when the tree serves metrics. */
+  metricsPort?: number;
 }
 
 export interface LaunchOptions {
@@ -29,6 +34,19 @@ export interface LaunchOptions {
   logLevel: string;
   startTimeoutMs: number;
   log: Logger;
+  /** Mutual TLS: every role serves and dials with these files. */
+  tls?: TlsFiles | undefined;
+  /**
+   * Metrics and tracing of the roles: the i-th process of start()'s list serves its metrics on
+   * metricsBase + 1 + i (the controller itself has metricsBase; 0 gives everyone a free port).
+   */
+  telemetry?: LaunchTelemetry | undefined;
+}
+
+export interface LaunchTelemetry {
+  metricsBase?: number | undefined;
+  metricsHost?: string | undefined;
+  tracing?: TracingOptions | undefined;
 }
 
 /**
@@ -53,16 +71,16 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
   async start(specs: readonly ProcessSpec[]): Promise<StartedProcess[]> {
     for (const role of START_ORDER) {
       const group = specs.filter((s) => s.role === role);
-      await Promise.all(group.map((s) => this.startOne(s)));
+      await Promise.all(group.map((s) => this.startOne(s, specs.indexOf(s))));
       if (this.stopping) throw new VmmsimError('E_INTERRUPTED', 'stopped while starting processes');
     }
     return this.started;
   }
 
-  private startOne(spec: ProcessSpec): Promise<StartedProcess> {
+  private startOne(spec: ProcessSpec, ordinal: number): Promise<StartedProcess> {
     const name = endpointName(spec.role, spec.index);
     const listen = this.opts.transport === 'unix' ? ['--socket-dir', this.opts.socketDir] : ['--listen', '127.0.0.1:0'];
-    const args = [roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel, ...(this.opts.ramDir ? ['--ram-dir', this.opts.ramDir] : [])];
+    const args = [roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel, ...(this.opts.ramDir ? ['--ram-dir', this.opts.ramDir] : []), ...tlsArgs(this.opts.tls), ...this.telemetryArgs(ordinal)];
     return new Promise<StartedProcess>((resolve, reject) => {
       let child: ChildProcess;
       try {
@@ -77,10 +95,14 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
         reject(new VmmsimError('E_START_TIMEOUT', `${name} (pid ${child.pid ?? '?'}) did not report ready within ${this.opts.startTimeoutMs} ms`));
       }, this.opts.startTimeoutMs);
       child.on('message', (m: ChildMessage) => {
+        if (m.type === 'failed' && !ready) {
+          clearTimeout(timer);
+          reject(new VmmsimError(m.code, m.message, m.fix));
+        }
         if (m.type !== 'ready' || ready) return;
         ready = true;
         clearTimeout(timer);
-        const p: StartedProcess = { ...spec, name, pid: child.pid ?? m.pid, address: m.address, child };
+        const p: StartedProcess = { ...spec, name, pid: child.pid ?? m.pid, address: m.address, child, ...(m.metricsPort !== undefined ? { metricsPort: m.metricsPort } : {}) };
         this.started.push(p);
         this.opts.log.debug({ name, pid: p.pid, address: p.address }, 'process ready');
         resolve(p);
@@ -93,18 +115,44 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
         clearTimeout(timer);
         const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
         const err = new VmmsimError('E_PROCESS_EXITED', `${name} (pid ${child.pid}) ${how}`);
-        if (!ready) reject(err);
+        // A child that could not start says why over IPC just before it exits: the channel closes
+        // after that message is read, so its reason wins over this generic one.
+        if (!ready && child.connected) child.once('disconnect', () => reject(err));
+        else if (!ready) reject(err);
         else if (!this.stopping) this.emit('exit', err);
       });
     });
   }
 
-  /** Stops every process, last started first: SIGTERM, then SIGKILL for any still there after a grace period. */
+  private telemetryArgs(ordinal: number): string[] {
+    const t = this.opts.telemetry;
+    if (!t) return [];
+    // A base of 0 asks for any free ports, for the controller and every process alike.
+    const metricsPort = t.metricsBase === undefined ? undefined : t.metricsBase === 0 ? 0 : t.metricsBase + 1 + ordinal;
+    return telemetryArgv({ metricsPort, metricsHost: t.metricsHost, tracing: t.tracing });
+  }
+
+  /**
+   * Stops every process: SIGTERM to all of them, last started first, then one grace period for
+   * all, then SIGKILL for any still there. One shared grace keeps a stop within it however many
+   * processes are stopped or wedged, where one grace each would add up.
+   */
   async stop(graceMs = 2000): Promise<void> {
     this.stopping = true;
     const order = [...this.started.map((p) => p.child)].reverse();
     for (const c of this.children) if (!order.includes(c)) order.unshift(c);
-    for (const child of order) await stopChild(child, graceMs);
+    // A child that never got a pid (a failed spawn) has no exit to wait for.
+    const live = order.filter((c) => alive(c) && c.pid !== undefined);
+    const gone = live.map((c) => new Promise<void>((resolve) => c.once('exit', () => resolve())));
+    for (const c of live) c.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, graceMs);
+    });
+    await Promise.race([Promise.all(gone), late]);
+    clearTimeout(timer);
+    for (const c of live) if (alive(c)) c.kill('SIGKILL');
+    await Promise.all(gone);
   }
 
   /** Last resort on the way out of the controller: SIGKILL everything still alive, synchronously. */
@@ -116,15 +164,4 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
 
 function alive(c: ChildProcess): boolean {
   return c.exitCode === null && c.signalCode === null;
-}
-
-async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
-  if (!alive(child)) return;
-  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timeout = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), graceMs).unref());
-  if ((await Promise.race([gone, timeout])) === 'late' && alive(child)) {
-    child.kill('SIGKILL');
-    await gone;
-  }
 }

@@ -94,7 +94,8 @@ export interface RunResult {
   model: string;
   workload: Scenario['workload'];
   topology: Scenario['topology'];
-  processes: { role: string; name: string; pid: number; host: string }[];
+  /** metricsPort: where the process serves Prometheus metrics (--metrics-port), when it does. */
+  processes: { role: string; name: string; pid: number; host: string; metricsPort?: number }[];
   ops: OpResult[];
   hops: HopResult[];
   /** Operations are each map and each unmap. */
@@ -103,8 +104,29 @@ export interface RunResult {
    * guestCommands: invalidations the guest issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted);
    * deliveredPerPsmmu: commands each pSMMU executed; fanout: deliveries per guest command; wasted:
    * deliveries to a pSMMU that holds none of the affected devices (a broadcast's cost).
+   * hostStage2: the host's own stage-2 changes (IOMMU_IOAS_UNMAP, from virtio-mem unplugs), kept
+   * out of the guests' deliveries: unmaps, and the commands each pSMMU executed for them (TLBI_S2_IPA
+   * and, under the nested designs, TLBI_NH_ALL; CMD_SYNC not counted).
    */
-  invalidations: { guestCommands: number; deliveredPerPsmmu: Record<string, number>; fanout: number; wasted: number };
+  invalidations: {
+    guestCommands: number;
+    /**
+     * Of guestCommands, those that did not complete (a stopped queue, an error status, never sent
+     * behind a failed one), from the guests' DMA layers: the others all completed.
+     */
+    guestCommandsFailed: number;
+    deliveredPerPsmmu: Record<string, number>;
+    fanout: number;
+    wasted: number;
+    hostStage2: { unmaps: number; deliveredPerPsmmu: Record<string, number> };
+    /**
+     * With topology.emulatedDevices: the commands the guests sent to their emulated vSMMU instances
+     * (CMD_SYNC not counted). No pSMMU gets them, so they are in neither guestCommands nor fanout.
+     */
+    emulatedCommands?: number;
+    /** Of emulatedCommands, those that did not complete. */
+    emulatedCommandsFailed?: number;
+  };
   dma: DmaResult;
   elapsedSec: number;
   modeledElapsedNs: number;

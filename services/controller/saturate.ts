@@ -11,10 +11,14 @@ import type { Logger } from '../common/logger.js';
 import { loadScenario } from '../common/scenario/load.js';
 import { RATE_WORKLOADS, SCENARIO_SCHEMA, SUPPORTED_MODELS, type ModelName, type NumberField, type ObjectField, type Scenario } from '../common/scenario/schema.js';
 import { RUN_OPTIONS, RunAbort, checkScenario, finish, intOption, modelsFor, optionOverrides, parse, resultsDoc, treeSettings, usageError, withTree, measureHost, type RunPlan } from './cli.js';
+import { CONNECT_HELP, requireEndpoints } from './connect.js';
+import { TELEMETRY_HELP } from './telemetry.js';
 import { stepMeasure, withLoad } from './load.js';
 import { defaultOutDir, writeResults, type ResultsDoc, type RunResult, type SaturationMetric, type SaturationResult } from './results.js';
 import { searchSaturation, type SearchStep } from './saturation-search.js';
 import { processSpecs, type Session } from './session.js';
+import { writeReportBeside } from './report/command.js';
+import { Progress, progressMode } from './progress.js';
 import { mainOp } from './sweep.js';
 import { fmtRate, saturationTable } from './table.js';
 
@@ -62,6 +66,8 @@ options:
   --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (or VMMSIM_LOG_LEVEL); logs go to stderr
   --start-timeout MS    how long a process may take to report ready (default 20000)
+${CONNECT_HELP}
+${TELEMETRY_HELP}
   -h, --help            this text`;
 
 /** The search's own options (saturate, and sweep --saturate). */
@@ -188,6 +194,7 @@ export function planSaturate(argv: string[]): SaturatePlan | undefined {
   const scenario = loadScenario(positionals[0], sets, { ...overrides, 'workload.rate': search.from });
   checkScenario(scenario);
   const settings = treeSettings(values);
+  if (settings.connect) requireEndpoints(settings.connect, processSpecs(scenario));
   const models = modelsFor(scenario, values.models);
   return {
     scenario,
@@ -221,26 +228,34 @@ export async function executeSaturate(p: SaturatePlan, log: Logger): Promise<num
   const runs: RunResult[] = [];
   const saturation: SaturationResult[] = [];
   const abort = new RunAbort();
+  // The bar counts models; a model's share is its steps against --steps, the most it can take.
+  const progress = new Progress({ title: 'saturate', total: p.models.length, mode: progressMode({ json: p.json, isTTY: process.stderr.isTTY }) });
   let failure: VmmsimError | undefined;
   try {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
       if (p.measureHost) p.profile = await measureHost(session, p.scenario, p.profile, p, abort);
       for (const model of p.models) {
+        let steps = 0;
+        progress.start(model);
         const result = await saturateModel(session, p.scenario, model, p.profile, p, abort, (run, rate) => runs.push({ point: { 'workload.rate': rate }, ...run }), (step) => {
-          if (!p.json) process.stderr.write(progressLine(model, step));
+          progress.advance(++steps / p.steps);
+          progress.note(progressLine(model, step));
         });
         saturation.push(result);
+        progress.finish();
       }
     });
   } catch (err) {
     failure = asVmmsimError(err);
   } finally {
+    progress.end();
     abort.dispose();
   }
 
   const doc: ResultsDoc = { ...resultsDoc(startedAt, p.scenario, p.profile, runs, failure), saturation };
   const path = writeResults(p.out, doc);
+  const report = writeReportBeside(path, doc);
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n\nresults: ${path}\n`);
+  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n\n${report ? `report: ${report}\n` : ''}results: ${path}\n`);
   return finish(failure, p.json, path);
 }

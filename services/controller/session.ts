@@ -10,8 +10,12 @@ import type { Topology } from '../common/generated/vmmsim/v1/Topology.js';
 import type { Logger } from '../common/logger.js';
 import type { ModelName, Scenario } from '../common/scenario/schema.js';
 import { START_ORDER, type Role } from '../common/topology.js';
+import { emulatedDeviceList } from '../common/emulated-vsmmu.js';
+import { checkEmulatedDevices } from '../common/scenario/validate.js';
+import { INSECURE, type Security } from '../common/transport/credentials.js';
 import { Control } from './control-client.js';
 import { combineGuests } from './timeline.js';
+import { isResizeOp } from '../common/virtio-mem.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
 
@@ -52,20 +56,30 @@ export function devices(s: Scenario): Device[] {
 
 const ROLE_RANK: Record<Role, number> = Object.fromEntries(START_ORDER.map((r, i) => [r, i])) as Record<Role, number>;
 
+/**
+ * A process a session drives: one its launcher started, or one it connected to (`--connect`),
+ * which says its own pid and host.
+ */
+export type SessionProcess = Pick<StartedProcess, 'role' | 'index' | 'name' | 'pid' | 'address' | 'metricsPort'> & { host?: string };
+
 /** A process tree plus its control clients: runs one model after another on the same processes. */
 export class Session {
   private readonly controls = new Map<string, Control>();
   private readonly endpoints: Endpoint[];
+  /** Each process's Prometheus port, for the processes that serve metrics. */
+  private readonly metricsPorts = new Map<string, number>();
 
   constructor(
-    private readonly tree: ProcessTree,
+    tree: ProcessTree | { readonly processes: readonly SessionProcess[] },
     private readonly log: Logger,
     /** Folder of the memory files the processes share (guest RAM, host tables). */
     private readonly ramDir: string,
+    security: Security = INSECURE,
   ) {
     const host = hostname();
-    this.endpoints = tree.processes.map((p: StartedProcess, i) => ({ id: i + 1, role: p.role, index: p.index, name: p.name, address: p.address, pid: p.pid, host }));
-    for (const p of tree.processes) this.controls.set(p.name, new Control(p.name, p.address));
+    this.endpoints = tree.processes.map((p: SessionProcess, i) => ({ id: i + 1, role: p.role, index: p.index, name: p.name, address: p.address, pid: p.pid, host: p.host ?? host }));
+    for (const p of tree.processes) this.controls.set(p.name, new Control(p.name, p.address, security));
+    for (const p of tree.processes) if (p.metricsPort !== undefined) this.metricsPorts.set(p.name, p.metricsPort);
   }
 
   private ordered(): Endpoint[] {
@@ -80,6 +94,8 @@ export class Session {
 
   /** Runs the scenario's workload under one model and gathers its results. */
   async run(s: Scenario, model: ModelName, profile: CostProfile): Promise<RunResult> {
+    // The scenario was checked under its own model; compare and sweep run it under others too.
+    checkEmulatedDevices(s.topology, model);
     const topology: Topology = {
       runId: `${s.name}-${model}`,
       model,
@@ -99,6 +115,7 @@ export class Session {
       vmm: { hwptInvalidate: s.vmm.hwptInvalidate },
       dispatch: s.topology.dispatch,
       vmidPolicy: s.topology.vmid,
+      emulatedDevices: emulatedDeviceList(s.topology.vms, s.topology.emulatedDevices),
     };
     const order = this.ordered();
     // Downstream first: a process opens its links only to peers that are already configured.
@@ -121,18 +138,30 @@ export class Session {
     if (!reply) throw new VmmsimError('E_RUN', 'no guest ran the workload');
     const combined = combineGuests(replies, guests.map((g) => g.index ?? 0));
     const ops = combined.ops;
-    const totalOps = ops.reduce((n, o) => n + o.count, 0);
+    // Throughput counts the workload's operations; virtio-mem resizes are the host's, not its.
+    const totalOps = ops.reduce((n, o) => n + (isResizeOp(o.op) ? 0 : o.count), 0);
     // The VMs run side by side: the run lasts as long as the slowest guest's workload.
     const elapsedSec = Math.max(0, ...replies.map((r) => r.elapsedSec));
     const deliveredPerPsmmu: Record<string, number> = {};
-    for (const e of order.filter((x) => x.role === 'psmmu')) deliveredPerPsmmu[e.name as string] = (counters[e.name as string]?.['commands'] ?? 0) + (counters[e.name as string]?.['vcmdqCommands'] ?? 0);
+    const hostStage2PerPsmmu: Record<string, number> = {};
+    const vfio = counters['vfio'] ?? {};
+    for (const e of order.filter((x) => x.role === 'psmmu')) {
+      const name = e.name as string;
+      // The host's stage-2 changes reach the same CMDQ; they are not deliveries of guest commands.
+      const host = vfio[`stage2Commands.${name}`] ?? 0;
+      hostStage2PerPsmmu[name] = host;
+      deliveredPerPsmmu[name] = (counters[name]?.['commands'] ?? 0) + (counters[name]?.['vcmdqCommands'] ?? 0) - host;
+    }
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
     return {
       model,
       workload: s.workload,
       topology: s.topology,
-      processes: this.endpoints.map((e) => ({ role: e.role as string, name: e.name as string, pid: e.pid as number, host: e.host as string })),
+      processes: this.endpoints.map((e) => {
+        const metricsPort = this.metricsPorts.get(e.name as string);
+        return { role: e.role as string, name: e.name as string, pid: e.pid as number, host: e.host as string, ...(metricsPort !== undefined ? { metricsPort } : {}) };
+      }),
       ops,
       hops: replies.flatMap((r) => r.hops.map((h) => ({ from: h.from, to: h.to, count: h.measuredUs?.count ?? 0, measuredUs: h.measuredUs ?? emptySummary() }))),
       throughput: {
@@ -141,9 +170,19 @@ export class Session {
       },
       invalidations: {
         guestCommands,
+        // Read after the workload and its drain, so every command is settled: completed or failed.
+        guestCommandsFailed: guests.reduce((n, g) => n + (counters[g.name as string]?.['guestCommandsFailed'] ?? 0), 0),
         deliveredPerPsmmu,
         fanout: guestCommands > 0 ? round(delivered / guestCommands) : 0,
         wasted: order.filter((x) => x.role === 'psmmu').reduce((n, e) => n + (counters[e.name as string]?.['wasted'] ?? 0), 0),
+        hostStage2: { unmaps: vfio['ioasUnmaps'] ?? 0, deliveredPerPsmmu: hostStage2PerPsmmu },
+        // An emulated vSMMU's commands reach no pSMMU: counted apart, out of the fanout.
+        ...(s.topology.emulatedDevices > 0
+          ? {
+            emulatedCommands: replies.reduce((n, r) => n + r.emulatedCommands, 0),
+            emulatedCommandsFailed: guests.reduce((n, g) => n + (counters[g.name as string]?.['emulatedCommandsFailed'] ?? 0), 0),
+          }
+          : {}),
       },
       // Device DMA is translated by the pSMMUs, or by the VMM's emulated vIOMMU for emulated devices.
       dma: dmaResult(s.dma, order.filter((x) => x.role === 'psmmu' || x.role === 'qemu').map((e) => counters[e.name as string] ?? {})),
@@ -166,12 +205,21 @@ export class Session {
       name: `${s.name}-calibration`,
       dma: 'strict',
       device: { ...s.device, dmaRate: 0 },
-      workload: { ...s.workload, kind: 'dma-map-benchmark', trace: '', threads: 1, ops: 500, durationSec: 0, dwellUs: 0, gapUs: 0, rate: 0, migration: { ...s.workload.migration, atOp: 0 } },
+      workload: { ...s.workload, kind: 'dma-map-benchmark', trace: '', threads: 1, ops: 500, durationSec: 0, dwellUs: 0, gapUs: 0, rate: 0, migration: { ...s.workload.migration, atOp: 0 }, virtioMem: { ...s.workload.virtioMem, everyOps: 0 } },
     };
     const run = await this.run(cal, 'nested-smmuv3', base);
     const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
     const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, count: h.count }));
     return measuredHostProfile(base, hops, new Date().toISOString());
+  }
+
+  /**
+   * Stops every process's run (last started first), so processes the controller does not own
+   * release a run that failed or was interrupted; they keep serving. Failures are ignored: a
+   * process that is gone has nothing to release.
+   */
+  async release(deadlineMs = 5_000): Promise<void> {
+    for (const e of [...this.ordered()].reverse()) await this.control(e.name as string).stop(deadlineMs).catch(() => undefined);
   }
 
   close(): void {

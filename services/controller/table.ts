@@ -10,10 +10,37 @@ function fmt(x: number, digits = 2): string {
   return x.toFixed(digits);
 }
 
+/** Three significant digits and k/M/G: a number that stays narrow however large (1.23M). */
+function compact(x: number): string {
+  const a = Math.abs(x);
+  const [div, unit] = a >= 1e9 ? [1e9, 'G'] : a >= 1e6 ? [1e6, 'M'] : [1e3, 'k'];
+  return `${Number((x / div).toPrecision(3))}${unit}`;
+}
+
+/** A count: exact below a million, then compact, so the column stays narrow (results.json is exact). */
+function count(x: number): string {
+  if (!Number.isFinite(x)) return '-';
+  return Math.abs(x) >= 1e6 ? compact(x) : String(x);
+}
+
+/** Operations per second: whole numbers below ten million, then compact. */
+function perSec(x: number): string {
+  if (!Number.isFinite(x)) return '-';
+  return Math.abs(x) >= 1e7 ? compact(x) : fmt(x, 0);
+}
+
+/** A modeled latency in us from ns, about four significant digits: at most 7 columns. */
+function modeledUs(ns: number): string {
+  const x = ns / 1000;
+  if (!Number.isFinite(x)) return '-';
+  const a = Math.abs(x);
+  return a >= 1e5 ? compact(x) : fmt(x, a >= 1000 ? 0 : a >= 100 ? 1 : a >= 10 ? 2 : 3);
+}
+
 function ratio(x: number, base: number | undefined): string {
   if (base === undefined || base <= 0) return '-';
   const r = x / base;
-  return `${r >= 10 ? r.toFixed(0) : r.toPrecision(2)}x`;
+  return `${r >= 1e4 ? compact(r) : r >= 10 ? r.toFixed(0) : r.toPrecision(2)}x`;
 }
 
 /** Breaks a sentence into lines of at most `width` columns. */
@@ -46,7 +73,7 @@ function transitions(t: RunResult['ops'][number]['transitions']): string {
  */
 export function comparisonTable(runs: readonly RunResult[]): string {
   const base = runs.find((r) => r.model === 'none');
-  const header = ['model', 'op', 'n', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'meas p50', 'meas p99', 'model mean', 'model p99', 'vs none'];
+  const header = ['model', 'op', 'n', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'p50', 'p99', 'mean', 'p99', 'vs none'];
   const rows: string[][] = [header];
   for (const run of runs) {
     for (const op of run.ops) {
@@ -54,12 +81,12 @@ export function comparisonTable(runs: readonly RunResult[]): string {
       rows.push([
         run.model,
         op.op,
-        String(op.count),
+        count(op.count),
         transitions(op.transitions),
-        fmt(op.measuredUs.p50),
-        fmt(op.measuredUs.p99),
-        fmt(op.modeledNs.mean / 1000, 3),
-        fmt(op.modeledNs.p99 / 1000, 3),
+        measured(op.measuredUs.p50),
+        measured(op.measuredUs.p99),
+        modeledUs(op.modeledNs.mean),
+        modeledUs(op.modeledNs.p99),
         run === base ? 'baseline' : `${ratio(op.measuredUs.p50, b?.measuredUs.p50)} / ${ratio(op.modeledNs.mean, b?.modeledNs.mean)}`,
       ]);
     }
@@ -68,14 +95,18 @@ export function comparisonTable(runs: readonly RunResult[]): string {
   const legend =
     `DMA mode ${modes}. Latency in us; per operation: transitions e/u/i/h/d = exit/user/ioctl/hw/direct; ` +
     'vs none = measured p50 / modeled mean against the no-vIOMMU baseline.';
-  const ops = `${wrap(legend, 120)}\n${render(rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'])}`;
+  const spans = [
+    { label: 'measured us', from: 4, to: 5 },
+    { label: 'modeled us', from: 6, to: 7 },
+  ];
+  const ops = `${wrap(legend, 120)}\n${renderSpanned(spans, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'])}`;
   const tRows: string[][] = [['model', 'ops/s measured', 'ops/s modeled', 'vs none', 'guest invalidations', 'delivered', 'fanout']];
   for (const run of runs) {
     const delivered = Object.values(run.invalidations.deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     tRows.push([
       run.model,
-      fmt(run.throughput.opsPerSecMeasured, 0),
-      fmt(run.throughput.opsPerSecModeled, 0),
+      perSec(run.throughput.opsPerSecMeasured),
+      perSec(run.throughput.opsPerSecModeled),
       run === base ? 'baseline' : `${ratio(run.throughput.opsPerSecMeasured, base?.throughput.opsPerSecMeasured)} / ${ratio(run.throughput.opsPerSecModeled, base?.throughput.opsPerSecModeled)}`,
       String(run.invalidations.guestCommands),
       String(delivered),
@@ -139,7 +170,7 @@ function renderSpanned(spans: { label: string; from: number; to: number }[], row
 
 /** A measured latency in us with about four significant digits: a loaded machine's p99 stays narrow. */
 function measured(x: number): string {
-  return fmt(x, x >= 1000 ? 0 : x >= 100 ? 1 : 2);
+  return Number.isFinite(x) && Math.abs(x) >= 1e6 ? compact(x) : fmt(x, x >= 1000 ? 0 : x >= 100 ? 1 : 2);
 }
 
 /**
@@ -163,10 +194,10 @@ export function sweepTable(keys: readonly string[], runs: readonly RunResult[]):
       op ? transitions(op.transitions) : '-',
       op ? measured(op.measuredUs.p50) : '-',
       op ? measured(op.measuredUs.p99) : '-',
-      op ? fmt(op.modeledNs.mean / 1000, 3) : '-',
-      op ? fmt(op.modeledNs.p99 / 1000, 3) : '-',
-      fmt(run.throughput.opsPerSecMeasured, 0),
-      fmt(run.throughput.opsPerSecModeled, 0),
+      op ? modeledUs(op.modeledNs.mean) : '-',
+      op ? modeledUs(op.modeledNs.p99) : '-',
+      perSec(run.throughput.opsPerSecMeasured),
+      perSec(run.throughput.opsPerSecModeled),
       fmt(run.invalidations.fanout, 2),
     ]);
   }

@@ -21,6 +21,11 @@ export interface QueuePort {
   kind: Kind;
 }
 
+/** What a batch left undone (GuestCmdq.issue). */
+export interface IssueOutcome {
+  failed: number;
+}
+
 /**
  * The guest driver's side of one SMMU command queue (a vSMMU's CMDQ, or a VCMDQ): a ring in guest
  * RAM, a PROD it writes and a CONS it learns. Linux's arm_smmu_cmdq_issue_cmdlist in short:
@@ -43,8 +48,13 @@ export class GuestCmdq {
     return this.port.gpa + Q.index(Q.inc(this.prod, this.port.log2, ahead), this.port.log2) * CMD_SIZE;
   }
 
-  /** Issues commands followed by a CMD_SYNC and waits for the sync; returns 0 or -errno. */
-  async issue(ctx: OpContext, cmds: readonly SmmuCommand[]): Promise<number> {
+  /**
+   * Issues commands followed by a CMD_SYNC and waits for the sync; returns 0 or -errno. `outcome`,
+   * when given, learns how many of the commands did not run: none on success; after a stopped
+   * queue was recovered, the one refused command if it was in this batch (those before it ran,
+   * those after it ran once the queue resumed); all of them when the sync never completed.
+   */
+  async issue(ctx: OpContext, cmds: readonly SmmuCommand[], outcome?: IssueOutcome): Promise<number> {
     const log2 = this.port.log2;
     while (Q.free(this.prod, this.cons, log2) < cmds.length + 1) {
       // Linux spins on CONS; here the wait ends when another CPU's sync completes.
@@ -67,6 +77,7 @@ export class GuestCmdq {
       this.ram.write(gpa, data);
       ranges.push({ gpa, data });
     }
+    const start = this.prod;
     this.prod = Q.inc(this.prod, log2, all.length);
     ctx.charge('guest.cmdq_write', all.length);
     const prod = this.prod;
@@ -74,13 +85,19 @@ export class GuestCmdq {
       const reply = await this.access(ctx, this.port.prodRegister, prod, true, ranges);
       if (reply.status === 0 && this.ram.read32(syncGpa) === 0) {
         this.consumedUpTo(prod);
+        if (outcome) outcome.failed = 0;
         return 0;
       }
       // The queue stopped on an error, or the sync never completed: recover as Linux does, and
       // report this batch failed (its invalidation did not run as asked).
       const recovered = await this.recover(ctx);
-      if (recovered === 0 && this.ram.read32(syncGpa) === 0) this.consumedUpTo(prod);
-      return recovered === 0 ? -Errno.EIO : recovered;
+      const done = recovered.status === 0 && this.ram.read32(syncGpa) === 0;
+      if (done) this.consumedUpTo(prod);
+      if (outcome) {
+        const at = recovered.status === 0 ? Q.used(recovered.cons, start, log2) : -1;
+        outcome.failed = !done ? cmds.length : at < cmds.length ? 1 : 0;
+      }
+      return recovered.status === 0 ? -Errno.EIO : recovered.status;
     } finally {
       // Whatever happened, other CPUs waiting for room look again.
       for (const w of this.waiters.splice(0)) w();
@@ -98,11 +115,12 @@ export class GuestCmdq {
   /**
    * arm_smmu_cmdq_skip_err: read CONS; if the queue stopped with CERROR_ILL, overwrite the refused
    * command with a CMD_SYNC and acknowledge by writing GERRORN = GERROR, so everything behind it
-   * runs. Returns 0 once the queue runs again, or -ETIMEDOUT when it had not stopped.
+   * runs. Gives status 0 once the queue runs again, or -ETIMEDOUT when it had not stopped, and the
+   * CONS it stopped at.
    */
-  private async recover(ctx: OpContext): Promise<number> {
+  private async recover(ctx: OpContext): Promise<{ status: number; cons: number }> {
     const cons = (await this.access(ctx, this.port.consRegister, 0, false)).value;
-    if (Q.consErr(cons) === Q.CERROR.NONE) return -Errno.ETIMEDOUT;
+    if (Q.consErr(cons) === Q.CERROR.NONE) return { status: -Errno.ETIMEDOUT, cons };
     this.recoveries += 1;
     const gerror = (await this.access(ctx, this.port.gerrorRegister, 0, false)).value;
     const slot = this.port.gpa + Q.index(cons, this.port.log2) * CMD_SIZE;
@@ -110,7 +128,7 @@ export class GuestCmdq {
     encodeCommand(cmdSync(), sync, 0);
     this.ram.write(slot, sync);
     const ack = await this.access(ctx, this.port.gerrornRegister, gerror, true, [{ gpa: slot, data: sync }]);
-    return ack.status === 0 ? 0 : ack.status;
+    return { status: ack.status === 0 ? 0 : ack.status, cons };
   }
 
   /** After a CMD_SYNC completed everything up to `prod` was consumed: move CONS forward, never back. */

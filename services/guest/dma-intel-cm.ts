@@ -70,6 +70,8 @@ class Domain {
  */
 class IntelCmDmaIommu implements DmaApi {
   private commands = 0;
+  /** Of `commands`, those whose wait descriptor never completed (the queue stopped on them). */
+  private failed = 0;
   private readonly domains = new Map<number, Domain>();
   private readonly lazy: boolean;
   private readonly qi: GuestQi;
@@ -97,6 +99,10 @@ class IntelCmDmaIommu implements DmaApi {
     return this.commands;
   }
 
+  get guestCommandsFailed(): number {
+    return this.failed;
+  }
+
   private domain(device: GuestDevice): Domain {
     const d = this.domains.get(device.index);
     if (!d) throw new Error(`device ${device.index} has no domain`);
@@ -113,9 +119,11 @@ class IntelCmDmaIommu implements DmaApi {
     return { type: DescType.IOTLB, granularity: Granularity.DEVICE_OR_PAGE, ...drain, did, addr: psi.addr, ih: range.ih, am: psi.am };
   }
 
-  private invalidate(ctx: OpContext, desc: IotlbDesc): Promise<number> {
+  private async invalidate(ctx: OpContext, desc: IotlbDesc): Promise<number> {
     this.commands += 1;
-    return this.qi.submit(ctx, [desc]);
+    const status = await this.qi.submit(ctx, [desc]);
+    if (status < 0) this.failed += 1;
+    return status;
   }
 
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {

@@ -11,8 +11,8 @@ import { GUEST_VCMDQ_OPCODES } from '../common/smmu/allow-lists.js';
 import {
   SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, VSMMU_CMDQ_LOG2_ENTRIES, vcmdqGuestGpa, vcmdqRegister, vsmmuCmdqGpa, vsmmuMmioBase,
 } from '../common/smmu/registers.js';
-import { GuestCmdq } from './cmdq.js';
-import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
+import { GuestCmdq, type IssueOutcome } from './cmdq.js';
+import { deviceOpName, registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import { FlushQueues } from './flush-queue.js';
 import { IovaAllocator } from './iova.js';
 
@@ -35,7 +35,10 @@ interface Deferred {
   pages: number;
 }
 
-/** A guest IOMMU domain: one per assigned device here, with its own ASID, stage-1 table and IOVAs. */
+/**
+ * A guest IOMMU domain: one per device here (assigned or emulated), with its own ASID, stage-1
+ * table and IOVAs, on the vSMMU instance the device sits behind.
+ */
 class Domain {
   private readonly iovas = new Map<number, IovaAllocator>();
   /** Lazy mode's flush queues of this domain (per CPU, or one). */
@@ -108,8 +111,8 @@ class GuestSmmu {
     return q < this.backed ? (this.vcmdqs[q] as GuestCmdq) : this.cmdq;
   }
 
-  issue(ctx: OpContext, cpu: number, cmds: readonly SmmuCommand[]): Promise<number> {
-    return this.queueFor(cpu, cmds).issue(ctx, cmds);
+  issue(ctx: OpContext, cpu: number, cmds: readonly SmmuCommand[], outcome?: IssueOutcome): Promise<number> {
+    return this.queueFor(cpu, cmds).issue(ctx, cmds, outcome);
   }
 }
 
@@ -122,9 +125,17 @@ class GuestSmmu {
  *    256 entries or 10 ms; single: 32768 or 1000 ms; see flush-queue.ts); when one is due the
  *    domain is invalidated (TLBI_NH_ASID + CMD_SYNC) and only then are its IOVAs reused. The unmap
  *    that finds the queue due pays the flush; what is left is flushed when the workload ends.
+ * Devices the VMM emulates beside the assigned ones (topology.emulatedDevices) sit behind the VM's
+ * separate emulated vSMMU: the same driver drives it as one more SMMU with its own registers,
+ * queue and context descriptors, and its commands, counted apart, stop in the VMM.
  */
 class NestedDmaIommu implements DmaApi {
   private commands = 0;
+  /** Commands to an emulated vSMMU instance beside the accelerated ones (topology.emulatedDevices). */
+  private emulated = 0;
+  private emulatedFailed = 0;
+  /** Of `commands`, those whose batch failed (the queue stopped on it, or the sync never completed). */
+  private failed = 0;
   private readonly domains = new Map<number, Domain>();
   /** The guest's vSMMU instances, by index. */
   private readonly smmus = new Map<number, GuestSmmu>();
@@ -160,6 +171,39 @@ class NestedDmaIommu implements DmaApi {
     return this.commands;
   }
 
+  get guestCommandsFailed(): number {
+    return this.failed;
+  }
+
+  get emulatedCommands(): number {
+    return this.emulated;
+  }
+
+  get emulatedCommandsFailed(): number {
+    return this.emulatedFailed;
+  }
+
+  /** Counts invalidation commands against the kind of vSMMU instance they go to. */
+  private count(d: Domain, n: number): void {
+    if (d.device.emulated) this.emulated += n;
+    else this.commands += n;
+  }
+
+  /**
+   * Issues a batch on the domain's vSMMU, counting its commands and those that did not run (the
+   * refused one of a recovered queue, or all of them when the sync never completed).
+   */
+  private async issue(ctx: OpContext, d: Domain, cpu: number, cmds: readonly SmmuCommand[]): Promise<number> {
+    this.count(d, cmds.length);
+    const outcome: IssueOutcome = { failed: 0 };
+    const status = await d.smmu.issue(ctx, cpu, cmds, outcome);
+    if (status < 0) {
+      if (d.device.emulated) this.emulatedFailed += outcome.failed;
+      else this.failed += outcome.failed;
+    }
+    return status;
+  }
+
   migrated(hwQueues: readonly number[]): void {
     for (const [v, smmu] of this.smmus) smmu.setBackedVcmdqs(hwQueues[v] ?? 0);
   }
@@ -185,8 +229,7 @@ class NestedDmaIommu implements DmaApi {
     ctx.charge('guest.pte_write', d.stage1.unmap(iova, pages));
     if (!this.lazy) {
       const tlbis = tlbiNhVaRange(d.asid, iova, pages);
-      this.commands += tlbis.length;
-      const status = await d.smmu.issue(ctx, cpu, tlbis);
+      const status = await this.issue(ctx, d, cpu, tlbis);
       d.iova(cpu).release(iova, pages);
       ctx.charge('guest.iova_free');
       return status;
@@ -203,8 +246,7 @@ class NestedDmaIommu implements DmaApi {
    */
   private async flush(ctx: OpContext, d: Domain, cpu: number, freed: Deferred[]): Promise<number> {
     if (freed.length === 0) return 0;
-    this.commands += 1;
-    const status = await d.smmu.issue(ctx, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
+    const status = await this.issue(ctx, d, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
     for (const f of freed) {
       d.iova(f.cpu).release(f.iova, f.pages);
       ctx.charge('guest.iova_free');
@@ -220,8 +262,7 @@ class NestedDmaIommu implements DmaApi {
   async invalidateVa(ctx: OpContext, cpu: number, device: GuestDevice, va: number, pages: number): Promise<number> {
     const d = this.domain(device);
     const tlbis = tlbiNhVaRange(svaAsid(device), va, pages);
-    this.commands += tlbis.length;
-    return d.smmu.issue(ctx, cpu, tlbis);
+    return this.issue(ctx, d, cpu, tlbis);
   }
 
   async drain(): Promise<void> {
@@ -230,7 +271,7 @@ class NestedDmaIommu implements DmaApi {
         const ctx = this.kernel.env.newContext(0, 0);
         const t0 = nowNs();
         await this.flush(ctx, d, cpu, entries);
-        this.kernel.background('flush', ctx, nowNs() - t0, cpu);
+        this.kernel.background(deviceOpName('flush', d.device), ctx, nowNs() - t0, cpu);
       }
     }
   }

@@ -23,6 +23,18 @@ class StaticDma implements DmaApi {
     return this.inner.guestCommands;
   }
 
+  get guestCommandsFailed(): number | undefined {
+    return this.inner.guestCommandsFailed;
+  }
+
+  get emulatedCommands(): number | undefined {
+    return this.inner.emulatedCommands;
+  }
+
+  get emulatedCommandsFailed(): number | undefined {
+    return this.inner.emulatedCommandsFailed;
+  }
+
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const key = `${device.index}/${pa}/${pages}`;
     const iova = this.mapped.get(key);
@@ -70,6 +82,18 @@ class BounceDma implements DmaApi {
 
   get guestCommands(): number {
     return this.inner.guestCommands;
+  }
+
+  get guestCommandsFailed(): number | undefined {
+    return this.inner.guestCommandsFailed;
+  }
+
+  get emulatedCommands(): number | undefined {
+    return this.inner.emulatedCommands;
+  }
+
+  get emulatedCommandsFailed(): number | undefined {
+    return this.inner.emulatedCommandsFailed;
   }
 
   private async pool(ctx: OpContext, cpu: number, device: GuestDevice, pages: number): Promise<{ iova: number; free: number[]; slotPages: number } | number> {

@@ -20,6 +20,8 @@ import { planClearHcalls, planMapHcalls, type PlannedHcall, type TceHcallMode } 
  */
 class PseriesIommu implements DmaApi {
   private hcalls = 0;
+  /** Of `hcalls`, those the hypervisor refused (any return code but H_SUCCESS). */
+  private failed = 0;
   private readonly table: IommuTable;
   private readonly liobn: number;
   private readonly mode: TceHcallMode;
@@ -34,6 +36,10 @@ class PseriesIommu implements DmaApi {
   /** Hypercalls made (each one the guest's request to the host IOMMU). */
   get guestCommands(): number {
     return this.hcalls;
+  }
+
+  get guestCommandsFailed(): number {
+    return this.failed;
   }
 
   async map(ctx: OpContext, cpu: number, _device: GuestDevice, pa: number, pages: number): Promise<number> {
@@ -76,12 +82,17 @@ class PseriesIommu implements DmaApi {
   private async hcall(ctx: OpContext, call: PlannedHcall): Promise<number> {
     this.hcalls += 1;
     const payload = encodeHcall(call.hcall);
-    if (!call.list) return (await ctx.call('kvm', 'HCALL', payload)).status;
-    const gpa = Number(call.hcall.args[2]);
-    const data = encodeTceList(call.list);
-    this.kernel.ram.write(gpa, data);
-    ctx.charge('guest.pte_write', call.list.length);
-    return (await ctx.call('kvm', 'HCALL', payload, [{ gpa, data }])).status;
+    let status: number;
+    if (!call.list) status = (await ctx.call('kvm', 'HCALL', payload)).status;
+    else {
+      const gpa = Number(call.hcall.args[2]);
+      const data = encodeTceList(call.list);
+      this.kernel.ram.write(gpa, data);
+      ctx.charge('guest.pte_write', call.list.length);
+      status = (await ctx.call('kvm', 'HCALL', payload, [{ gpa, data }])).status;
+    }
+    if (status !== H_RC.SUCCESS) this.failed += 1;
+    return status;
   }
 
   async drain(): Promise<void> {}

@@ -111,6 +111,13 @@ class VirtioIommuDma implements DmaApi {
   private readonly lazy: boolean;
   /** MAP and UNMAP requests: each makes the host change and invalidate its shadow. */
   private requests = 0;
+  /**
+   * Of `requests`, those that did not complete: the device answered with an error, or they never
+   * reached it (the ring was full or broken, or a request queued before them failed to go in).
+   */
+  private failed = 0;
+  /** UNMAPs in the ring that nobody waits for (lazy mode), until the device completes them. */
+  private unawaited = 0;
   /** Lazy mode: each CPU's UNMAP requests not yet in the ring, carried by that CPU's next sync. */
   private readonly pendingUnmaps = new Map<number, Request[]>();
 
@@ -130,6 +137,10 @@ class VirtioIommuDma implements DmaApi {
   /** MAP and UNMAP requests sent: each is an invalidation of the host's shadow in this design. */
   get guestCommands(): number {
     return this.requests;
+  }
+
+  get guestCommandsFailed(): number {
+    return this.failed;
   }
 
   private domain(device: GuestDevice): Domain {
@@ -155,6 +166,7 @@ class VirtioIommuDma implements DmaApi {
       return errnoOf(p.status ?? Status.IOERR);
     }, ctx);
     if (status !== 0) {
+      this.failed += 1;
       d.iova(cpu).release(iova, pages);
       ctx.charge('guest.iova_free');
       return status;
@@ -177,6 +189,7 @@ class VirtioIommuDma implements DmaApi {
         await this.sync(ctx);
         return errnoOf(p.status ?? Status.IOERR);
       }, ctx);
+      if (status !== 0) this.failed += 1;
       d.iova(cpu).release(iova, pages);
       ctx.charge('guest.iova_free');
       return status;
@@ -201,10 +214,13 @@ class VirtioIommuDma implements DmaApi {
       const list = this.pendingUnmaps.get(cpu);
       if (!list) continue;
       this.pendingUnmaps.delete(cpu);
-      for (const req of list) {
+      for (const [i, req] of list.entries()) {
         // Built and charged when the unmap queued it.
         const p = await this.add(ctx, req, false, false);
-        if (typeof p === 'number') return p;
+        if (typeof p !== 'number') continue;
+        // This UNMAP and the ones queued behind it never reach the device.
+        this.failed += list.length - i;
+        return p;
       }
     }
     return 0;
@@ -227,6 +243,7 @@ class VirtioIommuDma implements DmaApi {
     const readable = { addr: slot, len: bytes.length - TAIL_SIZE };
     const tail = { addr: slot + bytes.length - TAIL_SIZE, len: TAIL_SIZE };
     if (this.vq.add([readable], [tail], p) === undefined) return -Errno.ENOSPC;
+    if (!awaited) this.unawaited += 1;
     if (charge) ctx.charge('guest.virtio_req');
     return p;
   }
@@ -246,9 +263,19 @@ class VirtioIommuDma implements DmaApi {
       const p = b.token;
       // A used length of 0: the device wrote nothing (__viommu_sync_req sets IOERR).
       p.status = b.len === 0 ? Status.IOERR : this.kernel.ram.view(p.slot + p.size - TAIL_SIZE, 1).readUInt8(0);
-      if (p.status !== Status.OK && !p.awaited) this.kernel.env.log.warn({ status: p.status, slot: p.slot }, 'virtio-iommu request failed with no waiter');
+      if (p.awaited) continue;
+      this.unawaited -= 1;
+      if (p.status === Status.OK) continue;
+      // Nobody waits for it: counted here, so no failed UNMAP goes unreported.
+      this.failed += 1;
+      this.kernel.env.log.warn({ status: p.status, slot: p.slot }, 'virtio-iommu request failed with no waiter');
     }
-    if (this.vq.inFlight > 0) this.vq.broken = true;
+    if (this.vq.inFlight > 0) {
+      this.vq.broken = true;
+      // Those still in the ring never complete; the awaited ones fail their callers.
+      this.failed += this.unawaited;
+      this.unawaited = 0;
+    }
   }
 
   /** flush_iotlb_all: one sync for everything queued, then the deferred IOVAs are free again. */

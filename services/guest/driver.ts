@@ -2,13 +2,26 @@ import type { Memory } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
 import type { RoleEnv } from '../common/role-api.js';
 
-/** One assigned device as the guest sees it. */
+/** One device as the guest sees it: assigned (VFIO), or emulated by the VMM (topology.emulatedDevices). */
 export interface GuestDevice {
-  /** Index in the topology's device list (also the guest's device number). */
+  /**
+   * The guest's device number: index in the topology's device list for an assigned device; after
+   * all of those for an emulated one (services/common/emulated-vsmmu.ts).
+   */
   index: number;
   vsid: number;
   /** The vSMMU instance it sits behind. */
   vsmmu: number;
+  /** A device the VMM emulates, behind the VM's separate emulated vSMMU (absent: assigned). */
+  emulated?: boolean;
+}
+
+/**
+ * The name an operation on `device` is reported under: emulated devices' operations apart
+ * (`unmap@emulated`), since their path stops in the VMM.
+ */
+export function deviceOpName(op: string, device: GuestDevice): string {
+  return device.emulated ? `${op}@emulated` : op;
 }
 
 /** What the guest kernel gives a DMA layer: its RAM and a way to report work no caller waits for. */
@@ -42,8 +55,21 @@ export interface DmaApi {
    * threads. Returns 0 or -errno. Absent when the architecture has no SVA.
    */
   invalidateVa?(ctx: OpContext, cpu: number, device: GuestDevice, va: number, pages: number): Promise<number>;
-  /** Invalidation commands issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted). */
+  /**
+   * Invalidation commands issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted), but for those
+   * counted in emulatedCommands.
+   */
   readonly guestCommands: number;
+  /**
+   * Of guestCommands, those that did not complete (the queue stopped on them, the request or
+   * hypercall came back with an error, or they were never sent because one before them failed):
+   * every invalidation is either completed or counted here. Absent: none can fail (dma-direct).
+   */
+  readonly guestCommandsFailed?: number;
+  /** Those sent to an emulated vSMMU instance beside accelerated ones (no physical SMMU gets them). */
+  readonly emulatedCommands?: number;
+  /** Of emulatedCommands, those that did not complete. */
+  readonly emulatedCommandsFailed?: number;
   /** Flushes anything deferred (lazy mode) before the run's results are taken. */
   drain(): Promise<void>;
   /**

@@ -1,6 +1,7 @@
 import { guestRamFile } from '../common/board.js';
 import { Errno } from '../common/errors.js';
 import type { StartReply } from '../common/generated/vmmsim/v1/StartReply.js';
+import { emulatedDevicesOf, emulatedVsmmuOf } from '../common/emulated-vsmmu.js';
 import { vsmmuOfDevice } from '../common/iommufd-objects.js';
 import { FileMemory } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
@@ -12,6 +13,7 @@ import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from './dr
 import './driver-none.js';
 import './dma-spapr-tce.js';
 import { withDmaMode } from './dma-modes.js';
+import { guestMetrics, type GuestMetrics } from './metrics.js';
 import { MigrationStep } from './migration.js';
 import { OpStats } from './op-stats.js';
 import { runWorkload } from './workload.js';
@@ -24,6 +26,7 @@ class GuestRole implements RoleInstance {
   private readonly coherent: DmaApi;
   private readonly kernel: GuestKernel;
   private opStats: OpStats | undefined;
+  private readonly metrics: GuestMetrics | undefined;
   private operations = 0;
 
   constructor(private readonly env: RoleEnv) {
@@ -34,6 +37,12 @@ class GuestRole implements RoleInstance {
     env.topology.devices.forEach((d, i) => {
       if (d.vm === vm) devices.push({ index: i, vsid: d.vsid, vsmmu: vsmmuOfDevice(env.topology, i) });
     });
+    // The devices the VMM emulates come after the assigned ones, behind the VM's emulated vSMMU.
+    const emulated = emulatedDevicesOf(env.topology, vm);
+    if (emulated.length > 0) {
+      const vsmmu = emulatedVsmmuOf(env.topology, vm);
+      for (const d of emulated) devices.push({ index: d.index, vsid: d.vsid, vsmmu, emulated: true });
+    }
     this.kernel = {
       env,
       ram: this.ram,
@@ -49,6 +58,8 @@ class GuestRole implements RoleInstance {
     if (!factory) throw new Error(`guest has no DMA API for model ${env.topology.model}`);
     this.coherent = factory(this.kernel);
     this.dma = withDmaMode(env.topology.dma, this.coherent, this.kernel);
+    this.metrics = env.metrics ? guestMetrics(env.metrics) : undefined;
+    this.metrics?.attachDriver(this.dma);
   }
 
   async handle(): Promise<{ status: number; payload: Buffer }> {
@@ -63,6 +74,8 @@ class GuestRole implements RoleInstance {
     const step = MigrationStep.forGuest(this.kernel, this.coherent, this.env.endpoints, w);
     const stats = step?.stats ?? new OpStats(this.env.endpoints);
     this.opStats = stats;
+    stats.observeWith({ tracing: this.env.tracing, log: this.env.log });
+    this.metrics?.attachOps(stats);
     const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w, step });
     this.operations += r.operations;
     const { timeline, resourceNames } = stats.takeTimeline();
@@ -74,15 +87,20 @@ class GuestRole implements RoleInstance {
       resourceNames,
       threadEndNs: [...this.kernel.vcpuNs],
       guestCommands: this.dma.guestCommands,
+      emulatedCommands: this.dma.emulatedCommands ?? 0,
       workloadCounters: { ...r.counters, ...step?.counters },
     };
   }
 
   stats(): Record<string, number> {
-    return { operations: this.operations, guestCommands: this.dma.guestCommands };
+    return { operations: this.operations, guestCommands: this.dma.guestCommands, guestCommandsFailed: this.dma.guestCommandsFailed ?? 0, emulatedCommands: this.dma.emulatedCommands ?? 0, emulatedCommandsFailed: this.dma.emulatedCommandsFailed ?? 0 };
   }
 
-  close(): void {
+  async close(): Promise<void> {
+    if (this.opStats) this.metrics?.detachOps(this.opStats);
+    this.metrics?.detachDriver(this.dma);
+    // The run's sampled traces leave before the controller reads the results and moves on.
+    await this.env.tracing?.flush();
     this.dma.close();
     this.ram.close();
   }

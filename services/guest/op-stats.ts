@@ -1,10 +1,12 @@
-import { NS_PER_US } from '../common/clock.js';
+import { NS_PER_US, nowNs } from '../common/clock.js';
 import type { HopReport } from '../common/generated/vmmsim/v1/HopReport.js';
 import type { OpReport } from '../common/generated/vmmsim/v1/OpReport.js';
 import type { TimedOp } from '../common/generated/vmmsim/v1/TimedOp.js';
 import { Distribution } from '../common/histogram.js';
+import type { Logger } from '../common/logger.js';
 import type { OpContext } from '../common/op-context.js';
 import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../common/topology.js';
+import type { HopSpan, OpTracing } from '../common/tracing.js';
 
 /** What the guest counts about one kind of operation (map, unmap). */
 class OpRecord {
@@ -26,8 +28,17 @@ export class OpStats {
   private readonly hops = new Map<string, { from: string; to: string; dist: Distribution }>();
   private readonly timeline: TimedOp[] = [];
   private readonly resources = new Map<string, number>();
+  private tracing: OpTracing | undefined;
+  /** Set only when the guest logs at debug: then each operation gets a line. */
+  private opLog: Logger | undefined;
 
   constructor(private readonly endpoints: EndpointTable) {}
+
+  /** Sampled operations become traces; at debug level each operation is logged with its opId. */
+  observeWith(t: { tracing?: OpTracing | undefined; log: Logger }): void {
+    this.tracing = t.tracing;
+    this.opLog = t.log.isLevelEnabled('debug') ? t.log : undefined;
+  }
 
   private op(name: string): OpRecord {
     let r = this.ops.get(name);
@@ -71,12 +82,15 @@ export class OpStats {
       holdAtNs: ctx.holds.map((h) => h.atNs),
       holdNs: ctx.holds.map((h) => h.ns),
     });
+    const tracing = this.tracing;
+    const spans: HopSpan[] | undefined = tracing?.sampled() ? [] : undefined;
     for (const h of ctx.trace) {
       const from = this.endpoints.id(h.from ?? 0);
       const to = this.endpoints.id(h.to ?? 0);
       if (!from || !to) continue;
       const kind = transitionOf(from.role, to.role);
       if (kind) r.transitions[kind] += 1;
+      spans?.push({ from: from.name, to: to.name, transition: kind, sentNs: Number(h.sentNs ?? 0), receivedNs: Number(h.receivedNs ?? 0) });
       const key = `${from.name}>${to.name}`;
       let hop = this.hops.get(key);
       if (!hop) {
@@ -85,6 +99,14 @@ export class OpStats {
       }
       hop.dist.record(Number(h.receivedNs ?? 0) - Number(h.sentNs ?? 0));
     }
+    if (spans && tracing) {
+      // The operation ended at most now (the caller may have been preempted since) and its
+      // measured time holds every hop, so it ended no later than its first send + that time.
+      let end = nowNs();
+      for (const h of spans) if (h.sentNs > 0) end = Math.min(end, h.sentNs + measuredNs);
+      tracing.exportOp(name, ctx.opId, end - measuredNs, end, spans);
+    }
+    this.opLog?.child({ opId: ctx.opId }).debug({ op: name, thread, measuredUs: measuredNs / NS_PER_US, modeledNs: ctx.modeledNs, hops: ctx.trace.length }, 'operation done');
   }
 
   fail(name: string): void {

@@ -4,7 +4,7 @@ import { nowNs } from '../common/clock.js';
 import { DeviceRing, RING_SLOTS, SlotState } from '../common/device-ring.js';
 import type { Workload__Output } from '../common/generated/vmmsim/v1/Workload.js';
 import { PAGE_SIZE } from '../common/memory.js';
-import type { DmaApi, GuestDevice, GuestKernel } from './driver.js';
+import { deviceOpName, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import type { OpStats } from './op-stats.js';
 import { parseTrace } from './trace.js';
 import type { WorkloadResult } from './workload.js';
@@ -23,8 +23,9 @@ interface Live {
  * Replays a Linux ftrace of iommu map/unmap events through the architecture's DMA API: each map
  * event maps as many pages at the time the trace gives (times scaled by workload.timeScale, or as
  * fast as possible at 0), each unmap unmaps the mapping its IOVA named. The trace's CPU becomes the
- * vCPU (modulo workload.threads), its dev=NAME picks the assigned device. Lines that are not
- * map/unmap events are skipped and counted; an unmap with no earlier map is counted, not replayed.
+ * vCPU (modulo workload.threads), its dev=NAME picks a device (the VM's in turn, emulated ones
+ * included: those report map@emulated and unmap@emulated). Lines that are not map/unmap events are
+ * skipped and counted; an unmap with no earlier map is counted, not replayed.
  */
 export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpStats, w: Workload__Output): Promise<WorkloadResult & { counters: Record<string, number> }> {
   const parsed = parseTrace(readFileSync(w.trace, 'utf8'));
@@ -39,6 +40,8 @@ export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpSta
   for (let t = 0; t < threads; t++) vcpu.push(0);
   stats.declare('map');
   stats.declare('unmap');
+  const emulated = kernel.devices.find((d) => d.emulated);
+  if (emulated) for (const op of ['map', 'unmap']) stats.declare(deviceOpName(op, emulated));
   const counters = { events: parsed.events.length, replayed: 0, unmatchedUnmaps: 0, failed: 0 };
   let opId = 1;
   const t0 = nowNs();
@@ -79,10 +82,10 @@ export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpSta
       vcpu[cpu] = (vcpu[cpu] ?? 0) + ctx.modeledNs;
       if (iova < 0) {
         counters.failed += 1;
-        stats.fail('map');
+        stats.fail(deviceOpName('map', device));
         continue;
       }
-      stats.record('map', m1 - m0, ctx, cpu, start, arrival);
+      stats.record(deviceOpName('map', device), m1 - m0, ctx, cpu, start, arrival);
       counters.replayed += 1;
       const slot = freeSlots.pop() ?? -1;
       if (slot >= 0) rings.get(device.index)?.post(slot, iova, pages);
@@ -106,10 +109,10 @@ export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpSta
       }
       if (status !== 0) {
         counters.failed += 1;
-        stats.fail('unmap');
+        stats.fail(deviceOpName('unmap', m.device));
         continue;
       }
-      stats.record('unmap', u1 - u0, ctx, cpu, start, arrival);
+      stats.record(deviceOpName('unmap', m.device), u1 - u0, ctx, cpu, start, arrival);
       counters.replayed += 1;
     }
   }

@@ -26,6 +26,10 @@ export class PhysicalCmdq {
   cons = 0;
   gerror = 0;
   gerrorn = 0;
+  /** Commands executed, by opcode (CMD_SYNC included): what the SMMU's metrics report. */
+  readonly byOpcode = new Float64Array(256);
+  /** The most entries the queue held, right after a PROD write. */
+  peak = 0;
 
   constructor(
     readonly log2: number,
@@ -50,6 +54,8 @@ export class PhysicalCmdq {
       commands.copy(this.ring, Q.index(this.prod, this.log2) * CMD_SIZE, i * CMD_SIZE, (i + 1) * CMD_SIZE);
       this.prod = Q.inc(this.prod, this.log2);
     }
+    const used = Q.used(this.prod, this.cons, this.log2);
+    if (used > this.peak) this.peak = used;
     return true;
   }
 
@@ -66,6 +72,7 @@ export class PhysicalCmdq {
         r.error = Q.CERROR.ILL;
         return r;
       }
+      this.byOpcode[cmd.opcode] = (this.byOpcode[cmd.opcode] ?? 0) + 1;
       if (cmd.opcode === Opcode.CMD_SYNC) r.syncs += 1;
       else {
         this.execute(cmd);

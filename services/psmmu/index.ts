@@ -7,12 +7,14 @@ import { Random } from '../common/random.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import { decodeMmio } from '../common/kvm-run.js';
 import { CMD_SIZE, Opcode, type DecodedCommand } from '../common/smmu/commands.js';
+import * as Q from '../common/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG } from '../common/smmu/registers.js';
 import type { Endpoint } from '../common/topology.js';
 import { AddressSpace, HostPhysical } from './address-space.js';
 import { PhysicalCmdq } from './cmdq.js';
 import { EventQueue } from './events.js';
 import { Iotlb } from './iotlb.js';
+import { psmmuMetrics, type PsmmuMetrics, type PsmmuState } from './metrics.js';
 import { Translator } from './translate.js';
 import { VintfPage } from './vintf.js';
 
@@ -31,6 +33,8 @@ class PsmmuRole implements RoleInstance {
   private readonly vintf: VintfPage;
   private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, errors: 0 };
   private readonly name: string;
+  private readonly metrics: PsmmuMetrics | undefined;
+  private readonly state: PsmmuState;
 
   constructor(env: RoleEnv) {
     const t = env.topology;
@@ -52,6 +56,20 @@ class PsmmuRole implements RoleInstance {
       { rate: t.device?.dmaRate ?? 0, lingerMs: t.device?.lingerMs ?? 0, lingerShare: t.device?.lingerShare ?? 0 },
       new Random(t.seed, 1000 + k),
     );
+    // What this run shows the process's metrics, read when they are scraped.
+    this.state = {
+      cmdqOpcodes: this.cmdq.byOpcode,
+      vcmdqOpcodes: this.vintf.byOpcode,
+      events: this.events.byType,
+      vevents: () => this.vintf.counters.vevents,
+      translations: () => ({ hits: this.translator.counters.hits, misses: this.translator.counters.misses }),
+      cmdqEntries: () => Q.used(this.cmdq.prod, this.cmdq.cons, this.cmdq.log2),
+      cmdqPeak: () => this.cmdq.peak,
+      vcmdqDepths: () => this.vintf.queueDepths(),
+      workerThreads: () => this.vintf.workerThreads,
+    };
+    this.metrics = env.metrics ? psmmuMetrics(env.metrics) : undefined;
+    this.metrics?.attach(this.state);
   }
 
   /**
@@ -164,6 +182,7 @@ class PsmmuRole implements RoleInstance {
   }
 
   async close(): Promise<void> {
+    this.metrics?.detach(this.state);
     this.dma.stop();
     this.space.close();
     await this.vintf.close();

@@ -7,6 +7,7 @@ import type { Logger } from '../common/logger.js';
 import type { OpContext } from '../common/op-context.js';
 import type { HandlerResult } from '../common/role-api.js';
 import { CMD_SIZE, Opcode } from '../common/smmu/commands.js';
+import * as Q from '../common/smmu/queue.js';
 import { decodeCmdqAlloc, decodeCmdqAllocRegister } from '../common/smmu/cmdqv-registers.js';
 import { VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, decodeVcmdqRegister } from '../common/smmu/registers.js';
 import type { MemoryRange } from '../common/transport/link.js';
@@ -30,6 +31,8 @@ export class VintfPage {
   /** The vSMMU instance each VM with a VINTF here fronts this SMMU with. */
   private readonly vsmmuOfVm = new Map<number, number>();
   readonly counters = { vcmdqSubmissions: 0, vcmdqCommands: 0, vevents: 0, vcmdqsMissing: 0, vcmdqWorkers: 0, vcmdqsMapped: 0, vcmdqsUnmapped: 0 };
+  /** Commands the VCMDQs executed, by opcode (CMD_SYNC included): what the SMMU's metrics report. */
+  readonly byOpcode = new Float64Array(256);
 
   constructor(
     private readonly psmmu: number,
@@ -152,6 +155,11 @@ export class VintfPage {
     const r = await queue.submit(slots);
     // Invalidations delivered (syncs not counted), and the hardware's work in modeled time.
     const executed = r.status === 'completed' ? slots.length / CMD_SIZE - syncs : r.commands;
+    const ran = r.status === 'completed' ? slots.length : r.commands * CMD_SIZE;
+    for (let at = 0; at < ran; at += CMD_SIZE) {
+      const op = slots[at] ?? 0;
+      this.byOpcode[op] = (this.byOpcode[op] ?? 0) + 1;
+    }
     this.counters.vcmdqCommands += r.status === 'completed' ? executed : 0;
     // The queue's execution is the contended part: operations on the same VCMDQ wait for each other.
     await ctx.hold(`psmmu-${this.psmmu}.vcmdq-${vm}.${reg.vsmmu}.${reg.queue}`, () => {
@@ -167,6 +175,21 @@ export class VintfPage {
 
   get active(): boolean {
     return this.queues.size > 0;
+  }
+
+  /** Entries written and not consumed yet in each VCMDQ, with the worker serving it (for metrics). */
+  queueDepths(): { queue: string; worker: number; entries: number }[] {
+    const out: { queue: string; worker: number; entries: number }[] = [];
+    for (const [key, q] of this.queues) {
+      const r = q.registers();
+      out.push({ queue: `vcmdq-${key.replaceAll('/', '.')}`, worker: q.worker, entries: Q.used(r.prod, r.cons, q.log2) });
+    }
+    return out;
+  }
+
+  /** Worker threads of the VCMDQ pool (0 without one). */
+  get workerThreads(): number {
+    return this.pool?.threadCount ?? 0;
   }
 
   async close(): Promise<void> {

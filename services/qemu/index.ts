@@ -6,7 +6,8 @@ import type { OpContext } from '../common/op-context.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import { vmmDevice, type VmmDevice } from './device.js';
 import { VmMigration } from './migration.js';
-import './vsmmu-accel.js';
+import { VirtioMemDevice, isVirtioMemMmio } from './virtio-mem.js';
+import './vsmmu-set.js';
 import './vtd-cm.js';
 import './virtio-iommu.js';
 import './spapr-tce.js';
@@ -17,11 +18,14 @@ class QemuRole implements RoleInstance {
   private readonly device: VmmDevice | undefined;
   /** The VM's host objects that a live migration re-creates (its HW queues). */
   private readonly migration: VmMigration;
+  /** The VM's virtio-mem device (memory hot-(un)plug), whatever the vIOMMU. */
+  private readonly virtioMem: VirtioMemDevice;
   private exits = 0;
 
   constructor(env: RoleEnv) {
     this.device = vmmDevice(env.topology.model)?.(env);
     this.migration = new VmMigration(env);
+    this.virtioMem = new VirtioMemDevice(env);
   }
 
   async handle(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
@@ -35,6 +39,7 @@ class QemuRole implements RoleInstance {
     this.exits += 1;
     const access = decodeMmio(req.payload);
     if (!access) return { status: -Errno.EINVAL, payload: EMPTY };
+    if (isVirtioMemMmio(access.physAddr)) return this.virtioMem.mmioExit(access, req, ctx);
     if (!this.device) return { status: 0, payload: req.payload };
     return this.device.mmioExit(access, req, ctx);
   }
@@ -46,7 +51,7 @@ class QemuRole implements RoleInstance {
   }
 
   stats(): Record<string, number> {
-    return { exits: this.exits, ...(this.device?.stats() ?? {}), ...this.migration.counters };
+    return { exits: this.exits, ...(this.device?.stats() ?? {}), ...this.migration.counters, ...this.virtioMem.counters };
   }
 
   close(): void {

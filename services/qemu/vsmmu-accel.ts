@@ -7,8 +7,7 @@ import type { RoleEnv } from '../common/role-api.js';
 import { HWPT_INVALIDATE_OPCODES } from '../common/smmu/allow-lists.js';
 import { CMD_SIZE, Opcode, decodeCommand, type DecodedCommand } from '../common/smmu/commands.js';
 import { decodeCd } from '../common/smmu/structures.js';
-import { registerVmmDevice } from './device.js';
-import { VsmmuCmdq } from './vsmmu-cmdq.js';
+import { VsmmuCmdq, type VsmmuInstances } from './vsmmu-cmdq.js';
 
 /** A fake but stable user-space address for the HWPT_INVALIDATE entry array (never null). */
 const USER_ARRAY_ADDR = 0x7f00_0000_0000;
@@ -21,7 +20,7 @@ const USER_ARRAY_ADDR = 0x7f00_0000_0000;
  * queued before its CMD_SYNC in one call, entry_num n). CMD_SYNC completes locally: every command
  * before it already completed in the kernel.
  */
-class AcceleratedVsmmu extends VsmmuCmdq {
+export class AcceleratedVsmmu extends VsmmuCmdq {
   /** The vIOMMU objects behind each vSMMU: its own, or all of the VM's (a single vSMMU). */
   private readonly targets: ViommuObject[][];
   private readonly perBatch: boolean;
@@ -35,13 +34,16 @@ class AcceleratedVsmmu extends VsmmuCmdq {
   private asids: Map<number, Set<ViommuObject>> | undefined;
   private readonly counters = { commands: 0, ioctls: 0, cfgiSte: 0, lookups: 0, lookupMisses: 0 };
 
-  constructor(private readonly env: RoleEnv) {
+  constructor(
+    private readonly env: RoleEnv,
+    at: VsmmuInstances = {},
+  ) {
     const vm = env.self.index;
     const layout = iommufdLayout(env.topology);
     const mine = layout.viommus.filter((v) => v.vm === vm);
     // One vSMMU per vIOMMU; a single vSMMU for the VM fronts all of them.
     const targets = env.topology.vsmmu === 'single' ? [mine] : mine.map((v) => [v]);
-    super(env, targets.length);
+    super(env, targets.length, at);
     this.targets = targets;
     this.perBatch = env.topology.vmm?.hwptInvalidate === 'per-batch';
     this.lookup = env.topology.dispatch === 'lookup';
@@ -171,6 +173,3 @@ class AcceleratedVsmmu extends VsmmuCmdq {
   }
 }
 
-registerVmmDevice('nested-smmuv3', (env) => new AcceleratedVsmmu(env));
-// With VCMDQs the same vSMMU still takes every command the guest cannot put in a VCMDQ.
-registerVmmDevice('nested-smmuv3-vcmdq', (env) => new AcceleratedVsmmu(env));

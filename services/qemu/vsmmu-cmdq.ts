@@ -10,6 +10,14 @@ import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, vsmmuCmdqGpa, vsmmu
 import type { MemoryRange } from '../common/transport/link.js';
 import type { VmmDevice } from './device.js';
 
+/** Where a model's vSMMU instances sit among the VM's, and the lock it runs under. */
+export interface VsmmuInstances {
+  /** The guest's number of the model's first instance (its others follow): where its MMIO and queues are. */
+  first?: number;
+  /** The VMM's big lock, when other device models of the VMM share it (one per VMM, as QEMU's BQL). */
+  bql?: Mutex;
+}
+
 /** The registers of one vSMMU's command queue as the VMM keeps them. */
 export interface CmdqRegisters {
   prod: number;
@@ -35,13 +43,31 @@ export abstract class VsmmuCmdq implements VmmDevice {
   protected readonly bql: Mutex;
   private readonly queues: CmdqRegisters[];
   private readonly queueCounters = { syncs: 0, errors: 0 };
+  /** The guest's number of this model's instance 0. */
+  readonly first: number;
 
-  constructor(env: RoleEnv, vsmmus: number) {
-    this.bql = new Mutex(`${env.self.name}.bql`);
+  constructor(env: RoleEnv, vsmmus: number, at: VsmmuInstances = {}) {
+    this.bql = at.bql ?? new Mutex(`${env.self.name}.bql`);
+    this.first = at.first ?? 0;
     this.queues = Array.from({ length: vsmmus }, () => ({ prod: 0, cons: 0, gerror: 0, gerrorn: 0 }));
   }
 
-  /** Runs one command of vSMMU `vsmmu` (never CMD_SYNC); false when it is refused (the queue halts there). */
+  /** The model's instance (counted from its first) whose registers `physAddr` falls on, if any. */
+  private instanceAt(physAddr: number): { vsmmu: number; offset: number } | undefined {
+    const reg = vsmmuRegister(physAddr, this.first + this.queues.length);
+    if (!reg || reg.vsmmu < this.first) return undefined;
+    return { vsmmu: reg.vsmmu - this.first, offset: reg.offset };
+  }
+
+  /** Whether an MMIO address is one of this model's registers (a VMM routes exits by address). */
+  claims(physAddr: number): boolean {
+    return this.instanceAt(physAddr) !== undefined;
+  }
+
+  /**
+   * Runs one command of vSMMU `vsmmu` (counted from the model's first; never CMD_SYNC); false when
+   * it is refused (the queue halts there).
+   */
   protected abstract execute(vsmmu: number, cmd: DecodedCommand, bytes: Buffer, ctx: OpContext): Promise<boolean>;
 
   /** Whether this command is held for a batch instead of run at once. */
@@ -56,7 +82,7 @@ export abstract class VsmmuCmdq implements VmmDevice {
 
   async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('exit.to_user');
-    const reg = vsmmuRegister(access.physAddr, this.queues.length);
+    const reg = this.instanceAt(access.physAddr);
     const state = reg ? this.queues[reg.vsmmu] : undefined;
     if (!reg || !state) return { status: 0, payload: req.payload }; // unclaimed MMIO: writes ignored, as QEMU does
     // The guest RAM the exit carries is what this VMM reads through its mapping of guest memory.
@@ -75,7 +101,7 @@ export abstract class VsmmuCmdq implements VmmDevice {
   private async consume(vsmmu: number, s: CmdqRegisters, ctx: OpContext): Promise<MemoryRange[]> {
     const writes: MemoryRange[] = [];
     const log2 = VSMMU_CMDQ_LOG2_ENTRIES;
-    const base = vsmmuCmdqGpa(vsmmu);
+    const base = vsmmuCmdqGpa(this.first + vsmmu);
     if ((s.gerror ^ s.gerrorn) & GERROR_CMDQ_ERR) return writes; // halted until the guest acknowledges
     // Held commands and the CONS value of each, so a failure can point CONS back at its command.
     const held: Buffer[] = [];

@@ -11,7 +11,7 @@ import { EVENT, decodeCd } from '../common/smmu/structures.js';
 import { registerVmmDevice } from './device.js';
 import { DeviceDma, type DmaDevice, type DmaTranslator } from '../common/device-dma.js';
 import { NO_VMID, SoftIotlb } from './soft-iotlb.js';
-import { VsmmuCmdq } from './vsmmu-cmdq.js';
+import { VsmmuCmdq, type VsmmuInstances } from './vsmmu-cmdq.js';
 
 /** A StreamID's configuration as the emulated SMMU caches it (QEMU's SMMUTransCfg, stage 1). */
 interface StreamConfig {
@@ -172,6 +172,13 @@ export class EmulatedSmmu implements DmaTranslator {
   }
 }
 
+/** A device the VMM emulates: the guest's device number, its StreamID, and the model's instance (from 0) it sits behind. */
+export interface EmulatedVsmmuDevice {
+  index: number;
+  sid: number;
+  vsmmu: number;
+}
+
 /**
  * The emulated vSMMUv3 of a VMM, for the devices it emulates itself (QEMU cannot put one in front
  * of a VFIO device: it refuses the MAP notifier shadowing would need). Its command queue is the
@@ -179,18 +186,17 @@ export class EmulatedSmmu implements DmaTranslator {
  * that wrote CMDQ_PROD, and nothing leaves the VMM: no ioctl, no host SMMU. The emulated devices
  * DMA through the same instances from this process.
  */
-class EmulatedVsmmu extends VsmmuCmdq {
+export class EmulatedVsmmu extends VsmmuCmdq {
   private readonly smmus: EmulatedSmmu[];
   private readonly guestRam: Memory;
   private readonly dma: DeviceDma;
   private readonly counters = { commands: 0, invalidations: 0, cfgi: 0 };
 
-  constructor(env: RoleEnv) {
+  constructor(env: RoleEnv, mine: readonly EmulatedVsmmuDevice[], at: VsmmuInstances = {}) {
     const t = env.topology;
     const vm = env.self.index;
-    const mine = t.devices.flatMap((d, index) => (d.vm === vm ? [{ index, sid: d.vsid, vsmmu: vsmmuOfDevice(t, index) }] : []));
     const instances = Math.max(1, ...mine.map((d) => d.vsmmu + 1));
-    super(env, instances);
+    super(env, instances, at);
     this.guestRam = new GuestRam(t.ramDir, vm);
     const readNs = env.costs.of('vmm.iommu_walk_pte');
     this.smmus = Array.from({ length: instances }, (_, i) => {
@@ -247,4 +253,9 @@ class EmulatedVsmmu extends VsmmuCmdq {
   }
 }
 
-registerVmmDevice('emulated-smmuv3', (env) => new EmulatedVsmmu(env));
+// Every device of the VM is emulated here, behind as many instances as the topology gives it vSMMUs.
+registerVmmDevice('emulated-smmuv3', (env) => {
+  const t = env.topology;
+  const mine = t.devices.flatMap((d, index) => (d.vm === env.self.index ? [{ index, sid: d.vsid, vsmmu: vsmmuOfDevice(t, index) }] : []));
+  return new EmulatedVsmmu(env, mine);
+});

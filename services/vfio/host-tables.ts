@@ -4,9 +4,10 @@ import { FileMemory, FrameAllocator } from '../common/memory.js';
 import { PageTable } from '../common/pagetable.js';
 import { viommuVmid, vmidOf } from '../common/iommufd-objects.js';
 import { STE_CONFIG, encodeSte } from '../common/smmu/structures.js';
+import { VIRTIO_MEM_REGION_BASE } from '../common/virtio-mem.js';
 
 /** Models whose guest owns stage 1 (the STE is nested); everything else translates by stage 2 only. */
-const NESTED_MODELS = new Set(['nested-smmuv3', 'nested-smmuv3-vcmdq']);
+export const NESTED_MODELS = new Set(['nested-smmuv3', 'nested-smmuv3-vcmdq']);
 /**
  * Models whose host table shadows the guest's mappings (IOVA -> host PA), filled map by map by
  * VFIO_IOMMU_MAP_DMA or the in-kernel equivalent; it starts empty instead of mapping all RAM.
@@ -30,7 +31,12 @@ export class HostTables {
     const vms = Math.max(0, ...t.devices.map((d) => d.vm)) + 1;
     for (let vm = 0; vm < vms; vm++) {
       const s2 = new PageTable(this.mem, frames);
-      if (!SHADOW_MODELS.has(t.model)) s2.mapBlocks(0, vmRamBase(vm), GUEST_RAM_SIZE, 1);
+      if (!SHADOW_MODELS.has(t.model)) {
+        // Boot RAM in 1 GiB blocks; the virtio-mem region block by block, as QEMU maps it (each of
+        // its blocks an IOAS area of its own, so one can be unplugged alone).
+        s2.mapBlocks(0, vmRamBase(vm), VIRTIO_MEM_REGION_BASE, 1);
+        s2.mapBlocks(VIRTIO_MEM_REGION_BASE, vmRamBase(vm) + VIRTIO_MEM_REGION_BASE, GUEST_RAM_SIZE - VIRTIO_MEM_REGION_BASE, 2);
+      }
       this.stage2.push(s2);
     }
     const nested = NESTED_MODELS.has(t.model);

@@ -32,14 +32,15 @@ interface HwQueue {
  * order with EIO, queue size and alignment, ENXIO outside stage 2), and each queue depends on the
  * one below it, so IOMMU_DESTROY of a queue with a higher one still allocated is EBUSY: queues go in
  * ascending and come out in descending order. The queues the VMM allocated at VM start are here
- * from the topology, as every setup object is.
+ * from the topology, as every setup object is. Each VMM has its own iommufd: an id that names
+ * another VM's object is not in its table (ENOENT), so one VMM never reaches another VM's queues.
  */
 export class HwQueues {
   private readonly queues = new Map<number, HwQueue>();
   private readonly viommus = new Map<number, ViommuObject>();
   private readonly plans = new Map<number, CmdqvPlan>();
-  /** Every object id the VM-start layout used; new objects get ids after them. */
-  private readonly setupIds = new Set<number>();
+  /** Every object id the VM-start layout used, with the VM it belongs to (undefined: shared); new objects get ids after them. */
+  private readonly setupIds = new Map<number, number | undefined>();
   private nextId: number;
   readonly counters = { hwQueueAlloc: 0, hwQueueDestroy: 0 };
 
@@ -53,9 +54,14 @@ export class HwQueues {
       this.viommus.set(v.id, v);
       if (!this.plans.has(v.psmmu)) this.plans.set(v.psmmu, cmdqvPlan(t, v.psmmu, layout));
     }
-    const ids = [layout.ioasId, ...layout.viommus.flatMap((v) => [v.id, v.hwptId]), ...layout.vdevices.flatMap((d) => [d.id, d.devId]), ...layout.hwQueues.map((q) => q.id)];
-    for (const id of ids) this.setupIds.add(id);
-    this.nextId = Math.max(0, ...ids) + 1;
+    const owned: [number, number | undefined][] = [
+      [layout.ioasId, undefined],
+      ...layout.viommus.flatMap((v): [number, number][] => [[v.id, v.vm], [v.hwptId, v.vm]]),
+      ...layout.vdevices.flatMap((d): [number, number | undefined][] => [[d.id, this.viommus.get(d.viommuId)?.vm], [d.devId, this.viommus.get(d.viommuId)?.vm]]),
+      ...layout.hwQueues.map((q): [number, number] => [q.id, q.vm]),
+    ];
+    for (const [id, vm] of owned) this.setupIds.set(id, vm);
+    this.nextId = Math.max(0, ...owned.map(([id]) => id)) + 1;
     for (const q of layout.hwQueues) {
       const v = this.viommus.get(q.viommuId) as ViommuObject;
       const plan = this.plans.get(v.psmmu) as CmdqvPlan;
@@ -69,8 +75,8 @@ export class HwQueues {
     return undefined;
   }
 
-  /** ioctl(IOMMU_HW_QUEUE_ALLOC): the reply carries the struct back with out_hw_queue_id set. */
-  async alloc(payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
+  /** ioctl(IOMMU_HW_QUEUE_ALLOC) from VM `vm`'s VMM: the reply carries the struct back with out_hw_queue_id set. */
+  async alloc(payload: Buffer, ctx: OpContext, vm: number): Promise<HandlerResult> {
     ctx.charge('ioctl.syscall');
     const a = decodeHwQueueAlloc(payload);
     if (!a) return { status: -Errno.EFAULT, payload: EMPTY };
@@ -79,7 +85,7 @@ export class HwQueues {
     if (a.length === 0) return { status: -Errno.EINVAL, payload: EMPTY };
     if (a.nestingParentIova + a.length - 1 >= 2 ** 64) return { status: -Errno.EOVERFLOW, payload: EMPTY };
     const viommu = this.viommus.get(a.viommuId);
-    if (!viommu) return { status: -Errno.ENOENT, payload: EMPTY };
+    if (!viommu || viommu.vm !== vm) return { status: -Errno.ENOENT, payload: EMPTY };
     const plan = this.plans.get(viommu.psmmu) as CmdqvPlan;
     const vintf = vintfOf(plan, viommu.vm);
     // A vIOMMU with no VINTF on its CMDQV has no hw_queue ops.
@@ -105,15 +111,20 @@ export class HwQueues {
 
   /**
    * ioctl(IOMMU_DESTROY) of a HW queue: unmaps its logical VCMDQ. An id that is no object is ENOENT;
-   * one the VM still uses (a setup object, or a queue another one depends on) is EBUSY.
+   * one the VM still uses (a setup object, or a queue another one depends on) is EBUSY; another VM's
+   * object is none of this VMM's (ENOENT).
    */
-  async destroy(payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
+  async destroy(payload: Buffer, ctx: OpContext, vm: number): Promise<HandlerResult> {
     ctx.charge('ioctl.syscall');
     const d = decodeDestroy(payload);
     if (!d) return { status: -Errno.EFAULT, payload: EMPTY };
     if (d.size < DESTROY_SIZE) return { status: -Errno.EINVAL, payload: EMPTY };
     const q = this.queues.get(d.id);
-    if (!q) return { status: this.setupIds.has(d.id) ? -Errno.EBUSY : -Errno.ENOENT, payload: EMPTY };
+    if (q && q.viommu.vm !== vm) return { status: -Errno.ENOENT, payload: EMPTY };
+    if (!q) {
+      const ours = this.setupIds.has(d.id) && (this.setupIds.get(d.id) ?? vm) === vm;
+      return { status: ours ? -Errno.EBUSY : -Errno.ENOENT, payload: EMPTY };
+    }
     if (this.queueAt(q.viommu.id, q.lidx + 1)) return { status: -Errno.EBUSY, payload: EMPTY };
     const unmapped = await this.hostWrite(ctx, q.viommu.psmmu, encodeMmio({ physAddr: cmdqAllocRegister(q.queue), data: encodeCmdqAlloc({ vintf: q.vintf, lidx: q.lidx, allocated: false }), len: 4, isWrite: true }));
     if (unmapped !== 0) return { status: unmapped, payload: EMPTY };

@@ -19,6 +19,8 @@ import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT } from './ho
 import { HostTables, SHADOW_MODELS } from './host-tables.js';
 import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
 import { HwQueues } from './hw-queues.js';
+import { IOAS_COUNTERS, VmIoas, type IoasCounters } from './ioas.js';
+import { decodeIoasMap, decodeIoasUnmap, encodeIoasUnmap } from '../common/iommufd-ioas.js';
 
 /**
  * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a
@@ -40,12 +42,19 @@ class VfioRole implements RoleInstance {
   /** Per VM, its host IOMMU domain when the model shadows guest mappings. */
   private readonly domains = new Map<number, HostIommuDomain>();
   private readonly hostCounters = Object.fromEntries(HOST_IOMMU_COUNTERS.map((k) => [k, 0])) as HostIommuDomain['counters'];
+  /** Per VM, its IOAS when the stage 2 maps guest RAM itself (no vIOMMU, or a nesting parent). */
+  private readonly ioas = new Map<number, VmIoas>();
+  private readonly ioasCounters = Object.fromEntries(IOAS_COUNTERS.map((k) => [k, 0])) as IoasCounters;
 
   constructor(env: RoleEnv) {
     this.tables = new HostTables(env.topology);
     if (SHADOW_MODELS.has(env.topology.model)) {
       this.tables.stage2.forEach((table, vm) => {
         this.domains.set(vm, new HostIommuDomain(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.hostCounters));
+      });
+    } else if (env.topology.model !== 'emulated-smmuv3') {
+      this.tables.stage2.forEach((table, vm) => {
+        this.ioas.set(vm, new VmIoas(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.ioasCounters));
       });
     }
     const layout = iommufdLayout(env.topology);
@@ -58,13 +67,15 @@ class VfioRole implements RoleInstance {
   }
 
   async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
-    if (req.kind === 'HWPT_INVALIDATE' && from.role === 'qemu') return this.hwptInvalidate(req.payload, ctx);
+    if (req.kind === 'HWPT_INVALIDATE' && from.role === 'qemu') return this.hwptInvalidate(req.payload, from.index, ctx);
     if (req.kind === 'VFIO_DMA_MAP' && from.role === 'qemu') return this.dmaMap(req.payload, from.index, ctx);
     if (req.kind === 'VFIO_DMA_UNMAP' && from.role === 'qemu') return this.dmaUnmap(req.payload, from.index, ctx);
     if ((req.kind === 'IOMMU_MAP' || req.kind === 'IOMMU_UNMAP') && from.role === 'kvm') return this.kernelMap(req.kind, req.payload, ctx);
     if (req.kind === 'TCE_UPDATE' && from.role === 'kvm') return this.tceUpdate(req.payload, ctx);
-    if (req.kind === 'IOMMU_HW_QUEUE_ALLOC' && from.role === 'qemu') return this.counted(await this.hwQueues.alloc(req.payload, ctx));
-    if (req.kind === 'IOMMU_DESTROY' && from.role === 'qemu') return this.counted(await this.hwQueues.destroy(req.payload, ctx));
+    if (req.kind === 'IOAS_UNMAP' && from.role === 'qemu') return this.ioasUnmap(req.payload, from.index, ctx);
+    if (req.kind === 'IOAS_MAP' && from.role === 'qemu') return this.ioasMap(req.payload, from.index, ctx);
+    if (req.kind === 'IOMMU_HW_QUEUE_ALLOC' && from.role === 'qemu') return this.counted(await this.hwQueues.alloc(req.payload, ctx, from.index));
+    if (req.kind === 'IOMMU_DESTROY' && from.role === 'qemu') return this.counted(await this.hwQueues.destroy(req.payload, ctx, from.index));
     return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
   }
 
@@ -116,6 +127,28 @@ class VfioRole implements RoleInstance {
     return this.reply(0, encodeDmaUnmap({ ...u, size: r * PAGE_SIZE }));
   }
 
+  /** ioctl(IOMMU_IOAS_UNMAP): the reply carries the struct back with length = bytes unmapped. */
+  private async ioasUnmap(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
+    ctx.charge('ioctl.syscall');
+    const u = decodeIoasUnmap(payload);
+    if (!u) return this.reply(-Errno.EFAULT);
+    const ioas = this.ioas.get(vm);
+    if (!ioas) return this.reply(-Errno.ENOENT);
+    const r = await ioas.unmap(ctx, u);
+    if (r < 0) return this.reply(r);
+    return this.reply(0, encodeIoasUnmap({ ...u, length: r }));
+  }
+
+  /** ioctl(IOMMU_IOAS_MAP) of a range of the VMM's guest RAM at a fixed IOVA. */
+  private async ioasMap(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
+    ctx.charge('ioctl.syscall');
+    const m = decodeIoasMap(payload);
+    if (!m) return this.reply(-Errno.EFAULT);
+    const ioas = this.ioas.get(vm);
+    if (!ioas) return this.reply(-Errno.ENOENT);
+    return this.reply(await ioas.map(ctx, m));
+  }
+
   /** An in-kernel iommu_map()/iommu_unmap() (vhost-iommu): no syscall, the same domain and lock. */
   private async kernelMap(kind: 'IOMMU_MAP' | 'IOMMU_UNMAP', payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
     const m = decodeKernelIommuMap(payload);
@@ -160,8 +193,8 @@ class VfioRole implements RoleInstance {
     this.errors[name] = (this.errors[name] ?? 0) + 1;
   }
 
-  /** IOMMU_HWPT_INVALIDATE on a vIOMMU: the core checks, then the conversion and chunking. */
-  private async hwptInvalidate(payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
+  /** IOMMU_HWPT_INVALIDATE from VM `vm`'s VMM on a vIOMMU: the core checks, then the conversion and chunking. */
+  private async hwptInvalidate(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('ioctl.syscall');
     this.counters.hwptInvalidate += 1;
     const parsed = decodeHwptInvalidate(payload);
@@ -174,8 +207,9 @@ class VfioRole implements RoleInstance {
       return { status: check, payload: withEntryNum(head, 0) };
     }
     const viommu = this.viommus.get(head.hwptId);
-    if (!viommu) {
-      // iommufd_get_object() finds no object of that id.
+    if (!viommu || viommu.vm !== vm) {
+      // iommufd_get_object() finds no object of that id in this VMM's iommufd: another VM's
+      // vIOMMU is not there, so its translations stay out of reach.
       this.count(-Errno.ENOENT);
       return { status: -Errno.ENOENT, payload: withEntryNum(head, 0) };
     }
@@ -211,7 +245,10 @@ class VfioRole implements RoleInstance {
 
   stats(): Record<string, number> {
     const errors = Object.fromEntries(Object.entries(this.errors).map(([k, v]) => [`errors.${k}`, v]));
-    return { ...this.counters, ...this.hwQueues.counters, ...(this.domains.size > 0 ? this.hostCounters : {}), ...errors };
+    // Host stage-2 commands per pSMMU, so the run's accounting can tell them from the guests' deliveries.
+    const stage2: Record<string, number> = {};
+    for (const i of this.ioas.values()) for (const [p, n] of i.delivered) stage2[`stage2Commands.psmmu-${p}`] = (stage2[`stage2Commands.psmmu-${p}`] ?? 0) + n;
+    return { ...this.counters, ...this.hwQueues.counters, ...(this.domains.size > 0 ? this.hostCounters : {}), ...(this.ioas.size > 0 ? this.ioasCounters : {}), ...stage2, ...errors };
   }
 
   close(): void {

@@ -132,7 +132,7 @@ describe('vmmsim run --model nested-smmuv3 --ops 100 --json --out DIR', () => {
   it('reports throughput and one delivered invalidation per guest command', () => {
     expect(run.throughput.opsPerSecMeasured).toBeGreaterThan(0);
     expect(run.throughput.opsPerSecModeled).toBeGreaterThan(0);
-    expect(run.invalidations).toEqual({ guestCommands: 100, deliveredPerPsmmu: { 'psmmu-0': 100 }, fanout: 1, wasted: 0 });
+    expect(run.invalidations).toEqual({ guestCommands: 100, guestCommandsFailed: 0, deliveredPerPsmmu: { 'psmmu-0': 100 }, fanout: 1, wasted: 0, hostStage2: { unmaps: 0, deliveredPerPsmmu: { 'psmmu-0': 0 } } });
   });
 
   it('leaves no process and no socket folder behind', async () => {

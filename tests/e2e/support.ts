@@ -70,10 +70,10 @@ export function watchSpawned(run: CliRun, periodMs = 20): { stop: () => { pid: n
 export async function runWatched(
   runs: Runs,
   args: string[],
-  opts: { cwd?: string } = {},
+  opts: { cwd?: string; env?: Record<string, string> } = {},
 ): Promise<CliResult & { spawned: { pid: number; cmdline: string }[]; tmp: string }> {
   const tmp = runs.folder('vmmsim-e2e-tmp-');
-  const run = runs.start(args, { ...opts, env: { TMPDIR: tmp } });
+  const run = runs.start(args, { ...opts, env: { ...opts.env, TMPDIR: tmp } });
   const watcher = watchSpawned(run);
   const result = await run.done;
   return { ...result, spawned: watcher.stop(), tmp };

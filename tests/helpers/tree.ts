@@ -72,7 +72,7 @@ export async function configureWithoutGuest(fx: TreeFixture, scenario: Scenario,
   const endpoints = [...eps.filter((e) => e.role !== 'guest'), { id: HAND_GUEST_ID, role: 'guest', index: 0, name: 'guest-0', address: 'unix:///nonexistent', pid: process.pid, host }];
   const topology: Topology = {
     runId: 'by-hand', model, dma: scenario.dma, seed: scenario.seed, endpoints, devices: devices(scenario), costsNs: profileCosts(testProfile),
-    workload: { ...scenario.workload }, vmids: [1], deadlineMs: 5000, vsmmu: scenario.topology.vsmmu, ramDir: fx.ramDir,
+    workload: { ...scenario.workload }, vmids: Array.from({ length: scenario.topology.vms }, (_, v) => v + 1), deadlineMs: 5000, vsmmu: scenario.topology.vsmmu, ramDir: fx.ramDir,
     vcmdqsPerVsmmu: scenario.topology.vcmdqsPerVsmmu, vmm: { hwptInvalidate: scenario.vmm.hwptInvalidate }, dispatch: scenario.topology.dispatch, vmidPolicy: scenario.topology.vmid,
   };
   for (const role of ['psmmu', 'vfio', 'qemu', 'kvm']) {

@@ -15,7 +15,7 @@ describe('a VM behind three physical SMMUs', () => {
     const run = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single' }, workload: oneCpu }), 'nested-smmuv3', testProfile);
     const unmap = run.ops.find((o) => o.op === 'unmap');
     expect(unmap?.transitions).toEqual({ exit: 1, user: 1, ioctl: 3, hw: 3, direct: 0 });
-    expect(run.invalidations).toEqual({ guestCommands: 90, deliveredPerPsmmu: { 'psmmu-0': 90, 'psmmu-1': 90, 'psmmu-2': 90 }, fanout: 3, wasted: 180 });
+    expect(run.invalidations).toEqual({ guestCommands: 90, guestCommandsFailed: 0, deliveredPerPsmmu: { 'psmmu-0': 90, 'psmmu-1': 90, 'psmmu-2': 90 }, fanout: 3, wasted: 180, hostStage2: { unmaps: 0, deliveredPerPsmmu: { 'psmmu-0': 0, 'psmmu-1': 0, 'psmmu-2': 0 } } });
     // The three ioctls are sequential: modeled time pays each of them.
     const perIoctl = ['ioctl.syscall', 'kernel.hwpt_cmd', 'smmu.cmd_exec', 'smmu.sync'].reduce((n, k) => n + (testProfile.steps[k]?.ns ?? 0), 0)
       + 2 * (testProfile.steps['kernel.cmdq_insert']?.ns ?? 0);
@@ -30,7 +30,7 @@ describe('a VM behind three physical SMMUs', () => {
       const run = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single', dispatch: 'lookup' } }), 'nested-smmuv3', testProfile);
       expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 1, user: 1, ioctl: 1, hw: 1, direct: 0 });
       // Each device's domain has its own ASID, behind one pSMMU: fan-out 1, nothing wasted.
-      expect(run.invalidations).toEqual({ guestCommands: 90, deliveredPerPsmmu: { 'psmmu-0': 30, 'psmmu-1': 30, 'psmmu-2': 30 }, fanout: 1, wasted: 0 });
+      expect(run.invalidations).toEqual({ guestCommands: 90, guestCommandsFailed: 0, deliveredPerPsmmu: { 'psmmu-0': 30, 'psmmu-1': 30, 'psmmu-2': 30 }, fanout: 1, wasted: 0, hostStage2: { unmaps: 0, deliveredPerPsmmu: { 'psmmu-0': 0, 'psmmu-1': 0, 'psmmu-2': 0 } } });
       expect(run.counters['qemu-0']).toMatchObject({ lookups: 90, lookupMisses: 0, ioctls: 90 });
       // The lookup costs its step, and saves two of the three ioctls a broadcast pays.
       const broadcast = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single' } }), 'nested-smmuv3', testProfile);
@@ -60,7 +60,7 @@ describe('a VM behind three physical SMMUs', () => {
     await withSession(fx, async (session) => {
     const s = resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'per-psmmu' } });
     const run = await session.run(s, 'nested-smmuv3', testProfile);
-    expect(run.invalidations).toEqual({ guestCommands: 90, deliveredPerPsmmu: { 'psmmu-0': 30, 'psmmu-1': 30, 'psmmu-2': 30 }, fanout: 1, wasted: 0 });
+    expect(run.invalidations).toEqual({ guestCommands: 90, guestCommandsFailed: 0, deliveredPerPsmmu: { 'psmmu-0': 30, 'psmmu-1': 30, 'psmmu-2': 30 }, fanout: 1, wasted: 0, hostStage2: { unmaps: 0, deliveredPerPsmmu: { 'psmmu-0': 0, 'psmmu-1': 0, 'psmmu-2': 0 } } });
     const vcmdq = await session.run(s, 'nested-smmuv3-vcmdq', testProfile);
     expect(vcmdq.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 });
     expect(vcmdq.invalidations.fanout).toBe(1);

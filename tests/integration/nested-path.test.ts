@@ -42,7 +42,7 @@ describe('the nested-SMMUv3 path through real processes', () => {
     expect(run.counters['qemu-0']).toMatchObject({ ioctls: 50, syncs: 50, commands: 50 });
     expect(run.counters['vfio']).toMatchObject({ hwptInvalidate: 50, chunks: 50, commands: 50 });
     expect(run.counters['psmmu-0']).toMatchObject({ commands: 50, syncs: 50, errors: 0 });
-    expect(run.invalidations).toEqual({ guestCommands: 50, deliveredPerPsmmu: { 'psmmu-0': 50 }, fanout: 1, wasted: 0 });
+    expect(run.invalidations).toEqual({ guestCommands: 50, guestCommandsFailed: 0, deliveredPerPsmmu: { 'psmmu-0': 50 }, fanout: 1, wasted: 0, hostStage2: { unmaps: 0, deliveredPerPsmmu: { 'psmmu-0': 0 } } });
     // Modeled: every unmap pays the same steps, so its distribution is a single value.
     expect(unmap?.modeledNs.min).toBe(unmap?.modeledNs.max);
     expect(unmap?.modeledNs.mean).toBeGreaterThan(map?.modeledNs.mean ?? Infinity);

@@ -5,6 +5,7 @@ import { CMD_SIZE, SyncCs, cfgiSte, cmdSync, encodeCommand, tlbiNhVa, type SmmuC
 import * as Q from '../../services/common/smmu/queue.js';
 import { VCMDQ_REG, vcmdqGuestGpa, vcmdqRegister } from '../../services/common/smmu/registers.js';
 import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
+import { Control } from '../../services/controller/control-client.js';
 import { HAND_GUEST_ID, configureWithoutGuest, testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 const scenario = resolveScenario({ name: 'vcmdq', model: 'nested-smmuv3-vcmdq', workload: { ops: 60, threads: 2 } });
@@ -20,7 +21,7 @@ describe('nested-smmuv3-vcmdq through real processes', () => {
     expect(run.hops.map((h) => `${h.from}>${h.to}`).sort()).toEqual(['guest-0>psmmu-0', 'psmmu-0>guest-0']);
     expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 60, vevents: 0, commands: 0 });
     expect(run.counters['qemu-0']?.['exits']).toBe(0);
-    expect(run.invalidations).toEqual({ guestCommands: 60, deliveredPerPsmmu: { 'psmmu-0': 60 }, fanout: 1, wasted: 0 });
+    expect(run.invalidations).toEqual({ guestCommands: 60, guestCommandsFailed: 0, deliveredPerPsmmu: { 'psmmu-0': 60 }, fanout: 1, wasted: 0, hostStage2: { unmaps: 0, deliveredPerPsmmu: { 'psmmu-0': 0 } } });
     expect(run.dma.staleTranslations).toBe(0);
     });
   });
@@ -56,12 +57,19 @@ describe('a guest VINTF page driven by hand', () => {
     return psmmu.request({ kind: 'VINTF_MMIO', opId: 1, payload: encodeMmio({ physAddr: vcmdqRegister(0, q, reg), data: value, len: 4, isWrite: true }), guestMemory: ranges, modeledNs: 0 });
   }
 
-  it('halts only the queue that got a command a guest VCMDQ refuses, and resumes it after recovery', async () => {
+  it('halts only the queue that got a command a guest VCMDQ refuses, raises a vEVENT, and resumes it after recovery', async () => {
+    const control = new Control('psmmu-0', fx.tree.processes.find((p) => p.name === 'psmmu-0')?.address ?? '');
+    const vevents = async (): Promise<number> => (await control.stats()).counters['vevents'] ?? 0;
+    const before = await vevents();
     const badSync = syncAt(0, 2);
     const bad = slots(0, [tlbiNhVa({ vmid: 0, asid: 1, va: 0x1000n, tg: 1 }), cfgiSte({ sid: 8 }), cmdSync({ cs: SyncCs.IRQ, msiaddr: badSync })]);
     const halted = await write(0, VCMDQ_REG.PROD, prod[0] as number, bad);
     expect(halted.status).toBeLessThan(0);
     expect(halted.guestMemory).toHaveLength(0);
+    // The host hears of it as a vEVENT (it comes from the queue's worker thread: wait for it).
+    for (let i = 0; i < 100 && (await vevents()) === before; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await vevents()).toBe(before + 1);
+    control.close();
 
     // Queue 1 of the same VINTF keeps completing.
     const okSync = syncAt(1, 1);

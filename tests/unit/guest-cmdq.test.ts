@@ -85,4 +85,16 @@ describe('guest command queue', () => {
     // The ring (8 slots) wraps several times after the recovery with no CPU left waiting.
     for (let i = 0; i < 10; i++) expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: i })])).toBe(0);
   });
+
+  it('counts only the refused command of a recovered batch as not run: those around it ran', async () => {
+    const dev = fakeDevice();
+    const q = new GuestCmdq(port, new PhysMemory());
+    const ctx = context(dev.link);
+    const outcome = { failed: -1 };
+    const batch = [tlbiNhAsid({ vmid: 0, asid: 1 }), { opcode: Opcode.TLBI_NH_ALL, fields: { vmid: 0 } }, tlbiNhAsid({ vmid: 0, asid: 2 })];
+    expect(await q.issue(ctx, batch, outcome)).toBeLessThan(0);
+    expect(outcome.failed).toBe(1);
+    expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: 3 })], outcome)).toBe(0);
+    expect(outcome.failed).toBe(0);
+  });
 });

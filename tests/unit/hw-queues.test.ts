@@ -107,21 +107,21 @@ describe('iommufd HW queues over the CMDQV driver', () => {
   it('destroys last first (EBUSY otherwise) and allocates first first (EIO otherwise), with CMDQ_ALLOC writes', async () => {
     const { hw, writes, viommu, firstQueueIds } = setup();
     const [q0, q1] = firstQueueIds as [number, number];
-    expect((await hw.destroy(encodeDestroy(q0), ctx())).status).toBe(-Errno.EBUSY);
-    expect((await hw.destroy(encodeDestroy(q1), ctx())).status).toBe(0);
-    expect((await hw.destroy(encodeDestroy(q1), ctx())).status).toBe(-Errno.ENOENT);
-    expect((await hw.destroy(encodeDestroy(q0), ctx())).status).toBe(0);
+    expect((await hw.destroy(encodeDestroy(q0), ctx(), 0)).status).toBe(-Errno.EBUSY);
+    expect((await hw.destroy(encodeDestroy(q1), ctx(), 0)).status).toBe(0);
+    expect((await hw.destroy(encodeDestroy(q1), ctx(), 0)).status).toBe(-Errno.ENOENT);
+    expect((await hw.destroy(encodeDestroy(q0), ctx(), 0)).status).toBe(0);
     expect(writes).toEqual([
       { psmmu: 0, queue: 43, value: encodeCmdqAlloc({ vintf: 1, lidx: 1, allocated: false }) },
       { psmmu: 0, queue: 42, value: encodeCmdqAlloc({ vintf: 1, lidx: 0, allocated: false }) },
     ]);
-    expect((await hw.alloc(alloc(viommu, 1), ctx())).status).toBe(-Errno.EIO);
-    const r = await hw.alloc(alloc(viommu, 0), ctx());
+    expect((await hw.alloc(alloc(viommu, 1), ctx(), 0)).status).toBe(-Errno.EIO);
+    const r = await hw.alloc(alloc(viommu, 0), ctx(), 0);
     expect(r.status).toBe(0);
     const id = decodeHwQueueAlloc(r.payload)?.outHwQueueId ?? 0;
     expect(id).toBeGreaterThan(Math.max(...firstQueueIds));
     expect(writes.at(-1)).toEqual({ psmmu: 0, queue: 42, value: encodeCmdqAlloc({ vintf: 1, lidx: 0, allocated: true }) });
-    expect((await hw.alloc(alloc(viommu, 0), ctx())).status).toBe(-Errno.EEXIST);
+    expect((await hw.alloc(alloc(viommu, 0), ctx(), 0)).status).toBe(-Errno.EEXIST);
     expect(hw.counters).toEqual({ hwQueueAlloc: 1, hwQueueDestroy: 2 });
   });
 
@@ -141,11 +141,25 @@ describe('iommufd HW queues over the CMDQV driver', () => {
       [alloc(viommu, 2, { nestingParentIova: vcmdqGuestGpa(0, 2) + 16 }), -Errno.EINVAL],
       [alloc(viommu, 2, { nestingParentIova: 0x10_0000_0000 }), -Errno.ENXIO],
     ];
-    for (const [payload, status] of cases) expect((await hw.alloc(payload, ctx())).status, `${status}`).toBe(status);
-    expect((await hw.destroy(encodeDestroy(viommu), ctx())).status).toBe(-Errno.EBUSY);
-    expect((await hw.destroy(Buffer.alloc(4), ctx())).status).toBe(-Errno.EFAULT);
+    for (const [payload, status] of cases) expect((await hw.alloc(payload, ctx(), 0)).status, `${status}`).toBe(status);
+    expect((await hw.destroy(encodeDestroy(viommu), ctx(), 0)).status).toBe(-Errno.EBUSY);
+    expect((await hw.destroy(Buffer.alloc(4), ctx(), 0)).status).toBe(-Errno.EFAULT);
     expect(writes).toEqual([]);
     // The one valid request among them: the next logical VCMDQ after the two there.
-    expect((await hw.alloc(alloc(viommu, 2), ctx())).status).toBe(0);
+    expect((await hw.alloc(alloc(viommu, 2), ctx(), 0)).status).toBe(0);
+  });
+
+  it('refuses another VM\'s objects as not in this VMM\'s iommufd (ENOENT), touching nothing of that VM', async () => {
+    const { hw, writes, viommu, firstQueueIds } = setup();
+    const [q0, q1] = firstQueueIds as [number, number];
+    // VM 1's VMM names VM 0's vIOMMU, its HW queues and the vIOMMU object itself.
+    expect((await hw.alloc(alloc(viommu, 2), ctx(), 1)).status).toBe(-Errno.ENOENT);
+    expect((await hw.destroy(encodeDestroy(q1), ctx(), 1)).status).toBe(-Errno.ENOENT);
+    expect((await hw.destroy(encodeDestroy(viommu), ctx(), 1)).status).toBe(-Errno.ENOENT);
+    expect(writes).toEqual([]);
+    expect(hw.counters).toEqual({ hwQueueAlloc: 0, hwQueueDestroy: 0 });
+    // VM 0's queues are all still there: its own VMM tears them down in order.
+    expect((await hw.destroy(encodeDestroy(q1), ctx(), 0)).status).toBe(0);
+    expect((await hw.destroy(encodeDestroy(q0), ctx(), 0)).status).toBe(0);
   });
 });

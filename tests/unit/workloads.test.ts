@@ -110,7 +110,7 @@ class RecordingStats extends OpStats {
 }
 
 function spec(w: Partial<WorkloadSpec>): WorkloadSpec {
-  return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, migration: null, ...w };
+  return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, migration: null, virtioMem: null, ...w };
 }
 
 function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
@@ -118,7 +118,7 @@ function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
   const topology: Topology__Output = {
     runId: 'unit', model: 'fake', dma: 'strict', seed: 1, endpoints: [self], devices: [], costsNs: {}, workload: null, vmids: [1], deadlineMs: 1000,
     vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers }, vcmdqsPerVsmmu: 0, dispatch: 'broadcast', vmidPolicy: 'per-s2-parent',
-    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect' }, vmm: { hwptInvalidate: 'per-command' },
+    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect' }, vmm: { hwptInvalidate: 'per-command' }, emulatedDevices: [],
   };
   const kernel: GuestKernel = {
     env: {

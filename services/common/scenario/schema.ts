@@ -14,6 +14,13 @@ export const SUPPORTED_MODELS: readonly ModelName[] = ['none', 'intel-cm', 'emul
 /** Architectures whose guest IOMMU can bind a process address space (SVA): SMMUv3 stage 1 owned by the guest. */
 export const SVA_MODELS: readonly ModelName[] = ['emulated-smmuv3', 'nested-smmuv3', 'nested-smmuv3-vcmdq'];
 
+/**
+ * Architectures whose VMs can have emulated devices beside their assigned ones
+ * (topology.emulatedDevices): accelerated vSMMUs front only VFIO devices, so the emulated ones get a
+ * separate emulated vSMMU instance.
+ */
+export const EMULATED_DEVICE_MODELS: readonly ModelName[] = ['nested-smmuv3', 'nested-smmuv3-vcmdq'];
+
 export const WORKLOADS = ['dma-map-benchmark', 'packet-stream', 'block', 'static', 'sva-unmap-storm', 'trace-replay'] as const;
 /** Workloads that run open loop at workload.rate; the others refuse rate > 0 as not supported yet. */
 export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['dma-map-benchmark', 'packet-stream', 'block'];
@@ -78,6 +85,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
         dispatch: { type: 'string', default: 'broadcast', enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)' },
         vmid: { type: 'string', default: 'per-s2-parent', enum: ['per-s2-parent', 'per-vsmmu'], doc: 'VMID policy of nested designs: per-s2-parent (one VMID per VM, shared by its vSMMUs) or per-vsmmu (one per vSMMU instance: with vsmmu per-psmmu, one per pSMMU the VM uses)' },
         vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, doc: 'VCMDQs each vSMMU gets under nested-smmuv3-vcmdq (QEMU exposes 2; a CMDQV has at most 128)' },
+        emulatedDevices: { type: 'integer', default: 0, min: 0, max: 31, doc: 'nested designs: devices per VM that the VMM emulates itself, beside the assigned ones, behind a separate emulated vSMMU instance (its own MMIO base, command queue and root bus: one bus of device numbers 1..31); their DMA is translated by the VMM and their invalidations stop there (exit, user); 0 = none' },
       },
     },
     device: {
@@ -133,6 +141,14 @@ export const SCENARIO_SCHEMA: ObjectField = {
             destVcmdqs: { type: 'integer', default: 128, min: 0, max: 128, doc: 'VCMDQs the destination host has free for each of the VM\'s vSMMUs (nested-smmuv3-vcmdq): the VMM re-creates at most this many, and the vCPUs whose queue is missing fall back to the trapped path' },
           },
         },
+        virtioMem: {
+          type: 'object',
+          doc: 'memory resizes through virtio-mem during the run: the guest unplugs 2 MiB blocks of its virtio-mem region and later plugs them back; an unplug discards the RAM and unmaps it from the VM\'s I/O address space (IOMMU_IOAS_UNMAP), a host-side stage-2 change invalidated on every pSMMU that walks the VM\'s stage 2; reported as operations mem-unplug and mem-plug and in invalidations.hostStage2',
+          fields: {
+            everyOps: { type: 'integer', default: 0, min: 0, max: 1e9, doc: 'every this many operations of thread 0 of each VM, one resize: unplug, and the next time plug the same blocks back; 0 = none' },
+            blocks: { type: 'integer', default: 1, min: 1, max: 512, doc: '2 MiB blocks per request (the region holds 512)' },
+          },
+        },
       },
     },
   },
@@ -153,6 +169,7 @@ export interface Scenario {
     dispatch: 'broadcast' | 'lookup';
     vmid: 'per-s2-parent' | 'per-vsmmu';
     vcmdqsPerVsmmu: number;
+    emulatedDevices: number;
   };
   device: {
     dmaRate: number;
@@ -184,6 +201,10 @@ export interface Scenario {
     migration: {
       atOp: number;
       destVcmdqs: number;
+    };
+    virtioMem: {
+      everyOps: number;
+      blocks: number;
     };
   };
 }

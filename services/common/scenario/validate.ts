@@ -1,5 +1,7 @@
 import { VmmsimError } from '../errors.js';
-import { RATE_WORKLOADS, SCENARIO_SCHEMA, WORKLOADS, leafFields, type Field, type NumberField, type ObjectField, type Scenario, type StringField } from './schema.js';
+import {
+  EMULATED_DEVICE_MODELS, RATE_WORKLOADS, SCENARIO_SCHEMA, WORKLOADS, leafFields, type Field, type ModelName, type NumberField, type ObjectField, type Scenario, type StringField,
+} from './schema.js';
 
 /** Edit distance, to suggest the key a user probably meant. */
 function distance(a: string, b: string): number {
@@ -98,6 +100,9 @@ function checkWorkload(w: Scenario['workload']): void {
   if (w.kind === 'trace-replay' && w.migration.atOp > 0) {
     throw new VmmsimError('E_NOT_SUPPORTED', `scenario key workload.migration.atOp: a migration step is not supported yet with workload.kind trace-replay (the replay has no per-thread shares to stop at); it runs with ${WORKLOADS.filter((k) => k !== 'trace-replay').join(', ')}`);
   }
+  if (w.kind === 'trace-replay' && w.virtioMem.everyOps > 0) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key workload.virtioMem.everyOps: virtio-mem resizes are not supported yet with workload.kind trace-replay (they follow thread 0's operations, which a replay does not have); they run with ${WORKLOADS.filter((k) => k !== 'trace-replay').join(', ')}`);
+  }
 }
 
 /** Topology keys that depend on each other. */
@@ -108,10 +113,31 @@ function checkTopology(t: Scenario['topology']): void {
   }
 }
 
+/** Why an architecture has no separate emulated vSMMU for topology.emulatedDevices. */
+function whyNoEmulatedDevices(model: ModelName): string {
+  if (model === 'none') return 'without a vIOMMU nothing would translate their DMA';
+  if (model === 'emulated-smmuv3') return 'every device is already emulated, behind its one emulated vSMMU (raise topology.devicesPerPsmmu for more)';
+  return 'its one vIOMMU would translate them itself, with no separate instance (not modeled)';
+}
+
+/**
+ * topology.emulatedDevices under one architecture (a scenario runs under other models than its own
+ * with `compare`): only nested designs put emulated devices behind a separate emulated vSMMU.
+ */
+export function checkEmulatedDevices(t: Scenario['topology'], model: ModelName): void {
+  if (t.emulatedDevices === 0 || EMULATED_DEVICE_MODELS.includes(model)) return;
+  throw new VmmsimError(
+    'E_NOT_SUPPORTED',
+    `scenario key topology.emulatedDevices: ${t.emulatedDevices} is not supported with model ${model}: ${whyNoEmulatedDevices(model)}`,
+    `set topology.emulatedDevices to 0, or run ${EMULATED_DEVICE_MODELS.join(' or ')}`,
+  );
+}
+
 /** Validates a parsed scenario document and fills in every default. */
 export function resolveScenario(doc: unknown): Scenario {
   const s = resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
   checkTopology(s.topology);
+  checkEmulatedDevices(s.topology, s.model);
   checkWorkload(s.workload);
   return s;
 }

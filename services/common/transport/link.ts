@@ -10,6 +10,8 @@ import type { LinkHandlers } from '../generated/vmmsim/v1/Link.js';
 import type { MemoryRange, MemoryRange__Output } from '../generated/vmmsim/v1/MemoryRange.js';
 import { nowNs } from '../clock.js';
 import { protos } from '../proto.js';
+import { INSECURE, type Security } from './credentials.js';
+import type { LinkInstruments } from './link-metrics.js';
 import { CHANNEL_OPTIONS } from './options.js';
 
 export type Kind = Kind__Output;
@@ -136,14 +138,16 @@ export class LinkClient {
   private nextId = 1;
   private failure: VmmsimError | undefined;
   private sweep: NodeJS.Timeout | undefined;
+  private metrics: LinkInstruments | undefined;
 
   constructor(
     readonly ends: LinkEnds,
     address: string,
     private readonly deadlineMs: number,
+    security: Security = INSECURE,
   ) {
     const Link = protos().link.vmmsim.v1.Link;
-    this.client = new Link(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    this.client = new Link(address, security.channel(), { ...CHANNEL_OPTIONS, ...security.options });
   }
 
   /** Waits for the connection and opens the stream. */
@@ -162,6 +166,7 @@ export class LinkClient {
         const p = this.pending.get(env.correlationId);
         if (!p) continue; // a reply after its deadline: the request already failed
         this.pending.delete(env.correlationId);
+        this.metrics?.replied(env.hops);
         p.resolve(env);
       }
     });
@@ -195,6 +200,12 @@ export class LinkClient {
     });
   }
 
+  /** Observes this link's crossings and waiting requests in the process's metrics (--metrics-port). */
+  observeWith(metrics: LinkInstruments): void {
+    this.metrics = metrics;
+    if (!this.failure) metrics.attach(this);
+  }
+
   get inFlight(): number {
     return this.pending.size;
   }
@@ -216,6 +227,7 @@ export class LinkClient {
 
   private fail(err: VmmsimError): void {
     if (!this.failure) this.failure = err;
+    this.metrics?.detach(this);
     if (this.sweep) clearInterval(this.sweep);
     this.writer?.close();
     if (this.call) {

@@ -31,10 +31,18 @@ export const CONTROL_CHANNEL_OPTIONS: ChannelOptions = {
   'grpc.max_receive_message_length': MAX_CONTROL_REPLY_BYTES,
 };
 
+/**
+ * A connection with no call open for this long is closed by the server (a client reconnects on its
+ * next call, and a call that meets the close is retried). Links keep a stream open and never idle;
+ * this drops peers that connect and never say anything, which would otherwise hold a socket forever.
+ */
+export const MAX_CONNECTION_IDLE_MS = 20_000;
+
 /** What a role accepts stays bounded; what it sends may be a Start reply with a long timeline. */
 export const SERVER_OPTIONS: ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
   'grpc.max_send_message_length': MAX_CONTROL_REPLY_BYTES,
   'grpc.keepalive_permit_without_calls': 1,
   'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+  'grpc.max_connection_idle_ms': MAX_CONNECTION_IDLE_MS,
 };

@@ -1,4 +1,5 @@
 import { SlotState } from '../../common/device-ring.js';
+import { deviceOpName } from '../driver.js';
 import { WorkloadThreads, queueDepthOf, type WorkloadEnv, type WorkloadRun } from './common.js';
 
 interface InFlight {
@@ -24,19 +25,20 @@ export async function blockIo(env: WorkloadEnv): Promise<WorkloadRun> {
   await threads.begin();
 
   const thread = async (t: number): Promise<void> => {
-    const device = threads.device(t);
-    const ring = threads.ring(t);
     const share = threads.share(t);
     const arrivals = threads.arrivals(t);
     let i = 0;
-    while (i < share && threads.running()) {
+    for (let b = 0; i < share && threads.running(); b++) {
+      // A batch goes to one device.
+      const device = threads.device(t, b);
+      const ring = threads.ring(t, b);
       const batch: InFlight[] = [];
       for (let k = 0; k < depth && i < share && threads.running(); k++, i++) {
         const at = arrivals?.next();
         if (at !== undefined) await threads.due(at);
         counters.requests += 1;
         const pa = WorkloadThreads.bufferPa(t * depth + k, pages);
-        const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages), at);
+        const iova = await threads.op(deviceOpName('map', device), t, (ctx) => dma.map(ctx, t, device, pa, pages), at);
         if (iova < 0) {
           counters.failed += 1;
           continue;
@@ -52,7 +54,7 @@ export async function blockIo(env: WorkloadEnv): Promise<WorkloadRun> {
       // Completion: the driver reaps every request before unmapping any of them.
       for (const r of batch) ring.setState(r.slot, SlotState.RETIRED);
       for (const r of batch) {
-        const status = await threads.op('unmap', t, (ctx) => dma.unmap(ctx, t, device, r.iova, pages));
+        const status = await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, r.iova, pages));
         ring.setState(r.slot, SlotState.UNMAPPED);
         if (status !== 0) counters.failed += 1;
       }

@@ -4,8 +4,10 @@ import { DeviceRing, RING_SLOTS } from '../../common/device-ring.js';
 import type { Workload__Output } from '../../common/generated/vmmsim/v1/Workload.js';
 import { PAGE_SIZE } from '../../common/memory.js';
 import type { OpContext } from '../../common/op-context.js';
-import type { DmaApi, GuestDevice, GuestKernel } from '../driver.js';
+import { deviceOpName, type DmaApi, type GuestDevice, type GuestKernel } from '../driver.js';
 import type { OpStats } from '../op-stats.js';
+import { RESIZE_OPS } from '../../common/virtio-mem.js';
+import { VirtioMemDriver } from '../virtio-mem.js';
 import { ThreadArrivals } from './arrivals.js';
 
 export interface WorkloadResult {
@@ -87,7 +89,12 @@ export class WorkloadThreads {
   readonly rings: Map<number, DeviceRing>;
   private nextOpId = 1;
   private t0 = 0;
+  /** workload.virtioMem: the driver, and operations thread 0 has run since its last resize. */
+  private readonly virtioMem: VirtioMemDriver | undefined;
+  private sinceResize = 0;
   private deadline = Number.POSITIVE_INFINITY;
+  /** Each thread takes the VM's devices in turn, item by item (see device()). */
+  private readonly inTurn: boolean;
 
   constructor(
     private readonly env: WorkloadEnv,
@@ -97,6 +104,16 @@ export class WorkloadThreads {
     this.count = Math.max(1, w.threads);
     // Declared up front so they are reported even when they never run.
     for (const op of ops) stats.declare(op);
+    // Emulated devices beside assigned ones: each thread takes every device in turn, and their
+    // operations are reported apart.
+    const emulated = kernel.devices.find((d) => d.emulated);
+    this.inTurn = emulated !== undefined;
+    if (emulated) for (const op of ops) stats.declare(deviceOpName(op, emulated));
+    const vm = w.virtioMem;
+    if (vm && vm.everyOps > 0) {
+      this.virtioMem = new VirtioMemDriver(kernel, Math.max(1, vm.blocks));
+      for (const op of RESIZE_OPS) stats.declare(op);
+    }
     kernel.vcpuNs.length = 0;
     for (let t = 0; t < this.count; t++) kernel.vcpuNs.push(0);
     this.rings = new Map(kernel.devices.map((d) => [d.index, new DeviceRing(kernel.ram, d.index)]));
@@ -119,24 +136,33 @@ export class WorkloadThreads {
     return nowNs() < this.deadline;
   }
 
-  /** The device thread t drives (threads are spread over the guest's devices). */
-  device(t: number): GuestDevice {
-    const d = this.env.kernel.devices[t % this.env.kernel.devices.length];
-    if (!d) throw new Error('the guest has no assigned device');
+  /**
+   * The device of thread t's item i (an iteration, packet, batch, buffer or munmap). Threads are
+   * spread over the guest's devices: thread t drives device t mod n. A VM with emulated devices
+   * beside its assigned ones has every thread take all its devices in turn instead, item by item
+   * from that one (device (t + i) mod n), so each thread runs operations on both kinds.
+   */
+  device(t: number, i = 0): GuestDevice {
+    const n = this.env.kernel.devices.length;
+    const d = this.env.kernel.devices[(this.inTurn ? t + i : t) % n];
+    if (!d) throw new Error('the guest has no device');
     return d;
   }
 
-  ring(t: number): DeviceRing {
-    return this.rings.get(this.device(t).index) as DeviceRing;
+  /** The ring of the device of thread t's item i. */
+  ring(t: number, i = 0): DeviceRing {
+    return this.rings.get(this.device(t, i).index) as DeviceRing;
   }
 
   /**
    * Ring slot k of the `perThread` slots thread t uses in its device's ring. Threads that share a
-   * device get consecutive groups; past the ring's WORKLOAD_SLOTS they wrap and share slots (the
-   * device then sees the buffer posted last in a slot).
+   * device get consecutive groups (when threads take devices in turn, any thread may meet any
+   * other on a device: each has its own group); past the ring's WORKLOAD_SLOTS they wrap and share
+   * slots (the device then sees the buffer posted last in a slot).
    */
   slot(t: number, k: number, perThread: number): number {
-    return (Math.floor(t / this.env.kernel.devices.length) * perThread + k) % WORKLOAD_SLOTS;
+    const group = this.inTurn ? t : Math.floor(t / this.env.kernel.devices.length);
+    return (group * perThread + k) % WORKLOAD_SLOTS;
   }
 
   /** Guest-physical address of buffer `index` of `pages` pages, in the workloads' buffer window. */
@@ -190,7 +216,31 @@ export class WorkloadThreads {
     const from = arrivalNs === undefined ? m0 : Math.min(m0, this.t0 + arrivalNs);
     if (r < 0) this.env.stats.fail(name);
     else this.env.stats.record(name, m1 - from, ctx, t, start, arrivalNs !== undefined);
+    if (t === 0 && this.virtioMem && ++this.sinceResize >= (this.env.w.virtioMem?.everyOps ?? 0)) await this.resize();
     return r;
+  }
+
+  /**
+   * A virtio-mem resize on thread 0 after its operation (workload.virtioMem), timed and recorded as
+   * an operation of its own: the host asked, and the vCPU that serves the driver's work does it.
+   */
+  private async resize(): Promise<void> {
+    const driver = this.virtioMem as VirtioMemDriver;
+    this.sinceResize = 0;
+    const name = driver.next();
+    const ctx = this.env.kernel.env.newContext(this.nextOpId++, 0);
+    const start = this.clock(0);
+    const m0 = nowNs();
+    const r = await driver.resize(ctx);
+    const m1 = nowNs();
+    this.env.kernel.vcpuNs[0] = start + ctx.modeledNs;
+    if (r < 0) this.env.stats.fail(name);
+    else this.env.stats.record(name, m1 - m0, ctx, 0, start);
+  }
+
+  /** What the workload's virtio-mem driver counted (nothing when the scenario resizes nothing). */
+  resizeCounters(): Record<string, number> {
+    return this.virtioMem ? { ...this.virtioMem.counters } : {};
   }
 
   /**
@@ -219,6 +269,6 @@ export class WorkloadThreads {
   async run(thread: (t: number) => Promise<void>, counters: () => Record<string, number>): Promise<WorkloadRun> {
     await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t).finally(() => this.env.step?.leave(t))));
     await this.env.dma.drain();
-    return { elapsedNs: nowNs() - this.t0, modeledPerThreadNs: this.env.kernel.vcpuNs, operations: this.nextOpId - 1, counters: counters() };
+    return { elapsedNs: nowNs() - this.t0, modeledPerThreadNs: this.env.kernel.vcpuNs, operations: this.nextOpId - 1, counters: { ...counters(), ...this.resizeCounters() } };
   }
 }

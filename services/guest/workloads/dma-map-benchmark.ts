@@ -1,4 +1,5 @@
 import { SlotState } from '../../common/device-ring.js';
+import { deviceOpName } from '../driver.js';
 import { WorkloadThreads, type WorkloadEnv, type WorkloadRun } from './common.js';
 
 /**
@@ -18,22 +19,22 @@ export async function dmaMapBenchmark(env: WorkloadEnv): Promise<WorkloadRun> {
   await threads.begin();
 
   const thread = async (t: number): Promise<void> => {
-    const device = threads.device(t);
-    const ring = threads.ring(t);
     const slot = threads.slot(t, 0, 1);
     const pa = WorkloadThreads.bufferPa(t, pages);
     const arrivals = threads.arrivals(t);
     for (let i = 0; i < threads.share(t) && threads.running(); i++) {
+      const device = threads.device(t, i);
+      const ring = threads.ring(t, i);
       const at = arrivals?.next();
       if (at !== undefined) await threads.due(at);
-      const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages), at);
+      const iova = await threads.op(deviceOpName('map', device), t, (ctx) => dma.map(ctx, t, device, pa, pages), at);
       if (iova < 0) continue;
       ring.post(slot, iova, pages);
       // The I/O: the device owns the buffer for a while.
       await threads.pause(t, w.dwellUs);
       // The driver takes the buffer back from the device before it unmaps it.
       ring.setState(slot, SlotState.RETIRED);
-      const status = await threads.op('unmap', t, (ctx) => dma.unmap(ctx, t, device, iova, pages));
+      const status = await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, iova, pages));
       ring.setState(slot, SlotState.UNMAPPED);
       if (status !== 0) {
         kernel.env.log.warn({ status, iova }, 'unmap failed');

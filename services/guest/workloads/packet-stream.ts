@@ -1,4 +1,5 @@
 import { SlotState } from '../../common/device-ring.js';
+import { deviceOpName } from '../driver.js';
 import { WorkloadThreads, type WorkloadEnv, type WorkloadRun } from './common.js';
 
 /** A queue pair's two rings, as slots of its device's ring: TX first, then RX. */
@@ -26,17 +27,17 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
   await threads.begin();
 
   const thread = async (t: number): Promise<void> => {
-    const device = threads.device(t);
-    const ring = threads.ring(t);
     const arrivals = threads.arrivals(t);
     for (let i = 0; i < threads.share(t) && threads.running(); i++) {
+      const device = threads.device(t, i);
+      const ring = threads.ring(t, i);
       const dir = i % 2 === 0 ? TX : RX;
       const slot = threads.slot(t, dir, 2);
       const pa = WorkloadThreads.bufferPa(2 * t + dir, pages);
       const at = arrivals?.next();
       if (at !== undefined) await threads.due(at);
       counters.packets += 1;
-      const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages), at);
+      const iova = await threads.op(deviceOpName('map', device), t, (ctx) => dma.map(ctx, t, device, pa, pages), at);
       if (iova < 0) {
         counters.failed += 1;
         continue;
@@ -46,7 +47,7 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
       await threads.pause(t, w.dwellUs);
       // TX completion or RX receive: the driver takes the buffer back, then unmaps it.
       ring.setState(slot, SlotState.RETIRED);
-      const status = await threads.op('unmap', t, (ctx) => dma.unmap(ctx, t, device, iova, pages));
+      const status = await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, iova, pages));
       ring.setState(slot, SlotState.UNMAPPED);
       if (status !== 0) counters.failed += 1;
       else if (dir === TX) counters.tx += 1;

@@ -1,9 +1,11 @@
-import { SlotState } from '../../common/device-ring.js';
+import { SlotState, type DeviceRing } from '../../common/device-ring.js';
+import { deviceOpName, type GuestDevice } from '../driver.js';
 import { WorkloadThreads, queueDepthOf, type WorkloadEnv, type WorkloadRun } from './common.js';
 
 interface Mapped {
   iova: number;
   slot: number;
+  device: GuestDevice;
 }
 
 /**
@@ -22,35 +24,36 @@ export async function staticBuffers(env: WorkloadEnv): Promise<WorkloadRun> {
   await threads.begin();
 
   const thread = async (t: number): Promise<void> => {
-    const device = threads.device(t);
-    const ring = threads.ring(t);
     const buffers: Mapped[] = [];
     for (let k = 0; k < depth; k++) {
+      // Buffer k is for the device of the thread's item k (its only one, unless it takes several in turn).
+      const device = threads.device(t, k);
       const pa = WorkloadThreads.bufferPa(t * depth + k, pages);
-      const iova = await threads.op('map', t, (ctx) => dma.map(ctx, t, device, pa, pages));
+      const iova = await threads.op(deviceOpName('map', device), t, (ctx) => dma.map(ctx, t, device, pa, pages));
       if (iova < 0) counters.failed += 1;
-      else buffers.push({ iova, slot: threads.slot(t, k, depth) });
+      else buffers.push({ iova, slot: threads.slot(t, k, depth), device });
     }
+    const ring = (b: Mapped) => threads.rings.get(b.device.index) as DeviceRing;
     counters.buffers += buffers.length;
     const share = threads.share(t);
     let i = 0;
     while (buffers.length > 0 && i < share && threads.running()) {
       const n = Math.min(buffers.length, share - i);
-      for (const b of buffers.slice(0, n)) ring.post(b.slot, b.iova, pages);
+      for (const b of buffers.slice(0, n)) ring(b).post(b.slot, b.iova, pages);
       if (w.dwellUs > 0) await threads.pause(t, w.dwellUs);
       // Nothing else here waits: let timers and other threads run.
       else await WorkloadThreads.yieldToLoop();
       // Reaped: back with the driver, still mapped, ready for the next I/O.
-      for (const b of buffers.slice(0, n)) ring.setState(b.slot, SlotState.FREE);
+      for (const b of buffers.slice(0, n)) ring(b).setState(b.slot, SlotState.FREE);
       i += n;
       counters.ios += n;
       counters.batches += 1;
       await threads.pause(t, w.gapUs);
     }
     for (const b of buffers) {
-      ring.setState(b.slot, SlotState.RETIRED);
-      const status = await threads.op('unmap', t, (ctx) => dma.unmap(ctx, t, device, b.iova, pages));
-      ring.setState(b.slot, SlotState.UNMAPPED);
+      ring(b).setState(b.slot, SlotState.RETIRED);
+      const status = await threads.op(deviceOpName('unmap', b.device), t, (ctx) => dma.unmap(ctx, t, b.device, b.iova, pages));
+      ring(b).setState(b.slot, SlotState.UNMAPPED);
       if (status !== 0) counters.failed += 1;
     }
   };

@@ -1,5 +1,6 @@
 import { VmmsimError } from '../../common/errors.js';
 import { PAGE_SIZE } from '../../common/memory.js';
+import { deviceOpName } from '../driver.js';
 import { WorkloadThreads, type WorkloadEnv, type WorkloadRun } from './common.js';
 
 /** Top of the mmap area of the process (47-bit user VA, mmap grows down from below the stack). */
@@ -34,12 +35,12 @@ export async function svaUnmapStorm(env: WorkloadEnv): Promise<WorkloadRun> {
   await threads.begin();
 
   const thread = async (t: number): Promise<void> => {
-    const device = threads.device(t);
     const top = MMAP_TOP - t * THREAD_SLICE;
     for (let i = 0; i < threads.share(t) && threads.running(); i++) {
+      const device = threads.device(t, i);
       const va = top - ((i % perSlice) + 1) * bytes;
       counters.munmaps += 1;
-      const status = await threads.op('invalidate', t, (ctx) => invalidateVa(ctx, t, device, va, pages));
+      const status = await threads.op(deviceOpName('invalidate', device), t, (ctx) => invalidateVa(ctx, t, device, va, pages));
       if (status !== 0) counters.failed += 1;
       else counters.pages += pages;
       await threads.pause(t, w.gapUs);

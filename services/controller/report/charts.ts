@@ -1,0 +1,333 @@
+/**
+ * The report's charts, built from ReportData with the SVG primitives: transitions per operation,
+ * latency percentile curves per operation and per hop, sweep scaling curves, and saturation rates.
+ * Every mark names the JSON Pointer of the value it draws (data-pointer) and that value as the
+ * document holds it (data-value; `null` when the document has none), so the page can be checked
+ * against results.json.
+ */
+import { TRANSITION_KINDS } from '../../common/topology.js';
+import { datum, esc, pointer, type DataAttrs } from './html.js';
+import { PERCENTILES, shortKeys, type NumberAt, type OpView, type ReportData, type RunView, type SummaryView } from './data.js';
+import { colorOf, lineChart, stackedBars, type Curve, type CurvePoint } from './svg.js';
+
+/** A chart with its heading and a sentence on how to read it. */
+export interface Figure {
+  id: string;
+  title: string;
+  caption: string;
+  svg: string;
+}
+
+function at(n: NumberAt): DataAttrs {
+  return datum(n.pointer, n.value);
+}
+
+export const TRANSITION_COLORS: Readonly<Record<(typeof TRANSITION_KINDS)[number], string>> = {
+  exit: '#d62728',
+  user: '#ff7f0e',
+  ioctl: '#9467bd',
+  hw: '#1f77b4',
+  direct: '#2ca02c',
+};
+
+/** One bar per run and operation, stacked by transition kind: what each operation pays. */
+export function transitionsFigure(data: ReportData): Figure | undefined {
+  const rows = data.runs.flatMap((run) =>
+    run.ops.map((op) => ({
+      label: `${run.label} · ${op.op}`,
+      data: { run: run.index, op: op.op },
+      segments: TRANSITION_KINDS.map((kind) => ({
+        key: kind,
+        value: op.transitions[kind],
+        title: `${run.label} ${op.op}: ${Number.isFinite(op.transitions[kind]) ? op.transitions[kind] : '?'} ${kind} per operation`,
+        data: { chart: 'transitions', run: run.index, model: run.model, op: op.op, kind, ...datum(`${op.pointer}/transitions/${kind}`, op.transitions[kind]) },
+      })),
+    })),
+  );
+  if (rows.length === 0) return undefined;
+  return {
+    id: 'transitions',
+    title: 'Transitions per operation',
+    caption:
+      'Context transitions each operation paid, on average, stacked by kind: exit (guest to KVM), user (KVM to the VMM), ' +
+      'ioctl (VMM into the kernel), hw (kernel to the physical SMMU), direct (guest to hardware with no trap).',
+    svg: stackedBars({
+      unit: 'transitions per operation',
+      keys: TRANSITION_KINDS.map((k) => ({ key: k, color: TRANSITION_COLORS[k] })),
+      rows,
+      data: { chart: 'transitions' },
+      label: 'Transitions per operation, stacked by kind',
+    }),
+  };
+}
+
+/** The curve of one summary: a point per percentile, y in microseconds, data as the document holds it. */
+function percentileCurve(label: string, color: string, dashed: boolean, s: SummaryView, base: string, toUs: number, unit: 'us' | 'ns', data: DataAttrs): Curve {
+  const points: CurvePoint[] = PERCENTILES.map((p) => ({
+    x: p.label,
+    y: s[p.field] / toUs,
+    title: `${label} ${p.label}: ${Number.isFinite(s[p.field]) ? s[p.field] : '?'} ${unit}`,
+    data: { percentile: p.label, field: p.field, unit, ...datum(`${base}/${p.field}`, s[p.field]) },
+  }));
+  return { label, color, dashed, points, data };
+}
+
+/** Runs are told apart by colour, and by a dashed line once the palette repeats. */
+function runStyle(run: RunView): { color: string; dashed: boolean } {
+  return { color: colorOf(run.index), dashed: run.index >= 10 };
+}
+
+const CLOCKS = [
+  { clock: 'measured', field: 'measuredUs', toUs: 1, unit: 'us', what: 'measured: real time between the processes of this machine' },
+  { clock: 'modeled', field: 'modeledNs', toUs: 1000, unit: 'ns', what: 'modeled: the cost profile\'s time on the simulated hardware, after queueing' },
+] as const;
+
+/**
+ * Latency percentile curves, per operation and clock: a curve per run, p50 to max. Operations that
+ * never ran (count 0) have no distribution to draw.
+ */
+export function latencyFigures(data: ReportData): Figure[] {
+  const names = [...new Set(data.runs.flatMap((r) => r.ops.map((o) => o.op)))];
+  const figures: Figure[] = [];
+  for (const name of names) {
+    const withOp = data.runs.flatMap((run) => run.ops.filter((o) => o.op === name && o.count > 0).map((op): [RunView, OpView] => [run, op]));
+    if (withOp.length === 0) continue;
+    for (const c of CLOCKS) {
+      const curves = withOp.map(([run, op]) => {
+        const st = runStyle(run);
+        return percentileCurve(run.label, st.color, st.dashed, op[c.field], `${op.pointer}/${c.field}`, c.toUs, c.unit, { chart: 'latency', run: run.index, model: run.model, op: name, clock: c.clock });
+      });
+      figures.push({
+        id: `latency-${figures.length}`,
+        title: `${name}: ${c.clock} latency percentiles`,
+        caption: `Latency of each ${name} in microseconds at p50, p90, p99, p99.9 and max, a curve per run (${c.what}).`,
+        svg: lineChart({
+          x: { kind: 'category', label: 'percentile', categories: PERCENTILES.map((p) => p.label) },
+          yLabel: `${name} latency (us)`,
+          curves,
+          data: { chart: 'latency', op: name, clock: c.clock },
+          label: `${name} ${c.clock} latency percentiles`,
+        }),
+      });
+    }
+  }
+  return figures;
+}
+
+/** Hop latency percentile curves: a chart per link crossing (from -> to), a curve per run that crossed it. */
+export function hopFigures(data: ReportData): Figure[] {
+  const keys = [...new Set(data.runs.flatMap((r) => r.hops.map((h) => `${h.from} -> ${h.to}`)))];
+  const figures: Figure[] = [];
+  for (const key of keys) {
+    const curves = data.runs.flatMap((run) =>
+      run.hops
+        .filter((h) => `${h.from} -> ${h.to}` === key && h.count > 0)
+        .map((h) => {
+          const st = runStyle(run);
+          return percentileCurve(run.label, st.color, st.dashed, h.measuredUs, `${h.pointer}/measuredUs`, 1, 'us', { chart: 'hop-latency', run: run.index, model: run.model, from: h.from, to: h.to });
+        }),
+    );
+    if (curves.length === 0) continue;
+    figures.push({
+      id: `hop-${figures.length}`,
+      title: `hop ${key}: measured one-way latency`,
+      caption: `One-way latency of each crossing of the ${key} link in microseconds (measured), a curve per run.`,
+      svg: lineChart({
+        x: { kind: 'category', label: 'percentile', categories: PERCENTILES.map((p) => p.label) },
+        yLabel: 'one-way latency (us)',
+        curves,
+        data: { chart: 'hop-latency', hop: key },
+        label: `hop ${key} latency percentiles`,
+      }),
+    });
+  }
+  return figures;
+}
+
+interface Metric {
+  metric: string;
+  title: string;
+  yLabel: string;
+  /** The drawn value (in the y unit) and the document's value behind it. */
+  pick: (run: RunView) => { y: number; at: NumberAt } | undefined;
+  /** A reference line (a saturation search's p99 bound) in the y unit. */
+  rule?: { y: number; label: string };
+}
+
+function p99Metric(clock: 'measured' | 'modeled', rule: Metric['rule']): Metric {
+  const field = clock === 'measured' ? 'measuredUs' : 'modeledNs';
+  return {
+    metric: `p99-${clock}`,
+    title: `p99 of the main operation, ${clock}`,
+    yLabel: 'p99 (us)',
+    pick: (run) => {
+      const op = run.mainOp;
+      if (!op) return undefined;
+      const value = op[field].p99;
+      return { y: clock === 'measured' ? value : value / 1000, at: { name: `${op.op} p99`, pointer: `${op.pointer}/${field}/p99`, value } };
+    },
+    ...(rule ? { rule } : {}),
+  };
+}
+
+/** The metrics drawn against a swept key: throughput and the main operation's p99 in both clocks, and the achieved rate of open-loop runs. */
+function scalingMetrics(data: ReportData): Metric[] {
+  const bounds = [...new Set(data.saturation.map((s) => `${s.metric} ${s.p99BoundUs}`))];
+  const only = bounds.length === 1 ? data.saturation[0] : undefined;
+  const rule = (clock: string): Metric['rule'] => (only && only.metric === clock && Number.isFinite(only.p99BoundUs) ? { y: only.p99BoundUs, label: `p99 bound ${only.p99BoundUs} us` } : undefined);
+  const metrics: Metric[] = [
+    { metric: 'throughput-measured', title: 'throughput, measured', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputMeasured.value, at: r.throughputMeasured }) },
+    { metric: 'throughput-modeled', title: 'throughput, modeled', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputModeled.value, at: r.throughputModeled }) },
+    p99Metric('measured', rule('measured')),
+    p99Metric('modeled', rule('modeled')),
+  ];
+  if (data.runs.some((r) => r.achievedModeled)) {
+    metrics.push(
+      { metric: 'achieved-measured', title: 'achieved arrival rate, measured', yLabel: 'arrivals/s', pick: (r) => (r.achievedMeasured ? { y: r.achievedMeasured.value, at: r.achievedMeasured } : undefined) },
+      { metric: 'achieved-modeled', title: 'achieved arrival rate, modeled', yLabel: 'arrivals/s', pick: (r) => (r.achievedModeled ? { y: r.achievedModeled.value, at: r.achievedModeled } : undefined) },
+    );
+  }
+  return metrics;
+}
+
+/**
+ * The keys scaling curves run along: a sweep's swept keys; the requested rate of a saturation
+ * search (its steps), where a sweep --saturate's swept keys tell its curves apart instead.
+ */
+export function scalingKeys(data: ReportData): string[] {
+  if (data.kind === 'saturate' || data.kind === 'sweep-saturate') return data.pointKeys.includes('workload.rate') ? ['workload.rate'] : [];
+  if (data.kind === 'sweep') return data.sweepKeys.filter((k) => data.runs.some((r) => k in r.point));
+  return [];
+}
+
+/** Groups items into curves by model and every other key's value, in order of first appearance. */
+function curvesBy<T extends { model: string; point: Record<string, string | number> }>(items: readonly T[], key: string, others: readonly string[]): { label: string; items: T[] }[] {
+  const short = shortKeys([key, ...others]);
+  const groups = new Map<string, { label: string; items: T[] }>();
+  for (const it of items) {
+    if (!(key in it.point)) continue;
+    const rest = others.filter((k) => k in it.point).map((k) => `${short.get(k)}=${it.point[k]}`);
+    const label = [it.model, ...rest].join(' ');
+    const g = groups.get(label) ?? { label, items: [] };
+    g.items.push(it);
+    groups.set(label, g);
+  }
+  return [...groups.values()];
+}
+
+/** Orders points along an axis: numbers by value, strings as they first appear. */
+function axisFor(key: string, values: readonly (string | number)[], label: string): { axis: Parameters<typeof lineChart>[0]['x']; order: (a: string | number, b: string | number) => number } {
+  if (values.every((v) => typeof v === 'number')) return { axis: { kind: 'number', label }, order: (a, b) => Number(a) - Number(b) };
+  const categories = [...new Set(values.map(String))];
+  return { axis: { kind: 'category', label, categories }, order: (a, b) => categories.indexOf(String(a)) - categories.indexOf(String(b)) };
+}
+
+/** Scaling curves: each metric against each swept key, a curve per model and combination of the other keys. */
+export function scalingFigures(data: ReportData): Figure[] {
+  const figures: Figure[] = [];
+  for (const key of scalingKeys(data)) {
+    const others = data.pointKeys.filter((k) => k !== key);
+    const groups = curvesBy(data.runs, key, others);
+    const { axis, order } = axisFor(key, data.runs.filter((r) => key in r.point).map((r) => r.point[key] as string | number), key === 'workload.rate' ? 'requested rate (workload.rate, arrivals/s)' : key);
+    for (const m of scalingMetrics(data)) {
+      const curves: Curve[] = groups.map((g, i) => ({
+        label: g.label,
+        color: colorOf(i),
+        dashed: i >= 10,
+        data: { chart: 'scaling', metric: m.metric, key, curve: g.label },
+        points: [...g.items]
+          .sort((a, b) => order(a.point[key] as string | number, b.point[key] as string | number) || a.index - b.index)
+          .flatMap((run) => {
+            const v = m.pick(run);
+            if (!v) return [];
+            const x = run.point[key] as string | number;
+            return [
+              {
+                x,
+                y: v.y,
+                title: `${run.label}: ${m.title} ${Number.isFinite(v.at.value) ? v.at.value : '?'}`,
+                data: { run: run.index, model: run.model, x: String(x), 'x-pointer': pointer('runs', run.index, 'point', key), ...at(v.at) },
+              },
+            ];
+          }),
+      }));
+      figures.push({
+        id: `scaling-${figures.length}`,
+        title: `${m.title} against ${key}`,
+        caption: m.metric.startsWith('p99')
+          ? `The p99 of each run's main operation (unmap, or the workload's own) in microseconds, against ${key}.`
+          : `Each run's ${m.title} against ${key}; each map and each unmap counts as one operation.`,
+        svg: lineChart({ x: axis, yLabel: m.yLabel, curves, data: { chart: 'scaling', metric: m.metric, key }, label: `${m.title} against ${key}`, ...(m.rule ? { rules: [m.rule] } : {}) }),
+      });
+    }
+  }
+  return figures;
+}
+
+/**
+ * Saturation rates: a bar per search (point and model), and with a sweep, the rate against each
+ * swept key, a curve per model and combination of the other keys. A search where no rate passed
+ * has an empty bar and a gap in its curve.
+ */
+export function saturationFigures(data: ReportData): Figure[] {
+  if (data.saturation.length === 0) return [];
+  const figures: Figure[] = [
+    {
+      id: 'saturation-rates',
+      title: 'Saturation rates',
+      caption:
+        'The highest open-loop arrival rate at which a run achieved at least 95% of the requested rate and kept the p99 of the judged ' +
+        'operation under the bound, in the clock the search judged ("?": no rate tried passed).',
+      svg: stackedBars({
+        unit: 'saturation rate (arrivals/s)',
+        keys: [{ key: 'saturation rate', color: colorOf(0) }],
+        rows: data.saturation.map((s) => ({
+          label: `${s.label} (${s.op}, ${s.metric})`,
+          data: { index: s.index },
+          segments: [
+            {
+              key: 'saturation rate',
+              value: s.ratePerSec.value,
+              title: `${s.label}: ${Number.isFinite(s.ratePerSec.value) ? `${s.ratePerSec.value}/s` : 'no rate passed'} (${s.stop}, ${s.steps} steps)`,
+              data: { chart: 'saturation', index: s.index, model: s.model, ...at(s.ratePerSec) },
+            },
+          ],
+        })),
+        data: { chart: 'saturation' },
+        label: 'Saturation rate per search',
+      }),
+    },
+  ];
+  for (const key of data.sweepKeys) {
+    const items = data.saturation.filter((s) => key in s.point);
+    if (items.length === 0) continue;
+    const others = data.sweepKeys.filter((k) => k !== key);
+    const { axis, order } = axisFor(key, items.map((s) => s.point[key] as string | number), key);
+    const curves: Curve[] = curvesBy(items, key, others).map((g, i) => ({
+      label: g.label,
+      color: colorOf(i),
+      dashed: i >= 10,
+      data: { chart: 'saturation-curve', key, curve: g.label },
+      points: [...g.items]
+        .sort((a, b) => order(a.point[key] as string | number, b.point[key] as string | number))
+        .map((s) => ({
+          x: s.point[key] as string | number,
+          y: s.ratePerSec.value,
+          title: `${s.label}: ${Number.isFinite(s.ratePerSec.value) ? `${s.ratePerSec.value}/s` : 'no rate passed'}`,
+          data: { index: s.index, model: s.model, x: String(s.point[key]), ...at(s.ratePerSec) },
+        })),
+    }));
+    figures.push({
+      id: `saturation-${figures.length}`,
+      title: `Saturation rate against ${key}`,
+      caption: `Each search's saturation rate against ${key}, a curve per model and combination of the other swept keys.`,
+      svg: lineChart({ x: axis, yLabel: 'saturation rate (arrivals/s)', curves, data: { chart: 'saturation-curve', key }, label: `saturation rate against ${key}` }),
+    });
+  }
+  return figures;
+}
+
+/** A figure as HTML: heading, caption, chart. */
+export function figureHtml(f: Figure): string {
+  return `<figure class="chart" id="${esc(f.id)}"><figcaption><h3>${esc(f.title)}</h3><p>${esc(f.caption)}</p></figcaption>${f.svg}</figure>`;
+}

@@ -1,0 +1,97 @@
+/**
+ * The report page: one self-contained HTML file (inline CSS, inline SVG drawn at generation time,
+ * no script) that opens offline from disk. Its Content-Security-Policy forbids every fetch and every
+ * script, so nothing in it can reach the network whatever a results document holds.
+ */
+import { figureHtml, hopFigures, latencyFigures, saturationFigures, scalingFigures, transitionsFigure, type Figure } from './charts.js';
+import { esc } from './html.js';
+import type { ReportData, ReportKind } from './data.js';
+import { reportTables } from './tables.js';
+
+const CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
+const CSS = `
+body { font: 14px/1.45 system-ui, sans-serif; color: #222; margin: 0 auto; max-width: 1200px; padding: 16px 24px 48px; }
+h1 { font-size: 22px; margin: 8px 0; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ccc; }
+h3 { font-size: 15px; margin: 0 0 4px; } figcaption p { margin: 0 0 6px; color: #555; }
+.status { display: inline-block; padding: 1px 8px; border-radius: 3px; font-size: 13px; color: #fff; background: #2a7d2a; }
+.status.failed, .status.interrupted, .status.unknown { background: #b3261e; }
+.error { border-left: 4px solid #b3261e; background: #fdecea; padding: 8px 12px; margin: 12px 0; }
+.notes { border-left: 4px solid #c98a00; background: #fff6e0; padding: 8px 12px; margin: 12px 0; }
+.notes ul { margin: 4px 0; padding-left: 20px; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 8px 0; }
+dl.facts dt { color: #555; } dl.facts dd { margin: 0; font-family: ui-monospace, monospace; font-size: 13px; }
+nav a { margin-right: 12px; }
+figure.chart { margin: 16px 0 24px; } figure.chart svg { max-width: 100%; height: auto; }
+svg text { fill: #333; } svg .mark:hover { opacity: 0.7; }
+.scroll { overflow-x: auto; margin: 4px 0 16px; }
+table { border-collapse: collapse; font-size: 12px; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; white-space: nowrap; }
+th { background: #f3f3f3; position: sticky; top: 0; } td.num { text-align: right; font-family: ui-monospace, monospace; }
+.missing { color: #777; font-style: italic; }
+details > summary { cursor: pointer; font-weight: 600; margin: 8px 0; }
+`;
+
+const KIND_TITLE: Record<ReportKind, string> = {
+  run: 'results',
+  compare: 'comparison',
+  sweep: 'sweep',
+  saturate: 'saturation search',
+  'sweep-saturate': 'sweep of saturation searches',
+};
+
+/** Figures folded away when there are many, so the page opens on a screenful. */
+const FOLD_OVER = 12;
+
+function section(id: string, title: string, body: string): string {
+  return `<section id="${id}"><h2>${esc(title)}</h2>${body}</section>`;
+}
+
+function figures(list: readonly Figure[], empty: string, summary: string): string {
+  if (list.length === 0) return `<p class="missing">${esc(empty)}</p>`;
+  const html = list.map(figureHtml).join('');
+  return list.length > FOLD_OVER ? `<details><summary>${esc(summary)} (${list.length} charts)</summary>${html}</details>` : html;
+}
+
+/** The report of one results document, as a complete HTML page. */
+export function reportHtml(data: ReportData): string {
+  const title = `vmmsim ${KIND_TITLE[data.kind]}: ${data.scenarioName}`;
+  const parts: string[] = [];
+  parts.push(`<header><h1>${esc(title)} <span class="status ${esc(data.status)}" data-status="${esc(data.status)}">${esc(data.status)}</span></h1>`);
+  parts.push(`<dl class="facts">${data.facts.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join('')}<dt>runs</dt><dd data-runs="${data.runs.length}">${data.runs.length}</dd></dl></header>`);
+  if (data.error) parts.push(`<div class="error" data-error-code="${esc(data.error.code)}"><strong>${esc(data.error.code)}</strong>: ${esc(data.error.message)}</div>`);
+  if (data.notes.length > 0) parts.push(`<div class="notes" id="notes"><strong>Missing or partial</strong><ul>${data.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul></div>`);
+
+  const sections: { id: string; title: string; body: string }[] = [];
+  const transitions = transitionsFigure(data);
+  sections.push({ id: 'section-transitions', title: 'Transitions', body: transitions ? figureHtml(transitions) : '<p class="missing">No operations in these results: no transitions to chart.</p>' });
+  sections.push({ id: 'section-latency', title: 'Operation latency', body: figures(latencyFigures(data), 'No operation ran (none has a count above 0): no latency to chart.', 'Latency percentile curves') });
+  sections.push({ id: 'section-hops', title: 'Hop latency', body: figures(hopFigures(data), 'No hop crossings in these results (no run crossed a link between processes).', 'Hop latency curves') });
+  if (data.kind === 'sweep' || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
+    const scaling = scalingFigures(data);
+    const what = data.kind === 'sweep' ? 'Sweep scaling' : 'Search steps';
+    sections.push({ id: 'section-scaling', title: what, body: figures(scaling, 'No run carries a point: no curve against a swept key.', what) });
+  }
+  if (data.saturation.length > 0 || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
+    sections.push({ id: 'section-saturation', title: 'Saturation', body: figures(saturationFigures(data), 'No saturation search finished.', 'Saturation charts') });
+  }
+  const tables = reportTables(data);
+  sections.push({
+    id: 'section-numbers',
+    title: 'Every number',
+    body:
+      tables.length === 0
+        ? '<p class="missing">No numbers in these results.</p>'
+        : tables.map((t) => (t.folded ? `<details><summary>${esc(t.title)}</summary>${t.html}</details>` : `<h3>${esc(t.title)}</h3>${t.html}`)).join(''),
+  });
+  parts.push(`<nav>${sections.map((s) => `<a href="#${s.id}">${esc(s.title)}</a>`).join('')}</nav>`);
+  for (const s of sections) parts.push(section(s.id, s.title, s.body));
+  return (
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">' +
+    `<meta http-equiv="Content-Security-Policy" content="${CSP}">` +
+    '<meta name="viewport" content="width=device-width, initial-scale=1">' +
+    // An empty icon: without it a browser asks for /favicon.ico.
+    '<link rel="icon" href="data:,">' +
+    `<title>${esc(title)}</title><style>${CSS}</style></head><body data-kind="${data.kind}">${parts.join('\n')}</body></html>\n`
+  );
+}

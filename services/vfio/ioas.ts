@@ -1,0 +1,144 @@
+import { GUEST_RAM_SIZE, vmRamBase } from '../common/board.js';
+import { Errno } from '../common/errors.js';
+import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
+import { IOAS_MAP_SIZE, IOAS_UNMAP_SIZE, IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, type IoasMap, type IoasUnmap } from '../common/iommufd-ioas.js';
+import { iommufdLayout, viommuVmid, vmidOf } from '../common/iommufd-objects.js';
+import { IovaTree, type IovaRange } from '../common/iova-tree.js';
+import { PAGE_SIZE } from '../common/memory.js';
+import { Mutex } from '../common/mutex.js';
+import type { OpContext } from '../common/op-context.js';
+import type { PageTable } from '../common/pagetable.js';
+import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhAll, tlbiS2IpaRange, type SmmuCommand } from '../common/smmu/commands.js';
+import { VMM_RAM_VADDR } from '../common/vfio-type1.js';
+import { VIRTIO_MEM_BLOCK_SIZE, VIRTIO_MEM_REGION_BASE } from '../common/virtio-mem.js';
+import type { SubmitCommands } from './host-iommu.js';
+import { NESTED_MODELS } from './host-tables.js';
+
+/** Counters of every VM's IOAS, summed. */
+export const IOAS_COUNTERS = ['ioasMaps', 'ioasUnmaps', 'ioasErrors', 'stage2Flushes'] as const;
+export type IoasCounters = Record<(typeof IOAS_COUNTERS)[number], number>;
+
+/** An IOAS area: one IOAS_MAP, unmapped only whole. */
+interface Area extends IovaRange {
+  /** Block level its stage-2 entries use (1: 1 GiB, 2: 2 MiB). */
+  level: 1 | 2;
+}
+
+/**
+ * One VM's I/O address space when its stage 2 maps guest RAM itself (no vIOMMU, or the stage-2
+ * parent of the nested designs): the areas QEMU mapped at VM start, boot RAM as one and each
+ * virtio-mem block as its own (QEMU's RamDiscardListener populates block by block), over the
+ * stage-2 table every pSMMU with a device of the VM walks. An unmap clears the area's entries and
+ * then invalidates every one of those pSMMUs: TLBI_S2_IPA over the range with the VMID that pSMMU
+ * uses for the VM and, when the table is a nesting parent, TLBI_NH_ALL of that VMID (the combined
+ * stage-1 + stage-2 entries cached from it), then a CMD_SYNC, one pSMMU after another as the
+ * kernel walks the domain's list. A map needs no invalidation: SMMUv3 caches no invalid entries.
+ */
+export class VmIoas {
+  private readonly areas = new IovaTree<Area>();
+  readonly lock: Mutex;
+  readonly ioasId: number;
+  private readonly nested: boolean;
+  /** Each pSMMU of the VM with the VMID it tags the VM's stage-2 entries with. */
+  private readonly psmmus: { psmmu: number; vmid: number }[];
+  /** Commands (not syncs) each pSMMU got from host stage-2 changes, for the invalidation accounting. */
+  readonly delivered = new Map<number, number>();
+
+  constructor(
+    private readonly vm: number,
+    private readonly table: PageTable,
+    t: Topology__Output,
+    private readonly submit: SubmitCommands,
+    private readonly counters: IoasCounters,
+  ) {
+    this.lock = new Mutex(`vfio.ioas-${vm}`);
+    this.ioasId = iommufdLayout(t).ioasId;
+    this.nested = NESTED_MODELS.has(t.model);
+    const ids = [...new Set(t.devices.filter((d) => d.vm === vm).map((d) => d.psmmu))].sort((a, b) => a - b);
+    this.psmmus = ids.map((p) => ({ psmmu: p, vmid: this.nested ? viommuVmid(t, vm, p) : vmidOf(t, vm) }));
+    for (const p of ids) this.delivered.set(p, 0);
+    this.areas.insert({ iova: 0, size: VIRTIO_MEM_REGION_BASE, level: 1 });
+    for (let a = VIRTIO_MEM_REGION_BASE; a < GUEST_RAM_SIZE; a += VIRTIO_MEM_BLOCK_SIZE) this.areas.insert({ iova: a, size: VIRTIO_MEM_BLOCK_SIZE, level: 2 });
+  }
+
+  /**
+   * IOMMU_IOAS_UNMAP as iommufd_ioas_unmap / iopt_unmap_iova: a bad size or a zero or unaligned
+   * range is EINVAL, another IOAS's id ENOENT, a range that cuts an area or holds none ENOENT.
+   * Gives the bytes unmapped or -errno. The range is checked whole before anything is unmapped,
+   * where the kernel unmaps areas in order until it meets one that is cut: a VMM that sends whole
+   * areas, as QEMU does, sees no difference.
+   */
+  async unmap(ctx: OpContext, u: IoasUnmap): Promise<number> {
+    if (u.size < IOAS_UNMAP_SIZE) return this.fail(-Errno.EINVAL);
+    if (u.ioasId !== this.ioasId) return this.fail(-Errno.ENOENT);
+    if (u.length === 0 || u.iova % PAGE_SIZE !== 0 || u.length % PAGE_SIZE !== 0) return this.fail(-Errno.EINVAL);
+    return this.lock.with(async () => {
+      const inside = this.areas.overlapping(u.iova, u.length);
+      if (inside.length === 0 || inside.some((a) => a.iova < u.iova || a.iova + a.size > u.iova + u.length)) return this.fail(-Errno.ENOENT);
+      let bytes = 0;
+      for (const a of inside) {
+        ctx.charge('kernel.vfio_dma_op');
+        ctx.charge('kernel.iommu_pte_write', this.table.unmapBlocks(a.iova, a.size, a.level));
+        ctx.charge('kernel.vfio_unpin_page', a.size / PAGE_SIZE);
+        this.areas.delete(a);
+        bytes += a.size;
+      }
+      this.counters.ioasUnmaps += 1;
+      const first = inside[0] as Area;
+      const last = inside[inside.length - 1] as Area;
+      const status = await this.flush(ctx, first.iova, (last.iova + last.size - first.iova) / PAGE_SIZE);
+      return status < 0 ? status : bytes;
+    }, ctx);
+  }
+
+  /**
+   * IOMMU_IOAS_MAP with a fixed IOVA of the VMM's RAM: pins and maps one area. Unknown flags or a
+   * zero or unaligned range are EINVAL, another IOAS ENOENT, an overlap EEXIST, memory that is not
+   * the VM's RAM EFAULT. Gives 0 or -errno.
+   */
+  async map(ctx: OpContext, m: IoasMap): Promise<number> {
+    const known = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
+    // iommufd_ioas_map: unknown flags, a non-zero reserved field, or neither READABLE nor WRITEABLE is EINVAL.
+    if (m.size < IOAS_MAP_SIZE || m.reserved !== 0 || (m.flags & ~known) !== 0) return this.fail(-Errno.EINVAL);
+    if (!(m.flags & (IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE))) return this.fail(-Errno.EINVAL);
+    if (m.ioasId !== this.ioasId) return this.fail(-Errno.ENOENT);
+    // Only fixed-IOVA maps of whole blocks are what a VMM sends here (iommufd would pick an IOVA otherwise).
+    if (!(m.flags & IOMMU_IOAS_MAP_FIXED_IOVA) || m.length === 0 || m.iova % VIRTIO_MEM_BLOCK_SIZE !== 0 || m.length % VIRTIO_MEM_BLOCK_SIZE !== 0) return this.fail(-Errno.EINVAL);
+    const gpa = m.userVa - VMM_RAM_VADDR;
+    if (gpa < 0 || gpa + m.length > GUEST_RAM_SIZE || gpa % VIRTIO_MEM_BLOCK_SIZE !== 0) return this.fail(-Errno.EFAULT);
+    return this.lock.with(async () => {
+      if (this.areas.overlapping(m.iova, m.length).length > 0) return this.fail(-Errno.EEXIST);
+      ctx.charge('kernel.vfio_dma_op');
+      ctx.charge('kernel.vfio_pin_page', m.length / PAGE_SIZE);
+      const write = (m.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0;
+      ctx.charge('kernel.iommu_pte_write', this.table.mapBlocks(m.iova, vmRamBase(this.vm) + gpa, m.length, 2, { read: true, write }));
+      this.areas.insert({ iova: m.iova, size: m.length, level: 2 });
+      this.counters.ioasMaps += 1;
+      return 0;
+    }, ctx);
+  }
+
+  private fail(status: number): number {
+    this.counters.ioasErrors += 1;
+    return status;
+  }
+
+  private async flush(ctx: OpContext, iova: number, pages: number): Promise<number> {
+    let status = 0;
+    for (const { psmmu, vmid } of this.psmmus) {
+      const cmds: SmmuCommand[] = [...tlbiS2IpaRange(vmid, iova, pages)];
+      if (this.nested) cmds.push(tlbiNhAll({ vmid }));
+      const n = cmds.length;
+      cmds.push(cmdSync());
+      const buf = Buffer.alloc(cmds.length * CMD_SIZE);
+      cmds.forEach((c, i) => encodeCommand(c, buf, i * CMD_SIZE));
+      ctx.charge('kernel.cmdq_insert', cmds.length);
+      this.counters.stage2Flushes += 1;
+      const s = await this.submit(ctx, psmmu, buf);
+      // Counted once executed: a refused submission delivered nothing.
+      if (s === 0) this.delivered.set(psmmu, (this.delivered.get(psmmu) ?? 0) + n);
+      else status = s;
+    }
+    return status;
+  }
+}
