@@ -5,6 +5,8 @@ import type { DmaApi, GuestDevice, GuestKernel } from './driver.js';
 
 /** Bounce pools sit above the benchmark buffers in guest RAM. */
 const BOUNCE_POOL_BASE = GUEST_BUFFER_BASE + 0x1_0000_0000;
+const BOUNCE_POOL_STRIDE = 0x40_0000;
+const BOUNCE_POOLS = 0x1_0000_0000 / BOUNCE_POOL_STRIDE;
 
 /**
  * static: the driver maps its buffers once and reuses them (DPDK style). A buffer's first map goes
@@ -102,7 +104,12 @@ class BounceDma implements DmaApi {
     if (have) return have;
     // Two slots per CPU and device are enough for one I/O in flight per thread.
     const slots = 2;
-    const pa = BOUNCE_POOL_BASE + (cpu * 256 + device.index) * 0x100_0000;
+    // Each pool in its own 4 MiB (2 slots of up to 512 pages) of the 4 GiB between the workload
+    // buffers and the receive rings: 1024 pools, past which (CPUs x devices) they share memory,
+    // which only the bounced data would notice.
+    const n = Math.max(1, this.kernel.devices.length);
+    const at = Math.max(0, this.kernel.devices.indexOf(device));
+    const pa = BOUNCE_POOL_BASE + ((cpu * n + at) % BOUNCE_POOLS) * BOUNCE_POOL_STRIDE;
     const iova = await this.inner.map(ctx, cpu, device, pa, slots * pages);
     if (iova < 0) return iova;
     const p = { iova, free: [0, 1], slotPages: pages };

@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest';
+import { GUEST_BUFFER_BASE, GUEST_RAM_SIZE } from '../../services/common/board.js';
+import type { OpContext } from '../../services/common/op-context.js';
+import type { DmaApi, GuestDevice, GuestKernel } from '../../services/guest/driver.js';
+import { withDmaMode } from '../../services/guest/dma-modes.js';
+
+/** An IOMMU layer that maps at the physical address itself and records what it was asked to map. */
+function recorder(): { api: DmaApi; maps: { pa: number; pages: number }[] } {
+  const maps: { pa: number; pages: number }[] = [];
+  const api: DmaApi = {
+    guestCommands: 0,
+    map: async (_ctx, _cpu, _d, pa, pages) => {
+      maps.push({ pa, pages });
+      return pa;
+    },
+    unmap: async () => 0,
+    drain: async () => undefined,
+    close: () => undefined,
+  };
+  return { api, maps };
+}
+
+describe('bounce mode pools', () => {
+  it('give every CPU and device its own memory between the workload buffers and the receive rings', async () => {
+    const devices: GuestDevice[] = [0, 1, 2].map((i) => ({ index: 10 + i, vsid: (i + 1) << 3, vsmmu: 0 }));
+    const kernel = { devices } as unknown as GuestKernel;
+    const r = recorder();
+    const bounce = withDmaMode('bounce', r.api, kernel);
+    const ctx = { charge: () => undefined } as unknown as OpContext;
+    for (let cpu = 0; cpu < 8; cpu++) for (const d of devices) expect(await bounce.map(ctx, cpu, d, 0, 512)).toBeGreaterThan(0);
+    const spans = r.maps.map((m) => [m.pa, m.pa + m.pages * 4096] as const).sort((a, b) => a[0] - b[0]);
+    expect(spans).toHaveLength(24);
+    for (let i = 1; i < spans.length; i++) expect(spans[i]?.[0]).toBeGreaterThanOrEqual(spans[i - 1]?.[1] ?? Infinity);
+    // Above the 4 GiB of workload buffers, below the receive rings at 12 GiB, inside guest RAM.
+    expect(spans[0]?.[0]).toBeGreaterThanOrEqual(GUEST_BUFFER_BASE + 0x1_0000_0000);
+    expect(spans.at(-1)?.[1]).toBeLessThanOrEqual(Math.min(0x3_0000_0000, GUEST_RAM_SIZE));
+  });
+});
