@@ -2,24 +2,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { VmmsimError } from '../../services/common/errors.js';
 import { connectTarget, requireEndpoints } from '../../services/controller/connect.js';
+import { thrown } from '../helpers/thrown.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmmsim-connect-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const peers = join(dir, 'peers.yaml');
 writeFileSync(peers, 'endpoints:\n  - {name: psmmu-0, address: "10.0.0.2:7700"}\n  - {name: vfio, address: "10.0.0.3:7700"}\n  - {name: kvm, address: "10.0.0.4:7700"}\nramDir: /mnt/ram\n');
-
-function thrown(fn: () => unknown): VmmsimError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof VmmsimError) return err;
-    throw err;
-  }
-  throw new Error('no error');
-}
 
 describe('--connect and --ram-dir', () => {
   it('reads the file, and --ram-dir when given', () => {

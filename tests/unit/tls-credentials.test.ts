@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { VmmsimError } from '../../services/common/errors.js';
 import { INSECURE, mutualTls, tlsArgs, tlsFiles } from '../../services/common/transport/credentials.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
+import { thrown } from '../helpers/thrown.js';
 
 let dir = '';
 let pki: TestPki;
@@ -13,16 +13,6 @@ beforeAll(() => {
   pki = makeTestPki(dir);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function thrown(fn: () => unknown): VmmsimError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof VmmsimError) return err;
-    throw err;
-  }
-  throw new Error('no error');
-}
 
 describe('TLS options', () => {
   it('are all three or none', () => {
