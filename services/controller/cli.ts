@@ -5,7 +5,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { MEASURED_HOST, MEASURED_HOST_BASE } from '../common/cost/measured-host.js';
 import { loadProfile, type CostProfile } from '../common/cost/profile.js';
 import { VmmsimError, asVmmsimError } from '../common/errors.js';
-import { createLogger, isLogLevel, resolveLogLevel, type Logger } from '../common/logger.js';
+import { createLogger, isLogLevel, resolveLogLevel, type LogLevel, type Logger } from '../common/logger.js';
 import { packageRoot } from '../common/paths.js';
 import { loadScenario } from '../common/scenario/load.js';
 import { checkEmulatedDevices } from '../common/scenario/validate.js';
@@ -19,10 +19,10 @@ import { ProcessTree, type ProcessSpec } from './launcher.js';
 import { failureCause } from './failure-cause.js';
 import { LivenessWatch } from './liveness.js';
 import { SERVE_HELP, serveCommand } from './serve.js';
-import { REPORT_HELP, reportCommand, writeReportBeside } from './report/command.js';
+import { REPORT_HELP, reportCommand, saveResults } from './report/command.js';
 import { Progress, progressMode } from './progress.js';
 import { toCsv } from './csv.js';
-import { RESULTS_SCHEMA, defaultOutDir, writeFileAtomic, writeProfile, writeResults, type ResultsDoc, type RunResult, type SaturationResult } from './results.js';
+import { RESULTS_SCHEMA, defaultOutDir, writeFileAtomic, writeProfile, type ResultsDoc, type RunResult, type SaturationResult } from './results.js';
 import { Session, processSpecs } from './session.js';
 import { MAX_SWEEP_RUNS, describeRun, planSweep, saturationCsvRecords, sweepCsvRecords, type SweepPlan } from './sweep.js';
 import { comparisonTable, dmaMapBenchmarkReport, hopTable, sweepSaturationTable, sweepTable } from './table.js';
@@ -173,7 +173,7 @@ function parseModels(spec: string): ModelName[] {
 /** How a command's process trees run. */
 export interface TreeSettings {
   transport: 'unix' | 'tcp';
-  logLevel: string;
+  logLevel: LogLevel;
   startTimeoutMs: number;
   /** --connect: drive the processes a file names instead of launching a tree. */
   connect?: ConnectTarget | undefined;
@@ -512,8 +512,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   }
 
   const doc = resultsDoc(startedAt, p.scenario, p.profile, runs, failure);
-  const path = writeResults(p.out, doc);
-  const report = writeReportBeside(path, doc);
+  const { path, where } = saveResults(p.out, doc);
   if (p.json) {
     process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
   } else if (runs.length > 0) {
@@ -528,7 +527,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
           `lines skipped: ${trace['skipped.header']} header, ${trace['skipped.otherIommuEvent']} other iommu events, ${trace['skipped.otherEvent']} other events, ${trace['skipped.unparsable']} unparsable\n`,
       );
     }
-    process.stdout.write(`\n${report ? `report: ${report}\n` : ''}results: ${path}\n`);
+    process.stdout.write(`\n${where}`);
   }
   return finish(failure, p.json, path);
 }
@@ -593,14 +592,12 @@ async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
     ...resultsDoc(startedAt, base, p.profiles.get(base.profile) as CostProfile, runs, failure, { keys: sweep.keys, points: sweep.points.length }),
     ...(p.search ? { saturation: saturated } : {}),
   };
-  const path = writeResults(p.out, doc);
-  const report = writeReportBeside(path, doc);
-  const reportLine = report ? `report: ${report}\n` : '';
+  const { path, where } = saveResults(p.out, doc);
   const csv = writeFileAtomic(p.out, 'results.csv', toCsv(sweepCsvRecords(sweep.keys, runs)));
   const satCsv = p.search ? writeFileAtomic(p.out, 'saturation.csv', toCsv(saturationCsvRecords(sweep.keys, saturated))) : undefined;
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (p.search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}\n\n${reportLine}results: ${path}\ncsv: ${csv}\nsaturation csv: ${satCsv}\n`);
-  else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}\n\n${reportLine}results: ${path}\ncsv: ${csv}\n`);
+  else if (p.search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}\n\n${where}csv: ${csv}\nsaturation csv: ${satCsv}\n`);
+  else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}\n\n${where}csv: ${csv}\n`);
   return finish(failure, p.json, path);
 }
 
@@ -636,6 +633,13 @@ function decodeCmd(argv: string[]): number {
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   let log: Logger | undefined;
+  /** Runs a planned command (none: its help was printed) with the controller's logger and metrics. */
+  const controlled = async <P extends TreeSettings>(p: P | undefined, exec: (p: P, log: Logger) => Promise<number>): Promise<number> => {
+    if (!p) return 0;
+    const controllerLog = createLogger({ role: 'controller', name: 'controller' }, p.logLevel);
+    log = controllerLog;
+    return withControllerMetrics(p.telemetry, () => exec(p, controllerLog));
+  };
   try {
     switch (command) {
       case undefined:
@@ -663,27 +667,12 @@ export async function main(argv: string[]): Promise<number> {
       case 'serve':
         return await serveCommand(rest);
       case 'run':
-      case 'compare': {
-        const p = plan(command, rest);
-        if (!p) return 0;
-        const controllerLog = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
-        log = controllerLog;
-        return await withControllerMetrics(p.telemetry, () => execute(p, controllerLog));
-      }
-      case 'sweep': {
-        const p = planSweepCommand(rest);
-        if (!p) return 0;
-        const controllerLog = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
-        log = controllerLog;
-        return await withControllerMetrics(p.telemetry, () => executeSweep(p, controllerLog));
-      }
-      case 'saturate': {
-        const p = planSaturate(rest);
-        if (!p) return 0;
-        const controllerLog = createLogger({ role: 'controller', name: 'controller' }, p.logLevel as never);
-        log = controllerLog;
-        return await withControllerMetrics(p.telemetry, () => executeSaturate(p, controllerLog));
-      }
+      case 'compare':
+        return await controlled(plan(command, rest), execute);
+      case 'sweep':
+        return await controlled(planSweepCommand(rest), executeSweep);
+      case 'saturate':
+        return await controlled(planSaturate(rest), executeSaturate);
       default:
         throw usageError(`unknown command "${command}"; commands: run, compare, sweep, saturate, serve, report, decode-cmd, scenario-keys, help`);
     }

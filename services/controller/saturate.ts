@@ -14,10 +14,10 @@ import { RUN_OPTIONS, RunAbort, checkScenario, finish, intOption, modelsFor, opt
 import { CONNECT_HELP, requireEndpoints } from './connect.js';
 import { TELEMETRY_HELP } from './telemetry.js';
 import { stepMeasure, withLoad } from './load.js';
-import { defaultOutDir, writeResults, type ResultsDoc, type RunResult, type SaturationMetric, type SaturationResult } from './results.js';
+import { defaultOutDir, type ResultsDoc, type RunResult, type SaturationMetric, type SaturationResult } from './results.js';
 import { searchSaturation, type SearchStep } from './saturation-search.js';
 import { processSpecs, type Session } from './session.js';
-import { writeReportBeside } from './report/command.js';
+import { saveResults } from './report/command.js';
 import { Progress, progressMode } from './progress.js';
 import { mainOp } from './sweep.js';
 import { fmtRate, saturationTable } from './table.js';
@@ -253,9 +253,8 @@ export async function executeSaturate(p: SaturatePlan, log: Logger): Promise<num
   }
 
   const doc: ResultsDoc = { ...resultsDoc(startedAt, p.scenario, p.profile, runs, failure), saturation };
-  const path = writeResults(p.out, doc);
-  const report = writeReportBeside(path, doc);
+  const { path, where } = saveResults(p.out, doc);
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n\n${report ? `report: ${report}\n` : ''}results: ${path}\n`);
+  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n\n${where}`);
   return finish(failure, p.json, path);
 }

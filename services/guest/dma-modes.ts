@@ -1,3 +1,4 @@
+import { Errno } from '../common/errors.js';
 import { GUEST_BUFFER_BASE } from '../common/board.js';
 import { PAGE_SIZE } from '../common/memory.js';
 import type { OpContext } from '../common/op-context.js';
@@ -9,16 +10,13 @@ const BOUNCE_POOL_STRIDE = 0x40_0000;
 const BOUNCE_POOLS = 0x1_0000_0000 / BOUNCE_POOL_STRIDE;
 
 /**
- * static: the driver maps its buffers once and reuses them (DPDK style). A buffer's first map goes
- * through the IOMMU; later maps of it only look the IOVA up, unmaps keep it mapped, and the real
- * unmaps happen when the workload ends.
+ * A DMA mode over the architecture's DMA API: the invalidations are the inner API's, whatever the
+ * mode saves of them.
  */
-class StaticDma implements DmaApi {
-  private readonly mapped = new Map<string, number>();
-
+abstract class DmaMode implements DmaApi {
   constructor(
-    private readonly inner: DmaApi,
-    private readonly kernel: GuestKernel,
+    protected readonly inner: DmaApi,
+    protected readonly kernel: GuestKernel,
   ) {}
 
   get guestCommands(): number {
@@ -36,6 +34,23 @@ class StaticDma implements DmaApi {
   get emulatedCommandsFailed(): number | undefined {
     return this.inner.emulatedCommandsFailed;
   }
+
+  abstract map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number>;
+  abstract unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number>;
+  abstract drain(): Promise<void>;
+
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/**
+ * static: the driver maps its buffers once and reuses them (DPDK style). A buffer's first map goes
+ * through the IOMMU; later maps of it only look the IOVA up, unmaps keep it mapped, and the real
+ * unmaps happen when the workload ends.
+ */
+class StaticDma extends DmaMode {
+  private readonly mapped = new Map<string, number>();
 
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const key = `${device.index}/${pa}/${pages}`;
@@ -63,10 +78,6 @@ class StaticDma implements DmaApi {
     this.mapped.clear();
     await this.inner.drain();
   }
-
-  close(): void {
-    this.inner.close();
-  }
 }
 
 /**
@@ -74,29 +85,8 @@ class StaticDma implements DmaApi {
  * slot and hands out its IOVA, dma_unmap copies back and frees the slot (swiotlb-style). Nothing
  * reaches the IOMMU per I/O; each I/O pays a copy per page instead.
  */
-class BounceDma implements DmaApi {
+class BounceDma extends DmaMode {
   private readonly pools = new Map<string, { iova: number; free: number[]; slotPages: number }>();
-
-  constructor(
-    private readonly inner: DmaApi,
-    private readonly kernel: GuestKernel,
-  ) {}
-
-  get guestCommands(): number {
-    return this.inner.guestCommands;
-  }
-
-  get guestCommandsFailed(): number | undefined {
-    return this.inner.guestCommandsFailed;
-  }
-
-  get emulatedCommands(): number | undefined {
-    return this.inner.emulatedCommands;
-  }
-
-  get emulatedCommandsFailed(): number | undefined {
-    return this.inner.emulatedCommandsFailed;
-  }
 
   private async pool(ctx: OpContext, cpu: number, device: GuestDevice, pages: number): Promise<{ iova: number; free: number[]; slotPages: number } | number> {
     const key = `${cpu}/${device.index}`;
@@ -121,14 +111,14 @@ class BounceDma implements DmaApi {
     const p = await this.pool(ctx, cpu, device, pages);
     if (typeof p === 'number') return p;
     const slot = p.free.pop();
-    if (slot === undefined || pages > p.slotPages) return -12; // -ENOMEM: the pool is exhausted
+    if (slot === undefined || pages > p.slotPages) return -Errno.ENOMEM; // the pool is exhausted
     ctx.charge('guest.bounce_copy', pages);
     return p.iova + slot * p.slotPages * PAGE_SIZE;
   }
 
   async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
     const p = this.pools.get(`${cpu}/${device.index}`);
-    if (!p) return -22; // -EINVAL: not a bounce address
+    if (!p) return -Errno.EINVAL; // not a bounce address
     ctx.charge('guest.bounce_copy', pages);
     p.free.push((iova - p.iova) / (p.slotPages * PAGE_SIZE));
     return 0;
@@ -136,10 +126,6 @@ class BounceDma implements DmaApi {
 
   async drain(): Promise<void> {
     await this.inner.drain();
-  }
-
-  close(): void {
-    this.inner.close();
   }
 }
 

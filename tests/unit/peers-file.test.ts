@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VmmsimError } from '../../services/common/errors.js';
 import { isAddress, loadPeersFile, parseEndpointName } from '../../services/common/peers.js';
+import { thrown } from '../helpers/thrown.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmmsim-peers-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -16,13 +17,7 @@ function file(text: string): string {
 }
 
 function refusal(text: string): VmmsimError {
-  try {
-    loadPeersFile(file(text));
-  } catch (err) {
-    if (err instanceof VmmsimError) return err;
-    throw err;
-  }
-  throw new Error('accepted');
+  return thrown(() => loadPeersFile(file(text)));
 }
 
 describe('process names', () => {

@@ -9,13 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { VmmsimError } from '../../services/common/errors.js';
 import { reportData, shortKeys } from '../../services/controller/report/data.js';
 import { reportHtml } from '../../services/controller/report/page.js';
 import { readResultsFile } from '../../services/controller/report/read.js';
 import { RESULTS_SCHEMA } from '../../services/controller/results.js';
 import { fixtureDoc, fixtureRun, mapUnmap, saturation } from '../helpers/results-fixture.js';
 import { resolvePointer } from '../helpers/report-check.js';
+import { thrown } from '../helpers/thrown.js';
 
 const compare = fixtureDoc([
   fixtureRun({ model: 'none', ops: mapUnmap(50, {}, 0.001) }),
@@ -24,16 +24,6 @@ const compare = fixtureDoc([
 ]);
 
 const sweepPoints = [1, 2].flatMap((psmmus) => ['single', 'per-psmmu'].map((vsmmu) => ({ 'topology.psmmus': psmmus, 'topology.vsmmu': vsmmu })));
-
-function failure(fn: () => unknown): VmmsimError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof VmmsimError) return err;
-    throw err;
-  }
-  throw new Error('expected a VmmsimError');
-}
 
 describe('reportData', () => {
   it('reads a comparison: one run per model, its main operation, and pointers to every figure', () => {
@@ -167,7 +157,7 @@ describe('readResultsFile', () => {
       [file('v9.json', '{"schema": "vmmsim/results/v9"}'), /schema "vmmsim\/results\/v9"; this vmmsim reads vmmsim\/results\/v1/],
     ];
     for (const [path, message] of cases) {
-      const e = failure(() => readResultsFile(path));
+      const e = thrown(() => readResultsFile(path));
       expect(e.code, path).toBe('E_RESULTS_FILE');
       expect(e.exitCode).toBe(2);
       expect(e.message).toMatch(message);

@@ -2,25 +2,15 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { VmmsimError } from '../../services/common/errors.js';
 import { loadScenario } from '../../services/common/scenario/load.js';
 import { MODELS, SUPPORTED_MODELS, leafFields } from '../../services/common/scenario/schema.js';
 import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { thrown } from '../helpers/thrown.js';
 
 function file(text: string): string {
   const p = join(mkdtempSync(join(tmpdir(), 'vmmsim-scn-')), 's.yaml');
   writeFileSync(p, text);
   return p;
-}
-
-function failure(fn: () => unknown): VmmsimError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof VmmsimError) return err;
-    throw err;
-  }
-  throw new Error('expected a VmmsimError');
 }
 
 describe('scenario schema', () => {
@@ -33,38 +23,38 @@ describe('scenario schema', () => {
   });
 
   it('suggests the closest key for a misspelt one', () => {
-    const e = failure(() => resolveScenario({ topology: { psmmu: 2 } }));
+    const e = thrown(() => resolveScenario({ topology: { psmmu: 2 } }));
     expect(e.code).toBe('E_SCENARIO_FIELD');
     expect(e.message).toContain('topology.psmmu');
     expect(e.message).toContain('did you mean topology.psmmus');
   });
 
   it('names the range of an out-of-range value', () => {
-    const e = failure(() => resolveScenario({ topology: { psmmus: 0 } }));
+    const e = thrown(() => resolveScenario({ topology: { psmmus: 0 } }));
     expect(e.message).toMatch(/topology\.psmmus.*from 1 to 64, got 0/);
   });
 
   it('refuses wrong types', () => {
-    expect(failure(() => resolveScenario({ workload: { threads: 'four' } })).message).toContain('workload.threads');
-    expect(failure(() => resolveScenario({ workload: { threads: 1.5 } })).message).toContain('an integer');
-    expect(failure(() => resolveScenario({ topology: 3 })).message).toContain('must be a mapping');
+    expect(thrown(() => resolveScenario({ workload: { threads: 'four' } })).message).toContain('workload.threads');
+    expect(thrown(() => resolveScenario({ workload: { threads: 1.5 } })).message).toContain('an integer');
+    expect(thrown(() => resolveScenario({ topology: 3 })).message).toContain('must be a mapping');
   });
 
   it('lists valid values for an unknown enum value and says "not supported yet" for planned ones', () => {
-    const unknown = failure(() => resolveScenario({ model: 'nested-smmu' }));
+    const unknown = thrown(() => resolveScenario({ model: 'nested-smmu' }));
     expect(unknown.message).toContain('did you mean "nested-smmuv3"');
     // A valid model this build does not run yet, while one is left.
     const unsupported = MODELS.find((m) => !SUPPORTED_MODELS.includes(m));
     if (unsupported) {
-      const planned = failure(() => resolveScenario({ model: unsupported }));
+      const planned = thrown(() => resolveScenario({ model: unsupported }));
       expect(planned.code).toBe('E_NOT_SUPPORTED');
       expect(planned.message).toContain('not supported yet');
     }
-    expect(failure(() => resolveScenario({ topology: { hosts: 2 } })).code).toBe('E_NOT_SUPPORTED');
+    expect(thrown(() => resolveScenario({ topology: { hosts: 2 } })).code).toBe('E_NOT_SUPPORTED');
   });
 
   it('refuses more VMs than assigned devices, naming the keys to raise', () => {
-    const e = failure(() => resolveScenario({ topology: { vms: 3, psmmus: 2 } }));
+    const e = thrown(() => resolveScenario({ topology: { vms: 3, psmmus: 2 } }));
     expect(e.code).toBe('E_SCENARIO_FIELD');
     expect(e.message).toMatch(/topology\.vms.*3 VMs need at least 3 assigned devices.*psmmus x devicesPerPsmmu is 2/);
     expect(resolveScenario({ topology: { vms: 4, psmmus: 2, devicesPerPsmmu: 2 } }).topology.vms).toBe(4);
@@ -75,25 +65,25 @@ describe('scenario schema', () => {
     expect(s.topology.psmmus).toBe(4);
     expect(s.workload.durationSec).toBe(1.5);
     expect(s.topology.vsmmu).toBe('per-psmmu');
-    expect(failure(() => loadScenario(undefined, ['topology.psmmus=two'])).message).toContain('topology.psmmus');
-    expect(failure(() => loadScenario(undefined, ['nokey=1'])).message).toContain('unknown scenario key nokey');
+    expect(thrown(() => loadScenario(undefined, ['topology.psmmus=two'])).message).toContain('topology.psmmus');
+    expect(thrown(() => loadScenario(undefined, ['nokey=1'])).message).toContain('unknown scenario key nokey');
   });
 
   it('takes a migration step as workload.migration.* (none by default), refused with trace-replay', () => {
     expect(resolveScenario({}).workload.migration).toEqual({ atOp: 0, destVcmdqs: 128 });
     const s = loadScenario(undefined, ['workload.migration.atOp=100', 'workload.migration.destVcmdqs=1']);
     expect(s.workload.migration).toEqual({ atOp: 100, destVcmdqs: 1 });
-    expect(failure(() => resolveScenario({ workload: { migration: { destVcmdqs: 129 } } })).message).toContain('workload.migration.destVcmdqs');
-    const replay = failure(() => resolveScenario({ workload: { kind: 'trace-replay', migration: { atOp: 10 } } }));
+    expect(thrown(() => resolveScenario({ workload: { migration: { destVcmdqs: 129 } } })).message).toContain('workload.migration.destVcmdqs');
+    const replay = thrown(() => resolveScenario({ workload: { kind: 'trace-replay', migration: { atOp: 10 } } }));
     expect(replay.code).toBe('E_NOT_SUPPORTED');
     expect(replay.message).toContain('workload.migration.atOp');
   });
 
   it('reports invalid YAML with its position, and empty or missing files', () => {
-    expect(failure(() => loadScenario(file('name: [unclosed\n'))).code).toBe('E_SCENARIO_YAML');
-    expect(failure(() => loadScenario(file('  \n'))).code).toBe('E_SCENARIO_FILE');
-    expect(failure(() => loadScenario('/nonexistent/s.yaml')).code).toBe('E_SCENARIO_FILE');
-    expect(failure(() => loadScenario(file('- a\n- b\n'))).message).toContain('must be a mapping');
+    expect(thrown(() => loadScenario(file('name: [unclosed\n'))).code).toBe('E_SCENARIO_YAML');
+    expect(thrown(() => loadScenario(file('  \n'))).code).toBe('E_SCENARIO_FILE');
+    expect(thrown(() => loadScenario('/nonexistent/s.yaml')).code).toBe('E_SCENARIO_FILE');
+    expect(thrown(() => loadScenario(file('- a\n- b\n'))).message).toContain('must be a mapping');
   });
 
   it('loads the shipped default scenario', () => {

@@ -13,16 +13,7 @@ import {
   MAX_SWEEP_RUNS, crossProduct, describeRun, mainOp, planSweep, splitSets, sweepCsvRecords, type SweepInput,
 } from '../../services/controller/sweep.js';
 import { sweepTable } from '../../services/controller/table.js';
-
-function failure(fn: () => unknown): VmmsimError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof VmmsimError) return err;
-    throw err;
-  }
-  throw new Error('expected a VmmsimError');
-}
+import { thrown } from '../helpers/thrown.js';
 
 /** A sweep input over the real loader (no scenario file), with the scenario's model or a fixed list. */
 function input(sets: string[], models?: ModelName[], overrides: Record<string, unknown> = {}): SweepInput & { resolved: number } {
@@ -59,14 +50,14 @@ describe('splitSets', () => {
     ['the model as a swept key', ['model=none,intel-cm'], '--models none,intel-cm'],
     ['an assignment without =', ['topology.psmmus'], 'key=value'],
   ])('refuses %s with E_USAGE', (_what, sets, says) => {
-    const e = failure(() => splitSets(sets));
+    const e = thrown(() => splitSets(sets));
     expect(e.code).toBe('E_USAGE');
     expect(e.exitCode).toBe(2);
     expect(e.message).toContain(says);
   });
 
   it('refuses sweeping a key an option already sets, naming the option', () => {
-    const e = failure(() => splitSets(['workload.ops=10,20'], { 'workload.ops': '--ops' }));
+    const e = thrown(() => splitSets(['workload.ops=10,20'], { 'workload.ops': '--ops' }));
     expect(e.code).toBe('E_USAGE');
     expect(e.message).toContain('workload.ops');
     expect(e.message).toContain('--ops');
@@ -128,26 +119,26 @@ describe('planSweep', () => {
 
   it('refuses a bad value naming the key, the value and the point (exit 2)', () => {
     const x = input(['topology.psmmus=1,100', 'topology.vsmmu=single,per-psmmu']);
-    const e = failure(() => planSweep(x));
+    const e = thrown(() => planSweep(x));
     expect(e.code).toBe('E_SCENARIO_FIELD');
     expect(e.exitCode).toBe(2);
     expect(e.message).toContain('topology.psmmus');
     expect(e.message).toContain('100');
     expect(e.message).toContain('sweep point topology.psmmus=100 topology.vsmmu=single');
-    const enumBad = failure(() => planSweep(input(['topology.vsmmu=single,bogus'])));
+    const enumBad = thrown(() => planSweep(input(['topology.vsmmu=single,bogus'])));
     expect(enumBad.code).toBe('E_SCENARIO_FIELD');
     expect(enumBad.message).toContain('"bogus"');
-    const word = failure(() => planSweep(input(['topology.psmmus=1,two'])));
+    const word = thrown(() => planSweep(input(['topology.psmmus=1,two'])));
     expect(word.message).toContain('"two"');
-    const unsupported = failure(() => planSweep(input(['topology.hosts=1,2'])));
+    const unsupported = thrown(() => planSweep(input(['topology.hosts=1,2'])));
     expect(unsupported.code).toBe('E_NOT_SUPPORTED');
     expect(unsupported.message).toContain('topology.hosts');
-    const unknown = failure(() => planSweep(input(['topology.psmmu=1,2'])));
+    const unknown = thrown(() => planSweep(input(['topology.psmmu=1,2'])));
     expect(unknown.message).toContain('did you mean topology.psmmus');
   });
 
   it('refuses a point the models cannot run, naming the point', () => {
-    const e = failure(() =>
+    const e = thrown(() =>
       planSweep({
         ...input(['topology.psmmus=1,2']),
         models: (s) => {
@@ -161,14 +152,14 @@ describe('planSweep', () => {
   });
 
   it('needs at least one swept key', () => {
-    const e = failure(() => planSweep(input(['topology.psmmus=2'])));
+    const e = thrown(() => planSweep(input(['topology.psmmus=2'])));
     expect(e.code).toBe('E_USAGE');
     expect(e.message).toContain('key=v1,v2');
   });
 
   it(`refuses more than ${MAX_SWEEP_RUNS} points before resolving any, naming the count`, () => {
     const x = input([`topology.psmmus=${range(64)}`, 'topology.devicesPerPsmmu=1,2,3,4,5']);
-    const e = failure(() => planSweep(x));
+    const e = thrown(() => planSweep(x));
     expect(e.code).toBe('E_USAGE');
     expect(e.exitCode).toBe(2);
     expect(e.message).toContain('320 points');
@@ -177,7 +168,7 @@ describe('planSweep', () => {
   });
 
   it(`counts points x models against the ${MAX_SWEEP_RUNS} cap`, () => {
-    const e = failure(() => planSweep(input([`topology.psmmus=${range(64)}`, 'topology.vsmmu=single,per-psmmu'], ['none', 'intel-cm', 'nested-smmuv3'])));
+    const e = thrown(() => planSweep(input([`topology.psmmus=${range(64)}`, 'topology.vsmmu=single,per-psmmu'], ['none', 'intel-cm', 'nested-smmuv3'])));
     expect(e.code).toBe('E_USAGE');
     expect(e.message).toContain('384 runs (128 points x 3 models)');
     // Exactly the cap is allowed.

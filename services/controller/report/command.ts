@@ -7,7 +7,7 @@ import { statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { VmmsimError } from '../../common/errors.js';
-import { writeFileAtomic } from '../results.js';
+import { writeFileAtomic, writeResults, type ResultsDoc } from '../results.js';
 import { reportData } from './data.js';
 import { reportHtml } from './page.js';
 import { readResultsFile } from './read.js';
@@ -47,13 +47,23 @@ export function writeReport(file: string, doc: object): string {
  * The report beside a results.json a command just wrote. A report that cannot be written costs a
  * line on stderr, never the run's results or its exit code.
  */
-export function writeReportBeside(resultsPath: string, doc: object): string | undefined {
+function writeReportBeside(resultsPath: string, doc: object): string | undefined {
   try {
     return writeReport(join(dirname(resultsPath), REPORT_FILE), doc);
   } catch (err) {
     process.stderr.write(`vmmsim: report not written: ${(err as Error).message}\n`);
     return undefined;
   }
+}
+
+/**
+ * Writes DIR/results.json and the report beside it; gives the results path and the lines that
+ * tell the user where both are (the report's first, so `results:` stays the last line).
+ */
+export function saveResults(dir: string, doc: ResultsDoc): { path: string; where: string } {
+  const path = writeResults(dir, doc);
+  const report = writeReportBeside(path, doc);
+  return { path, where: `${report ? `report: ${report}\n` : ''}results: ${path}\n` };
 }
 
 /** `vmmsim report`: returns the exit code; bad input throws a VmmsimError (exit 2). */

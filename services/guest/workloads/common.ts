@@ -203,6 +203,19 @@ export class WorkloadThreads {
   async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number): Promise<number> {
     // Before the clocks are read: a step may hold the thread and move its clock.
     await this.env.step?.reach(t);
+    const r = await this.timed(name, t, fn, arrivalNs);
+    if (t === 0 && this.virtioMem && ++this.sinceResize >= (this.env.w.virtioMem?.everyOps ?? 0)) {
+      // workload.virtioMem: a resize after thread 0's operation, an operation of its own (the host
+      // asked, and the vCPU that serves the driver's work does it).
+      this.sinceResize = 0;
+      const driver = this.virtioMem;
+      await this.timed(driver.next(), 0, (ctx) => driver.resize(ctx));
+    }
+    return r;
+  }
+
+  /** One operation on thread t in a fresh context, timed on both clocks and recorded (see op). */
+  private async timed(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number): Promise<number> {
     const ctx = this.env.kernel.env.newContext(this.nextOpId++, 0);
     const start = arrivalNs ?? this.clock(t);
     // While it runs, the vCPU's clock is the operation's start (GuestKernel.vcpuNs).
@@ -216,26 +229,7 @@ export class WorkloadThreads {
     const from = arrivalNs === undefined ? m0 : Math.min(m0, this.t0 + arrivalNs);
     if (r < 0) this.env.stats.fail(name);
     else this.env.stats.record(name, m1 - from, ctx, t, start, arrivalNs !== undefined);
-    if (t === 0 && this.virtioMem && ++this.sinceResize >= (this.env.w.virtioMem?.everyOps ?? 0)) await this.resize();
     return r;
-  }
-
-  /**
-   * A virtio-mem resize on thread 0 after its operation (workload.virtioMem), timed and recorded as
-   * an operation of its own: the host asked, and the vCPU that serves the driver's work does it.
-   */
-  private async resize(): Promise<void> {
-    const driver = this.virtioMem as VirtioMemDriver;
-    this.sinceResize = 0;
-    const name = driver.next();
-    const ctx = this.env.kernel.env.newContext(this.nextOpId++, 0);
-    const start = this.clock(0);
-    const m0 = nowNs();
-    const r = await driver.resize(ctx);
-    const m1 = nowNs();
-    this.env.kernel.vcpuNs[0] = start + ctx.modeledNs;
-    if (r < 0) this.env.stats.fail(name);
-    else this.env.stats.record(name, m1 - m0, ctx, 0, start);
   }
 
   /** What the workload's virtio-mem driver counted (nothing when the scenario resizes nothing). */
