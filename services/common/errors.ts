@@ -24,6 +24,12 @@ export const ErrorCodes = {
   E_PEERS_FILE: { exit: 2, fix: 'give a YAML or JSON file `endpoints: [{name: psmmu-0, address: "HOST:PORT"}, ...]` (see deploy/README.md)' },
   E_LISTEN: { exit: 2, fix: 'give --listen a free HOST:PORT of this host, or unix:/abs/path.sock in a writable folder' },
   E_RAM_DIR: { exit: 2, fix: 'create or mount the memory folder on the role\'s host, or set ramDir in the --peers file' },
+  E_OUTPUT_PATH: { exit: 2, fix: 'name a regular file (or a folder for --out) that vmmsim may create or replace; device nodes, FIFOs and sockets are refused' },
+  E_WRITE: { exit: 1, fix: 'free space on the device, or read the output to its end (a closed pipe stops the write)' },
+  E_TOKEN_FILE: { exit: 2, fix: 'give --token-file a regular file you own, readable by you only (chmod 600), holding at least 32 characters of secret (for example `openssl rand -hex 32 > FILE`)' },
+  E_INSECURE: { exit: 2, fix: 'give the role --token-file FILE (a secret shared with its controller) or mutual TLS (--tls-ca, --tls-cert, --tls-key); --insecure serves anyone who can reach the port' },
+  E_UNAUTHENTICATED: { exit: 2, fix: 'give the controller and every role the same --token-file, or certificates from one CA that name each role (see docs/security.md)' },
+  E_CONFIGURE: { exit: 2, fix: 'a Configure request was out of bounds; run the scenario through `vmmsim run` (whose schema sets the bounds) or fix the field named' },
   E_UNREACHABLE: { exit: 1, fix: 'start the process (`vmmsim serve ROLE --index N`), check its address in the --connect file and, under TLS, its certificate' },
 } as const;
 
