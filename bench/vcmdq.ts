@@ -19,7 +19,7 @@ import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { VmmsimError } from '../services/common/errors.js';
 import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhVa } from '../services/common/smmu/commands.js';
-import { Iotlb } from '../services/psmmu/iotlb.js';
+import { Iotlb } from '../worker-pool/iotlb.js';
 import { VcmdqPool, type Vcmdq, type SubmitResult } from '../worker-pool/pool.js';
 
 const USAGE = `usage: npm run bench -- vcmdq [options]

@@ -19,7 +19,7 @@ import { PageTable } from '../services/common/pagetable.js';
 import { encodeCd } from '../services/common/smmu/structures.js';
 import { AddressSpace, HostPhysical } from '../services/psmmu/address-space.js';
 import { EventQueue } from '../services/psmmu/events.js';
-import { Iotlb } from '../services/psmmu/iotlb.js';
+import { Iotlb } from '../worker-pool/iotlb.js';
 import { Translator } from '../services/psmmu/translate.js';
 import { HostTables } from '../services/vfio/host-tables.js';
 

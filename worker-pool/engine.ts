@@ -2,20 +2,26 @@
  * The VCMDQ consumer: what the CMDQV hardware does with one queue, from CONS to PROD. Runs in the
  * worker threads (vcmdq-worker.ts) and, synchronously, in unit tests.
  *
- * Guest queues (HYP_OWN=0) take only TLBI_NH_ASID, TLBI_NH_VA, ATC_INV and CMD_SYNC; TLBIs get the
- * VINTF's VMID (whatever VMID the guest wrote), ATC_INV's vSID is rewritten through the VINTF's
- * SID_MATCH/SID_REPLACE pairs. The host queues (VINTF0) take every legal command with its own VMID
- * and SIDs. Anything refused halts this queue only: CONS stays on the command with CONS.ERR = ILL,
- * GERROR.CMDQ_ERR toggles and the queue's bit is raised in the pool's error map (the vEVENT).
+ * Each command goes through the SMMU's one command executor (services/common/smmu/executor.ts),
+ * the same one the main CMDQ runs, with the queue's owner: guest queues (HYP_OWN=0) take only what
+ * the opcode table allows a guest VCMDQ (TLBI_NH_ASID, TLBI_NH_VA, ATC_INV, CMD_SYNC), get the
+ * VINTF's VMID in their TLBIs (whatever VMID the guest wrote) and their ATC_INV vSIDs rewritten
+ * through the VINTF's SID_MATCH/SID_REPLACE pairs. The host queues (VINTF0) take every legal command
+ * with its own VMID and SIDs; their CFGIs reach the translator's configuration cache through the
+ * shared log (config-invalidations.ts). Anything refused halts this queue only: CONS stays on the
+ * command with CONS.ERR = ILL, GERROR.CMDQ_ERR toggles and the queue's bit is raised in the pool's
+ * error map (the vEVENT).
  *
- * Hot path: the four command dwords are read from an Int32Array over the ring, fields are shifts
- * and masks, nothing is allocated and no BigInt is made per command. CONS is published every
- * PUBLISH_EVERY commands and when the pass ends, not per command.
+ * Hot path: the four command dwords are read from an Int32Array over the ring, the executor reads
+ * the opcode table's typed arrays and decodes into one reused scope: nothing is allocated and no
+ * BigInt is made per command. CONS is published every PUBLISH_EVERY commands and when the pass
+ * ends, not per command.
  */
-import { Opcode, isLegalOpcode } from '../services/common/smmu/commands.js';
-import { CERROR } from '../services/common/smmu/queue.js';
-import type { Iotlb } from '../services/psmmu/iotlb.js';
+import { Opcode } from '../services/common/smmu/commands.js';
+import { executeCommand, type ConfigInvalidator, type QueueOwner } from '../services/common/smmu/executor.js';
+import { CommandScope } from '../services/common/smmu/semantics.js';
 import { raiseQueueError } from './control.js';
+import type { Iotlb } from './iotlb.js';
 import {
   CONFIG_EN, F_ATC_INV, F_COMMANDS, F_HALTS, F_INVALIDATED, F_LAST_ATC_PSID, F_LAST_ATC_VSID, F_OTHER, F_SYNCS, F_TLBI_ASID,
   F_TLBI_VA, GERROR_CMDQ_ERR, MSI_RECORDS, MSI_RECORD_WORDS, R_CONFIG, R_CONS, R_CONS_WAITERS, R_GERROR, R_GERRORN, R_MSI_BASE,
@@ -23,27 +29,51 @@ import {
 } from './ring.js';
 import { V_VMID, replaceSid } from './vintf.js';
 
+/**
+ * A VINTF as the owner of its queues: the VMID and SID pairs the hardware substitutes, read from
+ * the shared VINTF table (the VMID once per pass, the pairs per command) so reprogramming shows.
+ */
+export class VintfOwner implements QueueOwner {
+  vmid = 0;
+
+  constructor(
+    readonly guest: boolean,
+    private readonly table: Int32Array,
+    private readonly base: number,
+  ) {}
+
+  /** Reads the VINTF's VMID (before a pass). */
+  refresh(): void {
+    if (this.guest) this.vmid = Atomics.load(this.table, this.base + V_VMID) & 0xffff;
+  }
+
+  replaceSid(vsid: number): number {
+    if (!this.guest) return vsid;
+    // SID_MATCH holds vSID << 1: a vSID past 31 bits matches no pair.
+    return vsid > 0x7fff_ffff ? -1 : replaceSid(this.table, this.base, vsid);
+  }
+}
+
 /** One queue as its consumer holds it. */
 export interface ConsumerQueue {
   readonly view: RingView;
   /** Global VCMDQ index (its bit in the error map). */
   readonly queue: number;
   readonly vintf: number;
-  /** Int32 index of the VINTF's registers in the VINTF table. */
-  readonly vintfBase: number;
-  readonly hypOwn: boolean;
+  readonly owner: VintfOwner;
 }
 
 /** What every queue of a consumer shares. */
 export interface ConsumerEnv {
   readonly iotlb: Iotlb;
-  readonly vintfTable: Int32Array;
+  /** Where CFGIs go: the log the psmmu main thread's translator applies (config-invalidations.ts). */
+  readonly config: ConfigInvalidator;
   /** The pool's control block (error map, event sequence). */
   readonly ctl: Int32Array;
 }
 
-export function consumerQueue(buffer: SharedArrayBuffer, queue: number, vintf: number, vintfBase: number, hypOwn: boolean): ConsumerQueue {
-  return { view: viewRing(buffer), queue, vintf, vintfBase, hypOwn };
+export function consumerQueue(buffer: SharedArrayBuffer, queue: number, vintf: number, vintfTable: Int32Array, vintfBase: number, hypOwn: boolean): ConsumerQueue {
+  return { view: viewRing(buffer), queue, vintf, owner: new VintfOwner(!hypOwn, vintfTable, vintfBase) };
 }
 
 const ERR_MASK = 0x7f << 24;
@@ -54,32 +84,13 @@ const PUBLISH_EVERY = 256;
  */
 export const PASS_BUDGET = 4096;
 
-/** 2^scale as a number (SCALE goes to 31, past what a 32-bit shift can hold). */
-const POW2 = Float64Array.from({ length: 32 }, (_, i) => 2 ** i);
-/** 4K pages per granule by TG (0 is "not a range"). */
-const GRANULE_PAGES = Int32Array.of(1, 1, 4, 16);
-
-const OP_NH_ALL = Opcode.TLBI_NH_ALL;
-const OP_NH_ASID = Opcode.TLBI_NH_ASID;
 const OP_NH_VA = Opcode.TLBI_NH_VA;
-const OP_NH_VAA = Opcode.TLBI_NH_VAA;
-const OP_S12_VMALL = Opcode.TLBI_S12_VMALL;
-const OP_S2_IPA = Opcode.TLBI_S2_IPA;
-const OP_NSNH_ALL = Opcode.TLBI_NSNH_ALL;
+const OP_NH_ASID = Opcode.TLBI_NH_ASID;
 const OP_ATC_INV = Opcode.ATC_INV;
 const OP_SYNC = Opcode.CMD_SYNC;
 
-/** Pages a TLBI covers: (NUM+1) << SCALE granules of TG, or one page when TG=0 (a single address). */
-function rangePages(w0lo: number, w1lo: number): number {
-  const tg = (w1lo >>> 10) & 3;
-  if (tg === 0) return 1;
-  return (((w0lo >>> 12) & 31) + 1) * POW2[(w0lo >>> 20) & 31]! * GRANULE_PAGES[tg]!;
-}
-
-/** Page number of w1's address field [63:12] (VA; an IPA uses [51:12]). */
-function addrPage(w1lo: number, w1hi: number, hiMask: number): number {
-  return ((w1hi & hiMask) >>> 0) * 0x10_0000 + (w1lo >>> 12);
-}
+/** The scope of the command being executed; one per thread, reused (drain runs to completion). */
+const scope = new CommandScope();
 
 function publishCons(i32: Int32Array, cons: number): void {
   Atomics.store(i32, R_CONS, cons);
@@ -107,9 +118,9 @@ export function drain(q: ConsumerQueue, env: ConsumerEnv): number {
   let prod = Atomics.load(i32, R_PROD);
   if (((prod ^ cons) & ptrMask) === 0) return 0;
 
-  const iotlb = env.iotlb;
-  const guest = !q.hypOwn;
-  const vmid = guest ? Atomics.load(env.vintfTable, q.vintfBase + V_VMID) & 0xffff : 0;
+  const { iotlb, config } = env;
+  const owner = q.owner;
+  owner.refresh();
   let n = 0;
   let tlbiVa = 0;
   let tlbiAsid = 0;
@@ -130,54 +141,29 @@ export function drain(q: ConsumerQueue, env: ConsumerEnv): number {
     const w0hi = i32[w + 1]!;
     const w1lo = i32[w + 2]!;
     const w1hi = i32[w + 3]!;
-    const op = w0lo & 0xff;
-    if (op === OP_NH_VA) {
-      invalidated += iotlb.invalidateVaPages(guest ? vmid : w0hi & 0xffff, w0hi >>> 16, addrPage(w1lo, w1hi, -1), rangePages(w0lo, w1lo));
-      tlbiVa++;
-    } else if (op === OP_SYNC) {
-      const cs = (w0lo >>> 12) & 3;
-      if (cs === 3) {
-        err = CERROR.ILL;
-        break;
-      }
-      if (cs === 1) recordMsi(i32, w0hi, w1lo, w1hi, position + n);
-      syncs++;
-    } else if (op === OP_NH_ASID) {
-      invalidated += iotlb.invalidateAsid(guest ? vmid : w0hi & 0xffff, w0hi >>> 16);
-      tlbiAsid++;
-    } else if (op === OP_ATC_INV) {
-      if (guest) {
-        // No ATC is modelled: the pSID is recorded so the rewrite can be observed.
-        const vsid = w0hi >>> 0;
-        const psid = vsid > 0x7fff_ffff ? -1 : replaceSid(env.vintfTable, q.vintfBase, vsid);
-        if (psid < 0) {
-          err = CERROR.ILL;
-          break;
-        }
-        f64[F_LAST_ATC_VSID] = vsid;
-        f64[F_LAST_ATC_PSID] = psid;
-      } else {
-        f64[F_LAST_ATC_VSID] = w0hi >>> 0;
-        f64[F_LAST_ATC_PSID] = w0hi >>> 0;
-      }
-      atc++;
-    } else if (guest) {
-      err = CERROR.ILL;
+    const r = executeCommand(w0lo, w0hi, w1lo, w1hi, owner, iotlb, config, scope);
+    if (r < 0) {
+      err = -r;
       break;
-    } else {
-      const r = hostCommand(iotlb, op, w0lo, w0hi, w1lo, w1hi);
-      if (r < 0) {
-        err = CERROR.ILL;
-        break;
-      }
-      invalidated += r;
-      other++;
     }
+    invalidated += r;
+    const op = w0lo & 0xff;
+    if (op === OP_NH_VA) tlbiVa++;
+    else if (op === OP_SYNC) {
+      // CS=IRQ: the MSI write that tells the guest this sync completed.
+      if (((w0lo >>> 12) & 3) === 1) recordMsi(i32, w0hi, w1lo, w1hi, position + n);
+      syncs++;
+    } else if (op === OP_NH_ASID) tlbiAsid++;
+    else if (op === OP_ATC_INV) {
+      // No ATC is modelled: the pSID is recorded so the rewrite can be observed.
+      f64[F_LAST_ATC_VSID] = w0hi >>> 0;
+      f64[F_LAST_ATC_PSID] = scope.sid;
+      atc++;
+    } else other++;
     cons = (cons & ~ptrMask) | ((cons + 1) & ptrMask);
     n++;
     if (n % PUBLISH_EVERY === 0) publishCons(i32, cons);
   }
-
   f64[F_COMMANDS] = f64[F_COMMANDS]! + n;
   f64[F_TLBI_VA] = f64[F_TLBI_VA]! + tlbiVa;
   f64[F_TLBI_ASID] = f64[F_TLBI_ASID]! + tlbiAsid;
@@ -220,29 +206,4 @@ function recordMsi(i32: Int32Array, w0hi: number, w1lo: number, w1hi: number, po
   i32[at + 3] = position | 0;
   // Published before CONS passes the sync, so the reader of CONS sees the record.
   Atomics.store(i32, R_MSI_COUNT, (k + 1) | 0);
-}
-
-/**
- * A host (VINTF0) command other than NH_VA/NH_ASID/ATC_INV/CMD_SYNC. Returns entries invalidated,
- * or -1 for an illegal opcode. Configuration and ATS/PRI commands have no cached state to act on
- * in this model.
- */
-function hostCommand(iotlb: Iotlb, op: number, w0lo: number, w0hi: number, w1lo: number, w1hi: number): number {
-  const vmid = w0hi & 0xffff;
-  switch (op) {
-    case OP_NH_VAA:
-      return iotlb.invalidateVaPages(vmid, -1, addrPage(w1lo, w1hi, -1), rangePages(w0lo, w1lo));
-    case OP_NH_ALL:
-      return iotlb.invalidateStage1(vmid);
-    case OP_S12_VMALL:
-      return iotlb.invalidateVmid(vmid);
-    case OP_S2_IPA: {
-      const page = addrPage(w1lo, w1hi, 0xfffff);
-      return iotlb.invalidateIpa(vmid, page * 4096, rangePages(w0lo, w1lo) * 4096);
-    }
-    case OP_NSNH_ALL:
-      return iotlb.invalidateAll();
-    default:
-      return isLegalOpcode(op) ? 0 : -1;
-  }
 }

@@ -19,14 +19,15 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { CMD_SIZE } from '../services/common/smmu/commands.js';
 import * as Q from '../services/common/smmu/queue.js';
-import type { Iotlb } from '../services/psmmu/iotlb.js';
 import { waitWhileEqual, waitWhileEqualFor } from './atomics.js';
 import { Cmdqv, type VintfInfo } from './cmdqv.js';
+import { ConfigInvalidations } from './config-invalidations.js';
 import {
   C_ERR_MAP, C_EVENT_SEQ, C_STOP, W_CTRL_ACK, W_CTRL_SEQ, W_DOORBELL, W_F_BUSY_MS, W_F_COMMANDS, W_READY, W_WAKEUPS,
   clearQueueError, controlBytes, ringDoorbell, workerBase,
 } from './control.js';
 import { VcmdqError, ok, refuse, type Result } from './errors.js';
+import type { Iotlb } from './iotlb.js';
 import {
   CONFIG_EN, F_ATC_INV, F_COMMANDS, F_HALTS, F_INVALIDATED, F_LAST_ATC_PSID, F_LAST_ATC_VSID, F_OTHER, F_SYNCS, F_TLBI_ASID,
   F_TLBI_VA, R_CONFIG, R_CONS, R_CONS_WAITERS, R_GERROR, R_GERRORN, R_PROD, R_STATUS, RingProducer, createRing, isHalted,
@@ -38,6 +39,11 @@ import { workerFile } from './worker-file.js';
 export interface VcmdqPoolOptions {
   /** The pSMMU's IOTLB; its buffer is shared with the workers. */
   iotlb: Iotlb;
+  /**
+   * Where the workers send the CFGIs the host's queues execute: the log the pSMMU's translator
+   * applies to its configuration cache (default: a new log, `pool.configLog`).
+   */
+  configLog?: ConfigInvalidations;
   /** Worker threads (default: available cores, at most 4). Queues are spread over them. */
   workers?: number;
   /** VINTFs of the CMDQV, VINTF0 included (default 4). */
@@ -415,6 +421,7 @@ export class VcmdqPool implements PoolLink {
 
   private constructor(
     readonly iotlb: Iotlb,
+    readonly configLog: ConfigInvalidations,
     private readonly piscina: Piscina<ServeTask, ServeSummary>,
     private readonly controlBuffer: SharedArrayBuffer,
     cmdqv: Cmdqv,
@@ -442,7 +449,7 @@ export class VcmdqPool implements PoolLink {
       concurrentTasksPerWorker: 1,
       atomics: 'disabled',
     });
-    const pool = new VcmdqPool(options.iotlb, piscina, new SharedArrayBuffer(controlBytes(workers)), cmdqv, workers, options.idleWaitMs ?? 100);
+    const pool = new VcmdqPool(options.iotlb, options.configLog ?? ConfigInvalidations.create(), piscina, new SharedArrayBuffer(controlBytes(workers)), cmdqv, workers, options.idleWaitMs ?? 100);
     try {
       pool.launch();
       await pool.ready(options.startTimeoutMs ?? 10_000);
@@ -458,7 +465,7 @@ export class VcmdqPool implements PoolLink {
     for (let w = 0; w < this.workers; w++) {
       const { port1, port2 } = new MessageChannel();
       this.ports.push(port1);
-      const task: ServeTask = { worker: w, control: this.controlBuffer, iotlb: this.iotlb.buffer, vintfTable: this.cmdqv.vintfTable, port: port2, idleWaitMs: this.idleWaitMs };
+      const task: ServeTask = { worker: w, control: this.controlBuffer, iotlb: this.iotlb.buffer, configLog: this.configLog.buffer, vintfTable: this.cmdqv.vintfTable, port: port2, idleWaitMs: this.idleWaitMs };
       this.tasks.push(
         this.piscina.run(task, { transferList: [port2] }).then(
           (summary) => {

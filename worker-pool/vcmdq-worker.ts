@@ -10,15 +10,18 @@
  *   travel as messages: they are in the rings.
  */
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { Iotlb } from '../services/psmmu/iotlb.js';
+import { ConfigInvalidations } from './config-invalidations.js';
 import { C_STOP, W_CTRL_ACK, W_CTRL_SEQ, W_DOORBELL, W_F_BUSY_MS, W_F_COMMANDS, W_READY, W_SLEEPING, W_WAKEUPS, workerBase } from './control.js';
 import { consumerQueue, drain, type ConsumerEnv, type ConsumerQueue } from './engine.js';
+import { Iotlb } from './iotlb.js';
 
 export interface ServeTask {
   /** Which stretch of the control block is this worker's. */
   worker: number;
   control: SharedArrayBuffer;
   iotlb: SharedArrayBuffer;
+  /** The log that carries CFGIs to the psmmu main thread's configuration cache. */
+  configLog: SharedArrayBuffer;
   vintfTable: SharedArrayBuffer;
   port: MessagePort;
   /** Longest sleep on the doorbell before looking at STOP again. */
@@ -41,7 +44,8 @@ export default function serve(task: ServeTask): ServeSummary {
   const stats = new Float64Array(task.control);
   const base = workerBase(task.worker);
   const fBase = base >> 1;
-  const env: ConsumerEnv = { iotlb: Iotlb.attach(task.iotlb), vintfTable: new Int32Array(task.vintfTable), ctl };
+  const vintfTable = new Int32Array(task.vintfTable);
+  const env: ConsumerEnv = { iotlb: Iotlb.attach(task.iotlb), config: ConfigInvalidations.attach(task.configLog), ctl };
   let queues: ConsumerQueue[] = [];
   let applied = 0;
   let commands = 0;
@@ -51,7 +55,7 @@ export default function serve(task: ServeTask): ServeSummary {
   const applySetup = (): void => {
     for (let m = receiveMessageOnPort(task.port); m !== undefined; m = receiveMessageOnPort(task.port)) {
       const msg = m.message as SetupMessage;
-      if (msg.type === 'add') queues = [...queues, consumerQueue(msg.ring, msg.queue, msg.vintf, msg.vintfBase, msg.hypOwn)];
+      if (msg.type === 'add') queues = [...queues, consumerQueue(msg.ring, msg.queue, msg.vintf, vintfTable, msg.vintfBase, msg.hypOwn)];
       else queues = queues.filter((q) => q.queue !== msg.queue);
       applied = msg.seq;
     }

@@ -12,8 +12,9 @@ import { VcmdqError } from './errors.js';
 
 /** Sources compiled into what the worker thread loads (besides worker-pool/ itself). */
 const WORKER_DEPENDENCIES = [
-  'services/psmmu/iotlb.ts',
   'services/common/smmu/commands.ts',
+  'services/common/smmu/executor.ts',
+  'services/common/smmu/semantics.ts',
   'services/common/smmu/queue.ts',
   'services/common/smmu/registers.ts',
 ];

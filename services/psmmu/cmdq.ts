@@ -1,8 +1,8 @@
-import { CMD_SIZE, Opcode, decodeCommand, tlbiRangePages, type DecodedCommand } from '../common/smmu/commands.js';
+import { CMD_SIZE, Opcode } from '../common/smmu/commands.js';
+import { HOST_OWNER, NO_CONFIG_CACHE, executeCommand, type ConfigInvalidator, type TlbInvalidator } from '../common/smmu/executor.js';
 import * as Q from '../common/smmu/queue.js';
 import { GERROR_CMDQ_ERR } from '../common/smmu/registers.js';
-import type { Iotlb } from './iotlb.js';
-import type { Translator } from './translate.js';
+import { CommandScope } from '../common/smmu/semantics.js';
 
 export interface ExecResult {
   /** Commands executed, CMD_SYNC excluded. */
@@ -18,7 +18,8 @@ export interface ExecResult {
  * The physical SMMU's main command queue: a ring of 16-byte slots with PROD written by the host
  * driver and CONS advanced as commands complete. An illegal command stops the queue with CONS
  * pointing at it, CONS.ERR set and GERROR.CMDQ_ERR toggled; nothing after it runs until software
- * acknowledges by writing GERRORN.
+ * acknowledges by writing GERRORN. Each command runs through the SMMU's one command executor
+ * (common/smmu/executor.ts), the same the VCMDQ workers run, as a host-owned queue.
  */
 export class PhysicalCmdq {
   private readonly ring: Buffer;
@@ -31,12 +32,16 @@ export class PhysicalCmdq {
   /** The most entries the queue held, right after a PROD write. */
   peak = 0;
 
+  /** The scope of the command being executed (reused). */
+  private readonly scope = new CommandScope();
+
   constructor(
     readonly log2: number,
-    private readonly iotlb: Iotlb,
-    private readonly translator?: Translator,
-    /** Whether a command can affect a device behind this SMMU (for the `wasted` count). */
-    private readonly relevant?: (cmd: DecodedCommand) => boolean,
+    private readonly iotlb: TlbInvalidator,
+    /** The configuration cache CFGIs drop (the translator). */
+    private readonly config: ConfigInvalidator = NO_CONFIG_CACHE,
+    /** Whether a command's scope covers anything behind this SMMU (for the `wasted` count). */
+    private readonly relevant?: (scope: Readonly<CommandScope>) => boolean,
   ) {
     Q.assertLog2(log2);
     this.ring = Buffer.alloc(Q.size(log2) * CMD_SIZE);
@@ -65,19 +70,21 @@ export class PhysicalCmdq {
     if (this.halted) return { ...r, error: Q.consErr(this.cons) };
     while (!Q.isEmpty(this.prod, this.cons, this.log2)) {
       const at = Q.index(this.cons, this.log2) * CMD_SIZE;
-      const cmd = decodeCommand(this.ring, at);
-      if (cmd.error) {
-        this.cons = Q.withConsErr(this.cons, Q.CERROR.ILL);
+      const ring = this.ring;
+      const d0 = ring.readInt32LE(at);
+      const done = executeCommand(d0, ring.readInt32LE(at + 4), ring.readInt32LE(at + 8), ring.readInt32LE(at + 12), HOST_OWNER, this.iotlb, this.config, this.scope);
+      if (done < 0) {
+        this.cons = Q.withConsErr(this.cons, -done);
         this.gerror ^= GERROR_CMDQ_ERR;
-        r.error = Q.CERROR.ILL;
+        r.error = -done;
         return r;
       }
-      this.byOpcode[cmd.opcode] = (this.byOpcode[cmd.opcode] ?? 0) + 1;
-      if (cmd.opcode === Opcode.CMD_SYNC) r.syncs += 1;
+      const op = d0 & 0xff;
+      this.byOpcode[op] = (this.byOpcode[op] ?? 0) + 1;
+      if (op === Opcode.CMD_SYNC) r.syncs += 1;
       else {
-        this.execute(cmd);
         r.executed += 1;
-        if (this.relevant && !this.relevant(cmd)) r.wasted += 1;
+        if (this.relevant && !this.relevant(this.scope)) r.wasted += 1;
       }
       this.cons = Q.inc(this.cons, this.log2);
     }
@@ -89,49 +96,5 @@ export class PhysicalCmdq {
     if (replaceWithSync) replaceWithSync.copy(this.ring, Q.index(this.cons, this.log2) * CMD_SIZE);
     this.cons = Q.withConsErr(this.cons, Q.CERROR.NONE);
     this.gerrorn = this.gerror;
-  }
-
-  private execute(cmd: DecodedCommand): void {
-    const f = cmd.fields;
-    const vmid = f.vmid ?? 0;
-    switch (cmd.opcode) {
-      case Opcode.TLBI_NH_VA:
-      case Opcode.TLBI_NH_VAA: {
-        const { granule, pages } = tlbiRangePages(f);
-        const va = Number(f.va ?? 0n);
-        const span = granule === 0 ? 4096 : granule * pages;
-        if (cmd.opcode === Opcode.TLBI_NH_VA) this.iotlb.invalidateVa(vmid, f.asid ?? 0, va, span);
-        else this.iotlb.invalidateVaAllAsid(vmid, va, span);
-        break;
-      }
-      case Opcode.TLBI_NH_ASID:
-        this.iotlb.invalidateAsid(vmid, f.asid ?? 0);
-        break;
-      case Opcode.TLBI_NH_ALL:
-        this.iotlb.invalidateStage1(vmid);
-        break;
-      case Opcode.TLBI_S12_VMALL:
-        this.iotlb.invalidateVmid(vmid);
-        break;
-      case Opcode.TLBI_S2_IPA: {
-        const { granule, pages } = tlbiRangePages(f);
-        this.iotlb.invalidateIpa(vmid, Number(f.ipa ?? 0n), granule === 0 ? 4096 : granule * pages);
-        break;
-      }
-      case Opcode.TLBI_NSNH_ALL:
-        this.iotlb.invalidateAll();
-        break;
-      case Opcode.CFGI_STE:
-      case Opcode.CFGI_CD:
-      case Opcode.CFGI_CD_ALL:
-        this.translator?.invalidateConfig(f.sid ?? 0);
-        break;
-      case Opcode.CFGI_ALL:
-        this.translator?.invalidateConfig();
-        break;
-      default:
-        // ATC_INV, PREFETCH_*, PRI_RESP, RESUME: no device ATC or PRI queue is modelled.
-        break;
-    }
   }
 }

@@ -6,15 +6,16 @@ import { DeviceDma } from '../common/device-dma.js';
 import { Random } from '../common/random.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
 import { decodeMmio } from '../common/kvm-run.js';
-import { CMD_SIZE, Opcode, type DecodedCommand } from '../common/smmu/commands.js';
+import { CMD_SIZE } from '../common/smmu/commands.js';
 import * as Q from '../common/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG } from '../common/smmu/registers.js';
 import type { Endpoint } from '../common/topology.js';
+import { ConfigInvalidations, Iotlb } from '../../worker-pool/index.js';
 import { AddressSpace, HostPhysical } from './address-space.js';
 import { PhysicalCmdq } from './cmdq.js';
 import { EventQueue } from './events.js';
-import { Iotlb } from './iotlb.js';
 import { psmmuMetrics, type PsmmuMetrics, type PsmmuState } from './metrics.js';
+import { scopeConcerns } from './relevance.js';
 import { Translator } from './translate.js';
 import { VintfPage } from './vintf.js';
 
@@ -43,10 +44,12 @@ class PsmmuRole implements RoleInstance {
     // A set-associative IOTLB holds whole sets of 8 ways.
     this.iotlb = Iotlb.create(Math.max(8, Math.ceil((t.device?.iotlbEntries || DEFAULT_IOTLB_ENTRIES) / 8) * 8));
     this.space = new AddressSpace(t.ramDir);
-    this.translator = new Translator(k, new HostPhysical(this.space), this.iotlb, this.events, env.costs);
+    // CFGIs the host's VCMDQs execute reach the translator's configuration cache through this log.
+    const configLog = ConfigInvalidations.create();
+    this.translator = new Translator(k, new HostPhysical(this.space), this.iotlb, this.events, env.costs, configLog);
     const sids = t.model === 'emulated-smmuv3' ? [] : t.devices.filter((d) => d.psmmu === k).map((d) => d.psid);
-    this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator, (cmd) => this.relevant(sids, cmd));
-    this.vintf = new VintfPage(k, t, this.iotlb, env.log);
+    this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator, (scope) => scopeConcerns(scope, sids, (sid) => this.translator.contextOf(sid)));
+    this.vintf = new VintfPage(k, t, { iotlb: this.iotlb, configLog }, env.log);
     // Under emulated-smmuv3 the devices are QEMU's emulated ones: their DMA never reaches a pSMMU.
     const devices = t.model === 'emulated-smmuv3'
       ? []
@@ -70,37 +73,6 @@ class PsmmuRole implements RoleInstance {
     };
     this.metrics = env.metrics ? psmmuMetrics(env.metrics) : undefined;
     this.metrics?.attach(this.state);
-  }
-
-  /**
-   * Whether an invalidation can touch anything behind this SMMU: a stage-1 TLBI of a VMID and ASID
-   * that one of its streams uses, a VMID-wide one of a VMID it holds, a StreamID-scoped one of its
-   * own streams. The rest of what a broadcast delivers here is `wasted`.
-   */
-  private relevant(sids: readonly number[], cmd: DecodedCommand): boolean {
-    const f = cmd.fields;
-    const any = (match: (c: { vmid: number; asid: number }) => boolean): boolean =>
-      sids.some((sid) => {
-        const c = this.translator.contextOf(sid);
-        return c !== undefined && match(c);
-      });
-    switch (cmd.opcode) {
-      case Opcode.TLBI_NH_VA:
-      case Opcode.TLBI_NH_ASID:
-        return any((c) => c.vmid === (f.vmid ?? 0) && c.asid === (f.asid ?? 0));
-      case Opcode.TLBI_NH_VAA:
-      case Opcode.TLBI_NH_ALL:
-      case Opcode.TLBI_S12_VMALL:
-      case Opcode.TLBI_S2_IPA:
-        return any((c) => c.vmid === (f.vmid ?? 0));
-      case Opcode.ATC_INV:
-      case Opcode.CFGI_STE:
-      case Opcode.CFGI_CD:
-      case Opcode.CFGI_CD_ALL:
-        return sids.includes(f.sid ?? -1);
-      default:
-        return true;
-    }
   }
 
   async init(): Promise<void> {

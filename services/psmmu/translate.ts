@@ -2,10 +2,12 @@ import { steAddr } from '../common/board.js';
 import type { CostTable } from '../common/cost/steps.js';
 import { PAGE_SIZE, type Memory } from '../common/memory.js';
 import { PageTable } from '../common/pagetable.js';
+import type { ConfigInvalidator } from '../common/smmu/executor.js';
 import { EVENT, STE_CONFIG, decodeCd, decodeSte } from '../common/smmu/structures.js';
+import type { ConfigInvalidations } from '../../worker-pool/config-invalidations.js';
+import type { Iotlb } from '../../worker-pool/iotlb.js';
 import { ExternalAbort } from './address-space.js';
 import type { EventQueue } from './events.js';
-import type { Iotlb } from './iotlb.js';
 
 /** A StreamID's configuration as the SMMU caches it (STE, and CD for stage 1). */
 interface StreamConfig {
@@ -46,7 +48,7 @@ export interface TranslatorCounters {
  * IOTLB hit it reads the leaf descriptor the entry came from, and an entry whose descriptor no
  * longer maps the page is a stale translation (served only because no invalidation reached it yet).
  */
-export class Translator {
+export class Translator implements ConfigInvalidator {
   private readonly configs = new Map<number, StreamConfig>();
   /** Configurations read only to account invalidations (contextOf), apart from the DMA path's cache. */
   private readonly accounting = new Map<number, StreamConfig>();
@@ -58,17 +60,34 @@ export class Translator {
     private readonly iotlb: Iotlb,
     private readonly events: EventQueue,
     private readonly costs: CostTable,
+    /** CFGIs the VCMDQ workers executed, applied before each use of the cache (none without VCMDQs). */
+    private readonly configLog?: ConfigInvalidations,
   ) {}
 
-  /** CFGI_STE / CFGI_CD / CFGI_CD_ALL for one StreamID, or CFGI_ALL (no argument). */
-  invalidateConfig(sid?: number): void {
-    if (sid === undefined) {
-      this.configs.clear();
-      this.accounting.clear();
-    } else {
-      this.configs.delete(sid);
-      this.accounting.delete(sid);
+  /**
+   * A CFGI (through the command executor): drops the cached configuration of StreamIDs
+   * [firstSid, firstSid + count), from the DMA path's cache and the accounting one alike.
+   */
+  invalidateConfig(firstSid: number, count: number): void {
+    if (count === 1) {
+      this.configs.delete(firstSid);
+      this.accounting.delete(firstSid);
+      return;
     }
+    for (const cache of [this.configs, this.accounting]) {
+      for (const sid of [...cache.keys()]) if (sid >= firstSid && sid - firstSid < count) cache.delete(sid);
+    }
+  }
+
+  /** Applies the CFGIs the VCMDQ workers executed since the last look (one atomic load when none). */
+  private syncConfig(): void {
+    if (this.configLog?.pending) this.configLog.applyTo(this);
+  }
+
+  /** StreamIDs whose configuration is cached now: the DMA path's and the accounting one (tests, debugging). */
+  cachedConfigs(): { dma: number[]; accounting: number[] } {
+    this.syncConfig();
+    return { dma: [...this.configs.keys()].sort((a, b) => a - b), accounting: [...this.accounting.keys()].sort((a, b) => a - b) };
   }
 
   private fault(type: number, sid: number, addr: number, stage2: boolean, reads: number): Translation {
@@ -90,6 +109,7 @@ export class Translator {
 
   /** The VMID and ASID (-1: none) a StreamID's configuration carries, or undefined if it has none. */
   contextOf(sid: number): { vmid: number; asid: number } | undefined {
+    this.syncConfig();
     const known = this.configs.get(sid) ?? this.accounting.get(sid);
     if (known) return known;
     // Read for the accounting only: it must not warm the configuration cache the DMA path uses,
@@ -133,6 +153,7 @@ export class Translator {
    */
   translate(sid: number, va: number, write: boolean, verify = true): Translation {
     this.counters.translations += 1;
+    this.syncConfig();
     const counter = { reads: 0 };
     let cfg: StreamConfig | number;
     try {

@@ -11,8 +11,7 @@ import * as Q from '../common/smmu/queue.js';
 import { decodeCmdqAlloc, decodeCmdqAllocRegister } from '../common/smmu/cmdqv-registers.js';
 import { VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, decodeVcmdqRegister } from '../common/smmu/registers.js';
 import type { MemoryRange } from '../common/transport/link.js';
-import { VcmdqPool, proportionateWorkers, type Vcmdq } from '../../worker-pool/index.js';
-import type { Iotlb } from './iotlb.js';
+import { VcmdqPool, proportionateWorkers, type ConfigInvalidations, type Iotlb, type Vcmdq } from '../../worker-pool/index.js';
 
 /**
  * The CMDQV beside one physical SMMU, as the host sets it up at VM start: per VM whose vSMMU fronts
@@ -37,7 +36,8 @@ export class VintfPage {
   constructor(
     private readonly psmmu: number,
     private readonly topology: Topology__Output,
-    private readonly iotlb: Iotlb,
+    /** The caches the VCMDQ workers share with the main thread: the IOTLB, and the log CFGIs reach the translator by. */
+    private readonly caches: { iotlb: Iotlb; configLog: ConfigInvalidations },
     private readonly log: Logger,
   ) {}
 
@@ -55,7 +55,8 @@ export class VintfPage {
     this.plan = plan;
     const vms = plan.vms;
     const pool = await VcmdqPool.start({
-      iotlb: this.iotlb,
+      iotlb: this.caches.iotlb,
+      configLog: this.caches.configLog,
       // Every pSMMU with queues runs its own pool on the same cores.
       workers: proportionateWorkers(hw.length, new Set(all.map((q) => q.psmmu)).size),
       vintfs: FIRST_GUEST_VINTF + vms.length,

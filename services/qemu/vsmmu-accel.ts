@@ -5,9 +5,11 @@ import { iommufdLayout, type ViommuObject } from '../common/iommufd-objects.js';
 import type { OpContext } from '../common/op-context.js';
 import type { RoleEnv } from '../common/role-api.js';
 import { HWPT_INVALIDATE_OPCODES } from '../common/smmu/allow-lists.js';
-import { CMD_SIZE, Opcode, decodeCommand, type DecodedCommand } from '../common/smmu/commands.js';
+import { CMD_SIZE, type DecodedCommand } from '../common/smmu/commands.js';
+import { CONFIG_DROP_BY_OPCODE, CommandScope, ConfigDrop, readScope } from '../common/smmu/semantics.js';
 import { decodeCd } from '../common/smmu/structures.js';
 import { VsmmuCmdq, type VsmmuInstances } from './vsmmu-cmdq.js';
+import { routeCommand } from './vsmmu-route.js';
 
 /** A fake but stable user-space address for the HWPT_INVALIDATE entry array (never null). */
 const USER_ARRAY_ADDR = 0x7f00_0000_0000;
@@ -33,6 +35,8 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
   /** ASID -> the vIOMMUs whose devices use it, learned from the guest's CDs; dropped on CFGI. */
   private asids: Map<number, Set<ViommuObject>> | undefined;
   private readonly counters = { commands: 0, ioctls: 0, cfgiSte: 0, lookups: 0, lookupMisses: 0 };
+  /** The scope of the command being routed (reused). */
+  private readonly scope = new CommandScope();
 
   constructor(
     private readonly env: RoleEnv,
@@ -76,37 +80,23 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
   }
 
   /**
-   * Where one guest command goes among the vSMMU's vIOMMUs. SID-scoped commands go to the vIOMMU
-   * of their vSID (the kernel would refuse an unknown vSID with EIO elsewhere); with dispatch lookup
-   * ASID-scoped TLBIs go to the vIOMMUs whose devices use that ASID, and to all when the table does
-   * not know it; everything else, and every command under broadcast, goes to all.
+   * Where one guest command goes among the vSMMU's vIOMMUs (routeCommand, by the command's scope);
+   * an ASID looked up in the table under dispatch lookup is charged and counted.
    */
-  private route(vsmmu: number, cmd: DecodedCommand, ctx: OpContext): readonly ViommuObject[] {
-    const all = this.targets[vsmmu] ?? [];
-    if (all.length <= 1) return all;
-    const f = cmd.fields;
-    switch (cmd.opcode) {
-      case Opcode.ATC_INV:
-      case Opcode.CFGI_CD:
-      case Opcode.CFGI_CD_ALL: {
-        const v = this.viommuOfVsid.get(f.sid ?? -1);
-        return v && all.includes(v) ? [v] : all;
-      }
-      case Opcode.TLBI_NH_VA:
-      case Opcode.TLBI_NH_ASID: {
-        if (!this.lookup) return all;
-        ctx.charge('vmm.dispatch_lookup');
-        this.counters.lookups += 1;
-        const hit = this.asidTable().get(f.asid ?? 0);
-        if (!hit) {
-          this.counters.lookupMisses += 1;
-          return all;
-        }
-        return all.filter((v) => hit.has(v));
-      }
-      default:
-        return all;
-    }
+  private route(vsmmu: number, bytes: Buffer, ctx: OpContext): readonly ViommuObject[] {
+    readScope(bytes, 0, this.scope);
+    return routeCommand(this.scope, this.targets[vsmmu] ?? [], {
+      bySid: (vsid) => this.viommuOfVsid.get(vsid),
+      byAsid: this.lookup
+        ? (asid) => {
+            ctx.charge('vmm.dispatch_lookup');
+            this.counters.lookups += 1;
+            const hit = this.asidTable().get(asid);
+            if (!hit) this.counters.lookupMisses += 1;
+            return hit;
+          }
+        : undefined,
+    });
   }
 
   protected override batchable(_vsmmu: number, cmd: DecodedCommand): boolean {
@@ -114,10 +104,11 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
   }
 
   protected async execute(vsmmu: number, cmd: DecodedCommand, bytes: Buffer, ctx: OpContext): Promise<boolean> {
-    // A context change may move an ASID: the table is re-read on its next use.
-    if (cmd.opcode === Opcode.CFGI_CD || cmd.opcode === Opcode.CFGI_CD_ALL || cmd.opcode === Opcode.CFGI_STE || cmd.opcode === Opcode.CFGI_ALL) this.asids = undefined;
+    // A configuration change may move an ASID: the table is re-read on its next use.
+    const config = CONFIG_DROP_BY_OPCODE[cmd.opcode];
+    if (config !== ConfigDrop.NONE) this.asids = undefined;
     if (HWPT_INVALIDATE_OPCODES.has(cmd.opcode)) return (await this.forward(vsmmu, [bytes], ctx)) < 0;
-    if (cmd.opcode === Opcode.CFGI_STE || cmd.opcode === Opcode.CFGI_ALL) {
+    if (config === ConfigDrop.STE || config === ConfigDrop.STE_RANGE) {
       // The VMM re-reads the guest STE and (re)attaches a nested HWPT; no command is forwarded.
       this.counters.cfgiSte += 1;
     }
@@ -139,11 +130,10 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
     // Per target, the commands it gets, in guest order, with their index in the batch.
     const plan = new Map<ViommuObject, number[]>();
     commands.forEach((bytes, i) => {
-      const cmd = decodeCommand(bytes, 0);
       // A CFGI_CD in a batch (per-batch never passes it through execute) moves an ASID too: the
       // commands after it route by the CDs as they are now.
-      if (cmd.opcode === Opcode.CFGI_CD || cmd.opcode === Opcode.CFGI_CD_ALL) this.asids = undefined;
-      for (const v of this.route(vsmmu, cmd, ctx)) {
+      if (CONFIG_DROP_BY_OPCODE[bytes[0] ?? 0] !== ConfigDrop.NONE) this.asids = undefined;
+      for (const v of this.route(vsmmu, bytes, ctx)) {
         const list = plan.get(v) ?? [];
         list.push(i);
         plan.set(v, list);

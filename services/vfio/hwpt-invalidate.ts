@@ -4,7 +4,8 @@ import {
   type HwptInvalidate,
 } from '../common/iommufd.js';
 import type { VdeviceObject, ViommuObject } from '../common/iommufd-objects.js';
-import { CMD_SIZE, Opcode, cmdSync, encodeCommand, readOpcode, readSid, writeSid, writeVmid } from '../common/smmu/commands.js';
+import { CMD_SIZE, cmdSync, encodeCommand, readOpcode, readSid, writeSid, writeVmid } from '../common/smmu/commands.js';
+import { HWPT_OPCODE, SCOPE_BY_OPCODE, Scope } from '../common/smmu/semantics.js';
 
 /**
  * Result of the core checks of IOMMU_HWPT_INVALIDATE, before any entry is looked at. entry_num 0
@@ -33,34 +34,24 @@ function copyEntry(entries: Buffer, i: number, entryLen: number, out: Buffer, ou
 }
 
 /**
- * Converts one guest command as arm_vsmmu_convert_user_cmd does: TLBIs get the vIOMMU's VMID
- * (TLBI_NSNH_ALL becomes TLBI_NH_ALL), ATC_INV / CFGI_CD / CFGI_CD_ALL get the pSID of the vDEVICE
- * with that vSID; anything else, CMD_SYNC included, is refused with EIO. Works in place in `out`.
+ * Converts one guest command as arm_vsmmu_convert_user_cmd does, by the opcode table
+ * (common/smmu/semantics.ts): a command the table does not let through HWPT_INVALIDATE, CMD_SYNC
+ * included, is refused with EIO; TLBI_NSNH_ALL becomes TLBI_NH_ALL; a VMID-scoped command gets the
+ * vIOMMU's VMID and a StreamID-scoped one (ATC_INV, CFGI_CD, CFGI_CD_ALL) the pSID of the vDEVICE
+ * with that vSID (EIO when there is none). Works in place in `out`.
  */
 export function convertCommand(viommu: ViommuObject, vdevs: ReadonlyMap<number, VdeviceObject>, out: Buffer, outAt: number): number {
-  const op = readOpcode(out, outAt);
-  switch (op) {
-    case Opcode.TLBI_NSNH_ALL:
-      out.writeUInt8(Opcode.TLBI_NH_ALL, outAt);
-      writeVmid(out, outAt, viommu.vmid);
-      return 0;
-    case Opcode.TLBI_NH_VA:
-    case Opcode.TLBI_NH_VAA:
-    case Opcode.TLBI_NH_ALL:
-    case Opcode.TLBI_NH_ASID:
-      writeVmid(out, outAt, viommu.vmid);
-      return 0;
-    case Opcode.ATC_INV:
-    case Opcode.CFGI_CD:
-    case Opcode.CFGI_CD_ALL: {
-      const vdev = vdevs.get(readSid(out, outAt));
-      if (!vdev) return -Errno.EIO;
-      writeSid(out, outAt, vdev.psid);
-      return 0;
-    }
-    default:
-      return -Errno.EIO;
+  const op = HWPT_OPCODE[readOpcode(out, outAt)] ?? 0;
+  if (op === 0) return -Errno.EIO;
+  out.writeUInt8(op, outAt);
+  const scope = SCOPE_BY_OPCODE[op] ?? 0;
+  if ((scope & Scope.VMID) !== 0) writeVmid(out, outAt, viommu.vmid);
+  if ((scope & Scope.SID) !== 0) {
+    const vdev = vdevs.get(readSid(out, outAt));
+    if (!vdev) return -Errno.EIO;
+    writeSid(out, outAt, vdev.psid);
   }
+  return 0;
 }
 
 /** The hooks the conversion loop needs from its caller: costs and the physical CMDQ. */

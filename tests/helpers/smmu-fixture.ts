@@ -5,7 +5,7 @@ import { PageTable } from '../../services/common/pagetable.js';
 import { STE_CONFIG, encodeCd, encodeSte } from '../../services/common/smmu/structures.js';
 import { PhysicalCmdq } from '../../services/psmmu/cmdq.js';
 import { EventQueue } from '../../services/psmmu/events.js';
-import { Iotlb } from '../../services/psmmu/iotlb.js';
+import { Iotlb } from '../../worker-pool/iotlb.js';
 import { Translator } from '../../services/psmmu/translate.js';
 
 /** Guest RAM seen at guest-physical addresses, backed by host memory at the VM's place. */

@@ -7,7 +7,7 @@ import {
   CMD_SIZE, SyncCs, atcInv, cfgiSte, cmdSync, encodeCommand, tlbiNhAll, tlbiNhAsid, tlbiNhVa, type SmmuCommand,
 } from '../../services/common/smmu/commands.js';
 import * as Q from '../../services/common/smmu/queue.js';
-import { Iotlb, type IotlbEntry } from '../../services/psmmu/iotlb.js';
+import { Iotlb, type IotlbEntry } from '../../worker-pool/iotlb.js';
 import { VcmdqError } from '../../worker-pool/errors.js';
 import { VcmdqPool, type SubmitResult, type VEvent, type Vcmdq } from '../../worker-pool/pool.js';
 import { workerFile } from '../../worker-pool/worker-file.js';
@@ -252,7 +252,7 @@ describe('pool teardown', () => {
     // In a child process: the failing worker's load error is the pool's to report, not this runner's.
     const r = await runChild(`
       import { VcmdqPool } from ${JSON.stringify(dist('worker-pool/pool.js'))};
-      import { Iotlb } from ${JSON.stringify(dist('services/psmmu/iotlb.js'))};
+      import { Iotlb } from ${JSON.stringify(dist('worker-pool/iotlb.js'))};
       const err = await VcmdqPool.start({ iotlb: Iotlb.create(64), workers: 2, workerFile: '/nonexistent/vcmdq-worker.js' }).then(() => undefined, (e) => e);
       console.log(JSON.stringify({ name: err?.constructor?.name, code: err?.code }));
     `);
@@ -263,7 +263,7 @@ describe('pool teardown', () => {
   it('a process that starts, uses and destroys a pool exits by itself (no thread or handle left)', async () => {
     const r = await runChild(`
       import { VcmdqPool } from ${JSON.stringify(dist('worker-pool/pool.js'))};
-      import { Iotlb } from ${JSON.stringify(dist('services/psmmu/iotlb.js'))};
+      import { Iotlb } from ${JSON.stringify(dist('worker-pool/iotlb.js'))};
       const pool = await VcmdqPool.start({ iotlb: Iotlb.create(64), workers: 2, vintfs: 2, vcmdqs: 4 });
       pool.assignVintf(1, 5);
       const q = (await pool.allocate(1, 0, 2)).value;

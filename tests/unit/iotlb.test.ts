@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { packageRoot } from '../../services/common/paths.js';
-import { Iotlb, type IotlbEntry } from '../../services/psmmu/iotlb.js';
+import { Iotlb, type IotlbEntry } from '../../worker-pool/iotlb.js';
 import { workerFile } from '../../worker-pool/worker-file.js';
 
 const PAGE = 4096;

@@ -4,7 +4,7 @@ import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhAsid, tlbiNhVa, type SmmuComman
 import { EVENT } from '../../services/common/smmu/structures.js';
 import { PhysicalCmdq } from '../../services/psmmu/cmdq.js';
 import { EventQueue } from '../../services/psmmu/events.js';
-import { Iotlb } from '../../services/psmmu/iotlb.js';
+import { Iotlb } from '../../worker-pool/iotlb.js';
 import { psmmuMetrics, type PsmmuState, type VcmdqDepth } from '../../services/psmmu/metrics.js';
 import * as Q from '../../services/common/smmu/queue.js';
 import { parsePrometheus, value } from '../helpers/prometheus.js';

@@ -53,7 +53,7 @@ const SPEC: Record<keyof typeof Opcode, OpSpec> = {
   PREFETCH_CONFIG: { nums: [['sid', 32]], addrs: [] },
   PREFETCH_ADDR: { nums: [['sid', 32], ['ssid', 20], ['ssv', 1], ['size', 5]], addrs: [['addr', 63, 12]] },
   CFGI_STE: { nums: [['sid', 32], ['leaf', 1]], addrs: [] },
-  CFGI_ALL: { nums: [['range', 5]], addrs: [] },
+  CFGI_ALL: { nums: [['sid', 32], ['range', 5]], addrs: [] },
   CFGI_CD: { nums: [['sid', 32], ['ssid', 20], ['leaf', 1]], addrs: [] },
   CFGI_CD_ALL: { nums: [['sid', 32]], addrs: [] },
   TLBI_NH_ALL: { nums: [['vmid', 16]], addrs: [] },

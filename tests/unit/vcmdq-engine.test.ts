@@ -4,10 +4,11 @@ import {
   tlbiS2Ipa, type SmmuCommand,
 } from '../../services/common/smmu/commands.js';
 import * as Q from '../../services/common/smmu/queue.js';
-import { Iotlb, type IotlbEntry } from '../../services/psmmu/iotlb.js';
+import { Iotlb, type IotlbEntry } from '../../worker-pool/iotlb.js';
 import { Cmdqv } from '../../worker-pool/cmdqv.js';
 import { C_EVENT_SEQ, controlBytes, queueErrorBit } from '../../worker-pool/control.js';
-import { drain, type ConsumerEnv, type ConsumerQueue } from '../../worker-pool/engine.js';
+import { ConfigInvalidations } from '../../worker-pool/config-invalidations.js';
+import { consumerQueue, drain, type ConsumerEnv, type ConsumerQueue } from '../../worker-pool/engine.js';
 import {
   CONFIG_EN, F_LAST_ATC_PSID, F_LAST_ATC_VSID, F_TLBI_VA, GERROR_CMDQ_ERR, R_CONFIG, R_CONS, R_GERROR, R_GERRORN, RingProducer, createRing, isHalted, slotByte,
 } from '../../worker-pool/ring.js';
@@ -38,11 +39,12 @@ function rig(): {
   expect(cmdqv.setSidPair(1, 3, 8, 0x108).ok).toBe(true);
   const iotlb = Iotlb.create(1024);
   const ctl = new Int32Array(new SharedArrayBuffer(controlBytes(1)));
-  const env: ConsumerEnv = { iotlb, vintfTable: new Int32Array(cmdqv.vintfTable), ctl };
+  const vintfTable = new Int32Array(cmdqv.vintfTable);
+  const env: ConsumerEnv = { iotlb, config: ConfigInvalidations.create(), ctl };
   const make = (queue: number, vintf: number): { q: ConsumerQueue; p: RingProducer; run: (cmds: SmmuCommand[]) => number } => {
     const view = createRing(4, { queue, vintf, lidx: 0 });
     view.i32[R_CONFIG] = CONFIG_EN;
-    const q: ConsumerQueue = { view, queue, vintf, vintfBase: cmdqv.vintfBase(vintf), hypOwn: vintf === 0 };
+    const q: ConsumerQueue = consumerQueue(view.buffer, queue, vintf, vintfTable, cmdqv.vintfBase(vintf), vintf === 0);
     const p = new RingProducer(view);
     return {
       q,

@@ -2,10 +2,11 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, tlbiNhAsid, type SmmuCommand } from '../../services/common/smmu/commands.js';
 import * as Q from '../../services/common/smmu/queue.js';
-import { Iotlb } from '../../services/psmmu/iotlb.js';
+import { Iotlb } from '../../worker-pool/iotlb.js';
 import { Cmdqv } from '../../worker-pool/cmdqv.js';
 import { controlBytes } from '../../worker-pool/control.js';
-import { drain, type ConsumerEnv, type ConsumerQueue } from '../../worker-pool/engine.js';
+import { ConfigInvalidations } from '../../worker-pool/config-invalidations.js';
+import { consumerQueue, drain, type ConsumerEnv, type ConsumerQueue } from '../../worker-pool/engine.js';
 import { CONFIG_EN, HEADER_BYTES, R_CONFIG, R_CONS, R_PROD, RingProducer, createRing, ringBytes, slotByte } from '../../worker-pool/ring.js';
 
 function encode(cmds: SmmuCommand[]): Buffer {
@@ -20,8 +21,9 @@ function rig(log2: number): { producer: RingProducer; consume: () => number } {
   cmdqv.assignVintf(1, 7);
   const view = createRing(log2, { queue: 0, vintf: 1, lidx: 0 });
   view.i32[R_CONFIG] = CONFIG_EN;
-  const env: ConsumerEnv = { iotlb: Iotlb.create(64), vintfTable: new Int32Array(cmdqv.vintfTable), ctl: new Int32Array(new SharedArrayBuffer(controlBytes(1))) };
-  const q: ConsumerQueue = { view, queue: 0, vintf: 1, vintfBase: cmdqv.vintfBase(1), hypOwn: false };
+  const vintfTable = new Int32Array(cmdqv.vintfTable);
+  const env: ConsumerEnv = { iotlb: Iotlb.create(64), config: ConfigInvalidations.create(), ctl: new Int32Array(new SharedArrayBuffer(controlBytes(1))) };
+  const q: ConsumerQueue = consumerQueue(view.buffer, 0, 1, vintfTable, cmdqv.vintfBase(1), false);
   return { producer: new RingProducer(view), consume: () => drain(q, env) };
 }
 

@@ -14,7 +14,7 @@ import { VMM_RAM_VADDR } from '../../services/common/vfio-type1.js';
 import { VIRTIO_MEM_BLOCK_SIZE, VIRTIO_MEM_REGION_BASE, virtioMemBlockGpa } from '../../services/common/virtio-mem.js';
 import { PhysicalCmdq } from '../../services/psmmu/cmdq.js';
 import { EventQueue } from '../../services/psmmu/events.js';
-import { Iotlb } from '../../services/psmmu/iotlb.js';
+import { Iotlb } from '../../worker-pool/iotlb.js';
 import { Translator } from '../../services/psmmu/translate.js';
 import { IOAS_COUNTERS, VmIoas, type IoasCounters } from '../../services/vfio/ioas.js';
 import { GuestView } from '../helpers/smmu-fixture.js';

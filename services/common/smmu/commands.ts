@@ -166,7 +166,8 @@ const LAYOUT_BY_NAME: Record<keyof typeof Opcode, readonly Layout[]> = {
   PREFETCH_CONFIG: [SID],
   PREFETCH_ADDR: [SID, SSID, SSV, PREFETCH_SIZE, PREFETCH_ADDR],
   CFGI_STE: [SID, CFGI_LEAF],
-  CFGI_ALL: [CFGI_RANGE],
+  // CFGI_STE_RANGE: the SID is where the range starts (aligned down); CFGI_ALL is RANGE=31.
+  CFGI_ALL: [SID, CFGI_RANGE],
   CFGI_CD: [SID, SSID, CFGI_LEAF],
   CFGI_CD_ALL: [SID],
   TLBI_NH_ALL: [TLBI_VMID],
@@ -216,6 +217,15 @@ export function opcodeName(op: number): OpcodeName {
 
 export function isLegalOpcode(op: number): boolean {
   return Number.isInteger(op) && op >= 0 && op <= 0xff && TABLE[op] !== undefined;
+}
+
+/**
+ * Whether the command whose w0[31:0] is `dw0` is illegal (CERROR_ILL): an unknown opcode, or
+ * CMD_SYNC with the reserved CS=3. The one rule every queue (CMDQ, VCMDQ, vSMMU) applies.
+ */
+export function illegalCommand(dw0: number): boolean {
+  const op = dw0 & 0xff;
+  return TABLE[op] === undefined || (op === Opcode.CMD_SYNC && ((dw0 >>> 12) & 3) === 3);
 }
 
 /** The fields an opcode uses with their bit positions; empty for an illegal opcode. */
@@ -306,9 +316,7 @@ export function decodeCommand(buf: Buffer, offset = 0): DecodedCommand {
       fields[l.name] = buf.readBigUInt64LE(offset + 8) & l.mask;
     }
   }
-  if (op === Opcode.CMD_SYNC && fields.cs === 3) {
-    return { opcode: op, name: entry.name, fields, error: 'CERROR_ILL' };
-  }
+  if (illegalCommand(buf.readUInt32LE(offset))) return { opcode: op, name: entry.name, fields, error: 'CERROR_ILL' };
   return { opcode: op, name: entry.name, fields };
 }
 
@@ -380,6 +388,11 @@ export function cfgiSte(a: { sid: number; leaf?: number }): SmmuCommand {
 /** CFGI_ALL is CFGI_STE_RANGE with RANGE=31. */
 export function cfgiAll(): SmmuCommand {
   return { opcode: Opcode.CFGI_ALL, fields: { range: 31 } };
+}
+
+/** CFGI_STE_RANGE (opcode 0x04, named CFGI_ALL): the 2^(RANGE+1) StreamIDs from `sid` aligned down. */
+export function cfgiSteRange(a: { sid: number; range: number }): SmmuCommand {
+  return { opcode: Opcode.CFGI_ALL, fields: { sid: a.sid, range: a.range } };
 }
 
 export function cfgiCd(a: { sid: number; ssid: number; leaf?: number }): SmmuCommand {

@@ -1,6 +1,7 @@
 /**
  * The pSMMU's IOTLB, held in a SharedArrayBuffer so the psmmu main thread (translations, main CMDQ)
- * and the VCMDQ worker threads (worker-pool/) invalidate the same entries.
+ * and the VCMDQ worker threads invalidate the same entries. It lives in worker-pool/ because both
+ * sides import it and worker-pool must not import the psmmu role.
  *
  * Organisation: set-associative like a hardware TLB. `capacity` entries in `capacity / ways` sets;
  * an input page goes to one set (chosen from its page number only, so a VA range maps to sets
@@ -462,6 +463,11 @@ export class Iotlb {
    */
   invalidateIpa(vmid: number, ipa: number, span: number): number {
     return this.scan(SCOPE_IPA, vmid, 0, pageOf(ipa), pageOf(ipa + Math.max(span, 1) - 1));
+  }
+
+  /** TLBI_S2_IPA by IPA page numbers [firstPage, firstPage + pages), as the command executor decodes them. */
+  invalidateIpaPages(vmid: number, firstPage: number, pages: number): number {
+    return this.scan(SCOPE_IPA, vmid, 0, firstPage, firstPage + Math.max(pages, 1) - 1);
   }
 
   /** TLBI_NSNH_ALL: everything. */

@@ -1,0 +1,30 @@
+import { Scope, type CommandScope } from '../common/smmu/semantics.js';
+
+/** What a vSMMU in front of several vIOMMUs routes guest commands by. */
+export interface RouteTables<V> {
+  /** The vIOMMU holding a vSID. */
+  bySid(vsid: number): V | undefined;
+  /** With dispatch lookup only: the vIOMMUs whose devices use an ASID, undefined when the table does not know it. */
+  byAsid?: ((asid: number) => ReadonlySet<V> | undefined) | undefined;
+}
+
+/**
+ * Where one guest command goes among the vIOMMUs behind a vSMMU (`all`), by the scope the opcode
+ * table gives it: a StreamID-scoped command to the vIOMMU of its vSID (to all when none holds it:
+ * the kernel refuses it with EIO there); with dispatch lookup, an ASID-scoped TLBI to the vIOMMUs
+ * whose devices use that ASID (to all when the table does not know it); anything else, and
+ * everything under broadcast, to all. The guest's VMID routes nothing: each vIOMMU's kernel
+ * conversion replaces it with its own.
+ */
+export function routeCommand<V>(scope: Readonly<CommandScope>, all: readonly V[], tables: RouteTables<V>): readonly V[] {
+  if (all.length <= 1) return all;
+  if ((scope.flags & Scope.SID) !== 0) {
+    const v = tables.bySid(scope.sid);
+    return v !== undefined && all.includes(v) ? [v] : all;
+  }
+  if ((scope.flags & Scope.ASID) !== 0 && tables.byAsid) {
+    const hit = tables.byAsid(scope.asid);
+    return hit ? all.filter((v) => hit.has(v)) : all;
+  }
+  return all;
+}
