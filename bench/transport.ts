@@ -30,6 +30,7 @@ import { LinkClient } from '../services/common/transport/link.js';
 import { linkMetrics } from '../services/common/transport/link-metrics.js';
 import { Registry } from 'prom-client';
 import { ProcessTree } from '../services/controller/launcher.js';
+import { INSECURE, withToken, type Security } from '../services/common/transport/credentials.js';
 
 // ---------------------------------------------------------------------------------------------
 // The bare echo service, shared with bench/transport-peer.ts (typed by hand: bench protos are not
@@ -246,8 +247,8 @@ const SEGMENT_HELP: Record<Segment, string> = {
   clientReceive: 'reply decoded -> request() promise resumed the caller',
 };
 
-async function vmmsimHop(address: string, payload: Buffer, segments: Record<Segment, RecordableHistogram>, metrics: boolean): Promise<Transport> {
-  const link = new LinkClient({ selfId: 0, selfName: 'bench', peerId: 1, peerName: 'psmmu-0' }, address, 10_000);
+async function vmmsimHop(address: string, payload: Buffer, segments: Record<Segment, RecordableHistogram>, metrics: boolean, security: Security): Promise<Transport> {
+  const link = new LinkClient({ selfId: 0, selfName: 'bench', peerId: 1, peerName: 'psmmu-0' }, address, 10_000, security);
   if (metrics) link.observeWith(linkMetrics(new Registry()).forLink('bench', 'psmmu-0'));
   await link.open();
   const size = payload.length;
@@ -402,7 +403,7 @@ export async function transportBench(argv: string[]): Promise<void> {
     check();
     transports.push(await rawUds(started.ready.rawPath, payload));
     transports.push(await grpcStream(started.ready.grpcAddress, payload));
-    transports.push(await vmmsimHop(psmmu.address, payload, segments, opts.metrics));
+    transports.push(await vmmsimHop(psmmu.address, payload, segments, opts.metrics, withToken(INSECURE, tree.token)));
     check();
 
     const run = async (t: Transport, n: number, h: RecordableHistogram | undefined): Promise<void> => {

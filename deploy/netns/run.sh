@@ -205,6 +205,9 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/$PREFIX.XXXXXX")
 PEERS="$TMP/peers.json"
+# The run's token: every role and the controller prove their names with it (docs/security.md).
+TOKEN="$TMP/token"
+(umask 077 && "$NODE" -e 'process.stdout.write(require("node:crypto").randomBytes(32).toString("hex"))' >"$TOKEN")
 
 say "id $ID: ${#NAMES[@]} namespaces $PREFIX-<name> on $SUBNET.0/24, hub $HUB, root veth $ROOT_IF ($SUBNET.1)"
 ip netns add "$HUB"
@@ -302,7 +305,7 @@ for name in "${NAMES[@]}"; do
     # shellcheck disable=SC2086 # the overrides are one word each
     write_peers "$peers" ${RELAYED[$name]}
   fi
-  ip netns exec "${NS[$name]}" "$NODE" "$BIN" serve "$role" --index "$index" --listen "${ADDR[$name]}:$PORT" --peers "$peers" "${SERVE_ARGS[@]}" \
+  ip netns exec "${NS[$name]}" "$NODE" "$BIN" serve "$role" --index "$index" --listen "${ADDR[$name]}:$PORT" --peers "$peers" --token-file "$TOKEN" "${SERVE_ARGS[@]}" \
     </dev/null >"$TMP/$name.ready" &
   PID[$name]=$!
 done
@@ -325,7 +328,7 @@ for name in "${NAMES[@]}"; do
 done
 
 # In the background, so a signal to this script is handled at once (cleanup stops the controller).
-"$NODE" "$BIN" "${CMD[@]}" --connect "$PEERS" </dev/null &
+"$NODE" "$BIN" "${CMD[@]}" --connect "$PEERS" --token-file "$TOKEN" </dev/null &
 CTL_PID=$!
 set +e
 wait "$CTL_PID"

@@ -74,6 +74,7 @@ export function asVmmsimError(err: unknown): VmmsimError {
 
 /** Linux errno values the simulated kernel interfaces return (negated on the wire). */
 export const Errno = {
+  EPERM: 1,
   ENOENT: 2,
   EIO: 5,
   ENXIO: 6,

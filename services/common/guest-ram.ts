@@ -1,4 +1,4 @@
-import { existsSync, statSync, truncateSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { GUEST_RAM_SIZE, guestRamFile } from './board.js';
 import { FileMemory, type Memory } from './memory.js';
 import type { MemoryRange__Output } from './transport/link.js';
@@ -32,19 +32,19 @@ export function mapSharedFile(path: string, mode: 'create' | 'open'): FileMemory
   const ino = inodeOf(path);
   if (cur && cur.ino === ino) {
     // The same file: every holder keeps its mapping, and sees it emptied when it is created anew.
-    if (mode === 'create') truncateSync(path, 0);
+    if (mode === 'create') cur.mem.clear();
     return cur.mem;
   }
   if (mode === 'open' && ino === undefined) return undefined;
   cur?.mem.close();
   const mem = new FileMemory(path, mode);
-  mapped.set(path, { mem, ino: statSync(path).ino });
+  mapped.set(path, { mem, ino: lstatSync(path).ino });
   return mem;
 }
 
 function inodeOf(path: string): number | undefined {
   try {
-    return statSync(path).ino;
+    return lstatSync(path).ino;
   } catch {
     return undefined;
   }

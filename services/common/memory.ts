@@ -1,4 +1,5 @@
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { VmmsimError } from './errors.js';
 
 /**
  * Physical memory as the simulated hardware sees it: guest RAM (stage-1 tables, context
@@ -105,7 +106,12 @@ export class FileMemory implements Memory {
     readonly path: string,
     mode: 'create' | 'open',
   ) {
-    this.fd = openSync(path, mode === 'create' ? 'w+' : 'r+');
+    this.fd = openMemoryFile(path, mode);
+  }
+
+  /** Empties the file through this mapping (a new run's state), as every holder sees. */
+  clear(): void {
+    ftruncateSync(this.fd, 0);
   }
 
   view(addr: number, len: number): Buffer {
@@ -136,4 +142,44 @@ export class FileMemory implements Memory {
   close(): void {
     closeSync(this.fd);
   }
+}
+
+/**
+ * Opens a memory file without following a symbolic link at its name. `create` makes it exclusively
+ * (mode 0600) and, when one is already there, empties it only if it is a regular file of this
+ * user with no other name (a planted symlink fails with ELOOP, a hard link to another file is
+ * removed and replaced). `open` takes an existing regular file as it is.
+ */
+function openMemoryFile(path: string, mode: 'create' | 'open'): number {
+  try {
+    return openMemoryFileAs(path, mode);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new VmmsimError('E_RAM_DIR', `${path} is a symbolic link: a memory file is never opened through one`);
+    throw err;
+  }
+}
+
+function openMemoryFileAs(path: string, mode: 'create' | 'open'): number {
+  const rw = constants.O_RDWR | constants.O_NOFOLLOW;
+  if (mode === 'create') {
+    try {
+      return openSync(path, rw | constants.O_CREAT | constants.O_EXCL, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  const fd = openSync(path, rw);
+  const st = fstatSync(fd);
+  const uid = process.getuid?.();
+  const ours = st.isFile() && (uid === undefined || st.uid === uid);
+  if (ours && (mode === 'open' || st.nlink === 1)) {
+    if (mode === 'create') ftruncateSync(fd, 0);
+    return fd;
+  }
+  closeSync(fd);
+  if (!st.isFile() || !ours) throw new VmmsimError('E_RAM_DIR', `${path} is not a regular file of this user`);
+  // Another name for some file: drop this name and make the file anew.
+  unlinkSync(path);
+  return openSync(path, rw | constants.O_CREAT | constants.O_EXCL, 0o600);
 }

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
-import { existsSync, rmSync, rmdirSync } from 'node:fs';
+import { chmodSync, rmSync, rmdirSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { isAbsolute, join } from 'node:path';
+import { basename, isAbsolute, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CostTable } from './cost/steps.js';
 import { ERROR_CODE_METADATA, ERROR_FIX_METADATA, Errno, VmmsimError, type ErrorCode } from './errors.js';
@@ -12,14 +12,17 @@ import type { Topology__Output } from './generated/vmmsim/v1/Topology.js';
 import { createLogger, resolveLogLevel, type Logger } from './logger.js';
 import type { Registry } from './metrics.js';
 import { OpContext } from './op-context.js';
+import { runFolderProblem } from './run-folder.js';
+import { checkConfigure } from './scenario/configure-check.js';
 import { loadPeersFile, type PeersFile } from './peers.js';
 import { protos } from './proto.js';
 import { EMPTY, type RoleFactory, type RoleInstance } from './role-api.js';
 import { TELEMETRY_OPTIONS, startRoleTelemetry, telemetryArgs, type TelemetryArgs } from './role-telemetry.js';
 import { DOWNSTREAM, EndpointTable, endpointName, isRole, type Endpoint, type Role } from './topology.js';
 import type { OpTracing } from './tracing.js';
-import { INSECURE, TLS_OPTIONS, mutualTls, tlsFiles, type Security, type TlsFiles } from './transport/credentials.js';
-import { LinkClient, linkService, type ReplyBody } from './transport/link.js';
+import { CONTROLLER, TOKEN_ENV, RunToken, admit, loadTokenFile, type CallerCheck } from './transport/auth.js';
+import { INSECURE, TLS_OPTIONS, mutualTls, tlsFiles, withToken, type Security, type TlsFiles } from './transport/credentials.js';
+import { LinkClient, LinkServer, linkServiceDefinition, type ReplyBody } from './transport/link.js';
 import { linkMetrics } from './transport/link-metrics.js';
 import { serve, shutdown, type Listen } from './transport/server.js';
 
@@ -41,6 +44,8 @@ interface Configured {
   costs: CostTable;
   instance: RoleInstance;
   links: Map<string, LinkClient>;
+  /** The peers whose requests this process serves: endpoints of the roles that link to this one, by name. */
+  upstream: Map<string, Endpoint>;
 }
 
 /**
@@ -55,8 +60,11 @@ export interface RoleNet {
 /** One role process: its server, its links, its model, and its lifecycle. */
 export class RoleProcess {
   private configured: Configured | undefined;
-  /** The controller's memory-file folder (given at birth, or by the last run configured; see orphaned()). */
-  private ramDir: string;
+  /** The controller's memory-file folder, given at birth (--ram-dir): the only one a launched role maps, or removes (orphaned()). */
+  private readonly birthRamDir: string;
+  /** What a caller must prove (the run's token, or a certificate) before it is served. */
+  private readonly callers: CallerCheck;
+  private readonly linkServer: LinkServer;
   private readonly emptyStart: StartReply = { ops: [], hops: [], elapsedSec: 0, modeledElapsedNs: 0, guestCommands: 0 };
 
   constructor(
@@ -68,8 +76,15 @@ export class RoleProcess {
     private readonly net: RoleNet = {},
     private readonly telemetry: { metrics?: Registry | undefined; tracing?: OpTracing | undefined } = {},
   ) {
-    this.ramDir = ramDir ?? '';
+    this.birthRamDir = ramDir ?? '';
     this.opLogs = log.isLevelEnabled('debug');
+    this.callers = { token: net.security?.token, tls: net.security?.tls ?? false };
+    this.linkServer = new LinkServer({
+      selfId: () => this.configured?.self.id ?? 0,
+      admit: (call) => admit(this.callers, call.metadata, () => call.getAuthContext()?.sslPeerCertificate),
+      handle: this.handleRequest,
+      onError: (err) => this.log.error({ err }, 'link handler failed'),
+    });
   }
 
   /** Per-request log lines (with a child logger per opId) only at debug level or below. */
@@ -80,20 +95,32 @@ export class RoleProcess {
   }
 
   private async configure(sent: Topology__Output): Promise<void> {
-    await this.teardown();
-    const ramDir = this.net.peers?.ramDir ?? sent.ramDir;
-    const topology = ramDir === sent.ramDir ? sent : { ...sent, ramDir };
-    // Not created here: a late Configure would bring back a folder its controller just removed.
-    if (ramDir && !existsSync(ramDir)) {
-      throw new VmmsimError(
-        'E_RAM_DIR',
-        `the memory folder ${ramDir} does not exist on ${hostname()} (${this.name}): every role must see the controller's folder, or the ramDir of its --peers file`,
-        `create or mount ${ramDir} on ${hostname()}, or set ramDir in the --peers file`,
-      );
+    // Every field against its bounds, and the folder against the launcher's marker, before any work.
+    checkConfigure(sent, this.name);
+    const local = this.net.peers?.ramDir;
+    const ramDir = local ?? sent.ramDir;
+    if (!local && this.birthRamDir && ramDir !== this.birthRamDir) {
+      throw new VmmsimError('E_RAM_DIR', `${this.name} was started for the memory folder ${this.birthRamDir} and maps no other (Configure named ${ramDir})`);
     }
+    const why = runFolderProblem(ramDir, local === undefined);
+    if (why) {
+      // Not created here: a late Configure would bring back a folder its controller just removed.
+      const host = hostname();
+      const where = why === 'does not exist' ? `does not exist on ${host} (${this.name})` : `on ${host} (${this.name}) ${why}`;
+      throw new VmmsimError('E_RAM_DIR', `the memory folder ${ramDir} ${where}: every role must see the controller's folder, or the ramDir of its --peers file`, `create or mount ${ramDir} on ${host}, or set ramDir in the --peers file`);
+    }
+    // The sent paths, seen at this host's path of the folder (the trace sits directly in it).
+    const w = sent.workload;
+    const trace = w && w.trace !== '' ? join(ramDir, basename(w.trace)) : undefined;
+    const topology: Topology__Output = ramDir === sent.ramDir && !trace ? sent : { ...sent, ramDir, ...(w && trace ? { workload: { ...w, trace } } : {}) };
+    await this.teardown();
     const endpoints = new EndpointTable(topology.endpoints);
     const self = endpoints.name(this.name);
-    if (!self) throw new Error(`${this.name} is not in the topology`);
+    if (!self) throw new VmmsimError('E_CONFIGURE', `${this.name} is not in the topology`);
+    const upstream = new Map<string, Endpoint>();
+    for (const role of Object.keys(DOWNSTREAM) as Role[]) {
+      if (DOWNSTREAM[role].includes(this.role)) for (const e of endpoints.ofRole(role)) upstream.set(e.name, e);
+    }
     const costs = new CostTable(topology.costsNs);
     const links = new Map<string, LinkClient>();
     const deadlineMs = topology.deadlineMs || 10_000;
@@ -132,14 +159,15 @@ export class RoleProcess {
       await instance.close?.();
       throw err;
     }
-    this.configured = { topology, self, endpoints, costs, instance, links };
-    this.ramDir = topology.ramDir;
+    this.configured = { topology, self, endpoints, costs, instance, links, upstream };
     log.debug({ model: topology.model, peers: [...links.keys()] }, 'configured');
   }
 
   private async teardown(): Promise<void> {
     const c = this.configured;
     this.configured = undefined;
+    // The streams of the last run go with it: its peers open new ones for the next.
+    this.linkServer.closeAll();
     if (!c) return;
     for (const l of c.links.values()) l.close();
     try {
@@ -149,14 +177,18 @@ export class RoleProcess {
     }
   }
 
-  /** Serves one link request. Never rejects: a failure becomes an errno status. */
-  private readonly handleRequest = async (env: Envelope__Output): Promise<ReplyBody> => {
+  /**
+   * Serves one link request from `peer`, the name its stream proved at open. Never rejects: a
+   * failure becomes an errno status. Only the roles that link to this one are served, whatever the
+   * request's hop records say.
+   */
+  private readonly handleRequest = async (env: Envelope__Output, peer: string): Promise<ReplyBody> => {
     // ECHO times a bare hop: the runtime answers it itself, with no model in the way.
     if (env.kind === 'ECHO') return { status: 0, payload: env.payload, modeledNs: env.modeledNs, hops: [] };
     const c = this.configured;
     if (!c) return { status: -Errno.ENODEV, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
-    const inbound = env.hops[env.hops.length - 1];
-    const from = (inbound && c.endpoints.id(inbound.from)) ?? c.self;
+    const from = c.upstream.get(peer);
+    if (!from) return { status: -Errno.EPERM, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
     const ctx = new OpContext(env.opId, env.modeledNs, c.costs, c.links);
     if (this.opLogs) this.log.child({ opId: env.opId }).debug({ kind: env.kind, from: from.name }, 'request');
     try {
@@ -167,6 +199,15 @@ export class RoleProcess {
       return { status: -Errno.EIO, payload: EMPTY, modeledNs: ctx.modeledNs, hops: ctx.trace, holds: ctx.holds };
     }
   };
+
+  /** The status that refuses a control call from anyone but the controller, or undefined to serve it. */
+  private controlRefusal(call: grpc.ServerUnaryCall<unknown, unknown>): grpc.ServiceError | undefined {
+    const a = admit(this.callers, call.metadata, () => call.getAuthContext()?.sslPeerCertificate);
+    if (!('code' in a) && a.name === CONTROLLER) return undefined;
+    const code = 'code' in a ? a.code : grpc.status.PERMISSION_DENIED;
+    const details = 'code' in a ? a.details : `${a.name} is not the controller: only the controller configures, starts, reads and stops ${this.name}`;
+    return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+  }
 
   controlService(): ControlHandlers {
     const unaryError = (err: unknown): grpc.ServiceError => {
@@ -182,12 +223,16 @@ export class RoleProcess {
     };
     return {
       Configure: (call, cb) => {
+        const refused = this.controlRefusal(call);
+        if (refused) return cb(refused);
         this.configure(call.request).then(
           () => cb(null, { name: this.name }),
           (err: unknown) => cb(unaryError(err)),
         );
       },
-      Start: (_call, cb) => {
+      Start: (call, cb) => {
+        const refused = this.controlRefusal(call);
+        if (refused) return cb(refused);
         const c = this.configured;
         if (!c) return cb(unaryError(new Error(`${this.name} is not configured`)));
         if (!c.instance.start) return cb(null, this.emptyStart);
@@ -196,18 +241,22 @@ export class RoleProcess {
           (err: unknown) => cb(unaryError(err)),
         );
       },
-      Stats: (_call, cb) => {
+      Stats: (call, cb) => {
+        const refused = this.controlRefusal(call);
+        if (refused) return cb(refused);
         cb(null, { name: this.name, counters: this.configured?.instance.stats() ?? {}, pid: process.pid, host: hostname() });
       },
-      Stop: (_call, cb) => {
+      Stop: (call, cb) => {
+        const refused = this.controlRefusal(call);
+        if (refused) return cb(refused);
         void this.teardown().then(() => cb(null, {}));
       },
     };
   }
 
   /** The Link service: replies are stamped with this process's endpoint id in the current topology. */
-  linkHandlers(): ReturnType<typeof linkService> {
-    return linkService(() => this.configured?.self.id ?? 0, this.handleRequest, (err) => this.log.error({ err }, 'link handler failed'));
+  linkHandlers(): ReturnType<LinkServer['handlers']> {
+    return this.linkServer.handlers();
   }
 
   /**
@@ -216,13 +265,14 @@ export class RoleProcess {
    * (they race harmlessly; files still mapped by a sibling vanish when it exits).
    */
   orphaned(): void {
-    if (!this.ramDir) return;
+    // Only the folder the launcher named at birth: a Configure never chooses what is removed.
+    if (!this.birthRamDir) return;
     try {
       // A sibling may still be closing its files in there: retry on ENOTEMPTY/EBUSY.
-      rmSync(this.ramDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
+      rmSync(this.birthRamDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
     } catch (err) {
       // Whatever is left, the process must still stop.
-      this.log.warn({ err, ramDir: this.ramDir }, 'could not remove the run\'s memory files');
+      this.log.warn({ err, ramDir: this.birthRamDir }, 'could not remove the run\'s memory files');
     }
   }
 
@@ -257,6 +307,10 @@ export interface RoleArgs {
   /** --peers FILE: addresses (and memory folder) to use instead of those the controller sends. */
   peers: string | undefined;
   tls: TlsFiles | undefined;
+  /** --token-file FILE: the run's shared secret every caller proves its name with. */
+  tokenFile: string | undefined;
+  /** --insecure: serve TCP callers with neither a token nor TLS (they are taken at their word). */
+  insecure: boolean;
   /** --metrics-port, --metrics-host, --otlp-endpoint, --trace-sample. */
   telemetry: TelemetryArgs;
 }
@@ -272,6 +326,8 @@ export function parseRoleArgs(argv: string[]): RoleArgs {
       'log-level': { type: 'string' },
       'ram-dir': { type: 'string' },
       peers: { type: 'string' },
+      'token-file': { type: 'string' },
+      insecure: { type: 'boolean' },
       ...TLS_OPTIONS,
       ...TELEMETRY_OPTIONS,
     },
@@ -295,7 +351,23 @@ export function parseRoleArgs(argv: string[]): RoleArgs {
   } else {
     throw new Error('one of --socket-dir DIR or --listen HOST:PORT is required');
   }
-  return { role, index, listen, logLevel: values['log-level'], ramDir: values['ram-dir'], peers: values.peers, tls: tlsFiles(values), telemetry: telemetryArgs(values) };
+  if (values['ram-dir'] !== undefined && !isAbsolute(values['ram-dir'])) throw new Error(`--ram-dir must be an absolute path (got "${values['ram-dir']}")`);
+  if (values.insecure && values['token-file'] !== undefined) throw new Error('--insecure and --token-file contradict each other: give one');
+  return {
+    role, index, listen, logLevel: values['log-level'], ramDir: values['ram-dir'], peers: values.peers, tls: tlsFiles(values),
+    tokenFile: values['token-file'], insecure: values.insecure ?? false, telemetry: telemetryArgs(values),
+  };
+}
+
+/**
+ * The run's token: a launched role's from its environment (removed at once, so nothing it starts
+ * inherits it), a standalone role's from --token-file.
+ */
+function runToken(args: RoleArgs): RunToken | undefined {
+  const fromEnv = process.env[TOKEN_ENV];
+  delete process.env[TOKEN_ENV];
+  if (fromEnv !== undefined) return RunToken.fromText(fromEnv, `the ${TOKEN_ENV} environment variable`);
+  return args.tokenFile === undefined ? undefined : loadTokenFile(args.tokenFile);
 }
 
 /**
@@ -317,14 +389,23 @@ export async function startRole(args: RoleArgs): Promise<void> {
   // First: a metrics port already in use fails the start before anything else is set up.
   const telemetry = await startRoleTelemetry(args.role, name, args.telemetry, log);
   const factory = await loadRole(args.role);
-  const security = args.tls ? mutualTls(args.tls) : INSECURE;
+  const security = withToken(args.tls ? mutualTls(args.tls) : INSECURE, runToken(args));
   const peers = args.peers === undefined ? undefined : loadPeersFile(args.peers);
+  if (!security.token && !security.tls && args.listen.kind === 'tcp') {
+    if (!args.insecure) {
+      throw new VmmsimError('E_INSECURE', `${name} would serve ${args.listen.host}:${args.listen.port} to anyone who can reach it: it needs --token-file FILE or mutual TLS (or --insecure to allow that)`);
+    }
+    // Said on stderr whatever the log level: the operator chose to trust the network.
+    process.stderr.write(`vmmsim: WARNING: ${name} runs with --insecure: anyone who can reach ${args.listen.host}:${args.listen.port} can configure it, run workloads on it and act as any role it serves; use --token-file or mutual TLS beyond a private network (docs/security.md)\n`);
+  }
   const proc = new RoleProcess(args.role, args.index, factory, log, args.ramDir, { security, ...(peers ? { peers } : {}) }, { metrics: telemetry.registry, tracing: telemetry.tracing });
   const p = protos();
   const served = await serve(args.listen, (server) => {
     server.addService(p.control.vmmsim.v1.Control.service, proc.controlService());
-    server.addService(p.link.vmmsim.v1.Link.service, proc.linkHandlers());
+    server.addService(linkServiceDefinition(), proc.linkHandlers());
   }, security);
+  // A socket file a user named is private to this user, as the launcher's 0700 folder makes its own.
+  if (args.listen.kind === 'path') chmodSync(args.listen.path, 0o600);
 
   let stopping = false;
   const stop = (code: number, why: string): void => {

@@ -5,14 +5,16 @@
  * addresses, watches that each keeps answering while it runs, and at the end releases the run
  * (Stop) and leaves the processes running.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { VmmsimError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { loadPeersFile, type PeerEndpoint, type PeersFile } from '../common/peers.js';
 import { endpointName } from '../common/topology.js';
-import { INSECURE, mutualTls, type Security } from '../common/transport/credentials.js';
+import { createRunFolder } from '../common/run-folder.js';
+import { loadTokenFile, type RunToken } from '../common/transport/auth.js';
+import { INSECURE, mutualTls, withToken, type Security } from '../common/transport/credentials.js';
 import type { RunAbort, TreeSettings } from './cli.js';
 import { Control } from './control-client.js';
 import { waitServing } from './health-check.js';
@@ -25,6 +27,8 @@ export interface ConnectTarget {
   peers: PeersFile;
   /** --ram-dir: the memory folder the roles map; else the file's ramDir, else one the controller makes. */
   ramDir: string | undefined;
+  /** --token-file: the secret the roles were started with, which the controller proves its name with. */
+  token: RunToken | undefined;
 }
 
 /** The help lines of the options every command that drives processes takes (--connect, TLS). */
@@ -33,6 +37,8 @@ export const CONNECT_HELP = `  --connect FILE        drive running \`vmmsim serv
                         must answer its health check within --start-timeout; they keep running
   --ram-dir DIR         (with --connect) the memory folder the roles map (default: the file's ramDir,
                         else a new folder under /dev/shm); every role must see it at that path
+  --token-file FILE     (with --connect) the secret file the roles were started with (vmmsim serve
+                        --token-file): the controller proves itself with it
   --tls-ca FILE         mutual TLS on every gRPC link: the CA of every vmmsim process's certificate
   --tls-cert FILE       the controller's certificate, signed by the CA. A launched tree's roles get
                         it as theirs, served and presented, so it needs serverAuth and clientAuth
@@ -51,18 +57,21 @@ export const RELEASE_DEADLINE_MS = 3_000;
 export const CONNECT_OPTIONS = {
   connect: { type: 'string' },
   'ram-dir': { type: 'string' },
+  'token-file': { type: 'string' },
 } as const;
 
 /** Reads --connect and --ram-dir (undefined: the controller launches its own processes). */
-export function connectTarget(values: { connect?: string | undefined; 'ram-dir'?: string | undefined; transport?: string | undefined }): ConnectTarget | undefined {
+export function connectTarget(values: { connect?: string | undefined; 'ram-dir'?: string | undefined; 'token-file'?: string | undefined; transport?: string | undefined }): ConnectTarget | undefined {
   if (values.connect === undefined) {
     if (values['ram-dir'] !== undefined) throw new VmmsimError('E_USAGE', '--ram-dir goes with --connect FILE (a launched tree gets a private memory folder)');
+    if (values['token-file'] !== undefined) throw new VmmsimError('E_USAGE', '--token-file goes with --connect FILE (a launched tree gets a fresh token of its own)');
     return undefined;
   }
   if (values.transport !== undefined) throw new VmmsimError('E_USAGE', '--transport is for processes the controller launches; with --connect the file gives each address');
   const ramDir = values['ram-dir'];
   if (ramDir !== undefined && !isAbsolute(ramDir)) throw new VmmsimError('E_USAGE', `--ram-dir must be an absolute path (the roles open it as given), got "${ramDir}"`);
-  return { peers: loadPeersFile(resolve(values.connect)), ramDir };
+  const tokenFile = values['token-file'];
+  return { peers: loadPeersFile(resolve(values.connect)), ramDir, token: tokenFile === undefined ? undefined : loadTokenFile(tokenFile) };
 }
 
 /** The file's entries for `specs`, or an E_PEERS_FILE naming every process the file lacks. */
@@ -132,10 +141,10 @@ export async function withConnected(settings: TreeSettings & { connect: ConnectT
   abort.throwIfAborted();
   const target = settings.connect;
   const endpoints = requireEndpoints(target, specs);
-  const security = settings.tls ? mutualTls(settings.tls) : INSECURE;
+  const security = withToken(settings.tls ? mutualTls(settings.tls) : INSECURE, target.token);
   const given = target.ramDir ?? target.peers.ramDir;
   // The roles open the folder by this path: one machine, or a volume every role mounts there.
-  const ramDir = given ?? mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-ram-'));
+  const ramDir = given ?? createRunFolder(existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
   const made = given === undefined;
   // Standalone roles never remove the folder: a controller killed outright (SIGKILL) leaves it.
   const lastResort = (): void => {

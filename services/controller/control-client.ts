@@ -5,6 +5,7 @@ import type { StartReply__Output } from '../common/generated/vmmsim/v1/StartRepl
 import type { StatsReply__Output } from '../common/generated/vmmsim/v1/StatsReply.js';
 import type { Topology } from '../common/generated/vmmsim/v1/Topology.js';
 import { protos } from '../common/proto.js';
+import { CONTROLLER, callerMetadata } from '../common/transport/auth.js';
 import { INSECURE, type Security } from '../common/transport/credentials.js';
 import { CONTROL_CHANNEL_OPTIONS } from '../common/transport/options.js';
 
@@ -28,6 +29,8 @@ function roleError(err: grpc.ServiceError): { code: ErrorCode; fix: string | und
 /** The controller's unary control calls to one process, each with a deadline. */
 export class Control {
   private readonly client: ControlClient;
+  /** Who the controller is, proved with the run's token (a role takes control calls from no one else). */
+  private readonly metadata: grpc.Metadata;
   /** Calls in flight, cancelled by close(). */
   private readonly calls = new Set<grpc.ClientUnaryCall>();
 
@@ -38,20 +41,22 @@ export class Control {
   ) {
     const C = protos().control.vmmsim.v1.Control;
     this.client = new C(address, security.channel(), { ...CONTROL_CHANNEL_OPTIONS, ...security.options });
+    this.metadata = callerMetadata(CONTROLLER, security.token);
   }
 
-  private unary<Req, Res>(method: string, call: (req: Req, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall, req: Req, deadlineMs: number): Promise<Res> {
+  private unary<Req, Res>(method: string, call: (req: Req, metadata: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall, req: Req, deadlineMs: number): Promise<Res> {
     return new Promise((resolve, reject) => {
       // grpc-js answers asynchronously; the set is only emptied once the call is known.
       let settled = false;
-      const pending = call.call(this.client, req, { deadline: Date.now() + deadlineMs }, (err, res) => {
+      const pending = call.call(this.client, req, this.metadata.clone(), { deadline: Date.now() + deadlineMs }, (err, res) => {
         settled = true;
         queueMicrotask(() => this.calls.delete(pending));
         if (err) {
           const carried = roleError(err);
           // A refused certificate is a configuration to fix, not a process that went away.
           const tls = err.code === grpc.status.UNAVAILABLE && /ERR_TLS_|ERR_SSL_|certificate|altnames/i.test(err.details);
-          const code = carried ? carried.code : tls ? 'E_TLS' : err.code === grpc.status.DEADLINE_EXCEEDED ? 'E_DEADLINE' : err.code === grpc.status.UNAVAILABLE ? 'E_PEER_LOST' : 'E_RUN';
+          const refused = err.code === grpc.status.UNAUTHENTICATED || err.code === grpc.status.PERMISSION_DENIED;
+          const code = carried ? carried.code : tls ? 'E_TLS' : refused ? 'E_UNAUTHENTICATED' : err.code === grpc.status.DEADLINE_EXCEEDED ? 'E_DEADLINE' : err.code === grpc.status.UNAVAILABLE ? 'E_PEER_LOST' : 'E_RUN';
           reject(new VmmsimError(code, `${method} on ${this.name} failed: ${errorDetails(err)}`, carried?.fix));
         } else resolve(res as Res);
       });

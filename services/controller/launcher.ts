@@ -6,6 +6,7 @@ import { roleEntry } from '../common/paths.js';
 import type { ChildMessage } from '../common/role-runtime.js';
 import { telemetryArgv } from '../common/role-telemetry.js';
 import type { TracingOptions } from '../common/tracing.js';
+import { RunToken, TOKEN_ENV } from '../common/transport/auth.js';
 import { tlsArgs, type TlsFiles } from '../common/transport/credentials.js';
 import { START_ORDER, endpointName, type Role } from '../common/topology.js';
 
@@ -59,6 +60,11 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
   /** Every child spawned, ready or not, so none escapes a stop. */
   private readonly children: ChildProcess[] = [];
   private stopping = false;
+  /**
+   * The tree's run token: every process proves its name with it, and serves only callers that do
+   * (auth.ts). Handed to each child in its environment, never on its command line.
+   */
+  readonly token = RunToken.generate();
 
   constructor(private readonly opts: LaunchOptions) {
     super();
@@ -84,7 +90,7 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
     return new Promise<StartedProcess>((resolve, reject) => {
       let child: ChildProcess;
       try {
-        child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+        child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, [TOKEN_ENV]: this.token.toText() } });
         this.children.push(child);
       } catch (err) {
         reject(new VmmsimError('E_SPAWN', `cannot start ${name}: ${(err as Error).message}`));

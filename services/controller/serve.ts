@@ -10,7 +10,8 @@ import { parseRoleArgs, startRole, type RoleArgs } from '../common/role-runtime.
 import { ROLES, endpointName, isRole } from '../common/topology.js';
 
 export const SERVE_HELP = `usage: vmmsim serve <role> [--index N] [--listen ADDR] [--peers FILE]
-                    [--tls-ca FILE --tls-cert FILE --tls-key FILE [--tls-server-name NAME]]
+                    (--token-file FILE | --tls-ca FILE --tls-cert FILE --tls-key FILE
+                     [--tls-server-name NAME] | --insecure)
                     [--metrics-port PORT [--metrics-host HOST]]
                     [--otlp-endpoint URL [--trace-sample R]] [--log-level LEVEL]
 
@@ -29,6 +30,12 @@ options:
                         optional ramDir: PATH. The role dials its peers at these addresses instead of
                         those the controller sends, and maps the memory files in ramDir instead of
                         the controller's folder (the same files, seen at this host's path)
+  --token-file FILE     the run's secret (a file of yours, mode 600, at least 32 characters): every
+                        caller proves its name with it, and the controller takes the same file
+                        (run --connect FILE --token-file FILE); without it or TLS, a TCP listener
+                        is refused
+  --insecure            serve TCP with no token and no TLS: anyone who can reach the port can
+                        configure the role and act as any of its peers (a private network only)
   --tls-ca FILE         mutual TLS: the CA that signs every vmmsim process's certificate; clients
                         without a certificate it signed are refused
   --tls-cert FILE       this process's certificate, served and presented to its peers (so it needs
@@ -46,7 +53,8 @@ options:
   -h, --help            this text
 
 The guest, qemu, kvm, vfio and psmmu processes share memory files (guest RAM, host tables) in one
-folder: run them on one machine, or on a volume they all mount (see deploy/README.md).`;
+folder: run them on one machine, or on a volume they all mount (see deploy/README.md). Who can
+reach a role and what it lets them do: docs/security.md.`;
 
 /** Options of the launcher's children that a standalone role has no use for. */
 const LAUNCHER_ONLY = ['--role', '--socket-dir', '--ram-dir'];

@@ -1,4 +1,6 @@
+import { constants, copyFileSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { CostProfile } from '../common/cost/profile.js';
 import { profileCosts } from '../common/cost/profile.js';
 import { measuredHostProfile } from '../common/cost/measured-host.js';
@@ -12,7 +14,9 @@ import type { ModelName, Scenario } from '../common/scenario/schema.js';
 import { START_ORDER, type Role } from '../common/topology.js';
 import { emulatedDeviceList } from '../common/emulated-vsmmu.js';
 import { checkEmulatedDevices } from '../common/scenario/validate.js';
-import { INSECURE, type Security } from '../common/transport/credentials.js';
+import { adoptRunFolder } from '../common/run-folder.js';
+import type { RunToken } from '../common/transport/auth.js';
+import { INSECURE, withToken, type Security } from '../common/transport/credentials.js';
 import { Control } from './control-client.js';
 import { combineGuests } from './timeline.js';
 import { isResizeOp } from '../common/virtio-mem.js';
@@ -54,6 +58,9 @@ export function devices(s: Scenario): Device[] {
   return out;
 }
 
+/** The name a replayed trace has in the run folder. */
+const TRACE_FILE = 'workload.trace';
+
 const ROLE_RANK: Record<Role, number> = Object.fromEntries(START_ORDER.map((r, i) => [r, i])) as Record<Role, number>;
 
 /**
@@ -70,12 +77,16 @@ export class Session {
   private readonly metricsPorts = new Map<string, number>();
 
   constructor(
-    tree: ProcessTree | { readonly processes: readonly SessionProcess[] },
+    tree: ProcessTree | { readonly processes: readonly SessionProcess[]; readonly token?: RunToken },
     private readonly log: Logger,
     /** Folder of the memory files the processes share (guest RAM, host tables). */
     private readonly ramDir: string,
     security: Security = INSECURE,
   ) {
+    // A tree this controller launched has its own token; processes it connected to share --token-file's.
+    if (tree.token) security = withToken(security, tree.token);
+    // The roles map files only in a folder a launcher marked as a run folder (run-folder.ts).
+    adoptRunFolder(ramDir);
     const host = hostname();
     this.endpoints = tree.processes.map((p: SessionProcess, i) => ({ id: i + 1, role: p.role, index: p.index, name: p.name, address: p.address, pid: p.pid, host: p.host ?? host }));
     for (const p of tree.processes) this.controls.set(p.name, new Control(p.name, p.address, security));
@@ -92,6 +103,18 @@ export class Session {
     return c;
   }
 
+  /**
+   * A trace to replay, copied into the run folder: the guest reads files there only, whatever
+   * path a request names (configure-check.ts). Empty: none.
+   */
+  private stageTrace(trace: string): string {
+    if (trace === '') return '';
+    const staged = join(this.ramDir, TRACE_FILE);
+    rmSync(staged, { force: true });
+    copyFileSync(trace, staged, constants.COPYFILE_EXCL);
+    return staged;
+  }
+
   /** Runs the scenario's workload under one model and gathers its results. */
   async run(s: Scenario, model: ModelName, profile: CostProfile): Promise<RunResult> {
     // The scenario was checked under its own model; compare and sweep run it under others too.
@@ -104,7 +127,7 @@ export class Session {
       endpoints: this.endpoints,
       devices: devices(s),
       costsNs: profileCosts(profile),
-      workload: { ...s.workload },
+      workload: { ...s.workload, trace: this.stageTrace(s.workload.trace) },
       vmids: Array.from({ length: s.topology.vms }, (_, v) => v + 1),
       deadlineMs: 10_000,
       vsmmu: s.topology.vsmmu,

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { GUEST_BUFFER_BASE } from '../common/board.js';
 import { nowNs } from '../common/clock.js';
 import { DeviceRing, RING_SLOTS, SlotState } from '../common/device-ring.js';
@@ -8,6 +7,7 @@ import { deviceOpName, type DmaApi, type GuestDevice, type GuestKernel } from '.
 import type { OpStats } from './op-stats.js';
 import { parseTrace } from './trace.js';
 import type { WorkloadResult } from './workload.js';
+import { readRunFile } from '../common/run-folder.js';
 
 /** Buffers are placed in a 256 MiB window of guest RAM, page by page as the trace's paddr says. */
 const REPLAY_WINDOW_PAGES = 0x1_0000;
@@ -28,7 +28,7 @@ interface Live {
  * skipped and counted; an unmap with no earlier map is counted, not replayed.
  */
 export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpStats, w: Workload__Output): Promise<WorkloadResult & { counters: Record<string, number> }> {
-  const parsed = parseTrace(readFileSync(w.trace, 'utf8'));
+  const parsed = parseTrace(readRunFile(w.trace));
   const threads = Math.max(1, w.threads);
   const scale = w.timeScale;
   const rings = new Map(kernel.devices.map((d) => [d.index, new DeviceRing(kernel.ram, d.index)]));

@@ -11,7 +11,7 @@ import { Control } from '../../services/controller/control-client.js';
 import type { CliRun } from '../helpers/cli.js';
 import { waitForNoProcesses } from '../helpers/processes.js';
 import { healthCheck, healthWatch } from '../helpers/health.js';
-import { ONE_OF_EACH, alive, startServe, stopServed, writePeers, type Served } from '../helpers/serve.js';
+import { ONE_OF_EACH, alive, startServe, stopServed, testSecurity, testTokenFile, writePeers, type Served } from '../helpers/serve.js';
 import { ROLE_NAMES, Runs, STACK_LINE, lines, readResults, runWatched, within } from './support.js';
 
 const runs = new Runs();
@@ -79,7 +79,7 @@ describe('vmmsim serve on loopback TCP, driven with --connect', () => {
 
   it('runs a scenario over them with --connect, starts no process, and leaves them running', async () => {
     const out = runs.folder();
-    const r = await runWatched(runs, ['run', '--connect', peers, '--ops', '200', '--out', out]);
+    const r = await runWatched(runs, ['run', '--connect', peers, '--token-file', testTokenFile(), '--ops', '200', '--out', out]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.spawned).toEqual([]);
     const doc = readResults(out);
@@ -98,7 +98,7 @@ describe('vmmsim serve on loopback TCP, driven with --connect', () => {
 
   it('runs a sweep whose points share the processes, one run per point, on the same processes', async () => {
     const out = runs.folder();
-    const r = await runWatched(runs, ['sweep', '--set', 'topology.vsmmu=single,per-psmmu', '--connect', peers, '--ops', '100', '--out', out]);
+    const r = await runWatched(runs, ['sweep', '--set', 'topology.vsmmu=single,per-psmmu', '--connect', peers, '--token-file', testTokenFile(), '--ops', '100', '--out', out]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.spawned).toEqual([]);
     const doc = readResults(out);
@@ -109,7 +109,7 @@ describe('vmmsim serve on loopback TCP, driven with --connect', () => {
   it('refuses, before any run, a file that lacks a process the scenario needs', async () => {
     const partial = writePeers(join(dir, 'no-vfio.yaml'), served.filter((s) => s.name !== 'vfio'));
     const out = runs.folder();
-    const r = await runWatched(runs, ['run', '--connect', partial, '--ops', '50', '--out', out]);
+    const r = await runWatched(runs, ['run', '--connect', partial, '--token-file', testTokenFile(), '--ops', '50', '--out', out]);
     expect(r.code).toBe(2);
     expect(lines(r.stderr).filter((l) => l.startsWith('vmmsim: E_'))).toHaveLength(1);
     expect(r.stderr).toMatch(/E_PEERS_FILE: peers file \S+no-vfio\.yaml does not name vfio, which the scenario needs/);
@@ -117,7 +117,7 @@ describe('vmmsim serve on loopback TCP, driven with --connect', () => {
     expect(r.stderr).not.toMatch(STACK_LINE);
 
     // A sweep is checked for every point up front: psmmu-1 is missing for the second point.
-    const s = await runWatched(runs, ['sweep', '--set', 'topology.psmmus=1,2', '--connect', peers, '--ops', '50', '--out', out]);
+    const s = await runWatched(runs, ['sweep', '--set', 'topology.psmmus=1,2', '--connect', peers, '--token-file', testTokenFile(), '--ops', '50', '--out', out]);
     expect(s.code).toBe(2);
     expect(s.stderr).toMatch(/does not name psmmu-1/);
     expect(s.stderr).not.toMatch(/sweep 1\//);
@@ -128,7 +128,7 @@ describe('vmmsim serve on loopback TCP, driven with --connect', () => {
     const port = await closedPort();
     const file = writePeers(join(dir, 'dead-vfio.yaml'), served.map((s) => (s.name === 'vfio' ? { name: 'vfio', address: `127.0.0.1:${port}` } : s)));
     const out = runs.folder();
-    const r = await runWatched(runs, ['run', '--connect', file, '--ops', '50', '--out', out, '--start-timeout', '1500']);
+    const r = await runWatched(runs, ['run', '--connect', file, '--token-file', testTokenFile(), '--ops', '50', '--out', out, '--start-timeout', '1500']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`E_UNREACHABLE: a process of ${file} did not report SERVING on gRPC health within 1500 ms: vfio at 127.0.0.1:${port} (`);
     expect(r.stderr).not.toMatch(STACK_LINE);
@@ -137,7 +137,7 @@ describe('vmmsim serve on loopback TCP, driven with --connect', () => {
 
   it('names the memory folder a role cannot see, and the role', async () => {
     const missing = `/dev/shm/vmmsim-test-missing-${marker}`;
-    const r = await runWatched(runs, ['run', '--connect', peers, '--ram-dir', missing, '--ops', '50', '--out', runs.folder()]);
+    const r = await runWatched(runs, ['run', '--connect', peers, '--token-file', testTokenFile(), '--ram-dir', missing, '--ops', '50', '--out', runs.folder()]);
     // Bad input, under its own code and fix, carried from the role to the controller's line.
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toMatch(new RegExp(`^vmmsim: E_RAM_DIR: Configure on psmmu-0 failed: the memory folder ${missing} does not exist on (\\S+) \\(psmmu-0\\).* \\(fix: create or mount ${missing} on \\1, or set ramDir in the --peers file\\)$`, 'm'));
@@ -149,7 +149,7 @@ describe('vmmsim serve on loopback TCP, driven with --connect', () => {
     const vfio = byName(served, 'vfio');
     const swapped = served.map((s) => (s.name === 'kvm' ? { name: 'kvm', address: vfio.address } : s.name === 'vfio' ? { name: 'vfio', address: kvm.address } : s));
     const file = writePeers(join(dir, 'swapped.yaml'), swapped);
-    const r = await runWatched(runs, ['run', '--connect', file, '--ops', '50', '--out', runs.folder()]);
+    const r = await runWatched(runs, ['run', '--connect', file, '--token-file', testTokenFile(), '--ops', '50', '--out', runs.folder()]);
     expect(r.code, r.stderr).toBe(2);
     // Both are wrong; the message names whichever answered first.
     expect(r.stderr).toMatch(new RegExp(`E_PEERS_FILE: peers file \\S+swapped\\.yaml: the process at (${vfio.address}, listed as kvm, is vfio|${kvm.address}, listed as vfio, is kvm)`));
@@ -160,7 +160,7 @@ describe('vmmsim serve on loopback TCP, driven with --connect', () => {
     const cases: [string[], RegExp][] = [
       [['serve', 'nic'], /E_USAGE: unknown role "nic"/],
       [['serve', 'psmmu', '--peers', join(dir, 'missing.yaml')], /E_PEERS_FILE: peers file \S+missing\.yaml: cannot read it: ENOENT/],
-      [['serve', 'psmmu', '--listen', taken], new RegExp(`E_LISTEN: cannot listen on ${taken.replace(/\./g, '\\.')}`)],
+      [['serve', 'psmmu', '--listen', taken, '--token-file', testTokenFile()], new RegExp(`E_LISTEN: cannot listen on ${taken.replace(/\./g, '\\.')}`)],
       [['serve', 'psmmu', '--tls-ca', join(dir, 'none.pem'), '--tls-cert', 'c', '--tls-key', 'k'], /E_TLS: cannot read the CA certificate/],
     ];
     for (const [args, why] of cases) {
@@ -219,7 +219,7 @@ describe('vmmsim serve on Unix sockets with its own --peers file', () => {
   });
 
   it('dials each peer at the address of its own peers file, and maps the memory folder it names', async () => {
-    const args = ['run', '--connect', controllerPeers, '--ram-dir', controllerRam, '--ops', '100'];
+    const args = ['run', '--connect', controllerPeers, '--token-file', testTokenFile(), '--ram-dir', controllerRam, '--ops', '100'];
     // vfio dials psmmu-0 at the alias from its file, not at the address the controller sent.
     const failed = await runWatched(runs, [...args, '--out', runs.folder()]);
     expect(failed.code, failed.stderr).toBe(1);
@@ -256,10 +256,10 @@ describe('--connect: processes that stop answering', () => {
 
   /** Starts a long --connect run and resolves once its workload runs (the guest issues commands). */
   async function startLongRun(peers: string, out: string): Promise<CliRun> {
-    const run = runs.start(['run', '--connect', peers, '--ops', '0', '--duration', '60', '--out', out]);
+    const run = runs.start(['run', '--connect', peers, '--token-file', testTokenFile(), '--ops', '0', '--duration', '60', '--out', out]);
     let stderr = '';
     run.child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-    const guest = new Control('guest-0', byName(served, 'guest-0').address);
+    const guest = new Control('guest-0', byName(served, 'guest-0').address, testSecurity());
     try {
       for (const until = Date.now() + 30_000; ; ) {
         if (run.child.exitCode !== null) throw new Error(`the run ended early (code ${run.child.exitCode}): ${stderr}`);

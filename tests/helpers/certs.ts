@@ -46,9 +46,10 @@ function leaf(dir: string, name: string, signer: { cert: string; key: string }, 
 export function makeTestPki(dir: string, sans: readonly string[] = []): TestPki {
   const root = ca(dir, 'vmmsim-test-ca');
   const other = ca(dir, 'stranger-ca');
-  const san = ['IP:127.0.0.1', 'DNS:localhost', ...sans].join(',');
+  // URI:urn:vmmsim:* lets one certificate act as every role (not the controller): docs/security.md.
+  const san = ['IP:127.0.0.1', 'DNS:localhost', 'URI:urn:vmmsim:*', ...sans].join(',');
   const role = leaf(dir, 'role', root, `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyAgreement\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${san}\n`);
-  const named = leaf(dir, 'named', root, 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyAgreement\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:vmmsim-roles.test\n');
+  const named = leaf(dir, 'named', root, 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyAgreement\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:vmmsim-roles.test,URI:urn:vmmsim:*\n');
   const controller = leaf(dir, 'controller', root, 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyAgreement\nextendedKeyUsage=clientAuth\n');
   const stranger = leaf(dir, 'stranger', other, 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyAgreement\nextendedKeyUsage=clientAuth\n');
   return { ca: root.cert, role, named, controller, stranger };

@@ -1,6 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { loadTokenFile } from '../../services/common/transport/auth.js';
+import { INSECURE, withToken, type Security } from '../../services/common/transport/credentials.js';
 import { BIN, ROOT } from './cli.js';
 
 /** A `vmmsim serve` process a test started, from its ready line. */
@@ -16,12 +21,37 @@ export interface Served {
   stderr: () => string;
 }
 
+let tokenFile: string | undefined;
+
+/**
+ * The token file this test process's served roles and --connect runs share (mode 0600, removed
+ * when the test process exits), as an operator gives one secret to a standalone run's parties.
+ */
+export function testTokenFile(): string {
+  if (tokenFile) return tokenFile;
+  const path = join(tmpdir(), `vmmsim-test-token-${process.pid}-${randomBytes(4).toString('hex')}`);
+  writeFileSync(path, randomBytes(32).toString('hex'), { mode: 0o600, flag: 'wx' });
+  process.on('exit', () => rmSync(path, { force: true }));
+  tokenFile = path;
+  return path;
+}
+
+/** What the test proves its name with when it calls the served roles itself (as the controller). */
+export function testSecurity(): Security {
+  return withToken(INSECURE, loadTokenFile(testTokenFile()));
+}
+
+/** A role's authentication arguments: the shared test token, unless the test chose its own (TLS, --insecure). */
+function authArgs(args: readonly string[]): string[] {
+  return args.some((a) => a === '--tls-ca' || a === '--insecure' || a === '--token-file') ? [] : ['--token-file', testTokenFile()];
+}
+
 /**
  * Starts `vmmsim serve ARGS` with the test's process marker and resolves with its ready line
  * (rejects, with its stderr, if it exits first or is not ready within `timeoutMs`).
  */
 export function startServe(args: string[], marker: string, timeoutMs = 30_000): Promise<Served> {
-  const child = spawn(process.execPath, [BIN, 'serve', ...args], {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args, ...authArgs(args)], {
     cwd: ROOT,
     env: { ...process.env, VMMSIM_TEST_MARKER: marker, VMMSIM_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'pipe'],

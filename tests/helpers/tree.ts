@@ -7,6 +7,8 @@ import { loadProfile, profileCosts } from '../../services/common/cost/profile.js
 import type { Topology } from '../../services/common/generated/vmmsim/v1/Topology.js';
 import { createLogger } from '../../services/common/logger.js';
 import type { ModelName, Scenario } from '../../services/common/scenario/schema.js';
+import { createRunFolder } from '../../services/common/run-folder.js';
+import { INSECURE, withToken, type Security } from '../../services/common/transport/credentials.js';
 import { Control } from '../../services/controller/control-client.js';
 import { ProcessTree } from '../../services/controller/launcher.js';
 import { Session, devices, processSpecs } from '../../services/controller/session.js';
@@ -19,6 +21,8 @@ export interface TreeFixture {
   tree: ProcessTree;
   ramDir: string;
   marker: string;
+  /** What a test that plays a process itself (a guest, the controller) proves its name with: the tree's token. */
+  security: Security;
 }
 
 /**
@@ -35,8 +39,9 @@ export function useProcessTree(scenario: Scenario, opts: { startTimeoutMs?: numb
   beforeAll(async () => {
     process.env['VMMSIM_TEST_MARKER'] = fx.marker;
     socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-it-'));
-    fx.ramDir = mkdtempSync(join(tmpdir(), 'vmmsim-it-ram-'));
+    fx.ramDir = createRunFolder(tmpdir(), 'vmmsim-it-ram-');
     fx.tree = new ProcessTree({ socketDir, transport: 'unix', logLevel: 'warn', startTimeoutMs, log: testLog });
+    fx.security = withToken(INSECURE, fx.tree.token);
     await fx.tree.start(processSpecs(scenario));
   }, hookTimeoutMs);
   afterAll(async () => {
@@ -77,7 +82,7 @@ export async function configureWithoutGuest(fx: TreeFixture, scenario: Scenario,
   };
   for (const role of ['psmmu', 'vfio', 'qemu', 'kvm']) {
     for (const e of eps.filter((x) => x.role === role)) {
-      const c = new Control(e.name, e.address);
+      const c = new Control(e.name, e.address, fx.security);
       await c.configure(topology);
       c.close();
     }

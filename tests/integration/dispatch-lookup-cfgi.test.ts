@@ -28,10 +28,10 @@ describe('dispatch lookup after a CFGI_CD in a per-batch HWPT_INVALIDATE', () =>
   beforeAll(async () => {
     const eps = await configureWithoutGuest(fx, scenario, 'nested-smmuv3');
     const kvmEp = eps.get('kvm');
-    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000);
+    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000, fx.security);
     await kvm.open();
-    qemu = new Control('qemu-0', eps.get('qemu-0')?.address ?? '');
-    for (const k of [0, 1]) psmmus.push(new Control(`psmmu-${k}`, eps.get(`psmmu-${k}`)?.address ?? ''));
+    qemu = new Control('qemu-0', eps.get('qemu-0')?.address ?? '', fx.security);
+    for (const k of [0, 1]) psmmus.push(new Control(`psmmu-${k}`, eps.get(`psmmu-${k}`)?.address ?? '', fx.security));
     // The guest's CDs: device 0 (behind pSMMU 0) uses ASID 1, device 1 (behind pSMMU 1) ASID 2.
     ram = new FileMemory(guestRamFile(fx.ramDir, 0), 'create');
     ram.write(cdIpa(0), encodeCd({ valid: true, asid: 1, ttb0: 0x1000 }));

@@ -78,7 +78,7 @@ describe('the emulated vSMMU\'s queue, driven by hand', () => {
   beforeAll(async () => {
     const eps = await configureWithoutGuest(fx, scenario, 'emulated-smmuv3');
     const kvmEp = eps.get('kvm');
-    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000);
+    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000, fx.security);
     await kvm.open();
   });
 

@@ -41,12 +41,12 @@ beforeAll(async () => {
   });
   const eps = await configureWithoutGuest(fx, scenario, 'nested-smmuv3');
   const at = (name: string): { id: number; address: string } => eps.get(name) ?? { id: 0, address: '' };
-  kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: at('kvm').id, peerName: 'kvm' }, at('kvm').address, 5000);
+  kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: at('kvm').id, peerName: 'kvm' }, at('kvm').address, 5000, fx.security);
   // The test speaks for VM 0's VMM: vfio knows the caller by the endpoint id on the request's hop.
-  vfio = new LinkClient({ selfId: at('qemu-0').id, selfName: 'qemu-0', peerId: at('vfio').id, peerName: 'vfio' }, at('vfio').address, 5000);
+  vfio = new LinkClient({ selfId: at('qemu-0').id, selfName: 'qemu-0', peerId: at('vfio').id, peerName: 'vfio' }, at('vfio').address, 5000, fx.security);
   await Promise.all([kvm.open(), vfio.open()]);
-  psmmu = new Control('psmmu-0', at('psmmu-0').address);
-  vfioControl = new Control('vfio', at('vfio').address);
+  psmmu = new Control('psmmu-0', at('psmmu-0').address, fx.security);
+  vfioControl = new Control('vfio', at('vfio').address, fx.security);
   const layout = iommufdLayout({ model: 'nested-smmuv3', devices: devices(scenario), vmids: [1, 2], vsmmu: 'single', vmidPolicy: 'per-s2-parent' } as unknown as Topology__Output);
   viommu0 = layout.viommus.find((v) => v.vm === 0)?.id ?? -1;
   viommu1 = layout.viommus.find((v) => v.vm === 1)?.id ?? -1;

@@ -46,10 +46,10 @@ describe('a per-batch HWPT_INVALIDATE the kernel fails, driven by hand', () => {
   beforeAll(async () => {
     const eps = await configureWithoutGuest(fx, resolveScenario({ ...base, vmm: { hwptInvalidate: 'per-batch' } }), 'nested-smmuv3');
     const kvmEp = eps.get('kvm');
-    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000);
+    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000, fx.security);
     await kvm.open();
-    qemu = new Control('qemu-0', eps.get('qemu-0')?.address ?? '');
-    psmmu = new Control('psmmu-0', eps.get('psmmu-0')?.address ?? '');
+    qemu = new Control('qemu-0', eps.get('qemu-0')?.address ?? '', fx.security);
+    psmmu = new Control('psmmu-0', eps.get('psmmu-0')?.address ?? '', fx.security);
   });
 
   afterAll(() => {

@@ -100,9 +100,9 @@ describe('the VT-d register page driven by a hand-made guest', () => {
     const eps = await configureWithoutGuest(fx, scenario, 'intel-cm');
     // The guest's RAM, empty, as a newly booted guest's would be.
     ram = new FileMemory(guestRamFile(fx.ramDir, 0), 'create');
-    vfio = new Control('vfio', eps.get('vfio')?.address ?? '');
+    vfio = new Control('vfio', eps.get('vfio')?.address ?? '', fx.security);
     const kvmEp = eps.get('kvm');
-    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000);
+    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000, fx.security);
     await kvm.open();
   });
 

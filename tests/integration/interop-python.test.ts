@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, ROOT } from '../helpers/cli.js';
 import { writeDescriptorSet } from '../helpers/descriptor-set.js';
 import { killMarked, waitForNoProcesses } from '../helpers/processes.js';
+import { testTokenFile } from '../helpers/serve.js';
 
 /**
  * A role process talks to an independent gRPC implementation: Debian's python3-grpcio (gRPC's C
@@ -62,7 +63,7 @@ describe.skipIf(skip !== undefined)(skip ? `interoperability with python3-grpcio
     descriptors = join(dir, 'link.binpb');
     writeDescriptorSet(['vmmsim/v1/link.proto'], descriptors);
     // Standalone, as in a pod: no IPC channel, ready line on stdout, stops on SIGTERM.
-    const child = spawn(process.execPath, [BIN, 'serve', 'psmmu', '--index', '0', '--listen', '127.0.0.1:0'], {
+    const child = spawn(process.execPath, [BIN, 'serve', 'psmmu', '--index', '0', '--listen', '127.0.0.1:0', '--token-file', testTokenFile()], {
       cwd: ROOT,
       env: { ...process.env, VMMSIM_TEST_MARKER: marker, VMMSIM_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -97,7 +98,7 @@ describe.skipIf(skip !== undefined)(skip ? `interoperability with python3-grpcio
 
   function runClient(echoes: { id: number; payload: Buffer }[], modeledNs: number): Promise<ClientReport> {
     const python = 'python' in py ? py.python : 'python3';
-    const args = [CLIENT, '--target', address, '--descriptors', descriptors, '--modeled-ns', String(modeledNs), ...echoes.flatMap((e) => ['--echo', `${e.id}:${e.payload.toString('hex')}`])];
+    const args = [CLIENT, '--target', address, '--descriptors', descriptors, '--token-file', testTokenFile(), '--modeled-ns', String(modeledNs), ...echoes.flatMap((e) => ['--echo', `${e.id}:${e.payload.toString('hex')}`])];
     return new Promise((resolve, reject) => {
       execFile(
         python,

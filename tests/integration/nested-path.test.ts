@@ -110,9 +110,9 @@ describe('the guest side of the link, driven by hand', () => {
   beforeAll(async () => {
     const eps = await configureWithoutGuest(fx, scenario, 'nested-smmuv3');
     const psmmuEp = eps.get('psmmu-0');
-    psmmuControl = new Control('psmmu-0', psmmuEp?.address ?? '');
+    psmmuControl = new Control('psmmu-0', psmmuEp?.address ?? '', fx.security);
     const kvmEp = eps.get('kvm');
-    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000);
+    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000, fx.security);
     await kvm.open();
   });
 

@@ -96,10 +96,10 @@ describe('KVM\'s in-kernel TCE handlers, driven by hand', () => {
     const eps = await configureWithoutGuest(fx, scenario, 'spapr-tce-kvm');
     for (const [name, e] of eps) names.set(e.id, name);
     const kvmEp = eps.get('kvm');
-    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000);
+    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000, fx.security);
     await kvm.open();
-    qemu = new Control('qemu-0', eps.get('qemu-0')?.address ?? '');
-    vfio = new Control('vfio', eps.get('vfio')?.address ?? '');
+    qemu = new Control('qemu-0', eps.get('qemu-0')?.address ?? '', fx.security);
+    vfio = new Control('vfio', eps.get('vfio')?.address ?? '', fx.security);
   });
 
   afterAll(() => {

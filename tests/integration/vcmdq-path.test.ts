@@ -34,7 +34,7 @@ describe('a guest VINTF page driven by hand', () => {
   beforeAll(async () => {
     const eps = await configureWithoutGuest(fx, scenario, 'nested-smmuv3-vcmdq');
     const ep = eps.get('psmmu-0');
-    psmmu = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: ep?.id ?? 0, peerName: 'psmmu-0' }, ep?.address ?? '', 5000);
+    psmmu = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: ep?.id ?? 0, peerName: 'psmmu-0' }, ep?.address ?? '', 5000, fx.security);
     await psmmu.open();
   });
 
@@ -58,7 +58,7 @@ describe('a guest VINTF page driven by hand', () => {
   }
 
   it('halts only the queue that got a command a guest VCMDQ refuses, raises a vEVENT, and resumes it after recovery', async () => {
-    const control = new Control('psmmu-0', fx.tree.processes.find((p) => p.name === 'psmmu-0')?.address ?? '');
+    const control = new Control('psmmu-0', fx.tree.processes.find((p) => p.name === 'psmmu-0')?.address ?? '', fx.security);
     const vevents = async (): Promise<number> => (await control.stats()).counters['vevents'] ?? 0;
     const before = await vevents();
     const badSync = syncAt(0, 2);

@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,9 @@ import type { Batch, Batch__Output } from '../../services/common/generated/vmmsi
 import type { Envelope__Output } from '../../services/common/generated/vmmsim/v1/Envelope.js';
 import { protos } from '../../services/common/proto.js';
 import type { ChildMessage } from '../../services/common/role-runtime.js';
+import { createRunFolder } from '../../services/common/run-folder.js';
+import { RunToken, TOKEN_ENV, callerMetadata } from '../../services/common/transport/auth.js';
+import { INSECURE, withToken } from '../../services/common/transport/credentials.js';
 import { LinkClient } from '../../services/common/transport/link.js';
 import { MAX_CONNECTION_IDLE_MS, MAX_MESSAGE_BYTES } from '../../services/common/transport/options.js';
 import { Control } from '../../services/controller/control-client.js';
@@ -28,7 +31,10 @@ import { testProfile } from '../helpers/tree.js';
 
 const ROLE_MAIN = join(ROOT, 'dist', 'services', 'common', 'role-main.js');
 const marker = randomUUID();
-const ramDir = mkdtempSync(join(tmpdir(), 'vmmsim-wire-'));
+const ramDir = createRunFolder(tmpdir(), 'vmmsim-wire-');
+/** The run token the test hands psmmu-0 as a launcher does, and proves its own names with. */
+const token = RunToken.generate();
+const security = withToken(INSECURE, token);
 /** The HTTP/2 client connection preface (RFC 9113, 3.4). */
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -38,9 +44,9 @@ let stderr = '';
 let healthy: LinkClient;
 
 /** A raw client of the Link service with our own channel options (a bigger send limit, for one). */
-function rawLink(options: grpc.ChannelOptions = {}): grpc.Client & { Open(): grpc.ClientDuplexStream<Batch, Batch__Output> } {
+function rawLink(options: grpc.ChannelOptions = {}): grpc.Client & { Open(metadata?: grpc.Metadata): grpc.ClientDuplexStream<Batch, Batch__Output> } {
   const Link = protos().link.vmmsim.v1.Link;
-  return new Link(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1, ...options }) as unknown as grpc.Client & { Open(): grpc.ClientDuplexStream<Batch, Batch__Output> };
+  return new Link(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1, ...options }) as unknown as grpc.Client & { Open(metadata?: grpc.Metadata): grpc.ClientDuplexStream<Batch, Batch__Output> };
 }
 
 /** What a stream brought before it ended: the first reply, or the gRPC error it ended with. */
@@ -87,7 +93,7 @@ async function stillServing(): Promise<void> {
 
 beforeAll(async () => {
   child = spawn(process.execPath, [ROLE_MAIN, '--role', 'psmmu', '--index', '0', '--listen', '127.0.0.1:0', '--log-level', 'warn'], {
-    env: { ...process.env, VMMSIM_TEST_MARKER: marker },
+    env: { ...process.env, VMMSIM_TEST_MARKER: marker, [TOKEN_ENV]: token.toText() },
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
   });
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -98,16 +104,17 @@ beforeAll(async () => {
   if (ready.type !== 'ready') throw new Error(`psmmu-0 failed to start: ${ready.message}`);
   address = ready.address;
   // Configured with a topology of its own, so a request reaches its model (not only the runtime).
-  const control = new Control('psmmu-0', address);
+  const control = new Control('psmmu-0', address, security);
   try {
     await control.configure({
       runId: 'wire-input', model: 'nested-smmuv3', dma: 'strict', seed: 1, costsNs: profileCosts(testProfile), vmids: [1], deadlineMs: 5000, ramDir, vsmmu: 'single',
-      endpoints: [{ id: 1, role: 'psmmu', index: 0, name: 'psmmu-0', address, pid: child.pid ?? 0, host: 'localhost' }], devices: [],
+      // vfio is the test itself: psmmu-0 serves requests from its upstream roles only.
+      endpoints: [{ id: 1, role: 'psmmu', index: 0, name: 'psmmu-0', address, pid: child.pid ?? 0, host: 'localhost' }, { id: 2, role: 'vfio', index: 0, name: 'vfio', address: 'unix:///nonexistent', pid: process.pid, host: 'localhost' }], devices: [],
     });
   } finally {
     control.close();
   }
-  healthy = new LinkClient({ selfId: 2, selfName: 'vfio', peerId: 1, peerName: 'psmmu-0' }, address, 10_000);
+  healthy = new LinkClient({ selfId: 2, selfName: 'vfio', peerId: 1, peerName: 'psmmu-0' }, address, 10_000, security);
   await healthy.open();
   await stillServing();
 }, 60_000);
@@ -125,7 +132,7 @@ describe('bad wire input to a role process', () => {
   it(`answers a message over the ${MAX_MESSAGE_BYTES / 2 ** 20} MiB link limit with RESOURCE_EXHAUSTED on that stream only`, async () => {
     const client = rawLink({ 'grpc.max_send_message_length': -1 });
     try {
-      const call = client.Open();
+      const call = client.Open(callerMetadata('vfio', token));
       const outcome = firstOutcome(call);
       call.write({ envelopes: [{ correlationId: 1, opId: 1, kind: 'ECHO', payload: Buffer.alloc(MAX_MESSAGE_BYTES + 1024), hops: [] }] });
       const { error, reply } = await outcome;
@@ -146,7 +153,7 @@ describe('bad wire input to a role process', () => {
     );
     const client = new Junk(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
     try {
-      const call = (client as unknown as { Open(): grpc.ClientDuplexStream<Buffer, Buffer> }).Open();
+      const call = (client as unknown as { Open(metadata: grpc.Metadata): grpc.ClientDuplexStream<Buffer, Buffer> }).Open(callerMetadata('vfio', token));
       const outcome = new Promise<grpc.ServiceError | 'data'>((resolve) => {
         call.on('data', () => resolve('data'));
         call.on('error', (e: grpc.ServiceError) => resolve(e));
@@ -179,7 +186,7 @@ describe('bad wire input to a role process', () => {
   it('answers an Envelope of an unknown kind with EOPNOTSUPP and goes on', async () => {
     const client = rawLink();
     try {
-      const call = client.Open();
+      const call = client.Open(callerMetadata('vfio', token));
       const outcome = firstOutcome(call);
       // Kind 999 is no value of the enum: protobuf keeps it as a number on the way in.
       call.write({ envelopes: [{ correlationId: 42, opId: 1, kind: 999 as unknown as 'ECHO', payload: Buffer.from([1, 2, 3]), hops: [{ from: 2, to: 1, sentNs: 0, receivedNs: 0 }] }] });

@@ -9,11 +9,13 @@ The Link messages come from the repository's proto files, handed over as a seria
 FileDescriptorSet (no protoc here). Debian's python3-grpcio ships no grpc_health module, so the two
 health messages are described here from health.proto's definition.
 
-Usage: link_client.py --target HOST:PORT --descriptors FILE --echo ID:HEX [--echo ID:HEX ...]
+Usage: link_client.py --target HOST:PORT --descriptors FILE [--token-file FILE] --echo ID:HEX [--echo ID:HEX ...]
 Prints one JSON line of what the server answered; exits 1 with the reason on stderr if a call fails.
 """
 
 import argparse
+import hashlib
+import hmac
 import json
 import sys
 import threading
@@ -71,7 +73,15 @@ def check_health(channel):
     return Response.DESCRIPTOR.enum_types_by_name["ServingStatus"].values_by_number[res.status].name
 
 
-def echo(channel, descriptors, echoes, modeled_ns):
+def caller_metadata(name, token):
+    """Who the client is, proved as vmmsim's auth.ts asks: HMAC-SHA256(token, "vmmsim-peer:" + name)."""
+    md = [("x-vmmsim-peer", name)]
+    if token:
+        md.append(("x-vmmsim-auth", hmac.new(token.encode(), ("vmmsim-peer:" + name).encode(), hashlib.sha256).hexdigest()))
+    return md
+
+
+def echo(channel, descriptors, echoes, modeled_ns, metadata):
     pool = descriptor_pool.DescriptorPool()
     for f in descriptor_pb2.FileDescriptorSet.FromString(descriptors).file:
         pool.Add(f)
@@ -95,7 +105,7 @@ def echo(channel, descriptors, echoes, modeled_ns):
         replied.wait(DEADLINE_S)
 
     call = channel.stream_stream(path, request_serializer=Batch.SerializeToString, response_deserializer=Batch.FromString)
-    responses = call(requests(), timeout=DEADLINE_S)
+    responses = call(requests(), timeout=DEADLINE_S, metadata=metadata)
     replies = []
     batches = 0
     try:
@@ -132,6 +142,8 @@ def main():
     p.add_argument("--descriptors", required=True)
     p.add_argument("--echo", action="append", required=True, metavar="ID:HEX")
     p.add_argument("--modeled-ns", type=float, default=0.0)
+    p.add_argument("--name", default="bench", help="the name the client proves (x-vmmsim-peer)")
+    p.add_argument("--token-file", help="the run's token file; without it the name is sent unproved")
     a = p.parse_args()
     echoes = []
     for e in a.echo:
@@ -139,11 +151,15 @@ def main():
         echoes.append((int(cid), bytes.fromhex(payload)))
     with open(a.descriptors, "rb") as f:
         descriptors = f.read()
+    token = None
+    if a.token_file:
+        with open(a.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
     # No proxy on a loopback hop, as vmmsim's own channels.
     with grpc.insecure_channel(a.target, options=[("grpc.enable_http_proxy", 0)]) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=DEADLINE_S)
-            out = {"grpc": grpc.__version__, "health": check_health(channel), "link": echo(channel, descriptors, echoes, a.modeled_ns)}
+            out = {"grpc": grpc.__version__, "health": check_health(channel), "link": echo(channel, descriptors, echoes, a.modeled_ns, caller_metadata(a.name, token))}
         except grpc.FutureTimeoutError:
             sys.stderr.write("link_client: %s: no connection within %g s\n" % (a.target, DEADLINE_S))
             return 1

@@ -4,6 +4,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { VmmsimError } from '../errors.js';
+import type { RunToken } from './auth.js';
 
 /** The PEM files of mutual TLS, as the command line names them. */
 export interface TlsFiles {
@@ -27,6 +28,13 @@ export interface Security {
   channel(): grpc.ChannelCredentials;
   /** Channel options to add to a client's own (the target name override under TLS). */
   readonly options: ChannelOptions;
+  /** The run's token: callers prove their name with it, servers check every caller against it (auth.ts). */
+  readonly token?: RunToken | undefined;
+}
+
+/** The same credentials with the run's token added. */
+export function withToken(security: Security, token: RunToken | undefined): Security {
+  return token ? { ...security, token } : security;
 }
 
 export const INSECURE: Security = {

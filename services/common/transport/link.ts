@@ -10,9 +10,11 @@ import type { LinkHandlers } from '../generated/vmmsim/v1/Link.js';
 import type { MemoryRange, MemoryRange__Output } from '../generated/vmmsim/v1/MemoryRange.js';
 import { nowNs } from '../clock.js';
 import { protos } from '../proto.js';
+import { callerMetadata, type Admission } from './auth.js';
 import { INSECURE, type Security } from './credentials.js';
 import type { LinkInstruments } from './link-metrics.js';
-import { CHANNEL_OPTIONS } from './options.js';
+import { CHANNEL_OPTIONS, LINK_HELLO_MS, MAX_IN_FLIGHT_PER_STREAM, MAX_LINK_STREAMS } from './options.js';
+import { batchOverLimits } from './wire-limits.js';
 
 export type Kind = Kind__Output;
 export type { Envelope, Envelope__Output, Hold, Hold__Output, Hop, Hop__Output, MemoryRange, MemoryRange__Output };
@@ -139,6 +141,7 @@ export class LinkClient {
   private failure: VmmsimError | undefined;
   private sweep: NodeJS.Timeout | undefined;
   private metrics: LinkInstruments | undefined;
+  private readonly security: Security;
 
   constructor(
     readonly ends: LinkEnds,
@@ -146,6 +149,7 @@ export class LinkClient {
     private readonly deadlineMs: number,
     security: Security = INSECURE,
   ) {
+    this.security = security;
     const Link = protos().link.vmmsim.v1.Link;
     this.client = new Link(address, security.channel(), { ...CHANNEL_OPTIONS, ...security.options });
   }
@@ -157,9 +161,12 @@ export class LinkClient {
         err ? reject(new VmmsimError('E_PEER_LOST', `${this.ends.selfName} could not connect to ${this.ends.peerName}: ${err.message}`)) : resolve(),
       );
     });
-    const call = this.client.Open();
+    // The peer serves this stream as selfName, which the run's token (or certificate) proves.
+    const call = this.client.Open(callerMetadata(this.ends.selfName, this.security.token));
     this.call = call;
     this.writer = new BatchWriter(call);
+    // An empty batch says the stream is in use: the server ends streams that stay silent.
+    call.write({ envelopes: [] });
     call.on('data', (batch: Batch__Output) => {
       stampReceived(batch);
       for (const env of batch.envelopes) {
@@ -240,54 +247,182 @@ export class LinkClient {
   }
 }
 
-/** Serves one request; never throws (a failure is a status). */
-export type RequestHandler = (env: Envelope__Output) => Promise<ReplyBody>;
+/** Serves one request from the named peer; never throws (a failure is a status). */
+export type RequestHandler = (env: Envelope__Output, peer: string) => Promise<ReplyBody>;
+
+/** Envelopes a stream hands its handler in one turn of the event loop before it lets others run. */
+const HANDLE_CHUNK = 64;
+
+export interface LinkServerOptions {
+  /** This process's endpoint id in the current topology (0 before one is configured). */
+  selfId: () => number;
+  /** At stream open: the caller's proved name, or the status to refuse it with (auth.ts). */
+  admit: (call: grpc.ServerDuplexStream<Batch__Output, Batch>) => Admission;
+  handle: RequestHandler;
+  onError: (err: unknown) => void;
+}
+
+/** One open stream of a peer, as the server tracks it. */
+interface ServedStream {
+  peer: string;
+  end: (status?: { code: grpc.status; details: string }) => void;
+}
 
 /**
- * The server end of every link into a process. Each incoming request is handed to `handle`; the
- * reply carries the request's hop (with its receive stamp), the hops below, and a new hop back.
+ * The server end of every link into a process. A stream is admitted at open by the caller's
+ * proved name (never by the hop records it sends); each incoming request is handed to `handle`
+ * with that name; the reply carries the request's hop (with its receive stamp), the hops below,
+ * and a new hop back. What a peer can make the process hold is bounded: open streams per process,
+ * requests in flight per stream (reading pauses, so HTTP/2 flow control pushes back), and a
+ * stream's batch is handled in chunks with the event loop free between them, so health checks and
+ * other peers are answered while a large batch is worked through. A stream that says nothing
+ * within LINK_HELLO_MS of opening is ended (a LinkClient sends an empty batch at once).
  */
-export function linkService(selfId: () => number, handle: RequestHandler, onError: (err: unknown) => void): LinkHandlers {
-  return {
-    Open(call: grpc.ServerDuplexStream<Batch__Output, Batch>) {
-      const writer = new BatchWriter(call);
-      let open = true;
-      const finish = (): void => {
+export class LinkServer {
+  private readonly streams = new Set<ServedStream>();
+
+  constructor(private readonly opts: LinkServerOptions) {}
+
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
+  /** Ends every open stream (a new run is configured, or the run stops): its peers reopen theirs. */
+  closeAll(): void {
+    for (const s of [...this.streams]) s.end();
+  }
+
+  handlers(): LinkHandlers {
+    return { Open: (call: grpc.ServerDuplexStream<Batch__Output, Batch>) => this.open(call) };
+  }
+
+  private open(call: grpc.ServerDuplexStream<Batch__Output, Batch>): void {
+    const refuse = (code: grpc.status, details: string): void => {
+      call.on('error', () => undefined);
+      call.emit('error', { code, details, metadata: new grpc.Metadata() });
+    };
+    const admission = this.opts.admit(call);
+    if ('code' in admission) return refuse(admission.code, admission.details);
+    if (this.streams.size >= MAX_LINK_STREAMS) return refuse(grpc.status.RESOURCE_EXHAUSTED, `${MAX_LINK_STREAMS} link streams are open on this process`);
+    const peer = admission.name;
+    const writer = new BatchWriter(call);
+    // Received requests not yet handed to the handler: queue[head..].
+    let queue: Envelope__Output[] = [];
+    let head = 0;
+    let open = true;
+    let draining = false;
+    let inFlight = 0;
+    let paused = false;
+    const hello = setTimeout(() => served.end({ code: grpc.status.DEADLINE_EXCEEDED, details: `no message within ${LINK_HELLO_MS} ms of opening the stream` }), LINK_HELLO_MS);
+    hello.unref();
+    const served: ServedStream = {
+      peer,
+      end: (status) => {
         if (!open) return;
         open = false;
+        clearTimeout(hello);
+        this.streams.delete(served);
         writer.close();
-        call.end();
-      };
-      call.on('data', (batch: Batch__Output) => {
-        stampReceived(batch);
-        for (const env of batch.envelopes) {
-          if (env.reply) continue;
-          const inbound = env.hops[env.hops.length - 1];
-          handle(env).then(
-            (body) => {
-              if (!open) return;
-              const hops: Hop[] = inbound ? [inbound, ...body.hops] : [...body.hops];
-              hops.push({ from: selfId(), to: inbound ? inbound.from : 0, sentNs: 0, receivedNs: 0 });
-              writer.push({
-                correlationId: env.correlationId,
-                opId: env.opId,
-                kind: env.kind,
-                reply: true,
-                status: body.status,
-                payload: body.payload,
-                guestMemory: body.guestMemory ?? [],
-                modeledNs: body.modeledNs,
-                hops,
-                holds: body.holds ?? [],
-              });
-            },
-            (err: unknown) => onError(err),
-          );
-        }
+        queue = [];
+        head = 0;
+        if (status) refuse(status.code, status.details);
+        else call.end();
+      },
+    };
+    this.streams.add(served);
+    const backlog = (): number => inFlight + queue.length - head;
+    const settle = (): void => {
+      inFlight -= 1;
+      if (paused && backlog() <= MAX_IN_FLIGHT_PER_STREAM / 2) {
+        paused = false;
+        call.resume();
+      }
+    };
+    const reply = (env: Envelope__Output, body: ReplyBody): void => {
+      if (!open) return;
+      const inbound = env.hops[env.hops.length - 1];
+      const hops: Hop[] = inbound ? [inbound, ...body.hops] : [...body.hops];
+      hops.push({ from: this.opts.selfId(), to: inbound ? inbound.from : 0, sentNs: 0, receivedNs: 0 });
+      writer.push({
+        correlationId: env.correlationId,
+        opId: env.opId,
+        kind: env.kind,
+        reply: true,
+        status: body.status,
+        payload: body.payload,
+        guestMemory: body.guestMemory ?? [],
+        modeledNs: body.modeledNs,
+        hops,
+        holds: body.holds ?? [],
       });
-      call.on('end', finish);
-      call.on('error', () => finish());
-      call.on('cancelled', () => finish());
+    };
+    // Handles what has arrived, HANDLE_CHUNK envelopes per turn of the event loop.
+    const drain = (): void => {
+      draining = false;
+      let n = 0;
+      while (open && head < queue.length && n < HANDLE_CHUNK) {
+        const env = queue[head++] as Envelope__Output;
+        n += 1;
+        inFlight += 1;
+        this.opts.handle(env, peer).then(
+          (body) => {
+            settle();
+            reply(env, body);
+          },
+          (err: unknown) => {
+            settle();
+            this.opts.onError(err);
+          },
+        );
+      }
+      if (head === queue.length) {
+        queue = [];
+        head = 0;
+      } else if (open) {
+        draining = true;
+        setImmediate(drain);
+      }
+    };
+    call.on('data', (batch: Refusable) => {
+      clearTimeout(hello);
+      if (!open) return;
+      const refused = batch[REFUSED];
+      if (refused) return served.end({ code: grpc.status.RESOURCE_EXHAUSTED, details: `refused batch: ${refused}` });
+      stampReceived(batch);
+      for (const env of batch.envelopes) if (!env.reply) queue.push(env);
+      if (!paused && backlog() > MAX_IN_FLIGHT_PER_STREAM) {
+        paused = true;
+        call.pause();
+      }
+      if (!draining) drain();
+    });
+    call.on('end', () => served.end());
+    call.on('error', () => served.end());
+    call.on('cancelled', () => served.end());
+  }
+}
+
+/** Set on a batch the limits refused before decoding (linkServiceDefinition): the reason. */
+const REFUSED = Symbol('refused');
+type Refusable = Batch__Output & { [REFUSED]?: string };
+
+/**
+ * The Link service's definition with the batch limits checked on the encoded bytes before they are
+ * decoded (wire-limits.ts): a batch over them costs the process a walk over its bytes, not their
+ * decoding, and ends its stream with RESOURCE_EXHAUSTED and the reason.
+ */
+export function linkServiceDefinition(): grpc.ServiceDefinition {
+  const def = protos().link.vmmsim.v1.Link.service;
+  const open = def.Open as grpc.MethodDefinition<Batch__Output, Batch>;
+  return {
+    ...def,
+    Open: {
+      ...open,
+      requestDeserialize: (buf: Buffer): Batch__Output => {
+        const why = batchOverLimits(buf);
+        if (why) return Object.assign({ envelopes: [] }, { [REFUSED]: why });
+        return open.requestDeserialize(buf);
+      },
     },
   };
 }

@@ -38,6 +38,15 @@ export const CONTROL_CHANNEL_OPTIONS: ChannelOptions = {
  */
 export const MAX_CONNECTION_IDLE_MS = 20_000;
 
+/** Link streams a role process serves at once (a run opens a handful; a peer cannot open thousands). */
+export const MAX_LINK_STREAMS = 256;
+/** Streams on one HTTP/2 connection: each link has its own connection and one stream. */
+export const MAX_STREAMS_PER_CONNECTION = 32;
+/** A link stream must send its first message within this long of opening, or it is ended. */
+export const LINK_HELLO_MS = 10_000;
+/** Requests of one stream received but not yet answered before the server stops reading it. */
+export const MAX_IN_FLIGHT_PER_STREAM = 8192;
+
 /** What a role accepts stays bounded; what it sends may be a Start reply with a long timeline. */
 export const SERVER_OPTIONS: ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
@@ -45,4 +54,6 @@ export const SERVER_OPTIONS: ChannelOptions = {
   'grpc.keepalive_permit_without_calls': 1,
   'grpc.http2.min_ping_interval_without_data_ms': 5_000,
   'grpc.max_connection_idle_ms': MAX_CONNECTION_IDLE_MS,
+  'grpc.max_concurrent_streams': MAX_STREAMS_PER_CONNECTION,
 };
+
