@@ -16,7 +16,8 @@ usage: deploy/netns/run.sh [options] [-- COMMAND [ARGS...]]
 Starts one network namespace per role process (psmmu-0..N-1, vfio, qemu-0..M-1, kvm, guest-0..M-1),
 runs `vmmsim serve` in each on its own address, writes the peers file, and runs
 `vmmsim COMMAND ARGS --connect PEERS` from the root namespace (COMMAND: run, compare, sweep or
-saturate; default: run). Exits with the controller's exit code, after removing everything.
+saturate; default: run). Every process gets the run's fresh token (--token-file, a private file
+made for this run). Exits with the controller's exit code, after removing everything.
 
 options:
   --psmmus N          pSMMU processes (default 1); the scenario must not need more

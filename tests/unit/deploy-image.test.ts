@@ -2,6 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isRole } from '../../services/common/topology.js';
+import { parseServeArgs } from '../../services/controller/serve.js';
 import { ROOT } from '../helpers/cli.js';
 import { isIgnored, parseDockerfile, type Instruction, type Stage } from '../helpers/dockerfile.js';
 
@@ -176,5 +177,14 @@ describe('deploy/Dockerfile', () => {
     expect(listen).toMatch(/^0\.0\.0\.0:\d+$/);
     const port = listen.split(':')[1] ?? '';
     expect(last(runtime, 'EXPOSE')?.args).toContain(port);
+  });
+
+  it('serves it to callers that hold the run token, never --insecure: `vmmsim serve` on TCP starts with neither', () => {
+    const args = last(runtime, 'CMD')?.args ?? [];
+    expect(args).not.toContain('--insecure');
+    const parsed = parseServeArgs(args.slice(1));
+    expect(parsed?.insecure).toBe(false);
+    // The path deploy/k8s mounts the Secret at, so the image and the manifests name one file.
+    expect(parsed?.tokenFile).toBe('/etc/vmmsim/token/token');
   });
 });

@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, posix } from 'node:path';
+import { dirname, join, posix } from 'node:path';
 import { parseArgs } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
@@ -10,6 +11,7 @@ import { loadPeersFile, type PeersFile } from '../../services/common/peers.js';
 import { resolveScenario } from '../../services/common/scenario/validate.js';
 import type { Scenario } from '../../services/common/scenario/schema.js';
 import { endpointName, ROLES, type Role } from '../../services/common/topology.js';
+import { loadTokenFile } from '../../services/common/transport/auth.js';
 import { RUN_OPTIONS } from '../../services/controller/cli.js';
 import { parseServeArgs } from '../../services/controller/serve.js';
 import { processSpecs } from '../../services/controller/session.js';
@@ -38,14 +40,30 @@ interface Container {
   livenessProbe?: Probe;
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
   securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[]; add?: string[] } };
-  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean; subPath?: string }[];
+}
+interface KeyToPath {
+  key: string;
+  path: string;
+  mode?: number;
+}
+interface Volume {
+  name: string;
+  configMap?: { name: string; items?: KeyToPath[]; defaultMode?: number };
+  hostPath?: { path: string; type?: string };
+  emptyDir?: object;
+  secret?: { secretName: string; items?: KeyToPath[]; defaultMode?: number; optional?: boolean };
+  projected?: {
+    defaultMode?: number;
+    sources: { configMap?: { name: string; items?: KeyToPath[]; optional?: boolean }; secret?: { name: string; items?: KeyToPath[]; optional?: boolean } }[];
+  };
 }
 interface PodSpec {
   containers: Container[];
   initContainers?: Container[];
   securityContext?: { runAsNonRoot?: boolean; runAsUser?: number; runAsGroup?: number; fsGroup?: number };
   affinity?: { podAffinity?: { requiredDuringSchedulingIgnoredDuringExecution?: { labelSelector: { matchLabels: Record<string, string> }; topologyKey: string }[] } };
-  volumes?: { name: string; configMap?: { name: string }; hostPath?: { path: string; type?: string }; emptyDir?: object; secret?: { secretName: string; defaultMode?: number } }[];
+  volumes?: Volume[];
 }
 interface Meta {
   name: string;
@@ -156,6 +174,120 @@ function render(dir: string): Kube[] {
   const docs = parseAllDocuments(r.stdout);
   for (const d of docs) if (d.errors.length > 0) throw new Error(`the render of deploy/${dir} is not valid YAML: ${d.errors[0]?.message}`);
   return docs.map((d) => d.toJS() as Kube);
+}
+
+/** The Secret every pod reads the run's token from, and its key: created by the operator, never rendered. */
+const TOKEN_SECRET = 'vmmsim-run-token';
+const TOKEN_KEY = 'token';
+/** Kubelet's mode for a ConfigMap, Secret or projected file when neither the item nor the volume sets one. */
+const KUBELET_DEFAULT_MODE = 0o644;
+
+type Mount = NonNullable<Container['volumeMounts']>[number];
+
+/** A key of a ConfigMap or Secret that a container sees as a file. */
+interface FileSource {
+  kind: 'configMap' | 'secret';
+  name: string;
+  key: string;
+  /** The file's path inside its volume. */
+  path: string;
+  /** Its mode in the pod: the item's, else the volume's default, else kubelet's, plus the group read bit fsGroup adds. */
+  mode: number;
+  mount: Mount;
+}
+
+/**
+ * Where the file a container opens at `file` comes from: the mount that holds it (the deepest),
+ * its volume, and the ConfigMap or Secret key kubelet puts at that path (a source without items
+ * puts every key at the top; `keys` tells a ConfigMap's keys, a Secret outside the render may hold
+ * any).
+ */
+function fileSource(spec: PodSpec, c: Container, file: string, keys: (kind: 'configMap' | 'secret', name: string) => string[] | undefined): FileSource | undefined {
+  const mount = (c.volumeMounts ?? []).filter((m) => file.startsWith(`${m.mountPath}/`)).sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+  const volume = spec.volumes?.find((v) => v.name === mount?.name);
+  if (!mount || !volume) return undefined;
+  const path = posix.join(mount.subPath ?? '', file.slice(mount.mountPath.length + 1));
+  type Source = { kind: 'configMap' | 'secret'; name: string; items?: KeyToPath[] | undefined };
+  let sources: Source[] = [];
+  let defaultMode: number | undefined;
+  if (volume.configMap) [sources, defaultMode] = [[{ kind: 'configMap', ...volume.configMap }], volume.configMap.defaultMode];
+  if (volume.secret) [sources, defaultMode] = [[{ kind: 'secret', name: volume.secret.secretName, items: volume.secret.items }], volume.secret.defaultMode];
+  if (volume.projected) {
+    defaultMode = volume.projected.defaultMode;
+    sources = volume.projected.sources.flatMap((s): Source[] => (s.configMap ? [{ kind: 'configMap', ...s.configMap }] : s.secret ? [{ kind: 'secret', ...s.secret }] : []));
+  }
+  for (const src of sources) {
+    const item = src.items?.find((i) => i.path === path);
+    const key = src.items ? item?.key : !path.includes('/') && (keys(src.kind, src.name)?.includes(path) ?? true) ? path : undefined;
+    if (key === undefined) continue;
+    const fsGroup = spec.securityContext?.fsGroup !== undefined;
+    // Kubelet gives a read-only volume's files to the fsGroup and adds the owner and group read bits.
+    const mode = (item?.mode ?? defaultMode ?? KUBELET_DEFAULT_MODE) | (fsGroup ? 0o440 : 0);
+    return { kind: src.kind, name: src.name, key, path, mode, mount };
+  }
+  return undefined;
+}
+
+/**
+ * Why vmmsim's token loader refuses the file `src` as kubelet lays it out, or undefined if it takes
+ * it. Kubelet writes a Secret, ConfigMap or projected volume (its AtomicWriter) as the files in a
+ * timestamped folder, `..data` a symlink to that folder, and every top-level name a symlink into
+ * `..data`; a subPath mount is the resolved file itself.
+ */
+function tokenProblem(src: FileSource): string | undefined {
+  const dir = mkdtempSync(join(tmpdir(), 'vmmsim-k8s-volume-'));
+  try {
+    const stamp = '..2026_01_01_00_00_00.000000001';
+    const real = join(dir, stamp, src.path);
+    mkdirSync(dirname(real), { recursive: true });
+    writeFileSync(real, randomBytes(32).toString('hex'));
+    chmodSync(real, src.mode);
+    symlinkSync(stamp, join(dir, '..data'));
+    const top = src.path.split('/')[0] ?? '';
+    symlinkSync(posix.join('..data', top), join(dir, top));
+    loadTokenFile(src.mount.subPath === undefined ? join(dir, src.path) : real);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The keys of the render's ConfigMaps and Secrets, by kind and name (undefined: not in the render). */
+function renderedKeys(objects: Kube[]): (kind: 'configMap' | 'secret', name: string) => string[] | undefined {
+  return (kind, name) => {
+    const found = objects.find((x) => x.kind === (kind === 'configMap' ? 'ConfigMap' : 'Secret') && x.metadata.name === name);
+    return found ? Object.keys(found.data ?? {}) : undefined;
+  };
+}
+
+/** The run-token file a workload's process is given: `run`'s --token-file for the Job, `serve`'s for a role. */
+function tokenFileOf(o: Kube): string | undefined {
+  const args = o.spec?.template?.spec.containers[0]?.args ?? [];
+  if (o.kind === 'Job') return parseArgs({ args: args.slice(1), options: RUN_OPTIONS, allowPositionals: true, strict: true }).values['token-file'];
+  return parseServeArgs(args.slice(1).map((a) => a.replace('$(POD_INDEX)', '0')))?.tokenFile;
+}
+
+/**
+ * The workload's process gets --token-file, and the file is the key `token` of the Secret
+ * vmmsim-run-token, mounted read-only, readable by the pod's group (fsGroup = the process's group)
+ * and by no other user, and accepted by vmmsim's own loader as kubelet lays it out.
+ */
+function expectRunToken(objects: Kube[], o: Kube): void {
+  const what = `${o.kind} ${o.metadata.name}`;
+  const spec = o.spec?.template?.spec as PodSpec;
+  const c = spec.containers[0] as Container;
+  const file = tokenFileOf(o);
+  expect(file, `${what} passes --token-file`).toBeDefined();
+  const src = fileSource(spec, c, file ?? '', renderedKeys(objects));
+  expect(src, `${what}: ${file} is a mounted file`).toBeDefined();
+  expect([src?.kind, src?.name, src?.key], `${what}: ${file} comes from`).toEqual(['secret', TOKEN_SECRET, TOKEN_KEY]);
+  expect(src?.mount.readOnly, `${what}: the token is mounted read-only`).toBe(true);
+  expect((src?.mode ?? 0) & 0o007, `${what}: the token is not world-readable`).toBe(0);
+  expect((src?.mode ?? 0) & 0o040, `${what}: the token is group-readable`).toBe(0o040);
+  expect(spec.securityContext?.fsGroup, `${what}: the token's group is the process's`).toBe(spec.securityContext?.runAsGroup);
+  expect(src && tokenProblem(src), `${what}: vmmsim reads ${file} as kubelet lays it out`).toBeUndefined();
 }
 
 describe.skipIf(skip !== undefined)(skip ? `deploy/k8s (skipped: ${skip})` : 'deploy/k8s', () => {
@@ -338,9 +470,10 @@ describe.skipIf(skip !== undefined)(skip ? `deploy/k8s (skipped: ${skip})` : 'de
     const { values, positionals } = parseArgs({ args: (c.args ?? []).slice(1), options: RUN_OPTIONS, allowPositionals: true, strict: true });
     expect(positionals).toEqual(['/etc/vmmsim/scenario.yaml']);
     expect(values.connect).toBe('/etc/vmmsim/peers.yaml');
-    const mount = c.volumeMounts?.find((m) => m.mountPath === '/etc/vmmsim');
-    const volume = podSpec(job).volumes?.find((v) => v.name === mount?.name);
-    expect(volume?.configMap?.name).toBe(configMap().metadata.name);
+    for (const [file, key] of [[positionals[0] ?? '', 'scenario.yaml'], [values.connect ?? '', 'peers.yaml']] as const) {
+      const src = fileSource(podSpec(job), c, file, renderedKeys(objects));
+      expect([src?.kind, src?.name, src?.key], file).toEqual(['configMap', configMap().metadata.name, key]);
+    }
     expect(Object.keys(configMap().data ?? {}).sort()).toEqual(['peers.yaml', 'scenario.yaml']);
     // The root filesystem is read-only: results go to a volume.
     const out = argAfter(c.args, '--out') ?? '';
@@ -353,11 +486,42 @@ describe.skipIf(skip !== undefined)(skip ? `deploy/k8s (skipped: ${skip})` : 'de
       const w = workload(role);
       const c = main(w);
       const file = argAfter(c.args, '--peers') ?? '';
-      const mount = c.volumeMounts?.find((m) => posix.dirname(file) === m.mountPath);
-      const volume = podSpec(w).volumes?.find((v) => v.name === mount?.name);
-      expect(volume?.configMap?.name, role).toBe(configMap().metadata.name);
-      expect(posix.basename(file), role).toBe('peers.yaml');
+      const src = fileSource(podSpec(w), c, file, renderedKeys(objects));
+      expect([src?.kind, src?.name, src?.key], role).toEqual(['configMap', configMap().metadata.name, 'peers.yaml']);
     }
+  });
+
+  it('proves every role and the controller Job with the run token: the Secret vmmsim-run-token, as a file --token-file takes', () => {
+    for (const w of [...ROLES.map(workload), one('Job', 'vmmsim-run')]) expectRunToken(objects, w);
+  });
+
+  it('serves no role with --insecure', () => {
+    for (const role of ROLES) {
+      const c = main(workload(role));
+      expect(c.args, role).not.toContain('--insecure');
+      expect(parseServeArgs((c.args ?? []).slice(1).map((a) => a.replace('$(POD_INDEX)', '0')))?.insecure, role).toBe(false);
+    }
+  });
+
+  it('names the token Secret without holding it: the render has no Secret', () => {
+    expect(all('Secret')).toEqual([]);
+  });
+
+  it('would refuse a token at the top of a Secret volume, or one every user can read (the check above bites)', () => {
+    const c: Container = { name: 'vmmsim', image: 'vmmsim', volumeMounts: [{ name: 't', mountPath: '/etc/vmmsim/token', readOnly: true }] };
+    const none = (): undefined => undefined;
+    const top: PodSpec = { containers: [c], securityContext: { runAsGroup: 10001, fsGroup: 10001 }, volumes: [{ name: 't', secret: { secretName: TOKEN_SECRET, defaultMode: 0o440 } }] };
+    const src = fileSource(top, c, '/etc/vmmsim/token/token', none);
+    expect(src?.path).toBe('token');
+    expect(src && tokenProblem(src)).toMatch(/symbolic link/);
+    const open: PodSpec = { containers: [c], volumes: [{ name: 't', secret: { secretName: TOKEN_SECRET, items: [{ key: TOKEN_KEY, path: 'token/token' }] } }] };
+    const world = fileSource(open, c, '/etc/vmmsim/token/token/token', none);
+    expect(world?.mode).toBe(KUBELET_DEFAULT_MODE);
+    expect(world && tokenProblem(world)).toMatch(/readable by every user/);
+    // The same volume with the manifests' mode and fsGroup: taken.
+    const fixed: PodSpec = { ...open, securityContext: { runAsGroup: 10001, fsGroup: 10001 }, volumes: [{ name: 't', secret: { secretName: TOKEN_SECRET, defaultMode: 0o440, items: [{ key: TOKEN_KEY, path: 'token/token' }] } }] };
+    const ok = fileSource(fixed, c, '/etc/vmmsim/token/token/token', none);
+    expect(ok && tokenProblem(ok)).toBeUndefined();
   });
 
   it('uses one image everywhere', () => {
@@ -438,8 +602,9 @@ describe.skipIf(skip !== undefined)(skip ? `deploy/k8s (skipped: ${skip})` : 'de
 });
 
 /**
- * The mutual-TLS overlay (deploy/k8s-mtls): the base with every process given the Secret's files,
- * and TCP probes, since kubelet's grpc: probes cannot present a client certificate.
+ * The mutual-TLS overlay (deploy/k8s-mtls): the base with every role given the Secret vmmsim-tls's
+ * files and the controller Job its own, the run token kept, and TCP probes, since kubelet's grpc:
+ * probes cannot present a client certificate.
  */
 describe.skipIf(skip !== undefined)(skip ? `deploy/k8s-mtls (skipped: ${skip})` : 'deploy/k8s-mtls', () => {
   let base: Kube[];
@@ -459,10 +624,10 @@ describe.skipIf(skip !== undefined)(skip ? `deploy/k8s-mtls (skipped: ${skip})` 
     return spec(o).volumes?.find((v) => v.name === mount?.name)?.secret;
   };
   /** The files are the Secret's, and its key is readable by the pod's group (fsGroup), not by others. */
-  const checkFiles = (o: Kube, files: readonly string[]): void => {
+  const checkFiles = (o: Kube, files: readonly string[], secretName: string): void => {
     for (const f of files) {
       const secret = secretOf(o, f);
-      expect(secret?.secretName, `${o.metadata.name}: ${f}`).toBe('vmmsim-tls');
+      expect(secret?.secretName, `${o.metadata.name}: ${f}`).toBe(secretName);
       const mode = secret?.defaultMode ?? 0o644;
       expect(mode & 0o007, `${o.metadata.name}: ${f} is not world-readable`).toBe(0);
       expect(mode & 0o040, `${o.metadata.name}: ${f} is group-readable`).toBe(0o040);
@@ -488,7 +653,7 @@ describe.skipIf(skip !== undefined)(skip ? `deploy/k8s-mtls (skipped: ${skip})` 
       const parsed = parseServeArgs((c.args ?? []).slice(1).map((a) => a.replace('$(POD_INDEX)', '0')));
       const tls = parsed?.tls;
       expect(tls, role).toBeDefined();
-      checkFiles(w, [tls?.ca ?? '', tls?.cert ?? '', tls?.key ?? '']);
+      checkFiles(w, [tls?.ca ?? '', tls?.cert ?? '', tls?.key ?? ''], 'vmmsim-tls');
       names.add(tls?.serverName);
       const grpcPort = c.ports?.find((p) => p.name === GRPC_PORT_NAME)?.containerPort;
       for (const probe of [c.readinessProbe, c.livenessProbe]) {
@@ -501,14 +666,23 @@ describe.skipIf(skip !== undefined)(skip ? `deploy/k8s-mtls (skipped: ${skip})` 
     expect([...names][0]).toMatch(/^[a-z0-9-]+$/);
   });
 
-  it('gives the controller Job the same files and server name', () => {
+  it('gives the controller Job a certificate of its own (vmmsim-tls-controller), at the same paths, and the same server name', () => {
     const job = find('Job', 'vmmsim-run');
     const { values } = parseArgs({ args: (container(job).args ?? []).slice(1), options: RUN_OPTIONS, allowPositionals: true, strict: true });
     const files = [values['tls-ca'], values['tls-cert'], values['tls-key']];
     expect(files.every((f) => typeof f === 'string')).toBe(true);
-    checkFiles(job, files as string[]);
+    // The roles' certificate grants every role's name; the controller's grants `controller`.
+    checkFiles(job, files as string[], 'vmmsim-tls-controller');
     const role = container(find('Deployment', 'vfio')).args ?? [];
     expect(values['tls-server-name']).toBe(argAfter(role, '--tls-server-name'));
     expect(values['tls-ca']).toBe(argAfter(role, '--tls-ca'));
+  });
+
+  it('keeps the run token: every role and the Job need both a certificate and the token, and no role is --insecure', () => {
+    for (const o of objects.filter((x) => ['StatefulSet', 'Deployment', 'Job'].includes(x.kind))) {
+      expectRunToken(objects, o);
+      expect(container(o).args, o.metadata.name).not.toContain('--insecure');
+    }
+    expect(objects.filter((o) => o.kind === 'Secret')).toEqual([]);
   });
 });
