@@ -29,10 +29,25 @@ export const ARRIVAL_PROCESSES = ['constant', 'poisson'] as const;
 export type ArrivalProcess = (typeof ARRIVAL_PROCESSES)[number];
 export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce'] as const;
 
+/** The longest name a scenario may have: it names results folders and report titles. */
+export const MAX_NAME_LENGTH = 128;
+/** The longest path a scenario key takes (Linux's PATH_MAX). */
+export const MAX_PATH_LENGTH = 4096;
+
+/** The length of the longest of `values`: the maxLength of a key that takes one of them. */
+function longest(values: readonly string[]): number {
+  return Math.max(...values.map((v) => v.length));
+}
+
 export interface StringField {
   type: 'string';
   default: string;
   doc: string;
+  /**
+   * The most characters a value may have, checked before anything else is done with it (a 20 MiB
+   * name once passed validation and reached every process). With `enum`, its longest value.
+   */
+  maxLength: number;
   /** Allowed values; absent means any non-empty string. */
   enum?: readonly string[];
   /** Values of `enum` this build implements; the rest are refused with "not supported yet". */
@@ -68,11 +83,11 @@ export const SCENARIO_SCHEMA: ObjectField = {
   type: 'object',
   doc: 'a vmmsim scenario',
   fields: {
-    name: { type: 'string', default: 'scenario', doc: 'name used in results and output folders' },
+    name: { type: 'string', default: 'scenario', maxLength: MAX_NAME_LENGTH, doc: 'name used in results and output folders' },
     seed: { type: 'integer', default: 1, min: 0, max: 2 ** 32 - 1, doc: 'seed of every random choice; same seed, same modeled results' },
-    model: { type: 'string', default: 'nested-smmuv3', enum: MODELS, supported: SUPPORTED_MODELS, doc: 'vIOMMU architecture (paths.md)' },
-    dma: { type: 'string', default: 'strict', enum: DMA_MODES, supported: ['strict', 'lazy', 'static', 'bounce'], doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (per-CPU flush queue: 256 entries or 10 ms), static (map once), bounce (copy through a mapped pool)' },
-    profile: { type: 'string', default: 'arm64-kunpeng920', doc: 'cost profile: a name in profiles/ or a path to a profile YAML file' },
+    model: { type: 'string', default: 'nested-smmuv3', maxLength: longest(MODELS), enum: MODELS, supported: SUPPORTED_MODELS, doc: 'vIOMMU architecture (paths.md)' },
+    dma: { type: 'string', default: 'strict', maxLength: longest(DMA_MODES), enum: DMA_MODES, supported: ['strict', 'lazy', 'static', 'bounce'], doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (per-CPU flush queue: 256 entries or 10 ms), static (map once), bounce (copy through a mapped pool)' },
+    profile: { type: 'string', default: 'arm64-kunpeng920', maxLength: MAX_PATH_LENGTH, doc: 'cost profile: a name in profiles/ or a path to a profile YAML file' },
     topology: {
       type: 'object',
       doc: 'hosts, SMMUs, devices and VMs',
@@ -81,9 +96,9 @@ export const SCENARIO_SCHEMA: ObjectField = {
         psmmus: { type: 'integer', default: 1, min: 1, max: 64, doc: 'physical SMMUs per host (Grace has 5)' },
         vms: { type: 'integer', default: 1, min: 1, max: 64, doc: 'VMs (one guest and one qemu process each); the assigned devices are dealt to them in turn, so each needs at least one: psmmus x devicesPerPsmmu >= vms' },
         devicesPerPsmmu: { type: 'integer', default: 1, min: 1, max: 256, doc: 'assigned devices behind each physical SMMU' },
-        vsmmu: { type: 'string', default: 'single', enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU' },
-        dispatch: { type: 'string', default: 'broadcast', enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)' },
-        vmid: { type: 'string', default: 'per-s2-parent', enum: ['per-s2-parent', 'per-vsmmu'], doc: 'VMID policy of nested designs: per-s2-parent (one VMID per VM, shared by its vSMMUs) or per-vsmmu (one per vSMMU instance: with vsmmu per-psmmu, one per pSMMU the VM uses)' },
+        vsmmu: { type: 'string', default: 'single', maxLength: longest(['single', 'per-psmmu']), enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU' },
+        dispatch: { type: 'string', default: 'broadcast', maxLength: longest(['broadcast', 'lookup']), enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)' },
+        vmid: { type: 'string', default: 'per-s2-parent', maxLength: longest(['per-s2-parent', 'per-vsmmu']), enum: ['per-s2-parent', 'per-vsmmu'], doc: 'VMID policy of nested designs: per-s2-parent (one VMID per VM, shared by its vSMMUs) or per-vsmmu (one per vSMMU instance: with vsmmu per-psmmu, one per pSMMU the VM uses)' },
         vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, doc: 'VCMDQs each vSMMU gets under nested-smmuv3-vcmdq (QEMU exposes 2; a CMDQV has at most 128)' },
         emulatedDevices: { type: 'integer', default: 0, min: 0, max: 31, doc: 'nested designs: devices per VM that the VMM emulates itself, beside the assigned ones, behind a separate emulated vSMMU instance (its own MMIO base, command queue and root bus: one bus of device numbers 1..31); their DMA is translated by the VMM and their invalidations stop there (exit, user); 0 = none' },
       },
@@ -103,15 +118,15 @@ export const SCENARIO_SCHEMA: ObjectField = {
       type: 'object',
       doc: 'how the guest kernel drives its IOMMU',
       fields: {
-        flushQueue: { type: 'string', default: 'per-cpu', enum: ['per-cpu', 'single'], doc: 'lazy mode\'s flush queue: per-cpu (256 entries or 10 ms each, Linux\'s default) or single (one queue of 32768 entries or 1000 ms)' },
-        tceHcalls: { type: 'string', default: 'indirect', enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
+        flushQueue: { type: 'string', default: 'per-cpu', maxLength: longest(['per-cpu', 'single']), enum: ['per-cpu', 'single'], doc: 'lazy mode\'s flush queue: per-cpu (256 entries or 10 ms each, Linux\'s default) or single (one queue of 32768 entries or 1000 ms)' },
+        tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
       },
     },
     vmm: {
       type: 'object',
       doc: 'how the VMM forwards guest work to the host kernel',
       fields: {
-        hwptInvalidate: { type: 'string', default: 'per-command', enum: ['per-command', 'per-batch'], doc: 'nested SMMUv3: one IOMMU_HWPT_INVALIDATE per guest command (QEMU today) or one per guest batch (the commands of one CMDQ_PROD write)' },
+        hwptInvalidate: { type: 'string', default: 'per-command', maxLength: longest(['per-command', 'per-batch']), enum: ['per-command', 'per-batch'], doc: 'nested SMMUv3: one IOMMU_HWPT_INVALIDATE per guest command (QEMU today) or one per guest batch (the commands of one CMDQ_PROD write)' },
       },
     },
     workload: {
@@ -119,10 +134,10 @@ export const SCENARIO_SCHEMA: ObjectField = {
       doc: 'what the guest runs',
       fields: {
         kind: {
-          type: 'string', default: 'dma-map-benchmark', enum: WORKLOADS,
+          type: 'string', default: 'dma-map-benchmark', maxLength: longest(WORKLOADS), enum: WORKLOADS,
           doc: 'workload generator: dma-map-benchmark (Linux\'s tool: map, I/O, unmap, repeat), packet-stream (a NIC queue pair per thread: a map and an unmap per packet, TX and RX in turn), block (fio-like: batches of queueDepth requests mapped, served, unmapped), static (DPDK-like: buffers mapped once, I/Os only post and reap), sva-unmap-storm (SVA munmaps: a stage-1 invalidation by ASID and VA each), trace-replay (a Linux ftrace of iommu map/unmap events)',
         },
-        trace: { type: 'string', default: '', doc: 'trace-replay: a Linux ftrace file of iommu map/unmap events (trace-cmd report, /sys/kernel/tracing/trace or perf script text)' },
+        trace: { type: 'string', default: '', maxLength: MAX_PATH_LENGTH, doc: 'trace-replay: a Linux ftrace file of iommu map/unmap events (trace-cmd report, /sys/kernel/tracing/trace or perf script text)' },
         timeScale: { type: 'number', default: 1, min: 0, max: 1e6, doc: 'trace-replay: factor on the trace\'s inter-arrival times (0: replay as fast as possible)' },
         threads: { type: 'integer', default: 1, min: 1, max: 256, doc: 'guest threads (vCPUs) issuing operations concurrently' },
         granulePages: { type: 'integer', default: 1, min: 1, max: 512, doc: '4 KiB pages per map/unmap (a packet buffer, a block request, a static buffer, a munmap)' },
@@ -132,7 +147,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
         queueDepth: { type: 'integer', default: 1, min: 1, max: 256, doc: 'block and static: requests (buffers) each thread keeps in flight, mapped, served and unmapped as one batch (fio iodepth with iodepth_batch)' },
         durationSec: { type: 'number', default: 0, min: 0, max: 86400, doc: 'stop after this many seconds; 0 = no time limit' },
         rate: { type: 'number', default: 0, min: 0, max: 1e9, doc: `open loop: iterations (dma-map-benchmark), packets (packet-stream) or requests (block) per second over all threads, arriving on their own (a map at its arrival time, latency counted from it); 0 = closed loop. Only ${RATE_WORKLOADS.join(', ')} run open loop yet` },
-        arrivals: { type: 'string', default: 'constant', enum: ARRIVAL_PROCESSES, doc: 'open loop (rate > 0): constant (evenly spaced, the threads take them in turn) or poisson (each thread an independent Poisson stream of rate/threads from the seed: Poisson at rate in all)' },
+        arrivals: { type: 'string', default: 'constant', maxLength: longest(ARRIVAL_PROCESSES), enum: ARRIVAL_PROCESSES, doc: 'open loop (rate > 0): constant (evenly spaced, the threads take them in turn) or poisson (each thread an independent Poisson stream of rate/threads from the seed: Poisson at rate in all)' },
         migration: {
           type: 'object',
           doc: 'a live migration of VM 0 during the run: its vCPUs pause, its VMM re-creates the VM\'s HW queues on the destination host, they resume; operations are reported as NAME@before and NAME@after',
@@ -228,7 +243,7 @@ export function describeSchema(): string {
         f.type === 'string'
           ? f.enum
             ? (f.supported ?? f.enum).join('|') + (f.supported && f.supported.length < f.enum.length ? ` (planned: ${f.enum.filter((v) => !f.supported?.includes(v)).join(', ')})` : '')
-            : 'string'
+            : `string of at most ${f.maxLength} characters`
           : `${f.type} ${f.min}..${f.supportedMax ?? f.max}`;
       return `${path.padEnd(26)} ${String(f.default).padEnd(18)} ${allowed}\n${''.padEnd(27)}${f.doc}`;
     })

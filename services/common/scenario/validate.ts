@@ -17,7 +17,11 @@ function distance(a: string, b: string): number {
   return (d[a.length] as number[])[b.length] as number;
 }
 
+/** Words longer than this get no suggestion: the edit distance is quadratic in their length. */
+const MAX_SUGGEST_LENGTH = 64;
+
 export function closest(word: string, candidates: readonly string[]): string | undefined {
+  if (word.length > MAX_SUGGEST_LENGTH) return undefined;
   let best: string | undefined;
   let bestD = Infinity;
   for (const c of candidates) {
@@ -30,6 +34,23 @@ export function closest(word: string, candidates: readonly string[]): string | u
   return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
 }
 
+/** A value as a message shows it: JSON, cut to a few dozen characters (a value may be megabytes). */
+export function preview(v: unknown, max = 60): string {
+  if (typeof v === 'string') return v.length > max ? `${JSON.stringify(v.slice(0, max))}... (${v.length} characters)` : JSON.stringify(v);
+  let text: string;
+  try {
+    text = JSON.stringify(v) ?? String(v);
+  } catch {
+    text = String(v);
+  }
+  return text.length > max ? `${text.slice(0, max)}...` : text;
+}
+
+/** A key as a message names it: cut, for a key that is itself megabytes. */
+function keyName(key: string): string {
+  return key.length > MAX_SUGGEST_LENGTH ? `${key.slice(0, MAX_SUGGEST_LENGTH)}... (${key.length} characters)` : key;
+}
+
 function fieldError(path: string, what: string): VmmsimError {
   return new VmmsimError('E_SCENARIO_FIELD', `scenario key ${path}: ${what}`);
 }
@@ -39,10 +60,14 @@ function describeNumber(f: NumberField): string {
 }
 
 function checkString(path: string, f: StringField, v: unknown): string {
-  if (typeof v !== 'string' || v.trim() === '') throw fieldError(path, `must be ${f.enum ? `one of ${f.enum.join(', ')}` : 'a non-empty string'}, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'string' || v.trim() === '') throw fieldError(path, `must be ${f.enum ? `one of ${f.enum.join(', ')}` : 'a non-empty string'}, got ${preview(v)}`);
+  // The length first: nothing else (a suggestion, the message) handles a value of megabytes.
+  if (v.length > f.maxLength) {
+    throw fieldError(path, f.enum ? `unknown value ${preview(v)}; allowed: ${f.enum.join(', ')}` : `at most ${f.maxLength} characters, got ${v.length}`);
+  }
   if (f.enum && !f.enum.includes(v)) {
     const hint = closest(v, f.enum);
-    throw fieldError(path, `unknown value "${v}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${f.enum.join(', ')}`);
+    throw fieldError(path, `unknown value ${preview(v)}${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${f.enum.join(', ')}`);
   }
   if (f.supported && !f.supported.includes(v)) {
     throw new VmmsimError('E_NOT_SUPPORTED', `scenario key ${path}: "${v}" is not supported yet; supported now: ${f.supported.join(', ')}`);
@@ -52,7 +77,7 @@ function checkString(path: string, f: StringField, v: unknown): string {
 
 function checkNumber(path: string, f: NumberField, v: unknown): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || (f.type === 'integer' && !Number.isInteger(v))) {
-    throw fieldError(path, `must be ${describeNumber(f)}, got ${JSON.stringify(v)}`);
+    throw fieldError(path, `must be ${describeNumber(f)}, got ${preview(v)}`);
   }
   if (v < f.min || v > f.max) throw fieldError(path, `must be ${describeNumber(f)}, got ${v}`);
   if (f.supportedMax !== undefined && v > f.supportedMax) {
@@ -63,11 +88,11 @@ function checkNumber(path: string, f: NumberField, v: unknown): number {
 
 function resolveObject(path: string, spec: ObjectField, input: unknown): Record<string, unknown> {
   if (input === undefined || input === null) input = {};
-  if (typeof input !== 'object' || Array.isArray(input)) throw fieldError(path || '(top level)', `must be a mapping of keys to values, got ${Array.isArray(input) ? 'a list' : JSON.stringify(input)}`);
+  if (typeof input !== 'object' || Array.isArray(input)) throw fieldError(path || '(top level)', `must be a mapping of keys to values, got ${Array.isArray(input) ? 'a list' : preview(input)}`);
   const keys = Object.keys(spec.fields);
   for (const k of Object.keys(input as object)) {
     if (!keys.includes(k)) {
-      const full = path ? `${path}.${k}` : k;
+      const full = path ? `${path}.${keyName(k)}` : keyName(k);
       const hint = closest(k, keys);
       throw new VmmsimError('E_SCENARIO_FIELD', `unknown scenario key ${full}${hint ? ` (did you mean ${path ? `${path}.` : ''}${hint}?)` : ''}; allowed here: ${keys.join(', ')}`);
     }
@@ -155,7 +180,7 @@ export function applySet(doc: Record<string, unknown>, assignment: string): void
   const spec = fields.find(([p]) => p === key)?.[1];
   if (!spec) {
     const hint = closest(key, fields.map(([p]) => p));
-    throw new VmmsimError('E_SCENARIO_FIELD', `unknown scenario key ${key}${hint ? ` (did you mean ${hint}?)` : ''} in --set`);
+    throw new VmmsimError('E_SCENARIO_FIELD', `unknown scenario key ${keyName(key)}${hint ? ` (did you mean ${hint}?)` : ''} in --set`);
   }
   const value: unknown = spec.type === 'string' ? raw : raw === '' ? NaN : Number(raw);
   if (spec.type !== 'string' && Number.isNaN(value)) throw fieldError(key, `must be ${describeNumber(spec)}, got "${raw}" in --set`);
