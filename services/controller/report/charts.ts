@@ -6,16 +6,20 @@
  * against results.json.
  */
 import { TRANSITION_KINDS } from '../../common/topology.js';
-import { datum, esc, pointer, type DataAttrs } from './html.js';
-import { PERCENTILES, shortKeys, type NumberAt, type OpView, type ReportData, type RunView, type SummaryView } from './data.js';
-import { colorOf, lineChart, stackedBars, type Curve, type CurvePoint } from './svg.js';
+import { datum, esc, pointer, type DataAttrs, type Out } from './html.js';
+import { PERCENTILES, shortKeys, type HopView, type NumberAt, type OpView, type ReportData, type RunView, type SummaryView } from './data.js';
+import { colorOf, writeLineChart, writeStackedBars, type Curve, type CurvePoint, type XAxis } from './svg.js';
 
 /** A chart with its heading and a sentence on how to read it. */
 export interface Figure {
   id: string;
   title: string;
   caption: string;
-  svg: string;
+  /**
+   * Draws the chart to `out`. Called when the page writes the figure, so a large sweep's charts
+   * (megabytes of SVG each, and their curves) are built one at a time and never held whole.
+   */
+  draw: (out: Out) => void;
 }
 
 function at(n: NumberAt): DataAttrs {
@@ -51,13 +55,13 @@ export function transitionsFigure(data: ReportData): Figure | undefined {
     caption:
       'Context transitions each operation paid, on average, stacked by kind: exit (guest to KVM), user (KVM to the VMM), ' +
       'ioctl (VMM into the kernel), hw (kernel to the physical SMMU), direct (guest to hardware with no trap).',
-    svg: stackedBars({
+    draw: (out) => writeStackedBars({
       unit: 'transitions per operation',
       keys: TRANSITION_KINDS.map((k) => ({ key: k, color: TRANSITION_COLORS[k] })),
       rows,
       data: { chart: 'transitions' },
       label: 'Transitions per operation, stacked by kind',
-    }),
+    }, out),
   };
 }
 
@@ -93,21 +97,22 @@ export function latencyFigures(data: ReportData): Figure[] {
     const withOp = data.runs.flatMap((run) => run.ops.filter((o) => o.op === name && o.count > 0).map((op): [RunView, OpView] => [run, op]));
     if (withOp.length === 0) continue;
     for (const c of CLOCKS) {
-      const curves = withOp.map(([run, op]) => {
-        const st = runStyle(run);
-        return percentileCurve(run.label, st.color, st.dashed, op[c.field], `${op.pointer}/${c.field}`, c.toUs, c.unit, { chart: 'latency', run: run.index, model: run.model, op: name, clock: c.clock });
-      });
+      const curves = (): Curve[] =>
+        withOp.map(([run, op]) => {
+          const st = runStyle(run);
+          return percentileCurve(run.label, st.color, st.dashed, op[c.field], `${op.pointer}/${c.field}`, c.toUs, c.unit, { chart: 'latency', run: run.index, model: run.model, op: name, clock: c.clock });
+        });
       figures.push({
         id: `latency-${figures.length}`,
         title: `${name}: ${c.clock} latency percentiles`,
         caption: `Latency of each ${name} in microseconds at p50, p90, p99, p99.9 and max, a curve per run (${c.what}).`,
-        svg: lineChart({
+        draw: (out) => writeLineChart({
           x: { kind: 'category', label: 'percentile', categories: PERCENTILES.map((p) => p.label) },
           yLabel: `${name} latency (us)`,
-          curves,
+          curves: curves(),
           data: { chart: 'latency', op: name, clock: c.clock },
           label: `${name} ${c.clock} latency percentiles`,
-        }),
+        }, out),
       });
     }
   }
@@ -119,26 +124,26 @@ export function hopFigures(data: ReportData): Figure[] {
   const keys = [...new Set(data.runs.flatMap((r) => r.hops.map((h) => `${h.from} -> ${h.to}`)))];
   const figures: Figure[] = [];
   for (const key of keys) {
-    const curves = data.runs.flatMap((run) =>
-      run.hops
-        .filter((h) => `${h.from} -> ${h.to}` === key && h.count > 0)
-        .map((h) => {
+    const crossed = (h: HopView): boolean => `${h.from} -> ${h.to}` === key && h.count > 0;
+    if (!data.runs.some((run) => run.hops.some(crossed))) continue;
+    const curves = (): Curve[] =>
+      data.runs.flatMap((run) =>
+        run.hops.filter(crossed).map((h) => {
           const st = runStyle(run);
           return percentileCurve(run.label, st.color, st.dashed, h.measuredUs, `${h.pointer}/measuredUs`, 1, 'us', { chart: 'hop-latency', run: run.index, model: run.model, from: h.from, to: h.to });
         }),
-    );
-    if (curves.length === 0) continue;
+      );
     figures.push({
       id: `hop-${figures.length}`,
       title: `hop ${key}: measured one-way latency`,
       caption: `One-way latency of each crossing of the ${key} link in microseconds (measured), a curve per run.`,
-      svg: lineChart({
+      draw: (out) => writeLineChart({
         x: { kind: 'category', label: 'percentile', categories: PERCENTILES.map((p) => p.label) },
         yLabel: 'one-way latency (us)',
-        curves,
+        curves: curves(),
         data: { chart: 'hop-latency', hop: key },
         label: `hop ${key} latency percentiles`,
-      }),
+      }, out),
     });
   }
   return figures;
@@ -216,7 +221,7 @@ function curvesBy<T extends { model: string; point: Record<string, string | numb
 }
 
 /** Orders points along an axis: numbers by value, strings as they first appear. */
-function axisFor(key: string, values: readonly (string | number)[], label: string): { axis: Parameters<typeof lineChart>[0]['x']; order: (a: string | number, b: string | number) => number } {
+function axisFor(key: string, values: readonly (string | number)[], label: string): { axis: XAxis; order: (a: string | number, b: string | number) => number } {
   if (values.every((v) => typeof v === 'number')) return { axis: { kind: 'number', label }, order: (a, b) => Number(a) - Number(b) };
   const categories = [...new Set(values.map(String))];
   return { axis: { kind: 'category', label, categories }, order: (a, b) => categories.indexOf(String(a)) - categories.indexOf(String(b)) };
@@ -230,7 +235,7 @@ export function scalingFigures(data: ReportData): Figure[] {
     const groups = curvesBy(data.runs, key, others);
     const { axis, order } = axisFor(key, data.runs.filter((r) => key in r.point).map((r) => r.point[key] as string | number), key === 'workload.rate' ? 'requested rate (workload.rate, arrivals/s)' : key);
     for (const m of scalingMetrics(data)) {
-      const curves: Curve[] = groups.map((g, i) => ({
+      const curves = (): Curve[] => groups.map((g, i) => ({
         label: g.label,
         color: colorOf(i),
         dashed: i >= 10,
@@ -257,7 +262,7 @@ export function scalingFigures(data: ReportData): Figure[] {
         caption: m.metric.startsWith('p99')
           ? `The p99 of each run's main operation (unmap, or the workload's own) in microseconds, against ${key}.`
           : `Each run's ${m.title} against ${key}; each map and each unmap counts as one operation.`,
-        svg: lineChart({ x: axis, yLabel: m.yLabel, curves, data: { chart: 'scaling', metric: m.metric, key }, label: `${m.title} against ${key}`, ...(m.rule ? { rules: [m.rule] } : {}) }),
+        draw: (out) => writeLineChart({ x: axis, yLabel: m.yLabel, curves: curves(), data: { chart: 'scaling', metric: m.metric, key }, label: `${m.title} against ${key}`, ...(m.rule ? { rules: [m.rule] } : {}) }, out),
       });
     }
   }
@@ -278,7 +283,7 @@ export function saturationFigures(data: ReportData): Figure[] {
       caption:
         'The highest open-loop arrival rate at which a run achieved at least 95% of the requested rate and kept the p99 of the judged ' +
         'operation under the bound, in the clock the search judged ("?": no rate tried passed).',
-      svg: stackedBars({
+      draw: (out) => writeStackedBars({
         unit: 'saturation rate (arrivals/s)',
         keys: [{ key: 'saturation rate', color: colorOf(0) }],
         rows: data.saturation.map((s) => ({
@@ -295,7 +300,7 @@ export function saturationFigures(data: ReportData): Figure[] {
         })),
         data: { chart: 'saturation' },
         label: 'Saturation rate per search',
-      }),
+      }, out),
     },
   ];
   for (const key of data.sweepKeys) {
@@ -321,13 +326,15 @@ export function saturationFigures(data: ReportData): Figure[] {
       id: `saturation-${figures.length}`,
       title: `Saturation rate against ${key}`,
       caption: `Each search's saturation rate against ${key}, a curve per model and combination of the other swept keys.`,
-      svg: lineChart({ x: axis, yLabel: 'saturation rate (arrivals/s)', curves, data: { chart: 'saturation-curve', key }, label: `saturation rate against ${key}` }),
+      draw: (out) => writeLineChart({ x: axis, yLabel: 'saturation rate (arrivals/s)', curves, data: { chart: 'saturation-curve', key }, label: `saturation rate against ${key}` }, out),
     });
   }
   return figures;
 }
 
-/** A figure as HTML: heading, caption, chart. */
-export function figureHtml(f: Figure): string {
-  return `<figure class="chart" id="${esc(f.id)}"><figcaption><h3>${esc(f.title)}</h3><p>${esc(f.caption)}</p></figcaption>${f.svg}</figure>`;
+/** A figure as HTML (heading, caption, chart), written to `out`. */
+export function writeFigure(f: Figure, out: Out): void {
+  out(`<figure class="chart" id="${esc(f.id)}"><figcaption><h3>${esc(f.title)}</h3><p>${esc(f.caption)}</p></figcaption>`);
+  f.draw(out);
+  out('</figure>');
 }

@@ -4,6 +4,20 @@
  * message can never open a tag or end an attribute.
  */
 
+/**
+ * Where the report's text goes, piece by piece: a file, or an array joined into one string. The
+ * page of a large sweep is several times its results.json; built as one string (from the ropes of
+ * its parts) it took gigabytes, written piece by piece it takes what one piece takes.
+ */
+export type Out = (piece: string) => void;
+
+/** The text `write` gives, as one string. */
+export function collect(write: (out: Out) => void): string {
+  const parts: string[] = [];
+  write((p) => parts.push(p));
+  return parts.join('');
+}
+
 const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
 /** Escapes text for an HTML or SVG text node or a quoted attribute value. */

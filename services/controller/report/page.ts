@@ -3,8 +3,8 @@
  * no script) that opens offline from disk. Its Content-Security-Policy forbids every fetch and every
  * script, so nothing in it can reach the network whatever a results document holds.
  */
-import { figureHtml, hopFigures, latencyFigures, saturationFigures, scalingFigures, transitionsFigure, type Figure } from './charts.js';
-import { esc } from './html.js';
+import { hopFigures, latencyFigures, saturationFigures, scalingFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
+import { collect, esc, type Out } from './html.js';
 import type { ReportData, ReportKind } from './data.js';
 import { reportTables } from './tables.js';
 
@@ -43,55 +43,88 @@ const KIND_TITLE: Record<ReportKind, string> = {
 /** Figures folded away when there are many, so the page opens on a screenful. */
 const FOLD_OVER = 12;
 
-function section(id: string, title: string, body: string): string {
-  return `<section id="${id}"><h2>${esc(title)}</h2>${body}</section>`;
+function figures(list: readonly Figure[], empty: string, summary: string, out: Out): void {
+  if (list.length === 0) return out(`<p class="missing">${esc(empty)}</p>`);
+  const folded = list.length > FOLD_OVER;
+  if (folded) out(`<details><summary>${esc(summary)} (${list.length} charts)</summary>`);
+  for (const f of list) writeFigure(f, out);
+  if (folded) out('</details>');
 }
 
-function figures(list: readonly Figure[], empty: string, summary: string): string {
-  if (list.length === 0) return `<p class="missing">${esc(empty)}</p>`;
-  const html = list.map(figureHtml).join('');
-  return list.length > FOLD_OVER ? `<details><summary>${esc(summary)} (${list.length} charts)</summary>${html}</details>` : html;
+/** A section of the page: its title in the navigation, its body written when its turn comes. */
+interface Section {
+  id: string;
+  title: string;
+  body: (out: Out) => void;
 }
 
-/** The report of one results document, as a complete HTML page. */
-export function reportHtml(data: ReportData): string {
+/**
+ * Writes the report of one results document, a complete HTML page, piece by piece to `out`: the
+ * page of a large sweep is several times its results.json, so no section's charts outlive their
+ * section and no table is ever one string.
+ */
+export function writeReportHtml(data: ReportData, out: Out): void {
   const title = `vmmsim ${KIND_TITLE[data.kind]}: ${data.scenarioName}`;
-  const parts: string[] = [];
-  parts.push(`<header><h1>${esc(title)} <span class="status ${esc(data.status)}" data-status="${esc(data.status)}">${esc(data.status)}</span></h1>`);
-  parts.push(`<dl class="facts">${data.facts.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join('')}<dt>runs</dt><dd data-runs="${data.runs.length}">${data.runs.length}</dd></dl></header>`);
-  if (data.error) parts.push(`<div class="error" data-error-code="${esc(data.error.code)}"><strong>${esc(data.error.code)}</strong>: ${esc(data.error.message)}</div>`);
-  if (data.notes.length > 0) parts.push(`<div class="notes" id="notes"><strong>Missing or partial</strong><ul>${data.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul></div>`);
+  out(
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">' +
+      `<meta http-equiv="Content-Security-Policy" content="${CSP}">` +
+      '<meta name="viewport" content="width=device-width, initial-scale=1">' +
+      // An empty icon: without it a browser asks for /favicon.ico.
+      '<link rel="icon" href="data:,">' +
+      `<title>${esc(title)}</title><style>${CSS}</style></head><body data-kind="${data.kind}">`,
+  );
+  out(`<header><h1>${esc(title)} <span class="status ${esc(data.status)}" data-status="${esc(data.status)}">${esc(data.status)}</span></h1>`);
+  out(`\n<dl class="facts">${data.facts.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join('')}<dt>runs</dt><dd data-runs="${data.runs.length}">${data.runs.length}</dd></dl></header>`);
+  if (data.error) out(`\n<div class="error" data-error-code="${esc(data.error.code)}"><strong>${esc(data.error.code)}</strong>: ${esc(data.error.message)}</div>`);
+  if (data.notes.length > 0) out(`\n<div class="notes" id="notes"><strong>Missing or partial</strong><ul>${data.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul></div>`);
 
-  const sections: { id: string; title: string; body: string }[] = [];
-  const transitions = transitionsFigure(data);
-  sections.push({ id: 'section-transitions', title: 'Transitions', body: transitions ? figureHtml(transitions) : '<p class="missing">No operations in these results: no transitions to chart.</p>' });
-  sections.push({ id: 'section-latency', title: 'Operation latency', body: figures(latencyFigures(data), 'No operation ran (none has a count above 0): no latency to chart.', 'Latency percentile curves') });
-  sections.push({ id: 'section-hops', title: 'Hop latency', body: figures(hopFigures(data), 'No hop crossings in these results (no run crossed a link between processes).', 'Hop latency curves') });
+  const sections: Section[] = [];
+  sections.push({
+    id: 'section-transitions',
+    title: 'Transitions',
+    body: (o) => {
+      const transitions = transitionsFigure(data);
+      if (transitions) writeFigure(transitions, o);
+      else o('<p class="missing">No operations in these results: no transitions to chart.</p>');
+    },
+  });
+  sections.push({ id: 'section-latency', title: 'Operation latency', body: (o) => figures(latencyFigures(data), 'No operation ran (none has a count above 0): no latency to chart.', 'Latency percentile curves', o) });
+  sections.push({ id: 'section-hops', title: 'Hop latency', body: (o) => figures(hopFigures(data), 'No hop crossings in these results (no run crossed a link between processes).', 'Hop latency curves', o) });
   if (data.kind === 'sweep' || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
-    const scaling = scalingFigures(data);
     const what = data.kind === 'sweep' ? 'Sweep scaling' : 'Search steps';
-    sections.push({ id: 'section-scaling', title: what, body: figures(scaling, 'No run carries a point: no curve against a swept key.', what) });
+    sections.push({ id: 'section-scaling', title: what, body: (o) => figures(scalingFigures(data), 'No run carries a point: no curve against a swept key.', what, o) });
   }
   if (data.saturation.length > 0 || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
-    sections.push({ id: 'section-saturation', title: 'Saturation', body: figures(saturationFigures(data), 'No saturation search finished.', 'Saturation charts') });
+    sections.push({ id: 'section-saturation', title: 'Saturation', body: (o) => figures(saturationFigures(data), 'No saturation search finished.', 'Saturation charts', o) });
   }
-  const tables = reportTables(data);
   sections.push({
     id: 'section-numbers',
     title: 'Every number',
-    body:
-      tables.length === 0
-        ? '<p class="missing">No numbers in these results.</p>'
-        : tables.map((t) => (t.folded ? `<details><summary>${esc(t.title)}</summary>${t.html}</details>` : `<h3>${esc(t.title)}</h3>${t.html}`)).join(''),
+    body: (o) => {
+      const tables = reportTables(data);
+      if (tables.length === 0) return o('<p class="missing">No numbers in these results.</p>');
+      for (const t of tables) {
+        if (t.folded) {
+          o(`<details><summary>${esc(t.title)}</summary>`);
+          t.write(o);
+          o('</details>');
+        } else {
+          o(`<h3>${esc(t.title)}</h3>`);
+          t.write(o);
+        }
+      }
+    },
   });
-  parts.push(`<nav>${sections.map((s) => `<a href="#${s.id}">${esc(s.title)}</a>`).join('')}</nav>`);
-  for (const s of sections) parts.push(section(s.id, s.title, s.body));
-  return (
-    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">' +
-    `<meta http-equiv="Content-Security-Policy" content="${CSP}">` +
-    '<meta name="viewport" content="width=device-width, initial-scale=1">' +
-    // An empty icon: without it a browser asks for /favicon.ico.
-    '<link rel="icon" href="data:,">' +
-    `<title>${esc(title)}</title><style>${CSS}</style></head><body data-kind="${data.kind}">${parts.join('\n')}</body></html>\n`
-  );
+  out(`\n<nav>${sections.map((s) => `<a href="#${s.id}">${esc(s.title)}</a>`).join('')}</nav>`);
+  for (const s of sections) {
+    out(`\n<section id="${s.id}"><h2>${esc(s.title)}</h2>`);
+    s.body(out);
+    out('</section>');
+  }
+  out('</body></html>\n');
+}
+
+/** The report of one results document, as a complete HTML page in one string. */
+export function reportHtml(data: ReportData): string {
+  return collect((out) => writeReportHtml(data, out));
 }

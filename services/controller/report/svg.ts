@@ -4,7 +4,7 @@
  * curve, point) carries its datum as data-* attributes given by the caller, and a <title> that a
  * browser shows on hover. Nothing here knows about results documents.
  */
-import { attrs, dataAttrs, esc, type DataAttrs } from './html.js';
+import { attrs, collect, dataAttrs, esc, type DataAttrs, type Out } from './html.js';
 
 /** Colours that stay apart for the common case of up to ten series (then they repeat, dashed). */
 export const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#7f7f7f', '#bcbd22'] as const;
@@ -159,6 +159,11 @@ export interface StackedBarsSpec {
  * value times the scale, the same for every bar. A row whose values are not all numbers shows "?".
  */
 export function stackedBars(spec: StackedBarsSpec): string {
+  return collect((out) => writeStackedBars(spec, out));
+}
+
+/** stackedBars, written piece by piece (a bar each) to `out`. */
+export function writeStackedBars(spec: StackedBarsSpec, out: Out): void {
   const labelW = Math.min(360, Math.max(60, ...spec.rows.map((r) => textWidth(r.label))) + 10);
   const left = labelW + 8;
   const right = WIDTH - 56;
@@ -168,14 +173,17 @@ export function stackedBars(spec: StackedBarsSpec): string {
   const scale = linearScale(0, Math.max(0, ...totals), left, right);
   const plotBottom = top + rowH * spec.rows.length;
   const color = new Map(spec.keys.map((k) => [k.key, k.color]));
-  let body = '';
+  // The legend first: the height in the opening tag depends on it.
+  const lg = legend(spec.keys.map((k) => ({ label: k.key, color: k.color })), plotBottom + 42);
+  const height = plotBottom + 42 + lg.height;
+  out(`<svg xmlns="http://www.w3.org/2000/svg"${dataAttrs(spec.data)}${attrs({ role: 'img', 'aria-label': spec.label, viewBox: `0 0 ${WIDTH} ${px(height)}`, width: WIDTH, height: px(height) })} ${FONT}>`);
   for (const t of scale.ticks) {
     const x = scale(t);
-    body += `<line class="grid" x1="${px(x)}" y1="${top}" x2="${px(x)}" y2="${px(plotBottom)}" stroke="#ddd"/><text x="${px(x)}" y="${px(plotBottom + 14)}" text-anchor="middle">${esc(fmtNum(t))}</text>`;
+    out(`<line class="grid" x1="${px(x)}" y1="${top}" x2="${px(x)}" y2="${px(plotBottom)}" stroke="#ddd"/><text x="${px(x)}" y="${px(plotBottom + 14)}" text-anchor="middle">${esc(fmtNum(t))}</text>`);
   }
   spec.rows.forEach((row, i) => {
     const y = top + i * rowH;
-    body += `<g class="bar"${dataAttrs(row.data)}><text x="${px(labelW)}" y="${px(y + 12)}" text-anchor="end">${esc(clip(row.label, labelW - 4))}<title>${esc(row.label)}</title></text>`;
+    let body = `<g class="bar"${dataAttrs(row.data)}><text x="${px(labelW)}" y="${px(y + 12)}" text-anchor="end">${esc(clip(row.label, labelW - 4))}<title>${esc(row.label)}</title></text>`;
     let cum = 0;
     let unknown = false;
     for (const s of row.segments) {
@@ -187,11 +195,10 @@ export function stackedBars(spec: StackedBarsSpec): string {
       cum += v;
     }
     body += `<text x="${px(scale(cum) + 4)}" y="${px(y + 12)}">${unknown ? '?' : esc(fmtNum(cum))}</text></g>`;
+    out(body);
   });
-  body += `<text x="${px((left + right) / 2)}" y="${px(plotBottom + 30)}" text-anchor="middle">${esc(spec.unit)}</text>`;
-  const lg = legend(spec.keys.map((k) => ({ label: k.key, color: k.color })), plotBottom + 42);
-  const height = plotBottom + 42 + lg.height;
-  return `<svg xmlns="http://www.w3.org/2000/svg"${dataAttrs(spec.data)}${attrs({ role: 'img', 'aria-label': spec.label, viewBox: `0 0 ${WIDTH} ${px(height)}`, width: WIDTH, height: px(height) })} ${FONT}>${body}${lg.svg}</svg>`;
+  out(`<text x="${px((left + right) / 2)}" y="${px(plotBottom + 30)}" text-anchor="middle">${esc(spec.unit)}</text>`);
+  out(`${lg.svg}</svg>`);
 }
 
 export interface CurvePoint {
@@ -230,6 +237,11 @@ export interface LineChartSpec {
  * datum keeps the true value.
  */
 export function lineChart(spec: LineChartSpec): string {
+  return collect((out) => writeLineChart(spec, out));
+}
+
+/** lineChart, written piece by piece (a curve each) to `out`. */
+export function writeLineChart(spec: LineChartSpec, out: Out): void {
   const left = 64;
   const right = WIDTH - 20;
   const top = 10;
@@ -257,6 +269,13 @@ export function lineChart(spec: LineChartSpec): string {
     xOf = (x) => f(Number(x));
     xTicks = (xs.length <= 12 ? xs : scale.ticks.filter((t) => t >= min && t <= max)).map((t) => ({ at: f(t), label: fmtNum(t) }));
   }
+  // The legend first: the height in the opening tag depends on it.
+  const lg = legend(
+    spec.curves.map((c) => ({ label: c.label, color: c.color, dashed: c.dashed ?? false, line: true })),
+    bottom + 44,
+  );
+  const height = bottom + 44 + lg.height;
+  out(`<svg xmlns="http://www.w3.org/2000/svg"${dataAttrs(spec.data)}${attrs({ role: 'img', 'aria-label': spec.label, viewBox: `0 0 ${WIDTH} ${px(height)}`, width: WIDTH, height: px(height) })} ${FONT}>`);
   let body = '';
   for (const t of yScale.ticks) {
     const y = yScale(t);
@@ -272,6 +291,7 @@ export function lineChart(spec: LineChartSpec): string {
     body += `<g class="rule"><line x1="${left}" y1="${px(y)}" x2="${right}" y2="${px(y)}" stroke="#000" stroke-dasharray="2 3"/><text x="${right - 2}" y="${px(y - 3)}" text-anchor="end">${esc(r.label)}</text></g>`;
   }
   if (!ys.some((y) => Number.isFinite(y))) body += `<text x="${px((left + right) / 2)}" y="${px((top + bottom) / 2)}" text-anchor="middle">no data</text>`;
+  out(body);
   for (const c of spec.curves) {
     let d = '';
     let pen = false;
@@ -289,12 +309,7 @@ export function lineChart(spec: LineChartSpec): string {
       }
       pen = drawn;
     }
-    body += `<g class="curve"${dataAttrs(c.data)}><path d="${d}" fill="none" stroke="${c.color}" stroke-width="1.5"${c.dashed ? ' stroke-dasharray="5 3"' : ''}/>${marks}<title>${esc(c.label)}</title></g>`;
+    out(`<g class="curve"${dataAttrs(c.data)}><path d="${d}" fill="none" stroke="${c.color}" stroke-width="1.5"${c.dashed ? ' stroke-dasharray="5 3"' : ''}/>${marks}<title>${esc(c.label)}</title></g>`);
   }
-  const lg = legend(
-    spec.curves.map((c) => ({ label: c.label, color: c.color, dashed: c.dashed ?? false, line: true })),
-    bottom + 44,
-  );
-  const height = bottom + 44 + lg.height;
-  return `<svg xmlns="http://www.w3.org/2000/svg"${dataAttrs(spec.data)}${attrs({ role: 'img', 'aria-label': spec.label, viewBox: `0 0 ${WIDTH} ${px(height)}`, width: WIDTH, height: px(height) })} ${FONT}>${body}${lg.svg}</svg>`;
+  out(`${lg.svg}</svg>`);
 }

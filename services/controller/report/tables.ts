@@ -4,13 +4,17 @@
  * holds it, in a cell that names its JSON Pointer (data-pointer) and value (data-value).
  */
 import { TRANSITION_KINDS } from '../../common/topology.js';
-import { dataAttrs, datum, esc } from './html.js';
+import { dataAttrs, datum, esc, type Out } from './html.js';
 import { RESOURCE_FIELDS, SUMMARY_FIELDS, type NumberAt, type ReportData, type RunView } from './data.js';
 
 export interface Table {
   id: string;
   title: string;
-  html: string;
+  /**
+   * Writes the table's HTML row by row: a large sweep's counters table is tens of MiB, and held as
+   * one string (with the rows it was joined from) it was what made a report take gigabytes.
+   */
+  write: (out: Out) => void;
   /** Long tables (every counter of every process) start folded. */
   folded: boolean;
 }
@@ -36,10 +40,25 @@ function numCellPlain(n: number): string {
   return `<td class="num">${n}</td>`;
 }
 
-function table(id: string, title: string, head: readonly string[], rows: readonly string[], folded = false): Table | undefined {
-  if (rows.length === 0) return undefined;
-  const html = `<div class="scroll"><table id="${esc(id)}"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r}</tr>`).join('')}</tbody></table></div>`;
-  return { id, title, html, folded };
+/** A table of the rows `rows()` gives (built one at a time as the table is written), or none when it gives none. */
+function table(id: string, title: string, head: readonly string[], rows: () => Iterable<string>, folded = false): Table | undefined {
+  if (rows()[Symbol.iterator]().next().done) return undefined;
+  const write = (out: Out): void => {
+    out(`<div class="scroll"><table id="${esc(id)}"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>`);
+    for (const r of rows()) out(`<tr>${r}</tr>`);
+    out('</tbody></table></div>');
+  };
+  return { id, title, write, folded };
+}
+
+/** Each item's rows, in order, built as they are read. */
+function* each<T>(items: readonly T[], rows: (item: T) => Iterable<string>): Generator<string> {
+  for (const item of items) yield* rows(item);
+}
+
+/** `f` of each item, built as read. */
+function* mapped<T>(items: readonly T[], f: (item: T) => string): Generator<string> {
+  for (const item of items) yield f(item);
 }
 
 const RUN_HEAD = ['#', 'model', 'point'];
@@ -55,7 +74,7 @@ export function reportTables(data: ReportData): Table[] {
       'table-runs',
       'Runs',
       [...RUN_HEAD, ...figureNames],
-      runs.map((r) => runCells(r) + figureNames.map((name) => {
+      () => mapped(runs, (r) => runCells(r) + figureNames.map((name) => {
         const f = r.figures.find((x) => x.name === name);
         return f ? cellAt(f) : '<td></td>';
       }).join('')),
@@ -64,7 +83,7 @@ export function reportTables(data: ReportData): Table[] {
       'table-ops',
       'Operations (transitions per operation; measured latency in us, modeled in ns)',
       [...RUN_HEAD, 'op', 'count', 'failed', ...TRANSITION_KINDS, ...summaryHead('measured'), ...summaryHead('modeled')],
-      runs.flatMap((r) =>
+      () => each(runs, (r) =>
         r.ops.map(
           (o) =>
             runCells(r) +
@@ -81,7 +100,7 @@ export function reportTables(data: ReportData): Table[] {
       'table-hops',
       'Hops (measured one-way latency in us)',
       [...RUN_HEAD, 'from', 'to', 'count', ...summaryHead('measured')],
-      runs.flatMap((r) =>
+      () => each(runs, (r) =>
         r.hops.map((h) => runCells(r) + textCell(h.from) + textCell(h.to) + numCell(`${h.pointer}/count`, h.count) + SUMMARY_FIELDS.map((f) => numCell(`${h.pointer}/measuredUs/${f}`, h.measuredUs[f])).join('')),
       ),
     ),
@@ -89,19 +108,20 @@ export function reportTables(data: ReportData): Table[] {
       'table-resources',
       'Modeled resources (times in ns)',
       [...RUN_HEAD, 'resource', ...RESOURCE_FIELDS],
-      runs.flatMap((r) => r.resources.map((m) => runCells(r) + textCell(m.resource) + RESOURCE_FIELDS.map((f) => numCell(`${m.pointer}/${f}`, m.values[f])).join(''))),
+      () => each(runs, (r) => r.resources.map((m) => runCells(r) + textCell(m.resource) + RESOURCE_FIELDS.map((f) => numCell(`${m.pointer}/${f}`, m.values[f])).join(''))),
     ),
     table(
       'table-deliveries',
       'Invalidation commands delivered to each pSMMU',
       [...RUN_HEAD, 'pSMMU', 'delivered'],
-      runs.flatMap((r) => r.delivered.map((d) => runCells(r) + textCell(d.name) + cellAt(d))),
+      () => each(runs, (r) => r.delivered.map((d) => runCells(r) + textCell(d.name) + cellAt(d))),
     ),
     table(
       'table-saturation',
       'Saturation searches',
       ['#', 'model', 'point', 'op', 'metric', 'p99 bound us', 'rate /s', 'failed at /s', 'steps', 'stop'],
-      data.saturation.map(
+      () => mapped(
+        data.saturation,
         (s) =>
           numCellPlain(s.index + 1) +
           textCell(s.model) +
@@ -119,13 +139,13 @@ export function reportTables(data: ReportData): Table[] {
       'table-workload-counters',
       'Workload counters',
       [...RUN_HEAD, 'counter', 'value'],
-      runs.flatMap((r) => r.workloadCounters.map((c) => runCells(r) + textCell(c.name) + cellAt(c))),
+      () => each(runs, (r) => r.workloadCounters.map((c) => runCells(r) + textCell(c.name) + cellAt(c))),
     ),
     table(
       'table-processes',
       'Processes',
       [...RUN_HEAD, 'role', 'name', 'pid', 'host', ...(withPorts ? ['metrics port'] : [])],
-      runs.flatMap((r) =>
+      () => each(runs, (r) =>
         r.processes.map((p) => runCells(r) + textCell(p.role) + textCell(p.name) + cellAt(p.pid) + textCell(p.host) + (withPorts ? (p.metricsPort ? cellAt(p.metricsPort) : '<td></td>') : '')),
       ),
       runs.length > 1,
@@ -134,14 +154,14 @@ export function reportTables(data: ReportData): Table[] {
       'table-counters',
       'Counters of every process',
       [...RUN_HEAD, 'process', 'counter', 'value'],
-      runs.flatMap((r) => r.counters.flatMap((c) => c.values.map((v) => runCells(r) + textCell(c.process) + textCell(v.name) + cellAt(v)))),
+      () => each(runs, (r) => each(r.counters, (c) => c.values.map((v) => runCells(r) + textCell(c.process) + textCell(v.name) + cellAt(v)))),
       true,
     ),
     table(
       'table-scenario',
       'Scenario',
       ['key', 'value'],
-      data.scenario.map(([k, v]) => textCell(k) + textCell(v)),
+      () => mapped(data.scenario, ([k, v]) => textCell(k) + textCell(v)),
       true,
     ),
   ];
