@@ -1,4 +1,4 @@
-import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -19,10 +19,13 @@ import { ProcessTree, type ProcessSpec } from './launcher.js';
 import { failureCause } from './failure-cause.js';
 import { LivenessWatch } from './liveness.js';
 import { SERVE_HELP, serveCommand } from './serve.js';
-import { REPORT_HELP, reportCommand, saveResults } from './report/command.js';
+import { REPORT_FILE, REPORT_HELP, reportCommand, saveResults } from './report/command.js';
 import { Progress, progressMode } from './progress.js';
 import { toCsv } from './csv.js';
-import { RESULTS_SCHEMA, defaultOutDir, writeFileAtomic, writeProfile, type ResultsDoc, type RunResult, type SaturationResult } from './results.js';
+import { RESULTS_SCHEMA, defaultOutDir, profileFile, writeFileAtomic, writeProfile, type ResultsDoc, type RunResult, type SaturationResult } from './results.js';
+import { checkOutDir } from './output-path.js';
+import { settleStdout, watchStdStreams } from './stdout.js';
+import { checkTraceFile } from './trace-check.js';
 import { Session, processSpecs } from './session.js';
 import { MAX_SWEEP_RUNS, describeRun, planSweep, saturationCsvRecords, sweepCsvRecords, type SweepPlan } from './sweep.js';
 import { comparisonTable, dmaMapBenchmarkReport, hopTable, sweepSaturationTable, sweepTable } from './table.js';
@@ -216,6 +219,18 @@ const OPTION_OF_KEY: Record<string, string> = {
   profile: '--profile',
 };
 
+/**
+ * The files a command writes in its --out folder: checked before anything starts, so a folder that
+ * is a file, or a results.json that is a FIFO, is bad input and not a failed run.
+ */
+export function checkOut(out: string, o: { measureHost: boolean; sweep?: boolean; saturation?: boolean }): void {
+  const files = ['results.json', REPORT_FILE];
+  if (o.sweep) files.push('results.csv');
+  if (o.saturation) files.push('saturation.csv');
+  if (o.measureHost) files.push(profileFile(MEASURED_HOST));
+  checkOutDir(out, files);
+}
+
 /** The scenario keys that options set (--ops, --duration, --seed, --model, --profile). */
 export function optionOverrides(values: RunValues): Record<string, unknown> {
   const overrides: Record<string, unknown> = {};
@@ -239,12 +254,8 @@ export function checkScenario(scenario: Scenario): void {
   if (scenario.workload.kind === 'trace-replay') {
     if (scenario.workload.trace === '') throw new VmmsimError('E_SCENARIO_FIELD', 'scenario key workload.trace: trace-replay needs the path of an ftrace file (for example scenarios/traces/sample.trace)');
     const trace = resolve(scenario.workload.trace);
-    try {
-      accessSync(trace, constants.R_OK);
-      if (!statSync(trace).isFile()) throw new Error('not a regular file');
-    } catch (err) {
-      throw new VmmsimError('E_TRACE_FILE', `cannot read trace ${scenario.workload.trace}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
+    // Read through here, not only by the guest: a trace with nothing to replay is bad input, found before anything starts.
+    checkTraceFile(trace, scenario.workload.trace);
     // The guest process reads it: hand it an absolute path.
     scenario.workload.trace = trace;
   } else if (scenario.workload.trace !== '') {
@@ -305,12 +316,15 @@ function plan(command: 'run' | 'compare', argv: string[]): RunPlan | undefined {
   const settings = treeSettings(values);
   if (settings.connect) requireEndpoints(settings.connect, processSpecs(scenario));
   const models = modelsFor(scenario, command === 'compare' ? (values.models ?? 'all') : undefined);
+  const out = values.out ?? defaultOutDir(scenario.name);
+  const calibrate = scenario.profile === MEASURED_HOST;
+  checkOut(out, { measureHost: calibrate });
   return {
     scenario,
     models,
-    profile: loadProfile(scenario.profile === MEASURED_HOST ? MEASURED_HOST_BASE : scenario.profile),
-    measureHost: scenario.profile === MEASURED_HOST,
-    out: values.out ?? defaultOutDir(scenario.name),
+    profile: loadProfile(calibrate ? MEASURED_HOST_BASE : scenario.profile),
+    measureHost: calibrate,
+    out,
     json: values.json ?? false,
     ...settings,
   };
@@ -356,7 +370,9 @@ function planSweepCommand(argv: string[]): SweepCommand | undefined {
   if (!first) throw usageError('the sweep has no point');
   // Every point's processes must be in the file before the first run, not at the point that lacks one.
   if (settings.connect) requireEndpoints(settings.connect, sweep.points.flatMap((pt) => processSpecs(pt.scenario)));
-  return { sweep, search, profiles, measureHost, out: values.out ?? defaultOutDir(`${first.name}-sweep`), json: values.json ?? false, ...settings };
+  const out = values.out ?? defaultOutDir(`${first.name}-sweep`);
+  checkOut(out, { measureHost, sweep: true, saturation: search !== undefined });
+  return { sweep, search, profiles, measureHost, out, json: values.json ?? false, ...settings };
 }
 
 function version(): string {
@@ -466,12 +482,39 @@ export function resultsDoc(startedAt: string, scenario: Scenario, profile: CostP
   };
 }
 
-/** The exit code of a command that ran; a failure's line on stderr, and where its partial results are. */
-export function finish(failure: VmmsimError | undefined, json: boolean, path: string): number {
-  if (!failure) return 0;
-  process.stderr.write(failure.line() + '\n');
-  if (!json) process.stderr.write(`vmmsim: partial results: ${path}\n`);
-  return failure.exitCode;
+/** What writing a command's results gave: the files' lines for the user, or why they could not be written. */
+export interface Saved {
+  /** results.json, when it was written. */
+  path: string | undefined;
+  /** The lines that say where the files are (empty when none was written). */
+  where: string;
+  error: VmmsimError | undefined;
+}
+
+/**
+ * Writes a command's results (`write` gives results.json's path and the lines naming each file). A
+ * failure to write (E_WRITE, E_OUTPUT_PATH) is kept for finish(), after the run's own outcome and
+ * its output on stdout, rather than thrown past them.
+ */
+export function save(write: () => { path: string; where: string }): Saved {
+  try {
+    return { ...write(), error: undefined };
+  } catch (err) {
+    return { path: undefined, where: '', error: asVmmsimError(err) };
+  }
+}
+
+/**
+ * The exit code of a command that ran: a failure's line on stderr, and where its partial results
+ * are; then a failure to write them. The run's own failure sets the exit code when there is one.
+ */
+export function finish(failure: VmmsimError | undefined, json: boolean, saved: Saved): number {
+  if (failure) {
+    process.stderr.write(failure.line() + '\n');
+    if (!json && saved.path) process.stderr.write(`vmmsim: partial results: ${saved.path}\n`);
+  }
+  if (saved.error) process.stderr.write(saved.error.line() + '\n');
+  return failure?.exitCode ?? saved.error?.exitCode ?? 0;
 }
 
 /**
@@ -512,7 +555,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   }
 
   const doc = resultsDoc(startedAt, p.scenario, p.profile, runs, failure);
-  const { path, where } = saveResults(p.out, doc);
+  const saved = save(() => saveResults(p.out, doc));
   if (p.json) {
     process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
   } else if (runs.length > 0) {
@@ -527,9 +570,9 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
           `lines skipped: ${trace['skipped.header']} header, ${trace['skipped.otherIommuEvent']} other iommu events, ${trace['skipped.otherEvent']} other events, ${trace['skipped.unparsable']} unparsable\n`,
       );
     }
-    process.stdout.write(`\n${where}`);
+    if (saved.where) process.stdout.write(`\n${saved.where}`);
   }
-  return finish(failure, p.json, path);
+  return finish(failure, p.json, saved);
 }
 
 /**
@@ -592,13 +635,18 @@ async function executeSweep(p: SweepCommand, log: Logger): Promise<number> {
     ...resultsDoc(startedAt, base, p.profiles.get(base.profile) as CostProfile, runs, failure, { keys: sweep.keys, points: sweep.points.length }),
     ...(p.search ? { saturation: saturated } : {}),
   };
-  const { path, where } = saveResults(p.out, doc);
-  const csv = writeFileAtomic(p.out, 'results.csv', toCsv(sweepCsvRecords(sweep.keys, runs)));
-  const satCsv = p.search ? writeFileAtomic(p.out, 'saturation.csv', toCsv(saturationCsvRecords(sweep.keys, saturated))) : undefined;
+  const search = p.search;
+  const saved = save(() => {
+    const { path, where } = saveResults(p.out, doc);
+    const csv = writeFileAtomic(p.out, 'results.csv', toCsv(sweepCsvRecords(sweep.keys, runs)));
+    const satCsv = search ? `saturation csv: ${writeFileAtomic(p.out, 'saturation.csv', toCsv(saturationCsvRecords(sweep.keys, saturated)))}\n` : '';
+    return { path, where: `${where}csv: ${csv}\n${satCsv}` };
+  });
+  const where = saved.where ? `\n\n${saved.where}` : '\n';
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (p.search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}\n\n${where}csv: ${csv}\nsaturation csv: ${satCsv}\n`);
-  else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}\n\n${where}csv: ${csv}\n`);
-  return finish(failure, p.json, path);
+  else if (search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}${where}`);
+  else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}${where}`);
+  return finish(failure, p.json, saved);
 }
 
 function decodeCmd(argv: string[]): number {
@@ -629,8 +677,22 @@ function decodeCmd(argv: string[]): number {
   return 0;
 }
 
-/** The CLI: returns the process exit code. */
+/**
+ * The CLI: returns the process exit code. Output on stdout that could not be written (a full
+ * device, a closed pipe) ends it with E_WRITE, exit 1, once the command is done: its results are
+ * in their files by then.
+ */
 export async function main(argv: string[]): Promise<number> {
+  watchStdStreams();
+  const code = await runCommand(argv);
+  const failed = await settleStdout();
+  if (!failed) return code;
+  process.stderr.write(failed.line() + '\n');
+  return code === 0 ? failed.exitCode : code;
+}
+
+/** Runs one command: returns its exit code; bad input and failures are one line on stderr. */
+async function runCommand(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   let log: Logger | undefined;
   /** Runs a planned command (none: its help was printed) with the controller's logger and metrics. */
@@ -663,7 +725,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'decode-cmd':
         return decodeCmd(rest);
       case 'report':
-        return reportCommand(rest);
+        return await reportCommand(rest);
       case 'serve':
         return await serveCommand(rest);
       case 'run':

@@ -1,4 +1,3 @@
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { CostProfile } from '../common/cost/profile.js';
@@ -6,6 +5,7 @@ import type { ResourceStats } from '../common/cost/queueing.js';
 import type { Summary__Output as Summary } from '../common/generated/vmmsim/v1/Summary.js';
 import type { ArrivalProcess, ModelName, Scenario } from '../common/scenario/schema.js';
 import type { TransitionCounts } from '../common/topology.js';
+import { writeRegularFile, type FileText } from './output-path.js';
 
 export const RESULTS_SCHEMA = 'vmmsim/results/v1';
 
@@ -167,14 +167,17 @@ export function defaultOutDir(name: string, now = new Date()): string {
   return resolve('results', `${stamp}-${safe}-${process.pid}`);
 }
 
-/** Writes DIR/NAME atomically: a temporary file in the same folder, then a rename. */
-export function writeFileAtomic(dir: string, name: string, text: string): string {
-  mkdirSync(dir, { recursive: true });
-  const final = join(dir, name);
-  const tmp = join(dir, `.${name}.${process.pid}.tmp`);
-  writeFileSync(tmp, text);
-  renameSync(tmp, final);
-  return final;
+/** The profile file a measured-host run writes beside its results. */
+export function profileFile(name: string): string {
+  return `${name}.yaml`;
+}
+
+/**
+ * Writes DIR/NAME atomically (a temporary file in the same folder, then a rename), onto a regular
+ * file only: output-path.ts.
+ */
+export function writeFileAtomic(dir: string, name: string, text: FileText): string {
+  return writeRegularFile(join(dir, name), text);
 }
 
 /** Writes DIR/results.json atomically. */
@@ -184,8 +187,5 @@ export function writeResults(dir: string, doc: ResultsDoc): string {
 
 /** Writes the profile a run computed (measured-host) beside its results, as a profile file. */
 export function writeProfile(dir: string, profile: CostProfile): string {
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${profile.name}.yaml`);
-  writeFileSync(file, stringify({ name: profile.name, description: profile.description, steps: profile.steps }));
-  return file;
+  return writeFileAtomic(dir, profileFile(profile.name), stringify({ name: profile.name, description: profile.description, steps: profile.steps }));
 }

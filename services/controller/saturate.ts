@@ -10,7 +10,7 @@ import { VmmsimError, asVmmsimError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { loadScenario } from '../common/scenario/load.js';
 import { RATE_WORKLOADS, SCENARIO_SCHEMA, SUPPORTED_MODELS, type ModelName, type NumberField, type ObjectField, type Scenario } from '../common/scenario/schema.js';
-import { RUN_OPTIONS, RunAbort, checkScenario, finish, intOption, modelsFor, optionOverrides, parse, resultsDoc, treeSettings, usageError, withTree, measureHost, type RunPlan } from './cli.js';
+import { RUN_OPTIONS, RunAbort, checkOut, checkScenario, finish, intOption, modelsFor, optionOverrides, parse, resultsDoc, save, treeSettings, usageError, withTree, measureHost, type RunPlan } from './cli.js';
 import { CONNECT_HELP, requireEndpoints } from './connect.js';
 import { TELEMETRY_HELP } from './telemetry.js';
 import { stepMeasure, withLoad } from './load.js';
@@ -196,13 +196,16 @@ export function planSaturate(argv: string[]): SaturatePlan | undefined {
   const settings = treeSettings(values);
   if (settings.connect) requireEndpoints(settings.connect, processSpecs(scenario));
   const models = modelsFor(scenario, values.models);
+  const out = values.out ?? defaultOutDir(`${scenario.name}-saturate`);
+  const calibrate = scenario.profile === MEASURED_HOST;
+  checkOut(out, { measureHost: calibrate });
   return {
     scenario,
     models,
-    profile: loadProfile(scenario.profile === MEASURED_HOST ? MEASURED_HOST_BASE : scenario.profile),
-    measureHost: scenario.profile === MEASURED_HOST,
+    profile: loadProfile(calibrate ? MEASURED_HOST_BASE : scenario.profile),
+    measureHost: calibrate,
     ...search,
-    out: values.out ?? defaultOutDir(`${scenario.name}-saturate`),
+    out,
     json: values.json ?? false,
     ...settings,
   };
@@ -253,8 +256,8 @@ export async function executeSaturate(p: SaturatePlan, log: Logger): Promise<num
   }
 
   const doc: ResultsDoc = { ...resultsDoc(startedAt, p.scenario, p.profile, runs, failure), saturation };
-  const { path, where } = saveResults(p.out, doc);
+  const saved = save(() => saveResults(p.out, doc));
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n\n${where}`);
-  return finish(failure, p.json, path);
+  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n${saved.where ? `\n${saved.where}` : ''}`);
+  return finish(failure, p.json, saved);
 }

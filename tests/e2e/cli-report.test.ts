@@ -78,7 +78,7 @@ describe('vmmsim report', () => {
         mkdirSync(join(d, 'out.html'));
         return ['report', resultsIn(d), '--html', join(d, 'out.html')];
       },
-      code: 'E_REPORT_FILE',
+      code: 'E_OUTPUT_PATH',
       mentions: (a) => [a[3] as string, 'it is a folder', 'fix: give --html a file path'],
     },
     { what: 'no file', args: () => ['report'], code: 'E_USAGE', mentions: () => ['report takes one results file', 'got 0'] },
@@ -97,7 +97,7 @@ describe('vmmsim report', () => {
       expect(r.stderr).toMatch(new RegExp(`^vmmsim: ${c.code}: `));
       expect(r.stderr).not.toMatch(STACK_LINE);
       for (const m of c.mentions(args)) expect(r.stderr).toContain(m);
-      if (c.code !== 'E_REPORT_FILE') expect(existsSync(join(dir, 'report.html'))).toBe(false);
+      if (c.code !== 'E_OUTPUT_PATH') expect(existsSync(join(dir, 'report.html'))).toBe(false);
       expect(await waitForNoProcesses(r.marker)).toEqual([]);
     });
   }

@@ -3,14 +3,16 @@
  * results.json. The page is built from the document alone, so a report written later from the same
  * results.json is the same file.
  */
-import { statSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { VmmsimError } from '../../common/errors.js';
-import { writeFileAtomic, writeResults, type ResultsDoc } from '../results.js';
-import { reportData } from './data.js';
-import { reportHtml } from './page.js';
-import { readResultsFile } from './read.js';
+import { Worker } from 'node:worker_threads';
+import { VmmsimError, type ErrorCode } from '../../common/errors.js';
+import { checkOutputFile, writeRegularFile } from '../output-path.js';
+import { writeResults, type ResultsDoc } from '../results.js';
+import { reportData, type ReportData } from './data.js';
+import { writeReportHtml } from './page.js';
+import { MAX_RESULTS_BYTES, readResultsFile, resultsFileSize } from './read.js';
 
 export const REPORT_FILE = 'report.html';
 
@@ -24,23 +26,41 @@ key; for a saturation search, its steps and the saturation rates; and a table of
 Each chart mark carries its value and JSON Pointer into results.json as data-* attributes. A
 failed or interrupted run gives a report of what it holds, with a note of what is missing.
 
+results.json must be a regular file of at most ${MAX_RESULTS_BYTES / (1024 * 1024)} MiB, whose page fits in 64 MiB and 6 times
+its size of memory (E_RESULTS_FILE otherwise). The page is written to a regular file only: a
+device node, FIFO, socket, symbolic link or folder at FILE is refused (E_OUTPUT_PATH), never
+replaced.
+
 options:
   --html FILE           where to write the page (default: report.html beside results.json)
   -h, --help            this text`;
 
 const OPTIONS = { html: { type: 'string' }, help: { type: 'boolean', short: 'h' } } as const;
 
-/** The report of a results document, written to `file` atomically; returns its path. */
-export function writeReport(file: string, doc: object): string {
-  const html = reportHtml(reportData(doc));
-  const path = resolve(file);
+const HTML_FIX = 'give --html a file path (a regular file, or none yet) in a folder you can write; device nodes, FIFOs, sockets, symbolic links and folders are refused';
+
+/** Refuses FILE as the report's target unless it is absent or a regular file. */
+function checkReportFile(file: string): void {
   try {
-    if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new VmmsimError('E_REPORT_FILE', `cannot write the report to ${file}: it is a folder`);
-    return writeFileAtomic(dirname(path), basename(path), html);
+    checkOutputFile(resolve(file), file);
   } catch (err) {
-    if (err instanceof VmmsimError) throw err;
-    throw new VmmsimError('E_REPORT_FILE', `cannot write the report to ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    if (err instanceof VmmsimError && err.code === 'E_OUTPUT_PATH') throw new VmmsimError(err.code, err.message, HTML_FIX);
+    throw err;
   }
+}
+
+/**
+ * The report of what reportData read from a results document, written to the regular file `file`
+ * atomically, piece by piece as it is built; returns its path.
+ */
+function writeReportData(file: string, data: ReportData): string {
+  checkReportFile(file);
+  return writeRegularFile(resolve(file), (out) => writeReportHtml(data, out));
+}
+
+/** The report of a results document, written to the regular file `file`; returns its path. */
+export function writeReport(file: string, doc: object): string {
+  return writeReportData(file, reportData(doc));
 }
 
 /**
@@ -66,8 +86,68 @@ export function saveResults(dir: string, doc: ResultsDoc): { path: string; where
   return { path, where: `${report ? `report: ${report}\n` : ''}results: ${path}\n` };
 }
 
+/**
+ * Reads a results file and writes its report to `html`; returns the report's path. The document is
+ * dropped once read into the report's data: a large one need not stay while the page is written.
+ */
+export function buildReport(file: string, html: string): string {
+  return writeReportData(html, reportData(readResultsFile(file)));
+}
+
+/** The message a report worker sends back: the report's path, or the VmmsimError that stopped it. */
+export type WorkerReply = { path: string } | { error: { code: ErrorCode; message: string; fix: string } };
+
+/**
+ * The JavaScript heap a report may take: 64 MiB and 6 times its results file. The document, the
+ * report's view of every number in it, and the garbage collector's headroom take about that; left
+ * to its own heuristics V8 took twice as much and more, and a pathological document far more.
+ */
+export function reportHeapMb(bytes: number): number {
+  return 64 + Math.ceil((6 * bytes) / (1024 * 1024));
+}
+
+/** Removes what a worker that stopped (out of memory) left of its page: DIR/.NAME.PID.*.tmp (output-path.ts names them). */
+function removeTemporaries(html: string): void {
+  const dir = dirname(resolve(html));
+  const prefix = `.${basename(html)}.${process.pid}.`;
+  try {
+    for (const f of readdirSync(dir)) if (f.startsWith(prefix) && f.endsWith('.tmp')) rmSync(join(dir, f), { force: true });
+  } catch {
+    // The folder is gone or unreadable: nothing of ours to remove.
+  }
+}
+
+/**
+ * Builds the report in a worker thread whose heap is bounded by reportHeapMb: a results file whose
+ * report would need more is refused (E_RESULTS_FILE) instead of taking the machine's memory.
+ */
+function reportInWorker(file: string, html: string, bytes: number): Promise<string> {
+  const heapMb = reportHeapMb(bytes);
+  return new Promise((resolvePath, reject) => {
+    const worker = new Worker(new URL('./report-worker.js', import.meta.url), {
+      workerData: { file, html },
+      resourceLimits: { maxOldGenerationSizeMb: heapMb },
+      stdout: false,
+      stderr: false,
+    });
+    let reply: WorkerReply | undefined;
+    worker.on('message', (m: WorkerReply) => (reply = m));
+    worker.on('error', (err: NodeJS.ErrnoException) => {
+      removeTemporaries(html);
+      if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
+        reject(new VmmsimError('E_RESULTS_FILE', `cannot report ${file}: its page needs more than ${heapMb} MiB of memory (64 MiB and 6 times the file's ${bytes} bytes)`, 'report a smaller results file (a sweep of fewer runs), or one that vmmsim wrote: its own are far below this'));
+      } else reject(err);
+    });
+    worker.on('exit', () => {
+      if (!reply) return reject(new VmmsimError('E_RUN', `the report of ${file} stopped before it was written`));
+      if ('path' in reply) resolvePath(reply.path);
+      else reject(new VmmsimError(reply.error.code, reply.error.message, reply.error.fix));
+    });
+  });
+}
+
 /** `vmmsim report`: returns the exit code; bad input throws a VmmsimError (exit 2). */
-export function reportCommand(argv: string[]): number {
+export async function reportCommand(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
@@ -82,8 +162,11 @@ export function reportCommand(argv: string[]): number {
   if (positionals.length !== 1) throw new VmmsimError('E_USAGE', `report takes one results file (results.json), got ${positionals.length}${positionals.length > 0 ? `: ${positionals.join(' ')}` : ''}`);
   const file = positionals[0] as string;
   if (values.html === '') throw new VmmsimError('E_USAGE', '--html needs a file path');
-  const doc = readResultsFile(file);
-  const out = writeReport(values.html ?? join(dirname(file), REPORT_FILE), doc);
+  const html = values.html ?? join(dirname(file), REPORT_FILE);
+  // Both ends before any work: a refused --html or a device as input costs no read.
+  checkReportFile(html);
+  const bytes = resultsFileSize(file);
+  const out = await reportInWorker(file, html, bytes);
   process.stdout.write(`report: ${out}\n`);
   return 0;
 }
