@@ -11,7 +11,6 @@ export const ErrorCodes = {
   E_TRACE_FILE: { exit: 2, fix: 'give workload.trace the path of a readable ftrace text file (see scenarios/traces/)' },
   E_PROFILE: { exit: 2, fix: 'name a profile in profiles/ or give the path of a profile YAML file' },
   E_RESULTS_FILE: { exit: 2, fix: 'give the path of a results.json that `vmmsim run`, `compare`, `sweep` or `saturate` wrote' },
-  E_REPORT_FILE: { exit: 2, fix: 'give --html a file path in a folder you can write' },
   E_METRICS_PORT: { exit: 2, fix: 'give --metrics-port a free port (a launched tree takes PORT for the controller and PORT+1.. for its processes) or stop what listens there; --metrics-host names an address of this host' },
   E_SPAWN: { exit: 1, fix: 'check that `npm ci` completed (it builds dist/) and that the temporary directory is writable' },
   E_PROCESS_EXITED: { exit: 1, fix: 'see the log lines of the named process above; rerun with --log-level debug' },

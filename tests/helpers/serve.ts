@@ -88,9 +88,17 @@ export function writePeers(path: string, endpoints: readonly { name: string; add
 }
 
 /** SIGTERMs each process still running and waits for all of them to exit; returns how each ended. */
-export async function stopServed(all: readonly Served[]): Promise<{ name: string; code: number | null; signal: NodeJS.Signals | null }[]> {
+export async function stopServed(all: readonly Served[], graceMs = 5000): Promise<{ name: string; code: number | null; signal: NodeJS.Signals | null }[]> {
   for (const s of all) if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGTERM');
-  return Promise.all(all.map(async (s) => ({ name: s.name, ...(await s.exited) })));
+  // A process that cannot take SIGTERM (wedged, or stopped) is killed, so no test leaves it behind.
+  const timer = setTimeout(() => {
+    for (const s of all) if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL');
+  }, graceMs);
+  try {
+    return await Promise.all(all.map(async (s) => ({ name: s.name, ...(await s.exited) })));
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Whether a process exists (signal 0 checks without touching it). */
