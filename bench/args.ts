@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { VmmsimError } from '../services/common/errors.js';
+import { VmmsimError } from '../services/runtime/errors.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 

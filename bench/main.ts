@@ -2,7 +2,7 @@
  * Entry of `npm run bench -- <name> [options]`. Each bench registers here under its name and gets
  * the arguments after it; it prints its results on stdout (progress and logs on stderr).
  */
-import { VmmsimError } from '../services/common/errors.js';
+import { VmmsimError } from '../services/runtime/errors.js';
 import { broadcastBench } from './broadcast.js';
 import { soakBench } from './soak.js';
 import { transportBench } from './transport.js';

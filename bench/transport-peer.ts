@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { SERVER_OPTIONS } from '../services/common/transport/options.js';
+import { SERVER_OPTIONS } from '../services/runtime/transport/options.js';
 import { loadEcho, type Chunk, type PeerReady } from './transport.js';
 
 async function main(): Promise<void> {

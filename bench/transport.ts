@@ -21,20 +21,20 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { VmmsimError } from '../services/common/errors.js';
-import { createLogger } from '../services/common/logger.js';
-import { packageRoot } from '../services/common/paths.js';
-import { LOADER_OPTIONS } from '../services/common/proto.js';
-import { CHANNEL_OPTIONS } from '../services/common/transport/options.js';
-import { LinkClient } from '../services/common/transport/link.js';
-import { linkMetrics } from '../services/common/transport/link-metrics.js';
+import { VmmsimError } from '../services/runtime/errors.js';
+import { createLogger } from '../services/runtime/logger.js';
+import { packageRoot } from '../services/runtime/paths.js';
+import { LOADER_OPTIONS } from '../services/runtime/proto.js';
+import { CHANNEL_OPTIONS } from '../services/runtime/transport/options.js';
+import { LinkClient } from '../services/runtime/transport/link.js';
+import { linkMetrics } from '../services/runtime/transport/link-metrics.js';
 import { Registry } from 'prom-client';
 import { ProcessTree } from '../services/controller/launcher.js';
-import { INSECURE, withToken, type Security } from '../services/common/transport/credentials.js';
+import { INSECURE, withToken, type Security } from '../services/runtime/transport/credentials.js';
 
 // ---------------------------------------------------------------------------------------------
 // The bare echo service, shared with bench/transport-peer.ts (typed by hand: bench protos are not
-// part of services/common/generated).
+// part of services/runtime/generated).
 
 export interface Chunk {
   data: Buffer;

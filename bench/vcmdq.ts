@@ -17,8 +17,8 @@
 import { benchArgs } from './args.js';
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { VmmsimError } from '../services/common/errors.js';
-import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhVa } from '../services/common/smmu/commands.js';
+import { VmmsimError } from '../services/runtime/errors.js';
+import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhVa } from '../services/formats/smmu/commands.js';
 import { Iotlb } from '../worker-pool/iotlb.js';
 import { VcmdqPool, type Vcmdq, type SubmitResult } from '../worker-pool/pool.js';
 

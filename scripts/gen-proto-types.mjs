@@ -1,5 +1,5 @@
 // Generates TypeScript types for every proto file with proto-loader-gen-types, using the same
-// options services/common/proto.ts passes to proto-loader at run time.
+// options services/runtime/proto.ts passes to proto-loader at run time.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const protoDir = join(root, 'proto');
-const outDir = join(root, 'services', 'common', 'generated');
+const outDir = join(root, 'services', 'runtime', 'generated');
 const require = createRequire(import.meta.url);
 const generator = join(dirname(require.resolve('@grpc/proto-loader/package.json')), 'build', 'bin', 'proto-loader-gen-types.js');
 

@@ -10,7 +10,7 @@
  * Writers (any worker) and the reader take a small futex-style lock around a record; CFGIs are rare
  * and the critical sections a few stores, so it is almost never contended.
  */
-import type { ConfigInvalidator } from '../services/common/smmu/executor.js';
+import type { ConfigInvalidator } from '../services/machine/smmu-executor.js';
 
 const MAGIC = 0x43464749; // 'CFGI'
 const W_MAGIC = 0;

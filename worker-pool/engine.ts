@@ -2,7 +2,7 @@
  * The VCMDQ consumer: what the CMDQV hardware does with one queue, from CONS to PROD. Runs in the
  * worker threads (vcmdq-worker.ts) and, synchronously, in unit tests.
  *
- * Each command goes through the SMMU's one command executor (services/common/smmu/executor.ts),
+ * Each command goes through the SMMU's one command executor (services/machine/smmu-executor.ts),
  * the same one the main CMDQ runs, with the queue's owner: guest queues (HYP_OWN=0) take only what
  * the opcode table allows a guest VCMDQ (TLBI_NH_ASID, TLBI_NH_VA, ATC_INV, CMD_SYNC), get the
  * VINTF's VMID in their TLBIs (whatever VMID the guest wrote) and their ATC_INV vSIDs rewritten
@@ -17,9 +17,9 @@
  * BigInt is made per command. CONS is published every PUBLISH_EVERY commands and when the pass
  * ends, not per command.
  */
-import { Opcode } from '../services/common/smmu/commands.js';
-import { executeCommand, type ConfigInvalidator, type QueueOwner } from '../services/common/smmu/executor.js';
-import { CommandScope } from '../services/common/smmu/semantics.js';
+import { Opcode } from '../services/formats/smmu/commands.js';
+import { executeCommand, type ConfigInvalidator, type QueueOwner } from '../services/machine/smmu-executor.js';
+import { CommandScope } from '../services/formats/smmu/semantics.js';
 import { raiseQueueError } from './control.js';
 import type { Iotlb } from './iotlb.js';
 import {

@@ -1,6 +1,6 @@
 /**
  * Coded errors of the CMDQV/VCMDQ model, one registry with stable codes (the fastify/undici shape
- * services/common/errors.ts uses). How they reach the caller:
+ * services/runtime/errors.ts uses). How they reach the caller:
  *
  * - Input the VMM or guest controls (allocation order, queue size, VINTF and SID-pair programming,
  *   acknowledging a queue that is not halted) is refused with a `Result` whose `error` is a

@@ -17,8 +17,8 @@
 import { availableParallelism } from 'node:os';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { CMD_SIZE } from '../services/common/smmu/commands.js';
-import * as Q from '../services/common/smmu/queue.js';
+import { CMD_SIZE } from '../services/formats/smmu/commands.js';
+import * as Q from '../services/formats/smmu/queue.js';
 import { waitWhileEqual, waitWhileEqualFor } from './atomics.js';
 import { Cmdqv, type VintfInfo } from './cmdqv.js';
 import { ConfigInvalidations } from './config-invalidations.js';

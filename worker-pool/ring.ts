@@ -9,9 +9,9 @@
  * engine.ts) the only writer of CONS: neither needs a lock. PROD and CONS sit on separate 64-byte
  * lines so the two threads do not bounce one line on every command.
  */
-import { CMD_SIZE } from '../services/common/smmu/commands.js';
-import * as Q from '../services/common/smmu/queue.js';
-import { GERROR_CMDQ_ERR } from '../services/common/smmu/registers.js';
+import { CMD_SIZE } from '../services/formats/smmu/commands.js';
+import * as Q from '../services/formats/smmu/queue.js';
+import { GERROR_CMDQ_ERR } from '../services/formats/smmu/registers.js';
 
 // Register words (Int32 index).
 export const R_PROD = 0;

@@ -7,16 +7,16 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { packageRoot } from '../services/common/paths.js';
+import { packageRoot } from '../services/runtime/paths.js';
 import { VcmdqError } from './errors.js';
 
 /** Sources compiled into what the worker thread loads (besides worker-pool/ itself). */
 const WORKER_DEPENDENCIES = [
-  'services/common/smmu/commands.ts',
-  'services/common/smmu/executor.ts',
-  'services/common/smmu/semantics.ts',
-  'services/common/smmu/queue.ts',
-  'services/common/smmu/registers.ts',
+  'services/formats/smmu/commands.ts',
+  'services/machine/smmu-executor.ts',
+  'services/formats/smmu/semantics.ts',
+  'services/formats/smmu/queue.ts',
+  'services/formats/smmu/registers.ts',
 ];
 
 export function workerFile(): string {

@@ -51,7 +51,7 @@ die() {
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 NODE=${NODE:-node}
 BIN="$ROOT/dist/services/controller/bin.js"
-RELAY="$ROOT/dist/services/common/delay-relay-main.js"
+RELAY="$ROOT/dist/services/runtime/delay-relay-main.js"
 PSMMUS=1
 VMS=1
 PORT=7700

@@ -1,13 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
-import { ERROR_CODE_METADATA, ERROR_FIX_METADATA, ErrorCodes, VmmsimError, isErrorCode, type ErrorCode } from '../common/errors.js';
-import type { ControlClient } from '../common/generated/vmmsim/v1/Control.js';
-import type { StartReply__Output } from '../common/generated/vmmsim/v1/StartReply.js';
-import type { StatsReply__Output } from '../common/generated/vmmsim/v1/StatsReply.js';
-import type { Topology } from '../common/generated/vmmsim/v1/Topology.js';
-import { protos } from '../common/proto.js';
-import { CONTROLLER, callerMetadata } from '../common/transport/auth.js';
-import { INSECURE, type Security } from '../common/transport/credentials.js';
-import { CONTROL_CHANNEL_OPTIONS } from '../common/transport/options.js';
+import { ERROR_CODE_METADATA, ERROR_FIX_METADATA, ErrorCodes, VmmsimError, isErrorCode, type ErrorCode } from '../runtime/errors.js';
+import type { ControlClient } from '../runtime/generated/vmmsim/v1/Control.js';
+import type { StartReply__Output } from '../runtime/generated/vmmsim/v1/StartReply.js';
+import type { StatsReply__Output } from '../runtime/generated/vmmsim/v1/StatsReply.js';
+import type { Topology } from '../runtime/generated/vmmsim/v1/Topology.js';
+import { protos } from '../runtime/proto.js';
+import { CONTROLLER, callerMetadata } from '../runtime/transport/auth.js';
+import { INSECURE, type Security } from '../runtime/transport/credentials.js';
+import { CONTROL_CHANNEL_OPTIONS } from '../runtime/transport/options.js';
 
 /** A gRPC error's text without the empty resolution note grpc-js appends to connection failures. */
 export function errorDetails(err: grpc.ServiceError): string {

@@ -5,7 +5,7 @@
  * is chance. The dead (or stopped) process is the cause the user can act on, so it wins: the
  * launcher's exit error once it arrives, or E_DEADLINE for a process found stopped.
  */
-import { VmmsimError, asVmmsimError } from '../common/errors.js';
+import { VmmsimError, asVmmsimError } from '../runtime/errors.js';
 import { processState } from './liveness.js';
 
 export interface TreeMember {

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService, type ServingStatus } from 'grpc-health-check';
-import { INSECURE, type Security } from '../common/transport/credentials.js';
-import { CHANNEL_OPTIONS } from '../common/transport/options.js';
+import { INSECURE, type Security } from '../runtime/transport/credentials.js';
+import { CHANNEL_OPTIONS } from '../runtime/transport/options.js';
 import { errorDetails } from './control-client.js';
 
 /** What grpc.health.v1.Health/Check answers (SERVICE_UNKNOWN comes only from Watch). */

@@ -1,14 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { VmmsimError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import { roleEntry } from '../common/paths.js';
-import type { ChildMessage } from '../common/role-runtime.js';
-import { telemetryArgv } from '../common/role-telemetry.js';
-import type { TracingOptions } from '../common/tracing.js';
-import { RunToken, TOKEN_ENV } from '../common/transport/auth.js';
-import { tlsArgs, type TlsFiles } from '../common/transport/credentials.js';
-import { START_ORDER, endpointName, type Role } from '../common/topology.js';
+import { VmmsimError } from '../runtime/errors.js';
+import type { Logger } from '../runtime/logger.js';
+import { roleEntry } from '../runtime/paths.js';
+import type { ChildMessage } from '../runtime/role-runtime.js';
+import { telemetryArgv } from '../runtime/role-telemetry.js';
+import type { TracingOptions } from '../runtime/tracing.js';
+import { RunToken, TOKEN_ENV } from '../runtime/transport/auth.js';
+import { tlsArgs, type TlsFiles } from '../runtime/transport/credentials.js';
+import { START_ORDER, endpointName, type Role } from '../runtime/topology.js';
 
 export interface ProcessSpec {
   role: Role;

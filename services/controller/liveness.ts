@@ -15,8 +15,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { VmmsimError } from '../common/errors.js';
-import { INSECURE, type Security } from '../common/transport/credentials.js';
+import { VmmsimError } from '../runtime/errors.js';
+import { INSECURE, type Security } from '../runtime/transport/credentials.js';
 import { healthClient, type HealthClient } from './health-check.js';
 
 /** Under the links' deadline (Topology.deadlineMs, 10 s), so the watch names a stopped process before its peers' requests time out. */

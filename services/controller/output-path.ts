@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, lstatSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { VmmsimError } from '../common/errors.js';
+import { VmmsimError } from '../runtime/errors.js';
 
 /** What a file system entry is, for messages: "a character device", "a folder"... */
 export function kindOf(st: Stats): string {

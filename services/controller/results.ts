@@ -1,10 +1,10 @@
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
-import type { CostProfile } from '../common/cost/profile.js';
-import type { ResourceStats } from '../common/cost/queueing.js';
-import type { Summary__Output as Summary } from '../common/generated/vmmsim/v1/Summary.js';
-import type { ArrivalProcess, ModelName, Scenario } from '../common/scenario/schema.js';
-import type { TransitionCounts } from '../common/topology.js';
+import type { CostProfile } from '../cost/profile.js';
+import type { ResourceStats } from './queueing.js';
+import type { Summary__Output as Summary } from '../runtime/generated/vmmsim/v1/Summary.js';
+import type { ArrivalProcess, ModelName, Scenario } from '../scenario/schema.js';
+import type { TransitionCounts } from '../runtime/topology.js';
 import { writeRegularFile, type FileText } from './output-path.js';
 
 export const RESULTS_SCHEMA = 'vmmsim/results/v1';

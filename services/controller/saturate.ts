@@ -4,12 +4,12 @@
  * step of the search is a real run on one process tree, with the command's usual tree, abort and
  * signal handling (cli.ts); the search itself is saturation-search.ts.
  */
-import { MEASURED_HOST, MEASURED_HOST_BASE } from '../common/cost/measured-host.js';
-import { loadProfile, type CostProfile } from '../common/cost/profile.js';
-import { VmmsimError, asVmmsimError } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import { loadScenario } from '../common/scenario/load.js';
-import { RATE_WORKLOADS, SCENARIO_SCHEMA, SUPPORTED_MODELS, type ModelName, type NumberField, type ObjectField, type Scenario } from '../common/scenario/schema.js';
+import { MEASURED_HOST, MEASURED_HOST_BASE } from './measured-host.js';
+import { loadProfile, type CostProfile } from '../cost/profile.js';
+import { VmmsimError, asVmmsimError } from '../runtime/errors.js';
+import type { Logger } from '../runtime/logger.js';
+import { loadScenario } from './scenario-load.js';
+import { RATE_WORKLOADS, SCENARIO_SCHEMA, SUPPORTED_MODELS, type ModelName, type NumberField, type ObjectField, type Scenario } from '../scenario/schema.js';
 import { RUN_OPTIONS, RunAbort, checkOut, checkScenario, finish, intOption, modelsFor, optionOverrides, parse, resultsDoc, save, treeSettings, usageError, withTree, measureHost, type RunPlan } from './cli.js';
 import { CONNECT_HELP, requireEndpoints } from './connect.js';
 import { TELEMETRY_HELP } from './telemetry.js';

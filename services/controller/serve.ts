@@ -4,10 +4,10 @@
  * launcher starts, with no parent: it prints its ready line on stdout and lives until a signal.
  */
 import * as grpc from '@grpc/grpc-js';
-import { VmmsimError } from '../common/errors.js';
-import { createLogger, resolveLogLevel } from '../common/logger.js';
-import { parseRoleArgs, startRole, type RoleArgs } from '../common/role-runtime.js';
-import { ROLES, endpointName, isRole } from '../common/topology.js';
+import { VmmsimError } from '../runtime/errors.js';
+import { createLogger, resolveLogLevel } from '../runtime/logger.js';
+import { parseRoleArgs, startRole, type RoleArgs } from '../runtime/role-runtime.js';
+import { ROLES, endpointName, isRole } from '../runtime/topology.js';
 
 export const SERVE_HELP = `usage: vmmsim serve <role> [--index N] [--listen ADDR] [--peers FILE]
                     (--token-file FILE | --tls-ca FILE --tls-cert FILE --tls-key FILE

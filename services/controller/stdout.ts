@@ -5,7 +5,7 @@
  * first line: a stdout failure is kept and ends the command with E_WRITE (exit 1) once its output
  * has settled; a stderr failure is dropped, as there is nowhere left to say anything.
  */
-import { VmmsimError } from '../common/errors.js';
+import { VmmsimError } from '../runtime/errors.js';
 import { writeError } from './output-path.js';
 
 let stdoutFailure: unknown;

@@ -4,9 +4,9 @@
  * the one scenario schema before anything starts, and the runs (point x model) grouped by the
  * process tree they need. Nothing here starts a process or reads the clock.
  */
-import { VmmsimError } from '../common/errors.js';
-import type { ModelName, Scenario } from '../common/scenario/schema.js';
-import { TRANSITION_KINDS } from '../common/topology.js';
+import { VmmsimError } from '../runtime/errors.js';
+import type { ModelName, Scenario } from '../scenario/schema.js';
+import { TRANSITION_KINDS } from '../runtime/topology.js';
 import type { CsvValue } from './csv.js';
 import type { OpResult, RunResult, SaturationResult } from './results.js';
 import { processSpecs } from './session.js';

@@ -1,4 +1,4 @@
-import { TRANSITION_KINDS } from '../common/topology.js';
+import { TRANSITION_KINDS } from '../runtime/topology.js';
 import { loadOf, stepMeasure } from './load.js';
 import type { RunResult, SaturationMetric, SaturationResult } from './results.js';
 import { judge } from './saturation-search.js';

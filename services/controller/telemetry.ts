@@ -4,10 +4,10 @@
  * and the list of metrics URLs printed on stderr.
  */
 import { Gauge } from 'prom-client';
-import { VmmsimError } from '../common/errors.js';
-import { metricsUrl, parseMetricsPort, startMetrics, DEFAULT_METRICS_HOST, type MetricsServer } from '../common/metrics.js';
-import { TELEMETRY_OPTIONS } from '../common/role-telemetry.js';
-import { tracingOptions, type TracingOptions } from '../common/tracing.js';
+import { VmmsimError } from '../runtime/errors.js';
+import { metricsUrl, parseMetricsPort, startMetrics, DEFAULT_METRICS_HOST, type MetricsServer } from '../runtime/metrics.js';
+import { TELEMETRY_OPTIONS } from '../runtime/role-telemetry.js';
+import { tracingOptions, type TracingOptions } from '../runtime/tracing.js';
 
 export { TELEMETRY_OPTIONS };
 

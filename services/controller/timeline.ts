@@ -1,8 +1,8 @@
-import { NS_PER_US } from '../common/clock.js';
-import { simulateQueueing, type TimedOp } from '../common/cost/queueing.js';
-import type { StartReply__Output } from '../common/generated/vmmsim/v1/StartReply.js';
-import { Distribution } from '../common/histogram.js';
-import { TRANSITION_KINDS, zeroTransitions } from '../common/topology.js';
+import { NS_PER_US } from '../runtime/clock.js';
+import { simulateQueueing, type TimedOp } from './queueing.js';
+import type { StartReply__Output } from '../runtime/generated/vmmsim/v1/StartReply.js';
+import { Distribution } from '../runtime/histogram.js';
+import { TRANSITION_KINDS, zeroTransitions } from '../runtime/topology.js';
 import type { ModeledResource, OpResult } from './results.js';
 
 /** Threads of different VMs are told apart by VM: thread ids vm * this + vCPU. */

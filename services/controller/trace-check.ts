@@ -7,9 +7,9 @@
  */
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
-import { VmmsimError } from '../common/errors.js';
-import { TraceParser, type TraceParse } from '../common/iommu-trace.js';
-import { MAX_RUN_FILE_BYTES } from '../common/run-folder.js';
+import { VmmsimError } from '../runtime/errors.js';
+import { TraceParser, type TraceParse } from '../formats/iommu-trace.js';
+import { MAX_RUN_FILE_BYTES } from '../machine/run-folder.js';
 import { kindOf } from './output-path.js';
 
 /** Read in chunks of this size: reading stops at the first map event, whatever the trace's size. */

@@ -1,10 +1,10 @@
-import { decodeMmio, encodeMmio } from '../common/kvm-run.js';
-import type { Memory } from '../common/memory.js';
-import type { OpContext } from '../common/op-context.js';
-import { Errno } from '../common/errors.js';
-import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, type SmmuCommand } from '../common/smmu/commands.js';
-import * as Q from '../common/smmu/queue.js';
-import type { Kind, MemoryRange } from '../common/transport/link.js';
+import { decodeMmio, encodeMmio } from '../formats/kvm-run.js';
+import type { Memory } from '../machine/memory.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { Errno } from '../runtime/errors.js';
+import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, type SmmuCommand } from '../formats/smmu/commands.js';
+import * as Q from '../formats/smmu/queue.js';
+import type { Kind, MemoryRange } from '../runtime/transport/link.js';
 
 /** Where a queue lives and how its register accesses travel. */
 export interface QueuePort {

@@ -1,12 +1,10 @@
-import { GUEST_TABLE_BASE } from '../common/board.js';
-import { nowNs } from '../common/clock.js';
-import { Errno } from '../common/errors.js';
-import { FrameAllocator } from '../common/memory.js';
-import type { OpContext } from '../common/op-context.js';
-import {
-  ContextTT, DescType, Granularity, VTD_CAP, VTD_ROOT_TABLE_GPA, VtdPageTable, capMaxAmask, capPsi, capReadDrain, capWriteDrain,
-  encodeContextEntry, encodeRootEntry, psiRange, ridParts, vtdContextTableGpa, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE, type IotlbDesc,
-} from '../common/vtd.js';
+import { GUEST_TABLE_BASE } from '../machine/board.js';
+import { nowNs } from '../runtime/clock.js';
+import { Errno } from '../runtime/errors.js';
+import { FrameAllocator } from '../machine/memory.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { ContextTT, DescType, Granularity, VTD_CAP, VTD_ROOT_TABLE_GPA, capMaxAmask, capPsi, capReadDrain, capWriteDrain, encodeContextEntry, encodeRootEntry, psiRange, ridParts, vtdContextTableGpa, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE, type IotlbDesc } from '../formats/vtd.js';
+import { VtdPageTable } from '../machine/vtd-page-table.js';
 import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import { FlushQueues } from './flush-queue.js';
 import { CpuIovaSpace, type IovaAllocator } from './iova.js';

@@ -1,16 +1,16 @@
-import { GUEST_TABLE_BASE, cdIpa } from '../common/board.js';
-import { Errno } from '../common/errors.js';
-import { nowNs } from '../common/clock.js';
-import { FrameAllocator } from '../common/memory.js';
-import type { OpContext } from '../common/op-context.js';
-import { PageTable } from '../common/pagetable.js';
-import { tlbiNhAsid, tlbiNhVaRange, type SmmuCommand } from '../common/smmu/commands.js';
-import { encodeCd } from '../common/smmu/structures.js';
-import { iommufdLayout } from '../common/iommufd-objects.js';
-import { GUEST_VCMDQ_OPCODES } from '../common/smmu/allow-lists.js';
+import { GUEST_TABLE_BASE, cdIpa } from '../machine/board.js';
+import { Errno } from '../runtime/errors.js';
+import { nowNs } from '../runtime/clock.js';
+import { FrameAllocator } from '../machine/memory.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { PageTable } from '../machine/pagetable.js';
+import { tlbiNhAsid, tlbiNhVaRange, type SmmuCommand } from '../formats/smmu/commands.js';
+import { encodeCd } from '../formats/smmu/structures.js';
+import { iommufdLayout } from '../machine/iommufd-objects.js';
+import { GUEST_VCMDQ_OPCODES } from '../formats/smmu/allow-lists.js';
 import {
   SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, VSMMU_CMDQ_LOG2_ENTRIES, vcmdqGuestGpa, vcmdqRegister, vsmmuCmdqGpa, vsmmuMmioBase,
-} from '../common/smmu/registers.js';
+} from '../formats/smmu/registers.js';
 import { GuestCmdq, type IssueOutcome } from './cmdq.js';
 import { deviceOpName, registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import { FlushQueues } from './flush-queue.js';

@@ -1,7 +1,7 @@
-import { Errno } from '../common/errors.js';
-import { GUEST_BUFFER_BASE } from '../common/board.js';
-import { PAGE_SIZE } from '../common/memory.js';
-import type { OpContext } from '../common/op-context.js';
+import { Errno } from '../runtime/errors.js';
+import { GUEST_BUFFER_BASE } from '../machine/board.js';
+import { PAGE_SIZE } from '../machine/memory.js';
+import type { OpContext } from '../runtime/op-context.js';
 import type { DmaApi, GuestDevice, GuestKernel } from './driver.js';
 
 /** Bounce pools sit above the benchmark buffers in guest RAM. */

@@ -1,8 +1,8 @@
-import { Errno } from '../common/errors.js';
-import type { OpContext } from '../common/op-context.js';
+import { Errno } from '../runtime/errors.js';
+import type { OpContext } from '../runtime/op-context.js';
 import {
   DMA32_WINDOW_ENTRIES, DMA32_WINDOW_OFFSET, H_RC, TCE_PAGE_SIZE, encodeHcall, encodeTceList, liobnOf, tceListGpa, tceOf,
-} from '../common/spapr-tce.js';
+} from '../formats/spapr-tce.js';
 import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import { IommuTable } from './iommu-table.js';
 import { planClearHcalls, planMapHcalls, type PlannedHcall, type TceHcallMode } from './tce-hcalls.js';

@@ -1,13 +1,13 @@
-import { nowNs } from '../common/clock.js';
-import { Errno } from '../common/errors.js';
-import { encodeMmio } from '../common/kvm-run.js';
-import { PAGE_SIZE } from '../common/memory.js';
-import { Mutex } from '../common/mutex.js';
-import type { OpContext } from '../common/op-context.js';
+import { nowNs } from '../runtime/clock.js';
+import { Errno } from '../runtime/errors.js';
+import { encodeMmio } from '../formats/kvm-run.js';
+import { PAGE_SIZE } from '../machine/memory.js';
+import { Mutex } from '../machine/mutex.js';
+import type { OpContext } from '../runtime/op-context.js';
 import {
   MAP_F_READ, MAP_F_WRITE, ReqType, Status, TAIL_SIZE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ,
   encodeRequest, requestSlotGpa, type Request,
-} from '../common/virtio-iommu.js';
+} from '../formats/virtio-iommu.js';
 import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import { FlushQueues } from './flush-queue.js';
 import { CpuIovaSpace, type IovaAllocator } from './iova.js';
@@ -99,7 +99,7 @@ function errnoOf(status: number): number {
  * A MAP or strict UNMAP the device refuses fails the call with Linux's errno for its status (Linux
  * itself adds MAPs without write-back and never reads their status); a full IOVA window fails a
  * map with ENOMEM. The endpoints were attached at probe: domain `device index + 1` per device
- * (see services/common/virtio-iommu-device.ts). The same driver runs over QEMU's device
+ * (see services/machine/virtio-iommu-device.ts). The same driver runs over QEMU's device
  * (virtio-iommu) and over the in-kernel one (vhost-iommu): only what the kick reaches differs.
  */
 class VirtioIommuDma implements DmaApi {

@@ -1,4 +1,4 @@
-import type { OpContext } from '../common/op-context.js';
+import type { OpContext } from '../runtime/op-context.js';
 import { registerDmaApi, type DmaApi, type GuestDevice } from './driver.js';
 
 /**

@@ -1,12 +1,12 @@
-import type { Memory } from '../common/memory.js';
-import type { OpContext } from '../common/op-context.js';
-import type { RoleEnv } from '../common/role-api.js';
+import type { Memory } from '../machine/memory.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { RoleEnv } from '../runtime/role-api.js';
 
 /** One device as the guest sees it: assigned (VFIO), or emulated by the VMM (topology.emulatedDevices). */
 export interface GuestDevice {
   /**
    * The guest's device number: index in the topology's device list for an assigned device; after
-   * all of those for an emulated one (services/common/emulated-vsmmu.ts).
+   * all of those for an emulated one (services/machine/emulated-vsmmu.ts).
    */
   index: number;
   vsid: number;

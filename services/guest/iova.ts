@@ -1,4 +1,4 @@
-import { PAGE_SIZE } from '../common/memory.js';
+import { PAGE_SIZE } from '../machine/memory.js';
 
 /**
  * The guest DMA API's IOVA allocator, reduced to what matters for the simulated path: ranges of a

@@ -3,7 +3,7 @@
  * commands its IOMMU driver issued. Both are counted by the guest anyway; they are read when
  * Prometheus scrapes, so an operation makes no metrics call.
  */
-import { RunTotals, perRegistry, totalsCounter, type Registry } from '../common/metrics.js';
+import { RunTotals, perRegistry, totalsCounter, type Registry } from '../runtime/metrics.js';
 import type { OpStats } from './op-stats.js';
 
 /** What the invalidation count is read from: the run's DMA API. */

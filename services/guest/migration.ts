@@ -1,8 +1,8 @@
-import { errnoName } from '../common/errors.js';
-import { iommufdLayout } from '../common/iommufd-objects.js';
-import { decodeMigrateReply, encodeMigrateRequest } from '../common/migration.js';
-import type { OpContext } from '../common/op-context.js';
-import type { EndpointTable } from '../common/topology.js';
+import { errnoName } from '../runtime/errors.js';
+import { iommufdLayout } from '../machine/iommufd-objects.js';
+import { decodeMigrateReply, encodeMigrateRequest } from '../formats/migration.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { EndpointTable } from '../runtime/topology.js';
 import type { DmaApi, GuestKernel } from './driver.js';
 import { OpStats } from './op-stats.js';
 import type { WorkloadSpec, WorkloadStep } from './workloads/common.js';

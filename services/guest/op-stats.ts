@@ -1,12 +1,12 @@
-import { NS_PER_US, nowNs } from '../common/clock.js';
-import type { HopReport } from '../common/generated/vmmsim/v1/HopReport.js';
-import type { OpReport } from '../common/generated/vmmsim/v1/OpReport.js';
-import type { TimedOp } from '../common/generated/vmmsim/v1/TimedOp.js';
-import { Distribution } from '../common/histogram.js';
-import type { Logger } from '../common/logger.js';
-import type { OpContext } from '../common/op-context.js';
-import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../common/topology.js';
-import type { HopSpan, OpTracing } from '../common/tracing.js';
+import { NS_PER_US, nowNs } from '../runtime/clock.js';
+import type { HopReport } from '../runtime/generated/vmmsim/v1/HopReport.js';
+import type { OpReport } from '../runtime/generated/vmmsim/v1/OpReport.js';
+import type { TimedOp } from '../runtime/generated/vmmsim/v1/TimedOp.js';
+import { Distribution } from '../runtime/histogram.js';
+import type { Logger } from '../runtime/logger.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../runtime/topology.js';
+import type { HopSpan, OpTracing } from '../runtime/tracing.js';
 
 /** What the guest counts about one kind of operation (map, unmap). */
 class OpRecord {

@@ -1,13 +1,13 @@
-import { GUEST_BUFFER_BASE } from '../common/board.js';
-import { nowNs } from '../common/clock.js';
-import { DeviceRing, RING_SLOTS, SlotState } from '../common/device-ring.js';
-import type { Workload__Output } from '../common/generated/vmmsim/v1/Workload.js';
-import { PAGE_SIZE } from '../common/memory.js';
+import { GUEST_BUFFER_BASE } from '../machine/board.js';
+import { nowNs } from '../runtime/clock.js';
+import { DeviceRing, RING_SLOTS, SlotState } from '../machine/device-ring.js';
+import type { Workload__Output } from '../runtime/generated/vmmsim/v1/Workload.js';
+import { PAGE_SIZE } from '../machine/memory.js';
 import { deviceOpName, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
 import type { OpStats } from './op-stats.js';
 import { parseTrace } from './trace.js';
-import type { WorkloadResult } from './workload.js';
-import { readRunFile } from '../common/run-folder.js';
+import type { WorkloadResult } from './workloads/common.js';
+import { readRunFile } from '../machine/run-folder.js';
 
 /** Buffers are placed in a 256 MiB window of guest RAM, page by page as the trace's paddr says. */
 const REPLAY_WINDOW_PAGES = 0x1_0000;

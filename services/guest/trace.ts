@@ -1,5 +1,5 @@
 /**
- * The guest's trace reader is the shared one (services/common/iommu-trace.ts): the controller reads
+ * The guest's trace reader is the shared one (services/formats/iommu-trace.ts): the controller reads
  * a trace too, to refuse one with nothing to replay before any process starts.
  */
-export { TraceParser, parseTrace, type TraceEvent, type TraceParse } from '../common/iommu-trace.js';
+export { TraceParser, parseTrace, type TraceEvent, type TraceParse } from '../formats/iommu-trace.js';

@@ -1,10 +1,10 @@
-import { Errno } from '../common/errors.js';
-import { encodeMmio } from '../common/kvm-run.js';
-import type { OpContext } from '../common/op-context.js';
+import { Errno } from '../runtime/errors.js';
+import { encodeMmio } from '../formats/kvm-run.js';
+import type { OpContext } from '../runtime/op-context.js';
 import {
   VIRTIO_MEM_BLOCKS, VIRTIO_MEM_NOTIFY_GPA, VIRTIO_MEM_REQ, VIRTIO_MEM_REQ_GPA, VIRTIO_MEM_RESP, VIRTIO_MEM_RESP_GPA, VIRTIO_MEM_RESP_SIZE,
   decodeVirtioMemResp, encodeVirtioMemReq, virtioMemBlockGpa, type ResizeOp,
-} from '../common/virtio-mem.js';
+} from '../machine/virtio-mem.js';
 import type { GuestKernel } from './driver.js';
 
 

@@ -1,4 +1,4 @@
-import { VmmsimError } from '../common/errors.js';
+import { VmmsimError } from '../runtime/errors.js';
 import { traceReplay } from './replay.js';
 import { blockIo } from './workloads/block.js';
 import type { WorkloadEnv, WorkloadRun } from './workloads/common.js';

@@ -1,7 +1,7 @@
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import type { MmioAccess } from '../common/kvm-run.js';
-import type { OpContext } from '../common/op-context.js';
-import type { HandlerResult, RoleEnv } from '../common/role-api.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import type { MmioAccess } from '../formats/kvm-run.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
 
 /**
  * What an architecture puts inside KVM: an ioeventfd whose handler runs in the host kernel

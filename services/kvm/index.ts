@@ -1,9 +1,9 @@
-import { Errno } from '../common/errors.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { decodeMmio } from '../common/kvm-run.js';
-import type { OpContext } from '../common/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
-import type { Endpoint } from '../common/topology.js';
+import { Errno } from '../runtime/errors.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { decodeMmio } from '../formats/kvm-run.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
+import type { Endpoint } from '../runtime/topology.js';
 import { kvmDevice, type KvmDevice } from './device.js';
 import './in-kernel.js';
 

@@ -1,12 +1,12 @@
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { readGuestRam } from '../common/guest-ram.js';
-import type { OpContext } from '../common/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv } from '../common/role-api.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { readGuestRam } from '../machine/guest-ram.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv } from '../runtime/role-api.js';
 import {
-  DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE, TCE_READ, TCE_WRITE,
-  decodeHcall, decodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, tceInRam, tceTableFile, tceValid, type Hcall,
-} from '../common/spapr-tce.js';
-import { TceTable } from '../common/tce-table.js';
+  DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE, TCE_READ, TCE_WRITE, decodeHcall, decodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, tceValid, type Hcall,
+} from '../formats/spapr-tce.js';
+import { tceInRam, tceTableFile } from '../machine/tce-table.js';
+import { TceTable } from '../machine/tce-table.js';
 import { registerKvmDevice, type KvmDevice } from './device.js';
 
 /** What KVM's in-kernel handler makes of one TCE hypercall. */

@@ -1,13 +1,13 @@
-import { GUEST_RAM_SIZE } from '../common/board.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { mapGuestRam } from '../common/guest-ram.js';
-import type { MmioAccess } from '../common/kvm-run.js';
-import { Mutex } from '../common/mutex.js';
-import type { OpContext } from '../common/op-context.js';
-import type { HandlerResult, RoleEnv } from '../common/role-api.js';
-import { IOMMU_READ, IOMMU_WRITE, encodeKernelIommuMap } from '../common/vfio-type1.js';
-import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../common/virtio-iommu-device.js';
-import { MAP_F_WRITE, VIOMMU_EVENT_VQ, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../common/virtio-iommu.js';
+import { GUEST_RAM_SIZE } from '../machine/board.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { mapGuestRam } from '../machine/guest-ram.js';
+import type { MmioAccess } from '../formats/kvm-run.js';
+import { Mutex } from '../machine/mutex.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
+import { IOMMU_READ, IOMMU_WRITE, encodeKernelIommuMap } from '../formats/vfio-type1.js';
+import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../machine/virtio-iommu-device.js';
+import { MAP_F_WRITE, VIOMMU_EVENT_VQ, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../formats/virtio-iommu.js';
 import { registerKvmDevice, type KvmDevice } from './device.js';
 
 /** In the kernel the device calls iommu_map()/iommu_unmap() on the VM's host domain itself. */

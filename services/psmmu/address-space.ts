@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import { GUEST_RAM_SIZE, guestRamFile, hostRamFile, vmRamBase } from '../common/board.js';
-import { FileMemory, type Memory } from '../common/memory.js';
+import { GUEST_RAM_SIZE, guestRamFile, hostRamFile, vmRamBase } from '../machine/board.js';
+import { FileMemory, type Memory } from '../machine/memory.js';
 
 /**
  * Host-physical memory as the SMMU's walker reaches it: each VM's RAM (the guest's file) at its

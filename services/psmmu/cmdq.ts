@@ -1,8 +1,8 @@
-import { CMD_SIZE, Opcode } from '../common/smmu/commands.js';
-import { HOST_OWNER, NO_CONFIG_CACHE, executeCommand, type ConfigInvalidator, type TlbInvalidator } from '../common/smmu/executor.js';
-import * as Q from '../common/smmu/queue.js';
-import { GERROR_CMDQ_ERR } from '../common/smmu/registers.js';
-import { CommandScope } from '../common/smmu/semantics.js';
+import { CMD_SIZE, Opcode } from '../formats/smmu/commands.js';
+import { HOST_OWNER, NO_CONFIG_CACHE, executeCommand, type ConfigInvalidator, type TlbInvalidator } from '../machine/smmu-executor.js';
+import * as Q from '../formats/smmu/queue.js';
+import { GERROR_CMDQ_ERR } from '../formats/smmu/registers.js';
+import { CommandScope } from '../formats/smmu/semantics.js';
 
 export interface ExecResult {
   /** Commands executed, CMD_SYNC excluded. */

@@ -1,4 +1,4 @@
-import { EVENT, encodeEvent } from '../common/smmu/structures.js';
+import { EVENT, encodeEvent } from '../formats/smmu/structures.js';
 
 const NAMES = new Map<number, string>(Object.entries(EVENT).map(([k, v]) => [v, k]));
 

@@ -4,8 +4,8 @@
  * scrapes, so the command and DMA paths make no metrics call. Queue depths are read live.
  */
 import { Gauge } from 'prom-client';
-import { RunTotals, perRegistry, totalsCounter, type Registry } from '../common/metrics.js';
-import { opcodeName } from '../common/smmu/commands.js';
+import { RunTotals, perRegistry, totalsCounter, type Registry } from '../runtime/metrics.js';
+import { opcodeName } from '../formats/smmu/commands.js';
 
 /** Entries waiting in one VCMDQ and the worker thread that serves it. */
 export interface VcmdqDepth {

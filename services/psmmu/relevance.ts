@@ -1,4 +1,4 @@
-import { ALL_SIDS, Scope, scopeHasSid, type CommandScope } from '../common/smmu/semantics.js';
+import { ALL_SIDS, Scope, scopeHasSid, type CommandScope } from '../formats/smmu/semantics.js';
 
 /** A stream's context as the SMMU reads it: its VMID and ASID (-1: none, a stage-2 stream). */
 export interface StreamContext {

@@ -1,9 +1,9 @@
-import { steAddr } from '../common/board.js';
-import type { CostTable } from '../common/cost/steps.js';
-import { PAGE_SIZE, type Memory } from '../common/memory.js';
-import { PageTable } from '../common/pagetable.js';
-import type { ConfigInvalidator } from '../common/smmu/executor.js';
-import { EVENT, STE_CONFIG, decodeCd, decodeSte } from '../common/smmu/structures.js';
+import { steAddr } from '../machine/board.js';
+import type { CostTable } from '../cost/steps.js';
+import { PAGE_SIZE, type Memory } from '../machine/memory.js';
+import { PageTable } from '../machine/pagetable.js';
+import type { ConfigInvalidator } from '../machine/smmu-executor.js';
+import { EVENT, STE_CONFIG, decodeCd, decodeSte } from '../formats/smmu/structures.js';
 import type { ConfigInvalidations } from '../../worker-pool/config-invalidations.js';
 import type { Iotlb } from '../../worker-pool/iotlb.js';
 import { ExternalAbort } from './address-space.js';

@@ -1,16 +1,16 @@
-import { Errno } from '../common/errors.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
-import { CMDQV_VCMDQS, FIRST_GUEST_VINTF, MAX_SID_PAIRS, cmdqvPlan, globalVcmdq, iommufdLayout, viommuVmid, vintfOf, type CmdqvPlan } from '../common/iommufd-objects.js';
-import { decodeMmio, encodeMmio } from '../common/kvm-run.js';
-import type { Logger } from '../common/logger.js';
-import type { OpContext } from '../common/op-context.js';
-import type { HandlerResult } from '../common/role-api.js';
-import { CMD_SIZE, Opcode } from '../common/smmu/commands.js';
-import * as Q from '../common/smmu/queue.js';
-import { decodeCmdqAlloc, decodeCmdqAllocRegister } from '../common/smmu/cmdqv-registers.js';
-import { VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, decodeVcmdqRegister } from '../common/smmu/registers.js';
-import type { MemoryRange } from '../common/transport/link.js';
+import { Errno } from '../runtime/errors.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
+import { CMDQV_VCMDQS, FIRST_GUEST_VINTF, MAX_SID_PAIRS, cmdqvPlan, globalVcmdq, iommufdLayout, viommuVmid, vintfOf, type CmdqvPlan } from '../machine/iommufd-objects.js';
+import { decodeMmio, encodeMmio } from '../formats/kvm-run.js';
+import type { Logger } from '../runtime/logger.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { HandlerResult } from '../runtime/role-api.js';
+import { CMD_SIZE, Opcode } from '../formats/smmu/commands.js';
+import * as Q from '../formats/smmu/queue.js';
+import { decodeCmdqAlloc, decodeCmdqAllocRegister } from '../formats/smmu/cmdqv-registers.js';
+import { VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, decodeVcmdqRegister } from '../formats/smmu/registers.js';
+import type { MemoryRange } from '../runtime/transport/link.js';
 import { VcmdqPool, proportionateWorkers, type ConfigInvalidations, type Iotlb, type Vcmdq } from '../../worker-pool/index.js';
 
 /**

@@ -1,9 +1,9 @@
-import { Errno } from '../common/errors.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import type { StartReply } from '../common/generated/vmmsim/v1/StartReply.js';
-import { decodeMmio } from '../common/kvm-run.js';
-import type { OpContext } from '../common/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
+import { Errno } from '../runtime/errors.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import type { StartReply } from '../runtime/generated/vmmsim/v1/StartReply.js';
+import { decodeMmio } from '../formats/kvm-run.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
 import { vmmDevice, type VmmDevice } from './device.js';
 import { VmMigration } from './migration.js';
 import { VirtioMemDevice, isVirtioMemMmio } from './virtio-mem.js';

@@ -1,11 +1,11 @@
-import { Errno } from '../common/errors.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { HW_QUEUE_ALLOC_SIZE, IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV, decodeHwQueueAlloc, encodeDestroy, encodeHwQueueAlloc } from '../common/iommufd-hw-queue.js';
-import { iommufdLayout } from '../common/iommufd-objects.js';
-import { decodeMigrateRequest, encodeMigrateReply } from '../common/migration.js';
-import type { OpContext } from '../common/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv } from '../common/role-api.js';
-import { VCMDQ_GUEST_LOG2_ENTRIES, vcmdqGuestGpa } from '../common/smmu/registers.js';
+import { Errno } from '../runtime/errors.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { HW_QUEUE_ALLOC_SIZE, IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV, decodeHwQueueAlloc, encodeDestroy, encodeHwQueueAlloc } from '../formats/iommufd-hw-queue.js';
+import { iommufdLayout } from '../machine/iommufd-objects.js';
+import { decodeMigrateRequest, encodeMigrateReply } from '../formats/migration.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv } from '../runtime/role-api.js';
+import { VCMDQ_GUEST_LOG2_ENTRIES, vcmdqGuestGpa } from '../formats/smmu/registers.js';
 
 /** The HW queues one vSMMU of the VM has: HW_QUEUE object ids by logical index. */
 interface VsmmuQueues {

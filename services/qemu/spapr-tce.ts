@@ -1,16 +1,16 @@
-import { GUEST_RAM_SIZE } from '../common/board.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { readGuestRam } from '../common/guest-ram.js';
-import type { MmioAccess } from '../common/kvm-run.js';
-import { Mutex } from '../common/mutex.js';
-import type { OpContext } from '../common/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv } from '../common/role-api.js';
+import { GUEST_RAM_SIZE } from '../machine/board.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { readGuestRam } from '../machine/guest-ram.js';
+import type { MmioAccess } from '../formats/kvm-run.js';
+import { Mutex } from '../machine/mutex.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv } from '../runtime/role-api.js';
 import {
-  DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE,
-  decodeHcall, decodeTceList, liobnOf, tceGpa, tcePerms, tceTableFile, tceValid,
-} from '../common/spapr-tce.js';
-import { TceTable } from '../common/tce-table.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../common/vfio-type1.js';
+  DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE, decodeHcall, decodeTceList, liobnOf, tceGpa, tcePerms, tceValid,
+} from '../formats/spapr-tce.js';
+import { tceTableFile } from '../machine/tce-table.js';
+import { TceTable } from '../machine/tce-table.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../formats/vfio-type1.js';
 import { registerVmmDevice, type VmmDevice } from './device.js';
 
 /**

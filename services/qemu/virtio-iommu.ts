@@ -1,13 +1,13 @@
-import { GUEST_RAM_SIZE } from '../common/board.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { mapGuestRam } from '../common/guest-ram.js';
-import { encodeMmio, type MmioAccess } from '../common/kvm-run.js';
-import { Mutex } from '../common/mutex.js';
-import type { OpContext } from '../common/op-context.js';
-import type { HandlerResult, RoleEnv } from '../common/role-api.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../common/vfio-type1.js';
-import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../common/virtio-iommu-device.js';
-import { MAP_F_WRITE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../common/virtio-iommu.js';
+import { GUEST_RAM_SIZE } from '../machine/board.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { mapGuestRam } from '../machine/guest-ram.js';
+import { encodeMmio, type MmioAccess } from '../formats/kvm-run.js';
+import { Mutex } from '../machine/mutex.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../formats/vfio-type1.js';
+import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../machine/virtio-iommu-device.js';
+import { MAP_F_WRITE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../formats/virtio-iommu.js';
 import { registerVmmDevice, type VmmDevice } from './device.js';
 
 /**

@@ -1,15 +1,15 @@
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { IOAS_MAP_SIZE, IOAS_UNMAP_SIZE, IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, encodeIoasMap, encodeIoasUnmap } from '../common/iommufd-ioas.js';
-import { iommufdLayout } from '../common/iommufd-objects.js';
-import type { MmioAccess } from '../common/kvm-run.js';
-import { Mutex } from '../common/mutex.js';
-import type { OpContext } from '../common/op-context.js';
-import type { HandlerResult, RoleEnv } from '../common/role-api.js';
-import { VMM_RAM_VADDR } from '../common/vfio-type1.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { IOAS_MAP_SIZE, IOAS_UNMAP_SIZE, IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, encodeIoasMap, encodeIoasUnmap } from '../formats/iommufd-ioas.js';
+import { iommufdLayout } from '../machine/iommufd-objects.js';
+import type { MmioAccess } from '../formats/kvm-run.js';
+import { Mutex } from '../machine/mutex.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
+import { VMM_RAM_VADDR } from '../formats/vfio-type1.js';
 import {
   VIRTIO_MEM_BLOCKS, VIRTIO_MEM_BLOCK_SIZE, VIRTIO_MEM_MMIO_BASE, VIRTIO_MEM_NOTIFY_GPA, VIRTIO_MEM_REQ, VIRTIO_MEM_REQ_GPA,
   VIRTIO_MEM_RESP, VIRTIO_MEM_RESP_GPA, decodeVirtioMemReq, encodeVirtioMemResp, virtioMemBlockGpa, virtioMemRange,
-} from '../common/virtio-mem.js';
+} from '../machine/virtio-mem.js';
 
 /** The device's virtio-mmio window: accesses in it are the virtio-mem device's, not the vIOMMU's. */
 export function isVirtioMemMmio(physAddr: number): boolean {

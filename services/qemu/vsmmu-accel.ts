@@ -1,13 +1,13 @@
-import { IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate, encodeHwptInvalidate } from '../common/iommufd.js';
-import { cdIpa } from '../common/board.js';
-import { mapGuestRam } from '../common/guest-ram.js';
-import { iommufdLayout, type ViommuObject } from '../common/iommufd-objects.js';
-import type { OpContext } from '../common/op-context.js';
-import type { RoleEnv } from '../common/role-api.js';
-import { HWPT_INVALIDATE_OPCODES } from '../common/smmu/allow-lists.js';
-import { CMD_SIZE, type DecodedCommand } from '../common/smmu/commands.js';
-import { CONFIG_DROP_BY_OPCODE, CommandScope, ConfigDrop, readScope } from '../common/smmu/semantics.js';
-import { decodeCd } from '../common/smmu/structures.js';
+import { IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate, encodeHwptInvalidate } from '../formats/iommufd.js';
+import { cdIpa } from '../machine/board.js';
+import { mapGuestRam } from '../machine/guest-ram.js';
+import { iommufdLayout, type ViommuObject } from '../machine/iommufd-objects.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { RoleEnv } from '../runtime/role-api.js';
+import { HWPT_INVALIDATE_OPCODES } from '../formats/smmu/allow-lists.js';
+import { CMD_SIZE, type DecodedCommand } from '../formats/smmu/commands.js';
+import { CONFIG_DROP_BY_OPCODE, CommandScope, ConfigDrop, readScope } from '../formats/smmu/semantics.js';
+import { decodeCd } from '../formats/smmu/structures.js';
 import { VsmmuCmdq, type VsmmuInstances } from './vsmmu-cmdq.js';
 import { routeCommand } from './vsmmu-route.js';
 

@@ -1,13 +1,13 @@
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { encodeMmio, type MmioAccess } from '../common/kvm-run.js';
-import { PhysMemory } from '../common/memory.js';
-import { Mutex } from '../common/mutex.js';
-import type { OpContext } from '../common/op-context.js';
-import type { HandlerResult, RoleEnv } from '../common/role-api.js';
-import { CMD_SIZE, Opcode, SyncCs, decodeCommand, type DecodedCommand } from '../common/smmu/commands.js';
-import * as Q from '../common/smmu/queue.js';
-import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, vsmmuCmdqGpa, vsmmuRegister } from '../common/smmu/registers.js';
-import type { MemoryRange } from '../common/transport/link.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { encodeMmio, type MmioAccess } from '../formats/kvm-run.js';
+import { PhysMemory } from '../machine/memory.js';
+import { Mutex } from '../machine/mutex.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
+import { CMD_SIZE, Opcode, SyncCs, decodeCommand, type DecodedCommand } from '../formats/smmu/commands.js';
+import * as Q from '../formats/smmu/queue.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, vsmmuCmdqGpa, vsmmuRegister } from '../formats/smmu/registers.js';
+import type { MemoryRange } from '../runtime/transport/link.js';
 import type { VmmDevice } from './device.js';
 
 /** Where a model's vSMMU instances sit among the VM's, and the lock it runs under. */

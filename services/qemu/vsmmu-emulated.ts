@@ -1,15 +1,15 @@
-import { CD_SIZE, cdIpa } from '../common/board.js';
-import { GuestRam } from '../common/guest-ram.js';
-import { vsmmuOfDevice } from '../common/iommufd-objects.js';
-import { PAGE_SIZE, type Memory } from '../common/memory.js';
-import type { OpContext } from '../common/op-context.js';
-import { PageTable, levelSpan } from '../common/pagetable.js';
-import { Random } from '../common/random.js';
-import type { RoleEnv } from '../common/role-api.js';
-import { Opcode, readSid, tlbiRangePages, type DecodedCommand } from '../common/smmu/commands.js';
-import { EVENT, decodeCd } from '../common/smmu/structures.js';
+import { CD_SIZE, cdIpa } from '../machine/board.js';
+import { GuestRam } from '../machine/guest-ram.js';
+import { vsmmuOfDevice } from '../machine/iommufd-objects.js';
+import { PAGE_SIZE, type Memory } from '../machine/memory.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { PageTable, levelSpan } from '../machine/pagetable.js';
+import { Random } from '../machine/random.js';
+import type { RoleEnv } from '../runtime/role-api.js';
+import { Opcode, readSid, tlbiRangePages, type DecodedCommand } from '../formats/smmu/commands.js';
+import { EVENT, decodeCd } from '../formats/smmu/structures.js';
 import { registerVmmDevice } from './device.js';
-import { DeviceDma, type DmaDevice, type DmaTranslator } from '../common/device-dma.js';
+import { DeviceDma, type DmaDevice, type DmaTranslator } from '../machine/device-dma.js';
 import { NO_VMID, SoftIotlb } from './soft-iotlb.js';
 import { VsmmuCmdq, type VsmmuInstances } from './vsmmu-cmdq.js';
 

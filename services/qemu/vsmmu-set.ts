@@ -1,9 +1,9 @@
-import { emulatedDevicesOf, emulatedVsmmuOf } from '../common/emulated-vsmmu.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import type { MmioAccess } from '../common/kvm-run.js';
-import { Mutex } from '../common/mutex.js';
-import type { OpContext } from '../common/op-context.js';
-import type { HandlerResult, RoleEnv } from '../common/role-api.js';
+import { emulatedDevicesOf, emulatedVsmmuOf } from '../machine/emulated-vsmmu.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import type { MmioAccess } from '../formats/kvm-run.js';
+import { Mutex } from '../machine/mutex.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
 import { registerVmmDevice, type VmmDevice } from './device.js';
 import { AcceleratedVsmmu } from './vsmmu-accel.js';
 import { EmulatedVsmmu } from './vsmmu-emulated.js';

@@ -1,21 +1,17 @@
-import { GUEST_RAM_SIZE } from '../common/board.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { encodeMmio, type MmioAccess } from '../common/kvm-run.js';
-import { mapGuestRam } from '../common/guest-ram.js';
-import { PAGE_SIZE, type Memory } from '../common/memory.js';
-import { Mutex } from '../common/mutex.js';
-import type { OpContext } from '../common/op-context.js';
-import type { HandlerResult, RoleEnv } from '../common/role-api.js';
-import type { MemoryRange } from '../common/transport/link.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../common/vfio-type1.js';
-import {
-  CONTEXT_ENTRY_SIZE, ContextTT, DESC_SIZE, DescType, EVENT_CTL, FSTS, GSTS, Granularity, ICS_IWC, ROOT_ENTRY_SIZE, VTD_AW_BITS, VTD_CAP,
-  VTD_ECAP, VTD_IQ_ENTRIES, VTD_IQ_GPA, VTD_IQ_QS, VTD_MAMV, VTD_MMIO_BASE, VTD_REG, VTD_REG_SIZE, VTD_ROOT_TABLE_GPA, VTD_VERSION,
-  decodeContextEntry, decodeDescriptor, decodeRootEntry, encodeIqa, iqIndexOf, iqRegisterOf, levelsOfAw, reservedBitsSet, ridParts,
-  vtdIqSlotGpa, walkSecondLevel, type ContextEntry, type SlWalkEvent, type VtdDescriptor,
-} from '../common/vtd.js';
+import { GUEST_RAM_SIZE } from '../machine/board.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { encodeMmio, type MmioAccess } from '../formats/kvm-run.js';
+import { mapGuestRam } from '../machine/guest-ram.js';
+import { PAGE_SIZE, type Memory } from '../machine/memory.js';
+import { Mutex } from '../machine/mutex.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
+import type { MemoryRange } from '../runtime/transport/link.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../formats/vfio-type1.js';
+import { CONTEXT_ENTRY_SIZE, ContextTT, DESC_SIZE, DescType, EVENT_CTL, FSTS, GSTS, Granularity, ICS_IWC, ROOT_ENTRY_SIZE, VTD_AW_BITS, VTD_CAP, VTD_ECAP, VTD_IQ_ENTRIES, VTD_IQ_GPA, VTD_IQ_QS, VTD_MAMV, VTD_MMIO_BASE, VTD_REG, VTD_REG_SIZE, VTD_ROOT_TABLE_GPA, VTD_VERSION, decodeContextEntry, decodeDescriptor, decodeRootEntry, encodeIqa, iqIndexOf, iqRegisterOf, levelsOfAw, reservedBitsSet, ridParts, vtdIqSlotGpa, type ContextEntry, type VtdDescriptor } from '../formats/vtd.js';
+import { walkSecondLevel, type SlWalkEvent } from '../machine/vtd-page-table.js';
 import { registerVmmDevice, type VmmDevice } from './device.js';
-import { IovaTree, type IovaMapping } from '../common/iova-tree.js';
+import { IovaTree, type IovaMapping } from '../machine/iova-tree.js';
 
 /** One assigned device's DMA address space behind the vIOMMU (QEMU's VTDAddressSpace). */
 interface AddressSpace {

@@ -1,13 +1,13 @@
-import { GUEST_RAM_SIZE, vmRamBase } from '../common/board.js';
-import { Errno } from '../common/errors.js';
-import { IovaTree, type IovaRange } from '../common/iova-tree.js';
-import { vmidOf } from '../common/iommufd-objects.js';
-import { PAGE_SIZE } from '../common/memory.js';
-import { Mutex } from '../common/mutex.js';
-import type { OpContext } from '../common/op-context.js';
-import type { PageTable } from '../common/pagetable.js';
-import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
-import { CMD_SIZE, cmdSync, encodeCommand, tlbiS2IpaRange, type SmmuCommand } from '../common/smmu/commands.js';
+import { GUEST_RAM_SIZE, vmRamBase } from '../machine/board.js';
+import { Errno } from '../runtime/errors.js';
+import { IovaTree, type IovaRange } from '../machine/iova-tree.js';
+import { vmidOf } from '../machine/iommufd-objects.js';
+import { PAGE_SIZE } from '../machine/memory.js';
+import { Mutex } from '../machine/mutex.js';
+import type { OpContext } from '../runtime/op-context.js';
+import type { PageTable } from '../machine/pagetable.js';
+import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
+import { CMD_SIZE, cmdSync, encodeCommand, tlbiS2IpaRange, type SmmuCommand } from '../formats/smmu/commands.js';
 
 /** What the host IOMMU domain needs from vfio: submitting commands to one physical SMMU. */
 export type SubmitCommands = (ctx: OpContext, psmmu: number, commands: Buffer) => Promise<number>;

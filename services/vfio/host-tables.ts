@@ -1,10 +1,10 @@
-import { GUEST_RAM_SIZE, HOST_TABLE_BASE, cdIpa, hostRamFile, steAddr, vmRamBase } from '../common/board.js';
-import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
-import { FileMemory, FrameAllocator } from '../common/memory.js';
-import { PageTable } from '../common/pagetable.js';
-import { viommuVmid, vmidOf } from '../common/iommufd-objects.js';
-import { STE_CONFIG, encodeSte } from '../common/smmu/structures.js';
-import { VIRTIO_MEM_REGION_BASE } from '../common/virtio-mem.js';
+import { GUEST_RAM_SIZE, HOST_TABLE_BASE, cdIpa, hostRamFile, steAddr, vmRamBase } from '../machine/board.js';
+import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
+import { FileMemory, FrameAllocator } from '../machine/memory.js';
+import { PageTable } from '../machine/pagetable.js';
+import { viommuVmid, vmidOf } from '../machine/iommufd-objects.js';
+import { STE_CONFIG, encodeSte } from '../formats/smmu/structures.js';
+import { VIRTIO_MEM_REGION_BASE } from '../machine/virtio-mem.js';
 
 /** Models whose guest owns stage 1 (the STE is nested); everything else translates by stage 2 only. */
 export const NESTED_MODELS = new Set(['nested-smmuv3', 'nested-smmuv3-vcmdq']);

@@ -1,15 +1,15 @@
-import { GUEST_RAM_SIZE } from '../common/board.js';
-import { Errno } from '../common/errors.js';
-import type { Topology__Output } from '../common/generated/vmmsim/v1/Topology.js';
+import { GUEST_RAM_SIZE } from '../machine/board.js';
+import { Errno } from '../runtime/errors.js';
+import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
 import {
   DESTROY_SIZE, HW_QUEUE_ALLOC_SIZE, IOMMU_HW_QUEUE_TYPE_DEFAULT, IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV, decodeDestroy, decodeHwQueueAlloc,
   encodeHwQueueAlloc,
-} from '../common/iommufd-hw-queue.js';
-import { cmdqvPlan, globalVcmdq, vintfOf, type CmdqvPlan, type IommufdLayout, type ViommuObject } from '../common/iommufd-objects.js';
-import { encodeMmio } from '../common/kvm-run.js';
-import type { OpContext } from '../common/op-context.js';
-import { EMPTY, type HandlerResult } from '../common/role-api.js';
-import { cmdqAllocRegister, encodeCmdqAlloc } from '../common/smmu/cmdqv-registers.js';
+} from '../formats/iommufd-hw-queue.js';
+import { cmdqvPlan, globalVcmdq, vintfOf, type CmdqvPlan, type IommufdLayout, type ViommuObject } from '../machine/iommufd-objects.js';
+import { encodeMmio } from '../formats/kvm-run.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { EMPTY, type HandlerResult } from '../runtime/role-api.js';
+import { cmdqAllocRegister, encodeCmdqAlloc } from '../formats/smmu/cmdqv-registers.js';
 
 /** SMMU_IDR1.CMDQS the pSMMUs report: queues of at most 2^19 entries of 16 bytes. */
 const MAX_CMDQ_LOG2 = 19;

@@ -1,11 +1,11 @@
-import { Errno } from '../common/errors.js';
+import { Errno } from '../runtime/errors.js';
 import {
   HWPT_INVALIDATE_CHUNK, HWPT_INVALIDATE_MAX_ENTRIES, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, KERNEL_PAGE_SIZE,
   type HwptInvalidate,
-} from '../common/iommufd.js';
-import type { VdeviceObject, ViommuObject } from '../common/iommufd-objects.js';
-import { CMD_SIZE, cmdSync, encodeCommand, readOpcode, readSid, writeSid, writeVmid } from '../common/smmu/commands.js';
-import { HWPT_OPCODE, SCOPE_BY_OPCODE, Scope } from '../common/smmu/semantics.js';
+} from '../formats/iommufd.js';
+import type { VdeviceObject, ViommuObject } from '../machine/iommufd-objects.js';
+import { CMD_SIZE, cmdSync, encodeCommand, readOpcode, readSid, writeSid, writeVmid } from '../formats/smmu/commands.js';
+import { HWPT_OPCODE, SCOPE_BY_OPCODE, Scope } from '../formats/smmu/semantics.js';
 
 /**
  * Result of the core checks of IOMMU_HWPT_INVALIDATE, before any entry is looked at. entry_num 0

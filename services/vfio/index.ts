@@ -1,26 +1,26 @@
-import { Errno, errnoName } from '../common/errors.js';
-import { encodeMmio } from '../common/kvm-run.js';
-import { CMD_SIZE, cmdSync, encodeCommand } from '../common/smmu/commands.js';
-import * as Q from '../common/smmu/queue.js';
-import { GERROR_CMDQ_ERR, SMMU_REG } from '../common/smmu/registers.js';
-import type { Envelope__Output } from '../common/generated/vmmsim/v1/Envelope.js';
-import { decodeHwptInvalidate, withEntryNum } from '../common/iommufd.js';
-import { iommufdLayout, type VdeviceObject, type ViommuObject } from '../common/iommufd-objects.js';
-import type { OpContext } from '../common/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../common/role-api.js';
-import type { Endpoint } from '../common/topology.js';
-import { vmOfLiobn, decodeTceUpdate, tceGpa, tcePerms, H_RC } from '../common/spapr-tce.js';
+import { Errno, errnoName } from '../runtime/errors.js';
+import { encodeMmio } from '../formats/kvm-run.js';
+import { CMD_SIZE, cmdSync, encodeCommand } from '../formats/smmu/commands.js';
+import * as Q from '../formats/smmu/queue.js';
+import { GERROR_CMDQ_ERR, SMMU_REG } from '../formats/smmu/registers.js';
+import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
+import { decodeHwptInvalidate, withEntryNum } from '../formats/iommufd.js';
+import { iommufdLayout, type VdeviceObject, type ViommuObject } from '../machine/iommufd-objects.js';
+import type { OpContext } from '../runtime/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
+import type { Endpoint } from '../runtime/topology.js';
+import { vmOfLiobn, decodeTceUpdate, tceGpa, tcePerms, H_RC } from '../formats/spapr-tce.js';
 import {
   DMA_MAP_SIZE, DMA_UNMAP_SIZE, IOMMU_WRITE, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR,
   decodeDmaMap, decodeDmaUnmap, decodeKernelIommuMap, encodeDmaUnmap, pageAligned,
-} from '../common/vfio-type1.js';
-import { PAGE_SIZE } from '../common/memory.js';
+} from '../formats/vfio-type1.js';
+import { PAGE_SIZE } from '../machine/memory.js';
 import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT } from './host-iommu.js';
 import { HostTables, SHADOW_MODELS } from './host-tables.js';
 import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
 import { HwQueues } from './hw-queues.js';
 import { IOAS_COUNTERS, VmIoas, type IoasCounters } from './ioas.js';
-import { decodeIoasMap, decodeIoasUnmap, encodeIoasUnmap } from '../common/iommufd-ioas.js';
+import { decodeIoasMap, decodeIoasUnmap, encodeIoasUnmap } from '../formats/iommufd-ioas.js';
 
 /**
  * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a

@@ -16,21 +16,21 @@
  * configuration cache after each command, and where its queue stopped with which error, must match.
  */
 import { describe, expect, it } from 'vitest';
-import { GUEST_RAM_SIZE, GUEST_TABLE_BASE, HOST_TABLE_BASE, cdIpa, steAddr, vmRamBase } from '../../services/common/board.js';
-import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
-import { Errno } from '../../services/common/errors.js';
-import { HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 } from '../../services/common/iommufd.js';
-import type { VdeviceObject, ViommuObject } from '../../services/common/iommufd-objects.js';
-import { FrameAllocator, PhysMemory } from '../../services/common/memory.js';
-import { PageTable } from '../../services/common/pagetable.js';
-import { GUEST_VCMDQ_OPCODES, HWPT_INVALIDATE_OPCODES } from '../../services/common/smmu/allow-lists.js';
+import { GUEST_RAM_SIZE, GUEST_TABLE_BASE, HOST_TABLE_BASE, cdIpa, steAddr, vmRamBase } from '../../services/machine/board.js';
+import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
+import { Errno } from '../../services/runtime/errors.js';
+import { HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 } from '../../services/formats/iommufd.js';
+import type { VdeviceObject, ViommuObject } from '../../services/machine/iommufd-objects.js';
+import { FrameAllocator, PhysMemory } from '../../services/machine/memory.js';
+import { PageTable } from '../../services/machine/pagetable.js';
+import { GUEST_VCMDQ_OPCODES, HWPT_INVALIDATE_OPCODES } from '../../services/formats/smmu/allow-lists.js';
 import {
   CMD_SIZE, Opcode, atcInv, cfgiAll, cfgiCd, cfgiCdAll, cfgiSte, cfgiSteRange, cmdSync, encodeCommand, opcodeName, readOpcode, readSid,
   tlbiNhAll, tlbiNhAsid, tlbiNhVa, tlbiNhVaa, tlbiNsnhAll, tlbiS12Vmall, tlbiS2Ipa, writeSid, writeVmid, type SmmuCommand,
-} from '../../services/common/smmu/commands.js';
-import * as Q from '../../services/common/smmu/queue.js';
-import { CommandScope, readScope } from '../../services/common/smmu/semantics.js';
-import { STE_CONFIG, encodeCd, encodeSte } from '../../services/common/smmu/structures.js';
+} from '../../services/formats/smmu/commands.js';
+import * as Q from '../../services/formats/smmu/queue.js';
+import { CommandScope, readScope } from '../../services/formats/smmu/semantics.js';
+import { STE_CONFIG, encodeCd, encodeSte } from '../../services/formats/smmu/structures.js';
 import { PhysicalCmdq } from '../../services/psmmu/cmdq.js';
 import { EventQueue } from '../../services/psmmu/events.js';
 import { scopeConcerns } from '../../services/psmmu/relevance.js';

@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { MODELS } from '../../services/common/scenario/schema.js';
+import { MODELS } from '../../services/scenario/schema.js';
 import { Runs, STACK_LINE, entries, lines, runWatched } from './support.js';
 
 const runs = new Runs();

@@ -3,12 +3,12 @@
  * small workload and writes results.json; these tests read what a user reads (stdout, the file,
  * the exit code) and ask the OS which processes are left.
  */
-import { SUPPORTED_MODELS } from '../../services/common/scenario/schema.js';
+import { SUPPORTED_MODELS } from '../../services/scenario/schema.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { TRANSITION_KINDS } from '../../services/common/topology.js';
-import { leafFields } from '../../services/common/scenario/schema.js';
+import { TRANSITION_KINDS } from '../../services/runtime/topology.js';
+import { leafFields } from '../../services/scenario/schema.js';
 import type { ResultsDoc, RunResult } from '../../services/controller/results.js';
 import type { CliResult } from '../helpers/cli.js';
 import { waitForNoProcesses } from '../helpers/processes.js';

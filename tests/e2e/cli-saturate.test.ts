@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { loadProfile } from '../../services/common/cost/profile.js';
+import { loadProfile } from '../../services/cost/profile.js';
 import type { ResultsDoc, RunResult, SaturationResult } from '../../services/controller/results.js';
 import type { CliResult } from '../helpers/cli.js';
 import { waitForNoProcesses } from '../helpers/processes.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TRANSITION_KINDS } from '../../services/common/topology.js';
+import { TRANSITION_KINDS } from '../../services/runtime/topology.js';
 import type { ResultsDoc } from '../../services/controller/results.js';
 import { waitForNoProcesses } from '../helpers/processes.js';
 import { mismatches, type Datum } from '../helpers/report-check.js';

@@ -2,8 +2,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { MODELS } from '../../services/common/scenario/schema.js';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { MODELS } from '../../services/scenario/schema.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import type { RunResult } from '../../services/controller/results.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 

@@ -1,9 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
-import { profileCosts } from '../../services/common/cost/profile.js';
-import type { Batch, Batch__Output } from '../../services/common/generated/vmmsim/v1/Batch.js';
-import type { Topology } from '../../services/common/generated/vmmsim/v1/Topology.js';
-import { protos } from '../../services/common/proto.js';
+import { profileCosts } from '../../services/cost/profile.js';
+import type { Batch, Batch__Output } from '../../services/runtime/generated/vmmsim/v1/Batch.js';
+import type { Topology } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
+import { protos } from '../../services/runtime/proto.js';
 import { testProfile } from './tree.js';
 
 /**

@@ -3,8 +3,8 @@
  * running processes: every field the CLI writes, a real resolved scenario, and summaries whose
  * percentiles grow from a given p50 as a real latency distribution's do.
  */
-import { loadScenario } from '../../services/common/scenario/load.js';
-import { zeroTransitions, type TransitionCounts } from '../../services/common/topology.js';
+import { loadScenario } from '../../services/controller/scenario-load.js';
+import { zeroTransitions, type TransitionCounts } from '../../services/runtime/topology.js';
 import { RESULTS_SCHEMA, type OpResult, type ResultsDoc, type RunResult, type SaturationResult } from '../../services/controller/results.js';
 
 type Summary = OpResult['measuredUs'];

@@ -4,8 +4,8 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { loadTokenFile } from '../../services/common/transport/auth.js';
-import { INSECURE, withToken, type Security } from '../../services/common/transport/credentials.js';
+import { loadTokenFile } from '../../services/runtime/transport/auth.js';
+import { INSECURE, withToken, type Security } from '../../services/runtime/transport/credentials.js';
 import { BIN, ROOT } from './cli.js';
 
 /** A `vmmsim serve` process a test started, from its ready line. */

@@ -1,8 +1,8 @@
-import { GUEST_RAM_SIZE, GUEST_TABLE_BASE, HOST_TABLE_BASE, cdIpa, steAddr, vmRamBase } from '../../services/common/board.js';
-import { CostTable, COST_STEPS } from '../../services/common/cost/steps.js';
-import { FrameAllocator, PhysMemory, type Memory } from '../../services/common/memory.js';
-import { PageTable } from '../../services/common/pagetable.js';
-import { STE_CONFIG, encodeCd, encodeSte } from '../../services/common/smmu/structures.js';
+import { GUEST_RAM_SIZE, GUEST_TABLE_BASE, HOST_TABLE_BASE, cdIpa, steAddr, vmRamBase } from '../../services/machine/board.js';
+import { CostTable, COST_STEPS } from '../../services/cost/steps.js';
+import { FrameAllocator, PhysMemory, type Memory } from '../../services/machine/memory.js';
+import { PageTable } from '../../services/machine/pagetable.js';
+import { STE_CONFIG, encodeCd, encodeSte } from '../../services/formats/smmu/structures.js';
 import { PhysicalCmdq } from '../../services/psmmu/cmdq.js';
 import { EventQueue } from '../../services/psmmu/events.js';
 import { Iotlb } from '../../worker-pool/iotlb.js';

@@ -1,4 +1,4 @@
-import { VmmsimError } from '../../services/common/errors.js';
+import { VmmsimError } from '../../services/runtime/errors.js';
 
 /** The VmmsimError `fn` throws; anything else thrown, or nothing, fails the test. */
 export function thrown(fn: () => unknown): VmmsimError {

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import type { RunResult } from '../../services/controller/results.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 

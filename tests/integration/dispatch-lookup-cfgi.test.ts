@@ -4,15 +4,15 @@
  * batches its HWPT_INVALIDATEs (per-batch), where the CFGI_CD travels in the batch. Driven by hand.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cdIpa, guestRamFile } from '../../services/common/board.js';
-import { encodeMmio } from '../../services/common/kvm-run.js';
-import { FileMemory } from '../../services/common/memory.js';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
-import { CMD_SIZE, cfgiCd, cmdSync, encodeCommand, tlbiNhAsid, type SmmuCommand } from '../../services/common/smmu/commands.js';
-import * as Q from '../../services/common/smmu/queue.js';
-import { SMMU_REG, vsmmuCmdqGpa, vsmmuMmioBase } from '../../services/common/smmu/registers.js';
-import { encodeCd } from '../../services/common/smmu/structures.js';
-import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
+import { cdIpa, guestRamFile } from '../../services/machine/board.js';
+import { encodeMmio } from '../../services/formats/kvm-run.js';
+import { FileMemory } from '../../services/machine/memory.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
+import { CMD_SIZE, cfgiCd, cmdSync, encodeCommand, tlbiNhAsid, type SmmuCommand } from '../../services/formats/smmu/commands.js';
+import * as Q from '../../services/formats/smmu/queue.js';
+import { SMMU_REG, vsmmuCmdqGpa, vsmmuMmioBase } from '../../services/formats/smmu/registers.js';
+import { encodeCd } from '../../services/formats/smmu/structures.js';
+import { LinkClient, type Envelope__Output } from '../../services/runtime/transport/link.js';
 import { Control } from '../../services/controller/control-client.js';
 import { HAND_GUEST_ID, configureWithoutGuest, useProcessTree } from '../helpers/tree.js';
 

@@ -6,16 +6,16 @@
  * hand (the test is guest-0 towards kvm, and qemu-0 towards vfio), and nothing it names reaches VM 1.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Errno } from '../../services/common/errors.js';
-import type { Topology__Output } from '../../services/common/generated/vmmsim/v1/Topology.js';
-import { HWPT_INVALIDATE_MAX_ENTRIES, HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, decodeHwptInvalidate, encodeHwptInvalidate, type HwptInvalidate } from '../../services/common/iommufd.js';
-import { iommufdLayout } from '../../services/common/iommufd-objects.js';
-import { decodeMmio, encodeMmio } from '../../services/common/kvm-run.js';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
-import { CMD_SIZE, SyncCs, atcInv, cmdSync, encodeCommand, tlbiNhAll, tlbiNhVa, type SmmuCommand } from '../../services/common/smmu/commands.js';
-import * as Q from '../../services/common/smmu/queue.js';
-import { GERROR_CMDQ_ERR, SMMU_REG, vsmmuCmdqGpa, vsmmuMmioBase } from '../../services/common/smmu/registers.js';
-import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
+import { Errno } from '../../services/runtime/errors.js';
+import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
+import { HWPT_INVALIDATE_MAX_ENTRIES, HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, decodeHwptInvalidate, encodeHwptInvalidate, type HwptInvalidate } from '../../services/formats/iommufd.js';
+import { iommufdLayout } from '../../services/machine/iommufd-objects.js';
+import { decodeMmio, encodeMmio } from '../../services/formats/kvm-run.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
+import { CMD_SIZE, SyncCs, atcInv, cmdSync, encodeCommand, tlbiNhAll, tlbiNhVa, type SmmuCommand } from '../../services/formats/smmu/commands.js';
+import * as Q from '../../services/formats/smmu/queue.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, vsmmuCmdqGpa, vsmmuMmioBase } from '../../services/formats/smmu/registers.js';
+import { LinkClient, type Envelope__Output } from '../../services/runtime/transport/link.js';
 import { Control } from '../../services/controller/control-client.js';
 import { devices } from '../../services/controller/session.js';
 import { HAND_GUEST_ID, configureWithoutGuest, testProfile, useProcessTree, withSession } from '../helpers/tree.js';

@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../../services/common/logger.js';
+import { createLogger } from '../../services/runtime/logger.js';
 import { ProcessTree } from '../../services/controller/launcher.js';
 import { waitForNoProcesses } from '../helpers/processes.js';
 

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeMmio, encodeMmio } from '../../services/common/kvm-run.js';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
-import { CMD_SIZE, SyncCs, atcInv, cmdSync, encodeCommand, tlbiNhVa, tlbiNhVaRange, type SmmuCommand } from '../../services/common/smmu/commands.js';
-import * as Q from '../../services/common/smmu/queue.js';
-import { GERROR_CMDQ_ERR, SMMU_REG, vsmmuCmdqGpa, vsmmuMmioBase } from '../../services/common/smmu/registers.js';
-import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
+import { decodeMmio, encodeMmio } from '../../services/formats/kvm-run.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
+import { CMD_SIZE, SyncCs, atcInv, cmdSync, encodeCommand, tlbiNhVa, tlbiNhVaRange, type SmmuCommand } from '../../services/formats/smmu/commands.js';
+import * as Q from '../../services/formats/smmu/queue.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, vsmmuCmdqGpa, vsmmuMmioBase } from '../../services/formats/smmu/registers.js';
+import { LinkClient, type Envelope__Output } from '../../services/runtime/transport/link.js';
 import { Control } from '../../services/controller/control-client.js';
 import { HAND_GUEST_ID, configureWithoutGuest, testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 

@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { guestRamFile } from '../../services/common/board.js';
-import type { CostStep } from '../../services/common/cost/steps.js';
-import { decodeMmio, encodeMmio } from '../../services/common/kvm-run.js';
-import { FileMemory } from '../../services/common/memory.js';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
-import type { TransitionCounts } from '../../services/common/topology.js';
-import { LinkClient, type Envelope__Output, type MemoryRange } from '../../services/common/transport/link.js';
+import { guestRamFile } from '../../services/machine/board.js';
+import type { CostStep } from '../../services/cost/steps.js';
+import { decodeMmio, encodeMmio } from '../../services/formats/kvm-run.js';
+import { FileMemory } from '../../services/machine/memory.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
+import type { TransitionCounts } from '../../services/runtime/topology.js';
+import { LinkClient, type Envelope__Output, type MemoryRange } from '../../services/runtime/transport/link.js';
 import { Control } from '../../services/controller/control-client.js';
 import type { RunResult } from '../../services/controller/results.js';
-import { DESC_SIZE, DescType, FSTS, VTD_MMIO_BASE, VTD_REG, encodeDescriptors, iqIndexOf, iqRegisterOf, vtdIqSlotGpa } from '../../services/common/vtd.js';
+import { DESC_SIZE, DescType, FSTS, VTD_MMIO_BASE, VTD_REG, encodeDescriptors, iqIndexOf, iqRegisterOf, vtdIqSlotGpa } from '../../services/formats/vtd.js';
 import { processesWithMarker } from '../helpers/processes.js';
 import { HAND_GUEST_ID, configureWithoutGuest, testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 

@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { VmmsimError } from '../../services/common/errors.js';
+import type { VmmsimError } from '../../services/runtime/errors.js';
 import { LivenessWatch, processState } from '../../services/controller/liveness.js';
 import { ROOT } from '../helpers/cli.js';
 import { killMarked, waitForNoProcesses } from '../helpers/processes.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ROLES } from '../../services/common/topology.js';
+import { ROLES } from '../../services/runtime/topology.js';
 import { runCli, tempDir } from '../helpers/cli.js';
 import { waitForNoProcesses } from '../helpers/processes.js';
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HOP_BUCKETS_SECONDS } from '../../services/common/transport/link-metrics.js';
+import { HOP_BUCKETS_SECONDS } from '../../services/runtime/transport/link-metrics.js';
 import { runCli, startCli, tempDir, type CliRun } from '../helpers/cli.js';
 import { freePortRange, occupyPort } from '../helpers/ports.js';
 import { killMarked, waitForNoProcesses } from '../helpers/processes.js';

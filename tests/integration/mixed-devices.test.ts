@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
-import type { TransitionCounts } from '../../services/common/topology.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
+import type { TransitionCounts } from '../../services/runtime/topology.js';
 import type { RunResult } from '../../services/controller/results.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 /** One VM whose devices sit behind three physical SMMUs, with one vSMMU for all or one per pSMMU. */

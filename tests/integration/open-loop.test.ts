@@ -4,7 +4,7 @@
  * counts from its arrival (so a backlog shows), and Poisson arrivals are as deterministic as the rest.
  */
 import { describe, expect, it } from 'vitest';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import { loadOf } from '../../services/controller/load.js';
 import type { RunResult } from '../../services/controller/results.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';

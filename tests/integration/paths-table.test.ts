@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
-import { MODELS, SUPPORTED_MODELS, type ModelName } from '../../services/common/scenario/schema.js';
-import type { TransitionCounts } from '../../services/common/topology.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
+import { MODELS, SUPPORTED_MODELS, type ModelName } from '../../services/scenario/schema.js';
+import type { TransitionCounts } from '../../services/runtime/topology.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 const none: TransitionCounts = { exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 };

@@ -12,12 +12,12 @@ import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Envelope } from '../../services/common/generated/vmmsim/v1/Envelope.js';
-import type { Topology } from '../../services/common/generated/vmmsim/v1/Topology.js';
-import { RUN_FOLDER_MARKER, createRunFolder } from '../../services/common/run-folder.js';
-import { RunToken, callerMetadata, loadTokenFile } from '../../services/common/transport/auth.js';
-import { INSECURE, withToken, type Security } from '../../services/common/transport/credentials.js';
-import { MAX_ENVELOPES_PER_BATCH } from '../../services/common/transport/wire-limits.js';
+import type { Envelope } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
+import type { Topology } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
+import { RUN_FOLDER_MARKER, createRunFolder } from '../../services/machine/run-folder.js';
+import { RunToken, callerMetadata, loadTokenFile } from '../../services/runtime/transport/auth.js';
+import { INSECURE, withToken, type Security } from '../../services/runtime/transport/credentials.js';
+import { MAX_ENVELOPES_PER_BATCH } from '../../services/runtime/transport/wire-limits.js';
 import { Control } from '../../services/controller/control-client.js';
 import { healthCheck } from '../helpers/health.js';
 import { waitForNoProcesses } from '../helpers/processes.js';

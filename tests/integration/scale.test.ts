@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
 import type { RunResult } from '../../services/controller/results.js';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 /**

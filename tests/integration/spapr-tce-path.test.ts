@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GUEST_RAM_SIZE } from '../../services/common/board.js';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { GUEST_RAM_SIZE } from '../../services/machine/board.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import {
   H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, encodeHcall, encodeTceList, liobnOf, tceListGpa, tceOf, type Hcall,
-} from '../../services/common/spapr-tce.js';
-import type { TransitionCounts } from '../../services/common/topology.js';
-import { LinkClient, type Envelope__Output } from '../../services/common/transport/link.js';
+} from '../../services/formats/spapr-tce.js';
+import type { TransitionCounts } from '../../services/runtime/topology.js';
+import { LinkClient, type Envelope__Output } from '../../services/runtime/transport/link.js';
 import { Control } from '../../services/controller/control-client.js';
 import type { RunResult } from '../../services/controller/results.js';
 import { HAND_GUEST_ID, configureWithoutGuest, testProfile, useProcessTree, withSession } from '../helpers/tree.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 /**

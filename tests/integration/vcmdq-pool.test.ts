@@ -2,11 +2,11 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { packageRoot } from '../../services/common/paths.js';
+import { packageRoot } from '../../services/runtime/paths.js';
 import {
   CMD_SIZE, SyncCs, atcInv, cfgiSte, cmdSync, encodeCommand, tlbiNhAll, tlbiNhAsid, tlbiNhVa, type SmmuCommand,
-} from '../../services/common/smmu/commands.js';
-import * as Q from '../../services/common/smmu/queue.js';
+} from '../../services/formats/smmu/commands.js';
+import * as Q from '../../services/formats/smmu/queue.js';
 import { Iotlb, type IotlbEntry } from '../../worker-pool/iotlb.js';
 import { VcmdqError } from '../../worker-pool/errors.js';
 import { VcmdqPool, type SubmitResult, type VEvent, type Vcmdq } from '../../worker-pool/pool.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
-import type { ModelName } from '../../services/common/scenario/schema.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
+import type { ModelName } from '../../services/scenario/schema.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 /**

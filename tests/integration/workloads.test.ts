@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
 const scenario = (workload: Record<string, unknown>): ReturnType<typeof resolveScenario> => resolveScenario({ name: 'it-workloads', model: 'none', workload: { threads: 2, ...workload } });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Random } from '../../services/common/random.js';
+import { Random } from '../../services/machine/random.js';
 import { ThreadArrivals, arrivalTimes, constantArrivalNs, type ArrivalSpec } from '../../services/guest/workloads/arrivals.js';
 
 const poisson = (over: Partial<ArrivalSpec> = {}): ArrivalSpec => ({ rate: 1000, threads: 1, process: 'poisson', seed: 1, vm: 0, ...over });

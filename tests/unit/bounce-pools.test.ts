@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { GUEST_BUFFER_BASE, GUEST_RAM_SIZE } from '../../services/common/board.js';
-import type { OpContext } from '../../services/common/op-context.js';
+import { GUEST_BUFFER_BASE, GUEST_RAM_SIZE } from '../../services/machine/board.js';
+import type { OpContext } from '../../services/runtime/op-context.js';
 import type { DmaApi, GuestDevice, GuestKernel } from '../../services/guest/driver.js';
 import { withDmaMode } from '../../services/guest/dma-modes.js';
 

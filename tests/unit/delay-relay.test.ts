@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { nowNs } from '../../services/common/clock.js';
-import { DelayRelay, HIGH_WATER_BYTES, parseDelay, parseHostPort } from '../../services/common/transport/delay-relay.js';
+import { nowNs } from '../../services/runtime/clock.js';
+import { DelayRelay, HIGH_WATER_BYTES, parseDelay, parseHostPort } from '../../services/runtime/transport/delay-relay.js';
 
 describe('delay relay options', () => {
   it('reads delays in us, ms and s, and HOST:PORT', () => {

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { isRole } from '../../services/common/topology.js';
+import { isRole } from '../../services/runtime/topology.js';
 import { parseServeArgs } from '../../services/controller/serve.js';
 import { ROOT } from '../helpers/cli.js';
 import { isIgnored, parseDockerfile, type Instruction, type Stage } from '../helpers/dockerfile.js';
@@ -87,7 +87,7 @@ describe('deploy/Dockerfile', () => {
   });
 
   it('keeps local build output and dependencies out of the context', () => {
-    for (const p of ['node_modules', 'dist/services/controller/bin.js', 'results/x/results.json', 'services/common/generated/link.ts', '.git/HEAD']) {
+    for (const p of ['node_modules', 'dist/services/controller/bin.js', 'results/x/results.json', 'services/runtime/generated/link.ts', '.git/HEAD']) {
       expect(isIgnored(dockerignore, p), p).toBe(true);
     }
   });

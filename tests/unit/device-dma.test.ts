@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { DeviceRing, SlotState } from '../../services/common/device-ring.js';
-import { PhysMemory } from '../../services/common/memory.js';
-import { Random } from '../../services/common/random.js';
-import { DeviceDma, type DmaTranslator } from '../../services/common/device-dma.js';
+import { DeviceRing, SlotState } from '../../services/machine/device-ring.js';
+import { PhysMemory } from '../../services/machine/memory.js';
+import { Random } from '../../services/machine/random.js';
+import { DeviceDma, type DmaTranslator } from '../../services/machine/device-dma.js';
 
 /** An IOMMU stand-in: records accesses and answers stale for the IOVAs it is told. */
 class Recorder implements DmaTranslator {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { EMULATED_ROOT_BUS, acceleratedVsmmus, emulatedDeviceList, emulatedDevicesOf, emulatedVsmmuOf } from '../../services/common/emulated-vsmmu.js';
-import { VmmsimError } from '../../services/common/errors.js';
-import type { Topology__Output } from '../../services/common/generated/vmmsim/v1/Topology.js';
-import { MODELS, type ModelName } from '../../services/common/scenario/schema.js';
-import { checkEmulatedDevices, resolveScenario } from '../../services/common/scenario/validate.js';
+import { EMULATED_ROOT_BUS, acceleratedVsmmus, emulatedDeviceList, emulatedDevicesOf, emulatedVsmmuOf } from '../../services/machine/emulated-vsmmu.js';
+import { VmmsimError } from '../../services/runtime/errors.js';
+import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
+import { MODELS, type ModelName } from '../../services/scenario/schema.js';
+import { checkEmulatedDevices, resolveScenario } from '../../services/scenario/validate.js';
 import { devices } from '../../services/controller/session.js';
 
 /** The topology the controller pushes for a scenario, as far as the emulated instance reads it. */

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { CostTable, COST_STEPS } from '../../services/common/cost/steps.js';
-import type { Envelope__Output } from '../../services/common/generated/vmmsim/v1/Envelope.js';
-import { decodeMmio, encodeMmio } from '../../services/common/kvm-run.js';
-import { PhysMemory } from '../../services/common/memory.js';
-import { OpContext } from '../../services/common/op-context.js';
-import { CMD_SIZE, Opcode, decodeCommand, tlbiNhAsid } from '../../services/common/smmu/commands.js';
-import * as Q from '../../services/common/smmu/queue.js';
-import type { LinkClient, OutgoingRequest } from '../../services/common/transport/link.js';
+import { CostTable, COST_STEPS } from '../../services/cost/steps.js';
+import type { Envelope__Output } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
+import { decodeMmio, encodeMmio } from '../../services/formats/kvm-run.js';
+import { PhysMemory } from '../../services/machine/memory.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import { CMD_SIZE, Opcode, decodeCommand, tlbiNhAsid } from '../../services/formats/smmu/commands.js';
+import * as Q from '../../services/formats/smmu/queue.js';
+import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
 import { GuestCmdq, type QueuePort } from '../../services/guest/cmdq.js';
 
 const port: QueuePort = { gpa: 0x4000_0000, log2: 3, prodRegister: 0x98, consRegister: 0x9c, gerrorRegister: 0x60, gerrornRegister: 0x64, peer: 'dev', kind: 'MMIO_WRITE' };

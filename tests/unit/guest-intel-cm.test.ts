@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
-import type { Envelope__Output } from '../../services/common/generated/vmmsim/v1/Envelope.js';
-import { Errno } from '../../services/common/errors.js';
-import { PhysMemory } from '../../services/common/memory.js';
-import { OpContext } from '../../services/common/op-context.js';
-import type { RoleEnv } from '../../services/common/role-api.js';
-import type { LinkClient, OutgoingRequest } from '../../services/common/transport/link.js';
-import { DESC_SIZE, DescType, Granularity, decodeDescriptor } from '../../services/common/vtd.js';
+import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
+import type { Envelope__Output } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
+import { Errno } from '../../services/runtime/errors.js';
+import { PhysMemory } from '../../services/machine/memory.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import type { RoleEnv } from '../../services/runtime/role-api.js';
+import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
+import { DESC_SIZE, DescType, Granularity, decodeDescriptor } from '../../services/formats/vtd.js';
 import '../../services/guest/dma-intel-cm.js';
 import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from '../../services/guest/driver.js';
 

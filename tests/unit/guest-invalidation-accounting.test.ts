@@ -4,17 +4,17 @@
  * driver runs over a device in this process that refuses or never completes what it is sent.
  */
 import { describe, expect, it } from 'vitest';
-import { GUEST_RAM_SIZE } from '../../services/common/board.js';
-import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
-import { Errno } from '../../services/common/errors.js';
-import type { Envelope__Output } from '../../services/common/generated/vmmsim/v1/Envelope.js';
-import { PhysMemory } from '../../services/common/memory.js';
-import { OpContext } from '../../services/common/op-context.js';
-import type { RoleEnv } from '../../services/common/role-api.js';
-import { H_RC } from '../../services/common/spapr-tce.js';
-import type { LinkClient, OutgoingRequest } from '../../services/common/transport/link.js';
-import { VirtioIommuDevice } from '../../services/common/virtio-iommu-device.js';
-import { Status, VIOMMU_REQUEST_QUEUE } from '../../services/common/virtio-iommu.js';
+import { GUEST_RAM_SIZE } from '../../services/machine/board.js';
+import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
+import { Errno } from '../../services/runtime/errors.js';
+import type { Envelope__Output } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
+import { PhysMemory } from '../../services/machine/memory.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import type { RoleEnv } from '../../services/runtime/role-api.js';
+import { H_RC } from '../../services/formats/spapr-tce.js';
+import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
+import { VirtioIommuDevice } from '../../services/machine/virtio-iommu-device.js';
+import { Status, VIOMMU_REQUEST_QUEUE } from '../../services/formats/virtio-iommu.js';
 import '../../services/guest/dma-iommu-nested.js';
 import '../../services/guest/dma-intel-cm.js';
 import '../../services/guest/dma-spapr-tce.js';

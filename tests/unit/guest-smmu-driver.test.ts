@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { tlbiRangePages } from '../../services/common/smmu/commands.js';
-import { tlbiNhVaRange as tlbiRange } from '../../services/common/smmu/commands.js';
+import { tlbiRangePages } from '../../services/formats/smmu/commands.js';
+import { tlbiNhVaRange as tlbiRange } from '../../services/formats/smmu/commands.js';
 
 describe('guest range TLBI construction', () => {
   it.each([1, 2, 3, 5, 31, 32, 33, 64, 100, 511, 512])('covers exactly %i pages with contiguous commands', (pages) => {

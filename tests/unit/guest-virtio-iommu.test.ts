@@ -1,15 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { GUEST_RAM_SIZE } from '../../services/common/board.js';
-import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
-import { Errno } from '../../services/common/errors.js';
-import type { Envelope__Output } from '../../services/common/generated/vmmsim/v1/Envelope.js';
-import { decodeMmio } from '../../services/common/kvm-run.js';
-import { PhysMemory } from '../../services/common/memory.js';
-import { OpContext } from '../../services/common/op-context.js';
-import type { RoleEnv } from '../../services/common/role-api.js';
-import type { LinkClient, OutgoingRequest } from '../../services/common/transport/link.js';
-import { VirtioIommuDevice, type VirtioIommuBackend } from '../../services/common/virtio-iommu-device.js';
-import { Status, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, type StatusCode } from '../../services/common/virtio-iommu.js';
+import { GUEST_RAM_SIZE } from '../../services/machine/board.js';
+import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
+import { Errno } from '../../services/runtime/errors.js';
+import type { Envelope__Output } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
+import { decodeMmio } from '../../services/formats/kvm-run.js';
+import { PhysMemory } from '../../services/machine/memory.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import type { RoleEnv } from '../../services/runtime/role-api.js';
+import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
+import { VirtioIommuDevice, type VirtioIommuBackend } from '../../services/machine/virtio-iommu-device.js';
+import { Status, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, type StatusCode } from '../../services/formats/virtio-iommu.js';
 import '../../services/guest/dma-virtio-iommu.js';
 import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from '../../services/guest/driver.js';
 

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { GUEST_RAM_SIZE, vmRamBase } from '../../services/common/board.js';
-import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
-import { Errno } from '../../services/common/errors.js';
-import type { Topology__Output } from '../../services/common/generated/vmmsim/v1/Topology.js';
-import { FrameAllocator, PhysMemory } from '../../services/common/memory.js';
-import { OpContext } from '../../services/common/op-context.js';
-import { PageTable } from '../../services/common/pagetable.js';
-import { CMD_SIZE, Opcode, decodeCommand } from '../../services/common/smmu/commands.js';
+import { GUEST_RAM_SIZE, vmRamBase } from '../../services/machine/board.js';
+import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
+import { Errno } from '../../services/runtime/errors.js';
+import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
+import { FrameAllocator, PhysMemory } from '../../services/machine/memory.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import { PageTable } from '../../services/machine/pagetable.js';
+import { CMD_SIZE, Opcode, decodeCommand } from '../../services/formats/smmu/commands.js';
 import { HOST_IOMMU_COUNTERS, HOST_IOVA_LIMIT, HostIommuDomain } from '../../services/vfio/host-iommu.js';
 
 const PAGE = 0x1000;

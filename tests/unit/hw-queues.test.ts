@@ -1,17 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { loadProfile, profileCosts } from '../../services/common/cost/profile.js';
-import { CostTable } from '../../services/common/cost/steps.js';
-import { Errno } from '../../services/common/errors.js';
-import type { Topology__Output } from '../../services/common/generated/vmmsim/v1/Topology.js';
+import { loadProfile, profileCosts } from '../../services/cost/profile.js';
+import { CostTable } from '../../services/cost/steps.js';
+import { Errno } from '../../services/runtime/errors.js';
+import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
 import {
   HW_QUEUE_ALLOC_SIZE, IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV, decodeDestroy, decodeHwQueueAlloc, encodeDestroy, encodeHwQueueAlloc, type HwQueueAlloc,
-} from '../../services/common/iommufd-hw-queue.js';
-import { cmdqvPlan, globalVcmdq, iommufdLayout, vintfOf } from '../../services/common/iommufd-objects.js';
-import { decodeMmio } from '../../services/common/kvm-run.js';
-import { decodeMigrateReply, decodeMigrateRequest, encodeMigrateReply, encodeMigrateRequest } from '../../services/common/migration.js';
-import { OpContext } from '../../services/common/op-context.js';
-import { cmdqAllocRegister, decodeCmdqAlloc, decodeCmdqAllocRegister, encodeCmdqAlloc } from '../../services/common/smmu/cmdqv-registers.js';
-import { VCMDQ_GUEST_LOG2_ENTRIES, vcmdqGuestGpa } from '../../services/common/smmu/registers.js';
+} from '../../services/formats/iommufd-hw-queue.js';
+import { cmdqvPlan, globalVcmdq, iommufdLayout, vintfOf } from '../../services/machine/iommufd-objects.js';
+import { decodeMmio } from '../../services/formats/kvm-run.js';
+import { decodeMigrateReply, decodeMigrateRequest, encodeMigrateReply, encodeMigrateRequest } from '../../services/formats/migration.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import { cmdqAllocRegister, decodeCmdqAlloc, decodeCmdqAllocRegister, encodeCmdqAlloc } from '../../services/formats/smmu/cmdqv-registers.js';
+import { VCMDQ_GUEST_LOG2_ENTRIES, vcmdqGuestGpa } from '../../services/formats/smmu/registers.js';
 import { HwQueues } from '../../services/vfio/hw-queues.js';
 import { Cmdqv } from '../../worker-pool/cmdqv.js';
 

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { Errno } from '../../services/common/errors.js';
-import { HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, type HwptInvalidate } from '../../services/common/iommufd.js';
-import type { VdeviceObject, ViommuObject } from '../../services/common/iommufd-objects.js';
+import { Errno } from '../../services/runtime/errors.js';
+import { HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, type HwptInvalidate } from '../../services/formats/iommufd.js';
+import type { VdeviceObject, ViommuObject } from '../../services/machine/iommufd-objects.js';
 import {
   CMD_SIZE, Opcode, atcInv, cfgiCd, cfgiSte, cmdSync, decodeCommand, encodeCommand, tlbiNhAsid, tlbiNhVa, tlbiNsnhAll,
   type SmmuCommand,
-} from '../../services/common/smmu/commands.js';
-import { HWPT_INVALIDATE_OPCODES } from '../../services/common/smmu/allow-lists.js';
+} from '../../services/formats/smmu/commands.js';
+import { HWPT_INVALIDATE_OPCODES } from '../../services/formats/smmu/allow-lists.js';
 import { checkHwptInvalidate, invalidateEntries } from '../../services/vfio/hwpt-invalidate.js';
 
 const viommu: ViommuObject = { id: 7, vm: 0, psmmu: 0, vmid: 0x2a, hwptId: 6 };

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { Topology__Output } from '../../services/common/generated/vmmsim/v1/Topology.js';
-import { iommufdLayout, viommuVmid } from '../../services/common/iommufd-objects.js';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
+import { iommufdLayout, viommuVmid } from '../../services/machine/iommufd-objects.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import { devices } from '../../services/controller/session.js';
 
 /** The topology fields the object layout reads, for a scenario's devices. */

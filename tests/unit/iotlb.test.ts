@@ -3,7 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { packageRoot } from '../../services/common/paths.js';
+import { packageRoot } from '../../services/runtime/paths.js';
 import { Iotlb, type IotlbEntry } from '../../worker-pool/iotlb.js';
 import { workerFile } from '../../worker-pool/worker-file.js';
 
@@ -292,7 +292,7 @@ describe('IOTLB shared between threads', () => {
 
   beforeAll(() => {
     workerFile(); // throws E_VCMDQ_BUILD when dist/ is missing or older than the sources
-    iotlbUrl = pathToFileURL(join(packageRoot(), 'dist', 'services', 'psmmu', 'iotlb.js')).href;
+    iotlbUrl = pathToFileURL(join(packageRoot(), 'dist', 'worker-pool', 'iotlb.js')).href;
   });
 
   it('a worker invalidating while the main thread inserts and looks up leaves no torn entry', async () => {

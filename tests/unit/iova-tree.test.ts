@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { IovaTree, type IovaMapping } from '../../services/common/iova-tree.js';
+import { IovaTree, type IovaMapping } from '../../services/machine/iova-tree.js';
 
 const m = (iova: number, size: number, gpa = 0): IovaMapping => ({ iova, size, gpa, read: true, write: true });
 

@@ -1,6 +1,6 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { HOP_BUCKETS_SECONDS, linkMetrics } from '../../services/common/transport/link-metrics.js';
+import { HOP_BUCKETS_SECONDS, linkMetrics } from '../../services/runtime/transport/link-metrics.js';
 import { parsePrometheus, select, value } from '../helpers/prometheus.js';
 
 const hop = (sentNs: number, receivedNs: number): { from: number; to: number; sentNs: number; receivedNs: number } => ({ from: 1, to: 2, sentNs, receivedNs });

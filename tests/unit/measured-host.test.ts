@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { MEASURED_HOST, measuredHostProfile } from '../../services/common/cost/measured-host.js';
-import { loadProfile } from '../../services/common/cost/profile.js';
+import { MEASURED_HOST, measuredHostProfile } from '../../services/controller/measured-host.js';
+import { loadProfile } from '../../services/cost/profile.js';
 
 const base = loadProfile('arm64-kunpeng920');
 const hop = (fromRole: string, toRole: string, p50Us: number) => ({ fromRole, toRole, p50Us, count: 500 });

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
-import { VmmsimError } from '../../services/common/errors.js';
-import { RunTotals, metricsUrl, parseMetricsPort, perRegistry, startMetrics, totalsCounter, type MetricsServer } from '../../services/common/metrics.js';
+import { VmmsimError } from '../../services/runtime/errors.js';
+import { RunTotals, metricsUrl, parseMetricsPort, perRegistry, startMetrics, totalsCounter, type MetricsServer } from '../../services/runtime/metrics.js';
 import { parsePrometheus, value } from '../helpers/prometheus.js';
 
 describe('startMetrics: a process registry served at /metrics', () => {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FrameAllocator, PAGE_SIZE, PhysMemory } from '../../services/common/memory.js';
-import { PageTable } from '../../services/common/pagetable.js';
+import { FrameAllocator, PAGE_SIZE, PhysMemory } from '../../services/machine/memory.js';
+import { PageTable } from '../../services/machine/pagetable.js';
 
 describe('4-level, 4 KiB-granule page table', () => {
   it('walks a mapped page in four reads and faults once it is unmapped', () => {

@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { VmmsimError } from '../../services/common/errors.js';
-import { isAddress, loadPeersFile, parseEndpointName } from '../../services/common/peers.js';
+import { VmmsimError } from '../../services/runtime/errors.js';
+import { isAddress, loadPeersFile, parseEndpointName } from '../../services/runtime/peers.js';
 import { thrown } from '../helpers/thrown.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmmsim-peers-'));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { loadProfile, profileNames } from '../../services/common/cost/profile.js';
-import { COST_STEPS } from '../../services/common/cost/steps.js';
+import { loadProfile, profileNames } from '../../services/cost/profile.js';
+import { COST_STEPS } from '../../services/cost/steps.js';
 
 describe('cost profiles shipped in profiles/', () => {
   it('include the three hardware profiles', () => {

@@ -1,12 +1,12 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhAsid, tlbiNhVa, type SmmuCommand } from '../../services/common/smmu/commands.js';
-import { EVENT } from '../../services/common/smmu/structures.js';
+import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhAsid, tlbiNhVa, type SmmuCommand } from '../../services/formats/smmu/commands.js';
+import { EVENT } from '../../services/formats/smmu/structures.js';
 import { PhysicalCmdq } from '../../services/psmmu/cmdq.js';
 import { EventQueue } from '../../services/psmmu/events.js';
 import { Iotlb } from '../../worker-pool/iotlb.js';
 import { psmmuMetrics, type PsmmuState, type VcmdqDepth } from '../../services/psmmu/metrics.js';
-import * as Q from '../../services/common/smmu/queue.js';
+import * as Q from '../../services/formats/smmu/queue.js';
 import { parsePrometheus, value } from '../helpers/prometheus.js';
 
 function commands(...cmds: SmmuCommand[]): Buffer {

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GUEST_RAM_SIZE, steAddr, vmRamBase } from '../../services/common/board.js';
-import { CMD_SIZE, cfgiSte, cmdSync, encodeCommand, tlbiNhAll, tlbiNhAsid, tlbiNhVa, tlbiNhVaa, tlbiNsnhAll, tlbiS12Vmall, tlbiS2Ipa, type SmmuCommand } from '../../services/common/smmu/commands.js';
-import { STE_CONFIG, decodeSte, encodeSte } from '../../services/common/smmu/structures.js';
+import { GUEST_RAM_SIZE, steAddr, vmRamBase } from '../../services/machine/board.js';
+import { CMD_SIZE, cfgiSte, cmdSync, encodeCommand, tlbiNhAll, tlbiNhAsid, tlbiNhVa, tlbiNhVaa, tlbiNsnhAll, tlbiS12Vmall, tlbiS2Ipa, type SmmuCommand } from '../../services/formats/smmu/commands.js';
+import { STE_CONFIG, decodeSte, encodeSte } from '../../services/formats/smmu/structures.js';
 import { ASID, SID, VMID, nestedFixture } from '../helpers/smmu-fixture.js';
 
 function submit(f: ReturnType<typeof nestedFixture>, cmds: SmmuCommand[]): void {

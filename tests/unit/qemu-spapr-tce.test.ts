@@ -2,15 +2,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
-import type { Envelope__Output } from '../../services/common/generated/vmmsim/v1/Envelope.js';
-import { OpContext } from '../../services/common/op-context.js';
-import type { RoleEnv } from '../../services/common/role-api.js';
+import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
+import type { Envelope__Output } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import type { RoleEnv } from '../../services/runtime/role-api.js';
 import {
   DMA32_WINDOW_ENTRIES, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, encodeHcall, encodeTceList, liobnOf, tceOf, type Hcall,
-} from '../../services/common/spapr-tce.js';
-import type { LinkClient, MemoryRange, OutgoingRequest } from '../../services/common/transport/link.js';
-import { decodeDmaMap, decodeDmaUnmap } from '../../services/common/vfio-type1.js';
+} from '../../services/formats/spapr-tce.js';
+import type { LinkClient, MemoryRange, OutgoingRequest } from '../../services/runtime/transport/link.js';
+import { decodeDmaMap, decodeDmaUnmap } from '../../services/formats/vfio-type1.js';
 import { vmmDevice, type VmmDevice, type VmmDeviceFactory } from '../../services/qemu/device.js';
 import '../../services/qemu/spapr-tce.js';
 

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { simulateQueueing, type TimedOp } from '../../services/common/cost/queueing.js';
+import { simulateQueueing, type TimedOp } from '../../services/controller/queueing.js';
 
 const op = (thread: number, startNs: number, ns: number, holds: TimedOp['holds'] = []): TimedOp => ({ thread, startNs, ns, holds });
 

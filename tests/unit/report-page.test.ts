@@ -5,7 +5,7 @@
  * escaped.
  */
 import { describe, expect, it } from 'vitest';
-import { TRANSITION_KINDS } from '../../services/common/topology.js';
+import { TRANSITION_KINDS } from '../../services/runtime/topology.js';
 import { reportData } from '../../services/controller/report/data.js';
 import { reportHtml } from '../../services/controller/report/page.js';
 import type { ResultsDoc } from '../../services/controller/results.js';

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { parseRoleArgs } from '../../services/common/role-runtime.js';
-import { telemetryArgs, telemetryArgv } from '../../services/common/role-telemetry.js';
+import { parseRoleArgs } from '../../services/runtime/role-runtime.js';
+import { telemetryArgs, telemetryArgv } from '../../services/runtime/role-telemetry.js';
 import { treeTelemetry, treeUp } from '../../services/controller/telemetry.js';
 
 // Tracing follows OTEL_EXPORTER_OTLP_ENDPOINT when no option names an endpoint: these tests start

@@ -2,9 +2,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadScenario } from '../../services/common/scenario/load.js';
-import { MODELS, SUPPORTED_MODELS, leafFields } from '../../services/common/scenario/schema.js';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { loadScenario } from '../../services/controller/scenario-load.js';
+import { MODELS, SUPPORTED_MODELS, leafFields } from '../../services/scenario/schema.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import { thrown } from '../helpers/thrown.js';
 
 function file(text: string): string {

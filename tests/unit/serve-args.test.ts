@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { VmmsimError } from '../../services/common/errors.js';
+import { VmmsimError } from '../../services/runtime/errors.js';
 import { SERVE_HELP, parseServeArgs } from '../../services/controller/serve.js';
 
 // The role's tracing follows OTEL_EXPORTER_OTLP_ENDPOINT when no option names an endpoint: these

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { resolveScenario } from '../../services/common/scenario/validate.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import { devices } from '../../services/controller/session.js';
 
 describe('the devices a scenario assigns', () => {

@@ -36,7 +36,7 @@ import {
   writeVmid,
   type CommandFields,
   type SmmuCommand,
-} from '../../services/common/smmu/commands.js';
+} from '../../services/formats/smmu/commands.js';
 
 // Independent of the implementation's table: [field, width in bits] for numbers,
 // [field, hi, lo] for addresses (bits of w1), written from smmuv3.md (PRI_RESP/RESUME from Linux).

@@ -16,7 +16,7 @@ import {
   used,
   withConsErr,
   wrap,
-} from '../../services/common/smmu/queue.js';
+} from '../../services/formats/smmu/queue.js';
 
 const SIZES = [0, 1, 3, 5, 8, 19, MAX_LOG2];
 

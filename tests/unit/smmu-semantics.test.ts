@@ -2,10 +2,10 @@ import { describe, expect, it } from 'vitest';
 import {
   CMD_SIZE, Opcode, atcInv, cfgiAll, cfgiCd, cfgiSteRange, cmdSync, encodeCommand, priResp, tlbiNhVa, tlbiNhVaa, tlbiNsnhAll, tlbiS2Ipa,
   type SmmuCommand,
-} from '../../services/common/smmu/commands.js';
-import { HOST_OWNER, executeCommand, type QueueOwner, type TlbInvalidator } from '../../services/common/smmu/executor.js';
-import * as Q from '../../services/common/smmu/queue.js';
-import { ALL_SIDS, CommandScope, OPCODE_SEMANTICS, Scope, readScope } from '../../services/common/smmu/semantics.js';
+} from '../../services/formats/smmu/commands.js';
+import { HOST_OWNER, executeCommand, type QueueOwner, type TlbInvalidator } from '../../services/machine/smmu-executor.js';
+import * as Q from '../../services/formats/smmu/queue.js';
+import { ALL_SIDS, CommandScope, OPCODE_SEMANTICS, Scope, readScope } from '../../services/formats/smmu/semantics.js';
 
 function scopeOf(cmd: SmmuCommand): CommandScope {
   const b = Buffer.alloc(CMD_SIZE);

@@ -2,13 +2,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GUEST_RAM_SIZE } from '../../services/common/board.js';
+import { GUEST_RAM_SIZE } from '../../services/machine/board.js';
 import {
   DMA32_WINDOW_SIZE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, HCALL_SIZE, decodeHcall, decodeTceList, decodeTceUpdate, encodeHcall,
   encodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, tceGpa, tceListGpa, tceOf, tcePerms, vmOfLiobn, type Hcall,
-} from '../../services/common/spapr-tce.js';
-import { readGuestRam } from '../../services/common/guest-ram.js';
-import { TceTable } from '../../services/common/tce-table.js';
+} from '../../services/formats/spapr-tce.js';
+import { readGuestRam } from '../../services/machine/guest-ram.js';
+import { TceTable } from '../../services/machine/tce-table.js';
 import { planClearHcalls, planMapHcalls } from '../../services/guest/tce-hcalls.js';
 import { decideTce } from '../../services/kvm/spapr-tce-kvm.js';
 

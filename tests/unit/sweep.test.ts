@@ -4,9 +4,9 @@
  * value and the point), the cap on runs, the grouping by process tree, and the CSV it writes.
  */
 import { describe, expect, it } from 'vitest';
-import { VmmsimError } from '../../services/common/errors.js';
-import { loadScenario } from '../../services/common/scenario/load.js';
-import type { ModelName, Scenario } from '../../services/common/scenario/schema.js';
+import { VmmsimError } from '../../services/runtime/errors.js';
+import { loadScenario } from '../../services/controller/scenario-load.js';
+import type { ModelName, Scenario } from '../../services/scenario/schema.js';
 import { csvField, toCsv } from '../../services/controller/csv.js';
 import type { OpResult, RunResult } from '../../services/controller/results.js';
 import {

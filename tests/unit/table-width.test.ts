@@ -5,7 +5,7 @@
  * a stalled machine), and the sweep tables with two swept keys.
  */
 import { describe, expect, it } from 'vitest';
-import { MODELS } from '../../services/common/scenario/schema.js';
+import { MODELS } from '../../services/scenario/schema.js';
 import type { RunResult } from '../../services/controller/results.js';
 import { comparisonTable, hopTable, saturationTable, sweepSaturationTable, sweepTable } from '../../services/controller/table.js';
 import { fixtureRun, mapUnmap, saturation, type FixtureOp } from '../helpers/results-fixture.js';

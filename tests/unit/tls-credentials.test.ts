@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { INSECURE, mutualTls, tlsArgs, tlsFiles } from '../../services/common/transport/credentials.js';
+import { INSECURE, mutualTls, tlsArgs, tlsFiles } from '../../services/runtime/transport/credentials.js';
 import { makeTestPki, type TestPki } from '../helpers/certs.js';
 import { thrown } from '../helpers/thrown.js';
 

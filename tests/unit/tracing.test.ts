@@ -1,9 +1,9 @@
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { describe, expect, it } from 'vitest';
-import { nowNs } from '../../services/common/clock.js';
-import { VmmsimError } from '../../services/common/errors.js';
-import { createLogger } from '../../services/common/logger.js';
-import { DEFAULT_TRACE_SAMPLE, OpTracing, tracingOptions } from '../../services/common/tracing.js';
+import { nowNs } from '../../services/runtime/clock.js';
+import { VmmsimError } from '../../services/runtime/errors.js';
+import { createLogger } from '../../services/runtime/logger.js';
+import { DEFAULT_TRACE_SAMPLE, OpTracing, tracingOptions } from '../../services/runtime/tracing.js';
 
 const log = createLogger({ role: 'test' }, 'silent');
 

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import {
   CMD_SIZE, SyncCs, atcInv, cfgiSte, cmdSync, encodeCommand, tlbiNhAll, tlbiNhAsid, tlbiNhVa, tlbiNhVaa, tlbiS12Vmall,
   tlbiS2Ipa, type SmmuCommand,
-} from '../../services/common/smmu/commands.js';
-import * as Q from '../../services/common/smmu/queue.js';
+} from '../../services/formats/smmu/commands.js';
+import * as Q from '../../services/formats/smmu/queue.js';
 import { Iotlb, type IotlbEntry } from '../../worker-pool/iotlb.js';
 import { Cmdqv } from '../../worker-pool/cmdqv.js';
 import { C_EVENT_SEQ, controlBytes, queueErrorBit } from '../../worker-pool/control.js';

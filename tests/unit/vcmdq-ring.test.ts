@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, tlbiNhAsid, type SmmuCommand } from '../../services/common/smmu/commands.js';
-import * as Q from '../../services/common/smmu/queue.js';
+import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, tlbiNhAsid, type SmmuCommand } from '../../services/formats/smmu/commands.js';
+import * as Q from '../../services/formats/smmu/queue.js';
 import { Iotlb } from '../../worker-pool/iotlb.js';
 import { Cmdqv } from '../../worker-pool/cmdqv.js';
 import { controlBytes } from '../../worker-pool/control.js';

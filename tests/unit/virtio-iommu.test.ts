@@ -1,19 +1,19 @@
 import { describe, expect, it } from 'vitest';
-import { GUEST_RAM_SIZE } from '../../services/common/board.js';
-import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
-import { Errno } from '../../services/common/errors.js';
-import { PhysMemory } from '../../services/common/memory.js';
-import { OpContext } from '../../services/common/op-context.js';
-import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../../services/common/virtio-iommu-device.js';
+import { GUEST_RAM_SIZE } from '../../services/machine/board.js';
+import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
+import { Errno } from '../../services/runtime/errors.js';
+import { PhysMemory } from '../../services/machine/memory.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../../services/machine/virtio-iommu-device.js';
 import {
   ATTACH_SIZE, DETACH_SIZE, MAP_F_MMIO, MAP_F_READ, MAP_F_WRITE, MAP_SIZE, PROBE_HEAD_SIZE, PROBE_SIZE, RESV_MEM_T_MSI, ReqType, Status, TAIL_SIZE, UNMAP_SIZE,
   VIOMMU_QUEUE_SIZE, VIOMMU_REQUEST_QUEUE, decodeFault, decodeProbeProperties, decodeRequest, encodeFault, encodeRequest, encodeResvMem, readableSize,
   requestSlotGpa, tailStatus, type Request, type StatusCode,
-} from '../../services/common/virtio-iommu.js';
+} from '../../services/formats/virtio-iommu.js';
 import {
   DESC_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VirtqueueDevice, avail, availRingBytes, decodeDescriptor, descAddr, descTableBytes, encodeDescriptor, idxAdd,
   idxDiff, read16, ringSlot, used, usedRingBytes, vringNeedEvent, write16, type VirtqueueLayout,
-} from '../../services/common/virtqueue.js';
+} from '../../services/machine/virtqueue.js';
 import { VirtqueueDriver } from '../../services/guest/virtqueue.js';
 
 const PAGE = 0x1000;

@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
-import type { Envelope__Output } from '../../services/common/generated/vmmsim/v1/Envelope.js';
-import type { Topology__Output } from '../../services/common/generated/vmmsim/v1/Topology.js';
-import { encodeMmio } from '../../services/common/kvm-run.js';
-import { OpContext } from '../../services/common/op-context.js';
-import type { RoleEnv } from '../../services/common/role-api.js';
+import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
+import type { Envelope__Output } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
+import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
+import { encodeMmio } from '../../services/formats/kvm-run.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import type { RoleEnv } from '../../services/runtime/role-api.js';
 import {
   VIRTIO_MEM_BLOCKS, VIRTIO_MEM_BLOCK_SIZE, VIRTIO_MEM_NOTIFY_GPA, VIRTIO_MEM_REGION_BASE, VIRTIO_MEM_REQ, VIRTIO_MEM_REQ_GPA, VIRTIO_MEM_RESP,
   decodeVirtioMemReq, decodeVirtioMemResp, encodeVirtioMemReq, virtioMemBlockGpa, virtioMemRange,
-} from '../../services/common/virtio-mem.js';
+} from '../../services/machine/virtio-mem.js';
 import { VirtioMemDevice, isVirtioMemMmio } from '../../services/qemu/virtio-mem.js';
 
 describe('virtio-mem requests', () => {

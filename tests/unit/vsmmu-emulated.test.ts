@@ -1,12 +1,12 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { GUEST_TABLE_BASE, cdIpa } from '../../services/common/board.js';
-import { FrameAllocator, PhysMemory } from '../../services/common/memory.js';
-import { PageTable, levelSpan } from '../../services/common/pagetable.js';
+import { GUEST_TABLE_BASE, cdIpa } from '../../services/machine/board.js';
+import { FrameAllocator, PhysMemory } from '../../services/machine/memory.js';
+import { PageTable, levelSpan } from '../../services/machine/pagetable.js';
 import {
   CMD_SIZE, atcInv, cfgiAll, cfgiCd, cfgiSte, decodeCommand, encodeCommand, tlbiNhAll, tlbiNhAsid, tlbiNhVa, tlbiNhVaa, tlbiNhVaRange,
   tlbiNsnhAll, tlbiS12Vmall, tlbiS2Ipa, type SmmuCommand,
-} from '../../services/common/smmu/commands.js';
-import { EVENT, encodeCd } from '../../services/common/smmu/structures.js';
+} from '../../services/formats/smmu/commands.js';
+import { EVENT, encodeCd } from '../../services/formats/smmu/structures.js';
 import { NO_VMID, SOFT_IOTLB_MAX_ENTRIES, SoftIotlb } from '../../services/qemu/soft-iotlb.js';
 import { EmulatedSmmu } from '../../services/qemu/vsmmu-emulated.js';
 

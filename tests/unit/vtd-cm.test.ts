@@ -2,20 +2,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { GUEST_TABLE_BASE, guestRamFile } from '../../services/common/board.js';
-import { COST_STEPS, CostTable } from '../../services/common/cost/steps.js';
-import type { Envelope__Output } from '../../services/common/generated/vmmsim/v1/Envelope.js';
-import { decodeMmio, encodeMmio } from '../../services/common/kvm-run.js';
-import { FileMemory, FrameAllocator, PAGE_SIZE } from '../../services/common/memory.js';
-import { OpContext } from '../../services/common/op-context.js';
-import type { RoleEnv } from '../../services/common/role-api.js';
-import type { LinkClient, MemoryRange, OutgoingRequest } from '../../services/common/transport/link.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, decodeDmaMap, decodeDmaUnmap } from '../../services/common/vfio-type1.js';
-import {
-  CONTEXT_ENTRY_SIZE, DESC_SIZE, DescType, EVENT_CTL, FSTS, Granularity, VTD_CAP, VTD_MMIO_BASE, VTD_REG, VTD_ROOT_TABLE_GPA, VtdPageTable,
-  encodeContextEntry, encodeDescriptors, encodeRootEntry, iqIndexOf, iqRegisterOf, psiRange, vtdContextTableGpa, vtdIqSlotGpa, vtdIqStatusGpa,
-  type IotlbDesc, type VtdDescriptor,
-} from '../../services/common/vtd.js';
+import { GUEST_TABLE_BASE, guestRamFile } from '../../services/machine/board.js';
+import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
+import type { Envelope__Output } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
+import { decodeMmio, encodeMmio } from '../../services/formats/kvm-run.js';
+import { FileMemory, FrameAllocator, PAGE_SIZE } from '../../services/machine/memory.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import type { RoleEnv } from '../../services/runtime/role-api.js';
+import type { LinkClient, MemoryRange, OutgoingRequest } from '../../services/runtime/transport/link.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, decodeDmaMap, decodeDmaUnmap } from '../../services/formats/vfio-type1.js';
+import { CONTEXT_ENTRY_SIZE, DESC_SIZE, DescType, EVENT_CTL, FSTS, Granularity, VTD_CAP, VTD_MMIO_BASE, VTD_REG, VTD_ROOT_TABLE_GPA, encodeContextEntry, encodeDescriptors, encodeRootEntry, iqIndexOf, iqRegisterOf, psiRange, vtdContextTableGpa, vtdIqSlotGpa, vtdIqStatusGpa, type IotlbDesc, type VtdDescriptor } from '../../services/formats/vtd.js';
+import { VtdPageTable } from '../../services/machine/vtd-page-table.js';
 import { GuestQi, QI_STATUS } from '../../services/guest/vtd-qi.js';
 import { vmmDevice, type VmmDevice, type VmmDeviceFactory } from '../../services/qemu/device.js';
 import '../../services/qemu/vtd-cm.js';

@@ -1,11 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FrameAllocator, PAGE_SIZE, PhysMemory } from '../../services/common/memory.js';
-import {
-  DESC_SIZE, DescType, FSTS, Granularity, SL_R, SL_W, VTD_CAP, VTD_LEVELS, VTD_REG, VtdPageTable, capCachingMode, capMaxAmask, capPsi,
-  decodeContextEntry, decodeDescriptor, decodeRootEntry, descriptorType, encodeContextEntry, encodeDescriptor, encodeRootEntry, iqIndexOf,
-  iqRegisterOf, psiRange, reservedBitsSet, slLevelSpan, walkSecondLevel, type SlWalkEvent, type VtdDescriptor,
-} from '../../services/common/vtd.js';
+import { FrameAllocator, PAGE_SIZE, PhysMemory } from '../../services/machine/memory.js';
+import { DESC_SIZE, DescType, FSTS, Granularity, SL_R, SL_W, VTD_CAP, VTD_LEVELS, VTD_REG, capCachingMode, capMaxAmask, capPsi, decodeContextEntry, decodeDescriptor, decodeRootEntry, descriptorType, encodeContextEntry, encodeDescriptor, encodeRootEntry, iqIndexOf, iqRegisterOf, psiRange, reservedBitsSet, slLevelSpan, type VtdDescriptor } from '../../services/formats/vtd.js';
+import { VtdPageTable, walkSecondLevel, type SlWalkEvent } from '../../services/machine/vtd-page-table.js';
 
 function words(d: VtdDescriptor): [bigint, bigint] {
   const b = Buffer.alloc(DESC_SIZE);

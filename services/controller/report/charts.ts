@@ -5,7 +5,7 @@
  * document holds it (data-value; `null` when the document has none), so the page can be checked
  * against results.json.
  */
-import { TRANSITION_KINDS } from '../../common/topology.js';
+import { TRANSITION_KINDS } from '../../runtime/topology.js';
 import { datum, esc, pointer, type DataAttrs, type Out } from './html.js';
 import { PERCENTILES, shortKeys, type HopView, type NumberAt, type OpView, type ReportData, type RunView, type SummaryView } from './data.js';
 import { colorOf, writeLineChart, writeStackedBars, type Curve, type CurvePoint, type XAxis } from './svg.js';

@@ -7,7 +7,7 @@ import { readdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
-import { VmmsimError, type ErrorCode } from '../../common/errors.js';
+import { VmmsimError, type ErrorCode } from '../../runtime/errors.js';
 import { checkOutputFile, writeRegularFile } from '../output-path.js';
 import { writeResults, type ResultsDoc } from '../results.js';
 import { reportData, type ReportData } from './data.js';

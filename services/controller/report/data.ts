@@ -5,7 +5,7 @@
  * or a placeholder (strings), and a note says what was missing. Nothing here throws on content.
  * Every value keeps the JSON Pointer it came from, so each chart mark and table cell can name it.
  */
-import { TRANSITION_KINDS, type TransitionKind } from '../../common/topology.js';
+import { TRANSITION_KINDS, type TransitionKind } from '../../runtime/topology.js';
 import { mainOp } from '../sweep.js';
 import { pointer } from './html.js';
 

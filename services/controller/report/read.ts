@@ -4,7 +4,7 @@
  * gives a report that says what is missing.
  */
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
-import { VmmsimError } from '../../common/errors.js';
+import { VmmsimError } from '../../runtime/errors.js';
 import { kindOf } from '../output-path.js';
 import { RESULTS_SCHEMA } from '../results.js';
 

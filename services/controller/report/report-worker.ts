@@ -4,7 +4,7 @@
  * sends back the page's path, or the VmmsimError that stopped it.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { asVmmsimError } from '../../common/errors.js';
+import { asVmmsimError } from '../../runtime/errors.js';
 import { buildReport, type WorkerReply } from './command.js';
 
 const { file, html } = workerData as { file: string; html: string };

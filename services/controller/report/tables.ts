@@ -3,7 +3,7 @@
  * deliveries, saturation searches, processes and counters. Each number is printed as the document
  * holds it, in a cell that names its JSON Pointer (data-pointer) and value (data-value).
  */
-import { TRANSITION_KINDS } from '../../common/topology.js';
+import { TRANSITION_KINDS } from '../../runtime/topology.js';
 import { dataAttrs, datum, esc, type Out } from './html.js';
 import { RESOURCE_FIELDS, SUMMARY_FIELDS, type NumberAt, type ReportData, type RunView } from './data.js';
 

@@ -1,5 +1,5 @@
-import { Random } from '../../common/random.js';
-import type { ArrivalProcess } from '../../common/scenario/schema.js';
+import { Random } from '../../machine/random.js';
+import type { ArrivalProcess } from '../../scenario/schema.js';
 
 /**
  * Random streams of the arrival schedules, one per VM and thread: apart from the streams of the

@@ -1,4 +1,4 @@
-import { SlotState } from '../../common/device-ring.js';
+import { SlotState } from '../../machine/device-ring.js';
 import { deviceOpName } from '../driver.js';
 import { WorkloadThreads, queueDepthOf, type WorkloadEnv, type WorkloadRun } from './common.js';
 

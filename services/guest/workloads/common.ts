@@ -1,12 +1,12 @@
-import { GUEST_BUFFER_BASE } from '../../common/board.js';
-import { nowNs } from '../../common/clock.js';
-import { DeviceRing, RING_SLOTS } from '../../common/device-ring.js';
-import type { Workload__Output } from '../../common/generated/vmmsim/v1/Workload.js';
-import { PAGE_SIZE } from '../../common/memory.js';
-import type { OpContext } from '../../common/op-context.js';
+import { GUEST_BUFFER_BASE } from '../../machine/board.js';
+import { nowNs } from '../../runtime/clock.js';
+import { DeviceRing, RING_SLOTS } from '../../machine/device-ring.js';
+import type { Workload__Output } from '../../runtime/generated/vmmsim/v1/Workload.js';
+import { PAGE_SIZE } from '../../machine/memory.js';
+import type { OpContext } from '../../runtime/op-context.js';
 import { deviceOpName, type DmaApi, type GuestDevice, type GuestKernel } from '../driver.js';
 import type { OpStats } from '../op-stats.js';
-import { RESIZE_OPS } from '../../common/virtio-mem.js';
+import { RESIZE_OPS } from '../../machine/virtio-mem.js';
 import { VirtioMemDriver } from '../virtio-mem.js';
 import { ThreadArrivals } from './arrivals.js';
 

@@ -1,4 +1,4 @@
-import { SlotState, type DeviceRing } from '../../common/device-ring.js';
+import { SlotState, type DeviceRing } from '../../machine/device-ring.js';
 import { deviceOpName, type GuestDevice } from '../driver.js';
 import { WorkloadThreads, queueDepthOf, type WorkloadEnv, type WorkloadRun } from './common.js';
 

@@ -1,5 +1,5 @@
-import { VmmsimError } from '../../common/errors.js';
-import { PAGE_SIZE } from '../../common/memory.js';
+import { VmmsimError } from '../../runtime/errors.js';
+import { PAGE_SIZE } from '../../machine/memory.js';
 import { deviceOpName } from '../driver.js';
 import { WorkloadThreads, type WorkloadEnv, type WorkloadRun } from './common.js';
 

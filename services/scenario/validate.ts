@@ -1,0 +1,195 @@
+import { VmmsimError } from '../runtime/errors.js';
+import {
+  EMULATED_DEVICE_MODELS, RATE_WORKLOADS, SCENARIO_SCHEMA, WORKLOADS, leafFields, type Field, type ModelName, type NumberField, type ObjectField, type Scenario, type StringField,
+} from './schema.js';
+
+/** Edit distance, to suggest the key a user probably meant. */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) (d[0] as number[])[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const row = d[i] as number[];
+      const prev = d[i - 1] as number[];
+      row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return (d[a.length] as number[])[b.length] as number;
+}
+
+/** Words longer than this get no suggestion: the edit distance is quadratic in their length. */
+const MAX_SUGGEST_LENGTH = 64;
+
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  if (word.length > MAX_SUGGEST_LENGTH) return undefined;
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const dd = distance(word.toLowerCase(), c.toLowerCase());
+    if (dd < bestD) {
+      bestD = dd;
+      best = c;
+    }
+  }
+  return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+/** A value as a message shows it: JSON, cut to a few dozen characters (a value may be megabytes). */
+export function preview(v: unknown, max = 60): string {
+  if (typeof v === 'string') return v.length > max ? `${JSON.stringify(v.slice(0, max))}... (${v.length} characters)` : JSON.stringify(v);
+  let text: string;
+  try {
+    text = JSON.stringify(v) ?? String(v);
+  } catch {
+    text = String(v);
+  }
+  return text.length > max ? `${text.slice(0, max)}...` : text;
+}
+
+/** A key as a message names it: cut, for a key that is itself megabytes. */
+function keyName(key: string): string {
+  return key.length > MAX_SUGGEST_LENGTH ? `${key.slice(0, MAX_SUGGEST_LENGTH)}... (${key.length} characters)` : key;
+}
+
+function fieldError(path: string, what: string): VmmsimError {
+  return new VmmsimError('E_SCENARIO_FIELD', `scenario key ${path}: ${what}`);
+}
+
+function describeNumber(f: NumberField): string {
+  return `${f.type === 'integer' ? 'an integer' : 'a number'} from ${f.min} to ${f.max}`;
+}
+
+function checkString(path: string, f: StringField, v: unknown): string {
+  if (typeof v !== 'string' || v.trim() === '') throw fieldError(path, `must be ${f.enum ? `one of ${f.enum.join(', ')}` : 'a non-empty string'}, got ${preview(v)}`);
+  // The length first: nothing else (a suggestion, the message) handles a value of megabytes.
+  if (v.length > f.maxLength) {
+    throw fieldError(path, f.enum ? `unknown value ${preview(v)}; allowed: ${f.enum.join(', ')}` : `at most ${f.maxLength} characters, got ${v.length}`);
+  }
+  if (f.enum && !f.enum.includes(v)) {
+    const hint = closest(v, f.enum);
+    throw fieldError(path, `unknown value ${preview(v)}${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${f.enum.join(', ')}`);
+  }
+  if (f.supported && !f.supported.includes(v)) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key ${path}: "${v}" is not supported yet; supported now: ${f.supported.join(', ')}`);
+  }
+  return v;
+}
+
+function checkNumber(path: string, f: NumberField, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || (f.type === 'integer' && !Number.isInteger(v))) {
+    throw fieldError(path, `must be ${describeNumber(f)}, got ${preview(v)}`);
+  }
+  if (v < f.min || v > f.max) throw fieldError(path, `must be ${describeNumber(f)}, got ${v}`);
+  if (f.supportedMax !== undefined && v > f.supportedMax) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key ${path}: ${v} is not supported yet; this build supports at most ${f.supportedMax}`);
+  }
+  return v;
+}
+
+function resolveObject(path: string, spec: ObjectField, input: unknown): Record<string, unknown> {
+  if (input === undefined || input === null) input = {};
+  if (typeof input !== 'object' || Array.isArray(input)) throw fieldError(path || '(top level)', `must be a mapping of keys to values, got ${Array.isArray(input) ? 'a list' : preview(input)}`);
+  const keys = Object.keys(spec.fields);
+  for (const k of Object.keys(input as object)) {
+    if (!keys.includes(k)) {
+      const full = path ? `${path}.${keyName(k)}` : keyName(k);
+      const hint = closest(k, keys);
+      throw new VmmsimError('E_SCENARIO_FIELD', `unknown scenario key ${full}${hint ? ` (did you mean ${path ? `${path}.` : ''}${hint}?)` : ''}; allowed here: ${keys.join(', ')}`);
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, f] of Object.entries(spec.fields)) {
+    const p = path ? `${path}.${k}` : k;
+    const v = (input as Record<string, unknown>)[k];
+    out[k] = resolveField(p, f, v);
+  }
+  return out;
+}
+
+function resolveField(path: string, f: Field, v: unknown): unknown {
+  if (f.type === 'object') return resolveObject(path, f, v);
+  if (v === undefined || v === null) return f.default;
+  if (f.type === 'string') return checkString(path, f, v);
+  return checkNumber(path, f, v);
+}
+
+/** Workload keys whose allowed values depend on the workload kind, or on each other. */
+function checkWorkload(w: Scenario['workload']): void {
+  if (w.rate > 0 && !RATE_WORKLOADS.includes(w.kind)) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key workload.rate: ${w.rate} is not supported yet with workload.kind ${w.kind}; this build runs open loop (rate > 0) for ${RATE_WORKLOADS.join(', ')} only`);
+  }
+  if (w.rate === 0 && w.arrivals !== 'constant') throw fieldError('workload.arrivals', `${w.arrivals} arrivals are for open loop; set workload.rate > 0 (arrivals per second), or leave arrivals at constant`);
+  if (w.rate > 0 && w.gapUs > 0) throw fieldError('workload.gapUs', `think time is for closed loop; with workload.rate ${w.rate} operations arrive at that rate, so gapUs must be 0, got ${w.gapUs}`);
+  if (w.kind === 'sva-unmap-storm' && w.dwellUs > 0) throw fieldError('workload.dwellUs', `sva-unmap-storm posts nothing to a device, so dwellUs must be 0, got ${w.dwellUs}`);
+  if (w.kind !== 'trace-replay' && w.ops === 0 && w.durationSec === 0) throw fieldError('workload.ops', '0 (no limit) needs workload.durationSec > 0, or the run never ends');
+  if (w.kind === 'trace-replay' && w.migration.atOp > 0) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key workload.migration.atOp: a migration step is not supported yet with workload.kind trace-replay (the replay has no per-thread shares to stop at); it runs with ${WORKLOADS.filter((k) => k !== 'trace-replay').join(', ')}`);
+  }
+  if (w.kind === 'trace-replay' && w.virtioMem.everyOps > 0) {
+    throw new VmmsimError('E_NOT_SUPPORTED', `scenario key workload.virtioMem.everyOps: virtio-mem resizes are not supported yet with workload.kind trace-replay (they follow thread 0's operations, which a replay does not have); they run with ${WORKLOADS.filter((k) => k !== 'trace-replay').join(', ')}`);
+  }
+}
+
+/** Topology keys that depend on each other. */
+function checkTopology(t: Scenario['topology']): void {
+  const devices = t.psmmus * t.devicesPerPsmmu;
+  if (devices < t.vms) {
+    throw fieldError('topology.vms', `${t.vms} VMs need at least ${t.vms} assigned devices (each VM gets one or more), but psmmus x devicesPerPsmmu is ${devices}; raise topology.devicesPerPsmmu or topology.psmmus`);
+  }
+}
+
+/** Why an architecture has no separate emulated vSMMU for topology.emulatedDevices. */
+function whyNoEmulatedDevices(model: ModelName): string {
+  if (model === 'none') return 'without a vIOMMU nothing would translate their DMA';
+  if (model === 'emulated-smmuv3') return 'every device is already emulated, behind its one emulated vSMMU (raise topology.devicesPerPsmmu for more)';
+  return 'its one vIOMMU would translate them itself, with no separate instance (not modeled)';
+}
+
+/**
+ * topology.emulatedDevices under one architecture (a scenario runs under other models than its own
+ * with `compare`): only nested designs put emulated devices behind a separate emulated vSMMU.
+ */
+export function checkEmulatedDevices(t: Scenario['topology'], model: ModelName): void {
+  if (t.emulatedDevices === 0 || EMULATED_DEVICE_MODELS.includes(model)) return;
+  throw new VmmsimError(
+    'E_NOT_SUPPORTED',
+    `scenario key topology.emulatedDevices: ${t.emulatedDevices} is not supported with model ${model}: ${whyNoEmulatedDevices(model)}`,
+    `set topology.emulatedDevices to 0, or run ${EMULATED_DEVICE_MODELS.join(' or ')}`,
+  );
+}
+
+/** Validates a parsed scenario document and fills in every default. */
+export function resolveScenario(doc: unknown): Scenario {
+  const s = resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
+  checkTopology(s.topology);
+  checkEmulatedDevices(s.topology, s.model);
+  checkWorkload(s.workload);
+  return s;
+}
+
+/**
+ * Applies one `--set key=value` to a raw scenario document. The value is read as the key's type,
+ * so `--set topology.psmmus=4` and `psmmus: 4` in YAML mean the same.
+ */
+export function applySet(doc: Record<string, unknown>, assignment: string): void {
+  const eq = assignment.indexOf('=');
+  if (eq <= 0) throw new VmmsimError('E_USAGE', `--set takes key=value, got "${assignment}"`);
+  const key = assignment.slice(0, eq).trim();
+  const raw = assignment.slice(eq + 1).trim();
+  const fields = leafFields();
+  const spec = fields.find(([p]) => p === key)?.[1];
+  if (!spec) {
+    const hint = closest(key, fields.map(([p]) => p));
+    throw new VmmsimError('E_SCENARIO_FIELD', `unknown scenario key ${keyName(key)}${hint ? ` (did you mean ${hint}?)` : ''} in --set`);
+  }
+  const value: unknown = spec.type === 'string' ? raw : raw === '' ? NaN : Number(raw);
+  if (spec.type !== 'string' && Number.isNaN(value)) throw fieldError(key, `must be ${describeNumber(spec)}, got "${raw}" in --set`);
+  const parts = key.split('.');
+  let node = doc;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts[parts.length - 1] as string] = value;
+}
