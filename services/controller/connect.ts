@@ -14,8 +14,8 @@ import { loadPeersFile, type PeerEndpoint, type PeersFile } from '../runtime/pee
 import { endpointName } from '../runtime/topology.js';
 import { createRunFolder } from '../machine/run-folder.js';
 import { loadTokenFile, type RunToken } from '../runtime/transport/auth.js';
-import { INSECURE, mutualTls, withToken, type Security } from '../runtime/transport/credentials.js';
-import type { RunAbort, TreeSettings } from './cli.js';
+import { INSECURE, mutualTls, withToken, type Security, type TlsFiles } from '../runtime/transport/credentials.js';
+import type { RunAbort } from './cli/abort.js';
 import { Control } from './control-client.js';
 import { waitServing } from './health-check.js';
 import type { ProcessSpec } from './launcher.js';
@@ -29,6 +29,15 @@ export interface ConnectTarget {
   ramDir: string | undefined;
   /** --token-file: the secret the roles were started with, which the controller proves its name with. */
   token: RunToken | undefined;
+}
+
+/** What withConnected needs of a command's tree settings (cli/tree.ts TreeSettings). */
+export interface ConnectSettings {
+  connect: ConnectTarget;
+  /** Mutual TLS on every link. */
+  tls?: TlsFiles | undefined;
+  /** How long each process may take to report SERVING and say who it is. */
+  startTimeoutMs: number;
 }
 
 /** The help lines of the options every command that drives processes takes (--connect, TLS). */
@@ -137,7 +146,7 @@ export async function releaseAll(processes: readonly SessionProcess[], security:
  * E_DEADLINE naming it); always ends with every process's run stopped (the processes keep running)
  * and the memory folder removed if the controller made it.
  */
-export async function withConnected(settings: TreeSettings & { connect: ConnectTarget }, specs: ProcessSpec[], abort: RunAbort, log: Logger, body: (session: Session) => Promise<void>): Promise<void> {
+export async function withConnected(settings: ConnectSettings, specs: ProcessSpec[], abort: RunAbort, log: Logger, body: (session: Session) => Promise<void>): Promise<void> {
   abort.throwIfAborted();
   const target = settings.connect;
   const endpoints = requireEndpoints(target, specs);

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isRole } from '../../services/runtime/topology.js';
-import { parseServeArgs } from '../../services/controller/serve.js';
+import { parseServeArgs } from '../../services/controller/commands/serve.js';
 import { ROOT } from '../helpers/cli.js';
 import { isIgnored, parseDockerfile, type Instruction, type Stage } from '../helpers/dockerfile.js';
 

@@ -12,8 +12,8 @@ import { resolveScenario } from '../../services/scenario/validate.js';
 import type { Scenario } from '../../services/scenario/schema.js';
 import { endpointName, ROLES, type Role } from '../../services/runtime/topology.js';
 import { loadTokenFile } from '../../services/runtime/transport/auth.js';
-import { RUN_OPTIONS } from '../../services/controller/cli.js';
-import { parseServeArgs } from '../../services/controller/serve.js';
+import { RUN_OPTIONS } from '../../services/controller/cli/options.js';
+import { parseServeArgs } from '../../services/controller/commands/serve.js';
 import { processSpecs } from '../../services/controller/session.js';
 import { ROOT } from '../helpers/cli.js';
 

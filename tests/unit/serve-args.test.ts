@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { VmmsimError } from '../../services/runtime/errors.js';
-import { SERVE_HELP, parseServeArgs } from '../../services/controller/serve.js';
+import { HELP as SERVE_HELP, parseServeArgs } from '../../services/controller/commands/serve.js';
 
 // The role's tracing follows OTEL_EXPORTER_OTLP_ENDPOINT when no option names an endpoint: these
 // tests start from none (an empty one counts as none), whatever the shell that runs them exports.

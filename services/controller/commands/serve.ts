@@ -4,12 +4,12 @@
  * launcher starts, with no parent: it prints its ready line on stdout and lives until a signal.
  */
 import * as grpc from '@grpc/grpc-js';
-import { VmmsimError } from '../runtime/errors.js';
-import { createLogger, resolveLogLevel } from '../runtime/logger.js';
-import { parseRoleArgs, startRole, type RoleArgs } from '../runtime/role-runtime.js';
-import { ROLES, endpointName, isRole } from '../runtime/topology.js';
+import { VmmsimError } from '../../runtime/errors.js';
+import { createLogger, resolveLogLevel } from '../../runtime/logger.js';
+import { parseRoleArgs, startRole, type RoleArgs } from '../../runtime/role-runtime.js';
+import { ROLES, endpointName, isRole } from '../../runtime/topology.js';
 
-export const SERVE_HELP = `usage: vmmsim serve <role> [--index N] [--listen ADDR] [--peers FILE]
+export const HELP = `usage: vmmsim serve <role> [--index N] [--listen ADDR] [--peers FILE]
                     (--token-file FILE | --tls-ca FILE --tls-cert FILE --tls-key FILE
                      [--tls-server-name NAME] | --insecure)
                     [--metrics-port PORT [--metrics-host HOST]]
@@ -80,10 +80,10 @@ export function parseServeArgs(argv: string[]): RoleArgs | undefined {
 }
 
 /** `vmmsim serve`: returns once the role is ready; the process then lives until a signal ends it. */
-export async function serveCommand(argv: string[]): Promise<number> {
+export async function command(argv: string[]): Promise<number> {
   const args = parseServeArgs(argv);
   if (!args) {
-    process.stdout.write(SERVE_HELP + '\n');
+    process.stdout.write(HELP + '\n');
     return 0;
   }
   // grpc-js writes its own errors to stderr (a failed bind, twice over with our E_LISTEN line);

@@ -1,46 +1,25 @@
 /**
- * `vmmsim report results.json [--html FILE]`, and the report every command writes beside its
- * results.json. The page is built from the document alone, so a report written later from the same
- * results.json is the same file.
+ * Writing a report: the one every command writes beside its results.json, and the one `vmmsim
+ * report` (../commands/report.ts) builds from a results file in a worker of bounded memory. The
+ * page is built from the document alone, so a report written later from the same results.json is
+ * the same file.
  */
 import { readdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { VmmsimError, type ErrorCode } from '../../runtime/errors.js';
 import { checkOutputFile, writeRegularFile } from '../output-path.js';
 import { writeResults, type ResultsDoc } from '../results.js';
 import { reportData, type ReportData } from './data.js';
 import { writeReportHtml } from './page.js';
-import { MAX_RESULTS_BYTES, readResultsFile, resultsFileSize } from './read.js';
+import { readResultsFile } from './read.js';
 
 export const REPORT_FILE = 'report.html';
-
-export const REPORT_HELP = `usage: vmmsim report results.json [--html FILE]
-
-Writes an HTML report of a results document that run, compare, sweep or saturate wrote (each of
-them also writes one beside its results.json). The page is a single file that opens offline: the
-transitions each operation paid, stacked by kind; latency percentile curves (p50 to max) per
-operation, measured and modeled, and per hop; for a sweep, throughput and p99 against each swept
-key; for a saturation search, its steps and the saturation rates; and a table of every number.
-Each chart mark carries its value and JSON Pointer into results.json as data-* attributes. A
-failed or interrupted run gives a report of what it holds, with a note of what is missing.
-
-results.json must be a regular file of at most ${MAX_RESULTS_BYTES / (1024 * 1024)} MiB, whose page fits in 64 MiB and 6 times
-its size of memory (E_RESULTS_FILE otherwise). The page is written to a regular file only: a
-device node, FIFO, socket, symbolic link or folder at FILE is refused (E_OUTPUT_PATH), never
-replaced.
-
-options:
-  --html FILE           where to write the page (default: report.html beside results.json)
-  -h, --help            this text`;
-
-const OPTIONS = { html: { type: 'string' }, help: { type: 'boolean', short: 'h' } } as const;
 
 const HTML_FIX = 'give --html a file path (a regular file, or none yet) in a folder you can write; device nodes, FIFOs, sockets, symbolic links and folders are refused';
 
 /** Refuses FILE as the report's target unless it is absent or a regular file. */
-function checkReportFile(file: string): void {
+export function checkReportFile(file: string): void {
   try {
     checkOutputFile(resolve(file), file);
   } catch (err) {
@@ -121,7 +100,7 @@ function removeTemporaries(html: string): void {
  * Builds the report in a worker thread whose heap is bounded by reportHeapMb: a results file whose
  * report would need more is refused (E_RESULTS_FILE) instead of taking the machine's memory.
  */
-function reportInWorker(file: string, html: string, bytes: number): Promise<string> {
+export function reportInWorker(file: string, html: string, bytes: number): Promise<string> {
   const heapMb = reportHeapMb(bytes);
   return new Promise((resolvePath, reject) => {
     const worker = new Worker(new URL('./report-worker.js', import.meta.url), {
@@ -144,29 +123,4 @@ function reportInWorker(file: string, html: string, bytes: number): Promise<stri
       else reject(new VmmsimError(reply.error.code, reply.error.message, reply.error.fix));
     });
   });
-}
-
-/** `vmmsim report`: returns the exit code; bad input throws a VmmsimError (exit 2). */
-export async function reportCommand(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new VmmsimError('E_USAGE', (err as Error).message.replace(/\s*\n\s*/g, ' ').trim());
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(REPORT_HELP + '\n');
-    return 0;
-  }
-  if (positionals.length !== 1) throw new VmmsimError('E_USAGE', `report takes one results file (results.json), got ${positionals.length}${positionals.length > 0 ? `: ${positionals.join(' ')}` : ''}`);
-  const file = positionals[0] as string;
-  if (values.html === '') throw new VmmsimError('E_USAGE', '--html needs a file path');
-  const html = values.html ?? join(dirname(file), REPORT_FILE);
-  // Both ends before any work: a refused --html or a device as input costs no read.
-  checkReportFile(html);
-  const bytes = resultsFileSize(file);
-  const out = await reportInWorker(file, html, bytes);
-  process.stdout.write(`report: ${out}\n`);
-  return 0;
 }

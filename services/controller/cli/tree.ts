@@ -1,0 +1,117 @@
+/**
+ * The process tree a command runs its scenarios on: launched here (withTree), or the running
+ * processes --connect names (../connect.ts); the measured-host calibration on it; and the
+ * controller's logger and metrics around a command that runs trees.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CostProfile } from '../../cost/profile.js';
+import type { VmmsimError } from '../../runtime/errors.js';
+import { createLogger, type LogLevel, type Logger } from '../../runtime/logger.js';
+import { INSECURE, mutualTls, type TlsFiles } from '../../runtime/transport/credentials.js';
+import type { ModelName, Scenario } from '../../scenario/schema.js';
+import { withConnected, type ConnectTarget } from '../connect.js';
+import { failureCause } from '../failure-cause.js';
+import { ProcessTree, type ProcessSpec } from '../launcher.js';
+import { LivenessWatch } from '../liveness.js';
+import { writeProfile } from '../results.js';
+import { Session } from '../session.js';
+import { treeDown, treeUp, withControllerMetrics, type TreeTelemetry } from '../telemetry.js';
+import type { RunAbort } from './abort.js';
+import { failed } from './outcome.js';
+
+/** How a command's process trees run. */
+export interface TreeSettings {
+  transport: 'unix' | 'tcp';
+  logLevel: LogLevel;
+  startTimeoutMs: number;
+  /** --connect: drive the processes a file names instead of launching a tree. */
+  connect?: ConnectTarget | undefined;
+  /** Mutual TLS on every link (the launched roles get the same files). */
+  tls?: TlsFiles | undefined;
+  /** --metrics-port, --metrics-host, --otlp-endpoint, --trace-sample. */
+  telemetry?: TreeTelemetry | undefined;
+}
+
+/** A command's plan that runs one scenario's models on one process tree (run, compare, saturate). */
+export interface RunPlan extends TreeSettings {
+  scenario: Scenario;
+  models: ModelName[];
+  profile: CostProfile;
+  /** --profile measured-host: calibrate the transitions on this machine before the runs. */
+  measureHost: boolean;
+  out: string;
+  json: boolean;
+}
+
+/**
+ * Runs a planned command (none: its help was printed) with the controller's logger and metrics.
+ * An unexpected failure (E_RUN) is its line on stderr, then its stack in the controller's log.
+ */
+export async function controlled<P extends TreeSettings>(p: P | undefined, exec: (p: P, log: Logger) => Promise<number>): Promise<number> {
+  if (!p) return 0;
+  const log = createLogger({ role: 'controller', name: 'controller' }, p.logLevel);
+  try {
+    return await withControllerMetrics(p.telemetry, () => exec(p, log));
+  } catch (err) {
+    return failed(err, log);
+  }
+}
+
+/**
+ * Starts a process tree for `specs`, hands its session to `body`, and always ends with the tree
+ * stopped and its socket and memory folders removed, whatever happened (a crash, a signal, a
+ * deadline). A process that exits while the tree is up aborts the command.
+ */
+export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abort: RunAbort, log: Logger, body: (session: Session) => Promise<void>): Promise<void> {
+  if (settings.connect) return withConnected({ ...settings, connect: settings.connect }, specs, abort, log, body);
+  abort.throwIfAborted();
+  const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-'));
+  // Guest RAM and host tables are files every process of the host maps; tmpfs keeps them in RAM.
+  const ramDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-ram-'));
+  const tree = new ProcessTree({ socketDir, ramDir, transport: settings.transport, logLevel: settings.logLevel, startTimeoutMs: settings.startTimeoutMs, log, tls: settings.tls, telemetry: settings.telemetry });
+  tree.on('exit', abort.abort);
+  // Exits as the launcher reports them, to name the cause when a run fails (failure-cause.ts).
+  const exits: VmmsimError[] = [];
+  tree.on('exit', (e) => exits.push(e));
+  const lastResort = (): void => {
+    tree.killAll();
+    rmSync(socketDir, { recursive: true, force: true });
+    rmSync(ramDir, { recursive: true, force: true });
+  };
+  process.on('exit', lastResort);
+  let session: Session | undefined;
+  let watch: LivenessWatch | undefined;
+  try {
+    await abort.race(tree.start(specs));
+    treeUp(settings.telemetry, tree.processes);
+    const security = settings.tls ? mutualTls(settings.tls) : INSECURE;
+    session = new Session(tree, log, ramDir, security);
+    // A process that stops answering ends the command instead of failing its peers' requests one by one.
+    watch = new LivenessWatch(tree.processes, { onFailure: abort.abort, security, local: true });
+    watch.start();
+    await body(session);
+  } catch (err) {
+    throw await failureCause(err, tree.processes, exits);
+  } finally {
+    watch?.stop();
+    session?.close();
+    await tree.stop();
+    treeDown();
+    rmSync(socketDir, { recursive: true, force: true });
+    rmSync(ramDir, { recursive: true, force: true });
+    process.off('exit', lastResort);
+  }
+}
+
+/**
+ * --profile measured-host: the calibration run on a command's first tree, its profile written
+ * beside the results; the runs that follow use it.
+ */
+export async function measureHost(session: Session, scenario: Scenario, base: CostProfile, p: { out: string; json: boolean }, abort: RunAbort): Promise<CostProfile> {
+  if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
+  const profile = await abort.race(session.calibrate(scenario, base));
+  writeProfile(p.out, profile);
+  return profile;
+}
