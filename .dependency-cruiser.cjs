@@ -43,6 +43,13 @@ module.exports = {
       to: { path: '^services/controller/' },
     },
     {
+      name: 'commands-are-leaves',
+      severity: 'error',
+      comment: 'a CLI command (services/controller/commands) is imported by the dispatcher (main.ts) only: share code through services/controller/cli',
+      from: { path: '^services/controller/', pathNot: '^services/controller/main\\.ts$' },
+      to: { path: '^services/controller/commands/' },
+    },
+    {
       name: 'hardware-queues-know-no-role',
       severity: 'error',
       comment: 'worker-pool plays the VCMDQ hardware: it imports formats and machine code, never a role',

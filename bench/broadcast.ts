@@ -25,6 +25,7 @@ import { resolveScenario } from '../services/scenario/validate.js';
 import { ProcessTree } from '../services/controller/launcher.js';
 import type { RunResult } from '../services/controller/results.js';
 import { Session, processSpecs } from '../services/controller/session.js';
+import { MODEL } from '../services/designs/names.js';
 
 const USAGE = `usage: npm run bench -- broadcast [options]
 
@@ -158,7 +159,7 @@ export async function broadcastBench(argv: string[]): Promise<void> {
       trees.push(tree);
       // Fresh processes take some thousands of operations to reach speed (JIT): an unreported run
       // first, so every tree starts its measured runs equally warm.
-      await tree.session.run(scenario(psmmus, 'per-psmmu', warmup, threads), 'nested-smmuv3', profile);
+      await tree.session.run(scenario(psmmus, 'per-psmmu', warmup, threads), MODEL.nestedSmmuv3, profile);
       progress(`${psmmus} pSMMU(s): started and warmed up`);
     }
     // Interleaved rounds: machine noise falls on every point alike, and each reports its median.
@@ -166,7 +167,7 @@ export async function broadcastBench(argv: string[]): Promise<void> {
       for (const tree of trees) {
         // With one pSMMU the two modes are one topology: it runs once.
         for (const vsmmu of tree.psmmus === 1 ? (['single'] as const) : MODES) {
-          const run = await tree.session.run(scenario(tree.psmmus, vsmmu, ops, threads), 'nested-smmuv3', profile);
+          const run = await tree.session.run(scenario(tree.psmmus, vsmmu, ops, threads), MODEL.nestedSmmuv3, profile);
           const key = `${tree.psmmus}/${vsmmu}`;
           runs.set(key, [...(runs.get(key) ?? []), point(run, tree.psmmus, vsmmu)]);
         }
@@ -193,7 +194,7 @@ export async function broadcastBench(argv: string[]): Promise<void> {
   }));
   const result = {
     bench: 'broadcast',
-    model: 'nested-smmuv3',
+    model: MODEL.nestedSmmuv3,
     dma: 'strict',
     profile: profile.name,
     ops,

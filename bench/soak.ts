@@ -17,7 +17,8 @@ import { loadProfile } from '../services/cost/profile.js';
 import { VmmsimError, asVmmsimError } from '../services/runtime/errors.js';
 import { createLogger } from '../services/runtime/logger.js';
 import { packageRoot } from '../services/runtime/paths.js';
-import { SUPPORTED_MODELS, SVA_MODELS, type ModelName, type Scenario } from '../services/scenario/schema.js';
+import { designOf } from '../services/designs/registry.js';
+import { MODELS, type ModelName, type Scenario } from '../services/scenario/schema.js';
 import { resolveScenario } from '../services/scenario/validate.js';
 import { LivenessWatch } from '../services/controller/liveness.js';
 import { ProcessTree } from '../services/controller/launcher.js';
@@ -53,9 +54,9 @@ interface Step {
 /** A cycle: every model with every workload it can run. */
 export function cycleSteps(): Step[] {
   const steps: Step[] = [];
-  for (const model of SUPPORTED_MODELS) {
+  for (const model of MODELS) {
     for (const kind of WORKLOADS) {
-      if (kind === 'sva-unmap-storm' && !SVA_MODELS.includes(model)) continue;
+      if (kind === 'sva-unmap-storm' && !designOf(model).traits.sva) continue;
       steps.push({ model, kind });
     }
   }

@@ -22,6 +22,7 @@ import { EventQueue } from '../services/psmmu/events.js';
 import { Iotlb } from '../worker-pool/iotlb.js';
 import { Translator } from '../services/psmmu/translate.js';
 import { HostTables } from '../services/vfio/host-tables.js';
+import { MODEL } from '../services/designs/names.js';
 
 const SID = 0x108;
 const PAGES = 4096;
@@ -39,7 +40,7 @@ export async function walkBench(argv: string[]): Promise<void> {
   try {
     const costs = profileCosts(loadProfile('arm64-kunpeng920'));
     const topology = {
-      model: 'nested-smmuv3', ramDir, devices: [{ vm: 0, psmmu: 0, vsid: 8, psid: SID }], vmids: [1],
+      model: MODEL.nestedSmmuv3, ramDir, devices: [{ vm: 0, psmmu: 0, vsid: 8, psid: SID }], vmids: [1],
     } as unknown as Topology__Output;
     const host = new HostTables(topology);
     const guest = new FileMemory(guestRamFile(ramDir, 0), 'create');

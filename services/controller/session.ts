@@ -22,6 +22,8 @@ import { combineGuests } from './timeline.js';
 import { isResizeOp } from '../machine/virtio-mem.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
+import { MODEL } from '../designs/names.js';
+import type { TranslationCounter } from '../machine/device-dma.js';
 
 /** The processes a scenario needs: one guest and qemu per VM, one kvm and vfio, one psmmu per pSMMU. */
 export function processSpecs(s: Scenario): ProcessSpec[] {
@@ -230,7 +232,7 @@ export class Session {
       device: { ...s.device, dmaRate: 0 },
       workload: { ...s.workload, kind: 'dma-map-benchmark', trace: '', threads: 1, ops: 500, durationSec: 0, dwellUs: 0, gapUs: 0, rate: 0, migration: { ...s.workload.migration, atOp: 0 }, virtioMem: { ...s.workload.virtioMem, everyOps: 0 } },
     };
-    const run = await this.run(cal, 'nested-smmuv3', base);
+    const run = await this.run(cal, MODEL.nestedSmmuv3, base);
     const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
     const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, count: h.count }));
     return measuredHostProfile(base, hops, new Date().toISOString());
@@ -251,7 +253,7 @@ export class Session {
 }
 
 function dmaResult(mode: string, translators: Record<string, number>[]): DmaResult {
-  const sum = (k: string): number => translators.reduce((n, c) => n + (c[k] ?? 0), 0);
+  const sum = (k: TranslationCounter): number => translators.reduce((n, c) => n + (c[k] ?? 0), 0);
   const translations = sum('translations');
   return {
     mode,

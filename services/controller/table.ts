@@ -3,6 +3,7 @@ import { loadOf, stepMeasure } from './load.js';
 import type { RunResult, SaturationMetric, SaturationResult } from './results.js';
 import { judge } from './saturation-search.js';
 import { mainOp } from './sweep.js';
+import { MODEL } from '../designs/names.js';
 
 function fmt(x: number, digits = 2): string {
   if (!Number.isFinite(x)) return '-';
@@ -72,7 +73,7 @@ function transitions(t: RunResult['ops'][number]['transitions']): string {
  * modeled latency, and each against the `none` baseline; then throughput per model. Fits 120 columns.
  */
 export function comparisonTable(runs: readonly RunResult[]): string {
-  const base = runs.find((r) => r.model === 'none');
+  const base = runs.find((r) => r.model === MODEL.none);
   const header = ['model', 'op', 'n', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'p50', 'p99', 'mean', 'p99', 'vs none'];
   const rows: string[][] = [header];
   for (const run of runs) {

@@ -81,14 +81,5 @@ export interface DmaApi {
   close(): void;
 }
 
+/** A design's guest part (services/designs): the DMA API over its guest IOMMU driver. */
 export type DmaApiFactory = (kernel: GuestKernel) => DmaApi;
-
-const factories = new Map<string, DmaApiFactory>();
-
-export function registerDmaApi(model: string, factory: DmaApiFactory): void {
-  factories.set(model, factory);
-}
-
-export function dmaApiFor(model: string): DmaApiFactory | undefined {
-  return factories.get(model);
-}

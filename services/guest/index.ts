@@ -6,12 +6,8 @@ import { vsmmuOfDevice } from '../machine/iommufd-objects.js';
 import { FileMemory } from '../machine/memory.js';
 import type { OpContext } from '../runtime/op-context.js';
 import { EMPTY, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
-import './dma-iommu-nested.js';
-import './dma-intel-cm.js';
-import './dma-virtio-iommu.js';
-import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
-import './driver-none.js';
-import './dma-spapr-tce.js';
+import { designOf } from '../designs/registry.js';
+import type { DmaApi, DmaApiFactory, GuestDevice, GuestKernel } from './driver.js';
 import { withDmaMode } from './dma-modes.js';
 import { guestMetrics, type GuestMetrics } from './metrics.js';
 import { MigrationStep } from './migration.js';
@@ -29,7 +25,11 @@ class GuestRole implements RoleInstance {
   private readonly metrics: GuestMetrics | undefined;
   private operations = 0;
 
-  constructor(private readonly env: RoleEnv) {
+  constructor(
+    private readonly env: RoleEnv,
+    /** The run's design's guest part: its DMA API over its IOMMU driver. */
+    dmaApi: DmaApiFactory,
+  ) {
     const vm = env.self.index;
     // Guest RAM is a file the SMMU's walks read too; the guest owns it and starts it empty.
     this.ram = new FileMemory(guestRamFile(env.topology.ramDir, vm), 'create');
@@ -54,9 +54,7 @@ class GuestRole implements RoleInstance {
         this.opStats?.record(op, measuredNs, ctx, cpu, start);
       },
     };
-    const factory = dmaApiFor(env.topology.model);
-    if (!factory) throw new Error(`guest has no DMA API for model ${env.topology.model}`);
-    this.coherent = factory(this.kernel);
+    this.coherent = dmaApi(this.kernel);
     this.dma = withDmaMode(env.topology.dma, this.coherent, this.kernel);
     this.metrics = env.metrics ? guestMetrics(env.metrics) : undefined;
     this.metrics?.attachDriver(this.dma);
@@ -106,6 +104,6 @@ class GuestRole implements RoleInstance {
   }
 }
 
-export function createRole(env: RoleEnv): RoleInstance {
-  return new GuestRole(env);
+export async function createRole(env: RoleEnv): Promise<RoleInstance> {
+  return new GuestRole(env, await designOf(env.topology.model).parts.guest());
 }

@@ -1,11 +1,12 @@
 import { errnoName } from '../runtime/errors.js';
-import { iommufdLayout } from '../machine/iommufd-objects.js';
+
 import { decodeMigrateReply, encodeMigrateRequest } from '../formats/migration.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { EndpointTable } from '../runtime/topology.js';
 import type { DmaApi, GuestKernel } from './driver.js';
 import { OpStats } from './op-stats.js';
 import type { WorkloadSpec, WorkloadStep } from './workloads/common.js';
+import { iommufdLayoutOf } from '../designs/registry.js';
 
 /** The VM that workload.migration moves. */
 export const MIGRATING_VM = 0;
@@ -84,7 +85,7 @@ export class MigrationStep implements WorkloadStep {
     // Nobody may be waiting when it settles (every thread ended first).
     this.gate.catch(() => undefined);
     const t = kernel.env.topology;
-    this.counters.hwQueuesBefore = iommufdLayout(t).hwQueues.filter((q) => q.vm === kernel.env.self.index).length;
+    this.counters.hwQueuesBefore = iommufdLayoutOf(t).hwQueues.filter((q) => q.vm === kernel.env.self.index).length;
     // Until the step is taken the VM keeps what it has.
     this.counters.hwQueuesAfter = this.counters.hwQueuesBefore;
     this.destVcmdqs = w.migration?.destVcmdqs ?? 0;

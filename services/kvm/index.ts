@@ -1,11 +1,10 @@
 import { Errno } from '../runtime/errors.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
 import { decodeMmio } from '../formats/kvm-run.js';
 import type { OpContext } from '../runtime/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
 import type { Endpoint } from '../runtime/topology.js';
-import { kvmDevice, type KvmDevice } from './device.js';
-import './in-kernel.js';
+import { designOf } from '../designs/registry.js';
+import type { KvmDevice, KvmDeviceFactory } from './device.js';
 
 /**
  * kvm: the host kernel's KVM. A trapped guest MMIO write or hypercall is first offered to what the
@@ -16,11 +15,11 @@ class KvmRole implements RoleInstance {
   private readonly device: KvmDevice | undefined;
   private readonly counters = { exits: 0, userExits: 0, inKernel: 0, hcalls: 0, migrations: 0 };
 
-  constructor(env: RoleEnv) {
-    this.device = kvmDevice(env.topology.model)?.(env);
+  constructor(env: RoleEnv, kvmDevice: KvmDeviceFactory | undefined) {
+    this.device = kvmDevice?.(env);
   }
 
-  async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
+  async handle(req: Request, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
     if (from.role !== 'guest') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
     const vm = from.index;
     if (req.kind === 'MMIO_WRITE') {
@@ -56,7 +55,7 @@ class KvmRole implements RoleInstance {
     return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
   }
 
-  private async toUser(peer: string, kind: 'MMIO_EXIT' | 'HCALL_EXIT', req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  private async toUser(peer: string, kind: 'MMIO_EXIT' | 'HCALL_EXIT', req: Request, ctx: OpContext): Promise<HandlerResult> {
     this.counters.userExits += 1;
     const r = await ctx.call(peer, kind, req.payload, req.guestMemory);
     return { status: r.status, payload: r.payload, guestMemory: r.guestMemory };
@@ -67,6 +66,7 @@ class KvmRole implements RoleInstance {
   }
 }
 
-export function createRole(env: RoleEnv): RoleInstance {
-  return new KvmRole(env);
+export async function createRole(env: RoleEnv): Promise<RoleInstance> {
+  const part = designOf(env.topology.model).parts.kvm;
+  return new KvmRole(env, part ? await part() : undefined);
 }

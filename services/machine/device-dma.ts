@@ -56,6 +56,13 @@ const MAX_PER_TICK = 1000;
  * read before the accesses, so a buffer seen UNMAPPED had its unmap (and, in strict mode, its
  * invalidation) completed before any access to it.
  */
+/**
+ * The counters every translator of device DMA reports under these names (a pSMMU, a VMM's emulated
+ * vSMMU): a run's DMA is their sum over every process that translates (results.json `dma`).
+ */
+export const TRANSLATION_COUNTERS = ['translations', 'iotlbHits', 'faults', 'staleTranslations', 'useAfterUnmap', 'staleDuringUnmap', 'walkAccesses', 'dmaModeledNs'] as const;
+export type TranslationCounter = (typeof TRANSLATION_COUNTERS)[number];
+
 export class DeviceDma {
   readonly counters: DmaCounters = { useAfterUnmap: 0, staleTranslations: 0, staleDuringUnmap: 0, idle: 0 };
   private timer: NodeJS.Timeout | undefined;

@@ -62,7 +62,6 @@ export interface IommufdLayout {
   hwQueues: HwQueueObject[];
 }
 
-export const VCMDQ_MODELS = new Set(['nested-smmuv3-vcmdq']);
 /** VCMDQs of one CMDQV (Grace); a CMDQV splits them evenly among its VINTFs, VINTF0 the host's. */
 export const CMDQV_VCMDQS = 128;
 /** SID_MATCH/SID_REPLACE pairs a VINTF can hold: a VM has at most this many devices behind one SMMU. */
@@ -87,7 +86,7 @@ export interface CmdqvPlan {
   lvcmdqsPerVintf: number;
 }
 
-export function cmdqvPlan(t: Topology__Output, psmmu: number, layout: IommufdLayout = iommufdLayout(t)): CmdqvPlan {
+export function cmdqvPlan(t: Topology__Output, psmmu: number, layout: IommufdLayout): CmdqvPlan {
   const vms = [...new Set(layout.hwQueues.filter((q) => q.psmmu === psmmu).map((q) => q.vm))].sort((a, b) => a - b);
   const guests = new Set(layout.viommus.filter((v) => v.psmmu === psmmu).map((v) => v.vm)).size;
   return { vms, lvcmdqsPerVintf: lvcmdqsPerVintf(guests) };
@@ -110,7 +109,11 @@ export function globalVcmdq(plan: CmdqvPlan, vintf: number, lidx: number): numbe
  * order. qemu and vfio both derive the table from the topology with this one function; the setup
  * ioctls themselves are not sent over the links.
  */
-export function iommufdLayout(t: Topology__Output): IommufdLayout {
+/**
+ * `withHwQueues`: whether the design hands the VM hardware queues (its VCMDQ trait); without, no HW_QUEUE
+ * objects exist whatever topology.vcmdqsPerVsmmu says.
+ */
+export function iommufdLayout(t: Topology__Output, withHwQueues: boolean): IommufdLayout {
   let next = 1;
   const ioasId = next++;
   const devIds = t.devices.map(() => next++);
@@ -127,7 +130,7 @@ export function iommufdLayout(t: Topology__Output): IommufdLayout {
     vdevices.push({ id: next++, viommuId: v.id, devId: devIds[i] as number, vsid: d.vsid, psid: d.psid });
   });
   const hwQueues: HwQueueObject[] = [];
-  if (VCMDQ_MODELS.has(t.model)) {
+  if (withHwQueues) {
     for (const v of viommus) {
       const vsmmu = vsmmuOfViommu(t, v);
       if (vsmmu === undefined) continue;

@@ -1,10 +1,9 @@
 import { Errno } from '../runtime/errors.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
 import type { StartReply } from '../runtime/generated/vmmsim/v1/StartReply.js';
 import type { OpContext } from '../runtime/op-context.js';
 import { DeviceDma } from '../machine/device-dma.js';
 import { Random } from '../machine/random.js';
-import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
 import { decodeMmio } from '../formats/kvm-run.js';
 import { CMD_SIZE } from '../formats/smmu/commands.js';
 import * as Q from '../formats/smmu/queue.js';
@@ -18,6 +17,7 @@ import { psmmuMetrics, type PsmmuMetrics, type PsmmuState } from './metrics.js';
 import { scopeConcerns } from './relevance.js';
 import { Translator } from './translate.js';
 import { VintfPage } from './vintf.js';
+import { designOf } from '../designs/registry.js';
 
 /** Main CMDQ size (Linux asks for the largest the SMMU offers; 2^8 keeps wrap-around frequent). */
 const CMDQ_LOG2 = 8;
@@ -47,11 +47,13 @@ class PsmmuRole implements RoleInstance {
     // CFGIs the host's VCMDQs execute reach the translator's configuration cache through this log.
     const configLog = ConfigInvalidations.create();
     this.translator = new Translator(k, new HostPhysical(this.space), this.iotlb, this.events, env.costs, configLog);
-    const sids = t.model === 'emulated-smmuv3' ? [] : t.devices.filter((d) => d.psmmu === k).map((d) => d.psid);
+    // A design whose devices are all the VMM's own: no DMA of this run reaches a pSMMU.
+    const emulated = designOf(t.model).traits.hostTables === 'emulated';
+    const sids = emulated ? [] : t.devices.filter((d) => d.psmmu === k).map((d) => d.psid);
     this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator, (scope) => scopeConcerns(scope, sids, (sid) => this.translator.contextOf(sid)));
     this.vintf = new VintfPage(k, t, { iotlb: this.iotlb, configLog }, env.log);
     // Under emulated-smmuv3 the devices are QEMU's emulated ones: their DMA never reaches a pSMMU.
-    const devices = t.model === 'emulated-smmuv3'
+    const devices = emulated
       ? []
       : t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, sid: d.psid, ram: () => this.space.guest(d.vm), iommu: this.translator }] : []));
     this.dma = new DeviceDma(
@@ -79,7 +81,7 @@ class PsmmuRole implements RoleInstance {
     await this.vintf.init();
   }
 
-  async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
+  async handle(req: Request, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
     if (req.kind === 'VINTF_MMIO' && from.role === 'guest') return this.vintf.access(req, from.index, ctx);
     // The host's writes reach the SMMU's registers or, on the CMDQV's page, its VINTFs' queues.
     if (req.kind === 'HOST_MMIO' && from.role === 'vfio') return (await this.vintf.hostWrite(req)) ?? this.hostRegister(req, ctx);
@@ -100,7 +102,7 @@ class PsmmuRole implements RoleInstance {
    * driver rewrote the refused slot first, as Linux's arm_smmu_cmdq_skip_err does); consumption
    * resumes at CONS.
    */
-  private async hostRegister(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  private async hostRegister(req: Request, ctx: OpContext): Promise<HandlerResult> {
     const mmio = decodeMmio(req.payload);
     if (!mmio || !mmio.isWrite || mmio.physAddr !== SMMU_REG.GERRORN) return { status: -Errno.EINVAL, payload: EMPTY };
     if (!this.cmdq.halted || ((mmio.data ^ this.cmdq.gerror) & GERROR_CMDQ_ERR) !== 0) return { status: 0, payload: consReg(this.cmdq.cons) };

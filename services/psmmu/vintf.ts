@@ -1,17 +1,17 @@
 import { Errno } from '../runtime/errors.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
 import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
-import { CMDQV_VCMDQS, FIRST_GUEST_VINTF, MAX_SID_PAIRS, cmdqvPlan, globalVcmdq, iommufdLayout, viommuVmid, vintfOf, type CmdqvPlan } from '../machine/iommufd-objects.js';
+import { CMDQV_VCMDQS, FIRST_GUEST_VINTF, MAX_SID_PAIRS, cmdqvPlan, globalVcmdq, viommuVmid, vintfOf, type CmdqvPlan } from '../machine/iommufd-objects.js';
 import { decodeMmio, encodeMmio } from '../formats/kvm-run.js';
 import type { Logger } from '../runtime/logger.js';
 import type { OpContext } from '../runtime/op-context.js';
-import type { HandlerResult } from '../runtime/role-api.js';
+import { type HandlerResult, type Request } from '../runtime/role-api.js';
 import { CMD_SIZE, Opcode } from '../formats/smmu/commands.js';
 import * as Q from '../formats/smmu/queue.js';
 import { decodeCmdqAlloc, decodeCmdqAllocRegister } from '../formats/smmu/cmdqv-registers.js';
 import { VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, decodeVcmdqRegister } from '../formats/smmu/registers.js';
 import type { MemoryRange } from '../runtime/transport/link.js';
 import { VcmdqPool, proportionateWorkers, type ConfigInvalidations, type Iotlb, type Vcmdq } from '../../worker-pool/index.js';
+import { iommufdLayoutOf } from '../designs/registry.js';
 
 /**
  * The CMDQV beside one physical SMMU, as the host sets it up at VM start: per VM whose vSMMU fronts
@@ -47,7 +47,7 @@ export class VintfPage {
 
   async init(): Promise<void> {
     const t = this.topology;
-    const layout = iommufdLayout(t);
+    const layout = iommufdLayoutOf(t);
     const all = layout.hwQueues;
     const hw = all.filter((q) => q.psmmu === this.psmmu);
     if (hw.length === 0) return;
@@ -101,7 +101,7 @@ export class VintfPage {
    * hardware would misbehave on a write against those rules; here it is refused with EINVAL (EBUSY
    * for a global VCMDQ already mapped), so a host bug shows.
    */
-  async hostWrite(req: Envelope__Output): Promise<HandlerResult | undefined> {
+  async hostWrite(req: Request): Promise<HandlerResult | undefined> {
     const mmio = decodeMmio(req.payload);
     const queue = mmio ? decodeCmdqAllocRegister(mmio.physAddr) : undefined;
     if (!mmio || queue === undefined) return undefined;
@@ -128,7 +128,7 @@ export class VintfPage {
   }
 
   /** A guest access to its VINTF page. */
-  async access(req: Envelope__Output, vm: number, ctx: OpContext): Promise<HandlerResult> {
+  async access(req: Request, vm: number, ctx: OpContext): Promise<HandlerResult> {
     const mmio = decodeMmio(req.payload);
     const reg = mmio ? decodeVcmdqRegister(mmio.physAddr) : undefined;
     const queue = reg ? this.queues.get(VintfPage.key(vm, reg.vsmmu, reg.queue)) : undefined;

@@ -1,17 +1,12 @@
 import { Errno } from '../runtime/errors.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
 import type { StartReply } from '../runtime/generated/vmmsim/v1/StartReply.js';
 import { decodeMmio } from '../formats/kvm-run.js';
 import type { OpContext } from '../runtime/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
-import { vmmDevice, type VmmDevice } from './device.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
+import { designOf } from '../designs/registry.js';
+import type { VmmDevice, VmmDeviceFactory } from './device.js';
 import { VmMigration } from './migration.js';
 import { VirtioMemDevice, isVirtioMemMmio } from './virtio-mem.js';
-import './vsmmu-set.js';
-import './vtd-cm.js';
-import './virtio-iommu.js';
-import './spapr-tce.js';
-import './vsmmu-emulated.js';
 
 /** qemu-N: the VMM of VM N, holding the vIOMMU device model of the run's architecture (if any). */
 class QemuRole implements RoleInstance {
@@ -22,13 +17,13 @@ class QemuRole implements RoleInstance {
   private readonly virtioMem: VirtioMemDevice;
   private exits = 0;
 
-  constructor(env: RoleEnv) {
-    this.device = vmmDevice(env.topology.model)?.(env);
+  constructor(env: RoleEnv, vmmDevice: VmmDeviceFactory | undefined) {
+    this.device = vmmDevice?.(env);
     this.migration = new VmMigration(env);
     this.virtioMem = new VirtioMemDevice(env);
   }
 
-  async handle(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  async handle(req: Request, ctx: OpContext): Promise<HandlerResult> {
     if (req.kind === 'VM_MIGRATE') return this.migration.migrate(req, ctx);
     if (req.kind === 'HCALL_EXIT') {
       this.exits += 1;
@@ -59,6 +54,7 @@ class QemuRole implements RoleInstance {
   }
 }
 
-export function createRole(env: RoleEnv): RoleInstance {
-  return new QemuRole(env);
+export async function createRole(env: RoleEnv): Promise<RoleInstance> {
+  const part = designOf(env.topology.model).parts.vmm;
+  return new QemuRole(env, part ? await part() : undefined);
 }

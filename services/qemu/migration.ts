@@ -1,11 +1,11 @@
 import { Errno } from '../runtime/errors.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
 import { HW_QUEUE_ALLOC_SIZE, IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV, decodeHwQueueAlloc, encodeDestroy, encodeHwQueueAlloc } from '../formats/iommufd-hw-queue.js';
-import { iommufdLayout } from '../machine/iommufd-objects.js';
+
 import { decodeMigrateRequest, encodeMigrateReply } from '../formats/migration.js';
 import type { OpContext } from '../runtime/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv } from '../runtime/role-api.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type Request } from '../runtime/role-api.js';
 import { VCMDQ_GUEST_LOG2_ENTRIES, vcmdqGuestGpa } from '../formats/smmu/registers.js';
+import { iommufdLayoutOf } from '../designs/registry.js';
 
 /** The HW queues one vSMMU of the VM has: HW_QUEUE object ids by logical index. */
 interface VsmmuQueues {
@@ -32,7 +32,7 @@ export class VmMigration {
 
   constructor(env: RoleEnv) {
     const vm = env.self.index;
-    const layout = iommufdLayout(env.topology);
+    const layout = iommufdLayoutOf(env.topology);
     const mine = layout.viommus.filter((v) => v.vm === vm);
     this.count = env.topology.vsmmu === 'per-psmmu' ? mine.length : Math.min(1, mine.length);
     const byVsmmu = new Map<number, VsmmuQueues>();
@@ -45,7 +45,7 @@ export class VmMigration {
     this.vsmmus = [...byVsmmu.values()].sort((a, b) => a.vsmmu - b.vsmmu);
   }
 
-  async migrate(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  async migrate(req: Request, ctx: OpContext): Promise<HandlerResult> {
     const m = decodeMigrateRequest(req.payload);
     if (!m) return { status: -Errno.EINVAL, payload: EMPTY };
     this.counters.migrations += 1;

@@ -1,27 +1,22 @@
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
 import { IOAS_MAP_SIZE, IOAS_UNMAP_SIZE, IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, encodeIoasMap, encodeIoasUnmap } from '../formats/iommufd-ioas.js';
-import { iommufdLayout } from '../machine/iommufd-objects.js';
+
 import type { MmioAccess } from '../formats/kvm-run.js';
 import { Mutex } from '../machine/mutex.js';
 import type { OpContext } from '../runtime/op-context.js';
-import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
+import { type HandlerResult, type RoleEnv, type Request } from '../runtime/role-api.js';
 import { VMM_RAM_VADDR } from '../formats/vfio-type1.js';
 import {
   VIRTIO_MEM_BLOCKS, VIRTIO_MEM_BLOCK_SIZE, VIRTIO_MEM_MMIO_BASE, VIRTIO_MEM_NOTIFY_GPA, VIRTIO_MEM_REQ, VIRTIO_MEM_REQ_GPA,
   VIRTIO_MEM_RESP, VIRTIO_MEM_RESP_GPA, decodeVirtioMemReq, encodeVirtioMemResp, virtioMemBlockGpa, virtioMemRange,
 } from '../machine/virtio-mem.js';
+import { iommufdLayoutOf } from '../designs/registry.js';
+import { designOf } from '../designs/registry.js';
 
 /** The device's virtio-mmio window: accesses in it are the virtio-mem device's, not the vIOMMU's. */
 export function isVirtioMemMmio(physAddr: number): boolean {
   return physAddr >= VIRTIO_MEM_MMIO_BASE && physAddr < VIRTIO_MEM_MMIO_BASE + 0x200;
 }
 
-/**
- * Models whose VFIO listener maps all guest RAM into the VM's IOAS (no vIOMMU, or the stage-2 parent
- * of nested SMMUv3): a discard must reach it. With a shadowing vIOMMU only the guest's DMA mappings
- * are in the host table, and emulated-smmuv3 has no assigned device at all.
- */
-const RAM_MAPPED_MODELS = new Set(['none', 'nested-smmuv3', 'nested-smmuv3-vcmdq']);
 
 /**
  * QEMU's virtio-mem device of one VM: the plugged state of each block of its region, and the RAM
@@ -43,12 +38,16 @@ export class VirtioMemDevice {
 
   constructor(env: RoleEnv) {
     this.bql = new Mutex(`${env.self.name}.bql`);
-    this.ioasId = iommufdLayout(env.topology).ioasId;
-    this.notifyVfio = RAM_MAPPED_MODELS.has(env.topology.model) && env.topology.devices.some((d) => d.vm === env.self.index);
+    this.ioasId = iommufdLayoutOf(env.topology).ioasId;
+    // When VFIO's listener maps all guest RAM into the VM's IOAS (no vIOMMU, or the stage-2 parent of
+    // a nested design), a discard must reach it. With a shadowing vIOMMU only the guest's DMA mappings
+    // are in the host table, and emulated devices have no host table at all.
+    const host = designOf(env.topology.model).traits.hostTables;
+    this.notifyVfio = (host === 'stage2' || host === 'nested') && env.topology.devices.some((d) => d.vm === env.self.index);
   }
 
   /** A trapped access to the device's window: a queue kick serves the request in guest RAM. */
-  async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  async mmioExit(access: MmioAccess, req: Request, ctx: OpContext): Promise<HandlerResult> {
     if (!access.isWrite || access.physAddr !== VIRTIO_MEM_NOTIFY_GPA) return { status: 0, payload: req.payload };
     const buf = req.guestMemory.find((m) => Number(m.gpa) === VIRTIO_MEM_REQ_GPA)?.data;
     this.counters.memRequests += 1;

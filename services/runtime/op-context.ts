@@ -53,7 +53,7 @@ export class OpContext {
    * reply: sequential calls add up; calls started together and awaited together (hardware that
    * really works in parallel) take the longest branch.
    */
-  async call(peer: string, kind: Kind, payload: Buffer, guestMemory?: MemoryRange[]): Promise<CallReply> {
+  async call(peer: string, kind: Kind, payload: Buffer, guestMemory?: readonly MemoryRange[]): Promise<CallReply> {
     const link = this.links.get(peer);
     if (!link) throw new Error(`no link to ${peer}`);
     const req = guestMemory

@@ -1,5 +1,6 @@
 import type { CostTable } from '../cost/steps.js';
-import type { Envelope__Output } from './generated/vmmsim/v1/Envelope.js';
+import type { Kind__Output } from './generated/vmmsim/v1/Kind.js';
+import type { MemoryRange__Output } from './generated/vmmsim/v1/MemoryRange.js';
 import type { StartReply } from './generated/vmmsim/v1/StartReply.js';
 import type { Topology__Output } from './generated/vmmsim/v1/Topology.js';
 import type { Logger } from './logger.js';
@@ -8,6 +9,26 @@ import type { OpContext } from './op-context.js';
 import type { Endpoint, EndpointTable } from './topology.js';
 import type { OpTracing } from './tracing.js';
 import type { MemoryRange } from './transport/link.js';
+
+/** What a request asks for: a kind of link message (proto/vmmsim/v1/link.proto). */
+export type RequestKind = Kind__Output;
+/** Bytes of guest RAM at a guest-physical address, travelling with a request or its reply. */
+export type GuestMemory = MemoryRange__Output;
+export type { MemoryRange };
+/** A run's topology as Configure delivered it. */
+export type RunTopology = Topology__Output;
+
+/**
+ * One request as a model serves it: its kind, the operation it belongs to, its payload (a real
+ * interface format, services/formats) and the guest memory that travels with it. Models never see
+ * the envelope, the hop records or the stream it came on.
+ */
+export interface Request {
+  readonly kind: RequestKind;
+  readonly opId: number;
+  readonly payload: Buffer;
+  readonly guestMemory: readonly GuestMemory[];
+}
 
 /** What the shared runner gives a role's model when a topology is configured. */
 export interface RoleEnv {
@@ -39,7 +60,7 @@ export interface HandlerResult {
  */
 export interface RoleInstance {
   /** Serves one request from an upstream peer. Bad input is answered with a status, never thrown. */
-  handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult>;
+  handle(req: Request, ctx: OpContext, from: Endpoint): Promise<HandlerResult>;
   /** Asynchronous setup after construction (worker threads, hardware queues); awaited by Configure. */
   init?(): Promise<void>;
   /** On a guest: runs the workload. */
@@ -49,6 +70,7 @@ export interface RoleInstance {
   close?(): void | Promise<void>;
 }
 
-export type RoleFactory = (env: RoleEnv) => RoleInstance;
+/** Builds a role's model for a configured run (a role loads its design's part first, hence the promise). */
+export type RoleFactory = (env: RoleEnv) => RoleInstance | Promise<RoleInstance>;
 
 export const EMPTY = Buffer.alloc(0);

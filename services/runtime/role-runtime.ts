@@ -141,17 +141,23 @@ export class RoleProcess {
       throw err;
     }
     const log = this.log;
-    const instance = this.factory({
-      self,
-      topology,
-      endpoints,
-      costs,
-      log,
-      peers: [...links.keys()],
-      newContext: (opId, modeledNs) => new OpContext(opId, modeledNs, costs, links),
-      metrics: this.telemetry.metrics,
-      tracing: this.telemetry.tracing,
-    });
+    let instance: RoleInstance;
+    try {
+      instance = await this.factory({
+        self,
+        topology,
+        endpoints,
+        costs,
+        log,
+        peers: [...links.keys()],
+        newContext: (opId, modeledNs) => new OpContext(opId, modeledNs, costs, links),
+        metrics: this.telemetry.metrics,
+        tracing: this.telemetry.tracing,
+      });
+    } catch (err) {
+      for (const l of links.values()) l.close();
+      throw err;
+    }
     try {
       await instance.init?.();
     } catch (err) {

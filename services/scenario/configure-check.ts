@@ -4,7 +4,8 @@ import { isCostStep, COST_STEPS } from '../cost/steps.js';
 import { VmmsimError } from '../runtime/errors.js';
 import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
 import { ROLES, endpointName, isRole } from '../runtime/topology.js';
-import { DMA_MODES, SCENARIO_SCHEMA, SUPPORTED_MODELS, leafFields, type NumberField, type StringField } from './schema.js';
+import { MODELS } from '../designs/names.js';
+import { DMA_MODES, SCENARIO_SCHEMA, leafFields, type NumberField, type StringField } from './schema.js';
 
 /**
  * Configure is validated like a scenario: every field of the control message against the same
@@ -82,7 +83,7 @@ function checkPath(field: string, p: string): void {
  */
 export function checkConfigure(t: Topology__Output, self: string): void {
   if (t.runId.length > MAX_TEXT) throw bad('runId', `${t.runId.length} characters, at most ${MAX_TEXT}`);
-  checkEnum('model', t.model, SUPPORTED_MODELS);
+  checkEnum('model', t.model, MODELS);
   if (t.model === '') throw bad('model', 'missing');
   checkEnum('dma', t.dma, DMA_MODES);
 

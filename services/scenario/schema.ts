@@ -3,23 +3,11 @@
  * `vmmsim run` and `vmmsim compare` take a YAML file of these keys, and `--set key=value` takes the
  * same dotted keys. This file is where the defaults are documented.
  */
-export const MODELS = [
-  'none', 'intel-cm', 'emulated-smmuv3', 'virtio-iommu', 'vhost-iommu', 'spapr-tce', 'spapr-tce-kvm',
-  'nested-smmuv3', 'nested-smmuv3-vcmdq',
-] as const;
-export type ModelName = (typeof MODELS)[number];
-/** Architectures this build runs; the others are named so the error can say "not supported yet". */
-export const SUPPORTED_MODELS: readonly ModelName[] = ['none', 'intel-cm', 'emulated-smmuv3', 'spapr-tce', 'spapr-tce-kvm', 'virtio-iommu', 'vhost-iommu', 'nested-smmuv3', 'nested-smmuv3-vcmdq'];
+import { MODEL, MODELS, type ModelName } from '../designs/names.js';
 
-/** Architectures whose guest IOMMU can bind a process address space (SVA): SMMUv3 stage 1 owned by the guest. */
-export const SVA_MODELS: readonly ModelName[] = ['emulated-smmuv3', 'nested-smmuv3', 'nested-smmuv3-vcmdq'];
+// The designs are named in services/designs (names.ts), where each has its folder.
+export { MODELS, type ModelName };
 
-/**
- * Architectures whose VMs can have emulated devices beside their assigned ones
- * (topology.emulatedDevices): accelerated vSMMUs front only VFIO devices, so the emulated ones get a
- * separate emulated vSMMU instance.
- */
-export const EMULATED_DEVICE_MODELS: readonly ModelName[] = ['nested-smmuv3', 'nested-smmuv3-vcmdq'];
 
 export const WORKLOADS = ['dma-map-benchmark', 'packet-stream', 'block', 'static', 'sva-unmap-storm', 'trace-replay'] as const;
 /** Workloads that run open loop at workload.rate; the others refuse rate > 0 as not supported yet. */
@@ -85,7 +73,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
   fields: {
     name: { type: 'string', default: 'scenario', maxLength: MAX_NAME_LENGTH, doc: 'name used in results and output folders' },
     seed: { type: 'integer', default: 1, min: 0, max: 2 ** 32 - 1, doc: 'seed of every random choice; same seed, same modeled results' },
-    model: { type: 'string', default: 'nested-smmuv3', maxLength: longest(MODELS), enum: MODELS, supported: SUPPORTED_MODELS, doc: 'vIOMMU architecture (paths.md)' },
+    model: { type: 'string', default: MODEL.nestedSmmuv3, maxLength: longest(MODELS), enum: MODELS, doc: 'vIOMMU architecture (paths.md)' },
     dma: { type: 'string', default: 'strict', maxLength: longest(DMA_MODES), enum: DMA_MODES, supported: ['strict', 'lazy', 'static', 'bounce'], doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (per-CPU flush queue: 256 entries or 10 ms), static (map once), bounce (copy through a mapped pool)' },
     profile: { type: 'string', default: 'arm64-kunpeng920', maxLength: MAX_PATH_LENGTH, doc: 'cost profile: a name in profiles/ or a path to a profile YAML file' },
     topology: {

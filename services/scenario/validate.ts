@@ -1,7 +1,8 @@
 import { VmmsimError } from '../runtime/errors.js';
 import {
-  EMULATED_DEVICE_MODELS, RATE_WORKLOADS, SCENARIO_SCHEMA, WORKLOADS, leafFields, type Field, type ModelName, type NumberField, type ObjectField, type Scenario, type StringField,
+  RATE_WORKLOADS, SCENARIO_SCHEMA, WORKLOADS, leafFields, type Field, type ModelName, type NumberField, type ObjectField, type Scenario, type StringField,
 } from './schema.js';
+import { designOf, designsWhere } from '../designs/registry.js';
 
 /** Edit distance, to suggest the key a user probably meant. */
 function distance(a: string, b: string): number {
@@ -138,23 +139,18 @@ function checkTopology(t: Scenario['topology']): void {
   }
 }
 
-/** Why an architecture has no separate emulated vSMMU for topology.emulatedDevices. */
-function whyNoEmulatedDevices(model: ModelName): string {
-  if (model === 'none') return 'without a vIOMMU nothing would translate their DMA';
-  if (model === 'emulated-smmuv3') return 'every device is already emulated, behind its one emulated vSMMU (raise topology.devicesPerPsmmu for more)';
-  return 'its one vIOMMU would translate them itself, with no separate instance (not modeled)';
-}
-
 /**
  * topology.emulatedDevices under one architecture (a scenario runs under other models than its own
- * with `compare`): only nested designs put emulated devices behind a separate emulated vSMMU.
+ * with `compare`): only designs that put emulated devices behind a separate emulated vSMMU take them.
  */
 export function checkEmulatedDevices(t: Scenario['topology'], model: ModelName): void {
-  if (t.emulatedDevices === 0 || EMULATED_DEVICE_MODELS.includes(model)) return;
+  const ok = designOf(model).traits.emulatedDevices;
+  if (t.emulatedDevices === 0 || ok === true) return;
+  const able = designsWhere((d) => d.traits.emulatedDevices === true);
   throw new VmmsimError(
     'E_NOT_SUPPORTED',
-    `scenario key topology.emulatedDevices: ${t.emulatedDevices} is not supported with model ${model}: ${whyNoEmulatedDevices(model)}`,
-    `set topology.emulatedDevices to 0, or run ${EMULATED_DEVICE_MODELS.join(' or ')}`,
+    `scenario key topology.emulatedDevices: ${t.emulatedDevices} is not supported with model ${model}: ${ok.refused}`,
+    `set topology.emulatedDevices to 0, or run ${able.join(' or ')}`,
   );
 }
 

@@ -5,14 +5,8 @@ import { PageTable } from '../machine/pagetable.js';
 import { viommuVmid, vmidOf } from '../machine/iommufd-objects.js';
 import { STE_CONFIG, encodeSte } from '../formats/smmu/structures.js';
 import { VIRTIO_MEM_REGION_BASE } from '../machine/virtio-mem.js';
+import { designOf } from '../designs/registry.js';
 
-/** Models whose guest owns stage 1 (the STE is nested); everything else translates by stage 2 only. */
-export const NESTED_MODELS = new Set(['nested-smmuv3', 'nested-smmuv3-vcmdq']);
-/**
- * Models whose host table shadows the guest's mappings (IOVA -> host PA), filled map by map by
- * VFIO_IOMMU_MAP_DMA or the in-kernel equivalent; it starts empty instead of mapping all RAM.
- */
-export const SHADOW_MODELS = new Set(['intel-cm', 'virtio-iommu', 'vhost-iommu', 'spapr-tce', 'spapr-tce-kvm']);
 
 /**
  * The host kernel's translation state in host memory, shared with the physical SMMUs: for each VM
@@ -27,11 +21,13 @@ export class HostTables {
 
   constructor(t: Topology__Output) {
     this.mem = new FileMemory(hostRamFile(t.ramDir), 'create');
+    const host = designOf(t.model).traits.hostTables;
     const frames = new FrameAllocator(HOST_TABLE_BASE);
     const vms = Math.max(0, ...t.devices.map((d) => d.vm)) + 1;
     for (let vm = 0; vm < vms; vm++) {
       const s2 = new PageTable(this.mem, frames);
-      if (!SHADOW_MODELS.has(t.model)) {
+      // A shadow table starts empty and is filled map by map (VFIO_IOMMU_MAP_DMA or the in-kernel equivalent).
+      if (host !== 'shadow') {
         // Boot RAM in 1 GiB blocks; the virtio-mem region block by block, as QEMU maps it (each of
         // its blocks an IOAS area of its own, so one can be unplugged alone).
         s2.mapBlocks(0, vmRamBase(vm), VIRTIO_MEM_REGION_BASE, 1);
@@ -39,7 +35,8 @@ export class HostTables {
       }
       this.stage2.push(s2);
     }
-    const nested = NESTED_MODELS.has(t.model);
+    // The guest owns stage 1 (the STE is nested); everything else translates by stage 2 only.
+    const nested = host === 'nested';
     t.devices.forEach((d, i) => {
       const s2 = this.stage2[d.vm] as PageTable;
       const ste = encodeSte({

@@ -3,11 +3,10 @@ import { encodeMmio } from '../formats/kvm-run.js';
 import { CMD_SIZE, cmdSync, encodeCommand } from '../formats/smmu/commands.js';
 import * as Q from '../formats/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG } from '../formats/smmu/registers.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
 import { decodeHwptInvalidate, withEntryNum } from '../formats/iommufd.js';
-import { iommufdLayout, type VdeviceObject, type ViommuObject } from '../machine/iommufd-objects.js';
+import { type VdeviceObject, type ViommuObject } from '../machine/iommufd-objects.js';
 import type { OpContext } from '../runtime/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
 import type { Endpoint } from '../runtime/topology.js';
 import { vmOfLiobn, decodeTceUpdate, tceGpa, tcePerms, H_RC } from '../formats/spapr-tce.js';
 import {
@@ -16,11 +15,13 @@ import {
 } from '../formats/vfio-type1.js';
 import { PAGE_SIZE } from '../machine/memory.js';
 import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT } from './host-iommu.js';
-import { HostTables, SHADOW_MODELS } from './host-tables.js';
+import { HostTables } from './host-tables.js';
 import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
 import { HwQueues } from './hw-queues.js';
 import { IOAS_COUNTERS, VmIoas, type IoasCounters } from './ioas.js';
 import { decodeIoasMap, decodeIoasUnmap, encodeIoasUnmap } from '../formats/iommufd-ioas.js';
+import { iommufdLayoutOf } from '../designs/registry.js';
+import { designOf } from '../designs/registry.js';
 
 /**
  * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a
@@ -48,16 +49,17 @@ class VfioRole implements RoleInstance {
 
   constructor(env: RoleEnv) {
     this.tables = new HostTables(env.topology);
-    if (SHADOW_MODELS.has(env.topology.model)) {
+    const host = designOf(env.topology.model).traits.hostTables;
+    if (host === 'shadow') {
       this.tables.stage2.forEach((table, vm) => {
         this.domains.set(vm, new HostIommuDomain(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.hostCounters));
       });
-    } else if (env.topology.model !== 'emulated-smmuv3') {
+    } else if (host !== 'emulated') {
       this.tables.stage2.forEach((table, vm) => {
         this.ioas.set(vm, new VmIoas(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.ioasCounters));
       });
     }
-    const layout = iommufdLayout(env.topology);
+    const layout = iommufdLayoutOf(env.topology);
     this.hwQueues = new HwQueues(env.topology, layout, async (ctx, psmmu, mmio) => (await ctx.call(`psmmu-${psmmu}`, 'HOST_MMIO', mmio)).status);
     for (const v of layout.viommus) {
       this.viommus.set(v.id, v);
@@ -66,7 +68,7 @@ class VfioRole implements RoleInstance {
     for (const d of layout.vdevices) this.vdevs.get(d.viommuId)?.set(d.vsid, d);
   }
 
-  async handle(req: Envelope__Output, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
+  async handle(req: Request, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
     if (req.kind === 'HWPT_INVALIDATE' && from.role === 'qemu') return this.hwptInvalidate(req.payload, from.index, ctx);
     if (req.kind === 'VFIO_DMA_MAP' && from.role === 'qemu') return this.dmaMap(req.payload, from.index, ctx);
     if (req.kind === 'VFIO_DMA_UNMAP' && from.role === 'qemu') return this.dmaUnmap(req.payload, from.index, ctx);

@@ -2,7 +2,7 @@ import { GUEST_RAM_SIZE, vmRamBase } from '../machine/board.js';
 import { Errno } from '../runtime/errors.js';
 import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
 import { IOAS_MAP_SIZE, IOAS_UNMAP_SIZE, IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, type IoasMap, type IoasUnmap } from '../formats/iommufd-ioas.js';
-import { iommufdLayout, viommuVmid, vmidOf } from '../machine/iommufd-objects.js';
+import { viommuVmid, vmidOf } from '../machine/iommufd-objects.js';
 import { IovaTree, type IovaRange } from '../machine/iova-tree.js';
 import { PAGE_SIZE } from '../machine/memory.js';
 import { Mutex } from '../machine/mutex.js';
@@ -12,7 +12,8 @@ import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhAll, tlbiS2IpaRange, type SmmuC
 import { VMM_RAM_VADDR } from '../formats/vfio-type1.js';
 import { VIRTIO_MEM_BLOCK_SIZE, VIRTIO_MEM_REGION_BASE } from '../machine/virtio-mem.js';
 import type { SubmitCommands } from './host-iommu.js';
-import { NESTED_MODELS } from './host-tables.js';
+import { iommufdLayoutOf } from '../designs/registry.js';
+import { designOf } from '../designs/registry.js';
 
 /** Counters of every VM's IOAS, summed. */
 export const IOAS_COUNTERS = ['ioasMaps', 'ioasUnmaps', 'ioasErrors', 'stage2Flushes'] as const;
@@ -52,8 +53,8 @@ export class VmIoas {
     private readonly counters: IoasCounters,
   ) {
     this.lock = new Mutex(`vfio.ioas-${vm}`);
-    this.ioasId = iommufdLayout(t).ioasId;
-    this.nested = NESTED_MODELS.has(t.model);
+    this.ioasId = iommufdLayoutOf(t).ioasId;
+    this.nested = designOf(t.model).traits.hostTables === 'nested';
     const ids = [...new Set(t.devices.filter((d) => d.vm === vm).map((d) => d.psmmu))].sort((a, b) => a - b);
     this.psmmus = ids.map((p) => ({ psmmu: p, vmid: this.nested ? viommuVmid(t, vm, p) : vmidOf(t, vm) }));
     for (const p of ids) this.delivered.set(p, 0);

@@ -35,7 +35,7 @@ import { PhysicalCmdq } from '../../services/psmmu/cmdq.js';
 import { EventQueue } from '../../services/psmmu/events.js';
 import { scopeConcerns } from '../../services/psmmu/relevance.js';
 import { Translator } from '../../services/psmmu/translate.js';
-import { routeCommand } from '../../services/qemu/vsmmu-route.js';
+import { routeCommand } from '../../services/designs/nested-smmuv3/vsmmu-route.js';
 import { invalidateEntries } from '../../services/vfio/hwpt-invalidate.js';
 import { Cmdqv } from '../../worker-pool/cmdqv.js';
 import { ConfigInvalidations } from '../../worker-pool/config-invalidations.js';

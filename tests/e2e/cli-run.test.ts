@@ -3,7 +3,7 @@
  * small workload and writes results.json; these tests read what a user reads (stdout, the file,
  * the exit code) and ask the OS which processes are left.
  */
-import { SUPPORTED_MODELS } from '../../services/scenario/schema.js';
+import { MODELS } from '../../services/scenario/schema.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -172,7 +172,7 @@ describe('vmmsim compare --ops 100', () => {
     const doc = parseResults(readFileSync(path, 'utf8'));
     expect(doc.status).toBe('ok');
     // The default models are every architecture this build supports.
-    expect(doc.runs.map((x) => x.model).sort()).toEqual([...SUPPORTED_MODELS].sort());
+    expect(doc.runs.map((x) => x.model).sort()).toEqual([...MODELS].sort());
     const none = doc.runs.find((x) => x.model === 'none') as RunResult;
     expect(none.ops.map((o) => o.op).sort()).toEqual(['map', 'unmap']);
     for (const o of none.ops) {

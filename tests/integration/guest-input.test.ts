@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Errno } from '../../services/runtime/errors.js';
 import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
 import { HWPT_INVALIDATE_MAX_ENTRIES, HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, decodeHwptInvalidate, encodeHwptInvalidate, type HwptInvalidate } from '../../services/formats/iommufd.js';
-import { iommufdLayout } from '../../services/machine/iommufd-objects.js';
+
 import { decodeMmio, encodeMmio } from '../../services/formats/kvm-run.js';
 import { resolveScenario } from '../../services/scenario/validate.js';
 import { CMD_SIZE, SyncCs, atcInv, cmdSync, encodeCommand, tlbiNhAll, tlbiNhVa, type SmmuCommand } from '../../services/formats/smmu/commands.js';
@@ -19,6 +19,7 @@ import { LinkClient, type Envelope__Output } from '../../services/runtime/transp
 import { Control } from '../../services/controller/control-client.js';
 import { devices } from '../../services/controller/session.js';
 import { HAND_GUEST_ID, configureWithoutGuest, testProfile, useProcessTree, withSession } from '../helpers/tree.js';
+import { iommufdLayoutOf } from '../../services/designs/registry.js';
 
 /** Two VMs, a device each behind the one pSMMU. */
 const scenario = resolveScenario({ name: 'guest-input', topology: { psmmus: 1, vms: 2, devicesPerPsmmu: 2 } });
@@ -47,7 +48,7 @@ beforeAll(async () => {
   await Promise.all([kvm.open(), vfio.open()]);
   psmmu = new Control('psmmu-0', at('psmmu-0').address, fx.security);
   vfioControl = new Control('vfio', at('vfio').address, fx.security);
-  const layout = iommufdLayout({ model: 'nested-smmuv3', devices: devices(scenario), vmids: [1, 2], vsmmu: 'single', vmidPolicy: 'per-s2-parent' } as unknown as Topology__Output);
+  const layout = iommufdLayoutOf({ model: 'nested-smmuv3', devices: devices(scenario), vmids: [1, 2], vsmmu: 'single', vmidPolicy: 'per-s2-parent' } as unknown as Topology__Output);
   viommu0 = layout.viommus.find((v) => v.vm === 0)?.id ?? -1;
   viommu1 = layout.viommus.find((v) => v.vm === 1)?.id ?? -1;
 });

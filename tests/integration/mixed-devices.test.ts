@@ -36,7 +36,7 @@ describe('a VM with assigned and emulated devices: accelerated vSMMUs and a sepa
       // The emulated instance's commands reach no pSMMU and stay out of the fanout.
       expect(run.invalidations).toMatchObject({ guestCommands: 60, deliveredPerPsmmu: { 'psmmu-0': 30, 'psmmu-1': 30 }, fanout: 1, wasted: 0, emulatedCommands: 30 });
       expect(run.counters['vfio']).toMatchObject({ hwptInvalidate: 60 });
-      expect(run.counters['qemu-0']).toMatchObject({ exits: 90, ioctls: 60, 'emulated.commands': 30, invalidations: 30 });
+      expect(run.counters['qemu-0']).toMatchObject({ exits: 90, ioctls: 60, 'emulated.commands': 30, 'emulated.invalidations': 30 });
       // The assigned devices pay what they pay without an emulated device beside them.
       const alone = await session.run(resolveScenario({ ...base, topology: { psmmus: 2, vsmmu: 'per-psmmu' } }), 'nested-smmuv3', testProfile);
       expect(op(alone, 'unmap@emulated')).toBeUndefined();

@@ -7,7 +7,7 @@ import { OpContext } from '../../services/runtime/op-context.js';
 import { CMD_SIZE, Opcode, decodeCommand, tlbiNhAsid } from '../../services/formats/smmu/commands.js';
 import * as Q from '../../services/formats/smmu/queue.js';
 import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
-import { GuestCmdq, type QueuePort } from '../../services/guest/cmdq.js';
+import { GuestCmdq, type QueuePort } from '../../services/designs/nested-smmuv3/guest-cmdq.js';
 
 const port: QueuePort = { gpa: 0x4000_0000, log2: 3, prodRegister: 0x98, consRegister: 0x9c, gerrorRegister: 0x60, gerrornRegister: 0x64, peer: 'dev', kind: 'MMIO_WRITE' };
 

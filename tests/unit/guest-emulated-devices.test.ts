@@ -16,8 +16,12 @@ import { decodeCd } from '../../services/formats/smmu/structures.js';
 import { EndpointTable, type Endpoint } from '../../services/runtime/topology.js';
 import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
 import { devices } from '../../services/controller/session.js';
-import '../../services/guest/dma-iommu-nested.js';
-import { deviceOpName, dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from '../../services/guest/driver.js';
+import '../../services/designs/nested-smmuv3/guest.js';
+import { deviceOpName, type DmaApi, type GuestDevice, type GuestKernel } from '../../services/guest/driver.js';
+import { DESIGNS } from '../../services/designs/registry.js';
+import { smmuv3DmaApi } from '../../services/designs/nested-smmuv3/guest.js';
+
+const smmuv3 = smmuv3DmaApi(DESIGNS['nested-smmuv3'].traits);
 import { OpStats } from '../../services/guest/op-stats.js';
 import { runWorkload, type WorkloadSpec } from '../../services/guest/workload.js';
 
@@ -76,7 +80,7 @@ function kernelWith(guestDevices: GuestDevice[], dma: 'strict' | 'lazy' = 'stric
 }
 
 function nested(kernel: GuestKernel): DmaApi {
-  return (dmaApiFor('nested-smmuv3') as (k: GuestKernel) => DmaApi)(kernel);
+  return smmuv3(kernel);
 }
 
 describe('the guest\'s arm-smmu-v3 driver with an emulated vSMMU beside the accelerated ones', () => {

@@ -7,8 +7,9 @@ import { OpContext } from '../../services/runtime/op-context.js';
 import type { RoleEnv } from '../../services/runtime/role-api.js';
 import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
 import { DESC_SIZE, DescType, Granularity, decodeDescriptor } from '../../services/formats/vtd.js';
-import '../../services/guest/dma-intel-cm.js';
-import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from '../../services/guest/driver.js';
+import '../../services/designs/intel-cm/guest.js';
+import type { GuestDevice, GuestKernel } from '../../services/guest/driver.js';
+import { dmaApi as intelCmDmaApi } from '../../services/designs/intel-cm/guest.js';
 
 const device: GuestDevice = { index: 0, vsid: 0x08, vsmmu: 0 };
 
@@ -46,7 +47,7 @@ function rig(flushQueue: 'per-cpu' | 'single') {
     newContext,
   } as unknown as RoleEnv;
   const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0, 0], background: (op, _ctx, _ns, cpu) => background.push({ op, cpu }) };
-  const api = (dmaApiFor('intel-cm') as (k: GuestKernel) => DmaApi)(kernel);
+  const api = intelCmDmaApi(kernel);
   return { api, newContext, granularities, background };
 }
 

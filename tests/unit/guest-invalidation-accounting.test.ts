@@ -15,11 +15,19 @@ import { H_RC } from '../../services/formats/spapr-tce.js';
 import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
 import { VirtioIommuDevice } from '../../services/machine/virtio-iommu-device.js';
 import { Status, VIOMMU_REQUEST_QUEUE } from '../../services/formats/virtio-iommu.js';
-import '../../services/guest/dma-iommu-nested.js';
-import '../../services/guest/dma-intel-cm.js';
-import '../../services/guest/dma-spapr-tce.js';
-import '../../services/guest/dma-virtio-iommu.js';
-import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from '../../services/guest/driver.js';
+import '../../services/designs/nested-smmuv3/guest.js';
+import '../../services/designs/intel-cm/guest.js';
+import '../../services/designs/spapr-tce/guest.js';
+import '../../services/designs/virtio-iommu/guest.js';
+import type { DmaApi, DmaApiFactory, GuestDevice, GuestKernel } from '../../services/guest/driver.js';
+import { dmaApi as intelCm } from '../../services/designs/intel-cm/guest.js';
+import { smmuv3DmaApi } from '../../services/designs/nested-smmuv3/guest.js';
+import { DESIGNS } from '../../services/designs/registry.js';
+import { dmaApi as pseries } from '../../services/designs/spapr-tce/guest.js';
+import { dmaApi as virtio } from '../../services/designs/virtio-iommu/guest.js';
+
+/** The guest part of each design the test drives, as the registry would load it. */
+const GUEST_PARTS: Record<string, DmaApiFactory> = { 'nested-smmuv3': smmuv3DmaApi(DESIGNS['nested-smmuv3'].traits), 'nested-smmuv3-vcmdq': smmuv3DmaApi(DESIGNS['nested-smmuv3-vcmdq'].traits), 'emulated-smmuv3': smmuv3DmaApi(DESIGNS['emulated-smmuv3'].traits), 'intel-cm': intelCm, 'virtio-iommu': virtio, 'vhost-iommu': virtio, 'spapr-tce': pseries, 'spapr-tce-kvm': pseries };
 import { withDmaMode } from '../../services/guest/dma-modes.js';
 
 const costs = new CostTable(Object.fromEntries(Object.keys(COST_STEPS).map((k) => [k, 1])));
@@ -49,7 +57,7 @@ function guest(model: string, kvm: (req: OutgoingRequest) => Promise<Envelope__O
     newContext: (opId: number, modeledNs: number) => new OpContext(opId, modeledNs, costs, new Map([['kvm', link]])),
   } as unknown as RoleEnv;
   const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: () => undefined };
-  const api = withDmaMode(dma, (dmaApiFor(model) as (k: GuestKernel) => DmaApi)(kernel), kernel);
+  const api = withDmaMode(dma, (GUEST_PARTS[model] as DmaApiFactory)(kernel), kernel);
   return { api, ctx: () => new OpContext(++op, 0, costs, new Map([['kvm', link]])), warnings };
 }
 

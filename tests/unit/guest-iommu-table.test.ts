@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { IommuTable } from '../../services/guest/iommu-table.js';
+import { IommuTable } from '../../services/designs/spapr-tce/iommu-table.js';
 
 describe('the pseries guest IOBA allocator', () => {
   it('never hands out entry 0 and moves small allocations to the next 16-entry block', () => {

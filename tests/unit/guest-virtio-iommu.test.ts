@@ -10,8 +10,9 @@ import type { RoleEnv } from '../../services/runtime/role-api.js';
 import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
 import { VirtioIommuDevice, type VirtioIommuBackend } from '../../services/machine/virtio-iommu-device.js';
 import { Status, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, type StatusCode } from '../../services/formats/virtio-iommu.js';
-import '../../services/guest/dma-virtio-iommu.js';
-import { dmaApiFor, type DmaApi, type GuestDevice, type GuestKernel } from '../../services/guest/driver.js';
+import '../../services/designs/virtio-iommu/guest.js';
+import type { GuestDevice, GuestKernel } from '../../services/guest/driver.js';
+import { dmaApi as virtioDmaApi } from '../../services/designs/virtio-iommu/guest.js';
 
 const device: GuestDevice = { index: 0, vsid: 0x10, vsmmu: 0 };
 
@@ -53,7 +54,7 @@ function rig(dma: 'strict' | 'lazy', mapStatus: StatusCode = Status.OK) {
     newContext,
   } as unknown as RoleEnv;
   const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: (op) => background.push(op) };
-  const api = (dmaApiFor('virtio-iommu') as (k: GuestKernel) => DmaApi)(kernel);
+  const api = virtioDmaApi(kernel);
   return { api, calls, kicks: () => kicks, dev, newContext, background };
 }
 

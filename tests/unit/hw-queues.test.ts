@@ -6,7 +6,7 @@ import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v
 import {
   HW_QUEUE_ALLOC_SIZE, IOMMU_HW_QUEUE_TYPE_TEGRA241_CMDQV, decodeDestroy, decodeHwQueueAlloc, encodeDestroy, encodeHwQueueAlloc, type HwQueueAlloc,
 } from '../../services/formats/iommufd-hw-queue.js';
-import { cmdqvPlan, globalVcmdq, iommufdLayout, vintfOf } from '../../services/machine/iommufd-objects.js';
+import { cmdqvPlan, globalVcmdq, vintfOf } from '../../services/machine/iommufd-objects.js';
 import { decodeMmio } from '../../services/formats/kvm-run.js';
 import { decodeMigrateReply, decodeMigrateRequest, encodeMigrateReply, encodeMigrateRequest } from '../../services/formats/migration.js';
 import { OpContext } from '../../services/runtime/op-context.js';
@@ -14,6 +14,7 @@ import { cmdqAllocRegister, decodeCmdqAlloc, decodeCmdqAllocRegister, encodeCmdq
 import { VCMDQ_GUEST_LOG2_ENTRIES, vcmdqGuestGpa } from '../../services/formats/smmu/registers.js';
 import { HwQueues } from '../../services/vfio/hw-queues.js';
 import { Cmdqv } from '../../worker-pool/cmdqv.js';
+import { iommufdLayoutOf } from '../../services/designs/registry.js';
 
 const costs = new CostTable(profileCosts(loadProfile('arm64-kunpeng920')));
 
@@ -75,7 +76,7 @@ function topology(): Topology__Output {
 
 function setup(): { hw: HwQueues; writes: { psmmu: number; queue: number | undefined; value: number }[]; viommu: number; firstQueueIds: number[] } {
   const t = topology();
-  const layout = iommufdLayout(t);
+  const layout = iommufdLayoutOf(t);
   const writes: { psmmu: number; queue: number | undefined; value: number }[] = [];
   const hw = new HwQueues(t, layout, async (_ctx, psmmu, mmio) => {
     const m = decodeMmio(mmio);
@@ -98,7 +99,7 @@ function alloc(viommuId: number, index: number, over: Partial<HwQueueAlloc> = {}
 describe('iommufd HW queues over the CMDQV driver', () => {
   it('maps each VM\'s logical VCMDQs on the global VCMDQs of its VINTF (vintf x per-VINTF + lidx)', () => {
     const t = topology();
-    const plan = cmdqvPlan(t, 0);
+    const plan = cmdqvPlan(t, 0, iommufdLayoutOf(t));
     expect(plan).toEqual({ vms: [0, 1], lvcmdqsPerVintf: 42 });
     expect([vintfOf(plan, 0), vintfOf(plan, 1), vintfOf(plan, 2)]).toEqual([1, 2, undefined]);
     expect(globalVcmdq(plan, 2, 1)).toBe(85);

@@ -11,8 +11,9 @@ import {
 } from '../../services/formats/spapr-tce.js';
 import type { LinkClient, MemoryRange, OutgoingRequest } from '../../services/runtime/transport/link.js';
 import { decodeDmaMap, decodeDmaUnmap } from '../../services/formats/vfio-type1.js';
-import { vmmDevice, type VmmDevice, type VmmDeviceFactory } from '../../services/qemu/device.js';
-import '../../services/qemu/spapr-tce.js';
+import type { VmmDevice } from '../../services/qemu/device.js';
+import { vmmDevice } from '../../services/designs/spapr-tce/vmm.js';
+import '../../services/designs/spapr-tce/vmm.js';
 
 const costs = new CostTable(Object.fromEntries(Object.keys(COST_STEPS).map((k) => [k, 1])));
 const LIOBN = BigInt(liobnOf(0));
@@ -22,7 +23,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 /** QEMU's sPAPR TCE device (user-space tables) over a VFIO that records and accepts every ioctl. */
 function rig() {
   const env = { self: { name: 'qemu-0', index: 0 }, topology: { ramDir: dir, model: 'spapr-tce' } } as unknown as RoleEnv;
-  const device: VmmDevice = (vmmDevice('spapr-tce') as VmmDeviceFactory)(env);
+  const device: VmmDevice = vmmDevice(env);
   const ioctls: string[] = [];
   const vfio = {
     request: async (req: OutgoingRequest): Promise<Envelope__Output> => {

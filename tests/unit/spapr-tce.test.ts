@@ -9,8 +9,8 @@ import {
 } from '../../services/formats/spapr-tce.js';
 import { readGuestRam } from '../../services/machine/guest-ram.js';
 import { TceTable } from '../../services/machine/tce-table.js';
-import { planClearHcalls, planMapHcalls } from '../../services/guest/tce-hcalls.js';
-import { decideTce } from '../../services/kvm/spapr-tce-kvm.js';
+import { planClearHcalls, planMapHcalls } from '../../services/designs/spapr-tce/tce-hcalls.js';
+import { decideTce } from '../../services/designs/spapr-tce-kvm/kvm.js';
 
 const LIOBN = liobnOf(0);
 const PAGE = 4096;

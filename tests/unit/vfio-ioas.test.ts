@@ -4,7 +4,7 @@ import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
 import { Errno } from '../../services/runtime/errors.js';
 import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
 import { IOAS_MAP_SIZE, IOAS_UNMAP_SIZE, IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, type IoasMap } from '../../services/formats/iommufd-ioas.js';
-import { iommufdLayout, viommuVmid } from '../../services/machine/iommufd-objects.js';
+import { viommuVmid } from '../../services/machine/iommufd-objects.js';
 import { FrameAllocator, PhysMemory } from '../../services/machine/memory.js';
 import { OpContext } from '../../services/runtime/op-context.js';
 import { PageTable } from '../../services/machine/pagetable.js';
@@ -18,6 +18,7 @@ import { Iotlb } from '../../worker-pool/iotlb.js';
 import { Translator } from '../../services/psmmu/translate.js';
 import { IOAS_COUNTERS, VmIoas, type IoasCounters } from '../../services/vfio/ioas.js';
 import { GuestView } from '../helpers/smmu-fixture.js';
+import { iommufdLayoutOf } from '../../services/designs/registry.js';
 
 const ASID = 3;
 const IOVA = 0x1000_0000;
@@ -59,7 +60,7 @@ function rig(model: 'nested-smmuv3' | 'none', vmid: 'per-s2-parent' | 'per-vsmmu
     return smmu.cmdq.consume().error === 0 ? 0 : -Errno.EIO;
   }, counters);
   const ctx = (): OpContext => new OpContext(1, 0, costs, new Map());
-  const ioasId = iommufdLayout(t).ioasId;
+  const ioasId = iommufdLayoutOf(t).ioasId;
   const map = (iova: number, length: number, over: Partial<IoasMap> = {}): IoasMap => ({
     size: IOAS_MAP_SIZE, flags: IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE, ioasId, reserved: 0, userVa: VMM_RAM_VADDR + iova, length, iova, ...over,
   });

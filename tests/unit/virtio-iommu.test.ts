@@ -14,7 +14,7 @@ import {
   DESC_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VirtqueueDevice, avail, availRingBytes, decodeDescriptor, descAddr, descTableBytes, encodeDescriptor, idxAdd,
   idxDiff, read16, ringSlot, used, usedRingBytes, vringNeedEvent, write16, type VirtqueueLayout,
 } from '../../services/machine/virtqueue.js';
-import { VirtqueueDriver } from '../../services/guest/virtqueue.js';
+import { VirtqueueDriver } from '../../services/designs/virtio-iommu/virtqueue-driver.js';
 
 const PAGE = 0x1000;
 

@@ -7,8 +7,8 @@ import {
   tlbiNsnhAll, tlbiS12Vmall, tlbiS2Ipa, type SmmuCommand,
 } from '../../services/formats/smmu/commands.js';
 import { EVENT, encodeCd } from '../../services/formats/smmu/structures.js';
-import { NO_VMID, SOFT_IOTLB_MAX_ENTRIES, SoftIotlb } from '../../services/qemu/soft-iotlb.js';
-import { EmulatedSmmu } from '../../services/qemu/vsmmu-emulated.js';
+import { NO_VMID, SOFT_IOTLB_MAX_ENTRIES, SoftIotlb } from '../../services/designs/emulated-smmuv3/soft-iotlb.js';
+import { EmulatedSmmu } from '../../services/designs/emulated-smmuv3/vmm.js';
 
 const PAGE = 4096;
 

@@ -13,9 +13,10 @@ import type { LinkClient, MemoryRange, OutgoingRequest } from '../../services/ru
 import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, decodeDmaMap, decodeDmaUnmap } from '../../services/formats/vfio-type1.js';
 import { CONTEXT_ENTRY_SIZE, DESC_SIZE, DescType, EVENT_CTL, FSTS, Granularity, VTD_CAP, VTD_MMIO_BASE, VTD_REG, VTD_ROOT_TABLE_GPA, encodeContextEntry, encodeDescriptors, encodeRootEntry, iqIndexOf, iqRegisterOf, psiRange, vtdContextTableGpa, vtdIqSlotGpa, vtdIqStatusGpa, type IotlbDesc, type VtdDescriptor } from '../../services/formats/vtd.js';
 import { VtdPageTable } from '../../services/machine/vtd-page-table.js';
-import { GuestQi, QI_STATUS } from '../../services/guest/vtd-qi.js';
-import { vmmDevice, type VmmDevice, type VmmDeviceFactory } from '../../services/qemu/device.js';
-import '../../services/qemu/vtd-cm.js';
+import { GuestQi, QI_STATUS } from '../../services/designs/intel-cm/vtd-qi.js';
+import type { VmmDevice } from '../../services/qemu/device.js';
+import { vmmDevice } from '../../services/designs/intel-cm/vmm.js';
+import '../../services/designs/intel-cm/vmm.js';
 
 const costs = new CostTable(Object.fromEntries(Object.keys(COST_STEPS).map((k) => [k, 1])));
 const DID = 2;
@@ -46,7 +47,7 @@ function rig() {
   const dir = mkdtempSync(join(tmpdir(), 'vmmsim-vtd-'));
   const ram = new FileMemory(guestRamFile(dir, 0), 'create');
   const env = { self: { name: 'qemu-0', index: 0, role: 'qemu', id: 3 }, topology: { ramDir: dir, model: 'intel-cm', devices: [{ vm: 0, psmmu: 0, vsid: 0x08, psid: 0x100 }] } } as unknown as RoleEnv;
-  const device: VmmDevice = (vmmDevice('intel-cm') as VmmDeviceFactory)(env);
+  const device: VmmDevice = vmmDevice(env);
   const ioctls: Ioctl[] = [];
   const vfio = {
     request: async (req: OutgoingRequest): Promise<Envelope__Output> => {
@@ -65,7 +66,7 @@ function rig() {
       const access = decodeMmio(req.payload);
       if (!access) throw new Error('bad mmio');
       const qctx = new OpContext(req.opId, req.modeledNs, costs, new Map([['vfio', vfio]]));
-      const env = reply(0, req.payload, req.guestMemory ?? []);
+      const env = reply(0, req.payload, [...(req.guestMemory ?? [])]);
       const r = await device.mmioExit(access, env, qctx);
       return reply(r.status, r.payload, r.guestMemory ?? [], qctx.modeledNs);
     },

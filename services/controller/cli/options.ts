@@ -9,9 +9,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { VmmsimError } from '../../runtime/errors.js';
 import { isLogLevel, resolveLogLevel } from '../../runtime/logger.js';
 import { TLS_OPTIONS, mutualTls, tlsFiles } from '../../runtime/transport/credentials.js';
-import { MAX_SID_PAIRS } from '../../machine/iommufd-objects.js';
 import { checkEmulatedDevices } from '../../scenario/validate.js';
-import { EMULATED_DEVICE_MODELS, MODELS, SUPPORTED_MODELS, SVA_MODELS, type ModelName, type Scenario } from '../../scenario/schema.js';
+import { designOf, designsWhere } from '../../designs/registry.js';
+import { MODELS, type ModelName, type Scenario } from '../../scenario/schema.js';
 import { CONNECT_OPTIONS, connectTarget } from '../connect.js';
 import { TELEMETRY_OPTIONS, treeTelemetry } from '../telemetry.js';
 import { checkTraceFile } from '../trace-check.js';
@@ -58,12 +58,11 @@ export function intOption(name: string, v: string | undefined, min: number): num
 
 /** --models all|a,b,...: every name known and supported by this build. */
 export function parseModels(spec: string): ModelName[] {
-  if (spec === 'all') return [...SUPPORTED_MODELS];
+  if (spec === 'all') return [...MODELS];
   const names = spec.split(',').map((s) => s.trim()).filter(Boolean);
   if (names.length === 0) throw usageError('--models needs "all" or a comma-separated list of models');
   for (const n of names) {
     if (!(MODELS as readonly string[]).includes(n)) throw usageError(`unknown model "${n}"; models: ${MODELS.join(', ')}`);
-    if (!SUPPORTED_MODELS.includes(n as ModelName)) throw new VmmsimError('E_NOT_SUPPORTED', `model "${n}" is not supported yet; supported now: ${SUPPORTED_MODELS.join(', ')}`);
   }
   return names as ModelName[];
 }
@@ -112,6 +111,7 @@ export function checkScenario(scenario: Scenario): void {
 export function modelsFor(scenario: Scenario, spec: string | undefined): ModelName[] {
   let models = spec === undefined ? [scenario.model] : parseModels(spec);
   if (scenario.workload.kind === 'sva-unmap-storm') {
+    const SVA_MODELS = designsWhere((d) => d.traits.sva);
     // "all" means every architecture that has SVA; a named one without it is refused up front.
     if (spec === 'all') models = models.filter((m) => SVA_MODELS.includes(m));
     const without = models.filter((m) => !SVA_MODELS.includes(m));
@@ -121,12 +121,11 @@ export function modelsFor(scenario: Scenario, spec: string | undefined): ModelNa
   }
   if (scenario.topology.emulatedDevices > 0) {
     // As for SVA: "all" means the architectures that can put emulated devices beside assigned ones.
-    if (spec === 'all') models = models.filter((m) => EMULATED_DEVICE_MODELS.includes(m));
+    if (spec === 'all') models = models.filter((m) => designOf(m).traits.emulatedDevices === true);
     for (const m of models) checkEmulatedDevices(scenario.topology, m);
   }
-  if (models.includes('nested-smmuv3-vcmdq') && scenario.topology.devicesPerPsmmu > MAX_SID_PAIRS) {
-    throw new VmmsimError('E_SCENARIO_FIELD', `scenario key topology.devicesPerPsmmu: at most ${MAX_SID_PAIRS} with nested-smmuv3-vcmdq (a VINTF holds ${MAX_SID_PAIRS} SID_MATCH/SID_REPLACE pairs), got ${scenario.topology.devicesPerPsmmu}`);
-  }
+  // What each design refuses of its own (nested-smmuv3-vcmdq: more devices than a VINTF's SID pairs).
+  for (const m of models) designOf(m).check?.(scenario);
   return models;
 }
 

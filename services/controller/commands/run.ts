@@ -5,7 +5,7 @@
 import { loadProfile } from '../../cost/profile.js';
 import { asVmmsimError, type VmmsimError } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
-import { SUPPORTED_MODELS } from '../../scenario/schema.js';
+import { MODELS } from '../../scenario/schema.js';
 import { CONNECT_HELP, requireEndpoints } from '../connect.js';
 import { MEASURED_HOST, MEASURED_HOST_BASE } from '../measured-host.js';
 import { Progress, progressMode } from '../progress.js';
@@ -29,7 +29,7 @@ architecture(s), prints a table and writes results.json.
 options:
   --model NAME          (run) architecture; default: the scenario's model
   --models all|a,b,...  (compare) architectures; default: all that this build supports
-                        (${SUPPORTED_MODELS.join(', ')})
+                        (${MODELS.join(', ')})
   --ops N               map+unmap iterations (workload.ops)
   --duration S          stop after S seconds (workload.durationSec); alone, it lifts the ops limit
   --seed N              seed (same seed, same modeled results)

@@ -8,7 +8,7 @@
 import { loadProfile } from '../../cost/profile.js';
 import { asVmmsimError, type VmmsimError } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
-import { RATE_WORKLOADS, SUPPORTED_MODELS } from '../../scenario/schema.js';
+import { MODELS, RATE_WORKLOADS } from '../../scenario/schema.js';
 import { CONNECT_HELP, requireEndpoints } from '../connect.js';
 import { MEASURED_HOST, MEASURED_HOST_BASE } from '../measured-host.js';
 import { Progress, progressMode } from '../progress.js';
@@ -51,7 +51,7 @@ options:
   --steps N             at most N runs per model (default ${DEFAULT_STEPS})
   --model NAME          architecture; default: the scenario's model
   --models all|a,b,...  several architectures, one search each
-                        (all: ${SUPPORTED_MODELS.join(', ')})
+                        (all: ${MODELS.join(', ')})
   --ops N               arrivals per step (workload.ops); fewer make quicker steps
   --duration S          each step runs S seconds (workload.durationSec); alone, it lifts the ops limit
   --seed N              seed (same seed, same modeled results and poisson arrivals)

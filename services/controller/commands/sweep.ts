@@ -6,7 +6,7 @@
 import { loadProfile, type CostProfile } from '../../cost/profile.js';
 import { asVmmsimError, type VmmsimError } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
-import { SUPPORTED_MODELS } from '../../scenario/schema.js';
+import { MODELS } from '../../scenario/schema.js';
 import { CONNECT_HELP, requireEndpoints } from '../connect.js';
 import { toCsv } from '../csv.js';
 import { withLoad } from '../load.js';
@@ -43,7 +43,7 @@ options:
                         Lists are split at commas: no scenario key takes a value with a comma today.
                         Every value is checked by the scenario schema before any process starts.
   --models all|a,b,...  architectures at each point; default: the scenario's model only
-                        (all: ${SUPPORTED_MODELS.join(', ')})
+                        (all: ${MODELS.join(', ')})
   --saturate            at each point and model, search the saturation rate instead of one run
                         (as \`vmmsim saturate\`, which lists the search options: --p99-bound-us X
                         is required; --metric, --op, --from, --max, --steps); writes saturation.csv

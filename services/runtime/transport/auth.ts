@@ -135,7 +135,7 @@ export function admit(check: CallerCheck, metadata: grpc.Metadata, peerCert: () 
   if (check.tls) {
     const granted = certificateNames(peerCert());
     const ok = granted.includes(name) || (name !== CONTROLLER && granted.includes('*'));
-    if (!ok) return { code: grpc.status.PERMISSION_DENIED, details: `the caller's certificate does not grant the name ${name} (it grants ${granted.join(', ') || 'none'})` };
+    if (!ok) return { code: grpc.status.PERMISSION_DENIED, details: `the caller's certificate does not grant the name ${name} (it grants ${granted.length > 0 ? granted.join(', ') : 'no name'})` };
   }
   return { name };
 }

@@ -24,7 +24,7 @@ export interface OutgoingRequest {
   kind: Kind;
   opId: number;
   payload: Buffer;
-  guestMemory?: MemoryRange[];
+  guestMemory?: readonly MemoryRange[];
   modeledNs: number;
 }
 
@@ -200,7 +200,8 @@ export class LinkClient {
         opId: req.opId,
         kind: req.kind,
         payload: req.payload,
-        guestMemory: req.guestMemory ?? [],
+        // The encoder only reads it.
+        guestMemory: (req.guestMemory ?? []) as MemoryRange[],
         modeledNs: req.modeledNs,
         hops: [{ from: this.ends.selfId, to: this.ends.peerId, sentNs: 0, receivedNs: 0 }],
       });

@@ -1,15 +1,15 @@
-import { CD_SIZE, cdIpa } from '../machine/board.js';
-import { GuestRam } from '../machine/guest-ram.js';
-import { vsmmuOfDevice } from '../machine/iommufd-objects.js';
-import { PAGE_SIZE, type Memory } from '../machine/memory.js';
-import type { OpContext } from '../runtime/op-context.js';
-import { PageTable, levelSpan } from '../machine/pagetable.js';
-import { Random } from '../machine/random.js';
-import type { RoleEnv } from '../runtime/role-api.js';
-import { Opcode, readSid, tlbiRangePages, type DecodedCommand } from '../formats/smmu/commands.js';
-import { EVENT, decodeCd } from '../formats/smmu/structures.js';
-import { registerVmmDevice } from './device.js';
-import { DeviceDma, type DmaDevice, type DmaTranslator } from '../machine/device-dma.js';
+import { CD_SIZE, cdIpa } from '../../machine/board.js';
+import { GuestRam } from '../../machine/guest-ram.js';
+import { vsmmuOfDevice } from '../../machine/iommufd-objects.js';
+import { PAGE_SIZE, type Memory } from '../../machine/memory.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { PageTable, levelSpan } from '../../machine/pagetable.js';
+import { Random } from '../../machine/random.js';
+import type { RoleEnv } from '../../runtime/role-api.js';
+import { Opcode, readSid, tlbiRangePages, type DecodedCommand } from '../../formats/smmu/commands.js';
+import { EVENT, decodeCd } from '../../formats/smmu/structures.js';
+import type { VmmDeviceFactory } from '../../qemu/device.js';
+import { DeviceDma, type DmaDevice, type DmaTranslator } from '../../machine/device-dma.js';
 import { NO_VMID, SoftIotlb } from './soft-iotlb.js';
 import { VsmmuCmdq, type VsmmuInstances } from './vsmmu-cmdq.js';
 
@@ -253,9 +253,9 @@ export class EmulatedVsmmu extends VsmmuCmdq {
   }
 }
 
-// Every device of the VM is emulated here, behind as many instances as the topology gives it vSMMUs.
-registerVmmDevice('emulated-smmuv3', (env) => {
+/** Every device of the VM is emulated here, behind as many instances as the topology gives it vSMMUs. */
+export const vmmDevice: VmmDeviceFactory = (env) => {
   const t = env.topology;
   const mine = t.devices.flatMap((d, index) => (d.vm === env.self.index ? [{ index, sid: d.vsid, vsmmu: vsmmuOfDevice(t, index) }] : []));
   return new EmulatedVsmmu(env, mine);
-});
+};

@@ -1,13 +1,13 @@
-import { GUEST_TABLE_BASE } from '../machine/board.js';
-import { nowNs } from '../runtime/clock.js';
-import { Errno } from '../runtime/errors.js';
-import { FrameAllocator } from '../machine/memory.js';
-import type { OpContext } from '../runtime/op-context.js';
-import { ContextTT, DescType, Granularity, VTD_CAP, VTD_ROOT_TABLE_GPA, capMaxAmask, capPsi, capReadDrain, capWriteDrain, encodeContextEntry, encodeRootEntry, psiRange, ridParts, vtdContextTableGpa, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE, type IotlbDesc } from '../formats/vtd.js';
-import { VtdPageTable } from '../machine/vtd-page-table.js';
-import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
-import { FlushQueues } from './flush-queue.js';
-import { CpuIovaSpace, type IovaAllocator } from './iova.js';
+import { GUEST_TABLE_BASE } from '../../machine/board.js';
+import { nowNs } from '../../runtime/clock.js';
+import { Errno } from '../../runtime/errors.js';
+import { FrameAllocator } from '../../machine/memory.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { ContextTT, DescType, Granularity, VTD_CAP, VTD_ROOT_TABLE_GPA, capMaxAmask, capPsi, capReadDrain, capWriteDrain, encodeContextEntry, encodeRootEntry, psiRange, ridParts, vtdContextTableGpa, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE, type IotlbDesc } from '../../formats/vtd.js';
+import { VtdPageTable } from '../../machine/vtd-page-table.js';
+import { type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
+import { FlushQueues } from '../../guest/flush-queue.js';
+import { CpuIovaSpace, type IovaAllocator } from '../../guest/iova.js';
 import { GuestQi } from './vtd-qi.js';
 
 /**
@@ -185,4 +185,4 @@ class IntelCmDmaIommu implements DmaApi {
   close(): void {}
 }
 
-registerDmaApi('intel-cm', (kernel) => new IntelCmDmaIommu(kernel));
+export const dmaApi: DmaApiFactory = (kernel) => new IntelCmDmaIommu(kernel);

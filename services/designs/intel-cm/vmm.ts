@@ -1,17 +1,16 @@
-import { GUEST_RAM_SIZE } from '../machine/board.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
-import { encodeMmio, type MmioAccess } from '../formats/kvm-run.js';
-import { mapGuestRam } from '../machine/guest-ram.js';
-import { PAGE_SIZE, type Memory } from '../machine/memory.js';
-import { Mutex } from '../machine/mutex.js';
-import type { OpContext } from '../runtime/op-context.js';
-import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
-import type { MemoryRange } from '../runtime/transport/link.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../formats/vfio-type1.js';
-import { CONTEXT_ENTRY_SIZE, ContextTT, DESC_SIZE, DescType, EVENT_CTL, FSTS, GSTS, Granularity, ICS_IWC, ROOT_ENTRY_SIZE, VTD_AW_BITS, VTD_CAP, VTD_ECAP, VTD_IQ_ENTRIES, VTD_IQ_GPA, VTD_IQ_QS, VTD_MAMV, VTD_MMIO_BASE, VTD_REG, VTD_REG_SIZE, VTD_ROOT_TABLE_GPA, VTD_VERSION, decodeContextEntry, decodeDescriptor, decodeRootEntry, encodeIqa, iqIndexOf, iqRegisterOf, levelsOfAw, reservedBitsSet, ridParts, vtdIqSlotGpa, type ContextEntry, type VtdDescriptor } from '../formats/vtd.js';
-import { walkSecondLevel, type SlWalkEvent } from '../machine/vtd-page-table.js';
-import { registerVmmDevice, type VmmDevice } from './device.js';
-import { IovaTree, type IovaMapping } from '../machine/iova-tree.js';
+import { GUEST_RAM_SIZE } from '../../machine/board.js';
+import { encodeMmio, type MmioAccess } from '../../formats/kvm-run.js';
+import { mapGuestRam } from '../../machine/guest-ram.js';
+import { PAGE_SIZE, type Memory } from '../../machine/memory.js';
+import { Mutex } from '../../machine/mutex.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
+import type { MemoryRange } from '../../runtime/role-api.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../../formats/vfio-type1.js';
+import { CONTEXT_ENTRY_SIZE, ContextTT, DESC_SIZE, DescType, EVENT_CTL, FSTS, GSTS, Granularity, ICS_IWC, ROOT_ENTRY_SIZE, VTD_AW_BITS, VTD_CAP, VTD_ECAP, VTD_IQ_ENTRIES, VTD_IQ_GPA, VTD_IQ_QS, VTD_MAMV, VTD_MMIO_BASE, VTD_REG, VTD_REG_SIZE, VTD_ROOT_TABLE_GPA, VTD_VERSION, decodeContextEntry, decodeDescriptor, decodeRootEntry, encodeIqa, iqIndexOf, iqRegisterOf, levelsOfAw, reservedBitsSet, ridParts, vtdIqSlotGpa, type ContextEntry, type VtdDescriptor } from '../../formats/vtd.js';
+import { walkSecondLevel, type SlWalkEvent } from '../../machine/vtd-page-table.js';
+import type { VmmDevice, VmmDeviceFactory } from '../../qemu/device.js';
+import { IovaTree, type IovaMapping } from '../../machine/iova-tree.js';
 
 /** One assigned device's DMA address space behind the vIOMMU (QEMU's VTDAddressSpace). */
 interface AddressSpace {
@@ -65,7 +64,7 @@ class VtdCachingMode implements VmmDevice {
     for (const d of env.topology.devices.filter((x) => x.vm === vm)) this.spaces.push({ ...ridParts(d.vsid), tree: new IovaTree() });
   }
 
-  async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  async mmioExit(access: MmioAccess, req: Request, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('exit.to_user');
     const offset = access.physAddr - VTD_MMIO_BASE;
     // Not ours: writes ignored, reads 0.
@@ -349,4 +348,4 @@ class VtdCachingMode implements VmmDevice {
   }
 }
 
-registerVmmDevice('intel-cm', (env) => new VtdCachingMode(env));
+export const vmmDevice: VmmDeviceFactory = (env) => new VtdCachingMode(env);

@@ -1,13 +1,12 @@
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
-import { readGuestRam } from '../machine/guest-ram.js';
-import type { OpContext } from '../runtime/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv } from '../runtime/role-api.js';
+import { readGuestRam } from '../../machine/guest-ram.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
 import {
   DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE, TCE_READ, TCE_WRITE, decodeHcall, decodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, tceValid, type Hcall,
-} from '../formats/spapr-tce.js';
-import { tceInRam, tceTableFile } from '../machine/tce-table.js';
-import { TceTable } from '../machine/tce-table.js';
-import { registerKvmDevice, type KvmDevice } from './device.js';
+} from '../../formats/spapr-tce.js';
+import { tceInRam, tceTableFile } from '../../machine/tce-table.js';
+import { TceTable } from '../../machine/tce-table.js';
+import type { KvmDevice, KvmDeviceFactory } from '../../kvm/device.js';
 
 /** What KVM's in-kernel handler makes of one TCE hypercall. */
 export type TceDecision =
@@ -79,7 +78,7 @@ class InKernelTce implements KvmDevice {
     return t;
   }
 
-  async hcall(req: Envelope__Output, ctx: OpContext, vm: number): Promise<HandlerResult | undefined> {
+  async hcall(req: Request, ctx: OpContext, vm: number): Promise<HandlerResult | undefined> {
     const h = decodeHcall(req.payload);
     if (!h || (h.nr !== H_PUT_TCE && h.nr !== H_PUT_TCE_INDIRECT && h.nr !== H_STUFF_TCE)) return undefined;
     this.counters.tceHcalls += 1;
@@ -117,4 +116,4 @@ class InKernelTce implements KvmDevice {
   }
 }
 
-registerKvmDevice('spapr-tce-kvm', (env) => new InKernelTce(env));
+export const kvmDevice: KvmDeviceFactory = (env) => new InKernelTce(env);

@@ -1,13 +1,14 @@
-import { emulatedDevicesOf, emulatedVsmmuOf } from '../machine/emulated-vsmmu.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
-import type { MmioAccess } from '../formats/kvm-run.js';
-import { Mutex } from '../machine/mutex.js';
-import type { OpContext } from '../runtime/op-context.js';
-import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
-import { registerVmmDevice, type VmmDevice } from './device.js';
+import { emulatedDevicesOf, emulatedVsmmuOf } from '../../machine/emulated-vsmmu.js';
+import type { MmioAccess } from '../../formats/kvm-run.js';
+import { Mutex } from '../../machine/mutex.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
+import type { DesignTraits } from '../types.js';
+import type { VmmDevice, VmmDeviceFactory } from '../../qemu/device.js';
 import { AcceleratedVsmmu } from './vsmmu-accel.js';
-import { EmulatedVsmmu } from './vsmmu-emulated.js';
-import type { VsmmuCmdq } from './vsmmu-cmdq.js';
+import { EmulatedVsmmu } from '../emulated-smmuv3/vmm.js';
+import type { VsmmuCmdq } from '../emulated-smmuv3/vsmmu-cmdq.js';
+import { TRANSLATION_COUNTERS } from '../../machine/device-dma.js';
 
 /** One vSMMU model of a VMM with the name its counters take when another model has the same one. */
 export interface VsmmuPart {
@@ -31,7 +32,7 @@ export class VsmmuSet implements VmmDevice {
     return (this.parts.find((p) => p.model.claims(physAddr)) ?? (this.parts[0] as VsmmuPart)).model;
   }
 
-  mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  mmioExit(access: MmioAccess, req: Request, ctx: OpContext): Promise<HandlerResult> {
     return this.modelAt(access.physAddr).mmioExit(access, req, ctx);
   }
 
@@ -44,21 +45,24 @@ export class VsmmuSet implements VmmDevice {
   }
 
   /**
-   * Every model's counters; a name an earlier model already gave is prefixed with the model's label
-   * (the VMM's lock, which they share, is counted once).
+   * Every model's counters: the first model's under their own names, every other's under its label
+   * (`emulated.commands`), but for the counters of the DMA each translates, which are the run's DMA
+   * summed over every translator (machine/device-dma.ts), and the VMM's lock, which they share.
    */
   stats(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const p of this.parts) {
+    this.parts.forEach((p, i) => {
       for (const [k, v] of Object.entries(p.model.stats())) {
-        // One lock: every model reports the same one.
-        if (k === 'bqlContended' && k in out) continue;
-        out[k in out ? `${p.label}.${k}` : k] = v;
+        if (k === 'bqlContended') out[k] = v;
+        else if (SUMMED.has(k)) out[k] = (out[k] ?? 0) + v;
+        else out[i === 0 ? k : `${p.label}.${k}`] = v;
       }
-    }
+    });
     return out;
   }
 }
+
+const SUMMED: ReadonlySet<string> = new Set(TRANSLATION_COUNTERS);
 
 /**
  * The vSMMUs of a nested design's VMM: the accelerated ones in front of the VFIO devices and, when
@@ -66,12 +70,16 @@ export class VsmmuSet implements VmmDevice {
  * after the accelerated ones. Its commands stop in the VMM (no ioctl, no physical SMMU), and its
  * devices' DMA is translated here, through its software IOTLB over the VM's RAM.
  */
-function nestedVsmmus(env: RoleEnv): VmmDevice {
+export function nestedVmm(traits: DesignTraits): VmmDeviceFactory {
+  return (env: RoleEnv): VmmDevice => nestedVsmmus(env, traits);
+}
+
+function nestedVsmmus(env: RoleEnv, traits: DesignTraits): VmmDevice {
   const vm = env.self.index;
   const emulated = emulatedDevicesOf(env.topology, vm);
-  if (emulated.length === 0) return new AcceleratedVsmmu(env);
+  if (emulated.length === 0) return new AcceleratedVsmmu(env, traits);
   const bql = new Mutex(`${env.self.name}.bql`);
-  const accelerated = new AcceleratedVsmmu(env, { bql });
+  const accelerated = new AcceleratedVsmmu(env, traits, { bql });
   const first = emulatedVsmmuOf(env.topology, vm);
   const devices = emulated.map((d) => ({ index: d.index, sid: d.vsid, vsmmu: 0 }));
   return new VsmmuSet([
@@ -79,7 +87,3 @@ function nestedVsmmus(env: RoleEnv): VmmDevice {
     { label: 'emulated', model: new EmulatedVsmmu(env, devices, { first, bql }) },
   ]);
 }
-
-registerVmmDevice('nested-smmuv3', nestedVsmmus);
-// With VCMDQs the same vSMMU still takes every command the guest cannot put in a VCMDQ.
-registerVmmDevice('nested-smmuv3-vcmdq', nestedVsmmus);

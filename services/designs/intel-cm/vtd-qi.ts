@@ -1,13 +1,13 @@
-import { Errno } from '../runtime/errors.js';
-import { decodeMmio, encodeMmio } from '../formats/kvm-run.js';
-import type { Memory } from '../machine/memory.js';
-import { Mutex } from '../machine/mutex.js';
-import type { OpContext } from '../runtime/op-context.js';
-import type { MemoryRange } from '../runtime/transport/link.js';
+import { Errno } from '../../runtime/errors.js';
+import { decodeMmio, encodeMmio } from '../../formats/kvm-run.js';
+import type { Memory } from '../../machine/memory.js';
+import { Mutex } from '../../machine/mutex.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import type { MemoryRange } from '../../runtime/role-api.js';
 import {
   DESC_SIZE, DescType, FSTS, VTD_IQ_ENTRIES, VTD_MMIO_BASE, VTD_REG, encodeDescriptor, iqIndexOf, iqRegisterOf, vtdIqSlotGpa, vtdIqStatusGpa,
   type VtdDescriptor, type WaitDesc,
-} from '../formats/vtd.js';
+} from '../../formats/vtd.js';
 
 /** Linux's desc_status[] values (drivers/iommu/intel/dmar.c): the wait descriptor writes QI_DONE. */
 export const QI_STATUS = { FREE: 0, IN_USE: 1, DONE: 2, ABORT: 3 } as const;

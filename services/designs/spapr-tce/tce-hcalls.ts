@@ -1,4 +1,4 @@
-import { H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_PAGE_SIZE, type Hcall } from '../formats/spapr-tce.js';
+import { H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_PAGE_SIZE, type Hcall } from '../../formats/spapr-tce.js';
 
 /**
  * How the guest reaches the hypervisor: `indirect` when the firmware offers hcall-multi-tce

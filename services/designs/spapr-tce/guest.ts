@@ -1,9 +1,9 @@
-import { Errno } from '../runtime/errors.js';
-import type { OpContext } from '../runtime/op-context.js';
+import { Errno } from '../../runtime/errors.js';
+import type { OpContext } from '../../runtime/op-context.js';
 import {
   DMA32_WINDOW_ENTRIES, DMA32_WINDOW_OFFSET, H_RC, TCE_PAGE_SIZE, encodeHcall, encodeTceList, liobnOf, tceListGpa, tceOf,
-} from '../formats/spapr-tce.js';
-import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
+} from '../../formats/spapr-tce.js';
+import { type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
 import { IommuTable } from './iommu-table.js';
 import { planClearHcalls, planMapHcalls, type PlannedHcall, type TceHcallMode } from './tce-hcalls.js';
 
@@ -100,5 +100,5 @@ class PseriesIommu implements DmaApi {
   close(): void {}
 }
 
-registerDmaApi('spapr-tce', (kernel) => new PseriesIommu(kernel));
-registerDmaApi('spapr-tce-kvm', (kernel) => new PseriesIommu(kernel));
+/** Linux's pSeries IOMMU code: the same whether QEMU or KVM serves its hypercalls. */
+export const dmaApi: DmaApiFactory = (kernel) => new PseriesIommu(kernel);

@@ -1,14 +1,13 @@
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
-import { encodeMmio, type MmioAccess } from '../formats/kvm-run.js';
-import { PhysMemory } from '../machine/memory.js';
-import { Mutex } from '../machine/mutex.js';
-import type { OpContext } from '../runtime/op-context.js';
-import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
-import { CMD_SIZE, Opcode, SyncCs, decodeCommand, type DecodedCommand } from '../formats/smmu/commands.js';
-import * as Q from '../formats/smmu/queue.js';
-import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, vsmmuCmdqGpa, vsmmuRegister } from '../formats/smmu/registers.js';
-import type { MemoryRange } from '../runtime/transport/link.js';
-import type { VmmDevice } from './device.js';
+import { encodeMmio, type MmioAccess } from '../../formats/kvm-run.js';
+import { PhysMemory } from '../../machine/memory.js';
+import { Mutex } from '../../machine/mutex.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
+import { CMD_SIZE, Opcode, SyncCs, decodeCommand, type DecodedCommand } from '../../formats/smmu/commands.js';
+import * as Q from '../../formats/smmu/queue.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, vsmmuCmdqGpa, vsmmuRegister } from '../../formats/smmu/registers.js';
+import type { MemoryRange } from '../../runtime/role-api.js';
+import type { VmmDevice } from '../../qemu/device.js';
 
 /** Where a model's vSMMU instances sit among the VM's, and the lock it runs under. */
 export interface VsmmuInstances {
@@ -80,7 +79,7 @@ export abstract class VsmmuCmdq implements VmmDevice {
     return -1;
   }
 
-  async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  async mmioExit(access: MmioAccess, req: Request, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('exit.to_user');
     const reg = this.instanceAt(access.physAddr);
     const state = reg ? this.queues[reg.vsmmu] : undefined;

@@ -1,5 +1,5 @@
-import type { OpContext } from '../runtime/op-context.js';
-import { registerDmaApi, type DmaApi, type GuestDevice } from './driver.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import type { DmaApi, DmaApiFactory, GuestDevice } from '../../guest/driver.js';
 
 /**
  * No vIOMMU: dma-direct. The device's DMA is translated by stage 2 only (VFIO mapped all guest RAM
@@ -23,4 +23,5 @@ class DmaDirect implements DmaApi {
   close(): void {}
 }
 
-registerDmaApi('none', () => new DmaDirect());
+/** No vIOMMU: the guest's dma-direct. */
+export const dmaApi: DmaApiFactory = () => new DmaDirect();

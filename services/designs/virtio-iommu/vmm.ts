@@ -1,14 +1,13 @@
-import { GUEST_RAM_SIZE } from '../machine/board.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
-import { mapGuestRam } from '../machine/guest-ram.js';
-import { encodeMmio, type MmioAccess } from '../formats/kvm-run.js';
-import { Mutex } from '../machine/mutex.js';
-import type { OpContext } from '../runtime/op-context.js';
-import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../formats/vfio-type1.js';
-import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../machine/virtio-iommu-device.js';
-import { MAP_F_WRITE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../formats/virtio-iommu.js';
-import { registerVmmDevice, type VmmDevice } from './device.js';
+import { GUEST_RAM_SIZE } from '../../machine/board.js';
+import { mapGuestRam } from '../../machine/guest-ram.js';
+import { encodeMmio, type MmioAccess } from '../../formats/kvm-run.js';
+import { Mutex } from '../../machine/mutex.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../../formats/vfio-type1.js';
+import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../../machine/virtio-iommu-device.js';
+import { MAP_F_WRITE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../../formats/virtio-iommu.js';
+import type { VmmDevice, VmmDeviceFactory } from '../../qemu/device.js';
 
 /**
  * What QEMU's IOMMU notifier does for a VFIO device behind virtio-iommu (vfio_iommu_map_notify):
@@ -53,7 +52,7 @@ class VirtioIommuVmm implements VmmDevice {
     return this.device;
   }
 
-  async mmioExit(access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  async mmioExit(access: MmioAccess, req: Request, ctx: OpContext): Promise<HandlerResult> {
     // Other virtio-mmio registers (and the event queue's kicks) change nothing this model tracks.
     // Only QueueNotify writes have an ioeventfd: anything else is a real KVM_EXIT_MMIO to here.
     if (!access.isWrite || access.physAddr !== VIOMMU_NOTIFY_GPA || access.data !== VIOMMU_REQUEST_VQ) {
@@ -77,4 +76,4 @@ class VirtioIommuVmm implements VmmDevice {
   }
 }
 
-registerVmmDevice('virtio-iommu', (env) => new VirtioIommuVmm(env));
+export const vmmDevice: VmmDeviceFactory = (env) => new VirtioIommuVmm(env);

@@ -1,7 +1,7 @@
-import type { Memory } from '../machine/memory.js';
+import type { Memory } from '../../machine/memory.js';
 import {
   VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, avail, descAddr, encodeDescriptor, idxAdd, read16, used, vringNeedEvent, write16, type VirtqueueLayout,
-} from '../machine/virtqueue.js';
+} from '../../machine/virtqueue.js';
 
 /** A buffer in guest RAM for one descriptor. */
 export interface Buf {

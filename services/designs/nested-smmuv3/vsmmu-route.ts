@@ -1,4 +1,4 @@
-import { Scope, type CommandScope } from '../formats/smmu/semantics.js';
+import { Scope, type CommandScope } from '../../formats/smmu/semantics.js';
 
 /** What a vSMMU in front of several vIOMMUs routes guest commands by. */
 export interface RouteTables<V> {

@@ -1,20 +1,22 @@
-import { GUEST_TABLE_BASE, cdIpa } from '../machine/board.js';
-import { Errno } from '../runtime/errors.js';
-import { nowNs } from '../runtime/clock.js';
-import { FrameAllocator } from '../machine/memory.js';
-import type { OpContext } from '../runtime/op-context.js';
-import { PageTable } from '../machine/pagetable.js';
-import { tlbiNhAsid, tlbiNhVaRange, type SmmuCommand } from '../formats/smmu/commands.js';
-import { encodeCd } from '../formats/smmu/structures.js';
-import { iommufdLayout } from '../machine/iommufd-objects.js';
-import { GUEST_VCMDQ_OPCODES } from '../formats/smmu/allow-lists.js';
+import { GUEST_TABLE_BASE, cdIpa } from '../../machine/board.js';
+import { Errno } from '../../runtime/errors.js';
+import { nowNs } from '../../runtime/clock.js';
+import { FrameAllocator } from '../../machine/memory.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { PageTable } from '../../machine/pagetable.js';
+import { tlbiNhAsid, tlbiNhVaRange, type SmmuCommand } from '../../formats/smmu/commands.js';
+import { encodeCd } from '../../formats/smmu/structures.js';
+
+import { GUEST_VCMDQ_OPCODES } from '../../formats/smmu/allow-lists.js';
 import {
   SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, VSMMU_CMDQ_LOG2_ENTRIES, vcmdqGuestGpa, vcmdqRegister, vsmmuCmdqGpa, vsmmuMmioBase,
-} from '../formats/smmu/registers.js';
-import { GuestCmdq, type IssueOutcome } from './cmdq.js';
-import { deviceOpName, registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
-import { FlushQueues } from './flush-queue.js';
-import { IovaAllocator } from './iova.js';
+} from '../../formats/smmu/registers.js';
+import { GuestCmdq, type IssueOutcome } from './guest-cmdq.js';
+import { deviceOpName, type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
+import { FlushQueues } from '../../guest/flush-queue.js';
+import { IovaAllocator } from '../../guest/iova.js';
+import type { DesignTraits } from '../types.js';
+import { iommufdLayout } from '../../machine/iommufd-objects.js';
 
 /**
  * The DMA window IOVAs come from. Each CPU allocates top-down in its own 256 MiB slice (Linux's
@@ -141,13 +143,16 @@ class NestedDmaIommu implements DmaApi {
   private readonly smmus = new Map<number, GuestSmmu>();
   private readonly lazy: boolean;
 
-  constructor(private readonly kernel: GuestKernel) {
+  constructor(
+    private readonly kernel: GuestKernel,
+    traits: DesignTraits,
+  ) {
     this.lazy = kernel.env.topology.dma === 'lazy';
     const frames = new FrameAllocator(GUEST_TABLE_BASE);
     const t = kernel.env.topology;
     // The HW_QUEUEs the VMM allocated for this VM's vSMMUs, by vSMMU: which pSMMU and how many.
     const queues = new Map<number, { psmmu: number; n: number }>();
-    for (const q of iommufdLayout(t).hwQueues.filter((h) => h.vm === kernel.env.self.index)) {
+    for (const q of iommufdLayout(t, traits.vcmdq).hwQueues.filter((h) => h.vm === kernel.env.self.index)) {
       const cur = queues.get(q.vsmmu);
       queues.set(q.vsmmu, { psmmu: q.psmmu, n: (cur?.n ?? 0) + 1 });
     }
@@ -279,7 +284,10 @@ class NestedDmaIommu implements DmaApi {
   close(): void {}
 }
 
-registerDmaApi('nested-smmuv3', (kernel) => new NestedDmaIommu(kernel));
-registerDmaApi('nested-smmuv3-vcmdq', (kernel) => new NestedDmaIommu(kernel));
-// The emulated vSMMUv3 is the same SMMUv3 to the guest: the same arm-smmu-v3 driver drives it.
-registerDmaApi('emulated-smmuv3', (kernel) => new NestedDmaIommu(kernel));
+/**
+ * Linux's dma-iommu over the arm-smmu-v3 driver. An emulated vSMMUv3, an accelerated one and one
+ * with VCMDQs are the same SMMUv3 to the guest: the same driver drives them all.
+ */
+export function smmuv3DmaApi(traits: DesignTraits): DmaApiFactory {
+  return (kernel) => new NestedDmaIommu(kernel, traits);
+}

@@ -1,14 +1,13 @@
-import { GUEST_RAM_SIZE } from '../machine/board.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
-import { mapGuestRam } from '../machine/guest-ram.js';
-import type { MmioAccess } from '../formats/kvm-run.js';
-import { Mutex } from '../machine/mutex.js';
-import type { OpContext } from '../runtime/op-context.js';
-import type { HandlerResult, RoleEnv } from '../runtime/role-api.js';
-import { IOMMU_READ, IOMMU_WRITE, encodeKernelIommuMap } from '../formats/vfio-type1.js';
-import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../machine/virtio-iommu-device.js';
-import { MAP_F_WRITE, VIOMMU_EVENT_VQ, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../formats/virtio-iommu.js';
-import { registerKvmDevice, type KvmDevice } from './device.js';
+import { GUEST_RAM_SIZE } from '../../machine/board.js';
+import { mapGuestRam } from '../../machine/guest-ram.js';
+import type { MmioAccess } from '../../formats/kvm-run.js';
+import { Mutex } from '../../machine/mutex.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
+import { IOMMU_READ, IOMMU_WRITE, encodeKernelIommuMap } from '../../formats/vfio-type1.js';
+import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../../machine/virtio-iommu-device.js';
+import { MAP_F_WRITE, VIOMMU_EVENT_VQ, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../../formats/virtio-iommu.js';
+import type { KvmDevice, KvmDeviceFactory } from '../../kvm/device.js';
 
 /** In the kernel the device calls iommu_map()/iommu_unmap() on the VM's host domain itself. */
 function kernelBackend(vm: number): VirtioIommuBackend {
@@ -55,7 +54,7 @@ class VhostIommu implements KvmDevice {
     return s;
   }
 
-  async mmio(access: MmioAccess, req: Envelope__Output, ctx: OpContext, vm: number): Promise<HandlerResult | undefined> {
+  async mmio(access: MmioAccess, req: Request, ctx: OpContext, vm: number): Promise<HandlerResult | undefined> {
     // Only the ioeventfds' writes (one per queue) are the kernel's; anything else goes to the VMM.
     if (!access.isWrite || access.physAddr !== VIOMMU_NOTIFY_GPA) return undefined;
     if (access.data === VIOMMU_EVENT_VQ) return { status: 0, payload: req.payload }; // event buffers: nothing to do
@@ -80,4 +79,4 @@ class VhostIommu implements KvmDevice {
   }
 }
 
-registerKvmDevice('vhost-iommu', (env) => new VhostIommu(env));
+export const kvmDevice: KvmDeviceFactory = (env) => new VhostIommu(env);

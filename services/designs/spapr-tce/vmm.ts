@@ -1,17 +1,16 @@
-import { GUEST_RAM_SIZE } from '../machine/board.js';
-import type { Envelope__Output } from '../runtime/generated/vmmsim/v1/Envelope.js';
-import { readGuestRam } from '../machine/guest-ram.js';
-import type { MmioAccess } from '../formats/kvm-run.js';
-import { Mutex } from '../machine/mutex.js';
-import type { OpContext } from '../runtime/op-context.js';
-import { EMPTY, type HandlerResult, type RoleEnv } from '../runtime/role-api.js';
+import { GUEST_RAM_SIZE } from '../../machine/board.js';
+import { readGuestRam } from '../../machine/guest-ram.js';
+import type { MmioAccess } from '../../formats/kvm-run.js';
+import { Mutex } from '../../machine/mutex.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { EMPTY, type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
 import {
   DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, MAX_TCES_PER_HCALL, TCE_ENTRY_SIZE, TCE_PAGE_SIZE, decodeHcall, decodeTceList, liobnOf, tceGpa, tcePerms, tceValid,
-} from '../formats/spapr-tce.js';
-import { tceTableFile } from '../machine/tce-table.js';
-import { TceTable } from '../machine/tce-table.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../formats/vfio-type1.js';
-import { registerVmmDevice, type VmmDevice } from './device.js';
+} from '../../formats/spapr-tce.js';
+import { tceTableFile } from '../../machine/tce-table.js';
+import { TceTable } from '../../machine/tce-table.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../../formats/vfio-type1.js';
+import type { VmmDevice, VmmDeviceFactory } from '../../qemu/device.js';
 
 /**
  * QEMU's sPAPR TCE tables (hw/ppc/spapr_iommu.c) for the PHB's DMA window, with VFIO devices
@@ -42,12 +41,12 @@ class SpaprTce implements VmmDevice {
   }
 
   /** No MMIO region of this device: an access to unassigned space, which QEMU ignores. */
-  async mmioExit(_access: MmioAccess, req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  async mmioExit(_access: MmioAccess, req: Request, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('exit.to_user');
     return { status: 0, payload: req.payload };
   }
 
-  async hcallExit(req: Envelope__Output, ctx: OpContext): Promise<HandlerResult> {
+  async hcallExit(req: Request, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('exit.to_user');
     const status = await this.bql.with(() => this.hypercall(req, ctx), ctx);
     if (status !== H_RC.SUCCESS) this.counters.rejected += 1;
@@ -55,7 +54,7 @@ class SpaprTce implements VmmDevice {
   }
 
   /** spapr_hypercall for the TCE hypercalls; anything else is H_FUNCTION (not implemented). */
-  private async hypercall(req: Envelope__Output, ctx: OpContext): Promise<number> {
+  private async hypercall(req: Request, ctx: OpContext): Promise<number> {
     const h = decodeHcall(req.payload);
     if (!h || (h.nr !== H_PUT_TCE && h.nr !== H_PUT_TCE_INDIRECT && h.nr !== H_STUFF_TCE)) return H_RC.FUNCTION;
     this.counters.tceHcalls += 1;
@@ -127,6 +126,7 @@ class SpaprTce implements VmmDevice {
   }
 }
 
-registerVmmDevice('spapr-tce', (env) => new SpaprTce(env, false));
-// With in-kernel acceleration QEMU still serves what KVM punts, on the table it created in KVM.
-registerVmmDevice('spapr-tce-kvm', (env) => new SpaprTce(env, true));
+/** QEMU's sPAPR TCE table: every hypercall reaches it. */
+export const vmmDevice: VmmDeviceFactory = (env) => new SpaprTce(env, false);
+/** With in-kernel acceleration QEMU still serves what KVM punts, on the table it created in KVM. */
+export const vmmDeviceInKernelTable: VmmDeviceFactory = (env) => new SpaprTce(env, true);

@@ -1,17 +1,17 @@
-import { nowNs } from '../runtime/clock.js';
-import { Errno } from '../runtime/errors.js';
-import { encodeMmio } from '../formats/kvm-run.js';
-import { PAGE_SIZE } from '../machine/memory.js';
-import { Mutex } from '../machine/mutex.js';
-import type { OpContext } from '../runtime/op-context.js';
+import { nowNs } from '../../runtime/clock.js';
+import { Errno } from '../../runtime/errors.js';
+import { encodeMmio } from '../../formats/kvm-run.js';
+import { PAGE_SIZE } from '../../machine/memory.js';
+import { Mutex } from '../../machine/mutex.js';
+import type { OpContext } from '../../runtime/op-context.js';
 import {
   MAP_F_READ, MAP_F_WRITE, ReqType, Status, TAIL_SIZE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ,
   encodeRequest, requestSlotGpa, type Request,
-} from '../formats/virtio-iommu.js';
-import { registerDmaApi, type DmaApi, type GuestDevice, type GuestKernel } from './driver.js';
-import { FlushQueues } from './flush-queue.js';
-import { CpuIovaSpace, type IovaAllocator } from './iova.js';
-import { VirtqueueDriver } from './virtqueue.js';
+} from '../../formats/virtio-iommu.js';
+import { type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
+import { FlushQueues } from '../../guest/flush-queue.js';
+import { CpuIovaSpace, type IovaAllocator } from '../../guest/iova.js';
+import { VirtqueueDriver } from './virtqueue-driver.js';
 
 /**
  * The DMA window IOVAs come from. Each (device, CPU) pair allocates top-down in its own slice, so
@@ -303,5 +303,5 @@ class VirtioIommuDma implements DmaApi {
   close(): void {}
 }
 
-registerDmaApi('virtio-iommu', (kernel) => new VirtioIommuDma(kernel));
-registerDmaApi('vhost-iommu', (kernel) => new VirtioIommuDma(kernel));
+/** Linux's virtio-iommu driver: the same whether QEMU or a vhost worker serves the device. */
+export const dmaApi: DmaApiFactory = (kernel) => new VirtioIommuDma(kernel);

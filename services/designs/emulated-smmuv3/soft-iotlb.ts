@@ -1,4 +1,4 @@
-import { LEVELS, levelSpan } from '../machine/pagetable.js';
+import { LEVELS, levelSpan } from '../../machine/pagetable.js';
 
 /** QEMU's SMMU_IOTLB_MAX_SIZE: past this many entries the next insert empties the whole table. */
 export const SOFT_IOTLB_MAX_ENTRIES = 256;

@@ -1,10 +1,10 @@
-import { decodeMmio, encodeMmio } from '../formats/kvm-run.js';
-import type { Memory } from '../machine/memory.js';
-import type { OpContext } from '../runtime/op-context.js';
-import { Errno } from '../runtime/errors.js';
-import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, type SmmuCommand } from '../formats/smmu/commands.js';
-import * as Q from '../formats/smmu/queue.js';
-import type { Kind, MemoryRange } from '../runtime/transport/link.js';
+import { decodeMmio, encodeMmio } from '../../formats/kvm-run.js';
+import type { Memory } from '../../machine/memory.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import { Errno } from '../../runtime/errors.js';
+import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, type SmmuCommand } from '../../formats/smmu/commands.js';
+import * as Q from '../../formats/smmu/queue.js';
+import type { MemoryRange, RequestKind as Kind } from '../../runtime/role-api.js';
 
 /** Where a queue lives and how its register accesses travel. */
 export interface QueuePort {

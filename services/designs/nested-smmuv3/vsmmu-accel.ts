@@ -1,15 +1,16 @@
-import { IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate, encodeHwptInvalidate } from '../formats/iommufd.js';
-import { cdIpa } from '../machine/board.js';
-import { mapGuestRam } from '../machine/guest-ram.js';
-import { iommufdLayout, type ViommuObject } from '../machine/iommufd-objects.js';
-import type { OpContext } from '../runtime/op-context.js';
-import type { RoleEnv } from '../runtime/role-api.js';
-import { HWPT_INVALIDATE_OPCODES } from '../formats/smmu/allow-lists.js';
-import { CMD_SIZE, type DecodedCommand } from '../formats/smmu/commands.js';
-import { CONFIG_DROP_BY_OPCODE, CommandScope, ConfigDrop, readScope } from '../formats/smmu/semantics.js';
-import { decodeCd } from '../formats/smmu/structures.js';
-import { VsmmuCmdq, type VsmmuInstances } from './vsmmu-cmdq.js';
+import { IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate, encodeHwptInvalidate } from '../../formats/iommufd.js';
+import { cdIpa } from '../../machine/board.js';
+import { mapGuestRam } from '../../machine/guest-ram.js';
+import { type ViommuObject, iommufdLayout } from '../../machine/iommufd-objects.js';
+import type { OpContext } from '../../runtime/op-context.js';
+import type { RoleEnv } from '../../runtime/role-api.js';
+import { HWPT_INVALIDATE_OPCODES } from '../../formats/smmu/allow-lists.js';
+import { CMD_SIZE, type DecodedCommand } from '../../formats/smmu/commands.js';
+import { CONFIG_DROP_BY_OPCODE, CommandScope, ConfigDrop, readScope } from '../../formats/smmu/semantics.js';
+import { decodeCd } from '../../formats/smmu/structures.js';
+import { VsmmuCmdq, type VsmmuInstances } from '../emulated-smmuv3/vsmmu-cmdq.js';
 import { routeCommand } from './vsmmu-route.js';
+import type { DesignTraits } from '../types.js';
 
 /** A fake but stable user-space address for the HWPT_INVALIDATE entry array (never null). */
 const USER_ARRAY_ADDR = 0x7f00_0000_0000;
@@ -40,10 +41,11 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
 
   constructor(
     private readonly env: RoleEnv,
+    traits: DesignTraits,
     at: VsmmuInstances = {},
   ) {
     const vm = env.self.index;
-    const layout = iommufdLayout(env.topology);
+    const layout = iommufdLayout(env.topology, traits.vcmdq);
     const mine = layout.viommus.filter((v) => v.vm === vm);
     // One vSMMU per vIOMMU; a single vSMMU for the VM fronts all of them.
     const targets = env.topology.vsmmu === 'single' ? [mine] : mine.map((v) => [v]);

@@ -1,0 +1,58 @@
+import type { DmaApiFactory } from '../guest/driver.js';
+import type { KvmDeviceFactory } from '../kvm/device.js';
+import type { VmmDeviceFactory } from '../qemu/device.js';
+import type { Scenario } from '../scenario/schema.js';
+import type { ModelName } from './names.js';
+
+/**
+ * What the host kernel keeps for the VM's assigned devices, which decides what VFIO/iommufd sets up
+ * at VM start and what a host-side stage-2 change (virtio-mem) has to invalidate:
+ * - `stage2`: all guest RAM mapped at stage 2 once, no vIOMMU (VFIO's container over the VM's RAM);
+ * - `nested`: the same stage-2 parent with the guest's stage 1 nested over it (iommufd HWPTs);
+ * - `shadow`: a host table that shadows the guest's I/O mappings, filled map by map;
+ * - `emulated`: none: the devices are the VMM's own, no physical SMMU translates for them.
+ */
+export type HostTables = 'stage2' | 'nested' | 'shadow' | 'emulated';
+
+/** Whether the design is in upstream Linux and QEMU, or a design people proposed. */
+export type DesignStatus = 'upstream' | 'prototype' | 'proposal';
+
+export interface DesignTraits {
+  readonly hostTables: HostTables;
+  /** The guest's IOMMU can bind a process address space (SVA): SMMUv3 stage 1 owned by the guest. */
+  readonly sva: boolean;
+  /** Guest invalidations can go to hardware queues (Tegra241 VCMDQs) mapped into the guest. */
+  readonly vcmdq: boolean;
+  /**
+   * Emulated devices can sit beside the assigned ones (topology.emulatedDevices), behind a separate
+   * emulated vSMMU instance; or why not.
+   */
+  readonly emulatedDevices: true | { readonly refused: string };
+  /** The architecture whose guest and host the design runs on (a profile of another says so). */
+  readonly arch: 'arm64' | 'ppc64' | 'x86_64';
+}
+
+/**
+ * Everything one design adds to each role. The parts load on demand, so a process loads only its
+ * own role's part of the design it runs; the compiler checks that every part a design names exists
+ * and has its role's type.
+ */
+export interface DesignParts {
+  /** The guest kernel's DMA API and IOMMU driver. */
+  readonly guest: () => Promise<DmaApiFactory>;
+  /** The VMM's vIOMMU device model (absent: the VMM has none). */
+  readonly vmm?: () => Promise<VmmDeviceFactory>;
+  /** What the design puts inside KVM (absent: every exit goes to the VMM). */
+  readonly kvm?: () => Promise<KvmDeviceFactory>;
+}
+
+export interface DesignDescriptor {
+  readonly name: ModelName;
+  /** One line: what it models, for scenario-keys and the documentation. */
+  readonly summary: string;
+  readonly status: DesignStatus;
+  readonly traits: DesignTraits;
+  readonly parts: DesignParts;
+  /** Refuses a scenario this design cannot run, with the field and why (beyond what traits say). */
+  readonly check?: (s: Scenario) => void;
+}

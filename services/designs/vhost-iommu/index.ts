@@ -1,0 +1,13 @@
+import { MODEL } from '../names.js';
+import type { DesignDescriptor } from '../types.js';
+
+export const vhostIommu: DesignDescriptor = {
+  name: MODEL.vhostIommu,
+  summary: 'virtio-iommu served in the host kernel by a vhost worker that maps into the VM\'s host IOMMU domain (no VMM, no ioctl)',
+  status: 'prototype',
+  traits: { hostTables: 'shadow', sva: false, vcmdq: false, emulatedDevices: { refused: 'its one vIOMMU would translate them itself, with no separate instance (not modeled)' }, arch: 'arm64' },
+  parts: {
+    guest: async () => (await import('../virtio-iommu/guest.js')).dmaApi,
+    kvm: async () => (await import('./kvm.js')).kvmDevice,
+  },
+};
