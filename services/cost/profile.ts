@@ -15,6 +15,14 @@ export interface ProfileStep {
   ns: number;
   source: string;
   confidence: Confidence;
+  /**
+   * The span of plausible values in ns, [lo, hi], with ns inside it: the spread of the sources for a
+   * C or S step, the span a kernel engineer would accept for a U one (sensitivity analysis re-prices
+   * across it).
+   */
+  range?: [number, number];
+  /** Why the range is what it is, in one line. */
+  rangeReason?: string;
 }
 
 export interface CostProfile {
@@ -69,7 +77,18 @@ export function loadProfile(nameOrPath: string): CostProfile {
     if (typeof source !== 'string' || source.trim() === '') return bad(`steps.${key}.source must name where the number comes from`);
     const confidence = v['confidence'];
     if (confidence !== 'C' && confidence !== 'S' && confidence !== 'U') return bad(`steps.${key}.confidence must be C, S or U (U marks an assumption)`);
-    steps[key] = { ns, source, confidence };
+    let range: [number, number] | undefined;
+    const r = v['range'];
+    if (r !== undefined) {
+      if (!Array.isArray(r) || r.length !== 2 || !r.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0) || (r[0] as number) > (r[1] as number)) {
+        return bad(`steps.${key}.range must be [lo, hi] in ns with 0 <= lo <= hi`);
+      }
+      range = [r[0] as number, r[1] as number];
+      if (ns < range[0] || ns > range[1]) return bad(`steps.${key}.ns ${ns} lies outside its range [${range[0]}, ${range[1]}]`);
+    }
+    const rangeReason = v['rangeReason'];
+    if (rangeReason !== undefined && (typeof rangeReason !== 'string' || rangeReason.trim() === '')) return bad(`steps.${key}.rangeReason must say in one line why the range is what it is`);
+    steps[key] = { ns, source, confidence, ...(range ? { range } : {}), ...(typeof rangeReason === 'string' ? { rangeReason } : {}) };
   }
   const missing = Object.keys(COST_STEPS).filter((k) => !(k in steps));
   if (missing.length > 0) return bad(`missing steps: ${missing.join(', ')}`);
