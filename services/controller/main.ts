@@ -27,6 +27,7 @@ commands:
   report results.json       write an HTML report (charts and every number) of a results.json
   decode-cmd W0 W1 [...]    decode SMMUv3 commands given as pairs of 64-bit hex words
   scenario-keys             list every scenario key with its default and allowed values
+                            (--json-schema: the scenario format as a JSON Schema)
   help [command]            this text, or a command's options
 
 Run \`vmmsim <command> --help\` for a command's options. Exit codes: 0 ok, 1 run failed, 2 bad input.`;

@@ -52,13 +52,22 @@ export interface NumberField {
   supportedMax?: number;
 }
 
+/** A switch: `true` or `false` in YAML, `--set key=true|false`. */
+export interface BooleanField {
+  type: 'boolean';
+  default: boolean;
+  doc: string;
+}
+
 export interface ObjectField {
   type: 'object';
   doc: string;
   fields: Record<string, Field>;
 }
 
-export type Field = StringField | NumberField | ObjectField;
+/** A key that takes one value (not a mapping of keys). */
+export type LeafField = StringField | NumberField | BooleanField;
+export type Field = LeafField | ObjectField;
 
 /** A key the schema knows but this build does not implement: setting it is refused, never ignored. */
 export interface PlannedField {
@@ -213,8 +222,8 @@ export interface Scenario {
 }
 
 /** Every leaf key as a dotted path with its spec, in schema order. */
-export function leafFields(obj: ObjectField = SCENARIO_SCHEMA, prefix = ''): [string, StringField | NumberField][] {
-  const out: [string, StringField | NumberField][] = [];
+export function leafFields(obj: ObjectField = SCENARIO_SCHEMA, prefix = ''): [string, LeafField][] {
+  const out: [string, LeafField][] = [];
   for (const [k, f] of Object.entries(obj.fields)) {
     const path = prefix ? `${prefix}.${k}` : k;
     if (f.type === 'object') out.push(...leafFields(f, path));
@@ -232,7 +241,9 @@ export function describeSchema(): string {
           ? f.enum
             ? (f.supported ?? f.enum).join('|') + (f.supported && f.supported.length < f.enum.length ? ` (planned: ${f.enum.filter((v) => !f.supported?.includes(v)).join(', ')})` : '')
             : `string of at most ${f.maxLength} characters`
-          : `${f.type} ${f.min}..${f.supportedMax ?? f.max}`;
+          : f.type === 'boolean'
+            ? 'true|false'
+            : `${f.type} ${f.min}..${f.supportedMax ?? f.max}`;
       return `${path.padEnd(26)} ${String(f.default).padEnd(18)} ${allowed}\n${''.padEnd(27)}${f.doc}`;
     })
     .join('\n');

@@ -107,10 +107,16 @@ function resolveObject(path: string, spec: ObjectField, input: unknown): Record<
   return out;
 }
 
+function checkBoolean(path: string, v: unknown): boolean {
+  if (typeof v !== 'boolean') throw fieldError(path, `must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 function resolveField(path: string, f: Field, v: unknown): unknown {
   if (f.type === 'object') return resolveObject(path, f, v);
   if (v === undefined || v === null) return f.default;
   if (f.type === 'string') return checkString(path, f, v);
+  if (f.type === 'boolean') return checkBoolean(path, v);
   return checkNumber(path, f, v);
 }
 
@@ -178,8 +184,15 @@ export function applySet(doc: Record<string, unknown>, assignment: string): void
     const hint = closest(key, fields.map(([p]) => p));
     throw new VmmsimError('E_SCENARIO_FIELD', `unknown scenario key ${keyName(key)}${hint ? ` (did you mean ${hint}?)` : ''} in --set`);
   }
-  const value: unknown = spec.type === 'string' ? raw : raw === '' ? NaN : Number(raw);
-  if (spec.type !== 'string' && Number.isNaN(value)) throw fieldError(key, `must be ${describeNumber(spec)}, got "${raw}" in --set`);
+  let value: unknown;
+  if (spec.type === 'string') value = raw;
+  else if (spec.type === 'boolean') {
+    if (raw !== 'true' && raw !== 'false') throw fieldError(key, `must be true or false, got "${raw}" in --set`);
+    value = raw === 'true';
+  } else {
+    value = raw === '' ? NaN : Number(raw);
+    if (Number.isNaN(value)) throw fieldError(key, `must be ${describeNumber(spec)}, got "${raw}" in --set`);
+  }
   const parts = key.split('.');
   let node = doc;
   for (const part of parts.slice(0, -1)) {
