@@ -19,6 +19,9 @@ import { designOf } from '../designs/registry.js';
 export const IOAS_COUNTERS = ['ioasMaps', 'ioasUnmaps', 'ioasErrors', 'stage2Flushes'] as const;
 export type IoasCounters = Record<(typeof IOAS_COUNTERS)[number], number>;
 
+/** log2 of the block size of an area's stage-2 entries, by level (1: 1 GiB, 2: 2 MiB). */
+const AREA_GRANULE_LOG2 = { 1: 30, 2: 21 } as const;
+
 /** An IOAS area: one IOAS_MAP, unmapped only whole. */
 interface Area extends IovaRange {
   /** Block level its stage-2 entries use (1: 1 GiB, 2: 2 MiB). */
@@ -87,7 +90,7 @@ export class VmIoas {
       this.counters.ioasUnmaps += 1;
       const first = inside[0] as Area;
       const last = inside[inside.length - 1] as Area;
-      const status = await this.flush(ctx, first.iova, (last.iova + last.size - first.iova) / PAGE_SIZE);
+      const status = await this.flush(ctx, first.iova, (last.iova + last.size - first.iova) / PAGE_SIZE, AREA_GRANULE_LOG2[first.level]);
       return status < 0 ? status : bytes;
     }, ctx);
   }
@@ -124,10 +127,14 @@ export class VmIoas {
     return status;
   }
 
-  private async flush(ctx: OpContext, iova: number, pages: number): Promise<number> {
+  /**
+   * The unmap's invalidation: io-pgtable gathered blocks of `granuleLog2` (gather->pgsize), so the
+   * leaf TLBIs carry that block's TTL (__arm_smmu_tlb_inv_range).
+   */
+  private async flush(ctx: OpContext, iova: number, pages: number, granuleLog2: number): Promise<number> {
     let status = 0;
     for (const { psmmu, vmid } of this.psmmus) {
-      const cmds: SmmuCommand[] = [...tlbiS2IpaRange(vmid, iova, pages)];
+      const cmds: SmmuCommand[] = [...tlbiS2IpaRange(vmid, iova, pages, { granuleLog2 })];
       if (this.nested) cmds.push(tlbiNhAll({ vmid }));
       const n = cmds.length;
       cmds.push(cmdSync());

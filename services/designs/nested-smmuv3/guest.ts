@@ -262,11 +262,13 @@ class NestedDmaIommu implements DmaApi {
   /**
    * SVA: the process bound to the device unmapped part of its address space, and the MMU notifier
    * (arm_smmu_mm_arch_invalidate_secondary_tlbs) invalidates that range for the process's ASID:
-   * TLBI_NH_VA + CMD_SYNC, strict whatever the DMA mode (the CPU's page is being freed).
+   * TLBI_NH_VA + CMD_SYNC, strict whatever the DMA mode (the CPU's page is being freed). The
+   * notifier asks for a non-leaf invalidation of PAGE_SIZE granules (arm_smmu_tlb_inv_range_asid
+   * with leaf false): TTL 0.
    */
   async invalidateVa(ctx: OpContext, cpu: number, device: GuestDevice, va: number, pages: number): Promise<number> {
     const d = this.domain(device);
-    const tlbis = tlbiNhVaRange(svaAsid(device), va, pages);
+    const tlbis = tlbiNhVaRange(svaAsid(device), va, pages, 0, { leaf: false });
     return this.issue(ctx, d, cpu, tlbis);
   }
 
