@@ -38,6 +38,23 @@ describe('a VM behind three physical SMMUs', () => {
     });
   });
 
+  it('dispatch lookup routes SVA munmaps by the process ASID in the CD table (regression: every one went to every pSMMU)', async () => {
+    // The SVA process of each device has its own ASID, in the CD at its PASID (not the DMA domain's
+    // CD the VMM used to read alone): the lookup missed every time and fell back to a broadcast.
+    await withSession(fx, async (session) => {
+      const s = resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single', dispatch: 'lookup' }, workload: { kind: 'sva-unmap-storm', ops: 90, threads: 3 } });
+      for (const model of ['nested-smmuv3', 'nested-smmuv3-vcmdq'] as const) {
+        const run = await session.run(s, model, testProfile);
+        expect(run.ops.find((o) => o.op === 'invalidate')?.count, model).toBe(90);
+        expect(run.invalidations.deliveredPerPsmmu, model).toEqual({ 'psmmu-0': 30, 'psmmu-1': 30, 'psmmu-2': 30 });
+        expect(run.invalidations.fanout, model).toBe(1);
+        expect(run.invalidations.wasted, model).toBe(0);
+      }
+      const trapped = await session.run(s, 'nested-smmuv3', testProfile);
+      expect(trapped.counters['qemu-0']).toMatchObject({ lookups: 90, lookupMisses: 0, ioctls: 90 });
+    });
+  });
+
   it('a VMID per vSMMU keeps every invalidation where it belongs (no stale translation with a lingering device)', async () => {
     await withSession(fx, async (session) => {
       const s = resolveScenario({

@@ -1,4 +1,4 @@
-import { GUEST_TABLE_BASE, cdIpa } from '../../machine/board.js';
+import { GUEST_TABLE_BASE, SVA_SSID, cdIpa } from '../../machine/board.js';
 import { Errno } from '../../runtime/errors.js';
 import { nowNs } from '../../runtime/clock.js';
 import { FrameAllocator } from '../../machine/memory.js';
@@ -168,6 +168,11 @@ class NestedDmaIommu implements DmaApi {
       const asid = d.index + 1;
       // The context descriptor the SMMU finds through the STE's S1ContextPtr (an IPA).
       kernel.ram.write(cdIpa(d.index), encodeCd({ valid: true, asid, ttb0: stage1.root }));
+      // The SVA process bound to the device (one per device), bound at boot: its CD at its PASID
+      // with the process's ASID (arm_smmu_sva_set_dev_pasid), so whoever reads the CD table (the
+      // SMMU, a VMM routing by ASID) knows the ASID its invalidations carry. Its table is the
+      // process's own (the CPU's page table; empty here, as no device DMA uses the PASID).
+      kernel.ram.write(cdIpa(d.index, SVA_SSID), encodeCd({ valid: true, asid: svaAsid(d), ttb0: new PageTable(kernel.ram, frames).root }));
       this.domains.set(d.index, new Domain(d, asid, stage1, smmu, FlushQueues.forKernel<Deferred>(kernel)));
     }
   }
