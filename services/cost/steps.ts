@@ -53,12 +53,12 @@ export const COST_STEPS = {
     functions: ['linux drivers/iommu/dma-iommu.c: queue_iova, fq_ring_add'],
   },
   'exit.mmio_trap': {
-    doc: 'guest MMIO write traps to KVM and KVM resumes the guest (handled in the kernel)',
-    functions: ['linux arch/arm64/kvm/mmu.c: kvm_handle_guest_abort', 'linux arch/arm64/kvm/mmio.c: io_mem_abort'],
+    doc: 'guest MMIO access (a write, or a read such as a CMDQ_CONS poll) traps to KVM and KVM resumes the guest (handled in the kernel)',
+    functions: ['linux arch/arm64/kvm/mmu.c: kvm_handle_guest_abort', 'linux arch/arm64/kvm/mmio.c: io_mem_abort, kvm_handle_mmio_return'],
   },
   'exit.to_user': {
-    doc: 'extra cost when KVM returns to the VMM in user space for an MMIO exit and the VMM re-enters KVM_RUN',
-    functions: ['linux virt/kvm/kvm_main.c: kvm_vcpu_ioctl (KVM_RUN)', 'qemu accel/kvm/kvm-all.c: kvm_cpu_exec'],
+    doc: 'extra cost when KVM returns to the VMM in user space for an MMIO exit (a write or a read: the same crossings; the profiles derive it from an MMIO read to user space) and the VMM re-enters KVM_RUN',
+    functions: ['linux virt/kvm/kvm_main.c: kvm_vcpu_ioctl (KVM_RUN)', 'qemu accel/kvm/kvm-all.c: kvm_cpu_exec', 'qemu hw/arm/smmuv3.c: smmu_read_mmio, smmu_write_mmio'],
   },
   'vmm.vsmmu_cmd': {
     doc: 'VMM vSMMU model reads, decodes and dispatches one guest command',

@@ -73,6 +73,12 @@ export interface DmaApi {
   /** Flushes anything deferred (lazy mode) before the run's results are taken. */
   drain(): Promise<void>;
   /**
+   * The IOMMU driver's probe at boot, before any operation (not counted among them): the register
+   * reads it makes to learn what its IOMMU offers (arm-smmu-v3 reads the ID registers). Absent:
+   * nothing to read.
+   */
+  probe?(): Promise<void>;
+  /**
    * The VM was live-migrated to a host where vSMMU v has `hwQueues[v]` of its VCMDQs backed by
    * hardware (the first ones); the driver sends what it would have put in the others through the
    * trapped queue. Absent when the architecture has no hardware queues.

@@ -60,6 +60,11 @@ class GuestRole implements RoleInstance {
     this.metrics?.attachDriver(this.dma);
   }
 
+  /** The IOMMU driver probes its IOMMU at boot: everything downstream is configured by now. */
+  async init(): Promise<void> {
+    await this.coherent.probe?.();
+  }
+
   async handle(): Promise<{ status: number; payload: Buffer }> {
     // Nothing upstream of a guest sends it requests.
     return { status: -Errno.EOPNOTSUPP, payload: EMPTY };

@@ -65,7 +65,8 @@ describe('modeled results are deterministic', () => {
       }
       expect(modeled(b)).toBe(modeled(a));
       const bql = a.modeledResources.find((r) => r.resource === 'qemu-0.bql');
-      expect(bql?.holds).toBe(300);
+      // Each unmap's PROD write and its CONS read take the VMM's lock (QEMU dispatches both under the BQL).
+      expect(bql?.holds).toBe(600);
       // Three vCPUs trapping into one VMM lock wait for each other in modeled time.
       expect(bql?.waitNs).toBeGreaterThan(0);
       const unmap = a.ops.find((o) => o.op === 'unmap');

@@ -14,7 +14,7 @@ describe('a VM behind three physical SMMUs', () => {
     await withSession(fx, async (session) => {
     const run = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single' }, workload: oneCpu }), 'nested-smmuv3', testProfile);
     const unmap = run.ops.find((o) => o.op === 'unmap');
-    expect(unmap?.transitions).toEqual({ exit: 1, user: 1, ioctl: 3, hw: 3, direct: 0 });
+    expect(unmap?.transitions).toEqual({ exit: 2, user: 2, ioctl: 3, hw: 3, direct: 0 });
     expect(run.invalidations).toEqual({ guestCommands: 90, guestCommandsFailed: 0, deliveredPerPsmmu: { 'psmmu-0': 90, 'psmmu-1': 90, 'psmmu-2': 90 }, fanout: 3, wasted: 180, hostStage2: { unmaps: 0, deliveredPerPsmmu: { 'psmmu-0': 0, 'psmmu-1': 0, 'psmmu-2': 0 } } });
     // The three ioctls are sequential: modeled time pays each of them.
     const perIoctl = ['ioctl.syscall', 'kernel.hwpt_cmd', 'smmu.cmd_exec', 'smmu.sync'].reduce((n, k) => n + (testProfile.steps[k]?.ns ?? 0), 0)
@@ -28,7 +28,7 @@ describe('a VM behind three physical SMMUs', () => {
   it('a single vSMMU with dispatch lookup sends each invalidation only where its ASID is used', async () => {
     await withSession(fx, async (session) => {
       const run = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single', dispatch: 'lookup' } }), 'nested-smmuv3', testProfile);
-      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 1, user: 1, ioctl: 1, hw: 1, direct: 0 });
+      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 2, user: 2, ioctl: 1, hw: 1, direct: 0 });
       // Each device's domain has its own ASID, behind one pSMMU: fan-out 1, nothing wasted.
       expect(run.invalidations).toEqual({ guestCommands: 90, guestCommandsFailed: 0, deliveredPerPsmmu: { 'psmmu-0': 30, 'psmmu-1': 30, 'psmmu-2': 30 }, fanout: 1, wasted: 0, hostStage2: { unmaps: 0, deliveredPerPsmmu: { 'psmmu-0': 0, 'psmmu-1': 0, 'psmmu-2': 0 } } });
       expect(run.counters['qemu-0']).toMatchObject({ lookups: 90, lookupMisses: 0, ioctls: 90 });
@@ -87,7 +87,7 @@ describe('a VM behind three physical SMMUs', () => {
   it('a single vSMMU in front of several pSMMUs gets no VCMDQ: the vcmdq model falls back to the trapped path', async () => {
     await withSession(fx, async (session) => {
     const run = await session.run(resolveScenario({ ...base, topology: { psmmus: 3, vsmmu: 'single' } }), 'nested-smmuv3-vcmdq', testProfile);
-    expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 1, user: 1, ioctl: 3, hw: 3, direct: 0 });
+    expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 2, user: 2, ioctl: 3, hw: 3, direct: 0 });
     });
   });
 });

@@ -1,4 +1,5 @@
 import { decodeMmio, encodeMmio } from '../../formats/kvm-run.js';
+import type { CostStep } from '../../cost/steps.js';
 import type { Memory } from '../../machine/memory.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import { Errno } from '../../runtime/errors.js';
@@ -16,52 +17,121 @@ export interface QueuePort {
   consRegister: number;
   gerrorRegister: number;
   gerrornRegister: number;
-  /** The peer the PROD write reaches and as what: kvm (a trap) or a psmmu (a VINTF page, no trap). */
+  /** The peer the accesses reach and as what: kvm (a trap: MMIO_WRITE, MMIO_READ) or a psmmu (a VINTF page: VINTF_MMIO, no trap). */
   peer: string;
   kind: Kind;
+  /** The kind a register read travels as (default: `kind`). */
+  readKind?: Kind;
+  /**
+   * What one register read costs the CPU itself when it does not trap (a load from a device page
+   * mapped into the guest); a trapped read is charged where it lands (KVM, the VMM).
+   */
+  readCost?: CostStep;
+  /** How a CMD_SYNC on this queue completes (see SyncCompletion); default: CONS polling with CS=SEV. */
+  completion?: SyncCompletion;
 }
+
+/**
+ * How the driver learns a CMD_SYNC completed, as arm_smmu_cmdq_build_sync_cmd and
+ * arm_smmu_cmdq_poll_until_sync decide it:
+ *  - `msi`: ARM_SMMU_OPT_MSIPOLL (IDR0.MSI on a coherent SMMU): CS=IRQ with MSIADDR its own slot;
+ *    the CPU spins on the slot in RAM until the SMMU's MSI write zeroes it (no register access);
+ *  - `sev`: no MSI polling: CS=SEV, and the CPU polls CMDQ_CONS with readl
+ *    (__arm_smmu_cmdq_poll_until_consumed) until CONS passed its sync;
+ *  - `none`: a queue that needs busy polling (arm_smmu_cmdq_needs_busy_polling: a Tegra241 VCMDQ):
+ *    CS=NONE, and the CPU polls the queue's CONS the same way.
+ */
+export type SyncCompletion = 'msi' | 'sev' | 'none';
 
 /** What a batch left undone (GuestCmdq.issue). */
 export interface IssueOutcome {
   failed: number;
 }
 
+/** What one command list came to: its status and, after a recovery, the CONS the queue had stopped at. */
+interface ListResult {
+  status: number;
+  stoppedAt?: number;
+}
+
+/** Commands per arm_smmu_cmdq_batch (CMDQ_BATCH_ENTRIES = BITS_PER_LONG). */
+export const CMDQ_BATCH_ENTRIES = 64;
+
 /**
  * The guest driver's side of one SMMU command queue (a vSMMU's CMDQ, or a VCMDQ): a ring in guest
  * RAM, a PROD it writes and a CONS it learns. Linux's arm_smmu_cmdq_issue_cmdlist in short:
- * reserve slots, write the commands and a CMD_SYNC whose MSI targets its own slot, write PROD, and
- * wait until the SMMU overwrote the sync slot with MSIDATA 0.
+ * reserve slots, write the commands and a CMD_SYNC, write PROD, and wait for the sync: on its own
+ * slot (MSI) or by reading CONS until it passed the sync (see SyncCompletion).
  */
 export class GuestCmdq {
   private prod = 0;
   private cons = 0;
   /** Times this queue stopped on an error and was recovered. */
   recoveries = 0;
+  /** PROD writes and CONS reads this queue made (each a trap on a vSMMU, a load or store on a VCMDQ). */
+  readonly accesses = { prodWrites: 0, consReads: 0 };
+  /** How this queue's CMD_SYNCs complete; the driver sets it from the SMMU's ID registers at probe. */
+  completion: SyncCompletion;
   private readonly waiters: (() => void)[] = [];
 
   constructor(
     private readonly port: QueuePort,
     private readonly ram: Memory,
-  ) {}
+  ) {
+    this.completion = port.completion ?? 'sev';
+  }
 
   private slotGpa(ahead: number): number {
     return this.port.gpa + Q.index(Q.inc(this.prod, this.port.log2, ahead), this.port.log2) * CMD_SIZE;
   }
 
   /**
-   * Issues commands followed by a CMD_SYNC and waits for the sync; returns 0 or -errno. `outcome`,
-   * when given, learns how many of the commands did not run: none on success; after a stopped
-   * queue was recovered, the one refused command if it was in this batch (those before it ran,
-   * those after it ran once the queue resumed); all of them when the sync never completed.
+   * Issues commands the way a driver's arm_smmu_cmdq_batch does (arm_smmu_cmdq_batch_add,
+   * arm_smmu_cmdq_batch_submit): each full batch of CMDQ_BATCH_ENTRIES goes out without a sync
+   * when the next command is added, the rest with a CMD_SYNC the CPU waits for. Returns 0 or
+   * -errno. `outcome`, when given, learns how many of the commands did not run: none on success;
+   * after a stopped queue was recovered, the one refused command if it was in the batch (those
+   * before it ran, those after it ran once the queue resumed); all of them when the sync never
+   * completed.
    */
   async issue(ctx: OpContext, cmds: readonly SmmuCommand[], outcome?: IssueOutcome): Promise<number> {
+    // Where each list of this call sits in the ring, to tell whether a refused command was ours.
+    const lists: { start: number; commands: number }[] = [];
+    let at = 0;
+    let r: ListResult = { status: 0 };
+    while (cmds.length - at > CMDQ_BATCH_ENTRIES) {
+      r = await this.cmdlist(ctx, cmds.slice(at, at + CMDQ_BATCH_ENTRIES), false, lists);
+      if (r.status < 0) break;
+      at += CMDQ_BATCH_ENTRIES;
+    }
+    if (r.status === 0) r = await this.cmdlist(ctx, cmds.slice(at), true, lists);
+    if (outcome) {
+      if (r.status === 0) outcome.failed = 0;
+      else if (r.stoppedAt === undefined) outcome.failed = cmds.length;
+      else {
+        // The queue was recovered: only the refused command did not run, if it was one of ours.
+        const stop = r.stoppedAt;
+        outcome.failed = lists.some((l) => Q.used(stop, l.start, this.port.log2) < l.commands) ? 1 : 0;
+      }
+    }
+    return r.status;
+  }
+
+  /**
+   * arm_smmu_cmdq_issue_cmdlist for one list: `cmds` and, with `sync`, a CMD_SYNC built for this
+   * queue's completion; PROD written once; with `sync`, waits for it. `lists` learns where the
+   * list's commands went in the ring.
+   */
+  private async cmdlist(ctx: OpContext, cmds: readonly SmmuCommand[], sync: boolean, lists: { start: number; commands: number }[]): Promise<ListResult> {
     const log2 = this.port.log2;
-    while (Q.free(this.prod, this.cons, log2) < cmds.length + 1) {
+    const n = cmds.length + (sync ? 1 : 0);
+    while (Q.free(this.prod, this.cons, log2) < n) {
       // Linux spins on CONS; here the wait ends when another CPU's sync completes.
       await new Promise<void>((resolve) => this.waiters.push(resolve));
     }
+    const syncPtr = Q.inc(this.prod, log2, cmds.length);
     const syncGpa = this.slotGpa(cmds.length);
-    const all = [...cmds, cmdSync({ cs: SyncCs.IRQ, msidata: 0, msiaddr: BigInt(syncGpa) })];
+    const all = sync ? [...cmds, this.syncCommand(syncGpa)] : [...cmds];
     const bytes = Buffer.alloc(all.length * CMD_SIZE);
     all.forEach((c, i) => encodeCommand(c, bytes, i * CMD_SIZE));
     // The slots are contiguous in the ring, split in two where it wraps; each run travels as one
@@ -70,46 +140,83 @@ export class GuestCmdq {
     const size = Q.size(log2);
     const first = Q.index(this.prod, log2);
     const head = Math.min(all.length, size - first);
-    for (const [slotIndex, from, n] of [[first, 0, head], [0, head, all.length - head]] as const) {
-      if (n === 0) continue;
-      const data = bytes.subarray(from * CMD_SIZE, (from + n) * CMD_SIZE);
+    for (const [slotIndex, from, k] of [[first, 0, head], [0, head, all.length - head]] as const) {
+      if (k === 0) continue;
+      const data = bytes.subarray(from * CMD_SIZE, (from + k) * CMD_SIZE);
       const gpa = this.port.gpa + slotIndex * CMD_SIZE;
       this.ram.write(gpa, data);
       ranges.push({ gpa, data });
     }
-    const start = this.prod;
+    lists.push({ start: this.prod, commands: cmds.length });
     this.prod = Q.inc(this.prod, log2, all.length);
     ctx.charge('guest.cmdq_write', all.length);
     const prod = this.prod;
     try {
+      this.accesses.prodWrites += 1;
       const reply = await this.access(ctx, this.port.prodRegister, prod, true, ranges);
-      if (reply.status === 0 && this.ram.read32(syncGpa) === 0) {
+      // Without a sync nothing is waited for: an error shows at the next sync.
+      if (reply.status === 0 && !sync) return { status: 0 };
+      if (reply.status === 0 && (await this.synced(ctx, syncGpa, syncPtr))) {
         this.consumedUpTo(prod);
-        if (outcome) outcome.failed = 0;
-        return 0;
+        return { status: 0 };
       }
       // The queue stopped on an error, or the sync never completed: recover as Linux does, and
       // report this batch failed (its invalidation did not run as asked).
       const recovered = await this.recover(ctx);
-      const done = recovered.status === 0 && this.ram.read32(syncGpa) === 0;
-      if (done) this.consumedUpTo(prod);
-      if (outcome) {
-        const at = recovered.status === 0 ? Q.used(recovered.cons, start, log2) : -1;
-        outcome.failed = !done ? cmds.length : at < cmds.length ? 1 : 0;
-      }
-      return recovered.status === 0 ? -Errno.EIO : recovered.status;
+      if (recovered.status !== 0) return { status: recovered.status };
+      // Still not complete after the queue resumed: nothing of the call can be trusted to have run.
+      if (!(await this.synced(ctx, syncGpa, syncPtr))) return { status: -Errno.EIO };
+      this.consumedUpTo(prod);
+      return { status: -Errno.EIO, stoppedAt: recovered.cons };
     } finally {
       // Whatever happened, other CPUs waiting for room look again.
       for (const w of this.waiters.splice(0)) w();
     }
   }
 
+  /** arm_smmu_cmdq_build_sync_cmd for this queue. */
+  private syncCommand(syncGpa: number): SmmuCommand {
+    if (this.completion === 'msi') return cmdSync({ cs: SyncCs.IRQ, msidata: 0, msiaddr: BigInt(syncGpa) });
+    return cmdSync({ cs: this.completion === 'none' ? SyncCs.NONE : SyncCs.SEV });
+  }
+
+  /**
+   * arm_smmu_cmdq_poll_until_sync: with MSI polling the sync's own slot, zeroed by the SMMU's MSI
+   * write; otherwise __arm_smmu_cmdq_poll_until_consumed: the cached CONS is stale, so after one
+   * queue_poll it reads CONS (readl) until CONS passed the sync. A VMM that consumes the queue
+   * inside the PROD-write trap, and a VCMDQ done by the time its PROD store returns, show it on
+   * the first read; a queue that stopped shows CONS.ERR instead and is recovered by the caller.
+   * Linux keeps reading until ARM_SMMU_POLL_TIMEOUT_US; nothing else moves CONS here, so one read
+   * that shows neither stands for that timeout.
+   */
+  private async synced(ctx: OpContext, syncGpa: number, syncPtr: number): Promise<boolean> {
+    if (this.completion === 'msi') return this.ram.read32(syncGpa) === 0;
+    const cons = await this.readCons(ctx);
+    if (cons === undefined || Q.consErr(cons) !== Q.CERROR.NONE) return false;
+    const d = Q.used(cons, syncPtr, this.port.log2);
+    return d >= 1 && d <= Q.size(this.port.log2);
+  }
+
+  /** One readl of CONS (a trapped read on a vSMMU, a load from the VINTF page on a VCMDQ). */
+  private async readCons(ctx: OpContext): Promise<number | undefined> {
+    this.accesses.consReads += 1;
+    const r = await this.access(ctx, this.port.consRegister, 0, false);
+    return r.status === 0 ? r.value : undefined;
+  }
+
   /** A register access on this queue's page; memory the device wrote back lands in guest RAM. */
   private async access(ctx: OpContext, register: number, value: number, isWrite: boolean, ranges: MemoryRange[] = []): Promise<{ status: number; value: number }> {
     const mmio = encodeMmio({ physAddr: register, data: value, len: 4, isWrite });
-    const reply = await ctx.call(this.port.peer, this.port.kind, mmio, ranges);
+    if (!isWrite && this.port.readCost) ctx.charge(this.port.readCost);
+    const reply = await ctx.call(this.port.peer, isWrite ? this.port.kind : (this.port.readKind ?? this.port.kind), mmio, ranges);
     for (const w of reply.guestMemory) this.ram.write(Number(w.gpa), w.data);
     return { status: reply.status, value: decodeMmio(reply.payload)?.data ?? 0 };
+  }
+
+  /** A register read (the driver's probe of the ID registers); undefined when the access failed. */
+  async readRegister(ctx: OpContext, register: number): Promise<number | undefined> {
+    const r = await this.access(ctx, register, 0, false);
+    return r.status === 0 ? r.value >>> 0 : undefined;
   }
 
   /**
@@ -125,7 +232,7 @@ export class GuestCmdq {
     const gerror = (await this.access(ctx, this.port.gerrorRegister, 0, false)).value;
     const slot = this.port.gpa + Q.index(cons, this.port.log2) * CMD_SIZE;
     const sync = Buffer.alloc(CMD_SIZE);
-    encodeCommand(cmdSync(), sync, 0);
+    encodeCommand(this.syncCommand(slot), sync, 0);
     this.ram.write(slot, sync);
     const ack = await this.access(ctx, this.port.gerrornRegister, gerror, true, [{ gpa: slot, data: sync }]);
     return { status: ack.status === 0 ? 0 : ack.status, cons };

@@ -9,7 +9,8 @@ import { encodeCd } from '../../formats/smmu/structures.js';
 
 import { GUEST_VCMDQ_OPCODES } from '../../formats/smmu/allow-lists.js';
 import {
-  SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, VSMMU_CMDQ_LOG2_ENTRIES, vcmdqGuestGpa, vcmdqRegister, vsmmuCmdqGpa, vsmmuMmioBase,
+  SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, VSMMU_CMDQ_LOG2_ENTRIES, smmuFeatures, vcmdqGuestGpa, vcmdqRegister, vsmmuCmdqGpa, vsmmuMmioBase,
+  type SmmuFeatures,
 } from '../../formats/smmu/registers.js';
 import { GuestCmdq, type IssueOutcome } from './guest-cmdq.js';
 import { deviceOpName, type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
@@ -80,22 +81,43 @@ class GuestSmmu {
   private readonly vcmdqs: GuestCmdq[] = [];
   readonly cmdq: GuestCmdq;
   private backed = 0;
+  private readonly regs: number;
+  /**
+   * What the driver made of the vSMMU's ID registers at probe (arm_smmu_device_hw_probe). Before
+   * the probe: QEMU's vSMMU as registers.ts describes it (no MSI, no SEV, RIL, no ATS).
+   */
+  features: SmmuFeatures = { msiPoll: false, sev: false, ril: true, ats: false };
 
   constructor(vsmmu: number, ram: GuestKernel['ram'], vcmdqPsmmu: number | undefined, vcmdqs: number) {
     const regs = vsmmuMmioBase(vsmmu);
+    this.regs = regs;
+    // Every access to the vSMMU's registers traps: PROD writes and CONS reads alike.
     this.cmdq = new GuestCmdq({
       gpa: vsmmuCmdqGpa(vsmmu), log2: VSMMU_CMDQ_LOG2_ENTRIES, prodRegister: regs + SMMU_REG.CMDQ_PROD, consRegister: regs + SMMU_REG.CMDQ_CONS,
-      gerrorRegister: regs + SMMU_REG.GERROR, gerrornRegister: regs + SMMU_REG.GERRORN, peer: 'kvm', kind: 'MMIO_WRITE',
+      gerrorRegister: regs + SMMU_REG.GERROR, gerrornRegister: regs + SMMU_REG.GERRORN, peer: 'kvm', kind: 'MMIO_WRITE', readKind: 'MMIO_READ', completion: 'sev',
     }, ram);
     if (vcmdqPsmmu === undefined) return;
     for (let q = 0; q < vcmdqs; q++) {
       this.vcmdqs.push(new GuestCmdq({
         gpa: vcmdqGuestGpa(vsmmu, q), log2: VCMDQ_GUEST_LOG2_ENTRIES, prodRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.PROD),
         consRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.CONS), gerrorRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERROR),
-        gerrornRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERRORN), peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO',
+        gerrornRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERRORN), peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO', completion: 'msi',
       }, ram));
     }
     this.backed = this.vcmdqs.length;
+  }
+
+  /**
+   * The driver's probe (arm_smmu_device_hw_probe): reads IDR0 and IDR3, each a trapped read to the
+   * VMM, and picks how its CMD_SYNCs on the vSMMU's queue complete: MSI polling only with IDR0.MSI
+   * on a coherent SMMU, else CS=SEV and CONS polling.
+   */
+  async probe(ctx: OpContext): Promise<void> {
+    const idr0 = await this.cmdq.readRegister(ctx, this.regs + SMMU_REG.IDR0);
+    const idr3 = await this.cmdq.readRegister(ctx, this.regs + SMMU_REG.IDR3);
+    if (idr0 === undefined || idr3 === undefined) throw new Error(`probing the vSMMU at 0x${this.regs.toString(16)} failed`);
+    this.features = smmuFeatures(idr0, idr3);
+    this.cmdq.completion = this.features.msiPoll ? 'msi' : 'sev';
   }
 
   /** The host now backs the first `n` VCMDQs with hardware (a live migration). */
@@ -175,6 +197,11 @@ class NestedDmaIommu implements DmaApi {
       kernel.ram.write(cdIpa(d.index, SVA_SSID), encodeCd({ valid: true, asid: svaAsid(d), ttb0: new PageTable(kernel.ram, frames).root }));
       this.domains.set(d.index, new Domain(d, asid, stage1, smmu, FlushQueues.forKernel<Deferred>(kernel)));
     }
+  }
+
+  /** Probes every vSMMU instance the guest has, as the driver does at boot, before any operation. */
+  async probe(): Promise<void> {
+    for (const smmu of this.smmus.values()) await smmu.probe(this.kernel.env.newContext(0, 0));
   }
 
   get guestCommands(): number {

@@ -9,6 +9,7 @@ import { CMD_SIZE, type DecodedCommand } from '../../formats/smmu/commands.js';
 import { CONFIG_DROP_BY_OPCODE, CommandScope, ConfigDrop, readScope } from '../../formats/smmu/semantics.js';
 import { decodeCd } from '../../formats/smmu/structures.js';
 import { VsmmuCmdq, type VsmmuInstances } from '../emulated-smmuv3/vsmmu-cmdq.js';
+import { qemuVsmmuIdr } from '../../formats/smmu/registers.js';
 import { routeCommand } from './vsmmu-route.js';
 import type { DesignTraits } from '../types.js';
 
@@ -103,6 +104,11 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
           }
         : undefined,
     });
+  }
+
+  /** smmuv3_accel_idr_override: QEMU's vSMMU registers with RIL and ATS as the accel properties set them. */
+  protected override idRegisters(): { idr0: number; idr3: number } {
+    return qemuVsmmuIdr({ ril: true, ats: false });
   }
 
   protected override batchable(_vsmmu: number, cmd: DecodedCommand): boolean {
