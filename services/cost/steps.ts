@@ -136,6 +136,10 @@ export const COST_STEPS = {
     doc: 'VMM finds which pSMMUs an ASID-scoped guest invalidation concerns (a single vSMMU with dispatch: lookup)',
     functions: ["exploration: no upstream QEMU vSMMU fronts several pSMMUs; a table the VMM keeps from the guest's context descriptors"],
   },
+  'cpu.mmio_read_device': {
+    doc: 'a CPU reads a device register with no trap: the CONS of a VCMDQ on the VINTF page mapped into the guest, polled for a CMD_SYNC with CS=NONE',
+    functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: __arm_smmu_cmdq_poll_until_consumed (readl of the queue\'s cons_reg)', 'hardware: an uncached (Device-nGnRE) load from an on-die device'],
+  },
   'smmu.cmd_exec': {
     doc: 'physical SMMU executes one invalidation command',
     functions: ['hardware: SMMUv3 command queue (Arm IHI 0070, 4.4 Invalidation commands)'],

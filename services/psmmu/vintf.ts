@@ -29,7 +29,7 @@ export class VintfPage {
   private plan: CmdqvPlan = { vms: [], lvcmdqsPerVintf: 0 };
   /** The vSMMU instance each VM with a VINTF here fronts this SMMU with. */
   private readonly vsmmuOfVm = new Map<number, number>();
-  readonly counters = { vcmdqSubmissions: 0, vcmdqCommands: 0, vevents: 0, vcmdqsMissing: 0, vcmdqWorkers: 0, vcmdqsMapped: 0, vcmdqsUnmapped: 0 };
+  readonly counters = { vcmdqSubmissions: 0, vcmdqCommands: 0, vcmdqRegisterReads: 0, vevents: 0, vcmdqsMissing: 0, vcmdqWorkers: 0, vcmdqsMapped: 0, vcmdqsUnmapped: 0 };
   /** Commands the VCMDQs executed, by opcode (CMD_SYNC included): what the SMMU's metrics report. */
   readonly byOpcode = new Float64Array(256);
 
@@ -134,6 +134,8 @@ export class VintfPage {
     const queue = reg ? this.queues.get(VintfPage.key(vm, reg.vsmmu, reg.queue)) : undefined;
     if (!mmio || !reg || !queue) return { status: -Errno.EFAULT, payload: req.payload };
     if (!mmio.isWrite) {
+      // A load from the VINTF page (the guest polling CONS for a CS_NONE CMD_SYNC): no trap.
+      this.counters.vcmdqRegisterReads += 1;
       const r = queue.registers();
       const value = reg.reg === VCMDQ_REG.CONS ? r.cons : reg.reg === VCMDQ_REG.PROD ? r.prod : reg.reg === VCMDQ_REG.GERROR ? r.gerror : reg.reg === VCMDQ_REG.GERRORN ? r.gerrorn : 0;
       return { status: 0, payload: encodeMmio({ ...mmio, data: value }) };

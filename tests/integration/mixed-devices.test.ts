@@ -60,7 +60,7 @@ describe('a VM with assigned and emulated devices: accelerated vSMMUs and a sepa
   it('under nested-smmuv3-vcmdq the assigned devices keep their VCMDQs, and the emulated one traps to QEMU', async () => {
     await withSession(fx, async (session) => {
       const run = await session.run(resolveScenario({ ...base, topology: { ...base.topology, vsmmu: 'per-psmmu' } }), 'nested-smmuv3-vcmdq', testProfile);
-      expect(op(run, 'unmap')?.transitions).toEqual(t({ direct: 1 }));
+      expect(op(run, 'unmap')?.transitions).toEqual(t({ direct: 2 }));
       expect(op(run, 'unmap@emulated')?.transitions).toEqual(t({ exit: 2, user: 2 }));
       expect(run.invalidations).toMatchObject({ guestCommands: 60, fanout: 1, emulatedCommands: 30 });
     });

@@ -79,7 +79,7 @@ describe('16 pSMMUs and 4 VMs on one host', () => {
     await withSession(fx, async (session) => {
       const run = await session.run(scenario('per-psmmu'), 'nested-smmuv3-vcmdq', testProfile);
       checkIsolation(run);
-      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 });
+      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 2 });
       expect(run.invalidations.fanout).toBe(1);
       expect(run.invalidations.wasted).toBe(0);
       for (const p of psmmuNames) {

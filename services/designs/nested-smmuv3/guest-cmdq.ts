@@ -238,6 +238,15 @@ export class GuestCmdq {
     return { status: ack.status === 0 ? 0 : ack.status, cons };
   }
 
+  /**
+   * The queue was programmed afresh, empty, with nothing in flight (a VCMDQ re-created on the
+   * destination host of a live migration): PROD and CONS start again at 0.
+   */
+  restart(): void {
+    this.prod = 0;
+    this.cons = 0;
+  }
+
   /** After a CMD_SYNC completed everything up to `prod` was consumed: move CONS forward, never back. */
   private consumedUpTo(prod: number): void {
     if (Q.used(this.prod, prod, this.port.log2) < Q.used(this.prod, this.cons, this.port.log2)) this.cons = prod;

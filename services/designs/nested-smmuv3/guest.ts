@@ -101,7 +101,10 @@ class GuestSmmu {
       this.vcmdqs.push(new GuestCmdq({
         gpa: vcmdqGuestGpa(vsmmu, q), log2: VCMDQ_GUEST_LOG2_ENTRIES, prodRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.PROD),
         consRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.CONS), gerrorRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERROR),
-        gerrornRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERRORN), peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO', completion: 'msi',
+        // A VCMDQ takes CMD_SYNC with CS_NONE only (arm_smmu_cmdq_needs_busy_polling): the CPU polls
+        // the queue's CONS on the VINTF page mapped into the guest, a load with no trap.
+        gerrornRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERRORN), peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO',
+        readCost: 'cpu.mmio_read_device', completion: 'none',
       }, ram));
     }
     this.backed = this.vcmdqs.length;
@@ -123,6 +126,9 @@ class GuestSmmu {
   /** The host now backs the first `n` VCMDQs with hardware (a live migration). */
   setBackedVcmdqs(n: number): void {
     this.backed = Math.max(0, Math.min(n, this.vcmdqs.length));
+    // The destination's queues start empty (the VMM programmed them afresh); nothing is in flight
+    // while the VM is paused, so the driver starts its view of them over too.
+    for (const q of this.vcmdqs.slice(0, this.backed)) q.restart();
   }
 
   /**
