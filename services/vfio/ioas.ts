@@ -32,11 +32,12 @@ interface Area extends IovaRange {
  * One VM's I/O address space when its stage 2 maps guest RAM itself (no vIOMMU, or the stage-2
  * parent of the nested designs): the areas QEMU mapped at VM start, boot RAM as one and each
  * virtio-mem block as its own (QEMU's RamDiscardListener populates block by block), over the
- * stage-2 table every pSMMU with a device of the VM walks. An unmap clears the area's entries and
- * then invalidates every one of those pSMMUs: TLBI_S2_IPA over the range with the VMID that pSMMU
- * uses for the VM and, when the table is a nesting parent, TLBI_NH_ALL of that VMID (the combined
- * stage-1 + stage-2 entries cached from it), then a CMD_SYNC, one pSMMU after another as the
- * kernel walks the domain's list. A map needs no invalidation: SMMUv3 caches no invalid entries.
+ * stage-2 table every pSMMU with a device of the VM walks. An unmap clears each area's entries and
+ * then invalidates every one of those pSMMUs (see flush): TLBI_S2_IPA over the area with the VMID
+ * that pSMMU uses for the VM and a CMD_SYNC and, when the table is a nesting parent, TLBI_NH_ALL of
+ * that VMID (the combined stage-1 + stage-2 entries cached from it) with its own CMD_SYNC, one pSMMU
+ * after another as the kernel walks the domains. A map needs no invalidation: SMMUv3 caches no
+ * invalid entries.
  */
 export class VmIoas {
   private readonly areas = new IovaTree<Area>();
@@ -80,17 +81,20 @@ export class VmIoas {
       const inside = this.areas.overlapping(u.iova, u.length);
       if (inside.length === 0 || inside.some((a) => a.iova < u.iova || a.iova + a.size > u.iova + u.length)) return this.fail(-Errno.ENOENT);
       let bytes = 0;
+      let status = 0;
+      // iopt_unmap_iova, area by area: iopt_area_unfill_domains unmaps the area from the domain
+      // (one iommu_unmap of its physically contiguous pages, so one gather and one iotlb_sync),
+      // then the pages are unpinned.
       for (const a of inside) {
         ctx.charge('kernel.vfio_dma_op');
         ctx.charge('kernel.iommu_pte_write', this.table.unmapBlocks(a.iova, a.size, a.level));
+        const s = await this.flush(ctx, a.iova, a.size / PAGE_SIZE, AREA_GRANULE_LOG2[a.level]);
+        if (s < 0) status = s;
         ctx.charge('kernel.vfio_unpin_page', a.size / PAGE_SIZE);
         this.areas.delete(a);
         bytes += a.size;
       }
       this.counters.ioasUnmaps += 1;
-      const first = inside[0] as Area;
-      const last = inside[inside.length - 1] as Area;
-      const status = await this.flush(ctx, first.iova, (last.iova + last.size - first.iova) / PAGE_SIZE, AREA_GRANULE_LOG2[first.level]);
       return status < 0 ? status : bytes;
     }, ctx);
   }
@@ -128,25 +132,36 @@ export class VmIoas {
   }
 
   /**
-   * The unmap's invalidation: io-pgtable gathered blocks of `granuleLog2` (gather->pgsize), so the
-   * leaf TLBIs carry that block's TTL (__arm_smmu_tlb_inv_range).
+   * One iommu_unmap's invalidation on each pSMMU's domain, one after another as the kernel walks
+   * them: arm_smmu_iotlb_sync -> arm_smmu_tlb_inv_range_domain. io-pgtable gathered blocks of
+   * `granuleLog2` (gather->pgsize), so the leaf TLBI_S2_IPAs carry that block's TTL
+   * (__arm_smmu_tlb_inv_range), and go out as one batch with its CMD_SYNC. A nesting parent then
+   * flushes the stage-1 entries cached through it: TLBI_NH_ALL of the VMID with a CMD_SYNC of its own
+   * (arm_smmu_cmdq_issue_cmd_with_sync; v6.13 "iommu/arm-smmu-v3: Support IOMMU_VIOMMU_ALLOC"),
+   * after the stage-2 sync, as the S2 entries must go first.
    */
   private async flush(ctx: OpContext, iova: number, pages: number, granuleLog2: number): Promise<number> {
     let status = 0;
     for (const { psmmu, vmid } of this.psmmus) {
-      const cmds: SmmuCommand[] = [...tlbiS2IpaRange(vmid, iova, pages, { granuleLog2 })];
-      if (this.nested) cmds.push(tlbiNhAll({ vmid }));
-      const n = cmds.length;
-      cmds.push(cmdSync());
-      const buf = Buffer.alloc(cmds.length * CMD_SIZE);
-      cmds.forEach((c, i) => encodeCommand(c, buf, i * CMD_SIZE));
-      ctx.charge('kernel.cmdq_insert', cmds.length);
+      const lists: SmmuCommand[][] = [tlbiS2IpaRange(vmid, iova, pages, { granuleLog2 })];
+      if (this.nested) lists.push([tlbiNhAll({ vmid })]);
       this.counters.stage2Flushes += 1;
-      const s = await this.submit(ctx, psmmu, buf);
-      // Counted once executed: a refused submission delivered nothing.
-      if (s === 0) this.delivered.set(psmmu, (this.delivered.get(psmmu) ?? 0) + n);
-      else status = s;
+      for (const cmds of lists) {
+        const s = await this.submitWithSync(ctx, psmmu, cmds);
+        // Counted once executed: a refused submission delivered nothing.
+        if (s === 0) this.delivered.set(psmmu, (this.delivered.get(psmmu) ?? 0) + cmds.length);
+        else status = s;
+      }
     }
     return status;
+  }
+
+  /** arm_smmu_cmdq_batch_submit: the commands and a CMD_SYNC to one pSMMU's CMDQ, waited for. */
+  private submitWithSync(ctx: OpContext, psmmu: number, cmds: readonly SmmuCommand[]): Promise<number> {
+    const all = [...cmds, cmdSync()];
+    const buf = Buffer.alloc(all.length * CMD_SIZE);
+    all.forEach((c, i) => encodeCommand(c, buf, i * CMD_SIZE));
+    ctx.charge('kernel.cmdq_insert', all.length);
+    return this.submit(ctx, psmmu, buf);
   }
 }
