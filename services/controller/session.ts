@@ -138,6 +138,7 @@ export class Session {
       device: { ...s.device },
       guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls },
       vmm: { hwptInvalidate: s.vmm.hwptInvalidate },
+      smmu: { ril: s.smmu.ril },
       dispatch: s.topology.dispatch,
       vmidPolicy: s.topology.vmid,
       emulatedDevices: emulatedDeviceList(s.topology.vms, s.topology.emulatedDevices),

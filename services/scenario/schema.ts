@@ -119,6 +119,13 @@ export const SCENARIO_SCHEMA: ObjectField = {
         tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
       },
     },
+    smmu: {
+      type: 'object',
+      doc: 'what the SMMUs offer',
+      fields: {
+        ril: { type: 'boolean', default: true, doc: 'range invalidation (IDR3.RIL) on the physical SMMUs and the accelerated vSMMUs (QEMU\'s ril property, which must match the host; QEMU\'s emulated vSMMU always has it and refuses ril=off): without it a multi-page unmap is one TLBI per page, sent 64 to a batch with one CMD_SYNC after the last (arm_smmu_cmdq_batch_add), and QEMU forwards each as its own IOMMU_HWPT_INVALIDATE' },
+      },
+    },
     vmm: {
       type: 'object',
       doc: 'how the VMM forwards guest work to the host kernel',
@@ -193,6 +200,9 @@ export interface Scenario {
   guest: {
     flushQueue: 'per-cpu' | 'single';
     tceHcalls: 'indirect' | 'per-entry';
+  };
+  smmu: {
+    ril: boolean;
   };
   vmm: {
     hwptInvalidate: 'per-command' | 'per-batch';

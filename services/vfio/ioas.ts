@@ -44,6 +44,8 @@ export class VmIoas {
   readonly lock: Mutex;
   readonly ioasId: number;
   private readonly nested: boolean;
+  /** The pSMMUs' range invalidation (IDR3.RIL; smmu.ril): without it one TLBI_S2_IPA per block. */
+  private readonly ril: boolean;
   /** Each pSMMU of the VM with the VMID it tags the VM's stage-2 entries with. */
   private readonly psmmus: { psmmu: number; vmid: number }[];
   /** Commands (not syncs) each pSMMU got from host stage-2 changes, for the invalidation accounting. */
@@ -59,6 +61,7 @@ export class VmIoas {
     this.lock = new Mutex(`vfio.ioas-${vm}`);
     this.ioasId = iommufdLayoutOf(t).ioasId;
     this.nested = designOf(t.model).traits.hostTables === 'nested';
+    this.ril = t.smmu?.ril ?? true;
     const ids = [...new Set(t.devices.filter((d) => d.vm === vm).map((d) => d.psmmu))].sort((a, b) => a - b);
     this.psmmus = ids.map((p) => ({ psmmu: p, vmid: this.nested ? viommuVmid(t, vm, p) : vmidOf(t, vm) }));
     for (const p of ids) this.delivered.set(p, 0);
@@ -143,7 +146,7 @@ export class VmIoas {
   private async flush(ctx: OpContext, iova: number, pages: number, granuleLog2: number): Promise<number> {
     let status = 0;
     for (const { psmmu, vmid } of this.psmmus) {
-      const lists: SmmuCommand[][] = [tlbiS2IpaRange(vmid, iova, pages, { granuleLog2 })];
+      const lists: SmmuCommand[][] = [tlbiS2IpaRange(vmid, iova, pages, { granuleLog2, ril: this.ril })];
       if (this.nested) lists.push([tlbiNhAll({ vmid })]);
       this.counters.stage2Flushes += 1;
       for (const cmds of lists) {

@@ -124,9 +124,21 @@ export function modelsFor(scenario: Scenario, spec: string | undefined): ModelNa
     if (spec === 'all') models = models.filter((m) => designOf(m).traits.emulatedDevices === true);
     for (const m of models) checkEmulatedDevices(scenario.topology, m);
   }
-  // What each design refuses of its own (nested-smmuv3-vcmdq: more devices than a VINTF's SID pairs).
+  // What each design refuses of its own (nested-smmuv3-vcmdq: more devices than a VINTF's SID pairs,
+  // emulated-smmuv3: smmu.ril false). As above, "all" means the designs that can run the scenario.
+  if (spec === 'all') models = models.filter((m) => runs(m, scenario));
   for (const m of models) designOf(m).check?.(scenario);
   return models;
+}
+
+/** Whether a design's own check lets it run the scenario. */
+function runs(model: ModelName, scenario: Scenario): boolean {
+  try {
+    designOf(model).check?.(scenario);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** --transport, --log-level, --start-timeout, --connect, TLS and telemetry: how the command's trees run. */

@@ -1,3 +1,4 @@
+import { VmmsimError } from '../../runtime/errors.js';
 import { MODEL } from '../names.js';
 import type { DesignDescriptor, DesignTraits } from '../types.js';
 
@@ -11,5 +12,9 @@ export const emulatedSmmuv3: DesignDescriptor = {
   parts: {
     guest: async () => (await import('../nested-smmuv3/guest.js')).smmuv3DmaApi(TRAITS),
     vmm: async () => (await import('./vmm.js')).vmmDevice,
+  },
+  check: (s) => {
+    // hw/arm/smmuv3.c smmu_validate_property: "ril can only be disabled if accel=on".
+    if (!s.smmu.ril) throw new VmmsimError('E_SCENARIO_FIELD', `scenario key smmu.ril: QEMU's emulated vSMMU always has range invalidation (it refuses ril=off: "ril can only be disabled if accel=on"), so ${MODEL.emulatedSmmuv3} cannot run with smmu.ril false`, 'set smmu.ril to true, or pick a nested design');
   },
 };

@@ -27,6 +27,12 @@ import { iommufdLayout } from '../../machine/iommufd-objects.js';
 const IOVA_BASE = 0x1_0000_0000;
 const IOVA_SLICE = 0x1000_0000;
 
+/**
+ * arm-smmu-v3-sva.c CMDQ_MAX_TLBI_OPS (1 << (PAGE_SHIFT - 3)): without range invalidation, an SVA
+ * invalidation of this many pages or more is sent as one TLBI by ASID instead of one per page.
+ */
+const CMDQ_MAX_TLBI_OPS = 512;
+
 /** The ASID of the SVA process bound to a device: its own, apart from the DMA domain's. */
 function svaAsid(device: GuestDevice): number {
   return 0x8000 + device.index;
@@ -271,7 +277,8 @@ class NestedDmaIommu implements DmaApi {
     const d = this.domain(device);
     ctx.charge('guest.pte_write', d.stage1.unmap(iova, pages));
     if (!this.lazy) {
-      const tlbis = tlbiNhVaRange(d.asid, iova, pages);
+      // arm_smmu_iotlb_sync -> __arm_smmu_tlb_inv_range: range commands with IDR3.RIL, else one per page.
+      const tlbis = tlbiNhVaRange(d.asid, iova, pages, 0, { ril: d.smmu.features.ril });
       const status = await this.issue(ctx, d, cpu, tlbis);
       d.iova(cpu).release(iova, pages);
       ctx.charge('guest.iova_free');
@@ -306,7 +313,9 @@ class NestedDmaIommu implements DmaApi {
    */
   async invalidateVa(ctx: OpContext, cpu: number, device: GuestDevice, va: number, pages: number): Promise<number> {
     const d = this.domain(device);
-    const tlbis = tlbiNhVaRange(svaAsid(device), va, pages, 0, { leaf: false });
+    const ril = d.smmu.features.ril;
+    // Without range invalidation a range of CMDQ_MAX_TLBI_OPS pages or more becomes one TLBI by ASID.
+    const tlbis = !ril && pages >= CMDQ_MAX_TLBI_OPS ? [tlbiNhAsid({ vmid: 0, asid: svaAsid(device) })] : tlbiNhVaRange(svaAsid(device), va, pages, 0, { leaf: false, ril });
     return this.issue(ctx, d, cpu, tlbis);
   }
 

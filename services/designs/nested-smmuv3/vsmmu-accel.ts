@@ -108,7 +108,7 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
 
   /** smmuv3_accel_idr_override: QEMU's vSMMU registers with RIL and ATS as the accel properties set them. */
   protected override idRegisters(): { idr0: number; idr3: number } {
-    return qemuVsmmuIdr({ ril: true, ats: false });
+    return qemuVsmmuIdr({ ril: this.env.topology.smmu?.ril ?? true, ats: false });
   }
 
   protected override batchable(_vsmmu: number, cmd: DecodedCommand): boolean {
