@@ -148,6 +148,10 @@ export const COST_STEPS = {
     doc: 'physical SMMU completes a CMD_SYNC once earlier commands are done, and the waiter sees it',
     functions: ['hardware: SMMUv3 CMD_SYNC (Arm IHI 0070, 4.7.3)', 'linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_cmdq_poll_until_sync'],
   },
+  'smmu.atc_inv': {
+    doc: 'a CMD_SYNC behind ATC_INVs completes only when the devices answered: the SMMU sends each an ATS Invalidate Request and waits for its Invalidation Completion (a PCIe round trip; requests to several devices overlap)',
+    functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_atc_inv_domain, arm_smmu_atc_inv_to_cmd', 'hardware: PCIe ATS Invalidate Request / Invalidation Completion (PCIe Base Spec, Address Translation Services)'],
+  },
   'smmu.iotlb_lookup': {
     doc: 'physical SMMU looks a translation up in its IOTLB',
     functions: ['hardware: SMMUv3 TLB lookup'],

@@ -30,6 +30,12 @@ export interface DesignTraits {
   readonly emulatedDevices: true | { readonly refused: string };
   /** The architecture whose guest and host the design runs on (a profile of another says so). */
   readonly arch: 'arm64' | 'ppc64' | 'x86_64';
+  /**
+   * PCIe ATS for the assigned devices (device.ats): modelled for the designs whose IOMMU driver is
+   * arm-smmu-v3 (device ATCs, ATC_INV after every TLB invalidation); or why not. Absent: not
+   * modelled for the design.
+   */
+  readonly ats?: true | { readonly refused: string };
 }
 
 /**

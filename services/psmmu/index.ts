@@ -9,7 +9,7 @@ import { CMD_SIZE } from '../formats/smmu/commands.js';
 import * as Q from '../formats/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG } from '../formats/smmu/registers.js';
 import type { Endpoint } from '../runtime/topology.js';
-import { ConfigInvalidations, Iotlb } from '../../worker-pool/index.js';
+import { AtcInvalidations, ConfigInvalidations, Iotlb } from '../../worker-pool/index.js';
 import { AddressSpace, HostPhysical } from './address-space.js';
 import { PhysicalCmdq } from './cmdq.js';
 import { EventQueue } from './events.js';
@@ -32,7 +32,7 @@ class PsmmuRole implements RoleInstance {
   private readonly cmdq: PhysicalCmdq;
   private readonly dma: DeviceDma;
   private readonly vintf: VintfPage;
-  private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, errors: 0 };
+  private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, atcSyncs: 0, errors: 0 };
   private readonly name: string;
   private readonly metrics: PsmmuMetrics | undefined;
   private readonly state: PsmmuState;
@@ -50,15 +50,17 @@ class PsmmuRole implements RoleInstance {
     // A design whose devices are all the VMM's own: no DMA of this run reaches a pSMMU.
     const emulated = designOf(t.model).traits.hostTables === 'emulated';
     const sids = emulated ? [] : t.devices.filter((d) => d.psmmu === k).map((d) => d.psid);
-    this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator, (scope) => scopeConcerns(scope, sids, (sid) => this.translator.contextOf(sid)));
-    this.vintf = new VintfPage(k, t, { iotlb: this.iotlb, configLog }, env.log);
+    // ATS (device.ats): the devices keep ATCs, which ATC_INVs from any queue reach through this log.
+    const atcLog = t.device?.ats && !emulated ? AtcInvalidations.create() : undefined;
+    this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator, (scope) => scopeConcerns(scope, sids, (sid) => this.translator.contextOf(sid)), atcLog);
+    this.vintf = new VintfPage(k, t, { iotlb: this.iotlb, configLog, ...(atcLog ? { atcLog } : {}) }, env.log);
     // Under emulated-smmuv3 the devices are QEMU's emulated ones: their DMA never reaches a pSMMU.
     const devices = emulated
       ? []
       : t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, sid: d.psid, ram: () => this.space.guest(d.vm), iommu: this.translator }] : []));
     this.dma = new DeviceDma(
       devices,
-      { rate: t.device?.dmaRate ?? 0, lingerMs: t.device?.lingerMs ?? 0, lingerShare: t.device?.lingerShare ?? 0 },
+      { rate: t.device?.dmaRate ?? 0, lingerMs: t.device?.lingerMs ?? 0, lingerShare: t.device?.lingerShare ?? 0, ...(atcLog ? { atcLog } : {}) },
       new Random(t.seed, 1000 + k),
     );
     // What this run shows the process's metrics, read when they are scraped.
@@ -121,10 +123,13 @@ class PsmmuRole implements RoleInstance {
     await ctx.hold(`${this.name}.cmdq`, () => {
       ctx.charge('smmu.cmd_exec', r.executed);
       ctx.charge('smmu.sync', r.syncs);
+      // A CMD_SYNC behind ATC_INVs completes only when the devices answered (PCIe round trip).
+      ctx.charge('smmu.atc_inv', r.atcSyncs);
     });
     this.counters.commands += r.executed;
     this.counters.wasted += r.wasted;
     this.counters.syncs += r.syncs;
+    this.counters.atcSyncs += r.atcSyncs;
     return r;
   }
 

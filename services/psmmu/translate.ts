@@ -30,6 +30,12 @@ export interface Translation {
   reads: number;
   /** The hit came from an IOTLB entry whose leaf descriptor is no longer valid (or points elsewhere). */
   stale: boolean;
+  /**
+   * For a stage-1 or nested translation: the stage-1 leaf descriptor it came from and the page
+   * (IPA) it gave, which a device's ATC keeps to be checked later (stillMaps).
+   */
+  leafDescAddr?: number;
+  outPage?: number;
 }
 
 export interface TranslatorCounters {
@@ -207,7 +213,7 @@ export class Translator implements ConfigInvalidator {
       this.account(counter.reads);
       const stale = verify && !stage2Only && !this.stillMapped(hit.leafDescAddr, hit.ipa);
       if (stale) this.counters.staleHits += 1;
-      return { pa: hit.pa + offset, hit: true, reads: counter.reads, stale };
+      return { pa: hit.pa + offset, hit: true, reads: counter.reads, stale, ...(stage2Only ? {} : { leafDescAddr: hit.leafDescAddr, outPage: hit.ipa }) };
     }
     this.counters.misses += 1;
     try {
@@ -246,11 +252,19 @@ export class Translator implements ConfigInvalidator {
         ipa: s1.pa - offset, leafDescAddr: s1.leafDescAddr,
       });
       this.account(counter.reads);
-      return { pa, hit: false, reads: counter.reads, stale: false };
+      return { pa, hit: false, reads: counter.reads, stale: false, leafDescAddr: s1.leafDescAddr, outPage: s1.pa - offset };
     } catch (err) {
       if (err instanceof ExternalAbort) return this.fault(EVENT.F_WALK_EABT, sid, va, false, counter.reads);
       throw err;
     }
+  }
+
+  /**
+   * Ground truth for a translation a device cached (its ATC): the stage-1 leaf descriptor it came
+   * from still maps to the same page. The simulator's oracle, as for the IOTLB's hits.
+   */
+  stillMaps(leafDescAddr: number, outPage: number): boolean {
+    return this.stillMapped(leafDescAddr, outPage);
   }
 
   /**

@@ -109,6 +109,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
         lingerMs: { type: 'number', default: 0, min: 0, max: 60_000, doc: 'a buggy or hostile device keeps touching a buffer this long after its unmap returned (0: well-behaved)' },
         lingerShare: { type: 'number', default: 0.2, min: 0, max: 1, doc: 'share of accesses that go to such a buffer while one lingers' },
         iotlbEntries: { type: 'integer', default: 2048, min: 8, max: 1 << 20, doc: 'IOTLB entries of each physical SMMU' },
+        ats: { type: 'boolean', default: false, doc: 'PCIe ATS: each assigned device keeps a small translation cache (ATC) its DMA hits without the SMMU, and every unmap also sends ATC_INV for it after the TLBI and its sync, with a CMD_SYNC of its own that completes when the device answers (a PCIe round trip, smmu.atc_inv); designs whose IOMMU driver is arm-smmu-v3 only (QEMU offers ATS on its accelerated vSMMU alone)' },
       },
     },
     guest: {
@@ -196,6 +197,7 @@ export interface Scenario {
     lingerMs: number;
     lingerShare: number;
     iotlbEntries: number;
+    ats: boolean;
   };
   guest: {
     flushQueue: 'per-cpu' | 'single';

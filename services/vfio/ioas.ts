@@ -8,7 +8,7 @@ import { PAGE_SIZE } from '../machine/memory.js';
 import { Mutex } from '../machine/mutex.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { PageTable } from '../machine/pagetable.js';
-import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhAll, tlbiS2IpaRange, type SmmuCommand } from '../formats/smmu/commands.js';
+import { CMD_SIZE, atcInvRange, cmdSync, encodeCommand, tlbiNhAll, tlbiS2IpaRange, type SmmuCommand } from '../formats/smmu/commands.js';
 import { VMM_RAM_VADDR } from '../formats/vfio-type1.js';
 import { VIRTIO_MEM_BLOCK_SIZE, VIRTIO_MEM_REGION_BASE } from '../machine/virtio-mem.js';
 import type { SubmitCommands } from './host-iommu.js';
@@ -46,8 +46,11 @@ export class VmIoas {
   private readonly nested: boolean;
   /** The pSMMUs' range invalidation (IDR3.RIL; smmu.ril): without it one TLBI_S2_IPA per block. */
   private readonly ril: boolean;
-  /** Each pSMMU of the VM with the VMID it tags the VM's stage-2 entries with. */
-  private readonly psmmus: { psmmu: number; vmid: number }[];
+  /**
+   * Each pSMMU of the VM with the VMID it tags the VM's stage-2 entries with, and the StreamIDs of
+   * the VM's devices there that have ATS enabled (device.ats).
+   */
+  private readonly psmmus: { psmmu: number; vmid: number; atsSids: number[] }[];
   /** Commands (not syncs) each pSMMU got from host stage-2 changes, for the invalidation accounting. */
   readonly delivered = new Map<number, number>();
 
@@ -63,7 +66,12 @@ export class VmIoas {
     this.nested = designOf(t.model).traits.hostTables === 'nested';
     this.ril = t.smmu?.ril ?? true;
     const ids = [...new Set(t.devices.filter((d) => d.vm === vm).map((d) => d.psmmu))].sort((a, b) => a - b);
-    this.psmmus = ids.map((p) => ({ psmmu: p, vmid: this.nested ? viommuVmid(t, vm, p) : vmidOf(t, vm) }));
+    const ats = t.device?.ats ?? false;
+    this.psmmus = ids.map((p) => ({
+      psmmu: p,
+      vmid: this.nested ? viommuVmid(t, vm, p) : vmidOf(t, vm),
+      atsSids: ats ? t.devices.filter((d) => d.vm === vm && d.psmmu === p).map((d) => d.psid) : [],
+    }));
     for (const p of ids) this.delivered.set(p, 0);
     this.areas.insert({ iova: 0, size: VIRTIO_MEM_REGION_BASE, level: 1 });
     for (let a = VIRTIO_MEM_REGION_BASE; a < GUEST_RAM_SIZE; a += VIRTIO_MEM_BLOCK_SIZE) this.areas.insert({ iova: a, size: VIRTIO_MEM_BLOCK_SIZE, level: 2 });
@@ -141,13 +149,17 @@ export class VmIoas {
    * (__arm_smmu_tlb_inv_range), and go out as one batch with its CMD_SYNC. A nesting parent then
    * flushes the stage-1 entries cached through it: TLBI_NH_ALL of the VMID with a CMD_SYNC of its own
    * (arm_smmu_cmdq_issue_cmd_with_sync; v6.13 "iommu/arm-smmu-v3: Support IOMMU_VIOMMU_ALLOC"),
-   * after the stage-2 sync, as the S2 entries must go first.
+   * after the stage-2 sync, as the S2 entries must go first. With ATS masters, ATC_INV follows
+   * with a third sync.
    */
   private async flush(ctx: OpContext, iova: number, pages: number, granuleLog2: number): Promise<number> {
     let status = 0;
-    for (const { psmmu, vmid } of this.psmmus) {
+    for (const { psmmu, vmid, atsSids } of this.psmmus) {
       const lists: SmmuCommand[][] = [tlbiS2IpaRange(vmid, iova, pages, { granuleLog2, ril: this.ril })];
       if (this.nested) lists.push([tlbiNhAll({ vmid })]);
+      // arm_smmu_atc_inv_domain, in a batch with a sync of its own: a nesting parent's change
+      // flushes the whole ATC of every ATS master (nested_ats_flush), a plain S2 domain the range.
+      if (atsSids.length > 0) lists.push(atsSids.map((sid) => (this.nested ? atcInvRange(sid, 0, 0) : atcInvRange(sid, iova, pages))));
       this.counters.stage2Flushes += 1;
       for (const cmds of lists) {
         const s = await this.submitWithSync(ctx, psmmu, cmds);

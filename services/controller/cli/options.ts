@@ -9,7 +9,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { VmmsimError } from '../../runtime/errors.js';
 import { isLogLevel, resolveLogLevel } from '../../runtime/logger.js';
 import { TLS_OPTIONS, mutualTls, tlsFiles } from '../../runtime/transport/credentials.js';
-import { checkEmulatedDevices } from '../../scenario/validate.js';
+import { checkAts, checkEmulatedDevices } from '../../scenario/validate.js';
 import { designOf, designsWhere } from '../../designs/registry.js';
 import { MODELS, type ModelName, type Scenario } from '../../scenario/schema.js';
 import { CONNECT_OPTIONS, connectTarget } from '../connect.js';
@@ -123,6 +123,11 @@ export function modelsFor(scenario: Scenario, spec: string | undefined): ModelNa
     // As for SVA: "all" means the architectures that can put emulated devices beside assigned ones.
     if (spec === 'all') models = models.filter((m) => designOf(m).traits.emulatedDevices === true);
     for (const m of models) checkEmulatedDevices(scenario.topology, m);
+  }
+  if (scenario.device.ats) {
+    // As for SVA: "all" means the architectures that model ATS.
+    if (spec === 'all') models = models.filter((m) => designOf(m).traits.ats === true);
+    for (const m of models) checkAts(scenario, m);
   }
   // What each design refuses of its own (nested-smmuv3-vcmdq: more devices than a VINTF's SID pairs,
   // emulated-smmuv3: smmu.ril false). As above, "all" means the designs that can run the scenario.

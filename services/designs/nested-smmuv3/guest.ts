@@ -4,7 +4,7 @@ import { nowNs } from '../../runtime/clock.js';
 import { FrameAllocator } from '../../machine/memory.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import { PageTable } from '../../machine/pagetable.js';
-import { tlbiNhAsid, tlbiNhVaRange, type SmmuCommand } from '../../formats/smmu/commands.js';
+import { atcInvRange, tlbiNhAsid, tlbiNhVaRange, type SmmuCommand } from '../../formats/smmu/commands.js';
 import { encodeCd } from '../../formats/smmu/structures.js';
 
 import { GUEST_VCMDQ_OPCODES } from '../../formats/smmu/allow-lists.js';
@@ -59,8 +59,15 @@ class Domain {
     readonly stage1: PageTable,
     readonly smmu: GuestSmmu,
     fq: FlushQueues<Deferred>,
+    /** The device is ATS-capable (device.ats; an assigned device, not one the VMM emulates). */
+    private readonly atsCapable: boolean,
   ) {
     this.fq = fq;
+  }
+
+  /** master->ats_enabled (arm_smmu_ats_supported): the SMMU has ATS (IDR0.ATS) and the device can. */
+  get ats(): boolean {
+    return this.atsCapable && this.smmu.features.ats;
   }
 
   /** The CPU's IOVA allocator. */
@@ -207,7 +214,7 @@ class NestedDmaIommu implements DmaApi {
       // SMMU, a VMM routing by ASID) knows the ASID its invalidations carry. Its table is the
       // process's own (the CPU's page table; empty here, as no device DMA uses the PASID).
       kernel.ram.write(cdIpa(d.index, SVA_SSID), encodeCd({ valid: true, asid: svaAsid(d), ttb0: new PageTable(kernel.ram, frames).root }));
-      this.domains.set(d.index, new Domain(d, asid, stage1, smmu, FlushQueues.forKernel<Deferred>(kernel)));
+      this.domains.set(d.index, new Domain(d, asid, stage1, smmu, FlushQueues.forKernel<Deferred>(kernel), (t.device?.ats ?? false) && !d.emulated));
     }
   }
 
@@ -279,7 +286,7 @@ class NestedDmaIommu implements DmaApi {
     if (!this.lazy) {
       // arm_smmu_iotlb_sync -> __arm_smmu_tlb_inv_range: range commands with IDR3.RIL, else one per page.
       const tlbis = tlbiNhVaRange(d.asid, iova, pages, 0, { ril: d.smmu.features.ril });
-      const status = await this.issue(ctx, d, cpu, tlbis);
+      const status = await this.issueThenAtc(ctx, d, cpu, tlbis, atcInvRange(d.device.vsid, iova, pages));
       d.iova(cpu).release(iova, pages);
       ctx.charge('guest.iova_free');
       return status;
@@ -296,7 +303,8 @@ class NestedDmaIommu implements DmaApi {
    */
   private async flush(ctx: OpContext, d: Domain, cpu: number, freed: Deferred[]): Promise<number> {
     if (freed.length === 0) return 0;
-    const status = await this.issue(ctx, d, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
+    // arm_smmu_tlb_inv_context: the ASID, then arm_smmu_atc_inv_domain(domain, 0, 0): the whole ATC.
+    const status = await this.issueThenAtc(ctx, d, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })], atcInvRange(d.device.vsid, 0, 0));
     for (const f of freed) {
       d.iova(f.cpu).release(f.iova, f.pages);
       ctx.charge('guest.iova_free');
@@ -315,8 +323,23 @@ class NestedDmaIommu implements DmaApi {
     const d = this.domain(device);
     const ril = d.smmu.features.ril;
     // Without range invalidation a range of CMDQ_MAX_TLBI_OPS pages or more becomes one TLBI by ASID.
-    const tlbis = !ril && pages >= CMDQ_MAX_TLBI_OPS ? [tlbiNhAsid({ vmid: 0, asid: svaAsid(device) })] : tlbiNhVaRange(svaAsid(device), va, pages, 0, { leaf: false, ril });
-    return this.issue(ctx, d, cpu, tlbis);
+    const sized = !ril && pages >= CMDQ_MAX_TLBI_OPS;
+    const tlbis = sized ? [tlbiNhAsid({ vmid: 0, asid: svaAsid(device) })] : tlbiNhVaRange(svaAsid(device), va, pages, 0, { leaf: false, ril });
+    // arm_smmu_atc_inv_domain for the SVA domain: the process's PASID (SSV), its range or all of it.
+    return this.issueThenAtc(ctx, d, cpu, tlbis, atcInvRange(device.vsid, va, sized ? 0 : pages, SVA_SSID));
+  }
+
+  /**
+   * The TLB invalidation and, when the device has ATS enabled, arm_smmu_atc_inv_domain after it:
+   * the ATC_INV in a batch of its own with its own CMD_SYNC, never in the TLBI's batch (the IOTLB
+   * must be clean before the device is asked to refetch). arm_smmu_atc_inv_domain returns at once
+   * without ARM_SMMU_FEAT_ATS (IDR0.ATS of the vSMMU) or with no ATS master.
+   */
+  private async issueThenAtc(ctx: OpContext, d: Domain, cpu: number, tlbis: readonly SmmuCommand[], atc: SmmuCommand): Promise<number> {
+    const status = await this.issue(ctx, d, cpu, tlbis);
+    if (!d.ats) return status;
+    const atcStatus = await this.issue(ctx, d, cpu, [atc]);
+    return status < 0 ? status : atcStatus;
   }
 
   async drain(): Promise<void> {

@@ -108,7 +108,8 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
 
   /** smmuv3_accel_idr_override: QEMU's vSMMU registers with RIL and ATS as the accel properties set them. */
   protected override idRegisters(): { idr0: number; idr3: number } {
-    return qemuVsmmuIdr({ ril: this.env.topology.smmu?.ril ?? true, ats: false });
+    // The ats property on when the devices have ATS (QEMU needs it set to offer ATS to the guest).
+    return qemuVsmmuIdr({ ril: this.env.topology.smmu?.ril ?? true, ats: this.env.topology.device?.ats ?? false });
   }
 
   protected override batchable(_vsmmu: number, cmd: DecodedCommand): boolean {

@@ -598,3 +598,22 @@ export function tlbiNhVaRange(asid: number, iova: number, pages: number, vmid = 
 export function tlbiS2IpaRange(vmid: number, ipa: number, pages: number, opts: RangeInvalidation = {}): SmmuCommand[] {
   return rangeCommands(ipa, pages, (at, r) => tlbiS2Ipa({ vmid, ipa: at, ...r }), opts);
 }
+
+/** ATC_INV SIZE that invalidates every address (ATC_INV_SIZE_ALL). */
+export const ATC_INV_SIZE_ALL = 52;
+
+/**
+ * The ATC_INV for `pages` 4 KiB pages from `iova` of one StreamID, as arm_smmu_atc_inv_to_cmd builds
+ * it: the smallest power-of-two span of pages that covers the range (log2 of it in SIZE), the address
+ * aligned down to it; `pages` 0 invalidates everything (SIZE_ALL). With an SSID (a PASID), SSV is set.
+ */
+export function atcInvRange(sid: number, iova: number, pages: number, ssid?: number): SmmuCommand {
+  const sub = ssid === undefined ? {} : { ssid };
+  if (pages === 0) return atcInv({ sid, ...sub, size: ATC_INV_SIZE_ALL, addr: 0n });
+  const first = BigInt(Math.floor(iova / 4096));
+  const last = BigInt(Math.floor((iova + pages * 4096 - 1) / 4096));
+  // fls_long(first ^ last): the bits above which first and last agree.
+  const log2Span = (first ^ last).toString(2).length - ((first ^ last) === 0n ? 1 : 0);
+  const start = first & ~((1n << BigInt(log2Span)) - 1n);
+  return atcInv({ sid, ...sub, size: log2Span, addr: start * 4096n });
+}
