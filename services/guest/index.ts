@@ -75,7 +75,7 @@ class GuestRole implements RoleInstance {
     if (!w) throw new Error('topology has no workload');
     // A live migration during the run (workload.migration) reports its operations before and after it.
     const step = MigrationStep.forGuest(this.kernel, this.coherent, this.env.endpoints, w);
-    const stats = step?.stats ?? new OpStats(this.env.endpoints);
+    const stats = step?.stats ?? new OpStats(this.env.endpoints, designOf(this.env.topology.model).traits.hostTables === 'bare-metal');
     this.opStats = stats;
     stats.observeWith({ tracing: this.env.tracing, log: this.env.log });
     this.metrics?.attachOps(stats);

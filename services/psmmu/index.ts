@@ -4,10 +4,10 @@ import type { OpContext } from '../runtime/op-context.js';
 import { DeviceDma } from '../machine/device-dma.js';
 import { Random } from '../machine/random.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
-import { decodeMmio } from '../formats/kvm-run.js';
+import { decodeMmio, encodeMmio } from '../formats/kvm-run.js';
 import { CMD_SIZE } from '../formats/smmu/commands.js';
 import * as Q from '../formats/smmu/queue.js';
-import { GERROR_CMDQ_ERR, SMMU_REG } from '../formats/smmu/registers.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, psmmuIdr } from '../formats/smmu/registers.js';
 import type { Endpoint } from '../runtime/topology.js';
 import { AtcInvalidations, ConfigInvalidations, Iotlb } from '../../worker-pool/index.js';
 import { AddressSpace, HostPhysical } from './address-space.js';
@@ -34,6 +34,10 @@ class PsmmuRole implements RoleInstance {
   private readonly vintf: VintfPage;
   private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, atcSyncs: 0, errors: 0 };
   private readonly name: string;
+  /** Bare metal (design host): the guest process is the host kernel, which drives this SMMU directly. */
+  private readonly bareMetal: boolean;
+  /** Range invalidation (IDR3.RIL; smmu.ril). */
+  private readonly ril: boolean;
   private readonly metrics: PsmmuMetrics | undefined;
   private readonly state: PsmmuState;
 
@@ -49,6 +53,8 @@ class PsmmuRole implements RoleInstance {
     this.translator = new Translator(k, new HostPhysical(this.space), this.iotlb, this.events, env.costs, configLog);
     // A design whose devices are all the VMM's own: no DMA of this run reaches a pSMMU.
     const emulated = designOf(t.model).traits.hostTables === 'emulated';
+    this.bareMetal = designOf(t.model).traits.hostTables === 'bare-metal';
+    this.ril = t.smmu?.ril ?? true;
     const sids = emulated ? [] : t.devices.filter((d) => d.psmmu === k).map((d) => d.psid);
     // ATS (device.ats): the devices keep ATCs, which ATC_INVs from any queue reach through this log.
     const atcLog = t.device?.ats && !emulated ? AtcInvalidations.create() : undefined;
@@ -84,10 +90,12 @@ class PsmmuRole implements RoleInstance {
   }
 
   async handle(req: Request, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
-    if (req.kind === 'VINTF_MMIO' && from.role === 'guest') return this.vintf.access(req, from.index, ctx);
+    if (req.kind === 'VINTF_MMIO' && from.role === 'guest' && !this.bareMetal) return this.vintf.access(req, from.index, ctx);
+    // The host kernel: VFIO, or on bare metal the guest process, which plays the host kernel.
+    const hostKernel = from.role === 'vfio' || (from.role === 'guest' && this.bareMetal);
     // The host's writes reach the SMMU's registers or, on the CMDQV's page, its VINTFs' queues.
-    if (req.kind === 'HOST_MMIO' && from.role === 'vfio') return (await this.vintf.hostWrite(req)) ?? this.hostRegister(req, ctx);
-    if (req.kind !== 'CMDQ_SUBMIT' || from.role !== 'vfio') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
+    if (req.kind === 'HOST_MMIO' && hostKernel) return (await this.vintf.hostWrite(req)) ?? this.hostRegister(req, ctx);
+    if (req.kind !== 'CMDQ_SUBMIT' || !hostKernel) return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
     if (req.payload.length === 0 || req.payload.length % CMD_SIZE !== 0) return { status: -Errno.EINVAL, payload: EMPTY };
     this.counters.submissions += 1;
     if (this.cmdq.halted || !this.cmdq.write(req.payload)) return { status: -Errno.EIO, payload: consReg(this.cmdq.cons) };
@@ -100,18 +108,32 @@ class PsmmuRole implements RoleInstance {
   }
 
   /**
-   * The host driver's register writes. GERRORN = GERROR acknowledges a stopped command queue (the
-   * driver rewrote the refused slot first, as Linux's arm_smmu_cmdq_skip_err does); consumption
-   * resumes at CONS.
+   * The host driver's register accesses. Reads: the ID registers (its probe), CMDQ_CONS and GERROR.
+   * GERRORN = GERROR acknowledges a stopped command queue (the driver rewrote the refused slot
+   * first, as Linux's arm_smmu_cmdq_skip_err does); consumption resumes at CONS.
    */
   private async hostRegister(req: Request, ctx: OpContext): Promise<HandlerResult> {
     const mmio = decodeMmio(req.payload);
-    if (!mmio || !mmio.isWrite || mmio.physAddr !== SMMU_REG.GERRORN) return { status: -Errno.EINVAL, payload: EMPTY };
+    if (mmio && !mmio.isWrite) {
+      const value = this.readRegister(mmio.physAddr);
+      return value === undefined ? { status: -Errno.EINVAL, payload: EMPTY } : { status: 0, payload: encodeMmio({ ...mmio, data: value }) };
+    }
+    if (!mmio || mmio.physAddr !== SMMU_REG.GERRORN) return { status: -Errno.EINVAL, payload: EMPTY };
     if (!this.cmdq.halted || ((mmio.data ^ this.cmdq.gerror) & GERROR_CMDQ_ERR) !== 0) return { status: 0, payload: consReg(this.cmdq.cons) };
     const slot = req.guestMemory[0]?.data;
     this.cmdq.acknowledge(slot && slot.length === CMD_SIZE ? slot : undefined);
     const r = await this.consume(ctx);
     return { status: r.error ? -Errno.EIO : 0, payload: consReg(this.cmdq.cons) };
+  }
+
+  /** A register the host reads: IDR0/IDR3 (psmmuIdr), CMDQ_CONS, GERROR; undefined for any other. */
+  private readRegister(offset: number): number | undefined {
+    const idr = psmmuIdr(this.ril);
+    if (offset === SMMU_REG.IDR0) return idr.idr0;
+    if (offset === SMMU_REG.IDR3) return idr.idr3;
+    if (offset === SMMU_REG.CMDQ_CONS) return this.cmdq.cons;
+    if (offset === SMMU_REG.GERROR) return this.cmdq.gerror;
+    return undefined;
   }
 
   /**

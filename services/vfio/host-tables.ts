@@ -22,6 +22,8 @@ export class HostTables {
   constructor(t: Topology__Output) {
     this.mem = new FileMemory(hostRamFile(t.ramDir), 'create');
     const host = designOf(t.model).traits.hostTables;
+    // Bare metal: no VM, no VFIO: the host kernel's own IOMMU driver writes its STEs and tables.
+    if (host === 'bare-metal') return;
     const frames = new FrameAllocator(HOST_TABLE_BASE);
     const vms = Math.max(0, ...t.devices.map((d) => d.vm)) + 1;
     for (let vm = 0; vm < vms; vm++) {

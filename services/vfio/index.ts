@@ -54,7 +54,7 @@ class VfioRole implements RoleInstance {
       this.tables.stage2.forEach((table, vm) => {
         this.domains.set(vm, new HostIommuDomain(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.hostCounters));
       });
-    } else if (host !== 'emulated') {
+    } else if (host !== 'emulated' && host !== 'bare-metal') {
       this.tables.stage2.forEach((table, vm) => {
         this.ioas.set(vm, new VmIoas(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.ioasCounters));
       });

@@ -29,6 +29,8 @@ export interface QueuePort {
   readCost?: CostStep;
   /** How a CMD_SYNC on this queue completes (see SyncCompletion); default: CONS polling with CS=SEV. */
   completion?: SyncCompletion;
+  /** The step one command written into the ring costs (default guest.cmdq_write; the host kernel's driver: kernel.cmdq_insert). */
+  writeCost?: CostStep;
 }
 
 /**
@@ -149,14 +151,14 @@ export class GuestCmdq {
     }
     lists.push({ start: this.prod, commands: cmds.length });
     this.prod = Q.inc(this.prod, log2, all.length);
-    ctx.charge('guest.cmdq_write', all.length);
+    ctx.charge(this.port.writeCost ?? 'guest.cmdq_write', all.length);
     const prod = this.prod;
     try {
       this.accesses.prodWrites += 1;
-      const reply = await this.access(ctx, this.port.prodRegister, prod, true, ranges);
+      const published = await this.publish(ctx, prod, ranges, bytes);
       // Without a sync nothing is waited for: an error shows at the next sync.
-      if (reply.status === 0 && !sync) return { status: 0 };
-      if (reply.status === 0 && (await this.synced(ctx, syncGpa, syncPtr))) {
+      if (published === 0 && !sync) return { status: 0 };
+      if (published === 0 && (await this.synced(ctx, syncGpa, syncPtr))) {
         this.consumedUpTo(prod);
         return { status: 0 };
       }
@@ -172,6 +174,19 @@ export class GuestCmdq {
       // Whatever happened, other CPUs waiting for room look again.
       for (const w of this.waiters.splice(0)) w();
     }
+  }
+
+  /**
+   * Writes PROD: the slots written since the last PROD write (`ranges`, in ring order, and `bytes`,
+   * the same commands back to back) reach the queue's consumer. Gives the access's status.
+   */
+  protected async publish(ctx: OpContext, prod: number, ranges: MemoryRange[], _bytes: Buffer): Promise<number> {
+    return (await this.access(ctx, this.port.prodRegister, prod, true, ranges)).status;
+  }
+
+  /** MSI polling: the SMMU's MSI write zeroed the sync's slot in RAM. */
+  protected msiLanded(syncGpa: number): boolean {
+    return this.ram.read32(syncGpa) === 0;
   }
 
   /** arm_smmu_cmdq_build_sync_cmd for this queue. */
@@ -190,7 +205,7 @@ export class GuestCmdq {
    * that shows neither stands for that timeout.
    */
   private async synced(ctx: OpContext, syncGpa: number, syncPtr: number): Promise<boolean> {
-    if (this.completion === 'msi') return this.ram.read32(syncGpa) === 0;
+    if (this.completion === 'msi') return this.msiLanded(syncGpa);
     const cons = await this.readCons(ctx);
     if (cons === undefined || Q.consErr(cons) !== Q.CERROR.NONE) return false;
     const d = Q.used(cons, syncPtr, this.port.log2);
@@ -205,7 +220,7 @@ export class GuestCmdq {
   }
 
   /** A register access on this queue's page; memory the device wrote back lands in guest RAM. */
-  private async access(ctx: OpContext, register: number, value: number, isWrite: boolean, ranges: MemoryRange[] = []): Promise<{ status: number; value: number }> {
+  protected async access(ctx: OpContext, register: number, value: number, isWrite: boolean, ranges: MemoryRange[] = []): Promise<{ status: number; value: number }> {
     const mmio = encodeMmio({ physAddr: register, data: value, len: 4, isWrite });
     if (!isWrite && this.port.readCost) ctx.charge(this.port.readCost);
     const reply = await ctx.call(this.port.peer, isWrite ? this.port.kind : (this.port.readKind ?? this.port.kind), mmio, ranges);

@@ -1,7 +1,7 @@
-import { GUEST_TABLE_BASE, SVA_SSID, cdIpa } from '../../machine/board.js';
+import { CD_TABLE_LOG2, GUEST_TABLE_BASE, SVA_SSID, cdIpa } from '../../machine/board.js';
 import { Errno } from '../../runtime/errors.js';
 import { nowNs } from '../../runtime/clock.js';
-import { FrameAllocator } from '../../machine/memory.js';
+import { FrameAllocator, type Memory } from '../../machine/memory.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import { PageTable } from '../../machine/pagetable.js';
 import { atcInvRange, tlbiNhAsid, tlbiNhVaRange, type SmmuCommand } from '../../formats/smmu/commands.js';
@@ -57,7 +57,9 @@ class Domain {
     readonly device: GuestDevice,
     readonly asid: number,
     readonly stage1: PageTable,
-    readonly smmu: GuestSmmu,
+    readonly smmu: DriverSmmu,
+    /** The StreamID the driver's SID-scoped commands name the device by (its vSID, or its pSID on the host). */
+    readonly sid: number,
     fq: FlushQueues<Deferred>,
     /** The device is ATS-capable (device.ats; an assigned device, not one the VMM emulates). */
     private readonly atsCapable: boolean,
@@ -83,6 +85,43 @@ class Domain {
 }
 
 
+/** One SMMU instance as the arm-smmu-v3 driver drives it: a vSMMU (and its VCMDQs), or a pSMMU on the host. */
+export interface DriverSmmu {
+  /** What the driver made of the SMMU's ID registers at probe (arm_smmu_device_hw_probe). */
+  readonly features: SmmuFeatures;
+  probe(ctx: OpContext): Promise<void>;
+  /** Issues commands on the queue this CPU uses for them, with a CMD_SYNC after the last (GuestCmdq.issue). */
+  issue(ctx: OpContext, cpu: number, cmds: readonly SmmuCommand[], outcome?: IssueOutcome): Promise<number>;
+}
+
+/**
+ * Where the arm-smmu-v3 driver runs: a guest kernel in front of vSMMUs (the nested and emulated
+ * designs), or the host kernel on its pSMMUs (design host). The driver itself is the same.
+ */
+export interface SmmuPlatform {
+  /** The memory the driver writes its tables and CDs into, by the addresses the SMMU reads them at. */
+  readonly mem: Memory;
+  /** Frames for its page tables (in `mem`'s addresses). */
+  readonly frames: FrameAllocator;
+  /** The address the SMMU reads for what the kernel calls physical address `pa` (a guest's IPA, the host's PA). */
+  output(pa: number): number;
+  /** The SMMU instance a device sits behind. */
+  smmuOf(device: GuestDevice): DriverSmmu;
+  /** The StreamID the driver names the device by in its commands. */
+  sidOf(device: GuestDevice): number;
+  /** Every SMMU instance, probed at boot. */
+  readonly smmus: readonly DriverSmmu[];
+  /**
+   * The device's CD table is written: a host kernel points the device's STE at it (a guest's STE
+   * is the VMM's business). `ssids`: log2 of its entries.
+   */
+  attach?(device: GuestDevice, cdTable: number, ssids: number): void;
+  /** A live migration left the first `hwQueues[v]` VCMDQs of vSMMU v backed by hardware. */
+  migrated?(hwQueues: readonly number[]): void;
+  /** Releases what the platform holds open (the host's stream tables). */
+  close?(): void;
+}
+
 /**
  * One vSMMU instance as the guest driver drives it: its trapped command queue and, when the host
  * gave it a CMDQV (nested-smmuv3-vcmdq), its VCMDQs, which the guest picks per CPU as Linux does.
@@ -90,7 +129,7 @@ class Domain {
  * CPU whose queue is not falls back to the trapped queue, as Linux's tegra241_cmdqv_get_cmdq does
  * for a queue that is missing or disabled.
  */
-class GuestSmmu {
+class GuestSmmu implements DriverSmmu {
   private readonly vcmdqs: GuestCmdq[] = [];
   readonly cmdq: GuestCmdq;
   private backed = 0;
@@ -172,7 +211,7 @@ class GuestSmmu {
  * separate emulated vSMMU: the same driver drives it as one more SMMU with its own registers,
  * queue and context descriptors, and its commands, counted apart, stop in the VMM.
  */
-class NestedDmaIommu implements DmaApi {
+class SmmuDmaIommu implements DmaApi {
   private commands = 0;
   /** Commands to an emulated vSMMU instance beside the accelerated ones (topology.emulatedDevices). */
   private emulated = 0;
@@ -180,47 +219,34 @@ class NestedDmaIommu implements DmaApi {
   /** Of `commands`, those whose batch failed (the queue stopped on it, or the sync never completed). */
   private failed = 0;
   private readonly domains = new Map<number, Domain>();
-  /** The guest's vSMMU instances, by index. */
-  private readonly smmus = new Map<number, GuestSmmu>();
   private readonly lazy: boolean;
 
   constructor(
     private readonly kernel: GuestKernel,
-    traits: DesignTraits,
+    private readonly platform: SmmuPlatform,
   ) {
     this.lazy = kernel.env.topology.dma === 'lazy';
-    const frames = new FrameAllocator(GUEST_TABLE_BASE);
     const t = kernel.env.topology;
-    // The HW_QUEUEs the VMM allocated for this VM's vSMMUs, by vSMMU: which pSMMU and how many.
-    const queues = new Map<number, { psmmu: number; n: number }>();
-    for (const q of iommufdLayout(t, traits.vcmdq).hwQueues.filter((h) => h.vm === kernel.env.self.index)) {
-      const cur = queues.get(q.vsmmu);
-      queues.set(q.vsmmu, { psmmu: q.psmmu, n: (cur?.n ?? 0) + 1 });
-    }
-    const smmus = this.smmus;
+    const { mem, frames } = platform;
     for (const d of kernel.devices) {
-      let smmu = smmus.get(d.vsmmu);
-      if (!smmu) {
-        const q = queues.get(d.vsmmu);
-        smmu = new GuestSmmu(d.vsmmu, kernel.ram, q?.psmmu, q?.n ?? 0);
-        smmus.set(d.vsmmu, smmu);
-      }
-      const stage1 = new PageTable(kernel.ram, frames);
+      const stage1 = new PageTable(mem, frames);
       const asid = d.index + 1;
-      // The context descriptor the SMMU finds through the STE's S1ContextPtr (an IPA).
-      kernel.ram.write(cdIpa(d.index), encodeCd({ valid: true, asid, ttb0: stage1.root }));
+      // The context descriptor the SMMU finds through the STE's S1ContextPtr (an IPA in a guest).
+      mem.write(platform.output(cdIpa(d.index)), encodeCd({ valid: true, asid, ttb0: stage1.root }));
       // The SVA process bound to the device (one per device), bound at boot: its CD at its PASID
       // with the process's ASID (arm_smmu_sva_set_dev_pasid), so whoever reads the CD table (the
       // SMMU, a VMM routing by ASID) knows the ASID its invalidations carry. Its table is the
       // process's own (the CPU's page table; empty here, as no device DMA uses the PASID).
-      kernel.ram.write(cdIpa(d.index, SVA_SSID), encodeCd({ valid: true, asid: svaAsid(d), ttb0: new PageTable(kernel.ram, frames).root }));
-      this.domains.set(d.index, new Domain(d, asid, stage1, smmu, FlushQueues.forKernel<Deferred>(kernel), (t.device?.ats ?? false) && !d.emulated));
+      mem.write(platform.output(cdIpa(d.index, SVA_SSID)), encodeCd({ valid: true, asid: svaAsid(d), ttb0: new PageTable(mem, frames).root }));
+      platform.attach?.(d, platform.output(cdIpa(d.index)), CD_TABLE_LOG2);
+      const smmu = platform.smmuOf(d);
+      this.domains.set(d.index, new Domain(d, asid, stage1, smmu, platform.sidOf(d), FlushQueues.forKernel<Deferred>(kernel), (t.device?.ats ?? false) && !d.emulated));
     }
   }
 
   /** Probes every vSMMU instance the guest has, as the driver does at boot, before any operation. */
   async probe(): Promise<void> {
-    for (const smmu of this.smmus.values()) await smmu.probe(this.kernel.env.newContext(0, 0));
+    for (const smmu of this.platform.smmus) await smmu.probe(this.kernel.env.newContext(0, 0));
   }
 
   get guestCommands(): number {
@@ -261,7 +287,7 @@ class NestedDmaIommu implements DmaApi {
   }
 
   migrated(hwQueues: readonly number[]): void {
-    for (const [v, smmu] of this.smmus) smmu.setBackedVcmdqs(hwQueues[v] ?? 0);
+    this.platform.migrated?.(hwQueues);
   }
 
   private domain(device: GuestDevice): Domain {
@@ -276,7 +302,7 @@ class NestedDmaIommu implements DmaApi {
     const iova = d.iova(cpu).tryAlloc(pages);
     if (iova === undefined) return -Errno.ENOMEM;
     ctx.charge('guest.iova_alloc');
-    ctx.charge('guest.pte_write', d.stage1.map(iova, pa, pages));
+    ctx.charge('guest.pte_write', d.stage1.map(iova, this.platform.output(pa), pages));
     return iova;
   }
 
@@ -286,7 +312,7 @@ class NestedDmaIommu implements DmaApi {
     if (!this.lazy) {
       // arm_smmu_iotlb_sync -> __arm_smmu_tlb_inv_range: range commands with IDR3.RIL, else one per page.
       const tlbis = tlbiNhVaRange(d.asid, iova, pages, 0, { ril: d.smmu.features.ril });
-      const status = await this.issueThenAtc(ctx, d, cpu, tlbis, atcInvRange(d.device.vsid, iova, pages));
+      const status = await this.issueThenAtc(ctx, d, cpu, tlbis, atcInvRange(d.sid, iova, pages));
       d.iova(cpu).release(iova, pages);
       ctx.charge('guest.iova_free');
       return status;
@@ -304,7 +330,7 @@ class NestedDmaIommu implements DmaApi {
   private async flush(ctx: OpContext, d: Domain, cpu: number, freed: Deferred[]): Promise<number> {
     if (freed.length === 0) return 0;
     // arm_smmu_tlb_inv_context: the ASID, then arm_smmu_atc_inv_domain(domain, 0, 0): the whole ATC.
-    const status = await this.issueThenAtc(ctx, d, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })], atcInvRange(d.device.vsid, 0, 0));
+    const status = await this.issueThenAtc(ctx, d, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })], atcInvRange(d.sid, 0, 0));
     for (const f of freed) {
       d.iova(f.cpu).release(f.iova, f.pages);
       ctx.charge('guest.iova_free');
@@ -326,7 +352,7 @@ class NestedDmaIommu implements DmaApi {
     const sized = !ril && pages >= CMDQ_MAX_TLBI_OPS;
     const tlbis = sized ? [tlbiNhAsid({ vmid: 0, asid: svaAsid(device) })] : tlbiNhVaRange(svaAsid(device), va, pages, 0, { leaf: false, ril });
     // arm_smmu_atc_inv_domain for the SVA domain: the process's PASID (SSV), its range or all of it.
-    return this.issueThenAtc(ctx, d, cpu, tlbis, atcInvRange(device.vsid, va, sized ? 0 : pages, SVA_SSID));
+    return this.issueThenAtc(ctx, d, cpu, tlbis, atcInvRange(d.sid, va, sized ? 0 : pages, SVA_SSID));
   }
 
   /**
@@ -353,7 +379,40 @@ class NestedDmaIommu implements DmaApi {
     }
   }
 
-  close(): void {}
+  close(): void {
+    this.platform.close?.();
+  }
+}
+
+/**
+ * The guest's side of its vSMMUs: each instance (its trapped queue, and its VCMDQs under
+ * nested-smmuv3-vcmdq) at the board's addresses, the guest's RAM by IPA.
+ */
+function guestPlatform(kernel: GuestKernel, traits: DesignTraits): SmmuPlatform {
+  const t = kernel.env.topology;
+  // The HW_QUEUEs the VMM allocated for this VM's vSMMUs, by vSMMU: which pSMMU and how many.
+  const queues = new Map<number, { psmmu: number; n: number }>();
+  for (const q of iommufdLayout(t, traits.vcmdq).hwQueues.filter((h) => h.vm === kernel.env.self.index)) {
+    const cur = queues.get(q.vsmmu);
+    queues.set(q.vsmmu, { psmmu: q.psmmu, n: (cur?.n ?? 0) + 1 });
+  }
+  const smmus = new Map<number, GuestSmmu>();
+  for (const d of kernel.devices) {
+    if (smmus.has(d.vsmmu)) continue;
+    const q = queues.get(d.vsmmu);
+    smmus.set(d.vsmmu, new GuestSmmu(d.vsmmu, kernel.ram, q?.psmmu, q?.n ?? 0));
+  }
+  return {
+    mem: kernel.ram,
+    frames: new FrameAllocator(GUEST_TABLE_BASE),
+    output: (pa) => pa,
+    smmuOf: (d) => smmus.get(d.vsmmu) as GuestSmmu,
+    sidOf: (d) => d.vsid,
+    smmus: [...smmus.values()],
+    migrated: (hwQueues) => {
+      for (const [v, smmu] of smmus) smmu.setBackedVcmdqs(hwQueues[v] ?? 0);
+    },
+  };
 }
 
 /**
@@ -361,5 +420,10 @@ class NestedDmaIommu implements DmaApi {
  * with VCMDQs are the same SMMUv3 to the guest: the same driver drives them all.
  */
 export function smmuv3DmaApi(traits: DesignTraits): DmaApiFactory {
-  return (kernel) => new NestedDmaIommu(kernel, traits);
+  return (kernel) => new SmmuDmaIommu(kernel, guestPlatform(kernel, traits));
+}
+
+/** The same driver on another platform (the host kernel on its pSMMUs: design host). */
+export function smmuv3DmaApiOn(platform: (kernel: GuestKernel) => SmmuPlatform): DmaApiFactory {
+  return (kernel) => new SmmuDmaIommu(kernel, platform(kernel));
 }

@@ -62,6 +62,16 @@ export function qemuVsmmuIdr(accel: { ril: boolean; ats: boolean } | undefined):
   return { idr0: (idr0 | (accel.ats ? IDR0.ATS : 0)) >>> 0, idr3: (idr3 | (accel.ril ? IDR3.RIL : 0)) >>> 0 };
 }
 
+/**
+ * The ID registers of the physical SMMUs (an MMU-700-class SMMUv3 as Grace has): both stages,
+ * coherent, HYP, ATS, MSI and SEV, two-level stream table; IDR3.RIL as the scenario says (smmu.ril).
+ */
+export function psmmuIdr(ril: boolean): { idr0: number; idr3: number } {
+  const idr0 = IDR0.S2P | IDR0.S1P | IDR0.TTF_AARCH64 | IDR0.COHACC | IDR0.HYP | IDR0.ATS | IDR0.ASID16 | IDR0.MSI | IDR0.SEV | IDR0.VMID16
+    | IDR0.TTENDIAN_LE | IDR0.STALL_MODEL_NONE | IDR0.TERM_MODEL | IDR0.ST_LEVEL_2LVL;
+  return { idr0: idr0 >>> 0, idr3: (IDR3.HAD | IDR3.BBML2 | (ril ? IDR3.RIL : 0)) >>> 0 };
+}
+
 /** What a Linux arm-smmu-v3 driver makes of an SMMU's ID registers (arm_smmu_device_hw_probe). */
 export interface SmmuFeatures {
   /** ARM_SMMU_OPT_MSIPOLL: IDR0.MSI on a coherent SMMU; CMD_SYNC then completes by an MSI write into its own slot. */
