@@ -1,6 +1,7 @@
 import type { Memory } from '../machine/memory.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { RoleEnv } from '../runtime/role-api.js';
+import type { VcpuClocks } from './vcpu-clocks.js';
 
 /** One device as the guest sees it: assigned (VFIO), or emulated by the VMM (topology.emulatedDevices). */
 export interface GuestDevice {
@@ -34,6 +35,11 @@ export interface GuestKernel {
    * progress on vCPU c is at vcpuNs[c] + its context's modeledNs.
    */
   vcpuNs: number[];
+  /**
+   * Lower bounds of the vCPUs' modeled clocks, for decisions taken in modeled time (the command
+   * queue's gathering, cmdq-gather.ts). Absent: nothing is known (a unit test's kernel).
+   */
+  vcpus?: VcpuClocks;
   /** Records an operation that ran on its own on vCPU `cpu` (a lazy flush at the end of the run). */
   background(op: string, ctx: OpContext, measuredNs: number, cpu?: number): void;
 }

@@ -12,6 +12,7 @@ import { withDmaMode } from './dma-modes.js';
 import { guestMetrics, type GuestMetrics } from './metrics.js';
 import { MigrationStep } from './migration.js';
 import { OpStats } from './op-stats.js';
+import { VcpuClocks } from './vcpu-clocks.js';
 import { runWorkload } from './workload.js';
 
 /** guest-N: a VM's guest OS running the workload through its DMA API and IOMMU driver. */
@@ -43,11 +44,13 @@ class GuestRole implements RoleInstance {
       const vsmmu = emulatedVsmmuOf(env.topology, vm);
       for (const d of emulated) devices.push({ index: d.index, vsid: d.vsid, vsmmu, emulated: true });
     }
+    const vcpuNs: number[] = [];
     this.kernel = {
       env,
       ram: this.ram,
       devices,
-      vcpuNs: [],
+      vcpuNs,
+      vcpus: new VcpuClocks(vcpuNs),
       background: (op: string, ctx: OpContext, measuredNs: number, cpu = 0) => {
         const start = this.kernel.vcpuNs[cpu] ?? 0;
         this.kernel.vcpuNs[cpu] = start + ctx.modeledNs;

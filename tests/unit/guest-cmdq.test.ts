@@ -114,7 +114,7 @@ describe('guest command queue', () => {
     expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: 2 })])).toBe(0);
     expect(dev.writes).toEqual(['PROD', 'CONS?', 'PROD', 'CONS?']);
     expect(dev.syncs).toEqual([2, 2]);
-    expect(q.accesses).toEqual({ prodWrites: 2, consReads: 2 });
+    expect(q.accesses).toEqual({ prodWrites: 2, consReads: 2, gathered: 0 });
   });
 
   it('on an SMMU without MSI: a stopped queue shows in CONS.ERR, is recovered, and the sync is seen consumed after', async () => {

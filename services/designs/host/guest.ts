@@ -6,7 +6,7 @@ import type { SmmuCommand } from '../../formats/smmu/commands.js';
 import { SMMU_REG, smmuFeatures, type SmmuFeatures } from '../../formats/smmu/registers.js';
 import { STE_CONFIG, encodeSte } from '../../formats/smmu/structures.js';
 import type { DmaApiFactory, GuestDevice, GuestKernel } from '../../guest/driver.js';
-import { GuestCmdq, type IssueOutcome } from '../nested-smmuv3/guest-cmdq.js';
+import { GuestCmdq, type GatherEnv, type IssueOutcome } from '../nested-smmuv3/guest-cmdq.js';
 import { smmuv3DmaApiOn, type DriverSmmu, type SmmuPlatform } from '../nested-smmuv3/guest.js';
 
 /** log2 of each pSMMU's main CMDQ (as the psmmu process sizes it). */
@@ -60,35 +60,25 @@ class HostRam implements Memory {
  * psmmu's reply stands for.
  */
 class HostCmdq extends GuestCmdq {
-  /** The last submission's CMD_SYNC wrote its MSI (the SMMU completed it). */
-  private landed = false;
-
   constructor(
     private readonly peer: string,
     ram: Memory,
     psmmu: number,
+    env: GatherEnv,
   ) {
     super({
       gpa: CMDQ_COPY_BASE + psmmu * CMDQ_COPY_STRIDE, log2: CMDQ_LOG2, prodRegister: SMMU_REG.CMDQ_PROD, consRegister: SMMU_REG.CMDQ_CONS,
       gerrorRegister: SMMU_REG.GERROR, gerrornRegister: SMMU_REG.GERRORN, peer, kind: 'HOST_MMIO', completion: 'msi', writeCost: 'kernel.cmdq_insert',
-    }, ram);
+    }, ram, env);
   }
 
   protected override async publish(ctx: OpContext, _prod: number, _ranges: MemoryRange[], bytes: Buffer): Promise<number> {
-    const r = await ctx.call(this.peer, 'CMDQ_SUBMIT', bytes);
-    this.landed = r.status === 0;
-    return r.status;
+    return (await ctx.call(this.peer, 'CMDQ_SUBMIT', bytes)).status;
   }
 
-  protected override msiLanded(): boolean {
-    return this.landed;
-  }
-
-  protected override async access(ctx: OpContext, register: number, value: number, isWrite: boolean, ranges: MemoryRange[] = []): Promise<{ status: number; value: number }> {
-    const r = await super.access(ctx, register, value, isWrite, ranges);
-    // GERRORN acknowledged a stopped queue: what was behind the refused command has run since.
-    if (isWrite && register === SMMU_REG.GERRORN) this.landed = r.status === 0;
-    return r;
+  /** The SMMU completed the sync (its MSI write into the queue's memory) when the submission, or the queue's acknowledgement, went through. */
+  protected override msiLanded(_syncGpa: number, delivered: boolean): boolean {
+    return delivered;
   }
 }
 
@@ -101,8 +91,9 @@ class HostSmmu implements DriverSmmu {
   constructor(
     private readonly psmmu: number,
     ram: Memory,
+    env: GatherEnv,
   ) {
-    this.cmdq = new HostCmdq(`psmmu-${psmmu}`, ram, psmmu);
+    this.cmdq = new HostCmdq(`psmmu-${psmmu}`, ram, psmmu, env);
   }
 
   /** arm_smmu_device_hw_probe: IDR0 and IDR3 read from the SMMU itself (no trap). */
@@ -114,8 +105,8 @@ class HostSmmu implements DriverSmmu {
     this.cmdq.completion = this.features.msiPoll ? 'msi' : 'sev';
   }
 
-  issue(ctx: OpContext, _cpu: number, cmds: readonly SmmuCommand[], outcome?: IssueOutcome): Promise<number> {
-    return this.cmdq.issue(ctx, cmds, outcome);
+  issue(ctx: OpContext, cpu: number, cmds: readonly SmmuCommand[], outcome?: IssueOutcome): Promise<number> {
+    return this.cmdq.issue(ctx, cmds, outcome, cpu);
   }
 }
 
@@ -133,7 +124,8 @@ function hostPlatform(kernel: GuestKernel): SmmuPlatform {
   const psmmuOf = (d: GuestDevice): number => t.devices[d.index]?.psmmu ?? 0;
   for (const d of kernel.devices) {
     const k = psmmuOf(d);
-    if (!smmus.has(k)) smmus.set(k, new HostSmmu(k, kernel.ram));
+    // The host's CPUs gather each other's lists in modeled time, as the guests' do (cmdq-gather.ts).
+    if (!smmus.has(k)) smmus.set(k, new HostSmmu(k, kernel.ram, { vcpus: kernel.vcpus, vcpuNs: kernel.vcpuNs, writeNs: kernel.vcpus ? kernel.env.costs.of('kernel.cmdq_insert') : 0 }));
   }
   // The stream tables in host memory (VFIO's HostTables created the file and leaves them to us).
   const streamTables = new FileMemory(hostRamFile(t.ramDir), 'open');

@@ -6,6 +6,8 @@ import { Errno } from '../../runtime/errors.js';
 import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, type SmmuCommand } from '../../formats/smmu/commands.js';
 import * as Q from '../../formats/smmu/queue.js';
 import type { MemoryRange, RequestKind as Kind } from '../../runtime/role-api.js';
+import type { VcpuClocks } from '../../guest/vcpu-clocks.js';
+import { CmdqGather, type Member, type Published } from './cmdq-gather.js';
 
 /** Where a queue lives and how its register accesses travel. */
 export interface QueuePort {
@@ -59,54 +61,83 @@ interface ListResult {
 /** Commands per arm_smmu_cmdq_batch (CMDQ_BATCH_ENTRIES = BITS_PER_LONG). */
 export const CMDQ_BATCH_ENTRIES = 64;
 
+/** What a queue needs to decide, in modeled time, which CPUs' lists one PROD write publishes (cmdq-gather.ts). */
+export interface GatherEnv {
+  /** The vCPUs' clocks' bounds (absent: no decision in modeled time, every list publishes itself). */
+  readonly vcpus?: VcpuClocks;
+  /** Each vCPU's clock (the start of the operation it runs). */
+  readonly vcpuNs: readonly number[];
+  /** What writing one command into the ring costs (the owner's gathering window per slot). */
+  readonly writeNs: number;
+}
+
 /**
  * The guest driver's side of one SMMU command queue (a vSMMU's CMDQ, or a VCMDQ): a ring in guest
- * RAM, a PROD it writes and a CONS it learns. Linux's arm_smmu_cmdq_issue_cmdlist in short:
- * reserve slots, write the commands and a CMD_SYNC, write PROD, and wait for the sync: on its own
- * slot (MSI) or by reading CONS until it passed the sync (see SyncCompletion).
+ * RAM, a PROD it writes and a CONS it learns. Linux's arm_smmu_cmdq_issue_cmdlist: reserve slots
+ * (gathered by the current owner, or as the owner: cmdq-gather.ts), write the commands and a
+ * CMD_SYNC, and, as the owner, write PROD once for every gathered list; then each CPU waits for
+ * its own sync: on its own slot (MSI) or by reading CONS until it passed the sync (SyncCompletion).
  */
 export class GuestCmdq {
   private prod = 0;
   private cons = 0;
   /** Times this queue stopped on an error and was recovered. */
   recoveries = 0;
-  /** PROD writes and CONS reads this queue made (each a trap on a vSMMU, a load or store on a VCMDQ). */
-  readonly accesses = { prodWrites: 0, consReads: 0 };
+  /**
+   * PROD writes and CONS reads this queue made (each a trap on a vSMMU, a load or store on a
+   * VCMDQ), and the lists another CPU's PROD write published (gathered).
+   */
+  readonly accesses = { prodWrites: 0, consReads: 0, gathered: 0 };
   /** How this queue's CMD_SYNCs complete; the driver sets it from the SMMU's ID registers at probe. */
   completion: SyncCompletion;
-  private readonly waiters: (() => void)[] = [];
+  /** Lists placed in modeled time among the vCPUs' (cmdq-gather.ts). */
+  private readonly gather: CmdqGather;
+  /** Lists with no vCPU clock to place them by: each its own owner, at once. */
+  private readonly immediate: CmdqGather;
+  /** What each list of a gather wrote, until its owner published it. */
+  private readonly written = new Map<Member, { ranges: MemoryRange[]; bytes: Buffer }>();
 
   constructor(
     private readonly port: QueuePort,
     private readonly ram: Memory,
+    private readonly env?: GatherEnv,
   ) {
     this.completion = port.completion ?? 'sev';
+    const reserve = (slots: number): number | undefined => {
+      if (Q.free(this.prod, this.cons, this.port.log2) < slots) return undefined;
+      const start = this.prod;
+      this.prod = Q.inc(this.prod, this.port.log2, slots);
+      return start;
+    };
+    this.gather = new CmdqGather(env?.vcpus, reserve);
+    this.immediate = new CmdqGather(undefined, reserve);
   }
 
-  private slotGpa(ahead: number): number {
-    return this.port.gpa + Q.index(Q.inc(this.prod, this.port.log2, ahead), this.port.log2) * CMD_SIZE;
+  private slotGpa(ptr: number): number {
+    return this.port.gpa + Q.index(ptr, this.port.log2) * CMD_SIZE;
   }
 
   /**
    * Issues commands the way a driver's arm_smmu_cmdq_batch does (arm_smmu_cmdq_batch_add,
    * arm_smmu_cmdq_batch_submit): each full batch of CMDQ_BATCH_ENTRIES goes out without a sync
-   * when the next command is added, the rest with a CMD_SYNC the CPU waits for. Returns 0 or
-   * -errno. `outcome`, when given, learns how many of the commands did not run: none on success;
-   * after a stopped queue was recovered, the one refused command if it was in the batch (those
-   * before it ran, those after it ran once the queue resumed); all of them when the sync never
-   * completed.
+   * when the next command is added, the rest with a CMD_SYNC the CPU waits for. `cpu`: the vCPU
+   * issuing them, whose clock places its lists among the other CPUs' (absent: its lists publish
+   * themselves). Returns 0 or -errno. `outcome`, when given, learns how many of the commands did
+   * not run: none on success; after a stopped queue was recovered, the one refused command if it
+   * was in the batch (those before it ran, those after it ran once the queue resumed); all of them
+   * when the sync never completed.
    */
-  async issue(ctx: OpContext, cmds: readonly SmmuCommand[], outcome?: IssueOutcome): Promise<number> {
+  async issue(ctx: OpContext, cmds: readonly SmmuCommand[], outcome?: IssueOutcome, cpu?: number): Promise<number> {
     // Where each list of this call sits in the ring, to tell whether a refused command was ours.
     const lists: { start: number; commands: number }[] = [];
     let at = 0;
     let r: ListResult = { status: 0 };
     while (cmds.length - at > CMDQ_BATCH_ENTRIES) {
-      r = await this.cmdlist(ctx, cmds.slice(at, at + CMDQ_BATCH_ENTRIES), false, lists);
+      r = await this.cmdlist(ctx, cmds.slice(at, at + CMDQ_BATCH_ENTRIES), false, lists, cpu);
       if (r.status < 0) break;
       at += CMDQ_BATCH_ENTRIES;
     }
-    if (r.status === 0) r = await this.cmdlist(ctx, cmds.slice(at), true, lists);
+    if (r.status === 0) r = await this.cmdlist(ctx, cmds.slice(at), true, lists, cpu);
     if (outcome) {
       if (r.status === 0) outcome.failed = 0;
       else if (r.stoppedAt === undefined) outcome.failed = cmds.length;
@@ -121,45 +152,54 @@ export class GuestCmdq {
 
   /**
    * arm_smmu_cmdq_issue_cmdlist for one list: `cmds` and, with `sync`, a CMD_SYNC built for this
-   * queue's completion; PROD written once; with `sync`, waits for it. `lists` learns where the
-   * list's commands went in the ring.
+   * queue's completion, in the slots the gather reserved; PROD written once by the owner for every
+   * list it gathered; with `sync`, waits for its own. `lists` learns where the list went in the ring.
    */
-  private async cmdlist(ctx: OpContext, cmds: readonly SmmuCommand[], sync: boolean, lists: { start: number; commands: number }[]): Promise<ListResult> {
+  private async cmdlist(ctx: OpContext, cmds: readonly SmmuCommand[], sync: boolean, lists: { start: number; commands: number }[], cpu?: number): Promise<ListResult> {
     const log2 = this.port.log2;
     const n = cmds.length + (sync ? 1 : 0);
-    while (Q.free(this.prod, this.cons, log2) < n) {
-      // Linux spins on CONS; here the wait ends when another CPU's sync completes.
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
-    }
-    const syncPtr = Q.inc(this.prod, log2, cmds.length);
-    const syncGpa = this.slotGpa(cmds.length);
+    // The vCPU clock the operation runs on (absent: the list is its own owner at once).
+    const base = cpu === undefined ? 0 : (this.env?.vcpuNs[cpu] ?? 0);
+    const modeled = cpu !== undefined && this.env?.vcpus !== undefined;
+    const d = modeled ? await this.gather.arrive(cpu, base + ctx.modeledNs, n, n * (this.env?.writeNs ?? 0)) : await this.immediate.arrive(-1, 0, n, 0);
+    const start = d.member.start;
+    const syncPtr = Q.inc(start, log2, cmds.length);
+    const syncGpa = this.slotGpa(syncPtr);
     const all = sync ? [...cmds, this.syncCommand(syncGpa)] : [...cmds];
     const bytes = Buffer.alloc(all.length * CMD_SIZE);
     all.forEach((c, i) => encodeCommand(c, bytes, i * CMD_SIZE));
-    // The slots are contiguous in the ring, split in two where it wraps; each run travels as one
-    // range, as the reader would fetch it in one go.
-    const ranges: MemoryRange[] = [];
-    const size = Q.size(log2);
-    const first = Q.index(this.prod, log2);
-    const head = Math.min(all.length, size - first);
-    for (const [slotIndex, from, k] of [[first, 0, head], [0, head, all.length - head]] as const) {
-      if (k === 0) continue;
-      const data = bytes.subarray(from * CMD_SIZE, (from + k) * CMD_SIZE);
-      const gpa = this.port.gpa + slotIndex * CMD_SIZE;
-      this.ram.write(gpa, data);
-      ranges.push({ gpa, data });
-    }
-    lists.push({ start: this.prod, commands: cmds.length });
-    this.prod = Q.inc(this.prod, log2, all.length);
+    const ranges = this.writeSlots(start, bytes);
+    this.written.set(d.member, { ranges, bytes });
+    d.member.written.resolve();
+    lists.push({ start, commands: cmds.length });
     ctx.charge(this.port.writeCost ?? 'guest.cmdq_write', all.length);
-    const prod = this.prod;
-    try {
+    const end = Q.inc(start, log2, all.length);
+    let published: Published;
+    if (d.owner) {
+      // b. Stop gathering (once the previous owner's PROD write is back), c. wait for every gathered
+      // slot to be written, d. write PROD once for all of them.
+      await d.gather.closed.promise;
+      await Promise.all(d.gather.members.map((m) => m.written.promise));
+      if (modeled && d.gather.closesAt !== undefined) ctx.modeledNs = Math.max(ctx.modeledNs, d.gather.closesAt - base);
+      const parts = d.gather.members.map((m) => this.written.get(m) as { ranges: MemoryRange[]; bytes: Buffer });
+      const last = d.gather.members[d.gather.members.length - 1] as Member;
       this.accesses.prodWrites += 1;
-      const published = await this.publish(ctx, prod, ranges, bytes);
+      const status = await this.publish(ctx, Q.inc(last.start, log2, last.slots), parts.flatMap((p) => p.ranges), Buffer.concat(parts.map((p) => p.bytes)));
+      published = { status, doneAt: base + ctx.modeledNs };
+      for (const m of d.gather.members) this.written.delete(m);
+      if (modeled) this.gather.published(d.gather, published);
+      else d.gather.publish(published);
+    } else {
+      // Gathered: its slots go out with the owner's PROD write, which it waits for before polling.
+      this.accesses.gathered += 1;
+      published = await d.gather.published.promise;
+      ctx.modeledNs = Math.max(ctx.modeledNs, published.doneAt - base);
+    }
+    try {
       // Without a sync nothing is waited for: an error shows at the next sync.
-      if (published === 0 && !sync) return { status: 0 };
-      if (published === 0 && (await this.synced(ctx, syncGpa, syncPtr))) {
-        this.consumedUpTo(prod);
+      if (published.status === 0 && !sync) return { status: 0 };
+      if (published.status === 0 && (await this.synced(ctx, syncGpa, syncPtr, true))) {
+        this.consumedUpTo(end);
         return { status: 0 };
       }
       // The queue stopped on an error, or the sync never completed: recover as Linux does, and
@@ -167,13 +207,34 @@ export class GuestCmdq {
       const recovered = await this.recover(ctx);
       if (recovered.status !== 0) return { status: recovered.status };
       // Still not complete after the queue resumed: nothing of the call can be trusted to have run.
-      if (!(await this.synced(ctx, syncGpa, syncPtr))) return { status: -Errno.EIO };
-      this.consumedUpTo(prod);
+      if (!(await this.synced(ctx, syncGpa, syncPtr, recovered.status === 0))) return { status: -Errno.EIO };
+      this.consumedUpTo(end);
       return { status: -Errno.EIO, stoppedAt: recovered.cons };
     } finally {
-      // Whatever happened, other CPUs waiting for room look again.
-      for (const w of this.waiters.splice(0)) w();
+      // Whatever happened, lists waiting for room look again.
+      this.gather.roomFreed();
+      this.immediate.roomFreed();
     }
+  }
+
+  /**
+   * Writes a list's slots into the ring from `start`; the slots are contiguous in the ring, split
+   * in two where it wraps, and each run travels as one range, as the reader would fetch it.
+   */
+  private writeSlots(start: number, bytes: Buffer): MemoryRange[] {
+    const log2 = this.port.log2;
+    const count = bytes.length / CMD_SIZE;
+    const ranges: MemoryRange[] = [];
+    const first = Q.index(start, log2);
+    const head = Math.min(count, Q.size(log2) - first);
+    for (const [slotIndex, from, k] of [[first, 0, head], [0, head, count - head]] as const) {
+      if (k === 0) continue;
+      const data = bytes.subarray(from * CMD_SIZE, (from + k) * CMD_SIZE);
+      const gpa = this.port.gpa + slotIndex * CMD_SIZE;
+      this.ram.write(gpa, data);
+      ranges.push({ gpa, data });
+    }
+    return ranges;
   }
 
   /**
@@ -184,8 +245,11 @@ export class GuestCmdq {
     return (await this.access(ctx, this.port.prodRegister, prod, true, ranges)).status;
   }
 
-  /** MSI polling: the SMMU's MSI write zeroed the sync's slot in RAM. */
-  protected msiLanded(syncGpa: number): boolean {
+  /**
+   * MSI polling: the SMMU's MSI write zeroed the sync's slot in RAM. `delivered`: the access that
+   * should have completed it (the PROD write, or the acknowledgement that resumed the queue) succeeded.
+   */
+  protected msiLanded(syncGpa: number, _delivered: boolean): boolean {
     return this.ram.read32(syncGpa) === 0;
   }
 
@@ -204,8 +268,8 @@ export class GuestCmdq {
    * Linux keeps reading until ARM_SMMU_POLL_TIMEOUT_US; nothing else moves CONS here, so one read
    * that shows neither stands for that timeout.
    */
-  private async synced(ctx: OpContext, syncGpa: number, syncPtr: number): Promise<boolean> {
-    if (this.completion === 'msi') return this.msiLanded(syncGpa);
+  private async synced(ctx: OpContext, syncGpa: number, syncPtr: number, delivered: boolean): Promise<boolean> {
+    if (this.completion === 'msi') return this.msiLanded(syncGpa, delivered);
     const cons = await this.readCons(ctx);
     if (cons === undefined || Q.consErr(cons) !== Q.CERROR.NONE) return false;
     const d = Q.used(cons, syncPtr, this.port.log2);

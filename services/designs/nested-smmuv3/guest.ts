@@ -12,7 +12,7 @@ import {
   SMMU_REG, VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, VSMMU_CMDQ_LOG2_ENTRIES, smmuFeatures, vcmdqGuestGpa, vcmdqRegister, vsmmuCmdqGpa, vsmmuMmioBase,
   type SmmuFeatures,
 } from '../../formats/smmu/registers.js';
-import { GuestCmdq, type IssueOutcome } from './guest-cmdq.js';
+import { GuestCmdq, type GatherEnv, type IssueOutcome } from './guest-cmdq.js';
 import { deviceOpName, type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
 import { FlushQueues } from '../../guest/flush-queue.js';
 import { IovaAllocator } from '../../guest/iova.js';
@@ -140,14 +140,14 @@ class GuestSmmu implements DriverSmmu {
    */
   features: SmmuFeatures = { msiPoll: false, sev: false, ril: true, ats: false };
 
-  constructor(vsmmu: number, ram: GuestKernel['ram'], vcmdqPsmmu: number | undefined, vcmdqs: number) {
+  constructor(vsmmu: number, ram: GuestKernel['ram'], vcmdqPsmmu: number | undefined, vcmdqs: number, env: GatherEnv) {
     const regs = vsmmuMmioBase(vsmmu);
     this.regs = regs;
     // Every access to the vSMMU's registers traps: PROD writes and CONS reads alike.
     this.cmdq = new GuestCmdq({
       gpa: vsmmuCmdqGpa(vsmmu), log2: VSMMU_CMDQ_LOG2_ENTRIES, prodRegister: regs + SMMU_REG.CMDQ_PROD, consRegister: regs + SMMU_REG.CMDQ_CONS,
       gerrorRegister: regs + SMMU_REG.GERROR, gerrornRegister: regs + SMMU_REG.GERRORN, peer: 'kvm', kind: 'MMIO_WRITE', readKind: 'MMIO_READ', completion: 'sev',
-    }, ram);
+    }, ram, env);
     if (vcmdqPsmmu === undefined) return;
     for (let q = 0; q < vcmdqs; q++) {
       this.vcmdqs.push(new GuestCmdq({
@@ -157,7 +157,7 @@ class GuestSmmu implements DriverSmmu {
         // the queue's CONS on the VINTF page mapped into the guest, a load with no trap.
         gerrornRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERRORN), peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO',
         readCost: 'cpu.mmio_read_device', completion: 'none',
-      }, ram));
+      }, ram, env));
     }
     this.backed = this.vcmdqs.length;
   }
@@ -194,7 +194,7 @@ class GuestSmmu implements DriverSmmu {
   }
 
   issue(ctx: OpContext, cpu: number, cmds: readonly SmmuCommand[], outcome?: IssueOutcome): Promise<number> {
-    return this.queueFor(cpu, cmds).issue(ctx, cmds, outcome);
+    return this.queueFor(cpu, cmds).issue(ctx, cmds, outcome, cpu);
   }
 }
 
@@ -400,7 +400,9 @@ function guestPlatform(kernel: GuestKernel, traits: DesignTraits): SmmuPlatform 
   for (const d of kernel.devices) {
     if (smmus.has(d.vsmmu)) continue;
     const q = queues.get(d.vsmmu);
-    smmus.set(d.vsmmu, new GuestSmmu(d.vsmmu, kernel.ram, q?.psmmu, q?.n ?? 0));
+    // The vCPUs gather each other's lists in modeled time (cmdq-gather.ts).
+    const env = { vcpus: kernel.vcpus, vcpuNs: kernel.vcpuNs, writeNs: kernel.vcpus ? kernel.env.costs.of('guest.cmdq_write') : 0 };
+    smmus.set(d.vsmmu, new GuestSmmu(d.vsmmu, kernel.ram, q?.psmmu, q?.n ?? 0, env));
   }
   return {
     mem: kernel.ram,

@@ -116,6 +116,7 @@ export class WorkloadThreads {
     }
     kernel.vcpuNs.length = 0;
     for (let t = 0; t < this.count; t++) kernel.vcpuNs.push(0);
+    kernel.vcpus?.reset(this.count);
     this.rings = new Map(kernel.devices.map((d) => [d.index, new DeviceRing(kernel.ram, d.index)]));
   }
 
@@ -201,8 +202,15 @@ export class WorkloadThreads {
    * when it started late, so neither clock omits the wait of a late send (coordinated omission).
    */
   async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number): Promise<number> {
-    // Before the clocks are read: a step may hold the thread and move its clock.
-    await this.env.step?.reach(t);
+    // Before the clocks are read: a step may hold the thread and move its clock. While it waits
+    // there it bounds no decision in modeled time (every clock is past it when it resumes).
+    const vcpus = this.env.step ? this.env.kernel.vcpus : undefined;
+    vcpus?.park(t);
+    try {
+      await this.env.step?.reach(t);
+    } finally {
+      vcpus?.unpark(t);
+    }
     const r = await this.timed(name, t, fn, arrivalNs);
     if (t === 0 && this.virtioMem && ++this.sinceResize >= (this.env.w.virtioMem?.everyOps ?? 0)) {
       // workload.virtioMem: a resize after thread 0's operation, an operation of its own (the host
@@ -220,10 +228,16 @@ export class WorkloadThreads {
     const start = arrivalNs ?? this.clock(t);
     // While it runs, the vCPU's clock is the operation's start (GuestKernel.vcpuNs).
     this.env.kernel.vcpuNs[t] = start;
+    this.env.kernel.vcpus?.begin(t, ctx);
     const m0 = nowNs();
-    const r = await fn(ctx);
+    let r: number;
+    try {
+      r = await fn(ctx);
+    } finally {
+      this.env.kernel.vcpuNs[t] = start + ctx.modeledNs;
+      this.env.kernel.vcpus?.end(t);
+    }
     const m1 = nowNs();
-    this.env.kernel.vcpuNs[t] = start + ctx.modeledNs;
     // Timers are millisecond-grained, so an arrival may also go out a little early: then it is
     // timed from when it really started, never for less than its own run.
     const from = arrivalNs === undefined ? m0 : Math.min(m0, this.t0 + arrivalNs);
@@ -261,7 +275,11 @@ export class WorkloadThreads {
 
   /** Runs every thread to its end, flushes what the DMA API deferred, and gives the run's result. */
   async run(thread: (t: number) => Promise<void>, counters: () => Record<string, number>): Promise<WorkloadRun> {
-    await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t).finally(() => this.env.step?.leave(t))));
+    await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t).finally(() => {
+      this.env.step?.leave(t);
+      // Done: it bounds nothing any more.
+      this.env.kernel.vcpus?.park(t);
+    })));
     await this.env.dma.drain();
     return { elapsedNs: nowNs() - this.t0, modeledPerThreadNs: this.env.kernel.vcpuNs, operations: this.nextOpId - 1, counters: { ...counters(), ...this.resizeCounters() } };
   }
