@@ -187,5 +187,5 @@ export function writeResults(dir: string, doc: ResultsDoc): string {
 
 /** Writes the profile a run computed (measured-host) beside its results, as a profile file. */
 export function writeProfile(dir: string, profile: CostProfile): string {
-  return writeFileAtomic(dir, profileFile(profile.name), stringify({ name: profile.name, description: profile.description, steps: profile.steps }));
+  return writeFileAtomic(dir, profileFile(profile.name), stringify({ name: profile.name, arch: profile.arch, description: profile.description, steps: profile.steps }));
 }

@@ -234,7 +234,7 @@ export class Session {
     };
     const run = await this.run(cal, MODEL.nestedSmmuv3, base);
     const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
-    const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, count: h.count }));
+    const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, minUs: h.measuredUs.min, p99Us: h.measuredUs.p99, count: h.count }));
     return measuredHostProfile(base, hops, new Date().toISOString());
   }
 

@@ -1,5 +1,9 @@
-import { describe, expect, it } from 'vitest';
-import { loadProfile, profileNames } from '../../services/cost/profile.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
+import { ARCHES, loadProfile, profileNames, profilesDir } from '../../services/cost/profile.js';
 import { COST_STEPS } from '../../services/cost/steps.js';
 
 describe('cost profiles shipped in profiles/', () => {
@@ -18,6 +22,18 @@ describe('cost profiles shipped in profiles/', () => {
         else expect(s.source, step).not.toMatch(/^ASSUMPTION/);
       }
     });
+
+    it(`${name}: names its architecture and gives every step a range around its cost, with a one-line reason`, () => {
+      const p = loadProfile(name);
+      expect(ARCHES).toContain(p.arch);
+      for (const [step, s] of Object.entries(p.steps)) {
+        const [lo, hi] = s.range;
+        expect(lo, step).toBeLessThanOrEqual(s.ns);
+        expect(hi, step).toBeGreaterThanOrEqual(s.ns);
+        expect(s.rangeReason.length, step).toBeGreaterThan(20);
+        expect(s.rangeReason, step).not.toMatch(/\n/);
+      }
+    });
   }
 
   it('keep the exits where their sources put them: Phytium slower than Kunpeng, QEMU exits dearer than kernel ones', () => {
@@ -27,5 +43,55 @@ describe('cost profiles shipped in profiles/', () => {
     expect((k['exit.mmio_trap']?.ns ?? 0) + (k['exit.to_user']?.ns ?? 0)).toBe(2306);
     expect((ph['exit.mmio_trap']?.ns ?? 0) + (ph['exit.to_user']?.ns ?? 0)).toBe(7214);
     expect(x['exit.mmio_trap']?.ns).toBe(612); // 1530 cycles at 2.5 GHz
+  });
+});
+
+describe('the profile loader', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmmsim-profile-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const shipped = parse(readFileSync(join(profilesDir(), 'arm64-kunpeng920.yaml'), 'utf8')) as Record<string, unknown> & { steps: Record<string, Record<string, unknown>> };
+  /** The shipped profile with `edit` applied, written to a file; returns what loading it threw, or undefined. */
+  const loadEdited = (edit: (doc: typeof shipped) => void): Error | undefined => {
+    const doc = structuredClone(shipped);
+    edit(doc);
+    const file = join(dir, 'p.yaml');
+    writeFileSync(file, stringify(doc));
+    try {
+      loadProfile(file);
+      return undefined;
+    } catch (err) {
+      return err as Error;
+    }
+  };
+  const step = (doc: typeof shipped): Record<string, unknown> => doc.steps['smmu.sync'] as Record<string, unknown>;
+
+  it('accepts the shipped profile as written', () => {
+    expect(loadEdited(() => undefined)).toBeUndefined();
+  });
+
+  it('refuses a step without a range, in one line naming the step', () => {
+    const err = loadEdited((d) => delete step(d)['range']);
+    expect(err).toMatchObject({ code: 'E_PROFILE' });
+    expect(err?.message).toMatch(/steps\.smmu\.sync has no range/);
+    expect(err?.message).not.toMatch(/\n/);
+  });
+
+  it('refuses a step without the reason for its range, in one line naming the step', () => {
+    const err = loadEdited((d) => delete step(d)['rangeReason']);
+    expect(err).toMatchObject({ code: 'E_PROFILE' });
+    expect(err?.message).toMatch(/steps\.smmu\.sync has no rangeReason/);
+    expect(err?.message).not.toMatch(/\n/);
+  });
+
+  it('refuses a reason of more than one line, a malformed range, and a cost outside its range', () => {
+    expect(loadEdited((d) => (step(d)['rangeReason'] = 'first line\nsecond line'))?.message).toMatch(/steps\.smmu\.sync\.rangeReason must say in one line/);
+    expect(loadEdited((d) => (step(d)['range'] = [500, 100]))?.message).toMatch(/steps\.smmu\.sync\.range must be \[lo, hi\]/);
+    expect(loadEdited((d) => (step(d)['range'] = [1]))?.message).toMatch(/steps\.smmu\.sync\.range must be \[lo, hi\]/);
+    expect(loadEdited((d) => (step(d)['ns'] = 5000))?.message).toMatch(/steps\.smmu\.sync\.ns 5000 lies outside its range/);
+  });
+
+  it('refuses a profile without an architecture, or with one it does not know', () => {
+    expect(loadEdited((d) => delete d['arch'])?.message).toMatch(/arch must be one of arm64, ppc64, x86_64 .*it has none/);
+    expect(loadEdited((d) => (d['arch'] = 'riscv64'))?.message).toMatch(/arch must be one of .*not "riscv64"/);
   });
 });
