@@ -36,6 +36,39 @@ describe('cost profiles shipped in profiles/', () => {
     });
   }
 
+  it('include the platform profiles, each for its architecture', () => {
+    expect(Object.fromEntries(['power9', 'arm64-grace', 'x86-skylake', 'arm64-kunpeng920'].map((n) => [n, loadProfile(n).arch]))).toEqual({
+      'power9': 'ppc64',
+      'arm64-grace': 'arm64',
+      'x86-skylake': 'x86_64',
+      'arm64-kunpeng920': 'arm64',
+    });
+  });
+
+  it('source the steps that make each platform what it is (exits, syscall, IOMMU invalidation), stand-ins saying so', () => {
+    const sourced: Record<string, string[]> = {
+      'power9': ['exit.hcall', 'ioctl.syscall', 'kernel.tce_put', 'smmu.sync'],
+      'arm64-grace': ['exit.mmio_trap', 'exit.to_user', 'exit.hcall', 'ioctl.syscall', 'smmu.cmd_exec', 'smmu.sync', 'guest.bounce_copy'],
+      'x86-skylake': ['exit.mmio_trap', 'exit.to_user', 'exit.hcall', 'ioctl.syscall', 'smmu.sync'],
+    };
+    for (const [name, steps] of Object.entries(sourced)) {
+      const p = loadProfile(name);
+      for (const k of steps) expect(p.steps[k]?.confidence, `${name} ${k}`).not.toBe('U');
+    }
+    const grace = loadProfile('arm64-grace').steps;
+    for (const k of ['exit.mmio_trap', 'exit.to_user', 'exit.hcall', 'ioctl.syscall', 'smmu.sync']) expect(grace[k]?.source, k).toMatch(/^STAND-IN for Neoverse V2/);
+    // The P9 path has no real-mode TCE handlers: the hypercall is the full virtual-mode exit.
+    expect(loadProfile('power9').steps['exit.hcall']?.ns).toBeGreaterThan(1000);
+  });
+
+  it('say, in the new platform profiles, which platform a carried assumption lacks a number for', () => {
+    for (const [name, platform] of [['power9', 'POWER9'], ['arm64-grace', 'Neoverse V2']] as const) {
+      for (const [k, s] of Object.entries(loadProfile(name).steps)) {
+        if (s.confidence === 'U' && !/^ASSUMPTION \(no separate figure\)/.test(s.source) && !/^ASSUMPTION \(as arm64-kunpeng920\)/.test(s.source)) expect(s.source, `${name} ${k}`).toMatch(new RegExp(`^ASSUMPTION \\(no ${platform}`));
+      }
+    }
+  });
+
   it('keep the exits where their sources put them: Phytium slower than Kunpeng, QEMU exits dearer than kernel ones', () => {
     const k = loadProfile('arm64-kunpeng920').steps;
     const ph = loadProfile('arm64-phytium-s2500').steps;
