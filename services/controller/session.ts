@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { CostProfile } from '../cost/profile.js';
 import { profileCosts } from '../cost/profile.js';
 import { measuredHostProfile } from './measured-host.js';
+import { archNotes } from './notes.js';
 import { VmmsimError } from '../runtime/errors.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import type { Endpoint } from '../runtime/generated/vmmsim/v1/Endpoint.js';
@@ -216,6 +217,7 @@ export class Session {
       modeledResources: combined.resources,
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
+      notes: archNotes(model, profile),
     };
   }
 
