@@ -88,6 +88,13 @@ export interface SaturationResult {
   stop: 'converged' | 'max' | 'step-cap' | 'floor';
 }
 
+/** A note on a run's results (controller/notes.ts): a stable code and a sentence for people. */
+export interface RunNote {
+  /** arch-mismatch: the design models another architecture than the profile's host. */
+  code: string;
+  text: string;
+}
+
 export interface RunResult {
   /** In a sweep: the value of each swept key at this run's point (`{ "topology.psmmus": 4 }`). */
   point?: Record<string, string | number>;
@@ -141,6 +148,8 @@ export interface RunResult {
   counters: Record<string, Record<string, number>>;
   /** Open loop (workload.rate > 0) only: requested against achieved rate. */
   load?: LoadResult;
+  /** What to keep in mind reading this run (controller/notes.ts), printed under the terminal table; [] when nothing. */
+  notes: RunNote[];
 }
 
 export interface ResultsDoc {
@@ -152,7 +161,8 @@ export interface ResultsDoc {
   finishedAt: string;
   scenario: Scenario;
   seed: number;
-  profile: { name: string; path: string };
+  /** arch: the architecture of the host the profile describes (a design of another gets a note). */
+  profile: { name: string; path: string; arch: string };
   /** A sweep's swept keys and its number of points; `scenario` is then the first point's. */
   sweep?: { keys: string[]; points: number };
   runs: RunResult[];
@@ -187,5 +197,5 @@ export function writeResults(dir: string, doc: ResultsDoc): string {
 
 /** Writes the profile a run computed (measured-host) beside its results, as a profile file. */
 export function writeProfile(dir: string, profile: CostProfile): string {
-  return writeFileAtomic(dir, profileFile(profile.name), stringify({ name: profile.name, description: profile.description, steps: profile.steps }));
+  return writeFileAtomic(dir, profileFile(profile.name), stringify({ name: profile.name, arch: profile.arch, description: profile.description, steps: profile.steps }));
 }

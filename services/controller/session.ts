@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { CostProfile } from '../cost/profile.js';
 import { profileCosts } from '../cost/profile.js';
 import { measuredHostProfile } from './measured-host.js';
+import { archNotes } from './notes.js';
 import { VmmsimError } from '../runtime/errors.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import type { Endpoint } from '../runtime/generated/vmmsim/v1/Endpoint.js';
@@ -216,6 +217,7 @@ export class Session {
       modeledResources: combined.resources,
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
+      notes: archNotes(model, profile),
     };
   }
 
@@ -234,7 +236,7 @@ export class Session {
     };
     const run = await this.run(cal, MODEL.nestedSmmuv3, base);
     const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
-    const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, count: h.count }));
+    const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, minUs: h.measuredUs.min, p99Us: h.measuredUs.p99, count: h.count }));
     return measuredHostProfile(base, hops, new Date().toISOString());
   }
 

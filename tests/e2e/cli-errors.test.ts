@@ -124,7 +124,7 @@ const CASES: BadInput[] = [
   { what: 'an unknown model in --models (the valid ones listed)', args: () => ['compare', '--models', 'none,bogus'], code: 'E_USAGE', mentions: () => ['"bogus"', ...MODELS] },
   {
     what: 'a profile file with a step no model has (the valid ones listed)',
-    args: () => ['run', '--profile', scenarioFile('name: mine\nsteps:\n  bogus.step: 5\n', 'profile.yaml')],
+    args: () => ['run', '--profile', scenarioFile('name: mine\narch: arm64\nsteps:\n  bogus.step: 5\n', 'profile.yaml')],
     code: 'E_PROFILE',
     mentions: (a) => [a[2] as string, '"bogus.step"', 'guest.iova_alloc', 'smmu.walk_access'],
   },
