@@ -6,22 +6,23 @@ import { GERROR_CMDQ_ERR, SMMU_REG } from '../formats/smmu/registers.js';
 import { decodeHwptInvalidate, withEntryNum } from '../formats/iommufd.js';
 import { type VdeviceObject, type ViommuObject } from '../machine/iommufd-objects.js';
 import type { OpContext } from '../runtime/op-context.js';
+import type { PageTable } from '../machine/pagetable.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
 import type { Endpoint } from '../runtime/topology.js';
 import { vmOfLiobn, decodeTceUpdate, tceGpa, tcePerms, H_RC } from '../formats/spapr-tce.js';
 import {
   DMA_MAP_SIZE, DMA_UNMAP_SIZE, IOMMU_WRITE, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR,
-  decodeDmaMap, decodeDmaUnmap, decodeKernelIommuMap, encodeDmaUnmap, pageAligned,
+  decodeContainerIoctl, decodeDmaMap, decodeDmaUnmap, decodeKernelIommuMap, encodeDmaUnmap, pageAligned,
 } from '../formats/vfio-type1.js';
 import { PAGE_SIZE } from '../machine/memory.js';
-import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT } from './host-iommu.js';
+import { vfioContainers } from '../machine/vfio-containers.js';
+import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT, stage1DomainInvalidation, vmStage2Invalidation } from './host-iommu.js';
 import { HostTables } from './host-tables.js';
 import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
 import { HwQueues } from './hw-queues.js';
 import { IOAS_COUNTERS, VmIoas, type IoasCounters } from './ioas.js';
 import { decodeIoasMap, decodeIoasUnmap, encodeIoasUnmap } from '../formats/iommufd-ioas.js';
-import { iommufdLayoutOf } from '../designs/registry.js';
-import { designOf } from '../designs/registry.js';
+import { designOf, iommufdLayoutOf, shadowOf } from '../designs/registry.js';
 
 /**
  * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a
@@ -40,8 +41,14 @@ class VfioRole implements RoleInstance {
   private readonly tables: HostTables;
   /** The VMs' HW queues (VCMDQs), re-created by a VMM on migration. */
   private readonly hwQueues: HwQueues;
-  /** Per VM, its host IOMMU domain when the model shadows guest mappings. */
-  private readonly domains = new Map<number, HostIommuDomain>();
+  /**
+   * When the model shadows guest mappings: each VFIO container's host domain by `vm/fd` (one per
+   * device, or one per VM for a TCE table), and by device for the in-kernel callers.
+   */
+  private readonly containers = new Map<string, HostIommuDomain>();
+  private readonly byDevice = new Map<number, HostIommuDomain>();
+  /** Per VM, its TCE table's domain (sPAPR). */
+  private readonly tceTables = new Map<number, HostIommuDomain>();
   private readonly hostCounters = Object.fromEntries(HOST_IOMMU_COUNTERS.map((k) => [k, 0])) as HostIommuDomain['counters'];
   /** Per VM, its IOAS when the stage 2 maps guest RAM itself (no vIOMMU, or a nesting parent). */
   private readonly ioas = new Map<number, VmIoas>();
@@ -49,11 +56,24 @@ class VfioRole implements RoleInstance {
 
   constructor(env: RoleEnv) {
     this.tables = new HostTables(env.topology);
-    const host = designOf(env.topology.model).traits.hostTables;
-    if (host === 'shadow') {
-      this.tables.stage2.forEach((table, vm) => {
-        this.domains.set(vm, new HostIommuDomain(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.hostCounters));
-      });
+    const t = env.topology;
+    const host = designOf(t.model).traits.hostTables;
+    const shadow = shadowOf(t.model);
+    const submit = (ctx: OpContext, p: number, cmds: Buffer): Promise<number> => this.submit(ctx, `psmmu-${p}`, cmds);
+    if (shadow) {
+      for (const c of vfioContainers(t, shadow === 'device-domain')) {
+        let domain: HostIommuDomain;
+        if (shadow === 'device-domain') {
+          const d = this.tables.deviceDomains.get(c.devices[0] as number);
+          if (!d) throw new Error(`device ${c.devices[0]} has no host domain`);
+          domain = new HostIommuDomain(c.vm, d.table, stage1DomainInvalidation(d.asid, d.psmmu, submit, this.hostCounters), this.hostCounters, `vfio.container-${c.vm}.${c.fd}`);
+        } else {
+          domain = new HostIommuDomain(c.vm, this.tables.stage2[c.vm] as PageTable, vmStage2Invalidation(t, c.vm, submit, this.hostCounters), this.hostCounters);
+          this.tceTables.set(c.vm, domain);
+        }
+        this.containers.set(`${c.vm}/${c.fd}`, domain);
+        for (const d of c.devices) this.byDevice.set(d, domain);
+      }
     } else if (host !== 'emulated') {
       this.tables.stage2.forEach((table, vm) => {
         this.ioas.set(vm, new VmIoas(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.ioasCounters));
@@ -98,10 +118,12 @@ class VfioRole implements RoleInstance {
    */
   private async dmaMap(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('ioctl.syscall');
-    const m = decodeDmaMap(payload);
+    const io = decodeContainerIoctl(payload);
+    if (!io) return this.reply(-Errno.EFAULT);
+    const domain = this.containers.get(`${vm}/${io.fd}`);
+    if (!domain) return this.reply(-Errno.EBADF);
+    const m = decodeDmaMap(io.arg);
     if (!m) return this.reply(-Errno.EFAULT);
-    const domain = this.domains.get(vm);
-    if (!domain) return this.reply(-Errno.ENODEV);
     if (m.argsz < DMA_MAP_SIZE || (m.flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)) !== 0) return this.reply(-Errno.EINVAL);
     if (!pageAligned(m.iova, m.size) || m.vaddr % PAGE_SIZE !== 0) return this.reply(-Errno.EINVAL);
     if (!HostIommuDomain.inAperture(m.iova, m.size / PAGE_SIZE)) return this.reply(-Errno.EINVAL);
@@ -116,10 +138,12 @@ class VfioRole implements RoleInstance {
   /** ioctl(VFIO_IOMMU_UNMAP_DMA): the reply carries the struct back with size = bytes unmapped. */
   private async dmaUnmap(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('ioctl.syscall');
-    const u = decodeDmaUnmap(payload);
+    const io = decodeContainerIoctl(payload);
+    if (!io) return this.reply(-Errno.EFAULT);
+    const domain = this.containers.get(`${vm}/${io.fd}`);
+    if (!domain) return this.reply(-Errno.EBADF);
+    const u = decodeDmaUnmap(io.arg);
     if (!u) return this.reply(-Errno.EFAULT);
-    const domain = this.domains.get(vm);
-    if (!domain) return this.reply(-Errno.ENODEV);
     if (u.argsz < DMA_UNMAP_SIZE || u.flags !== 0 || !pageAligned(u.iova, u.size)) return this.reply(-Errno.EINVAL);
     const r = await domain.lock.with(async () => {
       ctx.charge('kernel.vfio_dma_op');
@@ -151,12 +175,12 @@ class VfioRole implements RoleInstance {
     return this.reply(await ioas.map(ctx, m));
   }
 
-  /** An in-kernel iommu_map()/iommu_unmap() (vhost-iommu): no syscall, the same domain and lock. */
+  /** An in-kernel iommu_map()/iommu_unmap() (vhost-iommu) on a device's domain: no syscall, the container's domain and lock. */
   private async kernelMap(kind: 'IOMMU_MAP' | 'IOMMU_UNMAP', payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
     const m = decodeKernelIommuMap(payload);
     if (!m) return this.reply(-Errno.EFAULT);
-    const domain = this.domains.get(m.vm);
-    if (!domain) return this.reply(-Errno.ENODEV);
+    const domain = this.byDevice.get(m.device);
+    if (!domain || this.tables.deviceDomains.get(m.device)?.vm !== m.vm) return this.reply(-Errno.ENODEV);
     if (!pageAligned(m.iova, m.size) || (kind === 'IOMMU_MAP' && m.gpa % PAGE_SIZE !== 0)) return this.reply(-Errno.EINVAL);
     const pages = m.size / PAGE_SIZE;
     const r = await domain.lock.with(
@@ -174,7 +198,7 @@ class VfioRole implements RoleInstance {
   private async tceUpdate(payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
     const u = decodeTceUpdate(payload);
     const vm = u ? vmOfLiobn(u.liobn) : undefined;
-    const domain = vm === undefined ? undefined : this.domains.get(vm);
+    const domain = vm === undefined ? undefined : this.tceTables.get(vm);
     if (!u || !domain || u.ioba % PAGE_SIZE !== 0) return { status: H_RC.PARAMETER, payload: EMPTY };
     ctx.charge('kernel.tce_put', u.tces.length);
     const gpas = u.tces.map((t) => (tcePerms(t).read || tcePerms(t).write ? tceGpa(t) : undefined));
@@ -250,7 +274,7 @@ class VfioRole implements RoleInstance {
     // Host stage-2 commands per pSMMU, so the run's accounting can tell them from the guests' deliveries.
     const stage2: Record<string, number> = {};
     for (const i of this.ioas.values()) for (const [p, n] of i.delivered) stage2[`stage2Commands.psmmu-${p}`] = (stage2[`stage2Commands.psmmu-${p}`] ?? 0) + n;
-    return { ...this.counters, ...this.hwQueues.counters, ...(this.domains.size > 0 ? this.hostCounters : {}), ...(this.ioas.size > 0 ? this.ioasCounters : {}), ...stage2, ...errors };
+    return { ...this.counters, ...this.hwQueues.counters, ...(this.containers.size > 0 ? this.hostCounters : {}), ...(this.ioas.size > 0 ? this.ioasCounters : {}), ...stage2, ...errors };
   }
 
   close(): void {

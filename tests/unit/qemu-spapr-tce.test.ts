@@ -10,7 +10,8 @@ import {
   DMA32_WINDOW_ENTRIES, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, encodeHcall, encodeTceList, liobnOf, tceOf, type Hcall,
 } from '../../services/formats/spapr-tce.js';
 import type { LinkClient, MemoryRange, OutgoingRequest } from '../../services/runtime/transport/link.js';
-import { decodeDmaMap, decodeDmaUnmap } from '../../services/formats/vfio-type1.js';
+import { decodeContainerIoctl, decodeDmaMap, decodeDmaUnmap } from '../../services/formats/vfio-type1.js';
+import { VFIO_CONTAINER_FD_BASE } from '../../services/machine/vfio-containers.js';
 import type { VmmDevice } from '../../services/qemu/device.js';
 import { vmmDevice } from '../../services/designs/spapr-tce/vmm.js';
 import '../../services/designs/spapr-tce/vmm.js';
@@ -27,8 +28,11 @@ function rig() {
   const ioctls: string[] = [];
   const vfio = {
     request: async (req: OutgoingRequest): Promise<Envelope__Output> => {
-      const m = req.kind === 'VFIO_DMA_MAP' ? decodeDmaMap(req.payload) : undefined;
-      const u = req.kind === 'VFIO_DMA_UNMAP' ? decodeDmaUnmap(req.payload) : undefined;
+      // The PHB's one container.
+      const io = decodeContainerIoctl(req.payload);
+      if (io?.fd !== VFIO_CONTAINER_FD_BASE) throw new Error(`ioctl on fd ${io?.fd}, not the PHB's container`);
+      const m = req.kind === 'VFIO_DMA_MAP' ? decodeDmaMap(io.arg) : undefined;
+      const u = req.kind === 'VFIO_DMA_UNMAP' ? decodeDmaUnmap(io.arg) : undefined;
       ioctls.push(m ? `map ${m.iova.toString(16)}` : `unmap ${u?.iova.toString(16)}`);
       return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload: req.payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [] } as Envelope__Output;
     },

@@ -12,13 +12,12 @@ import { GuestQi } from './vtd-qi.js';
 
 /**
  * The DMA window IOVAs come from: each CPU allocates top-down in its own 256 MiB slice, so which
- * operation first touches a new page-table page does not depend on how vCPUs interleave. Each
- * device's domain gets its own 1 TiB window: Linux would hand out the same IOVAs in every domain,
- * but the host shadows them all into one VFIO container per VM here, where they must not collide.
+ * operation first touches a new page-table page does not depend on how vCPUs interleave. Every
+ * domain has the same window, as Linux hands out the same IOVAs in every domain: each device has
+ * its own address space in QEMU, its own VFIO container and host domain, so they never collide.
  */
 const IOVA_BASE = 0x1_0000_0000;
 const IOVA_SLICE = 0x1000_0000;
-const DEVICE_WINDOW = 2 ** 40;
 /** Linux allocates domain ids from IDA_START_DID (0: caching mode's invalid id, 1: FLPT_DEFAULT_DID). */
 const FIRST_DID = 2;
 
@@ -44,7 +43,7 @@ class Domain {
     readonly table: VtdPageTable,
     readonly fq: FlushQueues<Deferred>,
   ) {
-    this.iovas = new CpuIovaSpace(IOVA_BASE + device.index * DEVICE_WINDOW, IOVA_SLICE);
+    this.iovas = new CpuIovaSpace(IOVA_BASE, IOVA_SLICE);
   }
 
   iova(cpu: number): IovaAllocator {

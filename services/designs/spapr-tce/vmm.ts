@@ -9,7 +9,8 @@ import {
 } from '../../formats/spapr-tce.js';
 import { tceTableFile } from '../../machine/tce-table.js';
 import { TceTable } from '../../machine/tce-table.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../../formats/vfio-type1.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeContainerIoctl, encodeDmaMap, encodeDmaUnmap } from '../../formats/vfio-type1.js';
+import { VFIO_CONTAINER_FD_BASE } from '../../machine/vfio-containers.js';
 import type { VmmDevice, VmmDeviceFactory } from '../../qemu/device.js';
 
 /**
@@ -111,13 +112,13 @@ class SpaprTce implements VmmDevice {
     if (tceValid(old)) await this.unmap(ctx, iova);
     this.counters.vfioMaps += 1;
     const flags = VFIO_DMA_MAP_FLAG_READ | (tcePerms(tce).write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
-    const r = await ctx.call('vfio', 'VFIO_DMA_MAP', encodeDmaMap({ flags, vaddr: VMM_RAM_VADDR + gpa, iova, size: TCE_PAGE_SIZE }));
+    const r = await ctx.call('vfio', 'VFIO_DMA_MAP', encodeContainerIoctl(VFIO_CONTAINER_FD_BASE, encodeDmaMap({ flags, vaddr: VMM_RAM_VADDR + gpa, iova, size: TCE_PAGE_SIZE })));
     if (r.status !== 0) this.counters.vfioErrors += 1;
   }
 
   private async unmap(ctx: OpContext, iova: number): Promise<void> {
     this.counters.vfioUnmaps += 1;
-    const r = await ctx.call('vfio', 'VFIO_DMA_UNMAP', encodeDmaUnmap({ flags: 0, iova, size: TCE_PAGE_SIZE }));
+    const r = await ctx.call('vfio', 'VFIO_DMA_UNMAP', encodeContainerIoctl(VFIO_CONTAINER_FD_BASE, encodeDmaUnmap({ flags: 0, iova, size: TCE_PAGE_SIZE })));
     if (r.status !== 0) this.counters.vfioErrors += 1;
   }
 

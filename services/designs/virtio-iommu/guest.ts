@@ -14,10 +14,10 @@ import { CpuIovaSpace, type IovaAllocator } from '../../guest/iova.js';
 import { VirtqueueDriver } from './virtqueue-driver.js';
 
 /**
- * The DMA window IOVAs come from. Each (device, CPU) pair allocates top-down in its own slice, so
- * which operation gets which IOVA does not depend on how the vCPUs interleave. The slices of the
- * devices do not overlap either: the host keeps one shadow table per VM (services/vfio), while
- * each virtio-iommu domain is its own address space, so two domains must not reuse an IOVA.
+ * The DMA window IOVAs come from. Each CPU allocates top-down in its own slice of each domain, so
+ * which operation gets which IOVA does not depend on how the vCPUs interleave. Every domain has the
+ * same window, as Linux hands out the same IOVAs in every domain: each endpoint has its own address
+ * space in QEMU, its own VFIO container and host domain, so they never collide.
  */
 const IOVA_BASE = 0x1_0000_0000;
 const IOVA_SLICE = 0x1000_0000;
@@ -127,11 +127,10 @@ class VirtioIommuDma implements DmaApi {
     this.lock = new Mutex(`${kernel.env.self.name}.viommu.request_lock`);
     this.fq = FlushQueues.forKernel<Deferred>(kernel);
     const cpus = Math.max(1, kernel.env.topology.workload?.threads ?? 1);
-    const devices = Math.max(1, kernel.devices.length);
-    // Shrink the slices when many devices and CPUs would not fit the 48-bit IOVA space.
-    const fit = Math.floor((IOVA_END - IOVA_BASE) / (cpus * devices) / 0x20_0000) * 0x20_0000;
+    // Shrink the slices when many CPUs would not fit the 48-bit IOVA space.
+    const fit = Math.floor((IOVA_END - IOVA_BASE) / cpus / 0x20_0000) * 0x20_0000;
     const slice = Math.min(IOVA_SLICE, fit);
-    kernel.devices.forEach((d, n) => this.domains.set(d.index, new Domain(d.index + 1, IOVA_BASE + n * cpus * slice, slice)));
+    kernel.devices.forEach((d) => this.domains.set(d.index, new Domain(d.index + 1, IOVA_BASE, slice)));
   }
 
   /** MAP and UNMAP requests sent: each is an invalidation of the host's shadow in this design. */
