@@ -176,7 +176,8 @@ export class Session {
       // The host's stage-2 changes reach the same CMDQ; they are not deliveries of guest commands.
       const host = vfio[`stage2Commands.${name}`] ?? 0;
       hostStage2PerPsmmu[name] = host;
-      deliveredPerPsmmu[name] = (counters[name]?.['commands'] ?? 0) + (counters[name]?.['vcmdqCommands'] ?? 0) - host;
+      // SMMU commands of the main CMDQ and the VCMDQs, and TCE kills (the sPAPR designs' PHB work).
+      deliveredPerPsmmu[name] = (counters[name]?.['commands'] ?? 0) + (counters[name]?.['vcmdqCommands'] ?? 0) + (counters[name]?.['tceKills'] ?? 0) - host;
     }
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);

@@ -113,9 +113,10 @@ export function decodeHcall(b: Buffer): Hcall | undefined {
 }
 
 /**
- * TCEs written into the hardware table of one DMA window, from `ioba` on, followed by one TCE
- * cache kill over the range: what KVM's real-mode handlers and VFIO's sPAPR backend ask of the
- * host IOMMU. A TCE of 0 clears the entry.
+ * TCEs written into the hardware table of one DMA window, from `ioba` on, each followed by the kill
+ * of its TCE cache entry: what KVM's in-kernel handlers ask of the host IOMMU
+ * (kvmppc_tce_iommu_map / kvmppc_tce_iommu_unmap end with iommu_tce_kill, per TCE). A TCE granting
+ * no access clears the entry.
  */
 export interface TceUpdate {
   liobn: number;
@@ -139,4 +140,30 @@ export function decodeTceUpdate(b: Buffer): TceUpdate | undefined {
   const tces: bigint[] = [];
   for (let i = 0; i < n; i++) tces.push(b.readBigUInt64LE(16 + i * 8));
   return { liobn: b.readUInt32LE(0), ioba: Number(b.readBigUInt64LE(8)), tces };
+}
+
+/**
+ * One TCE cache kill on one PE (iommu_tce_kill -> pnv_pci_ioda2_tce_invalidate, for each PE of the
+ * table's group list): `npages` TCEs from `ioba` on, of the PE whose (host) StreamID is `pe`.
+ */
+export interface TceKill {
+  pe: number;
+  ioba: number;
+  npages: number;
+}
+
+/** pe (u32), npages (u32), ioba (u64). */
+export const TCE_KILL_SIZE = 16;
+
+export function encodeTceKill(k: TceKill): Buffer {
+  const b = Buffer.alloc(TCE_KILL_SIZE);
+  b.writeUInt32LE(k.pe >>> 0, 0);
+  b.writeUInt32LE(k.npages >>> 0, 4);
+  b.writeBigUInt64LE(BigInt(k.ioba), 8);
+  return b;
+}
+
+export function decodeTceKill(b: Buffer): TceKill | undefined {
+  if (b.length < TCE_KILL_SIZE) return undefined;
+  return { pe: b.readUInt32LE(0), npages: b.readUInt32LE(4), ioba: Number(b.readBigUInt64LE(8)) };
 }

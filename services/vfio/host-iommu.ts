@@ -1,13 +1,11 @@
 import { GUEST_RAM_SIZE, vmRamBase } from '../machine/board.js';
 import { Errno } from '../runtime/errors.js';
 import { IovaTree, type IovaRange } from '../machine/iova-tree.js';
-import { vmidOf } from '../machine/iommufd-objects.js';
 import { PAGE_SIZE } from '../machine/memory.js';
 import { Mutex } from '../machine/mutex.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { PageTable } from '../machine/pagetable.js';
-import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
-import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhVaRange, tlbiS2IpaRange, type SmmuCommand } from '../formats/smmu/commands.js';
+import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhVaRange, type SmmuCommand } from '../formats/smmu/commands.js';
 
 /** What the host IOMMU domain needs from vfio: submitting commands to one physical SMMU. */
 export type SubmitCommands = (ctx: OpContext, psmmu: number, commands: Buffer) => Promise<number>;
@@ -75,30 +73,11 @@ export function stage1DomainInvalidation(asid: number, psmmu: number, submit: Su
 }
 
 /**
- * A VM's one stage-2 table invalidated on every pSMMU of the VM after map and unmap
- * (TLBI_S2_IPA + CMD_SYNC each, one after another): how the TCE cache kill is stood in for.
- */
-export function vmStage2Invalidation(t: Topology__Output, vm: number, submit: SubmitCommands, counters: Record<(typeof HOST_IOMMU_COUNTERS)[number], number>): DomainInvalidation {
-  const vmid = vmidOf(t, vm);
-  const psmmus = [...new Set(t.devices.filter((d) => d.vm === vm).map((d) => d.psmmu))].sort((a, b) => a - b);
-  const flush = async (ctx: OpContext, iova: number, pages: number): Promise<number> => {
-    const cmds = rangeThenSync(iova, pages, (at, n) => tlbiS2IpaRange(vmid, at, n));
-    let status = 0;
-    for (const p of psmmus) {
-      counters.flushes += 1;
-      const s = await submit(ctx, p, submission(ctx, cmds));
-      if (s !== 0) status = s;
-    }
-    return status;
-  };
-  return { afterMap: flush, afterUnmap: flush };
-}
-
-/**
- * A host IOMMU domain when the host shadows the guest's mappings (a VFIO type1 container's domain,
- * the domain vhost-iommu maps into, an sPAPR TCE table): the table from guest IOVA to
- * host-physical that the pSMMUs walk, the ranges mapped in it (type1's vfio_dma tree), the lock
- * VFIO holds over both, and what is invalidated after a change (DomainInvalidation).
+ * A host IOMMU domain when the host shadows the guest's mappings into a page table (a VFIO type1
+ * container's domain, the domain vhost-iommu maps into; an sPAPR TCE table is tce-table.ts): the
+ * table from guest IOVA to host-physical that the pSMMU walks, the ranges mapped in it (type1's
+ * vfio_dma tree), the lock VFIO holds over both (the container's iommu->lock), and what is
+ * invalidated after a change (DomainInvalidation).
  */
 export class HostIommuDomain {
   /** Mapped ranges, in bytes (type1's tree of vfio_dma). */
@@ -174,32 +153,6 @@ export class HostIommuDomain {
     // The range the unmap gathered (iommu_iotlb_gather), not the whole range asked.
     const status = await this.invalidation.afterUnmap(ctx, first.iova, (last.iova + last.size - first.iova) / PAGE_SIZE);
     return status < 0 ? status : unmapped;
-  }
-
-  /**
-   * Rewrites single pages whatever they held (a TCE write replaces the entry), then one flush.
-   * Every entry is checked before any changes, as KVM validates a whole TCE list first: a refused
-   * update changes nothing, so nothing is left un-invalidated.
-   */
-  async replace(ctx: OpContext, iova: number, gpas: (number | undefined)[], writable: boolean[]): Promise<number> {
-    if (!HostIommuDomain.inAperture(iova, gpas.length)) return this.fail(-Errno.ERANGE);
-    const hpas = gpas.map((gpa) => (gpa === undefined ? undefined : this.hpaOf(gpa, 1)));
-    if (hpas.some((hpa, i) => hpa === undefined && gpas[i] !== undefined)) return this.fail(-Errno.EFAULT);
-    for (let i = 0; i < gpas.length; i++) {
-      const at = iova + i * PAGE_SIZE;
-      const hpa = hpas[i];
-      // An entry is one page; a longer mapping here (another path's) goes whole, as it is replaced.
-      for (const r of this.ranges.remove(at, PAGE_SIZE)) {
-        ctx.charge('kernel.iommu_pte_write', this.table.unmap(r.iova, r.size / PAGE_SIZE));
-        this.counters.pagesUnmapped += r.size / PAGE_SIZE;
-      }
-      if (hpa === undefined) continue;
-      ctx.charge('kernel.iommu_pte_write', this.table.map(at, hpa, 1, { read: true, write: writable[i] ?? true }));
-      this.ranges.insert({ iova: at, size: PAGE_SIZE });
-      this.counters.pagesMapped += 1;
-    }
-    this.counters.maps += 1;
-    return this.invalidation.afterMap(ctx, iova, gpas.length);
   }
 
   private fail(status: number): number {

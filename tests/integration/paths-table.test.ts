@@ -39,7 +39,16 @@ const EXPECTED: Record<ModelName, { map: TransitionCounts; unmap: TransitionCoun
   // vhost-iommu source (jpbrucker/linux drivers/vhost/iommu.c) keeps a software IOTLB for vhost
   // endpoints and calls no iommu_map: this row is vmmsim's extrapolation, not that prototype.
   'vhost-iommu': { map: t({ exit: 1 }), unmap: t({ exit: 1, hw: 1 }) },
+  // H_PUT_TCE (one page: tce_buildmulti_pSeriesLP -> tce_build_pSeriesLP) / H_STUFF_TCE(0, 1)
+  // (tce_freemulti_pSeriesLP): exit 1; KVM has no table for it (kvmppc_find_table: H_TOO_HARD), so
+  // user 1 (KVM_EXIT_PAPR_HCALL -> h_put_tce / h_stuff_tce); ioctl 1: put_tce_emu ->
+  // vfio_iommu_map_notify -> one VFIO_IOMMU_MAP_DMA / UNMAP_DMA on the PHB's sPAPR v2 container;
+  // hw 1: tce_iommu_build_v2 / tce_iommu_clear end with one iommu_tce_kill, on the table's one PE
+  // here (pnv_pci_ioda2_tce_invalidate: one OPAL_PCI_TCE_KILL per PE), a PHB kill, not an SMMU TLBI.
   'spapr-tce': { map: trapped, unmap: trapped },
+  // The same hypercalls served in the kernel, in virtual mode (kvmppc_h_put_tce / kvmppc_h_stuff_tce;
+  // no real mode since ~v5.19): exit 1, no user, no ioctl; hw 1: kvmppc_tce_iommu_map / _unmap end
+  // with iommu_tce_kill, once per TCE (N TCEs in a hypercall kill N times; paths.md says once).
   'spapr-tce-kvm': { map: t({ exit: 1, hw: 1 }), unmap: t({ exit: 1, hw: 1 }) },
   'emulated-smmuv3': { map: none, unmap: t({ exit: 1, user: 1 }) },
   'nested-smmuv3': { map: none, unmap: trapped },

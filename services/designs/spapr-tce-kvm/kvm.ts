@@ -57,10 +57,14 @@ export function decideTce(h: Hcall, liobnKnown: boolean, readList: (gpa: number,
 /**
  * spapr-tce-kvm: KVM serves H_PUT_TCE, H_PUT_TCE_INDIRECT and H_STUFF_TCE in the kernel against
  * the TCE table the VMM registered in advance (KVM_CREATE_SPAPR_TCE_64, shared with the VMM), with
- * guest RAM preregistered for VFIO: it writes the TCEs into the hardware table and kills the TCE
- * cache once per hypercall (one TCE_UPDATE to vfio, which charges kernel.tce_put per TCE), with no
- * exit to user space and no ioctl. What it cannot finish (H_TOO_HARD) it leaves unclaimed, and KVM
- * exits to QEMU, which serves it on the same table (services/qemu/spapr-tce.ts).
+ * guest RAM preregistered for VFIO. The handlers run in virtual mode (kvmppc_h_put_tce and friends
+ * in book3s_64_vio.c, called from kvmppc_pseries_do_hcall; the real-mode twins of
+ * book3s_64_vio_hv.c were removed around v5.19): a full guest exit and entry (exit.hcall), no exit
+ * to user space, no ioctl. Each TCE is written into the hardware table and its TCE cache entry
+ * killed before the next (kvmppc_tce_iommu_map / kvmppc_tce_iommu_unmap end with iommu_tce_kill),
+ * so an N-TCE hypercall kills N times on each PE: one TCE_UPDATE to vfio per hypercall carries the
+ * list, and vfio kills per TCE. What it cannot finish (H_TOO_HARD) it leaves unclaimed, and KVM
+ * exits to QEMU, which serves it on the same table (services/designs/spapr-tce/vmm.ts).
  */
 class InKernelTce implements KvmDevice {
   private readonly tables = new Map<number, TceTable>();
@@ -95,8 +99,8 @@ class InKernelTce implements KvmDevice {
       this.counters.rejected += 1;
       return { status: d.status, payload: EMPTY };
     }
-    // One TCE cache kill per hypercall; a stuff beyond one list's worth (Linux never sends one)
-    // goes in list-sized pieces, as the hardware table update is bounded by TceUpdate.
+    // One TCE_UPDATE per hypercall (vfio kills the TCE cache after each of its TCEs); a stuff
+    // beyond one list's worth (Linux never sends one) goes in list-sized pieces, as TceUpdate is bounded.
     for (let done = 0; done < d.tces.length; done += MAX_TCES_PER_HCALL) {
       const tces = d.tces.slice(done, done + MAX_TCES_PER_HCALL);
       const ioba = d.ioba + done * TCE_PAGE_SIZE;

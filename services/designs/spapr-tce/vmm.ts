@@ -18,10 +18,10 @@ import type { VmmDevice, VmmDeviceFactory } from '../../qemu/device.js';
  * behind it: the guest's TCE hypercalls exit to here (KVM_EXIT_PAPR_HCALL) and run under the big
  * lock, as every hypercall does in QEMU. h_put_tce, h_put_tce_indirect and h_stuff_tce check the
  * liobn, the list and the window (H_PARAMETER), then put_tce_emu stores each TCE and notifies the
- * IOMMU listeners once per entry: VFIO's listener turns a valid TCE into one VFIO_IOMMU_MAP_DMA of
- * that 4 KiB page (after unmapping what the entry mapped before, as type1 refuses an overlap) and
- * a cleared one into one VFIO_IOMMU_UNMAP_DMA. A listener failure is only logged by QEMU; the
- * guest still gets H_SUCCESS.
+ * IOMMU listeners once per entry: VFIO's listener (vfio_iommu_map_notify) turns a valid TCE into
+ * one VFIO_IOMMU_MAP_DMA of that 4 KiB page on the PHB's sPAPR v2 container, whose TCE exchange
+ * replaces whatever the entry held (tce_iommu_build_v2: no unmap first), and a cleared one into one
+ * VFIO_IOMMU_UNMAP_DMA. A listener failure is only logged by QEMU; the guest still gets H_SUCCESS.
  *
  * Under spapr-tce every TCE hypercall comes here and the table is QEMU's own. Under spapr-tce-kvm
  * the table is the one QEMU created in KVM (and maps), and only what KVM punted comes here.
@@ -89,16 +89,15 @@ class SpaprTce implements VmmDevice {
   private async put(ctx: OpContext, ioba: number, tce: bigint): Promise<number> {
     const index = (ioba - DMA32_WINDOW_OFFSET) / TCE_PAGE_SIZE;
     if (index < 0 || index >= this.table.entries) return H_RC.PARAMETER;
-    const old = this.table.get(index);
     this.table.set(index, tce);
     ctx.charge('vmm.tce_entry');
     this.counters.tcesWritten += 1;
-    await this.notify(ctx, ioba, old, tce);
+    await this.notify(ctx, ioba, tce);
     return H_RC.SUCCESS;
   }
 
   /** vfio_iommu_map_notify for one 4 KiB entry. */
-  private async notify(ctx: OpContext, iova: number, old: bigint, tce: bigint): Promise<void> {
+  private async notify(ctx: OpContext, iova: number, tce: bigint): Promise<void> {
     if (!tceValid(tce)) {
       await this.unmap(ctx, iova);
       return;
@@ -109,7 +108,6 @@ class SpaprTce implements VmmDevice {
       this.counters.notRam += 1;
       return;
     }
-    if (tceValid(old)) await this.unmap(ctx, iova);
     this.counters.vfioMaps += 1;
     const flags = VFIO_DMA_MAP_FLAG_READ | (tcePerms(tce).write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
     const r = await ctx.call('vfio', 'VFIO_DMA_MAP', encodeContainerIoctl(VFIO_CONTAINER_FD_BASE, encodeDmaMap({ flags, vaddr: VMM_RAM_VADDR + gpa, iova, size: TCE_PAGE_SIZE })));
