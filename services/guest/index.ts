@@ -7,7 +7,8 @@ import { FileMemory } from '../machine/memory.js';
 import type { OpContext } from '../runtime/op-context.js';
 import { EMPTY, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
 import { designOf } from '../designs/registry.js';
-import type { DmaApi, DmaApiFactory, GuestDevice, GuestKernel } from './driver.js';
+import { TIMER_THREAD, type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from './driver.js';
+import { nowNs } from '../runtime/clock.js';
 import { withDmaMode } from './dma-modes.js';
 import { guestMetrics, type GuestMetrics } from './metrics.js';
 import { MigrationStep } from './migration.js';
@@ -52,6 +53,12 @@ class GuestRole implements RoleInstance {
         const start = this.kernel.vcpuNs[cpu] ?? 0;
         this.kernel.vcpuNs[cpu] = start + ctx.modeledNs;
         this.opStats?.record(op, measuredNs, ctx, cpu, start);
+      },
+      timer: async (op: string, atNs: number, work: (ctx: OpContext) => Promise<void>) => {
+        const ctx = env.newContext(0, 0);
+        const t0 = nowNs();
+        await work(ctx);
+        this.opStats?.record(op, nowNs() - t0, ctx, TIMER_THREAD, atNs, true);
       },
     };
     this.coherent = dmaApi(this.kernel);

@@ -83,7 +83,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
     name: { type: 'string', default: 'scenario', maxLength: MAX_NAME_LENGTH, doc: 'name used in results and output folders' },
     seed: { type: 'integer', default: 1, min: 0, max: 2 ** 32 - 1, doc: 'seed of every random choice; same seed, same modeled results' },
     model: { type: 'string', default: MODEL.nestedSmmuv3, maxLength: longest(MODELS), enum: MODELS, doc: 'vIOMMU architecture (paths.md)' },
-    dma: { type: 'string', default: 'strict', maxLength: longest(DMA_MODES), enum: DMA_MODES, supported: ['strict', 'lazy', 'static', 'bounce'], doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (per-CPU flush queue: 256 entries or 10 ms), static (map once), bounce (copy through a mapped pool)' },
+    dma: { type: 'string', default: 'strict', maxLength: longest(DMA_MODES), enum: DMA_MODES, supported: ['strict', 'lazy', 'static', 'bounce'], doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (a flush queue per domain, see guest.flushQueue), static (map once), bounce (copy through a mapped pool)' },
     profile: { type: 'string', default: 'arm64-kunpeng920', maxLength: MAX_PATH_LENGTH, doc: 'cost profile: a name in profiles/ or a path to a profile YAML file' },
     topology: {
       type: 'object',
@@ -115,7 +115,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
       type: 'object',
       doc: 'how the guest kernel drives its IOMMU',
       fields: {
-        flushQueue: { type: 'string', default: 'per-cpu', maxLength: longest(['per-cpu', 'single']), enum: ['per-cpu', 'single'], doc: 'lazy mode\'s flush queue: per-cpu (256 entries or 10 ms each, Linux\'s default) or single (one queue of 32768 entries or 1000 ms)' },
+        flushQueue: { type: 'string', default: 'per-cpu', maxLength: longest(['per-cpu', 'single']), enum: ['per-cpu', 'single'], doc: 'lazy mode\'s flush queue per domain: per-cpu (a ring of 256 per CPU, full at 255, and a 10 ms timer per domain) or single (one ring of 32768 and a 1000 ms timer)' },
         tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
       },
     },

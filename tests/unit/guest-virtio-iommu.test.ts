@@ -53,7 +53,12 @@ function rig(dma: 'strict' | 'lazy', mapStatus: StatusCode = Status.OK) {
     log: { warn: () => undefined },
     newContext,
   } as unknown as RoleEnv;
-  const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: (op) => background.push(op) };
+  const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: (op) => background.push(op),
+    timer: async (op, _at, work) => {
+      await work(newContext(0, 0));
+      background.push(op);
+    },
+  };
   const api = virtioDmaApi(kernel);
   return { api, calls, kicks: () => kicks, dev, newContext, background };
 }

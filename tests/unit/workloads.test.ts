@@ -129,6 +129,7 @@ function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
     devices: Array.from({ length: devices }, (_, i) => ({ index: i, vsid: 0x100 + i, vsmmu: 0 })),
     vcpuNs: [],
     background: () => undefined,
+    timer: async () => undefined,
   };
   return kernel;
 }
