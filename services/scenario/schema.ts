@@ -16,6 +16,8 @@ export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['dma-map-b
 export const ARRIVAL_PROCESSES = ['constant', 'poisson'] as const;
 export type ArrivalProcess = (typeof ARRIVAL_PROCESSES)[number];
 export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce'] as const;
+/** guest.flushQueue: auto is the design's driver's choice (services/guest/flush-queue.ts FlushQueue.kindFor). */
+export const FLUSH_QUEUES = ['auto', 'per-cpu', 'single'] as const;
 
 /** The longest name a scenario may have: it names results folders and report titles. */
 export const MAX_NAME_LENGTH = 128;
@@ -115,7 +117,10 @@ export const SCENARIO_SCHEMA: ObjectField = {
       type: 'object',
       doc: 'how the guest kernel drives its IOMMU',
       fields: {
-        flushQueue: { type: 'string', default: 'per-cpu', maxLength: longest(['per-cpu', 'single']), enum: ['per-cpu', 'single'], doc: 'lazy mode\'s flush queue per domain: per-cpu (a ring of 256 per CPU, full at 255, and a 10 ms timer per domain) or single (one ring of 32768 and a 1000 ms timer)' },
+        flushQueue: {
+          type: 'string', default: 'auto', maxLength: longest(FLUSH_QUEUES), enum: FLUSH_QUEUES,
+          doc: 'lazy mode\'s flush queue per domain: auto (what Linux picks for the design\'s IOMMU driver, iommu_dma_init_options: single under virtio-iommu and vhost-iommu, whose driver sets shadow_on_flush; per-cpu otherwise), per-cpu (a ring of 256 per CPU, full at 255, and a 10 ms timer per domain) or single (one ring of 32768 and a 1000 ms timer)',
+        },
         tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
       },
     },
@@ -191,7 +196,7 @@ export interface Scenario {
     iotlbEntries: number;
   };
   guest: {
-    flushQueue: 'per-cpu' | 'single';
+    flushQueue: (typeof FLUSH_QUEUES)[number];
     tceHcalls: 'indirect' | 'per-entry';
   };
   vmm: {

@@ -10,7 +10,8 @@ import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
  * modeled order of their operations.
  */
 const quiet = { device: { ringBuffers: 0 } };
-const scenario = resolveScenario({ name: 'fq', dma: 'lazy', ...quiet, workload: { ops: 40, gapUs: 1000 } });
+const spaced = { name: 'fq', dma: 'lazy', ...quiet, workload: { ops: 40, gapUs: 1000 } };
+const scenario = resolveScenario(spaced);
 const fx = useProcessTree(scenario);
 const op = (run: RunResult, name: string) => run.ops.find((o) => o.op === name);
 
@@ -29,6 +30,16 @@ describe('the flush queue\'s timer', () => {
       // Each timer flush is one domain-selective invalidation (an IQT write), its own operation.
       expect(flush?.transitions.exit).toBe(1);
       expect(run.counters['qemu-0']?.['iotlbDsi']).toBe(flush?.count);
+    });
+  });
+
+  it('virtio-iommu defaults to Linux\'s single queue (shadow_on_flush: 1000 ms timer); per-cpu when asked (10 ms)', async () => {
+    await withSession(fx, async (session) => {
+      const auto = await session.run(scenario, MODEL.virtioIommu, testProfile);
+      expect(op(auto, 'flush')?.count).toBe(1);
+      const perCpu = await session.run(resolveScenario({ ...spaced, guest: { flushQueue: 'per-cpu' } }), MODEL.virtioIommu, testProfile);
+      expect(op(perCpu, 'flush')?.count).toBeGreaterThanOrEqual(3);
+      // intel-cm's driver sets no shadow_on_flush: auto is per-cpu there (the timer test above).
     });
   });
 
