@@ -45,8 +45,15 @@ export const COST_STEPS = {
     functions: ["driver-level: a poll-mode driver's table of premapped buffers (DPDK rte_mempool_virt2iova)"],
   },
   'guest.bounce_copy': {
-    doc: 'bounce mode: copy one 4 KiB page between the I/O buffer and its bounce slot',
-    functions: ['linux kernel/dma/swiotlb.c: swiotlb_bounce'],
+    doc: 'bounce and swiotlb modes: copy one 4 KiB page between the I/O buffer and its bounce slot',
+    functions: ['linux kernel/dma/swiotlb.c: swiotlb_bounce', 'driver-level: a copy into a premapped bounce pool (bounce mode)'],
+  },
+  'guest.swiotlb_slot': {
+    doc: 'swiotlb mode: claim bounce slots in the CPU\'s swiotlb area for one mapping (zeroing the padding an untrusted device must not see), or release them at unmap',
+    functions: [
+      'linux kernel/dma/swiotlb.c: swiotlb_tbl_map_single, swiotlb_find_slots, swiotlb_search_pool_area, swiotlb_tbl_unmap_single, swiotlb_release_slots',
+      'linux drivers/iommu/dma-iommu.c: iommu_dma_map_swiotlb, dev_use_swiotlb (from iommu_dma_map_phys; iommu_dma_map_page before v6.18)',
+    ],
   },
   'guest.fq_insert': {
     doc: 'lazy mode: guest queues one unmapped IOVA in its per-CPU flush queue',

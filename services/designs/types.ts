@@ -49,6 +49,12 @@ export interface DesignTraits {
    * emulated vSMMU instance; or why not.
    */
   readonly emulatedDevices: true | { readonly refused: string };
+  /**
+   * The guest's streaming DMA API is Linux's dma-iommu (drivers/iommu/dma-iommu.c), which bounces
+   * an untrusted device's unaligned buffers through swiotlb (dma=swiotlb). Not dma-direct (no
+   * vIOMMU) nor powerpc's dma_iommu_ops (sPAPR: iommu_map_page, no such bounce).
+   */
+  readonly dmaIommu: boolean;
   /** The architecture whose guest and host the design runs on (a profile of another says so). */
   readonly arch: 'arm64' | 'ppc64' | 'x86_64';
 }

@@ -15,7 +15,7 @@ export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['dma-map-b
 /** How open-loop arrivals are spaced (workload.arrivals): evenly, or as a Poisson process. */
 export const ARRIVAL_PROCESSES = ['constant', 'poisson'] as const;
 export type ArrivalProcess = (typeof ARRIVAL_PROCESSES)[number];
-export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce'] as const;
+export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce', 'swiotlb'] as const;
 /** guest.flushQueue: auto is the design's driver's choice (services/guest/flush-queue.ts FlushQueue.kindFor). */
 export const FLUSH_QUEUES = ['auto', 'per-cpu', 'single'] as const;
 
@@ -85,7 +85,10 @@ export const SCENARIO_SCHEMA: ObjectField = {
     name: { type: 'string', default: 'scenario', maxLength: MAX_NAME_LENGTH, doc: 'name used in results and output folders' },
     seed: { type: 'integer', default: 1, min: 0, max: 2 ** 32 - 1, doc: 'seed of every random choice; same seed, same modeled results' },
     model: { type: 'string', default: MODEL.nestedSmmuv3, maxLength: longest(MODELS), enum: MODELS, doc: 'vIOMMU architecture (paths.md)' },
-    dma: { type: 'string', default: 'strict', maxLength: longest(DMA_MODES), enum: DMA_MODES, supported: ['strict', 'lazy', 'static', 'bounce'], doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (a flush queue per domain, see guest.flushQueue), static (map once), bounce (copy through a mapped pool)' },
+    dma: {
+      type: 'string', default: 'strict', maxLength: longest(DMA_MODES), enum: DMA_MODES, supported: DMA_MODES,
+      doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (a flush queue per domain, see guest.flushQueue), static (map once), bounce (the IOMMU-backed reusable bounce pool: a driver-level design, copy through a pool mapped once), swiotlb (dma-iommu\'s bounce path for untrusted devices: each buffer, taken to start 64 bytes into its page, is copied into a swiotlb slot that is mapped and unmapped, with its invalidation, on every I/O; designs whose guest DMA API is dma-iommu only, not none or sPAPR)',
+    },
     profile: { type: 'string', default: 'arm64-kunpeng920', maxLength: MAX_PATH_LENGTH, doc: 'cost profile: a name in profiles/ or a path to a profile YAML file' },
     topology: {
       type: 'object',
