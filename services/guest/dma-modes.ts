@@ -48,6 +48,10 @@ abstract class DmaMode implements DmaApi {
     return this.inner.emulatedCommandsFailed;
   }
 
+  async boot(): Promise<void> {
+    await this.inner.boot?.();
+  }
+
   abstract map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number>;
   abstract unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number>;
   abstract drain(): Promise<void>;

@@ -46,6 +46,12 @@ export interface GuestKernel {
    */
   timer(op: string, atNs: number, work: (ctx: OpContext) => Promise<void>): Promise<void>;
   /**
+   * Runs `work` once at boot, before the workload, and reports it as its own operation `op`
+   * (services/machine/setup-ops.ts): on the guest's setup thread (SETUP_THREAD), holding nothing the
+   * workload contends for, so the steady state begins after it.
+   */
+  setup(op: string, work: (ctx: OpContext) => Promise<void>): Promise<void>;
+  /**
    * While a workload's vCPUs run concurrently: their turns in modeled time, for state whose outcome
    * depends on order (flush queues). Absent when operations run one after another anyway.
    */
@@ -54,6 +60,8 @@ export interface GuestKernel {
 
 /** The guest's timer context in the queueing model: a thread of its own, after every vCPU's. */
 export const TIMER_THREAD = 0xffff;
+/** The guest's boot-time work (GuestKernel.setup) in the queueing model. */
+export const SETUP_THREAD = 0xfffe;
 
 /**
  * The guest's DMA API under one architecture (dma-direct, or dma-iommu over the guest IOMMU
@@ -87,6 +95,11 @@ export interface DmaApi {
   readonly emulatedCommands?: number;
   /** Of emulatedCommands, those that did not complete. */
   readonly emulatedCommandsFailed?: number;
+  /**
+   * What the driver does once at boot, before the workload (a DDW over all guest RAM, guest.ddw):
+   * it reports that work through GuestKernel.setup. Absent: nothing.
+   */
+  boot?(): Promise<void>;
   /** Flushes anything deferred (lazy mode) before the run's results are taken. */
   drain(): Promise<void>;
   /**

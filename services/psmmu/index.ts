@@ -127,7 +127,7 @@ class PsmmuRole implements RoleInstance {
     const pe = k ? this.translator.contextOf(k.pe) : undefined;
     if (!k || !pe || k.ioba % PAGE_SIZE !== 0) return { status: -Errno.EINVAL, payload: EMPTY };
     this.counters.tceKills += 1;
-    this.iotlb.invalidateIpaPages(pe.vmid, k.ioba / PAGE_SIZE, Math.max(1, k.npages));
+    this.iotlb.invalidateIpaPages(pe.vmid, k.ioba / PAGE_SIZE, Math.max(1, k.npages) * Math.max(1, 2 ** k.pageShift / PAGE_SIZE));
     await ctx.hold(`${this.name}.tce_kill`, () => ctx.charge('ppc.tce_kill'));
     return { status: 0, payload: EMPTY };
   }

@@ -124,6 +124,10 @@ export const SCENARIO_SCHEMA: ObjectField = {
           type: 'string', default: 'auto', maxLength: longest(FLUSH_QUEUES), enum: FLUSH_QUEUES,
           doc: 'lazy mode\'s flush queue per domain: auto (what Linux picks for the design\'s IOMMU driver, iommu_dma_init_options: single under virtio-iommu and vhost-iommu, whose driver sets shadow_on_flush; per-cpu otherwise), per-cpu (a ring of 256 per CPU, full at 255, and a 10 ms timer per domain) or single (one ring of 32768 and a 1000 ms timer)',
         },
+        ddw: {
+          type: 'boolean', default: false,
+          doc: 'sPAPR: the guest gives its 64-bit-capable devices a dynamic DMA window over all its RAM at boot (Linux\'s enable_ddw direct mapping: H_PUT_TCE_INDIRECT of 512 16 MiB TCEs at a time, reported once as the operation ddw-boot, apart from the steady state), and then maps every buffer with no hypercall (its DMA address is its RAM address plus the window\'s offset); sPAPR designs only',
+        },
         tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
       },
     },
@@ -201,6 +205,7 @@ export interface Scenario {
   guest: {
     flushQueue: (typeof FLUSH_QUEUES)[number];
     tceHcalls: 'indirect' | 'per-entry';
+    ddw: boolean;
   };
   vmm: {
     hwptInvalidate: 'per-command' | 'per-batch';

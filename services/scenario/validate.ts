@@ -174,12 +174,24 @@ export function checkDmaMode(dma: Scenario['dma'], model: ModelName): void {
   );
 }
 
+/** guest.ddw under one architecture: a dynamic DMA window is sPAPR's (a TCE table per guest PHB). */
+export function checkDdw(guest: Scenario['guest'], model: ModelName): void {
+  if (!guest.ddw || designOf(model).traits.shadow === 'tce-table') return;
+  const able = designsWhere((d) => d.traits.shadow === 'tce-table');
+  throw new VmmsimError(
+    'E_NOT_SUPPORTED',
+    `scenario key guest.ddw: true is not supported with model ${model}: a dynamic DMA window (ibm,create-pe-dma-window) is sPAPR's`,
+    `set guest.ddw to false, or run ${able.join(' or ')}`,
+  );
+}
+
 /** Validates a parsed scenario document and fills in every default. */
 export function resolveScenario(doc: unknown): Scenario {
   const s = resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
   checkTopology(s.topology);
   checkEmulatedDevices(s.topology, s.model);
   checkDmaMode(s.dma, s.model);
+  checkDdw(s.guest, s.model);
   checkWorkload(s.workload);
   return s;
 }

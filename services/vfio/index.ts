@@ -9,7 +9,7 @@ import type { OpContext } from '../runtime/op-context.js';
 import type { PageTable } from '../machine/pagetable.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
 import type { Endpoint } from '../runtime/topology.js';
-import { vmOfLiobn, decodeTceUpdate, encodeTceKill, tceGpa, tcePerms, H_RC } from '../formats/spapr-tce.js';
+import { liobnParts, decodeTceUpdate, encodeTceKill, tceGpa, tcePerms, H_RC } from '../formats/spapr-tce.js';
 import {
   DMA_MAP_SIZE, DMA_UNMAP_SIZE, IOMMU_WRITE, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR,
   decodeContainerIoctl, decodeDmaMap, decodeDmaUnmap, decodeKernelIommuMap, encodeDmaUnmap, pageAligned,
@@ -72,8 +72,8 @@ class VfioRole implements RoleInstance {
         } else {
           // Each assigned device is a PE of its own, on its pSMMU's PHB.
           const pes: TablePe[] = c.devices.map((i) => ({ psmmu: t.devices[i]?.psmmu ?? 0, sid: t.devices[i]?.psid ?? 0 }));
-          const kill = async (ctx: OpContext, pe: TablePe, ioba: number, npages: number): Promise<number> =>
-            (await ctx.call(`psmmu-${pe.psmmu}`, 'TCE_KILL', encodeTceKill({ pe: pe.sid, ioba, npages }))).status;
+          const kill = async (ctx: OpContext, pe: TablePe, ioba: number, npages: number, pageShift: number): Promise<number> =>
+            (await ctx.call(`psmmu-${pe.psmmu}`, 'TCE_KILL', encodeTceKill({ pe: pe.sid, ioba, npages, pageShift }))).status;
           const table = new TceTableDomain(c.vm, this.tables.stage2[c.vm] as PageTable, pes, kill, this.hostCounters);
           this.containers.set(`${c.vm}/${c.fd}`, table);
           this.tceTables.set(c.vm, table);
@@ -136,7 +136,7 @@ class VfioRole implements RoleInstance {
     if (domain instanceof TceTableDomain) {
       // Neither READ nor WRITE is refused by tce_iommu_ioctl (no DMA direction).
       if ((m.flags & (VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)) === 0) return this.reply(-Errno.EINVAL);
-      return this.reply(await domain.build(ctx, m.iova, m.vaddr - VMM_RAM_VADDR, m.size / PAGE_SIZE, (m.flags & VFIO_DMA_MAP_FLAG_WRITE) !== 0));
+      return this.reply(await domain.build(ctx, m.iova, m.vaddr - VMM_RAM_VADDR, m.size, (m.flags & VFIO_DMA_MAP_FLAG_WRITE) !== 0));
     }
     if (!HostIommuDomain.inAperture(m.iova, m.size / PAGE_SIZE)) return this.reply(-Errno.EINVAL);
     const status = await domain.lock.with(async () => {
@@ -159,7 +159,7 @@ class VfioRole implements RoleInstance {
     if (u.argsz < DMA_UNMAP_SIZE || u.flags !== 0 || !pageAligned(u.iova, u.size)) return this.reply(-Errno.EINVAL);
     if (domain instanceof TceTableDomain) {
       // tce_iommu_clear: the reply's size stays what was asked (the ioctl writes nothing back).
-      const status = await domain.clear(ctx, u.iova, u.size / PAGE_SIZE);
+      const status = await domain.clear(ctx, u.iova, u.size);
       return this.reply(status, status < 0 ? EMPTY : encodeDmaUnmap(u));
     }
     const r = await domain.lock.with(async () => {
@@ -215,11 +215,11 @@ class VfioRole implements RoleInstance {
    */
   private async tceUpdate(payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
     const u = decodeTceUpdate(payload);
-    const vm = u ? vmOfLiobn(u.liobn) : undefined;
-    const table = vm === undefined ? undefined : this.tceTables.get(vm);
-    if (!u || !table || u.ioba % PAGE_SIZE !== 0) return { status: H_RC.PARAMETER, payload: EMPTY };
+    const w = u ? liobnParts(u.liobn) : undefined;
+    const table = w === undefined ? undefined : this.tceTables.get(w.vm);
+    if (!u || !w || !table) return { status: H_RC.PARAMETER, payload: EMPTY };
     const gpas = u.tces.map((t) => (tcePerms(t).read || tcePerms(t).write ? tceGpa(t) : undefined));
-    const r = await table.putEach(ctx, u.ioba, gpas, u.tces.map((t) => tcePerms(t).write));
+    const r = await table.putEach(ctx, w.window, u.ioba, gpas, u.tces.map((t) => tcePerms(t).write));
     return { status: r < 0 ? H_RC.PARAMETER : H_RC.SUCCESS, payload: EMPTY };
   }
 

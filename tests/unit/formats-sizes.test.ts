@@ -70,9 +70,9 @@ describe('struct sizes of services/formats against their C definitions', () => {
     // KernelIommuMap { __u32 vm, prot; __u64 iova, gpa, size; __u32 device, pad; }
     expect(KERNEL_IOMMU_MAP_SIZE).toBe(cSize([u32, u32, u64, u64, u64, u32, u32]));
     expect(encodeKernelIommuMap({ vm: 0, prot: 3, iova: 0, gpa: 0, size: 4096, device: 1 }).length).toBe(KERNEL_IOMMU_MAP_SIZE);
-    // TceKill { __u32 pe, npages; __u64 ioba; }
-    expect(TCE_KILL_SIZE).toBe(cSize([u32, u32, u64]));
-    expect(encodeTceKill({ pe: 1, ioba: 0, npages: 1 }).length).toBe(TCE_KILL_SIZE);
+    // TceKill { __u32 pe, npages; __u64 ioba; __u32 page_shift, pad; }
+    expect(TCE_KILL_SIZE).toBe(cSize([u32, u32, u64, u32, u32]));
+    expect(encodeTceKill({ pe: 1, ioba: 0, npages: 1, pageShift: 12 }).length).toBe(TCE_KILL_SIZE);
   });
 
   it('the mmio part of struct kvm_run (include/uapi/linux/kvm.h)', () => {

@@ -47,6 +47,7 @@ function rig(flushQueue: 'per-cpu' | 'single') {
     newContext,
   } as unknown as RoleEnv;
   const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0, 0], background: (op, _ctx, _ns, cpu) => background.push({ op, cpu }),
+    setup: async (_op, work) => work(newContext(0, 0)),
     timer: async (op, _at, work) => {
       await work(newContext(0, 0));
       background.push({ op, cpu: undefined });

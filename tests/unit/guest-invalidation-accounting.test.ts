@@ -57,6 +57,7 @@ function guest(model: string, kvm: (req: OutgoingRequest) => Promise<Envelope__O
     newContext: (opId: number, modeledNs: number) => new OpContext(opId, modeledNs, costs, new Map([['kvm', link]])),
   } as unknown as RoleEnv;
   const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: () => undefined,
+    setup: async (_op, work) => work(env.newContext(0, 0)),
     timer: async (_op, _at, work) => work(env.newContext(0, 0)),
   };
   const api = withDmaMode(dma, (GUEST_PARTS[model] as DmaApiFactory)(kernel), kernel);

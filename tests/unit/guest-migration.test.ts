@@ -84,6 +84,7 @@ function kernelFor(vmm: Vmm, vm = 0): GuestKernel {
     vcpuNs: [],
     background: () => undefined,
     timer: async () => undefined,
+    setup: async () => undefined,
   };
 }
 

@@ -54,6 +54,7 @@ function rig(dma: 'strict' | 'lazy', mapStatus: StatusCode = Status.OK) {
     newContext,
   } as unknown as RoleEnv;
   const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: (op) => background.push(op),
+    setup: async (_op, work) => work(newContext(0, 0)),
     timer: async (op, _at, work) => {
       await work(newContext(0, 0));
       background.push(op);
