@@ -95,6 +95,13 @@ export interface SaturationResult {
   stop: 'converged' | 'max' | 'step-cap' | 'floor';
 }
 
+/** A note on a run's results (controller/notes.ts): a stable code and a sentence for people. */
+export interface RunNote {
+  /** arch-mismatch: the design models another architecture than the profile's host. */
+  code: string;
+  text: string;
+}
+
 export interface RunResult {
   /** In a sweep: the value of each swept key at this run's point (`{ "topology.psmmus": 4 }`). */
   point?: Record<string, string | number>;
@@ -109,7 +116,8 @@ export interface RunResult {
   throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
   /**
    * guestCommands: invalidations the guest issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted);
-   * deliveredPerPsmmu: commands each pSMMU executed; fanout: deliveries per guest command; wasted:
+   * deliveredPerPsmmu: commands each pSMMU executed (under the sPAPR designs, the TCE kills its PHB
+   * took: one per PE per VFIO ioctl or per TCE from KVM); fanout: deliveries per guest command; wasted:
    * deliveries to a pSMMU that holds none of the affected devices (a broadcast's cost).
    * hostStage2: the host's own stage-2 changes (IOMMU_IOAS_UNMAP, from virtio-mem unplugs), kept
    * out of the guests' deliveries: unmaps, and the commands each pSMMU executed for them (TLBI_S2_IPA
@@ -148,6 +156,8 @@ export interface RunResult {
   counters: Record<string, Record<string, number>>;
   /** Open loop (workload.rate > 0) only: requested against achieved rate. */
   load?: LoadResult;
+  /** What to keep in mind reading this run (controller/notes.ts), printed under the terminal table; [] when nothing. */
+  notes: RunNote[];
 }
 
 export interface ResultsDoc {
@@ -159,7 +169,8 @@ export interface ResultsDoc {
   finishedAt: string;
   scenario: Scenario;
   seed: number;
-  profile: { name: string; path: string };
+  /** arch: the architecture of the host the profile describes (a design of another gets a note). */
+  profile: { name: string; path: string; arch: string };
   /** A sweep's swept keys and its number of points; `scenario` is then the first point's. */
   sweep?: { keys: string[]; points: number };
   runs: RunResult[];
@@ -194,5 +205,5 @@ export function writeResults(dir: string, doc: ResultsDoc): string {
 
 /** Writes the profile a run computed (measured-host) beside its results, as a profile file. */
 export function writeProfile(dir: string, profile: CostProfile): string {
-  return writeFileAtomic(dir, profileFile(profile.name), stringify({ name: profile.name, description: profile.description, steps: profile.steps }));
+  return writeFileAtomic(dir, profileFile(profile.name), stringify({ name: profile.name, arch: profile.arch, description: profile.description, steps: profile.steps }));
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { CostProfile } from '../cost/profile.js';
 import { profileCosts } from '../cost/profile.js';
 import { measuredHostProfile } from './measured-host.js';
+import { archNotes } from './notes.js';
 import { VmmsimError } from '../runtime/errors.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import type { Endpoint } from '../runtime/generated/vmmsim/v1/Endpoint.js';
@@ -20,6 +21,7 @@ import { INSECURE, withToken, type Security } from '../runtime/transport/credent
 import { Control } from './control-client.js';
 import { combineGuests } from './timeline.js';
 import { isResizeOp } from '../machine/virtio-mem.js';
+import { isSetupOp } from '../machine/setup-ops.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
 import { MODEL } from '../designs/names.js';
@@ -137,7 +139,7 @@ export class Session {
       ramDir: this.ramDir,
       vcmdqsPerVsmmu: s.topology.vcmdqsPerVsmmu,
       device: { ...s.device },
-      guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls },
+      guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls, ddw: s.guest.ddw },
       vmm: { hwptInvalidate: s.vmm.hwptInvalidate },
       smmu: { ril: s.smmu.ril },
       dispatch: s.topology.dispatch,
@@ -166,7 +168,7 @@ export class Session {
     const combined = combineGuests(replies, guests.map((g) => g.index ?? 0));
     const ops = combined.ops;
     // Throughput counts the workload's operations; virtio-mem resizes are the host's, not its.
-    const totalOps = ops.reduce((n, o) => n + (isResizeOp(o.op) ? 0 : o.count), 0);
+    const totalOps = ops.reduce((n, o) => n + (isResizeOp(o.op) || isSetupOp(o.op) ? 0 : o.count), 0);
     // The VMs run side by side: the run lasts as long as the slowest guest's workload.
     const elapsedSec = Math.max(0, ...replies.map((r) => r.elapsedSec));
     const deliveredPerPsmmu: Record<string, number> = {};
@@ -177,7 +179,8 @@ export class Session {
       // The host's stage-2 changes reach the same CMDQ; they are not deliveries of guest commands.
       const host = vfio[`stage2Commands.${name}`] ?? 0;
       hostStage2PerPsmmu[name] = host;
-      deliveredPerPsmmu[name] = (counters[name]?.['commands'] ?? 0) + (counters[name]?.['vcmdqCommands'] ?? 0) - host;
+      // SMMU commands of the main CMDQ and the VCMDQs, and TCE kills (the sPAPR designs' PHB work).
+      deliveredPerPsmmu[name] = (counters[name]?.['commands'] ?? 0) + (counters[name]?.['vcmdqCommands'] ?? 0) + (counters[name]?.['tceKills'] ?? 0) - host;
     }
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
@@ -218,6 +221,7 @@ export class Session {
       modeledResources: combined.resources,
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
+      notes: archNotes(model, profile),
     };
   }
 
@@ -236,7 +240,7 @@ export class Session {
     };
     const run = await this.run(cal, MODEL.nestedSmmuv3, base);
     const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
-    const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, count: h.count }));
+    const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, minUs: h.measuredUs.min, p99Us: h.measuredUs.p99, count: h.count }));
     return measuredHostProfile(base, hops, new Date().toISOString());
   }
 

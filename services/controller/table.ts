@@ -2,6 +2,7 @@ import { TRANSITION_KINDS } from '../runtime/topology.js';
 import { loadOf, stepMeasure } from './load.js';
 import type { RunResult, SaturationMetric, SaturationResult } from './results.js';
 import { judge } from './saturation-search.js';
+import { wrap } from './wrap.js';
 import { mainOp } from './sweep.js';
 import { MODEL } from '../designs/names.js';
 
@@ -42,20 +43,6 @@ function ratio(x: number, base: number | undefined): string {
   if (base === undefined || base <= 0) return '-';
   const r = x / base;
   return `${r >= 1e4 ? compact(r) : r >= 10 ? r.toFixed(0) : r.toPrecision(2)}x`;
-}
-
-/** Breaks a sentence into lines of at most `width` columns. */
-function wrap(text: string, width: number): string {
-  const lines: string[] = [];
-  let line = '';
-  for (const word of text.split(' ')) {
-    if (line && line.length + 1 + word.length > width) {
-      lines.push(line);
-      line = word;
-    } else line = line ? `${line} ${word}` : word;
-  }
-  if (line) lines.push(line);
-  return lines.join('\n');
 }
 
 function render(rows: string[][], align: ('l' | 'r')[]): string {

@@ -23,7 +23,18 @@ describe('the measured-host profile', () => {
     expect(p.steps['smmu.cmd_exec']).toEqual(base.steps['smmu.cmd_exec']);
     for (const s of ['exit.mmio_trap', 'exit.to_user', 'ioctl.syscall', 'smmu.sync']) {
       expect(p.steps[s]?.source).toMatch(/measured on this host now: p50 round trip/);
+      // Without the spread of the hops, the range is the measured round trip alone.
+      expect(p.steps[s]?.range).toEqual([p.steps[s]?.ns, p.steps[s]?.ns]);
+      expect(p.steps[s]?.rangeReason).toMatch(/fastest to p99/);
     }
+    expect(p.arch).toBe(base.arch);
+  });
+
+  it('ranges each measured step over the same round trips, fastest to p99', () => {
+    const spread = hops.map((h) => ({ ...h, minUs: h.p50Us - 1, p99Us: h.p50Us + 5 }));
+    const p = measuredHostProfile(base, spread, 'now');
+    expect(p.steps['exit.mmio_trap']).toMatchObject({ ns: 22_000, range: [20_000, 32_000] });
+    expect(p.steps['smmu.sync']).toMatchObject({ ns: 81_000, range: [79_000, 91_000] });
   });
 
   it('refuses a calibration run that lacks a hop', () => {

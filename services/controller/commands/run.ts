@@ -14,6 +14,7 @@ import { defaultOutDir, type RunResult } from '../results.js';
 import { loadScenario } from '../scenario-load.js';
 import { processSpecs } from '../session.js';
 import { comparisonTable, dmaMapBenchmarkReport, hopTable } from '../table.js';
+import { notesBlock } from '../notes.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
@@ -118,7 +119,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   if (p.json) {
     process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
   } else if (runs.length > 0) {
-    process.stdout.write(comparisonTable(runs) + '\n');
+    process.stdout.write(comparisonTable(runs) + '\n' + notesBlock(runs));
     // Hop tables for one model; a comparison keeps to its tables (every hop is in results.json).
     if (runs.length === 1) for (const run of runs) if (run.hops.length > 0) process.stdout.write(`\nhops of ${run.model} (measured, one way):\n${hopTable(run)}\n`);
     if (p.scenario.workload.kind === 'dma-map-benchmark') process.stdout.write(`\n${runs.map(dmaMapBenchmarkReport).join('\n')}\n`);

@@ -2,7 +2,8 @@ import { VmmsimError } from '../../runtime/errors.js';
 import { MODEL } from '../names.js';
 import type { DesignDescriptor, DesignTraits } from '../types.js';
 
-const TRAITS: DesignTraits = { hostTables: 'emulated', sva: true, vcmdq: false, emulatedDevices: { refused: 'every device is already emulated, behind its one emulated vSMMU (raise topology.devicesPerPsmmu for more)' }, arch: 'arm64', ats: { refused: 'QEMU\'s emulated vSMMU offers no ATS (smmu_validate_property: "ats can only be enabled if accel=on"), and its devices are QEMU\'s own' } };
+const TRAITS: DesignTraits = { hostTables: 'emulated', sva: true, vcmdq: false, emulatedDevices: { refused: 'every device is already emulated, behind its one emulated vSMMU (raise topology.devicesPerPsmmu for more)' }, dmaIommu: true, arch: 'arm64', ats: { refused: 'QEMU\'s emulated vSMMU offers no ATS (smmu_validate_property: "ats can only be enabled if accel=on"), and its devices are QEMU\'s own' } };
+
 
 export const emulatedSmmuv3: DesignDescriptor = {
   name: MODEL.emulatedSmmuv3,

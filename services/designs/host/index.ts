@@ -7,6 +7,8 @@ const TRAITS: DesignTraits = {
   sva: true,
   vcmdq: false,
   emulatedDevices: { refused: 'there is no VM, hence no VMM to emulate devices' },
+  // The host kernel's own dma-iommu, swiotlb bounce path included.
+  dmaIommu: true,
   arch: 'arm64',
   ats: true,
 };

@@ -1,6 +1,5 @@
 import { CD_TABLE_LOG2, GUEST_TABLE_BASE, SVA_SSID, cdIpa } from '../../machine/board.js';
 import { Errno } from '../../runtime/errors.js';
-import { nowNs } from '../../runtime/clock.js';
 import { FrameAllocator, type Memory } from '../../machine/memory.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import { PageTable } from '../../machine/pagetable.js';
@@ -14,7 +13,7 @@ import {
 } from '../../formats/smmu/registers.js';
 import { GuestCmdq, type GatherEnv, type IssueOutcome } from './guest-cmdq.js';
 import { deviceOpName, type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
-import { FlushQueues } from '../../guest/flush-queue.js';
+import { FlushQueue } from '../../guest/flush-queue.js';
 import { IovaAllocator } from '../../guest/iova.js';
 import type { DesignTraits } from '../types.js';
 import { iommufdLayout } from '../../machine/iommufd-objects.js';
@@ -50,8 +49,8 @@ interface Deferred {
  */
 class Domain {
   private readonly iovas = new Map<number, IovaAllocator>();
-  /** Lazy mode's flush queues of this domain (per CPU, or one). */
-  readonly fq: FlushQueues<Deferred>;
+  /** Lazy mode's flush queue (per CPU, or one; set by the driver once the domain exists). */
+  fq: FlushQueue<Deferred> | undefined;
 
   constructor(
     readonly device: GuestDevice,
@@ -60,12 +59,9 @@ class Domain {
     readonly smmu: DriverSmmu,
     /** The StreamID the driver's SID-scoped commands name the device by (its vSID, or its pSID on the host). */
     readonly sid: number,
-    fq: FlushQueues<Deferred>,
     /** The device is ATS-capable (device.ats; an assigned device, not one the VMM emulates). */
     private readonly atsCapable: boolean,
-  ) {
-    this.fq = fq;
-  }
+  ) {}
 
   /** master->ats_enabled (arm_smmu_ats_supported): the SMMU has ATS (IDR0.ATS) and the device can. */
   get ats(): boolean {
@@ -203,10 +199,10 @@ class GuestSmmu implements DriverSmmu {
  * edits it without trapping; only its command-queue writes reach the host.
  *  - strict: dma_unmap clears the PTEs, invalidates the range (TLBI_NH_VA + CMD_SYNC) and returns
  *    when the sync completed;
- *  - lazy: dma_unmap clears the PTEs and queues the IOVA in the domain's flush queue (per CPU:
- *    256 entries or 10 ms; single: 32768 or 1000 ms; see flush-queue.ts); when one is due the
- *    domain is invalidated (TLBI_NH_ASID + CMD_SYNC) and only then are its IOVAs reused. The unmap
- *    that finds the queue due pays the flush; what is left is flushed when the workload ends.
+ *  - lazy: dma_unmap clears the PTEs and queues the IOVA in the domain's flush queue (per CPU by
+ *    default: rings of 256, a 10 ms timer; see flush-queue.ts); a flush invalidates the domain
+ *    (TLBI_NH_ASID + CMD_SYNC) and only then are the IOVAs it covers reused. The unmap that finds its
+ *    ring full pays the flush; the domain's timer flushes in timer context, charged to no unmap.
  * Devices the VMM emulates beside the assigned ones (topology.emulatedDevices) sit behind the VM's
  * separate emulated vSMMU: the same driver drives it as one more SMMU with its own registers,
  * queue and context descriptors, and its commands, counted apart, stop in the VMM.
@@ -239,8 +235,20 @@ class SmmuDmaIommu implements DmaApi {
       // process's own (the CPU's page table; empty here, as no device DMA uses the PASID).
       mem.write(platform.output(cdIpa(d.index, SVA_SSID)), encodeCd({ valid: true, asid: svaAsid(d), ttb0: new PageTable(mem, frames).root }));
       platform.attach?.(d, platform.output(cdIpa(d.index)), CD_TABLE_LOG2);
-      const smmu = platform.smmuOf(d);
-      this.domains.set(d.index, new Domain(d, asid, stage1, smmu, platform.sidOf(d), FlushQueues.forKernel<Deferred>(kernel), (t.device?.ats ?? false) && !d.emulated));
+      const domain = new Domain(d, asid, stage1, platform.smmuOf(d), platform.sidOf(d), (t.device?.ats ?? false) && !d.emulated);
+      if (this.lazy) {
+        domain.fq = new FlushQueue<Deferred>(FlushQueue.kindFor(kernel, false), kernel, {
+          // arm_smmu_tlb_inv_context: the ASID, then arm_smmu_atc_inv_domain(domain, 0, 0): the whole ATC.
+          flush: (ctx, cpu) => this.issueThenAtc(ctx, domain, cpu, [tlbiNhAsid({ vmid: 0, asid })], atcInvRange(domain.sid, 0, 0)),
+          release: (ctx, items) => {
+            for (const f of items) {
+              domain.iova(f.cpu).release(f.iova, f.pages);
+              ctx.charge('guest.iova_free');
+            }
+          },
+        }, deviceOpName('flush', d));
+      }
+      this.domains.set(d.index, domain);
     }
   }
 
@@ -298,6 +306,7 @@ class SmmuDmaIommu implements DmaApi {
 
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const d = this.domain(device);
+    await d.fq?.enter(cpu);
     // A full window (lazy mode's queues holding its IOVAs) is a mapping error, not a crash.
     const iova = d.iova(cpu).tryAlloc(pages);
     if (iova === undefined) return -Errno.ENOMEM;
@@ -308,8 +317,9 @@ class SmmuDmaIommu implements DmaApi {
 
   async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
     const d = this.domain(device);
+    await d.fq?.enter(cpu);
     ctx.charge('guest.pte_write', d.stage1.unmap(iova, pages));
-    if (!this.lazy) {
+    if (!d.fq) {
       // arm_smmu_iotlb_sync -> __arm_smmu_tlb_inv_range: range commands with IDR3.RIL, else one per page.
       const tlbis = tlbiNhVaRange(d.asid, iova, pages, 0, { ril: d.smmu.features.ril });
       const status = await this.issueThenAtc(ctx, d, cpu, tlbis, atcInvRange(d.sid, iova, pages));
@@ -318,24 +328,7 @@ class SmmuDmaIommu implements DmaApi {
       return status;
     }
     const now = (this.kernel.vcpuNs[cpu] ?? 0) + ctx.modeledNs;
-    ctx.charge('guest.fq_insert');
-    const due = d.fq.push(cpu, now, { cpu, iova, pages });
-    return due ? this.flush(ctx, d, cpu, due) : 0;
-  }
-
-  /**
-   * Invalidates the whole domain once and frees the flushed queue's IOVAs, as Linux's full-queue
-   * flush frees only its own ring (other CPUs free theirs at their own flush).
-   */
-  private async flush(ctx: OpContext, d: Domain, cpu: number, freed: Deferred[]): Promise<number> {
-    if (freed.length === 0) return 0;
-    // arm_smmu_tlb_inv_context: the ASID, then arm_smmu_atc_inv_domain(domain, 0, 0): the whole ATC.
-    const status = await this.issueThenAtc(ctx, d, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })], atcInvRange(d.sid, 0, 0));
-    for (const f of freed) {
-      d.iova(f.cpu).release(f.iova, f.pages);
-      ctx.charge('guest.iova_free');
-    }
-    return status;
+    return d.fq.queue(ctx, cpu, now, { cpu, iova, pages });
   }
 
   /**
@@ -369,14 +362,7 @@ class SmmuDmaIommu implements DmaApi {
   }
 
   async drain(): Promise<void> {
-    for (const d of this.domains.values()) {
-      for (const [cpu, entries] of d.fq.drain()) {
-        const ctx = this.kernel.env.newContext(0, 0);
-        const t0 = nowNs();
-        await this.flush(ctx, d, cpu, entries);
-        this.kernel.background(deviceOpName('flush', d.device), ctx, nowNs() - t0, cpu);
-      }
-    }
+    for (const d of this.domains.values()) await d.fq?.drain();
   }
 
   close(): void {
