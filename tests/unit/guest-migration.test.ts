@@ -111,7 +111,7 @@ describe('the live-migration step of a guest', () => {
     const { step, dma, vmm, timeline, ops } = await run({});
     expect(vmm.requests).toEqual([{ peer: 'kvm', kind: 'VM_MIGRATE', destVcmdqs: 1 }]);
     expect(dma.migratedTo).toEqual([1]);
-    expect(step.counters).toEqual({ migrations: 1, hwQueuesBefore: 2, hwQueuesAfter: 1 });
+    expect(step.counters).toEqual({ migrations: 1, hwQueuesBefore: 2, hwQueuesAfter: 1, hwQueueRecreateNs: 0, migrationNs: 0 });
     expect(ops.map((o) => [o.op, Number(o.count)])).toEqual([['map@before', 4], ['unmap@before', 4], ['map@after', 6], ['unmap@after', 6]]);
     // Each thread: its 4 operations before, then 6 after, starting at the same modeled instant.
     const names = ops.map((o) => o.op);
@@ -132,7 +132,7 @@ describe('the live-migration step of a guest', () => {
   it('a step past the end of the workload never comes: no migration and nothing after', async () => {
     const { step, vmm, ops } = await run({ migration: { atOp: 1000, destVcmdqs: 0, fallback: 'vmm' } });
     expect(vmm.requests).toEqual([]);
-    expect(step.counters).toEqual({ migrations: 0, hwQueuesBefore: 2, hwQueuesAfter: 2 });
+    expect(step.counters).toEqual({ migrations: 0, hwQueuesBefore: 2, hwQueuesAfter: 2, hwQueueRecreateNs: 0, migrationNs: 0 });
     expect(ops.map((o) => o.op)).toEqual(['map@before', 'unmap@before']);
   });
 
