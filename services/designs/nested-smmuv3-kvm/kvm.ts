@@ -45,9 +45,11 @@ type Consumed = 'done' | 'to-vmm';
  * completes in place. At the first command it does not take (a CFGI, anything else, an illegal
  * one) it stops with CONS there and hands the PROD write on to the VMM (KVM_EXIT_MMIO), which
  * consumes the rest as it does today; the queue stays locked until the VMM is back, so the two
- * never consume at once. A command iommufd refuses (a vSID with no vDEVICE) stops the queue as
- * QEMU would: CONS.ERR = CERROR_ILL and GERROR.CMDQ_ERR, and the guest's recovery (GERRORN write)
- * goes to the VMM.
+ * never consume at once. A command iommufd refuses (a vSID with no vDEVICE: EIO) stops the queue
+ * as QEMU would: CONS.ERR = CERROR_ILL and GERROR.CMDQ_ERR; KVM then hands the PROD write on to the
+ * VMM too (which finds the queue halted and runs nothing), since the guest's recovery (GERRORN, a
+ * register KVM does not take) resumes the queue in the VMM, which must have seen the commands
+ * behind the refused one.
  *
  * The CMDQ_CONS read the guest polls after each CMD_SYNC (QEMU's vSMMU has no MSI) is served in
  * the kernel too, from the same registers: the unmap's two traps stay in KVM. What a real
@@ -141,7 +143,8 @@ class KvmVsmmuCmdq implements KvmDevice {
     const s = q.regs;
     const log2 = VSMMU_CMDQ_LOG2_ENTRIES;
     const base = vsmmuCmdqGpa(vsmmu);
-    if ((s.gerror ^ s.gerrorn) & GERROR_CMDQ_ERR) return 'done'; // halted until the guest acknowledges
+    // Halted until the guest acknowledges (GERRORN, to the VMM): the VMM gets the write and its slots.
+    if ((s.gerror ^ s.gerrorn) & GERROR_CMDQ_ERR) return 'to-vmm';
     const held: Buffer[] = [];
     const heldCons: number[] = [];
     const settle = async (): Promise<boolean> => {
@@ -169,7 +172,7 @@ class KvmVsmmuCmdq implements KvmDevice {
         continue;
       }
       s.cons = cons;
-      if (!(await settle())) return 'done';
+      if (!(await settle())) return 'to-vmm';
       if (cmd.error || cmd.opcode !== Opcode.CMD_SYNC) return 'to-vmm';
       this.counters.syncs += 1;
       if (cmd.fields.cs === SyncCs.IRQ && cmd.fields.msiaddr) {
@@ -180,8 +183,7 @@ class KvmVsmmuCmdq implements KvmDevice {
       cons = Q.inc(cons, log2);
     }
     s.cons = cons;
-    await settle();
-    return 'done';
+    return (await settle()) ? 'done' : 'to-vmm';
   }
 
   /**
