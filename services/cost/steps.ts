@@ -129,11 +129,11 @@ export const COST_STEPS = {
   },
   'kernel.vfio_pin_page': {
     doc: 'host kernel pins one 4 KiB page of guest memory for a mapping (pin_user_pages and locked-memory accounting)',
-    functions: ['linux drivers/vfio/vfio_iommu_type1.c: vfio_pin_pages_remote', 'linux drivers/iommu/iommufd/pages.c: pfn_reader_user_pin'],
+    functions: ['linux drivers/vfio/vfio_iommu_type1.c: vfio_pin_pages_remote', 'linux drivers/iommu/iommufd/pages.c: pfn_reader_user_pin', 'linux drivers/iommu/iommufd/viommu.c: iommufd_hw_queue_alloc_phys (a HW queue\'s guest pages, through an internal access)'],
   },
   'kernel.vfio_unpin_page': {
     doc: 'host kernel unpins one 4 KiB page when its mapping is removed',
-    functions: ['linux drivers/vfio/vfio_iommu_type1.c: vfio_unpin_pages_remote', 'linux drivers/iommu/iommufd/pages.c: iopt_area_unpin_domain'],
+    functions: ['linux drivers/vfio/vfio_iommu_type1.c: vfio_unpin_pages_remote', 'linux drivers/iommu/iommufd/pages.c: iopt_area_unpin_domain', 'linux drivers/iommu/iommufd/viommu.c: iommufd_hw_queue_destroy_access'],
   },
   'kernel.vfio_dma_op': {
     doc: 'VFIO type1 looks the mapping up in (or inserts it into) its tree of vfio_dma ranges under the container lock',

@@ -27,6 +27,12 @@ import { decodeIoasMap, decodeIoasUnmap, encodeIoasUnmap } from '../formats/iomm
 import { designOf, iommufdLayoutOf, shadowOf } from '../designs/registry.js';
 
 /**
+ * The largest guest queue the queue uAPI reads: an SMMUv3 command queue has at most 2^19 entries
+ * (IDR1.CMDQS is 5 bits, capped at 19 by the architecture).
+ */
+const QUEUE_UAPI_MAX_LOG2 = 19;
+
+/**
  * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a
  * VMM's HWPT_INVALIDATE into commands on the right physical SMMU's CMDQ.
  */
@@ -298,7 +304,7 @@ class VfioRole implements RoleInstance {
     guestMemory: Request['guestMemory'],
   ): Promise<HandlerResult> {
     const q = decodeHwptQueueData(data);
-    if (!q || q.entrySize !== CMD_SIZE || q.log2size > Q.MAX_LOG2) {
+    if (!q || q.entrySize !== CMD_SIZE || q.log2size > QUEUE_UAPI_MAX_LOG2) {
       this.count(-Errno.EINVAL);
       return { status: -Errno.EINVAL, payload: withEntryNum(head, 0) };
     }
