@@ -84,7 +84,7 @@ export const COST_STEPS = {
     functions: ['proposal: [PATCH v2 17/17] iommu/arm-smmu-v3: Add arm_smmu_cache_invalidate_user (Nicolin Chen, 9 May 2023; struct iommu_hwpt_invalidate_arm_smmuv3 cmdq_uptr, cmdq_cons_uptr, cmdq_prod), not merged: upstream took the entry array of IOMMU_HWPT_INVALIDATE'],
   },
   'kvm.vsmmu_cmd': {
-    doc: 'nested-smmuv3-kvm (exploration): KVM reads one command of the guest\'s vSMMU queue from guest memory, checks it against the HWPT_INVALIDATE allow-list and converts it (VMID stamp, vSID to pSID) for the pSMMU, in the kernel',
+    doc: 'nested-smmuv3-kvm (a proposal with no posted code): KVM reads one command of the guest\'s vSMMU queue from guest memory, checks it against the HWPT_INVALIDATE allow-list and converts it (VMID stamp, vSID to pSID) for the pSMMU, in the kernel',
     functions: [
       'exploration: the in-kernel short path asked for in issue 18; no posted KVM patch traps the vSMMU CMDQ_PROD write (the nearest is Nicolin Chen\'s [PATCH v2 17/17] iommu/arm-smmu-v3: Add arm_smmu_cache_invalidate_user, May 2023, where the kernel reads the guest queue for the VMM); stands for a kvm_read_guest of one 16-byte slot and, called from KVM, the conversion of',
       'linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3-iommufd.c: arm_vsmmu_convert_user_cmd, arm_vsmmu_vsid_to_sid',

@@ -35,7 +35,7 @@ type Consumed = 'done' | 'to-vmm';
 
 /**
  * nested-smmuv3-kvm's part in KVM: an in-kernel short path for the guest's vSMMU command queue
- * (exploration: nobody posted one; see docs/designs.md). KVM takes the guest's CMDQ_PROD write
+ * (a proposal nobody posted code for; docs/architecture.md, Modelling decisions). KVM takes the guest's CMDQ_PROD write
  * itself instead of returning to the VMM: under the queue's lock it reads the new commands from
  * guest memory, CONS to PROD (kvm.vsmmu_cmd each), and hands every run of invalidations the
  * HWPT_INVALIDATE allow-list takes and that changes no configuration (TLBI_NH_*, ATC_INV:
