@@ -40,7 +40,7 @@ function round(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
 
-/** Order of the steps in steps.ts (the path a request takes); unknown steps after, by name. */
+/** Order of the steps in steps.ts (guest, exits, VMM, host kernel, SMMU); unknown steps after, by name. */
 const STEP_ORDER = new Map(Object.keys(COST_STEPS).map((s, i) => [s, i]));
 
 function functionsOf(step: string): string[] {

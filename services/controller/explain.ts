@@ -128,6 +128,25 @@ export function explanation(x: ExplainedOp__Output, o: { model: string; dma: str
   };
 }
 
+/**
+ * Consecutive charges of one step on one line (a loop over pages or entries charges each): the
+ * text shows them once with their count; the JSON keeps every charge.
+ */
+function collapsed(children: readonly ExplainNode[]): (ExplainNode & { charges?: number })[] {
+  const out: (ExplainNode & { charges?: number })[] = [];
+  for (const c of children) {
+    const last = out[out.length - 1];
+    if (last && c.what === 'step' && last.what === 'step' && last.name === c.name && last.offPath === c.offPath && last.process === c.process) {
+      last.times = (last.times ?? 1) + (c.times ?? 1);
+      last.selfNs += c.selfNs;
+      last.totalNs += c.totalNs;
+      last.endNs = c.endNs;
+      last.charges = (last.charges ?? 1) + 1;
+    } else out.push({ ...c });
+  }
+  return out;
+}
+
 function us(ns: number): string {
   return (ns / 1000).toFixed(3);
 }
@@ -137,18 +156,19 @@ const HEAD = ['PROCESS', 'CROSSING', 'SELF us', 'TOTAL us', 'CONF'] as const;
 /** One row: process, crossing, self, total, confidence, then the graph text. */
 type Row = [string, string, string, string, string, string];
 
-function rows(n: ExplainNode, depth: number, out: Row[]): void {
+function rows(n: ExplainNode & { charges?: number }, depth: number, out: Row[]): void {
   const pad = '  '.repeat(depth);
   const off = n.offPath ? '  /* parallel branch, off the critical path */' : '';
   if (n.what === 'step') {
     const times = (n.times ?? 1) > 1 ? ` x${n.times}` : '';
+    const charges = (n.charges ?? 1) > 1 ? ` (${n.charges} charges in a row)` : '';
     const fns = n.functions && n.functions.length > 0 ? `  /* ${n.functions.join(' | ')} */` : '';
-    out.push([n.process, '', us(n.selfNs), us(n.totalNs), n.confidence ?? '?', `${pad}${n.name}()${times};${fns}${off}`]);
+    out.push([n.process, '', us(n.selfNs), us(n.totalNs), n.confidence ?? '?', `${pad}${n.name}()${times};${charges}${fns}${off}`]);
     return;
   }
   const open = n.what === 'op' ? `${n.name}() {` : n.what === 'call' ? `${n.name} -> ${n.peer} {` : `hold ${n.name} {`;
   out.push([n.process, n.what === 'call' ? (n.crossing ?? '') : '', '', '', '', `${pad}${open}${off}`]);
-  for (const c of n.children) rows(c, depth + 1, out);
+  for (const c of collapsed(n.children)) rows(c, depth + 1, out);
   const status = n.what === 'call' && n.status !== 0 ? `, status ${n.status}` : '';
   const what = n.what === 'call' ? `${n.name} in ${n.peer}${status}` : n.what === 'hold' ? `released ${n.name}` : n.name;
   // A call's own time is its callee's own steps: the time of the process it crossed into.

@@ -62,6 +62,15 @@ export function devices(s: Scenario): Device[] {
   return out;
 }
 
+/** A run with what it was made of (Session.record). */
+export interface RecordedResult {
+  result: RunResult;
+  /** The guests' Start replies, and the VM of each. */
+  replies: StartReply__Output[];
+  vms: number[];
+  combined: CombinedTimeline;
+}
+
 /** A run with one operation traced (vmmsim explain). */
 export interface ExplainedRun {
   result: RunResult;
@@ -134,7 +143,7 @@ export class Session {
 
   /** Runs the scenario's workload under one model and gathers its results. */
   async run(s: Scenario, model: ModelName, profile: CostProfile): Promise<RunResult> {
-    return (await this.runTraced(s, model, profile)).result;
+    return (await this.record(s, model, profile)).result;
   }
 
   /**
@@ -143,7 +152,7 @@ export class Session {
    * operation (absent when none ran) and the queueing replay it was part of.
    */
   async explain(s: Scenario, model: ModelName, profile: CostProfile, op: string, after: number): Promise<ExplainedRun> {
-    const r = await this.runTraced(s, model, profile, { op, after });
+    const r = await this.record(s, model, profile, { op, after });
     const first = r.replies[0];
     const explained = first?.explained ?? undefined;
     if (!explained) return { result: r.result };
@@ -158,7 +167,12 @@ export class Session {
     };
   }
 
-  private async runTraced(s: Scenario, model: ModelName, profile: CostProfile, explain?: { op: string; after: number }): Promise<{ result: RunResult; replies: StartReply__Output[]; combined: CombinedTimeline }> {
+  /**
+   * run(), with what it was made of: the guests' Start replies (every operation with its step
+   * vectors, in the order of `vms`) and the combined timeline with its queueing replay. With
+   * `explain`, guest-0 traces one operation (explain()).
+   */
+  async record(s: Scenario, model: ModelName, profile: CostProfile, explain?: { op: string; after: number }): Promise<RecordedResult> {
     // The scenario was checked under its own model; compare and sweep run it under others too.
     checkEmulatedDevices(s.topology, model);
     const topology: Topology = {
@@ -260,7 +274,7 @@ export class Session {
       counters,
       notes: runNotes({ scenario: s, model, profile, devices: topology.devices ?? [], ops }),
     };
-    return { result, replies, combined };
+    return { result, replies, vms: guests.map((g) => g.index ?? 0), combined };
   }
 
   /**

@@ -77,7 +77,7 @@ export class OpContext {
     const i = this.costs.index(step);
     this.steps[i] = (this.steps[i] as number) + times;
     this.rev += 1;
-    this.recorder?.charge(step, times, at, this.modeledNs);
+    this.recorder?.charge(step, times, at, this.modeledNs, this.rev);
   }
 
   /**
@@ -120,7 +120,7 @@ export class OpContext {
     const before = this.modeledNs;
     if (reply.modeledNs > this.modeledNs) this.modeledNs = reply.modeledNs;
     let onPath = true;
-    let displaced = false;
+    let displacedAfter: number | undefined;
     if (rev === this.rev) {
       // Nothing moved this operation's counts while the request was out: the reply continues them.
       addPacked(this.steps, reply.steps);
@@ -132,12 +132,12 @@ export class OpContext {
       onPath = reply.modeledNs > before;
       if (onPath) {
         this.steps.set(branch);
-        displaced = true;
+        displacedAfter = rev;
       }
     }
     this.rev += 1;
     if (reply.branched) this.branched = true;
-    if (node) rec?.reply(node, { status: reply.status, endNs: reply.modeledNs, below: reply.explained, onPath, displaced });
+    if (node) rec?.reply(node, { status: reply.status, endNs: reply.modeledNs, below: reply.explained, onPath, rev: this.rev, ...(displacedAfter !== undefined ? { displacedAfter } : {}) });
     return { status: reply.status, payload: reply.payload, guestMemory: reply.guestMemory };
   }
 }

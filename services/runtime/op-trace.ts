@@ -17,10 +17,13 @@ export interface TraceNode {
   below: TraceNode[];
 }
 
-/** An event as this process records it, and its place in the process's sequence. */
+/**
+ * An event as this process records it, and when it changed the operation's step counts (the
+ * context's revision after the change; none for a hold, or a call not back yet).
+ */
 interface Recorded {
   node: TraceNode;
-  seq: number;
+  rev?: number;
 }
 
 /**
@@ -39,18 +42,18 @@ export class OpTrace {
   private readonly open: TraceNode[] = [];
   /** Every event this process recorded itself, in order (a call's children are its peer's). */
   private readonly own: Recorded[] = [];
-  private seq = 0;
 
-  private add(node: TraceNode): Recorded {
+  private add(node: TraceNode, rev?: number): Recorded {
     const parent = this.open[this.open.length - 1];
     (parent ? parent.below : this.top).push(node);
-    const r = { node, seq: this.seq++ };
+    const r: Recorded = { node, ...(rev !== undefined ? { rev } : {}) };
     this.own.push(r);
     return r;
   }
 
-  charge(step: string, times: number, atNs: number, endNs: number): void {
-    this.add(node('charge', step, atNs, endNs, times));
+  /** A charge, which made the context's counts revision `rev`. */
+  charge(step: string, times: number, atNs: number, endNs: number, rev: number): void {
+    this.add(node('charge', step, atNs, endNs, times), rev);
   }
 
   /** A request leaves for `peer`: its event, completed by `reply`. */
@@ -61,17 +64,19 @@ export class OpTrace {
   }
 
   /**
-   * The call's reply came back with the peer's events (`below`, flat). `onPath`: its branch is the
-   * operation's critical path from here (a sequential call, or the longest of parallel ones); when it
-   * is the longest of parallel branches, `displaced` says that what this process did since the
-   * request left is no longer on that path.
+   * The call's reply came back with the peer's events (`below`, flat) and made the counts revision
+   * `rev`. `onPath`: its branch is the operation's critical path from here (a sequential call, or
+   * the longest of parallel ones). When it is the longest of parallel branches, `displacedAfter` is
+   * the revision its request left at: whatever changed the counts since is no longer on the path.
    */
-  reply(r: Recorded, o: { status: number; endNs: number; below: readonly TraceEvent[]; onPath: boolean; displaced: boolean }): void {
+  reply(r: Recorded, o: { status: number; endNs: number; below: readonly TraceEvent[]; onPath: boolean; rev: number; displacedAfter?: number }): void {
     r.node.status = o.status;
     r.node.endNs = o.endNs;
     r.node.below = traceTree(o.below);
+    r.rev = o.rev;
     if (!o.onPath) r.node.offPath = true;
-    if (o.displaced) for (const x of this.own) if (x.seq > r.seq) x.node.offPath = true;
+    const after = o.displacedAfter;
+    if (after !== undefined) for (const x of this.own) if (x !== r && x.rev !== undefined && x.rev > after) x.node.offPath = true;
   }
 
   openHold(resource: string, atNs: number): TraceNode {
