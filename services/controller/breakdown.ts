@@ -83,11 +83,12 @@ export function breakdowns(run: RecordedRun, ops: readonly RecordedOp[], q: Queu
     for (let k = 0; k + 1 < v.length; k += 2) a.steps[v[k] as number] = (a.steps[v[k] as number] as number) + (v[k + 1] as number);
     for (const h of o.holds) {
       a.holds.set(h.resource, (a.holds.get(h.resource) ?? 0) + 1);
-      const key = `${h.resource}\0${h.atSteps}\0${h.endSteps}`;
+      const key = `${h.resource}\0${h.ownSteps}`;
       if (seenHold.has(key)) continue;
       seenHold.add(key);
       const set = heldSteps.get(h.resource) ?? new Set<number>();
-      for (const s of vectorDiff(run.vectors[h.atSteps] ?? [], run.vectors[h.endSteps] ?? [])) set.add(s);
+      const own = run.vectors[h.ownSteps] ?? [];
+      for (let k = 0; k + 1 < own.length; k += 2) set.add(own[k] as number);
       heldSteps.set(h.resource, set);
     }
     const late = q.backlogNs[i] ?? 0;
@@ -128,15 +129,6 @@ export function breakdowns(run: RecordedRun, ops: readonly RecordedOp[], q: Queu
     if (a.backlog > 0) entries.push({ step: VCPU_BACKLOG, perOp: round(a.backlogOps / a.count), ns: round(a.backlog / a.count), functions: [], confidence: weakest(everyStep) });
     out.set(kind, entries);
   }
-  return out;
-}
-
-/** The steps whose counts grow from `at` to `end` (both packed). */
-function vectorDiff(at: readonly number[], end: readonly number[]): number[] {
-  const before = new Map<number, number>();
-  for (let k = 0; k + 1 < at.length; k += 2) before.set(at[k] as number, at[k + 1] as number);
-  const out: number[] = [];
-  for (let k = 0; k + 1 < end.length; k += 2) if ((end[k + 1] as number) > (before.get(end[k] as number) ?? 0)) out.push(end[k] as number);
   return out;
 }
 

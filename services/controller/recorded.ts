@@ -13,9 +13,9 @@ export const THREADS_PER_VM = 1 << 16;
 
 /** One hold of a recorded operation: as recorded, and the vectors (ids) it is made of. */
 export interface RecordedHold extends ResourceUse {
-  /** Step vectors (ids into RecordedRun.vectors) when the resource was taken and let go. */
+  /** Step vectors (ids into RecordedRun.vectors): the operation's when it asked, and those charged while held. */
   atSteps: number;
-  endSteps: number;
+  ownSteps: number;
 }
 
 /** One completed operation of the run. */
@@ -82,7 +82,7 @@ export function recordRun(guests: readonly StartReply__Output[], vms: readonly n
           atNs: e.holdAtNs[k] ?? 0,
           ns: e.holdNs[k] ?? 0,
           atSteps: g.stepVectors.length > 0 ? id(e.holdSteps[2 * k] ?? 0) : emptyVector(vectors),
-          endSteps: g.stepVectors.length > 0 ? id(e.holdSteps[2 * k + 1] ?? 0) : emptyVector(vectors),
+          ownSteps: g.stepVectors.length > 0 ? id(e.holdSteps[2 * k + 1] ?? 0) : emptyVector(vectors),
         })),
         branched: e.branched,
       });
@@ -129,10 +129,7 @@ export function reprice(run: RecordedRun, costs: Float64Array): { ops: RecordedO
       ...o,
       startNs: o.startNs + moved,
       ns,
-      holds: o.holds.map((h) => {
-        const at = price[h.atSteps] as number;
-        return { ...h, atNs: at, ns: (price[h.endSteps] as number) - at };
-      }),
+      holds: o.holds.map((h) => ({ ...h, atNs: price[h.atSteps] as number, ns: price[h.ownSteps] as number })),
     };
   });
   const threadEndNs = new Map([...run.threadEndNs].map(([t, end]) => [t, end + (shift.get(t) ?? 0)]));

@@ -103,6 +103,97 @@ export function unpack(pairs: PackedSteps, size: number): StepCounts {
   return out;
 }
 
+/**
+ * The packed difference end - start of two dense vectors, with any slot where end is below start
+ * taken as 0 (only when a hold outlived a parallel branch that replaced its counts; the operation is
+ * then marked branched). `lower` is called when that happens.
+ */
+export function packDiff(end: StepCounts, start: StepCounts, lower?: () => void): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < end.length; i++) {
+    const d = (end[i] as number) - (start[i] as number);
+    if (d > 0) out.push(i, d);
+    else if (d < 0) lower?.();
+  }
+  return out;
+}
+
+/** A hold's vectors: the operation's counts when it asked for the resource, and those charged while held. */
+export interface HoldSteps {
+  at: PackedSteps;
+  own: PackedSteps;
+}
+
+/**
+ * A reply's provenance (Envelope.provenance): the varints of a packed repeated uint32, as protobuf
+ * would encode one (the bytes are the same), written here in one piece: a protobuf encoder writes
+ * each varint of a repeated field as an operation of its own, which doubled the encoding time of a
+ * deep reply. n and n (index, count) pairs of `steps`, then per hold n and n pairs of `at`, m and m
+ * pairs of `own`. Empty when there is nothing to say.
+ */
+export function encodeProvenance(steps: PackedSteps, holds: readonly HoldSteps[]): Buffer {
+  if (steps.length === 0 && holds.length === 0) return EMPTY;
+  let n = 1 + steps.length;
+  for (const h of holds) n += 2 + h.at.length + h.own.length;
+  const buf = Buffer.allocUnsafe(n * 5);
+  let o = 0;
+  const put = (v: number): void => {
+    while (v > 0x7f) {
+      buf[o++] = (v & 0x7f) | 0x80;
+      v = Math.floor(v / 128);
+    }
+    buf[o++] = v;
+  };
+  const vector = (pairs: PackedSteps): void => {
+    put(pairs.length / 2);
+    for (const x of pairs) put(x);
+  };
+  vector(steps);
+  for (const h of holds) {
+    vector(h.at);
+    vector(h.own);
+  }
+  return buf.subarray(0, o);
+}
+
+/**
+ * A reply's provenance read back, for a reply with `holds` holds. Bytes that end early, or say more
+ * than they hold, are refused (a malformed reply is the sender's bug, never silently a shorter path).
+ */
+export function decodeProvenance(buf: Uint8Array, holds: number): { steps: number[]; holds: HoldSteps[] } {
+  let at = 0;
+  const get = (): number => {
+    let v = 0;
+    let scale = 1;
+    for (;;) {
+      if (at >= buf.length) throw new Error('provenance ends in the middle of a vector');
+      const b = buf[at++] as number;
+      v += (b & 0x7f) * scale;
+      if ((b & 0x80) === 0) return v;
+      scale *= 128;
+      if (scale > 2 ** 35) throw new Error('provenance holds a varint longer than 32 bits');
+    }
+  };
+  const vector = (): number[] => {
+    const n = get();
+    if (2 * n > buf.length - at) throw new Error('provenance says a vector has more pairs than it holds');
+    const out = new Array<number>(2 * n);
+    for (let k = 0; k < 2 * n; k++) out[k] = get();
+    return out;
+  };
+  if (buf.length === 0) {
+    if (holds > 0) throw new Error(`provenance is empty but the reply holds ${holds} resources`);
+    return { steps: [], holds: [] };
+  }
+  const steps = vector();
+  const hs: HoldSteps[] = [];
+  for (let i = 0; i < holds; i++) hs.push({ at: vector(), own: vector() });
+  if (at !== buf.length) throw new Error('provenance has bytes past its last vector');
+  return { steps, holds: hs };
+}
+
+const EMPTY = Buffer.alloc(0);
+
 /** base + pairs, packed: a vector recorded relative to a later start, made relative to base's start. */
 export function rebase(base: StepCounts, pairs: PackedSteps): number[] {
   if (pairs.length === 0) return pack(base);

@@ -92,7 +92,7 @@ export class OpStats {
     const r = this.op(name);
     r.count += 1;
     const holdSteps: number[] = [];
-    for (const h of ctx.holds) holdSteps.push(this.vectors.id(h.atSteps), this.vectors.id(h.endSteps));
+    for (const h of ctx.holds) holdSteps.push(this.vectors.id(h.atSteps), this.vectors.id(h.ownSteps));
     if (ctx.explaining && this.explain && this.explainedOp === undefined && name === this.explain.op && this.timeline.length >= this.explain.after) {
       this.explainedOp = { op: name, thread, timelineIndex: this.timeline.length, ns: ctx.modeledNs, events: ctx.explained() };
     }

@@ -1,7 +1,15 @@
 import type { CostStep, CostTable } from '../cost/steps.js';
-import { addPacked, ordered, pack, rebase, type StepCounts } from '../cost/step-vector.js';
+import { addPacked, decodeProvenance, encodeProvenance, ordered, pack, packDiff, rebase, type HoldSteps, type StepCounts } from '../cost/step-vector.js';
 import { OpTrace, type TraceEvent } from './op-trace.js';
 import type { Envelope__Output, Hold__Output, Hop, Kind, LinkClient, MemoryRange, MemoryRange__Output } from './transport/link.js';
+
+/**
+ * One use of a contended resource, in the operation's uncontended modeled time, with what that time
+ * is made of: `atSteps`, the operation's step counts when it asked for the resource (counted from
+ * the start of the context that holds the record), and `ownSteps`, the steps charged while it held
+ * it. atNs and ns are what they cost.
+ */
+export type HeldResource = Hold__Output & { atSteps: number[]; ownSteps: number[] };
 
 /** A downstream reply as a model sees it. */
 export interface CallReply {
@@ -25,11 +33,8 @@ export interface CallReply {
 export class OpContext {
   /** Hops taken below this process while serving the operation. */
   readonly trace: Hop[] = [];
-  /**
-   * Contended resources the operation held here and below, in its uncontended modeled time, each
-   * with the step counts (relative to this context's start) when it was taken and let go.
-   */
-  readonly holds: Hold__Output[] = [];
+  /** Contended resources the operation held here and below, in its uncontended modeled time. */
+  readonly holds: HeldResource[] = [];
   /** Steps charged on the operation's critical path since this context began, by the run's step table. */
   readonly steps: StepCounts;
   /** Parallel branches whose step counts did not contain one another met here or below. */
@@ -68,6 +73,11 @@ export class OpContext {
     return pack(this.steps);
   }
 
+  /** What this context's modeled time and holds are made of, as a reply carries it (Envelope.provenance). */
+  provenance(): Buffer {
+    return encodeProvenance(pack(this.steps), this.holds.map((h): HoldSteps => ({ at: h.atSteps, own: h.ownSteps })));
+  }
+
   /** Adds `times` x the cost of a named step to this operation's modeled time. */
   charge(step: CostStep, times = 1): void {
     if (!(Number.isInteger(times) && times >= 0)) throw new Error(`charge(${step}, ${times}): a step is charged a whole number of times`);
@@ -88,14 +98,15 @@ export class OpContext {
    */
   async hold<T>(resource: string, fn: () => Promise<T> | T): Promise<T> {
     const atNs = this.modeledNs;
-    const h: Hold__Output = { resource, atNs, ns: 0, atSteps: pack(this.steps), endSteps: [] };
+    const at = this.steps.slice();
+    const h: HeldResource = { resource, atNs, ns: 0, atSteps: pack(at), ownSteps: [] };
     this.holds.push(h);
     const node = this.recorder?.openHold(resource, atNs);
     try {
       return await fn();
     } finally {
       h.ns = this.modeledNs - atNs;
-      h.endSteps = pack(this.steps);
+      h.ownSteps = packDiff(this.steps, at, () => (this.branched = true));
       if (node) this.recorder?.closeHold(node, this.modeledNs);
     }
   }
@@ -116,18 +127,22 @@ export class OpContext {
     const node = rec?.call(peer, kind, this.modeledNs);
     const reply: Envelope__Output = await link.request(req);
     for (const h of reply.hops) this.trace.push(h);
-    for (const h of reply.holds) this.holds.push({ ...h, atSteps: rebase(base, h.atSteps), endSteps: rebase(base, h.endSteps) });
+    const below = decodeProvenance(reply.provenance, reply.holds.length);
+    reply.holds.forEach((h, i) => {
+      const v = below.holds[i] as HoldSteps;
+      this.holds.push({ resource: h.resource, atNs: h.atNs, ns: h.ns, atSteps: rebase(base, v.at), ownSteps: [...v.own] });
+    });
     const before = this.modeledNs;
     if (reply.modeledNs > this.modeledNs) this.modeledNs = reply.modeledNs;
     let onPath = true;
     let displacedAfter: number | undefined;
     if (rev === this.rev) {
       // Nothing moved this operation's counts while the request was out: the reply continues them.
-      addPacked(this.steps, reply.steps);
+      addPacked(this.steps, below.steps);
     } else {
       // Parallel branches: the longest (as modeledNs above) is the path, with its counts.
       const branch = base;
-      addPacked(branch, reply.steps);
+      addPacked(branch, below.steps);
       if (!ordered(branch, this.steps)) this.branched = true;
       onPath = reply.modeledNs > before;
       if (onPath) {

@@ -212,8 +212,8 @@ export class RoleProcess {
       modeledNs: ctx.modeledNs,
       hops: ctx.trace,
       holds: ctx.holds,
-      // What modeledNs is made of since the request arrived (the caller adds its own counts).
-      steps: ctx.packedSteps(),
+      // What modeledNs and the holds are made of since the request arrived (the caller adds its own counts).
+      provenance: ctx.provenance(),
       branched: ctx.branched,
       ...(ctx.explaining ? { explained: ctx.explained() } : {}),
     };

@@ -30,7 +30,7 @@ describe('vmmsim explain', () => {
     const graph = out.filter((l) => l.includes('| '));
     expect(graph[0]).toMatch(/^PROCESS\s+CROSSING\s+SELF us\s+TOTAL us\s+CONF\s+\| FUNCTION GRAPH$/);
     // Across every process of the path, each boundary with its transition.
-    for (const [process, crossing, call] of [['guest-0', 'exit', 'MMIO_WRITE -> kvm {'], ['kvm', 'user', 'MMIO_EXIT -> qemu-0 {'], ['qemu-0', 'ioctl', 'HWPT_INVALIDATE -> vfio {'], ['vfio', 'hw', 'CMDQ_SUBMIT -> psmmu-0 {']]) {
+    for (const [process, crossing, call] of [['guest-0', 'exit', 'MMIO_WRITE -> kvm {'], ['kvm', 'user', 'MMIO_EXIT -> qemu-0 {'], ['qemu-0', 'ioctl', 'HWPT_INVALIDATE -> vfio {'], ['vfio', 'hw', 'CMDQ_SUBMIT -> psmmu-0 {']] as const) {
       expect(graph.some((l) => new RegExp(`^${process}\\s+${crossing}\\s.*\\| +${call.replace(/[{}]/g, '\\$&')}$`).test(l)), call).toBe(true);
     }
     // A leaf names its step's functions and its confidence.

@@ -40,7 +40,7 @@ function host(vm: number, pages: number): LinkClient {
       });
       return {
         correlationId: 0, opId: req.opId, kind: req.kind, reply: true, status: 0, payload: Buffer.alloc(0), guestMemory: [],
-        modeledNs: ctx.modeledNs, hops: [], holds: ctx.holds, steps: ctx.packedSteps(), branched: ctx.branched, explain: false, explained: [],
+        modeledNs: ctx.modeledNs, hops: [], holds: ctx.holds, provenance: ctx.provenance(), branched: ctx.branched, explain: false, explained: [],
       };
     },
   } as unknown as LinkClient;

@@ -57,7 +57,7 @@ function fakeDevice(): { link: LinkClient; writes: string[] } {
         }
         msi = run();
       } else value = m.physAddr === port.consRegister ? cons : m.physAddr === port.gerrorRegister ? gerror : 0;
-      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: encodeMmio({ ...m, data: value }), guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [], steps: [], branched: false, explain: false, explained: [] };
+      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: encodeMmio({ ...m, data: value }), guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] };
     },
   } as unknown as LinkClient;
   return { link, writes };

@@ -7,7 +7,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { COST_STEPS, CostTable, type CostStep } from '../../services/cost/steps.js';
-import { StepTable, VectorInterner, addPacked, dominates, ordered, pack, packedDot, rebase, uninternVectors, unpack } from '../../services/cost/step-vector.js';
+import { StepTable, VectorInterner, addPacked, decodeProvenance, dominates, encodeProvenance, ordered, pack, packDiff, packedDot, rebase, uninternVectors, unpack } from '../../services/cost/step-vector.js';
 import type { Envelope__Output } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
 import { OpContext } from '../../services/runtime/op-context.js';
 import { flatten, traceTree, type TraceNode } from '../../services/runtime/op-trace.js';
@@ -29,7 +29,7 @@ function peer(handle: (ctx: OpContext, req: OutgoingRequest) => Promise<void> | 
       await handle(ctx, req);
       return {
         correlationId: 0, opId: req.opId, kind: req.kind, reply: true, status: 0, payload: Buffer.alloc(0), guestMemory: [],
-        modeledNs: ctx.modeledNs, hops: [], holds: ctx.holds, steps: ctx.packedSteps(), branched: ctx.branched, explain: false,
+        modeledNs: ctx.modeledNs, hops: [], holds: ctx.holds, provenance: ctx.provenance(), branched: ctx.branched, explain: false,
         explained: ctx.explaining ? ctx.explained() : [],
       };
     },
@@ -84,6 +84,33 @@ describe('step vectors', () => {
     expect(ordered(a, b)).toBe(true);
     expect(ordered(b, a)).toBe(true);
     expect(ordered(a, c)).toBe(false);
+  });
+
+  it('travel in a reply as the varints of a packed repeated uint32: steps, then each hold\'s vectors', () => {
+    const holds = [{ at: [0, 1, 3, 200], own: [5, 70000] }, { at: [], own: [2, 1] }];
+    const buf = encodeProvenance([0, 1, 5, 2], holds);
+    // n=2, (0,1), (5,2); n=2, (0,1), (3,200: two bytes); n=1, (5, 70000: three bytes); n=0; n=1, (2,1).
+    expect([...buf]).toEqual([2, 0, 1, 5, 2, 2, 0, 1, 3, 0xc8, 0x01, 1, 5, 0xf0, 0xa2, 0x04, 0, 1, 2, 1]);
+    expect(decodeProvenance(buf, 2)).toEqual({ steps: [0, 1, 5, 2], holds });
+    expect(encodeProvenance([], []).length).toBe(0);
+    expect(decodeProvenance(Buffer.alloc(0), 0)).toEqual({ steps: [], holds: [] });
+    // A count up to 2^32 - 1 survives.
+    expect(decodeProvenance(encodeProvenance([1, 0xffff_ffff], []), 0).steps).toEqual([1, 0xffff_ffff]);
+  });
+
+  it('refuse a reply\'s provenance that does not say what its holds are made of', () => {
+    const buf = encodeProvenance([0, 1], [{ at: [], own: [1, 1] }]);
+    expect(() => decodeProvenance(buf, 2)).toThrow(/ends in the middle/);
+    expect(() => decodeProvenance(buf, 0)).toThrow(/past its last vector/);
+    expect(() => decodeProvenance(Buffer.alloc(0), 1)).toThrow(/empty but the reply holds/);
+    expect(() => decodeProvenance(Buffer.from([9, 1, 1]), 0)).toThrow(/more pairs than it holds/);
+    expect(() => decodeProvenance(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), 0)).toThrow(/longer than 32 bits/);
+  });
+
+  it('take the steps charged between two vectors, never below zero', () => {
+    let lower = 0;
+    expect(packDiff(new Float64Array([3, 1, 4]), new Float64Array([1, 1, 5]), () => lower++)).toEqual([0, 2]);
+    expect(lower).toBe(1);
   });
 
   it('store each distinct vector once and give it back by id', () => {
@@ -145,7 +172,7 @@ describe('an operation context', () => {
     expect(ctx.holds.map((h) => h.resource)).toEqual(['vfio.container-0', 'psmmu-0.cmdq', 'vfio.container-0', 'psmmu-0.cmdq']);
     for (const h of ctx.holds) {
       expect(packedDot(h.atSteps, costs.steps.ns)).toBe(h.atNs);
-      expect(packedDot(h.endSteps, costs.steps.ns) - packedDot(h.atSteps, costs.steps.ns)).toBe(h.ns);
+      expect(packedDot(h.ownSteps, costs.steps.ns)).toBe(h.ns);
     }
   });
 
@@ -154,7 +181,7 @@ describe('an operation context', () => {
     const psmmu = { request: async (req: OutgoingRequest): Promise<Envelope__Output> => {
       const c = new OpContext(1, req.modeledNs, zero, new Map());
       c.charge('smmu.sync', 3);
-      return { modeledNs: c.modeledNs, hops: [], holds: [], steps: c.packedSteps(), branched: false, explained: [], status: 0, payload: Buffer.alloc(0), guestMemory: [] } as unknown as Envelope__Output;
+      return { modeledNs: c.modeledNs, hops: [], holds: [], provenance: c.provenance(), branched: false, explained: [], status: 0, payload: Buffer.alloc(0), guestMemory: [] } as unknown as Envelope__Output;
     } } as unknown as LinkClient;
     const ctx = new OpContext(1, 0, zero, new Map([['psmmu-0', psmmu]]));
     await ctx.call('psmmu-0', 'CMDQ_SUBMIT', Buffer.alloc(0));

@@ -41,8 +41,8 @@ export interface ReplyBody {
   hops: Hop[];
   /** Contended resources held below and in the replying process (absent: none). */
   holds?: Hold__Output[];
-  /** The steps charged on the critical path here and below, packed (Envelope.steps; absent: none). */
-  steps?: number[];
+  /** What modeledNs and the holds are made of (Envelope.provenance; absent: nothing). */
+  provenance?: Buffer;
   /** Parallel branches with unordered step counts met here or below (Envelope.branched). */
   branched?: boolean;
   /** On a request with explain: what this process did for it (absent: not traced). */
@@ -366,7 +366,7 @@ export class LinkServer {
         modeledNs: body.modeledNs,
         hops,
         holds: body.holds ?? [],
-        steps: body.steps ?? [],
+        ...(body.provenance && body.provenance.length > 0 ? { provenance: body.provenance } : {}),
         ...(body.branched ? { branched: true } : {}),
         ...(body.explained ? { explained: body.explained } : {}),
       });
