@@ -1,7 +1,7 @@
 import type { CostStep, CostTable } from '../cost/steps.js';
 import { addPacked, decodeProvenance, encodeProvenance, ordered, pack, packDiff, rebase, type HoldSteps, type StepCounts } from '../cost/step-vector.js';
 import { OpTrace, type TraceEvent } from './op-trace.js';
-import type { Envelope__Output, Hold__Output, Hop, Kind, LinkClient, MemoryRange, MemoryRange__Output } from './transport/link.js';
+import type { Envelope__Output, Hold__Output, Hop, Kind, LinkClient, MemoryRange, MemoryRange__Output, OutgoingRequest } from './transport/link.js';
 
 /**
  * One use of a contended resource, in the operation's uncontended modeled time, with what that time
@@ -120,7 +120,9 @@ export class OpContext {
     const link = this.links.get(peer);
     if (!link) throw new Error(`no link to ${peer}`);
     const rec = this.recorder;
-    const req = { kind, opId: this.opId, payload, modeledNs: this.modeledNs, ...(guestMemory ? { guestMemory } : {}), ...(rec ? { explain: true } : {}) };
+    const req: OutgoingRequest = { kind, opId: this.opId, payload, modeledNs: this.modeledNs };
+    if (guestMemory) req.guestMemory = guestMemory;
+    if (rec) req.explain = true;
     // Where the callee starts: its counts and its holds' are relative to this.
     const base = this.steps.slice();
     const rev = this.rev;
