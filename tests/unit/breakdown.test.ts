@@ -165,7 +165,7 @@ describe('re-pricing a recorded run', () => {
 describe('a run\'s notes', () => {
   const codes = (scenario: Parameters<typeof resolveScenario>[0], model: string, ops?: { op: string; breakdown: { step: string; perOp: number }[] }[]): string[] => {
     const s = resolveScenario(scenario);
-    return runNotes({ scenario: s, model, devices: devices(s), ...(ops ? { ops } : {}) }).map((n) => n.code);
+    return runNotes({ scenario: s, model, profile, devices: devices(s), ...(ops ? { ops } : {}) }).map((n) => n.code).filter((c) => c !== 'arch-mismatch');
   };
 
   it('say a single vSMMU over several pSMMUs and a VMID shared across them are not upstream', () => {
@@ -185,7 +185,7 @@ describe('a run\'s notes', () => {
   it('say a design is not upstream, and name the steps no upstream code runs', () => {
     expect(codes({}, MODEL.vhostIommu)).toEqual(['design.not-upstream']);
     const ops = [{ op: 'unmap', breakdown: [{ step: 'kernel.vhost_req', perOp: 1 }, { step: 'exit.hcall', perOp: 1 }] }];
-    const notes = runNotes({ scenario: resolveScenario({}), model: MODEL.vhostIommu, devices: [], ops });
+    const notes = runNotes({ scenario: resolveScenario({}), model: MODEL.vhostIommu, profile, devices: [], ops });
     expect(notes.map((n) => n.code)).toEqual(['design.not-upstream', 'exploration.step']);
     expect(notes[1]?.text).toMatch(/kernel\.vhost_req \(prototype/);
     expect(notes[1]?.text).not.toMatch(/exit\.hcall/);
