@@ -262,7 +262,7 @@ describe.skipIf(missing !== undefined)(missing ? `HTML reports in Chromium (skip
     expect([...new Set(shown)].sort()).toEqual(codes);
     // The same notes under the terminal table.
     expect(o.stdout).toMatch(/^notes:$/m);
-    expect(o.stdout).toMatch(/^  exploration.single-vsmmu( \([^)]*\))?: /m);
+    expect(o.stdout).toMatch(/^ {2}exploration.single-vsmmu( \([^)]*\))?: /m);
     // Each note once, however many runs carry it.
     const distinct = new Set(opened.compare.doc.runs.flatMap((r) => r.notes.map((n) => `${n.code} ${n.text}`))).size;
     expect(distinct).toBeGreaterThan(0);
