@@ -46,6 +46,8 @@ options:
   --samples N           Latin-hypercube samples (default ${DEFAULT_SAMPLES}; 10 to 100000)
   --seed N              seed of the runs and of the sampling (same seed, same results)
   --ops N               map+unmap iterations (workload.ops)
+  --duration S          stop each run after S seconds (workload.durationSec): the operations recorded
+                        then follow the machine's speed, so results repeat only with --ops
   --set key=value       any scenario key, dotted (repeatable): --set dma=lazy
   --profile NAME|PATH   cost profile whose costs and ranges are used (not measured-host)
   --out DIR             write DIR/results.json and DIR/report.html (default: results/<time>-<name>-<pid>/)
@@ -82,7 +84,6 @@ function plan(argv: string[]): SensitivityPlan | undefined {
   }
   if (positionals.length > 1) throw usageError(`sensitivity takes at most one scenario file, got ${positionals.length}: ${positionals.join(' ')}`);
   if (values.model) throw usageError('--model is for `vmmsim run`; `vmmsim sensitivity` compares architectures: --models a,b,... or all');
-  if (values.duration !== undefined) throw usageError('--duration is not an option of `vmmsim sensitivity`: a re-priced run must be the same operations, so it runs --ops operations');
   const samples = samplesOption(values.samples);
   const scenario = loadScenario(positionals[0], values.set ?? [], optionOverrides(values));
   if (scenario.profile === MEASURED_HOST) throw new VmmsimError('E_SENSITIVITY', `--profile ${MEASURED_HOST} has no cost ranges to sample; name a profile in profiles/ or a profile file`);
