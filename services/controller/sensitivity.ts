@@ -133,6 +133,23 @@ export function latinHypercube(n: number, dims: number, rand: Random): Float64Ar
   return out;
 }
 
+/**
+ * `n` cost tables (ns by index of `steps`): a Latin hypercube over the steps whose range is not a
+ * point, each sample's cost lo + u (hi - lo) rounded to whole ns, as a profile's are; a step whose
+ * range is a point keeps its cost. Seeded: the same steps, n and seed give the same tables.
+ */
+export function sampleCosts(steps: readonly StepRange[], n: number, seed: number): Float64Array[] {
+  const varying = steps.map((s, i) => ({ s, i })).filter(({ s }) => s.hi > s.lo);
+  const cube = latinHypercube(n, varying.length, new Random(seed, LHS_STREAM));
+  return cube.map((u) => {
+    const c = Float64Array.from(steps, (s) => s.ns);
+    varying.forEach(({ s, i }, d) => {
+      c[i] = Math.round(s.lo + (u[d] as number) * (s.hi - s.lo));
+    });
+    return c;
+  });
+}
+
 /** The profile's steps with their ranges, in sorted step order (the runs' step index order). */
 export function stepRanges(profile: CostProfile): StepRange[] {
   return Object.keys(profile.steps)
@@ -238,15 +255,7 @@ export function analyse(designs: readonly SensitivityDesign[], profile: CostProf
     return { step: s.step, lo: priceAll(lo), hi: priceAll(hi) };
   });
 
-  const rand = new Random(o.seed, LHS_STREAM);
-  const cube = latinHypercube(o.samples, varying.length, rand);
-  const sampled = cube.map((u) => {
-    const c = base.slice();
-    varying.forEach(({ s, i }, d) => {
-      c[i] = Math.round(s.lo + (u[d] as number) * (s.hi - s.lo));
-    });
-    return priceAll(c);
-  });
+  const sampled = sampleCosts(steps, o.samples, o.seed).map(priceAll);
   for (const figs of [...tornado.flatMap((t) => [t.lo, t.hi]), ...sampled]) figs.forEach((f, i) => (backlogged[i] = (backlogged[i] as number) + f.backlogged));
 
   const reasons = designs.map((d, i) => approximateReasons(d, backlogged[i] as number));
