@@ -40,7 +40,10 @@ export interface SensitivityDesign {
   dma: string;
   /** The workload kind (trace-replay: vCPUs idle as the trace's timestamps say). */
   workload: string;
-  /** The run carries runs[].application (issue 14): its throughput is compared too. */
+  /**
+   * The run carries runs[].application (issue 14): its application throughput (the I/Os, operations
+   * named `io` or `io@...`, per modeled second, as runs[].application.perSecModeled) is compared too.
+   */
   application: boolean;
   /** Operation kinds not counted in throughput (the host's virtio-mem resizes). */
   notWorkload?: (op: string) => boolean;
@@ -73,7 +76,10 @@ export interface Comparison {
   /** Ratio = b / a: what b's figure is in a's (below 1: b's operation is faster). */
   a: string;
   b: string;
-  /** An operation kind (its mean modeled latency), or `application` (application throughput). */
+  /**
+   * An operation kind (its mean modeled latency: below 1, b is faster), or `application`
+   * (application throughput: above 1, b delivers more).
+   */
   metric: string;
   /** At the profile's own costs (the run's own figures). */
   base: number;
@@ -103,11 +109,19 @@ export interface SensitivitySection {
   comparisons: Comparison[];
 }
 
-/** A design's figures under one cost table: mean modeled latency per operation kind, and throughput. */
-interface Figures {
+/** A design's figures under one cost table: mean modeled latency per operation kind, and throughputs. */
+export interface Figures {
   means: Map<string, number>;
+  /** Workload operations per modeled second (runs[].throughput.opsPerSecModeled). */
   throughput: number;
+  /** Application I/Os per modeled second (runs[].application.perSecModeled), 0 without any. */
+  applicationPerSec: number;
   backlogged: number;
+}
+
+/** An application's I/O: the operation `io`, with or without a suffix (`io@emulated`). */
+export function isApplicationIo(op: string): boolean {
+  return op === 'io' || op.startsWith('io@');
 }
 
 function round4(x: number): number {
@@ -180,6 +194,7 @@ export function figuresOf(d: SensitivityDesign, costs: Float64Array): Figures {
   const q = simulateQueueing(priced.ops);
   const sums = new Map<string, { sum: number; n: number }>();
   let workloadOps = 0;
+  let ios = 0;
   let backlogged = 0;
   priced.ops.forEach((o, k) => {
     const v = q.latencyNs[k] ?? o.ns;
@@ -190,12 +205,18 @@ export function figuresOf(d: SensitivityDesign, costs: Float64Array): Figures {
     s.sum += r;
     s.n += 1;
     if (!d.notWorkload?.(o.kind)) workloadOps += 1;
+    if (isApplicationIo(o.kind)) ios += 1;
     if ((q.backlogNs[k] ?? 0) > 0) backlogged += 1;
   });
   let elapsed = 0;
   for (const [thread, end] of priced.threadEndNs) elapsed = Math.max(elapsed, end + (q.threadShiftNs.get(thread) ?? 0));
   const means = new Map([...sums].map(([k, s]) => [k, Math.round((s.sum / s.n) * 1000) / 1000]));
-  return { means, throughput: elapsed > 0 ? Math.round((workloadOps / (elapsed / 1e9)) * 1000) / 1000 : 0, backlogged };
+  return {
+    means,
+    throughput: elapsed > 0 ? Math.round((workloadOps / (elapsed / 1e9)) * 1000) / 1000 : 0,
+    applicationPerSec: elapsed > 0 ? Math.round(ios / (elapsed / 1e9)) : 0,
+    backlogged,
+  };
 }
 
 /** Why re-pricing a design's run is not exact, from what it recorded and what the replays saw. */
@@ -269,7 +290,7 @@ export function analyse(designs: readonly SensitivityDesign[], profile: CostProf
       const metrics: { metric: string; pick: (f: Figures) => number | undefined }[] = [...fa.means.keys()]
         .filter((k) => fb.means.has(k))
         .map((k) => ({ metric: k, pick: (f: Figures) => f.means.get(k) }));
-      if (da.application && db.application) metrics.push({ metric: 'application', pick: (f) => f.throughput });
+      if (da.application && db.application) metrics.push({ metric: 'application', pick: (f) => f.applicationPerSec });
       for (const m of metrics) {
         const ratio = (figs: Figures[]): number => ratioOf(m.pick(figs[ia] as Figures), m.pick(figs[ib] as Figures));
         const b0 = ratio(atBase);
@@ -357,7 +378,8 @@ export function sensitivityTable(s: SensitivitySection): string {
   const line = (r: string[]): string => r.map((c, i) => (i >= 2 && i <= 6 ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number))).join('  ').trimEnd();
   const out = [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
   const varied = s.steps.filter((t) => t.hi > t.lo).length;
-  out.push('', `ratio = b's modeled mean / a's (below 1: b is faster); ${s.samples} Latin-hypercube samples of ${varied} steps across their ranges (profile ${s.profile}, seed ${s.seed}); robust: the order at the profile's costs holds in >= ${Math.round(s.robustShare * 100)}% of them`);
+  const app = s.comparisons.some((c) => c.metric === 'application') ? '; application: b\'s I/Os per modeled second / a\'s (above 1: b delivers more)' : '';
+  out.push('', `ratio = b's modeled mean / a's (below 1: b is faster)${app}; ${s.samples} Latin-hypercube samples of ${varied} steps across their ranges (profile ${s.profile}, seed ${s.seed}); robust: the order at the profile's costs holds in >= ${Math.round(s.robustShare * 100)}% of them`);
   for (const d of s.designs.filter((x) => !x.exact)) for (const r of d.approximate) out.push(`approximate: ${d.model}: ${r.text}`);
   return out.join('\n') + '\n';
 }

@@ -24,15 +24,16 @@ function profileOf(steps: Record<string, [number, number, number]>): CostProfile
  * A closed-loop run of one thread: `n` rounds of a map and an unmap, each a vector over the sorted
  * step names (`map` and `unmap` count each step that many times), priced at `costs` as recorded.
  */
-function runOf(stepNames: string[], map: number[], unmap: number[], n: number, costs: Record<string, number>, o: { arrivalEveryNs?: number; branched?: boolean } = {}): RecordedRun {
+function runOf(stepNames: string[], map: number[], unmap: number[], n: number, costs: Record<string, number>, o: { arrivalEveryNs?: number; branched?: boolean; kinds?: [string, string] } = {}): RecordedRun {
   const pack = (v: number[]): number[] => v.flatMap((c, i) => (c > 0 ? [i, c] : []));
   const vectors = [pack(map), pack(unmap)];
   const price = (v: number[]): number => v.reduce((s, c, i) => s + c * (costs[stepNames[i] as string] as number), 0);
   const ops: RecordedOp[] = [];
   let t = 0;
   for (let k = 0; k < 2 * n; k++) {
-    const kind = k % 2 === 0 ? 'map' : 'unmap';
-    const ns = price(kind === 'map' ? map : unmap);
+    const [first, second] = o.kinds ?? ['map', 'unmap'];
+    const kind = k % 2 === 0 ? first : second;
+    const ns = price(k % 2 === 0 ? map : unmap);
     const start = o.arrivalEveryNs !== undefined ? k * o.arrivalEveryNs : t;
     ops.push({ kind, guest: 0, index: k, thread: 0, startNs: start, ns, measuredNs: ns, holds: [], steps: k % 2, branched: o.branched === true && k === 0, ...(o.arrivalEveryNs !== undefined ? { arrival: true } : {}) });
     t = start + ns;
@@ -139,12 +140,14 @@ describe('analyse', () => {
   });
 
   it('compares application throughput only when both runs carry an application', () => {
-    const with_ = analyse([design('x', [1, 0, 0], [1, 0, 0], { application: true }), design('y', [0, 1, 0], [0, 1, 0], { application: true })], profile, { samples: 20, seed: 1 });
-    expect(with_.comparisons.map((c) => c.metric)).toEqual(['map', 'unmap', 'application']);
-    // Throughput is ops per modeled second: y's (b, 10 ns) is 10 times x's (a, 100 ns).
-    expect(with_.comparisons.find((c) => c.metric === 'application')?.base).toBe(10);
-    const without = analyse([design('x', [1, 0, 0], [1, 0, 0], { application: true }), design('y', [0, 1, 0], [0, 1, 0])], profile, { samples: 20, seed: 1 });
-    expect(without.comparisons.map((c) => c.metric)).toEqual(['map', 'unmap']);
+    // An I/O (io) then its map, each 100 ns of a under x and 10 ns of b under y.
+    const kinds = { kinds: ['io', 'map'] as [string, string] };
+    const with_ = analyse([design('x', [1, 0, 0], [1, 0, 0], { application: true }, kinds), design('y', [0, 1, 0], [0, 1, 0], { application: true }, kinds)], profile, { samples: 20, seed: 1 });
+    expect(with_.comparisons.map((c) => c.metric)).toEqual(['io', 'map', 'application']);
+    // I/Os per modeled second: y's is 10 times x's (above 1: b delivers more).
+    expect(with_.comparisons.find((c) => c.metric === 'application')).toMatchObject({ base: 10, verdict: 'robust' });
+    const without = analyse([design('x', [1, 0, 0], [1, 0, 0], { application: true }, kinds), design('y', [0, 1, 0], [0, 1, 0], {}, kinds)], profile, { samples: 20, seed: 1 });
+    expect(without.comparisons.map((c) => c.metric)).toEqual(['io', 'map']);
   });
 });
 
