@@ -3,9 +3,9 @@
  * no script) that opens offline from disk. Its Content-Security-Policy forbids every fetch and every
  * script, so nothing in it can reach the network whatever a results document holds.
  */
-import { breakdownFigure, hopFigures, latencyFigures, saturationFigures, scalingFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
+import { breakdownFigure, hopFigures, latencyFigures, saturationFigures, scalingFigures, tornadoFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
 import { collect, esc, type Out } from './html.js';
-import { tornadoFigures, verdictWords } from './sensitivity.js';
+import { verdictWords } from './sensitivity.js';
 import type { ReportData, ReportKind } from './data.js';
 import { reportTables } from './tables.js';
 

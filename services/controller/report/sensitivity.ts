@@ -4,7 +4,6 @@
  * field as the rest of the report is (data.ts): a missing or malformed value reads as NaN or a
  * placeholder, never throws. Every mark names the JSON Pointer of the value it draws.
  */
-import type { Figure } from './charts.js';
 import { attrs, dataAttrs, datum, esc, pointer, type Out } from './html.js';
 import { fmtNum, linearScale } from './svg.js';
 
@@ -150,16 +149,4 @@ export function writeTornado(c: ComparisonView, out: Out): void {
   out(`<line x1="330" y1="${ly + 6}" x2="346" y2="${ly + 6}" stroke="#000" stroke-width="1.5"/><text x="352" y="${ly + 10}">at the profile's costs</text>`);
   out(`<line x1="490" y1="${ly + 6}" x2="506" y2="${ly + 6}" stroke="#555" stroke-dasharray="4 3"/><text x="512" y="${ly + 10}">parity (1)</text>`);
   out('</svg>');
-}
-
-/** A figure per comparison: its tornado, titled with the ratio's spread and its verdict. */
-export function tornadoFigures(s: SensitivityView): Figure[] {
-  return s.comparisons.map((c) => ({
-    id: `tornado-${c.index}`,
-    title: `${c.b} / ${c.a}: ${c.metric}`,
-    caption:
-      `Ratio ${fmtNum(c.base)} at the profile's costs, ${fmtNum(c.p5)} to ${fmtNum(c.p95)} (p5 to p95, median ${fmtNum(c.p50)}) over ${fmtNum(s.samples)} ` +
-      `Latin-hypercube samples of every step across its range; ${verdictWords(c, s.samples)}. Each bar: that step alone at its range's lo and hi, every other at the profile's cost.`,
-    draw: (out) => writeTornado(c, out),
-  }));
 }
