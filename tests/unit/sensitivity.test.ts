@@ -174,3 +174,17 @@ describe('exact or says so', () => {
     expect(s.comparisons.every((c) => c.approximate)).toBe(true);
   });
 });
+
+describe('the report\'s sensitivity section', () => {
+  it('reads any sensitivity value without throwing, and draws a tornado per comparison', async () => {
+    const { reportData } = await import('../../services/controller/report/data.js');
+    const { reportHtml } = await import('../../services/controller/report/page.js');
+    const docs = [{ runs: [], sensitivity: 3 }, { runs: [], sensitivity: { comparisons: [null, 5, { tornado: [null, { step: 7, ratioLo: 'x' }] }], designs: [{ approximate: [null, { code: 1 }] }] } }, { runs: [], sensitivity: { comparisons: 'no' } }];
+    for (const d of docs) expect(() => reportHtml(reportData(d))).not.toThrow();
+    const s = analyse([design('x', [0, 0, 100], [2, 0, 0]), design('y', [0, 0, 1], [0, 10, 5], { dma: 'lazy' })], profile, { samples: 20, seed: 4 });
+    const html = reportHtml(reportData({ runs: [], sensitivity: s }));
+    expect(html.match(/data-chart="tornado"/g)?.length).toBe(s.comparisons.length + s.comparisons.reduce((n, c) => n + 1 + 2 * c.tornado.length, 0));
+    expect(html).toContain('data-approximate="lazy-timer"');
+    expect(html).toContain('depends on a, b');
+  });
+});
