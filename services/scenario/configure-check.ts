@@ -169,7 +169,7 @@ export function checkConfigure(t: Topology__Output, self: string): void {
   }
   const d = t.device;
   if (d) {
-    const numbers: [keyof typeof d, string][] = [['dmaRate', 'device.dmaRate'], ['lingerMs', 'device.lingerMs'], ['lingerShare', 'device.lingerShare'], ['iotlbEntries', 'device.iotlbEntries'], ['ringBuffers', 'device.ringBuffers']];
+    const numbers: [Exclude<keyof typeof d, 'ats'>, string][] = [['dmaRate', 'device.dmaRate'], ['lingerMs', 'device.lingerMs'], ['lingerShare', 'device.lingerShare'], ['iotlbEntries', 'device.iotlbEntries'], ['ringBuffers', 'device.ringBuffers']];
     for (const [k, key] of numbers) checkKeyNumber(`device.${k}`, d[k], key);
   }
   if (t.guest) {

@@ -117,8 +117,8 @@ function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
   const self: Endpoint = { id: 1, role: 'guest', index: 0, name: 'guest-0', address: '', pid: 0, host: '' };
   const topology: Topology__Output = {
     runId: 'unit', model: 'fake', dma: 'strict', seed: 1, endpoints: [self], devices: [], costsNs: {}, workload: null, vmids: [1], deadlineMs: 1000,
-    vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers }, vcmdqsPerVsmmu: 0, dispatch: 'broadcast', vmidPolicy: 'per-s2-parent',
-    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect', ddw: false }, vmm: { hwptInvalidate: 'per-command' }, emulatedDevices: [], explain: null,
+    vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers, ats: false }, vcmdqsPerVsmmu: 0, dispatch: 'broadcast', vmidPolicy: 'per-s2-parent',
+    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect', ddw: false }, vmm: { hwptInvalidate: 'per-command' }, emulatedDevices: [], smmu: { ril: true }, explain: null,
   };
   const kernel: GuestKernel = {
     env: {
