@@ -49,6 +49,17 @@ export interface QueueingResult {
   latencyNs: number[];
   /** Per operation, in input order: what it waited for resources. */
   waitNs: number[];
+  /**
+   * Every wait, by operation (input order) and resource: the parts of waitNs. An operation that
+   * waited for a resource twice has two entries.
+   */
+  waits: { op: number; resource: string; ns: number }[];
+  /**
+   * Per operation, in input order: how long an arrival waited for its thread to finish the
+   * operations before it (0 for the rest): the part of its latency that is neither its own time
+   * nor a resource's wait.
+   */
+  backlogNs: number[];
   /** Per thread: how much later than uncontended its last operation finished. */
   threadShiftNs: Map<number, number>;
   resources: ResourceStats[];
@@ -147,6 +158,8 @@ function actionsOf(op: TimedOp): Action[] {
 export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
   const latencyNs = new Array<number>(ops.length).fill(0);
   const waitNs = new Array<number>(ops.length).fill(0);
+  const backlogNs = new Array<number>(ops.length).fill(0);
+  const waits: QueueingResult['waits'] = [];
   const threadShiftNs = new Map<number, number>();
   const resources = new Map<string, Resource>();
   const byThread = new Map<number, number[]>();
@@ -179,6 +192,7 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
     const op = ops[index] as TimedOp;
     const shift = threadShiftNs.get(thread) ?? 0;
     const start = op.arrival ? Math.max(op.startNs, (lastEnd.get(thread) ?? 0)) : op.startNs + shift;
+    if (op.arrival) backlogNs[index] = start - op.startNs;
     const s: OpState = { index, actions: actionsOf(op), next: 0, clock: start, at: 0, start, waited: 0 };
     states.set(index, s);
     heap.push({ time: start, thread, op: index, seq: seq++ });
@@ -221,6 +235,7 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
         // The next waiter gets it now; it resumes from this instant.
         const waited = t - w.arrived;
         w.op.waited += waited;
+        waits.push({ op: w.op.index, resource: a.resource, ns: waited });
         r.stats.waitNs += waited;
         r.stats.maxWaitNs = Math.max(r.stats.maxWaitNs, waited);
         r.stats.holds += 1;
@@ -254,6 +269,8 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
   return {
     latencyNs,
     waitNs,
+    waits,
+    backlogNs,
     threadShiftNs,
     resources: [...resources.values()].map((r) => r.stats).sort((a, b) => (a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0)),
   };

@@ -167,7 +167,7 @@ export function describeRun(values: PointValues, model: string): string {
 }
 
 /** The operation a sweep reports for a run: unmap, or else the workload's most frequent one (sva-unmap-storm: invalidate). */
-export function mainOp(run: Pick<RunResult, 'ops'>): OpResult | undefined {
+export function mainOp<T extends Pick<OpResult, 'op' | 'count'>>(run: { readonly ops: readonly T[] }): T | undefined {
   // A migrated VM reports its unmaps as unmap@before and unmap@after: the state it ends in counts.
   for (const name of ['unmap', 'unmap@after', 'unmap@before']) {
     const o = run.ops.find((x) => x.op === name);

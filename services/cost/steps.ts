@@ -6,6 +6,8 @@
  * it is loaded, never discovered mid-run.
  */
 
+import { StepTable } from './step-vector.js';
+
 /** The releases the steps' functions are named in. */
 export const PINNED = { linux: 'v6.18', qemu: 'v10.2' } as const;
 
@@ -202,14 +204,22 @@ export function isCostStep(s: string): s is CostStep {
 /** Step costs in ns, as pushed to every process with the topology. */
 export class CostTable {
   private readonly ns: Record<CostStep, number>;
+  /** The run's steps by index: what an operation's step counts are counted against (step-vector.ts). */
+  readonly steps: StepTable;
 
   constructor(costs: Record<string, number>) {
     const missing = Object.keys(COST_STEPS).filter((k) => typeof costs[k] !== 'number');
     if (missing.length > 0) throw new Error(`cost table lacks ${missing.join(', ')}`);
     this.ns = costs as Record<CostStep, number>;
+    this.steps = new StepTable(costs);
   }
 
   of(step: CostStep): number {
     return this.ns[step];
+  }
+
+  /** The index of a step in `steps`. */
+  index(step: CostStep): number {
+    return this.steps.indexOf(step);
   }
 }

@@ -31,6 +31,8 @@ const MAX_PATH = 4096;
 /** One second of modeled time: no single step costs more. */
 const MAX_STEP_NS = 1e9;
 const MAX_DEADLINE_MS = 3_600_000;
+/** The longest operation name vmmsim explain asks a guest to trace. */
+const MAX_OP_NAME = 64;
 
 function bad(field: string, what: string): VmmsimError {
   return new VmmsimError('E_CONFIGURE', `Configure: ${field}: ${what}`);
@@ -177,4 +179,6 @@ export function checkConfigure(t: Topology__Output, self: string): void {
     checkKeyString('guest.tceHcalls', t.guest.tceHcalls, 'guest.tceHcalls');
   }
   if (t.vmm) checkKeyString('vmm.hwptInvalidate', t.vmm.hwptInvalidate, 'vmm.hwptInvalidate');
+  // vmmsim explain's operation: a name as the guest reports operations (map, unmap@emulated...).
+  if (t.explain && t.explain.op.length > MAX_OP_NAME) throw bad('explain.op', `${t.explain.op.length} characters, at most ${MAX_OP_NAME}`);
 }

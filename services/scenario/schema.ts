@@ -46,6 +46,8 @@ export interface StringField {
   enum?: readonly string[];
   /** Values of `enum` this build implements; the rest are refused with "not supported yet". */
   supported?: readonly string[];
+  /** What of this key's values no upstream Linux or QEMU code runs (exploration), with the source that says so. */
+  upstream?: string;
 }
 
 export interface NumberField {
@@ -102,9 +104,9 @@ export const SCENARIO_SCHEMA: ObjectField = {
         psmmus: { type: 'integer', default: 1, min: 1, max: 64, doc: 'physical SMMUs per host (Grace has 5)' },
         vms: { type: 'integer', default: 1, min: 1, max: 64, doc: 'VMs (one guest and one qemu process each); the assigned devices are dealt to them in turn, so each needs at least one: psmmus x devicesPerPsmmu >= vms' },
         devicesPerPsmmu: { type: 'integer', default: 1, min: 1, max: 256, doc: 'assigned devices behind each physical SMMU' },
-        vsmmu: { type: 'string', default: 'single', maxLength: longest(['single', 'per-psmmu']), enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU' },
-        dispatch: { type: 'string', default: 'broadcast', maxLength: longest(['broadcast', 'lookup']), enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)' },
-        vmid: { type: 'string', default: 'per-s2-parent', maxLength: longest(['per-s2-parent', 'per-vsmmu']), enum: ['per-s2-parent', 'per-vsmmu'], doc: 'VMID policy of nested designs: per-s2-parent (one VMID per VM, shared by its vSMMUs) or per-vsmmu (one per vSMMU instance: with vsmmu per-psmmu, one per pSMMU the VM uses)' },
+        vsmmu: { type: 'string', default: 'single', maxLength: longest(['single', 'per-psmmu']), enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU', upstream: 'per-psmmu is what upstream runs; single in front of more than one pSMMU (a VM with devices behind several, under a nested design) is exploration: QEMU\'s accelerated vSMMU holds one vIOMMU object for one pSMMU, and iommufd refuses a vDEVICE behind another pSMMU (iommufd_vdevice_alloc_ioctl)' },
+        dispatch: { type: 'string', default: 'broadcast', maxLength: longest(['broadcast', 'lookup']), enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)', upstream: 'exploration either way: it applies to a single vSMMU in front of several pSMMUs, which no upstream VMM runs (see topology.vsmmu)' },
+        vmid: { type: 'string', default: 'per-s2-parent', maxLength: longest(['per-s2-parent', 'per-vsmmu']), enum: ['per-s2-parent', 'per-vsmmu'], doc: 'VMID policy of nested designs: per-s2-parent (one VMID per VM, shared by its vSMMUs) or per-vsmmu (one per vSMMU instance: with vsmmu per-psmmu, one per pSMMU the VM uses)', upstream: 'per-s2-parent with a VM\'s devices behind several pSMMUs (one VMID and stage-2 table shared across pSMMUs) needs code that is not upstream: in Linux v6.18 a stage-2 domain and its VMID belong to one SMMU (arm_vsmmu_init); upstream is per-vsmmu with vsmmu per-psmmu' },
         vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, doc: 'VCMDQs each vSMMU gets under nested-smmuv3-vcmdq (QEMU exposes 2; a CMDQV has at most 128)' },
         emulatedDevices: { type: 'integer', default: 0, min: 0, max: 31, doc: 'nested designs: devices per VM that the VMM emulates itself, beside the assigned ones, behind a separate emulated vSMMU instance (its own MMIO base, command queue and root bus: one bus of device numbers 1..31); their DMA is translated by the VMM and their invalidations stop there (exit, user); 0 = none' },
       },
@@ -263,10 +265,14 @@ export function leafFields(obj: ObjectField = SCENARIO_SCHEMA, prefix = ''): [st
   return out;
 }
 
-/** The documentation of every key, for `vmmsim scenario-keys` and the README. */
-export function describeSchema(): string {
+/**
+ * The documentation of every key, for `vmmsim scenario-keys` and the README. `upstream` adds, by
+ * key, what of its values is not upstream (the model key's designs, which live outside this file).
+ */
+export function describeSchema(upstream: Readonly<Record<string, string>> = {}): string {
   return leafFields()
     .map(([path, f]) => {
+      const note = upstream[path] ?? (f.type === 'string' ? f.upstream : undefined);
       const allowed =
         f.type === 'string'
           ? f.enum
@@ -275,7 +281,7 @@ export function describeSchema(): string {
           : f.type === 'boolean'
             ? 'true|false'
             : `${f.type} ${f.min}..${f.supportedMax ?? f.max}`;
-      return `${path.padEnd(26)} ${String(f.default).padEnd(18)} ${allowed}\n${''.padEnd(27)}${f.doc}`;
+      return `${path.padEnd(26)} ${String(f.default).padEnd(18)} ${allowed}\n${''.padEnd(27)}${f.doc}${note ? `\n${''.padEnd(27)}not upstream: ${note}` : ''}`;
     })
     .join('\n');
 }

@@ -97,6 +97,17 @@ export function reportTables(data: ReportData): Table[] {
       ),
     ),
     table(
+      'table-breakdown',
+      'Where the modeled time goes (mean per operation; wait: a resource\'s queueing wait)',
+      [...RUN_HEAD, 'op', 'step', 'per op', 'ns', 'confidence', 'functions'],
+      () => each(runs, (r) =>
+        each(r.ops, (o) =>
+          o.breakdown.map((b) => runCells(r) + textCell(o.op) + textCell(b.step) + numCell(`${b.pointer}/perOp`, b.perOp) + numCell(`${b.pointer}/ns`, b.ns) + textCell(b.confidence) + textCell(b.functions.join('; '))),
+        ),
+      ),
+      true,
+    ),
+    table(
       'table-hops',
       'Hops (measured one-way latency in us)',
       [...RUN_HEAD, 'from', 'to', 'count', ...summaryHead('measured')],
