@@ -11,6 +11,7 @@ import * as run from './commands/run.js';
 import * as saturate from './commands/saturate.js';
 import * as scenarioKeys from './commands/scenario-keys.js';
 import * as serve from './commands/serve.js';
+import * as study from './commands/study.js';
 import * as sweep from './commands/sweep.js';
 import { settleStdout, watchStdStreams } from './stdout.js';
 
@@ -23,6 +24,8 @@ commands:
   compare [scenario.yaml]   run several architectures on the same scenario, side by side
   sweep [scenario.yaml]     run the cross product of scenario values (--set key=v1,v2,...) and models
   saturate [scenario.yaml]  find each model's highest sustained open-loop rate under a p99 bound
+  study list|NAME           answer a question from a mailing-list thread (scenarios/studies/):
+                            results.json, report.html and a 72-column answer.txt
   serve <role>              run one role process standalone, for run|compare|sweep|saturate --connect
   report results.json       write an HTML report (charts and every number) of a results.json
   decode-cmd W0 W1 [...]    decode SMMUv3 commands given as pairs of 64-bit hex words
@@ -44,6 +47,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   compare: { HELP: run.HELP, command: run.compare },
   sweep,
   saturate,
+  study,
   serve,
   report,
   'decode-cmd': decodeCmd,

@@ -8,7 +8,7 @@
 import { TRANSITION_KINDS } from '../../runtime/topology.js';
 import { datum, esc, pointer, type DataAttrs, type Out } from './html.js';
 import { PERCENTILES, shortKeys, type HopView, type NumberAt, type OpView, type ReportData, type RunView, type SummaryView } from './data.js';
-import { colorOf, writeLineChart, writeStackedBars, type Curve, type CurvePoint, type XAxis } from './svg.js';
+import { colorOf, fmtNum, writeLineChart, writeStackedBars, type Curve, type CurvePoint, type XAxis } from './svg.js';
 
 /** A chart with its heading and a sentence on how to read it. */
 export interface Figure {
@@ -62,6 +62,35 @@ export function transitionsFigure(data: ReportData): Figure | undefined {
       data: { chart: 'transitions' },
       label: 'Transitions per operation, stacked by kind',
     }, out),
+  };
+}
+
+/**
+ * A study's answer as bars: the modeled mean of each operation that answers it, a bar per run
+ * (design and point) and operation.
+ */
+export function studyFigure(data: ReportData): Figure | undefined {
+  const ops = data.study?.ops ?? [];
+  const rows = data.runs.flatMap((run) =>
+    run.ops
+      .filter((op) => ops.includes(op.op) && op.count > 0)
+      .map((op) => ({
+        label: `${run.label} · ${op.op}`,
+        data: { run: run.index, op: op.op },
+        segments: [{
+          key: 'modeled mean',
+          value: op.modeledNs.mean / 1000,
+          title: `${run.label} ${op.op}: ${fmtNum(op.modeledNs.mean / 1000)} us modeled mean`,
+          data: { chart: 'study', run: run.index, model: run.model, op: op.op, ...datum(`${op.pointer}/modeledNs/mean`, op.modeledNs.mean) },
+        }],
+      })),
+  );
+  if (rows.length === 0) return undefined;
+  return {
+    id: 'study',
+    title: 'Modeled latency of the operations that answer the question',
+    caption: 'Mean modeled latency per operation in microseconds, a bar per design, point and operation (answer.txt has the same figures).',
+    draw: (out) => writeStackedBars({ unit: 'us (modeled mean)', keys: [{ key: 'modeled mean', color: '#1f77b4' }], rows, data: { chart: 'study' }, label: 'Modeled mean latency per operation' }, out),
   };
 }
 

@@ -137,6 +137,21 @@ export interface ReportData {
   saturation: SaturationView[];
   /** What is missing or partial, one sentence each. */
   notes: string[];
+  /** `vmmsim study`: the study's name and question, the operations that answer it, and answer.txt. */
+  study: StudyView | undefined;
+}
+
+export interface StudyView {
+  name: string;
+  question: string;
+  ops: string[];
+  answer: string;
+}
+
+function studyView(x: unknown): StudyView | undefined {
+  if (!isObj(x)) return undefined;
+  const ops = Array.isArray(x['ops']) ? x['ops'].filter((o): o is string => typeof o === 'string') : [];
+  return { name: text(x['name'], 'study'), question: text(x['question'], ''), ops, answer: text(x['answer'], '') };
 }
 
 function summary(x: unknown, where: string, notes: string[]): SummaryView {
@@ -372,5 +387,6 @@ export function reportData(document: object): ReportData {
     runs,
     saturation,
     notes,
+    study: studyView(doc['study']),
   };
 }

@@ -3,7 +3,7 @@
  * no script) that opens offline from disk. Its Content-Security-Policy forbids every fetch and every
  * script, so nothing in it can reach the network whatever a results document holds.
  */
-import { hopFigures, latencyFigures, saturationFigures, scalingFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
+import { hopFigures, latencyFigures, saturationFigures, scalingFigures, studyFigure, transitionsFigure, writeFigure, type Figure } from './charts.js';
 import { collect, esc, type Out } from './html.js';
 import type { ReportData, ReportKind } from './data.js';
 import { reportTables } from './tables.js';
@@ -64,7 +64,7 @@ interface Section {
  * section and no table is ever one string.
  */
 export function writeReportHtml(data: ReportData, out: Out): void {
-  const title = `vmmsim ${KIND_TITLE[data.kind]}: ${data.scenarioName}`;
+  const title = data.study ? `vmmsim study ${data.study.name}: ${data.scenarioName}` : `vmmsim ${KIND_TITLE[data.kind]}: ${data.scenarioName}`;
   out(
     '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">' +
       `<meta http-equiv="Content-Security-Policy" content="${CSP}">` +
@@ -79,6 +79,20 @@ export function writeReportHtml(data: ReportData, out: Out): void {
   if (data.notes.length > 0) out(`\n<div class="notes" id="notes"><strong>Missing or partial</strong><ul>${data.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul></div>`);
 
   const sections: Section[] = [];
+  const study = data.study;
+  if (study) {
+    // A study's page answers its question first: the figures, then answer.txt as it was written.
+    sections.push({
+      id: 'section-answer',
+      title: 'Answer',
+      body: (o) => {
+        o(`<p class="question" data-study="${esc(study.name)}">${esc(study.question)}</p>`);
+        const f = studyFigure(data);
+        if (f) writeFigure(f, o);
+        o(`<pre class="answer">${esc(study.answer)}</pre>`);
+      },
+    });
+  }
   sections.push({
     id: 'section-transitions',
     title: 'Transitions',
