@@ -119,7 +119,8 @@ export interface RunResult {
   throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
   /**
    * guestCommands: invalidations the guest issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted);
-   * deliveredPerPsmmu: commands each pSMMU executed; fanout: deliveries per guest command; wasted:
+   * deliveredPerPsmmu: commands each pSMMU executed (under the sPAPR designs, the TCE kills its PHB
+   * took: one per PE per VFIO ioctl or per TCE from KVM); fanout: deliveries per guest command; wasted:
    * deliveries to a pSMMU that holds none of the affected devices (a broadcast's cost).
    * hostStage2: the host's own stage-2 changes (IOMMU_IOAS_UNMAP, from virtio-mem unplugs), kept
    * out of the guests' deliveries: unmaps, and the commands each pSMMU executed for them (TLBI_S2_IPA

@@ -22,6 +22,7 @@ import { Control } from './control-client.js';
 import { runNotes } from './notes.js';
 import { combineGuests, type CombinedTimeline } from './timeline.js';
 import { isResizeOp } from '../machine/virtio-mem.js';
+import { isSetupOp } from '../machine/setup-ops.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
 import { MODEL } from '../designs/names.js';
@@ -190,7 +191,7 @@ export class Session {
       ramDir: this.ramDir,
       vcmdqsPerVsmmu: s.topology.vcmdqsPerVsmmu,
       device: { ...s.device },
-      guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls },
+      guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls, ddw: s.guest.ddw },
       vmm: { hwptInvalidate: s.vmm.hwptInvalidate },
       dispatch: s.topology.dispatch,
       vmidPolicy: s.topology.vmid,
@@ -220,7 +221,7 @@ export class Session {
     const combined = combineGuests(replies, guests.map((g) => g.index ?? 0), { profile, costs: costsNs });
     const ops = combined.ops;
     // Throughput counts the workload's operations; virtio-mem resizes are the host's, not its.
-    const totalOps = ops.reduce((n, o) => n + (isResizeOp(o.op) ? 0 : o.count), 0);
+    const totalOps = ops.reduce((n, o) => n + (isResizeOp(o.op) || isSetupOp(o.op) ? 0 : o.count), 0);
     // The VMs run side by side: the run lasts as long as the slowest guest's workload.
     const elapsedSec = Math.max(0, ...replies.map((r) => r.elapsedSec));
     const deliveredPerPsmmu: Record<string, number> = {};
@@ -231,7 +232,8 @@ export class Session {
       // The host's stage-2 changes reach the same CMDQ; they are not deliveries of guest commands.
       const host = vfio[`stage2Commands.${name}`] ?? 0;
       hostStage2PerPsmmu[name] = host;
-      deliveredPerPsmmu[name] = (counters[name]?.['commands'] ?? 0) + (counters[name]?.['vcmdqCommands'] ?? 0) - host;
+      // SMMU commands of the main CMDQ and the VCMDQs, and TCE kills (the sPAPR designs' PHB work).
+      deliveredPerPsmmu[name] = (counters[name]?.['commands'] ?? 0) + (counters[name]?.['vcmdqCommands'] ?? 0) + (counters[name]?.['tceKills'] ?? 0) - host;
     }
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);

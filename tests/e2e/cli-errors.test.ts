@@ -146,6 +146,18 @@ const CASES: BadInput[] = [
     code: 'E_NOT_SUPPORTED',
     mentions: () => ['sva-unmap-storm', 'virtio-iommu', 'nested-smmuv3'],
   },
+  {
+    what: 'dma=swiotlb under a design without dma-iommu (none: dma-direct)',
+    args: () => ['run', '--model', 'none', '--set', 'dma=swiotlb'],
+    code: 'E_NOT_SUPPORTED',
+    mentions: () => ['dma', 'swiotlb', 'none', 'dev_use_swiotlb', 'virtio-iommu'],
+  },
+  {
+    what: 'guest.ddw under a design without sPAPR TCE tables',
+    args: () => ['run', '--model', 'virtio-iommu', '--set', 'guest.ddw=true'],
+    code: 'E_NOT_SUPPORTED',
+    mentions: () => ['guest.ddw', 'virtio-iommu', 'spapr-tce'],
+  },
   { what: '--ram-dir without --connect', args: () => ['run', '--ram-dir', '/dev/shm/x'], code: 'E_USAGE', mentions: () => ['--ram-dir', '--connect'] },
   { what: '--transport with --connect', args: () => ['run', '--connect', 'peers.yaml', '--transport', 'tcp'], code: 'E_USAGE', mentions: () => ['--transport', '--connect'] },
   { what: 'a --duration that is not a number', args: () => ['run', '--duration', 'abc'], code: 'E_USAGE', mentions: () => ['--duration', '"abc"'] },
