@@ -1,3 +1,4 @@
+import type { ApplicationResult } from './application.js';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { CostProfile } from '../cost/profile.js';
@@ -115,8 +116,17 @@ export interface RunResult {
   processes: { role: string; name: string; pid: number; host: string; metricsPort?: number }[];
   ops: OpResult[];
   hops: HopResult[];
-  /** Operations are each map and each unmap. */
+  /**
+   * Operations are every operation of the workload (each map and each unmap; an application
+   * workload's CPU-work and device operations too); setup operations and resizes are not counted.
+   */
   throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
+  /**
+   * Application workloads (packet-stream, block): packets or requests per second in modeled time, as
+   * the queueing replay yields them, with the resource that bounds them and every resource's
+   * utilization (application.ts, docs/results.md). Absent for a bare DMA-API workload.
+   */
+  application?: ApplicationResult;
   /**
    * guestCommands: invalidations the guest issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted);
    * deliveredPerPsmmu: commands each pSMMU executed (under the sPAPR designs, the TCE kills its PHB
