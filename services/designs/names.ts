@@ -23,6 +23,12 @@ export const MODEL = {
   nestedSmmuv3Vcmdq: 'nested-smmuv3-vcmdq',
 } as const satisfies Record<string, ModelName>;
 
+/**
+ * The bare-metal design (no VM: the device driven by the host's own kernel), where this build has
+ * it: the baseline application throughput is compared against beside none.
+ */
+export const HOST_MODEL: ModelName | undefined = MODELS.find((m): m is ModelName => (m as string) === 'host');
+
 export function isModelName(s: string): s is ModelName {
   return (MODELS as readonly string[]).includes(s);
 }

@@ -257,7 +257,10 @@ function scalingMetrics(data: ReportData): Metric[] {
   const bounds = [...new Set(data.saturation.map((s) => `${s.metric} ${s.p99BoundUs}`))];
   const only = bounds.length === 1 ? data.saturation[0] : undefined;
   const rule = (clock: string): Metric['rule'] => (only && only.metric === clock && Number.isFinite(only.p99BoundUs) ? { y: only.p99BoundUs, label: `p99 bound ${only.p99BoundUs} us` } : undefined);
+  const app = data.runs.find((r) => r.application)?.application;
   const metrics: Metric[] = [
+    // An application workload's throughput leads.
+    ...(app ? [{ metric: 'application-modeled', title: `application throughput (${app.unit}/s), modeled`, yLabel: `${app.unit}/s`, pick: (r: RunView) => (r.application ? { y: r.application.perSec.value, at: r.application.perSec } : undefined) }] : []),
     { metric: 'throughput-measured', title: 'throughput, measured', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputMeasured.value, at: r.throughputMeasured }) },
     { metric: 'throughput-modeled', title: 'throughput, modeled', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputModeled.value, at: r.throughputModeled }) },
     p99Metric('measured', rule('measured')),

@@ -112,9 +112,22 @@ export interface RunView {
   notes: { code: string; text: string }[];
   throughputMeasured: NumberAt;
   throughputModeled: NumberAt;
+  /** Application workloads: packets or requests per second and what bounds them (runs[].application). */
+  application: ApplicationView | undefined;
   /** Open-loop runs: achieved arrivals per second in each clock. */
   achievedMeasured: NumberAt | undefined;
   achievedModeled: NumberAt | undefined;
+}
+
+export interface ApplicationView {
+  unit: string;
+  perSec: NumberAt;
+  bytesPerSec: NumberAt;
+  bottleneck: string;
+  bottleneckKind: string;
+  saturated: boolean;
+  /** Each resource's working utilization, 0..1. */
+  utilization: NumberAt[];
 }
 
 export interface SaturationView {
@@ -269,7 +282,21 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
   const throughputMeasured = numberAt('throughput.opsPerSecMeasured', th['opsPerSecMeasured'], ...path, 'throughput', 'opsPerSecMeasured');
   const throughputModeled = numberAt('throughput.opsPerSecModeled', th['opsPerSecModeled'], ...path, 'throughput', 'opsPerSecModeled');
   if (!isObj(r['throughput'])) notes.push(`${where}: no throughput`);
+  const app = isObj(r['application']) ? r['application'] : undefined;
+  const application: ApplicationView | undefined = app
+    ? {
+      unit: text(app['unit'], 'ios'),
+      perSec: numberAt(`application.perSecModeled (${text(app['unit'], 'ios')}/s)`, app['perSecModeled'], ...path, 'application', 'perSecModeled'),
+      bytesPerSec: numberAt('application.bytesPerSecModeled', app['bytesPerSecModeled'], ...path, 'application', 'bytesPerSecModeled'),
+      bottleneck: text(app['bottleneck'], '?'),
+      bottleneckKind: text(app['bottleneckKind'], '?'),
+      saturated: app['saturated'] === true,
+      utilization: numbers(app['utilization'], ...path, 'application', 'utilization'),
+    }
+    : undefined;
   const figures: NumberAt[] = [
+    // An application workload's throughput leads.
+    ...(application ? [application.perSec, application.bytesPerSec] : []),
     numberAt('elapsedSec', r['elapsedSec'], ...path, 'elapsedSec'),
     numberAt('modeledElapsedNs', r['modeledElapsedNs'], ...path, 'modeledElapsedNs'),
     throughputMeasured,
@@ -316,6 +343,7 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
     notes: (Array.isArray(r['notes']) ? r['notes'] : []).filter(isObj).map((n) => ({ code: text(n['code'], '?'), text: text(n['text'], '') })),
     throughputMeasured,
     throughputModeled,
+    application,
     achievedMeasured: load ? numberAt('achieved measured', achieved?.['measured'], ...path, 'load', 'achievedPerSec', 'measured') : undefined,
     achievedModeled: load ? numberAt('achieved modeled', achieved?.['modeled'], ...path, 'load', 'achievedPerSec', 'modeled') : undefined,
   };
