@@ -88,7 +88,7 @@ export function applicationResult(
     if (!longest || spent > longest.ns) longest = { name: r.resource, ns: spent };
   }
   const saturated = top !== undefined && top.u >= SATURATED;
-  const bottleneck = (saturated ? top?.name : longest?.name) ?? 'none';
+  const bottleneck = (saturated ? top?.name : longest?.name) ?? '-';
   return {
     unit: APPLICATION_UNITS[workload.kind] ?? 'ios',
     count,

@@ -44,8 +44,15 @@ export interface DmaResult {
   translations: number;
   iotlbHitRate: number;
   faults: number;
-  /** Translations served from a stale IOTLB entry to a buffer whose dma_unmap had returned. */
+  /**
+   * Translations served from a stale IOTLB entry, or with ATS (device.ats) from a stale entry of the
+   * device's ATC, to a buffer whose dma_unmap had returned.
+   */
   staleTranslations: number;
+  /** ATS: accesses the devices served from their ATCs (no SMMU translation); 0 without ATS. */
+  atcHits: number;
+  /** ATS: of staleTranslations, those served from a stale ATC entry. */
+  atcStaleTranslations: number;
   /** Accesses to buffers whose dma_unmap had returned (by a device set to linger). */
   useAfterUnmap: number;
   /** Stale hits while the buffer's unmap was still in progress (the device raced its driver). */

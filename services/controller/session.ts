@@ -14,7 +14,7 @@ import type { Logger } from '../runtime/logger.js';
 import type { ModelName, Scenario } from '../scenario/schema.js';
 import { START_ORDER, type Role } from '../runtime/topology.js';
 import { emulatedDeviceList } from '../machine/emulated-vsmmu.js';
-import { checkEmulatedDevices } from '../scenario/validate.js';
+import { checkAts, checkEmulatedDevices } from '../scenario/validate.js';
 import { adoptRunFolder } from '../machine/run-folder.js';
 import type { RunToken } from '../runtime/transport/auth.js';
 import { INSECURE, withToken, type Security } from '../runtime/transport/credentials.js';
@@ -177,6 +177,7 @@ export class Session {
   async record(s: Scenario, model: ModelName, profile: CostProfile, explain?: { op: string; after: number }): Promise<RecordedResult> {
     // The scenario was checked under its own model; compare and sweep run it under others too.
     checkEmulatedDevices(s.topology, model);
+    checkAts(s, model);
     const topology: Topology = {
       runId: `${s.name}-${model}`,
       model,
@@ -194,6 +195,7 @@ export class Session {
       device: { ...s.device },
       guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls, ddw: s.guest.ddw },
       vmm: { hwptInvalidate: s.vmm.hwptInvalidate },
+      smmu: { ril: s.smmu.ril },
       dispatch: s.topology.dispatch,
       vmidPolicy: s.topology.vmid,
       emulatedDevices: emulatedDeviceList(s.topology.vms, s.topology.emulatedDevices),
@@ -325,6 +327,8 @@ function dmaResult(mode: string, translators: Record<string, number>[]): DmaResu
     iotlbHitRate: translations > 0 ? round(sum('iotlbHits') / translations) : 0,
     faults: sum('faults'),
     staleTranslations: sum('staleTranslations'),
+    atcHits: sum('atcHits'),
+    atcStaleTranslations: sum('atcStaleTranslations'),
     useAfterUnmap: sum('useAfterUnmap'),
     staleDuringUnmap: sum('staleDuringUnmap'),
     walkAccesses: sum('walkAccesses'),

@@ -4,7 +4,7 @@ import type { RunResult, SaturationMetric, SaturationResult } from './results.js
 import { judge } from './saturation-search.js';
 import { wrap } from './wrap.js';
 import { mainOp } from './sweep.js';
-import { HOST_MODEL, MODEL } from '../designs/names.js';
+import { MODEL } from '../designs/names.js';
 
 function fmt(x: number, digits = 2): string {
   if (!Number.isFinite(x)) return '-';
@@ -78,7 +78,7 @@ export function applicationTable(runs: readonly RunResult[]): string {
   const first = apps[0]?.application;
   if (!first) return '';
   const none = runs.find((r) => r.model === MODEL.none)?.application;
-  const host = HOST_MODEL === undefined ? undefined : runs.find((r) => r.model === HOST_MODEL)?.application;
+  const host = runs.find((r) => r.model === MODEL.host)?.application;
   const rows: string[][] = [['model', `${first.unit}/s modeled`, 'throughput', 'vs none', 'vs host', 'bottleneck']];
   for (const run of apps) {
     const a = run.application as NonNullable<RunResult['application']>;
@@ -87,7 +87,7 @@ export function applicationTable(runs: readonly RunResult[]): string {
       perSec(a.perSecModeled),
       bitsPerSec(a.bytesPerSecModeled),
       run.model === MODEL.none ? 'baseline' : ratio(a.perSecModeled, none?.perSecModeled),
-      HOST_MODEL !== undefined && run.model === HOST_MODEL ? 'baseline' : ratio(a.perSecModeled, host?.perSecModeled),
+      run.model === MODEL.host ? 'baseline' : ratio(a.perSecModeled, host?.perSecModeled),
       bottleneckText(a),
     ]);
   }

@@ -103,12 +103,12 @@ export const COST_STEPS = {
     functions: ['linux drivers/iommu/dma-iommu.c: queue_iova, fq_ring_add'],
   },
   'exit.mmio_trap': {
-    doc: 'guest MMIO write traps to KVM and KVM resumes the guest (handled in the kernel)',
-    functions: ['linux arch/arm64/kvm/mmu.c: kvm_handle_guest_abort', 'linux arch/arm64/kvm/mmio.c: io_mem_abort'],
+    doc: 'guest MMIO access (a write, or a read such as a CMDQ_CONS poll) traps to KVM and KVM resumes the guest (handled in the kernel)',
+    functions: ['linux arch/arm64/kvm/mmu.c: kvm_handle_guest_abort', 'linux arch/arm64/kvm/mmio.c: io_mem_abort, kvm_handle_mmio_return'],
   },
   'exit.to_user': {
-    doc: 'extra cost when KVM returns to the VMM in user space for an MMIO exit and the VMM re-enters KVM_RUN',
-    functions: ['linux virt/kvm/kvm_main.c: kvm_vcpu_ioctl (KVM_RUN)', 'qemu accel/kvm/kvm-all.c: kvm_cpu_exec'],
+    doc: 'extra cost when KVM returns to the VMM in user space for an MMIO exit (a write or a read: the same crossings; the profiles derive it from an MMIO read to user space) and the VMM re-enters KVM_RUN',
+    functions: ['linux virt/kvm/kvm_main.c: kvm_vcpu_ioctl (KVM_RUN)', 'qemu accel/kvm/kvm-all.c: kvm_cpu_exec', 'qemu hw/arm/smmuv3.c: smmu_read_mmio, smmu_write_mmio'],
   },
   'vmm.vsmmu_cmd': {
     doc: 'VMM vSMMU model reads, decodes and dispatches one guest command',
@@ -198,6 +198,10 @@ export const COST_STEPS = {
     doc: 'VMM finds which pSMMUs an ASID-scoped guest invalidation concerns (a single vSMMU with dispatch: lookup)',
     functions: ["exploration: no upstream QEMU vSMMU fronts several pSMMUs; a table the VMM keeps from the guest's context descriptors"],
   },
+  'cpu.mmio_read_device': {
+    doc: 'a CPU reads a device register with no trap: the CONS of a VCMDQ on the VINTF page mapped into the guest, polled for a CMD_SYNC with CS=NONE',
+    functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: __arm_smmu_cmdq_poll_until_consumed (readl of the queue\'s cons_reg)', 'hardware: an uncached (Device-nGnRE) load from an on-die device'],
+  },
   'smmu.cmd_exec': {
     doc: 'physical SMMU executes one invalidation command',
     functions: ['hardware: SMMUv3 command queue (Arm IHI 0070, 4.4 Invalidation commands)'],
@@ -205,6 +209,10 @@ export const COST_STEPS = {
   'smmu.sync': {
     doc: 'physical SMMU completes a CMD_SYNC once earlier commands are done, and the waiter sees it',
     functions: ['hardware: SMMUv3 CMD_SYNC (Arm IHI 0070, 4.7.3)', 'linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_cmdq_poll_until_sync'],
+  },
+  'smmu.atc_inv': {
+    doc: 'a CMD_SYNC behind ATC_INVs completes only when the devices answered: the SMMU sends each an ATS Invalidate Request and waits for its Invalidation Completion (a PCIe round trip; requests to several devices overlap)',
+    functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_atc_inv_domain, arm_smmu_atc_inv_to_cmd', 'hardware: PCIe ATS Invalidate Request / Invalidation Completion (PCIe Base Spec, Address Translation Services)'],
   },
   'smmu.iotlb_lookup': {
     doc: 'physical SMMU looks a translation up in its IOTLB',

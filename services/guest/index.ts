@@ -13,6 +13,7 @@ import { withDmaMode } from './dma-modes.js';
 import { guestMetrics, type GuestMetrics } from './metrics.js';
 import { MigrationStep } from './migration.js';
 import { OpStats } from './op-stats.js';
+import { VcpuClocks } from './vcpu-clocks.js';
 import { runWorkload } from './workload.js';
 
 /** guest-N: a VM's guest OS running the workload through its DMA API and IOMMU driver. */
@@ -56,11 +57,13 @@ class GuestRole implements RoleInstance {
       const vsmmu = emulatedVsmmuOf(env.topology, vm);
       for (const d of emulated) devices.push({ index: d.index, vsid: d.vsid, vsmmu, emulated: true });
     }
+    const vcpuNs: number[] = [];
     this.kernel = {
       env,
       ram: this.ram,
       devices,
-      vcpuNs: [],
+      vcpuNs,
+      vcpus: new VcpuClocks(vcpuNs),
       background: (op: string, ctx: OpContext, measuredNs: number, cpu = 0) => {
         const start = this.kernel.vcpuNs[cpu] ?? 0;
         this.kernel.vcpuNs[cpu] = start + ctx.modeledNs;
@@ -87,6 +90,11 @@ class GuestRole implements RoleInstance {
     this.metrics?.attachDriver(this.dma);
   }
 
+  /** The IOMMU driver probes its IOMMU at boot: everything downstream is configured by now. */
+  async init(): Promise<void> {
+    await this.coherent.probe?.();
+  }
+
   async handle(): Promise<{ status: number; payload: Buffer }> {
     // Nothing upstream of a guest sends it requests.
     return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
@@ -97,7 +105,7 @@ class GuestRole implements RoleInstance {
     if (!w) throw new Error('topology has no workload');
     // A live migration during the run (workload.migration) reports its operations before and after it.
     const step = MigrationStep.forGuest(this.kernel, this.coherent, this.env.endpoints, w);
-    const stats = step?.stats ?? new OpStats(this.env.endpoints);
+    const stats = step?.stats ?? new OpStats(this.env.endpoints, designOf(this.env.topology.model).traits.hostTables === 'bare-metal');
     this.opStats = stats;
     stats.observeWith({ tracing: this.env.tracing, log: this.env.log });
     const explain = this.env.topology.explain;

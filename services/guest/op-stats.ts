@@ -39,7 +39,11 @@ export class OpStats {
   private explain: { op: string; after: number } | undefined;
   private explainedOp: ExplainedOp | undefined;
 
-  constructor(private readonly endpoints: EndpointTable) {}
+  constructor(
+    private readonly endpoints: EndpointTable,
+    /** Bare metal: the guest process is the host kernel (see transitionOf). */
+    private readonly guestIsHost = false,
+  ) {}
 
   /** Sampled operations become traces; at debug level each operation is logged with its opId. */
   observeWith(t: { tracing?: OpTracing | undefined; log: Logger }): void {
@@ -117,7 +121,7 @@ export class OpStats {
       const from = this.endpoints.id(h.from ?? 0);
       const to = this.endpoints.id(h.to ?? 0);
       if (!from || !to) continue;
-      const kind = transitionOf(from.role, to.role);
+      const kind = transitionOf(from.role, to.role, this.guestIsHost);
       if (kind) r.transitions[kind] += 1;
       spans?.push({ from: from.name, to: to.name, transition: kind, sentNs: Number(h.sentNs ?? 0), receivedNs: Number(h.receivedNs ?? 0) });
       const key = `${from.name}>${to.name}`;

@@ -170,8 +170,8 @@ export function checkConfigure(t: Topology__Output, self: string): void {
   }
   const d = t.device;
   if (d) {
-    const numbers: [keyof typeof d, string][] = [['dmaRate', 'device.dmaRate'], ['lingerMs', 'device.lingerMs'], ['lingerShare', 'device.lingerShare'], ['iotlbEntries', 'device.iotlbEntries'], ['ringBuffers', 'device.ringBuffers']];
-    for (const [k, key] of numbers) checkKeyNumber(`device.${k}`, d[k] as number, key);
+    const numbers: [Exclude<keyof typeof d, 'ats' | 'nic' | 'nvme'>, string][] = [['dmaRate', 'device.dmaRate'], ['lingerMs', 'device.lingerMs'], ['lingerShare', 'device.lingerShare'], ['iotlbEntries', 'device.iotlbEntries'], ['ringBuffers', 'device.ringBuffers']];
+    for (const [k, key] of numbers) checkKeyNumber(`device.${k}`, d[k], key);
     if (d.nic) {
       checkKeyNumber('device.nic.mpps', d.nic.mpps, 'device.nic.mpps');
       checkKeyNumber('device.nic.lineGbps', d.nic.lineGbps, 'device.nic.lineGbps');

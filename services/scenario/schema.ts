@@ -131,6 +131,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
         lingerMs: { type: 'number', default: 0, min: 0, max: 60_000, doc: 'a buggy or hostile device keeps touching a buffer this long after its unmap returned (0: well-behaved)' },
         lingerShare: { type: 'number', default: 0.2, min: 0, max: 1, doc: 'share of accesses that go to such a buffer while one lingers' },
         iotlbEntries: { type: 'integer', default: 2048, min: 8, max: 1 << 20, doc: 'IOTLB entries of each physical SMMU' },
+        ats: { type: 'boolean', default: false, doc: 'PCIe ATS: each assigned device keeps a small translation cache (ATC) its DMA hits without the SMMU, and every unmap also sends ATC_INV for it after the TLBI and its sync, with a CMD_SYNC of its own that completes when the device answers (a PCIe round trip, smmu.atc_inv); designs whose IOMMU driver is arm-smmu-v3 only (QEMU offers ATS on its accelerated vSMMU alone)' },
         nic: {
           type: 'object',
           doc: 'the NIC each assigned device is under workload.kind packet-stream: a resource of the queueing replay per device, beside its link (one per direction)',
@@ -163,6 +164,13 @@ export const SCENARIO_SCHEMA: ObjectField = {
           doc: 'sPAPR: the guest gives its 64-bit-capable devices a dynamic DMA window over all its RAM at boot (Linux\'s enable_ddw direct mapping: H_PUT_TCE_INDIRECT of 512 16 MiB TCEs at a time, reported once as the operation ddw-boot, apart from the steady state), and then maps every buffer with no hypercall (its DMA address is its RAM address plus the window\'s offset); sPAPR designs only',
         },
         tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
+      },
+    },
+    smmu: {
+      type: 'object',
+      doc: 'what the SMMUs offer',
+      fields: {
+        ril: { type: 'boolean', default: true, doc: 'range invalidation (IDR3.RIL) on the physical SMMUs and the accelerated vSMMUs (QEMU\'s ril property, which must match the host; QEMU\'s emulated vSMMU always has it and refuses ril=off): without it a multi-page unmap is one TLBI per page, sent 64 to a batch with one CMD_SYNC after the last (arm_smmu_cmdq_batch_add), and QEMU forwards each as its own IOMMU_HWPT_INVALIDATE' },
       },
     },
     vmm: {
@@ -237,6 +245,7 @@ export interface Scenario {
     lingerMs: number;
     lingerShare: number;
     iotlbEntries: number;
+    ats: boolean;
     nic: { mpps: number; lineGbps: number };
     nvme: { serviceUs: number; parallelism: number; linkGBps: number };
   };
@@ -244,6 +253,9 @@ export interface Scenario {
     flushQueue: (typeof FLUSH_QUEUES)[number];
     tceHcalls: 'indirect' | 'per-entry';
     ddw: boolean;
+  };
+  smmu: {
+    ril: boolean;
   };
   vmm: {
     hwptInvalidate: 'per-command' | 'per-batch';

@@ -166,6 +166,18 @@ export function checkEmulatedDevices(t: Scenario['topology'], model: ModelName):
 }
 
 /**
+ * device.ats under one architecture: ATS (device ATCs, ATC_INV) is modelled where the IOMMU driver
+ * is arm-smmu-v3; a design says why not otherwise.
+ */
+export function checkAts(s: Scenario, model: ModelName): void {
+  const ok = designOf(model).traits.ats;
+  if (!s.device.ats || ok === true) return;
+  const able = designsWhere((d) => d.traits.ats === true);
+  const why = ok?.refused ?? 'its IOMMU driver is not arm-smmu-v3, and vmmsim models ATS (device ATCs, ATC_INV) only for the arm-smmu-v3 designs';
+  throw new VmmsimError('E_NOT_SUPPORTED', `scenario key device.ats: true is not supported with model ${model}: ${why}`, `set device.ats to false, or run ${able.join(' or ')}`);
+}
+
+/**
  * dma under one architecture: dma=swiotlb is dma-iommu's bounce path for untrusted devices
  * (dev_use_swiotlb), so only designs whose guest DMA API is dma-iommu take it.
  */
@@ -195,6 +207,7 @@ export function resolveScenario(doc: unknown): Scenario {
   const s = resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
   checkTopology(s.topology);
   checkEmulatedDevices(s.topology, s.model);
+  checkAts(s, s.model);
   checkDmaMode(s.dma, s.model);
   checkDdw(s.guest, s.model);
   checkWorkload(s.workload);

@@ -77,7 +77,7 @@ export function fixtureRun(f: FixtureRun): RunResult {
     hops: (f.hops ?? []).map((h) => ({ from: h.from, to: h.to, count: guestCommands, measuredUs: summary(guestCommands, h.p50Us) })),
     throughput: { opsPerSecMeasured: f.opsPerSecMeasured ?? 1234.567, opsPerSecModeled: f.opsPerSecModeled ?? 479501.319 },
     invalidations: { guestCommands, guestCommandsFailed: 0, deliveredPerPsmmu, fanout, wasted: 0, hostStage2: { unmaps: 0, deliveredPerPsmmu: {} } },
-    dma: { mode: 'strict', translations: 410, iotlbHitRate: 0.961, faults: 0, staleTranslations: 0, useAfterUnmap: 0, staleDuringUnmap: 0, walkAccesses: 228, translationCostNs: 20290 },
+    dma: { mode: 'strict', translations: 410, iotlbHitRate: 0.961, faults: 0, staleTranslations: 0, atcHits: 0, atcStaleTranslations: 0, useAfterUnmap: 0, staleDuringUnmap: 0, walkAccesses: 228, translationCostNs: 20290 },
     elapsedSec: 0.192,
     modeledElapsedNs: 208550,
     modeledResources: [{ resource: 'qemu-0.bql', holds: guestCommands, busyNs: 81250, waitNs: 0, maxWaitNs: 0, maxQueue: 0, utilization: 0.39 }],

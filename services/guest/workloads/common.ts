@@ -181,8 +181,9 @@ export class WorkloadThreads {
     for (let t = 0; t < this.count; t++) kernel.vcpuNs.push(0);
     this.lanes = Math.max(0, o.lanes ?? 0);
     for (let k = 0; k < this.count * this.lanes; k++) this.laneNs.push(0);
+    kernel.vcpus?.reset(this.count);
     // The vCPUs run concurrently: where order matters (flush queues), they take turns in modeled time.
-    kernel.order = this.count > 1 ? new ModeledOrder(this.count) : undefined;
+    kernel.order = this.count > 1 ? new ModeledOrder(this.count, kernel.vcpus) : undefined;
     this.rings = new Map(kernel.devices.map((d) => [d.index, new DeviceRing(kernel.ram, d.index)]));
   }
 
@@ -314,11 +315,18 @@ export class WorkloadThreads {
    * when it started late, so neither clock omits the wait of a late send (coordinated omission).
    */
   async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number, lane = 0): Promise<number> {
-    // Before the clocks are read: a step may hold the thread and move its clock.
+    // Before the clocks are read: a step may hold the thread and move its clock. While it waits
+    // there it bounds no decision in modeled time (every clock is past it when it resumes).
     if (this.env.step) {
+      const vcpus = this.env.kernel.vcpus;
+      vcpus?.park(t);
       this.env.kernel.order?.park(t);
-      await this.env.step.reach(t);
-      this.env.kernel.order?.unpark(t);
+      try {
+        await this.env.step.reach(t);
+      } finally {
+        this.env.kernel.order?.unpark(t);
+        vcpus?.unpark(t);
+      }
     }
     const r = await this.timed(name, t, fn, arrivalNs, lane);
     if (t === 0 && this.virtioMem && ++this.sinceResize >= (this.env.w.virtioMem?.everyOps ?? 0)) {
@@ -337,13 +345,19 @@ export class WorkloadThreads {
     const start = arrivalNs ?? this.clock(t);
     // While it runs, the vCPU's clock is the operation's start (GuestKernel.vcpuNs).
     this.env.kernel.vcpuNs[t] = start;
+    this.env.kernel.vcpus?.begin(t, ctx);
     const order = this.env.kernel.order;
     order?.at(t, start);
     const m0 = nowNs();
-    // In an application workload the operation runs on its vCPU: it holds it throughout.
-    const r = this.lanes > 0 ? await ctx.hold(this.vcpuResource(t), () => fn(ctx)) : await fn(ctx);
+    let r: number;
+    try {
+      // In an application workload the operation runs on its vCPU: it holds it throughout.
+      r = this.lanes > 0 ? await ctx.hold(this.vcpuResource(t), () => fn(ctx)) : await fn(ctx);
+    } finally {
+      this.env.kernel.vcpuNs[t] = start + ctx.modeledNs;
+      this.env.kernel.vcpus?.end(t);
+    }
     const m1 = nowNs();
-    this.env.kernel.vcpuNs[t] = start + ctx.modeledNs;
     // Its place in the replay: its lane, after the lane's previous operation (or at its arrival).
     const id = this.lanes > 0 ? this.laneThread(t, lane) : t;
     const at = this.lanes > 0 ? (arrivalNs ?? this.laneNs[id] ?? 0) : start;
@@ -396,6 +410,8 @@ export class WorkloadThreads {
     await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t).finally(() => {
       this.env.kernel.order?.finish(t);
       this.env.step?.leave(t);
+      // Done: it bounds nothing any more.
+      this.env.kernel.vcpus?.park(t);
     })));
     this.env.kernel.order = undefined;
     await this.env.dma.drain();
