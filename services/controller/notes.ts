@@ -76,6 +76,11 @@ function notUpstream(step: string): string | undefined {
   return info?.functions.find((f) => f.startsWith('exploration:') || f.startsWith('prototype '));
 }
 
+/** What a design is when it is not upstream, with its article: "a prototype", "an extrapolation". */
+export function designStatusText(d: Pick<DesignDescriptor, 'status'>): string {
+  return `${/^[aeiou]/.test(d.status) ? 'an' : 'a'} ${d.status}`;
+}
+
 export const NOTE_RULES: readonly NoteRule[] = [
   {
     // The design models another architecture than the profile's host: its steps are then priced
@@ -118,7 +123,7 @@ export const NOTE_RULES: readonly NoteRule[] = [
   },
   {
     code: 'design.not-upstream',
-    note: ({ design }) => (design.status === 'upstream' ? undefined : `${design.name} is a ${design.status}, not upstream Linux and QEMU: ${design.summary}.`),
+    note: ({ design }) => (design.status === 'upstream' ? undefined : `${design.name} is ${designStatusText(design)}, not upstream Linux and QEMU: ${design.summary}.`),
   },
   {
     code: 'exploration.step',

@@ -8,6 +8,7 @@ import type { Summary__Output as Summary } from '../runtime/generated/vmmsim/v1/
 import type { ArrivalProcess, ModelName, Scenario } from '../scenario/schema.js';
 import type { TransitionCounts } from '../runtime/topology.js';
 import { writeRegularFile, type FileText } from './output-path.js';
+import type { SensitivitySection } from './sensitivity.js';
 
 export const RESULTS_SCHEMA = 'vmmsim/results/v1';
 
@@ -199,6 +200,11 @@ export interface ResultsDoc {
   runs: RunResult[];
   /** `vmmsim saturate`: each model's saturation rate (every step is a run in runs[], its point the rate). */
   saturation?: SaturationResult[];
+  /**
+   * `vmmsim sensitivity` and `vmmsim compare --sensitivity`: every pair of runs re-priced across the
+   * profile's cost ranges (controller/sensitivity.ts, docs/results.md).
+   */
+  sensitivity?: SensitivitySection;
 }
 
 /** Default output folder: results/<time>-<scenario name>/ under the working directory. */

@@ -244,7 +244,7 @@ describe('help', () => {
     expect(notUpstream('topology.vsmmu')).toMatch(/single in front of more than one pSMMU .* is exploration: .*iommufd_vdevice_alloc_ioctl/);
     expect(notUpstream('topology.dispatch')).toMatch(/exploration either way/);
     expect(notUpstream('topology.vmid')).toMatch(/per-s2-parent with a VM's devices behind several pSMMUs .* needs code that is not upstream/);
-    expect(notUpstream('model')).toMatch(/vhost-iommu is a prototype/);
+    expect(notUpstream('model')).toMatch(/vhost-iommu is an extrapolation/);
     expect(notUpstream('topology.psmmus')).toBeUndefined();
   });
 });

@@ -7,6 +7,7 @@ import { allDesigns } from '../../designs/registry.js';
 import { scenarioJsonSchema } from '../../scenario/json-schema.js';
 import { describeSchema } from '../../scenario/schema.js';
 import { parse } from '../cli/options.js';
+import { designStatusText } from '../notes.js';
 
 export async function command(argv: string[] = []): Promise<number> {
   const { values } = parse(argv, { 'json-schema': { type: 'boolean' } });
@@ -15,7 +16,7 @@ export async function command(argv: string[] = []): Promise<number> {
     return 0;
   }
   // The designs that are not upstream, as their descriptors say (services/designs/*/index.ts).
-  const designs = allDesigns().filter((d) => d.status !== 'upstream').map((d) => `${d.name} is a ${d.status}`);
+  const designs = allDesigns().filter((d) => d.status !== 'upstream').map((d) => `${d.name} is ${designStatusText(d)}`);
   const upstream: Record<string, string> = designs.length > 0 ? { model: `${designs.join('; ')} (results.json runs[].notes says so for each run)` } : {};
   process.stdout.write(`${'key'.padEnd(26)} ${'default'.padEnd(18)} allowed\n${describeSchema(upstream)}\n`);
   return 0;

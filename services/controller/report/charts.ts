@@ -9,7 +9,8 @@ import { COST_STEPS } from '../../cost/steps.js';
 import { TRANSITION_KINDS } from '../../runtime/topology.js';
 import { datum, esc, pointer, type DataAttrs, type Out } from './html.js';
 import { PERCENTILES, shortKeys, type HopView, type NumberAt, type OpView, type ReportData, type RunView, type SummaryView } from './data.js';
-import { colorOf, writeLineChart, writeStackedBars, type Curve, type CurvePoint, type XAxis } from './svg.js';
+import { colorOf, fmtNum, writeLineChart, writeStackedBars, type Curve, type CurvePoint, type XAxis } from './svg.js';
+import { verdictWords, writeTornado, type SensitivityView } from './sensitivity.js';
 
 /** A chart with its heading and a sentence on how to read it. */
 export interface Figure {
@@ -417,4 +418,16 @@ export function writeFigure(f: Figure, out: Out): void {
   out(`<figure class="chart" id="${esc(f.id)}"><figcaption><h3>${esc(f.title)}</h3><p>${esc(f.caption)}</p></figcaption>`);
   f.draw(out);
   out('</figure>');
+}
+
+/** A figure per comparison: its tornado, titled with the ratio's spread and its verdict. */
+export function tornadoFigures(s: SensitivityView): Figure[] {
+  return s.comparisons.map((c) => ({
+    id: `tornado-${c.index}`,
+    title: `${c.b} / ${c.a}: ${c.metric}`,
+    caption:
+      `Ratio ${fmtNum(c.base)} at the profile's costs, ${fmtNum(c.p5)} to ${fmtNum(c.p95)} (p5 to p95, median ${fmtNum(c.p50)}) over ${fmtNum(s.samples)} ` +
+      `Latin-hypercube samples of every step across its range; ${verdictWords(c, s.samples)}. Each bar: that step alone at its range's lo and hi, every other at the profile's cost.`,
+    draw: (out) => writeTornado(c, out),
+  }));
 }

@@ -8,6 +8,7 @@
 import { TRANSITION_KINDS, type TransitionKind } from '../../runtime/topology.js';
 import { mainOp } from '../sweep.js';
 import { pointer } from './html.js';
+import { sensitivityView, type SensitivityView } from './sensitivity.js';
 
 type Obj = Record<string, unknown>;
 
@@ -164,6 +165,8 @@ export interface ReportData {
   sweepKeys: string[];
   runs: RunView[];
   saturation: SaturationView[];
+  /** `vmmsim sensitivity` and `compare --sensitivity`: the comparisons re-priced across the cost ranges. */
+  sensitivity: SensitivityView | undefined;
   /** What is missing or partial, one sentence each. */
   notes: string[];
 }
@@ -430,6 +433,7 @@ export function reportData(document: object): ReportData {
     sweepKeys,
     runs,
     saturation,
+    sensitivity: sensitivityView(doc),
     notes,
   };
 }

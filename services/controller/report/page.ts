@@ -3,8 +3,9 @@
  * no script) that opens offline from disk. Its Content-Security-Policy forbids every fetch and every
  * script, so nothing in it can reach the network whatever a results document holds.
  */
-import { breakdownFigure, hopFigures, latencyFigures, saturationFigures, scalingFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
+import { breakdownFigure, hopFigures, latencyFigures, saturationFigures, scalingFigures, tornadoFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
 import { collect, esc, type Out } from './html.js';
+import { verdictWords } from './sensitivity.js';
 import type { ReportData, ReportKind } from './data.js';
 import { reportTables } from './tables.js';
 
@@ -109,6 +110,19 @@ export function writeReportHtml(data: ReportData, out: Out): void {
   }
   if (data.saturation.length > 0 || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
     sections.push({ id: 'section-saturation', title: 'Saturation', body: (o) => figures(saturationFigures(data), 'No saturation search finished.', 'Saturation charts', o) });
+  }
+  const sens = data.sensitivity;
+  if (sens) {
+    sections.push({
+      id: 'section-sensitivity',
+      title: 'Sensitivity to the cost ranges',
+      body: (o) => {
+        o(`<p>Each design ran once; its recorded operations were re-priced with every step of profile ${esc(sens.profile)} alone at its range's lo and hi, and in ${esc(String(sens.samples))} Latin-hypercube samples of the ${esc(String(sens.varied))} steps with a range, each through the queueing replay. A comparison is robust when the order of the two at the profile's costs holds in at least 95% of the samples.</p>`);
+        o(`<ul class="verdicts">${sens.comparisons.map((c) => `<li data-comparison="${c.index}" data-verdict="${esc(c.verdict)}"><strong>${esc(`${c.b} / ${c.a}`)}</strong> ${esc(c.metric)}: ${esc(verdictWords(c, sens.samples))}</li>`).join('')}</ul>`);
+        if (sens.approximate.length > 0) o(`<div class="notes" id="sensitivity-approximate"><strong>Approximate</strong><ul>${sens.approximate.map((r) => `<li data-approximate="${esc(r.code)}"><code>${esc(r.code)}</code> (${esc(r.model)}): ${esc(r.text)}</li>`).join('')}</ul></div>`);
+        figures(tornadoFigures(sens), 'No comparison: fewer than two designs ran.', 'Tornado charts', o);
+      },
+    });
   }
   sections.push({
     id: 'section-numbers',
