@@ -1,11 +1,14 @@
+import type { ApplicationResult } from './application.js';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { CostProfile } from '../cost/profile.js';
+import type { BreakdownEntry } from './breakdown.js';
 import type { ResourceStats } from './queueing.js';
 import type { Summary__Output as Summary } from '../runtime/generated/vmmsim/v1/Summary.js';
 import type { ArrivalProcess, ModelName, Scenario } from '../scenario/schema.js';
 import type { TransitionCounts } from '../runtime/topology.js';
 import { writeRegularFile, type FileText } from './output-path.js';
+import type { SensitivitySection } from './sensitivity.js';
 
 export const RESULTS_SCHEMA = 'vmmsim/results/v1';
 
@@ -17,6 +20,12 @@ export interface OpResult {
   transitions: TransitionCounts;
   measuredUs: Summary;
   modeledNs: Summary;
+  /**
+   * Where the modeled time goes: per cost step on the operation's critical path its count and mean
+   * ns per operation, then per contended resource the mean queueing wait (`wait:<resource>`); the
+   * entries add up to modeledNs.mean (controller/breakdown.ts, docs/results.md).
+   */
+  breakdown: BreakdownEntry[];
 }
 
 export interface HopResult {
@@ -97,7 +106,10 @@ export interface SaturationResult {
 
 /** A note on a run's results (controller/notes.ts): a stable code and a sentence for people. */
 export interface RunNote {
-  /** arch-mismatch: the design models another architecture than the profile's host. */
+  /**
+   * Stable, for tools: arch-mismatch (the design models another architecture than the profile's
+   * host), exploration.* (no upstream code runs it), design.not-upstream (the design's status).
+   */
   code: string;
   text: string;
 }
@@ -112,8 +124,17 @@ export interface RunResult {
   processes: { role: string; name: string; pid: number; host: string; metricsPort?: number }[];
   ops: OpResult[];
   hops: HopResult[];
-  /** Operations are each map and each unmap. */
+  /**
+   * Operations are every operation of the workload (each map and each unmap; an application
+   * workload's CPU-work and device operations too); setup operations and resizes are not counted.
+   */
   throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
+  /**
+   * Application workloads (packet-stream, block): packets or requests per second in modeled time, as
+   * the queueing replay yields them, with the resource that bounds them and every resource's
+   * utilization (application.ts, docs/results.md). Absent for a bare DMA-API workload.
+   */
+  application?: ApplicationResult;
   /**
    * guestCommands: invalidations the guest issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted);
    * deliveredPerPsmmu: commands each pSMMU executed (under the sPAPR designs, the TCE kills its PHB
@@ -156,7 +177,10 @@ export interface RunResult {
   counters: Record<string, Record<string, number>>;
   /** Open loop (workload.rate > 0) only: requested against achieved rate. */
   load?: LoadResult;
-  /** What to keep in mind reading this run (controller/notes.ts), printed under the terminal table; [] when nothing. */
+  /**
+   * What to keep in mind reading this run (controller/notes.ts): which parts of its model no upstream
+   * code runs, a profile of another architecture...; printed under the terminal table; [] when nothing.
+   */
   notes: RunNote[];
 }
 
@@ -176,6 +200,11 @@ export interface ResultsDoc {
   runs: RunResult[];
   /** `vmmsim saturate`: each model's saturation rate (every step is a run in runs[], its point the rate). */
   saturation?: SaturationResult[];
+  /**
+   * `vmmsim sensitivity` and `vmmsim compare --sensitivity`: every pair of runs re-priced across the
+   * profile's cost ranges (controller/sensitivity.ts, docs/results.md).
+   */
+  sensitivity?: SensitivitySection;
 }
 
 /** Default output folder: results/<time>-<scenario name>/ under the working directory. */

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import type { CostProfile } from '../cost/profile.js';
 import { profileCosts } from '../cost/profile.js';
 import { measuredHostProfile } from './measured-host.js';
-import { archNotes } from './notes.js';
 import { VmmsimError } from '../runtime/errors.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import type { Endpoint } from '../runtime/generated/vmmsim/v1/Endpoint.js';
+import type { ExplainedOp__Output } from '../runtime/generated/vmmsim/v1/ExplainedOp.js';
 import type { StartReply__Output } from '../runtime/generated/vmmsim/v1/StartReply.js';
 import type { Topology } from '../runtime/generated/vmmsim/v1/Topology.js';
 import type { Logger } from '../runtime/logger.js';
@@ -19,7 +19,9 @@ import { adoptRunFolder } from '../machine/run-folder.js';
 import type { RunToken } from '../runtime/transport/auth.js';
 import { INSECURE, withToken, type Security } from '../runtime/transport/credentials.js';
 import { Control } from './control-client.js';
-import { combineGuests } from './timeline.js';
+import { runNotes } from './notes.js';
+import { applicationResult } from './application.js';
+import { combineGuests, type CombinedTimeline } from './timeline.js';
 import { isResizeOp } from '../machine/virtio-mem.js';
 import { isSetupOp } from '../machine/setup-ops.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
@@ -60,6 +62,28 @@ export function devices(s: Scenario): Device[] {
     }
   }
   return out;
+}
+
+/** A run with what it was made of (Session.record). */
+export interface RecordedResult {
+  result: RunResult;
+  /** The guests' Start replies, and the VM of each. */
+  replies: StartReply__Output[];
+  vms: number[];
+  combined: CombinedTimeline;
+}
+
+/** A run with one operation traced (vmmsim explain). */
+export interface ExplainedRun {
+  result: RunResult;
+  /** The traced operation, absent when none of its name ran after the warm-up. */
+  explained?: ExplainedOp__Output;
+  /** What it waited in the queueing replay, for each resource it waited for. */
+  waits?: { resource: string; ns: number }[];
+  /** Open loop: what it waited for its vCPU's earlier operations. */
+  backlogNs?: number;
+  /** Its modeled latency after queueing. */
+  latencyNs?: number;
 }
 
 /** The name a replayed trace has in the run folder. */
@@ -121,6 +145,36 @@ export class Session {
 
   /** Runs the scenario's workload under one model and gathers its results. */
   async run(s: Scenario, model: ModelName, profile: CostProfile): Promise<RunResult> {
+    return (await this.record(s, model, profile)).result;
+  }
+
+  /**
+   * vmmsim explain: runs the scenario's workload under one model with guest-0 tracing the first
+   * operation named `op` after `after` operations (the warm-up). Gives the run's results, the traced
+   * operation (absent when none ran) and the queueing replay it was part of.
+   */
+  async explain(s: Scenario, model: ModelName, profile: CostProfile, op: string, after: number): Promise<ExplainedRun> {
+    const r = await this.record(s, model, profile, { op, after });
+    const first = r.replies[0];
+    const explained = first?.explained ?? undefined;
+    if (!explained) return { result: r.result };
+    const index = r.combined.replay.ops.findIndex((o) => o.guest === 0 && o.index === explained.timelineIndex);
+    const q = r.combined.replay.queueing;
+    return {
+      result: r.result,
+      explained,
+      waits: q.waits.filter((w) => w.op === index).map((w) => ({ resource: w.resource, ns: w.ns })),
+      backlogNs: q.backlogNs[index] ?? 0,
+      latencyNs: q.latencyNs[index] ?? explained.ns,
+    };
+  }
+
+  /**
+   * run(), with what it was made of: the guests' Start replies (every operation with its step
+   * vectors, in the order of `vms`) and the combined timeline with its queueing replay. With
+   * `explain`, guest-0 traces one operation (explain()).
+   */
+  async record(s: Scenario, model: ModelName, profile: CostProfile, explain?: { op: string; after: number }): Promise<RecordedResult> {
     // The scenario was checked under its own model; compare and sweep run it under others too.
     checkEmulatedDevices(s.topology, model);
     checkAts(s, model);
@@ -145,6 +199,7 @@ export class Session {
       dispatch: s.topology.dispatch,
       vmidPolicy: s.topology.vmid,
       emulatedDevices: emulatedDeviceList(s.topology.vms, s.topology.emulatedDevices),
+      ...(explain ? { explain } : {}),
     };
     const order = this.ordered();
     // Downstream first: a process opens its links only to peers that are already configured.
@@ -165,7 +220,8 @@ export class Session {
     for (const st of stats) counters[st.name] = st.counters;
     const reply = replies[0];
     if (!reply) throw new VmmsimError('E_RUN', 'no guest ran the workload');
-    const combined = combineGuests(replies, guests.map((g) => g.index ?? 0));
+    const costsNs = topology.costsNs as Record<string, number>;
+    const combined = combineGuests(replies, guests.map((g) => g.index ?? 0), { profile, costs: costsNs });
     const ops = combined.ops;
     // Throughput counts the workload's operations; virtio-mem resizes are the host's, not its.
     const totalOps = ops.reduce((n, o) => n + (isResizeOp(o.op) || isSetupOp(o.op) ? 0 : o.count), 0);
@@ -184,7 +240,9 @@ export class Session {
     }
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
-    return {
+    // Packets or requests per second, as the replay yields them (application.ts); none for a bare DMA-API workload.
+    const app = applicationResult(s.workload, ops, combined.replay.queueing, combined.modeledElapsedNs);
+    const result: RunResult = {
       model,
       workload: s.workload,
       topology: s.topology,
@@ -219,10 +277,12 @@ export class Session {
       elapsedSec: round(elapsedSec),
       modeledElapsedNs: combined.modeledElapsedNs,
       modeledResources: combined.resources,
+      ...(app ? { application: app } : {}),
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
-      notes: archNotes(model, profile),
+      notes: runNotes({ scenario: s, model, profile, devices: topology.devices ?? [], ops }),
     };
+    return { result, replies, vms: guests.map((g) => g.index ?? 0), combined };
   }
 
   /**

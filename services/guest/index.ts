@@ -18,6 +18,7 @@ import { runWorkload } from './workload.js';
 
 /** guest-N: a VM's guest OS running the workload through its DMA API and IOMMU driver. */
 class GuestRole implements RoleInstance {
+  private readonly env: RoleEnv;
   private readonly ram: FileMemory;
   private readonly dma: DmaApi;
   /** The architecture's DMA API itself, as dma_alloc_coherent uses it. */
@@ -28,10 +29,21 @@ class GuestRole implements RoleInstance {
   private operations = 0;
 
   constructor(
-    private readonly env: RoleEnv,
+    runtimeEnv: RoleEnv,
     /** The run's design's guest part: its DMA API over its IOMMU driver. */
     dmaApi: DmaApiFactory,
   ) {
+    // Every operation's context comes from here: while vmmsim explain looks for its operation
+    // (guest-0 only), the contexts started are traced across the processes.
+    const env: RoleEnv = {
+      ...runtimeEnv,
+      newContext: (opId, modeledNs) => {
+        const ctx = runtimeEnv.newContext(opId, modeledNs);
+        if (this.opStats?.explaining()) ctx.explain();
+        return ctx;
+      },
+    };
+    this.env = env;
     const vm = env.self.index;
     // Guest RAM is a file the SMMU's walks read too; the guest owns it and starts it empty.
     this.ram = new FileMemory(guestRamFile(env.topology.ramDir, vm), 'create');
@@ -96,19 +108,25 @@ class GuestRole implements RoleInstance {
     const stats = step?.stats ?? new OpStats(this.env.endpoints, designOf(this.env.topology.model).traits.hostTables === 'bare-metal');
     this.opStats = stats;
     stats.observeWith({ tracing: this.env.tracing, log: this.env.log });
+    const explain = this.env.topology.explain;
+    if (explain && explain.op !== '' && this.env.self.index === 0) stats.explainOp(explain.op, explain.after);
     this.metrics?.attachOps(stats);
     // The driver's boot-time work (a DDW over all RAM), before the workload and reported apart.
     await this.dma.boot?.();
     const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w, step });
     this.operations += r.operations;
-    const { timeline, resourceNames } = stats.takeTimeline();
+    const { timeline, resourceNames, stepVectors, explained } = stats.takeTimeline();
     return {
       ops: stats.opReports(),
       hops: stats.hopReports(),
       elapsedSec: r.elapsedNs / 1e9,
       timeline,
       resourceNames,
-      threadEndNs: [...this.kernel.vcpuNs],
+      stepNames: [...this.env.costs.steps.names],
+      stepVectors,
+      ...(explained ? { explained } : {}),
+      // An application workload's replay threads are its vCPUs' lanes.
+      threadEndNs: r.threadEndNs ?? [...this.kernel.vcpuNs],
       guestCommands: this.dma.guestCommands,
       emulatedCommands: this.dma.emulatedCommands ?? 0,
       workloadCounters: { ...r.counters, ...step?.counters },

@@ -2,6 +2,8 @@ import { NS_PER_US, nowNs } from '../runtime/clock.js';
 import type { HopReport } from '../runtime/generated/vmmsim/v1/HopReport.js';
 import type { OpReport } from '../runtime/generated/vmmsim/v1/OpReport.js';
 import type { TimedOp } from '../runtime/generated/vmmsim/v1/TimedOp.js';
+import type { ExplainedOp } from '../runtime/generated/vmmsim/v1/ExplainedOp.js';
+import { VectorInterner } from '../cost/step-vector.js';
 import { Distribution } from '../runtime/histogram.js';
 import type { Logger } from '../runtime/logger.js';
 import type { OpContext } from '../runtime/op-context.js';
@@ -31,6 +33,11 @@ export class OpStats {
   private tracing: OpTracing | undefined;
   /** Set only when the guest logs at debug: then each operation gets a line. */
   private opLog: Logger | undefined;
+  /** The step vectors of the timeline's operations and holds, each stored once. */
+  private readonly vectors = new VectorInterner();
+  /** vmmsim explain: the operation to trace, and the one traced once it ran. */
+  private explain: { op: string; after: number } | undefined;
+  private explainedOp: ExplainedOp | undefined;
 
   constructor(
     private readonly endpoints: EndpointTable,
@@ -68,6 +75,19 @@ export class OpStats {
   }
 
   /**
+   * vmmsim explain: trace the first operation named `op` that completes once `after` operations
+   * have (Topology.explain). Until it is found, every operation that starts is traced.
+   */
+  explainOp(op: string, after: number): void {
+    this.explain = { op, after };
+  }
+
+  /** Whether an operation starting now is to be traced (vmmsim explain is looking for its operation). */
+  explaining(): boolean {
+    return this.explain !== undefined && this.explainedOp === undefined && this.timeline.length >= this.explain.after;
+  }
+
+  /**
    * A completed operation: its measured time, and for the modeled side the thread (vCPU) it ran
    * on, where it started on that thread's uncontended modeled clock, and what the context charged
    * and held. `arrival`: it arrived at that time on its own (open loop), not after the previous one.
@@ -75,6 +95,11 @@ export class OpStats {
   record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
     const r = this.op(name);
     r.count += 1;
+    const holdSteps: number[] = [];
+    for (const h of ctx.holds) holdSteps.push(this.vectors.id(h.atSteps), this.vectors.id(h.ownSteps));
+    if (ctx.explaining && this.explain && this.explainedOp === undefined && name === this.explain.op && this.timeline.length >= this.explain.after) {
+      this.explainedOp = { op: name, thread, timelineIndex: this.timeline.length, ns: ctx.modeledNs, events: ctx.explained() };
+    }
     this.timeline.push({
       op: r.index,
       thread,
@@ -85,6 +110,10 @@ export class OpStats {
       holdResource: ctx.holds.map((h) => this.resource(h.resource)),
       holdAtNs: ctx.holds.map((h) => h.atNs),
       holdNs: ctx.holds.map((h) => h.ns),
+      // What ns is made of, each distinct vector sent once (step-vector.ts).
+      steps: this.vectors.id(ctx.packedSteps()),
+      holdSteps,
+      ...(ctx.branched ? { branched: true } : {}),
     });
     const tracing = this.tracing;
     const spans: HopSpan[] | undefined = tracing?.sampled() ? [] : undefined;
@@ -126,9 +155,13 @@ export class OpStats {
     return [...this.hops.values()].map((h) => ({ from: h.from, to: h.to, measuredUs: h.dist.summary(NS_PER_US) }));
   }
 
-  /** The timeline and the resource names its holds refer to; the records are handed over. */
-  takeTimeline(): { timeline: TimedOp[]; resourceNames: string[] } {
+  /**
+   * The timeline, the resource names its holds refer to, and the step vectors its operations and
+   * holds name; the records are handed over. With vmmsim explain, the operation it traced.
+   */
+  takeTimeline(): { timeline: TimedOp[]; resourceNames: string[]; stepVectors: number[]; explained?: ExplainedOp } {
     const timeline = this.timeline.splice(0);
-    return { timeline, resourceNames: [...this.resources.keys()] };
+    const explained = this.explainedOp;
+    return { timeline, resourceNames: [...this.resources.keys()], stepVectors: this.vectors.flat, ...(explained ? { explained } : {}) };
   }
 }

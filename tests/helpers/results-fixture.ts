@@ -72,6 +72,7 @@ export function fixtureRun(f: FixtureRun): RunResult {
       transitions: { ...zeroTransitions(), ...o.transitions },
       measuredUs: summary(o.count, o.measuredP50Us),
       modeledNs: summary(o.count, o.modeledP50Ns, 1.5),
+      breakdown: [],
     })),
     hops: (f.hops ?? []).map((h) => ({ from: h.from, to: h.to, count: guestCommands, measuredUs: summary(guestCommands, h.p50Us) })),
     throughput: { opsPerSecMeasured: f.opsPerSecMeasured ?? 1234.567, opsPerSecModeled: f.opsPerSecModeled ?? 479501.319 },

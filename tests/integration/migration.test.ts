@@ -23,7 +23,17 @@ function op(run: RunResult, name: string): RunResult['ops'][number] {
 }
 
 const DIRECT = { exit: 0, user: 0, ioctl: 0, hw: 0, direct: 2 };
-const TRAPPED = { exit: 2, user: 2, ioctl: 1, hw: 1, direct: 0 };
+/**
+ * Two vCPUs on the trapped queue: each unmap pays an ioctl, a pSMMU sync and a CONS read, and a
+ * PROD write unless another vCPU's PROD write published its list (arm_smmu_cmdq_issue_cmdlist
+ * gathers), so between 1.5 and 2 exits per unmap, as many user as exits.
+ */
+function expectTrapped(t: RunResult['ops'][number]['transitions']): void {
+  expect({ ioctl: t.ioctl, hw: t.hw, direct: t.direct }).toEqual({ ioctl: 1, hw: 1, direct: 0 });
+  expect(t.user).toBe(t.exit);
+  expect(t.exit).toBeGreaterThanOrEqual(1.5);
+  expect(t.exit).toBeLessThanOrEqual(2);
+}
 const NONE = { exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 };
 
 describe('live migration to a host with fewer free VCMDQs', () => {
@@ -52,7 +62,7 @@ describe('live migration to a host with fewer free VCMDQs', () => {
     await withSession(fx, async (session) => {
       const run = await session.run(migrating(0), 'nested-smmuv3-vcmdq', testProfile);
       expect(op(run, 'unmap@before').transitions).toEqual(DIRECT);
-      expect(op(run, 'unmap@after').transitions).toEqual(TRAPPED);
+      expectTrapped(op(run, 'unmap@after').transitions);
       expect(run.workloadCounters).toMatchObject({ migrations: 1, hwQueuesAfter: 0 });
       expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 20, commands: 20, vcmdqsUnmapped: 2, vcmdqsMapped: 0 });
     });
@@ -70,8 +80,8 @@ describe('live migration to a host with fewer free VCMDQs', () => {
   it('without VCMDQs the VM moves with nothing to re-create, and without a step the names stay plain', async () => {
     await withSession(fx, async (session) => {
       const run = await session.run(migrating(0), 'nested-smmuv3', testProfile);
-      expect(op(run, 'unmap@before').transitions).toEqual(TRAPPED);
-      expect(op(run, 'unmap@after').transitions).toEqual(TRAPPED);
+      expectTrapped(op(run, 'unmap@before').transitions);
+      expectTrapped(op(run, 'unmap@after').transitions);
       expect(run.workloadCounters).toMatchObject({ migrations: 1, hwQueuesBefore: 0, hwQueuesAfter: 0 });
       const plain = await session.run(resolveScenario(base), 'nested-smmuv3-vcmdq', testProfile);
       expect(plain.ops.map((o) => o.op)).toEqual(['map', 'unmap']);

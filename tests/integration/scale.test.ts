@@ -50,7 +50,13 @@ describe('16 pSMMUs and 4 VMs on one host', () => {
     await withSession(fx, async (session) => {
       const run = await session.run(scenario('single'), 'nested-smmuv3', testProfile);
       checkIsolation(run);
-      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 2, user: 2, ioctl: 4, hw: 4, direct: 0 });
+      // An ioctl per pSMMU of the VM; a CONS read per unmap and a PROD write unless another of the
+      // VM's 4 vCPUs published its list (arm_smmu_cmdq_issue_cmdlist gathers): 1.25 to 2 exits.
+      const t = run.ops.find((o) => o.op === 'unmap')?.transitions;
+      expect({ ioctl: t?.ioctl, hw: t?.hw, direct: t?.direct }).toEqual({ ioctl: 4, hw: 4, direct: 0 });
+      expect(t?.user).toBe(t?.exit);
+      expect(t?.exit).toBeGreaterThanOrEqual(1.25);
+      expect(t?.exit).toBeLessThanOrEqual(2);
       expect(run.invalidations.guestCommands).toBe(VMS * OPS);
       expect(run.invalidations.fanout).toBe(4);
       // Every pSMMU gets all of its own VM's invalidations and nothing from the other VMs.

@@ -65,7 +65,7 @@ function fakeDevice(log2 = 3): { link: LinkClient; writes: string[]; syncs: numb
         writes.push(m.physAddr === port.consRegister ? 'CONS?' : 'GERROR?');
         value = m.physAddr === port.consRegister ? cons : m.physAddr === port.gerrorRegister ? gerror : 0;
       }
-      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: encodeMmio({ ...m, data: value }), guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [] };
+      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: encodeMmio({ ...m, data: value }), guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] };
     },
   } as unknown as LinkClient;
   return { link, writes, syncs };

@@ -71,7 +71,7 @@ function kernelWith(guestDevices: GuestDevice[], dma: 'strict' | 'lazy' = 'stric
       prods.set(vsmmu, m?.data ?? 0);
       const sync = cmds.at(-1);
       const msi = sync?.opcode === Opcode.CMD_SYNC ? [{ gpa: Number(sync.fields.msiaddr), data: Buffer.alloc(4) }] : [];
-      return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload: req.payload, guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [] } as unknown as Envelope__Output;
+      return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload: req.payload, guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] } as unknown as Envelope__Output;
     },
   } as unknown as LinkClient;
   const background: string[] = [];

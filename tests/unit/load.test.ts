@@ -8,7 +8,7 @@ const summary = { count: 0, mean: 0, stddev: 0, min: 0, p50: 0, p90: 0, p99: 0, 
 /** An open-loop run of `vms` VMs, each completing `perVm` arrivals in `seconds` (both clocks). */
 function run(vms: number, perVm: number, seconds: number, rate: number): RunResult {
   const s = resolveScenario({ topology: { vms, psmmus: vms }, workload: { kind: 'dma-map-benchmark', rate } });
-  const op = (name: string): OpResult => ({ op: name, count: vms * perVm, failed: 0, transitions: { exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 }, measuredUs: summary, modeledNs: summary });
+  const op = (name: string): OpResult => ({ op: name, count: vms * perVm, failed: 0, transitions: { exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 }, measuredUs: summary, modeledNs: summary, breakdown: [] });
   const ops = [op('map'), op('unmap')];
   return {
     model: 'none', workload: s.workload, topology: s.topology, processes: [], ops, hops: [],

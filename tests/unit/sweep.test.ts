@@ -188,6 +188,7 @@ function op(name: string, count: number, exit = 1): OpResult {
     transitions: { exit, user: exit, ioctl: 0.5, hw: 2, direct: 0 },
     measuredUs: summary(50, 40.5, 99.25),
     modeledNs: summary(4061, 4061, 5386),
+    breakdown: [],
   };
 }
 

@@ -8,6 +8,7 @@
 import { TRANSITION_KINDS, type TransitionKind } from '../../runtime/topology.js';
 import { mainOp } from '../sweep.js';
 import { pointer } from './html.js';
+import { sensitivityView, type SensitivityView } from './sensitivity.js';
 
 type Obj = Record<string, unknown>;
 
@@ -39,6 +40,18 @@ export const PERCENTILES = [
   { field: 'max', label: 'max' },
 ] as const satisfies readonly { field: SummaryField; label: string }[];
 
+/** One entry of an operation's breakdown: a cost step, or a resource's queueing wait. */
+export interface BreakdownView {
+  pointer: string;
+  step: string;
+  /** A queueing wait (`wait:<resource>`), not a cost step. */
+  wait: boolean;
+  perOp: number;
+  ns: number;
+  confidence: string;
+  functions: string[];
+}
+
 export interface OpView {
   pointer: string;
   op: string;
@@ -47,6 +60,8 @@ export interface OpView {
   transitions: Record<TransitionKind, number>;
   measuredUs: SummaryView;
   modeledNs: SummaryView;
+  /** Where its modeled time goes (empty: the document has no breakdown). */
+  breakdown: BreakdownView[];
 }
 
 export interface HopView {
@@ -94,11 +109,26 @@ export interface RunView {
   processes: { role: string; name: string; pid: NumberAt; host: string; metricsPort: NumberAt | undefined }[];
   workloadCounters: NumberAt[];
   counters: { process: string; values: NumberAt[] }[];
+  /** What no upstream code runs in this run's model (runs[].notes). */
+  notes: { code: string; text: string }[];
   throughputMeasured: NumberAt;
   throughputModeled: NumberAt;
+  /** Application workloads: packets or requests per second and what bounds them (runs[].application). */
+  application: ApplicationView | undefined;
   /** Open-loop runs: achieved arrivals per second in each clock. */
   achievedMeasured: NumberAt | undefined;
   achievedModeled: NumberAt | undefined;
+}
+
+export interface ApplicationView {
+  unit: string;
+  perSec: NumberAt;
+  bytesPerSec: NumberAt;
+  bottleneck: string;
+  bottleneckKind: string;
+  saturated: boolean;
+  /** Each resource's working utilization, 0..1. */
+  utilization: NumberAt[];
 }
 
 export interface SaturationView {
@@ -135,6 +165,8 @@ export interface ReportData {
   sweepKeys: string[];
   runs: RunView[];
   saturation: SaturationView[];
+  /** `vmmsim sensitivity` and `compare --sensitivity`: the comparisons re-priced across the cost ranges. */
+  sensitivity: SensitivityView | undefined;
   /** What is missing or partial, one sentence each. */
   notes: string[];
   /** `vmmsim study`: the study's name and question, the operations that answer it, and answer.txt. */
@@ -218,6 +250,19 @@ function opView(x: unknown, where: string, path: (string | number)[], notes: str
   const transitions = {} as Record<TransitionKind, number>;
   for (const k of TRANSITION_KINDS) transitions[k] = num(t[k]);
   const count = num(o['count']);
+  const breakdown = (Array.isArray(o['breakdown']) ? o['breakdown'] : []).map((b, i): BreakdownView => {
+    const e = isObj(b) ? b : {};
+    const step = text(e['step'], '?');
+    return {
+      pointer: pointer(...path, 'breakdown', i),
+      step,
+      wait: step.startsWith('wait:'),
+      perOp: num(e['perOp']),
+      ns: num(e['ns']),
+      confidence: text(e['confidence'], '?'),
+      functions: Array.isArray(e['functions']) ? e['functions'].filter((f): f is string => typeof f === 'string') : [],
+    };
+  });
   return {
     pointer: pointer(...path),
     op: name,
@@ -226,6 +271,7 @@ function opView(x: unknown, where: string, path: (string | number)[], notes: str
     transitions,
     measuredUs: summary(o['measuredUs'], `${where} ${name} measuredUs`, notes),
     modeledNs: summary(o['modeledNs'], `${where} ${name} modeledNs`, notes),
+    breakdown,
   };
 }
 
@@ -254,7 +300,21 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
   const throughputMeasured = numberAt('throughput.opsPerSecMeasured', th['opsPerSecMeasured'], ...path, 'throughput', 'opsPerSecMeasured');
   const throughputModeled = numberAt('throughput.opsPerSecModeled', th['opsPerSecModeled'], ...path, 'throughput', 'opsPerSecModeled');
   if (!isObj(r['throughput'])) notes.push(`${where}: no throughput`);
+  const app = isObj(r['application']) ? r['application'] : undefined;
+  const application: ApplicationView | undefined = app
+    ? {
+      unit: text(app['unit'], 'ios'),
+      perSec: numberAt(`application.perSecModeled (${text(app['unit'], 'ios')}/s)`, app['perSecModeled'], ...path, 'application', 'perSecModeled'),
+      bytesPerSec: numberAt('application.bytesPerSecModeled', app['bytesPerSecModeled'], ...path, 'application', 'bytesPerSecModeled'),
+      bottleneck: text(app['bottleneck'], '?'),
+      bottleneckKind: text(app['bottleneckKind'], '?'),
+      saturated: app['saturated'] === true,
+      utilization: numbers(app['utilization'], ...path, 'application', 'utilization'),
+    }
+    : undefined;
   const figures: NumberAt[] = [
+    // An application workload's throughput leads.
+    ...(application ? [application.perSec, application.bytesPerSec] : []),
     numberAt('elapsedSec', r['elapsedSec'], ...path, 'elapsedSec'),
     numberAt('modeledElapsedNs', r['modeledElapsedNs'], ...path, 'modeledElapsedNs'),
     throughputMeasured,
@@ -298,8 +358,10 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
     processes,
     workloadCounters: numbers(r['workloadCounters'], ...path, 'workloadCounters'),
     counters,
+    notes: (Array.isArray(r['notes']) ? r['notes'] : []).filter(isObj).map((n) => ({ code: text(n['code'], '?'), text: text(n['text'], '') })),
     throughputMeasured,
     throughputModeled,
+    application,
     achievedMeasured: load ? numberAt('achieved measured', achieved?.['measured'], ...path, 'load', 'achievedPerSec', 'measured') : undefined,
     achievedModeled: load ? numberAt('achieved modeled', achieved?.['modeled'], ...path, 'load', 'achievedPerSec', 'modeled') : undefined,
   };
@@ -386,6 +448,7 @@ export function reportData(document: object): ReportData {
     sweepKeys,
     runs,
     saturation,
+    sensitivity: sensitivityView(doc),
     notes,
     study: studyView(doc['study']),
   };
