@@ -7,11 +7,12 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { PINNED } from '../cost/steps.js';
 import { designOf } from '../designs/registry.js';
 import { VmmsimError } from '../runtime/errors.js';
+import { packageRoot } from '../runtime/paths.js';
 import { MODELS, type ModelName, type Scenario } from '../scenario/schema.js';
+import type { ApplicationResult } from './application.js';
 import type { OpResult, ResultsDoc, RunResult } from './results.js';
 import { loadYamlFile } from './scenario-load.js';
 import { crossProduct, valueAt, type SweptKey } from './sweep.js';
@@ -20,7 +21,9 @@ import { crossProduct, valueAt, type SweptKey } from './sweep.js';
 export const ANSWER_COLUMNS = 72;
 
 /** Where the shipped studies are: scenarios/studies/ of the installation. */
-export const STUDIES_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../scenarios/studies');
+export function studiesDir(): string {
+  return join(packageRoot(), 'scenarios', 'studies');
+}
 
 /** A scenario value as a study gives it: one value, or a list swept as a cross product. */
 export type StudyValue = string | number | boolean | (string | number | boolean)[];
@@ -71,7 +74,7 @@ function studyError(file: string, message: string): VmmsimError {
 }
 
 /** The shipped studies' names, sorted. */
-export function studyNames(dir = STUDIES_DIR): string[] {
+export function studyNames(dir = studiesDir()): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
     .filter((f) => f.endsWith('.yaml'))
@@ -80,7 +83,7 @@ export function studyNames(dir = STUDIES_DIR): string[] {
 }
 
 /** The study file of a name in the shipped folder, or a path. */
-export function studyFile(nameOrPath: string, dir = STUDIES_DIR): string {
+export function studyFile(nameOrPath: string, dir = studiesDir()): string {
   if (nameOrPath.endsWith('.yaml') || nameOrPath.includes('/')) return resolve(nameOrPath);
   if (!/^[a-z0-9][a-z0-9-]*$/.test(nameOrPath) || !studyNames(dir).includes(nameOrPath)) {
     throw new VmmsimError('E_STUDY', `no study named "${nameOrPath}"; studies: ${studyNames(dir).join(', ') || '(none found)'}`);
@@ -227,6 +230,8 @@ export interface PairVerdict {
   part: string;
   /** What the ratio compares: an operation's modeled latency, or application throughput. */
   figure: string;
+  /** b / a at the profile's own costs (the tables' figures). */
+  base: number;
   p5: number;
   p50: number;
   p95: number;
@@ -281,17 +286,15 @@ export function fmtRatio(x: number): string {
   return x >= 100 ? `${x.toFixed(0)}x` : x >= 10 ? `${x.toFixed(1)}x` : `${x.toFixed(2)}x`;
 }
 
-/** Application throughput of a run, when its workload has one. */
-export interface AppFigure {
-  unit: string;
-  perSecModeled: number;
+/** The application figure of a run (runs[].application), when its workload has one. */
+export function applicationOf(run: RunResult): ApplicationResult | undefined {
+  return run.application;
 }
 
-/** The application figure of a run (runs[].application), when the build and the workload give one. */
-export function applicationOf(run: RunResult): AppFigure | undefined {
-  const app = (run as RunResult & { application?: Partial<AppFigure> }).application;
-  if (!app || typeof app.perSecModeled !== 'number' || typeof app.unit !== 'string') return undefined;
-  return { unit: app.unit, perSecModeled: app.perSecModeled };
+/** What bounds each design's application throughput at one point, and how busy it is. */
+function boundLine(runs: readonly RunResult[]): string[] {
+  const parts = runs.flatMap((r) => (r.application ? [`${r.model} ${r.application.bottleneck} ${Math.round((r.application.utilization[r.application.bottleneck] ?? 0) * 100)}%`] : []));
+  return parts.length === 0 ? [] : wrap(`bound by: ${parts.join(', ')}`, ANSWER_COLUMNS, '    ').map((l, i) => (i === 0 ? `  ${l.trimStart()}` : l));
 }
 
 function opOf(run: RunResult, op: string): OpResult | undefined {
@@ -380,8 +383,7 @@ function setupLines(doc: ResultsDoc): string[] {
   const t = s.topology;
   const w = s.workload;
   const lines = [
-    `Setup: profile ${doc.profile.name} (${doc.profile.arch}); paths follow`,
-    `Linux ${PINNED.linux} and QEMU ${PINNED.qemu}; modeled time, seed ${doc.seed}.`,
+    ...wrap(`Setup: profile ${doc.profile.name} (${doc.profile.arch}); paths follow Linux ${PINNED.linux} and QEMU ${PINNED.qemu}; modeled time, seed ${doc.seed}.`, ANSWER_COLUMNS),
     ...wrap(
       `Base: ${w.kind}, ${w.threads} vCPU${w.threads === 1 ? '' : 's'}, ${w.granulePages} page${w.granulePages === 1 ? '' : 's'} per I/O, ${w.ops} ops, dma=${s.dma}; ` +
         `${t.vms} VM, ${t.psmmus} pSMMU, ${t.devicesPerPsmmu} device per pSMMU, vSMMU ${t.vsmmu}.`,
@@ -421,16 +423,15 @@ export function answerText(doc: ResultsDoc, study: Study, record: StudyRecord): 
     out.push(...wrap(`[${label}]${fixed.length > 0 ? ` ${fixed.join(' ')}` : ''}`, ANSWER_COLUMNS, '  '));
     out.push(...header(study, withApp));
     out.push(...pointRows(runs, study, withApp));
+    out.push(...boundLine(runs));
   }
   out.push('');
   if (record.verdicts.length > 0) {
-    out.push('Robustness: each ratio over every cost step\'s range (p5-p95):');
+    out.push(...wrap('Robustness: each ratio at the profile\'s costs, then its p5-p95 over every cost step\'s range (Latin-hypercube samples), and whether the order holds in 95% of them:', ANSWER_COLUMNS));
     for (const v of record.verdicts) {
-      const head = `${v.a} / ${v.b} [${v.part}] ${v.figure}: ${fmtRatio(v.p50)} (${fmtRatio(v.p5)}-${fmtRatio(v.p95)}) ${v.verdict}${v.verdict === 'depends on' ? ` ${v.steps.join(', ')}` : ''}${v.approximate ? ' (approximate)' : ''}`;
+      const head = `${v.b} / ${v.a} [${v.part}] ${v.figure}: ${fmtRatio(v.base)} (${fmtRatio(v.p5)}-${fmtRatio(v.p95)}) ${v.verdict}${v.verdict === 'depends on' ? ` ${v.steps.join(', ')}` : ''}${v.approximate ? ` (approximate: ${v.approximate})` : ''}`;
       out.push(...wrap(head, ANSWER_COLUMNS, '    ').map((l, i) => (i === 0 ? `  ${l.trimStart()}` : l)));
     }
-  } else if (study.pairs.length > 0) {
-    out.push(...wrap('Robustness: not computed in this build (vmmsim sensitivity gives it).', ANSWER_COLUMNS));
   }
   const notUpstream = [...new Set(doc.runs.map((r) => r.model))].filter((m) => designOf(m as ModelName).status !== 'upstream');
   if (notUpstream.length > 0) {

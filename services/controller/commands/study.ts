@@ -19,11 +19,12 @@ import { checkScenario, modelsFor, parse, treeSettings, usageError } from '../cl
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
 import { controlled, withTree, type TreeSettings } from '../cli/tree.js';
 import { MEASURED_HOST } from '../measured-host.js';
-import { answerText, loadStudy, pointValues, studyFile, studyNames, studyPoints, type Study, type StudyRecord } from '../study.js';
-import { studyVerdicts } from '../study-verdicts.js';
+import { answerText, loadStudy, pointLabel, pointValues, studyFile, studyNames, studyPoints, type Study, type StudyRecord } from '../study.js';
+import { studyVerdicts, type StudyDesign } from '../study-verdicts.js';
+import { designOfRecord } from '../cli/sensitivity-input.js';
 
 export const HELP = `usage: vmmsim study list
-       vmmsim study NAME|FILE.yaml [--quick] [--profile P] [--out DIR] [--json]
+       vmmsim study NAME|FILE.yaml [--quick] [--profile P] [--out DIR] [--json] [--plan]
 
 A study answers one question engineers argue about (on the IOMMU, KVM and QEMU lists) with the
 runs its file names: designs, scenario values, the figures that answer it, and the pairs of designs
@@ -41,6 +42,7 @@ options:
   --out DIR             where the three files go (default: results/<time>-study-NAME-<pid>/)
   --json                print results.json on stdout instead of answer.txt
   --samples N           cost samples for the robustness verdicts (default 200; --quick 64)
+  --plan                print the runs the study would make (part, values, design) and start nothing
   --transport unix|tcp  how processes talk (default unix)
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent; logs go to stderr
   --start-timeout MS    how long a process may take to report ready (default 20000)
@@ -52,6 +54,7 @@ export const OPTIONS = {
   out: { type: 'string' },
   json: { type: 'boolean' },
   samples: { type: 'string' },
+  plan: { type: 'boolean' },
   transport: { type: 'string' },
   'log-level': { type: 'string' },
   'start-timeout': { type: 'string' },
@@ -99,6 +102,13 @@ function listText(): string {
   return lines.join('\n') + '\n';
 }
 
+/** --plan: the runs in the order they are made, a line each, and how many trees they need. */
+function planText(study: Study, runs: readonly StudyRun[], quick: boolean): string {
+  const trees = new Set(runs.map((r) => processSetKey(r.scenario))).size;
+  const lines = runs.map((r, i) => `${String(i + 1).padStart(3)} ${pointLabel(r.part, r.values)}: ${r.model}`);
+  return `study ${study.name}${quick ? ' (quick)' : ''}: ${runs.length} runs in ${trees} process tree${trees === 1 ? '' : 's'}, profile ${runs[0]?.scenario.profile ?? '-'}\n${lines.join('\n')}\n`;
+}
+
 /** Every point resolved and checked, the profile loaded, before anything starts. */
 function plan(argv: string[]): StudyPlan | undefined {
   const { values, positionals } = parse(argv, OPTIONS);
@@ -106,7 +116,7 @@ function plan(argv: string[]): StudyPlan | undefined {
     process.stdout.write(HELP + '\n');
     return undefined;
   }
-  if (positionals.length !== 1) throw usageError(`study takes one study name (or \`list\`), got ${positionals.length === 0 ? 'none' : positionals.join(' ')}; studies: ${studyNames().join(', ')}`);
+  if (positionals.length !== 1) throw usageError(`study takes one study name (or \`list\`), got ${positionals.length === 0 ? 'nothing' : positionals.join(' ')}; studies: ${studyNames().join(', ')}`);
   const name = positionals[0] as string;
   const study = loadStudy(studyFile(name));
   const quick = values.quick ?? false;
@@ -138,6 +148,10 @@ function plan(argv: string[]): StudyPlan | undefined {
   if (samplesOpt !== undefined && (!Number.isInteger(samplesOpt) || samplesOpt < 10 || samplesOpt > 10_000)) throw usageError(`--samples must be an integer 10..10000, got "${values.samples}"`);
   const out = values.out ?? defaultOutDir(`study-${study.name}`);
   checkOut(out, { measureHost: false });
+  if (values.plan) {
+    process.stdout.write(planText(study, runs, quick));
+    return undefined;
+  }
   const cmd = ['vmmsim study', study.name, quick ? '--quick' : '', values.profile ? `--profile ${values.profile}` : '', values.samples ? `--samples ${values.samples}` : ''].filter(Boolean).join(' ');
   return {
     study,
@@ -156,6 +170,7 @@ function plan(argv: string[]): StudyPlan | undefined {
 async function execute(p: StudyPlan, log: Logger): Promise<number> {
   const startedAt = new Date().toISOString();
   const done: { index: number; run: RunResult }[] = [];
+  const recorded: StudyDesign[] = [];
   const abort = new RunAbort();
   let failure: VmmsimError | undefined;
   const progress = new Progress({ title: `study ${p.study.name}`, total: p.runs.length, mode: progressMode({ json: p.json, isTTY: process.stderr.isTTY }), itemSeconds: 0 });
@@ -169,8 +184,9 @@ async function execute(p: StudyPlan, log: Logger): Promise<number> {
           started += 1;
           const what = `${Object.entries(r.values).map(([k, v]) => `${k}=${v}`).join(' ')} ${r.model}`;
           progress.start(what, `vmmsim: study ${p.study.name} ${started}/${p.runs.length}: ${what}...\n`);
-          const run = await abort.race(session.run(r.scenario, r.model, p.profile));
-          done.push({ index: p.runs.indexOf(r), run: { point: r.values, ...run } });
+          const rec = await abort.race(session.record(r.scenario, r.model, p.profile));
+          done.push({ index: p.runs.indexOf(r), run: { point: r.values, ...rec.result } });
+          recorded.push({ point: r.point, part: r.part, values: r.values, design: designOfRecord(r.scenario, rec) });
           progress.finish();
         }
       });
@@ -193,7 +209,7 @@ async function execute(p: StudyPlan, log: Logger): Promise<number> {
     file: p.study.file,
     parts: p.study.parts.map((x) => ({ label: x.label, models: x.models, set: x.set })),
     ops: p.study.ops,
-    verdicts: failure ? [] : await studyVerdicts(p.study, runs, p.profile, p.samples),
+    verdicts: failure ? [] : studyVerdicts(p.study, recorded, p.profile, p.samples, (p.runs[0] as StudyRun).scenario.seed),
     answer: '',
   };
   const keys = ['part', ...new Set(p.runs.flatMap((r) => Object.keys(r.values).filter((k) => k !== 'part')))];
