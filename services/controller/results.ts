@@ -100,8 +100,17 @@ export interface SaturationResult {
   /** The lowest rate tried that failed, above ratePerSec (null: none failed up to the maximum). */
   failedAtPerSec: number | null;
   steps: number;
-  /** converged (within 5%), max (passed at --max), step-cap, or floor (nothing passed down to the lowest rate tried). */
+  /**
+   * converged (within 5%), max (passed at the hard cap capPerSec, after raising the bound from
+   * --max: it saturates above the cap), step-cap, or floor (nothing passed down to the lowest rate tried).
+   */
   stop: 'converged' | 'max' | 'step-cap' | 'floor';
+  /** The upper bound when the search ended: --max, doubled at each pass there (up to capPerSec). Absent in older documents. */
+  boundPerSec?: number;
+  /** The hard cap the bound could rise to (--cap). Absent in older documents. */
+  capPerSec?: number;
+  /** True when a rate passed at the cap: the search stopped at the cap without finding where the design saturates. */
+  capped?: boolean;
 }
 
 /** A note on a run's results (controller/notes.ts): a stable code and a sentence for people. */

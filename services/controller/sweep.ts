@@ -217,9 +217,13 @@ export function sweepCsvRecords(keys: readonly string[], runs: readonly RunResul
 
 /** One CSV record per saturation search of a sweep --saturate: the point, the model, the rate found. */
 export function saturationCsvRecords(keys: readonly string[], results: readonly SaturationResult[]): CsvValue[][] {
-  const header: CsvValue[] = [...keys, 'model', 'op', 'metric', 'p99BoundUs', 'ratePerSec', 'failedAtPerSec', 'steps', 'stop'];
+  // boundPerSec, capPerSec and capped come after the first columns, which keep their order.
+  const header: CsvValue[] = [...keys, 'model', 'op', 'metric', 'p99BoundUs', 'ratePerSec', 'failedAtPerSec', 'steps', 'stop', 'boundPerSec', 'capPerSec', 'capped'];
   return [
     header,
-    ...results.map((r) => [...keys.map((k) => r.point?.[k] ?? ''), r.model, r.op, r.metric, r.p99BoundUs, r.ratePerSec ?? '', r.failedAtPerSec ?? '', r.steps, r.stop]),
+    ...results.map((r) => [
+      ...keys.map((k) => r.point?.[k] ?? ''), r.model, r.op, r.metric, r.p99BoundUs, r.ratePerSec ?? '', r.failedAtPerSec ?? '', r.steps, r.stop,
+      r.boundPerSec ?? '', r.capPerSec ?? '', r.capped === undefined ? '' : String(r.capped),
+    ]),
   ];
 }

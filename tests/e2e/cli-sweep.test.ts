@@ -211,7 +211,8 @@ describe('vmmsim sweep --saturate: a saturation rate per point', () => {
     // Every step is a run with its point and rate.
     expect(doc.runs.every((x) => typeof x.point?.['workload.rate'] === 'number' && x.point?.['topology.vsmmu'] !== undefined)).toBe(true);
     const csv = readFileSync(join(out, 'saturation.csv'), 'utf8').trim().split('\r\n');
-    expect(csv[0]).toBe('topology.vsmmu,model,op,metric,p99BoundUs,ratePerSec,failedAtPerSec,steps,stop');
+    expect(csv[0]).toBe('topology.vsmmu,model,op,metric,p99BoundUs,ratePerSec,failedAtPerSec,steps,stop,boundPerSec,capPerSec,capped');
+    expect(doc.saturation?.every((s) => s.capPerSec === 1e9 && s.capped === false)).toBe(true);
     expect(csv).toHaveLength(3);
     expect(lines(r.stdout).some((l) => /^single\s+nested-smmuv3\s+unmap\s+\d+/.test(l))).toBe(true);
   });
