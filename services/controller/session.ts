@@ -280,7 +280,7 @@ export class Session {
       ...(app ? { application: app } : {}),
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
-      notes: runNotes({ scenario: s, model, profile, devices: topology.devices ?? [], ops }),
+      notes: runNotes({ scenario: s, model, profile, devices: topology.devices ?? [], ops, counters, hostStage2Unmaps: vfio['ioasUnmaps'] ?? 0 }),
     };
     return { result, replies, vms: guests.map((g) => g.index ?? 0), combined };
   }

@@ -116,9 +116,9 @@ export const SCENARIO_SCHEMA: ObjectField = {
         vms: { type: 'integer', default: 1, min: 1, max: 64, doc: 'VMs (one guest and one qemu process each); the assigned devices are dealt to them in turn, so each needs at least one: psmmus x devicesPerPsmmu >= vms' },
         devicesPerPsmmu: { type: 'integer', default: 1, min: 1, max: 256, doc: 'assigned devices behind each physical SMMU' },
         vsmmu: { type: 'string', default: 'single', maxLength: longest(['single', 'per-psmmu']), enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU', upstream: 'per-psmmu is what upstream runs; single in front of more than one pSMMU (a VM with devices behind several, under a nested design) is exploration: QEMU\'s accelerated vSMMU holds one vIOMMU object for one pSMMU, and iommufd refuses a vDEVICE behind another pSMMU (iommufd_vdevice_alloc_ioctl)' },
-        dispatch: { type: 'string', default: 'broadcast', maxLength: longest(['broadcast', 'lookup']), enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)', upstream: 'exploration either way: it applies to a single vSMMU in front of several pSMMUs, which no upstream VMM runs (see topology.vsmmu)' },
+        dispatch: { type: 'string', default: 'broadcast', maxLength: longest(['broadcast', 'lookup']), enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it). Matters only when a single vSMMU (topology.vsmmu single) fronts several pSMMUs of one VM (topology.psmmus > 1) under a nested design', upstream: 'exploration either way: it applies to a single vSMMU in front of several pSMMUs, which no upstream VMM runs (see topology.vsmmu)' },
         vmid: { type: 'string', default: 'per-s2-parent', maxLength: longest(['per-s2-parent', 'per-vsmmu']), enum: ['per-s2-parent', 'per-vsmmu'], doc: 'VMID policy of nested designs: per-s2-parent (one VMID per VM, shared by its vSMMUs) or per-vsmmu (one per vSMMU instance: with vsmmu per-psmmu, one per pSMMU the VM uses)', upstream: 'per-s2-parent with a VM\'s devices behind several pSMMUs (one VMID and stage-2 table shared across pSMMUs) needs code that is not upstream: in Linux v6.18 a stage-2 domain and its VMID belong to one SMMU (arm_vsmmu_init); upstream is per-vsmmu with vsmmu per-psmmu' },
-        vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, doc: 'VCMDQs each vSMMU gets under nested-smmuv3-vcmdq (QEMU exposes 2; a CMDQV has at most 128)' },
+        vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, doc: 'VCMDQs each vSMMU gets under nested-smmuv3-vcmdq (QEMU exposes 2; a CMDQV has at most 128). Matters only under a design with VCMDQs' },
         emulatedDevices: { type: 'integer', default: 0, min: 0, max: 31, doc: 'nested designs: devices per VM that the VMM emulates itself, beside the assigned ones, behind a separate emulated vSMMU instance (its own MMIO base, command queue and root bus: one bus of device numbers 1..31); their DMA is translated by the VMM and their invalidations stop there (exit, user); 0 = none' },
       },
     },
@@ -157,27 +157,27 @@ export const SCENARIO_SCHEMA: ObjectField = {
       fields: {
         flushQueue: {
           type: 'string', default: 'auto', maxLength: longest(FLUSH_QUEUES), enum: FLUSH_QUEUES,
-          doc: 'lazy mode\'s flush queue per domain: auto (what Linux picks for the design\'s IOMMU driver, iommu_dma_init_options: single under virtio-iommu and vhost-iommu, whose driver sets shadow_on_flush; per-cpu otherwise), per-cpu (a ring of 256 per CPU, full at 255, and a 10 ms timer per domain) or single (one ring of 32768 and a 1000 ms timer)',
+          doc: 'lazy mode\'s flush queue per domain: auto (what Linux picks for the design\'s IOMMU driver, iommu_dma_init_options: single under virtio-iommu and vhost-iommu, whose driver sets shadow_on_flush; per-cpu otherwise), per-cpu (a ring of 256 per CPU, full at 255, and a 10 ms timer per domain) or single (one ring of 32768 and a 1000 ms timer). Matters only with dma lazy',
         },
         ddw: {
           type: 'boolean', default: false,
           doc: 'sPAPR: the guest gives its 64-bit-capable devices a dynamic DMA window over all its RAM at boot (Linux\'s enable_ddw direct mapping: H_PUT_TCE_INDIRECT of 512 16 MiB TCEs at a time, reported once as the operation ddw-boot, apart from the steady state), and then maps every buffer with no hypercall (its DMA address is its RAM address plus the window\'s offset); sPAPR designs only',
         },
-        tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
+        tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page). Matters only under an sPAPR design with workload.granulePages > 1 (with one page the two make the same one hypercall)' },
       },
     },
     smmu: {
       type: 'object',
       doc: 'what the SMMUs offer',
       fields: {
-        ril: { type: 'boolean', default: true, doc: 'range invalidation (IDR3.RIL) on the physical SMMUs and the accelerated vSMMUs (QEMU\'s ril property, which must match the host; QEMU\'s emulated vSMMU always has it and refuses ril=off): without it a multi-page unmap is one TLBI per page, sent 64 to a batch with one CMD_SYNC after the last (arm_smmu_cmdq_batch_add), and QEMU forwards each as its own IOMMU_HWPT_INVALIDATE' },
+        ril: { type: 'boolean', default: true, doc: 'range invalidation (IDR3.RIL) on the physical SMMUs and the accelerated vSMMUs (QEMU\'s ril property, which must match the host; QEMU\'s emulated vSMMU always has it and refuses ril=off): without it a multi-page unmap is one TLBI per page, sent 64 to a batch with one CMD_SYNC after the last (arm_smmu_cmdq_batch_add), and QEMU forwards each as its own IOMMU_HWPT_INVALIDATE. Matters only under an SMMUv3 design when an invalidation covers more than one page (workload.granulePages > 1, or virtio-mem\'s stage-2 unmaps)' },
       },
     },
     vmm: {
       type: 'object',
       doc: 'how the VMM forwards guest work to the host kernel',
       fields: {
-        hwptInvalidate: { type: 'string', default: 'per-command', maxLength: longest(['per-command', 'per-batch']), enum: ['per-command', 'per-batch'], doc: 'nested SMMUv3: one IOMMU_HWPT_INVALIDATE per guest command (QEMU today) or one per guest batch (the commands of one CMDQ_PROD write)' },
+        hwptInvalidate: { type: 'string', default: 'per-command', maxLength: longest(['per-command', 'per-batch']), enum: ['per-command', 'per-batch'], doc: 'nested SMMUv3: one IOMMU_HWPT_INVALIDATE per guest command (QEMU today) or one per guest batch (the commands of one CMDQ_PROD write). Matters only when guest invalidations trap to the VMM under a nested design and a guest batch holds more than one command (a multi-page unmap with smmu.ril false)' },
       },
     },
     workload: {
