@@ -171,6 +171,9 @@ export interface ReportData {
   notes: string[];
   /** `vmmsim study`: the study's name and question, the operations that answer it, and answer.txt. */
   study: StudyView | undefined;
+  /** What ran, for the title: the runs' workloads (workload.kind) and DMA modes, each distinct one in order. */
+  workloads: string[];
+  dmaModes: string[];
 }
 
 export interface StudyView {
@@ -428,6 +431,12 @@ export function reportData(document: object): ReportData {
   if (!scenario) notes.push('The document has no scenario.');
   const profile = isObj(doc['profile']) ? doc['profile'] : {};
   const tool = isObj(doc['tool']) ? doc['tool'] : {};
+  // What ran: each run's own workload and DMA mode (a sweep or a study may vary them), else the scenario's.
+  const distinct = (values: unknown[]): string[] => [...new Set(values.filter((v): v is string => typeof v === 'string' && v !== ''))];
+  const runObjs = runsRaw.filter(isObj);
+  const scenarioWorkload = isObj(scenario?.['workload']) ? scenario['workload']['kind'] : undefined;
+  const workloads = distinct(runObjs.map((r) => (isObj(r['workload']) ? r['workload']['kind'] : undefined)));
+  const dmaModes = distinct(runObjs.map((r) => (isObj(r['dma']) ? r['dma']['mode'] : undefined)));
   const facts: [string, string][] = [
     ['schema', text(doc['schema'], '?')],
     ['tool', `${text(tool['name'], '?')} ${text(tool['version'], '?')}`],
@@ -451,5 +460,7 @@ export function reportData(document: object): ReportData {
     sensitivity: sensitivityView(doc),
     notes,
     study: studyView(doc['study']),
+    workloads: workloads.length > 0 ? workloads : distinct([scenarioWorkload]),
+    dmaModes: dmaModes.length > 0 ? dmaModes : distinct([scenario?.['dma']]),
   };
 }
