@@ -3,7 +3,7 @@ import { loadOf, stepMeasure } from './load.js';
 import type { RunResult, SaturationMetric, SaturationResult } from './results.js';
 import { judge } from './saturation-search.js';
 import { wrap } from './wrap.js';
-import { mainOp } from './sweep.js';
+import { sweepOps } from './sweep.js';
 import { MODEL } from '../designs/names.js';
 
 function fmt(x: number, digits = 2): string {
@@ -209,9 +209,11 @@ function measured(x: number): string {
 }
 
 /**
- * A sweep, one row per run: the swept keys' values, the model, its main operation (unmap, or the
- * workload's) with its transitions and latency, the run's throughput and invalidation fanout.
- * Fits 120 columns with two swept keys.
+ * A sweep, one row per operation of each run (map, unmap, flush, static-setup, io, the @before and
+ * @after rows of a migration...: every operation that ran, in the run's order): the run's first row
+ * carries the swept keys' values, the model, the application throughput and bottleneck where the
+ * run has them, the run's throughput and invalidation fanout; its other rows only the operation,
+ * its transitions and latency. Fits 120 columns with two swept keys.
  */
 export function sweepTable(keys: readonly string[], runs: readonly RunResult[]): string {
   const last = (k: string): string => k.slice(k.lastIndexOf('.') + 1);
@@ -222,22 +224,25 @@ export function sweepTable(keys: readonly string[], runs: readonly RunResult[]):
   const header = [...names, 'model', ...(app ? ['app/s', 'bottleneck'] : []), 'op', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'p50', 'p99', 'mean', 'p99', 'measured', 'modeled', 'fanout'];
   const rows: string[][] = [header];
   for (const run of runs) {
-    const op = mainOp(run);
     const a = run.application;
-    rows.push([
-      ...keys.map((k) => String(run.point?.[k] ?? '-')),
-      run.model,
-      ...(app ? [a ? perSec(a.perSecModeled) : '-', a ? `${a.bottleneck}${a.saturated ? '' : ' (latency)'}` : '-'] : []),
-      op?.op ?? '-',
-      op ? transitions(op.transitions) : '-',
-      op ? measured(op.measuredUs.p50) : '-',
-      op ? measured(op.measuredUs.p99) : '-',
-      op ? modeledUs(op.modeledNs.mean) : '-',
-      op ? modeledUs(op.modeledNs.p99) : '-',
-      perSec(run.throughput.opsPerSecMeasured),
-      perSec(run.throughput.opsPerSecModeled),
-      fmt(run.invalidations.fanout, 2),
-    ]);
+    const ran = sweepOps(run);
+    (ran.length > 0 ? ran : [undefined]).forEach((op, i) => {
+      const first = i === 0;
+      rows.push([
+        ...keys.map((k) => (first ? String(run.point?.[k] ?? '-') : '')),
+        first ? run.model : '',
+        ...(app ? (first ? [a ? perSec(a.perSecModeled) : '-', a ? `${a.bottleneck}${a.saturated ? '' : ' (latency)'}` : '-'] : ['', '']) : []),
+        op?.op ?? '-',
+        op ? transitions(op.transitions) : '-',
+        op ? measured(op.measuredUs.p50) : '-',
+        op ? measured(op.measuredUs.p99) : '-',
+        op ? modeledUs(op.modeledNs.mean) : '-',
+        op ? modeledUs(op.modeledNs.p99) : '-',
+        first ? perSec(run.throughput.opsPerSecMeasured) : '',
+        first ? perSec(run.throughput.opsPerSecModeled) : '',
+        first ? fmt(run.invalidations.fanout, 2) : '',
+      ]);
+    });
   }
   const numeric = keys.map((k) => runs.length > 0 && runs.every((r) => typeof r.point?.[k] === 'number'));
   const extra = app ? 2 : 0;
@@ -251,8 +256,8 @@ export function sweepTable(keys: readonly string[], runs: readonly RunResult[]):
   const models = new Set(runs.map((r) => r.model)).size;
   const legend =
     `Sweep of ${keys.join(' x ')} (${points} point${points === 1 ? '' : 's'}) x ${models} model${models === 1 ? '' : 's'}. ` +
-    (app ? 'Per run: application throughput (app/s: packets or requests per second, modeled) and its bottleneck; then ' : 'Per run: ') + 'its main operation (unmap, or the workload\'s) with transitions per op e/u/i/h/d = exit/user/ioctl/hw/direct, ' +
-    'measured p50/p99 and modeled mean/p99 latency in us; throughput of all operations (ops/s); ' +
+    (app ? 'Per run: application throughput (app/s: packets or requests per second, modeled) and its bottleneck; then ' : 'Per run: ') + 'a row per operation that ran with its transitions per op e/u/i/h/d = exit/user/ioctl/hw/direct, ' +
+    'measured p50/p99 and modeled mean/p99 latency in us; on its first row, throughput of all operations (ops/s) and ' +
     'fanout = commands delivered to the pSMMUs per guest invalidation.';
   return `${wrap(legend, 120)}\n${renderSpanned(spans, rows, align)}`;
 }
