@@ -146,6 +146,10 @@ export interface SaturationView {
   op: string;
   steps: number;
   stop: string;
+  /** The hard cap of the search's bound (NaN in documents written before it existed). */
+  capPerSec: number;
+  /** A rate passed at the cap: the design saturates above it, the search did not find where. */
+  capped: boolean;
 }
 
 export type ReportKind = 'run' | 'compare' | 'sweep' | 'saturate' | 'sweep-saturate';
@@ -408,6 +412,8 @@ export function reportData(document: object): ReportData {
       op: text(s['op'], '?'),
       steps: num(s['steps']),
       stop: text(s['stop'], '?'),
+      capPerSec: num(s['capPerSec']),
+      capped: s['capped'] === true,
     };
   });
   const status = text(doc['status'], 'unknown');
@@ -426,6 +432,12 @@ export function reportData(document: object): ReportData {
     if (pointless > 0) notes.push(`${pointless} run${pointless === 1 ? '' : 's'} lack the value of a swept key in their point.`);
   }
   for (const s of saturation) if (Number.isNaN(s.ratePerSec.value)) notes.push(`Saturation of ${s.label}: no rate tried passed (failed at ${Number.isNaN(s.failedAtPerSec.value) ? '?' : s.failedAtPerSec.value}/s).`);
+  for (const s of saturation) {
+    if (s.capped) notes.push(`Saturation of ${s.label}: stopped at the cap of ${Number.isNaN(s.capPerSec) ? '?' : s.capPerSec}/s (--cap): it passed there, so it saturates above the cap; the search did not find where.`);
+    else if (s.stop === 'step-cap' && !Number.isNaN(s.ratePerSec.value) && Number.isNaN(s.failedAtPerSec.value)) {
+      notes.push(`Saturation of ${s.label}: stopped after ${s.steps} steps (--steps) with every rate up to ${s.ratePerSec.value}/s passing: it saturates above that.`);
+    }
+  }
   const kind: ReportKind = satRaw ? (sweep ? 'sweep-saturate' : 'saturate') : sweep ? 'sweep' : runs.length > 1 ? 'compare' : 'run';
   const scenario = isObj(doc['scenario']) ? doc['scenario'] : undefined;
   if (!scenario) notes.push('The document has no scenario.');
