@@ -13,6 +13,7 @@ import * as saturate from './commands/saturate.js';
 import * as scenarioKeys from './commands/scenario-keys.js';
 import * as sensitivity from './commands/sensitivity.js';
 import * as serve from './commands/serve.js';
+import * as study from './commands/study.js';
 import * as sweep from './commands/sweep.js';
 import { settleStdout, watchStdStreams } from './stdout.js';
 
@@ -25,6 +26,8 @@ commands:
   compare [scenario.yaml]   run several architectures on the same scenario, side by side
   sweep [scenario.yaml]     run the cross product of scenario values (--set key=v1,v2,...) and models
   saturate [scenario.yaml]  find each model's highest sustained open-loop rate under a p99 bound
+  study list|NAME           answer a question from a mailing-list thread (scenarios/studies/):
+                            results.json, report.html and a 72-column answer.txt
   sensitivity [scenario.yaml]
                             run several architectures once, then re-price them across the cost ranges:
                             each comparison's ratio, its spread, and the steps it depends on
@@ -50,6 +53,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   compare: { HELP: run.HELP, command: run.compare },
   sweep,
   saturate,
+  study,
   sensitivity,
   explain,
   serve,

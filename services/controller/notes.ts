@@ -1,15 +1,16 @@
 /**
  * What a reader of a run should know about its results (runs[].notes[], and under the terminal
- * tables): how far to trust them (a profile of another architecture) and which parts of the modeled
- * path no upstream code runs. Each note is a rule over the scenario, the design, the profile and the
- * run's results: a new note is one more entry in NOTE_RULES.
+ * tables): how far to trust them (a profile of another architecture), which parts of the modeled
+ * path no upstream code runs, and which options the user set had no effect on the run (no-effect.*,
+ * with the condition under which they would). Each note is a rule over the scenario, the design, the
+ * profile and the run's results: a new note is one more entry in NOTE_RULES.
  */
 import { loadProfile, profileNames, type Arch, type CostProfile } from '../cost/profile.js';
 import { COST_STEPS, PINNED } from '../cost/steps.js';
 import { designOf } from '../designs/registry.js';
 import type { DesignDescriptor } from '../designs/types.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
-import { SCENARIO_SCHEMA, type ModelName, type Scenario } from '../scenario/schema.js';
+import { SCENARIO_SCHEMA, leafFields, type ModelName, type Scenario } from '../scenario/schema.js';
 import type { RunNote } from './results.js';
 import { wrap } from './wrap.js';
 
@@ -25,6 +26,10 @@ export interface NoteContext {
   devices: readonly Pick<Device, 'vm' | 'psmmu'>[];
   /** The run's operations, when it ran (their breakdowns name the steps it charged). */
   ops?: readonly { op: string; breakdown: readonly { step: string; perOp: number }[] }[];
+  /** Every counter of every process, by process name, when it ran. */
+  counters?: Readonly<Record<string, Readonly<Record<string, number>>>>;
+  /** The host's own stage-2 unmaps (IOMMU_IOAS_UNMAP from virtio-mem unplugs), when it ran. */
+  hostStage2Unmaps?: number;
 }
 
 interface NoteRule {
@@ -81,6 +86,30 @@ export function designStatusText(d: Pick<DesignDescriptor, 'status'>): string {
   return `${/^[aeiou]/.test(d.status) ? 'an' : 'a'} ${d.status}`;
 }
 
+/** Each scenario key's schema default, by dotted key (read once). */
+let defaults: Map<string, unknown> | undefined;
+
+/** The value of a dotted key in the scenario as loaded, when it differs from the schema default (the user set it). */
+function userSet(s: Scenario, key: string): string | number | boolean | undefined {
+  defaults ??= new Map(leafFields().map(([k, f]) => [k, f.default]));
+  let node: unknown = s;
+  for (const part of key.split('.')) node = (node as Record<string, unknown> | undefined)?.[part];
+  if (typeof node !== 'string' && typeof node !== 'number' && typeof node !== 'boolean') return undefined;
+  return node === defaults.get(key) ? undefined : node;
+}
+
+/** The sum of one counter over the processes of a role (vfio, qemu-0, qemu-1...). */
+function roleCounter(counters: NoteContext['counters'], role: string, counter: string): number {
+  let n = 0;
+  for (const [name, c] of Object.entries(counters ?? {})) if (name === role || name.startsWith(`${role}-`)) n += c[counter] ?? 0;
+  return n;
+}
+
+/** A no-effect note: the option as set, why it did nothing in this run, and when it would matter. */
+function noEffect(key: string, value: string | number | boolean, why: string, matters: string): string {
+  return `${key}=${String(value)} had no effect on this run: ${why}. It matters only ${matters}.`;
+}
+
 export const NOTE_RULES: readonly NoteRule[] = [
   {
     // The design models another architecture than the profile's host: its steps are then priced
@@ -131,6 +160,79 @@ export const NOTE_RULES: readonly NoteRule[] = [
       const steps = [...new Set((ops ?? []).flatMap((o) => o.breakdown.filter((e) => e.perOp > 0 && notUpstream(e.step)).map((e) => e.step)))];
       if (steps.length === 0) return undefined;
       return `The modeled path charges ${steps.map((st) => `${st} (${notUpstream(st)})`).join('; ')}.`;
+    },
+  },
+  {
+    // One IOMMU_HWPT_INVALIDATE per guest batch is per-command's ioctl when each batch holds one command.
+    code: 'no-effect.vmm.hwptInvalidate',
+    note: ({ scenario: s, counters }) => {
+      const v = userSet(s, 'vmm.hwptInvalidate');
+      if ((v !== 'per-batch' && v !== 'queue') || counters === undefined) return undefined;
+      const ioctls = roleCounter(counters, 'vfio', 'hwptInvalidate');
+      const commands = roleCounter(counters, 'vfio', 'commands');
+      const matters = 'when the guest\'s invalidations trap to the VMM (a nested design) and a guest batch (the commands of one CMDQ_PROD write) holds more than one command, as a multi-page unmap with smmu.ril=false does';
+      if (ioctls === 0) return noEffect('vmm.hwptInvalidate', v, 'no IOMMU_HWPT_INVALIDATE ran', matters);
+      // The queue mode reads each entry from guest memory, whatever a batch holds: it always did something.
+      if (v === 'queue' || ioctls !== commands) return undefined;
+      return noEffect('vmm.hwptInvalidate', v, `every guest batch held one command (${ioctls} IOMMU_HWPT_INVALIDATE ioctls for ${commands} commands), so each batch was one ioctl as per-command makes it`, matters);
+    },
+  },
+  {
+    // A vSMMU routes by ASID only when it fronts several vIOMMUs (vsmmu-route.ts: routeCommand).
+    code: 'no-effect.topology.dispatch',
+    note: ({ scenario: s, design, devices }) => {
+      const v = userSet(s, 'topology.dispatch');
+      if (v === undefined) return undefined;
+      const matters = 'under a nested design with topology.vsmmu=single when a VM has devices behind more than one pSMMU (topology.psmmus > 1): then one vSMMU routes each invalidation to several pSMMUs';
+      if (design.traits.hostTables !== 'nested') return noEffect('topology.dispatch', v, `${design.name} has no vSMMU in front of physical SMMUs`, matters);
+      if (s.topology.vsmmu !== 'single') return noEffect('topology.dispatch', v, 'each vSMMU fronts one pSMMU (topology.vsmmu=per-psmmu), so there is nothing to route', matters);
+      if (vmsOverSeveralPsmmus(devices).size === 0) {
+        const why = s.topology.psmmus === 1 ? 'there is a single pSMMU, so every invalidation goes to it' : 'no VM has devices behind more than one pSMMU, so every invalidation goes to its one pSMMU';
+        return noEffect('topology.dispatch', v, why, matters);
+      }
+      return undefined;
+    },
+  },
+  {
+    code: 'no-effect.topology.vcmdqsPerVsmmu',
+    note: ({ scenario: s, design }) => {
+      const v = userSet(s, 'topology.vcmdqsPerVsmmu');
+      if (v === undefined || design.traits.vcmdq) return undefined;
+      return noEffect('topology.vcmdqsPerVsmmu', v, `${design.name} has no VCMDQs`, 'under a design whose guest invalidations go to hardware queues (VCMDQs)');
+    },
+  },
+  {
+    code: 'no-effect.guest.flushQueue',
+    note: ({ scenario: s }) => {
+      const v = userSet(s, 'guest.flushQueue');
+      if (v === undefined || s.dma === 'lazy') return undefined;
+      return noEffect('guest.flushQueue', v, `dma is ${s.dma}, which has no flush queue`, 'with dma=lazy');
+    },
+  },
+  {
+    // One H_PUT_TCE per page and one H_PUT_TCE_INDIRECT of one TCE are the same hypercall count.
+    code: 'no-effect.guest.tceHcalls',
+    note: ({ scenario: s, design }) => {
+      const v = userSet(s, 'guest.tceHcalls');
+      if (v === undefined) return undefined;
+      const matters = 'under an sPAPR design (ppc64) with workload.granulePages > 1, where indirect puts up to 512 TCEs in one hypercall';
+      if (design.traits.arch !== 'ppc64') return noEffect('guest.tceHcalls', v, `${design.name} makes no TCE hypercalls (it is not an sPAPR design)`, matters);
+      if (s.workload.granulePages === 1) return noEffect('guest.tceHcalls', v, 'every map and unmap covers one page (workload.granulePages 1), so per-entry and indirect make the same one hypercall', matters);
+      return undefined;
+    },
+  },
+  {
+    // Without RIL only an invalidation of more than one page becomes several TLBIs.
+    code: 'no-effect.smmu.ril',
+    note: ({ scenario: s, design, hostStage2Unmaps }) => {
+      const v = userSet(s, 'smmu.ril');
+      if (v !== false) return undefined;
+      const matters = 'under an SMMUv3 design (arm64) when an invalidation covers more than one page: workload.granulePages > 1, or the host\'s stage-2 unmaps of virtio-mem';
+      if (design.traits.arch !== 'arm64') return noEffect('smmu.ril', v, `${design.name} models ${design.traits.arch}, which has no SMMUv3`, matters);
+      if (s.workload.granulePages === 1 && (hostStage2Unmaps ?? 0) === 0) {
+        return noEffect('smmu.ril', v, 'no invalidation covered more than one page (workload.granulePages 1, no host stage-2 unmap), and a one-page invalidation is one TLBI with or without range invalidation', matters);
+      }
+      return undefined;
     },
   },
 ];

@@ -1,3 +1,4 @@
+import type { ApplicationResult } from './application.js';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { CostProfile } from '../cost/profile.js';
@@ -99,8 +100,17 @@ export interface SaturationResult {
   /** The lowest rate tried that failed, above ratePerSec (null: none failed up to the maximum). */
   failedAtPerSec: number | null;
   steps: number;
-  /** converged (within 5%), max (passed at --max), step-cap, or floor (nothing passed down to the lowest rate tried). */
+  /**
+   * converged (within 5%), max (passed at the hard cap capPerSec, after raising the bound from
+   * --max: it saturates above the cap), step-cap, or floor (nothing passed down to the lowest rate tried).
+   */
   stop: 'converged' | 'max' | 'step-cap' | 'floor';
+  /** The upper bound when the search ended: --max, doubled at each pass there (up to capPerSec). Absent in older documents. */
+  boundPerSec?: number;
+  /** The hard cap the bound could rise to (--cap). Absent in older documents. */
+  capPerSec?: number;
+  /** True when a rate passed at the cap: the search stopped at the cap without finding where the design saturates. */
+  capped?: boolean;
 }
 
 /** A note on a run's results (controller/notes.ts): a stable code and a sentence for people. */
@@ -123,8 +133,17 @@ export interface RunResult {
   processes: { role: string; name: string; pid: number; host: string; metricsPort?: number }[];
   ops: OpResult[];
   hops: HopResult[];
-  /** Operations are each map and each unmap. */
+  /**
+   * Operations are every operation of the workload (each map and each unmap; an application
+   * workload's CPU-work and device operations too); setup operations and resizes are not counted.
+   */
   throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
+  /**
+   * Application workloads (packet-stream, block): packets or requests per second in modeled time, as
+   * the queueing replay yields them, with the resource that bounds them and every resource's
+   * utilization (application.ts, docs/results.md). Absent for a bare DMA-API workload.
+   */
+  application?: ApplicationResult;
   /**
    * guestCommands: invalidations the guest issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted);
    * deliveredPerPsmmu: commands each pSMMU executed (under the sPAPR designs, the TCE kills its PHB

@@ -4,7 +4,10 @@
  * rate passes when the run achieved at least ACHIEVED_SHARE of it and its p99 stayed under the
  * bound. The search ramps exponentially (doubling from `from` while it passes, halving while it
  * fails) until it has a passing rate below a failing one, then bisects that bracket until it is
- * within `tolerance` of the failing rate, or `maxSteps` runs were made.
+ * within `tolerance` of the failing rate, or `maxSteps` runs were made. A rate that passes at the
+ * upper bound `max` does not end the search: the bound doubles, up to the hard cap `cap`, and the
+ * ramp goes on; only a pass at the cap ends it (stop 'max', `capped`), saying the design saturates
+ * above the cap.
  */
 
 /** A rate passes when at least this share of it was achieved. */
@@ -24,11 +27,16 @@ export interface SearchStep extends StepMeasure {
   ok: boolean;
   /** Why it failed, for the progress line (empty when ok). */
   why: string;
+  /** When it passed at the upper bound and the search raised the bound: the new bound. */
+  raisedTo?: number;
 }
 
 export interface SearchOptions {
   from: number;
+  /** The first upper bound: a pass there doubles it, up to `cap`. */
   max: number;
+  /** The hard cap the bound never passes (default: max, so the bound never rises). */
+  cap?: number;
   p99BoundUs: number;
   maxSteps: number;
   tolerance?: number;
@@ -41,6 +49,12 @@ export interface SearchResult {
   failedAtPerSec: number | undefined;
   steps: SearchStep[];
   stop: 'converged' | 'max' | 'step-cap' | 'floor';
+  /** The upper bound in force when the search ended (max, or higher after passes at it). */
+  boundPerSec: number;
+  /** The hard cap the bound could rise to. */
+  capPerSec: number;
+  /** True when a rate passed at the cap: the design saturates above it, the search did not find where. */
+  capped: boolean;
 }
 
 /** Judges one step: achieved at least 95% of the requested rate, and p99 under the bound. */
@@ -66,6 +80,9 @@ export async function searchSaturation(
 ): Promise<SearchResult> {
   if (!(opts.from > 0) || !(opts.max >= opts.from)) throw new Error(`the search needs 0 < from <= max, got from ${opts.from}, max ${opts.max}`);
   if (!(opts.maxSteps >= 1)) throw new Error(`the search needs at least one step, got ${opts.maxSteps}`);
+  const cap = opts.cap ?? opts.max;
+  if (!(cap >= opts.max)) throw new Error(`the search needs max <= cap, got max ${opts.max}, cap ${cap}`);
+  let bound = opts.max;
   const tolerance = opts.tolerance ?? BRACKET_TOLERANCE;
   const steps: SearchStep[] = [];
   let lo: number | undefined;
@@ -79,7 +96,6 @@ export async function searchSaturation(
     }
     const step = judge(rate, await run(rate), opts.p99BoundUs);
     steps.push(step);
-    onStep(step);
     // A noisy measure may pass above a rate that failed: the bracket keeps the latest word on each side.
     if (step.ok) {
       lo = rate;
@@ -88,10 +104,17 @@ export async function searchSaturation(
       hi = rate;
       if (lo !== undefined && lo >= rate) lo = undefined;
     }
-    if (step.ok && rate >= opts.max) {
-      stop = 'max';
-      break;
+    if (step.ok && rate >= bound) {
+      if (bound >= cap) {
+        onStep(step);
+        stop = 'max';
+        break;
+      }
+      // Passing at the bound says nothing about where the design saturates: raise it.
+      bound = Math.min(bound * 2, cap);
+      step.raisedTo = bound;
     }
+    onStep(step);
     let next: number;
     if (lo === undefined) {
       next = roundRate(rate / 2);
@@ -100,7 +123,7 @@ export async function searchSaturation(
         break;
       }
     } else if (hi === undefined) {
-      next = Math.min(rate * 2, opts.max);
+      next = Math.min(rate * 2, bound);
     } else {
       if (hi - lo <= tolerance * hi) {
         stop = 'converged';
@@ -111,5 +134,5 @@ export async function searchSaturation(
     }
     rate = next;
   }
-  return { ratePerSec: lo, failedAtPerSec: hi, steps, stop };
+  return { ratePerSec: lo, failedAtPerSec: hi, steps, stop, boundPerSec: bound, capPerSec: cap, capped: stop === 'max' };
 }

@@ -49,6 +49,13 @@ function readScenarioText(path: string): string {
   }
 }
 
+/** A YAML file of vmmsim's own (a scenario, a study) as plain data, read with a scenario's limits. */
+export function loadYamlFile(path: string): unknown {
+  const text = readScenarioText(path);
+  if (text.trim() === '') throw new VmmsimError('E_SCENARIO_FILE', `${path} is empty`);
+  return parseScenarioYaml(path, text);
+}
+
 /** Parses scenario YAML into plain data; any failure of the yaml library (syntax, alias bombs, nesting) is E_SCENARIO_YAML. */
 function parseScenarioYaml(path: string, text: string): unknown {
   const lineCounter = new LineCounter();

@@ -20,6 +20,7 @@ import type { RunToken } from '../runtime/transport/auth.js';
 import { INSECURE, withToken, type Security } from '../runtime/transport/credentials.js';
 import { Control } from './control-client.js';
 import { runNotes } from './notes.js';
+import { applicationResult } from './application.js';
 import { combineGuests, type CombinedTimeline } from './timeline.js';
 import { isResizeOp } from '../machine/virtio-mem.js';
 import { isSetupOp } from '../machine/setup-ops.js';
@@ -239,6 +240,8 @@ export class Session {
     }
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
+    // Packets or requests per second, as the replay yields them (application.ts); none for a bare DMA-API workload.
+    const app = applicationResult(s.workload, ops, combined.replay.queueing, combined.modeledElapsedNs);
     const result: RunResult = {
       model,
       workload: s.workload,
@@ -274,9 +277,10 @@ export class Session {
       elapsedSec: round(elapsedSec),
       modeledElapsedNs: combined.modeledElapsedNs,
       modeledResources: combined.resources,
+      ...(app ? { application: app } : {}),
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
-      notes: runNotes({ scenario: s, model, profile, devices: topology.devices ?? [], ops }),
+      notes: runNotes({ scenario: s, model, profile, devices: topology.devices ?? [], ops, counters, hostStage2Unmaps: vfio['ioasUnmaps'] ?? 0 }),
     };
     return { result, replies, vms: guests.map((g) => g.index ?? 0), combined };
   }

@@ -176,42 +176,71 @@ export function mainOp<T extends Pick<OpResult, 'op' | 'count'>>(run: { readonly
   return [...run.ops].sort((a, b) => b.count - a.count)[0];
 }
 
-/** results.csv of a sweep: a header, then one record per run. */
+/**
+ * Every operation of a run that ran (count > 0), in the run's order: map, unmap, flush, static-setup,
+ * io, the @before and @after rows of a migration... The sweep table and results.csv show them all.
+ */
+export function sweepOps<T extends Pick<OpResult, 'op' | 'count'>>(run: { readonly ops: readonly T[] }): T[] {
+  return run.ops.filter((o) => o.count > 0);
+}
+
+/**
+ * results.csv of a sweep: a header, then one record per operation of each run (sweepOps; one with
+ * an empty op when none ran). Every record repeats its run's figures; `main_op` is true on the
+ * record of the run's main operation (mainOp), so the records where it is true are one per run, as
+ * the file held before it had a record per operation.
+ */
 export function sweepCsvRecords(keys: readonly string[], runs: readonly RunResult[]): CsvValue[][] {
+  // Application throughput first (empty for a workload without one), then the operation.
   const header = [
-    ...keys, 'model', 'op', 'count', ...TRANSITION_KINDS,
+    ...keys, 'model', 'app_unit', 'app_per_sec_modeled', 'app_bytes_per_sec_modeled', 'app_bottleneck', 'app_bottleneck_kind', 'app_saturated',
+    'op', 'count', ...TRANSITION_KINDS,
     'measured_p50_us', 'measured_p99_us', 'modeled_mean_ns', 'modeled_p99_ns',
-    'ops_per_sec_measured', 'ops_per_sec_modeled', 'fanout', 'guest_commands', 'delivered',
+    'ops_per_sec_measured', 'ops_per_sec_modeled', 'fanout', 'guest_commands', 'delivered', 'main_op',
   ];
   const records: CsvValue[][] = [header];
   for (const run of runs) {
-    const op = mainOp(run);
+    const main = mainOp(run);
+    const ran = sweepOps(run);
     const delivered = Object.values(run.invalidations.deliveredPerPsmmu).reduce((a, b) => a + b, 0);
-    records.push([
-      ...keys.map((k) => run.point?.[k] ?? ''),
-      run.model,
-      op?.op ?? '',
-      op?.count ?? '',
-      ...TRANSITION_KINDS.map((k) => op?.transitions[k] ?? ''),
-      op?.measuredUs.p50 ?? '',
-      op?.measuredUs.p99 ?? '',
-      op?.modeledNs.mean ?? '',
-      op?.modeledNs.p99 ?? '',
-      run.throughput.opsPerSecMeasured,
-      run.throughput.opsPerSecModeled,
-      run.invalidations.fanout,
-      run.invalidations.guestCommands,
-      delivered,
-    ]);
+    for (const op of ran.length > 0 ? ran : [main]) {
+      records.push([
+        ...keys.map((k) => run.point?.[k] ?? ''),
+        run.model,
+        run.application?.unit ?? '',
+        run.application?.perSecModeled ?? '',
+        run.application?.bytesPerSecModeled ?? '',
+        run.application?.bottleneck ?? '',
+        run.application?.bottleneckKind ?? '',
+        run.application ? String(run.application.saturated) : '',
+        op?.op ?? '',
+        op?.count ?? '',
+        ...TRANSITION_KINDS.map((k) => op?.transitions[k] ?? ''),
+        op?.measuredUs.p50 ?? '',
+        op?.measuredUs.p99 ?? '',
+        op?.modeledNs.mean ?? '',
+        op?.modeledNs.p99 ?? '',
+        run.throughput.opsPerSecMeasured,
+        run.throughput.opsPerSecModeled,
+        run.invalidations.fanout,
+        run.invalidations.guestCommands,
+        delivered,
+        String(ran.length === 0 || op === main),
+      ]);
+    }
   }
   return records;
 }
 
 /** One CSV record per saturation search of a sweep --saturate: the point, the model, the rate found. */
 export function saturationCsvRecords(keys: readonly string[], results: readonly SaturationResult[]): CsvValue[][] {
-  const header: CsvValue[] = [...keys, 'model', 'op', 'metric', 'p99BoundUs', 'ratePerSec', 'failedAtPerSec', 'steps', 'stop'];
+  // boundPerSec, capPerSec and capped come after the first columns, which keep their order.
+  const header: CsvValue[] = [...keys, 'model', 'op', 'metric', 'p99BoundUs', 'ratePerSec', 'failedAtPerSec', 'steps', 'stop', 'boundPerSec', 'capPerSec', 'capped'];
   return [
     header,
-    ...results.map((r) => [...keys.map((k) => r.point?.[k] ?? ''), r.model, r.op, r.metric, r.p99BoundUs, r.ratePerSec ?? '', r.failedAtPerSec ?? '', r.steps, r.stop]),
+    ...results.map((r) => [
+      ...keys.map((k) => r.point?.[k] ?? ''), r.model, r.op, r.metric, r.p99BoundUs, r.ratePerSec ?? '', r.failedAtPerSec ?? '', r.steps, r.stop,
+      r.boundPerSec ?? '', r.capPerSec ?? '', r.capped === undefined ? '' : String(r.capped),
+    ]),
   ];
 }

@@ -3,7 +3,7 @@ import { loadOf, stepMeasure } from './load.js';
 import type { RunResult, SaturationMetric, SaturationResult } from './results.js';
 import { judge } from './saturation-search.js';
 import { wrap } from './wrap.js';
-import { mainOp } from './sweep.js';
+import { sweepOps } from './sweep.js';
 import { MODEL } from '../designs/names.js';
 
 function fmt(x: number, digits = 2): string {
@@ -53,6 +53,51 @@ function render(rows: string[][], align: ('l' | 'r')[]): string {
 /** Transitions per operation as exit/user/ioctl/hw/direct. */
 function transitions(t: RunResult['ops'][number]['transitions']): string {
   return TRANSITION_KINDS.map((k) => (t[k] % 1 === 0 ? String(t[k]) : t[k].toFixed(2))).join('/');
+}
+
+/** Bytes per second as bits: 21.4 Gbit/s. */
+function bitsPerSec(bytes: number): string {
+  if (!Number.isFinite(bytes)) return '-';
+  const gbit = (bytes * 8) / 1e9;
+  return gbit >= 1 ? `${Number(gbit.toPrecision(3))} Gbit/s` : `${Number((gbit * 1000).toPrecision(3))} Mbit/s`;
+}
+
+/** An application's bottleneck as the table names it: the resource, what it is, and saturated or not. */
+function bottleneckText(a: NonNullable<RunResult['application']>): string {
+  const u = a.utilization[a.bottleneck];
+  return a.saturated ? `${a.bottleneck} (${a.bottleneckKind}, ${Math.round((u ?? 0) * 100)}%)` : `${a.bottleneck} latency (${a.bottleneckKind}, nothing saturated)`;
+}
+
+/**
+ * Application throughput per model, when the workload has one (packet-stream, block): packets or
+ * requests per second in modeled time and as bits, the resource that bounds it, and each against
+ * the no-vIOMMU design (`none`) and bare metal (`host`) where they ran. Empty otherwise.
+ */
+export function applicationTable(runs: readonly RunResult[]): string {
+  const apps = runs.filter((r) => r.application);
+  const first = apps[0]?.application;
+  if (!first) return '';
+  const none = runs.find((r) => r.model === MODEL.none)?.application;
+  const host = runs.find((r) => r.model === MODEL.host)?.application;
+  const rows: string[][] = [['model', `${first.unit}/s modeled`, 'throughput', 'vs none', 'vs host', 'bottleneck']];
+  for (const run of apps) {
+    const a = run.application as NonNullable<RunResult['application']>;
+    rows.push([
+      run.model,
+      perSec(a.perSecModeled),
+      bitsPerSec(a.bytesPerSecModeled),
+      run.model === MODEL.none ? 'baseline' : ratio(a.perSecModeled, none?.perSecModeled),
+      run.model === MODEL.host ? 'baseline' : ratio(a.perSecModeled, host?.perSecModeled),
+      bottleneckText(a),
+    ]);
+  }
+  const modes = [...new Set(runs.map((r) => r.dma.mode))].join(', ');
+  const legend =
+    `Application throughput (DMA mode ${modes}): ${first.unit} per second in modeled time, from the queueing replay of every ` +
+    'vCPU, lock, queue, device and link; vs none / vs host = against the no-vIOMMU design and bare metal (- when not run); ' +
+    'bottleneck = the saturated resource and its utilization, or, when none is saturated, the one the I/Os in flight spend the most time on.';
+  return `${wrap(legend, 120)}
+${render(rows, ['l', 'r', 'r', 'r', 'r', 'l'])}`;
 }
 
 /**
@@ -108,7 +153,9 @@ export function comparisonTable(runs: readonly RunResult[]): string {
     dRows.push([run.model, String(d.translations), fmt(d.iotlbHitRate, 3), String(d.walkAccesses), String(d.faults), String(d.useAfterUnmap), String(d.staleTranslations)]);
   }
   const dma = render(dRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
-  return `${ops}\n\n${thr}\n\n${dma}`;
+  // An application workload leads with its throughput; the DMA API's operations follow.
+  const app = applicationTable(runs);
+  return `${app ? `${app}\n\n` : ''}${ops}\n\n${thr}\n\n${dma}`;
 }
 
 /** Per-hop measured one-way latency of one run. */
@@ -162,46 +209,55 @@ function measured(x: number): string {
 }
 
 /**
- * A sweep, one row per run: the swept keys' values, the model, its main operation (unmap, or the
- * workload's) with its transitions and latency, the run's throughput and invalidation fanout.
- * Fits 120 columns with two swept keys.
+ * A sweep, one row per operation of each run (map, unmap, flush, static-setup, io, the @before and
+ * @after rows of a migration...: every operation that ran, in the run's order): the run's first row
+ * carries the swept keys' values, the model, the application throughput and bottleneck where the
+ * run has them, the run's throughput and invalidation fanout; its other rows only the operation,
+ * its transitions and latency. Fits 120 columns with two swept keys.
  */
 export function sweepTable(keys: readonly string[], runs: readonly RunResult[]): string {
   const last = (k: string): string => k.slice(k.lastIndexOf('.') + 1);
   // A key's last part names its column, unless two swept keys share it.
   const names = keys.map((k) => (keys.filter((x) => last(x) === last(k)).length > 1 ? k : last(k)));
   const n = keys.length;
-  const header = [...names, 'model', 'op', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'p50', 'p99', 'mean', 'p99', 'measured', 'modeled', 'fanout'];
+  const app = runs.some((r) => r.application);
+  const header = [...names, 'model', ...(app ? ['app/s', 'bottleneck'] : []), 'op', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'p50', 'p99', 'mean', 'p99', 'measured', 'modeled', 'fanout'];
   const rows: string[][] = [header];
   for (const run of runs) {
-    const op = mainOp(run);
-    rows.push([
-      ...keys.map((k) => String(run.point?.[k] ?? '-')),
-      run.model,
-      op?.op ?? '-',
-      op ? transitions(op.transitions) : '-',
-      op ? measured(op.measuredUs.p50) : '-',
-      op ? measured(op.measuredUs.p99) : '-',
-      op ? modeledUs(op.modeledNs.mean) : '-',
-      op ? modeledUs(op.modeledNs.p99) : '-',
-      perSec(run.throughput.opsPerSecMeasured),
-      perSec(run.throughput.opsPerSecModeled),
-      fmt(run.invalidations.fanout, 2),
-    ]);
+    const a = run.application;
+    const ran = sweepOps(run);
+    (ran.length > 0 ? ran : [undefined]).forEach((op, i) => {
+      const first = i === 0;
+      rows.push([
+        ...keys.map((k) => (first ? String(run.point?.[k] ?? '-') : '')),
+        first ? run.model : '',
+        ...(app ? (first ? [a ? perSec(a.perSecModeled) : '-', a ? `${a.bottleneck}${a.saturated ? '' : ' (latency)'}` : '-'] : ['', '']) : []),
+        op?.op ?? '-',
+        op ? transitions(op.transitions) : '-',
+        op ? measured(op.measuredUs.p50) : '-',
+        op ? measured(op.measuredUs.p99) : '-',
+        op ? modeledUs(op.modeledNs.mean) : '-',
+        op ? modeledUs(op.modeledNs.p99) : '-',
+        first ? perSec(run.throughput.opsPerSecMeasured) : '',
+        first ? perSec(run.throughput.opsPerSecModeled) : '',
+        first ? fmt(run.invalidations.fanout, 2) : '',
+      ]);
+    });
   }
   const numeric = keys.map((k) => runs.length > 0 && runs.every((r) => typeof r.point?.[k] === 'number'));
-  const align: ('l' | 'r')[] = [...numeric.map((x): 'l' | 'r' => (x ? 'r' : 'l')), 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'];
+  const extra = app ? 2 : 0;
+  const align: ('l' | 'r')[] = [...numeric.map((x): 'l' | 'r' => (x ? 'r' : 'l')), 'l', ...(app ? (['r', 'l'] as const) : []), 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'];
   const spans = [
-    { label: 'measured us', from: n + 3, to: n + 4 },
-    { label: 'modeled us', from: n + 5, to: n + 6 },
-    { label: 'ops/s', from: n + 7, to: n + 8 },
+    { label: 'measured us', from: n + extra + 3, to: n + extra + 4 },
+    { label: 'modeled us', from: n + extra + 5, to: n + extra + 6 },
+    { label: 'ops/s', from: n + extra + 7, to: n + extra + 8 },
   ];
   const points = new Set(runs.map((r) => JSON.stringify(r.point ?? {}))).size;
   const models = new Set(runs.map((r) => r.model)).size;
   const legend =
     `Sweep of ${keys.join(' x ')} (${points} point${points === 1 ? '' : 's'}) x ${models} model${models === 1 ? '' : 's'}. ` +
-    'Per run: its main operation (unmap, or the workload\'s) with transitions per op e/u/i/h/d = exit/user/ioctl/hw/direct, ' +
-    'measured p50/p99 and modeled mean/p99 latency in us; throughput of all operations (ops/s); ' +
+    (app ? 'Per run: application throughput (app/s: packets or requests per second, modeled) and its bottleneck; then ' : 'Per run: ') + 'a row per operation that ran with its transitions per op e/u/i/h/d = exit/user/ioctl/hw/direct, ' +
+    'measured p50/p99 and modeled mean/p99 latency in us; on its first row, throughput of all operations (ops/s) and ' +
     'fanout = commands delivered to the pSMMUs per guest invalidation.';
   return `${wrap(legend, 120)}\n${renderSpanned(spans, rows, align)}`;
 }

@@ -57,6 +57,47 @@ export const COST_STEPS = {
       'linux drivers/iommu/dma-iommu.c: iommu_dma_map_swiotlb, dev_use_swiotlb (from iommu_dma_map_phys; iommu_dma_map_page before v6.18)',
     ],
   },
+  'net.tx_packet': {
+    doc: 'packet-stream: the guest network stack and NIC driver transmit one packet of at most an MTU (or one TSO segment, priced as one packet): socket send and copy from user, TCP/IP output, qdisc, the driver\'s xmit and its TX-completion reap; the dma_map and dma_unmap around it are their own operations',
+    functions: [
+      'linux net/ipv4/tcp.c: tcp_sendmsg_locked',
+      'linux net/ipv4/ip_output.c: ip_queue_xmit, ip_finish_output2',
+      'linux net/core/dev.c: __dev_queue_xmit, dev_hard_start_xmit',
+      'linux drivers/net/ethernet/mellanox/mlx5/core/en_tx.c: mlx5e_xmit, mlx5e_poll_tx_cq',
+      'linux net/core/skbuff.c: napi_consume_skb',
+    ],
+  },
+  'net.rx_packet': {
+    doc: 'packet-stream: the guest NIC driver and network stack receive one packet of at most an MTU (or one GRO segment, priced as one packet): NAPI poll, skb build, GRO, IP/TCP input and the copy to user; the RX buffer\'s dma_map (refill) and dma_unmap are their own operations',
+    functions: [
+      'linux drivers/net/ethernet/mellanox/mlx5/core/en_rx.c: mlx5e_poll_rx_cq, mlx5e_handle_rx_cqe',
+      'linux net/core/gro.c: napi_gro_receive',
+      'linux net/core/dev.c: __netif_receive_skb_core',
+      'linux net/ipv4/ip_input.c: ip_rcv, ip_local_deliver',
+      'linux net/ipv4/tcp_ipv4.c: tcp_v4_rcv',
+      'linux net/core/datagram.c: skb_copy_datagram_iter',
+    ],
+  },
+  'block.request': {
+    doc: 'block: the guest block layer and NVMe driver issue and complete one request, interrupt-driven: bio to request, the submission-queue entry and doorbell, the completion interrupt and the request\'s end; the request\'s dma_map (dma_map_sg) and dma_unmap are their own operations',
+    functions: [
+      'linux block/blk-mq.c: blk_mq_submit_bio, blk_mq_end_request',
+      'linux drivers/nvme/host/pci.c: nvme_queue_rq, nvme_irq, nvme_pci_complete_rq',
+      'linux io_uring/rw.c: io_read, io_complete_rw',
+    ],
+  },
+  'guest.pmd_io': {
+    doc: 'dma=static: a poll-mode driver (DPDK, SPDK) posts and reaps one I/O from user space, no interrupt, no kernel stack; its buffer is premapped, so no dma_map',
+    functions: ['driver-level: DPDK rte_eth_tx_burst / rte_eth_rx_burst (mlx5_tx_burst, mlx5_rx_burst); SPDK spdk_nvme_ns_cmd_read / spdk_nvme_qpair_process_completions (not Linux)'],
+  },
+  'hw.device_ns': {
+    doc: 'one nanosecond of a device serving an I/O (the NIC\'s per-packet time, an NVMe drive\'s service time): a unit, charged as many times as the scenario\'s device keys give nanoseconds, so an I/O\'s device time travels in its step vector',
+    functions: ['hardware: the NIC\'s packet pipeline (device.nic.mpps), the NVMe drive\'s media and controller (device.nvme.serviceUs)'],
+  },
+  'hw.link_ns': {
+    doc: 'one nanosecond of a link carrying an I/O (the Ethernet wire, the NVMe drive\'s PCIe link): a unit, charged as many times as the scenario\'s link keys give nanoseconds',
+    functions: ['hardware: Ethernet MAC/PHY at device.nic.lineGbps; PCIe link at device.nvme.linkGBps'],
+  },
   'guest.fq_insert': {
     doc: 'lazy mode: guest queues one unmapped IOVA in its per-CPU flush queue',
     functions: ['linux drivers/iommu/dma-iommu.c: queue_iova, fq_ring_add'],

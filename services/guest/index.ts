@@ -125,7 +125,8 @@ class GuestRole implements RoleInstance {
       stepNames: [...this.env.costs.steps.names],
       stepVectors,
       ...(explained ? { explained } : {}),
-      threadEndNs: [...this.kernel.vcpuNs],
+      // An application workload's replay threads are its vCPUs' lanes.
+      threadEndNs: r.threadEndNs ?? [...this.kernel.vcpuNs],
       guestCommands: this.dma.guestCommands,
       emulatedCommands: this.dma.emulatedCommands ?? 0,
       workloadCounters: { ...r.counters, ...step?.counters },

@@ -151,6 +151,7 @@ export function checkConfigure(t: Topology__Output, self: string): void {
     const numbers: [keyof typeof w, string][] = [
       ['threads', 'workload.threads'], ['granulePages', 'workload.granulePages'], ['ops', 'workload.ops'], ['durationSec', 'workload.durationSec'],
       ['rate', 'workload.rate'], ['dwellUs', 'workload.dwellUs'], ['gapUs', 'workload.gapUs'], ['timeScale', 'workload.timeScale'], ['queueDepth', 'workload.queueDepth'],
+      ['packetBytes', 'workload.packetBytes'],
     ];
     for (const [k, key] of numbers) checkKeyNumber(`workload.${k}`, w[k] as number, key);
     if (w.migration) {
@@ -171,8 +172,17 @@ export function checkConfigure(t: Topology__Output, self: string): void {
   }
   const d = t.device;
   if (d) {
-    const numbers: [Exclude<keyof typeof d, 'ats'>, string][] = [['dmaRate', 'device.dmaRate'], ['lingerMs', 'device.lingerMs'], ['lingerShare', 'device.lingerShare'], ['iotlbEntries', 'device.iotlbEntries'], ['ringBuffers', 'device.ringBuffers']];
+    const numbers: [Exclude<keyof typeof d, 'ats' | 'nic' | 'nvme'>, string][] = [['dmaRate', 'device.dmaRate'], ['lingerMs', 'device.lingerMs'], ['lingerShare', 'device.lingerShare'], ['iotlbEntries', 'device.iotlbEntries'], ['ringBuffers', 'device.ringBuffers']];
     for (const [k, key] of numbers) checkKeyNumber(`device.${k}`, d[k], key);
+    if (d.nic) {
+      checkKeyNumber('device.nic.mpps', d.nic.mpps, 'device.nic.mpps');
+      checkKeyNumber('device.nic.lineGbps', d.nic.lineGbps, 'device.nic.lineGbps');
+    }
+    if (d.nvme) {
+      checkKeyNumber('device.nvme.serviceUs', d.nvme.serviceUs, 'device.nvme.serviceUs');
+      checkKeyNumber('device.nvme.parallelism', d.nvme.parallelism, 'device.nvme.parallelism');
+      checkKeyNumber('device.nvme.linkGBps', d.nvme.linkGBps, 'device.nvme.linkGBps');
+    }
   }
   if (t.guest) {
     checkKeyString('guest.flushQueue', t.guest.flushQueue, 'guest.flushQueue');

@@ -230,6 +230,16 @@ describe('help', () => {
     for (const key of ['topology.psmmus', 'workload.threads', 'workload.ops', 'model', 'seed']) {
       expect(r.stdout).toMatch(new RegExp(`^${key.replace('.', '\\.')}\\s`, 'm'));
     }
+    // An option that can do nothing states when it matters (the run notes no-effect.<key> otherwise).
+    const doc = (key: string): string => {
+      const ls = r.stdout.split('\n');
+      const at = ls.findIndex((l) => l.startsWith(`${key} `));
+      const next = ls.findIndex((l, i) => i > at && /^[a-zA-Z]/.test(l));
+      return ls.slice(at, next < 0 ? undefined : next).join(' ').replace(/\s+/g, ' ');
+    };
+    for (const key of ['vmm.hwptInvalidate', 'topology.dispatch', 'topology.vcmdqsPerVsmmu', 'guest.flushQueue', 'guest.tceHcalls', 'smmu.ril']) {
+      expect(doc(key), key).toMatch(/Matters only /);
+    }
     expect(r.spawned).toEqual([]);
   });
 

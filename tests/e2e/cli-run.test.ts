@@ -152,10 +152,11 @@ describe('vmmsim run --model nested-smmuv3 --ops 100 --json --out DIR', () => {
   });
 });
 
-describe('vmmsim compare --ops 100', () => {
+describe('vmmsim compare --ops 100 --set vmm.hwptInvalidate=per-batch', () => {
   it('compares the default models in a table that ends with the path of results.json', async () => {
     const cwd = runs.folder();
-    const r = await runWatched(runs, ['compare', '--ops', '100'], { cwd });
+    // per-batch changes no modeled figure when every guest batch holds one command: a note says so.
+    const r = await runWatched(runs, ['compare', '--ops', '100', '--set', 'vmm.hwptInvalidate=per-batch'], { cwd });
     expect(r.code, r.stderr).toBe(0);
     const out = lines(r.stdout);
     const tableModels = new Set(out.map((l) => l.split(/\s+/)[0]));
@@ -188,12 +189,27 @@ describe('vmmsim compare --ops 100', () => {
     expect(doc.profile.arch).toBe('arm64');
     const mismatched = doc.runs.filter((x) => x.notes.some((n) => n.code === 'arch-mismatch')).map((x) => x.model).sort();
     expect(mismatched).toEqual(['intel-cm', 'spapr-tce', 'spapr-tce-kvm']);
-    expect(nested.notes).toEqual([]);
+    // A strict unmap is one TLBI per batch: per-batch made one ioctl per command, as per-command does.
+    const ioctls = nested.counters['vfio']?.['hwptInvalidate'] ?? 0;
+    expect(ioctls).toBeGreaterThan(0);
+    expect(nested.counters['vfio']?.['commands']).toBe(ioctls);
+    expect(nested.notes).toEqual([{
+      code: 'no-effect.vmm.hwptInvalidate',
+      text: expect.stringMatching(new RegExp(`^vmm\\.hwptInvalidate=per-batch had no effect on this run: every guest batch held one command \\(${ioctls} IOMMU_HWPT_INVALIDATE ioctls for ${ioctls} commands\\).* It matters only when`)),
+    }]);
+    // A design whose invalidations never reach IOMMU_HWPT_INVALIDATE says so too.
+    expect(none.notes.map((n) => n.text)).toContainEqual(expect.stringMatching(/^vmm\.hwptInvalidate=per-batch had no effect on this run: no IOMMU_HWPT_INVALIDATE ran\./));
     // Each note starts a line; a long one continues on lines indented further.
     const notesText = out.slice(out.indexOf('notes:') + 1).filter((l) => l.startsWith('  ')).join('\n').replace(/\n {4}/g, ' ');
     const noteLines = notesText.split('\n').filter((l) => l.startsWith('  arch-mismatch: '));
     expect(noteLines.map((l) => l.split(' ')[3]).sort(), r.stdout).toEqual(['intel-cm', 'spapr-tce', 'spapr-tce-kvm']);
     expect(noteLines.find((l) => l.includes('spapr-tce models ppc64 hardware')), r.stdout).toMatch(/profile arm64-kunpeng920 prices arm64: .*--profile power9\)$/);
+    // Not every run carries either note, whose text names no model: the models follow the code.
+    const noEffect = notesText.split('\n').filter((l) => l.startsWith('  no-effect.vmm.hwptInvalidate')).sort();
+    expect(noEffect, r.stdout).toEqual([
+      expect.stringMatching(new RegExp(`^  no-effect\\.vmm\\.hwptInvalidate \\(nested-smmuv3\\): vmm\\.hwptInvalidate=per-batch had no effect on this run: every guest batch held one command \\(${ioctls} IOMMU_HWPT_INVALIDATE`)),
+      expect.stringMatching(/^ {2}no-effect\.vmm\.hwptInvalidate \(none, .*\): vmm\.hwptInvalidate=per-batch had no effect on this run: no IOMMU_HWPT_INVALIDATE ran\./),
+    ]);
     for (const l of out) expect(l.length, l).toBeLessThanOrEqual(120);
     expect(out.indexOf('notes:')).toBeGreaterThan(out.findIndex((l) => l.startsWith('nested-smmuv3-vcmdq')));
 

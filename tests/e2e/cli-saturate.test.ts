@@ -49,7 +49,7 @@ describe('vmmsim saturate --model none --p99-bound-us 50 --ops 200 --json', () =
 
   it('finds the modeled knee within 5%, from a passing rate below it and a failing one above', () => {
     expect(Number.isFinite(knee)).toBe(true);
-    expect(sat).toMatchObject({ model: 'none', metric: 'modeled', p99BoundUs: 50, op: 'unmap', stop: 'converged' });
+    expect(sat).toMatchObject({ model: 'none', metric: 'modeled', p99BoundUs: 50, op: 'unmap', stop: 'converged', boundPerSec: 64e6, capPerSec: 1e9, capped: false });
     expect(sat.ratePerSec).not.toBeNull();
     const rate = sat.ratePerSec as number;
     expect(rate).toBeLessThanOrEqual(knee);
@@ -91,21 +91,25 @@ describe('vmmsim saturate --model none --p99-bound-us 50 --ops 200 --json', () =
 });
 
 describe('vmmsim saturate with progress', () => {
-  it('prints one line per step on stderr, then the table of models', async () => {
+  it('prints one line per step on stderr, then the table of models; passing at --max raises it, passing at --cap says it stopped there', async () => {
     const out = join(runs.folder(), 'out');
-    const r = await runWatched(runs, ['saturate', '--model', 'none', '--p99-bound-us', '50', '--ops', '100', '--from', '1000000', '--max', '2000000', '--out', out]);
+    const r = await runWatched(runs, ['saturate', '--model', 'none', '--p99-bound-us', '50', '--ops', '100', '--from', '1000000', '--max', '1000000', '--cap', '2000000', '--out', out]);
     expect(r.code, r.stderr).toBe(0);
     expect(lines(r.stderr)).toEqual([
-      expect.stringMatching(/^vmmsim: saturate none: 1000000\/s -> achieved \d+\/s, p99 0\.030 us: ok$/),
+      expect.stringMatching(/^vmmsim: saturate none: 1000000\/s -> achieved \d+\/s, p99 0\.030 us: ok; passed at the upper bound: raised to 2000000\/s$/),
       expect.stringMatching(/^vmmsim: saturate none: 2000000\/s -> achieved \d+\/s, p99 0\.030 us: ok$/),
     ]);
     const table = lines(r.stdout);
     const row = table.find((l) => l.startsWith('none '));
     expect(row).toBeDefined();
-    // Passing at --max ends the search there.
+    // Passing at the cap ends the search there, and the terminal says so with the cap's value.
     expect(row?.split(/\s+/).slice(0, 7)).toEqual(['none', 'unmap', '2000000', expect.stringMatching(/^(>=|<)\d+$/), '-', '2', 'max']);
+    expect(table).toContain('not saturated:');
+    expect(table).toContain('  none: stopped at the cap of 2000000/s (--cap): it passed there, so it saturates above the cap; the search did not find where');
     expect(r.stdout).toContain(`results: ${join(out, 'results.json')}`);
-    expect(readResults(out).saturation).toEqual([{ model: 'none', ratePerSec: 2e6, metric: 'modeled', p99BoundUs: 50, op: 'unmap', failedAtPerSec: null, steps: 2, stop: 'max' }]);
+    expect(readResults(out).saturation).toEqual([
+      { model: 'none', ratePerSec: 2e6, metric: 'modeled', p99BoundUs: 50, op: 'unmap', failedAtPerSec: null, steps: 2, stop: 'max', boundPerSec: 2e6, capPerSec: 2e6, capped: true },
+    ]);
   });
 });
 
@@ -114,9 +118,10 @@ describe('vmmsim saturate refuses what it cannot search, before starting anythin
     { what: 'no p99 bound', args: ['saturate', '--model', 'none'], code: 'E_USAGE', mentions: ['--p99-bound-us is required'] },
     { what: 'a bound that is not a number', args: ['saturate', '--p99-bound-us', 'fast'], code: 'E_USAGE', mentions: ['--p99-bound-us', '"fast"'] },
     { what: 'an unknown clock', args: ['saturate', '--p99-bound-us', '5', '--metric', 'wall'], code: 'E_USAGE', mentions: ['--metric', 'modeled or measured'] },
+    { what: 'max above cap', args: ['saturate', '--p99-bound-us', '5', '--max', '100', '--cap', '10'], code: 'E_USAGE', mentions: ['--max (100)', '--cap (10)'] },
     { what: 'from above max', args: ['saturate', '--p99-bound-us', '5', '--from', '100', '--max', '10'], code: 'E_USAGE', mentions: ['--from (100)', '--max (10)'] },
     { what: 'a rate of its own', args: ['saturate', '--p99-bound-us', '5', '--set', 'workload.rate=5'], code: 'E_USAGE', mentions: ['workload.rate', '--from and --max'] },
-    { what: 'a closed-loop workload', args: ['saturate', '--p99-bound-us', '5', '--set', 'workload.kind=static'], code: 'E_NOT_SUPPORTED', mentions: ['open loop', 'static'] },
+    { what: 'a closed-loop workload', args: ['saturate', '--p99-bound-us', '5', '--set', 'workload.kind=sva-unmap-storm'], code: 'E_NOT_SUPPORTED', mentions: ['open loop', 'sva-unmap-storm'] },
     { what: 'an operation no open-loop workload has', args: ['saturate', '--p99-bound-us', '5', '--op', 'flush'], code: 'E_USAGE', mentions: ['--op', 'map, unmap'] },
   ];
   for (const c of cases) {

@@ -71,18 +71,20 @@ describe('vmmsim sweep --ops 30 --set topology.psmmus=1,2 --set topology.vsmmu=s
     expect(unmap(per).modeledNs.mean).toBe(unmap(one).modeledNs.mean);
   });
 
-  it('writes results.csv beside it: a header and one RFC 4180 record per run', () => {
+  it('writes results.csv beside it: a header and one RFC 4180 record per operation of each run, main_op marking one per run', () => {
     const text = readFileSync(join(out, 'results.csv'), 'utf8');
     expect(text.endsWith('\r\n')).toBe(true);
     const records = text.slice(0, -2).split('\r\n').map((l) => l.split(','));
     const header = records[0] as string[];
-    expect(header.slice(0, 5)).toEqual(['topology.psmmus', 'topology.vsmmu', 'model', 'op', 'count']);
-    for (const c of ['exit', 'user', 'ioctl', 'hw', 'direct', 'measured_p50_us', 'measured_p99_us', 'modeled_mean_ns', 'modeled_p99_ns', 'ops_per_sec_measured', 'ops_per_sec_modeled', 'fanout', 'guest_commands', 'delivered']) {
+    expect(header.slice(0, 3)).toEqual(['topology.psmmus', 'topology.vsmmu', 'model']);
+    for (const c of ['op', 'count', 'exit', 'user', 'ioctl', 'hw', 'direct', 'measured_p50_us', 'measured_p99_us', 'modeled_mean_ns', 'modeled_p99_ns', 'ops_per_sec_measured', 'ops_per_sec_modeled', 'fanout', 'guest_commands', 'delivered', 'main_op']) {
       expect(header, c).toContain(c);
     }
-    const rows = records.slice(1);
-    expect(rows).toHaveLength(4);
     const col = (row: string[], name: string): string => row[header.indexOf(name)] as string;
+    // Each run's map and unmap.
+    expect(records.slice(1).map((r) => `${col(r, 'op')}:${col(r, 'main_op')}`)).toEqual(Array(4).fill(['map:false', 'unmap:true']).flat());
+    const rows = records.slice(1).filter((r) => col(r, 'main_op') === 'true');
+    expect(rows).toHaveLength(4);
     rows.forEach((row, i) => {
       const run = doc.runs[i] as RunResult;
       expect(row).toHaveLength(header.length);
@@ -106,9 +108,14 @@ describe('vmmsim sweep --ops 30 --set topology.psmmus=1,2 --set topology.vsmmu=s
     ]);
     const stdout = lines(result.stdout);
     for (const l of stdout) expect(l.length, l).toBeLessThanOrEqual(120);
-    const rows = stdout.filter((l) => /^\s*\d+\s+(single|per-psmmu)\s+nested-smmuv3\s+unmap\s/.test(l));
+    // A row per operation: the run's first (map) with its point and run figures, then its unmap.
+    const rows = stdout.filter((l) => /^\s*\d+\s+(single|per-psmmu)\s+nested-smmuv3\s+map\s/.test(l));
     expect(rows).toHaveLength(4);
     expect(rows.map((r) => r.trim().split(/\s+/).pop())).toEqual(['1.00', '1.00', '2.00', '1.00']);
+    expect(stdout.filter((l) => /^\s+unmap\s+\d/.test(l))).toHaveLength(4);
+    stdout.forEach((l, i) => {
+      if (/^\s*\d+\s+(single|per-psmmu)\s+nested-smmuv3\s+map\s/.test(l)) expect(stdout[i + 1]).toMatch(/^\s+unmap\s+\d/);
+    });
     expect(stdout).toContain(`results: ${join(out, 'results.json')}`);
     expect(stdout[stdout.length - 1]).toBe(`csv: ${join(out, 'results.csv')}`);
   });
@@ -185,7 +192,7 @@ describe('vmmsim sweep interrupted', () => {
     expect(doc.error?.code).toBe('E_INTERRUPTED');
     expect(doc.sweep).toEqual({ keys: ['topology.psmmus'], points: 2 });
     expect(doc.runs).toEqual([]);
-    expect(readFileSync(join(out, 'results.csv'), 'utf8').split('\r\n')[0]).toMatch(/^topology\.psmmus,model,op,/);
+    expect(readFileSync(join(out, 'results.csv'), 'utf8').split('\r\n')[0]).toMatch(/^topology\.psmmus,model,app_unit,.*,op,count,.*,main_op$/);
     // The second point's tree never started.
     expect(stderr).not.toContain('sweep 2/2');
     expect(await waitForNoProcesses(run.marker, 10_000)).toEqual([]);
@@ -211,7 +218,8 @@ describe('vmmsim sweep --saturate: a saturation rate per point', () => {
     // Every step is a run with its point and rate.
     expect(doc.runs.every((x) => typeof x.point?.['workload.rate'] === 'number' && x.point?.['topology.vsmmu'] !== undefined)).toBe(true);
     const csv = readFileSync(join(out, 'saturation.csv'), 'utf8').trim().split('\r\n');
-    expect(csv[0]).toBe('topology.vsmmu,model,op,metric,p99BoundUs,ratePerSec,failedAtPerSec,steps,stop');
+    expect(csv[0]).toBe('topology.vsmmu,model,op,metric,p99BoundUs,ratePerSec,failedAtPerSec,steps,stop,boundPerSec,capPerSec,capped');
+    expect(doc.saturation?.every((s) => s.capPerSec === 1e9 && s.capped === false)).toBe(true);
     expect(csv).toHaveLength(3);
     expect(lines(r.stdout).some((l) => /^single\s+nested-smmuv3\s+unmap\s+\d+/.test(l))).toBe(true);
   });

@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { loadProfile } from '../../services/cost/profile.js';
-import { archNotes, notesBlock } from '../../services/controller/notes.js';
+import { archNotes, notesBlock, runNotes } from '../../services/controller/notes.js';
+import { devices } from '../../services/controller/session.js';
+import { MODEL } from '../../services/designs/names.js';
+import { resolveScenario } from '../../services/scenario/validate.js';
 import { allDesigns } from '../../services/designs/registry.js';
 
 describe('run notes', () => {
@@ -41,5 +44,87 @@ describe('run notes', () => {
     const note = { code: 'arch-mismatch', text: 'spapr-tce models ppc64 hardware' };
     expect(notesBlock([{ model: 'none', notes: [] }])).toBe('');
     expect(notesBlock([{ model: 'spapr-tce', notes: [note] }, { model: 'spapr-tce', notes: [note] }])).toBe('\nnotes:\n  arch-mismatch: spapr-tce models ppc64 hardware\n');
+  });
+});
+
+describe('no-effect notes: an option the user set that did nothing in the run', () => {
+  const profile = loadProfile('arm64-kunpeng920');
+  type Extra = { counters?: Record<string, Record<string, number>>; hostStage2Unmaps?: number };
+  const notesOf = (scenario: Parameters<typeof resolveScenario>[0], model: string, extra: Extra = {}): { code: string; text: string }[] => {
+    const s = resolveScenario(scenario);
+    return runNotes({ scenario: s, model, profile, devices: devices(s), ...extra }).filter((n) => n.code.startsWith('no-effect.'));
+  };
+  const codes = (scenario: Parameters<typeof resolveScenario>[0], model: string, extra: Extra = {}): string[] => notesOf(scenario, model, extra).map((n) => n.code);
+  const vfio = (ioctls: number, commands: number): Extra => ({ counters: { vfio: { hwptInvalidate: ioctls, commands }, 'qemu-0': { ioctls } } });
+
+  it('say nothing of options left at their defaults, whatever the run', () => {
+    expect(codes({}, MODEL.nestedSmmuv3, vfio(10, 10))).toEqual([]);
+    expect(codes({}, MODEL.spaprTce)).toEqual([]);
+    expect(codes({}, MODEL.virtioIommu)).toEqual([]);
+  });
+
+  it('vmm.hwptInvalidate=per-batch: when every IOMMU_HWPT_INVALIDATE carried one command, or none ran', () => {
+    const set = { vmm: { hwptInvalidate: 'per-batch' } };
+    const [note] = notesOf(set, MODEL.nestedSmmuv3, vfio(300, 300));
+    expect(note?.code).toBe('no-effect.vmm.hwptInvalidate');
+    expect(note?.text).toBe(
+      'vmm.hwptInvalidate=per-batch had no effect on this run: every guest batch held one command (300 IOMMU_HWPT_INVALIDATE ioctls for 300 commands), ' +
+        'so each batch was one ioctl as per-command makes it. It matters only when the guest\'s invalidations trap to the VMM (a nested design) and a ' +
+        'guest batch (the commands of one CMDQ_PROD write) holds more than one command, as a multi-page unmap with smmu.ril=false does.',
+    );
+    // Batches of several commands: fewer ioctls than commands, the option did something.
+    expect(codes(set, MODEL.nestedSmmuv3, vfio(100, 300))).toEqual([]);
+    expect(notesOf(set, MODEL.virtioIommu, vfio(0, 0))[0]?.text).toMatch(/^vmm\.hwptInvalidate=per-batch had no effect on this run: no IOMMU_HWPT_INVALIDATE ran\./);
+    // Before the run (no counters), nothing is known.
+    expect(codes(set, MODEL.nestedSmmuv3)).toEqual([]);
+  });
+
+  it('topology.dispatch=lookup: with a single pSMMU, one vSMMU per pSMMU, or a design without vSMMU over pSMMUs', () => {
+    const [single] = notesOf({ topology: { dispatch: 'lookup', psmmus: 1 } }, MODEL.nestedSmmuv3);
+    expect(single?.code).toBe('no-effect.topology.dispatch');
+    expect(single?.text).toMatch(/^topology\.dispatch=lookup had no effect on this run: there is a single pSMMU, so every invalidation goes to it\. It matters only under a nested design with topology\.vsmmu=single when a VM has devices behind more than one pSMMU/);
+    expect(notesOf({ topology: { dispatch: 'lookup', psmmus: 2, vsmmu: 'per-psmmu', vmid: 'per-vsmmu' } }, MODEL.nestedSmmuv3)[0]?.text).toContain('each vSMMU fronts one pSMMU (topology.vsmmu=per-psmmu)');
+    expect(notesOf({ topology: { dispatch: 'lookup', psmmus: 2, vms: 2 } }, MODEL.nestedSmmuv3)[0]?.text).toContain('no VM has devices behind more than one pSMMU');
+    expect(notesOf({ topology: { dispatch: 'lookup' } }, MODEL.virtioIommu)[0]?.text).toContain('virtio-iommu has no vSMMU in front of physical SMMUs');
+    // One vSMMU routing to two pSMMUs: lookup decides where each invalidation goes.
+    expect(codes({ topology: { dispatch: 'lookup', psmmus: 2, vsmmu: 'single' } }, MODEL.nestedSmmuv3)).toEqual([]);
+  });
+
+  it('topology.vcmdqsPerVsmmu under a design without VCMDQs', () => {
+    const [note] = notesOf({ topology: { vcmdqsPerVsmmu: 4 } }, MODEL.nestedSmmuv3);
+    expect(note).toEqual({
+      code: 'no-effect.topology.vcmdqsPerVsmmu',
+      text: 'topology.vcmdqsPerVsmmu=4 had no effect on this run: nested-smmuv3 has no VCMDQs. It matters only under a design whose guest invalidations go to hardware queues (VCMDQs).',
+    });
+    expect(codes({ topology: { vcmdqsPerVsmmu: 4 } }, MODEL.nestedSmmuv3Vcmdq)).toEqual([]);
+  });
+
+  it('guest.flushQueue under a DMA mode other than lazy', () => {
+    expect(notesOf({ guest: { flushQueue: 'single' } }, MODEL.nestedSmmuv3)[0]?.text).toBe(
+      'guest.flushQueue=single had no effect on this run: dma is strict, which has no flush queue. It matters only with dma=lazy.',
+    );
+    expect(codes({ dma: 'lazy', guest: { flushQueue: 'single' } }, MODEL.nestedSmmuv3)).toEqual([]);
+  });
+
+  it('guest.tceHcalls under a design that is not sPAPR, or with one page per map (per-entry and indirect coincide)', () => {
+    expect(notesOf({ guest: { tceHcalls: 'per-entry' } }, MODEL.spaprTce)[0]?.text).toContain('every map and unmap covers one page (workload.granulePages 1), so per-entry and indirect make the same one hypercall');
+    expect(notesOf({ guest: { tceHcalls: 'per-entry' }, workload: { granulePages: 4 } }, MODEL.nestedSmmuv3)[0]?.text).toContain('nested-smmuv3 makes no TCE hypercalls (it is not an sPAPR design)');
+    expect(codes({ guest: { tceHcalls: 'per-entry' }, workload: { granulePages: 4 } }, MODEL.spaprTceKvm)).toEqual([]);
+  });
+
+  it('smmu.ril=false when no invalidation covered more than one page, or without an SMMUv3', () => {
+    const [note] = notesOf({ smmu: { ril: false } }, MODEL.nestedSmmuv3, { hostStage2Unmaps: 0 });
+    expect(note?.code).toBe('no-effect.smmu.ril');
+    expect(note?.text).toMatch(/^smmu\.ril=false had no effect on this run: no invalidation covered more than one page/);
+    expect(codes({ smmu: { ril: false }, workload: { granulePages: 8 } }, MODEL.nestedSmmuv3)).toEqual([]);
+    // virtio-mem unplugs unmap stage-2 blocks of many pages.
+    expect(codes({ smmu: { ril: false } }, MODEL.nestedSmmuv3, { hostStage2Unmaps: 2 })).toEqual([]);
+    expect(notesOf({ smmu: { ril: false }, workload: { granulePages: 8 } }, MODEL.spaprTce)[0]?.text).toContain('spapr-tce models ppc64, which has no SMMUv3');
+  });
+
+  it('print under the terminal tables like every note', () => {
+    const s = resolveScenario({ topology: { dispatch: 'lookup' } });
+    const block = notesBlock([{ model: MODEL.nestedSmmuv3, notes: runNotes({ scenario: s, model: MODEL.nestedSmmuv3, profile, devices: devices(s) }) }]);
+    expect(block).toContain('\nnotes:\n  no-effect.topology.dispatch: topology.dispatch=lookup had no effect on this run: there is a single pSMMU');
   });
 });

@@ -165,3 +165,15 @@ describe('readResultsFile', () => {
     }
   });
 });
+
+describe('a saturation search that did not find the rate', () => {
+  it('says so at the top of the report: stopped at the cap, with its value, or out of steps with every rate passing', () => {
+    const runs = [1000, 2000].map((rate) => fixtureRun({ model: 'none', point: { 'workload.rate': rate }, rate, ops: mapUnmap(20, {}) }));
+    const capped = reportData(fixtureDoc(runs, { saturation: [saturation('none', 2000, { stop: 'max', capPerSec: 2000, boundPerSec: 2000, capped: true })] }));
+    expect(capped.notes).toContain('Saturation of none: stopped at the cap of 2000/s (--cap): it passed there, so it saturates above the cap; the search did not find where.');
+    const outOfSteps = reportData(fixtureDoc(runs, { saturation: [saturation('none', 2000, { stop: 'step-cap', steps: 2 })] }));
+    expect(outOfSteps.notes).toContain('Saturation of none: stopped after 2 steps (--steps) with every rate up to 2000/s passing: it saturates above that.');
+    const found = reportData(fixtureDoc(runs, { saturation: [saturation('none', 2000, { stop: 'converged', failedAtPerSec: 2100 })] }));
+    expect(found.notes.filter((n) => n.startsWith('Saturation'))).toEqual([]);
+  });
+});

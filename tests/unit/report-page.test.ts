@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { TRANSITION_KINDS } from '../../services/runtime/topology.js';
 import { reportData } from '../../services/controller/report/data.js';
-import { reportHtml } from '../../services/controller/report/page.js';
+import { pageTitle, reportHtml } from '../../services/controller/report/page.js';
 import type { ResultsDoc } from '../../services/controller/results.js';
 import { dataInHtml, mismatches } from '../helpers/report-check.js';
 import { fixtureDoc, fixtureRun, mapUnmap, saturation } from '../helpers/results-fixture.js';
@@ -135,6 +135,27 @@ describe.each(Object.entries(docs))('the report of a %s', (kind, doc) => {
         expect(cells.some((c) => c.pointer === `/runs/${i}/ops/${j}/count` && Number(c.value) === o.count)).toBe(true);
       }
     }
+  });
+});
+
+describe('the title says what ran', () => {
+  it('names the command, the scenario, the workload and the DMA mode, in <title> and the heading', () => {
+    const data = reportData(docs['compare'] as ResultsDoc);
+    const title = `vmmsim comparison: ${data.scenarioName}, workload dma-map-benchmark, dma strict`;
+    expect(pageTitle(data)).toBe(title);
+    const html = reportHtml(data);
+    expect(html).toContain(`<title>${title}</title>`);
+    expect(html).toContain(`<h1>${title} <span class="status`);
+  });
+
+  it('lists every workload and DMA mode the runs differ in, keeps a study\'s name first, and falls back to the scenario', () => {
+    const base = { kind: 'sweep' as const, scenarioName: 's', study: undefined };
+    expect(pageTitle({ ...base, workloads: ['packet-stream'], dmaModes: ['strict', 'lazy'] })).toBe('vmmsim sweep: s, workload packet-stream, dma strict/lazy');
+    const study = { name: 'spapr-tce', question: '?', ops: [], answer: '' };
+    expect(pageTitle({ ...base, study, workloads: ['dma-map-benchmark'], dmaModes: ['strict'] })).toBe('vmmsim study spapr-tce: s, workload dma-map-benchmark, dma strict');
+    expect(pageTitle({ ...base, workloads: [], dmaModes: [] })).toBe('vmmsim sweep: s');
+    const empty = reportData({ ...(docs['compare'] as ResultsDoc), runs: [] });
+    expect(pageTitle(empty)).toMatch(/, workload dma-map-benchmark, dma strict$/);
   });
 });
 

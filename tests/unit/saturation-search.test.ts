@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ACHIEVED_SHARE, judge, roundRate, searchSaturation, type StepMeasure } from '../../services/controller/saturation-search.js';
+import { DEFAULT_MAX, RATE_CAP, progressLine, searchSettings, unboundedLines } from '../../services/controller/cli/search.js';
 
 /**
  * A synthetic system: it completes at most `capacity` arrivals per second, and its p99 grows as
@@ -86,10 +87,14 @@ describe('searchSaturation', () => {
     expect(r.failedAtPerSec).toBeUndefined();
   });
 
-  it('stops at max when max passes, and at the floor when nothing does', async () => {
+  it('stops at max when max passes and no cap lies above it, and at the floor when nothing does', async () => {
     const atMax = await searchSaturation(capped(1e9), { from: 1000, max: 5000, p99BoundUs: 1e9, maxSteps: 30 });
     expect(atMax.stop).toBe('max');
+    expect(atMax.capped).toBe(true);
+    expect(atMax.capPerSec).toBe(5000);
+    expect(atMax.boundPerSec).toBe(5000);
     expect(atMax.steps.map((s) => s.requestedPerSec)).toEqual([1000, 2000, 4000, 5000]);
+    expect(atMax.steps.every((s) => s.raisedTo === undefined)).toBe(true);
     expect(atMax.ratePerSec).toBe(5000);
     const never = await searchSaturation(async () => ({ achievedPerSec: 0, p99Us: 0 }), { from: 8, max: 100, p99BoundUs: 1, maxSteps: 30 });
     expect(never.stop).toBe('floor');
@@ -97,9 +102,65 @@ describe('searchSaturation', () => {
     expect(never.steps.map((s) => s.requestedPerSec)).toEqual([8, 4, 2, 1]);
   });
 
+  it('raises a bound that passes (doubling, up to the cap) until it brackets the saturation rate', async () => {
+    // The system saturates at 37 000/s, far above the first bound of 5000/s.
+    const seen: { rate: number; raisedTo: number | undefined }[] = [];
+    const r = await searchSaturation(capped(37_000), { from: 1000, max: 5000, cap: 1e6, p99BoundUs: 1e9, maxSteps: 30 }, (s) => seen.push({ rate: s.requestedPerSec, raisedTo: s.raisedTo }));
+    expect(r.stop).toBe('converged');
+    expect(r.capped).toBe(false);
+    expect(r.steps.slice(0, 6).map((s) => s.requestedPerSec)).toEqual([1000, 2000, 4000, 5000, 10_000, 20_000]);
+    // Each pass at the bound doubles it: 5000 -> 10 000 -> 20 000 -> 40 000, where 40 000 fails.
+    expect(seen.filter((s) => s.raisedTo !== undefined)).toEqual([
+      { rate: 5000, raisedTo: 10_000 }, { rate: 10_000, raisedTo: 20_000 }, { rate: 20_000, raisedTo: 40_000 },
+    ]);
+    expect(r.boundPerSec).toBe(40_000);
+    expect(r.failedAtPerSec as number).toBeGreaterThan(37_000 / ACHIEVED_SHARE);
+    expect(r.ratePerSec as number).toBeGreaterThanOrEqual(0.95 * (37_000 / ACHIEVED_SHARE));
+  });
+
+  it('says it stopped at the cap when the cap passes, with the cap\'s value', async () => {
+    const r = await searchSaturation(capped(1e9), { from: 1000, max: 4000, cap: 20_000, p99BoundUs: 1e9, maxSteps: 30 });
+    expect(r.stop).toBe('max');
+    expect(r.capped).toBe(true);
+    expect(r.capPerSec).toBe(20_000);
+    expect(r.boundPerSec).toBe(20_000);
+    expect(r.ratePerSec).toBe(20_000);
+    expect(r.failedAtPerSec).toBeUndefined();
+    expect(r.steps.map((s) => s.requestedPerSec)).toEqual([1000, 2000, 4000, 8000, 16_000, 20_000]);
+    expect(r.steps.at(-1)?.raisedTo).toBeUndefined();
+  });
+
   it('refuses a range or a cap it cannot search', async () => {
     await expect(searchSaturation(system(1, 1), { from: 0, max: 10, p99BoundUs: 1, maxSteps: 3 })).rejects.toThrow(/0 < from <= max/);
     await expect(searchSaturation(system(1, 1), { from: 20, max: 10, p99BoundUs: 1, maxSteps: 3 })).rejects.toThrow(/0 < from <= max/);
     await expect(searchSaturation(system(1, 1), { from: 1, max: 10, p99BoundUs: 1, maxSteps: 0 })).rejects.toThrow(/at least one step/);
+    await expect(searchSaturation(system(1, 1), { from: 1, max: 10, cap: 5, p99BoundUs: 1, maxSteps: 3 })).rejects.toThrow(/max <= cap/);
+  });
+});
+
+describe('the search as the commands run it', () => {
+  it('reads --cap (default: the largest workload.rate) and refuses a --max above it', () => {
+    const s = searchSettings({ 'p99-bound-us': '50' });
+    expect(s.cap).toBe(RATE_CAP);
+    expect(s.max).toBe(DEFAULT_MAX);
+    expect(searchSettings({ 'p99-bound-us': '50', max: '5000', cap: '20000' })).toMatchObject({ max: 5000, cap: 20_000 });
+    // A cap below the default bound brings the bound down to it.
+    expect(searchSettings({ 'p99-bound-us': '50', cap: '20000' })).toMatchObject({ max: 20_000, cap: 20_000 });
+    expect(() => searchSettings({ 'p99-bound-us': '50', max: '30000', cap: '20000' })).toThrow(/--max \(30000\) must be at most --cap \(20000\)/);
+    expect(() => searchSettings({ 'p99-bound-us': '50', cap: String(RATE_CAP * 2) })).toThrow(/--cap must be at most/);
+  });
+
+  it('names a raised bound on the step line, and says plainly when a search stopped at the cap or ran out of steps', () => {
+    expect(progressLine('m', { requestedPerSec: 5000, achievedPerSec: 5000, p99Us: 1, ok: true, why: '', raisedTo: 10_000 })).toBe(
+      'vmmsim: saturate m: 5000/s -> achieved 5000/s, p99 1.000 us: ok; passed at the upper bound: raised to 10000/s\n',
+    );
+    const base = { ratePerSec: 20_000, failedAtPerSec: null, steps: 6, capPerSec: 20_000 };
+    expect(unboundedLines([{ ...base, model: 'nested-smmuv3', point: { 'topology.psmmus': 4 }, stop: 'max' }])).toBe(
+      '\nnot saturated:\n  topology.psmmus=4 nested-smmuv3: stopped at the cap of 20000/s (--cap): it passed there, so it saturates above the cap; the search did not find where\n',
+    );
+    expect(unboundedLines([{ ...base, model: 'none', stop: 'step-cap' }])).toContain('none: stopped after 6 steps (--steps) with every rate up to 20000/s passing');
+    expect(unboundedLines([{ ...base, model: 'none', failedAtPerSec: 21_000, stop: 'converged' }])).toBe('');
+    // An older document without capPerSec: nothing to say about a cap.
+    expect(unboundedLines([{ ...base, capPerSec: undefined, model: 'none', stop: 'max' }])).toBe('');
   });
 });

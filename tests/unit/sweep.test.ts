@@ -238,24 +238,32 @@ describe('CSV (RFC 4180)', () => {
     expect(toCsv([['a', 'b,c'], [1, '"']])).toBe('a,"b,c"\r\n1,""""\r\n');
   });
 
-  it('writes one record per run after a header naming the swept keys', () => {
+  it('writes one record per operation that ran after a header naming the swept keys, main_op marking the run\'s main one', () => {
     const keys = ['topology.psmmus', 'name'];
     const text = toCsv(sweepCsvRecords(keys, [
-      run({ 'topology.psmmus': 2, name: 'a "b", c' }, 'nested-smmuv3', [op('map', 30, 0), op('unmap', 30)]),
-      run({ 'topology.psmmus': 4, name: 'd' }, 'none', [op('map', 30, 0), op('unmap', 30, 0)]),
+      run({ 'topology.psmmus': 2, name: 'a "b", c' }, 'nested-smmuv3', [op('map', 30, 0), op('unmap', 30), op('flush', 0)]),
+      run({ 'topology.psmmus': 4, name: 'd' }, 'none', [op('map@before', 10, 0), op('unmap@before', 10, 0), op('map@after', 20, 0), op('unmap@after', 20, 0)]),
     ]));
     const records = text.split('\r\n');
     expect(records.pop()).toBe('');
+    const app = ',,,,,,';
+    const tail = '40.5,99.25,4061,5386,1234.5,479501.319,2,30,60';
     expect(records).toEqual([
-      'topology.psmmus,name,model,op,count,exit,user,ioctl,hw,direct,measured_p50_us,measured_p99_us,modeled_mean_ns,modeled_p99_ns,ops_per_sec_measured,ops_per_sec_modeled,fanout,guest_commands,delivered',
-      '2,"a ""b"", c",nested-smmuv3,unmap,30,1,1,0.5,2,0,40.5,99.25,4061,5386,1234.5,479501.319,2,30,60',
-      '4,d,none,unmap,30,0,0,0.5,2,0,40.5,99.25,4061,5386,1234.5,479501.319,2,30,60',
+      'topology.psmmus,name,model,app_unit,app_per_sec_modeled,app_bytes_per_sec_modeled,app_bottleneck,app_bottleneck_kind,app_saturated,op,count,exit,user,ioctl,hw,direct,' +
+        'measured_p50_us,measured_p99_us,modeled_mean_ns,modeled_p99_ns,ops_per_sec_measured,ops_per_sec_modeled,fanout,guest_commands,delivered,main_op',
+      // The flush that never ran (count 0) has no record.
+      `2,"a ""b"", c",nested-smmuv3${app},map,30,0,0,0.5,2,0,${tail},false`,
+      `2,"a ""b"", c",nested-smmuv3${app},unmap,30,1,1,0.5,2,0,${tail},true`,
+      `4,d,none${app},map@before,10,0,0,0.5,2,0,${tail},false`,
+      `4,d,none${app},unmap@before,10,0,0,0.5,2,0,${tail},false`,
+      `4,d,none${app},map@after,20,0,0,0.5,2,0,${tail},false`,
+      `4,d,none${app},unmap@after,20,0,0,0.5,2,0,${tail},true`,
     ]);
   });
 });
 
 describe('sweepTable', () => {
-  it('shows one row per run with the swept values and fits 120 columns for the README example', () => {
+  it('shows a row per operation of each run with the swept values and fits 120 columns for the README example', () => {
     const keys = ['topology.psmmus', 'topology.vsmmu'];
     const runs: RunResult[] = [];
     for (const psmmus of [1, 2, 4, 8, 16]) {
@@ -272,9 +280,22 @@ describe('sweepTable', () => {
     const header = lines.find((l) => l.startsWith('psmmus'));
     expect(header).toMatch(/^psmmus\s+vsmmu\s+model\s+op\s+e\/u\/i\/h\/d\s+p50\s+p99\s+mean\s+p99\s+measured\s+modeled\s+fanout$/);
     const rows = lines.slice(lines.indexOf(header as string) + 1);
-    expect(rows).toHaveLength(20);
-    expect(rows[0]).toMatch(/^\s+1\s+single\s+nested-smmuv3\s+unmap\s+1\/1\/0\.50\/2\/0\s+40\.50\s+99\.25\s+4\.061\s+5\.386\s+1235\s+479501\s+2\.00$/);
-    expect(rows[19]).toMatch(/^\s*16\s+per-psmmu\s+nested-smmuv3-vcmdq\s+unmap\s+1\/1\/0\.50\/2\/0\s+5882\s+160034\s/);
+    // A row per operation: the run's first (map) carries its point, model and run figures, the unmap only its own.
+    expect(rows).toHaveLength(40);
+    expect(rows[0]).toMatch(/^\s+1\s+single\s+nested-smmuv3\s+map\s+0\/0\/0\.50\/2\/0\s+40\.50\s+99\.25\s+4\.061\s+5\.386\s+1235\s+479501\s+2\.00$/);
+    expect(rows[1]).toMatch(/^\s+unmap\s+1\/1\/0\.50\/2\/0\s+40\.50\s+99\.25\s+4\.061\s+5\.386$/);
+    expect(rows[39]).toMatch(/^\s+unmap\s+1\/1\/0\.50\/2\/0\s+5882\s+160034\s/);
+    expect(rows[38]).toMatch(/^\s*16\s+per-psmmu\s+nested-smmuv3-vcmdq\s+map\s/);
     expect(table).toContain('topology.psmmus x topology.vsmmu (10 points) x 2 models');
+  });
+
+  it('shows every operation of a migrated run, @before and @after, and no row for one that never ran', () => {
+    const runs = [run({ 'workload.migration.atOp': 100 }, 'nested-smmuv3-vcmdq', [op('map@before', 50, 0), op('unmap@before', 50), op('map@after', 50, 0), op('unmap@after', 50), op('flush', 0)])];
+    const lines = sweepTable(['workload.migration.atOp'], runs).split('\n');
+    const header = lines.findIndex((l) => l.startsWith('atOp'));
+    const rows = lines.slice(header + 1);
+    expect(rows.map((l) => l.trim().split(/\s+/).find((c) => /^(map|unmap|flush)/.test(c)))).toEqual(['map@before', 'unmap@before', 'map@after', 'unmap@after']);
+    expect(rows[0]).toMatch(/^\s*100\s+nested-smmuv3-vcmdq\s+map@before\s/);
+    for (const l of lines) expect(l.length, l).toBeLessThanOrEqual(120);
   });
 });

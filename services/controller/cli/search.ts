@@ -18,6 +18,8 @@ import { intOption, usageError } from './options.js';
 export const DEFAULT_FROM = 1000;
 export const DEFAULT_MAX = 1e8;
 export const DEFAULT_STEPS = 24;
+/** The hard cap by default: the largest workload.rate. A step's work is its ops (or its duration), not its rate, so any rate the schema takes is safe to try. */
+export const RATE_CAP = rateLimit();
 /** The operations every open-loop workload records (an arrival's map, then its unmap). */
 const OPEN_LOOP_OPS = ['map', 'unmap'];
 
@@ -27,6 +29,7 @@ export const SEARCH_OPTIONS = {
   metric: { type: 'string' },
   from: { type: 'string' },
   max: { type: 'string' },
+  cap: { type: 'string' },
   steps: { type: 'string' },
   op: { type: 'string' },
 } as const;
@@ -38,7 +41,10 @@ export interface SearchSettings {
   /** The operation whose p99 is judged; undefined: the run's main one (unmap). */
   op: string | undefined;
   from: number;
+  /** The first upper bound; a pass there doubles it, up to cap. */
   max: number;
+  /** The hard cap of the bound (default: the largest workload.rate). */
+  cap: number;
   steps: number;
 }
 
@@ -47,15 +53,18 @@ export function searchSettings(values: { [K in keyof typeof SEARCH_OPTIONS]?: st
   const p99BoundUs = positive('p99-bound-us', values['p99-bound-us'], undefined);
   const metric = values.metric ?? 'modeled';
   if (metric !== 'modeled' && metric !== 'measured') throw usageError(`--metric must be modeled or measured, got "${metric}"`);
-  const limit = rateLimit();
+  const limit = RATE_CAP;
   const from = positive('from', values.from, DEFAULT_FROM);
-  const max = positive('max', values.max, Math.max(from, DEFAULT_MAX));
+  const cap = positive('cap', values.cap, limit);
+  if (cap > limit) throw usageError(`--cap must be at most ${limit} (the largest workload.rate), got ${cap}`);
+  const max = positive('max', values.max, Math.min(cap, Math.max(from, DEFAULT_MAX)));
   if (max > limit) throw usageError(`--max must be at most ${limit} (the largest workload.rate), got ${max}`);
+  if (max > cap) throw usageError(`--max (${max}) must be at most --cap (${cap})`);
   if (from > max) throw usageError(`--from (${from}) must be at most --max (${max})`);
   const steps = intOption('steps', values.steps, 1) ?? DEFAULT_STEPS;
   const op = values.op;
   if (op !== undefined && !OPEN_LOOP_OPS.includes(op)) throw usageError(`--op must be one of ${OPEN_LOOP_OPS.join(', ')}, got "${op}"`);
-  return { metric, p99BoundUs, op, from, max, steps };
+  return { metric, p99BoundUs, op, from, max, cap, steps };
 }
 
 /** Refuses a workload that cannot run open loop, or a --set of the rate the search chooses. */
@@ -89,7 +98,7 @@ export async function saturateModel(
       op = s.op ?? mainOp(run)?.op ?? op;
       return stepMeasure(run, s.metric, s.op);
     },
-    { from: s.from, max: s.max, p99BoundUs: s.p99BoundUs, maxSteps: s.steps },
+    { from: s.from, max: s.max, cap: s.cap, p99BoundUs: s.p99BoundUs, maxSteps: s.steps },
     onStep,
   );
   return {
@@ -101,6 +110,9 @@ export async function saturateModel(
     failedAtPerSec: found.failedAtPerSec ?? null,
     steps: found.steps.length,
     stop: found.stop,
+    boundPerSec: found.boundPerSec,
+    capPerSec: found.capPerSec,
+    capped: found.capped,
   };
 }
 
@@ -128,5 +140,23 @@ function atRate(s: Scenario, rate: number): Scenario {
 /** A step's line on stderr. */
 export function progressLine(model: string, step: SearchStep): string {
   const p99 = step.p99Us.toFixed(step.p99Us >= 100 ? 0 : step.p99Us >= 10 ? 1 : 3);
-  return `vmmsim: saturate ${model}: ${fmtRate(step.requestedPerSec)}/s -> achieved ${fmtRate(step.achievedPerSec)}/s, p99 ${p99} us: ${step.ok ? 'ok' : `over (${step.why})`}\n`;
+  const raised = step.raisedTo !== undefined ? `; passed at the upper bound: raised to ${fmtRate(step.raisedTo)}/s` : '';
+  return `vmmsim: saturate ${model}: ${fmtRate(step.requestedPerSec)}/s -> achieved ${fmtRate(step.achievedPerSec)}/s, p99 ${p99} us: ${step.ok ? 'ok' : `over (${step.why})`}${raised}\n`;
+}
+
+/**
+ * What a search that did not bracket the saturation rate says plainly, one line per model (empty
+ * when every search found it): passed at the hard cap, or ran out of steps with every rate passing.
+ */
+export function unboundedLines(results: readonly Pick<SaturationResult, 'model' | 'point' | 'ratePerSec' | 'failedAtPerSec' | 'steps' | 'stop' | 'capPerSec'>[]): string {
+  const lines: string[] = [];
+  for (const r of results) {
+    const at = r.point ? `${Object.entries(r.point).map(([k, v]) => `${k}=${v}`).join(' ')} ` : '';
+    if (r.stop === 'max' && r.capPerSec !== undefined) {
+      lines.push(`${at}${r.model}: stopped at the cap of ${fmtRate(r.capPerSec)}/s (--cap): it passed there, so it saturates above the cap; the search did not find where`);
+    } else if (r.stop === 'step-cap' && r.failedAtPerSec === null && r.ratePerSec !== null) {
+      lines.push(`${at}${r.model}: stopped after ${r.steps} steps (--steps) with every rate up to ${fmtRate(r.ratePerSec)}/s passing: it saturates above that; raise --steps or --from`);
+    }
+  }
+  return lines.length > 0 ? `\nnot saturated:\n${lines.map((l) => `  ${l}`).join('\n')}\n` : '';
 }

@@ -22,7 +22,7 @@ import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
-import { DEFAULT_FROM, DEFAULT_MAX, DEFAULT_STEPS, SEARCH_OPTIONS, checkSearchable, progressLine, saturateModel, searchSettings, type SearchSettings } from '../cli/search.js';
+import { DEFAULT_FROM, DEFAULT_MAX, DEFAULT_STEPS, RATE_CAP, SEARCH_OPTIONS, checkSearchable, progressLine, saturateModel, searchSettings, unboundedLines, type SearchSettings } from '../cli/search.js';
 import { controlled, measureHost, withTree, type RunPlan } from '../cli/tree.js';
 
 export const HELP = `usage: vmmsim saturate [scenario.yaml] --p99-bound-us X [options]
@@ -31,6 +31,8 @@ Finds each model's saturation rate: the highest workload.rate (open-loop arrival
 which a run achieves >= 95% of the requested rate and keeps an operation's p99 (--op: by default
 unmap, or the workload's main one) under --p99-bound-us. It ramps the rate (doubling from --from while runs pass,
 halving while they fail), then bisects until the bracket is within 5% or --steps runs were made.
+A run that passes at the upper bound (--max) raises it (doubling) up to --cap; a search that
+passes at the cap, or runs out of steps with every rate passing, says so under the table.
 Each step is a real run on one process tree. Prints a line per step on stderr, then a table of the
 models and their saturation rates. Writes results.json: every step a run (runs[].point holds its
 workload.rate, runs[].load its requested and achieved rates) and \`saturation\` the rate per model.
@@ -48,7 +50,9 @@ options:
                         the clock the steps are judged in (default modeled: deterministic, the
                         same rates on every machine; measured: this machine's real processes)
   --from R              first rate tried, per second (default ${DEFAULT_FROM})
-  --max R               highest rate tried (default ${DEFAULT_MAX}); passing there ends the search
+  --max R               first upper bound (default ${DEFAULT_MAX}); passing there doubles it, up to --cap
+  --cap R               hard cap of the upper bound (default ${RATE_CAP}, the largest workload.rate);
+                        passing there ends the search: "stopped at the cap"
   --steps N             at most N runs per model (default ${DEFAULT_STEPS})
   --model NAME          architecture; default: the scenario's model
   --models all|a,b,...  several architectures, one search each
@@ -148,6 +152,6 @@ async function execute(p: SaturatePlan, log: Logger): Promise<number> {
   const doc: ResultsDoc = { ...resultsDoc(startedAt, p.scenario, p.profile, runs, failure), saturation };
   const saved = save(() => saveResults(p.out, doc));
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n${notesBlock(runs)}${saved.where ? `\n${saved.where}` : ''}`);
+  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n${unboundedLines(saturation)}${notesBlock(runs)}${saved.where ? `\n${saved.where}` : ''}`);
   return finish(failure, p.json, saved);
 }

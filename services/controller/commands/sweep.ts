@@ -23,7 +23,7 @@ import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, parseModels, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
-import { SEARCH_OPTIONS, checkSearchable, progressLine, saturateModel, searchSettings, type SearchSettings } from '../cli/search.js';
+import { SEARCH_OPTIONS, checkSearchable, progressLine, saturateModel, searchSettings, unboundedLines, type SearchSettings } from '../cli/search.js';
 import { controlled, measureHost, withTree, type TreeSettings } from '../cli/tree.js';
 
 export const HELP = `usage: vmmsim sweep [scenario.yaml] --set key=v1,v2,... [--set ...] [options]
@@ -47,7 +47,7 @@ options:
                         (all: ${MODELS.join(', ')})
   --saturate            at each point and model, search the saturation rate instead of one run
                         (as \`vmmsim saturate\`, which lists the search options: --p99-bound-us X
-                        is required; --metric, --op, --from, --max, --steps); writes saturation.csv
+                        is required; --metric, --op, --from, --max, --cap, --steps); writes saturation.csv
   --ops N               map+unmap iterations (workload.ops) at each point
   --duration S          stop each run after S seconds (workload.durationSec); alone, it lifts the
                         ops limit
@@ -211,7 +211,7 @@ async function execute(p: SweepCommand, log: Logger): Promise<number> {
   });
   const where = saved.where ? `\n\n${saved.where}` : '\n';
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}${notesBlock(runs)}${where}`);
+  else if (search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}\n${unboundedLines(saturated)}${notesBlock(runs)}${where}`);
   else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}${notesBlock(runs)}${where}`);
   return finish(failure, p.json, saved);
 }

@@ -258,7 +258,10 @@ function scalingMetrics(data: ReportData): Metric[] {
   const bounds = [...new Set(data.saturation.map((s) => `${s.metric} ${s.p99BoundUs}`))];
   const only = bounds.length === 1 ? data.saturation[0] : undefined;
   const rule = (clock: string): Metric['rule'] => (only && only.metric === clock && Number.isFinite(only.p99BoundUs) ? { y: only.p99BoundUs, label: `p99 bound ${only.p99BoundUs} us` } : undefined);
+  const app = data.runs.find((r) => r.application)?.application;
   const metrics: Metric[] = [
+    // An application workload's throughput leads.
+    ...(app ? [{ metric: 'application-modeled', title: `application throughput (${app.unit}/s), modeled`, yLabel: `${app.unit}/s`, pick: (r: RunView) => (r.application ? { y: r.application.perSec.value, at: r.application.perSec } : undefined) }] : []),
     { metric: 'throughput-measured', title: 'throughput, measured', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputMeasured.value, at: r.throughputMeasured }) },
     { metric: 'throughput-modeled', title: 'throughput, modeled', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputModeled.value, at: r.throughputModeled }) },
     p99Metric('measured', rule('measured')),
@@ -427,4 +430,33 @@ export function tornadoFigures(s: SensitivityView): Figure[] {
       `Latin-hypercube samples of every step across its range; ${verdictWords(c, s.samples)}. Each bar: that step alone at its range's lo and hi, every other at the profile's cost.`,
     draw: (out) => writeTornado(c, out),
   }));
+}
+
+/**
+ * A study's answer as bars: the modeled mean of each operation that answers it, a bar per run
+ * (design and point) and operation.
+ */
+export function studyFigure(data: ReportData): Figure | undefined {
+  const ops = data.study?.ops ?? [];
+  const rows = data.runs.flatMap((run) =>
+    run.ops
+      .filter((op) => ops.includes(op.op) && op.count > 0)
+      .map((op) => ({
+        label: `${run.label} · ${op.op}`,
+        data: { run: run.index, op: op.op },
+        segments: [{
+          key: 'modeled mean',
+          value: op.modeledNs.mean / 1000,
+          title: `${run.label} ${op.op}: ${fmtNum(op.modeledNs.mean / 1000)} us modeled mean`,
+          data: { chart: 'study', run: run.index, model: run.model, op: op.op, ...datum(`${op.pointer}/modeledNs/mean`, op.modeledNs.mean) },
+        }],
+      })),
+  );
+  if (rows.length === 0) return undefined;
+  return {
+    id: 'study',
+    title: 'Modeled latency of the operations that answer the question',
+    caption: 'Mean modeled latency per operation in microseconds, a bar per design, point and operation (answer.txt has the same figures).',
+    draw: (out) => writeStackedBars({ unit: 'us (modeled mean)', keys: [{ key: 'modeled mean', color: '#1f77b4' }], rows, data: { chart: 'study' }, label: 'Modeled mean latency per operation' }, out),
+  };
 }

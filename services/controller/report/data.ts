@@ -113,9 +113,22 @@ export interface RunView {
   notes: { code: string; text: string }[];
   throughputMeasured: NumberAt;
   throughputModeled: NumberAt;
+  /** Application workloads: packets or requests per second and what bounds them (runs[].application). */
+  application: ApplicationView | undefined;
   /** Open-loop runs: achieved arrivals per second in each clock. */
   achievedMeasured: NumberAt | undefined;
   achievedModeled: NumberAt | undefined;
+}
+
+export interface ApplicationView {
+  unit: string;
+  perSec: NumberAt;
+  bytesPerSec: NumberAt;
+  bottleneck: string;
+  bottleneckKind: string;
+  saturated: boolean;
+  /** Each resource's working utilization, 0..1. */
+  utilization: NumberAt[];
 }
 
 export interface SaturationView {
@@ -133,6 +146,10 @@ export interface SaturationView {
   op: string;
   steps: number;
   stop: string;
+  /** The hard cap of the search's bound (NaN in documents written before it existed). */
+  capPerSec: number;
+  /** A rate passed at the cap: the design saturates above it, the search did not find where. */
+  capped: boolean;
 }
 
 export type ReportKind = 'run' | 'compare' | 'sweep' | 'saturate' | 'sweep-saturate';
@@ -156,6 +173,24 @@ export interface ReportData {
   sensitivity: SensitivityView | undefined;
   /** What is missing or partial, one sentence each. */
   notes: string[];
+  /** `vmmsim study`: the study's name and question, the operations that answer it, and answer.txt. */
+  study: StudyView | undefined;
+  /** What ran, for the title: the runs' workloads (workload.kind) and DMA modes, each distinct one in order. */
+  workloads: string[];
+  dmaModes: string[];
+}
+
+export interface StudyView {
+  name: string;
+  question: string;
+  ops: string[];
+  answer: string;
+}
+
+function studyView(x: unknown): StudyView | undefined {
+  if (!isObj(x)) return undefined;
+  const ops = Array.isArray(x['ops']) ? x['ops'].filter((o): o is string => typeof o === 'string') : [];
+  return { name: text(x['name'], 'study'), question: text(x['question'], ''), ops, answer: text(x['answer'], '') };
 }
 
 function summary(x: unknown, where: string, notes: string[]): SummaryView {
@@ -272,7 +307,21 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
   const throughputMeasured = numberAt('throughput.opsPerSecMeasured', th['opsPerSecMeasured'], ...path, 'throughput', 'opsPerSecMeasured');
   const throughputModeled = numberAt('throughput.opsPerSecModeled', th['opsPerSecModeled'], ...path, 'throughput', 'opsPerSecModeled');
   if (!isObj(r['throughput'])) notes.push(`${where}: no throughput`);
+  const app = isObj(r['application']) ? r['application'] : undefined;
+  const application: ApplicationView | undefined = app
+    ? {
+      unit: text(app['unit'], 'ios'),
+      perSec: numberAt(`application.perSecModeled (${text(app['unit'], 'ios')}/s)`, app['perSecModeled'], ...path, 'application', 'perSecModeled'),
+      bytesPerSec: numberAt('application.bytesPerSecModeled', app['bytesPerSecModeled'], ...path, 'application', 'bytesPerSecModeled'),
+      bottleneck: text(app['bottleneck'], '?'),
+      bottleneckKind: text(app['bottleneckKind'], '?'),
+      saturated: app['saturated'] === true,
+      utilization: numbers(app['utilization'], ...path, 'application', 'utilization'),
+    }
+    : undefined;
   const figures: NumberAt[] = [
+    // An application workload's throughput leads.
+    ...(application ? [application.perSec, application.bytesPerSec] : []),
     numberAt('elapsedSec', r['elapsedSec'], ...path, 'elapsedSec'),
     numberAt('modeledElapsedNs', r['modeledElapsedNs'], ...path, 'modeledElapsedNs'),
     throughputMeasured,
@@ -319,6 +368,7 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
     notes: (Array.isArray(r['notes']) ? r['notes'] : []).filter(isObj).map((n) => ({ code: text(n['code'], '?'), text: text(n['text'], '') })),
     throughputMeasured,
     throughputModeled,
+    application,
     achievedMeasured: load ? numberAt('achieved measured', achieved?.['measured'], ...path, 'load', 'achievedPerSec', 'measured') : undefined,
     achievedModeled: load ? numberAt('achieved modeled', achieved?.['modeled'], ...path, 'load', 'achievedPerSec', 'modeled') : undefined,
   };
@@ -362,6 +412,8 @@ export function reportData(document: object): ReportData {
       op: text(s['op'], '?'),
       steps: num(s['steps']),
       stop: text(s['stop'], '?'),
+      capPerSec: num(s['capPerSec']),
+      capped: s['capped'] === true,
     };
   });
   const status = text(doc['status'], 'unknown');
@@ -380,11 +432,23 @@ export function reportData(document: object): ReportData {
     if (pointless > 0) notes.push(`${pointless} run${pointless === 1 ? '' : 's'} lack the value of a swept key in their point.`);
   }
   for (const s of saturation) if (Number.isNaN(s.ratePerSec.value)) notes.push(`Saturation of ${s.label}: no rate tried passed (failed at ${Number.isNaN(s.failedAtPerSec.value) ? '?' : s.failedAtPerSec.value}/s).`);
+  for (const s of saturation) {
+    if (s.capped) notes.push(`Saturation of ${s.label}: stopped at the cap of ${Number.isNaN(s.capPerSec) ? '?' : s.capPerSec}/s (--cap): it passed there, so it saturates above the cap; the search did not find where.`);
+    else if (s.stop === 'step-cap' && !Number.isNaN(s.ratePerSec.value) && Number.isNaN(s.failedAtPerSec.value)) {
+      notes.push(`Saturation of ${s.label}: stopped after ${s.steps} steps (--steps) with every rate up to ${s.ratePerSec.value}/s passing: it saturates above that.`);
+    }
+  }
   const kind: ReportKind = satRaw ? (sweep ? 'sweep-saturate' : 'saturate') : sweep ? 'sweep' : runs.length > 1 ? 'compare' : 'run';
   const scenario = isObj(doc['scenario']) ? doc['scenario'] : undefined;
   if (!scenario) notes.push('The document has no scenario.');
   const profile = isObj(doc['profile']) ? doc['profile'] : {};
   const tool = isObj(doc['tool']) ? doc['tool'] : {};
+  // What ran: each run's own workload and DMA mode (a sweep or a study may vary them), else the scenario's.
+  const distinct = (values: unknown[]): string[] => [...new Set(values.filter((v): v is string => typeof v === 'string' && v !== ''))];
+  const runObjs = runsRaw.filter(isObj);
+  const scenarioWorkload = isObj(scenario?.['workload']) ? scenario['workload']['kind'] : undefined;
+  const workloads = distinct(runObjs.map((r) => (isObj(r['workload']) ? r['workload']['kind'] : undefined)));
+  const dmaModes = distinct(runObjs.map((r) => (isObj(r['dma']) ? r['dma']['mode'] : undefined)));
   const facts: [string, string][] = [
     ['schema', text(doc['schema'], '?')],
     ['tool', `${text(tool['name'], '?')} ${text(tool['version'], '?')}`],
@@ -407,5 +471,8 @@ export function reportData(document: object): ReportData {
     saturation,
     sensitivity: sensitivityView(doc),
     notes,
+    study: studyView(doc['study']),
+    workloads: workloads.length > 0 ? workloads : distinct([scenarioWorkload]),
+    dmaModes: dmaModes.length > 0 ? dmaModes : distinct([scenario?.['dma']]),
   };
 }

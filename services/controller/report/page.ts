@@ -3,7 +3,7 @@
  * no script) that opens offline from disk. Its Content-Security-Policy forbids every fetch and every
  * script, so nothing in it can reach the network whatever a results document holds.
  */
-import { breakdownFigure, hopFigures, latencyFigures, saturationFigures, scalingFigures, tornadoFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
+import { breakdownFigure, hopFigures, latencyFigures, saturationFigures, scalingFigures, studyFigure, tornadoFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
 import { collect, esc, type Out } from './html.js';
 import { verdictWords } from './sensitivity.js';
 import type { ReportData, ReportKind } from './data.js';
@@ -41,6 +41,20 @@ const KIND_TITLE: Record<ReportKind, string> = {
   'sweep-saturate': 'sweep of saturation searches',
 };
 
+/**
+ * The page's title and heading: what ran. The command (or the study), the scenario, the workload
+ * and the DMA mode: `vmmsim sweep: grace-5psmmu, workload packet-stream, dma strict`; every distinct
+ * value when the runs differ (`dma strict/lazy`).
+ */
+export function pageTitle(data: Pick<ReportData, 'study' | 'kind' | 'scenarioName' | 'workloads' | 'dmaModes'>): string {
+  const head = data.study ? `vmmsim study ${data.study.name}: ${data.scenarioName}` : `vmmsim ${KIND_TITLE[data.kind]}: ${data.scenarioName}`;
+  const what = [
+    ...(data.workloads.length > 0 ? [`workload ${data.workloads.join('/')}`] : []),
+    ...(data.dmaModes.length > 0 ? [`dma ${data.dmaModes.join('/')}`] : []),
+  ];
+  return what.length > 0 ? `${head}, ${what.join(', ')}` : head;
+}
+
 /** Figures folded away when there are many, so the page opens on a screenful. */
 const FOLD_OVER = 12;
 
@@ -65,7 +79,7 @@ interface Section {
  * section and no table is ever one string.
  */
 export function writeReportHtml(data: ReportData, out: Out): void {
-  const title = `vmmsim ${KIND_TITLE[data.kind]}: ${data.scenarioName}`;
+  const title = pageTitle(data);
   out(
     '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">' +
       `<meta http-equiv="Content-Security-Policy" content="${CSP}">` +
@@ -84,6 +98,20 @@ export function writeReportHtml(data: ReportData, out: Out): void {
   }
 
   const sections: Section[] = [];
+  const study = data.study;
+  if (study) {
+    // A study's page answers its question first: the figures, then answer.txt as it was written.
+    sections.push({
+      id: 'section-answer',
+      title: 'Answer',
+      body: (o) => {
+        o(`<p class="question" data-study="${esc(study.name)}">${esc(study.question)}</p>`);
+        const f = studyFigure(data);
+        if (f) writeFigure(f, o);
+        o(`<pre class="answer">${esc(study.answer)}</pre>`);
+      },
+    });
+  }
   sections.push({
     id: 'section-transitions',
     title: 'Transitions',
