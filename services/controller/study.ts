@@ -34,6 +34,8 @@ export interface StudyPart {
   models: ModelName[];
   /** Scenario keys (dotted) over the base scenario; a list is swept. */
   set: Record<string, StudyValue>;
+  /** Keys set over the study's quick values under --quick, for this part only. */
+  quick: Record<string, StudyValue>;
 }
 
 /** A pair of designs whose order the question turns on: `a` against `b` in part `part`. */
@@ -129,11 +131,12 @@ export function loadStudy(file: string): Study {
   const rawParts = doc['parts'];
   if (!Array.isArray(rawParts) || rawParts.length === 0) throw studyError(file, 'parts must be a non-empty list');
   const parts = rawParts.map((p, i): StudyPart => {
-    if (!isRecord(p)) throw studyError(file, `parts[${i}] must be a mapping (label, models, set)`);
+    if (!isRecord(p)) throw studyError(file, `parts[${i}] must be a mapping (label, models, set, quick)`);
     const label = text(file, p, 'label');
     const models = p['models'];
     if (!Array.isArray(models) || models.length === 0) throw studyError(file, `parts[${i}].models must be a non-empty list of designs`);
-    return { label, models: models.map((m, j) => model(file, `parts[${i}].models[${j}]`, m)), set: values(file, `parts[${i}].set`, p['set']) };
+    for (const k of Object.keys(p)) if (!['label', 'models', 'set', 'quick'].includes(k)) throw studyError(file, `parts[${i}]: unknown key ${k}; keys: label, models, set, quick`);
+    return { label, models: models.map((m, j) => model(file, `parts[${i}].models[${j}]`, m)), set: values(file, `parts[${i}].set`, p['set']), quick: values(file, `parts[${i}].quick`, p['quick']) };
   });
   const labels = parts.map((p) => p.label);
   const twice = labels.find((l, i) => labels.indexOf(l) !== i);
@@ -196,7 +199,7 @@ function assignments(set: Record<string, StudyValue>): { plain: string[]; swept:
 export function studyPoints(study: Study, quick: boolean): StudyPoint[] {
   const out: StudyPoint[] = [];
   for (const part of study.parts) {
-    const set = quick ? { ...part.set, ...study.quick } : part.set;
+    const set = quick ? { ...part.set, ...study.quick, ...part.quick } : part.set;
     const { plain, swept } = assignments(set);
     for (const point of crossProduct(swept)) out.push({ part: part.label, index: out.length, sets: [...plain, ...point], swept: point, models: part.models });
   }
@@ -417,7 +420,7 @@ export function answerText(doc: ResultsDoc, study: Study, record: StudyRecord): 
   for (const [label, runs] of byPoint) {
     const part = study.parts.find((p) => p.label === String(runs[0]?.point?.['part'] ?? ''));
     const fixed = Object.entries(part?.set ?? {})
-      .filter(([k, v]) => !Array.isArray(v) && !(record.quick && k in study.quick))
+      .filter(([k, v]) => !Array.isArray(v) && !(record.quick && (k in study.quick || k in (part?.quick ?? {}))))
       .map(([k, v]) => `${k}=${String(v)}`);
     out.push('');
     out.push(...wrap(`[${label}]${fixed.length > 0 ? ` ${fixed.join(' ')}` : ''}`, ANSWER_COLUMNS, '  '));

@@ -35,6 +35,7 @@ parts:
     set: { workload.granulePages: [1, 16], dma: strict }
   - label: b
     models: [nested-smmuv3]
+    quick: { workload.ops: 50 }
 quick: { workload.ops: 100, workload.granulePages: 1 }
 pairs:
   - [virtio-iommu, nested-smmuv3, a]
@@ -65,6 +66,8 @@ describe('studies as data (scenarios/studies)', () => {
     expect(full[0]?.sets).toEqual(['dma=strict', 'workload.granulePages=1']);
     const quick = studyPoints(s, true);
     expect(quick.map((p) => p.part)).toEqual(['a', 'b']);
+    // A part's own quick values go over the study's, for that part only.
+    expect(quick[1]?.sets).toEqual(['workload.ops=50', 'workload.granulePages=1']);
     expect(quick[0]?.sets).toEqual(['workload.granulePages=1', 'dma=strict', 'workload.ops=100']);
     expect(pointLabel('a', { part: 'a', 'workload.granulePages': 16 })).toBe('a granulePages=16');
   });
@@ -79,6 +82,7 @@ describe('studies as data (scenarios/studies)', () => {
     expect(refusal(() => loadStudy(studyYaml(dir, VALID.replace('[nested-smmuv3, virtio-iommu]', '[nested-smmuv3, vmware]'))))).toMatch(/"vmware" is not a design/);
     expect(refusal(() => loadStudy(studyYaml(dir, VALID.replace('scenario: base.yaml', 'scenario: gone.yaml'))))).toMatch(/gone.yaml does not exist/);
     expect(refusal(() => loadStudy(studyYaml(dir, VALID.replace('label: b', 'label: a'))))).toMatch(/"a" is used twice/);
+    expect(refusal(() => loadStudy(studyYaml(dir, VALID.replace('    quick: { workload.ops: 50 }', '    sets: { workload.ops: 50 }'))))).toMatch(/parts\[1\]: unknown key sets/);
     expect(refusal(() => loadStudy(studyYaml(dir, VALID.replace('set: { workload', 'set: { model: none, workload'))))).toMatch(/list the designs in models/);
   });
 
