@@ -30,9 +30,11 @@ export function studyVerdicts(study: Study, recorded: readonly StudyDesign[], pr
       if (!a || !b) continue;
       const section = analyse([a.design, b.design], profile, { samples, seed });
       const why = section.designs.flatMap((d) => d.approximate.map((x) => x.code));
+      // Where both runs have an application, its throughput answers; else the operations' latency.
+      const app = section.comparisons.some((c) => c.a === pair.a && c.b === pair.b && c.metric === 'application');
       for (const c of section.comparisons) {
         if (c.a !== pair.a || c.b !== pair.b) continue;
-        if (c.metric !== 'application' && !study.ops.includes(c.metric)) continue;
+        if (app ? c.metric !== 'application' : !study.ops.includes(c.metric)) continue;
         out.push({
           a: c.a,
           b: c.b,

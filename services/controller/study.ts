@@ -309,6 +309,33 @@ export function modeledMean(run: RunResult, op: string): number | undefined {
   return opOf(run, op)?.modeledNs.mean;
 }
 
+/**
+ * An operation's own path in ns: the mean of its cost steps (its breakdown without the wait:
+ * entries, what it queued for a vCPU, a lock or a queue). Under an application's load an
+ * operation's latency is mostly its wait for its vCPU; its path is what the design costs.
+ */
+export function pathNs(run: RunResult, op: string): number | undefined {
+  const o = opOf(run, op);
+  if (!o) return undefined;
+  if (o.breakdown.length === 0) return o.modeledNs.mean;
+  return Math.round(o.breakdown.filter((e) => !e.step.startsWith('wait:')).reduce((sum, e) => sum + e.ns, 0) * 1000) / 1000;
+}
+
+/**
+ * The operations a block's columns show for one the study names: the operation itself where its
+ * runs have it, else its rows before and after a live migration (op@before, op@after).
+ */
+export function blockOps(runs: readonly RunResult[], ops: readonly string[]): string[] {
+  const has = (name: string): boolean => runs.some((r) => opOf(r, name) !== undefined);
+  return ops.flatMap((op) => (has(op) ? [op] : [`${op}@before`, `${op}@after`].filter(has)));
+}
+
+/** A column heading of at most 9 characters for an operation (unmap@after: `unmap aft`). */
+function opHeading(op: string): string {
+  const [name, when] = op.split('@');
+  return when ? `${(name ?? '').slice(0, 5)} ${when.slice(0, 3)}` : `${op.slice(0, 6)} us`;
+}
+
 function transitions(run: RunResult, op: string): string {
   const t = opOf(run, op)?.transitions;
   if (!t) return '-';
@@ -341,32 +368,52 @@ function pad(s: string, n: number, right = false): string {
   return right ? s.padStart(n) : s.padEnd(n);
 }
 
-/** The figure of a run that the baseline column compares: application throughput, else the last op's latency. */
-function compared(run: RunResult, study: Study): { value: number; higherIsBetter: boolean } | undefined {
+/** The figure of a run that the baseline column compares: application throughput, else the last op's path. */
+function compared(run: RunResult, ops: readonly string[]): { value: number; higherIsBetter: boolean } | undefined {
   const app = applicationOf(run);
   if (app) return { value: app.perSecModeled, higherIsBetter: true };
-  const op = study.ops[study.ops.length - 1] as string;
-  const ns = modeledMean(run, op);
+  const op = ops[ops.length - 1];
+  const ns = op === undefined ? undefined : pathNs(run, op);
   return ns === undefined ? undefined : { value: ns, higherIsBetter: false };
 }
+
+/** One block's columns: the operations shown, and the one whose transitions are shown. */
+interface Columns {
+  ops: string[];
+  transitionsOf: string;
+  /** Width of the transitions column: its heading or its longest cell. */
+  tWidth: number;
+  /** The baseline design ran at this point: the `vs base` column. */
+  vsBase: boolean;
+}
+
+function columnsOf(runs: readonly RunResult[], study: Study): Columns {
+  const ops = blockOps(runs, study.ops);
+  const t = blockOps(runs, [study.transitionsOf]);
+  const transitionsOf = t[t.length - 1] ?? study.transitionsOf;
+  const tWidth = Math.max(14, ...runs.map((r) => transitions(r, transitionsOf).length));
+  return { ops: ops.length > 0 ? ops : [...study.ops], transitionsOf, tWidth, vsBase: study.baseline !== undefined && runs.some((r) => r.model === study.baseline) };
+}
+
+const OP_WIDTH = 9;
 
 /**
  * The answer's table rows for one point: a row per design, with the figures the study names and,
  * against the baseline design, the ratio (throughput: design / baseline; latency: design / baseline).
  */
-function pointRows(runs: readonly RunResult[], study: Study, withApp: boolean): string[] {
+function pointRows(runs: readonly RunResult[], study: Study, cols: Columns, withApp: boolean): string[] {
   const base = study.baseline ? runs.find((r) => r.model === study.baseline) : undefined;
-  const baseFig = base ? compared(base, study) : undefined;
+  const baseFig = base ? compared(base, cols.ops) : undefined;
   return runs.map((r) => {
     const cells = [pad(r.model, 19)];
-    for (const op of study.ops) {
-      const ns = modeledMean(r, op);
-      cells.push(pad(ns === undefined ? '-' : fmtUs(ns), 8, true));
+    for (const op of cols.ops) {
+      const ns = pathNs(r, op);
+      cells.push(pad(ns === undefined ? '-' : fmtUs(ns), OP_WIDTH, true));
     }
-    cells.push(pad(transitions(r, study.transitionsOf), 14, true));
+    cells.push(pad(transitions(r, cols.transitionsOf), cols.tWidth, true));
     cells.push(pad(fmtRate(withApp ? (applicationOf(r)?.perSecModeled ?? 0) : r.throughput.opsPerSecModeled), 7, true));
-    if (study.baseline) {
-      const fig = compared(r, study);
+    if (cols.vsBase) {
+      const fig = compared(r, cols.ops);
       const ratio = fig && baseFig && baseFig.value > 0 ? fig.value / baseFig.value : Number.NaN;
       cells.push(pad(fmtRatio(ratio), 7, true));
     }
@@ -374,10 +421,11 @@ function pointRows(runs: readonly RunResult[], study: Study, withApp: boolean): 
   });
 }
 
-function header(study: Study, withApp: boolean): string[] {
-  const cells = [pad('design', 19), ...study.ops.map((op) => pad(`${op.slice(0, 6)} us`, 8, true)), pad(`${study.transitionsOf.slice(0, 5)} e/u/i/h/d`, 14, true)];
+function header(cols: Columns, withApp: boolean): string[] {
+  const t = cols.transitionsOf.includes('@') ? opHeading(cols.transitionsOf) : cols.transitionsOf.slice(0, 5);
+  const cells = [pad('design', 19), ...cols.ops.map((op) => pad(opHeading(op), OP_WIDTH, true)), pad(`${t.length + 10 <= cols.tWidth ? `${t} ` : ''}e/u/i/h/d`, cols.tWidth, true)];
   cells.push(pad(withApp ? 'app/s' : 'ops/s', 7, true));
-  if (study.baseline) cells.push(pad('vs base', 7, true));
+  if (cols.vsBase) cells.push(pad('vs base', 7, true));
   return [`  ${cells.join(' ')}`.trimEnd()];
 }
 
@@ -411,7 +459,7 @@ export function answerText(doc: ResultsDoc, study: Study, record: StudyRecord): 
   out.push(...setupLines(doc));
   const withApp = doc.runs.some((r) => applicationOf(r) !== undefined);
   out.push('');
-  out.push(...wrap(`Modeled figures: mean latency per operation in us, transitions per ${study.transitionsOf} (exits/user/ioctl/hw/direct), ${withApp ? 'application throughput per second (its unit in results.json)' : 'DMA-API operations per second'}${study.baseline ? `, and against ${study.baseline} (vs base: ${withApp ? 'throughput' : `${study.ops[study.ops.length - 1]} latency`} ratio)` : ''}.`, ANSWER_COLUMNS));
+  out.push(...wrap(`Modeled figures: each operation's own path in us (the mean of its cost steps; what it queued for a vCPU, a lock or a queue is in results.json's breakdown), transitions per ${study.transitionsOf} (exits/user/ioctl/hw/direct; bef/aft: before and after a live migration), ${withApp ? 'application throughput per second (its unit in results.json)' : 'DMA-API operations per second'}${study.baseline ? `, and against ${study.baseline} (vs base: ${withApp ? 'throughput' : `${study.ops[study.ops.length - 1]} path`} ratio)` : ''}.`, ANSWER_COLUMNS));
   const byPoint = new Map<string, RunResult[]>();
   for (const r of doc.runs) {
     const label = pointLabel(String(r.point?.['part'] ?? ''), r.point ?? {});
@@ -424,8 +472,9 @@ export function answerText(doc: ResultsDoc, study: Study, record: StudyRecord): 
       .map(([k, v]) => `${k}=${String(v)}`);
     out.push('');
     out.push(...wrap(`[${label}]${fixed.length > 0 ? ` ${fixed.join(' ')}` : ''}`, ANSWER_COLUMNS, '  '));
-    out.push(...header(study, withApp));
-    out.push(...pointRows(runs, study, withApp));
+    const cols = columnsOf(runs, study);
+    out.push(...header(cols, withApp));
+    out.push(...pointRows(runs, study, cols, withApp));
     out.push(...boundLine(runs));
   }
   out.push('');
@@ -442,7 +491,7 @@ export function answerText(doc: ResultsDoc, study: Study, record: StudyRecord): 
     out.push('Not upstream:');
     for (const m of notUpstream) {
       const d = designOf(m as ModelName);
-      out.push(...wrap(`${m}: ${d.status}. ${d.summary}`, ANSWER_COLUMNS, '    ').map((l, i) => (i === 0 ? `  ${l.trimStart()}` : l)));
+      out.push(...wrap(d.summary.startsWith(d.status) ? `${m}: ${d.summary}` : `${m}: ${d.status}. ${d.summary}`, ANSWER_COLUMNS, '    ').map((l, i) => (i === 0 ? `  ${l.trimStart()}` : l)));
     }
   }
   if (study.remarks.length > 0) {
