@@ -272,7 +272,10 @@ export function fmtUs(ns: number): string {
 
 /** A per-operation transition count (a mean), as the answer prints it. */
 export function fmtCount(x: number): string {
-  return Number.isInteger(x) ? String(x) : x.toFixed(x < 10 ? 2 : 1).replace(/0$/, '');
+  if (Number.isInteger(x)) return String(x);
+  // Below 0.01 two decimals would show 0.0: one significant digit says how rare it is.
+  if (x < 0.01) return String(Number(x.toPrecision(1)));
+  return x.toFixed(x < 10 ? 2 : 1).replace(/0$/, '');
 }
 
 /** A rate (per second), as the answer prints it: 3 significant digits with k, M or G. */

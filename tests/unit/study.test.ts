@@ -95,7 +95,7 @@ describe('studies as data (scenarios/studies)', () => {
 
   it('formats figures as the answer prints them', () => {
     expect([fmtUs(30), fmtUs(4460), fmtUs(41_040), fmtUs(123_456), fmtUs(4_567_890)]).toEqual(['0.030', '4.460', '41.04', '123.5', '4568']);
-    expect([fmtCount(2), fmtCount(1.25), fmtCount(1.5), fmtCount(12.5)]).toEqual(['2', '1.25', '1.5', '12.5']);
+    expect([fmtCount(2), fmtCount(1.25), fmtCount(1.5), fmtCount(12.5), fmtCount(0.004), fmtCount(0.0004)]).toEqual(['2', '1.25', '1.5', '12.5', '0.004', '0.0004']);
     expect([fmtRate(224_000), fmtRate(33_300_000), fmtRate(0)]).toEqual(['224k', '33.3M', '-']);
     expect([fmtRatio(0.59), fmtRatio(12.34), fmtRatio(456), fmtRatio(Number.NaN)]).toEqual(['0.59x', '12.3x', '456x', '-']);
   });
