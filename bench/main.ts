@@ -4,6 +4,7 @@
  */
 import { VmmsimError } from '../services/runtime/errors.js';
 import { broadcastBench } from './broadcast.js';
+import { pathBench } from './path.js';
 import { soakBench } from './soak.js';
 import { transportBench } from './transport.js';
 import { vcmdqBench } from './vcmdq.js';
@@ -11,6 +12,7 @@ import { walkBench } from './walk.js';
 
 const benches: Record<string, (argv: string[]) => Promise<void>> = {
   broadcast: broadcastBench,
+  path: pathBench,
   soak: soakBench,
   transport: transportBench,
   vcmdq: vcmdqBench,

@@ -42,6 +42,10 @@ export interface LaunchOptions {
    * metricsBase + 1 + i (the controller itself has metricsBase; 0 gives everyone a free port).
    */
   telemetry?: LaunchTelemetry | undefined;
+  /** Options for node itself before the role's entry (`--cpu-prof`, for the benches). */
+  nodeArgs?: readonly string[] | undefined;
+  /** --pin: the CPU each process runs on (by name), set with taskset (util-linux) before node starts. */
+  cpuOf?: ((name: string) => number | undefined) | undefined;
 }
 
 export interface LaunchTelemetry {
@@ -86,11 +90,12 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
   private startOne(spec: ProcessSpec, ordinal: number): Promise<StartedProcess> {
     const name = endpointName(spec.role, spec.index);
     const listen = this.opts.transport === 'unix' ? ['--socket-dir', this.opts.socketDir] : ['--listen', '127.0.0.1:0'];
-    const args = [roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel, ...(this.opts.ramDir ? ['--ram-dir', this.opts.ramDir] : []), ...tlsArgs(this.opts.tls), ...this.telemetryArgs(ordinal)];
+    const args = [...(this.opts.nodeArgs ?? []), roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel, ...(this.opts.ramDir ? ['--ram-dir', this.opts.ramDir] : []), ...tlsArgs(this.opts.tls), ...this.telemetryArgs(ordinal)];
+    const [file, argv] = pinnedCommand(this.opts.cpuOf?.(name), process.execPath, args);
     return new Promise<StartedProcess>((resolve, reject) => {
       let child: ChildProcess;
       try {
-        child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, [TOKEN_ENV]: this.token.toText() } });
+        child = spawn(file, argv, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, [TOKEN_ENV]: this.token.toText() } });
         this.children.push(child);
       } catch (err) {
         reject(new VmmsimError('E_SPAWN', `cannot start ${name}: ${(err as Error).message}`));
@@ -166,6 +171,14 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
     this.stopping = true;
     for (const c of this.children) if (alive(c)) c.kill('SIGKILL');
   }
+}
+
+/**
+ * The command that starts `file args` on one CPU: taskset (util-linux) sets the affinity and execs
+ * it, so the child keeps its pid and every thread it starts inherits the CPU. Unpinned: as given.
+ */
+export function pinnedCommand(cpu: number | undefined, file: string, args: readonly string[]): [string, string[]] {
+  return cpu === undefined ? [file, [...args]] : ['taskset', ['-c', String(cpu), file, ...args]];
 }
 
 function alive(c: ChildProcess): boolean {

@@ -6,6 +6,8 @@ import type { Summary__Output as Summary } from '../runtime/generated/vmmsim/v1/
 import type { ArrivalProcess, ModelName, Scenario } from '../scenario/schema.js';
 import type { TransitionCounts } from '../runtime/topology.js';
 import { writeRegularFile, type FileText } from './output-path.js';
+import type { MeasuredSection } from './measured.js';
+import type { RunNote } from './measured-notes.js';
 
 export const RESULTS_SCHEMA = 'vmmsim/results/v1';
 
@@ -141,6 +143,16 @@ export interface RunResult {
   counters: Record<string, Record<string, number>>;
   /** Open loop (workload.rate > 0) only: requested against achieved rate. */
   load?: LoadResult;
+  /**
+   * This host's real IPC between the simulator's processes, apart from every modeled figure: per
+   * operation, hop and transition kind, over the trials (--trials) after the warm-up, with the
+   * host's floor and the machine's state (docs/results.md). The older measured fields above
+   * (ops[].measuredUs, hops[], throughput.opsPerSecMeasured, elapsedSec) stay: they are the first
+   * trial's, every operation included.
+   */
+  measured?: MeasuredSection;
+  /** What to know before trusting the run's figures: {code, text} each (noisy machine, trials that disagree). */
+  notes?: RunNote[];
 }
 
 export interface ResultsDoc {

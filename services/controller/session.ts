@@ -24,6 +24,26 @@ import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
 import { MODEL } from '../designs/names.js';
 import type { TranslationCounter } from '../machine/device-dma.js';
+import { MachineSample, type MachineState } from './machine.js';
+import { measuredSection, trialFigures, type HostFloor, type Placement, type TrialFigures } from './measured.js';
+import { measuredNotes } from './measured-notes.js';
+
+/** How a run's measured part is taken (none of it changes a modeled figure). */
+export interface TrialOptions {
+  /** Operations of each guest thread left out of the measured figures (Topology.warmup_ops). */
+  warmupOps?: number;
+  /** Topology.floor_peer: the guest times a bare round trip to this peer after each operation. */
+  floorPeer?: string;
+  placement?: Placement | null;
+  floor?: HostFloor | undefined;
+}
+
+/** One run of a scenario: its results (without the measured section) and its raw measured figures. */
+export interface Trial {
+  result: RunResult;
+  figures: TrialFigures;
+  machine: MachineState;
+}
 
 /** The processes a scenario needs: one guest and qemu per VM, one kvm and vfio, one psmmu per pSMMU. */
 export function processSpecs(s: Scenario): ProcessSpec[] {
@@ -117,8 +137,15 @@ export class Session {
     return staged;
   }
 
-  /** Runs the scenario's workload under one model and gathers its results. */
-  async run(s: Scenario, model: ModelName, profile: CostProfile): Promise<RunResult> {
+  /** Runs the scenario's workload under one model and gathers its results, with the measured section of this one trial. */
+  async run(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<RunResult> {
+    const t = await this.trial(s, model, profile, opts);
+    const measured = measuredSection({ trials: [t.figures], seed: s.seed, warmupOps: opts.warmupOps ?? 0, placement: opts.placement ?? null, floor: opts.floor, machine: t.machine });
+    return { ...t.result, measured, notes: measuredNotes(measured) };
+  }
+
+  /** Runs the scenario's workload under one model once: its results and its raw measured figures. */
+  async trial(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<Trial> {
     // The scenario was checked under its own model; compare and sweep run it under others too.
     checkEmulatedDevices(s.topology, model);
     const topology: Topology = {
@@ -141,6 +168,8 @@ export class Session {
       dispatch: s.topology.dispatch,
       vmidPolicy: s.topology.vmid,
       emulatedDevices: emulatedDeviceList(s.topology.vms, s.topology.emulatedDevices),
+      floorPeer: opts.floorPeer ?? '',
+      warmupOps: opts.warmupOps ?? 0,
     };
     const order = this.ordered();
     // Downstream first: a process opens its links only to peers that are already configured.
@@ -153,7 +182,10 @@ export class Session {
     // Start carries the whole workload; its deadline follows the workload's own limits.
     const startDeadline = s.workload.durationSec > 0 ? (s.workload.durationSec + 60) * 1000 : 3_600_000;
     this.log.debug({ model }, 'workload starting');
+    const local = hostname();
+    const sample = new MachineSample(() => this.endpoints.filter((e) => e.host === local && (e.pid ?? 0) > 0).map((e) => e.pid as number));
     const replies: StartReply__Output[] = await Promise.all(guests.map((g) => this.control(g.name as string).start(startDeadline)));
+    const machine = sample.end();
     const stats = await Promise.all(order.map((e) => this.control(e.name as string).stats()));
     for (const e of [...order].reverse()) await this.control(e.name as string).stop();
 
@@ -179,7 +211,10 @@ export class Session {
     }
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
-    return {
+    const opsPerSecMeasured = elapsedSec > 0 ? round(totalOps / elapsedSec) : 0;
+    const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
+    const figures = trialFigures(replies, roleOf, opsPerSecMeasured);
+    const result: RunResult = {
       model,
       workload: s.workload,
       topology: s.topology,
@@ -190,7 +225,7 @@ export class Session {
       ops,
       hops: replies.flatMap((r) => r.hops.map((h) => ({ from: h.from, to: h.to, count: h.measuredUs?.count ?? 0, measuredUs: h.measuredUs ?? emptySummary() }))),
       throughput: {
-        opsPerSecMeasured: elapsedSec > 0 ? round(totalOps / elapsedSec) : 0,
+        opsPerSecMeasured,
         opsPerSecModeled: combined.modeledElapsedNs > 0 ? round(totalOps / (combined.modeledElapsedNs / 1e9)) : 0,
       },
       invalidations: {
@@ -217,6 +252,7 @@ export class Session {
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
     };
+    return { result, figures, machine };
   }
 
   /**

@@ -12,6 +12,8 @@ import { withDmaMode } from './dma-modes.js';
 import { guestMetrics, type GuestMetrics } from './metrics.js';
 import { MigrationStep } from './migration.js';
 import { OpStats } from './op-stats.js';
+import { Samples } from '../runtime/histogram.js';
+import { NS_PER_US } from '../runtime/clock.js';
 import { runWorkload } from './workload.js';
 
 /** guest-N: a VM's guest OS running the workload through its DMA API and IOMMU driver. */
@@ -70,11 +72,22 @@ class GuestRole implements RoleInstance {
     if (!w) throw new Error('topology has no workload');
     // A live migration during the run (workload.migration) reports its operations before and after it.
     const step = MigrationStep.forGuest(this.kernel, this.coherent, this.env.endpoints, w);
-    const stats = step?.stats ?? new OpStats(this.env.endpoints);
+    const stats = step?.stats ?? new OpStats(this.env.endpoints, this.env.topology.warmupOps);
     this.opStats = stats;
     stats.observeWith({ tracing: this.env.tracing, log: this.env.log });
     this.metrics?.attachOps(stats);
-    const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w, step });
+    // Topology.floor_peer: one bare round trip to that peer after each operation (not timed with it).
+    const floor = this.env.floorRoundTrip ? new Samples() : undefined;
+    const roundTrip = this.env.floorRoundTrip;
+    const probe = floor && roundTrip
+      ? async (): Promise<void> => {
+        // After an operation of a thread still warming up, the floor's stream warms up too.
+        const warm = stats.warmingUp(0);
+        const ns = await roundTrip();
+        if (!warm) floor.record(ns / 2);
+      }
+      : undefined;
+    const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w, step, ...(probe ? { probe } : {}) });
     this.operations += r.operations;
     const { timeline, resourceNames } = stats.takeTimeline();
     return {
@@ -87,6 +100,7 @@ class GuestRole implements RoleInstance {
       guestCommands: this.dma.guestCommands,
       emulatedCommands: this.dma.emulatedCommands ?? 0,
       workloadCounters: { ...r.counters, ...step?.counters },
+      ...(floor ? { floorUs: floor.summary(NS_PER_US) } : {}),
     };
   }
 

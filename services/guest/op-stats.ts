@@ -2,7 +2,7 @@ import { NS_PER_US, nowNs } from '../runtime/clock.js';
 import type { HopReport } from '../runtime/generated/vmmsim/v1/HopReport.js';
 import type { OpReport } from '../runtime/generated/vmmsim/v1/OpReport.js';
 import type { TimedOp } from '../runtime/generated/vmmsim/v1/TimedOp.js';
-import { Distribution } from '../runtime/histogram.js';
+import { Samples } from '../runtime/histogram.js';
 import type { Logger } from '../runtime/logger.js';
 import type { OpContext } from '../runtime/op-context.js';
 import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../runtime/topology.js';
@@ -25,14 +25,24 @@ class OpRecord {
  */
 export class OpStats {
   private readonly ops = new Map<string, OpRecord>();
-  private readonly hops = new Map<string, { from: string; to: string; dist: Distribution }>();
+  private readonly hops = new Map<string, { from: string; to: string; all: Samples; steady: Samples }>();
+  /** Operations recorded per thread, to tell its first warmupOps (Topology.warmup_ops) apart. */
+  private readonly perThread: number[] = [];
   private readonly timeline: TimedOp[] = [];
   private readonly resources = new Map<string, number>();
   private tracing: OpTracing | undefined;
   /** Set only when the guest logs at debug: then each operation gets a line. */
   private opLog: Logger | undefined;
 
-  constructor(private readonly endpoints: EndpointTable) {}
+  constructor(
+    private readonly endpoints: EndpointTable,
+    private readonly warmupOps = 0,
+  ) {}
+
+  /** Whether thread t is still warming up: its next operation would be one of its first warmupOps. */
+  warmingUp(t: number): boolean {
+    return (this.perThread[t] ?? 0) < this.warmupOps;
+  }
 
   /** Sampled operations become traces; at debug level each operation is logged with its opId. */
   observeWith(t: { tracing?: OpTracing | undefined; log: Logger }): void {
@@ -71,6 +81,9 @@ export class OpStats {
   record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
     const r = this.op(name);
     r.count += 1;
+    const done = (this.perThread[thread] ?? 0) + 1;
+    this.perThread[thread] = done;
+    const warmup = done <= this.warmupOps;
     this.timeline.push({
       op: r.index,
       thread,
@@ -81,6 +94,7 @@ export class OpStats {
       holdResource: ctx.holds.map((h) => this.resource(h.resource)),
       holdAtNs: ctx.holds.map((h) => h.atNs),
       holdNs: ctx.holds.map((h) => h.ns),
+      ...(warmup ? { warmup } : {}),
     });
     const tracing = this.tracing;
     const spans: HopSpan[] | undefined = tracing?.sampled() ? [] : undefined;
@@ -94,10 +108,12 @@ export class OpStats {
       const key = `${from.name}>${to.name}`;
       let hop = this.hops.get(key);
       if (!hop) {
-        hop = { from: from.name, to: to.name, dist: new Distribution() };
+        hop = { from: from.name, to: to.name, all: new Samples(), steady: new Samples() };
         this.hops.set(key, hop);
       }
-      hop.dist.record(Number(h.receivedNs ?? 0) - Number(h.sentNs ?? 0));
+      const ns = Math.max(0, Number(h.receivedNs ?? 0) - Number(h.sentNs ?? 0));
+      hop.all.record(ns);
+      if (!warmup) hop.steady.record(ns);
     }
     if (spans && tracing) {
       // The operation ended at most now (the caller may have been preempted since) and its
@@ -119,7 +135,7 @@ export class OpStats {
   }
 
   hopReports(): HopReport[] {
-    return [...this.hops.values()].map((h) => ({ from: h.from, to: h.to, measuredUs: h.dist.summary(NS_PER_US) }));
+    return [...this.hops.values()].map((h) => ({ from: h.from, to: h.to, measuredUs: h.all.summary(NS_PER_US), steadyUs: h.steady.summary(NS_PER_US) }));
   }
 
   /** The timeline and the resource names its holds refer to; the records are handed over. */

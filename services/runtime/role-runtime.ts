@@ -22,6 +22,7 @@ import { DOWNSTREAM, EndpointTable, endpointName, isRole, type Endpoint, type Ro
 import type { OpTracing } from './tracing.js';
 import { CONTROLLER, TOKEN_ENV, RunToken, admit, loadTokenFile, type CallerCheck } from './transport/auth.js';
 import { INSECURE, TLS_OPTIONS, mutualTls, tlsFiles, withToken, type Security, type TlsFiles } from './transport/credentials.js';
+import { FLOOR_SERVICE, FloorProbe, floorHandlers } from './transport/floor.js';
 import { LinkClient, LinkServer, linkServiceDefinition, type ReplyBody } from './transport/link.js';
 import { linkMetrics } from './transport/link-metrics.js';
 import { serve, shutdown, type Listen } from './transport/server.js';
@@ -46,6 +47,8 @@ interface Configured {
   links: Map<string, LinkClient>;
   /** The peers whose requests this process serves: endpoints of the roles that link to this one, by name. */
   upstream: Map<string, Endpoint>;
+  /** Topology.floor_peer on a guest: its bare echo stream to that peer (transport/floor.ts). */
+  floor: FloorProbe | undefined;
 }
 
 /**
@@ -126,6 +129,11 @@ export class RoleProcess {
     const deadlineMs = topology.deadlineMs || 10_000;
     const peers: Endpoint[] = [];
     for (const role of DOWNSTREAM[this.role]) peers.push(...endpoints.ofRole(role));
+    let floor: FloorProbe | undefined;
+    const closeAll = (): void => {
+      for (const l of links.values()) l.close();
+      floor?.close();
+    };
     try {
       await Promise.all(
         peers.map(async (peer) => {
@@ -136,8 +144,9 @@ export class RoleProcess {
           await link.open();
         }),
       );
+      floor = await this.openFloor(topology, self, endpoints);
     } catch (err) {
-      for (const l of links.values()) l.close();
+      closeAll();
       throw err;
     }
     const log = this.log;
@@ -153,20 +162,33 @@ export class RoleProcess {
         newContext: (opId, modeledNs) => new OpContext(opId, modeledNs, costs, links),
         metrics: this.telemetry.metrics,
         tracing: this.telemetry.tracing,
+        ...(floor ? { floorRoundTrip: () => (floor as FloorProbe).roundTrip() } : {}),
       });
     } catch (err) {
-      for (const l of links.values()) l.close();
+      closeAll();
       throw err;
     }
     try {
       await instance.init?.();
     } catch (err) {
-      for (const l of links.values()) l.close();
+      closeAll();
       await instance.close?.();
       throw err;
     }
-    this.configured = { topology, self, endpoints, costs, instance, links, upstream };
+    this.configured = { topology, self, endpoints, costs, instance, links, upstream, floor };
     log.debug({ model: topology.model, peers: [...links.keys()] }, 'configured');
+  }
+
+  /**
+   * Topology.floor_peer: a guest opens a bare echo stream to that peer (the same address and
+   * credentials as its link), which it times between operations. Other roles ignore it.
+   */
+  private async openFloor(topology: Topology__Output, self: Endpoint, endpoints: EndpointTable): Promise<FloorProbe | undefined> {
+    if (this.role !== 'guest' || topology.floorPeer === '') return undefined;
+    const peer = endpoints.name(topology.floorPeer);
+    if (!peer) throw new VmmsimError('E_CONFIGURE', `floor_peer ${topology.floorPeer} is not in the topology`);
+    const address = this.net.peers?.endpoints.find((e) => e.name === peer.name)?.address ?? peer.address;
+    return FloorProbe.open(self.name, peer.name, address, this.net.security);
   }
 
   private async teardown(): Promise<void> {
@@ -175,6 +197,7 @@ export class RoleProcess {
     // The streams of the last run go with it: its peers open new ones for the next.
     this.linkServer.closeAll();
     if (!c) return;
+    c.floor?.close();
     for (const l of c.links.values()) l.close();
     try {
       await c.instance.close?.();
@@ -263,6 +286,11 @@ export class RoleProcess {
   /** The Link service: replies are stamped with this process's endpoint id in the current topology. */
   linkHandlers(): ReturnType<LinkServer['handlers']> {
     return this.linkServer.handlers();
+  }
+
+  /** The bare echo stream the transport floor is timed on (transport/floor.ts), for proved callers only. */
+  floorHandlers(): ReturnType<typeof floorHandlers> {
+    return floorHandlers((call) => admit(this.callers, call.metadata, () => call.getAuthContext()?.sslPeerCertificate));
   }
 
   /**
@@ -409,6 +437,7 @@ export async function startRole(args: RoleArgs): Promise<void> {
   const served = await serve(args.listen, (server) => {
     server.addService(p.control.vmmsim.v1.Control.service, proc.controlService());
     server.addService(linkServiceDefinition(), proc.linkHandlers());
+    server.addService(FLOOR_SERVICE, proc.floorHandlers());
   }, security);
   // A socket file a user named is private to this user, as the launcher's 0700 folder makes its own.
   if (args.listen.kind === 'path') chmodSync(args.listen.path, 0o600);

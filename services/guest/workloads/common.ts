@@ -36,6 +36,11 @@ export interface WorkloadEnv {
   w: WorkloadSpec;
   /** A point of the run where every vCPU stops until something is done (workload.migration). */
   step?: WorkloadStep;
+  /**
+   * Run after each operation, outside its time (Topology.floor_peer: one round trip of the
+   * transport floor), so the floor is measured in the same machine state as the operations.
+   */
+  probe?: () => Promise<void>;
 }
 
 /** A stop the threads make together: each calls `reach` before every operation and `leave` when it has none left. */
@@ -204,6 +209,7 @@ export class WorkloadThreads {
     // Before the clocks are read: a step may hold the thread and move its clock.
     await this.env.step?.reach(t);
     const r = await this.timed(name, t, fn, arrivalNs);
+    if (this.env.probe) await this.env.probe();
     if (t === 0 && this.virtioMem && ++this.sinceResize >= (this.env.w.virtioMem?.everyOps ?? 0)) {
       // workload.virtioMem: a resize after thread 0's operation, an operation of its own (the host
       // asked, and the vCPU that serves the driver's work does it).

@@ -1,0 +1,246 @@
+/**
+ * `npm run bench -- path [--json]`: what vmmsim's real path costs over the transport under it, in
+ * one process tree and one run. The tree is one VM under nested-smmuv3, strict, no device DMA, one
+ * vCPU: each strict unmap crosses 8 one-way hops (guest -> kvm -> qemu -> vfio -> psmmu and back).
+ * After each operation the guest times one round trip of a bare grpc-js bidi stream to kvm (raw
+ * bytes, grpc-js's framing, no codec and no vmmsim code: transport/floor.ts), outside the
+ * operation's time, so the floor is taken between two of the path's own processes in the same
+ * machine state as the path. Reported:
+ *
+ *   pathMeasuredP50Us   the strict unmap's measured p50 (median of the rounds' p50s)
+ *   floorOneWayP50Us    half the bare round trip's p50 (median of the rounds')
+ *   hops                one-way hops per unmap (8)
+ *   pathOverheadRatio   pathMeasuredP50Us / (hops x floorOneWayP50Us); target <= 1.3
+ *
+ * and beside them the host's floor measured alone at the start (two idle processes: a raw Unix
+ * socket and the same bare grpc-js stream), each hop's p50, and the machine's load.
+ */
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { benchArgs } from './args.js';
+import { loadProfile } from '../services/cost/profile.js';
+import { VmmsimError } from '../services/runtime/errors.js';
+import { createLogger } from '../services/runtime/logger.js';
+import { resolveScenario } from '../services/scenario/validate.js';
+import type { Scenario } from '../services/scenario/schema.js';
+import { ProcessTree } from '../services/controller/launcher.js';
+import { Session, processSpecs, type Trial } from '../services/controller/session.js';
+import { measureHostFloor } from '../services/controller/host-floor.js';
+import { combineMachine } from '../services/controller/machine.js';
+import { bootstrapMedianCi, median } from '../services/controller/measured.js';
+import { machineNotes } from '../services/controller/measured-notes.js';
+import { checkPinnable, parsePin, placementOf } from '../services/controller/placement.js';
+import { MODEL } from '../services/designs/names.js';
+
+const USAGE = `usage: npm run bench -- path [options]
+
+The nested-smmuv3 strict unmap path (8 one-way hops through guest, kvm, qemu, vfio and psmmu
+processes) against a bare grpc-js bidi-stream hop between two of the same processes (guest and
+kvm), timed between the path's operations in the same run; ratio = path p50 / (hops x floor p50),
+target <= 1.3.
+
+options:
+  --rounds N       measured rounds, one run each (default 6); figures are medians of the rounds
+  --ops N          map+unmap iterations per round (default 1500)
+  --warmup N       iterations of an unreported run first (default 3000): fresh processes need
+                   thousands of operations before the JIT has compiled the path
+  --pin SPEC       auto|CPU[,CPU..]: every process of the path and the floor on the first CPU
+                   (taskset); default unpinned
+  --cpu-prof DIR   run the role processes with node --cpu-prof, profiles written to DIR
+  --check          exit 1 when the ratio misses the target
+  --json           print one JSON object on stdout (progress still goes to stderr)
+  -h, --help       this text
+`;
+
+const TARGET_RATIO = 1.3;
+
+interface Options {
+  rounds: number;
+  ops: number;
+  warmup: number;
+  pin: string | undefined;
+  cpuProf: string | undefined;
+  check: boolean;
+  json: boolean;
+}
+
+function parseOptions(argv: string[]): Options | undefined {
+  const a = benchArgs('path', USAGE, argv, {
+    rounds: { type: 'string', default: '6' },
+    ops: { type: 'string', default: '1500' },
+    warmup: { type: 'string', default: '3000' },
+    pin: { type: 'string' },
+    'cpu-prof': { type: 'string' },
+    check: { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
+  if (!a) return undefined;
+  const { values, number } = a;
+  return {
+    rounds: number('rounds', values.rounds, 1, 1000),
+    ops: number('ops', values.ops, 10),
+    warmup: number('warmup', values.warmup, 0),
+    pin: values.pin,
+    cpuProf: values['cpu-prof'],
+    check: values.check,
+    json: values.json,
+  };
+}
+
+function scenario(ops: number): Scenario {
+  return resolveScenario({
+    name: 'path-bench',
+    model: MODEL.nestedSmmuv3,
+    dma: 'strict',
+    topology: { psmmus: 1, vms: 1, devicesPerPsmmu: 1 },
+    // The path alone: no device DMA competes for the cores.
+    device: { dmaRate: 0 },
+    workload: { kind: 'dma-map-benchmark', threads: 1, ops, granulePages: 1 },
+  });
+}
+
+const r2 = (x: number): number => Math.round(x * 100) / 100;
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+interface Round {
+  pathP50Us: number;
+  floorOneWayP50Us: number;
+  hops: number;
+  ratio: number;
+  hopP50Us: Record<string, number>;
+}
+
+function roundOf(t: Trial): Round {
+  const unmap = t.figures.ops.find((o) => o.op === 'unmap');
+  const count = t.result.ops.find((o) => o.op === 'unmap')?.count ?? 0;
+  const crossings = t.result.hops.reduce((n, h) => n + h.count, 0);
+  const hops = count > 0 ? Math.round(crossings / count) : 0;
+  const floor = t.figures.inPathFloorUs ?? NaN;
+  const path = unmap?.p50Us ?? NaN;
+  return {
+    pathP50Us: path,
+    floorOneWayP50Us: floor,
+    hops,
+    ratio: r3(path / (hops * floor)),
+    hopP50Us: Object.fromEntries(t.figures.hops.map((h) => [`${h.from} -> ${h.to}`, h.p50Us])),
+  };
+}
+
+export async function pathBench(argv: string[]): Promise<void> {
+  const opts = parseOptions(argv);
+  if (!opts) return;
+  const progress = (line: string): void => {
+    process.stderr.write(`bench path: ${line}\n`);
+  };
+  const s = scenario(opts.ops);
+  const specs = processSpecs(s);
+  let placement;
+  if (opts.pin !== undefined) {
+    checkPinnable();
+    const list = parsePin(opts.pin);
+    // The bench's one VM: everything on the first CPU of the list.
+    placement = placementOf(specs, list.slice(0, 1), opts.pin);
+  }
+  const cpuOf = placement ? (name: string): number | undefined => placement.cpus[name] : undefined;
+  const nodeArgs = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${resolve(opts.cpuProf)}`] : undefined;
+  if (opts.cpuProf) mkdirSync(resolve(opts.cpuProf), { recursive: true });
+  const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-bench-'));
+  const ramDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-bench-ram-'));
+  const log = createLogger({ bench: 'path' }, 'warn');
+  const tree = new ProcessTree({ socketDir, ramDir, transport: 'unix', logLevel: 'warn', startTimeoutMs: 60_000, log, nodeArgs, cpuOf });
+  const profile = loadProfile('arm64-kunpeng920');
+  const load0 = loadavg();
+  let session: Session | undefined;
+  const onSignal = (): void => {
+    tree.killAll();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    progress('measuring the host floor alone (raw Unix socket, bare grpc-js)');
+    const hostFloor = await measureHostFloor({ dir: socketDir, cpu: cpuOf?.('floor') });
+    progress(`starting ${specs.length} processes${placement ? ` pinned (${opts.pin})` : ''}`);
+    await tree.start(specs);
+    session = new Session(tree, log, ramDir);
+    const trialOpts = { floorPeer: 'kvm', warmupOps: 0 };
+    if (opts.warmup > 0) {
+      progress(`warm-up: ${opts.warmup} iterations`);
+      await session.trial(scenario(opts.warmup), MODEL.nestedSmmuv3, profile, trialOpts);
+    }
+    const rounds: Round[] = [];
+    const machines = [];
+    for (let r = 0; r < opts.rounds; r++) {
+      const t = await session.trial(s, MODEL.nestedSmmuv3, profile, trialOpts);
+      const round = roundOf(t);
+      rounds.push(round);
+      machines.push(t.machine);
+      progress(`round ${r + 1}/${opts.rounds}: path p50 ${round.pathP50Us} us, floor one way ${round.floorOneWayP50Us} us, ${round.hops} hops, ratio ${round.ratio}`);
+    }
+    const path = median(rounds.map((x) => x.pathP50Us));
+    const floor = median(rounds.map((x) => x.floorOneWayP50Us));
+    const hops = rounds[0]?.hops ?? 0;
+    if (hops === 0) throw new VmmsimError('E_RUN', 'the unmaps crossed no hop: is the path nested-smmuv3 strict?');
+    const ratio = r3(path / (hops * floor));
+    const ratios = rounds.map((x) => x.ratio);
+    const machine = combineMachine(machines);
+    const notes = machineNotes(machine);
+    const hopNames = Object.keys(rounds[0]?.hopP50Us ?? {});
+    const hopP50Us = Object.fromEntries(hopNames.map((h) => [h, r2(median(rounds.map((x) => x.hopP50Us[h] ?? NaN)))]));
+    const sumHops = Object.values(hopP50Us).reduce((a, b) => a + b, 0);
+    const result = {
+      bench: 'path',
+      pathMeasuredP50Us: r2(path),
+      floorOneWayP50Us: r2(floor),
+      hops,
+      pathOverheadRatio: ratio,
+      target: { pathOverheadRatio: TARGET_RATIO },
+      pass: ratio <= TARGET_RATIO,
+      detail: {
+        roundRatios: ratios,
+        ratioCi95: bootstrapMedianCi(ratios, 'pathOverheadRatio', 1),
+        roundPathP50Us: rounds.map((x) => r2(x.pathP50Us)),
+        roundFloorOneWayP50Us: rounds.map((x) => r2(x.floorOneWayP50Us)),
+        hopP50Us,
+        // What the path spends inside the processes (handlers, the guest's own work, flushing): the op minus its crossings.
+        inProcessesUs: r2(path - sumHops),
+        hostFloorAlone: { rawUdsOneWayP50Us: hostFloor.rawUdsOneWayUs.p50, grpcOneWayP50Us: hostFloor.grpcOneWayUs.p50, ratioVsAloneGrpc: r3(path / (hops * hostFloor.grpcOneWayUs.p50)) },
+      },
+      machine: { ...machine, loadAvgBeforeBench: load0.map(r2) },
+      notes,
+      config: { rounds: opts.rounds, opsPerRound: opts.ops, warmup: opts.warmup, pin: opts.pin ?? null, placement: placement?.cpus ?? null, node: process.version, cpus: cpus().length },
+    };
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+    } else {
+      const d = result.detail;
+      const out = [
+        `path bench: nested-smmuv3 strict unmap, ${opts.rounds} rounds x ${opts.ops} iterations, ${opts.warmup} warm-up, node ${process.version}, ${cpus().length} cpus, load average ${load0.map((x) => x.toFixed(2)).join(' ')}${placement ? `, pinned to CPU ${cpuOf?.('guest-0')}` : ''}`,
+        '',
+        `  pathMeasuredP50Us   ${result.pathMeasuredP50Us.toFixed(1)}`,
+        `  floorOneWayP50Us    ${result.floorOneWayP50Us.toFixed(1)}   (bare grpc-js, guest-0 <-> kvm, between the path's operations)`,
+        `  hops                ${hops}`,
+        `  pathOverheadRatio   ${ratio.toFixed(3)}   (target <= ${TARGET_RATIO}: ${result.pass ? 'met' : 'MISSED'}; per round: ${ratios.map((x) => x.toFixed(2)).join(' ')}${d.ratioCi95 ? `; 95% interval ${d.ratioCi95[0]}-${d.ratioCi95[1]}` : ''})`,
+        '',
+        `host floor alone, at the start (two idle processes, one way p50): raw Unix socket ${hostFloor.rawUdsOneWayUs.p50} us, bare grpc-js ${hostFloor.grpcOneWayUs.p50} us (path over ${hops} of these: ${d.hostFloorAlone.ratioVsAloneGrpc})`,
+        '',
+        'hops of the path (one way, p50 us, median of the rounds):',
+        ...Object.entries(hopP50Us).map(([h, v]) => `  ${h.padEnd(20)} ${v.toFixed(1).padStart(8)}`),
+        `  ${'in the processes'.padEnd(20)} ${d.inProcessesUs.toFixed(1).padStart(8)}   (the unmap's p50 minus its hops: handlers, the guest's own work, flushing)`,
+        '',
+        `machine while measured: ${machine.cores} cores, load ${machine.loadAvgStart[0]} -> ${machine.loadAvgEnd[0]}, other processes ${machine.othersCores ?? '?'} cores, this run ${machine.ownCores ?? '?'} cores, steal ${machine.stealPct ?? '?'}%`,
+        ...notes.map((n) => `note [${n.code}]: ${n.text}`),
+      ];
+      process.stdout.write(`${out.join('\n')}\n`);
+    }
+    if (opts.check && !result.pass) process.exitCode = 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    session?.close();
+    await tree.stop().catch(() => tree.killAll());
+    rmSync(socketDir, { recursive: true, force: true });
+    rmSync(ramDir, { recursive: true, force: true });
+  }
+}
