@@ -48,6 +48,8 @@ options:
   --pin SPEC       auto|CPU[,CPU..]: every process of the path and the floor on the first CPU
                    (taskset); default unpinned
   --cpu-prof DIR   run the role processes with node --cpu-prof, profiles written to DIR
+  --node-arg ARG   an option for node in every role process (repeatable), e.g. --perf-basic-prof
+                   for \`perf record\`
   --check          exit 1 when the ratio misses the target
   --json           print one JSON object on stdout (progress still goes to stderr)
   -h, --help       this text
@@ -61,6 +63,7 @@ interface Options {
   warmup: number;
   pin: string | undefined;
   cpuProf: string | undefined;
+  nodeArgs: string[];
   check: boolean;
   json: boolean;
 }
@@ -72,6 +75,7 @@ function parseOptions(argv: string[]): Options | undefined {
     warmup: { type: 'string', default: '3000' },
     pin: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    'node-arg': { type: 'string', multiple: true },
     check: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -84,6 +88,7 @@ function parseOptions(argv: string[]): Options | undefined {
     warmup: number('warmup', values.warmup, 0),
     pin: values.pin,
     cpuProf: values['cpu-prof'],
+    nodeArgs: values['node-arg'] ?? [],
     check: values.check,
     json: values.json,
   };
@@ -105,6 +110,8 @@ const r2 = (x: number): number => Math.round(x * 100) / 100;
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 interface Round {
+  /** CPU time of every process of the run (roles and this bench) per map+unmap iteration, in us. */
+  cpuUsPerIteration: number;
   pathP50Us: number;
   floorOneWayP50Us: number;
   hops: number;
@@ -112,7 +119,7 @@ interface Round {
   hopP50Us: Record<string, number>;
 }
 
-function roundOf(t: Trial): Round {
+function roundOf(t: Trial, iterations: number): Round {
   const unmap = t.figures.ops.find((o) => o.op === 'unmap');
   const count = t.result.ops.find((o) => o.op === 'unmap')?.count ?? 0;
   const crossings = t.result.hops.reduce((n, h) => n + h.count, 0);
@@ -120,6 +127,7 @@ function roundOf(t: Trial): Round {
   const floor = t.figures.inPathFloorUs ?? NaN;
   const path = unmap?.p50Us ?? NaN;
   return {
+    cpuUsPerIteration: r2(((t.machine.ownCores ?? NaN) * t.machine.seconds * 1e6) / iterations),
     pathP50Us: path,
     floorOneWayP50Us: floor,
     hops,
@@ -144,7 +152,7 @@ export async function pathBench(argv: string[]): Promise<void> {
     placement = placementOf(specs, list.slice(0, 1), opts.pin);
   }
   const cpuOf = placement ? (name: string): number | undefined => placement.cpus[name] : undefined;
-  const nodeArgs = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${resolve(opts.cpuProf)}`] : undefined;
+  const nodeArgs = [...(opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${resolve(opts.cpuProf)}`] : []), ...opts.nodeArgs];
   if (opts.cpuProf) mkdirSync(resolve(opts.cpuProf), { recursive: true });
   const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-bench-'));
   const ramDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-bench-ram-'));
@@ -173,10 +181,10 @@ export async function pathBench(argv: string[]): Promise<void> {
     const machines = [];
     for (let r = 0; r < opts.rounds; r++) {
       const t = await session.trial(s, MODEL.nestedSmmuv3, profile, trialOpts);
-      const round = roundOf(t);
+      const round = roundOf(t, opts.ops);
       rounds.push(round);
       machines.push(t.machine);
-      progress(`round ${r + 1}/${opts.rounds}: path p50 ${round.pathP50Us} us, floor one way ${round.floorOneWayP50Us} us, ${round.hops} hops, ratio ${round.ratio}`);
+      progress(`round ${r + 1}/${opts.rounds}: path p50 ${round.pathP50Us} us, floor one way ${round.floorOneWayP50Us} us, ${round.hops} hops, ratio ${round.ratio}, CPU ${round.cpuUsPerIteration} us per iteration`);
     }
     const path = median(rounds.map((x) => x.pathP50Us));
     const floor = median(rounds.map((x) => x.floorOneWayP50Us));
@@ -202,6 +210,8 @@ export async function pathBench(argv: string[]): Promise<void> {
         ratioCi95: bootstrapMedianCi(ratios, 'pathOverheadRatio', 1),
         roundPathP50Us: rounds.map((x) => r2(x.pathP50Us)),
         roundFloorOneWayP50Us: rounds.map((x) => r2(x.floorOneWayP50Us)),
+        // CPU time of all the run's processes per map+unmap iteration (the floor's round trips included).
+        cpuUsPerIteration: r2(median(rounds.map((x) => x.cpuUsPerIteration))),
         hopP50Us,
         // What the path spends inside the processes (handlers, the guest's own work, flushing): the op minus its crossings.
         inProcessesUs: r2(path - sumHops),
@@ -228,6 +238,7 @@ export async function pathBench(argv: string[]): Promise<void> {
         'hops of the path (one way, p50 us, median of the rounds):',
         ...Object.entries(hopP50Us).map(([h, v]) => `  ${h.padEnd(20)} ${v.toFixed(1).padStart(8)}`),
         `  ${'in the processes'.padEnd(20)} ${d.inProcessesUs.toFixed(1).padStart(8)}   (the unmap's p50 minus its hops: handlers, the guest's own work, flushing)`,
+        `CPU time of every process per iteration (map, unmap, floor round trips): ${d.cpuUsPerIteration} us`,
         '',
         `machine while measured: ${machine.cores} cores, load ${machine.loadAvgStart[0]} -> ${machine.loadAvgEnd[0]}, other processes ${machine.othersCores ?? '?'} cores, this run ${machine.ownCores ?? '?'} cores, steal ${machine.stealPct ?? '?'}%`,
         ...notes.map((n) => `note [${n.code}]: ${n.text}`),
