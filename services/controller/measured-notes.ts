@@ -25,7 +25,11 @@ export const NOTE_CODES = {
   loadAverage: 'measured.load-average',
   steal: 'measured.steal',
   noSteady: 'measured.no-steady-operations',
+  noFloor: 'measured.no-floor',
 } as const;
+
+/** Notes about the machine, the same for every run of a command: said once under a table. */
+export const MACHINE_NOTE_CODES: ReadonlySet<string> = new Set([NOTE_CODES.machineBusy, NOTE_CODES.loadAverage, NOTE_CODES.steal, NOTE_CODES.noFloor]);
 
 const pct = (x: number): string => `${Math.round(x * 100)}%`;
 

@@ -221,7 +221,7 @@ export function spread(e: Estimate): number {
  * Which transition a hop plays: a request hop pays the transition of its roles; the reverse hop
  * carries its reply.
  */
-function hopTransition(fromRole: string, toRole: string): { transition: TransitionKind | null; direction: 'request' | 'reply' | null } {
+export function transitionOfHop(fromRole: string, toRole: string): { transition: TransitionKind | null; direction: 'request' | 'reply' | null } {
   const req = transitionOf(fromRole as Role, toRole as Role);
   if (req) return { transition: req, direction: 'request' };
   const rep = transitionOf(toRole as Role, fromRole as Role);
@@ -253,7 +253,7 @@ export function measuredSection(inp: SectionInputs): MeasuredSection {
   const hops: MeasuredHop[] = hopKeys.map((k) => {
     const per = trials.map((t) => t.hops.find((h) => h.from === k.from && h.to === k.to));
     const f = (x: 'p50Us' | 'p99Us'): Estimate => estimate(per.map((h) => (h && h.count > 0 ? h[x] : NaN)), `hop.${k.from}>${k.to}.${x}`, seed);
-    return { from: k.from, to: k.to, ...hopTransition(k.fromRole, k.toRole), count: per.reduce((n, h) => n + (h?.count ?? 0), 0), p50Us: f('p50Us'), p99Us: f('p99Us') };
+    return { from: k.from, to: k.to, ...transitionOfHop(k.fromRole, k.toRole), count: per.reduce((n, h) => n + (h?.count ?? 0), 0), p50Us: f('p50Us'), p99Us: f('p99Us') };
   });
   const transitions: MeasuredTransition[] = [];
   for (const kind of TRANSITION_KINDS) {

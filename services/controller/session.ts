@@ -24,9 +24,9 @@ import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
 import { MODEL } from '../designs/names.js';
 import type { TranslationCounter } from '../machine/device-dma.js';
-import { MachineSample, type MachineState } from './machine.js';
+import { MachineSample, combineMachine, type MachineState } from './machine.js';
 import { measuredSection, trialFigures, type HostFloor, type Placement, type TrialFigures } from './measured.js';
-import { measuredNotes } from './measured-notes.js';
+import { NOTE_CODES, measuredNotes } from './measured-notes.js';
 
 /** How a run's measured part is taken (none of it changes a modeled figure). */
 export interface TrialOptions {
@@ -34,8 +34,30 @@ export interface TrialOptions {
   warmupOps?: number;
   /** Topology.floor_peer: the guest times a bare round trip to this peer after each operation. */
   floorPeer?: string;
-  placement?: Placement | null;
-  floor?: HostFloor | undefined;
+}
+
+/**
+ * How a session takes every run's measured part (--trials, --warmup, --pin): the same settings
+ * for every run of a command. The defaults keep a run as it was: one trial, no warm-up left out.
+ */
+export interface MeasureSettings {
+  trials: number;
+  /** Operations per guest thread left out of the measured figures; auto: 50, or a tenth of a thread's share when less. */
+  warmup: number | 'auto';
+  placement: Placement | null;
+  /** The host's floor, measured when the command started. */
+  floor: HostFloor | undefined;
+  /** Why there is no floor, when it could not be measured. */
+  floorMissing?: string;
+}
+
+/** Operations of each thread a warm-up of `auto` leaves out: 50, or a tenth of a thread's share when less. */
+export function autoWarmup(s: Scenario): number {
+  const w = s.workload;
+  if (!(w.ops > 0)) return 50;
+  // Most workloads make a map and an unmap of each item.
+  const perThread = (2 * Math.ceil(w.ops / Math.max(1, w.threads)));
+  return Math.min(50, Math.floor(perThread / 10));
 }
 
 /** One run of a scenario: its results (without the measured section) and its raw measured figures. */
@@ -137,11 +159,24 @@ export class Session {
     return staged;
   }
 
-  /** Runs the scenario's workload under one model and gathers its results, with the measured section of this one trial. */
+  /** How every run of this session takes its measured part. */
+  measure: MeasureSettings = { trials: 1, warmup: 0, placement: null, floor: undefined };
+
+  /**
+   * Runs the scenario's workload under one model and gathers its results: the modeled figures and
+   * the older measured fields from the first trial, the measured section over every trial
+   * (this.measure.trials), and the notes a reader needs about them.
+   */
   async run(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<RunResult> {
-    const t = await this.trial(s, model, profile, opts);
-    const measured = measuredSection({ trials: [t.figures], seed: s.seed, warmupOps: opts.warmupOps ?? 0, placement: opts.placement ?? null, floor: opts.floor, machine: t.machine });
-    return { ...t.result, measured, notes: measuredNotes(measured) };
+    const m = this.measure;
+    const warmupOps = opts.warmupOps ?? (m.warmup === 'auto' ? autoWarmup(s) : m.warmup);
+    const trials: Trial[] = [];
+    for (let k = 0; k < Math.max(1, m.trials); k++) trials.push(await this.trial(s, model, profile, { ...opts, warmupOps }));
+    const first = trials[0] as Trial;
+    const measured = measuredSection({ trials: trials.map((t) => t.figures), seed: s.seed, warmupOps, placement: m.placement, floor: m.floor, machine: combineMachine(trials.map((t) => t.machine)) });
+    const notes = measuredNotes(measured);
+    if (m.floorMissing) notes.push({ code: NOTE_CODES.noFloor, text: `the host's floor could not be measured (${m.floorMissing}): the measured figures stand without it` });
+    return { ...first.result, measured, notes };
   }
 
   /** Runs the scenario's workload under one model once: its results and its raw measured figures. */

@@ -13,7 +13,8 @@ import { saveResults } from '../report/write.js';
 import { defaultOutDir, type RunResult } from '../results.js';
 import { loadScenario } from '../scenario-load.js';
 import { processSpecs } from '../session.js';
-import { comparisonTable, dmaMapBenchmarkReport, hopTable } from '../table.js';
+import { comparisonTable, dmaMapBenchmarkReport, hopTable, notesLines } from '../table.js';
+import { PIN_HELP } from '../placement.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
@@ -40,6 +41,13 @@ options:
   --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (or VMMSIM_LOG_LEVEL); logs go to stderr
   --start-timeout MS    how long a process may take to report ready (default 20000)
+  --trials N            repeat each model's run N times (default 1): each measured figure is then the
+                        median of the trials with a 95% bootstrap interval; modeled figures are the
+                        same every trial
+  --warmup N|auto       operations of each guest thread left out of the measured figures (still
+                        counted in the modeled ones); auto (default): 50, or a tenth of a thread's
+                        share when less
+${PIN_HELP}
 ${CONNECT_HELP}
 ${TELEMETRY_HELP}
   -h, --help            this text
@@ -120,7 +128,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   } else if (runs.length > 0) {
     process.stdout.write(comparisonTable(runs) + '\n');
     // Hop tables for one model; a comparison keeps to its tables (every hop is in results.json).
-    if (runs.length === 1) for (const run of runs) if (run.hops.length > 0) process.stdout.write(`\nhops of ${run.model} (measured, one way):\n${hopTable(run)}\n`);
+    if (runs.length === 1) for (const run of runs) if (run.hops.length > 0) process.stdout.write(`\nhops of ${run.model} (measured: this host's IPC, one way):\n${hopTable(run)}\n`);
     if (p.scenario.workload.kind === 'dma-map-benchmark') process.stdout.write(`\n${runs.map(dmaMapBenchmarkReport).join('\n')}\n`);
     const trace = runs[0]?.workloadCounters;
     if (trace && 'events' in trace) {
@@ -129,6 +137,8 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
           `lines skipped: ${trace['skipped.header']} header, ${trace['skipped.otherIommuEvent']} other iommu events, ${trace['skipped.otherEvent']} other events, ${trace['skipped.unparsable']} unparsable\n`,
       );
     }
+    const notes = notesLines(runs);
+    if (notes) process.stdout.write(`\n${notes}\n`);
     if (saved.where) process.stdout.write(`\n${saved.where}`);
   }
   return finish(failure, p.json, saved);

@@ -93,6 +93,8 @@ function plan(argv: string[]): SaturatePlan | undefined {
   const scenario = loadScenario(positionals[0], sets, { ...overrides, 'workload.rate': search.from });
   checkScenario(scenario);
   const settings = treeSettings(values);
+  // Each step is judged on one run's figures: repeating them would only slow the search.
+  if ((settings.measure?.trials ?? 1) > 1) throw usageError('--trials is for run, compare and sweep: a saturation search judges each step on one run');
   if (settings.connect) requireEndpoints(settings.connect, processSpecs(scenario));
   const models = modelsFor(scenario, values.models);
   const out = values.out ?? defaultOutDir(`${scenario.name}-saturate`);

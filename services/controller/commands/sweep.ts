@@ -17,7 +17,7 @@ import { defaultOutDir, writeFileAtomic, type ResultsDoc, type RunResult, type S
 import { loadScenario } from '../scenario-load.js';
 import { processSpecs } from '../session.js';
 import { MAX_SWEEP_RUNS, describeRun, planSweep, saturationCsvRecords, sweepCsvRecords, type SweepPlan } from '../sweep.js';
-import { sweepSaturationTable, sweepTable } from '../table.js';
+import { notesLines, sweepSaturationTable, sweepTable } from '../table.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, parseModels, treeSettings, usageError } from '../cli/options.js';
@@ -114,6 +114,7 @@ function plan(argv: string[]): SweepCommand | undefined {
     overrides['workload.rate'] = search.from;
   }
   const settings = treeSettings(values);
+  if (search && (settings.measure?.trials ?? 1) > 1) throw usageError('--trials is for one run per point: with --saturate each step is judged on one run');
   // A bad --models fails once here rather than at the first point.
   if (values.models !== undefined) parseModels(values.models);
   const sweep = planSweep({
@@ -211,6 +212,9 @@ async function execute(p: SweepCommand, log: Logger): Promise<number> {
   const where = saved.where ? `\n\n${saved.where}` : '\n';
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
   else if (search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}${where}`);
-  else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}${where}`);
+  else if (runs.length > 0) {
+    const notes = notesLines(runs);
+    process.stdout.write(`${sweepTable(sweep.keys, runs)}${notes ? `\n\n${notes}` : ''}${where}`);
+  }
   return finish(failure, p.json, saved);
 }
