@@ -8,6 +8,7 @@
 import { TRANSITION_KINDS, type TransitionKind } from '../../runtime/topology.js';
 import { mainOp } from '../sweep.js';
 import { pointer } from './html.js';
+import { measuredView, runNotes, type MeasuredView } from './measured.js';
 
 type Obj = Record<string, unknown>;
 
@@ -99,6 +100,10 @@ export interface RunView {
   /** Open-loop runs: achieved arrivals per second in each clock. */
   achievedMeasured: NumberAt | undefined;
   achievedModeled: NumberAt | undefined;
+  /** The run's measured section (this host's IPC, over its trials), absent in older documents. */
+  measured: MeasuredView | undefined;
+  /** runs[].notes: what to know before trusting the run's figures. */
+  runNotes: { code: string; text: string }[];
 }
 
 export interface SaturationView {
@@ -239,11 +244,12 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
   const throughputMeasured = numberAt('throughput.opsPerSecMeasured', th['opsPerSecMeasured'], ...path, 'throughput', 'opsPerSecMeasured');
   const throughputModeled = numberAt('throughput.opsPerSecModeled', th['opsPerSecModeled'], ...path, 'throughput', 'opsPerSecModeled');
   if (!isObj(r['throughput'])) notes.push(`${where}: no throughput`);
+  // Modeled figures first, as in every table.
   const figures: NumberAt[] = [
-    numberAt('elapsedSec', r['elapsedSec'], ...path, 'elapsedSec'),
     numberAt('modeledElapsedNs', r['modeledElapsedNs'], ...path, 'modeledElapsedNs'),
-    throughputMeasured,
     throughputModeled,
+    numberAt('elapsedSec', r['elapsedSec'], ...path, 'elapsedSec'),
+    throughputMeasured,
     ...leafNumbers(th, 'throughput', ['opsPerSecMeasured', 'opsPerSecModeled'], ...path, 'throughput'),
     // Deliveries per pSMMU have a table of their own.
     ...leafNumbers(inv, 'invalidations', ['deliveredPerPsmmu'], ...path, 'invalidations'),
@@ -287,6 +293,8 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
     throughputModeled,
     achievedMeasured: load ? numberAt('achieved measured', achieved?.['measured'], ...path, 'load', 'achievedPerSec', 'measured') : undefined,
     achievedModeled: load ? numberAt('achieved modeled', achieved?.['modeled'], ...path, 'load', 'achievedPerSec', 'modeled') : undefined,
+    measured: measuredView(r['measured'], index),
+    runNotes: runNotes(r['notes']),
   };
 }
 

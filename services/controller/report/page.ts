@@ -7,6 +7,7 @@ import { hopFigures, latencyFigures, saturationFigures, scalingFigures, transiti
 import { collect, esc, type Out } from './html.js';
 import type { ReportData, ReportKind } from './data.js';
 import { reportTables } from './tables.js';
+import { writeMeasuredTables } from './measured-tables.js';
 
 const CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
@@ -29,6 +30,7 @@ table { border-collapse: collapse; font-size: 12px; }
 th, td { border: 1px solid #ddd; padding: 2px 6px; white-space: nowrap; }
 th { background: #f3f3f3; position: sticky; top: 0; } td.num { text-align: right; font-family: ui-monospace, monospace; }
 .missing { color: #777; font-style: italic; }
+#section-measured { border-left: 4px solid #888; padding-left: 12px; } .measured-about { color: #444; }
 details > summary { cursor: pointer; font-weight: 600; margin: 8px 0; }
 `;
 
@@ -88,8 +90,7 @@ export function writeReportHtml(data: ReportData, out: Out): void {
       else o('<p class="missing">No operations in these results: no transitions to chart.</p>');
     },
   });
-  sections.push({ id: 'section-latency', title: 'Operation latency', body: (o) => figures(latencyFigures(data), 'No operation ran (none has a count above 0): no latency to chart.', 'Latency percentile curves', o) });
-  sections.push({ id: 'section-hops', title: 'Hop latency', body: (o) => figures(hopFigures(data), 'No hop crossings in these results (no run crossed a link between processes).', 'Hop latency curves', o) });
+  sections.push({ id: 'section-latency', title: 'Modeled latency', body: (o) => figures(latencyFigures(data, ['modeled']), 'No operation ran (none has a count above 0): no latency to chart.', 'Latency percentile curves', o) });
   if (data.kind === 'sweep' || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
     const what = data.kind === 'sweep' ? 'Sweep scaling' : 'Search steps';
     sections.push({ id: 'section-scaling', title: what, body: (o) => figures(scalingFigures(data), 'No run carries a point: no curve against a swept key.', what, o) });
@@ -97,6 +98,18 @@ export function writeReportHtml(data: ReportData, out: Out): void {
   if (data.saturation.length > 0 || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
     sections.push({ id: 'section-saturation', title: 'Saturation', body: (o) => figures(saturationFigures(data), 'No saturation search finished.', 'Saturation charts', o) });
   }
+  // The measured clock last of the figures, in its own section: never beside a modeled figure.
+  sections.push({
+    id: 'section-measured',
+    title: "Measured: this host's IPC",
+    body: (o) => {
+      writeMeasuredTables(data.runs, o);
+      o('<h3>Operation latency, measured</h3>');
+      figures(latencyFigures(data, ['measured']), 'No operation ran (none has a count above 0): no latency to chart.', 'Measured latency percentile curves', o);
+      o('<h3>Hop latency, measured</h3>');
+      figures(hopFigures(data), 'No hop crossings in these results (no run crossed a link between processes).', 'Hop latency curves', o);
+    },
+  });
   sections.push({
     id: 'section-numbers',
     title: 'Every number',
