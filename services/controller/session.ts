@@ -3,7 +3,6 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { CostProfile } from '../cost/profile.js';
 import { profileCosts } from '../cost/profile.js';
-import { measuredHostProfile } from './measured-host.js';
 import { VmmsimError } from '../runtime/errors.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import type { Endpoint } from '../runtime/generated/vmmsim/v1/Endpoint.js';
@@ -22,7 +21,6 @@ import { combineGuests } from './timeline.js';
 import { isResizeOp } from '../machine/virtio-mem.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
-import { MODEL } from '../designs/names.js';
 import type { TranslationCounter } from '../machine/device-dma.js';
 import { MachineSample, combineMachine, type MachineState } from './machine.js';
 import { measuredSection, trialFigures, type HostFloor, type Placement, type TrialFigures } from './measured.js';
@@ -288,25 +286,6 @@ export class Session {
       counters,
     };
     return { result, figures, machine };
-  }
-
-  /**
-   * The calibration run of --profile measured-host: strict unmaps under nested-smmuv3 cross every
-   * boundary a design pays (exit, user, ioctl, hw), one thread and no device DMA, so the hops time
-   * the IPC alone; their p50 round trips replace the base profile's transition costs.
-   */
-  async calibrate(s: Scenario, base: CostProfile): Promise<CostProfile> {
-    const cal: Scenario = {
-      ...s,
-      name: `${s.name}-calibration`,
-      dma: 'strict',
-      device: { ...s.device, dmaRate: 0 },
-      workload: { ...s.workload, kind: 'dma-map-benchmark', trace: '', threads: 1, ops: 500, durationSec: 0, dwellUs: 0, gapUs: 0, rate: 0, migration: { ...s.workload.migration, atOp: 0 }, virtioMem: { ...s.workload.virtioMem, everyOps: 0 } },
-    };
-    const run = await this.run(cal, MODEL.nestedSmmuv3, base);
-    const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
-    const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, count: h.count }));
-    return measuredHostProfile(base, hops, new Date().toISOString());
   }
 
   /**

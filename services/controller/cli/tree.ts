@@ -18,6 +18,7 @@ import { LivenessWatch } from '../liveness.js';
 import { writeProfile } from '../results.js';
 import { Session, type MeasureSettings } from '../session.js';
 import { measureHostFloor } from '../host-floor.js';
+import { calibrateHost, measuredHostProfile } from '../measured-host.js';
 import { placementOf } from '../placement.js';
 import type { Placement } from '../measured.js';
 import { treeDown, treeUp, withControllerMetrics, type TreeTelemetry } from '../telemetry.js';
@@ -151,12 +152,13 @@ export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abo
 }
 
 /**
- * --profile measured-host: the calibration run on a command's first tree, its profile written
- * beside the results; the runs that follow use it.
+ * --profile measured-host: this host calibrated (a syscall, a wake-up through a pipe, memcpy
+ * bandwidth: measured-host.ts), its profile written beside the results; the runs that follow use it.
  */
-export async function measureHost(session: Session, scenario: Scenario, base: CostProfile, p: { out: string; json: boolean }, abort: RunAbort): Promise<CostProfile> {
-  if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
-  const profile = await abort.race(session.calibrate(scenario, base));
+export async function measureHost(base: CostProfile, p: { out: string; json: boolean }, abort: RunAbort): Promise<CostProfile> {
+  if (!p.json) process.stderr.write('vmmsim: measuring what this host can measure about itself (a syscall, a wake-up, memcpy)...\n');
+  const cal = await abort.race(calibrateHost());
+  const profile = measuredHostProfile(base, cal, new Date().toISOString());
   writeProfile(p.out, profile);
   return profile;
 }

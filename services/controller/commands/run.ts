@@ -107,7 +107,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   let failure: VmmsimError | undefined;
   try {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
-      if (p.measureHost) p.profile = await measureHost(session, p.scenario, p.profile, p, abort);
+      if (p.measureHost) p.profile = await measureHost(p.profile, p, abort);
       for (const model of p.models) {
         progress.start(`${model} (${p.scenario.workload.kind}, ${p.scenario.dma})`, `vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
         runs.push(await abort.race(session.run(p.scenario, model, p.profile)));

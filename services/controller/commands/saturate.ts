@@ -127,7 +127,7 @@ async function execute(p: SaturatePlan, log: Logger): Promise<number> {
   let failure: VmmsimError | undefined;
   try {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
-      if (p.measureHost) p.profile = await measureHost(session, p.scenario, p.profile, p, abort);
+      if (p.measureHost) p.profile = await measureHost(p.profile, p, abort);
       for (const model of p.models) {
         let steps = 0;
         progress.start(model);

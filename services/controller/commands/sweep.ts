@@ -162,7 +162,7 @@ async function execute(p: SweepCommand, log: Logger): Promise<number> {
       if (!first) continue;
       await withTree(p, processSpecs(first.point.scenario), abort, log, async (session) => {
         if (!calibrated) {
-          p.profiles.set(MEASURED_HOST, await measureHost(session, first.point.scenario, p.profiles.get(MEASURED_HOST) as CostProfile, p, abort));
+          p.profiles.set(MEASURED_HOST, await measureHost(p.profiles.get(MEASURED_HOST) as CostProfile, p, abort));
           calibrated = true;
         }
         for (const { point, model } of group) {
