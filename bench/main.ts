@@ -5,6 +5,7 @@
 import { VmmsimError } from '../services/runtime/errors.js';
 import { broadcastBench } from './broadcast.js';
 import { pathBench } from './path.js';
+import { scaleBench } from './scale.js';
 import { soakBench } from './soak.js';
 import { transportBench } from './transport.js';
 import { vcmdqBench } from './vcmdq.js';
@@ -13,6 +14,7 @@ import { walkBench } from './walk.js';
 const benches: Record<string, (argv: string[]) => Promise<void>> = {
   broadcast: broadcastBench,
   path: pathBench,
+  scale: scaleBench,
   soak: soakBench,
   transport: transportBench,
   vcmdq: vcmdqBench,
