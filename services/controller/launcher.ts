@@ -78,19 +78,25 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
     return this.started;
   }
 
+  /**
+   * Starts every process at once: a process only serves until it is configured (links are opened
+   * at Configure, downstream first), so nothing in a start waits for another process, and the
+   * cores stay busy while each loads its modules. The list keeps the start order (START_ORDER, then
+   * the order given), whatever order they became ready in.
+   */
   async start(specs: readonly ProcessSpec[]): Promise<StartedProcess[]> {
-    for (const role of START_ORDER) {
-      const group = specs.filter((s) => s.role === role);
-      await Promise.all(group.map((s) => this.startOne(s, specs.indexOf(s))));
-      if (this.stopping) throw new VmmsimError('E_INTERRUPTED', 'stopped while starting processes');
-    }
+    const order = (p: ProcessSpec): number => specs.findIndex((s) => s.role === p.role && s.index === p.index);
+    const rank = (p: ProcessSpec): number => START_ORDER.indexOf(p.role) * specs.length + order(p);
+    await Promise.all(specs.map((s, i) => this.startOne(s, i)));
+    if (this.stopping) throw new VmmsimError('E_INTERRUPTED', 'stopped while starting processes');
+    this.started.sort((a, b) => rank(a) - rank(b));
     return this.started;
   }
 
   private startOne(spec: ProcessSpec, ordinal: number): Promise<StartedProcess> {
     const name = endpointName(spec.role, spec.index);
     const listen = this.opts.transport === 'unix' ? ['--socket-dir', this.opts.socketDir] : ['--listen', '127.0.0.1:0'];
-    const args = [...(this.opts.nodeArgs ?? []), roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel, ...(this.opts.ramDir ? ['--ram-dir', this.opts.ramDir] : []), ...tlsArgs(this.opts.tls), ...this.telemetryArgs(ordinal)];
+    const args = [...ROLE_NODE_ARGS, ...(this.opts.nodeArgs ?? []), roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel, ...(this.opts.ramDir ? ['--ram-dir', this.opts.ramDir] : []), ...tlsArgs(this.opts.tls), ...this.telemetryArgs(ordinal)];
     const [file, argv] = pinnedCommand(this.opts.cpuOf?.(name), process.execPath, args);
     return new Promise<StartedProcess>((resolve, reject) => {
       let child: ChildProcess;
@@ -172,6 +178,16 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
     for (const c of this.children) if (alive(c)) c.kill('SIGKILL');
   }
 }
+
+/**
+ * Node and V8 options of every launched role. A role's young generation may otherwise grow to 16
+ * MiB per semi-space while a run allocates its short-lived messages, which took each of the 26
+ * processes of a large tree from about 65 to 85 MB of RSS; at 2 MiB its scavenges stay short and
+ * its RSS near 70 MB. One V8 helper thread (compiler, GC) instead of four: a role is one event loop,
+ * and on a machine of a few cores shared by tens of processes more helpers only hold more memory
+ * (\`npm run bench -- scale\`, docs/benchmarks.md).
+ */
+export const ROLE_NODE_ARGS: readonly string[] = ['--max-semi-space-size=2', '--v8-pool-size=1'];
 
 /**
  * The command that starts `file args` on one CPU: taskset (util-linux) sets the affinity and execs

@@ -21,7 +21,7 @@ import { closeSync, fstatSync, openSync } from 'node:fs';
 import { MEASURED_HOST, type CostProfile, type ProfileStep } from '../cost/profile.js';
 import { nowNs } from '../runtime/clock.js';
 import { VmmsimError } from '../runtime/errors.js';
-import { percentileOfSorted } from '../runtime/histogram.js';
+import { percentileOfSorted } from '../runtime/samples.js';
 
 export { MEASURED_HOST };
 /** Where the steps that are not measured come from. */

@@ -8,7 +8,7 @@
 import { NS_PER_US } from '../runtime/clock.js';
 import type { StartReply__Output } from '../runtime/generated/vmmsim/v1/StartReply.js';
 import type { Summary__Output as Summary } from '../runtime/generated/vmmsim/v1/Summary.js';
-import { percentileOfSorted, summarizeValues } from '../runtime/histogram.js';
+import { percentileOfSorted, summarizeValues } from '../runtime/samples.js';
 import { TRANSITION_KINDS, transitionOf, type Role, type TransitionKind } from '../runtime/topology.js';
 import type { MachineState } from './machine.js';
 

@@ -9,10 +9,10 @@ import { EMPTY, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
 import { designOf } from '../designs/registry.js';
 import type { DmaApi, DmaApiFactory, GuestDevice, GuestKernel } from './driver.js';
 import { withDmaMode } from './dma-modes.js';
-import { guestMetrics, type GuestMetrics } from './metrics.js';
+import type { GuestMetrics } from './metrics.js';
 import { MigrationStep } from './migration.js';
 import { OpStats } from './op-stats.js';
-import { Samples } from '../runtime/histogram.js';
+import { Samples } from '../runtime/samples.js';
 import { NS_PER_US } from '../runtime/clock.js';
 import { runWorkload } from './workload.js';
 
@@ -31,6 +31,8 @@ class GuestRole implements RoleInstance {
     private readonly env: RoleEnv,
     /** The run's design's guest part: its DMA API over its IOMMU driver. */
     dmaApi: DmaApiFactory,
+    /** Its Prometheus instruments, when the process serves metrics. */
+    metrics: GuestMetrics | undefined,
   ) {
     const vm = env.self.index;
     // Guest RAM is a file the SMMU's walks read too; the guest owns it and starts it empty.
@@ -58,7 +60,7 @@ class GuestRole implements RoleInstance {
     };
     this.coherent = dmaApi(this.kernel);
     this.dma = withDmaMode(env.topology.dma, this.coherent, this.kernel);
-    this.metrics = env.metrics ? guestMetrics(env.metrics) : undefined;
+    this.metrics = metrics;
     this.metrics?.attachDriver(this.dma);
   }
 
@@ -119,5 +121,7 @@ class GuestRole implements RoleInstance {
 }
 
 export async function createRole(env: RoleEnv): Promise<RoleInstance> {
-  return new GuestRole(env, await designOf(env.topology.model).parts.guest());
+  // prom-client only in a process that serves metrics.
+  const metrics = env.metrics ? (await import('./metrics.js')).guestMetrics(env.metrics) : undefined;
+  return new GuestRole(env, await designOf(env.topology.model).parts.guest(), metrics);
 }

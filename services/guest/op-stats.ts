@@ -2,7 +2,7 @@ import { NS_PER_US, nowNs } from '../runtime/clock.js';
 import type { HopReport } from '../runtime/generated/vmmsim/v1/HopReport.js';
 import type { OpReport } from '../runtime/generated/vmmsim/v1/OpReport.js';
 import type { TimedOp } from '../runtime/generated/vmmsim/v1/TimedOp.js';
-import { Samples } from '../runtime/histogram.js';
+import { Samples } from '../runtime/samples.js';
 import type { Logger } from '../runtime/logger.js';
 import type { OpContext } from '../runtime/op-context.js';
 import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../runtime/topology.js';

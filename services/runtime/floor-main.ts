@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { nowNs } from './clock.js';
 import type { Summary__Output as Summary } from './generated/vmmsim/v1/Summary.js';
 import { NS_PER_US } from './clock.js';
-import { summarizeValues } from './histogram.js';
+import { summarizeValues } from './samples.js';
 import { FLOOR_PAYLOAD_BYTES, FLOOR_SERVICE, FloorProbe, floorHandlers } from './transport/floor.js';
 import { SERVER_OPTIONS } from './transport/options.js';
 

@@ -15,7 +15,7 @@ import { OpContext } from './op-context.js';
 import { runFolderProblem } from '../machine/run-folder.js';
 import { checkConfigure } from '../scenario/configure-check.js';
 import { loadPeersFile, type PeersFile } from './peers.js';
-import { protos } from './proto.js';
+import { controlProto } from './proto.js';
 import { EMPTY, type RoleFactory, type RoleInstance } from './role-api.js';
 import { TELEMETRY_OPTIONS, startRoleTelemetry, telemetryArgs, type TelemetryArgs } from './role-telemetry.js';
 import { DOWNSTREAM, EndpointTable, endpointName, isRole, type Endpoint, type Role } from './topology.js';
@@ -24,7 +24,6 @@ import { CONTROLLER, TOKEN_ENV, RunToken, admit, loadTokenFile, type CallerCheck
 import { INSECURE, TLS_OPTIONS, mutualTls, tlsFiles, withToken, type Security, type TlsFiles } from './transport/credentials.js';
 import { FLOOR_SERVICE, FloorProbe, floorHandlers } from './transport/floor.js';
 import { LinkClient, LinkServer, linkServiceDefinition, type ReplyBody } from './transport/link.js';
-import { linkMetrics } from './transport/link-metrics.js';
 import { serve, shutdown, type Listen } from './transport/server.js';
 
 /** Messages a child sends its parent over the IPC channel: ready (with its metrics port, if any), or why it could not start. */
@@ -134,13 +133,16 @@ export class RoleProcess {
       for (const l of links.values()) l.close();
       floor?.close();
     };
+    // The link instruments, with prom-client, only in a process that serves metrics.
+    const registry = this.telemetry.metrics;
+    const instruments = registry ? (await import('./transport/link-metrics.js')).linkMetrics(registry) : undefined;
     try {
       await Promise.all(
         peers.map(async (peer) => {
           const address = this.net.peers?.endpoints.find((e) => e.name === peer.name)?.address ?? peer.address;
           const link = new LinkClient({ selfId: self.id, selfName: self.name, peerId: peer.id, peerName: peer.name }, address, deadlineMs, this.net.security);
           links.set(peer.name, link);
-          if (this.telemetry.metrics) link.observeWith(linkMetrics(this.telemetry.metrics).forLink(self.name, peer.name));
+          if (instruments) link.observeWith(instruments.forLink(self.name, peer.name));
           await link.open();
         }),
       );
@@ -433,9 +435,9 @@ export async function startRole(args: RoleArgs): Promise<void> {
     process.stderr.write(`vmmsim: WARNING: ${name} runs with --insecure: anyone who can reach ${args.listen.host}:${args.listen.port} can configure it, run workloads on it and act as any role it serves; use --token-file or mutual TLS beyond a private network (docs/security.md)\n`);
   }
   const proc = new RoleProcess(args.role, args.index, factory, log, args.ramDir, { security, ...(peers ? { peers } : {}) }, { metrics: telemetry.registry, tracing: telemetry.tracing });
-  const p = protos();
+  const control = controlProto();
   const served = await serve(args.listen, (server) => {
-    server.addService(p.control.vmmsim.v1.Control.service, proc.controlService());
+    server.addService(control.vmmsim.v1.Control.service, proc.controlService());
     server.addService(linkServiceDefinition(), proc.linkHandlers());
     server.addService(FLOOR_SERVICE, proc.floorHandlers());
   }, security);
