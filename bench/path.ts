@@ -14,6 +14,15 @@
  *
  * and beside them the host's floor measured alone at the start (two idle processes: a raw Unix
  * socket and the same bare grpc-js stream), each hop's p50, and the machine's load.
+ *
+ * Each round also times a relay: this bench sends ECHO `relay:qemu-0,vfio,psmmu-0` to kvm, which
+ * each role passes on through its runtime and links (the same context and calls a model uses) and
+ * answers back: the path's 8 hops through as many processes with no model in them, against a bare
+ * grpc-js round trip between this bench and kvm timed between the relays. The relay's ratio is what
+ * vmmsim's runtime and transport cost over grpc-js; the path's, that and the models' work. And a bare
+ * relay: four small processes passing raw bytes on over bare grpc-js streams (floor-main.ts), timed
+ * the same way against a bare round trip to the first of them: what crossing this many processes
+ * costs on this machine with nothing of vmmsim in it.
  */
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -26,12 +35,17 @@ import { resolveScenario } from '../services/scenario/validate.js';
 import type { Scenario } from '../services/scenario/schema.js';
 import { ProcessTree } from '../services/controller/launcher.js';
 import { Session, processSpecs, type Trial } from '../services/controller/session.js';
-import { measureHostFloor } from '../services/controller/host-floor.js';
+import { measureHostFloor, startBareRelay } from '../services/controller/host-floor.js';
 import { combineMachine } from '../services/controller/machine.js';
 import { bootstrapMedianCi, median } from '../services/controller/measured.js';
 import { machineNotes } from '../services/controller/measured-notes.js';
 import { checkPinnable, parsePin, placementOf } from '../services/controller/placement.js';
 import { MODEL } from '../services/designs/names.js';
+import { nowNs } from '../services/runtime/clock.js';
+import { RELAY_PREFIX } from '../services/runtime/role-runtime.js';
+import { INSECURE, withToken } from '../services/runtime/transport/credentials.js';
+import { FloorProbe } from '../services/runtime/transport/floor.js';
+import { LinkClient } from '../services/runtime/transport/link.js';
 
 const USAGE = `usage: npm run bench -- path [options]
 
@@ -47,6 +61,7 @@ options:
                    thousands of operations before the JIT has compiled the path
   --pin SPEC       auto|CPU[,CPU..]: every process of the path and the floor on the first CPU
                    (taskset); default unpinned
+  --no-relay       skip the relay (the same hops through the runtime and links, no model)
   --cpu-prof DIR   run the role processes with node --cpu-prof, profiles written to DIR
   --node-arg ARG   an option for node in every role process (repeatable), e.g. --perf-basic-prof
                    for \`perf record\`
@@ -64,6 +79,7 @@ interface Options {
   pin: string | undefined;
   cpuProf: string | undefined;
   nodeArgs: string[];
+  relay: boolean;
   check: boolean;
   json: boolean;
 }
@@ -76,6 +92,7 @@ function parseOptions(argv: string[]): Options | undefined {
     pin: { type: 'string' },
     'cpu-prof': { type: 'string' },
     'node-arg': { type: 'string', multiple: true },
+    'no-relay': { type: 'boolean', default: false },
     check: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -89,6 +106,7 @@ function parseOptions(argv: string[]): Options | undefined {
     pin: values.pin,
     cpuProf: values['cpu-prof'],
     nodeArgs: values['node-arg'] ?? [],
+    relay: !values['no-relay'],
     check: values.check,
     json: values.json,
   };
@@ -117,6 +135,40 @@ interface Round {
   hops: number;
   ratio: number;
   hopP50Us: Record<string, number>;
+}
+
+/** The relay: this bench as the first process of a path with no model in it (see the top of the file). */
+interface Relay {
+  run(n: number): Promise<{ relayP50Us: number; floorOneWayP50Us: number }>;
+  close(): void;
+}
+
+async function startRelay(kvmAddress: string, security: ReturnType<typeof withToken>): Promise<Relay> {
+  const link = new LinkClient({ selfId: 0, selfName: 'bench', peerId: 0, peerName: 'kvm' }, kvmAddress, 10_000, security);
+  await link.open();
+  const floor = await FloorProbe.open('bench', 'kvm', kvmAddress, security);
+  const payload = Buffer.from(`${RELAY_PREFIX}qemu-0,vfio,psmmu-0`);
+  let opId = 0;
+  const p50 = (xs: number[]): number => median(xs);
+  return {
+    run: async (n) => {
+      const relays: number[] = [];
+      const floors: number[] = [];
+      for (let i = 0; i < n; i++) {
+        opId = (opId + 1) >>> 0;
+        const t0 = nowNs();
+        const env = await link.request({ kind: 'ECHO', opId, payload, modeledNs: 0 });
+        relays.push((nowNs() - t0) / 1000);
+        if (env.status !== 0 || env.hops.length !== 8) throw new VmmsimError('E_RUN', `the relay came back with status ${env.status} and ${env.hops.length} hops, not 8`);
+        floors.push((await floor.roundTrip()) / 2000);
+      }
+      return { relayP50Us: r2(p50(relays)), floorOneWayP50Us: r2(p50(floors)) };
+    },
+    close: () => {
+      floor.close();
+      link.close();
+    },
+  };
 }
 
 function roundOf(t: Trial, iterations: number): Round {
@@ -177,7 +229,22 @@ export async function pathBench(argv: string[]): Promise<void> {
       progress(`warm-up: ${opts.warmup} iterations`);
       await session.trial(scenario(opts.warmup), MODEL.nestedSmmuv3, profile, trialOpts);
     }
+    // The relay runs on the links of a configured tree: configure it once more, idle.
+    const kvm = tree.processes.find((p) => p.name === 'kvm');
     const rounds: Round[] = [];
+    const relays: { relayP50Us: number; floorOneWayP50Us: number; ratio: number }[] = [];
+    const bares: { relayP50Us: number; floorOneWayP50Us: number; ratio: number }[] = [];
+    const bare = opts.relay ? await startBareRelay(socketDir, 4, cpuOf?.('floor')) : undefined;
+    const timeBare = async (n: number): Promise<{ relayP50Us: number; floorOneWayP50Us: number }> => {
+      const b = bare as NonNullable<typeof bare>;
+      const rs: number[] = [];
+      const fs: number[] = [];
+      for (let i = 0; i < n; i++) {
+        rs.push((await b.relay.roundTrip()) / 1000);
+        fs.push((await b.echo.roundTrip()) / 2000);
+      }
+      return { relayP50Us: r2(median(rs)), floorOneWayP50Us: r2(median(fs)) };
+    };
     const machines = [];
     for (let r = 0; r < opts.rounds; r++) {
       const t = await session.trial(s, MODEL.nestedSmmuv3, profile, trialOpts);
@@ -185,7 +252,29 @@ export async function pathBench(argv: string[]): Promise<void> {
       rounds.push(round);
       machines.push(t.machine);
       progress(`round ${r + 1}/${opts.rounds}: path p50 ${round.pathP50Us} us, floor one way ${round.floorOneWayP50Us} us, ${round.hops} hops, ratio ${round.ratio}, CPU ${round.cpuUsPerIteration} us per iteration`);
+      if (kvm && opts.relay) {
+        await session.configureOnly(s, MODEL.nestedSmmuv3, profile);
+        const relay = await startRelay(kvm.address, withToken(INSECURE, tree.token));
+        try {
+          if (r === 0) await relay.run(Math.min(opts.warmup, 2000));
+          const x = await relay.run(opts.ops);
+          const ratio = r3(x.relayP50Us / (8 * x.floorOneWayP50Us));
+          relays.push({ ...x, ratio });
+          progress(`round ${r + 1}/${opts.rounds}: relay (no model) p50 ${x.relayP50Us} us, floor one way ${x.floorOneWayP50Us} us, ratio ${ratio}`);
+        } finally {
+          relay.close();
+          await session.release();
+        }
+      }
+      if (bare) {
+        if (r === 0) await timeBare(Math.min(opts.warmup, 2000));
+        const x = await timeBare(opts.ops);
+        const ratio = r3(x.relayP50Us / (8 * x.floorOneWayP50Us));
+        bares.push({ ...x, ratio });
+        progress(`round ${r + 1}/${opts.rounds}: bare relay (grpc-js only) p50 ${x.relayP50Us} us, floor one way ${x.floorOneWayP50Us} us, ratio ${ratio}`);
+      }
     }
+    bare?.close();
     const path = median(rounds.map((x) => x.pathP50Us));
     const floor = median(rounds.map((x) => x.floorOneWayP50Us));
     const hops = rounds[0]?.hops ?? 0;
@@ -216,6 +305,14 @@ export async function pathBench(argv: string[]): Promise<void> {
         // What the path spends inside the processes (handlers, the guest's own work, flushing): the op minus its crossings.
         inProcessesUs: r2(path - sumHops),
         hostFloorAlone: { rawUdsOneWayP50Us: hostFloor.rawUdsOneWayUs.p50, grpcOneWayP50Us: hostFloor.grpcOneWayUs.p50, ratioVsAloneGrpc: r3(path / (hops * hostFloor.grpcOneWayUs.p50)) },
+        // The same 8 hops through the runtime and links with no model (this bench, kvm, qemu-0, vfio, psmmu-0).
+        relay: relays.length > 0
+          ? { relayP50Us: r2(median(relays.map((x) => x.relayP50Us))), floorOneWayP50Us: r2(median(relays.map((x) => x.floorOneWayP50Us))), ratio: r3(median(relays.map((x) => x.ratio))), roundRatios: relays.map((x) => x.ratio) }
+          : null,
+        // The same 8 hops through 4 small processes relaying raw bytes over bare grpc-js (and this bench).
+        bareRelay: bares.length > 0
+          ? { relayP50Us: r2(median(bares.map((x) => x.relayP50Us))), floorOneWayP50Us: r2(median(bares.map((x) => x.floorOneWayP50Us))), ratio: r3(median(bares.map((x) => x.ratio))), roundRatios: bares.map((x) => x.ratio) }
+          : null,
       },
       machine: { ...machine, loadAvgBeforeBench: load0.map(r2) },
       notes,
@@ -234,6 +331,8 @@ export async function pathBench(argv: string[]): Promise<void> {
         `  pathOverheadRatio   ${ratio.toFixed(3)}   (target <= ${TARGET_RATIO}: ${result.pass ? 'met' : 'MISSED'}; per round: ${ratios.map((x) => x.toFixed(2)).join(' ')}${d.ratioCi95 ? `; 95% interval ${d.ratioCi95[0]}-${d.ratioCi95[1]}` : ''})`,
         '',
         `host floor alone, at the start (two idle processes, one way p50): raw Unix socket ${hostFloor.rawUdsOneWayUs.p50} us, bare grpc-js ${hostFloor.grpcOneWayUs.p50} us (path over ${hops} of these: ${d.hostFloorAlone.ratioVsAloneGrpc})`,
+        ...(d.relay ? [`relay, the same 8 hops with no model (bench -> kvm -> qemu-0 -> vfio -> psmmu-0 and back): p50 ${d.relay.relayP50Us} us, floor one way ${d.relay.floorOneWayP50Us} us, ratio ${d.relay.ratio} (per round: ${d.relay.roundRatios.join(' ')})`] : []),
+        ...(d.bareRelay ? [`bare relay, 8 hops through 4 small processes on bare grpc-js (no vmmsim code): p50 ${d.bareRelay.relayP50Us} us, floor one way ${d.bareRelay.floorOneWayP50Us} us, ratio ${d.bareRelay.ratio} (per round: ${d.bareRelay.roundRatios.join(' ')})`] : []),
         '',
         'hops of the path (one way, p50 us, median of the rounds):',
         ...Object.entries(hopP50Us).map(([h, v]) => `  ${h.padEnd(20)} ${v.toFixed(1).padStart(8)}`),

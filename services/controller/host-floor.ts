@@ -11,6 +11,7 @@ import type { FloorMessage } from '../runtime/floor-main.js';
 import { packageRoot } from '../runtime/paths.js';
 import { pinnedCommand } from './launcher.js';
 import type { HostFloor } from './measured.js';
+import { FloorProbe } from '../runtime/transport/floor.js';
 
 export interface FloorOptions {
   /** A private folder for the two sockets (the tree's socket folder). */
@@ -74,5 +75,36 @@ export async function measureHostFloor(o: FloorOptions): Promise<HostFloor> {
   } finally {
     stop(prober);
     stop(server);
+  }
+}
+
+/**
+ * A bare relay of `count` small processes (floor-main.ts --relay), started as the roles are: what
+ * grpc-js costs through as many processes as a path crosses, with nothing of vmmsim in it. `relay`
+ * times one message through all of them and back; `echo` one bare round trip to the first.
+ */
+export async function startBareRelay(dir: string, count: number, cpu?: number, timeoutMs = 60_000): Promise<{ relay: FloorProbe; echo: FloorProbe; close(): void }> {
+  const children: ChildProcess[] = [];
+  const close = (): void => {
+    for (const c of children) stop(c);
+  };
+  try {
+    for (let i = 0; i < count; i++) children.push(start(['--relay', dir, '--index', String(i), '--count', String(count)], cpu));
+    await Promise.all(children.map((c, i) => firstMessage(c, `relay process ${i}`, timeoutMs)));
+    const address = `unix://${join(dir, 'relay-0.sock')}`;
+    const relay = await FloorProbe.open('controller', 'relay', address, undefined, timeoutMs, 'Relay');
+    const echo = await FloorProbe.open('controller', 'relay-0', address, undefined, timeoutMs, 'Echo');
+    return {
+      relay,
+      echo,
+      close: () => {
+        relay.close();
+        echo.close();
+        close();
+      },
+    };
+  } catch (err) {
+    close();
+    throw err;
   }
 }

@@ -177,11 +177,21 @@ export class Session {
     return { ...first.result, measured, notes };
   }
 
-  /** Runs the scenario's workload under one model once: its results and its raw measured figures. */
-  async trial(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<Trial> {
-    // The scenario was checked under its own model; compare and sweep run it under others too.
+  /**
+   * Configures every process for the scenario under one model and starts nothing: the links are
+   * open and idle (the path bench relays over them). release() ends it.
+   */
+  async configureOnly(s: Scenario, model: ModelName, profile: CostProfile): Promise<void> {
+    const topology = this.topology(s, model, profile, {});
+    for (const role of START_ORDER) {
+      await Promise.all(this.ordered().filter((e) => e.role === role).map((e) => this.control(e.name as string).configure(topology)));
+    }
+  }
+
+  /** The Configure request of a run. */
+  private topology(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions): Topology {
     checkEmulatedDevices(s.topology, model);
-    const topology: Topology = {
+    return {
       runId: `${s.name}-${model}`,
       model,
       dma: s.dma,
@@ -204,6 +214,12 @@ export class Session {
       floorPeer: opts.floorPeer ?? '',
       warmupOps: opts.warmupOps ?? 0,
     };
+  }
+
+  /** Runs the scenario's workload under one model once: its results and its raw measured figures. */
+  async trial(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<Trial> {
+    // The scenario was checked under its own model; compare and sweep run it under others too.
+    const topology = this.topology(s, model, profile, opts);
     const order = this.ordered();
     // Downstream first: a process opens its links only to peers that are already configured.
     for (const role of START_ORDER) {

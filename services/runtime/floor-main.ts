@@ -5,6 +5,9 @@
  *
  *   node floor-main.js --serve DIR        echo servers on DIR/floor-raw.sock and DIR/floor-grpc.sock
  *   node floor-main.js --probe DIR --round-trips N --warmup W --rounds R
+ *   node floor-main.js --relay DIR --index I --count N   one process of a bare relay (the path bench's
+ *                                         reference): Relay passes each message on to DIR/relay-(I+1)
+ *                                         and its answer back (the last answers itself); Echo answers
  *
  * Each reports over its IPC channel (ready, or the prober's result) and exits when the channel
  * closes, so neither outlives the controller. The sockets sit in the controller's private folder.
@@ -17,7 +20,8 @@ import { nowNs } from './clock.js';
 import type { Summary__Output as Summary } from './generated/vmmsim/v1/Summary.js';
 import { NS_PER_US } from './clock.js';
 import { summarizeValues } from './samples.js';
-import { FLOOR_PAYLOAD_BYTES, FLOOR_SERVICE, FloorProbe, floorHandlers } from './transport/floor.js';
+import { FLOOR_PAYLOAD_BYTES, FLOOR_SERVICE, FloorProbe, RELAY_SERVICE, floorHandlers } from './transport/floor.js';
+import { CHANNEL_OPTIONS } from './transport/options.js';
 import { SERVER_OPTIONS } from './transport/options.js';
 
 export type FloorMessage =
@@ -97,6 +101,35 @@ async function probe(dir: string, roundTrips: number, warmup: number, rounds: nu
   return { type: 'floor', rawUdsOneWayUs: summarizeValues(samples[0] as number[], NS_PER_US), grpcOneWayUs: summarizeValues(samples[1] as number[], NS_PER_US), roundTrips: perRound * rounds };
 }
 
+/** One process of the bare relay: see the top of the file. */
+async function relay(dir: string, index: number, count: number): Promise<void> {
+  const last = index === count - 1;
+  const Client = grpc.makeGenericClientConstructor(RELAY_SERVICE, 'Floor');
+  const next = last ? undefined : new Client(`unix://${join(dir, `relay-${index + 1}.sock`)}`, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  const server = new grpc.Server(SERVER_OPTIONS);
+  server.addService(RELAY_SERVICE, {
+    Echo: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      call.on('data', (b: Buffer) => call.write(b));
+      call.on('error', () => undefined);
+    },
+    Relay: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      call.on('error', () => undefined);
+      if (!next) {
+        call.on('data', (b: Buffer) => call.write(b));
+        return;
+      }
+      const down = (next as unknown as { Relay(): grpc.ClientDuplexStream<Buffer, Buffer> }).Relay();
+      down.on('data', (b: Buffer) => call.write(b));
+      down.on('error', () => undefined);
+      call.on('data', (b: Buffer) => down.write(b));
+      call.on('end', () => down.end());
+    },
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.bindAsync(`unix://${join(dir, `relay-${index}.sock`)}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+  });
+}
+
 async function main(): Promise<void> {
   const send = process.send?.bind(process);
   if (!send) throw new Error('floor-main.js is started by the controller (it needs an IPC channel)');
@@ -104,9 +137,14 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => undefined);
   const { values } = parseArgs({
     args: process.argv.slice(2),
-    options: { serve: { type: 'string' }, probe: { type: 'string' }, 'round-trips': { type: 'string', default: '2000' }, warmup: { type: 'string', default: '500' }, rounds: { type: 'string', default: '4' } },
+    options: { serve: { type: 'string' }, probe: { type: 'string' }, relay: { type: 'string' }, index: { type: 'string', default: '0' }, count: { type: 'string', default: '1' }, 'round-trips': { type: 'string', default: '2000' }, warmup: { type: 'string', default: '500' }, rounds: { type: 'string', default: '4' } },
     strict: true,
   });
+  if (values.relay !== undefined) {
+    await relay(values.relay, Number(values.index), Number(values.count));
+    send({ type: 'ready' } satisfies FloorMessage);
+    return;
+  }
   if (values.serve !== undefined) {
     await serve(values.serve);
     send({ type: 'ready' } satisfies FloorMessage);

@@ -214,8 +214,9 @@ export class RoleProcess {
    * request's hop records say.
    */
   private readonly handleRequest = async (env: Envelope__Output, peer: string): Promise<ReplyBody> => {
-    // ECHO times a bare hop: the runtime answers it itself, with no model in the way.
-    if (env.kind === 'ECHO') return { status: 0, payload: env.payload, modeledNs: env.modeledNs, hops: [] };
+    // ECHO times a bare hop: the runtime answers it itself, with no model in the way; a relay ECHO
+    // (the path bench) goes on down its route through the runtime's links first.
+    if (env.kind === 'ECHO') return this.echo(env);
     const c = this.configured;
     if (!c) return { status: -Errno.ENODEV, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
     const from = c.upstream.get(peer);
@@ -230,6 +231,22 @@ export class RoleProcess {
       return { status: -Errno.EIO, payload: EMPTY, modeledNs: ctx.modeledNs, hops: ctx.trace, holds: ctx.holds };
     }
   };
+
+  /**
+   * ECHO: the payload back. A payload `relay:NAME[,NAME...]` (at most RELAY_MAX names) is first
+   * sent on down the route, each name a peer this process links to, through the same context and
+   * links a model's calls use: a path's hops with no model in them (`npm run bench -- path`).
+   */
+  private async echo(env: Envelope__Output): Promise<ReplyBody> {
+    const route = relayRoute(env.payload);
+    if (route === undefined) return { status: 0, payload: env.payload, modeledNs: env.modeledNs, hops: [] };
+    const c = this.configured;
+    const [next, ...rest] = route;
+    if (!c || next === undefined || !c.links.has(next)) return { status: -Errno.EINVAL, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
+    const ctx = new OpContext(env.opId, env.modeledNs, c.costs, c.links);
+    const r = await ctx.call(next, 'ECHO', rest.length > 0 ? Buffer.from(`${RELAY_PREFIX}${rest.join(',')}`) : EMPTY);
+    return { status: r.status, payload: env.payload, modeledNs: ctx.modeledNs, hops: ctx.trace, holds: ctx.holds };
+  }
 
   /** The status that refuses a control call from anyone but the controller, or undefined to serve it. */
   private controlRefusal(call: grpc.ServerUnaryCall<unknown, unknown>): grpc.ServiceError | undefined {
@@ -315,6 +332,18 @@ export class RoleProcess {
   close(): Promise<void> {
     return this.teardown();
   }
+}
+
+/** An ECHO payload that asks to be relayed: `relay:` and the names of the processes still to cross. */
+export const RELAY_PREFIX = 'relay:';
+/** Names a relay route may hold: a path crosses at most a handful of processes. */
+const RELAY_MAX = 8;
+
+/** The route of a relay ECHO, or undefined for a plain one. */
+function relayRoute(payload: Buffer): string[] | undefined {
+  if (payload.length > 256 || payload.toString('latin1', 0, RELAY_PREFIX.length) !== RELAY_PREFIX) return undefined;
+  const names = payload.toString('latin1', RELAY_PREFIX.length).split(',');
+  return names.length <= RELAY_MAX ? names : [];
 }
 
 /**

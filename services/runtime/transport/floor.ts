@@ -25,19 +25,26 @@ export const FLOOR_PAYLOAD_BYTES = 64;
 
 const identity = (b: Buffer): Buffer => b;
 
+const rawStream = (name: string): grpc.MethodDefinition<Buffer, Buffer> => ({
+  path: `/${FLOOR_SERVICE_NAME}/${name}`,
+  requestStream: true,
+  responseStream: true,
+  requestSerialize: identity,
+  requestDeserialize: identity,
+  responseSerialize: identity,
+  responseDeserialize: identity,
+  originalName: name,
+});
+
 /** The bare echo service: a bidirectional stream of raw bytes (grpc-js framing, no codec). */
-export const FLOOR_SERVICE: grpc.ServiceDefinition = {
-  Echo: {
-    path: `/${FLOOR_SERVICE_NAME}/Echo`,
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: identity,
-    requestDeserialize: identity,
-    responseSerialize: identity,
-    responseDeserialize: identity,
-    originalName: 'Echo',
-  },
-};
+export const FLOOR_SERVICE: grpc.ServiceDefinition = { Echo: rawStream('Echo') };
+
+/**
+ * A bare relay (the path bench's reference, floor-main.ts --relay): each message passed on to the
+ * next process over a bare stream and its answer passed back, as a path's processes do with no
+ * runtime, codec or model in the way. Served with Echo by the relay's processes only.
+ */
+export const RELAY_SERVICE: grpc.ServiceDefinition = { Echo: rawStream('Echo'), Relay: rawStream('Relay') };
 
 /**
  * The server side: every message straight back on the same stream, after the caller proved its
@@ -67,7 +74,7 @@ export function floorHandlers(admit: (call: grpc.ServerDuplexStream<Buffer, Buff
   };
 }
 
-const FloorClient = grpc.makeGenericClientConstructor(FLOOR_SERVICE, 'Floor');
+const FloorClient = grpc.makeGenericClientConstructor(RELAY_SERVICE, 'Floor');
 
 /**
  * A caller of a bare echo stream: one round trip at a time, each timed from the write to the
@@ -91,13 +98,13 @@ export class FloorProbe {
     call.on('end', () => this.fail(new VmmsimError('E_PEER_LOST', `${peer} ended the floor stream`)));
   }
 
-  /** Opens a floor stream to `address` as `self` (proved with the run's token when there is one). */
-  static async open(self: string, peer: string, address: string, security: Security = INSECURE, timeoutMs = 10_000): Promise<FloorProbe> {
+  /** Opens a floor stream (or a bare relay's, `method` Relay) to `address` as `self` (proved with the run's token when there is one). */
+  static async open(self: string, peer: string, address: string, security: Security = INSECURE, timeoutMs = 10_000, method: 'Echo' | 'Relay' = 'Echo'): Promise<FloorProbe> {
     const client = new FloorClient(address, security.channel(), { ...CHANNEL_OPTIONS, ...security.options });
     await new Promise<void>((resolve, reject) => {
       client.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(new VmmsimError('E_PEER_LOST', `${self} could not open a floor stream to ${peer}: ${err.message}`)) : resolve()));
     });
-    const call = (client as unknown as { Echo(md: grpc.Metadata): grpc.ClientDuplexStream<Buffer, Buffer> }).Echo(callerMetadata(self, security.token));
+    const call = (client as unknown as Record<'Echo' | 'Relay', (md: grpc.Metadata) => grpc.ClientDuplexStream<Buffer, Buffer>>)[method](callerMetadata(self, security.token));
     return new FloorProbe(client, call, peer);
   }
 
