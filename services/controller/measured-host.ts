@@ -164,6 +164,7 @@ export function measuredHostProfile(base: CostProfile, cal: HostCalibration, whe
   }
   return {
     name: MEASURED_HOST,
+    arch: base.arch,
     description: `${base.name} with ${REPLACED.map((r) => r.step).join(', ')} measured on this host (${when}); exits, the SMMU and every other step are ${base.name}'s`,
     path: '(measured in this run)',
     steps,

@@ -6,11 +6,9 @@
  */
 import type { MachineState } from './machine.js';
 import { spread, type Estimate, type MeasuredSection } from './measured.js';
+import type { RunNote } from './results.js';
 
-export interface RunNote {
-  code: string;
-  text: string;
-}
+export type { RunNote };
 
 /** Trials whose values of a headline figure lie further apart than this, relative to their median, disagree. */
 export const TRIALS_DISAGREE = 0.1;

@@ -7,8 +7,8 @@
 import { TRANSITION_KINDS } from '../runtime/topology.js';
 import { MODEL } from '../designs/names.js';
 import { MEASURED_ABOUT, transitionOfHop, type Estimate, type MeasuredSection } from './measured.js';
-import { MACHINE_NOTE_CODES, type RunNote } from './measured-notes.js';
 import type { RunResult } from './results.js';
+import { wrap as wrapText } from './wrap.js';
 
 /** An estimate from a single value: an older document's measured field, one trial, no interval. */
 function single(x: number): Estimate {
@@ -70,18 +70,7 @@ function render(rows: string[][], align: ('l' | 'r')[]): string {
   return rows.map((r) => r.map((c, i) => (align[i] === 'l' ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd()).join('\n');
 }
 
-function wrap(text: string, width = 120): string {
-  const lines: string[] = [];
-  let line = '';
-  for (const word of text.split(' ')) {
-    if (line && line.length + 1 + word.length > width) {
-      lines.push(line);
-      line = word;
-    } else line = line ? `${line} ${word}` : word;
-  }
-  if (line) lines.push(line);
-  return lines.join('\n');
-}
+const wrap = (text: string, width = 120): string => wrapText(text, width);
 
 /** How the figures were taken, in one sentence: trials, warm-up, placement. */
 function howTaken(m: MeasuredSection): string {
@@ -144,23 +133,4 @@ export function hopTable(run: RunResult): string {
     out += `\n\nper transition kind (request hop p50 + reply hop p50; this host's IPC standing for it, not the hardware's cost):\n${render(tRows, ['l', 'l', 'r', 'r'])}`;
   }
   return out;
-}
-
-/**
- * The notes of every run, one line each, under the tables; empty when there are none. A note about
- * the machine is said once for a comparison; a note about a run's figures names its model.
- */
-export function notesLines(runs: readonly { model: string; point?: Record<string, string | number>; notes?: RunNote[] | undefined }[]): string {
-  const said = new Set<string>();
-  const lines: string[] = [];
-  for (const run of runs) {
-    for (const n of run.notes ?? []) {
-      const perRun = !MACHINE_NOTE_CODES.has(n.code);
-      const key = perRun ? `${run.model}\u0000${JSON.stringify(run.point ?? {})}\u0000${n.code}` : n.code;
-      if (said.has(key)) continue;
-      said.add(key);
-      lines.push(wrap(`note [${n.code}]${perRun && runs.length > 1 ? ` ${run.model}` : ''}: ${n.text}`));
-    }
-  }
-  return lines.join('\n');
 }

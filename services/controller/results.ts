@@ -7,7 +7,6 @@ import type { ArrivalProcess, ModelName, Scenario } from '../scenario/schema.js'
 import type { TransitionCounts } from '../runtime/topology.js';
 import { writeRegularFile, type FileText } from './output-path.js';
 import type { MeasuredSection } from './measured.js';
-import type { RunNote } from './measured-notes.js';
 
 export const RESULTS_SCHEMA = 'vmmsim/results/v1';
 
@@ -90,6 +89,16 @@ export interface SaturationResult {
   stop: 'converged' | 'max' | 'step-cap' | 'floor';
 }
 
+/** A note on a run's results (controller/notes.ts): a stable code and a sentence for people. */
+export interface RunNote {
+  /**
+   * arch-mismatch: the design models another architecture than the profile's host; measured.*:
+   * about the measured clock (controller/measured-notes.ts NOTE_CODES).
+   */
+  code: string;
+  text: string;
+}
+
 export interface RunResult {
   /** In a sweep: the value of each swept key at this run's point (`{ "topology.psmmus": 4 }`). */
   point?: Record<string, string | number>;
@@ -104,7 +113,8 @@ export interface RunResult {
   throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
   /**
    * guestCommands: invalidations the guest issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted);
-   * deliveredPerPsmmu: commands each pSMMU executed; fanout: deliveries per guest command; wasted:
+   * deliveredPerPsmmu: commands each pSMMU executed (under the sPAPR designs, the TCE kills its PHB
+   * took: one per PE per VFIO ioctl or per TCE from KVM); fanout: deliveries per guest command; wasted:
    * deliveries to a pSMMU that holds none of the affected devices (a broadcast's cost).
    * hostStage2: the host's own stage-2 changes (IOMMU_IOAS_UNMAP, from virtio-mem unplugs), kept
    * out of the guests' deliveries: unmaps, and the commands each pSMMU executed for them (TLBI_S2_IPA
@@ -151,8 +161,12 @@ export interface RunResult {
    * trial's, every operation included.
    */
   measured?: MeasuredSection;
-  /** What to know before trusting the run's figures: {code, text} each (noisy machine, trials that disagree). */
-  notes?: RunNote[];
+  /**
+   * What to keep in mind reading this run, printed under the terminal table; [] when nothing: the
+   * modeled figures' notes (controller/notes.ts: an architecture mismatch) and the measured clock's
+   * (controller/measured-notes.ts: a noisy machine, trials that disagree, no floor).
+   */
+  notes: RunNote[];
 }
 
 export interface ResultsDoc {
@@ -164,7 +178,8 @@ export interface ResultsDoc {
   finishedAt: string;
   scenario: Scenario;
   seed: number;
-  profile: { name: string; path: string };
+  /** arch: the architecture of the host the profile describes (a design of another gets a note). */
+  profile: { name: string; path: string; arch: string };
   /** A sweep's swept keys and its number of points; `scenario` is then the first point's. */
   sweep?: { keys: string[]; points: number };
   runs: RunResult[];
@@ -199,5 +214,5 @@ export function writeResults(dir: string, doc: ResultsDoc): string {
 
 /** Writes the profile a run computed (measured-host) beside its results, as a profile file. */
 export function writeProfile(dir: string, profile: CostProfile): string {
-  return writeFileAtomic(dir, profileFile(profile.name), stringify({ name: profile.name, description: profile.description, steps: profile.steps }));
+  return writeFileAtomic(dir, profileFile(profile.name), stringify({ name: profile.name, arch: profile.arch, description: profile.description, steps: profile.steps }));
 }

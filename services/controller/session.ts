@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { CostProfile } from '../cost/profile.js';
 import { profileCosts } from '../cost/profile.js';
+import { archNotes } from './notes.js';
 import { VmmsimError } from '../runtime/errors.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import type { Endpoint } from '../runtime/generated/vmmsim/v1/Endpoint.js';
@@ -19,6 +20,7 @@ import { INSECURE, withToken, type Security } from '../runtime/transport/credent
 import { Control } from './control-client.js';
 import { combineGuests } from './timeline.js';
 import { isResizeOp } from '../machine/virtio-mem.js';
+import { isSetupOp } from '../machine/setup-ops.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
 import type { TranslationCounter } from '../machine/device-dma.js';
@@ -174,7 +176,8 @@ export class Session {
     const measured = measuredSection({ trials: trials.map((t) => t.figures), seed: s.seed, warmupOps, placement: m.placement, floor: m.floor, machine: combineMachine(trials.map((t) => t.machine)) });
     const notes = measuredNotes(measured);
     if (m.floorMissing) notes.push({ code: NOTE_CODES.noFloor, text: `the host's floor could not be measured (${m.floorMissing}): the measured figures stand without it` });
-    return { ...first.result, measured, notes };
+    // The modeled figures' notes (an architecture mismatch) first, then the measured clock's.
+    return { ...first.result, measured, notes: [...first.result.notes, ...notes] };
   }
 
   /**
@@ -206,7 +209,7 @@ export class Session {
       ramDir: this.ramDir,
       vcmdqsPerVsmmu: s.topology.vcmdqsPerVsmmu,
       device: { ...s.device },
-      guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls },
+      guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls, ddw: s.guest.ddw },
       vmm: { hwptInvalidate: s.vmm.hwptInvalidate },
       dispatch: s.topology.dispatch,
       vmidPolicy: s.topology.vmid,
@@ -245,7 +248,7 @@ export class Session {
     const combined = combineGuests(replies, guests.map((g) => g.index ?? 0));
     const ops = combined.ops;
     // Throughput counts the workload's operations; virtio-mem resizes are the host's, not its.
-    const totalOps = ops.reduce((n, o) => n + (isResizeOp(o.op) ? 0 : o.count), 0);
+    const totalOps = ops.reduce((n, o) => n + (isResizeOp(o.op) || isSetupOp(o.op) ? 0 : o.count), 0);
     // The VMs run side by side: the run lasts as long as the slowest guest's workload.
     const elapsedSec = Math.max(0, ...replies.map((r) => r.elapsedSec));
     const deliveredPerPsmmu: Record<string, number> = {};
@@ -256,7 +259,8 @@ export class Session {
       // The host's stage-2 changes reach the same CMDQ; they are not deliveries of guest commands.
       const host = vfio[`stage2Commands.${name}`] ?? 0;
       hostStage2PerPsmmu[name] = host;
-      deliveredPerPsmmu[name] = (counters[name]?.['commands'] ?? 0) + (counters[name]?.['vcmdqCommands'] ?? 0) - host;
+      // SMMU commands of the main CMDQ and the VCMDQs, and TCE kills (the sPAPR designs' PHB work).
+      deliveredPerPsmmu[name] = (counters[name]?.['commands'] ?? 0) + (counters[name]?.['vcmdqCommands'] ?? 0) + (counters[name]?.['tceKills'] ?? 0) - host;
     }
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
@@ -300,6 +304,7 @@ export class Session {
       modeledResources: combined.resources,
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
+      notes: archNotes(model, profile),
     };
     return { result, figures, machine };
   }

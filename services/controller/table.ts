@@ -2,9 +2,10 @@ import { TRANSITION_KINDS } from '../runtime/topology.js';
 import { loadOf, stepMeasure } from './load.js';
 import type { RunResult, SaturationMetric, SaturationResult } from './results.js';
 import { judge } from './saturation-search.js';
+import { wrap } from './wrap.js';
 import { mainOp } from './sweep.js';
 import { MODEL } from '../designs/names.js';
-import { hopTable, measuredOf, measuredTable, notesLines, us as measuredUsText } from './measured-table.js';
+import { hopTable, measuredOf, measuredTable, us as measuredUsText } from './measured-table.js';
 
 function fmt(x: number, digits = 2): string {
   if (!Number.isFinite(x)) return '-';
@@ -43,20 +44,6 @@ function ratio(x: number, base: number | undefined): string {
   if (base === undefined || base <= 0) return '-';
   const r = x / base;
   return `${r >= 1e4 ? compact(r) : r >= 10 ? r.toFixed(0) : r.toPrecision(2)}x`;
-}
-
-/** Breaks a sentence into lines of at most `width` columns. */
-function wrap(text: string, width: number): string {
-  const lines: string[] = [];
-  let line = '';
-  for (const word of text.split(' ')) {
-    if (line && line.length + 1 + word.length > width) {
-      lines.push(line);
-      line = word;
-    } else line = line ? `${line} ${word}` : word;
-  }
-  if (line) lines.push(line);
-  return lines.join('\n');
 }
 
 function render(rows: string[][], align: ('l' | 'r')[]): string {
@@ -117,7 +104,7 @@ export function modeledTable(runs: readonly RunResult[]): string {
   return `${ops}\n\n${thr}\n\n${dma}`;
 }
 
-export { hopTable, measuredTable, notesLines };
+export { hopTable, measuredTable };
 
 /**
  * Linux's dma_map_benchmark report lines (tools/dma/dma_map_benchmark.c) for one run, modeled and

@@ -11,6 +11,10 @@ export const MEASURED_HOST = 'measured-host';
 /** C: read in the primary source; S: real but partly known conditions; U: an assumption. */
 export type Confidence = 'C' | 'S' | 'U';
 
+/** The architectures a profile can describe; a design's traits.arch names one of them. */
+export const ARCHES = ['arm64', 'ppc64', 'x86_64'] as const;
+export type Arch = (typeof ARCHES)[number];
+
 export interface ProfileStep {
   ns: number;
   source: string;
@@ -18,15 +22,17 @@ export interface ProfileStep {
   /**
    * The span of plausible values in ns, [lo, hi], with ns inside it: the spread of the sources for a
    * C or S step, the span a kernel engineer would accept for a U one (sensitivity analysis re-prices
-   * across it).
+   * across it). Every step has one: the loader refuses a profile that misses one.
    */
-  range?: [number, number];
+  range: [number, number];
   /** Why the range is what it is, in one line. */
-  rangeReason?: string;
+  rangeReason: string;
 }
 
 export interface CostProfile {
   name: string;
+  /** The architecture of the host the profile describes; a design of another says so in its run. */
+  arch: Arch;
   description: string;
   /** Where the file came from, for the results document. */
   path: string;
@@ -45,7 +51,10 @@ export function profileNames(): string[] {
     .sort();
 }
 
-/** Loads a profile by name (profiles/NAME.yaml) or by path, checking every step has a cost and a source. */
+/**
+ * Loads a profile by name (profiles/NAME.yaml) or by path, checking it names its architecture and
+ * that every step has a cost, a source, a confidence, and a range around the cost with its reason.
+ */
 export function loadProfile(nameOrPath: string): CostProfile {
   const byName = join(profilesDir(), `${nameOrPath}.yaml`);
   const path = existsSync(byName) ? byName : nameOrPath;
@@ -61,9 +70,13 @@ export function loadProfile(nameOrPath: string): CostProfile {
   const bad = (what: string): never => {
     throw new VmmsimError('E_PROFILE', `profile ${path}: ${what}`);
   };
-  if (typeof doc !== 'object' || doc === null) return bad('must be a mapping with name, description and steps');
+  if (typeof doc !== 'object' || doc === null) return bad('must be a mapping with name, arch, description and steps');
   const d = doc as Record<string, unknown>;
   if (typeof d['name'] !== 'string') return bad('name must be a string');
+  const arch = d['arch'];
+  if (typeof arch !== 'string' || !(ARCHES as readonly string[]).includes(arch)) {
+    return bad(`arch must be one of ${ARCHES.join(', ')} (the architecture of the host the profile describes)${arch === undefined ? '; it has none' : `, not ${JSON.stringify(arch)}`}`);
+  }
   const stepsIn = d['steps'];
   if (typeof stepsIn !== 'object' || stepsIn === null) return bad('steps must be a mapping of step name to {ns, source, confidence}');
   const steps: Record<string, ProfileStep> = {};
@@ -77,22 +90,21 @@ export function loadProfile(nameOrPath: string): CostProfile {
     if (typeof source !== 'string' || source.trim() === '') return bad(`steps.${key}.source must name where the number comes from`);
     const confidence = v['confidence'];
     if (confidence !== 'C' && confidence !== 'S' && confidence !== 'U') return bad(`steps.${key}.confidence must be C, S or U (U marks an assumption)`);
-    let range: [number, number] | undefined;
     const r = v['range'];
-    if (r !== undefined) {
-      if (!Array.isArray(r) || r.length !== 2 || !r.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0) || (r[0] as number) > (r[1] as number)) {
-        return bad(`steps.${key}.range must be [lo, hi] in ns with 0 <= lo <= hi`);
-      }
-      range = [r[0] as number, r[1] as number];
-      if (ns < range[0] || ns > range[1]) return bad(`steps.${key}.ns ${ns} lies outside its range [${range[0]}, ${range[1]}]`);
+    if (r === undefined) return bad(`steps.${key} has no range: give range: [lo, hi] in ns around ns, and rangeReason (one line: the spread of the sources, or for an assumption the span a kernel engineer would accept)`);
+    if (!Array.isArray(r) || r.length !== 2 || !r.every((x) => typeof x === 'number' && Number.isFinite(x) && x >= 0) || (r[0] as number) > (r[1] as number)) {
+      return bad(`steps.${key}.range must be [lo, hi] in ns with 0 <= lo <= hi`);
     }
+    const range: [number, number] = [r[0] as number, r[1] as number];
+    if (ns < range[0] || ns > range[1]) return bad(`steps.${key}.ns ${ns} lies outside its range [${range[0]}, ${range[1]}]`);
     const rangeReason = v['rangeReason'];
-    if (rangeReason !== undefined && (typeof rangeReason !== 'string' || rangeReason.trim() === '')) return bad(`steps.${key}.rangeReason must say in one line why the range is what it is`);
-    steps[key] = { ns, source, confidence, ...(range ? { range } : {}), ...(typeof rangeReason === 'string' ? { rangeReason } : {}) };
+    if (rangeReason === undefined) return bad(`steps.${key} has no rangeReason: say in one line why its range is [${range[0]}, ${range[1]}]`);
+    if (typeof rangeReason !== 'string' || rangeReason.trim() === '' || /[\r\n]/.test(rangeReason.trim())) return bad(`steps.${key}.rangeReason must say in one line why the range is what it is`);
+    steps[key] = { ns, source, confidence, range, rangeReason: rangeReason.trim() };
   }
   const missing = Object.keys(COST_STEPS).filter((k) => !(k in steps));
   if (missing.length > 0) return bad(`missing steps: ${missing.join(', ')}`);
-  return { name: d['name'], description: typeof d['description'] === 'string' ? d['description'] : '', path, steps };
+  return { name: d['name'], arch: arch as Arch, description: typeof d['description'] === 'string' ? d['description'] : '', path, steps };
 }
 
 /** Step costs as integer nanoseconds: integer sums keep modeled means exact and order-independent. */

@@ -45,8 +45,15 @@ export const COST_STEPS = {
     functions: ["driver-level: a poll-mode driver's table of premapped buffers (DPDK rte_mempool_virt2iova)"],
   },
   'guest.bounce_copy': {
-    doc: 'bounce mode: copy one 4 KiB page between the I/O buffer and its bounce slot',
-    functions: ['linux kernel/dma/swiotlb.c: swiotlb_bounce'],
+    doc: 'bounce and swiotlb modes: copy one 4 KiB page between the I/O buffer and its bounce slot',
+    functions: ['linux kernel/dma/swiotlb.c: swiotlb_bounce', 'driver-level: a copy into a premapped bounce pool (bounce mode)'],
+  },
+  'guest.swiotlb_slot': {
+    doc: 'swiotlb mode: claim bounce slots in the CPU\'s swiotlb area for one mapping (zeroing the padding an untrusted device must not see), or release them at unmap',
+    functions: [
+      'linux kernel/dma/swiotlb.c: swiotlb_tbl_map_single, swiotlb_find_slots, swiotlb_search_pool_area, swiotlb_tbl_unmap_single, swiotlb_release_slots',
+      'linux drivers/iommu/dma-iommu.c: iommu_dma_map_swiotlb, dev_use_swiotlb (from iommu_dma_map_phys; iommu_dma_map_page before v6.18)',
+    ],
   },
   'guest.fq_insert': {
     doc: 'lazy mode: guest queues one unmapped IOVA in its per-CPU flush queue',
@@ -121,16 +128,28 @@ export const COST_STEPS = {
     functions: ['linux drivers/vfio/vfio_iommu_type1.c: vfio_dma_do_map, vfio_dma_do_unmap, vfio_find_dma'],
   },
   'kernel.iommu_pte_write': {
-    doc: 'host IOMMU driver writes one entry of the host I/O page table (io-pgtable)',
-    functions: ['linux drivers/iommu/iommu.c: iommu_map, iommu_unmap', 'linux drivers/iommu/io-pgtable-arm.c: __arm_lpae_map, __arm_lpae_unmap'],
+    doc: 'host IOMMU driver writes one entry of the host I/O page table (io-pgtable), or exchanges one TCE of a POWER host table',
+    functions: ['linux drivers/iommu/iommu.c: iommu_map, iommu_unmap', 'linux drivers/iommu/io-pgtable-arm.c: __arm_lpae_map, __arm_lpae_unmap', 'linux arch/powerpc/kernel/iommu.c: iommu_tce_xchg_no_kill'],
   },
   'kernel.vhost_req': {
     doc: 'vhost-iommu worker parses one request in the host kernel and looks its domain up',
     functions: ['prototype jpbrucker/linux drivers/vhost/iommu.c: vhost_iommu_handle_req (not upstream)'],
   },
   'kernel.tce_put': {
-    doc: 'KVM in-kernel H_PUT_TCE: validate one TCE, find its host address in preregistered memory, and write it to the guest view and the hardware table',
-    functions: ['linux arch/powerpc/kvm/book3s_64_vio.c: kvmppc_h_put_tce, kvmppc_tce_validate, kvmppc_tce_iommu_map'],
+    doc: 'host kernel handles one TCE of a POWER host table: validate it and find its host address in preregistered memory (KVM\'s in-kernel handlers also update the guest view); the exchange of the hardware entry is kernel.iommu_pte_write',
+    functions: [
+      'linux arch/powerpc/kvm/book3s_64_vio.c: kvmppc_h_put_tce, kvmppc_tce_validate, kvmppc_tce_to_ua, kvmppc_tce_iommu_do_map, kvmppc_tce_iommu_unmap, kvmppc_tce_put',
+      'linux drivers/vfio/vfio_iommu_spapr_tce.c: tce_iommu_build_v2, tce_iommu_prereg_ua_to_hpa, tce_iommu_clear',
+      'linux arch/powerpc/mm/book3s64/iommu_api.c: mm_iommu_lookup, mm_iommu_ua_to_hpa',
+    ],
+  },
+  'ppc.tce_kill': {
+    doc: 'POWER host kills one PE\'s TCE cache over a range of TCEs after a table change: one OPAL_PCI_TCE_KILL call on PHB4 (or PHB3 kill-register writes), waiting for room in the PHB\'s kill queue',
+    functions: [
+      'linux arch/powerpc/kernel/iommu.c: iommu_tce_kill',
+      'linux arch/powerpc/platforms/powernv/pci-ioda.c: pnv_pci_ioda2_tce_invalidate, pnv_pci_phb3_tce_invalidate',
+      'hardware: PHB4 TCE kill queue (skiboot hw/phb4.c: phb4_tce_kill, OPAL_PCI_TCE_KILL)',
+    ],
   },
   'vmm.dispatch_lookup': {
     doc: 'VMM finds which pSMMUs an ASID-scoped guest invalidation concerns (a single vSMMU with dispatch: lookup)',

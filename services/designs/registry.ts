@@ -13,7 +13,7 @@ import { nestedSmmuv3 } from './nested-smmuv3/index.js';
 import { none } from './none/index.js';
 import { spaprTceKvm } from './spapr-tce-kvm/index.js';
 import { spaprTce } from './spapr-tce/index.js';
-import type { DesignDescriptor } from './types.js';
+import type { DesignDescriptor, ShadowHost } from './types.js';
 import { vhostIommu } from './vhost-iommu/index.js';
 import { virtioIommu } from './virtio-iommu/index.js';
 
@@ -49,4 +49,15 @@ export function designsWhere(pick: (d: DesignDescriptor) => boolean): ModelName[
 /** iommufd's objects for a run (machine/iommufd-objects.ts), with HW queues only under a VCMDQ design. */
 export function iommufdLayoutOf(t: RunTopology): IommufdLayout {
   return iommufdLayout(t, designOf(t.model).traits.vcmdq);
+}
+
+/**
+ * What a shadowing design's host shadows into (DesignTraits.shadow), or undefined for a design
+ * whose host does not shadow. A `shadow` design without it is a descriptor's bug.
+ */
+export function shadowOf(model: string): ShadowHost | undefined {
+  const traits = designOf(model).traits;
+  if (traits.hostTables !== 'shadow') return undefined;
+  if (!traits.shadow) throw new Error(`design ${model} shadows but does not say into what (traits.shadow)`);
+  return traits.shadow;
 }

@@ -14,11 +14,32 @@ import type { ModelName } from './names.js';
  */
 export type HostTables = 'stage2' | 'nested' | 'shadow' | 'emulated';
 
-/** Whether the design is in upstream Linux and QEMU, or a design people proposed. */
-export type DesignStatus = 'upstream' | 'prototype' | 'proposal';
+/**
+ * What a `shadow` design's host shadows the guest's mappings into:
+ * - `device-domain`: one host IOMMU domain per assigned device. QEMU gives each device behind VT-d
+ *   or virtio-iommu an address space of its own (vtd_find_add_as, virtio_iommu_find_add_as), and
+ *   VFIO one container per address space (vfio_address_space_get), so each device gets its own
+ *   type1 container and domain; an in-kernel device (vhost-iommu) maps into the endpoint's domain
+ *   the same way. On the SMMUv3 host it is a stage-1 paging domain with an ASID of its own on the
+ *   device's pSMMU: nothing is invalidated on map (arm-smmu-v3 has no iotlb_sync_map), and an unmap
+ *   is TLBI_NH_VA over the range + CMD_SYNC on that pSMMU only.
+ * - `tce-table`: sPAPR: one VFIO sPAPR container and one TCE table per guest PHB (the VM's one
+ *   liobn here), programmed into every PE (IOMMU group) of the container; the host kills the TCE
+ *   cache of every PE of the table after each map and each clear (iommu_tce_kill).
+ */
+export type ShadowHost = 'device-domain' | 'tce-table';
+
+/**
+ * Whether the design is in upstream Linux and QEMU, a prototype people posted (vmmsim runs what its
+ * code does), an extrapolation (vmmsim runs a prototype's idea further than its code goes: say how
+ * in the summary), or a design people proposed.
+ */
+export type DesignStatus = 'upstream' | 'prototype' | 'extrapolation' | 'proposal';
 
 export interface DesignTraits {
   readonly hostTables: HostTables;
+  /** With `shadow` host tables (and only then): what the host shadows into. */
+  readonly shadow?: ShadowHost;
   /** The guest's IOMMU can bind a process address space (SVA): SMMUv3 stage 1 owned by the guest. */
   readonly sva: boolean;
   /** Guest invalidations can go to hardware queues (Tegra241 VCMDQs) mapped into the guest. */
@@ -28,6 +49,12 @@ export interface DesignTraits {
    * emulated vSMMU instance; or why not.
    */
   readonly emulatedDevices: true | { readonly refused: string };
+  /**
+   * The guest's streaming DMA API is Linux's dma-iommu (drivers/iommu/dma-iommu.c), which bounces
+   * an untrusted device's unaligned buffers through swiotlb (dma=swiotlb). Not dma-direct (no
+   * vIOMMU) nor powerpc's dma_iommu_ops (sPAPR: iommu_map_page, no such bounce).
+   */
+  readonly dmaIommu: boolean;
   /** The architecture whose guest and host the design runs on (a profile of another says so). */
   readonly arch: 'arm64' | 'ppc64' | 'x86_64';
 }

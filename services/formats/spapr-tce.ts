@@ -29,15 +29,52 @@ export const DMA32_WINDOW_OFFSET = 0;
 export const DMA32_WINDOW_SIZE = 0x4000_0000;
 export const DMA32_WINDOW_ENTRIES = DMA32_WINDOW_SIZE / TCE_PAGE_SIZE;
 
+/** A DMA window of the PHB: its bus address, its TCEs, their page size. */
+export interface TceWindow {
+  /** Its number on the PHB (QEMU's SPAPR_PCI_LIOBN(phb, n)): 0 the default 32-bit window, 1 a DDW. */
+  readonly num: number;
+  readonly offset: number;
+  readonly entries: number;
+  readonly pageShift: number;
+}
+
+export const DMA32_WINDOW: TceWindow = { num: 0, offset: DMA32_WINDOW_OFFSET, entries: DMA32_WINDOW_ENTRIES, pageShift: TCE_PAGE_SHIFT };
+
 /**
- * kvmppc_ioba_validate (and QEMU's window check): `ioba` is TCE-page aligned and `npages` entries
- * from it lie inside the window.
+ * The dynamic DMA window a pseries guest creates for a 64-bit-capable device (guest.ddw; Linux's
+ * enable_ddw through RTAS ibm,create-pe-dma-window) when it can map all its RAM: 16 MiB TCEs, the
+ * largest page QEMU's PHB offers (pgsz 4K|64K|16M, with guest RAM backed by 16 MiB pages; Linux
+ * takes the largest, iommu_get_page_shift), as many as cover the guest's RAM (DDW_WINDOW_SIZE, the
+ * board's GUEST_RAM_SIZE; a test keeps them equal), from 1 TiB: QEMU places it at 2^59
+ * (dma64_win_addr), but the host tables here translate 48 bits.
  */
-export function iobaInWindow(ioba: bigint, npages: bigint): boolean {
-  if (ioba % BigInt(TCE_PAGE_SIZE) !== 0n) return false;
-  const idx = ioba / BigInt(TCE_PAGE_SIZE);
-  const first = BigInt(DMA32_WINDOW_OFFSET / TCE_PAGE_SIZE);
-  return idx >= first && idx - first + npages <= BigInt(DMA32_WINDOW_ENTRIES);
+export const DDW_PAGE_SHIFT = 24;
+export const DDW_WINDOW_OFFSET = 2 ** 40;
+export const DDW_WINDOW_SIZE = 0x4_0000_0000;
+export const DDW_WINDOW: TceWindow = { num: 1, offset: DDW_WINDOW_OFFSET, entries: DDW_WINDOW_SIZE / 2 ** DDW_PAGE_SHIFT, pageShift: DDW_PAGE_SHIFT };
+
+const WINDOWS: readonly TceWindow[] = [DMA32_WINDOW, DDW_WINDOW];
+
+/** A window's TCE page size in bytes. */
+export function tcePageSize(w: TceWindow): number {
+  return 2 ** w.pageShift;
+}
+
+/**
+ * kvmppc_ioba_validate (and QEMU's window check): `ioba` is aligned to the window's TCE page and
+ * `npages` entries from it lie inside the window.
+ */
+export function iobaInWindow(ioba: bigint, npages: bigint, w: TceWindow = DMA32_WINDOW): boolean {
+  const page = BigInt(tcePageSize(w));
+  if (ioba % page !== 0n) return false;
+  const first = BigInt(w.offset) / page;
+  const idx = ioba / page;
+  return idx >= first && idx - first + npages <= BigInt(w.entries);
+}
+
+/** The window an IOVA falls in (tce_iommu_find_table), or undefined. */
+export function windowOfIoba(ioba: number): TceWindow | undefined {
+  return WINDOWS.find((w) => ioba >= w.offset && ioba < w.offset + w.entries * tcePageSize(w));
 }
 
 /** True when the TCE grants any access (a TCE with neither bit is a clear entry, whatever its address). */
@@ -68,13 +105,26 @@ export function decodeTceList(b: Buffer, n: number): bigint[] {
   return out;
 }
 
-/** Liobn of VM n's one DMA window (a PHB's 32-bit window, as QEMU numbers them). */
-export function liobnOf(vm: number): number {
-  return (0x8000_0000 | vm) >>> 0;
+/**
+ * Liobn of VM n's DMA window `window` (its PHB's 32-bit window by default, or the DDW): bit 31 set,
+ * the window number in bits 23:16, the VM (its PHB) below.
+ */
+export function liobnOf(vm: number, window = 0): number {
+  return (0x8000_0000 | ((window & 0xff) << 16) | (vm & 0xffff)) >>> 0;
 }
-export function vmOfLiobn(liobn: number): number | undefined {
+
+/** The VM and window of a liobn, or undefined when it names no window. */
+export function liobnParts(liobn: number): { vm: number; window: TceWindow } | undefined {
   // `&` yields a signed 32-bit value: bring it back to unsigned before comparing with bit 31 set.
-  return ((liobn & 0xffff_0000) >>> 0) === 0x8000_0000 ? liobn & 0xffff : undefined;
+  if (((liobn & 0xff00_0000) >>> 0) !== 0x8000_0000) return undefined;
+  const window = WINDOWS.find((w) => w.num === ((liobn >>> 16) & 0xff));
+  return window ? { vm: liobn & 0xffff, window } : undefined;
+}
+
+/** The VM of a liobn naming its 32-bit window. */
+export function vmOfLiobn(liobn: number): number | undefined {
+  const p = liobnParts(liobn);
+  return p && p.window.num === 0 ? p.vm : undefined;
 }
 
 export function tceOf(gpa: number, read: boolean, write: boolean): bigint {
@@ -113,9 +163,10 @@ export function decodeHcall(b: Buffer): Hcall | undefined {
 }
 
 /**
- * TCEs written into the hardware table of one DMA window, from `ioba` on, followed by one TCE
- * cache kill over the range: what KVM's real-mode handlers and VFIO's sPAPR backend ask of the
- * host IOMMU. A TCE of 0 clears the entry.
+ * TCEs written into the hardware table of one DMA window, from `ioba` on, each followed by the kill
+ * of its TCE cache entry: what KVM's in-kernel handlers ask of the host IOMMU
+ * (kvmppc_tce_iommu_map / kvmppc_tce_iommu_unmap end with iommu_tce_kill, per TCE). A TCE granting
+ * no access clears the entry.
  */
 export interface TceUpdate {
   liobn: number;
@@ -139,4 +190,33 @@ export function decodeTceUpdate(b: Buffer): TceUpdate | undefined {
   const tces: bigint[] = [];
   for (let i = 0; i < n; i++) tces.push(b.readBigUInt64LE(16 + i * 8));
   return { liobn: b.readUInt32LE(0), ioba: Number(b.readBigUInt64LE(8)), tces };
+}
+
+/**
+ * One TCE cache kill on one PE (iommu_tce_kill -> pnv_pci_ioda2_tce_invalidate, for each PE of the
+ * table's group list): `npages` TCEs from `ioba` on, of the PE whose (host) StreamID is `pe`.
+ */
+export interface TceKill {
+  pe: number;
+  ioba: number;
+  npages: number;
+  /** The TCEs' page shift (opal_pci_tce_kill's tce_size). */
+  pageShift: number;
+}
+
+/** pe (u32), npages (u32), ioba (u64), page shift (u32), 4 bytes of padding. */
+export const TCE_KILL_SIZE = 24;
+
+export function encodeTceKill(k: TceKill): Buffer {
+  const b = Buffer.alloc(TCE_KILL_SIZE);
+  b.writeUInt32LE(k.pe >>> 0, 0);
+  b.writeUInt32LE(k.npages >>> 0, 4);
+  b.writeBigUInt64LE(BigInt(k.ioba), 8);
+  b.writeUInt32LE(k.pageShift >>> 0, 16);
+  return b;
+}
+
+export function decodeTceKill(b: Buffer): TceKill | undefined {
+  if (b.length < TCE_KILL_SIZE) return undefined;
+  return { pe: b.readUInt32LE(0), npages: b.readUInt32LE(4), ioba: Number(b.readBigUInt64LE(8)), pageShift: b.readUInt32LE(16) };
 }

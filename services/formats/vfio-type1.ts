@@ -68,7 +68,29 @@ export function decodeDmaUnmap(b: Buffer): DmaUnmap | undefined {
   return { argsz: b.readUInt32LE(0), flags: b.readUInt32LE(4), iova: Number(b.readBigUInt64LE(8)), size: Number(b.readBigUInt64LE(16)) };
 }
 
-/** An in-kernel iommu_map()/iommu_unmap() on VM `vm`'s host domain: paddr is guest-physical here. */
+/**
+ * An ioctl on a VFIO container as it crosses from the VMM to the host kernel: the container's file
+ * descriptor (the VMM holds one per container: one per device address space behind VT-d or
+ * virtio-iommu, one per PHB under sPAPR), 4 bytes of padding, then the ioctl's argument struct.
+ */
+export const CONTAINER_IOCTL_HEADER = 8;
+
+export function encodeContainerIoctl(fd: number, arg: Buffer): Buffer {
+  const head = Buffer.alloc(CONTAINER_IOCTL_HEADER);
+  head.writeUInt32LE(fd >>> 0, 0);
+  return Buffer.concat([head, arg]);
+}
+
+/** undefined when the buffer is shorter than the header. */
+export function decodeContainerIoctl(b: Buffer): { fd: number; arg: Buffer } | undefined {
+  if (b.length < CONTAINER_IOCTL_HEADER) return undefined;
+  return { fd: b.readUInt32LE(0), arg: b.subarray(CONTAINER_IOCTL_HEADER) };
+}
+
+/**
+ * An in-kernel iommu_map()/iommu_unmap() on a host domain (vhost-iommu's extrapolation): the
+ * domain of assigned device `device` (its topology index) of VM `vm`; paddr is guest-physical here.
+ */
 export interface KernelIommuMap {
   vm: number;
   prot: number;
@@ -76,9 +98,12 @@ export interface KernelIommuMap {
   /** Guest-physical address of the memory (the caller works in the guest's terms; vfio pins it). */
   gpa: number;
   size: number;
+  /** The assigned device whose domain it is (each device has its own). */
+  device: number;
 }
 
-export const KERNEL_IOMMU_MAP_SIZE = 32;
+/** vm, prot (u32 each), iova, gpa, size (u64 each), device (u32), 4 bytes of padding. */
+export const KERNEL_IOMMU_MAP_SIZE = 40;
 
 export function encodeKernelIommuMap(m: KernelIommuMap): Buffer {
   const b = Buffer.alloc(KERNEL_IOMMU_MAP_SIZE);
@@ -87,12 +112,16 @@ export function encodeKernelIommuMap(m: KernelIommuMap): Buffer {
   b.writeBigUInt64LE(BigInt(m.iova), 8);
   b.writeBigUInt64LE(BigInt(m.gpa), 16);
   b.writeBigUInt64LE(BigInt(m.size), 24);
+  b.writeUInt32LE(m.device >>> 0, 32);
   return b;
 }
 
 export function decodeKernelIommuMap(b: Buffer): KernelIommuMap | undefined {
   if (b.length < KERNEL_IOMMU_MAP_SIZE) return undefined;
-  return { vm: b.readUInt32LE(0), prot: b.readUInt32LE(4), iova: Number(b.readBigUInt64LE(8)), gpa: Number(b.readBigUInt64LE(16)), size: Number(b.readBigUInt64LE(24)) };
+  return {
+    vm: b.readUInt32LE(0), prot: b.readUInt32LE(4), iova: Number(b.readBigUInt64LE(8)), gpa: Number(b.readBigUInt64LE(16)), size: Number(b.readBigUInt64LE(24)),
+    device: b.readUInt32LE(32),
+  };
 }
 
 /** True when [addr, addr + size) is a non-empty whole number of pages. */

@@ -3,11 +3,24 @@ import { GUEST_BUFFER_BASE } from '../machine/board.js';
 import { PAGE_SIZE } from '../machine/memory.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { DmaApi, GuestDevice, GuestKernel } from './driver.js';
+import { IovaAllocator } from './iova.js';
 
-/** Bounce pools sit above the benchmark buffers in guest RAM. */
+/** Bounce pools (and the swiotlb's areas: one mode per run) sit above the benchmark buffers in guest RAM. */
 const BOUNCE_POOL_BASE = GUEST_BUFFER_BASE + 0x1_0000_0000;
 const BOUNCE_POOL_STRIDE = 0x40_0000;
 const BOUNCE_POOLS = 0x1_0000_0000 / BOUNCE_POOL_STRIDE;
+/**
+ * swiotlb: one area per CPU (swiotlb splits its pool into areas, one per CPU by default, so CPUs
+ * do not share a lock), 64 MiB each, in the same 4 GiB: up to 64 vCPUs (more share areas).
+ */
+const SWIOTLB_AREA = 0x400_0000;
+const SWIOTLB_AREAS = 0x1_0000_0000 / SWIOTLB_AREA;
+/**
+ * Under dma=swiotlb the workload's buffers start this many bytes into their first page and end at
+ * the end of their last one (an skb's data after its headroom, a kmalloc'd block): not IOVA-granule
+ * aligned, so dma-iommu bounces every one of them.
+ */
+export const SWIOTLB_BUFFER_OFFSET = 64;
 
 /**
  * A DMA mode over the architecture's DMA API: the invalidations are the inner API's, whatever the
@@ -33,6 +46,10 @@ abstract class DmaMode implements DmaApi {
 
   get emulatedCommandsFailed(): number | undefined {
     return this.inner.emulatedCommandsFailed;
+  }
+
+  async boot(): Promise<void> {
+    await this.inner.boot?.();
   }
 
   abstract map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number>;
@@ -81,9 +98,11 @@ class StaticDma extends DmaMode {
 }
 
 /**
- * bounce: a pool of buffers per CPU and device, mapped once; dma_map copies the data into a pool
- * slot and hands out its IOVA, dma_unmap copies back and frees the slot (swiotlb-style). Nothing
- * reaches the IOMMU per I/O; each I/O pays a copy per page instead.
+ * bounce: the IOMMU-backed reusable bounce pool, a driver-level design (the shape of D. Stevens'
+ * "dynamic iommu backed bounce buffers" series), not Linux's swiotlb (that is dma=swiotlb): a pool
+ * of buffers per CPU and device, mapped through the IOMMU once; dma_map copies the data into a pool
+ * slot and hands out its IOVA, dma_unmap copies back and frees the slot. Nothing reaches the IOMMU
+ * per I/O; each I/O pays a copy per page instead.
  */
 class BounceDma extends DmaMode {
   private readonly pools = new Map<string, { iova: number; free: number[]; slotPages: number }>();
@@ -129,9 +148,81 @@ class BounceDma extends DmaMode {
   }
 }
 
+/**
+ * swiotlb: dma-iommu's bounce path for untrusted devices (an external-facing PCI port, or
+ * iommu.passthrough off for an untrusted device): iommu_dma_map_phys (iommu_dma_map_page before
+ * v6.18) sees dev_use_swiotlb() and a buffer that is not IOVA-granule aligned (iova_unaligned), so
+ * it bounces: swiotlb_tbl_map_single claims slots in the CPU's area (aligned to the IOVA granule
+ * with the buffer's offset kept, alloc_align_mask = iova_mask), zeroes the padding the device must
+ * not see and copies the buffer in (DMA_BIDIRECTIONAL), then the slot is mapped through the IOMMU as
+ * any buffer is (the inner API's map: its PTEs and, per design, its invalidation). dma_unmap is the
+ * IOMMU unmap first (__iommu_dma_unmap, with its invalidation, strict or lazy), then
+ * swiotlb_tbl_unmap_single copies back and releases the slots. So every I/O pays the whole
+ * map/unmap path plus two copies and the slot bookkeeping.
+ *
+ * Alignment: the workload's buffers are taken to start SWIOTLB_BUFFER_OFFSET bytes into their first
+ * page and to end at the end of their last page, so every one bounces, and its slot, keeping that
+ * offset, spans as many pages as the buffer: the IOMMU maps granulePages pages, as in strict mode.
+ * (A page-aligned whole-page buffer would not bounce: then this mode is strict.) The copies are
+ * priced per page (guest.bounce_copy); the 64 bytes short of a page are not told apart.
+ */
+class SwiotlbDma extends DmaMode {
+  private readonly areas = new Map<number, IovaAllocator>();
+  /** Each bounced mapping's slot, by device and IOVA. */
+  private readonly slots = new Map<string, { pa: number; area: number }>();
+
+  private area(cpu: number): IovaAllocator {
+    const n = cpu % SWIOTLB_AREAS;
+    let a = this.areas.get(n);
+    if (!a) {
+      const base = BOUNCE_POOL_BASE + n * SWIOTLB_AREA;
+      a = new IovaAllocator(base, base + SWIOTLB_AREA);
+      this.areas.set(n, a);
+    }
+    return a;
+  }
+
+  async map(ctx: OpContext, cpu: number, device: GuestDevice, _pa: number, pages: number): Promise<number> {
+    const area = cpu % SWIOTLB_AREAS;
+    const slot = this.area(cpu).tryAlloc(pages);
+    // swiotlb_tbl_map_single finds no room: DMA_MAPPING_ERROR.
+    if (slot === undefined) return -Errno.ENOMEM;
+    ctx.charge('guest.swiotlb_slot');
+    ctx.charge('guest.bounce_copy', pages);
+    const iova = await this.inner.map(ctx, cpu, device, slot, pages);
+    if (iova < 0) {
+      // The map failed: the slot goes back (swiotlb_tbl_unmap_single, no copy).
+      ctx.charge('guest.swiotlb_slot');
+      this.area(cpu).release(slot, pages);
+      return iova;
+    }
+    this.slots.set(`${device.index}/${iova}`, { pa: slot, area });
+    return iova;
+  }
+
+  async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
+    const key = `${device.index}/${iova}`;
+    const slot = this.slots.get(key);
+    const status = await this.inner.unmap(ctx, cpu, device, iova, pages);
+    // is_swiotlb_buffer: copy back and release the slots, whatever the unmap's status.
+    if (slot) {
+      this.slots.delete(key);
+      ctx.charge('guest.bounce_copy', pages);
+      ctx.charge('guest.swiotlb_slot');
+      this.area(slot.area).release(slot.pa, pages);
+    }
+    return status;
+  }
+
+  async drain(): Promise<void> {
+    await this.inner.drain();
+  }
+}
+
 /** Wraps an architecture's DMA API in the guest's DMA mode (strict and lazy live in the API itself). */
 export function withDmaMode(mode: string, inner: DmaApi, kernel: GuestKernel): DmaApi {
   if (mode === 'static') return new StaticDma(inner, kernel);
   if (mode === 'bounce') return new BounceDma(inner, kernel);
+  if (mode === 'swiotlb') return new SwiotlbDma(inner, kernel);
   return inner;
 }

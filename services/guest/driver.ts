@@ -1,6 +1,7 @@
 import type { Memory } from '../machine/memory.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { RoleEnv } from '../runtime/role-api.js';
+import type { ModeledOrder } from './modeled-order.js';
 
 /** One device as the guest sees it: assigned (VFIO), or emulated by the VMM (topology.emulatedDevices). */
 export interface GuestDevice {
@@ -34,9 +35,33 @@ export interface GuestKernel {
    * progress on vCPU c is at vcpuNs[c] + its context's modeledNs.
    */
   vcpuNs: number[];
-  /** Records an operation that ran on its own on vCPU `cpu` (a lazy flush at the end of the run). */
+  /** Records an operation that ran on its own on vCPU `cpu`, after its clock. */
   background(op: string, ctx: OpContext, measuredNs: number, cpu?: number): void;
+  /**
+   * Runs `work` in the guest's timer context as a timer that fired at modeled `atNs` (a flush
+   * queue's fq_flush_timeout): a fresh context, reported as its own operation `op` on the guest's
+   * timer thread (TIMER_THREAD), which arrives at `atNs` and holds no vCPU. It contends for the
+   * resources it holds (locks, queues) with the vCPUs' operations in the queueing model; the softirq
+   * time it would take from the vCPU it fires on is not charged to that vCPU.
+   */
+  timer(op: string, atNs: number, work: (ctx: OpContext) => Promise<void>): Promise<void>;
+  /**
+   * Runs `work` once at boot, before the workload, and reports it as its own operation `op`
+   * (services/machine/setup-ops.ts): on the guest's setup thread (SETUP_THREAD), holding nothing the
+   * workload contends for, so the steady state begins after it.
+   */
+  setup(op: string, work: (ctx: OpContext) => Promise<void>): Promise<void>;
+  /**
+   * While a workload's vCPUs run concurrently: their turns in modeled time, for state whose outcome
+   * depends on order (flush queues). Absent when operations run one after another anyway.
+   */
+  order?: ModeledOrder;
 }
+
+/** The guest's timer context in the queueing model: a thread of its own, after every vCPU's. */
+export const TIMER_THREAD = 0xffff;
+/** The guest's boot-time work (GuestKernel.setup) in the queueing model. */
+export const SETUP_THREAD = 0xfffe;
 
 /**
  * The guest's DMA API under one architecture (dma-direct, or dma-iommu over the guest IOMMU
@@ -70,6 +95,11 @@ export interface DmaApi {
   readonly emulatedCommands?: number;
   /** Of emulatedCommands, those that did not complete. */
   readonly emulatedCommandsFailed?: number;
+  /**
+   * What the driver does once at boot, before the workload (a DDW over all guest RAM, guest.ddw):
+   * it reports that work through GuestKernel.setup. Absent: nothing.
+   */
+  boot?(): Promise<void>;
   /** Flushes anything deferred (lazy mode) before the run's results are taken. */
   drain(): Promise<void>;
   /**

@@ -98,7 +98,7 @@ export async function traceReplay(kernel: GuestKernel, dma: DmaApi, stats: OpSta
       }
       live.delete(ev.iova);
       const ring = rings.get(m.device.index);
-      if (m.slot >= 0) ring?.setState(m.slot, SlotState.RETIRED);
+      if (m.slot >= 0) await ring?.retire(m.slot);
       const u0 = nowNs();
       const status = await dma.unmap(ctx, cpu, m.device, m.iova, m.pages);
       const u1 = nowNs();

@@ -8,7 +8,7 @@ import type { KvmDevice, KvmDeviceFactory } from './device.js';
 
 /**
  * kvm: the host kernel's KVM. A trapped guest MMIO write or hypercall is first offered to what the
- * architecture put in the kernel (an ioeventfd handler, real-mode hypercalls); anything left returns
+ * architecture put in the kernel (an ioeventfd handler, in-kernel hypercalls); anything left returns
  * from KVM_RUN to the VM's VMM (KVM_EXIT_MMIO, KVM_EXIT_PAPR_HCALL).
  */
 class KvmRole implements RoleInstance {

@@ -54,7 +54,8 @@ const MAX_PER_TICK = 1000;
  * guest RAM (the buffers its driver posted) and translates accesses into them; a device set to
  * linger remembers buffers whose unmap returned and keeps touching them for a while. The ring is
  * read before the accesses, so a buffer seen UNMAPPED had its unmap (and, in strict mode, its
- * invalidation) completed before any access to it.
+ * invalidation) completed before any access to it; the POSTED buffers a tick accesses are claimed
+ * for the tick, so the driver cannot take one back (and unmap it) while the device still uses it.
  */
 /**
  * The counters every translator of device DMA reports under these names (a pSMMU, a VMM's emulated
@@ -102,7 +103,16 @@ export class DeviceDma {
   private run(dev: DmaDevice, accesses: number, now: number): void {
     const ram = dev.ram();
     if (!ram) return;
-    const posted = this.observe(dev, DeviceRing.read(ram, dev.index), now);
+    // The buffers the driver posted, claimed for this tick's accesses (see DeviceRing.claim).
+    const posted = DeviceRing.claim(ram, dev.index, this.observe(dev, DeviceRing.read(ram, dev.index), now));
+    try {
+      this.accesses(dev, ram, posted, accesses, now);
+    } finally {
+      DeviceRing.release(ram, dev.index, posted);
+    }
+  }
+
+  private accesses(dev: DmaDevice, ram: Memory, posted: readonly RingSlot[], accesses: number, now: number): void {
     const lingering = [...(this.lingering.get(dev.index)?.values() ?? [])].filter((l) => l.until > now);
     for (let i = 0; i < accesses; i++) {
       if (lingering.length > 0 && this.random.next() < this.settings.lingerShare) {

@@ -1,7 +1,7 @@
 import { mapSharedFile } from './guest-ram.js';
 import { PhysMemory, type Memory } from './memory.js';
 import { join } from 'node:path';
-import { DMA32_WINDOW_ENTRIES, TCE_ENTRY_SIZE, TCE_PAGE_SIZE } from '../formats/spapr-tce.js';
+import { DMA32_WINDOW, DMA32_WINDOW_ENTRIES, TCE_ENTRY_SIZE, tcePageSize, type TceWindow } from '../formats/spapr-tce.js';
 import { GUEST_RAM_SIZE } from './board.js';
 
 /**
@@ -21,15 +21,15 @@ export class TceTable {
     return new TceTable(new PhysMemory(), entries);
   }
 
-  /** A new, zeroed table in a file both KVM and the VMM map (KVM_CREATE_SPAPR_TCE_64). */
-  static create(path: string): TceTable {
-    return new TceTable(mapSharedFile(path, 'create'));
+  /** A new, zeroed table of `entries` TCEs in a file both KVM and the VMM map (KVM_CREATE_SPAPR_TCE_64). */
+  static create(path: string, entries = DMA32_WINDOW_ENTRIES): TceTable {
+    return new TceTable(mapSharedFile(path, 'create'), entries);
   }
 
   /** The table another process created in `path`; undefined while there is none. */
-  static open(path: string): TceTable | undefined {
+  static open(path: string, entries = DMA32_WINDOW_ENTRIES): TceTable | undefined {
     const mem = mapSharedFile(path, 'open');
-    return mem ? new TceTable(mem) : undefined;
+    return mem ? new TceTable(mem, entries) : undefined;
   }
 
   get(index: number): bigint {
@@ -45,15 +45,16 @@ export class TceTable {
   }
 }
 
-/** True when the TCE's page lies in the VM's RAM (its memslot, all preregistered for VFIO). */
-export function tceInRam(tce: bigint): boolean {
-  return (tce & ~0xfffn) + BigInt(TCE_PAGE_SIZE) <= BigInt(GUEST_RAM_SIZE);
+/** True when the TCE's page (of window `w`) lies in the VM's RAM (its memslot, all preregistered for VFIO). */
+export function tceInRam(tce: bigint, w: TceWindow = DMA32_WINDOW): boolean {
+  return (tce & ~0xfffn) + BigInt(tcePageSize(w)) <= BigInt(GUEST_RAM_SIZE);
 }
 
 /**
- * The file backing VM `vm`'s in-kernel TCE table (KVM_CREATE_SPAPR_TCE_64 returns an fd the VMM
- * mmaps, so KVM and QEMU share one table): 8 bytes per entry, host byte order (little-endian).
+ * The file backing VM `vm`'s in-kernel TCE table of window `window` (KVM_CREATE_SPAPR_TCE_64
+ * returns an fd the VMM mmaps, so KVM and QEMU share one table): 8 bytes per entry, host byte
+ * order (little-endian).
  */
-export function tceTableFile(ramDir: string, vm: number): string {
-  return join(ramDir, `spapr-tce-${vm}.table`);
+export function tceTableFile(ramDir: string, vm: number, window = 0): string {
+  return join(ramDir, window === 0 ? `spapr-tce-${vm}.table` : `spapr-tce-${vm}.w${window}.table`);
 }

@@ -20,11 +20,16 @@ import {
 } from '../formats/virtio-iommu.js';
 import { VirtqueueDevice, type Chain, type VirtqueueLayout } from './virtqueue.js';
 
-/** What changes the host IOMMU for the device: VFIO ioctls from QEMU, or iommu_map() in the kernel. */
+/**
+ * What changes the host IOMMU for the device: VFIO ioctls from QEMU, or iommu_map() in the kernel.
+ * Called once per endpoint of the domain, as QEMU's virtio_iommu_map/unmap notify each endpoint's
+ * IOMMU memory region (virtio_iommu_notify_map/unmap), which reaches that endpoint's own VFIO
+ * container: an endpoint is an assigned device, known by its vSID.
+ */
 export interface VirtioIommuBackend {
-  /** Maps [iova, iova + size) to guest-physical `gpa`; `flags` are the request's MAP flags. */
-  map(ctx: OpContext, domain: number, iova: number, gpa: number, size: number, flags: number): Promise<StatusCode>;
-  unmap(ctx: OpContext, domain: number, iova: number, size: number): Promise<StatusCode>;
+  /** Maps [iova, iova + size) to guest-physical `gpa` for `endpoint`; `flags` are the request's MAP flags. */
+  map(ctx: OpContext, endpoint: number, iova: number, gpa: number, size: number, flags: number): Promise<StatusCode>;
+  unmap(ctx: OpContext, endpoint: number, iova: number, size: number): Promise<StatusCode>;
 }
 
 /** A host kernel errno as the status the device reports for the request that caused it. */
@@ -193,8 +198,16 @@ export class VirtioIommuDevice {
       const s = await this.leave(ctx, r.endpoint, current);
       if (s !== Status.OK) return s;
     }
-    (this.domain(r.domain, true) as Domain).endpoints.add(r.endpoint);
+    const d = this.domain(r.domain, true) as Domain;
+    d.endpoints.add(r.endpoint);
     this.endpoints.set(r.endpoint, r.domain);
+    // The domain's mappings are replayed onto the endpoint's own container (QEMU replays the
+    // endpoint's IOMMU memory region when it joins a domain).
+    for (const m of d.mappings.entries()) {
+      this.counters.backendCalls += 1;
+      const s = await this.o.backend.map(ctx, r.endpoint, m.iova, m.phys, m.size, m.flags);
+      if (s !== Status.OK) return s;
+    }
     return Status.OK;
   }
 
@@ -205,20 +218,19 @@ export class VirtioIommuDevice {
   }
 
   /**
-   * Takes an endpoint out of its domain; a domain left with no endpoint is freed with its
-   * mappings, each removed from the host as QEMU replays unmap notifications.
+   * Takes an endpoint out of its domain: the domain's mappings are removed from the endpoint's own
+   * container (QEMU unmaps the endpoint's view), and a domain left with no endpoint is freed with
+   * its mappings.
    */
   private async leave(ctx: OpContext, endpoint: number, id: number): Promise<StatusCode> {
     const d = this.domains.get(id) as Domain;
     d.endpoints.delete(endpoint);
     this.endpoints.set(endpoint, undefined);
-    if (d.endpoints.size > 0) return Status.OK;
-    for (const m of [...d.mappings.entries()]) {
-      const s = await this.backendUnmap(ctx, id, m);
+    for (const m of d.mappings.entries()) {
+      const s = await this.backendUnmap(ctx, [endpoint], m);
       if (s !== Status.OK) return s;
-      d.mappings.delete(m);
     }
-    this.domains.delete(id);
+    if (d.endpoints.size === 0) this.domains.delete(id);
     return Status.OK;
   }
 
@@ -233,10 +245,13 @@ export class VirtioIommuDevice {
     if (r.flags & MAP_F_MMIO) return Status.UNSUPP; // VIRTIO_IOMMU_F_MMIO is not offered
     const m: Mapping = { iova: Number(r.virtStart), size: Number(r.virtEnd - r.virtStart) + 1, phys: Number(r.physStart), flags: r.flags };
     if (d.mappings.find(m.iova, m.size)) return Status.INVAL;
-    this.counters.backendCalls += 1;
-    const s = await this.o.backend.map(ctx, r.domain, m.iova, m.phys, m.size, m.flags);
-    if (s === Status.OK) d.mappings.insert(m);
-    return s;
+    for (const endpoint of [...d.endpoints].sort((a, b) => a - b)) {
+      this.counters.backendCalls += 1;
+      const s = await this.o.backend.map(ctx, endpoint, m.iova, m.phys, m.size, m.flags);
+      if (s !== Status.OK) return s;
+    }
+    d.mappings.insert(m);
+    return Status.OK;
   }
 
   /**
@@ -252,17 +267,23 @@ export class VirtioIommuDevice {
     const size = Number(r.virtEnd > INPUT_RANGE_END ? INPUT_RANGE_END : r.virtEnd) - start + 1;
     const hits = d.mappings.overlapping(start, size);
     if (hits.some((m) => m.iova < start || m.iova + m.size > start + size)) return Status.RANGE;
+    const endpoints = [...d.endpoints].sort((a, b) => a - b);
     for (const m of hits) {
-      const s = await this.backendUnmap(ctx, r.domain, m);
+      const s = await this.backendUnmap(ctx, endpoints, m);
       if (s !== Status.OK) return s;
       d.mappings.delete(m);
     }
     return Status.OK;
   }
 
-  private backendUnmap(ctx: OpContext, domain: number, m: Mapping): Promise<StatusCode> {
-    this.counters.backendCalls += 1;
-    return this.o.backend.unmap(ctx, domain, m.iova, m.size);
+  /** One mapping removed from the host for each of `endpoints`. */
+  private async backendUnmap(ctx: OpContext, endpoints: readonly number[], m: Mapping): Promise<StatusCode> {
+    for (const endpoint of endpoints) {
+      this.counters.backendCalls += 1;
+      const s = await this.o.backend.unmap(ctx, endpoint, m.iova, m.size);
+      if (s !== Status.OK) return s;
+    }
+    return Status.OK;
   }
 
   stats(): Record<string, number> {

@@ -6,6 +6,8 @@ import { Random } from '../machine/random.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
 import { decodeMmio } from '../formats/kvm-run.js';
 import { CMD_SIZE } from '../formats/smmu/commands.js';
+import { decodeTceKill } from '../formats/spapr-tce.js';
+import { PAGE_SIZE } from '../machine/memory.js';
 import * as Q from '../formats/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG } from '../formats/smmu/registers.js';
 import type { Endpoint } from '../runtime/topology.js';
@@ -33,7 +35,7 @@ class PsmmuRole implements RoleInstance {
   private readonly cmdq: PhysicalCmdq;
   private readonly dma: DeviceDma;
   private readonly vintf: VintfPage;
-  private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, errors: 0 };
+  private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, errors: 0, tceKills: 0 };
   private readonly name: string;
   private readonly metrics: PsmmuMetrics | undefined;
   private readonly state: PsmmuState;
@@ -90,6 +92,7 @@ class PsmmuRole implements RoleInstance {
     if (req.kind === 'VINTF_MMIO' && from.role === 'guest') return this.vintf.access(req, from.index, ctx);
     // The host's writes reach the SMMU's registers or, on the CMDQV's page, its VINTFs' queues.
     if (req.kind === 'HOST_MMIO' && from.role === 'vfio') return (await this.vintf.hostWrite(req)) ?? this.hostRegister(req, ctx);
+    if (req.kind === 'TCE_KILL' && from.role === 'vfio') return this.tceKill(req, ctx);
     if (req.kind !== 'CMDQ_SUBMIT' || from.role !== 'vfio') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
     if (req.payload.length === 0 || req.payload.length % CMD_SIZE !== 0) return { status: -Errno.EINVAL, payload: EMPTY };
     this.counters.submissions += 1;
@@ -115,6 +118,23 @@ class PsmmuRole implements RoleInstance {
     this.cmdq.acknowledge(slot && slot.length === CMD_SIZE ? slot : undefined);
     const r = await this.consume(ctx);
     return { status: r.error ? -Errno.EIO : 0, payload: consReg(this.cmdq.cons) };
+  }
+
+  /**
+   * A TCE cache kill on one PE, when this process stands for a POWER host's PHB (the sPAPR
+   * designs): the translations of the PE's table over the range leave the cache (the IOTLB here,
+   * by the table's VMID: a PE-scoped kill is narrower, entries of another PE of the same VM and
+   * range go too), and the kill is priced as one OPAL_PCI_TCE_KILL (ppc.tce_kill), holding the
+   * PHB's kill queue (skiboot's phb4_tce_kill waits for room in it). No SMMU command runs.
+   */
+  private async tceKill(req: Request, ctx: OpContext): Promise<HandlerResult> {
+    const k = decodeTceKill(req.payload);
+    const pe = k ? this.translator.contextOf(k.pe) : undefined;
+    if (!k || !pe || k.ioba % PAGE_SIZE !== 0) return { status: -Errno.EINVAL, payload: EMPTY };
+    this.counters.tceKills += 1;
+    this.iotlb.invalidateIpaPages(pe.vmid, k.ioba / PAGE_SIZE, Math.max(1, k.npages) * Math.max(1, 2 ** k.pageShift / PAGE_SIZE));
+    await ctx.hold(`${this.name}.tce_kill`, () => ctx.charge('ppc.tce_kill'));
+    return { status: 0, payload: EMPTY };
   }
 
   /**

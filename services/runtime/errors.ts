@@ -78,6 +78,7 @@ export const Errno = {
   EIO: 5,
   ENXIO: 6,
   E2BIG: 7,
+  EBADF: 9,
   EAGAIN: 11,
   ENOMEM: 12,
   EFAULT: 14,

@@ -15,7 +15,9 @@ export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['dma-map-b
 /** How open-loop arrivals are spaced (workload.arrivals): evenly, or as a Poisson process. */
 export const ARRIVAL_PROCESSES = ['constant', 'poisson'] as const;
 export type ArrivalProcess = (typeof ARRIVAL_PROCESSES)[number];
-export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce'] as const;
+export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce', 'swiotlb'] as const;
+/** guest.flushQueue: auto is the design's driver's choice (services/guest/flush-queue.ts FlushQueue.kindFor). */
+export const FLUSH_QUEUES = ['auto', 'per-cpu', 'single'] as const;
 
 /** The longest name a scenario may have: it names results folders and report titles. */
 export const MAX_NAME_LENGTH = 128;
@@ -83,7 +85,10 @@ export const SCENARIO_SCHEMA: ObjectField = {
     name: { type: 'string', default: 'scenario', maxLength: MAX_NAME_LENGTH, doc: 'name used in results and output folders' },
     seed: { type: 'integer', default: 1, min: 0, max: 2 ** 32 - 1, doc: 'seed of every random choice; same seed, same modeled results' },
     model: { type: 'string', default: MODEL.nestedSmmuv3, maxLength: longest(MODELS), enum: MODELS, doc: 'vIOMMU architecture (paths.md)' },
-    dma: { type: 'string', default: 'strict', maxLength: longest(DMA_MODES), enum: DMA_MODES, supported: ['strict', 'lazy', 'static', 'bounce'], doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (per-CPU flush queue: 256 entries or 10 ms), static (map once), bounce (copy through a mapped pool)' },
+    dma: {
+      type: 'string', default: 'strict', maxLength: longest(DMA_MODES), enum: DMA_MODES, supported: DMA_MODES,
+      doc: 'guest DMA API mode: strict (invalidate before unmap returns), lazy (a flush queue per domain, see guest.flushQueue), static (map once), bounce (the IOMMU-backed reusable bounce pool: a driver-level design, copy through a pool mapped once), swiotlb (dma-iommu\'s bounce path for untrusted devices: each buffer, taken to start 64 bytes into its page, is copied into a swiotlb slot that is mapped and unmapped, with its invalidation, on every I/O; designs whose guest DMA API is dma-iommu only, not none or sPAPR)',
+    },
     profile: { type: 'string', default: 'arm64-kunpeng920', maxLength: MAX_PATH_LENGTH, doc: 'cost profile: a name in profiles/ or a path to a profile YAML file' },
     topology: {
       type: 'object',
@@ -115,7 +120,14 @@ export const SCENARIO_SCHEMA: ObjectField = {
       type: 'object',
       doc: 'how the guest kernel drives its IOMMU',
       fields: {
-        flushQueue: { type: 'string', default: 'per-cpu', maxLength: longest(['per-cpu', 'single']), enum: ['per-cpu', 'single'], doc: 'lazy mode\'s flush queue: per-cpu (256 entries or 10 ms each, Linux\'s default) or single (one queue of 32768 entries or 1000 ms)' },
+        flushQueue: {
+          type: 'string', default: 'auto', maxLength: longest(FLUSH_QUEUES), enum: FLUSH_QUEUES,
+          doc: 'lazy mode\'s flush queue per domain: auto (what Linux picks for the design\'s IOMMU driver, iommu_dma_init_options: single under virtio-iommu and vhost-iommu, whose driver sets shadow_on_flush; per-cpu otherwise), per-cpu (a ring of 256 per CPU, full at 255, and a 10 ms timer per domain) or single (one ring of 32768 and a 1000 ms timer)',
+        },
+        ddw: {
+          type: 'boolean', default: false,
+          doc: 'sPAPR: the guest gives its 64-bit-capable devices a dynamic DMA window over all its RAM at boot (Linux\'s enable_ddw direct mapping: H_PUT_TCE_INDIRECT of 512 16 MiB TCEs at a time, reported once as the operation ddw-boot, apart from the steady state), and then maps every buffer with no hypercall (its DMA address is its RAM address plus the window\'s offset); sPAPR designs only',
+        },
         tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
       },
     },
@@ -191,8 +203,9 @@ export interface Scenario {
     iotlbEntries: number;
   };
   guest: {
-    flushQueue: 'per-cpu' | 'single';
+    flushQueue: (typeof FLUSH_QUEUES)[number];
     tceHcalls: 'indirect' | 'per-entry';
+    ddw: boolean;
   };
   vmm: {
     hwptInvalidate: 'per-command' | 'per-batch';

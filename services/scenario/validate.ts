@@ -160,11 +160,38 @@ export function checkEmulatedDevices(t: Scenario['topology'], model: ModelName):
   );
 }
 
+/**
+ * dma under one architecture: dma=swiotlb is dma-iommu's bounce path for untrusted devices
+ * (dev_use_swiotlb), so only designs whose guest DMA API is dma-iommu take it.
+ */
+export function checkDmaMode(dma: Scenario['dma'], model: ModelName): void {
+  if (dma !== 'swiotlb' || designOf(model).traits.dmaIommu) return;
+  const able = designsWhere((d) => d.traits.dmaIommu);
+  throw new VmmsimError(
+    'E_NOT_SUPPORTED',
+    `scenario key dma: swiotlb is not supported with model ${model}: it is dma-iommu's bounce path for untrusted devices (dev_use_swiotlb), which ${model}'s guest DMA API does not have (none: dma-direct, no IOMMU; sPAPR: powerpc's dma_iommu_ops map every buffer through the TCE table, with no such bounce)`,
+    `run ${able.join(', ')} with dma=swiotlb, or use dma=strict or dma=bounce`,
+  );
+}
+
+/** guest.ddw under one architecture: a dynamic DMA window is sPAPR's (a TCE table per guest PHB). */
+export function checkDdw(guest: Scenario['guest'], model: ModelName): void {
+  if (!guest.ddw || designOf(model).traits.shadow === 'tce-table') return;
+  const able = designsWhere((d) => d.traits.shadow === 'tce-table');
+  throw new VmmsimError(
+    'E_NOT_SUPPORTED',
+    `scenario key guest.ddw: true is not supported with model ${model}: a dynamic DMA window (ibm,create-pe-dma-window) is sPAPR's`,
+    `set guest.ddw to false, or run ${able.join(' or ')}`,
+  );
+}
+
 /** Validates a parsed scenario document and fills in every default. */
 export function resolveScenario(doc: unknown): Scenario {
   const s = resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
   checkTopology(s.topology);
   checkEmulatedDevices(s.topology, s.model);
+  checkDmaMode(s.dma, s.model);
+  checkDdw(s.guest, s.model);
   checkWorkload(s.workload);
   return s;
 }

@@ -1,13 +1,11 @@
 import { GUEST_RAM_SIZE, vmRamBase } from '../machine/board.js';
 import { Errno } from '../runtime/errors.js';
 import { IovaTree, type IovaRange } from '../machine/iova-tree.js';
-import { vmidOf } from '../machine/iommufd-objects.js';
 import { PAGE_SIZE } from '../machine/memory.js';
 import { Mutex } from '../machine/mutex.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { PageTable } from '../machine/pagetable.js';
-import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
-import { CMD_SIZE, cmdSync, encodeCommand, tlbiS2IpaRange, type SmmuCommand } from '../formats/smmu/commands.js';
+import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhVaRange, type SmmuCommand } from '../formats/smmu/commands.js';
 
 /** What the host IOMMU domain needs from vfio: submitting commands to one physical SMMU. */
 export type SubmitCommands = (ctx: OpContext, psmmu: number, commands: Buffer) => Promise<number>;
@@ -32,31 +30,68 @@ const FLUSH_PIECE_PAGES = 2 ** 30;
 export const VFIO_DMA_ENTRY_LIMIT = 65535;
 
 /**
- * One VM's host IOMMU domain when the host shadows the guest's mappings (VFIO type1 containers,
- * vhost-iommu, sPAPR TCE tables): a stage-2 table from guest IOVA to host-physical that the pSMMUs
- * walk, the ranges mapped in it (type1's vfio_dma tree), and the lock VFIO holds over both. Every
- * change is followed by TLBI_S2_IPA over the range and a CMD_SYNC on each pSMMU with a device of
- * the VM, one after another, as the kernel walks its domain list. Maps are invalidated too: the
- * architectures that shadow pay a host invalidation after map (paths.md; an IOMMU that caches
- * non-present entries, as VT-d caching mode assumes and a TCE cache kill requires).
+ * What a host domain does to the IOMMU's caches after it changed its table. Returns 0 or the
+ * status of the submission that failed.
+ */
+export interface DomainInvalidation {
+  afterMap(ctx: OpContext, iova: number, pages: number): Promise<number>;
+  afterUnmap(ctx: OpContext, iova: number, pages: number): Promise<number>;
+}
+
+/** Encodes commands into one CMDQ submission, charging the host driver's insert of each. */
+function submission(ctx: OpContext, cmds: SmmuCommand[]): Buffer {
+  const buf = Buffer.alloc(cmds.length * CMD_SIZE);
+  cmds.forEach((c, i) => encodeCommand(c, buf, i * CMD_SIZE));
+  ctx.charge('kernel.cmdq_insert', cmds.length);
+  return buf;
+}
+
+/** Range commands in pieces (the range helpers take 32-bit page counts), then one CMD_SYNC. */
+function rangeThenSync(iova: number, pages: number, range: (at: number, n: number) => SmmuCommand[]): SmmuCommand[] {
+  const cmds: SmmuCommand[] = [];
+  for (let done = 0; done < pages; done += FLUSH_PIECE_PAGES) cmds.push(...range(iova + done * PAGE_SIZE, Math.min(FLUSH_PIECE_PAGES, pages - done)));
+  cmds.push(cmdSync());
+  return cmds;
+}
+
+/**
+ * An SMMUv3 stage-1 paging domain of one device on its pSMMU (what VFIO type1 allocates there:
+ * arm_smmu_domain_alloc_paging prefers stage 1). A map invalidates nothing: arm_smmu_ops has no
+ * iotlb_sync_map, and nothing invalid is cached. An unmap is arm_smmu_iotlb_sync ->
+ * arm_smmu_tlb_inv_range_domain: TLBI_NH_VA over the range with the domain's ASID (TLBI_EL2_VA
+ * on a host with E2H, not modeled) and one CMD_SYNC, on the domain's one SMMU.
+ */
+export function stage1DomainInvalidation(asid: number, psmmu: number, submit: SubmitCommands, counters: Record<(typeof HOST_IOMMU_COUNTERS)[number], number>): DomainInvalidation {
+  return {
+    afterMap: async () => 0,
+    async afterUnmap(ctx, iova, pages) {
+      const buf = submission(ctx, rangeThenSync(iova, pages, (at, n) => tlbiNhVaRange(asid, at, n)));
+      counters.flushes += 1;
+      return submit(ctx, psmmu, buf);
+    },
+  };
+}
+
+/**
+ * A host IOMMU domain when the host shadows the guest's mappings into a page table (a VFIO type1
+ * container's domain, the domain vhost-iommu maps into; an sPAPR TCE table is tce-table.ts): the
+ * table from guest IOVA to host-physical that the pSMMU walks, the ranges mapped in it (type1's
+ * vfio_dma tree), the lock VFIO holds over both (the container's iommu->lock), and what is
+ * invalidated after a change (DomainInvalidation).
  */
 export class HostIommuDomain {
   /** Mapped ranges, in bytes (type1's tree of vfio_dma). */
   private readonly ranges = new IovaTree<IovaRange>();
   readonly lock: Mutex;
-  private readonly vmid: number;
-  private readonly psmmus: number[];
 
   constructor(
     private readonly vm: number,
     private readonly table: PageTable,
-    t: Topology__Output,
-    private readonly submit: SubmitCommands,
+    private readonly invalidation: DomainInvalidation,
     readonly counters: Record<(typeof HOST_IOMMU_COUNTERS)[number], number>,
+    lockName = `vfio.container-${vm}`,
   ) {
-    this.lock = new Mutex(`vfio.container-${vm}`);
-    this.vmid = vmidOf(t, vm);
-    this.psmmus = [...new Set(t.devices.filter((d) => d.vm === vm).map((d) => d.psmmu))].sort((a, b) => a - b);
+    this.lock = new Mutex(lockName);
   }
 
   /** Host-physical address of a guest-physical one, or undefined outside the VM's RAM. */
@@ -91,7 +126,7 @@ export class HostIommuDomain {
     this.ranges.insert({ iova: m.iova, size });
     this.counters.maps += 1;
     this.counters.pagesMapped += m.pages;
-    return this.flush(ctx, m.iova, m.pages);
+    return this.invalidation.afterMap(ctx, m.iova, m.pages);
   }
 
   /**
@@ -116,58 +151,12 @@ export class HostIommuDomain {
     this.counters.unmaps += 1;
     this.counters.pagesUnmapped += unmapped;
     // The range the unmap gathered (iommu_iotlb_gather), not the whole range asked.
-    const status = await this.flush(ctx, first.iova, (last.iova + last.size - first.iova) / PAGE_SIZE);
+    const status = await this.invalidation.afterUnmap(ctx, first.iova, (last.iova + last.size - first.iova) / PAGE_SIZE);
     return status < 0 ? status : unmapped;
-  }
-
-  /**
-   * Rewrites single pages whatever they held (a TCE write replaces the entry), then one flush.
-   * Every entry is checked before any changes, as KVM validates a whole TCE list first: a refused
-   * update changes nothing, so nothing is left un-invalidated.
-   */
-  async replace(ctx: OpContext, iova: number, gpas: (number | undefined)[], writable: boolean[]): Promise<number> {
-    if (!HostIommuDomain.inAperture(iova, gpas.length)) return this.fail(-Errno.ERANGE);
-    const hpas = gpas.map((gpa) => (gpa === undefined ? undefined : this.hpaOf(gpa, 1)));
-    if (hpas.some((hpa, i) => hpa === undefined && gpas[i] !== undefined)) return this.fail(-Errno.EFAULT);
-    for (let i = 0; i < gpas.length; i++) {
-      const at = iova + i * PAGE_SIZE;
-      const hpa = hpas[i];
-      // An entry is one page; a longer mapping here (another path's) goes whole, as it is replaced.
-      for (const r of this.ranges.remove(at, PAGE_SIZE)) {
-        ctx.charge('kernel.iommu_pte_write', this.table.unmap(r.iova, r.size / PAGE_SIZE));
-        this.counters.pagesUnmapped += r.size / PAGE_SIZE;
-      }
-      if (hpa === undefined) continue;
-      ctx.charge('kernel.iommu_pte_write', this.table.map(at, hpa, 1, { read: true, write: writable[i] ?? true }));
-      this.ranges.insert({ iova: at, size: PAGE_SIZE });
-      this.counters.pagesMapped += 1;
-    }
-    this.counters.maps += 1;
-    return this.flush(ctx, iova, gpas.length);
   }
 
   private fail(status: number): number {
     this.counters.mapErrors += 1;
-    return status;
-  }
-
-  /** TLBI_S2_IPA over the range + CMD_SYNC on every pSMMU of the VM, one after another. */
-  private async flush(ctx: OpContext, iova: number, pages: number): Promise<number> {
-    const cmds: SmmuCommand[] = [];
-    // tlbiS2IpaRange works on 32-bit page counts: a larger span goes in pieces.
-    for (let done = 0; done < pages; done += FLUSH_PIECE_PAGES) {
-      cmds.push(...tlbiS2IpaRange(this.vmid, iova + done * PAGE_SIZE, Math.min(FLUSH_PIECE_PAGES, pages - done)));
-    }
-    cmds.push(cmdSync());
-    const buf = Buffer.alloc(cmds.length * CMD_SIZE);
-    cmds.forEach((c, i) => encodeCommand(c, buf, i * CMD_SIZE));
-    let status = 0;
-    for (const p of this.psmmus) {
-      this.counters.flushes += 1;
-      ctx.charge('kernel.cmdq_insert', cmds.length);
-      const s = await this.submit(ctx, p, buf);
-      if (s !== 0) status = s;
-    }
     return status;
   }
 }

@@ -6,22 +6,24 @@ import { GERROR_CMDQ_ERR, SMMU_REG } from '../formats/smmu/registers.js';
 import { decodeHwptInvalidate, withEntryNum } from '../formats/iommufd.js';
 import { type VdeviceObject, type ViommuObject } from '../machine/iommufd-objects.js';
 import type { OpContext } from '../runtime/op-context.js';
+import type { PageTable } from '../machine/pagetable.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
 import type { Endpoint } from '../runtime/topology.js';
-import { vmOfLiobn, decodeTceUpdate, tceGpa, tcePerms, H_RC } from '../formats/spapr-tce.js';
+import { liobnParts, decodeTceUpdate, encodeTceKill, tceGpa, tcePerms, H_RC } from '../formats/spapr-tce.js';
 import {
   DMA_MAP_SIZE, DMA_UNMAP_SIZE, IOMMU_WRITE, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR,
-  decodeDmaMap, decodeDmaUnmap, decodeKernelIommuMap, encodeDmaUnmap, pageAligned,
+  decodeContainerIoctl, decodeDmaMap, decodeDmaUnmap, decodeKernelIommuMap, encodeDmaUnmap, pageAligned,
 } from '../formats/vfio-type1.js';
 import { PAGE_SIZE } from '../machine/memory.js';
-import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT } from './host-iommu.js';
+import { vfioContainers } from '../machine/vfio-containers.js';
+import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT, stage1DomainInvalidation } from './host-iommu.js';
+import { TceTableDomain, type TablePe } from './tce-table.js';
 import { HostTables } from './host-tables.js';
 import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
 import { HwQueues } from './hw-queues.js';
 import { IOAS_COUNTERS, VmIoas, type IoasCounters } from './ioas.js';
 import { decodeIoasMap, decodeIoasUnmap, encodeIoasUnmap } from '../formats/iommufd-ioas.js';
-import { iommufdLayoutOf } from '../designs/registry.js';
-import { designOf } from '../designs/registry.js';
+import { designOf, iommufdLayoutOf, shadowOf } from '../designs/registry.js';
 
 /**
  * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a
@@ -40,8 +42,14 @@ class VfioRole implements RoleInstance {
   private readonly tables: HostTables;
   /** The VMs' HW queues (VCMDQs), re-created by a VMM on migration. */
   private readonly hwQueues: HwQueues;
-  /** Per VM, its host IOMMU domain when the model shadows guest mappings. */
-  private readonly domains = new Map<number, HostIommuDomain>();
+  /**
+   * When the model shadows guest mappings: each VFIO container's host domain by `vm/fd` (one per
+   * device, or one per VM for a TCE table), and by device for the in-kernel callers.
+   */
+  private readonly containers = new Map<string, HostIommuDomain | TceTableDomain>();
+  private readonly byDevice = new Map<number, HostIommuDomain>();
+  /** Per VM, its PHB's TCE table (sPAPR). */
+  private readonly tceTables = new Map<number, TceTableDomain>();
   private readonly hostCounters = Object.fromEntries(HOST_IOMMU_COUNTERS.map((k) => [k, 0])) as HostIommuDomain['counters'];
   /** Per VM, its IOAS when the stage 2 maps guest RAM itself (no vIOMMU, or a nesting parent). */
   private readonly ioas = new Map<number, VmIoas>();
@@ -49,11 +57,28 @@ class VfioRole implements RoleInstance {
 
   constructor(env: RoleEnv) {
     this.tables = new HostTables(env.topology);
-    const host = designOf(env.topology.model).traits.hostTables;
-    if (host === 'shadow') {
-      this.tables.stage2.forEach((table, vm) => {
-        this.domains.set(vm, new HostIommuDomain(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.hostCounters));
-      });
+    const t = env.topology;
+    const host = designOf(t.model).traits.hostTables;
+    const shadow = shadowOf(t.model);
+    const submit = (ctx: OpContext, p: number, cmds: Buffer): Promise<number> => this.submit(ctx, `psmmu-${p}`, cmds);
+    if (shadow) {
+      for (const c of vfioContainers(t, shadow === 'device-domain')) {
+        if (shadow === 'device-domain') {
+          const d = this.tables.deviceDomains.get(c.devices[0] as number);
+          if (!d) throw new Error(`device ${c.devices[0]} has no host domain`);
+          const domain = new HostIommuDomain(c.vm, d.table, stage1DomainInvalidation(d.asid, d.psmmu, submit, this.hostCounters), this.hostCounters, `vfio.container-${c.vm}.${c.fd}`);
+          this.containers.set(`${c.vm}/${c.fd}`, domain);
+          for (const dev of c.devices) this.byDevice.set(dev, domain);
+        } else {
+          // Each assigned device is a PE of its own, on its pSMMU's PHB.
+          const pes: TablePe[] = c.devices.map((i) => ({ psmmu: t.devices[i]?.psmmu ?? 0, sid: t.devices[i]?.psid ?? 0 }));
+          const kill = async (ctx: OpContext, pe: TablePe, ioba: number, npages: number, pageShift: number): Promise<number> =>
+            (await ctx.call(`psmmu-${pe.psmmu}`, 'TCE_KILL', encodeTceKill({ pe: pe.sid, ioba, npages, pageShift }))).status;
+          const table = new TceTableDomain(c.vm, this.tables.stage2[c.vm] as PageTable, pes, kill, this.hostCounters);
+          this.containers.set(`${c.vm}/${c.fd}`, table);
+          this.tceTables.set(c.vm, table);
+        }
+      }
     } else if (host !== 'emulated') {
       this.tables.stage2.forEach((table, vm) => {
         this.ioas.set(vm, new VmIoas(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.ioasCounters));
@@ -92,18 +117,27 @@ class VfioRole implements RoleInstance {
   }
 
   /**
-   * ioctl(VFIO_IOMMU_MAP_DMA) on VM `vm`'s container: checks as vfio_dma_do_map (flags, alignment,
-   * an IOVA range outside the domain's aperture: EINVAL; no mapping left under dma_entry_limit:
-   * ENOSPC), then pin, map, flush.
+   * ioctl(VFIO_IOMMU_MAP_DMA) on one of VM `vm`'s containers. Type1: checks as vfio_dma_do_map
+   * (flags, alignment, an IOVA range outside the domain's aperture: EINVAL; no mapping left under
+   * dma_entry_limit: ENOSPC), then pin, map, and the domain's invalidation (none on SMMUv3). sPAPR
+   * v2 (tce_iommu_ioctl): flags and alignment checked, then tce_iommu_build_v2 on preregistered
+   * memory, with no pin, no vfio_dma and no container lock.
    */
   private async dmaMap(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('ioctl.syscall');
-    const m = decodeDmaMap(payload);
+    const io = decodeContainerIoctl(payload);
+    if (!io) return this.reply(-Errno.EFAULT);
+    const domain = this.containers.get(`${vm}/${io.fd}`);
+    if (!domain) return this.reply(-Errno.EBADF);
+    const m = decodeDmaMap(io.arg);
     if (!m) return this.reply(-Errno.EFAULT);
-    const domain = this.domains.get(vm);
-    if (!domain) return this.reply(-Errno.ENODEV);
     if (m.argsz < DMA_MAP_SIZE || (m.flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)) !== 0) return this.reply(-Errno.EINVAL);
     if (!pageAligned(m.iova, m.size) || m.vaddr % PAGE_SIZE !== 0) return this.reply(-Errno.EINVAL);
+    if (domain instanceof TceTableDomain) {
+      // Neither READ nor WRITE is refused by tce_iommu_ioctl (no DMA direction).
+      if ((m.flags & (VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)) === 0) return this.reply(-Errno.EINVAL);
+      return this.reply(await domain.build(ctx, m.iova, m.vaddr - VMM_RAM_VADDR, m.size, (m.flags & VFIO_DMA_MAP_FLAG_WRITE) !== 0));
+    }
     if (!HostIommuDomain.inAperture(m.iova, m.size / PAGE_SIZE)) return this.reply(-Errno.EINVAL);
     const status = await domain.lock.with(async () => {
       ctx.charge('kernel.vfio_dma_op');
@@ -116,11 +150,18 @@ class VfioRole implements RoleInstance {
   /** ioctl(VFIO_IOMMU_UNMAP_DMA): the reply carries the struct back with size = bytes unmapped. */
   private async dmaUnmap(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
     ctx.charge('ioctl.syscall');
-    const u = decodeDmaUnmap(payload);
+    const io = decodeContainerIoctl(payload);
+    if (!io) return this.reply(-Errno.EFAULT);
+    const domain = this.containers.get(`${vm}/${io.fd}`);
+    if (!domain) return this.reply(-Errno.EBADF);
+    const u = decodeDmaUnmap(io.arg);
     if (!u) return this.reply(-Errno.EFAULT);
-    const domain = this.domains.get(vm);
-    if (!domain) return this.reply(-Errno.ENODEV);
     if (u.argsz < DMA_UNMAP_SIZE || u.flags !== 0 || !pageAligned(u.iova, u.size)) return this.reply(-Errno.EINVAL);
+    if (domain instanceof TceTableDomain) {
+      // tce_iommu_clear: the reply's size stays what was asked (the ioctl writes nothing back).
+      const status = await domain.clear(ctx, u.iova, u.size);
+      return this.reply(status, status < 0 ? EMPTY : encodeDmaUnmap(u));
+    }
     const r = await domain.lock.with(async () => {
       ctx.charge('kernel.vfio_dma_op');
       return domain.unmap(ctx, u.iova, u.size / PAGE_SIZE, true);
@@ -151,12 +192,12 @@ class VfioRole implements RoleInstance {
     return this.reply(await ioas.map(ctx, m));
   }
 
-  /** An in-kernel iommu_map()/iommu_unmap() (vhost-iommu): no syscall, the same domain and lock. */
+  /** An in-kernel iommu_map()/iommu_unmap() (vhost-iommu) on a device's domain: no syscall, the container's domain and lock. */
   private async kernelMap(kind: 'IOMMU_MAP' | 'IOMMU_UNMAP', payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
     const m = decodeKernelIommuMap(payload);
     if (!m) return this.reply(-Errno.EFAULT);
-    const domain = this.domains.get(m.vm);
-    if (!domain) return this.reply(-Errno.ENODEV);
+    const domain = this.byDevice.get(m.device);
+    if (!domain || this.tables.deviceDomains.get(m.device)?.vm !== m.vm) return this.reply(-Errno.ENODEV);
     if (!pageAligned(m.iova, m.size) || (kind === 'IOMMU_MAP' && m.gpa % PAGE_SIZE !== 0)) return this.reply(-Errno.EINVAL);
     const pages = m.size / PAGE_SIZE;
     const r = await domain.lock.with(
@@ -167,18 +208,18 @@ class VfioRole implements RoleInstance {
   }
 
   /**
-   * KVM's real-mode TCE handlers: write the TCEs into the window's hardware table from
-   * preregistered (already pinned) memory, then one TCE cache kill over the range. The status is a
-   * PAPR return code.
+   * KVM's in-kernel TCE handlers (virtual mode since the real-mode ones were removed, ~v5.19):
+   * write each TCE into the window's hardware table from preregistered (already pinned) memory and
+   * kill its TCE cache entry, one TCE after another (kvmppc_tce_iommu_map / unmap end with
+   * iommu_tce_kill). The status is a PAPR return code.
    */
   private async tceUpdate(payload: Buffer, ctx: OpContext): Promise<HandlerResult> {
     const u = decodeTceUpdate(payload);
-    const vm = u ? vmOfLiobn(u.liobn) : undefined;
-    const domain = vm === undefined ? undefined : this.domains.get(vm);
-    if (!u || !domain || u.ioba % PAGE_SIZE !== 0) return { status: H_RC.PARAMETER, payload: EMPTY };
-    ctx.charge('kernel.tce_put', u.tces.length);
+    const w = u ? liobnParts(u.liobn) : undefined;
+    const table = w === undefined ? undefined : this.tceTables.get(w.vm);
+    if (!u || !w || !table) return { status: H_RC.PARAMETER, payload: EMPTY };
     const gpas = u.tces.map((t) => (tcePerms(t).read || tcePerms(t).write ? tceGpa(t) : undefined));
-    const r = await domain.lock.with(() => domain.replace(ctx, u.ioba, gpas, u.tces.map((t) => tcePerms(t).write)), ctx);
+    const r = await table.putEach(ctx, w.window, u.ioba, gpas, u.tces.map((t) => tcePerms(t).write));
     return { status: r < 0 ? H_RC.PARAMETER : H_RC.SUCCESS, payload: EMPTY };
   }
 
@@ -250,7 +291,7 @@ class VfioRole implements RoleInstance {
     // Host stage-2 commands per pSMMU, so the run's accounting can tell them from the guests' deliveries.
     const stage2: Record<string, number> = {};
     for (const i of this.ioas.values()) for (const [p, n] of i.delivered) stage2[`stage2Commands.psmmu-${p}`] = (stage2[`stage2Commands.psmmu-${p}`] ?? 0) + n;
-    return { ...this.counters, ...this.hwQueues.counters, ...(this.domains.size > 0 ? this.hostCounters : {}), ...(this.ioas.size > 0 ? this.ioasCounters : {}), ...stage2, ...errors };
+    return { ...this.counters, ...this.hwQueues.counters, ...(this.containers.size > 0 ? this.hostCounters : {}), ...(this.ioas.size > 0 ? this.ioasCounters : {}), ...stage2, ...errors };
   }
 
   close(): void {

@@ -124,7 +124,7 @@ const CASES: BadInput[] = [
   { what: 'an unknown model in --models (the valid ones listed)', args: () => ['compare', '--models', 'none,bogus'], code: 'E_USAGE', mentions: () => ['"bogus"', ...MODELS] },
   {
     what: 'a profile file with a step no model has (the valid ones listed)',
-    args: () => ['run', '--profile', scenarioFile('name: mine\nsteps:\n  bogus.step: 5\n', 'profile.yaml')],
+    args: () => ['run', '--profile', scenarioFile('name: mine\narch: arm64\nsteps:\n  bogus.step: 5\n', 'profile.yaml')],
     code: 'E_PROFILE',
     mentions: (a) => [a[2] as string, '"bogus.step"', 'guest.iova_alloc', 'smmu.walk_access'],
   },
@@ -145,6 +145,18 @@ const CASES: BadInput[] = [
     args: () => ['run', '--model', 'virtio-iommu', '--set', 'workload.kind=sva-unmap-storm'],
     code: 'E_NOT_SUPPORTED',
     mentions: () => ['sva-unmap-storm', 'virtio-iommu', 'nested-smmuv3'],
+  },
+  {
+    what: 'dma=swiotlb under a design without dma-iommu (none: dma-direct)',
+    args: () => ['run', '--model', 'none', '--set', 'dma=swiotlb'],
+    code: 'E_NOT_SUPPORTED',
+    mentions: () => ['dma', 'swiotlb', 'none', 'dev_use_swiotlb', 'virtio-iommu'],
+  },
+  {
+    what: 'guest.ddw under a design without sPAPR TCE tables',
+    args: () => ['run', '--model', 'virtio-iommu', '--set', 'guest.ddw=true'],
+    code: 'E_NOT_SUPPORTED',
+    mentions: () => ['guest.ddw', 'virtio-iommu', 'spapr-tce'],
   },
   { what: '--ram-dir without --connect', args: () => ['run', '--ram-dir', '/dev/shm/x'], code: 'E_USAGE', mentions: () => ['--ram-dir', '--connect'] },
   { what: '--transport with --connect', args: () => ['run', '--connect', 'peers.yaml', '--transport', 'tcp'], code: 'E_USAGE', mentions: () => ['--transport', '--connect'] },

@@ -182,6 +182,19 @@ describe('vmmsim compare --ops 100', () => {
     expect(none.invalidations.guestCommands).toBe(0);
     const nested = doc.runs.find((x) => x.model === 'nested-smmuv3') as RunResult;
     expect(op(nested, 'unmap').transitions.exit).toBe(1);
+    // The default profile prices an arm64 host: the sPAPR designs and intel-cm say so, in
+    // results.json and under the table; the arm64 designs have nothing to say.
+    expect(doc.profile.arch).toBe('arm64');
+    const mismatched = doc.runs.filter((x) => x.notes.some((n) => n.code === 'arch-mismatch')).map((x) => x.model).sort();
+    expect(mismatched).toEqual(['intel-cm', 'spapr-tce', 'spapr-tce-kvm']);
+    expect(nested.notes).toEqual([]);
+    // Each note starts a line; a long one continues on lines indented further.
+    const notesText = out.slice(out.indexOf('notes:') + 1).filter((l) => l.startsWith('  ')).join('\n').replace(/\n {4}/g, ' ');
+    const noteLines = notesText.split('\n').filter((l) => l.startsWith('  arch-mismatch: '));
+    expect(noteLines.map((l) => l.split(' ')[3]).sort(), r.stdout).toEqual(['intel-cm', 'spapr-tce', 'spapr-tce-kvm']);
+    expect(noteLines.find((l) => l.includes('spapr-tce models ppc64 hardware')), r.stdout).toMatch(/profile arm64-kunpeng920 prices arm64: .*--profile power9\)$/);
+    for (const l of out) expect(l.length, l).toBeLessThanOrEqual(120);
+    expect(out.indexOf('notes:')).toBeGreaterThan(out.findIndex((l) => l.startsWith('nested-smmuv3-vcmdq')));
 
     expect(await waitForNoProcesses(r.marker)).toEqual([]);
     expect(entries(r.tmp)).toEqual([]);

@@ -82,6 +82,7 @@ export function fixtureRun(f: FixtureRun): RunResult {
     modeledResources: [{ resource: 'qemu-0.bql', holds: guestCommands, busyNs: 81250, waitNs: 0, maxWaitNs: 0, maxQueue: 0, utilization: 0.39 }],
     workloadCounters: {},
     counters: { 'guest-0': { operations: 2 * guestCommands, guestCommands }, 'psmmu-0': { commands: guestCommands } },
+    notes: [],
   };
   if (f.rate) run.load = { requestedPerSec: f.rate, achievedPerSec: { measured: f.rate * 0.5, modeled: f.rate * 0.99 }, arrivals: 'constant', completed: guestCommands };
   return run;
@@ -97,7 +98,7 @@ export function fixtureDoc(runs: RunResult[], extra: Partial<ResultsDoc> = {}): 
     finishedAt: '2026-01-01T00:00:10.000Z',
     scenario,
     seed: scenario.seed,
-    profile: { name: 'arm64-kunpeng920', path: 'profiles/arm64-kunpeng920.yaml' },
+    profile: { name: 'arm64-kunpeng920', path: 'profiles/arm64-kunpeng920.yaml', arch: 'arm64' },
     runs,
     ...extra,
   };

@@ -76,4 +76,9 @@ describe('the Link batch codec', () => {
     const hops = encodeBatch({ envelopes: [{ hops: Array.from({ length: MAX_HOPS_PER_ENVELOPE + 1 }, () => ({ from: 1, to: 2 })) }] });
     expect(() => decodeBatch(hops)).toThrow(/envelope 0: more than 64 hops/);
   });
+
+  it('reads a reply without the request limits, as protobufjs did (a lazy flush gathers hundreds of hops)', () => {
+    const hops = encodeBatch({ envelopes: [{ reply: true, hops: Array.from({ length: 4 * MAX_HOPS_PER_ENVELOPE }, () => ({ from: 1, to: 2 })) }] });
+    expect(decodeBatch(hops, false).envelopes[0]?.hops).toHaveLength(4 * MAX_HOPS_PER_ENVELOPE);
+  });
 });

@@ -11,8 +11,10 @@ import { HWPT_INVALIDATE_SIZE, encodeHwptInvalidate } from '../../services/forma
 import { KVM_RUN_MMIO_SIZE, encodeMmio } from '../../services/formats/kvm-run.js';
 import { CMD_SIZE } from '../../services/formats/smmu/commands.js';
 import { encodeCd, encodeSte } from '../../services/formats/smmu/structures.js';
-import { TCE_ENTRY_SIZE, encodeTceList } from '../../services/formats/spapr-tce.js';
-import { DMA_MAP_SIZE, DMA_UNMAP_SIZE, encodeDmaMap, encodeDmaUnmap } from '../../services/formats/vfio-type1.js';
+import { TCE_ENTRY_SIZE, TCE_KILL_SIZE, encodeTceKill, encodeTceList } from '../../services/formats/spapr-tce.js';
+import {
+  CONTAINER_IOCTL_HEADER, DMA_MAP_SIZE, DMA_UNMAP_SIZE, KERNEL_IOMMU_MAP_SIZE, encodeContainerIoctl, encodeDmaMap, encodeDmaUnmap, encodeKernelIommuMap,
+} from '../../services/formats/vfio-type1.js';
 import { ATTACH_SIZE, DETACH_SIZE, FAULT_SIZE, HEAD_SIZE, MAP_SIZE, PROBE_HEAD_SIZE, PROBE_RESV_MEM_SIZE, TAIL_SIZE, UNMAP_SIZE } from '../../services/formats/virtio-iommu.js';
 import { CONTEXT_ENTRY_SIZE, DESC_SIZE, ENTRY_SIZE, ROOT_ENTRY_SIZE } from '../../services/formats/vtd.js';
 
@@ -59,6 +61,18 @@ describe('struct sizes of services/formats against their C definitions', () => {
     // struct vfio_iommu_type1_dma_unmap { __u32 argsz, flags; __u64 iova, size; __u8 data[]; }
     expect(DMA_UNMAP_SIZE).toBe(cSize([u32, u32, u64, u64]));
     expect(encodeDmaUnmap({ flags: 0, iova: 0, size: 4096 } as never).length).toBe(DMA_UNMAP_SIZE);
+  });
+
+  it('vmmsim\'s own kernel-side requests, laid out as C structs would be', () => {
+    // The container fd of an ioctl: { __u32 fd, pad; } before the uapi struct.
+    expect(CONTAINER_IOCTL_HEADER).toBe(cSize([u32, u32]));
+    expect(encodeContainerIoctl(10, Buffer.alloc(DMA_MAP_SIZE)).length).toBe(CONTAINER_IOCTL_HEADER + DMA_MAP_SIZE);
+    // KernelIommuMap { __u32 vm, prot; __u64 iova, gpa, size; __u32 device, pad; }
+    expect(KERNEL_IOMMU_MAP_SIZE).toBe(cSize([u32, u32, u64, u64, u64, u32, u32]));
+    expect(encodeKernelIommuMap({ vm: 0, prot: 3, iova: 0, gpa: 0, size: 4096, device: 1 }).length).toBe(KERNEL_IOMMU_MAP_SIZE);
+    // TceKill { __u32 pe, npages; __u64 ioba; __u32 page_shift, pad; }
+    expect(TCE_KILL_SIZE).toBe(cSize([u32, u32, u64, u32, u32]));
+    expect(encodeTceKill({ pe: 1, ioba: 0, npages: 1, pageShift: 12 }).length).toBe(TCE_KILL_SIZE);
   });
 
   it('the mmio part of struct kvm_run (include/uapi/linux/kvm.h)', () => {

@@ -75,6 +75,11 @@ function kernelWith(guestDevices: GuestDevice[], dma: 'strict' | 'lazy' = 'stric
     devices: guestDevices,
     vcpuNs: [0],
     background: (op) => background.push(op),
+    setup: async (_op, work) => work(kernel.env.newContext(0, 0)),
+    timer: async (op, _at, work) => {
+      await work(kernel.env.newContext(0, 0));
+      background.push(op);
+    },
   };
   return { kernel, traps, background };
 }

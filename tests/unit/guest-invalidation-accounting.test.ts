@@ -56,7 +56,10 @@ function guest(model: string, kvm: (req: OutgoingRequest) => Promise<Envelope__O
     log: { warn: (...args: unknown[]) => warnings.push(args) },
     newContext: (opId: number, modeledNs: number) => new OpContext(opId, modeledNs, costs, new Map([['kvm', link]])),
   } as unknown as RoleEnv;
-  const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: () => undefined };
+  const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: () => undefined,
+    setup: async (_op, work) => work(env.newContext(0, 0)),
+    timer: async (_op, _at, work) => work(env.newContext(0, 0)),
+  };
   const api = withDmaMode(dma, (GUEST_PARTS[model] as DmaApiFactory)(kernel), kernel);
   return { api, ctx: () => new OpContext(++op, 0, costs, new Map([['kvm', link]])), warnings };
 }

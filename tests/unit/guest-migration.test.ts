@@ -83,6 +83,8 @@ function kernelFor(vmm: Vmm, vm = 0): GuestKernel {
     devices: [{ index: 0, vsid: 8, vsmmu: 0 }],
     vcpuNs: [],
     background: () => undefined,
+    timer: async () => undefined,
+    setup: async () => undefined,
   };
 }
 

@@ -25,12 +25,12 @@ function rig(dma: 'strict' | 'lazy', mapStatus: StatusCode = Status.OK) {
   const calls: string[] = [];
   const costs = new CostTable(Object.fromEntries(Object.keys(COST_STEPS).map((k) => [k, 1])));
   const backend: VirtioIommuBackend = {
-    async map(_ctx, domain, iova, gpa, size) {
-      calls.push(`map d${domain} ${iova.toString(16)}->${gpa.toString(16)} +${size.toString(16)}`);
+    async map(_ctx, endpoint, iova, gpa, size) {
+      calls.push(`map e${endpoint} ${iova.toString(16)}->${gpa.toString(16)} +${size.toString(16)}`);
       return mapStatus;
     },
-    async unmap(_ctx, domain, iova, size) {
-      calls.push(`unmap d${domain} ${iova.toString(16)} +${size.toString(16)}`);
+    async unmap(_ctx, endpoint, iova, size) {
+      calls.push(`unmap e${endpoint} ${iova.toString(16)} +${size.toString(16)}`);
       return Status.OK;
     },
   };
@@ -53,7 +53,13 @@ function rig(dma: 'strict' | 'lazy', mapStatus: StatusCode = Status.OK) {
     log: { warn: () => undefined },
     newContext,
   } as unknown as RoleEnv;
-  const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: (op) => background.push(op) };
+  const kernel: GuestKernel = { env, ram, devices: [device], vcpuNs: [0], background: (op) => background.push(op),
+    setup: async (_op, work) => work(newContext(0, 0)),
+    timer: async (op, _at, work) => {
+      await work(newContext(0, 0));
+      background.push(op);
+    },
+  };
   const api = virtioDmaApi(kernel);
   return { api, calls, kicks: () => kicks, dev, newContext, background };
 }
@@ -67,7 +73,7 @@ describe('the guest virtio-iommu driver', () => {
     expect(r.kicks()).toBe(1);
     expect(await r.api.unmap(r.newContext(2, 0), 0, device, iova, 2)).toBe(0);
     expect(r.kicks()).toBe(2);
-    expect(r.calls).toEqual([`map d1 ${iova.toString(16)}->100000000 +2000`, `unmap d1 ${iova.toString(16)} +2000`]);
+    expect(r.calls).toEqual([`map e16 ${iova.toString(16)}->100000000 +2000`, `unmap e16 ${iova.toString(16)} +2000`]);
     // The MAP and the UNMAP each make the host invalidate its shadow.
     expect(r.api.guestCommands).toBe(2);
     // iova_alloc + virtio_req (each step costs 1 here): the device's own steps are not the guest's.

@@ -2,46 +2,54 @@ import { describe, expect, it } from 'vitest';
 import { GUEST_RAM_SIZE, vmRamBase } from '../../services/machine/board.js';
 import { COST_STEPS, CostTable } from '../../services/cost/steps.js';
 import { Errno } from '../../services/runtime/errors.js';
-import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
 import { FrameAllocator, PhysMemory } from '../../services/machine/memory.js';
 import { OpContext } from '../../services/runtime/op-context.js';
 import { PageTable } from '../../services/machine/pagetable.js';
 import { CMD_SIZE, Opcode, decodeCommand } from '../../services/formats/smmu/commands.js';
-import { HOST_IOMMU_COUNTERS, HOST_IOVA_LIMIT, HostIommuDomain } from '../../services/vfio/host-iommu.js';
+import { HOST_IOMMU_COUNTERS, HOST_IOVA_LIMIT, HostIommuDomain, stage1DomainInvalidation, type SubmitCommands } from '../../services/vfio/host-iommu.js';
 
 const PAGE = 0x1000;
 
-/** VM 0's domain over two pSMMUs, with a submit that records the opcodes each pSMMU got. */
+/** Device 0's own stage-1 host domain (ASID 7, on pSMMU 1), with a submit that records the opcodes each pSMMU got. */
 function rig() {
   const mem = new PhysMemory();
   const table = new PageTable(mem, new FrameAllocator(0x1000_0000));
-  const topology = { vmids: [5], devices: [{ vm: 0, psmmu: 1 }, { vm: 0, psmmu: 0 }, { vm: 1, psmmu: 2 }] } as unknown as Topology__Output;
-  const submitted: { psmmu: number; opcodes: number[] }[] = [];
+  const submitted: { psmmu: number; opcodes: number[]; asids: number[] }[] = [];
   const counters = Object.fromEntries(HOST_IOMMU_COUNTERS.map((k) => [k, 0])) as HostIommuDomain['counters'];
-  const domain = new HostIommuDomain(0, table, topology, async (_ctx, psmmu, cmds) => {
+  const submit: SubmitCommands = async (_ctx, psmmu, cmds) => {
     const opcodes: number[] = [];
-    for (let o = 0; o < cmds.length; o += CMD_SIZE) opcodes.push(decodeCommand(cmds, o).opcode);
-    submitted.push({ psmmu, opcodes });
+    const asids: number[] = [];
+    for (let o = 0; o < cmds.length; o += CMD_SIZE) {
+      const c = decodeCommand(cmds, o);
+      opcodes.push(c.opcode);
+      asids.push(c.fields.asid ?? -1);
+    }
+    submitted.push({ psmmu, opcodes, asids });
     return 0;
-  }, counters);
+  };
+  const domain = new HostIommuDomain(0, table, stage1DomainInvalidation(7, 1, submit, counters), counters);
   const costs = new CostTable(Object.fromEntries(Object.keys(COST_STEPS).map((k) => [k, 1])));
   const ctx = (): OpContext => new OpContext(1, 0, costs, new Map());
   return { domain, table, submitted, counters, ctx };
 }
 
 describe('the host IOMMU domain (a VM\'s shadow table)', () => {
-  it('maps and unmaps, then invalidates the range on each pSMMU of the VM in order', async () => {
+  it('a device\'s stage-1 domain: a map invalidates nothing (no iotlb_sync_map); an unmap is TLBI_NH_VA with its ASID + CMD_SYNC on its one pSMMU', async () => {
     const r = rig();
     expect(await r.domain.map(r.ctx(), { iova: 0x10_0000, gpa: 0x2000, pages: 2, write: false, pin: true })).toBe(0);
     expect(r.table.walk(0x10_1000)).toMatchObject({ pa: vmRamBase(0) + 0x3000, writable: false });
-    expect(r.submitted.map((s) => s.psmmu)).toEqual([0, 1]);
-    expect(r.submitted[0]?.opcodes.at(-1)).toBe(Opcode.CMD_SYNC);
-    expect(r.submitted[0]?.opcodes.slice(0, -1).every((op) => op === Opcode.TLBI_S2_IPA)).toBe(true);
+    expect(r.submitted).toEqual([]);
     // Unmapping a range that covers the mapping whole returns its pages.
     expect(await r.domain.unmap(r.ctx(), 0, 0x200, true)).toBe(2);
     expect(r.table.walk(0x10_0000).pa).toBe(-1);
     expect(r.domain.mappings).toBe(0);
-    expect(r.counters).toMatchObject({ maps: 1, unmaps: 1, pagesMapped: 2, pagesUnmapped: 2, flushes: 4, mapErrors: 0 });
+    expect(r.submitted.map((s) => s.psmmu)).toEqual([1]);
+    expect(r.submitted[0]?.opcodes.at(-1)).toBe(Opcode.CMD_SYNC);
+    const tlbis = r.submitted[0]?.opcodes.slice(0, -1) ?? [];
+    expect(tlbis.length).toBeGreaterThan(0);
+    expect(tlbis.every((op) => op === Opcode.TLBI_NH_VA)).toBe(true);
+    expect(r.submitted[0]?.asids.slice(0, -1).every((a) => a === 7)).toBe(true);
+    expect(r.counters).toMatchObject({ maps: 1, unmaps: 1, pagesMapped: 2, pagesUnmapped: 2, flushes: 1, mapErrors: 0 });
   });
 
   it('refuses an overlap, a split, memory outside the VM and IOVAs past its input range, changing nothing', async () => {
@@ -67,26 +75,9 @@ describe('the host IOMMU domain (a VM\'s shadow table)', () => {
     r.submitted.length = 0;
     // The whole 48-bit space: the flush covers the span of the two mappings, in a bounded number of commands.
     expect(await r.domain.unmap(r.ctx(), 0, HOST_IOVA_LIMIT / PAGE, true)).toBe(2);
-    expect(r.submitted).toHaveLength(2);
-    const tlbis = r.submitted[0]?.opcodes.filter((op) => op === Opcode.TLBI_S2_IPA).length ?? 0;
+    expect(r.submitted).toHaveLength(1);
+    const tlbis = r.submitted[0]?.opcodes.filter((op) => op === Opcode.TLBI_NH_VA).length ?? 0;
     expect(tlbis).toBeGreaterThan(0);
     expect(tlbis).toBeLessThan(200);
-  });
-
-  it('replaces single entries, and refuses a whole update with one bad entry before touching any', async () => {
-    const r = rig();
-    expect(await r.domain.replace(r.ctx(), 0, [0x5000, 0x6000, undefined], [true, false, true])).toBe(0);
-    expect(r.table.walk(0x1000)).toMatchObject({ pa: vmRamBase(0) + 0x6000, writable: false });
-    expect(r.domain.mappings).toBe(2);
-    const flushes = r.submitted.length;
-    // The second entry is outside guest RAM: the first, already mapped, must keep its translation.
-    expect(await r.domain.replace(r.ctx(), 0, [0x9000, GUEST_RAM_SIZE], [true, true])).toBe(-Errno.EFAULT);
-    expect(r.table.walk(0).pa).toBe(vmRamBase(0) + 0x5000);
-    expect(r.submitted.length).toBe(flushes);
-    // A clear removes what the entry mapped; one flush for the whole update.
-    expect(await r.domain.replace(r.ctx(), 0, [undefined, 0x7000], [true, true])).toBe(0);
-    expect(r.table.walk(0).pa).toBe(-1);
-    expect(r.table.walk(0x1000).pa).toBe(vmRamBase(0) + 0x7000);
-    expect(r.submitted.length).toBe(flushes + 2);
   });
 });

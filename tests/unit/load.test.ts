@@ -15,7 +15,7 @@ function run(vms: number, perVm: number, seconds: number, rate: number): RunResu
     throughput: { opsPerSecMeasured: (2 * vms * perVm) / seconds, opsPerSecModeled: (2 * vms * perVm) / seconds },
     invalidations: { guestCommands: 0, guestCommandsFailed: 0, deliveredPerPsmmu: {}, fanout: 0, wasted: 0, hostStage2: { unmaps: 0, deliveredPerPsmmu: {} } },
     dma: { mode: 'strict', translations: 0, iotlbHitRate: 0, faults: 0, staleTranslations: 0, useAfterUnmap: 0, staleDuringUnmap: 0, walkAccesses: 0, translationCostNs: 0 },
-    elapsedSec: seconds, modeledElapsedNs: seconds * 1e9, modeledResources: [], workloadCounters: {}, counters: {},
+    elapsedSec: seconds, modeledElapsedNs: seconds * 1e9, modeledResources: [], workloadCounters: {}, counters: {}, notes: [],
   };
 }
 

@@ -25,6 +25,7 @@ describe('the measured-host profile', () => {
     // No gRPC hop stands for a VM exit any more: the exits are the base profile's sourced values.
     for (const s of ['exit.mmio_trap', 'exit.hcall', 'exit.to_user', 'smmu.sync', 'smmu.cmd_exec']) expect(p.steps[s]).toEqual(base.steps[s]);
     expect(Object.keys(p.steps).filter((k) => p.steps[k] !== base.steps[k]).sort()).toEqual([...MEASURED_HOST_STEPS].sort());
+    expect(p.arch).toBe(base.arch);
   });
 
   it('measures a syscall, a 4 KiB copy and a wake-up through a pipe on this host', async () => {

@@ -3,7 +3,8 @@ import type { MachineState } from '../../services/controller/machine.js';
 import { combineMachine } from '../../services/controller/machine.js';
 import { bootstrapMedianCi, estimate, measuredSection, median, spread, trialFigures, type TrialFigures } from '../../services/controller/measured.js';
 import { NOTE_CODES, machineNotes, measuredNotes } from '../../services/controller/measured-notes.js';
-import { measuredOf, notesLines } from '../../services/controller/measured-table.js';
+import { measuredOf } from '../../services/controller/measured-table.js';
+import { notesBlock } from '../../services/controller/notes.js';
 import { comparisonTable, sweepTable } from '../../services/controller/table.js';
 import { autoWarmup } from '../../services/controller/session.js';
 import { resolveScenario } from '../../services/scenario/validate.js';
@@ -99,11 +100,11 @@ describe('notes on the measured figures', () => {
 
   it('prints a note about the machine once for a comparison and one about trials per model', () => {
     const busy = { code: NOTE_CODES.machineBusy, text: 'busy' };
-    const text = notesLines([
+    const text = notesBlock([
       { model: 'none', notes: [busy] },
       { model: 'nested-smmuv3', notes: [busy, { code: NOTE_CODES.trialsDisagree, text: 'apart' }] },
     ]);
-    expect(text.split('\n')).toEqual([`note [${NOTE_CODES.machineBusy}]: busy`, `note [${NOTE_CODES.trialsDisagree}] nested-smmuv3: apart`]);
+    expect(text.split('\n')).toEqual(['', 'notes:', `  ${NOTE_CODES.machineBusy}: busy`, `  ${NOTE_CODES.trialsDisagree}: nested-smmuv3: apart`, '']);
   });
 });
 

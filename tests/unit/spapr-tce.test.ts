@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GUEST_RAM_SIZE } from '../../services/machine/board.js';
-import {
+import { DMA32_WINDOW, DDW_WINDOW, DDW_WINDOW_OFFSET,
   DMA32_WINDOW_SIZE, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, HCALL_SIZE, decodeHcall, decodeTceList, decodeTceUpdate, encodeHcall,
-  encodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, tceGpa, tceListGpa, tceOf, tcePerms, vmOfLiobn, type Hcall,
+  encodeTceList, encodeTceUpdate, iobaInWindow, liobnOf, liobnParts, tceGpa, tceListGpa, tceOf, tcePerms, vmOfLiobn, type Hcall,
 } from '../../services/formats/spapr-tce.js';
 import { readGuestRam } from '../../services/machine/guest-ram.js';
 import { TceTable } from '../../services/machine/tce-table.js';
@@ -59,6 +59,13 @@ describe('sPAPR TCE codecs', () => {
     expect(vmOfLiobn(liobnOf(0))).toBe(0);
     expect(vmOfLiobn(0x1234)).toBeUndefined();
     expect(vmOfLiobn(0x9000_0001)).toBeUndefined();
+    // The DDW covers the whole guest RAM of the board.
+    expect(DDW_WINDOW.entries * 2 ** DDW_WINDOW.pageShift).toBe(GUEST_RAM_SIZE);
+    // The DDW is window 1 of the same PHB.
+    expect(liobnParts(liobnOf(3, 1))).toEqual({ vm: 3, window: DDW_WINDOW });
+    expect(liobnParts(liobnOf(3))).toEqual({ vm: 3, window: DMA32_WINDOW });
+    expect(vmOfLiobn(liobnOf(3, 1))).toBeUndefined();
+    expect(liobnParts(liobnOf(3, 2))).toBeUndefined();
     expect(iobaInWindow(0x1000n, 1n)).toBe(true);
     expect(iobaInWindow(0x1008n, 1n)).toBe(false);
     expect(iobaInWindow(BigInt(DMA32_WINDOW_SIZE - PAGE), 1n)).toBe(true);
@@ -150,29 +157,40 @@ describe('KVM\'s in-kernel TCE checks', () => {
   const list = (tces: bigint[]) => (): bigint[] => tces;
 
   it('writes a valid TCE, a clear, and a stuff of zeroes', () => {
-    expect(decideTce(put(0x3000n, good), true, list([]))).toEqual({ kind: 'update', ioba: 0x3000, tces: [good] });
-    expect(decideTce(put(0x3000n, 0n), true, list([]))).toEqual({ kind: 'update', ioba: 0x3000, tces: [0n] });
-    expect(decideTce(indirect(0x3000n, 0x7000_0000n, 2n), true, list([good, good + 0x1000n]))).toEqual({ kind: 'update', ioba: 0x3000, tces: [good, good + 0x1000n] });
-    expect(decideTce(stuff(0x3000n, 0n, 3n), true, list([]))).toEqual({ kind: 'update', ioba: 0x3000, tces: [0n, 0n, 0n] });
+    expect(decideTce(put(0x3000n, good), DMA32_WINDOW, list([]))).toEqual({ kind: 'update', ioba: 0x3000, tces: [good] });
+    expect(decideTce(put(0x3000n, 0n), DMA32_WINDOW, list([]))).toEqual({ kind: 'update', ioba: 0x3000, tces: [0n] });
+    expect(decideTce(indirect(0x3000n, 0x7000_0000n, 2n), DMA32_WINDOW, list([good, good + 0x1000n]))).toEqual({ kind: 'update', ioba: 0x3000, tces: [good, good + 0x1000n] });
+    expect(decideTce(stuff(0x3000n, 0n, 3n), DMA32_WINDOW, list([]))).toEqual({ kind: 'update', ioba: 0x3000, tces: [0n, 0n, 0n] });
+  });
+
+  it('checks a DDW\'s 16 MiB TCEs against its own page: address bits below it punt, an IOBA off its page is refused', () => {
+    const big = 0x100_0000n;
+    const tce = big | 3n;
+    const ioba = BigInt(DDW_WINDOW_OFFSET);
+    expect(decideTce(put(ioba + big, tce), DDW_WINDOW, list([]))).toEqual({ kind: 'update', ioba: DDW_WINDOW_OFFSET + 0x100_0000, tces: [tce] });
+    expect(decideTce(put(ioba, tce | 0x1000n), DDW_WINDOW, list([])).kind).toBe('punt');
+    expect(decideTce(put(ioba + 0x1000n, tce), DDW_WINDOW, list([]))).toEqual({ kind: 'reject', status: H_RC.PARAMETER });
+    // The 32-bit window's IOBAs are not the DDW's.
+    expect(decideTce(put(0x3000n, tce), DDW_WINDOW, list([]))).toEqual({ kind: 'reject', status: H_RC.PARAMETER });
   });
 
   it('refuses bad IOBAs, oversized lists, unaligned lists and stuffing a mapping with H_PARAMETER', () => {
     const parameter = { kind: 'reject', status: H_RC.PARAMETER };
-    expect(decideTce(put(0x3008n, good), true, list([]))).toEqual(parameter);
-    expect(decideTce(put(BigInt(DMA32_WINDOW_SIZE), good), true, list([]))).toEqual(parameter);
-    expect(decideTce(indirect(0x3000n, 0x7000_0000n, 513n), true, list([]))).toEqual(parameter);
-    expect(decideTce(indirect(0x3000n, 0x7000_0008n, 2n), true, list([]))).toEqual(parameter);
-    expect(decideTce(indirect(BigInt(DMA32_WINDOW_SIZE - PAGE), 0x7000_0000n, 2n), true, list([good, good]))).toEqual(parameter);
-    expect(decideTce(stuff(0x3000n, good, 1n), true, list([]))).toEqual(parameter);
+    expect(decideTce(put(0x3008n, good), DMA32_WINDOW, list([]))).toEqual(parameter);
+    expect(decideTce(put(BigInt(DMA32_WINDOW_SIZE), good), DMA32_WINDOW, list([]))).toEqual(parameter);
+    expect(decideTce(indirect(0x3000n, 0x7000_0000n, 513n), DMA32_WINDOW, list([]))).toEqual(parameter);
+    expect(decideTce(indirect(0x3000n, 0x7000_0008n, 2n), DMA32_WINDOW, list([]))).toEqual(parameter);
+    expect(decideTce(indirect(BigInt(DMA32_WINDOW_SIZE - PAGE), 0x7000_0000n, 2n), DMA32_WINDOW, list([good, good]))).toEqual(parameter);
+    expect(decideTce(stuff(0x3000n, good, 1n), DMA32_WINDOW, list([]))).toEqual(parameter);
   });
 
   it('punts (H_TOO_HARD) what the kernel cannot finish: unknown liobn, memory not preregistered, stray address bits', () => {
-    expect(decideTce(put(0x3000n, good), false, list([]))).toEqual({ kind: 'punt', why: 'liobn' });
-    expect(decideTce(put(0x3000n, BigInt(GUEST_RAM_SIZE) | 3n), true, list([]))).toEqual({ kind: 'punt', why: 'tce' });
-    expect(decideTce(put(0x3000n, good | 0x10n), true, list([]))).toEqual({ kind: 'punt', why: 'tce' });
-    expect(decideTce(indirect(0x3000n, BigInt(GUEST_RAM_SIZE), 1n), true, list([good]))).toEqual({ kind: 'punt', why: 'list' });
-    expect(decideTce(indirect(0x3000n, 0x7000_0000n, 2n), true, list([good, BigInt(GUEST_RAM_SIZE) | 1n]))).toEqual({ kind: 'punt', why: 'tce' });
+    expect(decideTce(put(0x3000n, good), undefined, list([]))).toEqual({ kind: 'punt', why: 'liobn' });
+    expect(decideTce(put(0x3000n, BigInt(GUEST_RAM_SIZE) | 3n), DMA32_WINDOW, list([]))).toEqual({ kind: 'punt', why: 'tce' });
+    expect(decideTce(put(0x3000n, good | 0x10n), DMA32_WINDOW, list([]))).toEqual({ kind: 'punt', why: 'tce' });
+    expect(decideTce(indirect(0x3000n, BigInt(GUEST_RAM_SIZE), 1n), DMA32_WINDOW, list([good]))).toEqual({ kind: 'punt', why: 'list' });
+    expect(decideTce(indirect(0x3000n, 0x7000_0000n, 2n), DMA32_WINDOW, list([good, BigInt(GUEST_RAM_SIZE) | 1n]))).toEqual({ kind: 'punt', why: 'tce' });
     // A TCE with no permission is a clear whatever its address: the kernel takes it.
-    expect(decideTce(put(0x3000n, BigInt(GUEST_RAM_SIZE) | 0x10n), true, list([])).kind).toBe('update');
+    expect(decideTce(put(0x3000n, BigInt(GUEST_RAM_SIZE) | 0x10n), DMA32_WINDOW, list([])).kind).toBe('update');
   });
 });

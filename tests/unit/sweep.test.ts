@@ -209,6 +209,7 @@ function run(point: Record<string, string | number>, model: string, ops: OpResul
     modeledResources: [],
     workloadCounters: {},
     counters: {},
+    notes: [],
   };
 }
 

@@ -214,7 +214,8 @@ describe('split virtqueue', () => {
 
 interface BackendCall {
   op: 'map' | 'unmap';
-  domain: number;
+  /** The endpoint (vSID) whose container the call changes: one call per endpoint of the domain. */
+  endpoint: number;
   iova: number;
   gpa?: number;
   size: number;
@@ -227,14 +228,14 @@ function rig(attachments = [{ endpoint: 0x10, domain: 1 }, { endpoint: 0x11, dom
   const calls: BackendCall[] = [];
   let failNext: StatusCode | undefined;
   const backend: VirtioIommuBackend = {
-    async map(_ctx, domain, iova, gpa, size, flags) {
-      calls.push({ op: 'map', domain, iova, gpa, size, flags });
+    async map(_ctx, endpoint, iova, gpa, size, flags) {
+      calls.push({ op: 'map', endpoint, iova, gpa, size, flags });
       const s = failNext ?? Status.OK;
       failNext = undefined;
       return s;
     },
-    async unmap(_ctx, domain, iova, size) {
-      calls.push({ op: 'unmap', domain, iova, size });
+    async unmap(_ctx, endpoint, iova, size) {
+      calls.push({ op: 'unmap', endpoint, iova, size });
       return Status.OK;
     },
   };
@@ -276,15 +277,15 @@ describe('virtio-iommu device', () => {
     const r = rig();
     expect(await r.send(mapReq(1, 0x10_0000, 2 * PAGE, 0x9000_0000), mapReq(1, 0x20_0000, PAGE))).toEqual([Status.OK, Status.OK]);
     expect(r.calls).toEqual([
-      { op: 'map', domain: 1, iova: 0x10_0000, gpa: 0x9000_0000, size: 2 * PAGE, flags: 3 },
-      { op: 'map', domain: 1, iova: 0x20_0000, gpa: 0x8000_0000, size: PAGE, flags: 3 },
+      { op: 'map', endpoint: 0x10, iova: 0x10_0000, gpa: 0x9000_0000, size: 2 * PAGE, flags: 3 },
+      { op: 'map', endpoint: 0x10, iova: 0x20_0000, gpa: 0x8000_0000, size: PAGE, flags: 3 },
     ]);
     expect(r.device.mappings(1)?.map((m) => [m.iova, m.size])).toEqual([[0x10_0000, 2 * PAGE], [0x20_0000, PAGE]]);
     // One UNMAP over both mappings removes both, one backend call each.
     expect(await r.send(unmapReq(1, 0, 0x100_0000))).toEqual([Status.OK]);
     expect(r.calls.slice(2)).toEqual([
-      { op: 'unmap', domain: 1, iova: 0x10_0000, size: 2 * PAGE },
-      { op: 'unmap', domain: 1, iova: 0x20_0000, size: PAGE },
+      { op: 'unmap', endpoint: 0x10, iova: 0x10_0000, size: 2 * PAGE },
+      { op: 'unmap', endpoint: 0x10, iova: 0x20_0000, size: PAGE },
     ]);
     expect(r.device.mappings(1)).toEqual([]);
     // A range with no mapping is fine and calls nothing.
@@ -324,7 +325,7 @@ describe('virtio-iommu device', () => {
     expect(await r.send(mapReq(1, 0x1000, PAGE, 0x8000_0000, MAP_F_READ | MAP_F_MMIO))).toEqual([Status.UNSUPP]);
     expect(r.calls).toEqual([]);
     expect(await r.send(mapReq(1, 0x1000, 2 * PAGE), mapReq(1, 0x2000, PAGE), mapReq(2, 0x2000, PAGE))).toEqual([Status.OK, Status.INVAL, Status.OK]);
-    expect(r.calls.map((c) => c.domain)).toEqual([1, 2]);
+    expect(r.calls.map((c) => c.endpoint)).toEqual([0x10, 0x11]);
     // A non-zero reserved field, or the BYPASS flag this device does not offer.
     expect(await r.send({ type: ReqType.ATTACH, domain: 1, endpoint: 0x10, flags: 0, reserved: Buffer.from([0, 1, 0, 0]) })).toEqual([Status.INVAL]);
     expect(await r.send({ type: ReqType.ATTACH, domain: 1, endpoint: 0x10, flags: 1, reserved: Buffer.alloc(4) })).toEqual([Status.INVAL]);
@@ -378,6 +379,21 @@ describe('virtio-iommu device', () => {
     expect(await r.send({ type: ReqType.ATTACH, domain: 1, endpoint: 0x10, flags: 0, reserved: Buffer.alloc(4) })).toEqual([Status.OK]);
     expect(r.device.mappings(1)).toEqual([]);
     expect(await r.send(mapReq(1, 0x1000, PAGE))).toEqual([Status.OK]);
+  });
+
+  it('changes the container of each endpoint of a domain (virtio_iommu_notify_map per endpoint), replays the domain onto a joining endpoint and clears it from a leaving one', async () => {
+    const r = rig([{ endpoint: 0x10, domain: 1 }, { endpoint: 0x11, domain: 1 }, { endpoint: 0x12, domain: 2 }]);
+    expect(await r.send(mapReq(1, 0x1000, PAGE))).toEqual([Status.OK]);
+    expect(r.calls.map((c) => `${c.op} ${c.endpoint.toString(16)}`)).toEqual(['map 10', 'map 11']);
+    // 0x12 joins domain 1: its own container gets the domain's mapping.
+    expect(await r.send({ type: ReqType.ATTACH, domain: 1, endpoint: 0x12, flags: 0, reserved: Buffer.alloc(4) })).toEqual([Status.OK]);
+    expect(r.calls.slice(2).map((c) => `${c.op} ${c.endpoint.toString(16)} ${c.iova.toString(16)}`)).toEqual(['map 12 1000']);
+    // 0x10 leaves: only its container loses the mapping; the domain keeps it for the others.
+    expect(await r.send({ type: ReqType.DETACH, domain: 1, endpoint: 0x10, reserved: Buffer.alloc(8) })).toEqual([Status.OK]);
+    expect(r.calls.slice(3).map((c) => `${c.op} ${c.endpoint.toString(16)}`)).toEqual(['unmap 10']);
+    expect(r.device.mappings(1)).toHaveLength(1);
+    expect(await r.send(unmapReq(1, 0x1000, PAGE))).toEqual([Status.OK]);
+    expect(r.calls.slice(4).map((c) => `${c.op} ${c.endpoint.toString(16)}`)).toEqual(['unmap 11', 'unmap 12']);
   });
 
   it('writes probe_size bytes of properties (none) before the tail, and INVAL when they do not fit', async () => {

@@ -10,7 +10,8 @@ import { FileMemory, FrameAllocator, PAGE_SIZE } from '../../services/machine/me
 import { OpContext } from '../../services/runtime/op-context.js';
 import type { RoleEnv } from '../../services/runtime/role-api.js';
 import type { LinkClient, MemoryRange, OutgoingRequest } from '../../services/runtime/transport/link.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, decodeDmaMap, decodeDmaUnmap } from '../../services/formats/vfio-type1.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, decodeContainerIoctl, decodeDmaMap, decodeDmaUnmap } from '../../services/formats/vfio-type1.js';
+import { VFIO_CONTAINER_FD_BASE } from '../../services/machine/vfio-containers.js';
 import { CONTEXT_ENTRY_SIZE, DESC_SIZE, DescType, EVENT_CTL, FSTS, Granularity, VTD_CAP, VTD_MMIO_BASE, VTD_REG, VTD_ROOT_TABLE_GPA, encodeContextEntry, encodeDescriptors, encodeRootEntry, iqIndexOf, iqRegisterOf, psiRange, vtdContextTableGpa, vtdIqSlotGpa, vtdIqStatusGpa, type IotlbDesc, type VtdDescriptor } from '../../services/formats/vtd.js';
 import { VtdPageTable } from '../../services/machine/vtd-page-table.js';
 import { GuestQi, QI_STATUS } from '../../services/designs/intel-cm/vtd-qi.js';
@@ -51,11 +52,14 @@ function rig() {
   const ioctls: Ioctl[] = [];
   const vfio = {
     request: async (req: OutgoingRequest): Promise<Envelope__Output> => {
+      // Every ioctl goes to the device's own container.
+      const io = decodeContainerIoctl(req.payload);
+      if (io?.fd !== VFIO_CONTAINER_FD_BASE) throw new Error(`ioctl on fd ${io?.fd}, not the device's container`);
       if (req.kind === 'VFIO_DMA_MAP') {
-        const m = decodeDmaMap(req.payload);
+        const m = decodeDmaMap(io.arg);
         if (m) ioctls.push({ kind: 'MAP', iova: m.iova, size: m.size, vaddr: m.vaddr, flags: m.flags });
       } else {
-        const u = decodeDmaUnmap(req.payload);
+        const u = decodeDmaUnmap(io.arg);
         if (u) ioctls.push({ kind: 'UNMAP', iova: u.iova, size: u.size });
       }
       return reply(0, req.payload, [], req.modeledNs + 1);

@@ -118,7 +118,7 @@ function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
   const topology: Topology__Output = {
     runId: 'unit', model: 'fake', dma: 'strict', seed: 1, endpoints: [self], devices: [], costsNs: {}, workload: null, vmids: [1], deadlineMs: 1000,
     vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers }, vcmdqsPerVsmmu: 0, dispatch: 'broadcast', vmidPolicy: 'per-s2-parent',
-    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect' }, vmm: { hwptInvalidate: 'per-command' }, emulatedDevices: [], floorPeer: '', warmupOps: 0,
+    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect', ddw: false }, vmm: { hwptInvalidate: 'per-command' }, emulatedDevices: [], floorPeer: '', warmupOps: 0,
   };
   const kernel: GuestKernel = {
     env: {
@@ -129,6 +129,8 @@ function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
     devices: Array.from({ length: devices }, (_, i) => ({ index: i, vsid: 0x100 + i, vsmmu: 0 })),
     vcpuNs: [],
     background: () => undefined,
+    timer: async () => undefined,
+    setup: async () => undefined,
   };
   return kernel;
 }

@@ -9,7 +9,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { VmmsimError } from '../../runtime/errors.js';
 import { isLogLevel, resolveLogLevel } from '../../runtime/logger.js';
 import { TLS_OPTIONS, mutualTls, tlsFiles } from '../../runtime/transport/credentials.js';
-import { checkEmulatedDevices } from '../../scenario/validate.js';
+import { checkDdw, checkDmaMode, checkEmulatedDevices } from '../../scenario/validate.js';
 import { designOf, designsWhere } from '../../designs/registry.js';
 import { MODELS, type ModelName, type Scenario } from '../../scenario/schema.js';
 import { CONNECT_OPTIONS, connectTarget } from '../connect.js';
@@ -127,6 +127,16 @@ export function modelsFor(scenario: Scenario, spec: string | undefined): ModelNa
     // As for SVA: "all" means the architectures that can put emulated devices beside assigned ones.
     if (spec === 'all') models = models.filter((m) => designOf(m).traits.emulatedDevices === true);
     for (const m of models) checkEmulatedDevices(scenario.topology, m);
+  }
+  if (scenario.dma === 'swiotlb') {
+    // dma-iommu's bounce path: "all" means the designs whose guest DMA API is dma-iommu.
+    if (spec === 'all') models = models.filter((m) => designOf(m).traits.dmaIommu);
+    for (const m of models) checkDmaMode(scenario.dma, m);
+  }
+  if (scenario.guest.ddw) {
+    // A dynamic DMA window is sPAPR's: "all" means the sPAPR designs.
+    if (spec === 'all') models = models.filter((m) => designOf(m).traits.shadow === 'tce-table');
+    for (const m of models) checkDdw(scenario.guest, m);
   }
   // What each design refuses of its own (nested-smmuv3-vcmdq: more devices than a VINTF's SID pairs).
   for (const m of models) designOf(m).check?.(scenario);

@@ -35,7 +35,7 @@ export function resultsDoc(startedAt: string, scenario: Scenario, profile: CostP
     finishedAt: new Date().toISOString(),
     scenario,
     seed: scenario.seed,
-    profile: { name: profile.name, path: profile.path },
+    profile: { name: profile.name, path: profile.path, arch: profile.arch },
     ...(sweep ? { sweep } : {}),
     // An open-loop run carries its requested and achieved rates.
     runs: runs.map(withLoad),

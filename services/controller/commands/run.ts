@@ -13,7 +13,8 @@ import { saveResults } from '../report/write.js';
 import { defaultOutDir, type RunResult } from '../results.js';
 import { loadScenario } from '../scenario-load.js';
 import { processSpecs } from '../session.js';
-import { comparisonTable, dmaMapBenchmarkReport, hopTable, notesLines } from '../table.js';
+import { comparisonTable, dmaMapBenchmarkReport, hopTable } from '../table.js';
+import { notesBlock } from '../notes.js';
 import { PIN_HELP } from '../placement.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
@@ -126,7 +127,7 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
   if (p.json) {
     process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
   } else if (runs.length > 0) {
-    process.stdout.write(comparisonTable(runs) + '\n');
+    process.stdout.write(comparisonTable(runs) + '\n' + notesBlock(runs));
     // Hop tables for one model; a comparison keeps to its tables (every hop is in results.json).
     if (runs.length === 1) for (const run of runs) if (run.hops.length > 0) process.stdout.write(`\nhops of ${run.model} (measured: this host's IPC, one way):\n${hopTable(run)}\n`);
     if (p.scenario.workload.kind === 'dma-map-benchmark') process.stdout.write(`\n${runs.map(dmaMapBenchmarkReport).join('\n')}\n`);
@@ -137,8 +138,6 @@ async function execute(p: RunPlan, log: Logger): Promise<number> {
           `lines skipped: ${trace['skipped.header']} header, ${trace['skipped.otherIommuEvent']} other iommu events, ${trace['skipped.otherEvent']} other events, ${trace['skipped.unparsable']} unparsable\n`,
       );
     }
-    const notes = notesLines(runs);
-    if (notes) process.stdout.write(`\n${notes}\n`);
     if (saved.where) process.stdout.write(`\n${saved.where}`);
   }
   return finish(failure, p.json, saved);

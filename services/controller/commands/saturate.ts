@@ -17,6 +17,7 @@ import { defaultOutDir, type ResultsDoc, type RunResult, type SaturationResult }
 import { loadScenario } from '../scenario-load.js';
 import { processSpecs } from '../session.js';
 import { saturationTable } from '../table.js';
+import { notesBlock } from '../notes.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
@@ -149,6 +150,6 @@ async function execute(p: SaturatePlan, log: Logger): Promise<number> {
   const doc: ResultsDoc = { ...resultsDoc(startedAt, p.scenario, p.profile, runs, failure), saturation };
   const saved = save(() => saveResults(p.out, doc));
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n${saved.where ? `\n${saved.where}` : ''}`);
+  else if (runs.length > 0) process.stdout.write(`${saturationTable(saturation, runs)}\n${notesBlock(runs)}${saved.where ? `\n${saved.where}` : ''}`);
   return finish(failure, p.json, saved);
 }

@@ -17,7 +17,8 @@ import { defaultOutDir, writeFileAtomic, type ResultsDoc, type RunResult, type S
 import { loadScenario } from '../scenario-load.js';
 import { processSpecs } from '../session.js';
 import { MAX_SWEEP_RUNS, describeRun, planSweep, saturationCsvRecords, sweepCsvRecords, type SweepPlan } from '../sweep.js';
-import { notesLines, sweepSaturationTable, sweepTable } from '../table.js';
+import { sweepSaturationTable, sweepTable } from '../table.js';
+import { notesBlock } from '../notes.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, parseModels, treeSettings, usageError } from '../cli/options.js';
@@ -211,10 +212,7 @@ async function execute(p: SweepCommand, log: Logger): Promise<number> {
   });
   const where = saved.where ? `\n\n${saved.where}` : '\n';
   if (p.json) process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
-  else if (search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}${where}`);
-  else if (runs.length > 0) {
-    const notes = notesLines(runs);
-    process.stdout.write(`${sweepTable(sweep.keys, runs)}${notes ? `\n\n${notes}` : ''}${where}`);
-  }
+  else if (search && saturated.length > 0) process.stdout.write(`${sweepSaturationTable(sweep.keys, saturated)}${notesBlock(runs)}${where}`);
+  else if (runs.length > 0) process.stdout.write(`${sweepTable(sweep.keys, runs)}${notesBlock(runs)}${where}`);
   return finish(failure, p.json, saved);
 }

@@ -1,7 +1,7 @@
 import { MODEL } from '../names.js';
 import type { DesignDescriptor, DesignTraits } from '../types.js';
 
-const TRAITS: DesignTraits = { hostTables: 'emulated', sva: true, vcmdq: false, emulatedDevices: { refused: 'every device is already emulated, behind its one emulated vSMMU (raise topology.devicesPerPsmmu for more)' }, arch: 'arm64' };
+const TRAITS: DesignTraits = { hostTables: 'emulated', sva: true, vcmdq: false, emulatedDevices: { refused: 'every device is already emulated, behind its one emulated vSMMU (raise topology.devicesPerPsmmu for more)' }, dmaIommu: true, arch: 'arm64' };
 
 export const emulatedSmmuv3: DesignDescriptor = {
   name: MODEL.emulatedSmmuv3,

@@ -1,24 +1,22 @@
 import { GUEST_TABLE_BASE } from '../../machine/board.js';
-import { nowNs } from '../../runtime/clock.js';
 import { Errno } from '../../runtime/errors.js';
 import { FrameAllocator } from '../../machine/memory.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import { ContextTT, DescType, Granularity, VTD_CAP, VTD_ROOT_TABLE_GPA, capMaxAmask, capPsi, capReadDrain, capWriteDrain, encodeContextEntry, encodeRootEntry, psiRange, ridParts, vtdContextTableGpa, CONTEXT_ENTRY_SIZE, ROOT_ENTRY_SIZE, type IotlbDesc } from '../../formats/vtd.js';
 import { VtdPageTable } from '../../machine/vtd-page-table.js';
 import { type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
-import { FlushQueues } from '../../guest/flush-queue.js';
+import { FlushQueue } from '../../guest/flush-queue.js';
 import { CpuIovaSpace, type IovaAllocator } from '../../guest/iova.js';
 import { GuestQi } from './vtd-qi.js';
 
 /**
  * The DMA window IOVAs come from: each CPU allocates top-down in its own 256 MiB slice, so which
- * operation first touches a new page-table page does not depend on how vCPUs interleave. Each
- * device's domain gets its own 1 TiB window: Linux would hand out the same IOVAs in every domain,
- * but the host shadows them all into one VFIO container per VM here, where they must not collide.
+ * operation first touches a new page-table page does not depend on how vCPUs interleave. Every
+ * domain has the same window, as Linux hands out the same IOVAs in every domain: each device has
+ * its own address space in QEMU, its own VFIO container and host domain, so they never collide.
  */
 const IOVA_BASE = 0x1_0000_0000;
 const IOVA_SLICE = 0x1000_0000;
-const DEVICE_WINDOW = 2 ** 40;
 /** Linux allocates domain ids from IDA_START_DID (0: caching mode's invalid id, 1: FLPT_DEFAULT_DID). */
 const FIRST_DID = 2;
 
@@ -37,14 +35,15 @@ interface Deferred {
 /** A dmar_domain: one per assigned device here, with its domain id, second-level table and IOVAs. */
 class Domain {
   private readonly iovas: CpuIovaSpace;
+  /** Lazy mode's flush queue (set by the driver once the domain exists). */
+  fq: FlushQueue<Deferred> | undefined;
 
   constructor(
     readonly device: GuestDevice,
     readonly did: number,
     readonly table: VtdPageTable,
-    readonly fq: FlushQueues<Deferred>,
   ) {
-    this.iovas = new CpuIovaSpace(IOVA_BASE + device.index * DEVICE_WINDOW, IOVA_SLICE);
+    this.iovas = new CpuIovaSpace(IOVA_BASE, IOVA_SLICE);
   }
 
   iova(cpu: number): IovaAllocator {
@@ -60,8 +59,10 @@ class Domain {
  *  - map: write the PTEs, then a page-selective invalidation (PSI) of the range + wait;
  *  - strict unmap: clear the PTEs (freeing tables the range covers), PSI + wait, then free the
  *    IOVA and the tables; IH is set when no table was freed, as Linux does;
- *  - lazy unmap: clear the PTEs and queue the IOVA in the domain's flush queue; a flush is one
- *    domain-selective invalidation (DSI) + wait, after which the queued IOVAs and tables are freed.
+ *  - lazy unmap: clear the PTEs and queue the IOVA in the domain's flush queue (flush-queue.ts:
+ *    per CPU by default, as intel-iommu does not set shadow_on_flush); a flush is one
+ *    domain-selective invalidation (DSI) + wait (intel_flush_iotlb_all), after which the entries it
+ *    covers (IOVAs and tables) are freed: by the full ring's own unmap, or the domain's timer.
  * A range whose aligned AM exceeds the unit's MAMV is invalidated domain-selectively. A failed
  * invalidation fails the operation (Linux ignores qi_submit_sync's result; reporting it here shows
  * the cost of a queue error instead of hiding it).
@@ -89,7 +90,20 @@ class IntelCmDmaIommu implements DmaApi {
         buses.add(bus);
       }
       ram.write(vtdContextTableGpa(bus) + devfn * CONTEXT_ENTRY_SIZE, encodeContextEntry({ present: true, fpd: false, tt: ContextTT.MULTI_LEVEL, slptptr: table.root, aw: AW_48, did }));
-      this.domains.set(d.index, new Domain(d, did, table, FlushQueues.forKernel<Deferred>(kernel)));
+      const domain = new Domain(d, did, table);
+      if (this.lazy) {
+        domain.fq = new FlushQueue<Deferred>(FlushQueue.kindFor(kernel, false), kernel, {
+          flush: (ctx) => this.invalidate(ctx, this.iotlbDesc(did)),
+          release: (ctx, items) => {
+            for (const e of items) {
+              table.release(e.freed);
+              domain.iova(e.cpu).release(e.iova, e.pages);
+              ctx.charge('guest.iova_free');
+            }
+          },
+        });
+      }
+      this.domains.set(d.index, domain);
     }
   }
 
@@ -126,6 +140,7 @@ class IntelCmDmaIommu implements DmaApi {
 
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const d = this.domain(device);
+    await d.fq?.enter(cpu);
     const iova = d.iova(cpu).tryAlloc(pages);
     ctx.charge('guest.iova_alloc');
     if (iova === undefined) return -Errno.ENOMEM;
@@ -140,9 +155,10 @@ class IntelCmDmaIommu implements DmaApi {
 
   async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
     const d = this.domain(device);
+    await d.fq?.enter(cpu);
     const { cleared, freed } = d.table.unmap(iova, pages);
     ctx.charge('guest.pte_write', cleared);
-    if (!this.lazy) {
+    if (!d.fq) {
       const status = await this.invalidate(ctx, this.iotlbDesc(d.did, { iova, pages, ih: freed.length === 0 }));
       d.table.release(freed);
       d.iova(cpu).release(iova, pages);
@@ -150,36 +166,11 @@ class IntelCmDmaIommu implements DmaApi {
       return status;
     }
     const now = (this.kernel.vcpuNs[cpu] ?? 0) + ctx.modeledNs;
-    const due = d.fq.push(cpu, now, { cpu, iova, pages, freed });
-    ctx.charge('guest.fq_insert');
-    return due ? this.flush(ctx, d, due) : 0;
-  }
-
-  /**
-   * fq_flush_iotlb -> intel_flush_iotlb_all: one DSI of the domain, then the queue's IOVAs (each
-   * to the allocator it came from) and tables are freed.
-   */
-  private async flush(ctx: OpContext, d: Domain, entries: Deferred[]): Promise<number> {
-    if (entries.length === 0) return 0;
-    const status = await this.invalidate(ctx, this.iotlbDesc(d.did));
-    for (const e of entries) {
-      d.table.release(e.freed);
-      d.iova(e.cpu).release(e.iova, e.pages);
-      ctx.charge('guest.iova_free');
-    }
-    return status;
+    return d.fq.queue(ctx, cpu, now, { cpu, iova, pages, freed });
   }
 
   async drain(): Promise<void> {
-    for (const d of this.domains.values()) {
-      for (const [cpu, entries] of d.fq.drain()) {
-        const ctx = this.kernel.env.newContext(0, 0);
-        const t0 = nowNs();
-        await this.flush(ctx, d, entries);
-        // The queue's own CPU pays its flush, as the nested driver's drain does.
-        this.kernel.background('flush', ctx, nowNs() - t0, cpu);
-      }
-    }
+    for (const d of this.domains.values()) await d.fq?.drain();
   }
 
   close(): void {}

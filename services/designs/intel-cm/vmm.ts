@@ -6,16 +6,22 @@ import { Mutex } from '../../machine/mutex.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import { type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
 import type { MemoryRange } from '../../runtime/role-api.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../../formats/vfio-type1.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeContainerIoctl, encodeDmaMap, encodeDmaUnmap } from '../../formats/vfio-type1.js';
+import { vfioContainers } from '../../machine/vfio-containers.js';
 import { CONTEXT_ENTRY_SIZE, ContextTT, DESC_SIZE, DescType, EVENT_CTL, FSTS, GSTS, Granularity, ICS_IWC, ROOT_ENTRY_SIZE, VTD_AW_BITS, VTD_CAP, VTD_ECAP, VTD_IQ_ENTRIES, VTD_IQ_GPA, VTD_IQ_QS, VTD_MAMV, VTD_MMIO_BASE, VTD_REG, VTD_REG_SIZE, VTD_ROOT_TABLE_GPA, VTD_VERSION, decodeContextEntry, decodeDescriptor, decodeRootEntry, encodeIqa, iqIndexOf, iqRegisterOf, levelsOfAw, reservedBitsSet, ridParts, vtdIqSlotGpa, type ContextEntry, type VtdDescriptor } from '../../formats/vtd.js';
 import { walkSecondLevel, type SlWalkEvent } from '../../machine/vtd-page-table.js';
 import type { VmmDevice, VmmDeviceFactory } from '../../qemu/device.js';
 import { IovaTree, type IovaMapping } from '../../machine/iova-tree.js';
 
-/** One assigned device's DMA address space behind the vIOMMU (QEMU's VTDAddressSpace). */
+/**
+ * One assigned device's DMA address space behind the vIOMMU (QEMU's VTDAddressSpace, one per
+ * device: vtd_find_add_as), with the VFIO container of its own (vfio_address_space_get).
+ */
 interface AddressSpace {
   bus: number;
   devfn: number;
+  /** The fd of the address space's VFIO container. */
+  fd: number;
   /** What the shadow holds for it: QEMU's per-address-space iova_tree. */
   tree: IovaTree;
 }
@@ -61,7 +67,10 @@ class VtdCachingMode implements VmmDevice {
     this.vm = vm;
     this.ramDir = env.topology.ramDir;
     this.bql = new Mutex(`${env.self.name}.bql`);
-    for (const d of env.topology.devices.filter((x) => x.vm === vm)) this.spaces.push({ ...ridParts(d.vsid), tree: new IovaTree() });
+    for (const c of vfioContainers(env.topology, true).filter((x) => x.vm === vm)) {
+      const d = env.topology.devices[c.devices[0] as number];
+      if (d) this.spaces.push({ ...ridParts(d.vsid), fd: c.fd, tree: new IovaTree() });
+    }
   }
 
   async mmioExit(access: MmioAccess, req: Request, ctx: OpContext): Promise<HandlerResult> {
@@ -268,7 +277,7 @@ class VtdCachingMode implements VmmDevice {
   private async syncSpace(s: AddressSpace, ctx: OpContext): Promise<void> {
     const ce = this.contextOf(s);
     if (typeof ce === 'object') await this.walk(s, ce, 0, 2 ** VTD_AW_BITS, ctx);
-    else if (ce === 'absent') for (const m of s.tree.remove(0, 2 ** VTD_AW_BITS)) await this.vfioUnmap(m.iova, m.size, ctx);
+    else if (ce === 'absent') for (const m of s.tree.remove(0, 2 ** VTD_AW_BITS)) await this.vfioUnmap(s, m.iova, m.size, ctx);
   }
 
   /** vtd_sync_shadow_page_table_range: walk [start, start + size) and bring the shadow in line. */
@@ -290,7 +299,7 @@ class VtdCachingMode implements VmmDevice {
     if (!e.present) {
       if (!mapped) return;
       s.tree.remove(e.iova, e.span);
-      await this.vfioUnmap(e.iova, e.span, ctx);
+      await this.vfioUnmap(s, e.iova, e.span, ctx);
       return;
     }
     const target: IovaMapping = { iova: e.iova, size: e.span, gpa: e.pa, read: e.read, write: e.write };
@@ -298,30 +307,30 @@ class VtdCachingMode implements VmmDevice {
       if (mapped.iova === target.iova && mapped.size === target.size && mapped.gpa === target.gpa && mapped.read === target.read && mapped.write === target.write) return;
       // The translation changed under a live mapping: VFIO has no "modify", so unmap, then map.
       s.tree.remove(e.iova, e.span);
-      await this.vfioUnmap(e.iova, e.span, ctx);
+      await this.vfioUnmap(s, e.iova, e.span, ctx);
     }
     s.tree.insert(target);
-    await this.vfioMap(target, ctx);
+    await this.vfioMap(s, target, ctx);
   }
 
   /**
    * vfio_iommu_map_notify (MAP): the guest-physical range must be RAM (else QEMU reports "iommu
    * map to non memory area" and maps nothing); VFIO gets READ, and WRITE unless read-only.
    */
-  private async vfioMap(m: IovaMapping, ctx: OpContext): Promise<void> {
+  private async vfioMap(s: AddressSpace, m: IovaMapping, ctx: OpContext): Promise<void> {
     if (m.gpa + m.size > GUEST_RAM_SIZE) {
       this.counters.nonRamMaps += 1;
       return;
     }
     this.counters.mapDma += 1;
     const flags = VFIO_DMA_MAP_FLAG_READ | (m.write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
-    const r = await ctx.call('vfio', 'VFIO_DMA_MAP', encodeDmaMap({ flags, vaddr: VMM_RAM_VADDR + m.gpa, iova: m.iova, size: m.size }));
+    const r = await ctx.call('vfio', 'VFIO_DMA_MAP', encodeContainerIoctl(s.fd, encodeDmaMap({ flags, vaddr: VMM_RAM_VADDR + m.gpa, iova: m.iova, size: m.size })));
     if (r.status !== 0) this.counters.ioctlErrors += 1;
   }
 
-  private async vfioUnmap(iova: number, size: number, ctx: OpContext): Promise<void> {
+  private async vfioUnmap(s: AddressSpace, iova: number, size: number, ctx: OpContext): Promise<void> {
     this.counters.unmapDma += 1;
-    const r = await ctx.call('vfio', 'VFIO_DMA_UNMAP', encodeDmaUnmap({ flags: 0, iova, size }));
+    const r = await ctx.call('vfio', 'VFIO_DMA_UNMAP', encodeContainerIoctl(s.fd, encodeDmaUnmap({ flags: 0, iova, size })));
     if (r.status !== 0) this.counters.ioctlErrors += 1;
   }
 

@@ -1,6 +1,5 @@
 import { GUEST_TABLE_BASE, cdIpa } from '../../machine/board.js';
 import { Errno } from '../../runtime/errors.js';
-import { nowNs } from '../../runtime/clock.js';
 import { FrameAllocator } from '../../machine/memory.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import { PageTable } from '../../machine/pagetable.js';
@@ -13,7 +12,7 @@ import {
 } from '../../formats/smmu/registers.js';
 import { GuestCmdq, type IssueOutcome } from './guest-cmdq.js';
 import { deviceOpName, type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
-import { FlushQueues } from '../../guest/flush-queue.js';
+import { FlushQueue } from '../../guest/flush-queue.js';
 import { IovaAllocator } from '../../guest/iova.js';
 import type { DesignTraits } from '../types.js';
 import { iommufdLayout } from '../../machine/iommufd-objects.js';
@@ -43,18 +42,15 @@ interface Deferred {
  */
 class Domain {
   private readonly iovas = new Map<number, IovaAllocator>();
-  /** Lazy mode's flush queues of this domain (per CPU, or one). */
-  readonly fq: FlushQueues<Deferred>;
+  /** Lazy mode's flush queue (per CPU, or one; set by the driver once the domain exists). */
+  fq: FlushQueue<Deferred> | undefined;
 
   constructor(
     readonly device: GuestDevice,
     readonly asid: number,
     readonly stage1: PageTable,
     readonly smmu: GuestSmmu,
-    fq: FlushQueues<Deferred>,
-  ) {
-    this.fq = fq;
-  }
+  ) {}
 
   /** The CPU's IOVA allocator. */
   iova(cpu: number): IovaAllocator {
@@ -123,10 +119,10 @@ class GuestSmmu {
  * edits it without trapping; only its command-queue writes reach the host.
  *  - strict: dma_unmap clears the PTEs, invalidates the range (TLBI_NH_VA + CMD_SYNC) and returns
  *    when the sync completed;
- *  - lazy: dma_unmap clears the PTEs and queues the IOVA in the domain's flush queue (per CPU:
- *    256 entries or 10 ms; single: 32768 or 1000 ms; see flush-queue.ts); when one is due the
- *    domain is invalidated (TLBI_NH_ASID + CMD_SYNC) and only then are its IOVAs reused. The unmap
- *    that finds the queue due pays the flush; what is left is flushed when the workload ends.
+ *  - lazy: dma_unmap clears the PTEs and queues the IOVA in the domain's flush queue (per CPU by
+ *    default: rings of 256, a 10 ms timer; see flush-queue.ts); a flush invalidates the domain
+ *    (TLBI_NH_ASID + CMD_SYNC) and only then are the IOVAs it covers reused. The unmap that finds its
+ *    ring full pays the flush; the domain's timer flushes in timer context, charged to no unmap.
  * Devices the VMM emulates beside the assigned ones (topology.emulatedDevices) sit behind the VM's
  * separate emulated vSMMU: the same driver drives it as one more SMMU with its own registers,
  * queue and context descriptors, and its commands, counted apart, stop in the VMM.
@@ -168,7 +164,19 @@ class NestedDmaIommu implements DmaApi {
       const asid = d.index + 1;
       // The context descriptor the SMMU finds through the STE's S1ContextPtr (an IPA).
       kernel.ram.write(cdIpa(d.index), encodeCd({ valid: true, asid, ttb0: stage1.root }));
-      this.domains.set(d.index, new Domain(d, asid, stage1, smmu, FlushQueues.forKernel<Deferred>(kernel)));
+      const domain = new Domain(d, asid, stage1, smmu);
+      if (this.lazy) {
+        domain.fq = new FlushQueue<Deferred>(FlushQueue.kindFor(kernel, false), kernel, {
+          flush: (ctx, cpu) => this.issue(ctx, domain, cpu, [tlbiNhAsid({ vmid: 0, asid })]),
+          release: (ctx, items) => {
+            for (const f of items) {
+              domain.iova(f.cpu).release(f.iova, f.pages);
+              ctx.charge('guest.iova_free');
+            }
+          },
+        }, deviceOpName('flush', d));
+      }
+      this.domains.set(d.index, domain);
     }
   }
 
@@ -221,6 +229,7 @@ class NestedDmaIommu implements DmaApi {
 
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const d = this.domain(device);
+    await d.fq?.enter(cpu);
     // A full window (lazy mode's queues holding its IOVAs) is a mapping error, not a crash.
     const iova = d.iova(cpu).tryAlloc(pages);
     if (iova === undefined) return -Errno.ENOMEM;
@@ -231,8 +240,9 @@ class NestedDmaIommu implements DmaApi {
 
   async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
     const d = this.domain(device);
+    await d.fq?.enter(cpu);
     ctx.charge('guest.pte_write', d.stage1.unmap(iova, pages));
-    if (!this.lazy) {
+    if (!d.fq) {
       const tlbis = tlbiNhVaRange(d.asid, iova, pages);
       const status = await this.issue(ctx, d, cpu, tlbis);
       d.iova(cpu).release(iova, pages);
@@ -240,23 +250,7 @@ class NestedDmaIommu implements DmaApi {
       return status;
     }
     const now = (this.kernel.vcpuNs[cpu] ?? 0) + ctx.modeledNs;
-    ctx.charge('guest.fq_insert');
-    const due = d.fq.push(cpu, now, { cpu, iova, pages });
-    return due ? this.flush(ctx, d, cpu, due) : 0;
-  }
-
-  /**
-   * Invalidates the whole domain once and frees the flushed queue's IOVAs, as Linux's full-queue
-   * flush frees only its own ring (other CPUs free theirs at their own flush).
-   */
-  private async flush(ctx: OpContext, d: Domain, cpu: number, freed: Deferred[]): Promise<number> {
-    if (freed.length === 0) return 0;
-    const status = await this.issue(ctx, d, cpu, [tlbiNhAsid({ vmid: 0, asid: d.asid })]);
-    for (const f of freed) {
-      d.iova(f.cpu).release(f.iova, f.pages);
-      ctx.charge('guest.iova_free');
-    }
-    return status;
+    return d.fq.queue(ctx, cpu, now, { cpu, iova, pages });
   }
 
   /**
@@ -271,14 +265,7 @@ class NestedDmaIommu implements DmaApi {
   }
 
   async drain(): Promise<void> {
-    for (const d of this.domains.values()) {
-      for (const [cpu, entries] of d.fq.drain()) {
-        const ctx = this.kernel.env.newContext(0, 0);
-        const t0 = nowNs();
-        await this.flush(ctx, d, cpu, entries);
-        this.kernel.background(deviceOpName('flush', d.device), ctx, nowNs() - t0, cpu);
-      }
-    }
+    for (const d of this.domains.values()) await d.fq?.drain();
   }
 
   close(): void {}

@@ -1,8 +1,9 @@
 import { Errno } from '../../runtime/errors.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import {
-  DMA32_WINDOW_ENTRIES, DMA32_WINDOW_OFFSET, H_RC, TCE_PAGE_SIZE, encodeHcall, encodeTceList, liobnOf, tceListGpa, tceOf,
+  DDW_WINDOW, DMA32_WINDOW_ENTRIES, DMA32_WINDOW_OFFSET, H_RC, TCE_PAGE_SIZE, encodeHcall, encodeTceList, liobnOf, tceListGpa, tceOf, tcePageSize,
 } from '../../formats/spapr-tce.js';
+import { DDW_BOOT_OP } from '../../machine/setup-ops.js';
 import { type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
 import { IommuTable } from './iommu-table.js';
 import { planClearHcalls, planMapHcalls, type PlannedHcall, type TceHcallMode } from './tce-hcalls.js';
@@ -17,6 +18,14 @@ import { planClearHcalls, planMapHcalls, type PlannedHcall, type TceHcallMode } 
  * The pseries IOMMU has no flush queue (its iommu_table_ops have no flush, and the hypervisor
  * kills its TCE cache inside the hypercall): under dma=lazy an unmap still clears its TCEs at
  * once, so lazy behaves as strict here and has no stale window.
+ *
+ * guest.ddw: the devices are 64-bit capable and the guest makes a dynamic DMA window that covers
+ * all its RAM (enable_ddw, reached through iommu_bypass_supported_pSeriesLP for a 64-bit mask; the
+ * RTAS query and create are taken as done): at boot it maps all RAM into it once
+ * (walk_system_ram_range -> tce_setrange_multi_pSeriesLP: H_PUT_TCE_INDIRECT of 512 TCEs at a
+ * time), reported as the operation ddw-boot, and from then on dma_map is direct (the DDW's offset
+ * added to the RAM address, dma_direct_map_page through dma_ops_bypass): no hypercall per I/O. If
+ * the boot mapping fails, the guest stays on the 32-bit window, as enable_ddw falls back.
  */
 class PseriesIommu implements DmaApi {
   private hcalls = 0;
@@ -25,6 +34,8 @@ class PseriesIommu implements DmaApi {
   private readonly table: IommuTable;
   private readonly liobn: number;
   private readonly mode: TceHcallMode;
+  /** guest.ddw: every buffer is mapped through the DDW that covers all RAM, with no hypercall. */
+  private direct = false;
 
   constructor(private readonly kernel: GuestKernel) {
     const t = kernel.env.topology;
@@ -42,7 +53,30 @@ class PseriesIommu implements DmaApi {
     return this.failed;
   }
 
+  /** guest.ddw: the DDW over all RAM, mapped once at boot (enable_ddw's direct mapping). */
+  async boot(): Promise<void> {
+    if (!this.kernel.env.topology.guest?.ddw) return;
+    const page = tcePageSize(DDW_WINDOW);
+    const tces = Array.from({ length: DDW_WINDOW.entries }, (_, i) => tceOf(i * page, true, true));
+    const liobn = liobnOf(this.kernel.env.self.index, DDW_WINDOW.num);
+    let ok = true;
+    await this.kernel.setup(DDW_BOOT_OP, async (ctx) => {
+      for (const call of planMapHcalls(liobn, DDW_WINDOW.offset, tces, this.mode, tceListGpa(0), page)) {
+        if ((await this.hcall(ctx, call)) === H_RC.SUCCESS) continue;
+        ok = false;
+        break;
+      }
+    });
+    if (!ok) this.kernel.env.log.warn('the DDW boot mapping failed: the devices stay on the 32-bit window');
+    this.direct = ok;
+  }
+
   async map(ctx: OpContext, cpu: number, _device: GuestDevice, pa: number, pages: number): Promise<number> {
+    if (this.direct) {
+      // dma_direct_map_page with the DDW's dma_offset: no TCE to set.
+      ctx.charge('guest.dma_direct');
+      return DDW_WINDOW.offset + pa;
+    }
     const entry = this.table.alloc(cpu, pages);
     if (entry === undefined) return -Errno.ENOMEM;
     ctx.charge('guest.iova_alloc');
@@ -60,6 +94,10 @@ class PseriesIommu implements DmaApi {
   }
 
   async unmap(ctx: OpContext, _cpu: number, _device: GuestDevice, iova: number, pages: number): Promise<number> {
+    if (this.direct && iova >= DDW_WINDOW.offset) {
+      ctx.charge('guest.dma_direct');
+      return 0;
+    }
     const entry = (iova - DMA32_WINDOW_OFFSET) / TCE_PAGE_SIZE;
     // iommu_free_check: an IOBA outside the window is refused before anything is cleared.
     if (!Number.isInteger(entry) || entry < 0 || entry + pages > DMA32_WINDOW_ENTRIES) return -Errno.EINVAL;

@@ -18,20 +18,21 @@ export interface PlannedHcall {
 /**
  * The hypercalls that set `tces` from `ioba` on (tce_buildmulti_pSeriesLP): a single page, or no
  * multi-TCE support, goes one H_PUT_TCE per page (tce_build_pSeriesLP); otherwise one
- * H_PUT_TCE_INDIRECT per up to 512 TCEs, the list in the CPU's TCE page at `listGpa`.
+ * H_PUT_TCE_INDIRECT per up to 512 TCEs, the list in the CPU's TCE page at `listGpa`. TCEs map
+ * `pageSize` bytes each (a DDW's are larger).
  */
-export function planMapHcalls(liobn: number, ioba: number, tces: readonly bigint[], mode: TceHcallMode, listGpa: number): PlannedHcall[] {
+export function planMapHcalls(liobn: number, ioba: number, tces: readonly bigint[], mode: TceHcallMode, listGpa: number, pageSize = TCE_PAGE_SIZE): PlannedHcall[] {
   const out: PlannedHcall[] = [];
   if (tces.length === 1 || mode === 'per-entry') {
     tces.forEach((tce, i) => {
-      const at = ioba + i * TCE_PAGE_SIZE;
+      const at = ioba + i * pageSize;
       out.push({ hcall: { nr: H_PUT_TCE, args: [BigInt(liobn), BigInt(at), tce] }, ioba: at, pages: 1 });
     });
     return out;
   }
   for (let done = 0; done < tces.length; done += MAX_TCES_PER_HCALL) {
     const list = tces.slice(done, done + MAX_TCES_PER_HCALL);
-    const at = ioba + done * TCE_PAGE_SIZE;
+    const at = ioba + done * pageSize;
     out.push({ hcall: { nr: H_PUT_TCE_INDIRECT, args: [BigInt(liobn), BigInt(at), BigInt(listGpa), BigInt(list.length)] }, ioba: at, pages: list.length, list });
   }
   return out;

@@ -1,4 +1,3 @@
-import { nowNs } from '../../runtime/clock.js';
 import { Errno } from '../../runtime/errors.js';
 import { encodeMmio } from '../../formats/kvm-run.js';
 import { PAGE_SIZE } from '../../machine/memory.js';
@@ -9,15 +8,15 @@ import {
   encodeRequest, requestSlotGpa, type Request,
 } from '../../formats/virtio-iommu.js';
 import { type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
-import { FlushQueues } from '../../guest/flush-queue.js';
+import { FlushQueue } from '../../guest/flush-queue.js';
 import { CpuIovaSpace, type IovaAllocator } from '../../guest/iova.js';
 import { VirtqueueDriver } from './virtqueue-driver.js';
 
 /**
- * The DMA window IOVAs come from. Each (device, CPU) pair allocates top-down in its own slice, so
- * which operation gets which IOVA does not depend on how the vCPUs interleave. The slices of the
- * devices do not overlap either: the host keeps one shadow table per VM (services/vfio), while
- * each virtio-iommu domain is its own address space, so two domains must not reuse an IOVA.
+ * The DMA window IOVAs come from. Each CPU allocates top-down in its own slice of each domain, so
+ * which operation gets which IOVA does not depend on how the vCPUs interleave. Every domain has the
+ * same window, as Linux hands out the same IOVAs in every domain: each endpoint has its own address
+ * space in QEMU, its own VFIO container and host domain, so they never collide.
  */
 const IOVA_BASE = 0x1_0000_0000;
 const IOVA_SLICE = 0x1000_0000;
@@ -35,7 +34,6 @@ interface Pending {
 }
 
 interface Deferred {
-  device: number;
   cpu: number;
   iova: number;
   pages: number;
@@ -46,6 +44,8 @@ class Domain {
   private readonly iovas: CpuIovaSpace;
   /** Mapped ranges by IOVA: pages (viommu_add_mapping's interval tree). */
   readonly mapped = new Map<number, number>();
+  /** Lazy mode's flush queue (set by the driver once the domain exists). */
+  fq: FlushQueue<Deferred> | undefined;
 
   constructor(
     readonly id: number,
@@ -89,12 +89,14 @@ function errnoOf(status: number): number {
  *    used ring until everything in flight completed (viommu_sync_req, under the driver's request
  *    lock; the request queue has no interrupt callback);
  *  - strict unmap: viommu_unmap_pages adds an UNMAP, iotlb_sync kicks and polls;
- *  - lazy unmap: the UNMAP is built without a kick and the IOVA waits in the flush queue; the
- *    next sync of the same CPU (its next map, or the flush: flush_iotlb_all = viommu_sync_req)
- *    puts it in the ring and kicks, then the flushed IOVAs are freed. In Linux the UNMAP enters the
- *    shared ring at once and whichever CPU syncs next carries it; which one that is depends on
- *    timing, so here each CPU carries its own and the modeled cost of every operation is the same
- *    on every run.
+ *  - lazy unmap: the UNMAP is added to the request queue without a kick (viommu_unmap_pages adds
+ *    it; iotlb_sync is not called) and the IOVA waits in the domain's flush queue (flush-queue.ts;
+ *    the driver sets shadow_on_flush, so Linux picks the single queue by default,
+ *    iommu_dma_init_options); the next sync by any CPU (a map's, or the flush: flush_iotlb_all =
+ *    viommu_sync_req) kicks and completes it, and a flush frees the IOVAs it covers. The vCPUs take
+ *    turns in modeled time in lazy mode (ModeledOrder), so which sync carries which UNMAPs is the
+ *    same on every run. (The UNMAPs enter the ring here at that next sync rather than at once: the
+ *    same requests and kick, only a full ring would tell them apart.)
  *  - a full queue (256 descriptors, 2 per request) is synced before the next request goes in.
  * A MAP or strict UNMAP the device refuses fails the call with Linux's errno for its status (Linux
  * itself adds MAPs without write-back and never reads their status); a full IOVA window fails a
@@ -107,7 +109,6 @@ class VirtioIommuDma implements DmaApi {
   /** viommu->request_lock: one queue for all CPUs, held across the kick and the poll. */
   private readonly lock: Mutex;
   private readonly domains = new Map<number, Domain>();
-  private readonly fq: FlushQueues<Deferred>;
   private readonly lazy: boolean;
   /** MAP and UNMAP requests: each makes the host change and invalidate its shadow. */
   private requests = 0;
@@ -118,20 +119,32 @@ class VirtioIommuDma implements DmaApi {
   private failed = 0;
   /** UNMAPs in the ring that nobody waits for (lazy mode), until the device completes them. */
   private unawaited = 0;
-  /** Lazy mode: each CPU's UNMAP requests not yet in the ring, carried by that CPU's next sync. */
-  private readonly pendingUnmaps = new Map<number, Request[]>();
+  /** Lazy mode: UNMAP requests not kicked yet, carried by the next sync, whoever makes it. */
+  private pendingUnmaps: Request[] = [];
 
   constructor(private readonly kernel: GuestKernel) {
     this.lazy = kernel.env.topology.dma === 'lazy';
     this.vq = new VirtqueueDriver(kernel.ram, VIOMMU_REQUEST_QUEUE);
     this.lock = new Mutex(`${kernel.env.self.name}.viommu.request_lock`);
-    this.fq = FlushQueues.forKernel<Deferred>(kernel);
     const cpus = Math.max(1, kernel.env.topology.workload?.threads ?? 1);
-    const devices = Math.max(1, kernel.devices.length);
-    // Shrink the slices when many devices and CPUs would not fit the 48-bit IOVA space.
-    const fit = Math.floor((IOVA_END - IOVA_BASE) / (cpus * devices) / 0x20_0000) * 0x20_0000;
+    // Shrink the slices when many CPUs would not fit the 48-bit IOVA space.
+    const fit = Math.floor((IOVA_END - IOVA_BASE) / cpus / 0x20_0000) * 0x20_0000;
     const slice = Math.min(IOVA_SLICE, fit);
-    kernel.devices.forEach((d, n) => this.domains.set(d.index, new Domain(d.index + 1, IOVA_BASE + n * cpus * slice, slice)));
+    kernel.devices.forEach((d) => {
+      const domain = new Domain(d.index + 1, IOVA_BASE, slice);
+      if (this.lazy) {
+        domain.fq = new FlushQueue<Deferred>(FlushQueue.kindFor(kernel, true), kernel, {
+          flush: (ctx) => this.flushAll(ctx),
+          release: (ctx, items) => {
+            for (const e of items) {
+              domain.iova(e.cpu).release(e.iova, e.pages);
+              ctx.charge('guest.iova_free');
+            }
+          },
+        });
+      }
+      this.domains.set(d.index, domain);
+    });
   }
 
   /** MAP and UNMAP requests sent: each is an invalidation of the host's shadow in this design. */
@@ -151,6 +164,7 @@ class VirtioIommuDma implements DmaApi {
 
   async map(ctx: OpContext, cpu: number, device: GuestDevice, pa: number, pages: number): Promise<number> {
     const d = this.domain(device);
+    await d.fq?.enter(cpu);
     const iova = d.iova(cpu).tryAlloc(pages);
     ctx.charge('guest.iova_alloc');
     if (iova === undefined) return -Errno.ENOMEM;
@@ -158,7 +172,7 @@ class VirtioIommuDma implements DmaApi {
     this.requests += 1;
     const req: Request = { type: ReqType.MAP, domain: d.id, virtStart: BigInt(iova), virtEnd: BigInt(iova + size - 1), physStart: BigInt(pa), flags: MAP_F_READ | MAP_F_WRITE };
     const status = await this.lock.with(async () => {
-      const carried = await this.addPending(ctx, [cpu]);
+      const carried = await this.addPending(ctx);
       if (carried < 0) return carried;
       const p = await this.add(ctx, req, true);
       if (typeof p === 'number') return p;
@@ -177,12 +191,13 @@ class VirtioIommuDma implements DmaApi {
 
   async unmap(ctx: OpContext, cpu: number, device: GuestDevice, iova: number, pages: number): Promise<number> {
     const d = this.domain(device);
+    await d.fq?.enter(cpu);
     // viommu_del_mappings finds nothing to unmap: no request leaves the guest.
     if (d.mapped.get(iova) !== pages) return -Errno.EINVAL;
     d.mapped.delete(iova);
     const req: Request = { type: ReqType.UNMAP, domain: d.id, virtStart: BigInt(iova), virtEnd: BigInt(iova + pages * PAGE_SIZE - 1) };
     this.requests += 1;
-    if (!this.lazy) {
+    if (!d.fq) {
       const status = await this.lock.with(async () => {
         const p = await this.add(ctx, req, true);
         if (typeof p === 'number') return p;
@@ -194,34 +209,28 @@ class VirtioIommuDma implements DmaApi {
       ctx.charge('guest.iova_free');
       return status;
     }
-    const list = this.pendingUnmaps.get(cpu) ?? [];
-    list.push(req);
-    this.pendingUnmaps.set(cpu, list);
+    this.pendingUnmaps.push(req);
     ctx.charge('guest.virtio_req');
-    ctx.charge('guest.fq_insert');
     const now = (this.kernel.vcpuNs[cpu] ?? 0) + ctx.modeledNs;
-    const due = this.fq.push(cpu, now, { device: device.index, cpu, iova, pages });
-    if (due) await this.flush(ctx, due);
+    // A full ring's flush syncs; its status is the flush's, not this unmap's (Linux ignores it).
+    await d.fq.queue(ctx, cpu, now, { cpu, iova, pages });
     return 0;
   }
 
   /**
-   * Puts the given CPUs' pending UNMAPs in the ring (lazy mode), in CPU order; the caller's sync
-   * carries them. Returns 0 or -errno. Caller holds the request lock.
+   * Puts the pending UNMAPs in the ring (lazy mode), oldest first; the caller's sync carries them.
+   * Returns 0 or -errno. Caller holds the request lock.
    */
-  private async addPending(ctx: OpContext, cpus: readonly number[]): Promise<number> {
-    for (const cpu of cpus) {
-      const list = this.pendingUnmaps.get(cpu);
-      if (!list) continue;
-      this.pendingUnmaps.delete(cpu);
-      for (const [i, req] of list.entries()) {
-        // Built and charged when the unmap queued it.
-        const p = await this.add(ctx, req, false, false);
-        if (typeof p !== 'number') continue;
-        // This UNMAP and the ones queued behind it never reach the device.
-        this.failed += list.length - i;
-        return p;
-      }
+  private async addPending(ctx: OpContext): Promise<number> {
+    const list = this.pendingUnmaps;
+    this.pendingUnmaps = [];
+    for (const [i, req] of list.entries()) {
+      // Built and charged when the unmap queued it.
+      const p = await this.add(ctx, req, false, false);
+      if (typeof p !== 'number') continue;
+      // This UNMAP and the ones queued behind it never reach the device.
+      this.failed += list.length - i;
+      return p;
     }
     return 0;
   }
@@ -278,26 +287,17 @@ class VirtioIommuDma implements DmaApi {
     }
   }
 
-  /** flush_iotlb_all: one sync for everything queued, then the deferred IOVAs are free again. */
-  private async flush(ctx: OpContext, entries: Deferred[]): Promise<void> {
-    const cpus = [...new Set(entries.map((e) => e.cpu))].sort((a, b) => a - b);
-    await this.lock.with(async () => {
-      await this.addPending(ctx, cpus);
+  /** viommu_flush_iotlb_all = viommu_sync_req: one kick and wait for everything in the ring. */
+  private async flushAll(ctx: OpContext): Promise<number> {
+    return this.lock.with(async () => {
+      const carried = await this.addPending(ctx);
       await this.sync(ctx);
+      return carried;
     }, ctx);
-    for (const e of entries) {
-      (this.domains.get(e.device) as Domain).iova(e.cpu).release(e.iova, e.pages);
-      ctx.charge('guest.iova_free');
-    }
   }
 
   async drain(): Promise<void> {
-    for (const [key, entries] of this.fq.drain()) {
-      const ctx = this.kernel.env.newContext(0, 0);
-      const t0 = nowNs();
-      await this.flush(ctx, entries);
-      this.kernel.background('flush', ctx, nowNs() - t0, key);
-    }
+    for (const d of this.domains.values()) await d.fq?.drain();
   }
 
   close(): void {}

@@ -3,28 +3,40 @@ import { mapGuestRam } from '../../machine/guest-ram.js';
 import { encodeMmio, type MmioAccess } from '../../formats/kvm-run.js';
 import { Mutex } from '../../machine/mutex.js';
 import type { OpContext } from '../../runtime/op-context.js';
-import { type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
-import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeDmaMap, encodeDmaUnmap } from '../../formats/vfio-type1.js';
+import { type HandlerResult, type RoleEnv, type Request, type RunTopology } from '../../runtime/role-api.js';
+import { VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VMM_RAM_VADDR, encodeContainerIoctl, encodeDmaMap, encodeDmaUnmap } from '../../formats/vfio-type1.js';
+import { vfioContainers } from '../../machine/vfio-containers.js';
 import { VirtioIommuDevice, statusOfErrno, type VirtioIommuBackend } from '../../machine/virtio-iommu-device.js';
 import { MAP_F_WRITE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ } from '../../formats/virtio-iommu.js';
 import type { VmmDevice, VmmDeviceFactory } from '../../qemu/device.js';
 
 /**
  * What QEMU's IOMMU notifier does for a VFIO device behind virtio-iommu (vfio_iommu_map_notify):
- * one VFIO_IOMMU_MAP_DMA or UNMAP_DMA ioctl on the container per mapping added or removed, with
- * the VMM's address of the guest memory. READ is always asked, WRITE when the mapping allows it.
+ * one VFIO_IOMMU_MAP_DMA or UNMAP_DMA ioctl per mapping added or removed, on the container of the
+ * endpoint's own address space (virtio_iommu_find_add_as gives each endpoint one, and
+ * vfio_address_space_get one container per address space), with the VMM's address of the guest
+ * memory. READ is always asked, WRITE when the mapping allows it.
  */
-const vfioBackend: VirtioIommuBackend = {
-  async map(ctx, _domain, iova, gpa, size, flags) {
-    const vfioFlags = VFIO_DMA_MAP_FLAG_READ | (flags & MAP_F_WRITE ? VFIO_DMA_MAP_FLAG_WRITE : 0);
-    const r = await ctx.call('vfio', 'VFIO_DMA_MAP', encodeDmaMap({ flags: vfioFlags, vaddr: VMM_RAM_VADDR + gpa, iova, size }));
-    return statusOfErrno(r.status);
-  },
-  async unmap(ctx, _domain, iova, size) {
-    const r = await ctx.call('vfio', 'VFIO_DMA_UNMAP', encodeDmaUnmap({ flags: 0, iova, size }));
-    return statusOfErrno(r.status);
-  },
-};
+function vfioBackend(t: RunTopology, vm: number): VirtioIommuBackend {
+  // Endpoint (vSID) -> the fd of its device's container.
+  const fds = new Map<number, number>();
+  for (const c of vfioContainers(t, true)) {
+    if (c.vm !== vm) continue;
+    for (const d of c.devices) fds.set(t.devices[d]?.vsid ?? -1, c.fd);
+  }
+  const fdOf = (endpoint: number): number => fds.get(endpoint) ?? -1;
+  return {
+    async map(ctx, endpoint, iova, gpa, size, flags) {
+      const vfioFlags = VFIO_DMA_MAP_FLAG_READ | (flags & MAP_F_WRITE ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+      const r = await ctx.call('vfio', 'VFIO_DMA_MAP', encodeContainerIoctl(fdOf(endpoint), encodeDmaMap({ flags: vfioFlags, vaddr: VMM_RAM_VADDR + gpa, iova, size })));
+      return statusOfErrno(r.status);
+    },
+    async unmap(ctx, endpoint, iova, size) {
+      const r = await ctx.call('vfio', 'VFIO_DMA_UNMAP', encodeContainerIoctl(fdOf(endpoint), encodeDmaUnmap({ flags: 0, iova, size })));
+      return statusOfErrno(r.status);
+    },
+  };
+}
 
 /**
  * QEMU's virtio-iommu device (hw/virtio/virtio-iommu.c). The guest's kick is a write to the
@@ -48,7 +60,7 @@ class VirtioIommuVmm implements VmmDevice {
     const mem = mapGuestRam(this.env.topology.ramDir, vm);
     if (!mem) return undefined;
     const attachments = this.env.topology.devices.flatMap((d, i) => (d.vm === vm ? [{ endpoint: d.vsid, domain: i + 1 }] : []));
-    this.device = new VirtioIommuDevice({ mem, layout: VIOMMU_REQUEST_QUEUE, ramBytes: GUEST_RAM_SIZE, attachments, backend: vfioBackend, requestStep: 'vmm.virtio_req' });
+    this.device = new VirtioIommuDevice({ mem, layout: VIOMMU_REQUEST_QUEUE, ramBytes: GUEST_RAM_SIZE, attachments, backend: vfioBackend(this.env.topology, vm), requestStep: 'vmm.virtio_req' });
     return this.device;
   }
 

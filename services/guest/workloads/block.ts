@@ -52,7 +52,7 @@ export async function blockIo(env: WorkloadEnv): Promise<WorkloadRun> {
       // The device serves the batch.
       await threads.pause(t, w.dwellUs);
       // Completion: the driver reaps every request before unmapping any of them.
-      for (const r of batch) ring.setState(r.slot, SlotState.RETIRED);
+      await ring.retire(...batch.map((r) => r.slot));
       for (const r of batch) {
         const status = await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, r.iova, pages));
         ring.setState(r.slot, SlotState.UNMAPPED);

@@ -9,6 +9,7 @@ import type { OpStats } from '../op-stats.js';
 import { RESIZE_OPS } from '../../machine/virtio-mem.js';
 import { VirtioMemDriver } from '../virtio-mem.js';
 import { ThreadArrivals } from './arrivals.js';
+import { ModeledOrder } from '../modeled-order.js';
 
 export interface WorkloadResult {
   elapsedNs: number;
@@ -121,6 +122,8 @@ export class WorkloadThreads {
     }
     kernel.vcpuNs.length = 0;
     for (let t = 0; t < this.count; t++) kernel.vcpuNs.push(0);
+    // The vCPUs run concurrently: where order matters (flush queues), they take turns in modeled time.
+    kernel.order = this.count > 1 ? new ModeledOrder(this.count) : undefined;
     this.rings = new Map(kernel.devices.map((d) => [d.index, new DeviceRing(kernel.ram, d.index)]));
   }
 
@@ -183,6 +186,7 @@ export class WorkloadThreads {
   /** Modeled time passes on thread t with no operation (think time, I/O). */
   advance(t: number, ns: number): void {
     this.env.kernel.vcpuNs[t] = this.clock(t) + ns;
+    this.env.kernel.order?.at(t, this.clock(t));
   }
 
   /**
@@ -207,7 +211,11 @@ export class WorkloadThreads {
    */
   async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number): Promise<number> {
     // Before the clocks are read: a step may hold the thread and move its clock.
-    await this.env.step?.reach(t);
+    if (this.env.step) {
+      this.env.kernel.order?.park(t);
+      await this.env.step.reach(t);
+      this.env.kernel.order?.unpark(t);
+    }
     const r = await this.timed(name, t, fn, arrivalNs);
     if (this.env.probe) await this.env.probe();
     if (t === 0 && this.virtioMem && ++this.sinceResize >= (this.env.w.virtioMem?.everyOps ?? 0)) {
@@ -226,10 +234,15 @@ export class WorkloadThreads {
     const start = arrivalNs ?? this.clock(t);
     // While it runs, the vCPU's clock is the operation's start (GuestKernel.vcpuNs).
     this.env.kernel.vcpuNs[t] = start;
+    const order = this.env.kernel.order;
+    order?.at(t, start);
     const m0 = nowNs();
     const r = await fn(ctx);
     const m1 = nowNs();
     this.env.kernel.vcpuNs[t] = start + ctx.modeledNs;
+    // Closed loop: the next operation starts after this one. An arrival's successor starts at its
+    // own (later) arrival, perhaps before this one's end: the floor stays at this start.
+    if (arrivalNs === undefined) order?.at(t, start + ctx.modeledNs);
     // Timers are millisecond-grained, so an arrival may also go out a little early: then it is
     // timed from when it really started, never for less than its own run.
     const from = arrivalNs === undefined ? m0 : Math.min(m0, this.t0 + arrivalNs);
@@ -267,7 +280,11 @@ export class WorkloadThreads {
 
   /** Runs every thread to its end, flushes what the DMA API deferred, and gives the run's result. */
   async run(thread: (t: number) => Promise<void>, counters: () => Record<string, number>): Promise<WorkloadRun> {
-    await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t).finally(() => this.env.step?.leave(t))));
+    await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t).finally(() => {
+      this.env.kernel.order?.finish(t);
+      this.env.step?.leave(t);
+    })));
+    this.env.kernel.order = undefined;
     await this.env.dma.drain();
     return { elapsedNs: nowNs() - this.t0, modeledPerThreadNs: this.env.kernel.vcpuNs, operations: this.nextOpId - 1, counters: { ...counters(), ...this.resizeCounters() } };
   }

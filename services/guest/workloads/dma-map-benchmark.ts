@@ -33,7 +33,7 @@ export async function dmaMapBenchmark(env: WorkloadEnv): Promise<WorkloadRun> {
       // The I/O: the device owns the buffer for a while.
       await threads.pause(t, w.dwellUs);
       // The driver takes the buffer back from the device before it unmaps it.
-      ring.setState(slot, SlotState.RETIRED);
+      await ring.retire(slot);
       const status = await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, iova, pages));
       ring.setState(slot, SlotState.UNMAPPED);
       if (status !== 0) {

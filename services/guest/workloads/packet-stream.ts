@@ -46,7 +46,7 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
       // The device reads the frame out (TX) or writes one in (RX).
       await threads.pause(t, w.dwellUs);
       // TX completion or RX receive: the driver takes the buffer back, then unmaps it.
-      ring.setState(slot, SlotState.RETIRED);
+      await ring.retire(slot);
       const status = await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, iova, pages));
       ring.setState(slot, SlotState.UNMAPPED);
       if (status !== 0) counters.failed += 1;

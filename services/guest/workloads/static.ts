@@ -51,7 +51,7 @@ export async function staticBuffers(env: WorkloadEnv): Promise<WorkloadRun> {
       await threads.pause(t, w.gapUs);
     }
     for (const b of buffers) {
-      ring(b).setState(b.slot, SlotState.RETIRED);
+      await ring(b).retire(b.slot);
       const status = await threads.op(deviceOpName('unmap', b.device), t, (ctx) => dma.unmap(ctx, t, b.device, b.iova, pages));
       ring(b).setState(b.slot, SlotState.UNMAPPED);
       if (status !== 0) counters.failed += 1;

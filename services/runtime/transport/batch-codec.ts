@@ -4,8 +4,9 @@
  * and toObject copies, a writer of linked operations, enum lookups) cost 4-16 us on a reply carrying
  * 8 hops, more than a bare grpc-js hop itself; this costs under 1 us. The bytes are protobuf's, so
  * any gRPC peer (reflection, grpcurl, the Python interop test) reads and writes the same messages.
- * Decoding enforces the batch limits (wire-limits.ts) as it goes, so an oversized batch is refused
- * after at most the limits' worth of objects. tests/unit/batch-codec.test.ts holds it to protobufjs
+ * Decoding a request enforces the batch limits (wire-limits.ts) as it goes, so an oversized batch
+ * is refused after at most the limits' worth of objects; a reply is decoded without them, as
+ * protobufjs did (a lazy flush's reply gathers every hop of its hundreds of invalidations). tests/unit/batch-codec.test.ts holds it to protobufjs
  * field by field, and fails when link.proto gains a field this file does not know.
  */
 import type { Batch, Batch__Output } from '../generated/vmmsim/v1/Batch.js';
@@ -348,7 +349,7 @@ function readHold(r: Reader, end: number): Hold__Output {
   return h;
 }
 
-function readEnvelope(r: Reader, end: number): Envelope__Output {
+function readEnvelope(r: Reader, end: number, limited: boolean): Envelope__Output {
   const e: Envelope__Output = { correlationId: 0, opId: 0, kind: 'KIND_UNSPECIFIED', reply: false, status: 0, payload: EMPTY, guestMemory: [], modeledNs: 0, hops: [], holds: [] };
   while (r.at < end) {
     const tag = r.varint();
@@ -382,7 +383,7 @@ function readEnvelope(r: Reader, end: number): Envelope__Output {
         continue;
       case 7: {
         if (w !== LEN) break;
-        if (e.guestMemory.length >= MAX_RANGES_PER_ENVELOPE) throw new BatchLimitError(`more than ${MAX_RANGES_PER_ENVELOPE} guest-memory ranges`);
+        if (limited && e.guestMemory.length >= MAX_RANGES_PER_ENVELOPE) throw new BatchLimitError(`more than ${MAX_RANGES_PER_ENVELOPE} guest-memory ranges`);
         const sub = r.span();
         e.guestMemory.push(readRange(r, sub));
         r.at = sub;
@@ -394,7 +395,7 @@ function readEnvelope(r: Reader, end: number): Envelope__Output {
         continue;
       case 9: {
         if (w !== LEN) break;
-        if (e.hops.length >= MAX_HOPS_PER_ENVELOPE) throw new BatchLimitError(`more than ${MAX_HOPS_PER_ENVELOPE} hops`);
+        if (limited && e.hops.length >= MAX_HOPS_PER_ENVELOPE) throw new BatchLimitError(`more than ${MAX_HOPS_PER_ENVELOPE} hops`);
         const sub = r.span();
         e.hops.push(readHop(r, sub));
         r.at = sub;
@@ -402,7 +403,7 @@ function readEnvelope(r: Reader, end: number): Envelope__Output {
       }
       case 10: {
         if (w !== LEN) break;
-        if (e.holds.length >= MAX_HOLDS_PER_ENVELOPE) throw new BatchLimitError(`more than ${MAX_HOLDS_PER_ENVELOPE} holds`);
+        if (limited && e.holds.length >= MAX_HOLDS_PER_ENVELOPE) throw new BatchLimitError(`more than ${MAX_HOLDS_PER_ENVELOPE} holds`);
         const sub = r.span();
         e.holds.push(readHold(r, sub));
         r.at = sub;
@@ -417,10 +418,10 @@ function readEnvelope(r: Reader, end: number): Envelope__Output {
 }
 
 /**
- * A Batch from protobuf bytes. Throws BatchLimitError for a batch over the limits and
- * BatchFormatError for bytes that are not a Batch.
+ * A Batch from protobuf bytes. Throws BatchFormatError for bytes that are not a Batch and, when
+ * `limited` (a request: the default), BatchLimitError for a batch over the limits.
  */
-export function decodeBatch(buf: Buffer): Batch__Output {
+export function decodeBatch(buf: Buffer, limited = true): Batch__Output {
   const r = new Reader(buf, 0, buf.length);
   const envelopes: Envelope__Output[] = [];
   while (r.at < r.end) {
@@ -428,10 +429,10 @@ export function decodeBatch(buf: Buffer): Batch__Output {
     const f = Math.floor(tag / 8);
     const w = tag & 7;
     if (f === 1 && w === LEN) {
-      if (envelopes.length >= MAX_ENVELOPES_PER_BATCH) throw new BatchLimitError(`more than ${MAX_ENVELOPES_PER_BATCH} envelopes in one batch`);
+      if (limited && envelopes.length >= MAX_ENVELOPES_PER_BATCH) throw new BatchLimitError(`more than ${MAX_ENVELOPES_PER_BATCH} envelopes in one batch`);
       const sub = r.span();
       try {
-        envelopes.push(readEnvelope(r, sub));
+        envelopes.push(readEnvelope(r, sub, limited));
       } catch (err) {
         if (err instanceof BatchLimitError) throw new BatchLimitError(`envelope ${envelopes.length}: ${err.message}`);
         throw err;

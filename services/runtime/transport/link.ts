@@ -415,11 +415,15 @@ type Refusable = Batch__Output & { [REFUSED]?: string };
 /** The Link service's one method, as link.proto declares it (tests/unit/batch-codec.test.ts checks). */
 export const LINK_OPEN_PATH = '/vmmsim.v1.Link/Open';
 
+/** A reply batch: decoded without the request limits. */
+const decodeReply = (buf: Buffer): Batch__Output => decodeBatch(buf, false);
+
 /**
  * The Link service's definition, with the hand-written codec (batch-codec.ts) on both sides. The
  * batch limits (wire-limits.ts) are checked as a request is decoded: a batch over them costs the
  * process at most the limits' worth of objects, and ends its stream with RESOURCE_EXHAUSTED and
- * the reason.
+ * the reason. Replies are decoded without the limits (a lazy flush's reply carries every hop of
+ * its invalidations, hundreds of them).
  */
 export function linkServiceDefinition(): grpc.ServiceDefinition {
   return {
@@ -438,7 +442,8 @@ export function linkServiceDefinition(): grpc.ServiceDefinition {
         }
       },
       responseSerialize: encodeBatch,
-      responseDeserialize: decodeBatch,
+      // Replies come from the peer this process dialed, and without limits: as protobufjs read them.
+      responseDeserialize: decodeReply,
     } satisfies grpc.MethodDefinition<Batch, Batch__Output>,
   };
 }

@@ -1,0 +1,11 @@
+/**
+ * Operations a guest makes once at boot, before its workload (the DDW of guest.ddw maps all guest
+ * RAM): each is reported as its own operation, apart from the steady state, on no vCPU and holding
+ * nothing the workload contends for, and the run's throughput does not count it.
+ */
+export const DDW_BOOT_OP = 'ddw-boot';
+export const SETUP_OPS: readonly string[] = [DDW_BOOT_OP];
+
+export function isSetupOp(op: string): boolean {
+  return SETUP_OPS.some((s) => op === s || op.startsWith(`${s}@`));
+}
