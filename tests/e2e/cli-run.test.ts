@@ -187,7 +187,8 @@ describe('vmmsim compare --ops 100', () => {
     expect(doc.profile.arch).toBe('arm64');
     const mismatched = doc.runs.filter((x) => x.notes.some((n) => n.code === 'arch-mismatch')).map((x) => x.model).sort();
     expect(mismatched).toEqual(['intel-cm', 'spapr-tce', 'spapr-tce-kvm']);
-    expect(nested.notes).toEqual([]);
+    // (Notes of the measured clock, such as a busy machine, may come on a shared machine: not about the model.)
+    expect(nested.notes.filter((n) => !n.code.startsWith('measured.'))).toEqual([]);
     // Each note starts a line; a long one continues on lines indented further.
     const notesText = out.slice(out.indexOf('notes:') + 1).filter((l) => l.startsWith('  ')).join('\n').replace(/\n {4}/g, ' ');
     const noteLines = notesText.split('\n').filter((l) => l.startsWith('  arch-mismatch: '));
