@@ -6,6 +6,7 @@ import { VmmsimError } from '../services/runtime/errors.js';
 import { broadcastBench } from './broadcast.js';
 import { pathBench } from './path.js';
 import { scaleBench } from './scale.js';
+import { repriceBench } from './reprice.js';
 import { soakBench } from './soak.js';
 import { transportBench } from './transport.js';
 import { vcmdqBench } from './vcmdq.js';
@@ -15,6 +16,7 @@ const benches: Record<string, (argv: string[]) => Promise<void>> = {
   broadcast: broadcastBench,
   path: pathBench,
   scale: scaleBench,
+  reprice: repriceBench,
   soak: soakBench,
   transport: transportBench,
   vcmdq: vcmdqBench,

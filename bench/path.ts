@@ -1,7 +1,9 @@
 /**
  * `npm run bench -- path [--json]`: what vmmsim's real path costs over the transport under it, in
  * one process tree and one run. The tree is one VM under nested-smmuv3, strict, no device DMA, one
- * vCPU: each strict unmap crosses 8 one-way hops (guest -> kvm -> qemu -> vfio -> psmmu and back).
+ * vCPU: each strict unmap crosses 12 one-way hops: its invalidation's 8 (guest -> kvm -> qemu -> vfio
+ * -> psmmu and back), then the trapped CMDQ_CONS read after its CMD_SYNC (guest -> kvm -> qemu and
+ * back: QEMU's vSMMU advertises no MSI and no SEV). The count is read from the run, not assumed.
  * After each operation the guest times one round trip of a bare grpc-js bidi stream to kvm (raw
  * bytes, grpc-js's framing, no codec and no vmmsim code: transport/floor.ts), outside the
  * operation's time, so the floor is taken between two of the path's own processes in the same
@@ -9,7 +11,7 @@
  *
  *   pathMeasuredP50Us   the strict unmap's measured p50 (median of the rounds' p50s)
  *   floorOneWayP50Us    half the bare round trip's p50 (median of the rounds')
- *   hops                one-way hops per unmap (8)
+ *   hops                one-way hops per unmap (12, counted from the run)
  *   pathOverheadRatio   pathMeasuredP50Us / (hops x floorOneWayP50Us); target <= 1.3
  *
  * and beside them the host's floor measured alone at the start (two idle processes: a raw Unix
@@ -17,7 +19,7 @@
  *
  * Each round also times a relay: this bench sends ECHO `relay:qemu-0,vfio,psmmu-0` to kvm, which
  * each role passes on through its runtime and links (the same context and calls a model uses) and
- * answers back: the path's 8 hops through as many processes with no model in them, against a bare
+ * answers back: the invalidation's 8 hops through as many processes with no model in them, against a bare
  * grpc-js round trip between this bench and kvm timed between the relays. The relay's ratio is what
  * vmmsim's runtime and transport cost over grpc-js; the path's, that and the models' work. And a bare
  * relay: four small processes passing raw bytes on over bare grpc-js streams (floor-main.ts), timed
@@ -49,8 +51,8 @@ import { LinkClient } from '../services/runtime/transport/link.js';
 
 const USAGE = `usage: npm run bench -- path [options]
 
-The nested-smmuv3 strict unmap path (8 one-way hops through guest, kvm, qemu, vfio and psmmu
-processes) against a bare grpc-js bidi-stream hop between two of the same processes (guest and
+The nested-smmuv3 strict unmap path (12 one-way hops through guest, kvm, qemu, vfio and psmmu
+processes: the invalidation's 8 and the trapped CMDQ_CONS read's 4) against a bare grpc-js bidi-stream hop between two of the same processes (guest and
 kvm), timed between the path's operations in the same run; ratio = path p50 / (hops x floor p50),
 target <= 1.3.
 
@@ -135,6 +137,8 @@ interface Round {
   hops: number;
   ratio: number;
   hopP50Us: Record<string, number>;
+  /** How many times an unmap crosses each hop (the CONS read crosses guest -> kvm -> qemu a second time). */
+  hopPerUnmap: Record<string, number>;
 }
 
 /** The relay: this bench as the first process of a path with no model in it (see the top of the file). */
@@ -185,6 +189,7 @@ function roundOf(t: Trial, iterations: number): Round {
     hops,
     ratio: r3(path / (hops * floor)),
     hopP50Us: Object.fromEntries(t.figures.hops.map((h) => [`${h.from} -> ${h.to}`, h.p50Us])),
+    hopPerUnmap: Object.fromEntries(t.result.hops.map((h) => [`${h.from} -> ${h.to}`, count > 0 ? r2(h.count / count) : 0])),
   };
 }
 
@@ -285,7 +290,8 @@ export async function pathBench(argv: string[]): Promise<void> {
     const notes = machineNotes(machine);
     const hopNames = Object.keys(rounds[0]?.hopP50Us ?? {});
     const hopP50Us = Object.fromEntries(hopNames.map((h) => [h, r2(median(rounds.map((x) => x.hopP50Us[h] ?? NaN)))]));
-    const sumHops = Object.values(hopP50Us).reduce((a, b) => a + b, 0);
+    // Each hop's p50 as many times as an unmap crosses it.
+    const sumHops = Object.entries(hopP50Us).reduce((a, [h, v]) => a + v * (rounds[0]?.hopPerUnmap[h] ?? 1), 0);
     const result = {
       bench: 'path',
       pathMeasuredP50Us: r2(path),
@@ -302,6 +308,7 @@ export async function pathBench(argv: string[]): Promise<void> {
         // CPU time of all the run's processes per map+unmap iteration (the floor's round trips included).
         cpuUsPerIteration: r2(median(rounds.map((x) => x.cpuUsPerIteration))),
         hopP50Us,
+        hopPerUnmap: rounds[0]?.hopPerUnmap ?? {},
         // What the path spends inside the processes (handlers, the guest's own work, flushing): the op minus its crossings.
         inProcessesUs: r2(path - sumHops),
         hostFloorAlone: { rawUdsOneWayP50Us: hostFloor.rawUdsOneWayUs.p50, grpcOneWayP50Us: hostFloor.grpcOneWayUs.p50, ratioVsAloneGrpc: r3(path / (hops * hostFloor.grpcOneWayUs.p50)) },
@@ -335,8 +342,8 @@ export async function pathBench(argv: string[]): Promise<void> {
         ...(d.bareRelay ? [`bare relay, 8 hops through 4 small processes on bare grpc-js (no vmmsim code): p50 ${d.bareRelay.relayP50Us} us, floor one way ${d.bareRelay.floorOneWayP50Us} us, ratio ${d.bareRelay.ratio} (per round: ${d.bareRelay.roundRatios.join(' ')})`] : []),
         '',
         'hops of the path (one way, p50 us, median of the rounds):',
-        ...Object.entries(hopP50Us).map(([h, v]) => `  ${h.padEnd(20)} ${v.toFixed(1).padStart(8)}`),
-        `  ${'in the processes'.padEnd(20)} ${d.inProcessesUs.toFixed(1).padStart(8)}   (the unmap's p50 minus its hops: handlers, the guest's own work, flushing)`,
+        ...Object.entries(hopP50Us).map(([h, v]) => `  ${h.padEnd(20)} ${v.toFixed(1).padStart(8)}${(d.hopPerUnmap[h] ?? 1) !== 1 ? `   (x ${d.hopPerUnmap[h]} per unmap)` : ''}`),
+        `  ${'in the processes'.padEnd(20)} ${d.inProcessesUs.toFixed(1).padStart(8)}   (the unmap's p50 minus its crossings: handlers, the guest's own work, flushing)`,
         `CPU time of every process per iteration (map, unmap, floor round trips): ${d.cpuUsPerIteration} us`,
         '',
         `machine while measured: ${machine.cores} cores, load ${machine.loadAvgStart[0]} -> ${machine.loadAvgEnd[0]}, other processes ${machine.othersCores ?? '?'} cores, this run ${machine.ownCores ?? '?'} cores, steal ${machine.stealPct ?? '?'}%`,

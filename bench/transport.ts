@@ -9,6 +9,8 @@
  * Every measurement sends one message and waits for its answer before sending the next. The three
  * run interleaved in rounds (the order rotates each round) so machine noise hits all three alike;
  * each headline number is the median of the round p50s. The target is vmmsimHop / grpcStream <= 1.3.
+ * Then what provenance (step counts, services/cost/step-vector.ts) adds to a data-path reply and to a
+ * timeline entry, in bytes and in encode + decode time (provenance-wire.ts).
  */
 import { benchArgs } from './args.js';
 import * as grpc from '@grpc/grpc-js';
@@ -30,6 +32,7 @@ import { LinkClient } from '../services/runtime/transport/link.js';
 import { linkMetrics } from '../services/runtime/transport/link-metrics.js';
 import { Registry } from 'prom-client';
 import { ProcessTree } from '../services/controller/launcher.js';
+import { provenanceWire } from './provenance-wire.js';
 import { INSECURE, withToken, type Security } from '../services/runtime/transport/credentials.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -73,7 +76,9 @@ const USAGE = `usage: npm run bench -- transport [options]
 
 Measures, interleaved in one run, the p50 round-trip time of a raw Unix-socket ping-pong, a bare
 grpc-js bidi-stream ping-pong and one vmmsim hop (LinkClient ECHO to a psmmu role process), each
-between this process and one child, and the ratio vmmsimHop / grpcStream (target <= 1.3).
+between this process and one child, and the ratio vmmsimHop / grpcStream (target <= 1.3). Then
+what provenance (each operation's step counts) adds to a data-path reply and to a timeline entry:
+encoded bytes, and encode + decode time.
 
 options:
   --iterations N   measured round trips per transport, split over the rounds (default 20000)
@@ -459,6 +464,8 @@ export async function transportBench(argv: string[]): Promise<void> {
     // The same ratio paired round by round: each round's vmmsimHop p50 over that round's grpcStream p50.
     const grpcRounds = rounds.get('grpcStream') ?? [];
     const roundRatios = (rounds.get('vmmsimHop') ?? []).map((x, i) => Math.round((x.p50 / (grpcRounds[i]?.p50 ?? NaN)) * 1000) / 1000);
+    progress('provenance on the wire: encoding and decoding a reply and a timeline entry with and without step counts');
+    const provenance = provenanceWire();
     const result = {
       bench: 'transport',
       rawUdsRttUs: us(raw),
@@ -473,6 +480,7 @@ export async function transportBench(argv: string[]): Promise<void> {
         vmmsimHop: { ...stats('vmmsimHop'), breakdownUs: breakdown },
         roundRatios,
       },
+      provenance,
       config: { iterations: perRound * opts.rounds, perRound, warmup: opts.warmup, rounds: opts.rounds, payloadBytes: opts.size, order: 'rotating per round', metrics: opts.metrics },
       machine: { node: process.version, cpus: cpus().length, platform: process.platform, arch: process.arch },
     };
@@ -501,6 +509,10 @@ export async function transportBench(argv: string[]): Promise<void> {
         `vmmsimHop breakdown from its hop records (us)`,
         `  ${'segment'.padEnd(16)}${'p50'.padStart(8)}${'mean'.padStart(8)}`,
         ...SEGMENTS.map((s) => `  ${s.padEnd(16)}${f(breakdown[s]?.p50 ?? 0)}${f(breakdown[s]?.mean ?? 0)}   ${SEGMENT_HELP[s]}`),
+        '',
+        'provenance on the wire (a strict nested-smmuv3 unmap: the reply KVM sends the guest; one timeline entry)',
+        `  ${'message'.padEnd(16)}${'bytes'.padStart(8)}${'+steps'.padStart(8)}${'codec us'.padStart(10)}${'+steps'.padStart(8)}`,
+        ...([['reply', provenance.reply], ['timelineOp', provenance.timelineOp]] as const).map(([k, c]) => `  ${k.padEnd(16)}${String(c.bytes.without).padStart(8)}${`+${c.bytes.added}`.padStart(8)}${c.codecUs.without.toFixed(2).padStart(10)}${`+${c.codecUs.added.toFixed(2)}`.padStart(8)}`),
       ];
       process.stdout.write(`${out.join('\n')}\n`);
     }

@@ -18,7 +18,7 @@
  * ends, not per command.
  */
 import { Opcode } from '../services/formats/smmu/commands.js';
-import { executeCommand, type ConfigInvalidator, type QueueOwner } from '../services/machine/smmu-executor.js';
+import { NO_ATC, executeCommand, type AtcInvalidator, type ConfigInvalidator, type QueueOwner } from '../services/machine/smmu-executor.js';
 import { CommandScope } from '../services/formats/smmu/semantics.js';
 import { raiseQueueError } from './control.js';
 import type { Iotlb } from './iotlb.js';
@@ -68,6 +68,8 @@ export interface ConsumerEnv {
   readonly iotlb: Iotlb;
   /** Where CFGIs go: the log the psmmu main thread's translator applies (config-invalidations.ts). */
   readonly config: ConfigInvalidator;
+  /** Where ATC_INVs go: the log the psmmu main thread's devices apply (atc-invalidations.ts). */
+  readonly atc?: AtcInvalidator;
   /** The pool's control block (error map, event sequence). */
   readonly ctl: Int32Array;
 }
@@ -119,6 +121,7 @@ export function drain(q: ConsumerQueue, env: ConsumerEnv): number {
   if (((prod ^ cons) & ptrMask) === 0) return 0;
 
   const { iotlb, config } = env;
+  const atcs = env.atc ?? NO_ATC;
   const owner = q.owner;
   owner.refresh();
   let n = 0;
@@ -141,7 +144,7 @@ export function drain(q: ConsumerQueue, env: ConsumerEnv): number {
     const w0hi = i32[w + 1]!;
     const w1lo = i32[w + 2]!;
     const w1hi = i32[w + 3]!;
-    const r = executeCommand(w0lo, w0hi, w1lo, w1hi, owner, iotlb, config, scope);
+    const r = executeCommand(w0lo, w0hi, w1lo, w1hi, owner, iotlb, config, scope, atcs);
     if (r < 0) {
       err = -r;
       break;
@@ -155,7 +158,7 @@ export function drain(q: ConsumerQueue, env: ConsumerEnv): number {
       syncs++;
     } else if (op === OP_NH_ASID) tlbiAsid++;
     else if (op === OP_ATC_INV) {
-      // No ATC is modelled: the pSID is recorded so the rewrite can be observed.
+      // The device's ATC got it through the log (env.atc); the pSID is recorded so the rewrite can be observed.
       f64[F_LAST_ATC_VSID] = w0hi >>> 0;
       f64[F_LAST_ATC_PSID] = scope.sid;
       atc++;

@@ -1,5 +1,6 @@
 /** The CMDQV and its VCMDQs: the public surface of worker-pool/. */
 export { Cmdqv, DEFAULT_SID_PAIRS, MAX_SID_PAIRS, MAX_VCMDQS, MAX_VINTFS, type CmdqvConfig, type SidPair, type VintfInfo } from './cmdqv.js';
+export { AtcInvalidations } from './atc-invalidations.js';
 export { ConfigInvalidations } from './config-invalidations.js';
 export { VcmdqError, VcmdqErrorCodes, type Result, type VcmdqErrorCode } from './errors.js';
 export {

@@ -21,6 +21,7 @@ import { CMD_SIZE } from '../services/formats/smmu/commands.js';
 import * as Q from '../services/formats/smmu/queue.js';
 import { waitWhileEqual, waitWhileEqualFor } from './atomics.js';
 import { Cmdqv, type VintfInfo } from './cmdqv.js';
+import type { AtcInvalidations } from './atc-invalidations.js';
 import { ConfigInvalidations } from './config-invalidations.js';
 import {
   C_ERR_MAP, C_EVENT_SEQ, C_STOP, W_CTRL_ACK, W_CTRL_SEQ, W_DOORBELL, W_F_BUSY_MS, W_F_COMMANDS, W_READY, W_WAKEUPS,
@@ -44,6 +45,8 @@ export interface VcmdqPoolOptions {
    * applies to its configuration cache (default: a new log, `pool.configLog`).
    */
   configLog?: ConfigInvalidations;
+  /** The log ATC_INVs reach the devices' ATCs by (ATS); absent: no device behind has an ATC. */
+  atcLog?: AtcInvalidations;
   /** Worker threads (default: available cores, at most 4). Queues are spread over them. */
   workers?: number;
   /** VINTFs of the CMDQV, VINTF0 included (default 4). */
@@ -427,6 +430,7 @@ export class VcmdqPool implements PoolLink {
     cmdqv: Cmdqv,
     workers: number,
     private readonly idleWaitMs: number,
+    private readonly atcLog?: AtcInvalidations,
   ) {
     this.ctl = new Int32Array(controlBuffer);
     this.cmdqv = cmdqv;
@@ -449,7 +453,7 @@ export class VcmdqPool implements PoolLink {
       concurrentTasksPerWorker: 1,
       atomics: 'disabled',
     });
-    const pool = new VcmdqPool(options.iotlb, options.configLog ?? ConfigInvalidations.create(), piscina, new SharedArrayBuffer(controlBytes(workers)), cmdqv, workers, options.idleWaitMs ?? 100);
+    const pool = new VcmdqPool(options.iotlb, options.configLog ?? ConfigInvalidations.create(), piscina, new SharedArrayBuffer(controlBytes(workers)), cmdqv, workers, options.idleWaitMs ?? 100, options.atcLog);
     try {
       pool.launch();
       await pool.ready(options.startTimeoutMs ?? 10_000);
@@ -465,7 +469,10 @@ export class VcmdqPool implements PoolLink {
     for (let w = 0; w < this.workers; w++) {
       const { port1, port2 } = new MessageChannel();
       this.ports.push(port1);
-      const task: ServeTask = { worker: w, control: this.controlBuffer, iotlb: this.iotlb.buffer, configLog: this.configLog.buffer, vintfTable: this.cmdqv.vintfTable, port: port2, idleWaitMs: this.idleWaitMs };
+      const task: ServeTask = {
+        worker: w, control: this.controlBuffer, iotlb: this.iotlb.buffer, configLog: this.configLog.buffer, ...(this.atcLog ? { atcLog: this.atcLog.buffer } : {}),
+        vintfTable: this.cmdqv.vintfTable, port: port2, idleWaitMs: this.idleWaitMs,
+      };
       this.tasks.push(
         this.piscina.run(task, { transferList: [port2] }).then(
           (summary) => {

@@ -10,6 +10,7 @@
  *   travel as messages: they are in the rings.
  */
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { AtcInvalidations } from './atc-invalidations.js';
 import { ConfigInvalidations } from './config-invalidations.js';
 import { C_STOP, W_CTRL_ACK, W_CTRL_SEQ, W_DOORBELL, W_F_BUSY_MS, W_F_COMMANDS, W_READY, W_SLEEPING, W_WAKEUPS, workerBase } from './control.js';
 import { consumerQueue, drain, type ConsumerEnv, type ConsumerQueue } from './engine.js';
@@ -22,6 +23,8 @@ export interface ServeTask {
   iotlb: SharedArrayBuffer;
   /** The log that carries CFGIs to the psmmu main thread's configuration cache. */
   configLog: SharedArrayBuffer;
+  /** The log ATC_INVs reach the devices' ATCs by (absent: no device behind has an ATC). */
+  atcLog?: SharedArrayBuffer;
   vintfTable: SharedArrayBuffer;
   port: MessagePort;
   /** Longest sleep on the doorbell before looking at STOP again. */
@@ -45,7 +48,7 @@ export default function serve(task: ServeTask): ServeSummary {
   const base = workerBase(task.worker);
   const fBase = base >> 1;
   const vintfTable = new Int32Array(task.vintfTable);
-  const env: ConsumerEnv = { iotlb: Iotlb.attach(task.iotlb), config: ConfigInvalidations.attach(task.configLog), ctl };
+  const env: ConsumerEnv = { iotlb: Iotlb.attach(task.iotlb), config: ConfigInvalidations.attach(task.configLog), ...(task.atcLog ? { atc: AtcInvalidations.attach(task.atcLog) } : {}), ctl };
   let queues: ConsumerQueue[] = [];
   let applied = 0;
   let commands = 0;

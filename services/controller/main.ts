@@ -6,10 +6,12 @@ import { failed } from './cli/outcome.js';
 import { usageError } from './cli/options.js';
 import { version } from './cli/version.js';
 import * as decodeCmd from './commands/decode-cmd.js';
+import * as explain from './commands/explain.js';
 import * as report from './commands/report.js';
 import * as run from './commands/run.js';
 import * as saturate from './commands/saturate.js';
 import * as scenarioKeys from './commands/scenario-keys.js';
+import * as sensitivity from './commands/sensitivity.js';
 import * as serve from './commands/serve.js';
 import * as sweep from './commands/sweep.js';
 import { settleStdout, watchStdStreams } from './stdout.js';
@@ -23,6 +25,10 @@ commands:
   compare [scenario.yaml]   run several architectures on the same scenario, side by side
   sweep [scenario.yaml]     run the cross product of scenario values (--set key=v1,v2,...) and models
   saturate [scenario.yaml]  find each model's highest sustained open-loop rate under a p99 bound
+  sensitivity [scenario.yaml]
+                            run several architectures once, then re-price them across the cost ranges:
+                            each comparison's ratio, its spread, and the steps it depends on
+  explain --model NAME      print one operation as a call graph across the processes, step by step
   serve <role>              run one role process standalone, for run|compare|sweep|saturate --connect
   report results.json       write an HTML report (charts and every number) of a results.json
   decode-cmd W0 W1 [...]    decode SMMUv3 commands given as pairs of 64-bit hex words
@@ -44,6 +50,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   compare: { HELP: run.HELP, command: run.compare },
   sweep,
   saturate,
+  sensitivity,
+  explain,
   serve,
   report,
   'decode-cmd': decodeCmd,

@@ -219,12 +219,12 @@ export function spread(e: Estimate): number {
 
 /**
  * Which transition a hop plays: a request hop pays the transition of its roles; the reverse hop
- * carries its reply.
+ * carries its reply. `guestIsHost`: bare metal, where the guest process plays the host kernel (transitionOf).
  */
-export function transitionOfHop(fromRole: string, toRole: string): { transition: TransitionKind | null; direction: 'request' | 'reply' | null } {
-  const req = transitionOf(fromRole as Role, toRole as Role);
+export function transitionOfHop(fromRole: string, toRole: string, guestIsHost = false): { transition: TransitionKind | null; direction: 'request' | 'reply' | null } {
+  const req = transitionOf(fromRole as Role, toRole as Role, guestIsHost);
   if (req) return { transition: req, direction: 'request' };
-  const rep = transitionOf(toRole as Role, fromRole as Role);
+  const rep = transitionOf(toRole as Role, fromRole as Role, guestIsHost);
   if (rep) return { transition: rep, direction: 'reply' };
   return { transition: null, direction: null };
 }
@@ -236,6 +236,8 @@ export interface SectionInputs {
   placement: Placement | null;
   floor: HostFloor | undefined;
   machine: MachineState;
+  /** Bare metal (the design host): the guest process plays the host kernel, so guest -> psmmu is hw. */
+  guestIsHost?: boolean;
 }
 
 /** The measured section of a run from its trials' figures. */
@@ -253,11 +255,11 @@ export function measuredSection(inp: SectionInputs): MeasuredSection {
   const hops: MeasuredHop[] = hopKeys.map((k) => {
     const per = trials.map((t) => t.hops.find((h) => h.from === k.from && h.to === k.to));
     const f = (x: 'p50Us' | 'p99Us'): Estimate => estimate(per.map((h) => (h && h.count > 0 ? h[x] : NaN)), `hop.${k.from}>${k.to}.${x}`, seed);
-    return { from: k.from, to: k.to, ...transitionOfHop(k.fromRole, k.toRole), count: per.reduce((n, h) => n + (h?.count ?? 0), 0), p50Us: f('p50Us'), p99Us: f('p99Us') };
+    return { from: k.from, to: k.to, ...transitionOfHop(k.fromRole, k.toRole, inp.guestIsHost), count: per.reduce((n, h) => n + (h?.count ?? 0), 0), p50Us: f('p50Us'), p99Us: f('p99Us') };
   });
   const transitions: MeasuredTransition[] = [];
   for (const kind of TRANSITION_KINDS) {
-    const requests = hopKeys.filter((k) => transitionOf(k.fromRole as Role, k.toRole as Role) === kind);
+    const requests = hopKeys.filter((k) => transitionOf(k.fromRole as Role, k.toRole as Role, inp.guestIsHost) === kind);
     if (requests.length === 0) continue;
     const perTrial = trials.map((t) => {
       const pairs = requests

@@ -1,16 +1,39 @@
 /**
- * Notes a run's results carry about how far to trust them (runs[].notes[]), and their lines under
- * the terminal tables. Here: a design priced by a profile of another architecture; the measured
- * clock's notes (a busy machine, trials that disagree) come from measured-notes.ts.
+ * What a reader of a run should know about its results (runs[].notes[], and under the terminal
+ * tables): how far to trust them (a profile of another architecture) and which parts of the modeled
+ * path no upstream code runs. Each note is a rule over the scenario, the design, the profile and the
+ * run's results: a new note is one more entry in NOTE_RULES. The measured clock's notes (a busy
+ * machine, trials that disagree) come from measured-notes.ts; every note prints through notesBlock.
  */
 import { loadProfile, profileNames, type Arch, type CostProfile } from '../cost/profile.js';
+import { COST_STEPS, PINNED } from '../cost/steps.js';
 import { designOf } from '../designs/registry.js';
-import { SCENARIO_SCHEMA, type ModelName } from '../scenario/schema.js';
+import type { DesignDescriptor } from '../designs/types.js';
+import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
+import { SCENARIO_SCHEMA, type ModelName, type Scenario } from '../scenario/schema.js';
 import type { RunNote } from './results.js';
 import { MACHINE_NOTE_CODES } from './measured-notes.js';
 import { wrap } from './wrap.js';
 
 export type { RunNote };
+
+/** What a rule sees of a run. */
+export interface NoteContext {
+  scenario: Scenario;
+  model: ModelName;
+  design: DesignDescriptor;
+  profile: CostProfile;
+  /** The run's assigned devices (which VM, behind which pSMMU). */
+  devices: readonly Pick<Device, 'vm' | 'psmmu'>[];
+  /** The run's operations, when it ran (their breakdowns name the steps it charged). */
+  ops?: readonly { op: string; breakdown: readonly { step: string; perOp: number }[] }[];
+}
+
+interface NoteRule {
+  code: string;
+  /** The note's text when the rule applies to the run, else undefined. */
+  note(c: NoteContext): string | undefined;
+}
 
 /** A shipped profile of each architecture to name in a note, the default one first (read once). */
 let shippedByArch: Map<Arch, string> | undefined;
@@ -31,42 +54,130 @@ function shippedProfileFor(arch: Arch): string | undefined {
   return shippedByArch.get(arch);
 }
 
-/**
- * 'arch-mismatch' when the design models another architecture than the profile's host: its steps
- * are then priced with the costs of a machine it does not run on.
- */
-export function archNotes(model: ModelName, profile: CostProfile): RunNote[] {
-  const arch = designOf(model).traits.arch;
-  if (arch === profile.arch) return [];
-  const other = shippedProfileFor(arch);
-  return [
-    {
-      code: 'arch-mismatch',
-      text: `${model} models ${arch} hardware but profile ${profile.name} prices ${profile.arch}: its modeled figures use another architecture's costs${other ? ` (for ${arch}: --profile ${other})` : ''}`,
+/** Each VM's pSMMUs that have an assigned device of it, for the VMs that have more than one. */
+function vmsOverSeveralPsmmus(devices: NoteContext['devices']): Map<number, number[]> {
+  const by = new Map<number, Set<number>>();
+  for (const d of devices) {
+    const vm = d.vm ?? 0;
+    const s = by.get(vm) ?? new Set<number>();
+    s.add(d.psmmu ?? 0);
+    by.set(vm, s);
+  }
+  return new Map([...by].filter(([, s]) => s.size > 1).map(([vm, s]) => [vm, [...s].sort((a, b) => a - b)]));
+}
+
+function spanText(spans: Map<number, number[]>): string {
+  const [vm, ps] = [...spans][0] as [number, number[]];
+  const more = spans.size > 1 ? ` (and ${spans.size - 1} more VM${spans.size > 2 ? 's' : ''})` : '';
+  return `VM ${vm} has devices behind ${ps.length} pSMMUs${more}`;
+}
+
+/** The function a step stands for when no upstream code runs it (`exploration: ...`, `prototype ...`). */
+function notUpstream(step: string): string | undefined {
+  const info = (COST_STEPS as Record<string, { functions: readonly string[] } | undefined>)[step];
+  return info?.functions.find((f) => f.startsWith('exploration:') || f.startsWith('prototype '));
+}
+
+/** What a design is when it is not upstream, with its article: "a prototype", "an extrapolation". */
+export function designStatusText(d: Pick<DesignDescriptor, 'status'>): string {
+  return `${/^[aeiou]/.test(d.status) ? 'an' : 'a'} ${d.status}`;
+}
+
+export const NOTE_RULES: readonly NoteRule[] = [
+  {
+    // The design models another architecture than the profile's host: its steps are then priced
+    // with the costs of a machine it does not run on.
+    code: 'arch-mismatch',
+    note: ({ model, design, profile }) => {
+      const arch = design.traits.arch;
+      if (arch === profile.arch) return undefined;
+      const other = shippedProfileFor(arch);
+      return `${model} models ${arch} hardware but profile ${profile.name} prices ${profile.arch}: its modeled figures use another architecture's costs${other ? ` (for ${arch}: --profile ${other})` : ''}`;
     },
-  ];
+  },
+  {
+    code: 'exploration.single-vsmmu',
+    note: ({ scenario: s, design, devices }) => {
+      if (design.traits.hostTables !== 'nested' || s.topology.vsmmu !== 'single') return undefined;
+      const spans = vmsOverSeveralPsmmus(devices);
+      if (spans.size === 0) return undefined;
+      return (
+        `topology.vsmmu=single (dispatch ${s.topology.dispatch}) and ${spanText(spans)}: one vSMMU in front of several pSMMUs is a VMM design no ` +
+        `upstream code runs. QEMU ${PINNED.qemu}'s accelerated vSMMU holds one vIOMMU object, for the pSMMU of its first device (hw/arm/smmuv3-accel.c), ` +
+        `and Linux ${PINNED.linux} refuses a vDEVICE behind another pSMMU (drivers/iommu/iommufd/viommu.c: iommufd_vdevice_alloc_ioctl, -EINVAL). ` +
+        'What upstream runs is topology.vsmmu=per-psmmu.'
+      );
+    },
+  },
+  {
+    code: 'exploration.shared-vmid',
+    note: ({ scenario: s, design, devices }) => {
+      if (design.traits.hostTables !== 'nested' || s.topology.vmid !== 'per-s2-parent') return undefined;
+      const spans = vmsOverSeveralPsmmus(devices);
+      if (spans.size === 0) return undefined;
+      return (
+        `topology.vmid=per-s2-parent and ${spanText(spans)}: one VMID and one stage-2 table shared by several pSMMUs needs code that is not upstream. ` +
+        `In Linux ${PINNED.linux} a stage-2 domain and its VMID belong to one SMMU instance (drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3-iommufd.c: ` +
+        'arm_vsmmu_init takes the VMID of its stage-2 parent), so each pSMMU gets a stage-2 domain and a VMID of its own: topology.vmid=per-vsmmu ' +
+        'with topology.vsmmu=per-psmmu.'
+      );
+    },
+  },
+  {
+    code: 'design.not-upstream',
+    note: ({ design }) => (design.status === 'upstream' ? undefined : `${design.name} is ${designStatusText(design)}, not upstream Linux and QEMU: ${design.summary}.`),
+  },
+  {
+    code: 'exploration.step',
+    note: ({ ops }) => {
+      const steps = [...new Set((ops ?? []).flatMap((o) => o.breakdown.filter((e) => e.perOp > 0 && notUpstream(e.step)).map((e) => e.step)))];
+      if (steps.length === 0) return undefined;
+      return `The modeled path charges ${steps.map((st) => `${st} (${notUpstream(st)})`).join('; ')}.`;
+    },
+  },
+];
+
+/** The notes of a run of `scenario` under `model`: every rule that applies, in NOTE_RULES order. */
+export function runNotes(c: Omit<NoteContext, 'design' | 'model'> & { model: string }): RunNote[] {
+  const design = designOf(c.model);
+  const ctx: NoteContext = { ...c, model: design.name, design };
+  const out: RunNote[] = [];
+  for (const r of NOTE_RULES) {
+    const text = r.note(ctx);
+    if (text !== undefined) out.push({ code: r.code, text });
+  }
+  return out;
+}
+
+/** 'arch-mismatch' when the design models another architecture than the profile's host. */
+export function archNotes(model: ModelName, profile: CostProfile): RunNote[] {
+  const design = designOf(model);
+  const text = (NOTE_RULES[0] as NoteRule).note({ model, design, profile } as NoteContext);
+  return text === undefined ? [] : [{ code: 'arch-mismatch', text }];
 }
 
 /**
  * The notes of a set of runs as lines for the terminal, each distinct note once, wrapped to the
- * tables' 120 columns (continuation lines indented); '' when none. A note about the machine is said
- * once for a command; in a comparison, a note about one run's figures that does not name its model
- * is prefixed with it.
+ * tables' 120 columns (continuation lines indented); '' when none. A note whose text does not name
+ * the models whose runs carry it names them after its code, when not every run carries it. A note
+ * about the machine (measured-notes.ts MACHINE_NOTE_CODES) is said once for a command, with the
+ * first run's text, and names no model.
  */
 export function notesBlock(runs: readonly { model: string; notes?: readonly RunNote[] | undefined }[]): string {
-  const seen = new Set<string>();
-  const lines: string[] = [];
-  const models = new Set(runs.map((r) => r.model));
+  const by = new Map<string, { note: RunNote; models: string[]; machine: boolean }>();
   for (const run of runs) {
     for (const n of run.notes ?? []) {
-      const perRun = !MACHINE_NOTE_CODES.has(n.code);
-      const named = perRun && models.size > 1 && !n.text.startsWith(`${run.model} `);
-      const text = named ? `${run.model}: ${n.text}` : n.text;
-      const key = perRun ? `${n.code}\u0000${text}` : n.code;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      lines.push(wrap(`${n.code}: ${text}`, 116).split('\n').map((l, i) => (i === 0 ? `  ${l}` : `    ${l}`)).join('\n'));
+      const machine = MACHINE_NOTE_CODES.has(n.code);
+      const key = machine ? n.code : `${n.code}\u0000${n.text}`;
+      const e = by.get(key) ?? { note: n, models: [], machine };
+      if (!e.models.includes(run.model)) e.models.push(run.model);
+      by.set(key, e);
     }
   }
+  const all = new Set(runs.map((r) => r.model));
+  const lines = [...by.values()].map(({ note, models, machine }) => {
+    const named = machine || models.length === all.size || models.every((m) => note.text.includes(m)) ? '' : ` (${models.join(', ')})`;
+    return wrap(`${note.code}${named}: ${note.text}`, 116).split('\n').map((l, i) => (i === 0 ? `  ${l}` : `    ${l}`)).join('\n');
+  });
   return lines.length > 0 ? `\nnotes:\n${lines.join('\n')}\n` : '';
 }

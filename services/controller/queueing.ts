@@ -6,7 +6,18 @@
  * thread, then by operation), an operation that waits is late by that much for everything after,
  * and each thread's next operation starts as much later as its previous one finished late. Real
  * interleaving of the processes never enters, so the result is the same on every run.
+ *
+ * A resource is one server unless its name ends in `[k]` (serversOf): then k operations may hold it
+ * at once (a device with internal parallelism, an NVMe drive serving k requests together), and the
+ * next waits for the first of them to finish.
  */
+
+/** How many operations may hold `resource` at once: k for a name ending in `[k]`, else 1. */
+export function serversOf(resource: string): number {
+  const m = /\[(\d+)\]$/.exec(resource);
+  const k = m ? Number(m[1]) : 1;
+  return k >= 1 ? k : 1;
+}
 
 export interface ResourceUse {
   resource: string;
@@ -39,6 +50,13 @@ export interface ResourceStats {
   maxWaitNs: number;
   /** Most operations waiting at once. */
   maxQueue: number;
+  /** Operations that may hold it at once (serversOf); absent for one. */
+  servers?: number;
+  /**
+   * Of busyNs, the time its holders spent waiting for another resource while they held this one (a
+   * vCPU spinning on the VMM's lock): busy, but not working. Absent when none.
+   */
+  blockedNs?: number;
 }
 
 export interface QueueingResult {
@@ -49,6 +67,17 @@ export interface QueueingResult {
   latencyNs: number[];
   /** Per operation, in input order: what it waited for resources. */
   waitNs: number[];
+  /**
+   * Every wait, by operation (input order) and resource: the parts of waitNs. An operation that
+   * waited for a resource twice has two entries.
+   */
+  waits: { op: number; resource: string; ns: number }[];
+  /**
+   * Per operation, in input order: how long an arrival waited for its thread to finish the
+   * operations before it (0 for the rest): the part of its latency that is neither its own time
+   * nor a resource's wait.
+   */
+  backlogNs: number[];
   /** Per thread: how much later than uncontended its last operation finished. */
   threadShiftNs: Map<number, number>;
   resources: ResourceStats[];
@@ -69,6 +98,8 @@ interface OpState {
   at: number;
   start: number;
   waited: number;
+  /** The resources it holds now, each with the contended time it got it. */
+  held: Map<string, number>;
 }
 
 interface Event {
@@ -80,8 +111,9 @@ interface Event {
 
 interface Resource {
   stats: ResourceStats;
-  busy: boolean;
-  since: number;
+  servers: number;
+  /** Operations holding it now. */
+  inUse: number;
   waiting: { op: OpState; arrived: number; thread: number }[];
 }
 
@@ -147,6 +179,8 @@ function actionsOf(op: TimedOp): Action[] {
 export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
   const latencyNs = new Array<number>(ops.length).fill(0);
   const waitNs = new Array<number>(ops.length).fill(0);
+  const backlogNs = new Array<number>(ops.length).fill(0);
+  const waits: QueueingResult['waits'] = [];
   const threadShiftNs = new Map<number, number>();
   const resources = new Map<string, Resource>();
   const byThread = new Map<number, number[]>();
@@ -164,7 +198,8 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
   const resource = (name: string): Resource => {
     let r = resources.get(name);
     if (!r) {
-      r = { stats: { resource: name, holds: 0, busyNs: 0, waitNs: 0, maxWaitNs: 0, maxQueue: 0 }, busy: false, since: 0, waiting: [] };
+      const servers = serversOf(name);
+      r = { stats: { resource: name, holds: 0, busyNs: 0, waitNs: 0, maxWaitNs: 0, maxQueue: 0, ...(servers > 1 ? { servers } : {}) }, servers, inUse: 0, waiting: [] };
       resources.set(name, r);
     }
     return r;
@@ -179,7 +214,8 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
     const op = ops[index] as TimedOp;
     const shift = threadShiftNs.get(thread) ?? 0;
     const start = op.arrival ? Math.max(op.startNs, (lastEnd.get(thread) ?? 0)) : op.startNs + shift;
-    const s: OpState = { index, actions: actionsOf(op), next: 0, clock: start, at: 0, start, waited: 0 };
+    if (op.arrival) backlogNs[index] = start - op.startNs;
+    const s: OpState = { index, actions: actionsOf(op), next: 0, clock: start, at: 0, start, waited: 0, held: new Map() };
     states.set(index, s);
     heap.push({ time: start, thread, op: index, seq: seq++ });
   };
@@ -212,26 +248,33 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
       s.next += 1;
       const r = resource(a.resource);
       if (!a.acquire) {
-        r.stats.busyNs += t - r.since;
+        r.stats.busyNs += t - (s.held.get(a.resource) ?? t);
+        s.held.delete(a.resource);
         const w = r.waiting.shift();
         if (!w) {
-          r.busy = false;
+          r.inUse -= 1;
           continue;
         }
         // The next waiter gets it now; it resumes from this instant.
         const waited = t - w.arrived;
         w.op.waited += waited;
+        waits.push({ op: w.op.index, resource: a.resource, ns: waited });
         r.stats.waitNs += waited;
         r.stats.maxWaitNs = Math.max(r.stats.maxWaitNs, waited);
         r.stats.holds += 1;
-        r.since = t;
+        // What it held while it waited was busy and idle at once: blocked.
+        for (const other of w.op.held.keys()) {
+          const o = resource(other).stats;
+          o.blockedNs = (o.blockedNs ?? 0) + waited;
+        }
+        w.op.held.set(a.resource, t);
         w.op.clock = t;
         heap.push({ time: t, thread: w.thread, op: w.op.index, seq: seq++ });
         continue;
       }
-      if (!r.busy) {
-        r.busy = true;
-        r.since = t;
+      if (r.inUse < r.servers) {
+        r.inUse += 1;
+        s.held.set(a.resource, t);
         r.stats.holds += 1;
         continue;
       }
@@ -254,6 +297,8 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
   return {
     latencyNs,
     waitNs,
+    waits,
+    backlogNs,
     threadShiftNs,
     resources: [...resources.values()].map((r) => r.stats).sort((a, b) => (a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0)),
   };

@@ -1,12 +1,15 @@
+import type { ApplicationResult } from './application.js';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { CostProfile } from '../cost/profile.js';
+import type { BreakdownEntry } from './breakdown.js';
 import type { ResourceStats } from './queueing.js';
 import type { Summary__Output as Summary } from '../runtime/generated/vmmsim/v1/Summary.js';
 import type { ArrivalProcess, ModelName, Scenario } from '../scenario/schema.js';
 import type { TransitionCounts } from '../runtime/topology.js';
 import { writeRegularFile, type FileText } from './output-path.js';
 import type { MeasuredSection } from './measured.js';
+import type { SensitivitySection } from './sensitivity.js';
 
 export const RESULTS_SCHEMA = 'vmmsim/results/v1';
 
@@ -18,6 +21,12 @@ export interface OpResult {
   transitions: TransitionCounts;
   measuredUs: Summary;
   modeledNs: Summary;
+  /**
+   * Where the modeled time goes: per cost step on the operation's critical path its count and mean
+   * ns per operation, then per contended resource the mean queueing wait (`wait:<resource>`); the
+   * entries add up to modeledNs.mean (controller/breakdown.ts, docs/results.md).
+   */
+  breakdown: BreakdownEntry[];
 }
 
 export interface HopResult {
@@ -37,8 +46,15 @@ export interface DmaResult {
   translations: number;
   iotlbHitRate: number;
   faults: number;
-  /** Translations served from a stale IOTLB entry to a buffer whose dma_unmap had returned. */
+  /**
+   * Translations served from a stale IOTLB entry, or with ATS (device.ats) from a stale entry of the
+   * device's ATC, to a buffer whose dma_unmap had returned.
+   */
   staleTranslations: number;
+  /** ATS: accesses the devices served from their ATCs (no SMMU translation); 0 without ATS. */
+  atcHits: number;
+  /** ATS: of staleTranslations, those served from a stale ATC entry. */
+  atcStaleTranslations: number;
   /** Accesses to buffers whose dma_unmap had returned (by a device set to linger). */
   useAfterUnmap: number;
   /** Stale hits while the buffer's unmap was still in progress (the device raced its driver). */
@@ -92,8 +108,9 @@ export interface SaturationResult {
 /** A note on a run's results (controller/notes.ts): a stable code and a sentence for people. */
 export interface RunNote {
   /**
-   * arch-mismatch: the design models another architecture than the profile's host; measured.*:
-   * about the measured clock (controller/measured-notes.ts NOTE_CODES).
+   * Stable, for tools: arch-mismatch (the design models another architecture than the profile's
+   * host), exploration.* (no upstream code runs it), design.not-upstream (the design's status),
+   * measured.* (about the measured clock: controller/measured-notes.ts NOTE_CODES).
    */
   code: string;
   text: string;
@@ -109,8 +126,17 @@ export interface RunResult {
   processes: { role: string; name: string; pid: number; host: string; metricsPort?: number }[];
   ops: OpResult[];
   hops: HopResult[];
-  /** Operations are each map and each unmap. */
+  /**
+   * Operations are every operation of the workload (each map and each unmap; an application
+   * workload's CPU-work and device operations too); setup operations and resizes are not counted.
+   */
   throughput: { opsPerSecMeasured: number; opsPerSecModeled: number };
+  /**
+   * Application workloads (packet-stream, block): packets or requests per second in modeled time, as
+   * the queueing replay yields them, with the resource that bounds them and every resource's
+   * utilization (application.ts, docs/results.md). Absent for a bare DMA-API workload.
+   */
+  application?: ApplicationResult;
   /**
    * guestCommands: invalidations the guest issued (TLBI, ATC_INV, CFGI_CD; CMD_SYNC not counted);
    * deliveredPerPsmmu: commands each pSMMU executed (under the sPAPR designs, the TCE kills its PHB
@@ -162,9 +188,10 @@ export interface RunResult {
    */
   measured?: MeasuredSection;
   /**
-   * What to keep in mind reading this run, printed under the terminal table; [] when nothing: the
-   * modeled figures' notes (controller/notes.ts: an architecture mismatch) and the measured clock's
-   * (controller/measured-notes.ts: a noisy machine, trials that disagree, no floor).
+   * What to keep in mind reading this run (controller/notes.ts): which parts of its model no upstream
+   * code runs, a profile of another architecture...; and the measured clock's notes
+   * (controller/measured-notes.ts: a noisy machine, trials that disagree, no floor); printed under
+   * the terminal table; [] when nothing.
    */
   notes: RunNote[];
 }
@@ -185,6 +212,11 @@ export interface ResultsDoc {
   runs: RunResult[];
   /** `vmmsim saturate`: each model's saturation rate (every step is a run in runs[], its point the rate). */
   saturation?: SaturationResult[];
+  /**
+   * `vmmsim sensitivity` and `vmmsim compare --sensitivity`: every pair of runs re-priced across the
+   * profile's cost ranges (controller/sensitivity.ts, docs/results.md).
+   */
+  sensitivity?: SensitivitySection;
 }
 
 /** Default output folder: results/<time>-<scenario name>/ under the working directory. */

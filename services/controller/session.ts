@@ -3,22 +3,25 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { CostProfile } from '../cost/profile.js';
 import { profileCosts } from '../cost/profile.js';
-import { archNotes } from './notes.js';
 import { VmmsimError } from '../runtime/errors.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import type { Endpoint } from '../runtime/generated/vmmsim/v1/Endpoint.js';
+import type { ExplainedOp__Output } from '../runtime/generated/vmmsim/v1/ExplainedOp.js';
 import type { StartReply__Output } from '../runtime/generated/vmmsim/v1/StartReply.js';
 import type { Topology } from '../runtime/generated/vmmsim/v1/Topology.js';
 import type { Logger } from '../runtime/logger.js';
 import type { ModelName, Scenario } from '../scenario/schema.js';
 import { START_ORDER, type Role } from '../runtime/topology.js';
 import { emulatedDeviceList } from '../machine/emulated-vsmmu.js';
-import { checkEmulatedDevices } from '../scenario/validate.js';
+import { checkAts, checkEmulatedDevices } from '../scenario/validate.js';
+import { designOf } from '../designs/registry.js';
 import { adoptRunFolder } from '../machine/run-folder.js';
 import type { RunToken } from '../runtime/transport/auth.js';
 import { INSECURE, withToken, type Security } from '../runtime/transport/credentials.js';
 import { Control } from './control-client.js';
-import { combineGuests } from './timeline.js';
+import { runNotes } from './notes.js';
+import { applicationResult } from './application.js';
+import { combineGuests, type CombinedTimeline } from './timeline.js';
 import { isResizeOp } from '../machine/virtio-mem.js';
 import { isSetupOp } from '../machine/setup-ops.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
@@ -28,12 +31,14 @@ import { MachineSample, combineMachine, type MachineState } from './machine.js';
 import { measuredSection, trialFigures, type HostFloor, type Placement, type TrialFigures } from './measured.js';
 import { NOTE_CODES, measuredNotes } from './measured-notes.js';
 
-/** How a run's measured part is taken (none of it changes a modeled figure). */
+/** How a run's measured part is taken (none of it changes a modeled figure), and what it traces. */
 export interface TrialOptions {
   /** Operations of each guest thread left out of the measured figures (Topology.warmup_ops). */
   warmupOps?: number;
   /** Topology.floor_peer: the guest times a bare round trip to this peer after each operation. */
   floorPeer?: string;
+  /** vmmsim explain: guest-0 traces the first operation named `op` after `after` operations (Topology.explain). */
+  explain?: { op: string; after: number };
 }
 
 /**
@@ -60,11 +65,17 @@ export function autoWarmup(s: Scenario): number {
   return Math.min(50, Math.floor(perThread / 10));
 }
 
-/** One run of a scenario: its results (without the measured section) and its raw measured figures. */
+/**
+ * One run of a scenario: its results (without the measured section), its raw measured figures, and
+ * what its results were made of (the guests' Start replies, the VM of each, the combined timeline).
+ */
 export interface Trial {
   result: RunResult;
   figures: TrialFigures;
   machine: MachineState;
+  replies: StartReply__Output[];
+  vms: number[];
+  combined: CombinedTimeline;
 }
 
 /** The processes a scenario needs: one guest and qemu per VM, one kvm and vfio, one psmmu per pSMMU. */
@@ -100,6 +111,28 @@ export function devices(s: Scenario): Device[] {
     }
   }
   return out;
+}
+
+/** A run with what it was made of (Session.record). */
+export interface RecordedResult {
+  result: RunResult;
+  /** The guests' Start replies, and the VM of each. */
+  replies: StartReply__Output[];
+  vms: number[];
+  combined: CombinedTimeline;
+}
+
+/** A run with one operation traced (vmmsim explain). */
+export interface ExplainedRun {
+  result: RunResult;
+  /** The traced operation, absent when none of its name ran after the warm-up. */
+  explained?: ExplainedOp__Output;
+  /** What it waited in the queueing replay, for each resource it waited for. */
+  waits?: { resource: string; ns: number }[];
+  /** Open loop: what it waited for its vCPU's earlier operations. */
+  backlogNs?: number;
+  /** Its modeled latency after queueing. */
+  latencyNs?: number;
 }
 
 /** The name a replayed trace has in the run folder. */
@@ -162,22 +195,55 @@ export class Session {
   /** How every run of this session takes its measured part. */
   measure: MeasureSettings = { trials: 1, warmup: 0, placement: null, floor: undefined };
 
-  /**
-   * Runs the scenario's workload under one model and gathers its results: the modeled figures and
-   * the older measured fields from the first trial, the measured section over every trial
-   * (this.measure.trials), and the notes a reader needs about them.
-   */
+  /** Runs the scenario's workload under one model and gathers its results (record()). */
   async run(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<RunResult> {
+    return (await this.record(s, model, profile, opts)).result;
+  }
+
+  /**
+   * vmmsim explain: runs the scenario's workload under one model with guest-0 tracing the first
+   * operation named `op` after `after` operations (the warm-up). Gives the run's results, the traced
+   * operation (absent when none ran) and the queueing replay it was part of.
+   */
+  async explain(s: Scenario, model: ModelName, profile: CostProfile, op: string, after: number): Promise<ExplainedRun> {
+    const r = await this.record(s, model, profile, { explain: { op, after } });
+    const first = r.replies[0];
+    const explained = first?.explained ?? undefined;
+    if (!explained) return { result: r.result };
+    const index = r.combined.replay.ops.findIndex((o) => o.guest === 0 && o.index === explained.timelineIndex);
+    const q = r.combined.replay.queueing;
+    return {
+      result: r.result,
+      explained,
+      waits: q.waits.filter((w) => w.op === index).map((w) => ({ resource: w.resource, ns: w.ns })),
+      backlogNs: q.backlogNs[index] ?? 0,
+      latencyNs: q.latencyNs[index] ?? explained.ns,
+    };
+  }
+
+  /**
+   * Runs the scenario's workload under one model and gathers its results, with what they were made
+   * of: the modeled figures, the older measured fields, the guests' Start replies (every operation
+   * with its step vectors, in the order of `vms`) and the combined timeline with its queueing replay
+   * all come from the first trial; the measured section is taken over every trial
+   * (this.measure.trials); the notes say what a reader needs about both. With `opts.explain`,
+   * guest-0 traces one operation of the first trial (explain()).
+   */
+  async record(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<RecordedResult> {
     const m = this.measure;
     const warmupOps = opts.warmupOps ?? (m.warmup === 'auto' ? autoWarmup(s) : m.warmup);
     const trials: Trial[] = [];
-    for (let k = 0; k < Math.max(1, m.trials); k++) trials.push(await this.trial(s, model, profile, { ...opts, warmupOps }));
+    for (let k = 0; k < Math.max(1, m.trials); k++) {
+      const { explain, ...rest } = opts;
+      trials.push(await this.trial(s, model, profile, { ...rest, warmupOps, ...(k === 0 && explain ? { explain } : {}) }));
+    }
     const first = trials[0] as Trial;
-    const measured = measuredSection({ trials: trials.map((t) => t.figures), seed: s.seed, warmupOps, placement: m.placement, floor: m.floor, machine: combineMachine(trials.map((t) => t.machine)) });
+    const measured = measuredSection({ trials: trials.map((t) => t.figures), seed: s.seed, warmupOps, placement: m.placement, floor: m.floor, machine: combineMachine(trials.map((t) => t.machine)), guestIsHost: designOf(model).traits.hostTables === 'bare-metal' });
     const notes = measuredNotes(measured);
     if (m.floorMissing) notes.push({ code: NOTE_CODES.noFloor, text: `the host's floor could not be measured (${m.floorMissing}): the measured figures stand without it` });
-    // The modeled figures' notes (an architecture mismatch) first, then the measured clock's.
-    return { ...first.result, measured, notes: [...first.result.notes, ...notes] };
+    // The modeled figures' notes (architecture, what no upstream code runs) first, then the measured clock's.
+    const result: RunResult = { ...first.result, measured, notes: [...first.result.notes, ...notes] };
+    return { result, replies: first.replies, vms: first.vms, combined: first.combined };
   }
 
   /**
@@ -193,7 +259,9 @@ export class Session {
 
   /** The Configure request of a run. */
   private topology(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions): Topology {
+    // The scenario was checked under its own model; compare and sweep run it under others too.
     checkEmulatedDevices(s.topology, model);
+    checkAts(s, model);
     return {
       runId: `${s.name}-${model}`,
       model,
@@ -211,17 +279,18 @@ export class Session {
       device: { ...s.device },
       guest: { flushQueue: s.guest.flushQueue, tceHcalls: s.guest.tceHcalls, ddw: s.guest.ddw },
       vmm: { hwptInvalidate: s.vmm.hwptInvalidate },
+      smmu: { ril: s.smmu.ril },
       dispatch: s.topology.dispatch,
       vmidPolicy: s.topology.vmid,
       emulatedDevices: emulatedDeviceList(s.topology.vms, s.topology.emulatedDevices),
       floorPeer: opts.floorPeer ?? '',
       warmupOps: opts.warmupOps ?? 0,
+      ...(opts.explain ? { explain: opts.explain } : {}),
     };
   }
 
   /** Runs the scenario's workload under one model once: its results and its raw measured figures. */
   async trial(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<Trial> {
-    // The scenario was checked under its own model; compare and sweep run it under others too.
     const topology = this.topology(s, model, profile, opts);
     const order = this.ordered();
     // Downstream first: a process opens its links only to peers that are already configured.
@@ -245,7 +314,8 @@ export class Session {
     for (const st of stats) counters[st.name] = st.counters;
     const reply = replies[0];
     if (!reply) throw new VmmsimError('E_RUN', 'no guest ran the workload');
-    const combined = combineGuests(replies, guests.map((g) => g.index ?? 0));
+    const costsNs = topology.costsNs as Record<string, number>;
+    const combined = combineGuests(replies, guests.map((g) => g.index ?? 0), { profile, costs: costsNs });
     const ops = combined.ops;
     // Throughput counts the workload's operations; virtio-mem resizes are the host's, not its.
     const totalOps = ops.reduce((n, o) => n + (isResizeOp(o.op) || isSetupOp(o.op) ? 0 : o.count), 0);
@@ -267,6 +337,8 @@ export class Session {
     const opsPerSecMeasured = elapsedSec > 0 ? round(totalOps / elapsedSec) : 0;
     const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
     const figures = trialFigures(replies, roleOf, opsPerSecMeasured);
+    // Packets or requests per second, as the replay yields them (application.ts); none for a bare DMA-API workload.
+    const app = applicationResult(s.workload, ops, combined.replay.queueing, combined.modeledElapsedNs);
     const result: RunResult = {
       model,
       workload: s.workload,
@@ -302,11 +374,12 @@ export class Session {
       elapsedSec: round(elapsedSec),
       modeledElapsedNs: combined.modeledElapsedNs,
       modeledResources: combined.resources,
+      ...(app ? { application: app } : {}),
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,
-      notes: archNotes(model, profile),
+      notes: runNotes({ scenario: s, model, profile, devices: topology.devices ?? [], ops }),
     };
-    return { result, figures, machine };
+    return { result, figures, machine, replies, vms: guests.map((g) => g.index ?? 0), combined };
   }
 
   /**
@@ -332,6 +405,8 @@ function dmaResult(mode: string, translators: Record<string, number>[]): DmaResu
     iotlbHitRate: translations > 0 ? round(sum('iotlbHits') / translations) : 0,
     faults: sum('faults'),
     staleTranslations: sum('staleTranslations'),
+    atcHits: sum('atcHits'),
+    atcStaleTranslations: sum('atcStaleTranslations'),
     useAfterUnmap: sum('useAfterUnmap'),
     staleDuringUnmap: sum('staleDuringUnmap'),
     walkAccesses: sum('walkAccesses'),

@@ -167,7 +167,7 @@ export function describeRun(values: PointValues, model: string): string {
 }
 
 /** The operation a sweep reports for a run: unmap, or else the workload's most frequent one (sva-unmap-storm: invalidate). */
-export function mainOp(run: Pick<RunResult, 'ops'>): OpResult | undefined {
+export function mainOp<T extends Pick<OpResult, 'op' | 'count'>>(run: { readonly ops: readonly T[] }): T | undefined {
   // A migrated VM reports its unmaps as unmap@before and unmap@after: the state it ends in counts.
   for (const name of ['unmap', 'unmap@after', 'unmap@before']) {
     const o = run.ops.find((x) => x.op === name);
@@ -178,8 +178,10 @@ export function mainOp(run: Pick<RunResult, 'ops'>): OpResult | undefined {
 
 /** results.csv of a sweep: a header, then one record per run. */
 export function sweepCsvRecords(keys: readonly string[], runs: readonly RunResult[]): CsvValue[][] {
+  // Application throughput first (empty for a workload without one), then the main operation.
   const header = [
-    ...keys, 'model', 'op', 'count', ...TRANSITION_KINDS,
+    ...keys, 'model', 'app_unit', 'app_per_sec_modeled', 'app_bytes_per_sec_modeled', 'app_bottleneck', 'app_bottleneck_kind', 'app_saturated',
+    'op', 'count', ...TRANSITION_KINDS,
     'measured_p50_us', 'measured_p99_us', 'modeled_mean_ns', 'modeled_p99_ns',
     'ops_per_sec_measured', 'ops_per_sec_modeled', 'fanout', 'guest_commands', 'delivered',
   ];
@@ -190,6 +192,12 @@ export function sweepCsvRecords(keys: readonly string[], runs: readonly RunResul
     records.push([
       ...keys.map((k) => run.point?.[k] ?? ''),
       run.model,
+      run.application?.unit ?? '',
+      run.application?.perSecModeled ?? '',
+      run.application?.bytesPerSecModeled ?? '',
+      run.application?.bottleneck ?? '',
+      run.application?.bottleneckKind ?? '',
+      run.application ? String(run.application.saturated) : '',
       op?.op ?? '',
       op?.count ?? '',
       ...TRANSITION_KINDS.map((k) => op?.transitions[k] ?? ''),

@@ -56,6 +56,51 @@ function transitions(t: RunResult['ops'][number]['transitions']): string {
   return TRANSITION_KINDS.map((k) => (t[k] % 1 === 0 ? String(t[k]) : t[k].toFixed(2))).join('/');
 }
 
+/** Bytes per second as bits: 21.4 Gbit/s. */
+function bitsPerSec(bytes: number): string {
+  if (!Number.isFinite(bytes)) return '-';
+  const gbit = (bytes * 8) / 1e9;
+  return gbit >= 1 ? `${Number(gbit.toPrecision(3))} Gbit/s` : `${Number((gbit * 1000).toPrecision(3))} Mbit/s`;
+}
+
+/** An application's bottleneck as the table names it: the resource, what it is, and saturated or not. */
+function bottleneckText(a: NonNullable<RunResult['application']>): string {
+  const u = a.utilization[a.bottleneck];
+  return a.saturated ? `${a.bottleneck} (${a.bottleneckKind}, ${Math.round((u ?? 0) * 100)}%)` : `${a.bottleneck} latency (${a.bottleneckKind}, nothing saturated)`;
+}
+
+/**
+ * Application throughput per model, when the workload has one (packet-stream, block): packets or
+ * requests per second in modeled time and as bits, the resource that bounds it, and each against
+ * the no-vIOMMU design (`none`) and bare metal (`host`) where they ran. Empty otherwise.
+ */
+export function applicationTable(runs: readonly RunResult[]): string {
+  const apps = runs.filter((r) => r.application);
+  const first = apps[0]?.application;
+  if (!first) return '';
+  const none = runs.find((r) => r.model === MODEL.none)?.application;
+  const host = runs.find((r) => r.model === MODEL.host)?.application;
+  const rows: string[][] = [['model', `${first.unit}/s modeled`, 'throughput', 'vs none', 'vs host', 'bottleneck']];
+  for (const run of apps) {
+    const a = run.application as NonNullable<RunResult['application']>;
+    rows.push([
+      run.model,
+      perSec(a.perSecModeled),
+      bitsPerSec(a.bytesPerSecModeled),
+      run.model === MODEL.none ? 'baseline' : ratio(a.perSecModeled, none?.perSecModeled),
+      run.model === MODEL.host ? 'baseline' : ratio(a.perSecModeled, host?.perSecModeled),
+      bottleneckText(a),
+    ]);
+  }
+  const modes = [...new Set(runs.map((r) => r.dma.mode))].join(', ');
+  const legend =
+    `Modeled: application throughput (DMA mode ${modes}), ${first.unit} per second in modeled time, from the queueing replay of every ` +
+    'vCPU, lock, queue, device and link; vs none / vs host = against the no-vIOMMU design and bare metal (- when not run); ' +
+    'bottleneck = the saturated resource and its utilization, or, when none is saturated, the one the I/Os in flight spend the most time on.';
+  return `${wrap(legend, 120)}
+${render(rows, ['l', 'r', 'r', 'r', 'r', 'l'])}`;
+}
+
 /**
  * A comparison, the two clocks apart. First the modeled figures, which lead: per model and
  * operation the transitions it paid and its modeled latency against the `none` baseline's, then
@@ -101,7 +146,9 @@ export function modeledTable(runs: readonly RunResult[]): string {
     dRows.push([run.model, String(d.translations), fmt(d.iotlbHitRate, 3), String(d.walkAccesses), String(d.faults), String(d.useAfterUnmap), String(d.staleTranslations)]);
   }
   const dma = render(dRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
-  return `${ops}\n\n${thr}\n\n${dma}`;
+  // An application workload leads with its throughput; the DMA API's operations follow.
+  const app = applicationTable(runs);
+  return `${app ? `${app}\n\n` : ''}${ops}\n\n${thr}\n\n${dma}`;
 }
 
 export { hopTable, measuredTable };
@@ -148,7 +195,7 @@ function renderSpanned(spans: { label: string; from: number; to: number }[], row
 
 /**
  * A sweep, one row per run, the two clocks apart: first the modeled table (the swept keys' values,
- * the model, its main operation (unmap, or the workload's) with its transitions and modeled
+ * the model, its application throughput and bottleneck when its workload has one, its main operation (unmap, or the workload's) with its transitions and modeled
  * latency, the run's modeled throughput and invalidation fanout), then the measured one (the same
  * rows: measured latency and throughput, this host's IPC). Each fits 120 columns with two swept keys.
  */
@@ -159,14 +206,17 @@ export function sweepTable(keys: readonly string[], runs: readonly RunResult[]):
   const n = keys.length;
   const numeric = keys.map((k) => runs.length > 0 && runs.every((r) => typeof r.point?.[k] === 'number'));
   const keyAlign = numeric.map((x): 'l' | 'r' => (x ? 'r' : 'l'));
-  const rows: string[][] = [[...names, 'model', 'op', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'mean', 'p99', 'ops/s', 'fanout']];
+  const app = runs.some((r) => r.application);
+  const rows: string[][] = [[...names, 'model', ...(app ? ['app/s', 'bottleneck'] : []), 'op', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'mean', 'p99', 'ops/s', 'fanout']];
   const mRows: string[][] = [[...names, 'model', 'op', 'p50', 'p99', 'ops/s']];
   for (const run of runs) {
     const op = mainOp(run);
     const values = keys.map((k) => String(run.point?.[k] ?? '-'));
+    const a = run.application;
     rows.push([
       ...values,
       run.model,
+      ...(app ? [a ? perSec(a.perSecModeled) : '-', a ? `${a.bottleneck}${a.saturated ? '' : ' (latency)'}` : '-'] : []),
       op?.op ?? '-',
       op ? transitions(op.transitions) : '-',
       op ? modeledUs(op.modeledNs.mean) : '-',
@@ -178,15 +228,17 @@ export function sweepTable(keys: readonly string[], runs: readonly RunResult[]):
     const mo = op ? m.ops.find((o) => o.op === op.op) : undefined;
     mRows.push([...values, run.model, op?.op ?? '-', mo ? measuredUsText(mo.p50Us.value) : '-', mo ? measuredUsText(mo.p99Us.value) : '-', perSec(m.opsPerSec.value)]);
   }
-  const spans = [{ label: 'modeled us', from: n + 3, to: n + 4 }];
+  const extra = app ? 2 : 0;
+  const spans = [{ label: 'modeled us', from: n + extra + 3, to: n + extra + 4 }];
   const points = new Set(runs.map((r) => JSON.stringify(r.point ?? {}))).size;
   const models = new Set(runs.map((r) => r.model)).size;
   const legend =
     `Sweep of ${keys.join(' x ')} (${points} point${points === 1 ? '' : 's'}) x ${models} model${models === 1 ? '' : 's'}. ` +
-    'Modeled, per run: its main operation (unmap, or the workload\'s) with transitions per op e/u/i/h/d = exit/user/ioctl/hw/direct, ' +
+    (app ? 'Modeled, per run: application throughput (app/s: packets or requests per second) and its bottleneck; then ' : 'Modeled, per run: ') +
+    'its main operation (unmap, or the workload\'s) with transitions per op e/u/i/h/d = exit/user/ioctl/hw/direct, ' +
     'modeled mean/p99 latency in us; modeled throughput of all operations (ops/s); ' +
     'fanout = commands delivered to the pSMMUs per guest invalidation.';
-  const modeled = `${wrap(legend, 120)}\n${renderSpanned(spans, rows, [...keyAlign, 'l', 'l', 'r', 'r', 'r', 'r', 'r'])}`;
+  const modeled = `${wrap(legend, 120)}\n${renderSpanned(spans, rows, [...keyAlign, 'l', ...(app ? (['r', 'l'] as const) : []), 'l', 'r', 'r', 'r', 'r', 'r'])}`;
   const mLegend = 'Measured (this host\'s real IPC between the simulator\'s processes, not real hardware): the same operation\'s p50/p99 in us and the run\'s operations per second.';
   const measured = `${wrap(mLegend, 120)}\n${renderSpanned([{ label: 'measured us', from: n + 2, to: n + 3 }], mRows, [...keyAlign, 'l', 'l', 'r', 'r', 'r'])}`;
   return `${modeled}\n\n${measured}`;

@@ -1,17 +1,31 @@
+import { profileCosts, type CostProfile } from '../cost/profile.js';
 import { NS_PER_US } from '../runtime/clock.js';
-import { simulateQueueing, type TimedOp } from './queueing.js';
+import { simulateQueueing, type QueueingResult } from './queueing.js';
 import type { StartReply__Output } from '../runtime/generated/vmmsim/v1/StartReply.js';
 import { Distribution } from '../runtime/histogram.js';
 import { TRANSITION_KINDS, zeroTransitions } from '../runtime/topology.js';
+import { breakdowns } from './breakdown.js';
+import { costsByIndex, recordRun, reprice, type RecordedOp, type RecordedRun } from './recorded.js';
 import type { ModeledResource, OpResult } from './results.js';
-
-/** Threads of different VMs are told apart by VM: thread ids vm * this + vCPU. */
-const THREADS_PER_VM = 1 << 16;
 
 export interface CombinedTimeline {
   ops: OpResult[];
   modeledElapsedNs: number;
   resources: ModeledResource[];
+  /** The operations as recorded (with their vectors) and the queueing replay over them. */
+  replay: { run: RecordedRun; ops: readonly RecordedOp[]; queueing: QueueingResult };
+}
+
+export interface CombineOptions {
+  /** The run's cost profile: the confidence of each breakdown entry ('?' without it). */
+  profile?: CostProfile;
+  /**
+   * Step costs in ns by name (the run's cost table, Topology.costs_ns): the breakdown prices the
+   * steps with them. With `reprice`, the operations are priced under them too, from their vectors,
+   * before the queueing replay (recorded.ts). Without costs, the profile's as a run has them.
+   */
+  costs?: Readonly<Record<string, number>>;
+  reprice?: boolean;
 }
 
 function round(x: number): number {
@@ -21,56 +35,37 @@ function round(x: number): number {
 /**
  * Every guest's operations together: the queueing model over all VMs at once (they share the
  * pSMMU CMDQs, VFIO, and any lock they have in common), then per operation kind the measured and
- * modeled distributions and the transitions per operation. `guests[i]` is the reply of VM `vms[i]`.
+ * modeled distributions, the transitions per operation and where the modeled time goes (breakdown).
+ * `guests[i]` is the reply of VM `vms[i]`.
  */
-export function combineGuests(guests: readonly StartReply__Output[], vms: readonly number[]): CombinedTimeline {
-  const timeline: TimedOp[] = [];
-  /** The operation kind of each timeline entry, by name. */
-  const kinds: string[] = [];
+export function combineGuests(guests: readonly StartReply__Output[], vms: readonly number[], o: CombineOptions = {}): CombinedTimeline {
   const names: string[] = [];
   const totals = new Map<string, { count: number; failed: number; transitions: ReturnType<typeof zeroTransitions> }>();
-  guests.forEach((g, gi) => {
-    const vm = vms[gi] ?? gi;
-    for (const o of g.ops) {
-      if (!totals.has(o.op)) {
-        totals.set(o.op, { count: 0, failed: 0, transitions: zeroTransitions() });
-        names.push(o.op);
+  for (const g of guests) {
+    for (const r of g.ops) {
+      if (!totals.has(r.op)) {
+        totals.set(r.op, { count: 0, failed: 0, transitions: zeroTransitions() });
+        names.push(r.op);
       }
-      const t = totals.get(o.op) as NonNullable<ReturnType<typeof totals.get>>;
-      t.count += Number(o.count);
-      t.failed += Number(o.failed);
-      for (const k of TRANSITION_KINDS) t.transitions[k] += Number(o.transitions?.[k] ?? 0);
+      const t = totals.get(r.op) as NonNullable<ReturnType<typeof totals.get>>;
+      t.count += Number(r.count);
+      t.failed += Number(r.failed);
+      for (const k of TRANSITION_KINDS) t.transitions[k] += Number(r.transitions?.[k] ?? 0);
     }
-    for (const e of g.timeline) {
-      timeline.push({
-        thread: vm * THREADS_PER_VM + e.thread,
-        startNs: e.startNs,
-        ns: e.ns,
-        arrival: e.arrival,
-        holds: e.holdResource.map((r, i) => ({ resource: g.resourceNames[r] ?? `resource-${r}`, atNs: e.holdAtNs[i] ?? 0, ns: e.holdNs[i] ?? 0 })),
-      });
-      kinds.push(g.ops[e.op]?.op ?? 'unknown');
-    }
-  });
-  const q = simulateQueueing(timeline);
+  }
+  const run = recordRun(guests, vms);
+  const costs = costsByIndex(run, o.costs ?? (o.profile ? profileCosts(o.profile) : {}));
+  const priced = o.reprice ? reprice(run, costs) : { ops: run.ops, threadEndNs: run.threadEndNs };
+  const q = simulateQueueing(priced.ops);
   const measured = new Map(names.map((n) => [n, new Distribution()]));
   const modeled = new Map(names.map((n) => [n, new Distribution()]));
-  let k = 0;
-  guests.forEach((g) => {
-    for (const e of g.timeline) {
-      const kind = kinds[k] as string;
-      measured.get(kind)?.record(e.measuredNs);
-      modeled.get(kind)?.record(q.latencyNs[k] ?? e.ns);
-      k += 1;
-    }
+  priced.ops.forEach((e, k) => {
+    measured.get(e.kind)?.record(e.measuredNs);
+    modeled.get(e.kind)?.record(q.latencyNs[k] ?? e.ns);
   });
   let elapsed = 0;
-  guests.forEach((g, gi) => {
-    const vm = vms[gi] ?? gi;
-    g.threadEndNs.forEach((end, t) => {
-      elapsed = Math.max(elapsed, end + (q.threadShiftNs.get(vm * THREADS_PER_VM + t) ?? 0));
-    });
-  });
+  for (const [thread, end] of priced.threadEndNs) elapsed = Math.max(elapsed, end + (q.threadShiftNs.get(thread) ?? 0));
+  const split = breakdowns(run, priced.ops, q, costs, o.profile);
   const ops: OpResult[] = names.map((op) => {
     const t = totals.get(op) as NonNullable<ReturnType<typeof totals.get>>;
     const per = zeroTransitions();
@@ -82,8 +77,9 @@ export function combineGuests(guests: readonly StartReply__Output[], vms: readon
       transitions: per,
       measuredUs: (measured.get(op) as Distribution).summary(NS_PER_US),
       modeledNs: (modeled.get(op) as Distribution).summary(1),
+      breakdown: split.get(op) ?? [],
     };
   });
   const resources = q.resources.map((r) => ({ ...r, utilization: elapsed > 0 ? round(r.busyNs / elapsed) : 0 }));
-  return { ops, modeledElapsedNs: elapsed, resources };
+  return { ops, modeledElapsedNs: elapsed, resources, replay: { run, ops: priced.ops, queueing: q } };
 }

@@ -6,6 +6,8 @@
  * it is loaded, never discovered mid-run.
  */
 
+import { StepTable } from './step-vector.js';
+
 /** The releases the steps' functions are named in. */
 export const PINNED = { linux: 'v6.18', qemu: 'v10.2' } as const;
 
@@ -55,17 +57,58 @@ export const COST_STEPS = {
       'linux drivers/iommu/dma-iommu.c: iommu_dma_map_swiotlb, dev_use_swiotlb (from iommu_dma_map_phys; iommu_dma_map_page before v6.18)',
     ],
   },
+  'net.tx_packet': {
+    doc: 'packet-stream: the guest network stack and NIC driver transmit one packet of at most an MTU (or one TSO segment, priced as one packet): socket send and copy from user, TCP/IP output, qdisc, the driver\'s xmit and its TX-completion reap; the dma_map and dma_unmap around it are their own operations',
+    functions: [
+      'linux net/ipv4/tcp.c: tcp_sendmsg_locked',
+      'linux net/ipv4/ip_output.c: ip_queue_xmit, ip_finish_output2',
+      'linux net/core/dev.c: __dev_queue_xmit, dev_hard_start_xmit',
+      'linux drivers/net/ethernet/mellanox/mlx5/core/en_tx.c: mlx5e_xmit, mlx5e_poll_tx_cq',
+      'linux net/core/skbuff.c: napi_consume_skb',
+    ],
+  },
+  'net.rx_packet': {
+    doc: 'packet-stream: the guest NIC driver and network stack receive one packet of at most an MTU (or one GRO segment, priced as one packet): NAPI poll, skb build, GRO, IP/TCP input and the copy to user; the RX buffer\'s dma_map (refill) and dma_unmap are their own operations',
+    functions: [
+      'linux drivers/net/ethernet/mellanox/mlx5/core/en_rx.c: mlx5e_poll_rx_cq, mlx5e_handle_rx_cqe',
+      'linux net/core/gro.c: napi_gro_receive',
+      'linux net/core/dev.c: __netif_receive_skb_core',
+      'linux net/ipv4/ip_input.c: ip_rcv, ip_local_deliver',
+      'linux net/ipv4/tcp_ipv4.c: tcp_v4_rcv',
+      'linux net/core/datagram.c: skb_copy_datagram_iter',
+    ],
+  },
+  'block.request': {
+    doc: 'block: the guest block layer and NVMe driver issue and complete one request, interrupt-driven: bio to request, the submission-queue entry and doorbell, the completion interrupt and the request\'s end; the request\'s dma_map (dma_map_sg) and dma_unmap are their own operations',
+    functions: [
+      'linux block/blk-mq.c: blk_mq_submit_bio, blk_mq_end_request',
+      'linux drivers/nvme/host/pci.c: nvme_queue_rq, nvme_irq, nvme_pci_complete_rq',
+      'linux io_uring/rw.c: io_read, io_complete_rw',
+    ],
+  },
+  'guest.pmd_io': {
+    doc: 'dma=static: a poll-mode driver (DPDK, SPDK) posts and reaps one I/O from user space, no interrupt, no kernel stack; its buffer is premapped, so no dma_map',
+    functions: ['driver-level: DPDK rte_eth_tx_burst / rte_eth_rx_burst (mlx5_tx_burst, mlx5_rx_burst); SPDK spdk_nvme_ns_cmd_read / spdk_nvme_qpair_process_completions (not Linux)'],
+  },
+  'hw.device_ns': {
+    doc: 'one nanosecond of a device serving an I/O (the NIC\'s per-packet time, an NVMe drive\'s service time): a unit, charged as many times as the scenario\'s device keys give nanoseconds, so an I/O\'s device time travels in its step vector',
+    functions: ['hardware: the NIC\'s packet pipeline (device.nic.mpps), the NVMe drive\'s media and controller (device.nvme.serviceUs)'],
+  },
+  'hw.link_ns': {
+    doc: 'one nanosecond of a link carrying an I/O (the Ethernet wire, the NVMe drive\'s PCIe link): a unit, charged as many times as the scenario\'s link keys give nanoseconds',
+    functions: ['hardware: Ethernet MAC/PHY at device.nic.lineGbps; PCIe link at device.nvme.linkGBps'],
+  },
   'guest.fq_insert': {
     doc: 'lazy mode: guest queues one unmapped IOVA in its per-CPU flush queue',
     functions: ['linux drivers/iommu/dma-iommu.c: queue_iova, fq_ring_add'],
   },
   'exit.mmio_trap': {
-    doc: 'guest MMIO write traps to KVM and KVM resumes the guest (handled in the kernel)',
-    functions: ['linux arch/arm64/kvm/mmu.c: kvm_handle_guest_abort', 'linux arch/arm64/kvm/mmio.c: io_mem_abort'],
+    doc: 'guest MMIO access (a write, or a read such as a CMDQ_CONS poll) traps to KVM and KVM resumes the guest (handled in the kernel)',
+    functions: ['linux arch/arm64/kvm/mmu.c: kvm_handle_guest_abort', 'linux arch/arm64/kvm/mmio.c: io_mem_abort, kvm_handle_mmio_return'],
   },
   'exit.to_user': {
-    doc: 'extra cost when KVM returns to the VMM in user space for an MMIO exit and the VMM re-enters KVM_RUN',
-    functions: ['linux virt/kvm/kvm_main.c: kvm_vcpu_ioctl (KVM_RUN)', 'qemu accel/kvm/kvm-all.c: kvm_cpu_exec'],
+    doc: 'extra cost when KVM returns to the VMM in user space for an MMIO exit (a write or a read: the same crossings; the profiles derive it from an MMIO read to user space) and the VMM re-enters KVM_RUN',
+    functions: ['linux virt/kvm/kvm_main.c: kvm_vcpu_ioctl (KVM_RUN)', 'qemu accel/kvm/kvm-all.c: kvm_cpu_exec', 'qemu hw/arm/smmuv3.c: smmu_read_mmio, smmu_write_mmio'],
   },
   'vmm.vsmmu_cmd': {
     doc: 'VMM vSMMU model reads, decodes and dispatches one guest command',
@@ -155,6 +198,10 @@ export const COST_STEPS = {
     doc: 'VMM finds which pSMMUs an ASID-scoped guest invalidation concerns (a single vSMMU with dispatch: lookup)',
     functions: ["exploration: no upstream QEMU vSMMU fronts several pSMMUs; a table the VMM keeps from the guest's context descriptors"],
   },
+  'cpu.mmio_read_device': {
+    doc: 'a CPU reads a device register with no trap: the CONS of a VCMDQ on the VINTF page mapped into the guest, polled for a CMD_SYNC with CS=NONE',
+    functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: __arm_smmu_cmdq_poll_until_consumed (readl of the queue\'s cons_reg)', 'hardware: an uncached (Device-nGnRE) load from an on-die device'],
+  },
   'smmu.cmd_exec': {
     doc: 'physical SMMU executes one invalidation command',
     functions: ['hardware: SMMUv3 command queue (Arm IHI 0070, 4.4 Invalidation commands)'],
@@ -162,6 +209,10 @@ export const COST_STEPS = {
   'smmu.sync': {
     doc: 'physical SMMU completes a CMD_SYNC once earlier commands are done, and the waiter sees it',
     functions: ['hardware: SMMUv3 CMD_SYNC (Arm IHI 0070, 4.7.3)', 'linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_cmdq_poll_until_sync'],
+  },
+  'smmu.atc_inv': {
+    doc: 'a CMD_SYNC behind ATC_INVs completes only when the devices answered: the SMMU sends each an ATS Invalidate Request and waits for its Invalidation Completion (a PCIe round trip; requests to several devices overlap)',
+    functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_atc_inv_domain, arm_smmu_atc_inv_to_cmd', 'hardware: PCIe ATS Invalidate Request / Invalidation Completion (PCIe Base Spec, Address Translation Services)'],
   },
   'smmu.iotlb_lookup': {
     doc: 'physical SMMU looks a translation up in its IOTLB',
@@ -182,14 +233,22 @@ export function isCostStep(s: string): s is CostStep {
 /** Step costs in ns, as pushed to every process with the topology. */
 export class CostTable {
   private readonly ns: Record<CostStep, number>;
+  /** The run's steps by index: what an operation's step counts are counted against (step-vector.ts). */
+  readonly steps: StepTable;
 
   constructor(costs: Record<string, number>) {
     const missing = Object.keys(COST_STEPS).filter((k) => typeof costs[k] !== 'number');
     if (missing.length > 0) throw new Error(`cost table lacks ${missing.join(', ')}`);
     this.ns = costs as Record<CostStep, number>;
+    this.steps = new StepTable(costs);
   }
 
   of(step: CostStep): number {
     return this.ns[step];
+  }
+
+  /** The index of a step in `steps`. */
+  index(step: CostStep): number {
+    return this.steps.indexOf(step);
   }
 }

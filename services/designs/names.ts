@@ -5,7 +5,7 @@
  */
 /** In the order `compare --models all` runs them and tables list them. */
 export const MODELS = [
-  'none', 'intel-cm', 'emulated-smmuv3', 'spapr-tce', 'spapr-tce-kvm', 'virtio-iommu', 'vhost-iommu',
+  'none', 'host', 'intel-cm', 'emulated-smmuv3', 'spapr-tce', 'spapr-tce-kvm', 'virtio-iommu', 'vhost-iommu',
   'nested-smmuv3', 'nested-smmuv3-vcmdq',
 ] as const;
 export type ModelName = (typeof MODELS)[number];
@@ -13,6 +13,7 @@ export type ModelName = (typeof MODELS)[number];
 /** Each design by a name code can use where it means one design on purpose (a baseline, a bench). */
 export const MODEL = {
   none: 'none',
+  host: 'host',
   intelCm: 'intel-cm',
   emulatedSmmuv3: 'emulated-smmuv3',
   virtioIommu: 'virtio-iommu',

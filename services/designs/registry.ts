@@ -10,6 +10,7 @@ import { intelCm } from './intel-cm/index.js';
 import { MODELS, type ModelName } from './names.js';
 import { nestedSmmuv3Vcmdq } from './nested-smmuv3-vcmdq/index.js';
 import { nestedSmmuv3 } from './nested-smmuv3/index.js';
+import { host } from './host/index.js';
 import { none } from './none/index.js';
 import { spaprTceKvm } from './spapr-tce-kvm/index.js';
 import { spaprTce } from './spapr-tce/index.js';
@@ -19,6 +20,7 @@ import { virtioIommu } from './virtio-iommu/index.js';
 
 export const DESIGNS = {
   'none': none,
+  'host': host,
   'intel-cm': intelCm,
   'emulated-smmuv3': emulatedSmmuv3,
   'virtio-iommu': virtioIommu,

@@ -10,9 +10,12 @@ import type { ModelName } from './names.js';
  * - `stage2`: all guest RAM mapped at stage 2 once, no vIOMMU (VFIO's container over the VM's RAM);
  * - `nested`: the same stage-2 parent with the guest's stage 1 nested over it (iommufd HWPTs);
  * - `shadow`: a host table that shadows the guest's I/O mappings, filled map by map;
- * - `emulated`: none: the devices are the VMM's own, no physical SMMU translates for them.
+ * - `emulated`: none: the devices are the VMM's own, no physical SMMU translates for them;
+ * - `bare-metal`: no VM at all: the host kernel's own IOMMU driver owns the SMMUs, writes its
+ *   devices' STEs and its stage-1 tables itself (the guest process plays the host kernel), and
+ *   VFIO sets nothing up.
  */
-export type HostTables = 'stage2' | 'nested' | 'shadow' | 'emulated';
+export type HostTables = 'stage2' | 'nested' | 'shadow' | 'emulated' | 'bare-metal';
 
 /**
  * What a `shadow` design's host shadows the guest's mappings into:
@@ -57,6 +60,12 @@ export interface DesignTraits {
   readonly dmaIommu: boolean;
   /** The architecture whose guest and host the design runs on (a profile of another says so). */
   readonly arch: 'arm64' | 'ppc64' | 'x86_64';
+  /**
+   * PCIe ATS for the assigned devices (device.ats): modelled for the designs whose IOMMU driver is
+   * arm-smmu-v3 (device ATCs, ATC_INV after every TLB invalidation); or why not. Absent: not
+   * modelled for the design.
+   */
+  readonly ats?: true | { readonly refused: string };
 }
 
 /**

@@ -4,6 +4,7 @@ import { PAGE_SIZE } from '../machine/memory.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { DmaApi, GuestDevice, GuestKernel } from './driver.js';
 import { IovaAllocator } from './iova.js';
+import { queueDepthOf } from './workloads/common.js';
 
 /** Bounce pools (and the swiotlb's areas: one mode per run) sit above the benchmark buffers in guest RAM. */
 const BOUNCE_POOL_BASE = GUEST_BUFFER_BASE + 0x1_0000_0000;
@@ -111,17 +112,20 @@ class BounceDma extends DmaMode {
     const key = `${cpu}/${device.index}`;
     const have = this.pools.get(key);
     if (have) return have;
-    // Two slots per CPU and device are enough for one I/O in flight per thread.
-    const slots = 2;
-    // Each pool in its own 4 MiB (2 slots of up to 512 pages) of the 4 GiB between the workload
-    // buffers and the receive rings: 1024 pools, past which (CPUs x devices) they share memory,
-    // which only the bounced data would notice.
+    // A slot per I/O a thread has mapped at once: two (one I/O in flight, as dma-map-benchmark and
+    // packet-stream map them), or a block batch's queueDepth, as many as fit in the pool's 4 MiB.
+    const w = this.kernel.env.topology.workload;
+    const depth = w ? queueDepthOf(w) : 1;
+    const slots = Math.max(2, Math.min(depth, Math.floor(BOUNCE_POOL_STRIDE / (pages * PAGE_SIZE))));
+    // Each pool in its own 4 MiB of the 4 GiB between the workload buffers and the receive rings:
+    // 1024 pools, past which (CPUs x devices) they share memory, which only the bounced data would
+    // notice.
     const n = Math.max(1, this.kernel.devices.length);
     const at = Math.max(0, this.kernel.devices.indexOf(device));
     const pa = BOUNCE_POOL_BASE + ((cpu * n + at) % BOUNCE_POOLS) * BOUNCE_POOL_STRIDE;
     const iova = await this.inner.map(ctx, cpu, device, pa, slots * pages);
     if (iova < 0) return iova;
-    const p = { iova, free: [0, 1], slotPages: pages };
+    const p = { iova, free: Array.from({ length: slots }, (_, i) => i), slotPages: pages };
     this.pools.set(key, p);
     return p;
   }

@@ -1,6 +1,7 @@
 import type { Memory } from '../machine/memory.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { RoleEnv } from '../runtime/role-api.js';
+import type { VcpuClocks } from './vcpu-clocks.js';
 import type { ModeledOrder } from './modeled-order.js';
 
 /** One device as the guest sees it: assigned (VFIO), or emulated by the VMM (topology.emulatedDevices). */
@@ -35,6 +36,11 @@ export interface GuestKernel {
    * progress on vCPU c is at vcpuNs[c] + its context's modeledNs.
    */
   vcpuNs: number[];
+  /**
+   * Lower bounds of the vCPUs' modeled clocks, for decisions taken in modeled time (the command
+   * queue's gathering, cmdq-gather.ts). Absent: nothing is known (a unit test's kernel).
+   */
+  vcpus?: VcpuClocks;
   /** Records an operation that ran on its own on vCPU `cpu`, after its clock. */
   background(op: string, ctx: OpContext, measuredNs: number, cpu?: number): void;
   /**
@@ -102,6 +108,12 @@ export interface DmaApi {
   boot?(): Promise<void>;
   /** Flushes anything deferred (lazy mode) before the run's results are taken. */
   drain(): Promise<void>;
+  /**
+   * The IOMMU driver's probe at boot, before any operation (not counted among them): the register
+   * reads it makes to learn what its IOMMU offers (arm-smmu-v3 reads the ID registers). Absent:
+   * nothing to read.
+   */
+  probe?(): Promise<void>;
   /**
    * The VM was live-migrated to a host where vSMMU v has `hwQueues[v]` of its VCMDQs backed by
    * hardware (the first ones); the driver sends what it would have put in the others through the

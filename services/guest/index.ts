@@ -14,10 +14,12 @@ import type { GuestMetrics } from './metrics.js';
 import { MigrationStep } from './migration.js';
 import { OpStats } from './op-stats.js';
 import { Samples } from '../runtime/samples.js';
+import { VcpuClocks } from './vcpu-clocks.js';
 import { runWorkload } from './workload.js';
 
 /** guest-N: a VM's guest OS running the workload through its DMA API and IOMMU driver. */
 class GuestRole implements RoleInstance {
+  private readonly env: RoleEnv;
   private readonly ram: FileMemory;
   private readonly dma: DmaApi;
   /** The architecture's DMA API itself, as dma_alloc_coherent uses it. */
@@ -28,12 +30,23 @@ class GuestRole implements RoleInstance {
   private operations = 0;
 
   constructor(
-    private readonly env: RoleEnv,
+    runtimeEnv: RoleEnv,
     /** The run's design's guest part: its DMA API over its IOMMU driver. */
     dmaApi: DmaApiFactory,
     /** Its Prometheus instruments, when the process serves metrics. */
     metrics: GuestMetrics | undefined,
   ) {
+    // Every operation's context comes from here: while vmmsim explain looks for its operation
+    // (guest-0 only), the contexts started are traced across the processes.
+    const env: RoleEnv = {
+      ...runtimeEnv,
+      newContext: (opId, modeledNs) => {
+        const ctx = runtimeEnv.newContext(opId, modeledNs);
+        if (this.opStats?.explaining()) ctx.explain();
+        return ctx;
+      },
+    };
+    this.env = env;
     const vm = env.self.index;
     // Guest RAM is a file the SMMU's walks read too; the guest owns it and starts it empty.
     this.ram = new FileMemory(guestRamFile(env.topology.ramDir, vm), 'create');
@@ -47,11 +60,13 @@ class GuestRole implements RoleInstance {
       const vsmmu = emulatedVsmmuOf(env.topology, vm);
       for (const d of emulated) devices.push({ index: d.index, vsid: d.vsid, vsmmu, emulated: true });
     }
+    const vcpuNs: number[] = [];
     this.kernel = {
       env,
       ram: this.ram,
       devices,
-      vcpuNs: [],
+      vcpuNs,
+      vcpus: new VcpuClocks(vcpuNs),
       background: (op: string, ctx: OpContext, measuredNs: number, cpu = 0) => {
         const start = this.kernel.vcpuNs[cpu] ?? 0;
         this.kernel.vcpuNs[cpu] = start + ctx.modeledNs;
@@ -78,6 +93,11 @@ class GuestRole implements RoleInstance {
     this.metrics?.attachDriver(this.dma);
   }
 
+  /** The IOMMU driver probes its IOMMU at boot: everything downstream is configured by now. */
+  async init(): Promise<void> {
+    await this.coherent.probe?.();
+  }
+
   async handle(): Promise<{ status: number; payload: Buffer }> {
     // Nothing upstream of a guest sends it requests.
     return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
@@ -88,9 +108,11 @@ class GuestRole implements RoleInstance {
     if (!w) throw new Error('topology has no workload');
     // A live migration during the run (workload.migration) reports its operations before and after it.
     const step = MigrationStep.forGuest(this.kernel, this.coherent, this.env.endpoints, w);
-    const stats = step?.stats ?? new OpStats(this.env.endpoints, this.env.topology.warmupOps);
+    const stats = step?.stats ?? new OpStats(this.env.endpoints, { warmupOps: this.env.topology.warmupOps, guestIsHost: designOf(this.env.topology.model).traits.hostTables === 'bare-metal' });
     this.opStats = stats;
     stats.observeWith({ tracing: this.env.tracing, log: this.env.log });
+    const explain = this.env.topology.explain;
+    if (explain && explain.op !== '' && this.env.self.index === 0) stats.explainOp(explain.op, explain.after);
     this.metrics?.attachOps(stats);
     // Topology.floor_peer: one bare round trip to that peer after each operation (not timed with it).
     const floor = this.env.floorRoundTrip ? new Samples() : undefined;
@@ -107,14 +129,18 @@ class GuestRole implements RoleInstance {
     await this.dma.boot?.();
     const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w, step, ...(probe ? { probe } : {}) });
     this.operations += r.operations;
-    const { timeline, resourceNames } = stats.takeTimeline();
+    const { timeline, resourceNames, stepVectors, explained } = stats.takeTimeline();
     return {
       ops: stats.opReports(),
       hops: stats.hopReports(),
       elapsedSec: r.elapsedNs / 1e9,
       timeline,
       resourceNames,
-      threadEndNs: [...this.kernel.vcpuNs],
+      stepNames: [...this.env.costs.steps.names],
+      stepVectors,
+      ...(explained ? { explained } : {}),
+      // An application workload's replay threads are its vCPUs' lanes.
+      threadEndNs: r.threadEndNs ?? [...this.kernel.vcpuNs],
       guestCommands: this.dma.guestCommands,
       emulatedCommands: this.dma.emulatedCommands ?? 0,
       workloadCounters: { ...r.counters, ...step?.counters },

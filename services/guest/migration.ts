@@ -72,7 +72,7 @@ export class MigrationStep implements WorkloadStep {
     endpoints: EndpointTable,
     w: WorkloadSpec,
   ) {
-    this.stats = new PhasedOpStats(endpoints, kernel.env.topology.warmupOps);
+    this.stats = new PhasedOpStats(endpoints, { warmupOps: kernel.env.topology.warmupOps });
     const threads = Math.max(1, w.threads);
     const atOp = w.migration?.atOp ?? 0;
     this.quota = Array.from({ length: threads }, (_, t) => Math.floor(atOp / threads) + (t < atOp % threads ? 1 : 0));

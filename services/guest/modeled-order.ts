@@ -13,9 +13,17 @@
  * waiting for its turn holds no lock, so the wait cannot close a cycle: the vCPU with the earliest
  * claim always runs. Only real time is spent waiting; the order is the modeled one, so it is the
  * same on every run. Operations are ordered whole: one that starts while another is in progress
- * sees all of that one's effects.
+ * sees all of that one's effects. So a vCPU waiting for its turn acts only after the operation
+ * running now is over: for the command queue's gathering (vcpu-clocks.ts) it bounds nothing while
+ * it waits, or the two waits could close a cycle.
  */
 type State = 'running' | 'waiting' | 'parked' | 'done';
+
+/** What else decides in modeled time (the command queue's gathering): told when a vCPU waits for its turn. */
+export interface TurnObserver {
+  park(cpu: number): void;
+  unpark(cpu: number): void;
+}
 
 export class ModeledOrder {
   private readonly state: State[];
@@ -23,7 +31,10 @@ export class ModeledOrder {
   private readonly key: number[];
   private wakers: (() => void)[] = [];
 
-  constructor(readonly cpus: number) {
+  constructor(
+    readonly cpus: number,
+    private readonly observer?: TurnObserver,
+  ) {
     this.state = Array.from({ length: cpus }, () => 'running' as State);
     this.floor = new Array<number>(cpus).fill(0);
     this.key = new Array<number>(cpus).fill(0);
@@ -37,7 +48,11 @@ export class ModeledOrder {
     this.key[cpu] = atNs;
     // Others waiting for an earlier claim than this one may go now.
     this.wake();
-    while (!this.mayGo(cpu)) await new Promise<void>((resolve) => this.wakers.push(resolve));
+    if (!this.mayGo(cpu)) {
+      this.observer?.park(cpu);
+      while (!this.mayGo(cpu)) await new Promise<void>((resolve) => this.wakers.push(resolve));
+      this.observer?.unpark(cpu);
+    }
     this.state[cpu] = 'running';
   }
 

@@ -3,6 +3,8 @@ import type { HopReport } from '../runtime/generated/vmmsim/v1/HopReport.js';
 import type { OpReport } from '../runtime/generated/vmmsim/v1/OpReport.js';
 import type { TimedOp } from '../runtime/generated/vmmsim/v1/TimedOp.js';
 import { Samples } from '../runtime/samples.js';
+import type { ExplainedOp } from '../runtime/generated/vmmsim/v1/ExplainedOp.js';
+import { VectorInterner } from '../cost/step-vector.js';
 import type { Logger } from '../runtime/logger.js';
 import type { OpContext } from '../runtime/op-context.js';
 import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../runtime/topology.js';
@@ -33,11 +35,27 @@ export class OpStats {
   private tracing: OpTracing | undefined;
   /** Set only when the guest logs at debug: then each operation gets a line. */
   private opLog: Logger | undefined;
+  /** The step vectors of the timeline's operations and holds, each stored once. */
+  private readonly vectors = new VectorInterner();
+  /** vmmsim explain: the operation to trace, and the one traced once it ran. */
+  private explain: { op: string; after: number } | undefined;
+  private explainedOp: ExplainedOp | undefined;
+  /** Operations of each thread left out of the steady measured figures. */
+  private readonly warmupOps: number;
+  private readonly guestIsHost: boolean;
 
   constructor(
     private readonly endpoints: EndpointTable,
-    private readonly warmupOps = 0,
-  ) {}
+    opts: {
+      /** Operations of each thread left out of the steady measured figures (Topology.warmup_ops). */
+      warmupOps?: number;
+      /** Bare metal: the guest process is the host kernel (see transitionOf). */
+      guestIsHost?: boolean;
+    } = {},
+  ) {
+    this.warmupOps = opts.warmupOps ?? 0;
+    this.guestIsHost = opts.guestIsHost ?? false;
+  }
 
   /** Whether thread t is still warming up: its next operation would be one of its first warmupOps. */
   warmingUp(t: number): boolean {
@@ -74,6 +92,19 @@ export class OpStats {
   }
 
   /**
+   * vmmsim explain: trace the first operation named `op` that completes once `after` operations
+   * have (Topology.explain). Until it is found, every operation that starts is traced.
+   */
+  explainOp(op: string, after: number): void {
+    this.explain = { op, after };
+  }
+
+  /** Whether an operation starting now is to be traced (vmmsim explain is looking for its operation). */
+  explaining(): boolean {
+    return this.explain !== undefined && this.explainedOp === undefined && this.timeline.length >= this.explain.after;
+  }
+
+  /**
    * A completed operation: its measured time, and for the modeled side the thread (vCPU) it ran
    * on, where it started on that thread's uncontended modeled clock, and what the context charged
    * and held. `arrival`: it arrived at that time on its own (open loop), not after the previous one.
@@ -84,6 +115,11 @@ export class OpStats {
     const done = (this.perThread[thread] ?? 0) + 1;
     this.perThread[thread] = done;
     const warmup = done <= this.warmupOps;
+    const holdSteps: number[] = [];
+    for (const h of ctx.holds) holdSteps.push(this.vectors.id(h.atSteps), this.vectors.id(h.ownSteps));
+    if (ctx.explaining && this.explain && this.explainedOp === undefined && name === this.explain.op && this.timeline.length >= this.explain.after) {
+      this.explainedOp = { op: name, thread, timelineIndex: this.timeline.length, ns: ctx.modeledNs, events: ctx.explained() };
+    }
     this.timeline.push({
       op: r.index,
       thread,
@@ -94,6 +130,10 @@ export class OpStats {
       holdResource: ctx.holds.map((h) => this.resource(h.resource)),
       holdAtNs: ctx.holds.map((h) => h.atNs),
       holdNs: ctx.holds.map((h) => h.ns),
+      // What ns is made of, each distinct vector sent once (step-vector.ts).
+      steps: this.vectors.id(ctx.packedSteps()),
+      holdSteps,
+      ...(ctx.branched ? { branched: true } : {}),
       ...(warmup ? { warmup } : {}),
     });
     const tracing = this.tracing;
@@ -102,7 +142,7 @@ export class OpStats {
       const from = this.endpoints.id(h.from ?? 0);
       const to = this.endpoints.id(h.to ?? 0);
       if (!from || !to) continue;
-      const kind = transitionOf(from.role, to.role);
+      const kind = transitionOf(from.role, to.role, this.guestIsHost);
       if (kind) r.transitions[kind] += 1;
       spans?.push({ from: from.name, to: to.name, transition: kind, sentNs: Number(h.sentNs ?? 0), receivedNs: Number(h.receivedNs ?? 0) });
       const key = `${from.name}>${to.name}`;
@@ -138,9 +178,13 @@ export class OpStats {
     return [...this.hops.values()].map((h) => ({ from: h.from, to: h.to, measuredUs: h.all.summary(NS_PER_US), steadyUs: h.steady.summary(NS_PER_US) }));
   }
 
-  /** The timeline and the resource names its holds refer to; the records are handed over. */
-  takeTimeline(): { timeline: TimedOp[]; resourceNames: string[] } {
+  /**
+   * The timeline, the resource names its holds refer to, and the step vectors its operations and
+   * holds name; the records are handed over. With vmmsim explain, the operation it traced.
+   */
+  takeTimeline(): { timeline: TimedOp[]; resourceNames: string[]; stepVectors: number[]; explained?: ExplainedOp } {
     const timeline = this.timeline.splice(0);
-    return { timeline, resourceNames: [...this.resources.keys()] };
+    const explained = this.explainedOp;
+    return { timeline, resourceNames: [...this.resources.keys()], stepVectors: this.vectors.flat, ...(explained ? { explained } : {}) };
   }
 }

@@ -4,7 +4,6 @@ import { blockIo } from './workloads/block.js';
 import type { WorkloadEnv, WorkloadRun } from './workloads/common.js';
 import { dmaMapBenchmark } from './workloads/dma-map-benchmark.js';
 import { packetStream } from './workloads/packet-stream.js';
-import { staticBuffers } from './workloads/static.js';
 import { svaUnmapStorm } from './workloads/sva-unmap-storm.js';
 
 export type { WorkloadEnv, WorkloadResult, WorkloadRun, WorkloadSpec } from './workloads/common.js';
@@ -15,7 +14,6 @@ const WORKLOADS: Record<string, (env: WorkloadEnv) => Promise<WorkloadRun>> = {
   'dma-map-benchmark': dmaMapBenchmark,
   'packet-stream': packetStream,
   block: blockIo,
-  static: staticBuffers,
   'sva-unmap-storm': svaUnmapStorm,
   'trace-replay': (env) => traceReplay(env.kernel, env.dma, env.stats, env.w),
 };

@@ -13,7 +13,7 @@ import type { KvmDevice, KvmDeviceFactory } from './device.js';
  */
 class KvmRole implements RoleInstance {
   private readonly device: KvmDevice | undefined;
-  private readonly counters = { exits: 0, userExits: 0, inKernel: 0, hcalls: 0, migrations: 0 };
+  private readonly counters = { exits: 0, userExits: 0, inKernel: 0, hcalls: 0, migrations: 0, mmioReads: 0 };
 
   constructor(env: RoleEnv, kvmDevice: KvmDeviceFactory | undefined) {
     this.device = kvmDevice?.(env);
@@ -32,6 +32,18 @@ class KvmRole implements RoleInstance {
         this.counters.inKernel += 1;
         return mine;
       }
+      return this.toUser(`qemu-${vm}`, 'MMIO_EXIT', req, ctx);
+    }
+    if (req.kind === 'MMIO_READ') {
+      // io_mem_abort: a read goes to kvm_io_bus_read, where only in-kernel devices (the vGIC) sit;
+      // an ioeventfd takes writes alone. A vIOMMU register read therefore always returns from
+      // KVM_RUN with KVM_EXIT_MMIO (is_write 0), and KVM completes the load with the VMM's data on
+      // re-entry (kvm_handle_mmio_return): the same crossings as a write, both ways.
+      this.counters.exits += 1;
+      this.counters.mmioReads += 1;
+      ctx.charge('exit.mmio_trap');
+      const access = decodeMmio(req.payload);
+      if (!access || access.isWrite) return { status: -Errno.EINVAL, payload: EMPTY };
       return this.toUser(`qemu-${vm}`, 'MMIO_EXIT', req, ctx);
     }
     if (req.kind === 'HCALL') {

@@ -31,8 +31,17 @@ export function vmRamBase(vm: number): number {
   return (vm + 1) * HOST_VM_RAM_STRIDE;
 }
 
-export function cdIpa(device: number): number {
-  return GUEST_CD_BASE + device * CD_SIZE;
+/**
+ * Each device's context-descriptor table: linear, 2^CD_TABLE_LOG2 entries indexed by SubstreamID
+ * (STE S1CDMax). SSID 0 is the device's DMA domain; SSID 1 (SVA_SSID) the process bound to it for
+ * SVA (iommu_sva_bind_device gives it a PASID and arm_smmu_sva_set_dev_pasid writes its CD there).
+ */
+export const CD_TABLE_LOG2 = 1;
+export const SVA_SSID = 1;
+
+/** Guest-physical address of device `device`'s CD for SubstreamID `ssid` (0: its DMA domain). */
+export function cdIpa(device: number, ssid = 0): number {
+  return GUEST_CD_BASE + ((device << CD_TABLE_LOG2) + ssid) * CD_SIZE;
 }
 
 export function deviceRingIpa(device: number): number {

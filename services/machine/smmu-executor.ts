@@ -37,6 +37,18 @@ export interface ConfigInvalidator {
 export const NO_CONFIG_CACHE: ConfigInvalidator = { invalidateConfig: () => undefined };
 
 /**
+ * The devices' ATCs (ATS) as an ATC_INV reaches them: the entries of one StreamID in a range of 4
+ * KiB pages (2^52 pages: every address). Each queue hands them to the device through the log of
+ * worker-pool/atc-invalidations.ts.
+ */
+export interface AtcInvalidator {
+  invalidateAtc(sid: number, firstPage: number, pages: number): void;
+}
+
+/** No device with an ATC behind the queue. */
+export const NO_ATC: AtcInvalidator = { invalidateAtc: () => undefined };
+
+/**
  * Who owns the queue a command arrived on. The host (the main CMDQ, VINTF0's VCMDQs) runs commands
  * with their own IDs; a guest (a HYP_OWN=0 VCMDQ) gets the allow-list, its VINTF's VMID in every
  * VMID-scoped command and its vSIDs replaced by pSIDs.
@@ -58,7 +70,7 @@ export const HOST_OWNER: QueueOwner = { guest: false, vmid: 0, replaceSid: (sid)
  * command's scope with the owner's substitutions (what it covered on this SMMU).
  */
 export function executeCommand(
-  d0: number, d1: number, d2: number, d3: number, owner: QueueOwner, tlb: TlbInvalidator, config: ConfigInvalidator, scope: CommandScope,
+  d0: number, d1: number, d2: number, d3: number, owner: QueueOwner, tlb: TlbInvalidator, config: ConfigInvalidator, scope: CommandScope, atc: AtcInvalidator = NO_ATC,
 ): number {
   if (illegalCommand(d0)) return -CERROR.ILL;
   if (owner.guest && (ACCEPT_BY_OPCODE[d0 & 0xff]! & Accept.GUEST_VCMDQ) === 0) return -CERROR.ILL;
@@ -71,11 +83,11 @@ export function executeCommand(
       scope.sid = psid;
     }
   }
-  return dropCached(scope, tlb, config);
+  return dropCached(scope, tlb, config, atc);
 }
 
 /** Drops what a decoded command's scope covers, as its opcode's table row says. */
-export function dropCached(scope: Readonly<CommandScope>, tlb: TlbInvalidator, config: ConfigInvalidator): number {
+export function dropCached(scope: Readonly<CommandScope>, tlb: TlbInvalidator, config: ConfigInvalidator, atc: AtcInvalidator = NO_ATC): number {
   const op = scope.opcode;
   let n = 0;
   switch (TLB_DROP_BY_OPCODE[op]) {
@@ -104,5 +116,7 @@ export function dropCached(scope: Readonly<CommandScope>, tlb: TlbInvalidator, c
       break;
   }
   if (CONFIG_DROP_BY_OPCODE[op] !== ConfigDrop.NONE) config.invalidateConfig(scope.sid, scope.sids);
+  // ATC_INV: the SMMU sends the device an ATS Invalidate Request for the range.
+  if ((ACCEPT_BY_OPCODE[op]! & Accept.ATC) !== 0) atc.invalidateAtc(scope.sid, scope.firstPage, scope.pages);
   return n;
 }

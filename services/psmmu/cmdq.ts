@@ -1,5 +1,5 @@
 import { CMD_SIZE, Opcode } from '../formats/smmu/commands.js';
-import { HOST_OWNER, NO_CONFIG_CACHE, executeCommand, type ConfigInvalidator, type TlbInvalidator } from '../machine/smmu-executor.js';
+import { HOST_OWNER, NO_ATC, NO_CONFIG_CACHE, executeCommand, type AtcInvalidator, type ConfigInvalidator, type TlbInvalidator } from '../machine/smmu-executor.js';
 import * as Q from '../formats/smmu/queue.js';
 import { GERROR_CMDQ_ERR } from '../formats/smmu/registers.js';
 import { CommandScope } from '../formats/smmu/semantics.js';
@@ -10,6 +10,11 @@ export interface ExecResult {
   /** Of those, the ones that could not touch anything behind this SMMU (see PhysicalCmdq.relevant). */
   wasted: number;
   syncs: number;
+  /**
+   * Of those, the CMD_SYNCs that waited for ATC invalidations before them: each completes only when
+   * the devices answer (a PCIe round trip).
+   */
+  atcSyncs: number;
   /** CONS.ERR when the queue stopped on a command (CERROR_ILL...), else 0. */
   error: number;
 }
@@ -34,6 +39,8 @@ export class PhysicalCmdq {
 
   /** The scope of the command being executed (reused). */
   private readonly scope = new CommandScope();
+  /** An ATC_INV ran since the last CMD_SYNC: that sync waits for the device's answer. */
+  private atcPending = false;
 
   constructor(
     readonly log2: number,
@@ -42,6 +49,8 @@ export class PhysicalCmdq {
     private readonly config: ConfigInvalidator = NO_CONFIG_CACHE,
     /** Whether a command's scope covers anything behind this SMMU (for the `wasted` count). */
     private readonly relevant?: (scope: Readonly<CommandScope>) => boolean,
+    /** The ATCs of the devices behind the SMMU (ATS), which ATC_INV reaches. */
+    private readonly atc: AtcInvalidator = NO_ATC,
   ) {
     Q.assertLog2(log2);
     this.ring = Buffer.alloc(Q.size(log2) * CMD_SIZE);
@@ -66,13 +75,13 @@ export class PhysicalCmdq {
 
   /** The SMMU consumes from CONS to PROD, stopping at an error. */
   consume(): ExecResult {
-    const r: ExecResult = { executed: 0, wasted: 0, syncs: 0, error: 0 };
+    const r: ExecResult = { executed: 0, wasted: 0, syncs: 0, atcSyncs: 0, error: 0 };
     if (this.halted) return { ...r, error: Q.consErr(this.cons) };
     while (!Q.isEmpty(this.prod, this.cons, this.log2)) {
       const at = Q.index(this.cons, this.log2) * CMD_SIZE;
       const ring = this.ring;
       const d0 = ring.readInt32LE(at);
-      const done = executeCommand(d0, ring.readInt32LE(at + 4), ring.readInt32LE(at + 8), ring.readInt32LE(at + 12), HOST_OWNER, this.iotlb, this.config, this.scope);
+      const done = executeCommand(d0, ring.readInt32LE(at + 4), ring.readInt32LE(at + 8), ring.readInt32LE(at + 12), HOST_OWNER, this.iotlb, this.config, this.scope, this.atc);
       if (done < 0) {
         this.cons = Q.withConsErr(this.cons, -done);
         this.gerror ^= GERROR_CMDQ_ERR;
@@ -81,8 +90,12 @@ export class PhysicalCmdq {
       }
       const op = d0 & 0xff;
       this.byOpcode[op] = (this.byOpcode[op] ?? 0) + 1;
-      if (op === Opcode.CMD_SYNC) r.syncs += 1;
-      else {
+      if (op === Opcode.CMD_SYNC) {
+        r.syncs += 1;
+        if (this.atcPending) r.atcSyncs += 1;
+        this.atcPending = false;
+      } else {
+        if (op === Opcode.ATC_INV) this.atcPending = true;
         r.executed += 1;
         if (this.relevant && !this.relevant(this.scope)) r.wasted += 1;
       }

@@ -4,13 +4,14 @@ import type { OpContext } from '../runtime/op-context.js';
 import { DeviceDma } from '../machine/device-dma.js';
 import { Random } from '../machine/random.js';
 import { EMPTY, type HandlerResult, type RoleEnv, type RoleInstance, type Request } from '../runtime/role-api.js';
-import { decodeMmio } from '../formats/kvm-run.js';
+import { decodeMmio, encodeMmio } from '../formats/kvm-run.js';
 import { CMD_SIZE } from '../formats/smmu/commands.js';
 import { decodeTceKill } from '../formats/spapr-tce.js';
 import { PAGE_SIZE } from '../machine/memory.js';
 import * as Q from '../formats/smmu/queue.js';
-import { GERROR_CMDQ_ERR, SMMU_REG } from '../formats/smmu/registers.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, psmmuIdr } from '../formats/smmu/registers.js';
 import type { Endpoint } from '../runtime/topology.js';
+import { AtcInvalidations } from '../../worker-pool/atc-invalidations.js';
 import { ConfigInvalidations } from '../../worker-pool/config-invalidations.js';
 import { Iotlb } from '../../worker-pool/iotlb.js';
 import { AddressSpace, HostPhysical } from './address-space.js';
@@ -35,8 +36,12 @@ class PsmmuRole implements RoleInstance {
   private readonly cmdq: PhysicalCmdq;
   private readonly dma: DeviceDma;
   private readonly vintf: VintfPage;
-  private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, errors: 0, tceKills: 0 };
+  private readonly counters = { submissions: 0, commands: 0, wasted: 0, syncs: 0, atcSyncs: 0, errors: 0, tceKills: 0 };
   private readonly name: string;
+  /** Bare metal (design host): the guest process is the host kernel, which drives this SMMU directly. */
+  private readonly bareMetal: boolean;
+  /** Range invalidation (IDR3.RIL; smmu.ril). */
+  private readonly ril: boolean;
   private readonly metrics: PsmmuMetrics | undefined;
   private readonly state: PsmmuState;
 
@@ -56,16 +61,20 @@ class PsmmuRole implements RoleInstance {
     this.translator = new Translator(k, new HostPhysical(this.space), this.iotlb, this.events, env.costs, configLog);
     // A design whose devices are all the VMM's own: no DMA of this run reaches a pSMMU.
     const emulated = designOf(t.model).traits.hostTables === 'emulated';
+    this.bareMetal = designOf(t.model).traits.hostTables === 'bare-metal';
+    this.ril = t.smmu?.ril ?? true;
     const sids = emulated ? [] : t.devices.filter((d) => d.psmmu === k).map((d) => d.psid);
-    this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator, (scope) => scopeConcerns(scope, sids, (sid) => this.translator.contextOf(sid)));
-    this.vintf = new VintfPage(k, t, { iotlb: this.iotlb, configLog }, env.log);
+    // ATS (device.ats): the devices keep ATCs, which ATC_INVs from any queue reach through this log.
+    const atcLog = t.device?.ats && !emulated ? AtcInvalidations.create() : undefined;
+    this.cmdq = new PhysicalCmdq(CMDQ_LOG2, this.iotlb, this.translator, (scope) => scopeConcerns(scope, sids, (sid) => this.translator.contextOf(sid)), atcLog);
+    this.vintf = new VintfPage(k, t, { iotlb: this.iotlb, configLog, ...(atcLog ? { atcLog } : {}) }, env.log);
     // Under emulated-smmuv3 the devices are QEMU's emulated ones: their DMA never reaches a pSMMU.
     const devices = emulated
       ? []
       : t.devices.flatMap((d, i) => (d.psmmu === k ? [{ index: i, sid: d.psid, ram: () => this.space.guest(d.vm), iommu: this.translator }] : []));
     this.dma = new DeviceDma(
       devices,
-      { rate: t.device?.dmaRate ?? 0, lingerMs: t.device?.lingerMs ?? 0, lingerShare: t.device?.lingerShare ?? 0 },
+      { rate: t.device?.dmaRate ?? 0, lingerMs: t.device?.lingerMs ?? 0, lingerShare: t.device?.lingerShare ?? 0, ...(atcLog ? { atcLog } : {}) },
       new Random(t.seed, 1000 + k),
     );
     // What this run shows the process's metrics, read when they are scraped.
@@ -89,11 +98,13 @@ class PsmmuRole implements RoleInstance {
   }
 
   async handle(req: Request, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
-    if (req.kind === 'VINTF_MMIO' && from.role === 'guest') return this.vintf.access(req, from.index, ctx);
+    if (req.kind === 'VINTF_MMIO' && from.role === 'guest' && !this.bareMetal) return this.vintf.access(req, from.index, ctx);
+    // The host kernel: VFIO, or on bare metal the guest process, which plays the host kernel.
+    const hostKernel = from.role === 'vfio' || (from.role === 'guest' && this.bareMetal);
     // The host's writes reach the SMMU's registers or, on the CMDQV's page, its VINTFs' queues.
-    if (req.kind === 'HOST_MMIO' && from.role === 'vfio') return (await this.vintf.hostWrite(req)) ?? this.hostRegister(req, ctx);
-    if (req.kind === 'TCE_KILL' && from.role === 'vfio') return this.tceKill(req, ctx);
-    if (req.kind !== 'CMDQ_SUBMIT' || from.role !== 'vfio') return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
+    if (req.kind === 'HOST_MMIO' && hostKernel) return (await this.vintf.hostWrite(req)) ?? this.hostRegister(req, ctx);
+    if (req.kind === 'TCE_KILL' && hostKernel) return this.tceKill(req, ctx);
+    if (req.kind !== 'CMDQ_SUBMIT' || !hostKernel) return { status: -Errno.EOPNOTSUPP, payload: EMPTY };
     if (req.payload.length === 0 || req.payload.length % CMD_SIZE !== 0) return { status: -Errno.EINVAL, payload: EMPTY };
     this.counters.submissions += 1;
     if (this.cmdq.halted || !this.cmdq.write(req.payload)) return { status: -Errno.EIO, payload: consReg(this.cmdq.cons) };
@@ -106,18 +117,32 @@ class PsmmuRole implements RoleInstance {
   }
 
   /**
-   * The host driver's register writes. GERRORN = GERROR acknowledges a stopped command queue (the
-   * driver rewrote the refused slot first, as Linux's arm_smmu_cmdq_skip_err does); consumption
-   * resumes at CONS.
+   * The host driver's register accesses. Reads: the ID registers (its probe), CMDQ_CONS and GERROR.
+   * GERRORN = GERROR acknowledges a stopped command queue (the driver rewrote the refused slot
+   * first, as Linux's arm_smmu_cmdq_skip_err does); consumption resumes at CONS.
    */
   private async hostRegister(req: Request, ctx: OpContext): Promise<HandlerResult> {
     const mmio = decodeMmio(req.payload);
-    if (!mmio || !mmio.isWrite || mmio.physAddr !== SMMU_REG.GERRORN) return { status: -Errno.EINVAL, payload: EMPTY };
+    if (mmio && !mmio.isWrite) {
+      const value = this.readRegister(mmio.physAddr);
+      return value === undefined ? { status: -Errno.EINVAL, payload: EMPTY } : { status: 0, payload: encodeMmio({ ...mmio, data: value }) };
+    }
+    if (!mmio || mmio.physAddr !== SMMU_REG.GERRORN) return { status: -Errno.EINVAL, payload: EMPTY };
     if (!this.cmdq.halted || ((mmio.data ^ this.cmdq.gerror) & GERROR_CMDQ_ERR) !== 0) return { status: 0, payload: consReg(this.cmdq.cons) };
     const slot = req.guestMemory[0]?.data;
     this.cmdq.acknowledge(slot && slot.length === CMD_SIZE ? slot : undefined);
     const r = await this.consume(ctx);
     return { status: r.error ? -Errno.EIO : 0, payload: consReg(this.cmdq.cons) };
+  }
+
+  /** A register the host reads: IDR0/IDR3 (psmmuIdr), CMDQ_CONS, GERROR; undefined for any other. */
+  private readRegister(offset: number): number | undefined {
+    const idr = psmmuIdr(this.ril);
+    if (offset === SMMU_REG.IDR0) return idr.idr0;
+    if (offset === SMMU_REG.IDR3) return idr.idr3;
+    if (offset === SMMU_REG.CMDQ_CONS) return this.cmdq.cons;
+    if (offset === SMMU_REG.GERROR) return this.cmdq.gerror;
+    return undefined;
   }
 
   /**
@@ -146,10 +171,13 @@ class PsmmuRole implements RoleInstance {
     await ctx.hold(`${this.name}.cmdq`, () => {
       ctx.charge('smmu.cmd_exec', r.executed);
       ctx.charge('smmu.sync', r.syncs);
+      // A CMD_SYNC behind ATC_INVs completes only when the devices answered (PCIe round trip).
+      ctx.charge('smmu.atc_inv', r.atcSyncs);
     });
     this.counters.commands += r.executed;
     this.counters.wasted += r.wasted;
     this.counters.syncs += r.syncs;
+    this.counters.atcSyncs += r.atcSyncs;
     return r;
   }
 

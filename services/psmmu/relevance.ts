@@ -1,9 +1,12 @@
 import { ALL_SIDS, Scope, scopeHasSid, type CommandScope } from '../formats/smmu/semantics.js';
 
-/** A stream's context as the SMMU reads it: its VMID and ASID (-1: none, a stage-2 stream). */
+/**
+ * A stream's context as the SMMU reads it: its VMID and the ASIDs of its CD table (SubstreamID 0's
+ * first; none for a stage-2 stream).
+ */
 export interface StreamContext {
   vmid: number;
-  asid: number;
+  asids: readonly number[];
 }
 
 /**
@@ -22,6 +25,6 @@ export function scopeConcerns(
   const byAsid = (scope.flags & Scope.ASID) !== 0;
   return sids.some((sid) => {
     const c = contextOf(sid);
-    return c !== undefined && c.vmid === scope.vmid && (!byAsid || c.asid === scope.asid);
+    return c !== undefined && c.vmid === scope.vmid && (!byAsid || c.asids.includes(scope.asid));
   });
 }

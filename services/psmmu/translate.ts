@@ -17,6 +17,9 @@ interface StreamConfig {
   asid: number;
   /** Stage-1 table root (an IPA when nested). */
   ttb0: number;
+  /** The CD table (an IPA when nested) and log2 of its entries (STE S1CDMax). */
+  cdTable: number;
+  cdMax: number;
 }
 
 export interface Translation {
@@ -27,6 +30,12 @@ export interface Translation {
   reads: number;
   /** The hit came from an IOTLB entry whose leaf descriptor is no longer valid (or points elsewhere). */
   stale: boolean;
+  /**
+   * For a stage-1 or nested translation: the stage-1 leaf descriptor it came from and the page
+   * (IPA) it gave, which a device's ATC keeps to be checked later (stillMaps).
+   */
+  leafDescAddr?: number;
+  outPage?: number;
 }
 
 export interface TranslatorCounters {
@@ -51,7 +60,7 @@ export interface TranslatorCounters {
 export class Translator implements ConfigInvalidator {
   private readonly configs = new Map<number, StreamConfig>();
   /** Configurations read only to account invalidations (contextOf), apart from the DMA path's cache. */
-  private readonly accounting = new Map<number, StreamConfig>();
+  private readonly accounting = new Map<number, StreamConfig & { asids: readonly number[] }>();
   readonly counters: TranslatorCounters = { translations: 0, hits: 0, misses: 0, walkAccesses: 0, faults: 0, staleHits: 0, modeledNs: 0 };
 
   constructor(
@@ -107,17 +116,43 @@ export class Translator implements ConfigInvalidator {
     return { pa: w.pa, reads: w.reads };
   }
 
-  /** The VMID and ASID (-1: none) a StreamID's configuration carries, or undefined if it has none. */
-  contextOf(sid: number): { vmid: number; asid: number } | undefined {
+  /**
+   * The VMID and ASID (-1: none) a StreamID's configuration carries, and the ASIDs of every valid
+   * CD of its CD table (SubstreamID 0's and, with S1CDMax, its PASIDs': an SVA process's), or
+   * undefined if it has none.
+   */
+  contextOf(sid: number): { vmid: number; asid: number; asids: readonly number[] } | undefined {
     this.syncConfig();
-    const known = this.configs.get(sid) ?? this.accounting.get(sid);
+    const known = this.accounting.get(sid);
     if (known) return known;
     // Read for the accounting only: it must not warm the configuration cache the DMA path uses,
     // so it is kept apart (and dropped by the same CFGI commands).
-    const cfg = this.streamConfig(sid, { reads: 0 }, false);
+    const cfg = this.configs.get(sid) ?? this.streamConfig(sid, { reads: 0 }, false);
     if (typeof cfg === 'number') return undefined;
-    this.accounting.set(sid, cfg);
-    return cfg;
+    const ctx = { ...cfg, asids: this.cdAsids(cfg) };
+    this.accounting.set(sid, ctx);
+    return ctx;
+  }
+
+  /** The ASIDs of every valid CD in a stream's CD table (accounting only: no access is counted). */
+  private cdAsids(cfg: StreamConfig): number[] {
+    if (cfg.asid < 0) return [];
+    const asids = [cfg.asid];
+    for (let ssid = 1; ssid < 2 ** cfg.cdMax; ssid++) {
+      let at = cfg.cdTable + ssid * 64;
+      if (cfg.config === STE_CONFIG.NESTED) {
+        const t = this.stage2(cfg.s2ttb, at);
+        if (t.pa < 0) continue;
+        at = t.pa;
+      }
+      try {
+        const cd = decodeCd(this.mem.view(at, 64));
+        if (cd.valid) asids.push(cd.asid);
+      } catch (err) {
+        if (!(err instanceof ExternalAbort)) throw err;
+      }
+    }
+    return asids;
   }
 
   /** Reads the STE (and CD) of a StreamID; undefined with an event recorded when they are bad. */
@@ -127,7 +162,7 @@ export class Translator implements ConfigInvalidator {
     counter.reads += 1;
     const ste = decodeSte(this.mem.view(steAddr(this.psmmu, sid), 64));
     if (!ste.valid) return EVENT.C_BAD_STE;
-    const cfg: StreamConfig = { config: ste.config, vmid: ste.vmid, s2ttb: ste.s2ttb, asid: -1, ttb0: 0 };
+    const cfg: StreamConfig = { config: ste.config, vmid: ste.vmid, s2ttb: ste.s2ttb, asid: -1, ttb0: 0, cdTable: ste.s1ContextPtr, cdMax: Math.min(ste.s1CdMax ?? 0, 4) };
     if (ste.config === STE_CONFIG.S1 || ste.config === STE_CONFIG.NESTED) {
       let cdAddr = ste.s1ContextPtr;
       if (ste.config === STE_CONFIG.NESTED) {
@@ -178,7 +213,7 @@ export class Translator implements ConfigInvalidator {
       this.account(counter.reads);
       const stale = verify && !stage2Only && !this.stillMapped(hit.leafDescAddr, hit.ipa);
       if (stale) this.counters.staleHits += 1;
-      return { pa: hit.pa + offset, hit: true, reads: counter.reads, stale };
+      return { pa: hit.pa + offset, hit: true, reads: counter.reads, stale, ...(stage2Only ? {} : { leafDescAddr: hit.leafDescAddr, outPage: hit.ipa }) };
     }
     this.counters.misses += 1;
     try {
@@ -217,11 +252,19 @@ export class Translator implements ConfigInvalidator {
         ipa: s1.pa - offset, leafDescAddr: s1.leafDescAddr,
       });
       this.account(counter.reads);
-      return { pa, hit: false, reads: counter.reads, stale: false };
+      return { pa, hit: false, reads: counter.reads, stale: false, leafDescAddr: s1.leafDescAddr, outPage: s1.pa - offset };
     } catch (err) {
       if (err instanceof ExternalAbort) return this.fault(EVENT.F_WALK_EABT, sid, va, false, counter.reads);
       throw err;
     }
+  }
+
+  /**
+   * Ground truth for a translation a device cached (its ATC): the stage-1 leaf descriptor it came
+   * from still maps to the same page. The simulator's oracle, as for the IOTLB's hits.
+   */
+  stillMaps(leafDescAddr: number, outPage: number): boolean {
+    return this.stillMapped(leafDescAddr, outPage);
   }
 
   /**

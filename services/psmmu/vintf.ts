@@ -10,7 +10,7 @@ import * as Q from '../formats/smmu/queue.js';
 import { decodeCmdqAlloc, decodeCmdqAllocRegister } from '../formats/smmu/cmdqv-registers.js';
 import { VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, decodeVcmdqRegister } from '../formats/smmu/registers.js';
 import type { MemoryRange } from '../runtime/transport/link.js';
-import type { ConfigInvalidations, Iotlb, Vcmdq, VcmdqPool } from '../../worker-pool/index.js';
+import type { AtcInvalidations, ConfigInvalidations, Iotlb, Vcmdq, VcmdqPool } from '../../worker-pool/index.js';
 import { iommufdLayoutOf } from '../designs/registry.js';
 
 /**
@@ -29,15 +29,18 @@ export class VintfPage {
   private plan: CmdqvPlan = { vms: [], lvcmdqsPerVintf: 0 };
   /** The vSMMU instance each VM with a VINTF here fronts this SMMU with. */
   private readonly vsmmuOfVm = new Map<number, number>();
-  readonly counters = { vcmdqSubmissions: 0, vcmdqCommands: 0, vevents: 0, vcmdqsMissing: 0, vcmdqWorkers: 0, vcmdqsMapped: 0, vcmdqsUnmapped: 0 };
+  readonly counters = { vcmdqSubmissions: 0, vcmdqCommands: 0, vcmdqRegisterReads: 0, vevents: 0, vcmdqsMissing: 0, vcmdqWorkers: 0, vcmdqsMapped: 0, vcmdqsUnmapped: 0 };
   /** Commands the VCMDQs executed, by opcode (CMD_SYNC included): what the SMMU's metrics report. */
   readonly byOpcode = new Float64Array(256);
 
   constructor(
     private readonly psmmu: number,
     private readonly topology: Topology__Output,
-    /** The caches the VCMDQ workers share with the main thread: the IOTLB, and the log CFGIs reach the translator by. */
-    private readonly caches: { iotlb: Iotlb; configLog: ConfigInvalidations },
+    /**
+     * The caches the VCMDQ workers share with the main thread: the IOTLB, the log CFGIs reach the
+     * translator by and, with ATS, the log ATC_INVs reach the devices by.
+     */
+    private readonly caches: { iotlb: Iotlb; configLog: ConfigInvalidations; atcLog?: AtcInvalidations },
     private readonly log: Logger,
   ) {}
 
@@ -59,6 +62,7 @@ export class VintfPage {
     const pool = await Pool.start({
       iotlb: this.caches.iotlb,
       configLog: this.caches.configLog,
+      ...(this.caches.atcLog ? { atcLog: this.caches.atcLog } : {}),
       // Every pSMMU with queues runs its own pool on the same cores.
       workers: proportionateWorkers(hw.length, new Set(all.map((q) => q.psmmu)).size),
       vintfs: FIRST_GUEST_VINTF + vms.length,
@@ -136,6 +140,8 @@ export class VintfPage {
     const queue = reg ? this.queues.get(VintfPage.key(vm, reg.vsmmu, reg.queue)) : undefined;
     if (!mmio || !reg || !queue) return { status: -Errno.EFAULT, payload: req.payload };
     if (!mmio.isWrite) {
+      // A load from the VINTF page (the guest polling CONS for a CS_NONE CMD_SYNC): no trap.
+      this.counters.vcmdqRegisterReads += 1;
       const r = queue.registers();
       const value = reg.reg === VCMDQ_REG.CONS ? r.cons : reg.reg === VCMDQ_REG.PROD ? r.prod : reg.reg === VCMDQ_REG.GERROR ? r.gerror : reg.reg === VCMDQ_REG.GERRORN ? r.gerrorn : 0;
       return { status: 0, payload: encodeMmio({ ...mmio, data: value }) };
@@ -154,7 +160,17 @@ export class VintfPage {
     if (reg.reg !== VCMDQ_REG.PROD || slots.length === 0 || slots.length % CMD_SIZE !== 0) return { status: 0, payload: req.payload };
     this.counters.vcmdqSubmissions += 1;
     let syncs = 0;
-    for (let at = 0; at < slots.length; at += CMD_SIZE) if (slots[at] === Opcode.CMD_SYNC) syncs += 1;
+    // CMD_SYNCs behind ATC_INVs: each completes only when the devices answered.
+    let atcSyncs = 0;
+    let atcPending = false;
+    for (let at = 0; at < slots.length; at += CMD_SIZE) {
+      if (slots[at] === Opcode.ATC_INV) atcPending = true;
+      else if (slots[at] === Opcode.CMD_SYNC) {
+        syncs += 1;
+        if (atcPending) atcSyncs += 1;
+        atcPending = false;
+      }
+    }
     const r = await queue.submit(slots);
     // Invalidations delivered (syncs not counted), and the hardware's work in modeled time.
     const executed = r.status === 'completed' ? slots.length / CMD_SIZE - syncs : r.commands;
@@ -168,6 +184,7 @@ export class VintfPage {
     await ctx.hold(`psmmu-${this.psmmu}.vcmdq-${vm}.${reg.vsmmu}.${reg.queue}`, () => {
       ctx.charge('smmu.cmd_exec', r.status === 'completed' ? executed : r.commands);
       ctx.charge('smmu.sync', r.status === 'completed' ? syncs : 0);
+      ctx.charge('smmu.atc_inv', r.status === 'completed' ? atcSyncs : 0);
     });
     if (r.status === 'halted') {
       // The guest learns of it from the vEVENT the VMM injects; here the reply says so at once.

@@ -23,7 +23,7 @@ import type { OpTracing } from './tracing.js';
 import { CONTROLLER, TOKEN_ENV, RunToken, admit, loadTokenFile, type CallerCheck } from './transport/auth.js';
 import { INSECURE, TLS_OPTIONS, mutualTls, tlsFiles, withToken, type Security, type TlsFiles } from './transport/credentials.js';
 import { FLOOR_SERVICE, FloorProbe, floorHandlers } from './transport/floor.js';
-import { LinkClient, LinkServer, linkServiceDefinition, type ReplyBody } from './transport/link.js';
+import { LinkClient, LinkServer, linkServiceDefinition, type MemoryRange, type ReplyBody } from './transport/link.js';
 import { serve, shutdown, type Listen } from './transport/server.js';
 
 /** Messages a child sends its parent over the IPC channel: ready (with its metrics port, if any), or why it could not start. */
@@ -222,14 +222,27 @@ export class RoleProcess {
     const from = c.upstream.get(peer);
     if (!from) return { status: -Errno.EPERM, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
     const ctx = new OpContext(env.opId, env.modeledNs, c.costs, c.links);
+    if (env.explain) ctx.explain();
     if (this.opLogs) this.log.child({ opId: env.opId }).debug({ kind: env.kind, from: from.name }, 'request');
+    let r: { status: number; payload: Buffer; guestMemory?: MemoryRange[] };
     try {
-      const r = await c.instance.handle(env, ctx, from);
-      return { status: r.status, payload: r.payload, guestMemory: r.guestMemory ?? [], modeledNs: ctx.modeledNs, hops: ctx.trace, holds: ctx.holds };
+      r = await c.instance.handle(env, ctx, from);
     } catch (err) {
       this.log.error({ err, kind: env.kind, opId: env.opId }, 'request failed');
-      return { status: -Errno.EIO, payload: EMPTY, modeledNs: ctx.modeledNs, hops: ctx.trace, holds: ctx.holds };
+      r = { status: -Errno.EIO, payload: EMPTY };
     }
+    return {
+      status: r.status,
+      payload: r.payload,
+      guestMemory: r.guestMemory ?? [],
+      modeledNs: ctx.modeledNs,
+      hops: ctx.trace,
+      holds: ctx.holds,
+      // What modeledNs and the holds are made of since the request arrived (the caller adds its own counts).
+      provenance: ctx.provenance(),
+      branched: ctx.branched,
+      ...(ctx.explaining ? { explained: ctx.explained() } : {}),
+    };
   };
 
   /**

@@ -39,9 +39,12 @@ export function zeroTransitions(): TransitionCounts {
 /**
  * The context transition a request pays when it crosses from one role to the next. kvm -> vfio is
  * a call inside the host kernel (vhost-iommu, in-kernel TCE) and pays none of its own; replies
- * travel back through the transition their request paid, so they are not counted again.
+ * travel back through the transition their request paid, so they are not counted again. On bare
+ * metal (`guestIsHost`: the guest process plays the host kernel) guest -> psmmu is the host
+ * kernel's own access to the hardware, `hw`, not a guest's untrapped one.
  */
-export function transitionOf(from: Role, to: Role): TransitionKind | undefined {
+export function transitionOf(from: Role, to: Role, guestIsHost = false): TransitionKind | undefined {
+  if (guestIsHost && from === 'guest' && to === 'psmmu') return 'hw';
   if (from === 'guest' && to === 'kvm') return 'exit';
   if (from === 'kvm' && to === 'qemu') return 'user';
   if (from === 'qemu' && to === 'vfio') return 'ioctl';

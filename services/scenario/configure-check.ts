@@ -31,6 +31,8 @@ const MAX_PATH = 4096;
 /** One second of modeled time: no single step costs more. */
 const MAX_STEP_NS = 1e9;
 const MAX_DEADLINE_MS = 3_600_000;
+/** The longest operation name vmmsim explain asks a guest to trace. */
+const MAX_OP_NAME = 64;
 
 function bad(field: string, what: string): VmmsimError {
   return new VmmsimError('E_CONFIGURE', `Configure: ${field}: ${what}`);
@@ -150,6 +152,7 @@ export function checkConfigure(t: Topology__Output, self: string): void {
     const numbers: [keyof typeof w, string][] = [
       ['threads', 'workload.threads'], ['granulePages', 'workload.granulePages'], ['ops', 'workload.ops'], ['durationSec', 'workload.durationSec'],
       ['rate', 'workload.rate'], ['dwellUs', 'workload.dwellUs'], ['gapUs', 'workload.gapUs'], ['timeScale', 'workload.timeScale'], ['queueDepth', 'workload.queueDepth'],
+      ['packetBytes', 'workload.packetBytes'],
     ];
     for (const [k, key] of numbers) checkKeyNumber(`workload.${k}`, w[k] as number, key);
     if (w.migration) {
@@ -168,12 +171,23 @@ export function checkConfigure(t: Topology__Output, self: string): void {
   }
   const d = t.device;
   if (d) {
-    const numbers: [keyof typeof d, string][] = [['dmaRate', 'device.dmaRate'], ['lingerMs', 'device.lingerMs'], ['lingerShare', 'device.lingerShare'], ['iotlbEntries', 'device.iotlbEntries'], ['ringBuffers', 'device.ringBuffers']];
+    const numbers: [Exclude<keyof typeof d, 'ats' | 'nic' | 'nvme'>, string][] = [['dmaRate', 'device.dmaRate'], ['lingerMs', 'device.lingerMs'], ['lingerShare', 'device.lingerShare'], ['iotlbEntries', 'device.iotlbEntries'], ['ringBuffers', 'device.ringBuffers']];
     for (const [k, key] of numbers) checkKeyNumber(`device.${k}`, d[k], key);
+    if (d.nic) {
+      checkKeyNumber('device.nic.mpps', d.nic.mpps, 'device.nic.mpps');
+      checkKeyNumber('device.nic.lineGbps', d.nic.lineGbps, 'device.nic.lineGbps');
+    }
+    if (d.nvme) {
+      checkKeyNumber('device.nvme.serviceUs', d.nvme.serviceUs, 'device.nvme.serviceUs');
+      checkKeyNumber('device.nvme.parallelism', d.nvme.parallelism, 'device.nvme.parallelism');
+      checkKeyNumber('device.nvme.linkGBps', d.nvme.linkGBps, 'device.nvme.linkGBps');
+    }
   }
   if (t.guest) {
     checkKeyString('guest.flushQueue', t.guest.flushQueue, 'guest.flushQueue');
     checkKeyString('guest.tceHcalls', t.guest.tceHcalls, 'guest.tceHcalls');
   }
   if (t.vmm) checkKeyString('vmm.hwptInvalidate', t.vmm.hwptInvalidate, 'vmm.hwptInvalidate');
+  // vmmsim explain's operation: a name as the guest reports operations (map, unmap@emulated...).
+  if (t.explain && t.explain.op.length > MAX_OP_NAME) throw bad('explain.op', `${t.explain.op.length} characters, at most ${MAX_OP_NAME}`);
 }

@@ -9,7 +9,20 @@ import { MODEL, MODELS, type ModelName } from '../designs/names.js';
 export { MODELS, type ModelName };
 
 
-export const WORKLOADS = ['dma-map-benchmark', 'packet-stream', 'block', 'static', 'sva-unmap-storm', 'trace-replay'] as const;
+export const WORKLOADS = ['dma-map-benchmark', 'packet-stream', 'block', 'sva-unmap-storm', 'trace-replay'] as const;
+/**
+ * Workloads that model the I/O around the map and unmap (per-I/O CPU work, the device, the link) and
+ * so report application throughput (results.json runs[].application): packets or requests per second.
+ */
+export const APPLICATION_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['packet-stream', 'block'];
+/** What each application workload counts as its I/O (runs[].application.unit). */
+export const APPLICATION_UNITS: Readonly<Record<string, string>> = { 'packet-stream': 'packets', block: 'requests' };
+/**
+ * workload.queueDepth 0 (the default): each application workload's own depth. packet-stream 64:
+ * the NAPI weight, the packets a driver handles per poll (NAPI_POLL_WEIGHT, include/linux/netdevice.h);
+ * block 32: fio's usual random-read depth (iodepth=32).
+ */
+export const DEFAULT_QUEUE_DEPTH: Readonly<Record<string, number>> = { 'packet-stream': 64, block: 32 };
 /** Workloads that run open loop at workload.rate; the others refuse rate > 0 as not supported yet. */
 export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['dma-map-benchmark', 'packet-stream', 'block'];
 /** How open-loop arrivals are spaced (workload.arrivals): evenly, or as a Poisson process. */
@@ -42,6 +55,10 @@ export interface StringField {
   enum?: readonly string[];
   /** Values of `enum` this build implements; the rest are refused with "not supported yet". */
   supported?: readonly string[];
+  /** Old values, no longer in `enum`, refused with what replaced them (E_SCENARIO_FIELD). */
+  replaced?: Readonly<Record<string, string>>;
+  /** What of this key's values no upstream Linux or QEMU code runs (exploration), with the source that says so. */
+  upstream?: string;
 }
 
 export interface NumberField {
@@ -98,9 +115,9 @@ export const SCENARIO_SCHEMA: ObjectField = {
         psmmus: { type: 'integer', default: 1, min: 1, max: 64, doc: 'physical SMMUs per host (Grace has 5)' },
         vms: { type: 'integer', default: 1, min: 1, max: 64, doc: 'VMs (one guest and one qemu process each); the assigned devices are dealt to them in turn, so each needs at least one: psmmus x devicesPerPsmmu >= vms' },
         devicesPerPsmmu: { type: 'integer', default: 1, min: 1, max: 256, doc: 'assigned devices behind each physical SMMU' },
-        vsmmu: { type: 'string', default: 'single', maxLength: longest(['single', 'per-psmmu']), enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU' },
-        dispatch: { type: 'string', default: 'broadcast', maxLength: longest(['broadcast', 'lookup']), enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)' },
-        vmid: { type: 'string', default: 'per-s2-parent', maxLength: longest(['per-s2-parent', 'per-vsmmu']), enum: ['per-s2-parent', 'per-vsmmu'], doc: 'VMID policy of nested designs: per-s2-parent (one VMID per VM, shared by its vSMMUs) or per-vsmmu (one per vSMMU instance: with vsmmu per-psmmu, one per pSMMU the VM uses)' },
+        vsmmu: { type: 'string', default: 'single', maxLength: longest(['single', 'per-psmmu']), enum: ['single', 'per-psmmu'], doc: 'one vSMMU per VM in front of all its pSMMUs, or one vSMMU per pSMMU', upstream: 'per-psmmu is what upstream runs; single in front of more than one pSMMU (a VM with devices behind several, under a nested design) is exploration: QEMU\'s accelerated vSMMU holds one vIOMMU object for one pSMMU, and iommufd refuses a vDEVICE behind another pSMMU (iommufd_vdevice_alloc_ioctl)' },
+        dispatch: { type: 'string', default: 'broadcast', maxLength: longest(['broadcast', 'lookup']), enum: ['broadcast', 'lookup'], doc: 'how a single vSMMU routes stage-1 invalidations to the pSMMUs of its VM: broadcast (each to every one) or lookup (by ASID, through a table the VMM keeps from the guest\'s context descriptors, to the pSMMUs whose devices use it)', upstream: 'exploration either way: it applies to a single vSMMU in front of several pSMMUs, which no upstream VMM runs (see topology.vsmmu)' },
+        vmid: { type: 'string', default: 'per-s2-parent', maxLength: longest(['per-s2-parent', 'per-vsmmu']), enum: ['per-s2-parent', 'per-vsmmu'], doc: 'VMID policy of nested designs: per-s2-parent (one VMID per VM, shared by its vSMMUs) or per-vsmmu (one per vSMMU instance: with vsmmu per-psmmu, one per pSMMU the VM uses)', upstream: 'per-s2-parent with a VM\'s devices behind several pSMMUs (one VMID and stage-2 table shared across pSMMUs) needs code that is not upstream: in Linux v6.18 a stage-2 domain and its VMID belong to one SMMU (arm_vsmmu_init); upstream is per-vsmmu with vsmmu per-psmmu' },
         vcmdqsPerVsmmu: { type: 'integer', default: 2, min: 0, max: 128, doc: 'VCMDQs each vSMMU gets under nested-smmuv3-vcmdq (QEMU exposes 2; a CMDQV has at most 128)' },
         emulatedDevices: { type: 'integer', default: 0, min: 0, max: 31, doc: 'nested designs: devices per VM that the VMM emulates itself, beside the assigned ones, behind a separate emulated vSMMU instance (its own MMIO base, command queue and root bus: one bus of device numbers 1..31); their DMA is translated by the VMM and their invalidations stop there (exit, user); 0 = none' },
       },
@@ -114,6 +131,24 @@ export const SCENARIO_SCHEMA: ObjectField = {
         lingerMs: { type: 'number', default: 0, min: 0, max: 60_000, doc: 'a buggy or hostile device keeps touching a buffer this long after its unmap returned (0: well-behaved)' },
         lingerShare: { type: 'number', default: 0.2, min: 0, max: 1, doc: 'share of accesses that go to such a buffer while one lingers' },
         iotlbEntries: { type: 'integer', default: 2048, min: 8, max: 1 << 20, doc: 'IOTLB entries of each physical SMMU' },
+        ats: { type: 'boolean', default: false, doc: 'PCIe ATS: each assigned device keeps a small translation cache (ATC) its DMA hits without the SMMU, and every unmap also sends ATC_INV for it after the TLBI and its sync, with a CMD_SYNC of its own that completes when the device answers (a PCIe round trip, smmu.atc_inv); designs whose IOMMU driver is arm-smmu-v3 only (QEMU offers ATS on its accelerated vSMMU alone)' },
+        nic: {
+          type: 'object',
+          doc: 'the NIC each assigned device is under workload.kind packet-stream: a resource of the queueing replay per device, beside its link (one per direction)',
+          fields: {
+            mpps: { type: 'number', default: 115, min: 0.001, max: 1e4, doc: 'packets per second its pipeline serves, in millions (a single server of 1/mpps us per packet). Default: ConnectX-5 Ex, 115 Mpps (PCIe-bound, XDP_DROP; Hoiland-Jorgensen et al., "The eXpress Data Path", CoNEXT 2018); confidence C' },
+            lineGbps: { type: 'number', default: 100, min: 0.001, max: 1e4, doc: 'its port\'s line rate in Gbit/s, each direction (full duplex): a packet holds the link for (packetBytes + 38 bytes of Ethernet framing) x 8 / lineGbps ns. Default: 100 (ConnectX-5 Ex, 100GbE: the NIC of mpps); confidence C' },
+          },
+        },
+        nvme: {
+          type: 'object',
+          doc: 'the NVMe drive each assigned device is under workload.kind block: a resource of the queueing replay per device with parallelism servers, beside its PCIe link',
+          fields: {
+            serviceUs: { type: 'number', default: 78, min: 0.001, max: 1e6, doc: 'how long the drive takes to serve one request, in us. Default: 78, a datacenter NAND drive\'s 4 KiB random read at queue depth 1 (Intel P3700 77.9 us, Micron 9100 107.7 us, through the kernel: AnandTech, Intel Optane P4800X review, 2017); confidence S' },
+            parallelism: { type: 'integer', default: 78, min: 1, max: 65536, doc: 'requests it serves at once (its channels and dies): a multi-server resource of the replay. Default: 78 = 1 M IOPS (Intel D7-P5500 datasheet, 4 KiB random read) x 78 us (serviceUs), by Little\'s law; confidence S (derived)' },
+            linkGBps: { type: 'number', default: 7, min: 0.001, max: 1e4, doc: 'its link\'s bandwidth in GB/s: a request holds the link for granulePages x 4096 / linkGBps ns. Default: 7 (D7-P5500 datasheet, 7000 MB/s sequential read, PCIe 4.0 x4); confidence C' },
+          },
+        },
       },
     },
     guest: {
@@ -131,6 +166,13 @@ export const SCENARIO_SCHEMA: ObjectField = {
         tceHcalls: { type: 'string', default: 'indirect', maxLength: longest(['indirect', 'per-entry']), enum: ['indirect', 'per-entry'], doc: 'sPAPR: indirect (H_PUT_TCE_INDIRECT / H_STUFF_TCE, up to 512 TCEs per hypercall, as Linux with multi-TCE) or per-entry (one H_PUT_TCE per page)' },
       },
     },
+    smmu: {
+      type: 'object',
+      doc: 'what the SMMUs offer',
+      fields: {
+        ril: { type: 'boolean', default: true, doc: 'range invalidation (IDR3.RIL) on the physical SMMUs and the accelerated vSMMUs (QEMU\'s ril property, which must match the host; QEMU\'s emulated vSMMU always has it and refuses ril=off): without it a multi-page unmap is one TLBI per page, sent 64 to a batch with one CMD_SYNC after the last (arm_smmu_cmdq_batch_add), and QEMU forwards each as its own IOMMU_HWPT_INVALIDATE' },
+      },
+    },
     vmm: {
       type: 'object',
       doc: 'how the VMM forwards guest work to the host kernel',
@@ -143,8 +185,9 @@ export const SCENARIO_SCHEMA: ObjectField = {
       doc: 'what the guest runs',
       fields: {
         kind: {
-          type: 'string', default: 'dma-map-benchmark', maxLength: longest(WORKLOADS), enum: WORKLOADS,
-          doc: 'workload generator: dma-map-benchmark (Linux\'s tool: map, I/O, unmap, repeat), packet-stream (a NIC queue pair per thread: a map and an unmap per packet, TX and RX in turn), block (fio-like: batches of queueDepth requests mapped, served, unmapped), static (DPDK-like: buffers mapped once, I/Os only post and reap), sva-unmap-storm (SVA munmaps: a stage-1 invalidation by ASID and VA each), trace-replay (a Linux ftrace of iommu map/unmap events)',
+          type: 'string', default: 'dma-map-benchmark', maxLength: longest([...WORKLOADS, 'static']), enum: WORKLOADS,
+          replaced: { static: 'static mappings are one key now, dma=static: set dma to static with workload.kind packet-stream or block (a poll-mode driver posting premapped buffers; the initial maps are reported apart as static-setup)' },
+          doc: 'workload generator: dma-map-benchmark (Linux\'s tool: map, I/O, unmap, repeat: a bare DMA-API benchmark, no application around it), packet-stream (netperf-like: a NIC queue pair per thread, TX and RX packets in turn, each with its network-stack work, its map and unmap, the NIC and the link: reports packets per second), block (fio-like: batches of queueDepth requests, each with its block-layer work, its map and unmap, the NVMe drive and its link: reports requests per second), sva-unmap-storm (SVA munmaps: a stage-1 invalidation by ASID and VA each), trace-replay (a Linux ftrace of iommu map/unmap events)',
         },
         trace: { type: 'string', default: '', maxLength: MAX_PATH_LENGTH, doc: 'trace-replay: a Linux ftrace file of iommu map/unmap events (trace-cmd report, /sys/kernel/tracing/trace or perf script text)' },
         timeScale: { type: 'number', default: 1, min: 0, max: 1e6, doc: 'trace-replay: factor on the trace\'s inter-arrival times (0: replay as fast as possible)' },
@@ -153,7 +196,8 @@ export const SCENARIO_SCHEMA: ObjectField = {
         ops: { type: 'integer', default: 2000, min: 0, max: 1e9, doc: 'in all, shared evenly by the threads: map+unmap iterations (dma-map-benchmark), packets (packet-stream), requests (block), I/Os (static), munmaps (sva-unmap-storm); 0 = until durationSec' },
         dwellUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'how long the device works on what was posted (a buffer, a packet, a batch of requests) before the driver reaps it (and unmaps it); not sva-unmap-storm' },
         gapUs: { type: 'number', default: 0, min: 0, max: 10_000_000, doc: 'think time of each thread after each iteration, packet, batch or munmap; closed loop only (rate 0)' },
-        queueDepth: { type: 'integer', default: 1, min: 1, max: 256, doc: 'block and static: requests (buffers) each thread keeps in flight, mapped, served and unmapped as one batch (fio iodepth with iodepth_batch)' },
+        queueDepth: { type: 'integer', default: 0, min: 0, max: 256, doc: 'packet-stream and block: I/Os each thread (vCPU) keeps in flight (the lanes of the queueing replay, sharing the vCPU); block maps, serves and unmaps them as one batch (fio iodepth with iodepth_batch). 0: the workload\'s own, packet-stream 64 (NAPI_POLL_WEIGHT, include/linux/netdevice.h), block 32 (fio iodepth=32)' },
+        packetBytes: { type: 'integer', default: 1500, min: 64, max: 65536, doc: 'packet-stream: bytes of each packet, or of each TSO/GRO segment, up to granulePages x 4096 (its buffer). Default: 1500, the Ethernet MTU (IEEE 802.3); confidence C' },
         durationSec: { type: 'number', default: 0, min: 0, max: 86400, doc: 'stop after this many seconds; 0 = no time limit' },
         rate: { type: 'number', default: 0, min: 0, max: 1e9, doc: `open loop: iterations (dma-map-benchmark), packets (packet-stream) or requests (block) per second over all threads, arriving on their own (a map at its arrival time, latency counted from it); 0 = closed loop. Only ${RATE_WORKLOADS.join(', ')} run open loop yet` },
         arrivals: { type: 'string', default: 'constant', maxLength: longest(ARRIVAL_PROCESSES), enum: ARRIVAL_PROCESSES, doc: 'open loop (rate > 0): constant (evenly spaced, the threads take them in turn) or poisson (each thread an independent Poisson stream of rate/threads from the seed: Poisson at rate in all)' },
@@ -201,11 +245,17 @@ export interface Scenario {
     lingerMs: number;
     lingerShare: number;
     iotlbEntries: number;
+    ats: boolean;
+    nic: { mpps: number; lineGbps: number };
+    nvme: { serviceUs: number; parallelism: number; linkGBps: number };
   };
   guest: {
     flushQueue: (typeof FLUSH_QUEUES)[number];
     tceHcalls: 'indirect' | 'per-entry';
     ddw: boolean;
+  };
+  smmu: {
+    ril: boolean;
   };
   vmm: {
     hwptInvalidate: 'per-command' | 'per-batch';
@@ -223,6 +273,7 @@ export interface Scenario {
     rate: number;
     arrivals: ArrivalProcess;
     queueDepth: number;
+    packetBytes: number;
     migration: {
       atOp: number;
       destVcmdqs: number;
@@ -245,10 +296,14 @@ export function leafFields(obj: ObjectField = SCENARIO_SCHEMA, prefix = ''): [st
   return out;
 }
 
-/** The documentation of every key, for `vmmsim scenario-keys` and the README. */
-export function describeSchema(): string {
+/**
+ * The documentation of every key, for `vmmsim scenario-keys` and the README. `upstream` adds, by
+ * key, what of its values is not upstream (the model key's designs, which live outside this file).
+ */
+export function describeSchema(upstream: Readonly<Record<string, string>> = {}): string {
   return leafFields()
     .map(([path, f]) => {
+      const note = upstream[path] ?? (f.type === 'string' ? f.upstream : undefined);
       const allowed =
         f.type === 'string'
           ? f.enum
@@ -257,7 +312,7 @@ export function describeSchema(): string {
           : f.type === 'boolean'
             ? 'true|false'
             : `${f.type} ${f.min}..${f.supportedMax ?? f.max}`;
-      return `${path.padEnd(26)} ${String(f.default).padEnd(18)} ${allowed}\n${''.padEnd(27)}${f.doc}`;
+      return `${path.padEnd(26)} ${String(f.default).padEnd(18)} ${allowed}\n${''.padEnd(27)}${f.doc}${note ? `\n${''.padEnd(27)}not upstream: ${note}` : ''}`;
     })
     .join('\n');
 }

@@ -66,6 +66,8 @@ function checkString(path: string, f: StringField, v: unknown): string {
   if (v.length > f.maxLength) {
     throw fieldError(path, f.enum ? `unknown value ${preview(v)}; allowed: ${f.enum.join(', ')}` : `at most ${f.maxLength} characters, got ${v.length}`);
   }
+  const replaced = f.replaced?.[v];
+  if (replaced !== undefined) throw fieldError(path, `"${v}" is no longer a value of this key: ${replaced}`);
   if (f.enum && !f.enum.includes(v)) {
     const hint = closest(v, f.enum);
     throw fieldError(path, `unknown value ${preview(v)}${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${f.enum.join(', ')}`);
@@ -127,6 +129,9 @@ function checkWorkload(w: Scenario['workload']): void {
   }
   if (w.rate === 0 && w.arrivals !== 'constant') throw fieldError('workload.arrivals', `${w.arrivals} arrivals are for open loop; set workload.rate > 0 (arrivals per second), or leave arrivals at constant`);
   if (w.rate > 0 && w.gapUs > 0) throw fieldError('workload.gapUs', `think time is for closed loop; with workload.rate ${w.rate} operations arrive at that rate, so gapUs must be 0, got ${w.gapUs}`);
+  if (w.kind === 'packet-stream' && w.packetBytes > w.granulePages * 4096) {
+    throw fieldError('workload.packetBytes', `${w.packetBytes} bytes do not fit the packet's buffer of workload.granulePages ${w.granulePages} x 4096 bytes; raise granulePages or lower packetBytes`);
+  }
   if (w.kind === 'sva-unmap-storm' && w.dwellUs > 0) throw fieldError('workload.dwellUs', `sva-unmap-storm posts nothing to a device, so dwellUs must be 0, got ${w.dwellUs}`);
   if (w.kind !== 'trace-replay' && w.ops === 0 && w.durationSec === 0) throw fieldError('workload.ops', '0 (no limit) needs workload.durationSec > 0, or the run never ends');
   if (w.kind === 'trace-replay' && w.migration.atOp > 0) {
@@ -161,6 +166,18 @@ export function checkEmulatedDevices(t: Scenario['topology'], model: ModelName):
 }
 
 /**
+ * device.ats under one architecture: ATS (device ATCs, ATC_INV) is modelled where the IOMMU driver
+ * is arm-smmu-v3; a design says why not otherwise.
+ */
+export function checkAts(s: Scenario, model: ModelName): void {
+  const ok = designOf(model).traits.ats;
+  if (!s.device.ats || ok === true) return;
+  const able = designsWhere((d) => d.traits.ats === true);
+  const why = ok?.refused ?? 'its IOMMU driver is not arm-smmu-v3, and vmmsim models ATS (device ATCs, ATC_INV) only for the arm-smmu-v3 designs';
+  throw new VmmsimError('E_NOT_SUPPORTED', `scenario key device.ats: true is not supported with model ${model}: ${why}`, `set device.ats to false, or run ${able.join(' or ')}`);
+}
+
+/**
  * dma under one architecture: dma=swiotlb is dma-iommu's bounce path for untrusted devices
  * (dev_use_swiotlb), so only designs whose guest DMA API is dma-iommu take it.
  */
@@ -190,6 +207,7 @@ export function resolveScenario(doc: unknown): Scenario {
   const s = resolveObject('', SCENARIO_SCHEMA, doc) as unknown as Scenario;
   checkTopology(s.topology);
   checkEmulatedDevices(s.topology, s.model);
+  checkAts(s, s.model);
   checkDmaMode(s.dma, s.model);
   checkDdw(s.guest, s.model);
   checkWorkload(s.workload);

@@ -1,4 +1,4 @@
-import { GUEST_RAM_SIZE, HOST_TABLE_BASE, cdIpa, hostRamFile, steAddr, vmRamBase } from '../machine/board.js';
+import { CD_TABLE_LOG2, GUEST_RAM_SIZE, HOST_TABLE_BASE, cdIpa, hostRamFile, steAddr, vmRamBase } from '../machine/board.js';
 import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
 import { FileMemory, FrameAllocator } from '../machine/memory.js';
 import { PageTable } from '../machine/pagetable.js';
@@ -44,6 +44,8 @@ export class HostTables {
   constructor(t: Topology__Output) {
     this.mem = new FileMemory(hostRamFile(t.ramDir), 'create');
     const host = designOf(t.model).traits.hostTables;
+    // Bare metal: no VM, no VFIO: the host kernel's own IOMMU driver writes its STEs and tables.
+    if (host === 'bare-metal') return;
     const frames = new FrameAllocator(HOST_TABLE_BASE);
     const vms = Math.max(0, ...t.devices.map((d) => d.vm)) + 1;
     for (let vm = 0; vm < vms; vm++) {
@@ -78,6 +80,8 @@ export class HostTables {
         valid: true,
         config: nested ? STE_CONFIG.NESTED : STE_CONFIG.S2,
         s1ContextPtr: nested ? cdIpa(i) : 0,
+        // The guest's CD table: its DMA domain and its SVA process (board.ts).
+        s1CdMax: nested ? CD_TABLE_LOG2 : 0,
         // Nested: the VMID of the device's vIOMMU (the VMID policy); shadowed: the VM's host domain.
         vmid: nested ? viommuVmid(t, d.vm, d.psmmu) : vmidOf(t, d.vm),
         s2ttb: s2.root,

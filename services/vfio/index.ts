@@ -79,7 +79,7 @@ class VfioRole implements RoleInstance {
           this.tceTables.set(c.vm, table);
         }
       }
-    } else if (host !== 'emulated') {
+    } else if (host !== 'emulated' && host !== 'bare-metal') {
       this.tables.stage2.forEach((table, vm) => {
         this.ioas.set(vm, new VmIoas(vm, table, env.topology, (ctx, p, cmds) => this.submit(ctx, `psmmu-${p}`, cmds), this.ioasCounters));
       });

@@ -8,7 +8,7 @@ import { PAGE_SIZE } from '../machine/memory.js';
 import { Mutex } from '../machine/mutex.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { PageTable } from '../machine/pagetable.js';
-import { CMD_SIZE, cmdSync, encodeCommand, tlbiNhAll, tlbiS2IpaRange, type SmmuCommand } from '../formats/smmu/commands.js';
+import { CMD_SIZE, atcInvRange, cmdSync, encodeCommand, tlbiNhAll, tlbiS2IpaRange, type SmmuCommand } from '../formats/smmu/commands.js';
 import { VMM_RAM_VADDR } from '../formats/vfio-type1.js';
 import { VIRTIO_MEM_BLOCK_SIZE, VIRTIO_MEM_REGION_BASE } from '../machine/virtio-mem.js';
 import type { SubmitCommands } from './host-iommu.js';
@@ -18,6 +18,9 @@ import { designOf } from '../designs/registry.js';
 /** Counters of every VM's IOAS, summed. */
 export const IOAS_COUNTERS = ['ioasMaps', 'ioasUnmaps', 'ioasErrors', 'stage2Flushes'] as const;
 export type IoasCounters = Record<(typeof IOAS_COUNTERS)[number], number>;
+
+/** log2 of the block size of an area's stage-2 entries, by level (1: 1 GiB, 2: 2 MiB). */
+const AREA_GRANULE_LOG2 = { 1: 30, 2: 21 } as const;
 
 /** An IOAS area: one IOAS_MAP, unmapped only whole. */
 interface Area extends IovaRange {
@@ -29,19 +32,25 @@ interface Area extends IovaRange {
  * One VM's I/O address space when its stage 2 maps guest RAM itself (no vIOMMU, or the stage-2
  * parent of the nested designs): the areas QEMU mapped at VM start, boot RAM as one and each
  * virtio-mem block as its own (QEMU's RamDiscardListener populates block by block), over the
- * stage-2 table every pSMMU with a device of the VM walks. An unmap clears the area's entries and
- * then invalidates every one of those pSMMUs: TLBI_S2_IPA over the range with the VMID that pSMMU
- * uses for the VM and, when the table is a nesting parent, TLBI_NH_ALL of that VMID (the combined
- * stage-1 + stage-2 entries cached from it), then a CMD_SYNC, one pSMMU after another as the
- * kernel walks the domain's list. A map needs no invalidation: SMMUv3 caches no invalid entries.
+ * stage-2 table every pSMMU with a device of the VM walks. An unmap clears each area's entries and
+ * then invalidates every one of those pSMMUs (see flush): TLBI_S2_IPA over the area with the VMID
+ * that pSMMU uses for the VM and a CMD_SYNC and, when the table is a nesting parent, TLBI_NH_ALL of
+ * that VMID (the combined stage-1 + stage-2 entries cached from it) with its own CMD_SYNC, one pSMMU
+ * after another as the kernel walks the domains. A map needs no invalidation: SMMUv3 caches no
+ * invalid entries.
  */
 export class VmIoas {
   private readonly areas = new IovaTree<Area>();
   readonly lock: Mutex;
   readonly ioasId: number;
   private readonly nested: boolean;
-  /** Each pSMMU of the VM with the VMID it tags the VM's stage-2 entries with. */
-  private readonly psmmus: { psmmu: number; vmid: number }[];
+  /** The pSMMUs' range invalidation (IDR3.RIL; smmu.ril): without it one TLBI_S2_IPA per block. */
+  private readonly ril: boolean;
+  /**
+   * Each pSMMU of the VM with the VMID it tags the VM's stage-2 entries with, and the StreamIDs of
+   * the VM's devices there that have ATS enabled (device.ats).
+   */
+  private readonly psmmus: { psmmu: number; vmid: number; atsSids: number[] }[];
   /** Commands (not syncs) each pSMMU got from host stage-2 changes, for the invalidation accounting. */
   readonly delivered = new Map<number, number>();
 
@@ -55,8 +64,14 @@ export class VmIoas {
     this.lock = new Mutex(`vfio.ioas-${vm}`);
     this.ioasId = iommufdLayoutOf(t).ioasId;
     this.nested = designOf(t.model).traits.hostTables === 'nested';
+    this.ril = t.smmu?.ril ?? true;
     const ids = [...new Set(t.devices.filter((d) => d.vm === vm).map((d) => d.psmmu))].sort((a, b) => a - b);
-    this.psmmus = ids.map((p) => ({ psmmu: p, vmid: this.nested ? viommuVmid(t, vm, p) : vmidOf(t, vm) }));
+    const ats = t.device?.ats ?? false;
+    this.psmmus = ids.map((p) => ({
+      psmmu: p,
+      vmid: this.nested ? viommuVmid(t, vm, p) : vmidOf(t, vm),
+      atsSids: ats ? t.devices.filter((d) => d.vm === vm && d.psmmu === p).map((d) => d.psid) : [],
+    }));
     for (const p of ids) this.delivered.set(p, 0);
     this.areas.insert({ iova: 0, size: VIRTIO_MEM_REGION_BASE, level: 1 });
     for (let a = VIRTIO_MEM_REGION_BASE; a < GUEST_RAM_SIZE; a += VIRTIO_MEM_BLOCK_SIZE) this.areas.insert({ iova: a, size: VIRTIO_MEM_BLOCK_SIZE, level: 2 });
@@ -77,17 +92,20 @@ export class VmIoas {
       const inside = this.areas.overlapping(u.iova, u.length);
       if (inside.length === 0 || inside.some((a) => a.iova < u.iova || a.iova + a.size > u.iova + u.length)) return this.fail(-Errno.ENOENT);
       let bytes = 0;
+      let status = 0;
+      // iopt_unmap_iova, area by area: iopt_area_unfill_domains unmaps the area from the domain
+      // (one iommu_unmap of its physically contiguous pages, so one gather and one iotlb_sync),
+      // then the pages are unpinned.
       for (const a of inside) {
         ctx.charge('kernel.vfio_dma_op');
         ctx.charge('kernel.iommu_pte_write', this.table.unmapBlocks(a.iova, a.size, a.level));
+        const s = await this.flush(ctx, a.iova, a.size / PAGE_SIZE, AREA_GRANULE_LOG2[a.level]);
+        if (s < 0) status = s;
         ctx.charge('kernel.vfio_unpin_page', a.size / PAGE_SIZE);
         this.areas.delete(a);
         bytes += a.size;
       }
       this.counters.ioasUnmaps += 1;
-      const first = inside[0] as Area;
-      const last = inside[inside.length - 1] as Area;
-      const status = await this.flush(ctx, first.iova, (last.iova + last.size - first.iova) / PAGE_SIZE);
       return status < 0 ? status : bytes;
     }, ctx);
   }
@@ -124,22 +142,41 @@ export class VmIoas {
     return status;
   }
 
-  private async flush(ctx: OpContext, iova: number, pages: number): Promise<number> {
+  /**
+   * One iommu_unmap's invalidation on each pSMMU's domain, one after another as the kernel walks
+   * them: arm_smmu_iotlb_sync -> arm_smmu_tlb_inv_range_domain. io-pgtable gathered blocks of
+   * `granuleLog2` (gather->pgsize), so the leaf TLBI_S2_IPAs carry that block's TTL
+   * (__arm_smmu_tlb_inv_range), and go out as one batch with its CMD_SYNC. A nesting parent then
+   * flushes the stage-1 entries cached through it: TLBI_NH_ALL of the VMID with a CMD_SYNC of its own
+   * (arm_smmu_cmdq_issue_cmd_with_sync; v6.13 "iommu/arm-smmu-v3: Support IOMMU_VIOMMU_ALLOC"),
+   * after the stage-2 sync, as the S2 entries must go first. With ATS masters, ATC_INV follows
+   * with a third sync.
+   */
+  private async flush(ctx: OpContext, iova: number, pages: number, granuleLog2: number): Promise<number> {
     let status = 0;
-    for (const { psmmu, vmid } of this.psmmus) {
-      const cmds: SmmuCommand[] = [...tlbiS2IpaRange(vmid, iova, pages)];
-      if (this.nested) cmds.push(tlbiNhAll({ vmid }));
-      const n = cmds.length;
-      cmds.push(cmdSync());
-      const buf = Buffer.alloc(cmds.length * CMD_SIZE);
-      cmds.forEach((c, i) => encodeCommand(c, buf, i * CMD_SIZE));
-      ctx.charge('kernel.cmdq_insert', cmds.length);
+    for (const { psmmu, vmid, atsSids } of this.psmmus) {
+      const lists: SmmuCommand[][] = [tlbiS2IpaRange(vmid, iova, pages, { granuleLog2, ril: this.ril })];
+      if (this.nested) lists.push([tlbiNhAll({ vmid })]);
+      // arm_smmu_atc_inv_domain, in a batch with a sync of its own: a nesting parent's change
+      // flushes the whole ATC of every ATS master (nested_ats_flush), a plain S2 domain the range.
+      if (atsSids.length > 0) lists.push(atsSids.map((sid) => (this.nested ? atcInvRange(sid, 0, 0) : atcInvRange(sid, iova, pages))));
       this.counters.stage2Flushes += 1;
-      const s = await this.submit(ctx, psmmu, buf);
-      // Counted once executed: a refused submission delivered nothing.
-      if (s === 0) this.delivered.set(psmmu, (this.delivered.get(psmmu) ?? 0) + n);
-      else status = s;
+      for (const cmds of lists) {
+        const s = await this.submitWithSync(ctx, psmmu, cmds);
+        // Counted once executed: a refused submission delivered nothing.
+        if (s === 0) this.delivered.set(psmmu, (this.delivered.get(psmmu) ?? 0) + cmds.length);
+        else status = s;
+      }
     }
     return status;
+  }
+
+  /** arm_smmu_cmdq_batch_submit: the commands and a CMD_SYNC to one pSMMU's CMDQ, waited for. */
+  private submitWithSync(ctx: OpContext, psmmu: number, cmds: readonly SmmuCommand[]): Promise<number> {
+    const all = [...cmds, cmdSync()];
+    const buf = Buffer.alloc(all.length * CMD_SIZE);
+    all.forEach((c, i) => encodeCommand(c, buf, i * CMD_SIZE));
+    ctx.charge('kernel.cmdq_insert', all.length);
+    return this.submit(ctx, psmmu, buf);
   }
 }

@@ -232,4 +232,19 @@ describe('help', () => {
     }
     expect(r.spawned).toEqual([]);
   });
+
+  it('`vmmsim scenario-keys` says which values of which keys no upstream code runs', async () => {
+    const r = await runWatched(runs, ['scenario-keys']);
+    expect(r.code, r.stderr).toBe(0);
+    // The "not upstream" line of a key follows its doc line, before the next key.
+    const notUpstream = (key: string): string | undefined => {
+      const at = r.stdout.split('\n').findIndex((l) => l.startsWith(`${key} `));
+      return r.stdout.split('\n').slice(at + 1, at + 4).find((l) => l.trim().startsWith('not upstream:'));
+    };
+    expect(notUpstream('topology.vsmmu')).toMatch(/single in front of more than one pSMMU .* is exploration: .*iommufd_vdevice_alloc_ioctl/);
+    expect(notUpstream('topology.dispatch')).toMatch(/exploration either way/);
+    expect(notUpstream('topology.vmid')).toMatch(/per-s2-parent with a VM's devices behind several pSMMUs .* needs code that is not upstream/);
+    expect(notUpstream('model')).toMatch(/vhost-iommu is an extrapolation/);
+    expect(notUpstream('topology.psmmus')).toBeUndefined();
+  });
 });

@@ -27,7 +27,7 @@ describe('trace-replay', () => {
     expect(run?.ops.find((o) => o.op === 'map')?.count).toBe(10);
     const unmap = run?.ops.find((o) => o.op === 'unmap');
     expect(unmap?.count).toBe(10);
-    expect(unmap?.transitions).toMatchObject({ exit: 1, user: 1, ioctl: 1, hw: 1 });
+    expect(unmap?.transitions).toMatchObject({ exit: 2, user: 2, ioctl: 1, hw: 1 });
     expect(run?.workloadCounters).toMatchObject({ events: 20, replayed: 20, unmatchedUnmaps: 0, 'skipped.header': 12, 'skipped.otherIommuEvent': 5, 'skipped.otherEvent': 2, 'skipped.unparsable': 0 });
     expect(await waitForNoProcesses(r.marker, 5000)).toEqual([]);
   });

@@ -86,22 +86,26 @@ function chartMarks(page: Page, chart: string): Promise<Record<string, string>[]
   );
 }
 
+type Report = 'compare' | 'sweep' | 'contended';
+
 describe.skipIf(missing !== undefined)(missing ? `HTML reports in Chromium (skipped: ${missing})` : 'HTML reports in Chromium', () => {
-  const opened: Record<'compare' | 'sweep', Opened> = {} as Record<'compare' | 'sweep', Opened>;
+  const opened: Record<Report, Opened> = {} as Record<Report, Opened>;
 
   beforeAll(async () => {
     const commands = {
       compare: ['compare', '--ops', '20'],
       sweep: ['sweep', '--set', 'topology.psmmus=1,2', '--models', 'nested-smmuv3,none', '--ops', '20'],
+      // Three vCPUs over two pSMMUs behind one vSMMU: queueing waits, and a design that is not upstream.
+      contended: ['compare', '--models', 'intel-cm,vhost-iommu,nested-smmuv3', '--set', 'workload.threads=3', '--set', 'topology.psmmus=2', '--ops', '15'],
     } as const;
-    const results: Partial<Record<'compare' | 'sweep', { dir: string; stdout: string; marker: string; code: number | null; stderr: string }>> = {};
-    for (const [name, args] of Object.entries(commands) as ['compare' | 'sweep', readonly string[]][]) {
+    const results: Partial<Record<Report, { dir: string; stdout: string; marker: string; code: number | null; stderr: string }>> = {};
+    for (const [name, args] of Object.entries(commands) as [Report, readonly string[]][]) {
       const dir = join(runs.folder(), 'out');
       const r = await runWatched(runs, [...args, '--out', dir]);
       results[name] = { dir, stdout: r.stdout, marker: r.marker, code: r.code, stderr: r.stderr };
     }
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-    for (const name of ['compare', 'sweep'] as const) {
+    for (const name of ['compare', 'sweep', 'contended'] as const) {
       const r = results[name];
       if (!r) continue;
       expect(r.code, r.stderr).toBe(0);
@@ -138,7 +142,7 @@ describe.skipIf(missing !== undefined)(missing ? `HTML reports in Chromium (skip
       expect(data.length).toBeGreaterThan(o.doc.runs.length * 20);
       expect(mismatches(o.doc, data)).toEqual([]);
       const charts = new Set(data.map((d) => d.chart));
-      for (const c of ['transitions', 'latency', 'hop-latency', 'table', ...(name === 'sweep' ? ['scaling'] : [])]) expect(charts.has(c), c).toBe(true);
+      for (const c of ['transitions', 'breakdown', 'latency', 'hop-latency', 'table', ...(name === 'sweep' ? ['scaling'] : [])]) expect(charts.has(c), c).toBe(true);
     });
 
     it('has a transitions mark per run, operation and kind, as wide as its value on one scale', async () => {
@@ -192,6 +196,78 @@ describe.skipIf(missing !== undefined)(missing ? `HTML reports in Chromium (skip
         expect(h).toBeGreaterThan(50);
       }
     });
+  });
+
+  describe.each(['compare', 'sweep', 'contended'] as const)('the report of %s shows where the time goes', (name) => {
+    it('has a bar per run and operation stacked by its breakdown, each segment as wide as its ns on one scale, adding up to the modeled mean', async () => {
+      const o = opened[name];
+      const marks = await chartMarks(o.page, 'breakdown');
+      let rows = 0;
+      o.doc.runs.forEach((r, i) =>
+        r.ops.filter((op) => op.count > 0).forEach((op) => {
+          rows += 1;
+          const m = marks.filter((x) => x['data-run'] === String(i) && x['data-op'] === op.op);
+          expect(m.map((x) => x['data-step']), `${r.model} ${op.op}`).toEqual(op.breakdown.map((e) => e.step));
+          expect(m.map((x) => Number(x['data-value']))).toEqual(op.breakdown.map((e) => e.ns));
+          const sum = m.reduce((n, x) => n + Number(x['data-value']), 0);
+          expect(Math.abs(sum - op.modeledNs.mean), `${r.model} ${op.op} adds up`).toBeLessThanOrEqual(1);
+          // Left to right, each segment starts where the one before it ends.
+          for (let j = 1; j < m.length; j++) expect(Number(m[j]?.['x'])).toBeCloseTo(Number(m[j - 1]?.['x']) + Number(m[j - 1]?.['width']), 1);
+        }),
+      );
+      expect(rows).toBeGreaterThan(0);
+      const perUnit = marks.filter((m) => Number(m['data-value']) > 50).map((m) => Number(m['width']) / Number(m['data-value']));
+      expect(perUnit.length).toBeGreaterThan(0);
+      for (const k of perUnit) expect(k / (perUnit[0] as number)).toBeCloseTo(1, 1);
+    });
+
+    it('hatches and outlines the steps whose cost is an assumption, and says so in the legend', async () => {
+      const o = opened[name];
+      const marks = await chartMarks(o.page, 'breakdown');
+      const assumed = marks.filter((m) => m['data-confidence'] === 'U' && m['data-wait'] === 'false');
+      expect(assumed.length).toBeGreaterThan(0);
+      for (const m of marks) {
+        expect(m['data-assumed'], `${m['data-step']}`).toBe(String(m['data-confidence'] === 'U' && m['data-wait'] === 'false'));
+        expect((m['class'] ?? '').split(' ').includes('hatched'), `${m['data-step']}`).toBe(m['data-assumed'] === 'true');
+      }
+      // Each hatched mark has its hatch drawn over it, with the pattern the chart defines.
+      const overlays = await o.page.$$eval('svg[data-chart="breakdown"] rect.hatch', (els) => els.map((e) => ({ x: e.getAttribute('x'), width: e.getAttribute('width'), fill: e.getAttribute('fill'), stroke: e.getAttribute('stroke') })));
+      expect(overlays.length).toBe(assumed.length);
+      expect(overlays.map((h) => `${h.x} ${h.width}`).sort()).toEqual(assumed.map((m) => `${m['x']} ${m['width']}`).sort());
+      for (const h of overlays) {
+        expect(h.fill).toBe('url(#breakdown-assumed)');
+        expect(h.stroke).toBe('#000');
+      }
+      expect(await o.page.$$eval('svg[data-chart="breakdown"] pattern#breakdown-assumed', (els) => els.length)).toBe(1);
+      const legend = await o.page.$$eval('svg[data-chart="breakdown"] .legend-item text', (els) => els.map((e) => e.textContent ?? ''));
+      expect(legend).toContain('hatched: cost is an assumption (U)');
+    });
+  });
+
+  it('draws queueing waits as their own segments where operations contended', async () => {
+    const o = opened.contended;
+    const marks = await chartMarks(o.page, 'breakdown');
+    const waits = marks.filter((m) => m['data-wait'] === 'true');
+    expect(waits.every((m) => (m['data-step'] ?? '').startsWith('wait:'))).toBe(true);
+    const waited = waits.filter((m) => Number(m['data-value']) > 0);
+    expect(waited.length).toBeGreaterThan(0);
+    for (const m of waited) expect(Number(m['width'])).toBeGreaterThan(0);
+  });
+
+  it('says which runs model what no upstream code runs, as results.json notes them', async () => {
+    const o = opened.contended;
+    // (The measured clock's notes, such as a busy machine, show in the measured section instead.)
+    const codes = [...new Set(o.doc.runs.flatMap((r) => r.notes.map((n) => n.code)))].filter((c) => !c.startsWith('measured.')).sort();
+    expect(codes).toEqual(['arch-mismatch', 'design.not-upstream', 'exploration.shared-vmid', 'exploration.single-vsmmu', 'exploration.step']);
+    const shown = await o.page.$$eval('#run-notes li', (els) => els.map((e) => e.getAttribute('data-note') ?? ''));
+    expect([...new Set(shown)].sort()).toEqual(codes);
+    // The same notes under the terminal table.
+    expect(o.stdout).toMatch(/^notes:$/m);
+    expect(o.stdout).toMatch(/^ {2}exploration.single-vsmmu( \([^)]*\))?: /m);
+    // Each note once, however many runs carry it.
+    const distinct = new Set(opened.compare.doc.runs.flatMap((r) => r.notes.filter((n) => !n.code.startsWith('measured.')).map((n) => `${n.code} ${n.text}`))).size;
+    expect(distinct).toBeGreaterThan(0);
+    expect(await opened.compare.page.$$eval('#run-notes li', (els) => els.length)).toBe(distinct);
   });
 
   it('places every sweep run against the swept key, its throughput and p99 higher on the page where they are larger', async () => {

@@ -18,22 +18,23 @@ const lingering = {
 };
 
 describe('the emulated-SMMUv3 path through real processes', () => {
-  it('a strict unmap exits to QEMU once and goes no further; a map costs no transition', async () => {
+  it('a strict unmap exits to QEMU twice (its PROD write, its CONS poll) and goes no further; a map costs no transition', async () => {
     await withSession(fx, async (session) => {
       const run = await session.run(scenario, 'emulated-smmuv3', testProfile);
       const unmap = run.ops.find((o) => o.op === 'unmap');
       const map = run.ops.find((o) => o.op === 'map');
       expect(unmap?.count).toBe(50);
-      expect(unmap?.transitions).toEqual({ exit: 1, user: 1, ioctl: 0, hw: 0, direct: 0 });
+      expect(unmap?.transitions).toEqual({ exit: 2, user: 2, ioctl: 0, hw: 0, direct: 0 });
       expect(map?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 });
       expect(run.hops.map((h) => `${h.from}>${h.to}`).sort()).toEqual(['guest-0>kvm', 'kvm>qemu-0', 'qemu-0>kvm', 'kvm>guest-0'].sort());
-      // QEMU ran each TLBI_NH_VA and CMD_SYNC itself; nothing reached VFIO or a physical SMMU.
-      expect(run.counters['qemu-0']).toMatchObject({ exits: 50, commands: 50, invalidations: 50, syncs: 50, errors: 0 });
+      // QEMU ran each TLBI_NH_VA and CMD_SYNC itself; nothing reached VFIO or a physical SMMU. Its
+      // exits: a PROD write and a CONS read per unmap, and the driver's probe of IDR0 and IDR3.
+      expect(run.counters['qemu-0']).toMatchObject({ exits: 102, commands: 50, invalidations: 50, syncs: 50, errors: 0 });
       expect(run.counters['vfio']).toMatchObject({ hwptInvalidate: 0, commands: 0 });
       expect(run.counters['psmmu-0']).toMatchObject({ commands: 0, translations: 0 });
       // Every unmap: clear the PTE, write TLBI + CMD_SYNC, trap, exit to QEMU, which runs both
-      // commands and drops the IOTLB entries, and free the IOVA.
-      const expected = step('guest.pte_write') + 2 * step('guest.cmdq_write') + step('exit.mmio_trap') + step('exit.to_user')
+      // commands and drops the IOTLB entries, read CONS (a second trap to QEMU), and free the IOVA.
+      const expected = step('guest.pte_write') + 2 * step('guest.cmdq_write') + 2 * (step('exit.mmio_trap') + step('exit.to_user'))
         + 2 * step('vmm.vsmmu_cmd') + step('vmm.iotlb_invalidate') + step('guest.iova_free');
       expect(unmap?.modeledNs.min).toBe(unmap?.modeledNs.max);
       expect(unmap?.modeledNs.mean).toBeCloseTo(expected, 6);
@@ -64,7 +65,7 @@ describe('the emulated-SMMUv3 path through real processes', () => {
       expect(run.ops.find((o) => o.op === 'flush')?.count).toBe(1);
       expect(run.invalidations.guestCommands).toBe(2);
       expect(run.counters['qemu-0']).toMatchObject({ invalidations: 2, syncs: 2 });
-      expect(run.ops.find((o) => o.op === 'unmap')?.transitions.exit).toBeCloseTo(1 / 300, 3);
+      expect(run.ops.find((o) => o.op === 'unmap')?.transitions.exit).toBeCloseTo(2 / 300, 3);
       const stale = await session.run(resolveScenario({ ...lingering, dma: 'lazy' }), 'emulated-smmuv3', testProfile);
       expect(stale.counters['qemu-0']?.['useAfterUnmap']).toBeGreaterThan(0);
       expect(stale.counters['qemu-0']?.['staleTranslations']).toBeGreaterThan(0);

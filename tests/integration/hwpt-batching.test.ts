@@ -21,13 +21,13 @@ describe('VMM batching of IOMMU_HWPT_INVALIDATE (vmm.hwptInvalidate)', () => {
     await withSession(fx, async (session) => {
       const perCommand = await session.run(resolveScenario({ ...base, vmm: { hwptInvalidate: 'per-command' } }), 'nested-smmuv3', testProfile);
       const a = perCommand.ops.find((o) => o.op === 'unmap');
-      expect(a?.transitions).toEqual({ exit: 1, user: 1, ioctl: 2, hw: 2, direct: 0 });
+      expect(a?.transitions).toEqual({ exit: 2, user: 2, ioctl: 2, hw: 2, direct: 0 });
       expect(perCommand.counters['qemu-0']).toMatchObject({ commands: 2 * OPS, ioctls: 2 * OPS });
       expect(perCommand.counters['vfio']).toMatchObject({ hwptInvalidate: 2 * OPS, chunks: 2 * OPS, commands: 2 * OPS });
 
       const perBatch = await session.run(resolveScenario({ ...base, vmm: { hwptInvalidate: 'per-batch' } }), 'nested-smmuv3', testProfile);
       const b = perBatch.ops.find((o) => o.op === 'unmap');
-      expect(b?.transitions).toEqual({ exit: 1, user: 1, ioctl: 1, hw: 1, direct: 0 });
+      expect(b?.transitions).toEqual({ exit: 2, user: 2, ioctl: 1, hw: 1, direct: 0 });
       expect(perBatch.counters['qemu-0']).toMatchObject({ commands: 2 * OPS, ioctls: OPS });
       // The kernel still converts both commands, and issues them as one chunk with its CMD_SYNC.
       expect(perBatch.counters['vfio']).toMatchObject({ hwptInvalidate: OPS, chunks: OPS, commands: 2 * OPS });

@@ -17,6 +17,11 @@ const trapped = t({ exit: 1, user: 1, ioctl: 1, hw: 1 });
 const EXPECTED: Record<ModelName, { map: TransitionCounts; unmap: TransitionCounts }> = {
   // dma-direct: dma_direct_map_page / dma_direct_unmap_page, no IOMMU.
   none: { map: none, unmap: none },
+  // Bare metal: map writes the host kernel's PTEs only (arm-smmu-v3 has no iotlb_sync_map); unmap is
+  // arm_smmu_iotlb_sync -> arm_smmu_tlb_inv_range_domain: TLBI_NH_VA + CMD_SYNC in one
+  // arm_smmu_cmdq_issue_cmdlist, one PROD write to the pSMMU; the pSMMU has IDR0.MSI and is coherent
+  // (ARM_SMMU_OPT_MSIPOLL), so the CPU waits on the sync's slot in RAM, reading no register.
+  host: { map: none, unmap: t({ hw: 1 }) },
   'intel-cm': {
     // exit 1: qi_submit_sync's IQT write (cache_tag_flush_range_np -> qi_flush_iotlb, caching mode);
     // user 1: vtd_mem_write (no ioeventfd); ioctl 1: vtd_page_walk_one -> vfio_iommu_map_notify ->
@@ -45,21 +50,32 @@ const EXPECTED: Record<ModelName, { map: TransitionCounts; unmap: TransitionCoun
   // vfio_iommu_map_notify -> one VFIO_IOMMU_MAP_DMA / UNMAP_DMA on the PHB's sPAPR v2 container;
   // hw 1: tce_iommu_build_v2 / tce_iommu_clear end with one iommu_tce_kill, on the table's one PE
   // here (pnv_pci_ioda2_tce_invalidate: one OPAL_PCI_TCE_KILL per PE), a PHB kill, not an SMMU TLBI.
+  // Map: arm-smmu-v3 has no iotlb_sync_map, the guest only writes its PTEs. Unmap (arm_smmu_iotlb_sync ->
+  // arm_smmu_tlb_inv_range_domain -> __arm_smmu_tlb_inv_range -> arm_smmu_cmdq_issue_cmdlist): one
+  // CMDQ_PROD write (QEMU smmu_writel -> smmuv3_cmdq_consume, inside the trap) and, as QEMU's vSMMU
+  // shows no IDR0.MSI (smmuv3_init_regs), one CMDQ_CONS readl (__arm_smmu_cmdq_poll_until_consumed,
+  // QEMU smmu_readl): two traps to user space.
+  'emulated-smmuv3': { map: none, unmap: t({ exit: 2, user: 2 }) },
   'spapr-tce': { map: trapped, unmap: trapped },
   // The same hypercalls served in the kernel, in virtual mode (kvmppc_h_put_tce / kvmppc_h_stuff_tce;
   // no real mode since ~v5.19): exit 1, no user, no ioctl; hw 1: kvmppc_tce_iommu_map / _unmap end
   // with iommu_tce_kill, once per TCE (N TCEs in a hypercall kill N times; paths.md says once).
   'spapr-tce-kvm': { map: t({ exit: 1, hw: 1 }), unmap: t({ exit: 1, hw: 1 }) },
-  'emulated-smmuv3': { map: none, unmap: t({ exit: 1, user: 1 }) },
-  'nested-smmuv3': { map: none, unmap: trapped },
-  'nested-smmuv3-vcmdq': { map: none, unmap: t({ direct: 1 }) },
+  // As emulated-smmuv3 (PROD write + CONS read, no MSI: smmuv3_accel_idr_override sets no IDR0.MSI),
+  // and inside the PROD trap QEMU's smmuv3_accel_issue_inv_cmd sends one IOMMU_HWPT_INVALIDATE
+  // (per command: TLBI_NH_VA), which arm_vsmmu_cache_invalidate issues as one list + CMD_SYNC.
+  'nested-smmuv3': { map: none, unmap: t({ exit: 2, user: 2, ioctl: 1, hw: 1 }) },
+  // tegra241_cmdqv_get_cmdq puts TLBI_NH_VA + CMD_SYNC on the CPU's VCMDQ (VINTF page 0 mapped into
+  // the guest: tegra241_cmdqv_guest_map_vintf_page0): a PROD store, and, as the VCMDQ takes CS_NONE
+  // only (arm_smmu_cmdq_needs_busy_polling), a readl of its CONS (__arm_smmu_cmdq_poll_until_consumed).
+  'nested-smmuv3-vcmdq': { map: none, unmap: t({ direct: 2 }) },
 };
 
 const scenario = resolveScenario({ name: 'paths', device: { dmaRate: 0 }, workload: { ops: 20 } });
 const fx = useProcessTree(scenario);
 
 describe('every architecture takes the path paths.md describes', () => {
-  it('runs all nine architectures', () => {
+  it('runs all ten architectures', () => {
   });
 
   for (const model of MODELS) {

@@ -50,7 +50,13 @@ describe('16 pSMMUs and 4 VMs on one host', () => {
     await withSession(fx, async (session) => {
       const run = await session.run(scenario('single'), 'nested-smmuv3', testProfile);
       checkIsolation(run);
-      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 1, user: 1, ioctl: 4, hw: 4, direct: 0 });
+      // An ioctl per pSMMU of the VM; a CONS read per unmap and a PROD write unless another of the
+      // VM's 4 vCPUs published its list (arm_smmu_cmdq_issue_cmdlist gathers): 1.25 to 2 exits.
+      const t = run.ops.find((o) => o.op === 'unmap')?.transitions;
+      expect({ ioctl: t?.ioctl, hw: t?.hw, direct: t?.direct }).toEqual({ ioctl: 4, hw: 4, direct: 0 });
+      expect(t?.user).toBe(t?.exit);
+      expect(t?.exit).toBeGreaterThanOrEqual(1.25);
+      expect(t?.exit).toBeLessThanOrEqual(2);
       expect(run.invalidations.guestCommands).toBe(VMS * OPS);
       expect(run.invalidations.fanout).toBe(4);
       // Every pSMMU gets all of its own VM's invalidations and nothing from the other VMs.
@@ -67,7 +73,7 @@ describe('16 pSMMUs and 4 VMs on one host', () => {
     await withSession(fx, async (session) => {
       const run = await session.run(scenario('per-psmmu'), 'nested-smmuv3', testProfile);
       checkIsolation(run);
-      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 1, user: 1, ioctl: 1, hw: 1, direct: 0 });
+      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 2, user: 2, ioctl: 1, hw: 1, direct: 0 });
       expect(run.invalidations.fanout).toBe(1);
       expect(run.invalidations.wasted).toBe(0);
       // Thread t of each VM drives device t: a quarter of the VM's unmaps each.
@@ -79,7 +85,7 @@ describe('16 pSMMUs and 4 VMs on one host', () => {
     await withSession(fx, async (session) => {
       const run = await session.run(scenario('per-psmmu'), 'nested-smmuv3-vcmdq', testProfile);
       checkIsolation(run);
-      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 1 });
+      expect(run.ops.find((o) => o.op === 'unmap')?.transitions).toEqual({ exit: 0, user: 0, ioctl: 0, hw: 0, direct: 2 });
       expect(run.invalidations.fanout).toBe(1);
       expect(run.invalidations.wasted).toBe(0);
       for (const p of psmmuNames) {

@@ -29,8 +29,9 @@ describe('OpenTelemetry traces of sampled operations (--otlp-endpoint, --trace-s
     const ops = run.ops.reduce((n, o) => n + o.count, 0);
     const hops = run.hops.reduce((n, h) => n + h.count, 0);
     expect(ops).toBe(60);
-    // Strict unmaps trap all the way down and back: 8 crossings each; maps pay none.
-    expect(hops).toBe(30 * 8);
+    // Strict unmaps trap all the way down and back (8 crossings), then poll CONS with a read that
+    // traps to the VMM and back (4 more); maps pay none.
+    expect(hops).toBe(30 * 12);
 
     const spans = collector.spans;
     const roots = spans.filter((s) => s.parentSpanId === '');
@@ -58,18 +59,19 @@ describe('OpenTelemetry traces of sampled operations (--otlp-endpoint, --trace-s
     for (const root of roots) {
       const mine = kids.get(root.spanId) ?? [];
       expect(root.attributes['vmmsim.hops']).toBe(mine.length);
-      expect(mine.length).toBe(root.name === 'unmap' ? 8 : 0);
+      expect(mine.length).toBe(root.name === 'unmap' ? 12 : 0);
       expect(root.resource['service.instance.id']).toBe('guest-0');
       expect(root.resource['vmmsim.role']).toBe('guest');
     }
     // The crossings of the hop table, with the transition each request pays.
     const count = (from: string, to: string, transition?: string): number =>
       children.filter((c) => c.attributes['vmmsim.from'] === from && c.attributes['vmmsim.to'] === to && c.attributes['vmmsim.transition'] === transition).length;
-    expect(count('guest-0', 'kvm', 'exit')).toBe(30);
-    expect(count('kvm', 'qemu-0', 'user')).toBe(30);
+    // Two exits per unmap (the PROD write and the CONS read), one ioctl and one pSMMU sync.
+    expect(count('guest-0', 'kvm', 'exit')).toBe(60);
+    expect(count('kvm', 'qemu-0', 'user')).toBe(60);
     expect(count('qemu-0', 'vfio', 'ioctl')).toBe(30);
     expect(count('vfio', 'psmmu-0', 'hw')).toBe(30);
-    expect(count('kvm', 'guest-0')).toBe(30);
+    expect(count('kvm', 'guest-0')).toBe(60);
     for (const h of run.hops) expect(children.filter((c) => c.attributes['vmmsim.from'] === h.from && c.attributes['vmmsim.to'] === h.to)).toHaveLength(h.count);
   }, 90_000);
 

@@ -5,7 +5,7 @@ import { Kind } from '../../services/runtime/generated/vmmsim/v1/Kind.js';
 import { protos } from '../../services/runtime/proto.js';
 import { BatchFormatError, BatchLimitError, CODEC_FIELDS, decodeBatch, encodeBatch } from '../../services/runtime/transport/batch-codec.js';
 import { LINK_OPEN_PATH } from '../../services/runtime/transport/link.js';
-import { MAX_ENVELOPES_PER_BATCH, MAX_HOPS_PER_ENVELOPE } from '../../services/runtime/transport/wire-limits.js';
+import { MAX_ENVELOPES_PER_BATCH, MAX_EVENTS_PER_ENVELOPE, MAX_HOPS_PER_ENVELOPE } from '../../services/runtime/transport/wire-limits.js';
 
 /**
  * The Link codec by hand against protobufjs (through proto-loader, as the proto defines the
@@ -19,6 +19,17 @@ const u32 = fc.integer({ min: 0, max: 0xffffffff });
 const double = fc.double({ noNaN: true, noDefaultInfinity: true });
 const bytes = fc.uint8Array({ maxLength: 80 }).map((a) => Buffer.from(a));
 const kinds = Object.values(Kind);
+const traceEvent = fc.record({
+  what: fc.constantFrom('charge', 'call', 'hold', ''),
+  name: fc.string({ maxLength: 20 }),
+  times: u32,
+  kind: fc.constantFrom(...kinds),
+  status: fc.integer({ min: -0x80000000, max: 0x7fffffff }),
+  atNs: double,
+  endNs: double,
+  offPath: fc.boolean(),
+  depth: u32,
+});
 const envelope = fc.record({
   correlationId: u32,
   opId: u32,
@@ -30,6 +41,10 @@ const envelope = fc.record({
   modeledNs: double,
   hops: fc.array(fc.record({ from: u32, to: u32, sentNs: double, receivedNs: double }), { maxLength: 9 }),
   holds: fc.array(fc.record({ resource: fc.string({ maxLength: 20 }), atNs: double, ns: double }), { maxLength: 3 }),
+  provenance: bytes,
+  branched: fc.boolean(),
+  explain: fc.boolean(),
+  explained: fc.array(traceEvent, { maxLength: 4 }),
 });
 const batch = fc.record({ envelopes: fc.array(envelope, { maxLength: 4 }) });
 
@@ -62,8 +77,8 @@ describe('the Link batch codec', () => {
   });
 
   it('skips fields it does not know and refuses what is not a batch', () => {
-    // Field 15 (varint) before the envelope, and field 14 (bytes) inside it.
-    const env = Buffer.concat([Buffer.from([0x70, 0x05, 0x72, 0x01, 0xaa]), encodeBatch({ envelopes: [{ opId: 9 }] }).subarray(2)]);
+    // Field 15 (varint) before the envelope, and fields 30 (varint) and 31 (bytes) inside it.
+    const env = Buffer.concat([Buffer.from([0xf0, 0x01, 0x05, 0xfa, 0x01, 0x01, 0xaa]), encodeBatch({ envelopes: [{ opId: 9 }] }).subarray(2)]);
     const withUnknown = Buffer.concat([Buffer.from([0x78, 0x01, 0x0a, env.length]), env]);
     expect(decodeBatch(withUnknown).envelopes[0]?.opId).toBe(9);
     expect(() => decodeBatch(Buffer.from([0x0a, 0x05, 0x08]))).toThrow(BatchFormatError);
@@ -75,6 +90,9 @@ describe('the Link batch codec', () => {
     expect(() => decodeBatch(many)).toThrow(BatchLimitError);
     const hops = encodeBatch({ envelopes: [{ hops: Array.from({ length: MAX_HOPS_PER_ENVELOPE + 1 }, () => ({ from: 1, to: 2 })) }] });
     expect(() => decodeBatch(hops)).toThrow(/envelope 0: more than 64 hops/);
+    const events = encodeBatch({ envelopes: [{ explained: Array.from({ length: MAX_EVENTS_PER_ENVELOPE + 1 }, () => ({ what: 'charge', times: 1 })) }] });
+    expect(() => decodeBatch(events)).toThrow(/envelope 0: more than 1024 explained events/);
+    expect(decodeBatch(events, false).envelopes[0]?.explained).toHaveLength(MAX_EVENTS_PER_ENVELOPE + 1);
   });
 
   it('reads a reply without the request limits, as protobufjs did (a lazy flush gathers hundreds of hops)', () => {

@@ -9,32 +9,37 @@ import * as Q from '../../services/formats/smmu/queue.js';
 import type { LinkClient, OutgoingRequest } from '../../services/runtime/transport/link.js';
 import { GuestCmdq, type QueuePort } from '../../services/designs/nested-smmuv3/guest-cmdq.js';
 
-const port: QueuePort = { gpa: 0x4000_0000, log2: 3, prodRegister: 0x98, consRegister: 0x9c, gerrorRegister: 0x60, gerrornRegister: 0x64, peer: 'dev', kind: 'MMIO_WRITE' };
+const port: QueuePort = { gpa: 0x4000_0000, log2: 3, prodRegister: 0x98, consRegister: 0x9c, gerrorRegister: 0x60, gerrornRegister: 0x64, peer: 'dev', kind: 'MMIO_WRITE', completion: 'msi' };
+/** The same queue on an SMMU without MSI (QEMU's vSMMU): CS=SEV and CONS polling. */
+const polled: QueuePort = { ...port, readKind: 'MMIO_READ', completion: 'sev' };
 
 /**
  * A command queue device in a few lines: it consumes the slots it is given, halts with CERROR_ILL
  * on TLBI_NH_ALL (standing in for any command the host refuses), answers register reads, and
  * resumes on GERRORN = GERROR, completing CMD_SYNCs with their MSI write.
  */
-function fakeDevice(): { link: LinkClient; writes: string[] } {
+function fakeDevice(log2 = 3): { link: LinkClient; writes: string[]; syncs: number[] } {
   const ram = new Map<number, Buffer>();
   let cons = 0;
   let prod = 0;
   let gerror = 0;
   let gerrorn = 0;
   const writes: string[] = [];
+  /** The CS field of every CMD_SYNC consumed. */
+  const syncs: number[] = [];
   const run = (): { gpa: number; data: Buffer }[] => {
     const msi: { gpa: number; data: Buffer }[] = [];
-    while (!((gerror ^ gerrorn) & 1) && Q.ptr(cons, 3) !== Q.ptr(prod, 3)) {
-      const slot = ram.get(port.gpa + Q.index(cons, 3) * CMD_SIZE) as Buffer;
+    while (!((gerror ^ gerrorn) & 1) && Q.ptr(cons, log2) !== Q.ptr(prod, log2)) {
+      const slot = ram.get(port.gpa + Q.index(cons, log2) * CMD_SIZE) as Buffer;
       const cmd = decodeCommand(slot, 0);
       if (cmd.opcode === Opcode.TLBI_NH_ALL) {
         cons = Q.withConsErr(cons, Q.CERROR.ILL);
         gerror ^= 1;
         break;
       }
+      if (cmd.opcode === Opcode.CMD_SYNC) syncs.push(cmd.fields.cs ?? -1);
       if (cmd.opcode === Opcode.CMD_SYNC && cmd.fields.msiaddr) msi.push({ gpa: Number(cmd.fields.msiaddr), data: Buffer.alloc(4) });
-      cons = Q.inc(cons, 3);
+      cons = Q.inc(cons, log2);
     }
     return msi;
   };
@@ -56,11 +61,14 @@ function fakeDevice(): { link: LinkClient; writes: string[] } {
           if (!((gerror ^ gerrorn) & 1)) cons = Q.withConsErr(cons, 0);
         }
         msi = run();
-      } else value = m.physAddr === port.consRegister ? cons : m.physAddr === port.gerrorRegister ? gerror : 0;
-      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: encodeMmio({ ...m, data: value }), guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [] };
+      } else {
+        writes.push(m.physAddr === port.consRegister ? 'CONS?' : 'GERROR?');
+        value = m.physAddr === port.consRegister ? cons : m.physAddr === port.gerrorRegister ? gerror : 0;
+      }
+      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: encodeMmio({ ...m, data: value }), guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] };
     },
   } as unknown as LinkClient;
-  return { link, writes };
+  return { link, writes, syncs };
 }
 
 function context(link: LinkClient): OpContext {
@@ -81,7 +89,7 @@ describe('guest command queue', () => {
     // TLBI_NH_ALL stands in for a command the host refuses.
     expect(await q.issue(ctx, [{ opcode: Opcode.TLBI_NH_ALL, fields: { vmid: 0 } }])).toBeLessThan(0);
     expect(q.recoveries).toBe(1);
-    expect(dev.writes).toEqual(['PROD', 'GERRORN']);
+    expect(dev.writes).toEqual(['PROD', 'CONS?', 'GERROR?', 'GERRORN']);
     // The ring (8 slots) wraps several times after the recovery with no CPU left waiting.
     for (let i = 0; i < 10; i++) expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: i })])).toBe(0);
   });
@@ -96,5 +104,36 @@ describe('guest command queue', () => {
     expect(outcome.failed).toBe(1);
     expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: 3 })], outcome)).toBe(0);
     expect(outcome.failed).toBe(0);
+  });
+
+  it('on an SMMU without MSI: CS=SEV, and one CONS read per sync when the queue was consumed in the PROD write', async () => {
+    const dev = fakeDevice();
+    const q = new GuestCmdq(polled, new PhysMemory());
+    const ctx = context(dev.link);
+    expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: 1 })])).toBe(0);
+    expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: 2 })])).toBe(0);
+    expect(dev.writes).toEqual(['PROD', 'CONS?', 'PROD', 'CONS?']);
+    expect(dev.syncs).toEqual([2, 2]);
+    expect(q.accesses).toEqual({ prodWrites: 2, consReads: 2, gathered: 0 });
+  });
+
+  it('on an SMMU without MSI: a stopped queue shows in CONS.ERR, is recovered, and the sync is seen consumed after', async () => {
+    const dev = fakeDevice();
+    const q = new GuestCmdq(polled, new PhysMemory());
+    const ctx = context(dev.link);
+    const outcome = { failed: -1 };
+    expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: 1 }), { opcode: Opcode.TLBI_NH_ALL, fields: { vmid: 0 } }], outcome)).toBeLessThan(0);
+    expect(outcome.failed).toBe(1);
+    expect(dev.writes).toEqual(['PROD', 'CONS?', 'CONS?', 'GERROR?', 'GERRORN', 'CONS?']);
+    expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: 3 })], outcome)).toBe(0);
+  });
+
+  it('a list longer than a batch goes out 64 commands at a time without a sync, the rest with one (arm_smmu_cmdq_batch_add)', async () => {
+    const dev = fakeDevice(8);
+    const big = new GuestCmdq({ ...polled, log2: 8 }, new PhysMemory());
+    const cmds = Array.from({ length: 130 }, (_, i) => tlbiNhAsid({ vmid: 0, asid: i }));
+    expect(await big.issue(context(dev.link), cmds)).toBe(0);
+    expect(dev.writes).toEqual(['PROD', 'PROD', 'PROD', 'CONS?']);
+    expect(dev.syncs).toEqual([2]);
   });
 });

@@ -5,7 +5,7 @@ import { DeviceRing, SlotState } from '../../services/machine/device-ring.js';
 import { emulatedDeviceList } from '../../services/machine/emulated-vsmmu.js';
 import type { Envelope__Output } from '../../services/runtime/generated/vmmsim/v1/Envelope.js';
 import type { Topology__Output } from '../../services/runtime/generated/vmmsim/v1/Topology.js';
-import { decodeMmio } from '../../services/formats/kvm-run.js';
+import { decodeMmio, encodeMmio } from '../../services/formats/kvm-run.js';
 import { createLogger } from '../../services/runtime/logger.js';
 import { PAGE_SIZE, PhysMemory } from '../../services/machine/memory.js';
 import { OpContext } from '../../services/runtime/op-context.js';
@@ -43,8 +43,9 @@ interface Trap {
 }
 
 /**
- * A guest kernel whose kvm link completes every command queue write at once (the sync's MSI write
- * comes back) and records which vSMMU's CMDQ_PROD it was and what it carried.
+ * A guest kernel whose kvm link completes every command queue write at once (CONS reads back as
+ * the PROD last written, as QEMU consumes inside the PROD trap) and records which vSMMU's
+ * CMDQ_PROD it was and what it carried.
  */
 function kernelWith(guestDevices: GuestDevice[], dma: 'strict' | 'lazy' = 'strict'): { kernel: GuestKernel; traps: Trap[]; background: string[] } {
   const s = resolveScenario({ topology: { psmmus: 2, vsmmu: 'per-psmmu', emulatedDevices: 1 } });
@@ -53,16 +54,24 @@ function kernelWith(guestDevices: GuestDevice[], dma: 'strict' | 'lazy' = 'stric
     emulatedDevices: emulatedDeviceList(1, 1), guest: { flushQueue: 'per-cpu' }, workload: { threads: 1 }, device: { ringBuffers: 0 },
   } as unknown as Topology__Output;
   const traps: Trap[] = [];
+  const prods = new Map<number, number>();
   const kvm = {
     request: async (req: OutgoingRequest): Promise<Envelope__Output> => {
       const m = decodeMmio(req.payload);
+      if (m && !m.isWrite) {
+        // The driver polls CMDQ_CONS after each PROD write: everything written is consumed.
+        const v = DEVICES.map((d) => d.vsmmu).find((x) => m.physAddr === vsmmuMmioBase(x) + SMMU_REG.CMDQ_CONS);
+        const payload = encodeMmio({ ...m, data: v === undefined ? 0 : (prods.get(v) ?? 0) });
+        return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [] } as unknown as Envelope__Output;
+      }
       const data = Buffer.concat((req.guestMemory ?? []).map((r) => r.data as Buffer));
       const cmds = Array.from({ length: data.length / CMD_SIZE }, (_, i) => decodeCommand(data, i * CMD_SIZE));
       const vsmmu = DEVICES.map((d) => d.vsmmu).find((v) => m?.physAddr === vsmmuMmioBase(v) + SMMU_REG.CMDQ_PROD) ?? -1;
       traps.push({ vsmmu, opcodes: cmds.map((c) => c.opcode), asid: cmds[0]?.fields.asid ?? -1 });
+      prods.set(vsmmu, m?.data ?? 0);
       const sync = cmds.at(-1);
       const msi = sync?.opcode === Opcode.CMD_SYNC ? [{ gpa: Number(sync.fields.msiaddr), data: Buffer.alloc(4) }] : [];
-      return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload: req.payload, guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [] } as unknown as Envelope__Output;
+      return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload: req.payload, guestMemory: msi, modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] } as unknown as Envelope__Output;
     },
   } as unknown as LinkClient;
   const background: string[] = [];

@@ -35,7 +35,7 @@ function rig(flushQueue: 'per-cpu' | 'single') {
           writes.push({ gpa: d.statusAddr, data: status });
         }
       }
-      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: req.payload, guestMemory: writes, modeledNs: req.modeledNs, hops: [], holds: [] } as Envelope__Output;
+      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: req.payload, guestMemory: writes, modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] } as Envelope__Output;
     },
   } as unknown as LinkClient;
   const newContext = (opId: number, modeledNs: number): OpContext => new OpContext(opId, modeledNs, costs, new Map([['kvm', kvm]]));

@@ -36,7 +36,7 @@ const PA = 0x1_0000_0000;
 
 /** A reply to a request, with the given status and nothing written back. */
 function reply(req: OutgoingRequest, status = 0): Envelope__Output {
-  return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status, payload: req.payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [] } as Envelope__Output;
+  return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status, payload: req.payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] } as Envelope__Output;
 }
 
 /**

@@ -91,7 +91,7 @@ function kernelFor(vmm: Vmm, vm = 0): GuestKernel {
 function spec(w: Partial<WorkloadSpec>): WorkloadSpec {
   return {
     kind: 'dma-map-benchmark', threads: 2, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1,
-    queueDepth: 1, migration: { atOp: 8, destVcmdqs: 1 }, virtioMem: null, ...w,
+    queueDepth: 1, packetBytes: 1500, migration: { atOp: 8, destVcmdqs: 1 }, virtioMem: null, ...w,
   };
 }
 

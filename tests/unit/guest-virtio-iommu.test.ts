@@ -42,7 +42,7 @@ function rig(dma: 'strict' | 'lazy', mapStatus: StatusCode = Status.OK) {
       if (req.kind !== 'MMIO_WRITE' || m?.physAddr !== VIOMMU_NOTIFY_GPA || m.data !== 0) throw new Error('not a kick of the request queue');
       kicks += 1;
       await dev.kick(new OpContext(0, 0, costs, new Map()));
-      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: req.payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [] } as Envelope__Output;
+      return { correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status: 0, payload: req.payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] } as Envelope__Output;
     },
   } as unknown as LinkClient;
   const newContext = (opId: number, modeledNs: number): OpContext => new OpContext(opId, modeledNs, costs, new Map([['kvm', link]]));

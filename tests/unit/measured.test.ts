@@ -98,13 +98,13 @@ describe('notes on the measured figures', () => {
     expect(c.loadAvgEnd).toEqual([2, 1, 1]);
   });
 
-  it('prints a note about the machine once for a comparison and one about trials per model', () => {
+  it('prints a note about the machine once for a comparison, whatever each run measured, and one about trials per model', () => {
     const busy = { code: NOTE_CODES.machineBusy, text: 'busy' };
     const text = notesBlock([
       { model: 'none', notes: [busy] },
-      { model: 'nested-smmuv3', notes: [busy, { code: NOTE_CODES.trialsDisagree, text: 'apart' }] },
+      { model: 'nested-smmuv3', notes: [{ ...busy, text: 'busier' }, { code: NOTE_CODES.trialsDisagree, text: 'apart' }] },
     ]);
-    expect(text.split('\n')).toEqual(['', 'notes:', `  ${NOTE_CODES.machineBusy}: busy`, `  ${NOTE_CODES.trialsDisagree}: nested-smmuv3: apart`, '']);
+    expect(text.split('\n')).toEqual(['', 'notes:', `  ${NOTE_CODES.machineBusy}: busy`, `  ${NOTE_CODES.trialsDisagree} (nested-smmuv3): apart`, '']);
   });
 });
 

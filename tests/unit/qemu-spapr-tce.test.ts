@@ -34,7 +34,7 @@ function rig() {
       const m = req.kind === 'VFIO_DMA_MAP' ? decodeDmaMap(io.arg) : undefined;
       const u = req.kind === 'VFIO_DMA_UNMAP' ? decodeDmaUnmap(io.arg) : undefined;
       ioctls.push(m ? `map ${m.iova.toString(16)}` : `unmap ${u?.iova.toString(16)}`);
-      return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload: req.payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [] } as Envelope__Output;
+      return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload: req.payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] } as Envelope__Output;
     },
   } as unknown as LinkClient;
   const call = async (h: Hcall, guestMemory: MemoryRange[] = []): Promise<number> => {

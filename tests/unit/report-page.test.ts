@@ -176,6 +176,37 @@ describe('sweep scaling and saturation charts', () => {
   });
 });
 
+describe('where the time goes', () => {
+  it('stacks each operation by its breakdown, hatching the steps whose cost is an assumption, and lists the runs\' notes', () => {
+    const run = fixtureRun({ model: 'nested-smmuv3', ops: mapUnmap(10, { exit: 1 }) });
+    const unmap = run.ops[1] as ResultsDoc['runs'][number]['ops'][number];
+    unmap.breakdown = [
+      { step: 'guest.cmdq_write', perOp: 2, ns: 40, functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_cmdq_issue_cmdlist'], confidence: 'U' },
+      { step: 'exit.mmio_trap', perOp: 1, ns: 638, functions: ['linux arch/arm64/kvm/mmio.c: io_mem_abort'], confidence: 'C' },
+      { step: 'wait:qemu-0.bql', perOp: 1, ns: 120.5, functions: [], confidence: 'U' },
+    ];
+    run.notes = [{ code: 'exploration.single-vsmmu', text: 'one vSMMU over <two> pSMMUs' }];
+    const doc = fixtureDoc([run]);
+    const html = reportHtml(reportData(doc));
+    const m = marks(html, 'breakdown');
+    expect(m.map((x) => [x['data-step'], x['data-value'], x['data-assumed'], x['class']])).toEqual([
+      ['guest.cmdq_write', '40', 'true', 'mark hatched'],
+      ['exit.mmio_trap', '638', 'false', 'mark'],
+      ['wait:qemu-0.bql', '120.5', 'false', 'mark'],
+    ]);
+    expect(html.match(/class="hatch"/g)).toHaveLength(1);
+    expect(html).toContain('hatched: cost is an assumption (U)');
+    expect(html).toContain('<li data-note="exploration.single-vsmmu"><code>exploration.single-vsmmu</code> (nested-smmuv3): one vSMMU over &lt;two&gt; pSMMUs</li>');
+    expect(mismatches(doc, dataInHtml(html))).toEqual([]);
+  });
+
+  it('says so when the document has no breakdown (results written before it existed)', () => {
+    const html = reportHtml(reportData(docs['compare'] as ResultsDoc));
+    expect(html).toContain('No operation in these results carries a breakdown of its modeled time.');
+    expect(html).not.toContain('id="run-notes"');
+  });
+});
+
 describe('escaping', () => {
   it('escapes every string that comes from the document', () => {
     const evil = '<img src=x onerror=alert(1)>';

@@ -27,11 +27,13 @@ import {
   tlbiNhAll,
   tlbiNhAsid,
   tlbiNhVa,
+  tlbiNhVaRange,
   tlbiNhVaa,
   tlbiNsnhAll,
   tlbiRangePages,
   tlbiS12Vmall,
   tlbiS2Ipa,
+  tlbiS2IpaRange,
   writeSid,
   writeVmid,
   type CommandFields,
@@ -461,5 +463,24 @@ describe('parseHexWord', () => {
     for (const bad of ['', '0x', '12', 'deadbeef', '0xg', '-0x1', '0x1 2', '0x1n']) {
       expect(() => parseHexWord(bad)).toThrow(/not a 0x-prefixed hex number/);
     }
+  });
+});
+
+describe('range TLBIs as __arm_smmu_tlb_inv_range builds them', () => {
+  it('a leaf 4 KiB page carries TTL 3, a 2 MiB block TTL 2, a 1 GiB block TTL 1 (TG 1, 4 KiB leaf pages)', () => {
+    expect(tlbiNhVaRange(1, 0x5000, 1)).toEqual([tlbiNhVa({ vmid: 0, asid: 1, va: 0x5000n, tg: 1, ttl: 3, leaf: 1, num: 0, scale: 0 })]);
+    expect(tlbiS2IpaRange(2, 0x20_0000, 512, { granuleLog2: 21 })[0]?.fields).toMatchObject({ tg: 1, ttl: 2, leaf: 1, num: 0, scale: 9 });
+    expect(tlbiS2IpaRange(2, 0x4000_0000, 2 ** 18, { granuleLog2: 30 })[0]?.fields).toMatchObject({ ttl: 1, num: 0, scale: 18 });
+  });
+
+  it('a non-leaf invalidation (SVA) has TTL 0 and never both NUM and SCALE 0', () => {
+    expect(tlbiNhVaRange(1, 0x5000, 1, 0, { leaf: false }).map((c) => c.fields)).toEqual([{ vmid: 0, asid: 1, tg: 1, ttl: 0, leaf: 0, num: 0, scale: 1, va: 0x5000n }]);
+    expect(tlbiNhVaRange(1, 0x5000, 2, 0, { leaf: false }).map((c) => c.fields)).toEqual([{ vmid: 0, asid: 1, tg: 1, ttl: 0, leaf: 0, num: 0, scale: 1, va: 0x5000n }]);
+  });
+
+  it('without RIL: one command per granule, the address alone (TG, TTL, NUM, SCALE 0)', () => {
+    const cmds = tlbiNhVaRange(1, 0x5000, 3, 0, { ril: false });
+    expect(cmds.map((c) => c.fields)).toEqual([0x5000n, 0x6000n, 0x7000n].map((va) => ({ vmid: 0, asid: 1, tg: 0, ttl: 0, leaf: 1, num: 0, scale: 0, va })));
+    expect(tlbiS2IpaRange(2, 0x20_0000, 1024, { ril: false, granuleLog2: 21 })).toHaveLength(2);
   });
 });

@@ -188,6 +188,7 @@ function op(name: string, count: number, exit = 1): OpResult {
     transitions: { exit, user: exit, ioctl: 0.5, hw: 2, direct: 0 },
     measuredUs: summary(50, 40.5, 99.25),
     modeledNs: summary(4061, 4061, 5386),
+    breakdown: [],
   };
 }
 
@@ -203,7 +204,7 @@ function run(point: Record<string, string | number>, model: string, ops: OpResul
     hops: [],
     throughput: { opsPerSecMeasured: 1234.5, opsPerSecModeled: 479501.319 },
     invalidations: { guestCommands: 30, guestCommandsFailed: 0, deliveredPerPsmmu: { 'psmmu-0': 30, 'psmmu-1': 30 }, fanout: 2, wasted: 0, hostStage2: { unmaps: 0, deliveredPerPsmmu: {} } },
-    dma: { mode: 'strict', translations: 0, iotlbHitRate: 0, faults: 0, staleTranslations: 0, useAfterUnmap: 0, staleDuringUnmap: 0, walkAccesses: 0, translationCostNs: 0 },
+    dma: { mode: 'strict', translations: 0, iotlbHitRate: 0, faults: 0, staleTranslations: 0, atcHits: 0, atcStaleTranslations: 0, useAfterUnmap: 0, staleDuringUnmap: 0, walkAccesses: 0, translationCostNs: 0 },
     elapsedSec: 1,
     modeledElapsedNs: 1,
     modeledResources: [],

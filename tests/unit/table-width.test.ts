@@ -1,5 +1,5 @@
 /**
- * The terminal tables fit 120 columns: the comparison over all nine models, with the widest
+ * The terminal tables fit 120 columns: the comparison over all ten models, with the widest
  * values a run can produce (the operation names of a migration and of emulated devices, fractional
  * transitions, a broadcast to 64 pSMMUs, counts up to the schema's limit, latencies of seconds on
  * a stalled machine), and the sweep tables with two swept keys.
@@ -45,14 +45,14 @@ function allModels(count: number, scale: number, psmmus: number): RunResult[] {
 }
 
 describe('comparison table', () => {
-  it('fits 120 columns over all nine models with the usual values', () => {
+  it('fits 120 columns over all the models with the usual values', () => {
     const runs = allModels(2000, 1, 1);
     const text = comparisonTable(runs);
     for (const m of MODELS) expect(text).toContain(m);
     expect(tooWide(text)).toEqual([]);
   });
 
-  it('fits 120 columns over all nine models with the widest values a run can give', () => {
+  it('fits 120 columns over all the models with the widest values a run can give', () => {
     const runs = allModels(1_000_000_000, 4000, 64);
     const text = comparisonTable(runs);
     for (const m of MODELS) expect(text).toContain(m);

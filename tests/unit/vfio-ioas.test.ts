@@ -46,7 +46,7 @@ function rig(model: 'nested-smmuv3' | 'none', vmid: 'per-s2-parent' | 'per-vsmmu
     if (nested) guest.write(cdIpa(i), encodeCd({ valid: true, asid: ASID, ttb0: stage1.root }));
     const iotlb = Iotlb.create(64);
     const translator = new Translator(d.psmmu, host, iotlb, new EventQueue(), costs);
-    return { sid: d.psid, translator, cmdq: new PhysicalCmdq(8, iotlb, translator), got: [] as { opcode: number; vmid: number }[] };
+    return { sid: d.psid, translator, cmdq: new PhysicalCmdq(8, iotlb, translator), got: [] as { opcode: number; vmid: number; ttl?: number; tg?: number; num?: number; scale?: number }[] };
   });
   const counters = Object.fromEntries(IOAS_COUNTERS.map((k) => [k, 0])) as IoasCounters;
   const ioas = new VmIoas(0, s2, t, async (_ctx, psmmu, cmds) => {
@@ -54,7 +54,7 @@ function rig(model: 'nested-smmuv3' | 'none', vmid: 'per-s2-parent' | 'per-vsmmu
     if (!smmu) return -Errno.ENODEV;
     for (let o = 0; o < cmds.length; o += CMD_SIZE) {
       const d = decodeCommand(cmds, o);
-      smmu.got.push({ opcode: d.opcode, vmid: d.fields.vmid ?? -1 });
+      smmu.got.push({ opcode: d.opcode, vmid: d.fields.vmid ?? -1, ttl: d.fields.ttl, tg: d.fields.tg, num: d.fields.num, scale: d.fields.scale });
     }
     expect(smmu.cmdq.write(cmds)).toBe(true);
     return smmu.cmdq.consume().error === 0 ? 0 : -Errno.EIO;
@@ -83,8 +83,11 @@ describe('a VM\'s IOAS: host-side stage-2 changes', () => {
     expect(r.s2.walk(BLOCK - 1).pa).toBe(vmRamBase(0) + BLOCK - 1);
     expect(r.s2.walk(BLOCK + VIRTIO_MEM_BLOCK_SIZE).pa).toBe(vmRamBase(0) + BLOCK + VIRTIO_MEM_BLOCK_SIZE);
     expect(r.s2.walk(0x1234_5000).pa).toBe(vmRamBase(0) + 0x1234_5000);
-    // Each pSMMU: TLBI_S2_IPA over the block, TLBI_NH_ALL (the nested entries built on it), a sync.
-    for (const s of r.smmus) expect(s.got.map((g) => g.opcode)).toEqual([Opcode.TLBI_S2_IPA, Opcode.TLBI_NH_ALL, Opcode.CMD_SYNC]);
+    // Each pSMMU: TLBI_S2_IPA over the block and its sync, then TLBI_NH_ALL (the nested entries
+    // built on it) with a sync of its own (arm_smmu_tlb_inv_range_domain for a nest parent).
+    for (const s of r.smmus) expect(s.got.map((g) => g.opcode)).toEqual([Opcode.TLBI_S2_IPA, Opcode.CMD_SYNC, Opcode.TLBI_NH_ALL, Opcode.CMD_SYNC]);
+    // The block's TLBI carries its level's TTL (2 MiB: 2) and covers the block's 512 pages.
+    for (const s of r.smmus) expect(s.got[0]).toMatchObject({ ttl: 2, tg: 1, num: 0, scale: 9 });
     expect(r.counters).toMatchObject({ ioasUnmaps: 1, stage2Flushes: 2, ioasErrors: 0 });
     expect([...r.ioas.delivered]).toEqual([[0, 2], [1, 2]]);
   });

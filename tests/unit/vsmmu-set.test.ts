@@ -43,7 +43,7 @@ function rig(vsmmu: 'single' | 'per-psmmu') {
   const vfio = {
     request: async (req: OutgoingRequest): Promise<Envelope__Output> => {
       ioctls.push(decodeHwptInvalidate(req.payload)?.head.hwptId ?? -1);
-      return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload: req.payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [] } as Envelope__Output;
+      return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload: req.payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] } as Envelope__Output;
     },
   } as unknown as LinkClient;
   const prods = new Map<number, number>();

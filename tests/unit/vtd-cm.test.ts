@@ -34,7 +34,7 @@ interface Ioctl {
 
 function reply(status: number, payload: Buffer, guestMemory: MemoryRange[] = [], modeledNs = 0): Envelope__Output {
   return {
-    correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status, payload, modeledNs, hops: [], holds: [],
+    correlationId: 0, opId: 0, kind: 'MMIO_WRITE', reply: true, status, payload, modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [],
     guestMemory: guestMemory.map((r) => ({ gpa: Number(r.gpa), data: r.data as Buffer })),
   };
 }

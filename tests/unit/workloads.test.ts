@@ -110,15 +110,15 @@ class RecordingStats extends OpStats {
 }
 
 function spec(w: Partial<WorkloadSpec>): WorkloadSpec {
-  return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, migration: null, virtioMem: null, ...w };
+  return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, packetBytes: 1500, migration: null, virtioMem: null, ...w };
 }
 
 function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
   const self: Endpoint = { id: 1, role: 'guest', index: 0, name: 'guest-0', address: '', pid: 0, host: '' };
   const topology: Topology__Output = {
     runId: 'unit', model: 'fake', dma: 'strict', seed: 1, endpoints: [self], devices: [], costsNs: {}, workload: null, vmids: [1], deadlineMs: 1000,
-    vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers }, vcmdqsPerVsmmu: 0, dispatch: 'broadcast', vmidPolicy: 'per-s2-parent',
-    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect', ddw: false }, vmm: { hwptInvalidate: 'per-command' }, emulatedDevices: [], floorPeer: '', warmupOps: 0,
+    vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers, ats: false, nic: null, nvme: null }, vcmdqsPerVsmmu: 0, dispatch: 'broadcast', vmidPolicy: 'per-s2-parent',
+    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect', ddw: false }, vmm: { hwptInvalidate: 'per-command' }, emulatedDevices: [], smmu: { ril: true }, explain: null, floorPeer: '', warmupOps: 0,
   };
   const kernel: GuestKernel = {
     env: {

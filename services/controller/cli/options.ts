@@ -9,7 +9,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { VmmsimError } from '../../runtime/errors.js';
 import { isLogLevel, resolveLogLevel } from '../../runtime/logger.js';
 import { TLS_OPTIONS, mutualTls, tlsFiles } from '../../runtime/transport/credentials.js';
-import { checkDdw, checkDmaMode, checkEmulatedDevices } from '../../scenario/validate.js';
+import { checkAts, checkDdw, checkDmaMode, checkEmulatedDevices } from '../../scenario/validate.js';
 import { designOf, designsWhere } from '../../designs/registry.js';
 import { MODELS, type ModelName, type Scenario } from '../../scenario/schema.js';
 import { CONNECT_OPTIONS, connectTarget } from '../connect.js';
@@ -128,6 +128,11 @@ export function modelsFor(scenario: Scenario, spec: string | undefined): ModelNa
     if (spec === 'all') models = models.filter((m) => designOf(m).traits.emulatedDevices === true);
     for (const m of models) checkEmulatedDevices(scenario.topology, m);
   }
+  if (scenario.device.ats) {
+    // As for SVA: "all" means the architectures that model ATS.
+    if (spec === 'all') models = models.filter((m) => designOf(m).traits.ats === true);
+    for (const m of models) checkAts(scenario, m);
+  }
   if (scenario.dma === 'swiotlb') {
     // dma-iommu's bounce path: "all" means the designs whose guest DMA API is dma-iommu.
     if (spec === 'all') models = models.filter((m) => designOf(m).traits.dmaIommu);
@@ -138,9 +143,21 @@ export function modelsFor(scenario: Scenario, spec: string | undefined): ModelNa
     if (spec === 'all') models = models.filter((m) => designOf(m).traits.shadow === 'tce-table');
     for (const m of models) checkDdw(scenario.guest, m);
   }
-  // What each design refuses of its own (nested-smmuv3-vcmdq: more devices than a VINTF's SID pairs).
+  // What each design refuses of its own (nested-smmuv3-vcmdq: more devices than a VINTF's SID pairs,
+  // emulated-smmuv3: smmu.ril false). As above, "all" means the designs that can run the scenario.
+  if (spec === 'all') models = models.filter((m) => runs(m, scenario));
   for (const m of models) designOf(m).check?.(scenario);
   return models;
+}
+
+/** Whether a design's own check lets it run the scenario. */
+function runs(model: ModelName, scenario: Scenario): boolean {
+  try {
+    designOf(model).check?.(scenario);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** --transport, --log-level, --start-timeout, --connect, TLS and telemetry: how the command's trees run. */

@@ -5,10 +5,12 @@
  * document holds it (data-value; `null` when the document has none), so the page can be checked
  * against results.json.
  */
+import { COST_STEPS } from '../../cost/steps.js';
 import { TRANSITION_KINDS } from '../../runtime/topology.js';
 import { datum, esc, pointer, type DataAttrs, type Out } from './html.js';
 import { PERCENTILES, shortKeys, type HopView, type NumberAt, type OpView, type ReportData, type RunView, type SummaryView } from './data.js';
-import { colorOf, writeLineChart, writeStackedBars, type Curve, type CurvePoint, type XAxis } from './svg.js';
+import { colorOf, fmtNum, writeLineChart, writeStackedBars, type Curve, type CurvePoint, type XAxis } from './svg.js';
+import { verdictWords, writeTornado, type SensitivityView } from './sensitivity.js';
 
 /** A chart with its heading and a sentence on how to read it. */
 export interface Figure {
@@ -61,6 +63,82 @@ export function transitionsFigure(data: ReportData): Figure | undefined {
       rows,
       data: { chart: 'transitions' },
       label: 'Transitions per operation, stacked by kind',
+    }, out),
+  };
+}
+
+/** Hues of the layers a step's name starts with (steps.ts): guest, exits, VMM, host kernel, SMMU. */
+const LAYER_HUES: readonly [string, number][] = [['guest.', 210], ['exit.', 0], ['vmm.', 30], ['host.', 330], ['ioctl.', 270], ['kernel.', 270], ['smmu.', 120]];
+
+/** A colour per breakdown key: each layer a hue, its steps lighter and darker; waits grey. */
+function breakdownColors(keys: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  const groups = new Map<string, string[]>();
+  for (const k of keys) {
+    const g = k.startsWith('wait:') ? 'wait' : (LAYER_HUES.find(([p]) => k.startsWith(p))?.[0] ?? 'other');
+    groups.set(g, [...(groups.get(g) ?? []), k]);
+  }
+  for (const [g, ks] of groups) {
+    const hue = LAYER_HUES.find(([p]) => p === g)?.[1];
+    ks.forEach((k, i) => {
+      const light = ks.length > 1 ? 32 + (i * 40) / (ks.length - 1) : 48;
+      out.set(k, hue === undefined ? `hsl(0, 0%, ${Math.round(light + 10)}%)` : `hsl(${hue}, 62%, ${Math.round(light)}%)`);
+    });
+  }
+  return out;
+}
+
+/** Breakdown keys in the order of steps.ts, unknown steps after them, then the waits by name. */
+function breakdownKeys(data: ReportData): string[] {
+  const all = [...new Set(data.runs.flatMap((r) => r.ops.flatMap((o) => o.breakdown.map((b) => b.step))))];
+  const order = new Map(Object.keys(COST_STEPS).map((k, i) => [k, i]));
+  const rank = (k: string): number => (k.startsWith('wait:') ? 2e6 : (order.get(k) ?? 1e6));
+  return all.sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * Where the time goes: a bar per run and operation of its mean modeled time, stacked by cost step
+ * (results.json breakdown[]) and then by each resource's queueing wait. Steps whose cost is an
+ * assumption (confidence U) are hatched and outlined.
+ */
+export function breakdownFigure(data: ReportData): Figure | undefined {
+  const keys = breakdownKeys(data);
+  const colors = breakdownColors(keys);
+  const rows = data.runs.flatMap((run) =>
+    run.ops
+      .filter((op) => op.count > 0 && op.breakdown.length > 0)
+      .map((op) => ({
+        label: `${run.label} · ${op.op}`,
+        data: { run: run.index, op: op.op },
+        segments: op.breakdown.map((b) => {
+          const assumed = !b.wait && b.confidence === 'U';
+          const what = b.wait ? `waited for ${b.step.slice('wait:'.length)} (queueing replay)` : `${b.step} x${b.perOp} per operation, confidence ${b.confidence}${assumed ? ' (an assumption)' : ''}`;
+          return {
+            key: b.step,
+            value: b.ns / 1000,
+            hatched: assumed,
+            title: `${run.label} ${op.op}: ${Number.isFinite(b.ns) ? b.ns : '?'} ns, ${what}${b.functions.length > 0 ? `; ${b.functions.join('; ')}` : ''}`,
+            data: { chart: 'breakdown', run: run.index, model: run.model, op: op.op, step: b.step, confidence: b.confidence, assumed: String(assumed), wait: String(b.wait), ...datum(`${b.pointer}/ns`, b.ns) },
+          };
+        }),
+      })),
+  );
+  if (rows.length === 0) return undefined;
+  return {
+    id: 'breakdown',
+    title: 'Where the modeled time goes',
+    caption:
+      'Mean modeled time of each operation in microseconds, stacked by what it is made of: a segment per cost step on its critical path, ' +
+      'coloured by layer (guest blue, exits red, VMM orange, host kernel purple, host threads pink, SMMU green), then a grey segment per ' +
+      'contended resource for what it waited in the queueing replay. Hatched, outlined segments are steps whose cost is an assumption ' +
+      '(confidence U in the profile). Each bar adds up to the operation\'s modeled mean (results.json runs[].ops[].breakdown).',
+    draw: (out) => writeStackedBars({
+      unit: 'modeled time per operation (us)',
+      keys: keys.map((k) => ({ key: k, color: colors.get(k) ?? '#999' })),
+      rows,
+      data: { chart: 'breakdown' },
+      label: 'Modeled time per operation, stacked by cost step and queueing wait',
+      hatch: { id: 'breakdown-assumed', label: 'hatched: cost is an assumption (U)' },
     }, out),
   };
 }
@@ -181,7 +259,10 @@ function scalingMetrics(data: ReportData): Metric[] {
   const bounds = [...new Set(data.saturation.map((s) => `${s.metric} ${s.p99BoundUs}`))];
   const only = bounds.length === 1 ? data.saturation[0] : undefined;
   const rule = (clock: string): Metric['rule'] => (only && only.metric === clock && Number.isFinite(only.p99BoundUs) ? { y: only.p99BoundUs, label: `p99 bound ${only.p99BoundUs} us` } : undefined);
+  const app = data.runs.find((r) => r.application)?.application;
   const metrics: Metric[] = [
+    // An application workload's throughput leads.
+    ...(app ? [{ metric: 'application-modeled', title: `application throughput (${app.unit}/s), modeled`, yLabel: `${app.unit}/s`, pick: (r: RunView) => (r.application ? { y: r.application.perSec.value, at: r.application.perSec } : undefined) }] : []),
     { metric: 'throughput-modeled', title: 'throughput, modeled', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputModeled.value, at: r.throughputModeled }) },
     p99Metric('modeled', rule('modeled')),
     { metric: 'throughput-measured', title: 'throughput, measured', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputMeasured.value, at: r.throughputMeasured }) },
@@ -338,4 +419,16 @@ export function writeFigure(f: Figure, out: Out): void {
   out(`<figure class="chart" id="${esc(f.id)}"><figcaption><h3>${esc(f.title)}</h3><p>${esc(f.caption)}</p></figcaption>`);
   f.draw(out);
   out('</figure>');
+}
+
+/** A figure per comparison: its tornado, titled with the ratio's spread and its verdict. */
+export function tornadoFigures(s: SensitivityView): Figure[] {
+  return s.comparisons.map((c) => ({
+    id: `tornado-${c.index}`,
+    title: `${c.b} / ${c.a}: ${c.metric}`,
+    caption:
+      `Ratio ${fmtNum(c.base)} at the profile's costs, ${fmtNum(c.p5)} to ${fmtNum(c.p95)} (p5 to p95, median ${fmtNum(c.p50)}) over ${fmtNum(s.samples)} ` +
+      `Latin-hypercube samples of every step across its range; ${verdictWords(c, s.samples)}. Each bar: that step alone at its range's lo and hi, every other at the profile's cost.`,
+    draw: (out) => writeTornado(c, out),
+  }));
 }

@@ -8,7 +8,8 @@
 import { TRANSITION_KINDS, type TransitionKind } from '../../runtime/topology.js';
 import { mainOp } from '../sweep.js';
 import { pointer } from './html.js';
-import { measuredView, runNotes, type MeasuredView } from './measured.js';
+import { measuredView, type MeasuredView } from './measured.js';
+import { sensitivityView, type SensitivityView } from './sensitivity.js';
 
 type Obj = Record<string, unknown>;
 
@@ -40,6 +41,18 @@ export const PERCENTILES = [
   { field: 'max', label: 'max' },
 ] as const satisfies readonly { field: SummaryField; label: string }[];
 
+/** One entry of an operation's breakdown: a cost step, or a resource's queueing wait. */
+export interface BreakdownView {
+  pointer: string;
+  step: string;
+  /** A queueing wait (`wait:<resource>`), not a cost step. */
+  wait: boolean;
+  perOp: number;
+  ns: number;
+  confidence: string;
+  functions: string[];
+}
+
 export interface OpView {
   pointer: string;
   op: string;
@@ -48,6 +61,8 @@ export interface OpView {
   transitions: Record<TransitionKind, number>;
   measuredUs: SummaryView;
   modeledNs: SummaryView;
+  /** Where its modeled time goes (empty: the document has no breakdown). */
+  breakdown: BreakdownView[];
 }
 
 export interface HopView {
@@ -95,15 +110,31 @@ export interface RunView {
   processes: { role: string; name: string; pid: NumberAt; host: string; metricsPort: NumberAt | undefined }[];
   workloadCounters: NumberAt[];
   counters: { process: string; values: NumberAt[] }[];
+  /**
+   * runs[].notes, every one: the modeled figures' (what no upstream code runs in this run's model,
+   * a profile of another architecture) and the measured clock's (measured.*: isMeasuredNote).
+   */
+  notes: { code: string; text: string }[];
   throughputMeasured: NumberAt;
   throughputModeled: NumberAt;
+  /** Application workloads: packets or requests per second and what bounds them (runs[].application). */
+  application: ApplicationView | undefined;
   /** Open-loop runs: achieved arrivals per second in each clock. */
   achievedMeasured: NumberAt | undefined;
   achievedModeled: NumberAt | undefined;
   /** The run's measured section (this host's IPC, over its trials), absent in older documents. */
   measured: MeasuredView | undefined;
-  /** runs[].notes: what to know before trusting the run's figures. */
-  runNotes: { code: string; text: string }[];
+}
+
+export interface ApplicationView {
+  unit: string;
+  perSec: NumberAt;
+  bytesPerSec: NumberAt;
+  bottleneck: string;
+  bottleneckKind: string;
+  saturated: boolean;
+  /** Each resource's working utilization, 0..1. */
+  utilization: NumberAt[];
 }
 
 export interface SaturationView {
@@ -140,6 +171,8 @@ export interface ReportData {
   sweepKeys: string[];
   runs: RunView[];
   saturation: SaturationView[];
+  /** `vmmsim sensitivity` and `compare --sensitivity`: the comparisons re-priced across the cost ranges. */
+  sensitivity: SensitivityView | undefined;
   /** What is missing or partial, one sentence each. */
   notes: string[];
 }
@@ -208,6 +241,19 @@ function opView(x: unknown, where: string, path: (string | number)[], notes: str
   const transitions = {} as Record<TransitionKind, number>;
   for (const k of TRANSITION_KINDS) transitions[k] = num(t[k]);
   const count = num(o['count']);
+  const breakdown = (Array.isArray(o['breakdown']) ? o['breakdown'] : []).map((b, i): BreakdownView => {
+    const e = isObj(b) ? b : {};
+    const step = text(e['step'], '?');
+    return {
+      pointer: pointer(...path, 'breakdown', i),
+      step,
+      wait: step.startsWith('wait:'),
+      perOp: num(e['perOp']),
+      ns: num(e['ns']),
+      confidence: text(e['confidence'], '?'),
+      functions: Array.isArray(e['functions']) ? e['functions'].filter((f): f is string => typeof f === 'string') : [],
+    };
+  });
   return {
     pointer: pointer(...path),
     op: name,
@@ -216,6 +262,7 @@ function opView(x: unknown, where: string, path: (string | number)[], notes: str
     transitions,
     measuredUs: summary(o['measuredUs'], `${where} ${name} measuredUs`, notes),
     modeledNs: summary(o['modeledNs'], `${where} ${name} modeledNs`, notes),
+    breakdown,
   };
 }
 
@@ -244,8 +291,21 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
   const throughputMeasured = numberAt('throughput.opsPerSecMeasured', th['opsPerSecMeasured'], ...path, 'throughput', 'opsPerSecMeasured');
   const throughputModeled = numberAt('throughput.opsPerSecModeled', th['opsPerSecModeled'], ...path, 'throughput', 'opsPerSecModeled');
   if (!isObj(r['throughput'])) notes.push(`${where}: no throughput`);
-  // Modeled figures first, as in every table.
+  const app = isObj(r['application']) ? r['application'] : undefined;
+  const application: ApplicationView | undefined = app
+    ? {
+      unit: text(app['unit'], 'ios'),
+      perSec: numberAt(`application.perSecModeled (${text(app['unit'], 'ios')}/s)`, app['perSecModeled'], ...path, 'application', 'perSecModeled'),
+      bytesPerSec: numberAt('application.bytesPerSecModeled', app['bytesPerSecModeled'], ...path, 'application', 'bytesPerSecModeled'),
+      bottleneck: text(app['bottleneck'], '?'),
+      bottleneckKind: text(app['bottleneckKind'], '?'),
+      saturated: app['saturated'] === true,
+      utilization: numbers(app['utilization'], ...path, 'application', 'utilization'),
+    }
+    : undefined;
+  // Modeled figures first, as in every table; an application workload's throughput leads them.
   const figures: NumberAt[] = [
+    ...(application ? [application.perSec, application.bytesPerSec] : []),
     numberAt('modeledElapsedNs', r['modeledElapsedNs'], ...path, 'modeledElapsedNs'),
     throughputModeled,
     numberAt('elapsedSec', r['elapsedSec'], ...path, 'elapsedSec'),
@@ -289,12 +349,13 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
     processes,
     workloadCounters: numbers(r['workloadCounters'], ...path, 'workloadCounters'),
     counters,
+    notes: (Array.isArray(r['notes']) ? r['notes'] : []).filter(isObj).map((n) => ({ code: text(n['code'], '?'), text: text(n['text'], '') })),
     throughputMeasured,
     throughputModeled,
+    application,
     achievedMeasured: load ? numberAt('achieved measured', achieved?.['measured'], ...path, 'load', 'achievedPerSec', 'measured') : undefined,
     achievedModeled: load ? numberAt('achieved modeled', achieved?.['modeled'], ...path, 'load', 'achievedPerSec', 'modeled') : undefined,
     measured: measuredView(r['measured'], index),
-    runNotes: runNotes(r['notes']),
   };
 }
 
@@ -379,6 +440,7 @@ export function reportData(document: object): ReportData {
     sweepKeys,
     runs,
     saturation,
+    sensitivity: sensitivityView(doc),
     notes,
   };
 }

@@ -5,7 +5,7 @@
  */
 import { dataAttrs, datum, esc, type Out } from './html.js';
 import type { RunView } from './data.js';
-import type { EstimateView, MeasuredView, NumberAt } from './measured.js';
+import { isMeasuredNote, type EstimateView, type MeasuredView, type NumberAt } from './measured.js';
 
 function cell(n: NumberAt | undefined): string {
   if (!n) return '<td class="num">-</td>';
@@ -40,7 +40,7 @@ export function writeMeasuredTables(runs: readonly RunView[], out: Out): void {
     const f = r.measured?.floor as NonNullable<MeasuredView['floor']>;
     return `${label(r)}${cell(f.raw)}${cell(f.rawP99)}${cell(f.grpc)}${cell(f.grpcP99)}`;
   }), out);
-  const notes = withM.flatMap((r) => r.runNotes.map((n) => ({ r, n })));
+  const notes = withM.flatMap((r) => r.notes.filter((n) => isMeasuredNote(n.code)).map((n) => ({ r, n })));
   if (notes.length > 0) out(`<div class="notes" id="measured-notes"><strong>Notes on the measured figures</strong><ul>${notes.map(({ r, n }) => `<li data-code="${esc(n.code)}"><strong>${esc(r.label)}</strong> [${esc(n.code)}]: ${esc(n.text)}</li>`).join('')}</ul></div>`);
   table('table-measured-ops', 'Operations, measured (steady: after the warm-up)', ['#', 'run', 'op', 'n', 'p50 us', 'low', 'high', 'p99 us', 'low', 'high'], withM.flatMap((r) => (r.measured as MeasuredView).ops.map((o) => `${label(r)}<td>${esc(o.op)}</td>${cell(o.count)}${cell(o.p50.value)}${interval(o.p50)}${cell(o.p99.value)}${interval(o.p99)}`)), out);
   table('table-measured-throughput', 'Throughput, measured', ['#', 'run', 'operations/s', 'low', 'high'], withM.map((r) => `${label(r)}${cell((r.measured as MeasuredView).opsPerSec.value)}${interval((r.measured as MeasuredView).opsPerSec)}`), out);

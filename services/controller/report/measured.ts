@@ -114,9 +114,11 @@ export function measuredView(x: unknown, run: number): MeasuredView | undefined 
   };
 }
 
-/** The run's notes ({code, text}), as the document holds them. */
-export function runNotes(x: unknown): { code: string; text: string }[] {
-  if (!Array.isArray(x)) return [];
-  return x.filter(isObj).map((n) => ({ code: text(n['code'], '?'), text: text(n['text'], '') }));
+/** Every note about the measured clock has a code under this (controller/measured-notes.ts NOTE_CODES). */
+const MEASURED_NOTE_PREFIX = 'measured.';
+
+/** A note (runs[].notes) about the measured clock: shown in the measured section, not beside the modeled figures. */
+export function isMeasuredNote(code: string): boolean {
+  return code.startsWith(MEASURED_NOTE_PREFIX);
 }
 

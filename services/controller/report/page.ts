@@ -3,11 +3,13 @@
  * no script) that opens offline from disk. Its Content-Security-Policy forbids every fetch and every
  * script, so nothing in it can reach the network whatever a results document holds.
  */
-import { hopFigures, latencyFigures, saturationFigures, scalingFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
+import { breakdownFigure, hopFigures, latencyFigures, saturationFigures, scalingFigures, tornadoFigures, transitionsFigure, writeFigure, type Figure } from './charts.js';
 import { collect, esc, type Out } from './html.js';
+import { verdictWords } from './sensitivity.js';
 import type { ReportData, ReportKind } from './data.js';
 import { reportTables } from './tables.js';
 import { writeMeasuredTables } from './measured-tables.js';
+import { isMeasuredNote } from './measured.js';
 
 const CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
@@ -79,6 +81,10 @@ export function writeReportHtml(data: ReportData, out: Out): void {
   out(`\n<dl class="facts">${data.facts.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join('')}<dt>runs</dt><dd data-runs="${data.runs.length}">${data.runs.length}</dd></dl></header>`);
   if (data.error) out(`\n<div class="error" data-error-code="${esc(data.error.code)}"><strong>${esc(data.error.code)}</strong>: ${esc(data.error.message)}</div>`);
   if (data.notes.length > 0) out(`\n<div class="notes" id="notes"><strong>Missing or partial</strong><ul>${data.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul></div>`);
+  const upstream = runNotes(data);
+  if (upstream.length > 0) {
+    out(`\n<div class="notes" id="run-notes"><strong>Not upstream</strong><ul>${upstream.map((n) => `<li data-note="${esc(n.code)}"><code>${esc(n.code)}</code> (${esc(n.models.join(', '))}): ${esc(n.text)}</li>`).join('')}</ul></div>`);
+  }
 
   const sections: Section[] = [];
   sections.push({
@@ -90,6 +96,15 @@ export function writeReportHtml(data: ReportData, out: Out): void {
       else o('<p class="missing">No operations in these results: no transitions to chart.</p>');
     },
   });
+  sections.push({
+    id: 'section-breakdown',
+    title: 'Where the time goes',
+    body: (o) => {
+      const breakdown = breakdownFigure(data);
+      if (breakdown) writeFigure(breakdown, o);
+      else o('<p class="missing">No operation in these results carries a breakdown of its modeled time.</p>');
+    },
+  });
   sections.push({ id: 'section-latency', title: 'Modeled latency', body: (o) => figures(latencyFigures(data, ['modeled']), 'No operation ran (none has a count above 0): no latency to chart.', 'Latency percentile curves', o) });
   if (data.kind === 'sweep' || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
     const what = data.kind === 'sweep' ? 'Sweep scaling' : 'Search steps';
@@ -98,7 +113,20 @@ export function writeReportHtml(data: ReportData, out: Out): void {
   if (data.saturation.length > 0 || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
     sections.push({ id: 'section-saturation', title: 'Saturation', body: (o) => figures(saturationFigures(data), 'No saturation search finished.', 'Saturation charts', o) });
   }
-  // The measured clock last of the figures, in its own section: never beside a modeled figure.
+  const sens = data.sensitivity;
+  if (sens) {
+    sections.push({
+      id: 'section-sensitivity',
+      title: 'Sensitivity to the cost ranges',
+      body: (o) => {
+        o(`<p>Each design ran once; its recorded operations were re-priced with every step of profile ${esc(sens.profile)} alone at its range's lo and hi, and in ${esc(String(sens.samples))} Latin-hypercube samples of the ${esc(String(sens.varied))} steps with a range, each through the queueing replay. A comparison is robust when the order of the two at the profile's costs holds in at least 95% of the samples.</p>`);
+        o(`<ul class="verdicts">${sens.comparisons.map((c) => `<li data-comparison="${c.index}" data-verdict="${esc(c.verdict)}"><strong>${esc(`${c.b} / ${c.a}`)}</strong> ${esc(c.metric)}: ${esc(verdictWords(c, sens.samples))}</li>`).join('')}</ul>`);
+        if (sens.approximate.length > 0) o(`<div class="notes" id="sensitivity-approximate"><strong>Approximate</strong><ul>${sens.approximate.map((r) => `<li data-approximate="${esc(r.code)}"><code>${esc(r.code)}</code> (${esc(r.model)}): ${esc(r.text)}</li>`).join('')}</ul></div>`);
+        figures(tornadoFigures(sens), 'No comparison: fewer than two designs ran.', 'Tornado charts', o);
+      },
+    });
+  }
+  // The measured clock last of the figures (after the modeled sensitivity), in its own section: never beside a modeled figure.
   sections.push({
     id: 'section-measured',
     title: "Measured: this host's IPC",
@@ -135,6 +163,24 @@ export function writeReportHtml(data: ReportData, out: Out): void {
     out('</section>');
   }
   out('</body></html>\n');
+}
+
+/**
+ * The runs' notes about their modeled figures (runs[].notes but the measured clock's, which the
+ * measured section shows), each once with the models whose runs carry it.
+ */
+function runNotes(data: ReportData): { code: string; text: string; models: string[] }[] {
+  const by = new Map<string, { code: string; text: string; models: string[] }>();
+  for (const r of data.runs) {
+    for (const n of r.notes) {
+      if (isMeasuredNote(n.code)) continue;
+      const key = `${n.code}\0${n.text}`;
+      const e = by.get(key) ?? { ...n, models: [] };
+      if (!e.models.includes(r.model)) e.models.push(r.model);
+      by.set(key, e);
+    }
+  }
+  return [...by.values()];
 }
 
 /** The report of one results document, as a complete HTML page in one string. */

@@ -109,8 +109,8 @@ function clip(s: string, maxPx: number): string {
 const FONT = 'font-family="system-ui, sans-serif" font-size="11"';
 const WIDTH = 760;
 
-/** Legend items in rows below a plot: a swatch (filled or a line) and the label. */
-function legend(items: readonly { label: string; color: string; dashed?: boolean; line?: boolean; data?: DataAttrs }[], top: number): { svg: string; height: number } {
+/** Legend items in rows below a plot: a swatch (filled, hatched with a pattern, or a line) and the label. */
+function legend(items: readonly { label: string; color: string; dashed?: boolean; line?: boolean; hatch?: string; data?: DataAttrs }[], top: number): { svg: string; height: number } {
   let x = 8;
   let y = top;
   let out = '';
@@ -123,7 +123,7 @@ function legend(items: readonly { label: string; color: string; dashed?: boolean
     }
     const swatch = it.line
       ? `<line x1="${px(x)}" y1="${px(y + 6)}" x2="${px(x + 16)}" y2="${px(y + 6)}" stroke="${it.color}" stroke-width="2"${it.dashed ? ' stroke-dasharray="5 3"' : ''}/>`
-      : `<rect x="${px(x)}" y="${px(y)}" width="12" height="12" fill="${it.color}"/>`;
+      : `<rect x="${px(x)}" y="${px(y)}" width="12" height="12" fill="${it.color}"/>${it.hatch ? `<rect x="${px(x)}" y="${px(y)}" width="12" height="12" fill="url(#${it.hatch})" stroke="#000" stroke-width="0.8"/>` : ''}`;
     out += `<g class="legend-item"${dataAttrs(it.data)}>${swatch}<text x="${px(x + 20)}" y="${px(y + 10)}">${esc(label)}</text><title>${esc(it.label)}</title></g>`;
     x += w;
   }
@@ -135,6 +135,8 @@ export interface BarSegment {
   value: number;
   data: DataAttrs;
   title: string;
+  /** Drawn hatched and outlined (StackedBarsSpec.hatch says what that means). */
+  hatched?: boolean;
 }
 
 export interface BarRow {
@@ -151,6 +153,11 @@ export interface StackedBarsSpec {
   rows: readonly BarRow[];
   data: DataAttrs;
   label: string;
+  /**
+   * How hatched segments are told apart: the pattern's id (unique in the page) and its legend
+   * label. Absent: no segment is hatched.
+   */
+  hatch?: { id: string; label: string };
 }
 
 /**
@@ -174,9 +181,14 @@ export function writeStackedBars(spec: StackedBarsSpec, out: Out): void {
   const plotBottom = top + rowH * spec.rows.length;
   const color = new Map(spec.keys.map((k) => [k.key, k.color]));
   // The legend first: the height in the opening tag depends on it.
-  const lg = legend(spec.keys.map((k) => ({ label: k.key, color: k.color })), plotBottom + 42);
+  const hatch = spec.hatch;
+  const lg = legend([...spec.keys.map((k) => ({ label: k.key, color: k.color })), ...(hatch ? [{ label: hatch.label, color: '#fff', hatch: hatch.id }] : [])], plotBottom + 42);
   const height = plotBottom + 42 + lg.height;
   out(`<svg xmlns="http://www.w3.org/2000/svg"${dataAttrs(spec.data)}${attrs({ role: 'img', 'aria-label': spec.label, viewBox: `0 0 ${WIDTH} ${px(height)}`, width: WIDTH, height: px(height) })} ${FONT}>`);
+  if (hatch) {
+    // Dark diagonal stripes over the segment's own colour.
+    out(`<defs><pattern id="${esc(hatch.id)}" patternUnits="userSpaceOnUse" width="5" height="5" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="5" stroke="#000" stroke-width="1.6" stroke-opacity="0.55"/></pattern></defs>`);
+  }
   for (const t of scale.ticks) {
     const x = scale(t);
     out(`<line class="grid" x1="${px(x)}" y1="${top}" x2="${px(x)}" y2="${px(plotBottom)}" stroke="#ddd"/><text x="${px(x)}" y="${px(plotBottom + 14)}" text-anchor="middle">${esc(fmtNum(t))}</text>`);
@@ -191,7 +203,8 @@ export function writeStackedBars(spec: StackedBarsSpec, out: Out): void {
       unknown ||= !Number.isFinite(s.value);
       const x0 = scale(cum);
       const x1 = scale(cum + v);
-      body += `<rect class="mark"${dataAttrs(s.data)} x="${px(x0)}" y="${px(y + 3)}" width="${px(x1 - x0)}" height="12" fill="${color.get(s.key) ?? '#999'}"><title>${esc(s.title)}</title></rect>`;
+      body += `<rect class="mark${s.hatched ? ' hatched' : ''}"${dataAttrs(s.data)} x="${px(x0)}" y="${px(y + 3)}" width="${px(x1 - x0)}" height="12" fill="${color.get(s.key) ?? '#999'}"><title>${esc(s.title)}</title></rect>`;
+      if (s.hatched && hatch) body += `<rect class="hatch" x="${px(x0)}" y="${px(y + 3)}" width="${px(x1 - x0)}" height="12" fill="url(#${esc(hatch.id)})" stroke="#000" stroke-width="0.8" pointer-events="none"/>`;
       cum += v;
     }
     body += `<text x="${px(scale(cum) + 4)}" y="${px(y + 12)}">${unknown ? '?' : esc(fmtNum(cum))}</text></g>`;

@@ -69,7 +69,24 @@ export function reportTables(data: ReportData): Table[] {
   const figureNames = [...new Set(runs.flatMap((r) => r.figures.map((f) => f.name)))];
   const withPorts = runs.some((r) => r.processes.some((p) => p.metricsPort));
   const summaryHead = (what: string): string[] => SUMMARY_FIELDS.map((f) => `${what} ${f === 'p999' ? 'p99.9' : f}`);
+  const apps = runs.filter((r) => r.application);
   const tables: (Table | undefined)[] = [
+    // Application throughput first, where the workload has one.
+    table(
+      'table-application',
+      'Application throughput (modeled)',
+      [...RUN_HEAD, 'unit', 'per second', 'bytes per second', 'bottleneck', 'kind', 'saturated'],
+      () => mapped(apps, (r) => {
+        const a = r.application as NonNullable<RunView['application']>;
+        return `${runCells(r)}${textCell(a.unit)}${cellAt(a.perSec)}${cellAt(a.bytesPerSec)}${textCell(a.bottleneck)}${textCell(a.bottleneckKind)}${textCell(a.saturated ? 'yes' : 'no (latency-bound)')}`;
+      }),
+    ),
+    table(
+      'table-application-utilization',
+      'Application: utilization of each resource (modeled)',
+      [...RUN_HEAD, 'resource', 'utilization'],
+      () => each(apps, (r) => mapped((r.application as NonNullable<RunView['application']>).utilization, (u) => `${runCells(r)}${textCell(u.name)}${cellAt(u)}`)),
+    ),
     table(
       'table-runs',
       'Runs',
@@ -94,6 +111,17 @@ export function reportTables(data: ReportData): Table[] {
             SUMMARY_FIELDS.map((f) => numCell(`${o.pointer}/modeledNs/${f}`, o.modeledNs[f])).join(''),
         ),
       ),
+    ),
+    table(
+      'table-breakdown',
+      'Where the modeled time goes (mean per operation; wait: a resource\'s queueing wait)',
+      [...RUN_HEAD, 'op', 'step', 'per op', 'ns', 'confidence', 'functions'],
+      () => each(runs, (r) =>
+        each(r.ops, (o) =>
+          o.breakdown.map((b) => runCells(r) + textCell(o.op) + textCell(b.step) + numCell(`${b.pointer}/perOp`, b.perOp) + numCell(`${b.pointer}/ns`, b.ns) + textCell(b.confidence) + textCell(b.functions.join('; '))),
+        ),
+      ),
+      true,
     ),
     table(
       'table-resources',

@@ -5,7 +5,7 @@ import type { OpContext } from '../../runtime/op-context.js';
 import { type HandlerResult, type RoleEnv, type Request } from '../../runtime/role-api.js';
 import { CMD_SIZE, Opcode, SyncCs, decodeCommand, type DecodedCommand } from '../../formats/smmu/commands.js';
 import * as Q from '../../formats/smmu/queue.js';
-import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, vsmmuCmdqGpa, vsmmuRegister } from '../../formats/smmu/registers.js';
+import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, qemuVsmmuIdr, vsmmuCmdqGpa, vsmmuRegister } from '../../formats/smmu/registers.js';
 import type { MemoryRange } from '../../runtime/role-api.js';
 import type { VmmDevice } from '../../qemu/device.js';
 
@@ -30,8 +30,11 @@ export interface CmdqRegisters {
  * file around it), shared by every vSMMU model: the guest's CMDQ_PROD write exits to here; under
  * the VMM's big lock the queue is consumed synchronously from CONS to PROD, CONS advancing after
  * each command; an illegal or refused command stops it with CONS.ERR = CERROR_ILL and
- * GERROR.CMDQ_ERR until the guest acknowledges through GERRORN; a CMD_SYNC with CS=IRQ completes
- * with its MSI write. The queue's slots are the guest RAM the exit carries.
+ * GERROR.CMDQ_ERR until the guest acknowledges through GERRORN. A CMD_SYNC completes once the loop
+ * passes it: the guest learns it from a CMDQ_CONS read (another exit to here, smmu_readl), as the
+ * vSMMU advertises no MSI (idRegisters). A CMD_SYNC with CS=IRQ is answered with its MSI write
+ * (QEMU pulses its wired CMD_SYNC interrupt instead; no Linux guest sends one to a vSMMU without
+ * IDR0.MSI). The queue's slots are the guest RAM the exit carries.
  *
  * What differs between models is what a command does: `execute` runs one now; commands a model
  * calls `batchable` are held and handed to `executeBatch` together when the batch ends (at a
@@ -74,6 +77,15 @@ export abstract class VsmmuCmdq implements VmmDevice {
     return false;
   }
 
+  /**
+   * The ID registers this model's instances show the guest (QEMU's emulated vSMMUv3 by default:
+   * registers.ts qemuVsmmuIdr). Linux reads IDR0 and IDR3 at probe to pick how it completes a
+   * CMD_SYNC, whether it has range invalidation and ATS.
+   */
+  protected idRegisters(): { idr0: number; idr3: number } {
+    return qemuVsmmuIdr(undefined);
+  }
+
   /** Runs held commands in order; returns the index of the first one that failed, or -1. */
   protected async executeBatch(_vsmmu: number, _commands: readonly Buffer[], _ctx: OpContext): Promise<number> {
     return -1;
@@ -87,7 +99,7 @@ export abstract class VsmmuCmdq implements VmmDevice {
     // The guest RAM the exit carries is what this VMM reads through its mapping of guest memory.
     for (const r of req.guestMemory) this.ram.write(Number(r.gpa), r.data);
     return this.bql.with(async () => {
-      if (!access.isWrite) return { status: 0, payload: encodeMmio({ ...access, data: readRegister(state, reg.offset) }) };
+      if (!access.isWrite) return { status: 0, payload: encodeMmio({ ...access, data: readRegister(state, reg.offset, this.idRegisters()) }) };
       if (reg.offset === SMMU_REG.CMDQ_PROD) state.prod = access.data >>> 0;
       else if (reg.offset === SMMU_REG.GERRORN) acknowledge(state, access.data);
       else return { status: 0, payload: req.payload };
@@ -161,8 +173,13 @@ export abstract class VsmmuCmdq implements VmmDevice {
   }
 }
 
-function readRegister(s: CmdqRegisters, offset: number): number {
+/** smmu_readl: the register at `offset` (unknown ones read as 0). */
+function readRegister(s: CmdqRegisters, offset: number, id: { idr0: number; idr3: number }): number {
   switch (offset) {
+    case SMMU_REG.IDR0:
+      return id.idr0;
+    case SMMU_REG.IDR3:
+      return id.idr3;
     case SMMU_REG.CMDQ_PROD:
       return s.prod;
     case SMMU_REG.CMDQ_CONS:

@@ -3,7 +3,8 @@ import { VmmsimError } from '../../runtime/errors.js';
 import { MODEL } from '../names.js';
 import type { DesignDescriptor, DesignTraits } from '../types.js';
 
-const TRAITS: DesignTraits = { hostTables: 'nested', sva: true, vcmdq: true, emulatedDevices: true, dmaIommu: true, arch: 'arm64' };
+const TRAITS: DesignTraits = { hostTables: 'nested', sva: true, vcmdq: true, emulatedDevices: true, dmaIommu: true, arch: 'arm64', ats: true };
+
 
 /**
  * Nested SMMUv3 with Tegra241 VCMDQs: the guest's TLBI_NH_ASID, TLBI_NH_VA, ATC_INV and CMD_SYNC

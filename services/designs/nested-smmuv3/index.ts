@@ -1,7 +1,8 @@
 import { MODEL } from '../names.js';
 import type { DesignDescriptor, DesignTraits } from '../types.js';
 
-const TRAITS: DesignTraits = { hostTables: 'nested', sva: true, vcmdq: false, emulatedDevices: true, dmaIommu: true, arch: 'arm64' };
+const TRAITS: DesignTraits = { hostTables: 'nested', sva: true, vcmdq: false, emulatedDevices: true, dmaIommu: true, arch: 'arm64', ats: true };
+
 
 export const nestedSmmuv3: DesignDescriptor = {
   name: MODEL.nestedSmmuv3,

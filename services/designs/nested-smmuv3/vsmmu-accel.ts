@@ -1,5 +1,5 @@
 import { IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate, encodeHwptInvalidate } from '../../formats/iommufd.js';
-import { cdIpa } from '../../machine/board.js';
+import { CD_TABLE_LOG2, cdIpa } from '../../machine/board.js';
 import { mapGuestRam } from '../../machine/guest-ram.js';
 import { type ViommuObject, iommufdLayout } from '../../machine/iommufd-objects.js';
 import type { OpContext } from '../../runtime/op-context.js';
@@ -9,6 +9,7 @@ import { CMD_SIZE, type DecodedCommand } from '../../formats/smmu/commands.js';
 import { CONFIG_DROP_BY_OPCODE, CommandScope, ConfigDrop, readScope } from '../../formats/smmu/semantics.js';
 import { decodeCd } from '../../formats/smmu/structures.js';
 import { VsmmuCmdq, type VsmmuInstances } from '../emulated-smmuv3/vsmmu-cmdq.js';
+import { qemuVsmmuIdr } from '../../formats/smmu/registers.js';
 import { routeCommand } from './vsmmu-route.js';
 import type { DesignTraits } from '../types.js';
 
@@ -61,8 +62,10 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
   }
 
   /**
-   * The VMM's ASID table: for each device of the VM, the ASID its guest CD holds (QEMU reads the
-   * guest STE and CD when the guest issues CFGI_STE/CFGI_CD; here on first use after each CFGI).
+   * The VMM's ASID table: for each device of the VM, the ASIDs its guest CD table holds, every
+   * SubstreamID's (its DMA domain's and its SVA process's: an SVA munmap's TLBI carries the
+   * process's ASID). QEMU reads the guest STE and CDs when the guest issues CFGI_STE/CFGI_CD; here
+   * on first use after each CFGI.
    */
   private asidTable(): Map<number, Set<ViommuObject>> {
     if (this.asids) return this.asids;
@@ -71,11 +74,13 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
     for (const d of this.devices) {
       const v = this.viommuOfVsid.get(d.vsid);
       if (!ram || !v) continue;
-      const cd = decodeCd(Buffer.from(ram.view(cdIpa(d.index), 64)));
-      if (!cd.valid) continue;
-      const set = table.get(cd.asid) ?? new Set<ViommuObject>();
-      set.add(v);
-      table.set(cd.asid, set);
+      for (let ssid = 0; ssid < 1 << CD_TABLE_LOG2; ssid++) {
+        const cd = decodeCd(Buffer.from(ram.view(cdIpa(d.index, ssid), 64)));
+        if (!cd.valid) continue;
+        const set = table.get(cd.asid) ?? new Set<ViommuObject>();
+        set.add(v);
+        table.set(cd.asid, set);
+      }
     }
     this.asids = table;
     return table;
@@ -99,6 +104,12 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
           }
         : undefined,
     });
+  }
+
+  /** smmuv3_accel_idr_override: QEMU's vSMMU registers with RIL and ATS as the accel properties set them. */
+  protected override idRegisters(): { idr0: number; idr3: number } {
+    // The ats property on when the devices have ATS (QEMU needs it set to offer ATS to the guest).
+    return qemuVsmmuIdr({ ril: this.env.topology.smmu?.ril ?? true, ats: this.env.topology.device?.ats ?? false });
   }
 
   protected override batchable(_vsmmu: number, cmd: DecodedCommand): boolean {

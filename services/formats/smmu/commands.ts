@@ -530,25 +530,58 @@ export function parseHexWord(s: string): bigint {
   return v;
 }
 
-/** TLBI range NUM is 5 bits. */
+/** TLBI range NUM is 5 bits (CMDQ_TLBI_RANGE_NUM_MAX). */
 const RANGE_NUM_MAX = 31;
-/** TG=1: 4 KiB granule. */
-const TG_4K = 1;
+/** log2 of the leaf page size of every domain here (4 KiB): TG = (12 - 10) / 2 = 1. */
+const LEAF_PAGE_LOG2 = 12;
+const TG_4K = (LEAF_PAGE_LOG2 - 10) / 2;
+
+/** How a driver asks for a range invalidation (the arguments of Linux's __arm_smmu_tlb_inv_range). */
+export interface RangeInvalidation {
+  /**
+   * Leaf entries only (the unmap's gather: io-pgtable's tlb_add_page; default) or any level (a
+   * table walk, SVA's MMU notifier): a leaf invalidation carries the TTL of its granule, a non-leaf
+   * one TTL 0.
+   */
+  leaf?: boolean;
+  /**
+   * log2 of the granule the unmap gathered (gather->pgsize): 12 for 4 KiB pages (default), 21 for
+   * 2 MiB blocks, 30 for 1 GiB blocks.
+   */
+  granuleLog2?: number;
+  /** The SMMU implements range invalidation (IDR3.RIL, ARM_SMMU_FEAT_RANGE_INV); default true. */
+  ril?: boolean;
+}
 
 /**
- * Range invalidation (RIL) commands covering `pages` 4 KiB pages from `addr`, as Linux builds
- * them: each command covers NUM+1 chunks of 2^SCALE pages.
+ * The TLBI commands covering `pages` 4 KiB pages from `addr`, as Linux's __arm_smmu_tlb_inv_range
+ * builds them (arm_smmu_cmdq_batch_add_range in v6.13+):
+ *  - with RIL: TG from the leaf page size; for a leaf invalidation TTL = 4 - (log2(granule) - 3) /
+ *    (tg - 3) (3 for a 4 KiB page, 2 for a 2 MiB block, 1 for a 1 GiB one), for a non-leaf one TTL
+ *    0 and, when the page count's low five bits are 1, one page more (so SCALE and NUM are not both
+ *    0: the SVA corner case); then each command covers NUM+1 chunks of 2^SCALE pages, SCALE the
+ *    lowest set bit of the pages left, NUM + 1 their next five bits;
+ *  - without RIL: one command per granule, TG, TTL, NUM and SCALE 0 (the address alone).
  */
-function rangeCommands(addr: number, pages: number, make: (at: bigint, r: TlbiRangeArgs) => SmmuCommand): SmmuCommand[] {
+function rangeCommands(addr: number, pages: number, make: (at: bigint, r: TlbiRangeArgs) => SmmuCommand, opts: RangeInvalidation = {}): SmmuCommand[] {
+  const leaf = opts.leaf ?? true;
+  const granuleLog2 = opts.granuleLog2 ?? LEAF_PAGE_LOG2;
   const cmds: SmmuCommand[] = [];
+  if (opts.ril === false) {
+    const granulePages = 2 ** (granuleLog2 - LEAF_PAGE_LOG2);
+    for (let done = 0; done < pages; done += granulePages) cmds.push(make(BigInt(addr + done * 4096), { leaf: leaf ? 1 : 0 }));
+    return cmds;
+  }
+  const ttl = leaf ? 4 - Math.floor((granuleLog2 - 3) / (LEAF_PAGE_LOG2 - 3)) : 0;
   let at = addr;
   let left = pages;
+  if (!leaf && left % 32 === 1) left += 1;
   while (left > 0) {
     // The lowest set bit of the count (SCALE is 5 bits), in arithmetic that holds past 2^32 pages.
     let scale = 0;
     while (scale < 31 && Math.floor(left / 2 ** scale) % 2 === 0) scale += 1;
     const num = Math.min(Math.floor(left / 2 ** scale) % 32 || 1, RANGE_NUM_MAX);
-    cmds.push(make(BigInt(at), { num: num - 1, scale, tg: TG_4K, ttl: 0, leaf: 1 }));
+    cmds.push(make(BigInt(at), { num: num - 1, scale, tg: TG_4K, ttl, leaf: leaf ? 1 : 0 }));
     const covered = num * 2 ** scale;
     at += covered * 4096;
     left -= covered;
@@ -556,12 +589,31 @@ function rangeCommands(addr: number, pages: number, make: (at: bigint, r: TlbiRa
   return cmds;
 }
 
-/** TLBI_NH_VA commands for a stage-1 range of one ASID (the guest's unmap). */
-export function tlbiNhVaRange(asid: number, iova: number, pages: number, vmid = 0): SmmuCommand[] {
-  return rangeCommands(iova, pages, (va, r) => tlbiNhVa({ vmid, asid, va, ...r }));
+/** TLBI_NH_VA commands for a stage-1 range of one ASID (the guest's unmap; SVA's notifier with leaf false). */
+export function tlbiNhVaRange(asid: number, iova: number, pages: number, vmid = 0, opts: RangeInvalidation = {}): SmmuCommand[] {
+  return rangeCommands(iova, pages, (va, r) => tlbiNhVa({ vmid, asid, va, ...r }), opts);
 }
 
 /** TLBI_S2_IPA commands for a stage-2 range of one VMID (the host's unmap of a shadow or stage-2 table). */
-export function tlbiS2IpaRange(vmid: number, ipa: number, pages: number): SmmuCommand[] {
-  return rangeCommands(ipa, pages, (at, r) => tlbiS2Ipa({ vmid, ipa: at, ...r }));
+export function tlbiS2IpaRange(vmid: number, ipa: number, pages: number, opts: RangeInvalidation = {}): SmmuCommand[] {
+  return rangeCommands(ipa, pages, (at, r) => tlbiS2Ipa({ vmid, ipa: at, ...r }), opts);
+}
+
+/** ATC_INV SIZE that invalidates every address (ATC_INV_SIZE_ALL). */
+export const ATC_INV_SIZE_ALL = 52;
+
+/**
+ * The ATC_INV for `pages` 4 KiB pages from `iova` of one StreamID, as arm_smmu_atc_inv_to_cmd builds
+ * it: the smallest power-of-two span of pages that covers the range (log2 of it in SIZE), the address
+ * aligned down to it; `pages` 0 invalidates everything (SIZE_ALL). With an SSID (a PASID), SSV is set.
+ */
+export function atcInvRange(sid: number, iova: number, pages: number, ssid?: number): SmmuCommand {
+  const sub = ssid === undefined ? {} : { ssid };
+  if (pages === 0) return atcInv({ sid, ...sub, size: ATC_INV_SIZE_ALL, addr: 0n });
+  const first = BigInt(Math.floor(iova / 4096));
+  const last = BigInt(Math.floor((iova + pages * 4096 - 1) / 4096));
+  // fls_long(first ^ last): the bits above which first and last agree.
+  const log2Span = (first ^ last).toString(2).length - ((first ^ last) === 0n ? 1 : 0);
+  const start = first & ~((1n << BigInt(log2Span)) - 1n);
+  return atcInv({ sid, ...sub, size: log2Span, addr: start * 4096n });
 }

@@ -9,6 +9,8 @@ export interface Ste {
   config: number;
   /** Context-descriptor table address (an IPA when nested). */
   s1ContextPtr: number;
+  /** log2 of the CD table's entries (S1CDMax): 0, one CD for SubstreamID 0 only. */
+  s1CdMax?: number;
   vmid: number;
   /** Stage-2 table root (host-physical). */
   s2ttb: number;
@@ -23,12 +25,12 @@ export interface Cd {
 
 const LO = 2 ** 32;
 
-/** STE: w0 V[0], CONFIG[3:1], S1CTXPTR[51:6]; w2 S2VMID[15:0]; w3 S2TTB[51:4]. */
+/** STE: w0 V[0], CONFIG[3:1], S1CTXPTR[51:6], S1CDMAX[63:59]; w2 S2VMID[15:0]; w3 S2TTB[51:4]. */
 export function encodeSte(s: Ste): Buffer {
   const b = Buffer.alloc(64);
   const ctx = s.s1ContextPtr - (s.s1ContextPtr % 64);
   b.writeUInt32LE(((ctx % LO) | ((s.config & 7) << 1) | (s.valid ? 1 : 0)) >>> 0, 0);
-  b.writeUInt32LE(Math.floor(ctx / LO) & 0xfffff, 4);
+  b.writeUInt32LE(((Math.floor(ctx / LO) & 0xfffff) | (((s.s1CdMax ?? 0) & 0x1f) << 27)) >>> 0, 4);
   b.writeUInt32LE(s.vmid & 0xffff, 16);
   const ttb = s.s2ttb - (s.s2ttb % 16);
   b.writeUInt32LE(ttb % LO >>> 0, 24);
@@ -42,6 +44,7 @@ export function decodeSte(b: Buffer): Ste {
     valid: (w0lo & 1) === 1,
     config: (w0lo >>> 1) & 7,
     s1ContextPtr: (b.readUInt32LE(4) & 0xfffff) * LO + ((w0lo & ~0x3f) >>> 0),
+    s1CdMax: b.readUInt32LE(4) >>> 27,
     vmid: b.readUInt32LE(16) & 0xffff,
     s2ttb: (b.readUInt32LE(28) & 0xfffff) * LO + ((b.readUInt32LE(24) & ~0xf) >>> 0),
   };

@@ -9,6 +9,9 @@ import type { OpStats } from '../op-stats.js';
 import { RESIZE_OPS } from '../../machine/virtio-mem.js';
 import { VirtioMemDriver } from '../virtio-mem.js';
 import { ThreadArrivals } from './arrivals.js';
+import { DEFAULT_QUEUE_DEPTH } from '../../scenario/schema.js';
+import { STATIC_SETUP_OP } from '../../machine/setup-ops.js';
+import type { CostStep } from '../../cost/steps.js';
 import { ModeledOrder } from '../modeled-order.js';
 
 export interface WorkloadResult {
@@ -16,6 +19,11 @@ export interface WorkloadResult {
   /** Per thread (vCPU) the sum of its operations' modeled time; the run's modeled length is the max. */
   modeledPerThreadNs: number[];
   operations: number;
+  /**
+   * Application workloads: the uncontended modeled clock at the end of each thread of the queueing
+   * replay, by its id (laneThread): every vCPU's lanes. Absent: the vCPUs' clocks are the threads'.
+   */
+  threadEndNs?: number[];
 }
 
 /** A finished workload: its result and what it counted itself (packets, I/Os, trace lines...). */
@@ -51,8 +59,52 @@ export interface WorkloadStep {
   leave(t: number): void;
 }
 
+/** workload.queueDepth, or the workload's own when it is 0 (DEFAULT_QUEUE_DEPTH; 1 for the others). */
 export function queueDepthOf(w: WorkloadSpec): number {
-  return Math.max(1, w.queueDepth ?? 1);
+  const q = w.queueDepth ?? 0;
+  return q > 0 ? q : (DEFAULT_QUEUE_DEPTH[w.kind] ?? 1);
+}
+
+/** Bytes of Ethernet framing a packet adds on the wire: preamble and SFD 8, header 14, FCS 4, inter-frame gap 12. */
+export const ETHERNET_FRAMING_BYTES = 38;
+
+/**
+ * What an application workload's I/O costs besides its map and unmap (scenario keys device.nic.*,
+ * device.nvme.*, workload.packetBytes): the per-I/O CPU step of each direction, and the device's
+ * and the link's time per I/O in whole ns.
+ */
+export interface IoModel {
+  /** dma=static: a poll-mode driver does the I/O (guest.pmd_io), its buffers premapped at setup. */
+  pollMode: boolean;
+  txStep: CostStep;
+  rxStep: CostStep;
+  blockStep: CostStep;
+  nicNs: number;
+  wireNs: number;
+  nvmeNs: number;
+  nvmeServers: number;
+  nvmeLinkNs: number;
+}
+
+export function ioModelOf(env: WorkloadEnv): IoModel {
+  const { w, kernel } = env;
+  const d = kernel.env.topology.device;
+  const pollMode = kernel.env.topology.dma === 'static';
+  const nic = d?.nic;
+  const nvme = d?.nvme;
+  const bytes = Math.max(1, w.granulePages) * PAGE_SIZE;
+  const whole = (ns: number): number => (Number.isFinite(ns) ? Math.max(1, Math.round(ns)) : 1);
+  return {
+    pollMode,
+    txStep: pollMode ? 'guest.pmd_io' : 'net.tx_packet',
+    rxStep: pollMode ? 'guest.pmd_io' : 'net.rx_packet',
+    blockStep: pollMode ? 'guest.pmd_io' : 'block.request',
+    nicNs: whole(1000 / (nic?.mpps || 115)),
+    wireNs: whole((((w.packetBytes || 1500) + ETHERNET_FRAMING_BYTES) * 8) / (nic?.lineGbps || 100)),
+    nvmeNs: whole((nvme?.serviceUs || 78) * 1000),
+    nvmeServers: Math.max(1, nvme?.parallelism || 78),
+    nvmeLinkNs: whole(bytes / (nvme?.linkGBps || 7)),
+  };
 }
 
 /** Slots at the end of each device ring hold its receive buffers; the workloads use the rest. */
@@ -101,10 +153,20 @@ export class WorkloadThreads {
   private deadline = Number.POSITIVE_INFINITY;
   /** Each thread takes the VM's devices in turn, item by item (see device()). */
   private readonly inTurn: boolean;
+  /**
+   * Application workloads: each vCPU's I/Os in flight, as lanes. In the queueing replay each lane is
+   * a thread of its own (laneThread) whose operations run one after another, and every operation
+   * that runs on the vCPU holds it (vcpuResource), so a vCPU's lanes take turns on it while the
+   * device and the link serve the I/Os of other lanes. 0: not one (a thread is its vCPU).
+   */
+  private readonly lanes: number;
+  /** Each lane's uncontended modeled clock, by laneThread id. */
+  private readonly laneNs: number[] = [];
 
   constructor(
     private readonly env: WorkloadEnv,
     ops: readonly string[],
+    o: { lanes?: number } = {},
   ) {
     const { kernel, stats, w } = env;
     this.count = Math.max(1, w.threads);
@@ -122,8 +184,11 @@ export class WorkloadThreads {
     }
     kernel.vcpuNs.length = 0;
     for (let t = 0; t < this.count; t++) kernel.vcpuNs.push(0);
+    this.lanes = Math.max(0, o.lanes ?? 0);
+    for (let k = 0; k < this.count * this.lanes; k++) this.laneNs.push(0);
+    kernel.vcpus?.reset(this.count);
     // The vCPUs run concurrently: where order matters (flush queues), they take turns in modeled time.
-    kernel.order = this.count > 1 ? new ModeledOrder(this.count) : undefined;
+    kernel.order = this.count > 1 ? new ModeledOrder(this.count, kernel.vcpus) : undefined;
     this.rings = new Map(kernel.devices.map((d) => [d.index, new DeviceRing(kernel.ram, d.index)]));
   }
 
@@ -183,10 +248,55 @@ export class WorkloadThreads {
     return this.env.kernel.vcpuNs[t] ?? 0;
   }
 
-  /** Modeled time passes on thread t with no operation (think time, I/O). */
-  advance(t: number, ns: number): void {
+  /** Modeled time passes on thread t with no operation (think time, I/O); on its lane too in an application workload. */
+  advance(t: number, ns: number, lane = 0): void {
     this.env.kernel.vcpuNs[t] = this.clock(t) + ns;
     this.env.kernel.order?.at(t, this.clock(t));
+    if (this.lanes > 0) {
+      const id = this.laneThread(t, lane);
+      this.laneNs[id] = (this.laneNs[id] ?? 0) + ns;
+    }
+  }
+
+  /** The queueing replay's thread of vCPU t's lane (lane 0 is the vCPU's own id). */
+  laneThread(t: number, lane: number): number {
+    return t + (lane % Math.max(1, this.lanes)) * this.count;
+  }
+
+  /** The vCPU as a resource of the queueing replay: held by every operation that runs on it. */
+  vcpuResource(t: number): string {
+    return `vm${this.env.kernel.env.self.index ?? 0}.vcpu${t}`;
+  }
+
+  /**
+   * dma=static in an application workload: thread t maps each of its buffers once before its I/Os
+   * (dma=static's first map of a buffer goes through the IOMMU, later ones only look it up), each
+   * reported as the setup operation static-setup: on no vCPU, apart from the steady state.
+   */
+  async premap(t: number, buffers: readonly { device: GuestDevice; pa: number; pages: number }[]): Promise<void> {
+    if (this.env.kernel.env.topology.dma !== 'static') return;
+    for (const b of buffers) {
+      let status = 0;
+      await this.env.kernel.setup(STATIC_SETUP_OP, async (ctx) => {
+        status = await this.env.dma.map(ctx, t, b.device, b.pa, b.pages);
+      });
+      if (status < 0) this.env.stats.fail(STATIC_SETUP_OP);
+    }
+  }
+
+  /**
+   * An I/O on the device and the link of an application workload, on thread t's lane: a fresh
+   * context whose charges (device and link time, hw.* steps) are made under the holds `fn` takes;
+   * it holds no vCPU and moves only its lane's clock. Recorded like any operation.
+   */
+  async io(name: string, t: number, lane: number, fn: (ctx: OpContext) => Promise<void>): Promise<void> {
+    const ctx = this.env.kernel.env.newContext(this.nextOpId++, 0);
+    const id = this.laneThread(t, lane);
+    const start = this.laneNs[id] ?? 0;
+    const m0 = nowNs();
+    await fn(ctx);
+    this.laneNs[id] = start + ctx.modeledNs;
+    this.env.stats.record(name, nowNs() - m0, ctx, id, start);
   }
 
   /**
@@ -209,14 +319,21 @@ export class WorkloadThreads {
    * measured latency counts from the same instant on the real clock (the run's start + arrivalNs)
    * when it started late, so neither clock omits the wait of a late send (coordinated omission).
    */
-  async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number): Promise<number> {
-    // Before the clocks are read: a step may hold the thread and move its clock.
+  async op(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number, lane = 0): Promise<number> {
+    // Before the clocks are read: a step may hold the thread and move its clock. While it waits
+    // there it bounds no decision in modeled time (every clock is past it when it resumes).
     if (this.env.step) {
+      const vcpus = this.env.kernel.vcpus;
+      vcpus?.park(t);
       this.env.kernel.order?.park(t);
-      await this.env.step.reach(t);
-      this.env.kernel.order?.unpark(t);
+      try {
+        await this.env.step.reach(t);
+      } finally {
+        this.env.kernel.order?.unpark(t);
+        vcpus?.unpark(t);
+      }
     }
-    const r = await this.timed(name, t, fn, arrivalNs);
+    const r = await this.timed(name, t, fn, arrivalNs, lane);
     if (this.env.probe) await this.env.probe();
     if (t === 0 && this.virtioMem && ++this.sinceResize >= (this.env.w.virtioMem?.everyOps ?? 0)) {
       // workload.virtioMem: a resize after thread 0's operation, an operation of its own (the host
@@ -229,17 +346,28 @@ export class WorkloadThreads {
   }
 
   /** One operation on thread t in a fresh context, timed on both clocks and recorded (see op). */
-  private async timed(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number): Promise<number> {
+  private async timed(name: string, t: number, fn: (ctx: OpContext) => Promise<number>, arrivalNs?: number, lane = 0): Promise<number> {
     const ctx = this.env.kernel.env.newContext(this.nextOpId++, 0);
     const start = arrivalNs ?? this.clock(t);
     // While it runs, the vCPU's clock is the operation's start (GuestKernel.vcpuNs).
     this.env.kernel.vcpuNs[t] = start;
+    this.env.kernel.vcpus?.begin(t, ctx);
     const order = this.env.kernel.order;
     order?.at(t, start);
     const m0 = nowNs();
-    const r = await fn(ctx);
+    let r: number;
+    try {
+      // In an application workload the operation runs on its vCPU: it holds it throughout.
+      r = this.lanes > 0 ? await ctx.hold(this.vcpuResource(t), () => fn(ctx)) : await fn(ctx);
+    } finally {
+      this.env.kernel.vcpuNs[t] = start + ctx.modeledNs;
+      this.env.kernel.vcpus?.end(t);
+    }
     const m1 = nowNs();
-    this.env.kernel.vcpuNs[t] = start + ctx.modeledNs;
+    // Its place in the replay: its lane, after the lane's previous operation (or at its arrival).
+    const id = this.lanes > 0 ? this.laneThread(t, lane) : t;
+    const at = this.lanes > 0 ? (arrivalNs ?? this.laneNs[id] ?? 0) : start;
+    if (this.lanes > 0) this.laneNs[id] = Math.max(at, this.laneNs[id] ?? 0) + ctx.modeledNs;
     // Closed loop: the next operation starts after this one. An arrival's successor starts at its
     // own (later) arrival, perhaps before this one's end: the floor stays at this start.
     if (arrivalNs === undefined) order?.at(t, start + ctx.modeledNs);
@@ -247,7 +375,7 @@ export class WorkloadThreads {
     // timed from when it really started, never for less than its own run.
     const from = arrivalNs === undefined ? m0 : Math.min(m0, this.t0 + arrivalNs);
     if (r < 0) this.env.stats.fail(name);
-    else this.env.stats.record(name, m1 - from, ctx, t, start, arrivalNs !== undefined);
+    else this.env.stats.record(name, m1 - from, ctx, id, at, arrivalNs !== undefined);
     return r;
   }
 
@@ -260,10 +388,15 @@ export class WorkloadThreads {
    * `us` microseconds with nothing for thread t to do (the device doing the I/O, think time): real
    * time as a timer, modeled time as set (not as long as the timer really took).
    */
-  async pause(t: number, us: number): Promise<void> {
+  async pause(t: number, us: number, lane = 0): Promise<void> {
     if (us <= 0) return;
     await sleepMs(us / 1000);
-    this.advance(t, us * 1000);
+    this.advance(t, us * 1000, lane);
+  }
+
+  /** Real time only: the device keeps what was posted `us` microseconds (its modeled time is the I/O's). */
+  static async dwell(us: number): Promise<void> {
+    if (us > 0) await sleepMs(us / 1000);
   }
 
   /** Waits until `ns` after the run's start in real time (an arrival's send time); never waits when already late. */
@@ -283,9 +416,17 @@ export class WorkloadThreads {
     await Promise.all(Array.from({ length: this.count }, (_, t) => thread(t).finally(() => {
       this.env.kernel.order?.finish(t);
       this.env.step?.leave(t);
+      // Done: it bounds nothing any more.
+      this.env.kernel.vcpus?.park(t);
     })));
     this.env.kernel.order = undefined;
     await this.env.dma.drain();
-    return { elapsedNs: nowNs() - this.t0, modeledPerThreadNs: this.env.kernel.vcpuNs, operations: this.nextOpId - 1, counters: { ...counters(), ...this.resizeCounters() } };
+    return {
+      elapsedNs: nowNs() - this.t0,
+      modeledPerThreadNs: this.env.kernel.vcpuNs,
+      operations: this.nextOpId - 1,
+      counters: { ...counters(), ...this.resizeCounters() },
+      ...(this.lanes > 0 ? { threadEndNs: [...this.laneNs] } : {}),
+    };
   }
 }

@@ -15,15 +15,17 @@ import type { Hold__Output } from '../generated/vmmsim/v1/Hold.js';
 import type { Hop__Output } from '../generated/vmmsim/v1/Hop.js';
 import { Kind, type Kind__Output } from '../generated/vmmsim/v1/Kind.js';
 import type { MemoryRange__Output } from '../generated/vmmsim/v1/MemoryRange.js';
-import { MAX_ENVELOPES_PER_BATCH, MAX_HOLDS_PER_ENVELOPE, MAX_HOPS_PER_ENVELOPE, MAX_RANGES_PER_ENVELOPE } from './wire-limits.js';
+import type { TraceEvent, TraceEvent__Output } from '../generated/vmmsim/v1/TraceEvent.js';
+import { MAX_ENVELOPES_PER_BATCH, MAX_EVENTS_PER_ENVELOPE, MAX_HOLDS_PER_ENVELOPE, MAX_HOPS_PER_ENVELOPE, MAX_RANGES_PER_ENVELOPE } from './wire-limits.js';
 
 /** The fields of each message this codec reads and writes, by number (the test compares them with link.proto). */
 export const CODEC_FIELDS = {
   'vmmsim.v1.Batch': [1],
-  'vmmsim.v1.Envelope': [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+  'vmmsim.v1.Envelope': [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
   'vmmsim.v1.MemoryRange': [1, 2],
   'vmmsim.v1.Hop': [1, 2, 3, 4],
   'vmmsim.v1.Hold': [1, 2, 3],
+  'vmmsim.v1.TraceEvent': [1, 2, 3, 4, 5, 6, 7, 8, 9],
 } as const;
 
 /** Kind names in the order of their numbers (link.proto numbers them 0..N without gaps). */
@@ -80,13 +82,57 @@ function kindNumber(k: unknown): number {
   return KIND_NUMBERS.get(String(k ?? '')) ?? 0;
 }
 
+/** A TraceEvent's fields (vmmsim explain), resolved once for its size and its bytes. */
+interface PreparedEvent {
+  what: string;
+  whatBytes: number;
+  name: string;
+  nameBytes: number;
+  times: number;
+  kind: number;
+  status: number;
+  atNs: number;
+  endNs: number;
+  offPath: boolean;
+  depth: number;
+  size: number;
+}
+
 /** An envelope's fields, resolved once for its size and its bytes. */
 interface Prepared {
   env: Envelope;
   payload: Buffer;
   ranges: { gpa: number; data: Buffer; size: number }[];
   holds: { resource: string; bytes: number; size: number }[];
+  provenance: Buffer;
+  /** Absent on every envelope but the one operation vmmsim explain traces. */
+  events: PreparedEvent[] | undefined;
   size: number;
+}
+
+function prepareEvent(ev: TraceEvent): PreparedEvent {
+  const what = ev.what ?? '';
+  const name = ev.name ?? '';
+  const whatBytes = Buffer.byteLength(what);
+  const nameBytes = Buffer.byteLength(name);
+  const times = u32(ev.times);
+  const kind = kindNumber(ev.kind);
+  const status = zigzag(Number(ev.status ?? 0) | 0);
+  const atNs = num(ev.atNs);
+  const endNs = num(ev.endNs);
+  const offPath = Boolean(ev.offPath);
+  const depth = u32(ev.depth);
+  const size =
+    (whatBytes ? 1 + varintSize(whatBytes) + whatBytes : 0) +
+    (nameBytes ? 1 + varintSize(nameBytes) + nameBytes : 0) +
+    (times ? 1 + varintSize(times) : 0) +
+    (kind ? 1 + varintSize(kind) : 0) +
+    (status ? 1 + varintSize(status) : 0) +
+    (atNs ? 9 : 0) +
+    (endNs ? 9 : 0) +
+    (offPath ? 2 : 0) +
+    (depth ? 1 + varintSize(depth) : 0);
+  return { what, whatBytes, name, nameBytes, times, kind, status, atNs, endNs, offPath, depth, size };
 }
 
 function hopSize(from: number, to: number, sent: number, received: number): number {
@@ -127,7 +173,16 @@ function prepare(env: Envelope): Prepared {
     holds.push({ resource, bytes, size: inner });
     size += 1 + varintSize(inner) + inner;
   }
-  return { env, payload, ranges, holds, size };
+  const provenance = bytesOf(env.provenance);
+  if (provenance.length) size += 1 + varintSize(provenance.length) + provenance.length;
+  if (env.branched) size += 2;
+  if (env.explain) size += 2;
+  let events: PreparedEvent[] | undefined;
+  if (env.explained && env.explained.length > 0) {
+    events = env.explained.map(prepareEvent);
+    for (const ev of events) size += 1 + varintSize(ev.size) + ev.size;
+  }
+  return { env, payload, ranges, holds, provenance, events, size };
 }
 
 /** A one-byte tag and a varint value; returns the next position. */
@@ -140,6 +195,30 @@ function putDouble(buf: Buffer, at: number, tag: number, v: number): number {
   buf[at++] = tag;
   buf.writeDoubleLE(v, at);
   return at + 8;
+}
+
+function putString(buf: Buffer, at: number, tag: number, s: string, bytes: number): number {
+  buf[at++] = tag;
+  at = putVarint(buf, at, bytes);
+  return at + buf.write(s, at, 'utf8');
+}
+
+function writeEvent(buf: Buffer, at: number, ev: PreparedEvent): number {
+  buf[at++] = (14 << 3) | LEN;
+  at = putVarint(buf, at, ev.size);
+  if (ev.whatBytes) at = putString(buf, at, (1 << 3) | LEN, ev.what, ev.whatBytes);
+  if (ev.nameBytes) at = putString(buf, at, (2 << 3) | LEN, ev.name, ev.nameBytes);
+  if (ev.times) at = putTagged(buf, at, (3 << 3) | VARINT, ev.times);
+  if (ev.kind) at = putTagged(buf, at, (4 << 3) | VARINT, ev.kind);
+  if (ev.status) at = putTagged(buf, at, (5 << 3) | VARINT, ev.status);
+  if (ev.atNs) at = putDouble(buf, at, (6 << 3) | I64, ev.atNs);
+  if (ev.endNs) at = putDouble(buf, at, (7 << 3) | I64, ev.endNs);
+  if (ev.offPath) {
+    buf[at++] = (8 << 3) | VARINT;
+    buf[at++] = 1;
+  }
+  if (ev.depth) at = putTagged(buf, at, (9 << 3) | VARINT, ev.depth);
+  return at;
 }
 
 function writeEnvelope(buf: Buffer, at: number, p: Prepared): number {
@@ -201,6 +280,20 @@ function writeEnvelope(buf: Buffer, at: number, p: Prepared): number {
     if (atNs) at = putDouble(buf, at, (2 << 3) | I64, atNs);
     if (ns) at = putDouble(buf, at, (3 << 3) | I64, ns);
   }
+  if (p.provenance.length) {
+    buf[at++] = (11 << 3) | LEN;
+    at = putVarint(buf, at, p.provenance.length);
+    at += p.provenance.copy(buf, at);
+  }
+  if (env.branched) {
+    buf[at++] = (12 << 3) | VARINT;
+    buf[at++] = 1;
+  }
+  if (env.explain) {
+    buf[at++] = (13 << 3) | VARINT;
+    buf[at++] = 1;
+  }
+  if (p.events) for (const ev of p.events) at = writeEvent(buf, at, ev);
   return at;
 }
 
@@ -349,8 +442,43 @@ function readHold(r: Reader, end: number): Hold__Output {
   return h;
 }
 
+function readEvent(r: Reader, end: number): TraceEvent__Output {
+  const ev: TraceEvent__Output = { what: '', name: '', times: 0, kind: 'KIND_UNSPECIFIED', status: 0, atNs: 0, endNs: 0, offPath: false, depth: 0 };
+  while (r.at < end) {
+    const tag = r.varint();
+    const f = Math.floor(tag / 8);
+    const w = tag & 7;
+    if (f === 1 && w === LEN) ev.what = r.bytes().toString('utf8');
+    else if (f === 2 && w === LEN) ev.name = r.bytes().toString('utf8');
+    else if (f === 3 && w === VARINT) ev.times = u32of(r.varint());
+    else if (f === 4 && w === VARINT) ev.kind = KIND_NAMES[u32of(r.varint())] ?? 'KIND_UNSPECIFIED';
+    else if (f === 5 && w === VARINT) ev.status = sint32of(r.varint());
+    else if (f === 6 && w === I64) ev.atNs = r.double();
+    else if (f === 7 && w === I64) ev.endNs = r.double();
+    else if (f === 8 && w === VARINT) ev.offPath = r.varint() !== 0;
+    else if (f === 9 && w === VARINT) ev.depth = u32of(r.varint());
+    else r.skip(w);
+  }
+  return ev;
+}
+
 function readEnvelope(r: Reader, end: number, limited: boolean): Envelope__Output {
-  const e: Envelope__Output = { correlationId: 0, opId: 0, kind: 'KIND_UNSPECIFIED', reply: false, status: 0, payload: EMPTY, guestMemory: [], modeledNs: 0, hops: [], holds: [] };
+  const e: Envelope__Output = {
+    correlationId: 0,
+    opId: 0,
+    kind: 'KIND_UNSPECIFIED',
+    reply: false,
+    status: 0,
+    payload: EMPTY,
+    guestMemory: [],
+    modeledNs: 0,
+    hops: [],
+    holds: [],
+    provenance: EMPTY,
+    branched: false,
+    explain: false,
+    explained: [],
+  };
   while (r.at < end) {
     const tag = r.varint();
     const f = Math.floor(tag / 8);
@@ -406,6 +534,26 @@ function readEnvelope(r: Reader, end: number, limited: boolean): Envelope__Outpu
         if (limited && e.holds.length >= MAX_HOLDS_PER_ENVELOPE) throw new BatchLimitError(`more than ${MAX_HOLDS_PER_ENVELOPE} holds`);
         const sub = r.span();
         e.holds.push(readHold(r, sub));
+        r.at = sub;
+        continue;
+      }
+      case 11:
+        if (w !== LEN) break;
+        e.provenance = r.bytes();
+        continue;
+      case 12:
+        if (w !== VARINT) break;
+        e.branched = r.varint() !== 0;
+        continue;
+      case 13:
+        if (w !== VARINT) break;
+        e.explain = r.varint() !== 0;
+        continue;
+      case 14: {
+        if (w !== LEN) break;
+        if (limited && e.explained.length >= MAX_EVENTS_PER_ENVELOPE) throw new BatchLimitError(`more than ${MAX_EVENTS_PER_ENVELOPE} explained events`);
+        const sub = r.span();
+        e.explained.push(readEvent(r, sub));
         r.at = sub;
         continue;
       }

@@ -7,6 +7,7 @@ import type { Hop, Hop__Output } from '../generated/vmmsim/v1/Hop.js';
 import type { Kind__Output } from '../generated/vmmsim/v1/Kind.js';
 import type { LinkHandlers } from '../generated/vmmsim/v1/Link.js';
 import type { MemoryRange, MemoryRange__Output } from '../generated/vmmsim/v1/MemoryRange.js';
+import type { TraceEvent } from '../generated/vmmsim/v1/TraceEvent.js';
 import { nowNs } from '../clock.js';
 import { BatchLimitError, decodeBatch, encodeBatch } from './batch-codec.js';
 import { callerMetadata, type Admission } from './auth.js';
@@ -24,6 +25,8 @@ export interface OutgoingRequest {
   payload: Buffer;
   guestMemory?: readonly MemoryRange[];
   modeledNs: number;
+  /** vmmsim explain: the receiver records what it does for this operation and sends it back. */
+  explain?: boolean;
 }
 
 /** What a handler answers; the link adds the correlation id and the hop records. */
@@ -36,6 +39,12 @@ export interface ReplyBody {
   hops: Hop[];
   /** Contended resources held below and in the replying process (absent: none). */
   holds?: Hold__Output[];
+  /** What modeledNs and the holds are made of (Envelope.provenance; absent: nothing). */
+  provenance?: Buffer;
+  /** Parallel branches with unordered step counts met here or below (Envelope.branched). */
+  branched?: boolean;
+  /** On a request with explain: what this process did for it (absent: not traced). */
+  explained?: TraceEvent[];
 }
 
 /** The stream operations a BatchWriter needs: grpc-js duplex streams on either side. */
@@ -204,6 +213,8 @@ export class LinkClient {
         guestMemory: (req.guestMemory ?? []) as MemoryRange[],
         modeledNs: req.modeledNs,
         hops: [{ from: this.ends.selfId, to: this.ends.peerId, sentNs: 0, receivedNs: 0 }],
+        // Only when set: an encoder writes a present field even at its default.
+        ...(req.explain ? { explain: true } : {}),
       });
     });
   }
@@ -360,6 +371,9 @@ export class LinkServer {
         modeledNs: body.modeledNs,
         hops,
         holds: body.holds ?? [],
+        ...(body.provenance && body.provenance.length > 0 ? { provenance: body.provenance } : {}),
+        ...(body.branched ? { branched: true } : {}),
+        ...(body.explained ? { explained: body.explained } : {}),
       });
     };
     // Handles what has arrived, HANDLE_CHUNK envelopes per turn of the event loop.
