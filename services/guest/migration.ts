@@ -26,8 +26,8 @@ class PhasedOpStats extends OpStats {
     super.declare(`${name}@${this.phase}`);
   }
 
-  override record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
-    super.record(`${name}@${this.phase}`, measuredNs, ctx, thread, startNs, arrival);
+  override record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false, vcpu = thread): void {
+    super.record(`${name}@${this.phase}`, measuredNs, ctx, thread, startNs, arrival, vcpu);
   }
 
   override fail(name: string): void {

@@ -108,12 +108,14 @@ export class OpStats {
    * A completed operation: its measured time, and for the modeled side the thread (vCPU) it ran
    * on, where it started on that thread's uncontended modeled clock, and what the context charged
    * and held. `arrival`: it arrived at that time on its own (open loop), not after the previous one.
+   * `vcpu`: the guest thread whose warm-up it counts in (Topology.warmup_ops), when `thread` is one
+   * of an application workload's lanes of that vCPU rather than the vCPU itself.
    */
-  record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
+  record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false, vcpu = thread): void {
     const r = this.op(name);
     r.count += 1;
-    const done = (this.perThread[thread] ?? 0) + 1;
-    this.perThread[thread] = done;
+    const done = (this.perThread[vcpu] ?? 0) + 1;
+    this.perThread[vcpu] = done;
     const warmup = done <= this.warmupOps;
     const holdSteps: number[] = [];
     for (const h of ctx.holds) holdSteps.push(this.vectors.id(h.atSteps), this.vectors.id(h.ownSteps));

@@ -9,6 +9,11 @@ import { comparisonTable, sweepTable } from '../../services/controller/table.js'
 import { autoWarmup } from '../../services/controller/session.js';
 import { resolveScenario } from '../../services/scenario/validate.js';
 import type { StartReply__Output } from '../../services/runtime/generated/vmmsim/v1/StartReply.js';
+import { loadProfile, profileCosts } from '../../services/cost/profile.js';
+import { CostTable } from '../../services/cost/steps.js';
+import { OpStats } from '../../services/guest/op-stats.js';
+import { OpContext } from '../../services/runtime/op-context.js';
+import { EndpointTable } from '../../services/runtime/topology.js';
 import { fixtureRun, mapUnmap } from '../helpers/results-fixture.js';
 
 const quiet: MachineState = { cores: 2, loadAvgStart: [0.5, 0.5, 0.5], loadAvgEnd: [0.6, 0.5, 0.5], seconds: 3, othersCores: 0.05, ownCores: 0.8, stealPct: 0 };
@@ -152,5 +157,18 @@ describe('the warm-up by default', () => {
     expect(autoWarmup(resolveScenario({ workload: { ops: 2000, threads: 1 } }))).toBe(50);
     expect(autoWarmup(resolveScenario({ workload: { ops: 40, threads: 4 } }))).toBe(2);
     expect(autoWarmup(resolveScenario({ workload: { ops: 0, durationSec: 2 } }))).toBe(50);
+  });
+});
+
+describe('the warm-up of an application workload', () => {
+  it('counts per vCPU, not per lane: a vCPU\'s first operations are left out whichever lanes they ran on', () => {
+    const costs = new CostTable(profileCosts(loadProfile('arm64-kunpeng920')));
+    const stats = new OpStats(new EndpointTable([]), { warmupOps: 3 });
+    stats.declare('map');
+    // vCPU 0 keeps 4 lanes (replay threads 0..3) in flight; its first 3 operations are the warm-up.
+    for (let i = 0; i < 8; i++) stats.record('map', 1000, new OpContext(1 + i, 0, costs, new Map()), i % 4, 0, false, 0);
+    const { timeline } = stats.takeTimeline();
+    expect(timeline.map((e) => e.warmup === true)).toEqual([true, true, true, false, false, false, false, false]);
+    expect(timeline.map((e) => e.thread)).toEqual([0, 1, 2, 3, 0, 1, 2, 3]);
   });
 });

@@ -296,7 +296,8 @@ export class WorkloadThreads {
     const m0 = nowNs();
     await fn(ctx);
     this.laneNs[id] = start + ctx.modeledNs;
-    this.env.stats.record(name, nowNs() - m0, ctx, id, start);
+    // The warm-up counts per vCPU, not per lane.
+    this.env.stats.record(name, nowNs() - m0, ctx, id, start, false, t);
   }
 
   /**
@@ -375,7 +376,7 @@ export class WorkloadThreads {
     // timed from when it really started, never for less than its own run.
     const from = arrivalNs === undefined ? m0 : Math.min(m0, this.t0 + arrivalNs);
     if (r < 0) this.env.stats.fail(name);
-    else this.env.stats.record(name, m1 - from, ctx, id, at, arrivalNs !== undefined);
+    else this.env.stats.record(name, m1 - from, ctx, id, at, arrivalNs !== undefined, t);
     return r;
   }
 
