@@ -7,7 +7,7 @@
 import { COST_STEPS } from '../cost/steps.js';
 import type { Confidence, CostProfile } from '../cost/profile.js';
 import type { QueueingResult } from './queueing.js';
-import type { RecordedOp, RecordedRun } from './recorded.js';
+import { CMDQ_OWNER_WAIT, type RecordedOp, type RecordedRun } from './recorded.js';
 
 /** Confidences from strongest to weakest. */
 const CONFIDENCE_RANK: Record<Confidence, number> = { C: 0, S: 1, U: 2 };
@@ -36,6 +36,9 @@ export const WAIT = 'wait:';
 /** The entry of an arrival's wait for its vCPU's earlier operations (open loop). */
 export const VCPU_BACKLOG = `${WAIT}vcpu`;
 
+/** What a wait for another vCPU's command-queue work models. */
+const CMDQ_OWNER_FUNCTIONS = ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_cmdq_issue_cmdlist (a gathered list waits for its owner\'s PROD write; an owner for the previous owner\'s, arm_smmu_cmdq_poll_valid_map and owner_prod)'];
+
 function round(x: number): number {
   return Math.round(x * 1000) / 1000;
 }
@@ -63,12 +66,14 @@ export function breakdowns(run: RecordedRun, ops: readonly RecordedOp[], q: Queu
     holds: Map<string, number>;
     backlog: number;
     backlogOps: number;
+    fixed: number;
+    fixedOps: number;
   }
   const acc = new Map<string, Acc>();
   const of = (kind: string): Acc => {
     let a = acc.get(kind);
     if (!a) {
-      a = { count: 0, steps: new Float64Array(n), waits: new Map(), holds: new Map(), backlog: 0, backlogOps: 0 };
+      a = { count: 0, steps: new Float64Array(n), waits: new Map(), holds: new Map(), backlog: 0, backlogOps: 0, fixed: 0, fixedOps: 0 };
       acc.set(kind, a);
     }
     return a;
@@ -90,6 +95,10 @@ export function breakdowns(run: RecordedRun, ops: readonly RecordedOp[], q: Queu
       const own = run.vectors[h.ownSteps] ?? [];
       for (let k = 0; k + 1 < own.length; k += 2) set.add(own[k] as number);
       heldSteps.set(h.resource, set);
+    }
+    if (o.fixedNs !== 0) {
+      a.fixed += o.fixedNs;
+      a.fixedOps += 1;
     }
     const late = q.backlogNs[i] ?? 0;
     if (late > 0) {
@@ -126,6 +135,7 @@ export function breakdowns(run: RecordedRun, ops: readonly RecordedOp[], q: Queu
     for (const r of [...a.holds.keys()].sort()) {
       entries.push({ step: `${WAIT}${r}`, perOp: round((a.holds.get(r) as number) / a.count), ns: round((a.waits.get(r) ?? 0) / a.count), functions: [], confidence: weakest(heldSteps.get(r) ?? []) });
     }
+    if (a.fixedOps > 0) entries.push({ step: CMDQ_OWNER_WAIT, perOp: round(a.fixedOps / a.count), ns: round(a.fixed / a.count), functions: [...CMDQ_OWNER_FUNCTIONS], confidence: weakest(everyStep) });
     if (a.backlog > 0) entries.push({ step: VCPU_BACKLOG, perOp: round(a.backlogOps / a.count), ns: round(a.backlog / a.count), functions: [], confidence: weakest(everyStep) });
     out.set(kind, entries);
   }

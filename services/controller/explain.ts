@@ -11,6 +11,8 @@ import { COST_STEPS, PINNED } from '../cost/steps.js';
 import type { ExplainedOp__Output } from '../runtime/generated/vmmsim/v1/ExplainedOp.js';
 import { traceTree, type TraceNode } from '../runtime/op-trace.js';
 import { isRole, transitionOf, type Role, type TransitionKind } from '../runtime/topology.js';
+import { designOf } from '../designs/registry.js';
+import { isModelName } from '../designs/names.js';
 
 /** One line of the call graph: the operation, a call to a peer, a hold of a resource, or a step. */
 export interface ExplainNode {
@@ -74,7 +76,7 @@ function stepInfo(step: string): { functions: string[] } {
   return { functions: info ? [...info.functions] : [] };
 }
 
-function nodesOf(events: readonly TraceNode[], process: string, profile: CostProfile | undefined, offPath: boolean): ExplainNode[] {
+function nodesOf(events: readonly TraceNode[], process: string, profile: CostProfile | undefined, offPath: boolean, guestIsHost: boolean): ExplainNode[] {
   return events.map((e): ExplainNode => {
     const off = offPath || e.offPath;
     const base = { process, atNs: e.atNs, endNs: e.endNs, totalNs: e.endNs - e.atNs, offPath: off };
@@ -85,11 +87,11 @@ function nodesOf(events: readonly TraceNode[], process: string, profile: CostPro
     if (e.what === 'call') {
       const from = roleOf(process);
       const to = roleOf(e.name);
-      const crossing = from && to ? (transitionOf(from, to) ?? 'call') : 'call';
-      const children = nodesOf(e.below, e.name, profile, off);
+      const crossing = from && to ? (transitionOf(from, to, guestIsHost) ?? 'call') : 'call';
+      const children = nodesOf(e.below, e.name, profile, off, guestIsHost);
       return { what: 'call', name: e.kind, peer: e.name, crossing, status: e.status, ...base, selfNs: 0, children };
     }
-    const children = nodesOf(e.below, process, profile, off);
+    const children = nodesOf(e.below, process, profile, off, guestIsHost);
     return { what: 'hold', name: e.name, ...base, selfNs: ownNs(children), children };
   });
 }
@@ -108,7 +110,9 @@ export function leafNs(n: ExplainNode, pick: (step: ExplainNode) => boolean = ()
 
 /** The explanation of a traced operation, from what guest `process` recorded. */
 export function explanation(x: ExplainedOp__Output, o: { model: string; dma: string; workload: string; profile?: CostProfile; process: string; latencyNs: number; waits: { resource: string; ns: number }[]; backlogNs: number }): Explanation {
-  const children = nodesOf(traceTree(x.events), o.process, o.profile, false);
+  // On bare metal the guest process is the host kernel: its accesses to the pSMMU are `hw`.
+  const guestIsHost = isModelName(o.model) && designOf(o.model).traits.hostTables === 'bare-metal';
+  const children = nodesOf(traceTree(x.events), o.process, o.profile, false, guestIsHost);
   const tree: ExplainNode = { what: 'op', process: o.process, name: x.op, atNs: 0, endNs: x.ns, totalNs: x.ns, selfNs: ownNs(children), offPath: false, children };
   return {
     model: o.model,

@@ -16,6 +16,9 @@ export interface RecordedHold extends ResourceUse {
   /** Step vectors (ids into RecordedRun.vectors): the operation's when it asked, and those charged while held. */
   atSteps: number;
   ownSteps: number;
+  /** Modeled ns of atNs and of ns that no step counts (see RecordedOp.fixedNs). */
+  atFixedNs: number;
+  ownFixedNs: number;
 }
 
 /** One completed operation of the run. */
@@ -31,7 +34,16 @@ export interface RecordedOp extends TimedOp {
   holds: readonly RecordedHold[];
   /** Parallel branches with unordered vectors on its path: re-pricing it is not exact. */
   branched: boolean;
+  /**
+   * Modeled ns on its path that no step counts: what it waited, in modeled time, for another vCPU's
+   * work (a gathered command list for its owner's PROD write, an owner for the previous owner's:
+   * arm_smmu_cmdq_issue_cmdlist). Kept as recorded when re-priced, which is then not exact.
+   */
+  fixedNs: number;
 }
+
+/** A wait for another vCPU's command-queue work (RecordedOp.fixedNs) in a breakdown. */
+export const CMDQ_OWNER_WAIT = 'wait:cmdq-owner';
 
 export interface RecordedRun {
   /** The step names vectors count, by index (the run's cost table, sorted). */
@@ -48,7 +60,7 @@ export interface RecordedRun {
  * The operations of the guests' Start replies (`guests[i]` is VM `vms[i]`'s) with their vectors, in
  * one index space of steps and one list of vectors.
  */
-export function recordRun(guests: readonly StartReply__Output[], vms: readonly number[]): RecordedRun {
+export function recordRun(guests: readonly StartReply__Output[], vms: readonly number[], costs?: Readonly<Record<string, number>>): RecordedRun {
   const stepNames = [...new Set(guests.flatMap((g) => g.stepNames))].sort();
   const index = new Map(stepNames.map((n, i) => [n, i]));
   const vectors: PackedSteps[] = [];
@@ -83,13 +95,37 @@ export function recordRun(guests: readonly StartReply__Output[], vms: readonly n
           ns: e.holdNs[k] ?? 0,
           atSteps: g.stepVectors.length > 0 ? id(e.holdSteps[2 * k] ?? 0) : emptyVector(vectors),
           ownSteps: g.stepVectors.length > 0 ? id(e.holdSteps[2 * k + 1] ?? 0) : emptyVector(vectors),
+          atFixedNs: 0,
+          ownFixedNs: 0,
         })),
         branched: e.branched,
+        fixedNs: 0,
       });
     });
     g.threadEndNs.forEach((end, t) => threadEndNs.set(vm * THREADS_PER_VM + t, end));
   });
-  return { stepNames, vectors, ops, threadEndNs };
+  const run = { stepNames, vectors, ops, threadEndNs };
+  if (costs) splitFixed(run, costsByIndex(run, costs));
+  return run;
+}
+
+/** Below this, a difference between recorded and priced ns is the rounding of a float sum. */
+const FIXED_EPSILON_NS = 1e-6;
+
+/**
+ * With the costs the run was recorded under: each operation's (and hold's) recorded ns that its
+ * vector does not account for, as fixedNs. Zero for every operation whose modeled time is all steps.
+ */
+function splitFixed(run: RecordedRun, costs: Float64Array): void {
+  const price = run.vectors.map((v) => packedDot(v, costs));
+  const rest = (recorded: number, id: number): number => {
+    const d = recorded - (price[id] as number);
+    return Math.abs(d) < FIXED_EPSILON_NS ? 0 : d;
+  };
+  for (const o of run.ops) {
+    o.fixedNs = rest(o.ns, o.steps);
+    o.holds = o.holds.map((h) => ({ ...h, atFixedNs: rest(h.atNs, h.atSteps), ownFixedNs: rest(h.ns, h.ownSteps) }));
+  }
 }
 
 function renumber(v: PackedSteps, local: readonly number[]): PackedSteps {
@@ -116,20 +152,21 @@ export function costsByIndex(run: RecordedRun, costs: Readonly<Record<string, nu
  * arrival time. With the costs the run had, this is the recorded run itself, to the byte.
  *
  * Not exact where the run's behaviour depended on modeled time (docs/cost-model.md): a lazy flush
- * queue's timer, a trace replay's idle vCPUs, and operations whose vector is `branched`.
+ * queue's timer, a trace replay's idle vCPUs, operations whose vector is `branched`, and waits for
+ * another vCPU's command-queue work (fixedNs, kept as recorded).
  */
 export function reprice(run: RecordedRun, costs: Float64Array): { ops: RecordedOp[]; threadEndNs: Map<number, number> } {
   const price = run.vectors.map((v) => packedDot(v, costs));
   const shift = new Map<number, number>();
   const ops = run.ops.map((o): RecordedOp => {
-    const ns = price[o.steps] as number;
+    const ns = (price[o.steps] as number) + o.fixedNs;
     const moved = o.arrival ? 0 : (shift.get(o.thread) ?? 0);
     shift.set(o.thread, moved + ns - o.ns);
     return {
       ...o,
       startNs: o.startNs + moved,
       ns,
-      holds: o.holds.map((h) => ({ ...h, atNs: price[h.atSteps] as number, ns: price[h.ownSteps] as number })),
+      holds: o.holds.map((h) => ({ ...h, atNs: (price[h.atSteps] as number) + h.atFixedNs, ns: (price[h.ownSteps] as number) + h.ownFixedNs })),
     };
   });
   const threadEndNs = new Map([...run.threadEndNs].map(([t, end]) => [t, end + (shift.get(t) ?? 0)]));

@@ -232,6 +232,10 @@ export function approximateReasons(d: SensitivityDesign, backlogged: number): Ap
   if (d.workload === 'trace-replay') {
     out.push({ code: 'trace-idle', text: 'trace replay: when a vCPU is idle follows the trace\'s timestamps against modeled time, which the costs move' });
   }
+  const gathered = d.run.ops.filter((o) => o.fixedNs !== 0).length;
+  if (gathered > 0) {
+    out.push({ code: 'cmdq-gather', text: `${gathered} operation(s) waited in modeled time for another vCPU's command-queue work (arm_smmu_cmdq_issue_cmdlist: a gathered list for its owner's PROD write, an owner for the previous owner's): those waits are kept as recorded, and which lists are gathered could change with the costs` });
+  }
   const branched = d.run.ops.filter((o) => o.branched).length;
   if (branched > 0) {
     out.push({ code: 'branched', text: `${branched} operation(s) took the longest of parallel branches whose step counts do not contain one another: under other costs another branch could be the longest` });

@@ -26,6 +26,11 @@ export interface CombineOptions {
    */
   costs?: Readonly<Record<string, number>>;
   reprice?: boolean;
+  /**
+   * The cost table the run was recorded under, to tell the modeled time its steps account for from
+   * waits no step counts (RecordedOp.fixedNs). Default: `costs` (without `reprice`), else the profile's.
+   */
+  recordedCosts?: Readonly<Record<string, number>>;
 }
 
 function round(x: number): number {
@@ -53,7 +58,8 @@ export function combineGuests(guests: readonly StartReply__Output[], vms: readon
       for (const k of TRANSITION_KINDS) t.transitions[k] += Number(r.transitions?.[k] ?? 0);
     }
   }
-  const run = recordRun(guests, vms);
+  const recordedCosts = o.recordedCosts ?? (o.reprice ? (o.profile ? profileCosts(o.profile) : undefined) : (o.costs ?? (o.profile ? profileCosts(o.profile) : undefined)));
+  const run = recordRun(guests, vms, recordedCosts);
   const costs = costsByIndex(run, o.costs ?? (o.profile ? profileCosts(o.profile) : {}));
   const priced = o.reprice ? reprice(run, costs) : { ops: run.ops, threadEndNs: run.threadEndNs };
   const q = simulateQueueing(priced.ops);

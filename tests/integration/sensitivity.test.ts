@@ -45,8 +45,11 @@ describe('sensitivity through real processes', () => {
         const s = analyse(designs, testProfile, { samples: 20, seed: 3 });
         const codes = s.designs.map((d) => d.approximate.map((x) => x.code));
         if (name === 'strict') {
-          expect(s.designs.every((d) => d.exact)).toBe(true);
-          expect(s.comparisons.every((c) => !c.approximate)).toBe(true);
+          // Three vCPUs on one queue gather their command lists (arm_smmu_cmdq_issue_cmdlist): a
+          // gathered list's wait for its owner's PROD write is kept as recorded, so the nested runs
+          // say so; virtio-iommu's re-pricing is exact.
+          for (const d of s.designs) expect(d.approximate.map((x) => x.code), d.model).toEqual(d.model === MODEL.virtioIommu ? [] : ['cmdq-gather']);
+          expect(s.designs.find((d) => d.model === MODEL.virtioIommu)?.exact).toBe(true);
         } else {
           const code = name === 'lazy' ? 'lazy-timer' : 'open-loop-backlog';
           for (const c of codes) expect(c).toContain(code);

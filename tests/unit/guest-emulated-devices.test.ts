@@ -62,7 +62,7 @@ function kernelWith(guestDevices: GuestDevice[], dma: 'strict' | 'lazy' = 'stric
         // The driver polls CMDQ_CONS after each PROD write: everything written is consumed.
         const v = DEVICES.map((d) => d.vsmmu).find((x) => m.physAddr === vsmmuMmioBase(x) + SMMU_REG.CMDQ_CONS);
         const payload = encodeMmio({ ...m, data: v === undefined ? 0 : (prods.get(v) ?? 0) });
-        return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [] } as unknown as Envelope__Output;
+        return { correlationId: 0, opId: 0, kind: req.kind, reply: true, status: 0, payload, guestMemory: [], modeledNs: req.modeledNs, hops: [], holds: [], provenance: Buffer.alloc(0), branched: false, explain: false, explained: [] } as unknown as Envelope__Output;
       }
       const data = Buffer.concat((req.guestMemory ?? []).map((r) => r.data as Buffer));
       const cmds = Array.from({ length: data.length / CMD_SIZE }, (_, i) => decodeCommand(data, i * CMD_SIZE));

@@ -35,7 +35,7 @@ function runOf(stepNames: string[], map: number[], unmap: number[], n: number, c
     const kind = k % 2 === 0 ? first : second;
     const ns = price(k % 2 === 0 ? map : unmap);
     const start = o.arrivalEveryNs !== undefined ? k * o.arrivalEveryNs : t;
-    ops.push({ kind, guest: 0, index: k, thread: 0, startNs: start, ns, measuredNs: ns, holds: [], steps: k % 2, branched: o.branched === true && k === 0, ...(o.arrivalEveryNs !== undefined ? { arrival: true } : {}) });
+    ops.push({ kind, guest: 0, index: k, thread: 0, startNs: start, ns, measuredNs: ns, holds: [], steps: k % 2, branched: o.branched === true && k === 0, fixedNs: 0, ...(o.arrivalEveryNs !== undefined ? { arrival: true } : {}) });
     t = start + ns;
   }
   return { stepNames, vectors, ops, threadEndNs: new Map([[0, t]]) };
