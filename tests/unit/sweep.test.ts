@@ -242,14 +242,18 @@ describe('CSV (RFC 4180)', () => {
     const keys = ['topology.psmmus', 'name'];
     const text = toCsv(sweepCsvRecords(keys, [
       run({ 'topology.psmmus': 2, name: 'a "b", c' }, 'nested-smmuv3', [op('map', 30, 0), op('unmap', 30)]),
-      run({ 'topology.psmmus': 4, name: 'd' }, 'none', [op('map', 30, 0), op('unmap', 30, 0)]),
+      {
+        ...run({ 'topology.psmmus': 4, name: 'd' }, 'none', [op('map', 30, 0), op('unmap', 30, 0)]),
+        application: { unit: 'packets', count: 30, perSecModeled: 812345.5, bytesPerSecModeled: 1218518250, bottleneck: 'link-0', bottleneckKind: 'link', saturated: true, utilization: { 'link-0': 0.97 } },
+      },
     ]));
     const records = text.split('\r\n');
     expect(records.pop()).toBe('');
+    // Application throughput first (empty for a workload without one), then the main operation.
     expect(records).toEqual([
-      'topology.psmmus,name,model,op,count,exit,user,ioctl,hw,direct,measured_p50_us,measured_p99_us,modeled_mean_ns,modeled_p99_ns,ops_per_sec_measured,ops_per_sec_modeled,fanout,guest_commands,delivered',
-      '2,"a ""b"", c",nested-smmuv3,unmap,30,1,1,0.5,2,0,40.5,99.25,4061,5386,1234.5,479501.319,2,30,60',
-      '4,d,none,unmap,30,0,0,0.5,2,0,40.5,99.25,4061,5386,1234.5,479501.319,2,30,60',
+      'topology.psmmus,name,model,app_unit,app_per_sec_modeled,app_bytes_per_sec_modeled,app_bottleneck,app_bottleneck_kind,app_saturated,op,count,exit,user,ioctl,hw,direct,measured_p50_us,measured_p99_us,modeled_mean_ns,modeled_p99_ns,ops_per_sec_measured,ops_per_sec_modeled,fanout,guest_commands,delivered',
+      '2,"a ""b"", c",nested-smmuv3,,,,,,,unmap,30,1,1,0.5,2,0,40.5,99.25,4061,5386,1234.5,479501.319,2,30,60',
+      '4,d,none,packets,812345.5,1218518250,link-0,link,true,unmap,30,0,0,0.5,2,0,40.5,99.25,4061,5386,1234.5,479501.319,2,30,60',
     ]);
   });
 });
