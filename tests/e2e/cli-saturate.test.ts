@@ -116,7 +116,7 @@ describe('vmmsim saturate refuses what it cannot search, before starting anythin
     { what: 'an unknown clock', args: ['saturate', '--p99-bound-us', '5', '--metric', 'wall'], code: 'E_USAGE', mentions: ['--metric', 'modeled or measured'] },
     { what: 'from above max', args: ['saturate', '--p99-bound-us', '5', '--from', '100', '--max', '10'], code: 'E_USAGE', mentions: ['--from (100)', '--max (10)'] },
     { what: 'a rate of its own', args: ['saturate', '--p99-bound-us', '5', '--set', 'workload.rate=5'], code: 'E_USAGE', mentions: ['workload.rate', '--from and --max'] },
-    { what: 'a closed-loop workload', args: ['saturate', '--p99-bound-us', '5', '--set', 'workload.kind=static'], code: 'E_NOT_SUPPORTED', mentions: ['open loop', 'static'] },
+    { what: 'a closed-loop workload', args: ['saturate', '--p99-bound-us', '5', '--set', 'workload.kind=sva-unmap-storm'], code: 'E_NOT_SUPPORTED', mentions: ['needs a workload that runs open loop (dma-map-benchmark, packet-stream, block); workload.kind is sva-unmap-storm'] },
     { what: 'an operation no open-loop workload has', args: ['saturate', '--p99-bound-us', '5', '--op', 'flush'], code: 'E_USAGE', mentions: ['--op', 'map, unmap'] },
   ];
   for (const c of cases) {
