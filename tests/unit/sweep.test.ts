@@ -13,6 +13,8 @@ import {
   MAX_SWEEP_RUNS, crossProduct, describeRun, mainOp, planSweep, splitSets, sweepCsvRecords, type SweepInput,
 } from '../../services/controller/sweep.js';
 import { sweepTable } from '../../services/controller/table.js';
+import { measuredOf } from '../../services/controller/measured-table.js';
+import type { Estimate } from '../../services/controller/measured.js';
 import { thrown } from '../helpers/thrown.js';
 
 /** A sweep input over the real loader (no scenario file), with the scenario's model or a fixed list. */
@@ -240,12 +242,17 @@ describe('CSV (RFC 4180)', () => {
 
   it('writes one record per run after a header naming the swept keys', () => {
     const keys = ['topology.psmmus', 'name'];
+    // A run with its measured section (warm-up excluded, trials): the measured columns are its figures.
+    const est = (value: number): Estimate => ({ value, ci95: [value - 1, value + 1], trials: [value - 1, value, value + 1] });
+    const steady = run({ 'topology.psmmus': 8, name: 'e' }, 'none', [op('map', 30, 0), op('unmap', 30, 0)]);
+    steady.measured = { ...measuredOf(steady), trials: 3, warmupOps: 3, warmupOpsExcluded: 9, ops: [{ op: 'unmap', count: 27, p50Us: est(38), p99Us: est(90.5), meanUs: est(41) }], opsPerSec: est(1500) };
     const text = toCsv(sweepCsvRecords(keys, [
       run({ 'topology.psmmus': 2, name: 'a "b", c' }, 'nested-smmuv3', [op('map', 30, 0), op('unmap', 30)]),
       {
         ...run({ 'topology.psmmus': 4, name: 'd' }, 'none', [op('map', 30, 0), op('unmap', 30, 0)]),
         application: { unit: 'packets', count: 30, perSecModeled: 812345.5, bytesPerSecModeled: 1218518250, bottleneck: 'link-0', bottleneckKind: 'link', saturated: true, utilization: { 'link-0': 0.97 } },
       },
+      steady,
     ]));
     const records = text.split('\r\n');
     expect(records.pop()).toBe('');
@@ -254,6 +261,7 @@ describe('CSV (RFC 4180)', () => {
       'topology.psmmus,name,model,app_unit,app_per_sec_modeled,app_bytes_per_sec_modeled,app_bottleneck,app_bottleneck_kind,app_saturated,op,count,exit,user,ioctl,hw,direct,measured_p50_us,measured_p99_us,modeled_mean_ns,modeled_p99_ns,ops_per_sec_measured,ops_per_sec_modeled,fanout,guest_commands,delivered',
       '2,"a ""b"", c",nested-smmuv3,,,,,,,unmap,30,1,1,0.5,2,0,40.5,99.25,4061,5386,1234.5,479501.319,2,30,60',
       '4,d,none,packets,812345.5,1218518250,link-0,link,true,unmap,30,0,0,0.5,2,0,40.5,99.25,4061,5386,1234.5,479501.319,2,30,60',
+      '8,e,none,,,,,,,unmap,30,0,0,0.5,2,0,38,90.5,4061,5386,1500,479501.319,2,30,60',
     ]);
   });
 });
