@@ -30,7 +30,7 @@ export const ErrorCodes = {
   E_UNAUTHENTICATED: { exit: 2, fix: 'give the controller and every role the same --token-file, or certificates from one CA that name each role (see docs/security.md)' },
   E_CONFIGURE: { exit: 2, fix: 'a Configure request was out of bounds; run the scenario through `vmmsim run` (whose schema sets the bounds) or fix the field named' },
   E_EXPLAIN: { exit: 2, fix: 'name with --op an operation the workload runs (the message lists them), or lower --warmup, or raise --ops' },
-  E_SENSITIVITY: { exit: 2, fix: 'give --models at least two architectures (or all), --samples an integer from 10 to 100000, and a profile with ranges (a shipped one or a file; not measured-host)' },
+  E_SENSITIVITY: { exit: 2, fix: 'give --models at least two architectures (or all) and --samples an integer from 10 to 100000' },
   E_UNREACHABLE: { exit: 1, fix: 'start the process (`vmmsim serve ROLE --index N`), check its address in the --connect file and, under TLS, its certificate' },
 } as const;
 

@@ -96,7 +96,6 @@ function plan(name: 'run' | 'compare', argv: string[]): ComparePlan | undefined 
   const calibrate = scenario.profile === MEASURED_HOST;
   checkOut(out, { measureHost: calibrate });
   const sensitivity = values.sensitivity ?? false;
-  if (sensitivity && calibrate) throw new VmmsimError('E_SENSITIVITY', `--profile ${MEASURED_HOST} has no cost ranges to sample; name a profile in profiles/ or a profile file`);
   if (sensitivity && models.length < 2) throw new VmmsimError('E_SENSITIVITY', `--sensitivity compares architectures: --models names ${models.length} (${models.join(', ')}); give at least two, or all`);
   return {
     sensitivity,
