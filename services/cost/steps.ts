@@ -122,6 +122,18 @@ export const COST_STEPS = {
     doc: 'iommufd converts one guest command in HWPT_INVALIDATE (copy, VMID stamp, vSID to pSID)',
     functions: ['linux drivers/iommu/iommufd/hw_pagetable.c: iommufd_hwpt_invalidate', 'linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3-iommufd.c: arm_vsmmu_cache_invalidate, arm_vsmmu_convert_user_cmd'],
   },
+  'kernel.hwpt_queue_entry': {
+    doc: 'vmm.hwptInvalidate=queue (proposal): the kernel reads one entry of the guest\'s command queue itself, from the VMM\'s mapping of guest RAM at cmdq_uptr (copy_from_user of one 16-byte slot), and converts it as arm_vsmmu_convert_user_cmd does (VMID stamp, vSID to pSID) or skips it',
+    functions: ['proposal: [PATCH v2 17/17] iommu/arm-smmu-v3: Add arm_smmu_cache_invalidate_user (Nicolin Chen, 9 May 2023; struct iommu_hwpt_invalidate_arm_smmuv3 cmdq_uptr, cmdq_cons_uptr, cmdq_prod), not merged: upstream took the entry array of IOMMU_HWPT_INVALIDATE'],
+  },
+  'kvm.vsmmu_cmd': {
+    doc: 'nested-smmuv3-kvm (a proposal with no posted code): KVM reads one command of the guest\'s vSMMU queue from guest memory, checks it against the HWPT_INVALIDATE allow-list and converts it (VMID stamp, vSID to pSID) for the pSMMU, in the kernel',
+    functions: [
+      'exploration: the in-kernel short path asked for in issue 18; no posted KVM patch traps the vSMMU CMDQ_PROD write (the nearest is Nicolin Chen\'s [PATCH v2 17/17] iommu/arm-smmu-v3: Add arm_smmu_cache_invalidate_user, May 2023, where the kernel reads the guest queue for the VMM); stands for a kvm_read_guest of one 16-byte slot and, called from KVM, the conversion of',
+      'linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3-iommufd.c: arm_vsmmu_convert_user_cmd, arm_vsmmu_vsid_to_sid',
+      'linux virt/kvm/kvm_main.c: kvm_read_guest',
+    ],
+  },
   'kernel.cmdq_insert': {
     doc: 'host SMMU driver writes one command into the physical CMDQ (slot reservation included)',
     functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_cmdq_issue_cmdlist, arm_smmu_cmdq_write_entries'],
@@ -160,11 +172,11 @@ export const COST_STEPS = {
   },
   'kernel.vfio_pin_page': {
     doc: 'host kernel pins one 4 KiB page of guest memory for a mapping (pin_user_pages and locked-memory accounting)',
-    functions: ['linux drivers/vfio/vfio_iommu_type1.c: vfio_pin_pages_remote', 'linux drivers/iommu/iommufd/pages.c: pfn_reader_user_pin'],
+    functions: ['linux drivers/vfio/vfio_iommu_type1.c: vfio_pin_pages_remote', 'linux drivers/iommu/iommufd/pages.c: pfn_reader_user_pin', 'linux drivers/iommu/iommufd/viommu.c: iommufd_hw_queue_alloc_phys (a HW queue\'s guest pages, through an internal access)'],
   },
   'kernel.vfio_unpin_page': {
     doc: 'host kernel unpins one 4 KiB page when its mapping is removed',
-    functions: ['linux drivers/vfio/vfio_iommu_type1.c: vfio_unpin_pages_remote', 'linux drivers/iommu/iommufd/pages.c: iopt_area_unpin_domain'],
+    functions: ['linux drivers/vfio/vfio_iommu_type1.c: vfio_unpin_pages_remote', 'linux drivers/iommu/iommufd/pages.c: iopt_area_unpin_domain', 'linux drivers/iommu/iommufd/viommu.c: iommufd_hw_queue_destroy_access'],
   },
   'kernel.vfio_dma_op': {
     doc: 'VFIO type1 looks the mapping up in (or inserts it into) its tree of vfio_dma ranges under the container lock',

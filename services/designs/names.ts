@@ -6,7 +6,7 @@
 /** In the order `compare --models all` runs them and tables list them. */
 export const MODELS = [
   'none', 'host', 'intel-cm', 'emulated-smmuv3', 'spapr-tce', 'spapr-tce-kvm', 'virtio-iommu', 'vhost-iommu',
-  'nested-smmuv3', 'nested-smmuv3-vcmdq',
+  'nested-smmuv3', 'nested-smmuv3-vcmdq', 'nested-smmuv3-kvm',
 ] as const;
 export type ModelName = (typeof MODELS)[number];
 
@@ -22,6 +22,7 @@ export const MODEL = {
   spaprTceKvm: 'spapr-tce-kvm',
   nestedSmmuv3: 'nested-smmuv3',
   nestedSmmuv3Vcmdq: 'nested-smmuv3-vcmdq',
+  nestedSmmuv3Kvm: 'nested-smmuv3-kvm',
 } as const satisfies Record<string, ModelName>;
 
 export function isModelName(s: string): s is ModelName {

@@ -8,6 +8,7 @@ import { iommufdLayout, type IommufdLayout } from '../machine/iommufd-objects.js
 import { emulatedSmmuv3 } from './emulated-smmuv3/index.js';
 import { intelCm } from './intel-cm/index.js';
 import { MODELS, type ModelName } from './names.js';
+import { nestedSmmuv3Kvm } from './nested-smmuv3-kvm/index.js';
 import { nestedSmmuv3Vcmdq } from './nested-smmuv3-vcmdq/index.js';
 import { nestedSmmuv3 } from './nested-smmuv3/index.js';
 import { host } from './host/index.js';
@@ -29,6 +30,7 @@ export const DESIGNS = {
   'spapr-tce-kvm': spaprTceKvm,
   'nested-smmuv3': nestedSmmuv3,
   'nested-smmuv3-vcmdq': nestedSmmuv3Vcmdq,
+  'nested-smmuv3-kvm': nestedSmmuv3Kvm,
 } as const satisfies Record<ModelName, DesignDescriptor>;
 
 /** The descriptor of a design by name; a name no design has is a caller's bug (names are validated at the edge). */

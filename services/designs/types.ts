@@ -35,7 +35,8 @@ export type ShadowHost = 'device-domain' | 'tce-table';
 /**
  * Whether the design is in upstream Linux and QEMU, a prototype people posted (vmmsim runs what its
  * code does), an extrapolation (vmmsim runs a prototype's idea further than its code goes: say how
- * in the summary), or a design people proposed.
+ * in the summary), or a design people proposed (as a patch or only in a thread: say which in the
+ * summary).
  */
 export type DesignStatus = 'upstream' | 'prototype' | 'extrapolation' | 'proposal';
 
@@ -66,6 +67,15 @@ export interface DesignTraits {
    * modelled for the design.
    */
   readonly ats?: true | { readonly refused: string };
+  /**
+   * KVM takes the PROD writes (and CONS reads) of the guest's trapped vSMMU command queue itself
+   * and issues the invalidations it allows to the pSMMU through iommufd in the kernel, with no exit
+   * to the VMM (nested-smmuv3-kvm: `always`); or does so only when the scenario asks for it as the
+   * fallback of vCPUs whose VCMDQ a live migration took away (workload.migration.fallback kvm:
+   * `fallback`). Absent: every access to the vSMMU's registers goes to the VMM. With it, KVM and
+   * the VMM share the queue's registers (a page both map).
+   */
+  readonly kvmCmdq?: 'always' | 'fallback';
 }
 
 /**

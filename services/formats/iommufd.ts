@@ -58,3 +58,51 @@ export function decodeHwptInvalidate(b: Buffer): { head: HwptInvalidate; entries
 export function withEntryNum(h: HwptInvalidate, entryNum: number): Buffer {
   return encodeHwptInvalidate({ ...h, entryNum }, Buffer.alloc(0));
 }
+
+/**
+ * vmm.hwptInvalidate=queue: the data of the queue-based uAPI that was proposed and never merged
+ * ([PATCH v2 17/17] iommu/arm-smmu-v3: Add arm_smmu_cache_invalidate_user, Nicolin Chen, May 2023):
+ *
+ * struct iommu_hwpt_invalidate_arm_smmuv3 { __aligned_u64 cmdq_uptr; __aligned_u64 cmdq_cons_uptr;
+ *   __u32 cmdq_prod; __u32 cmdq_entry_size; __u32 cmdq_log2size; __u32 __reserved; }  (32 bytes)
+ *
+ * The VMM hands the kernel where the guest's queue is and its CONS and PROD; the kernel reads the
+ * entries in between itself. vmmsim sends it as the one entry of an iommu_hwpt_invalidate whose
+ * data_type is IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE (a number of vmmsim's: the proposal
+ * predates the vIOMMU data types), with cmdq_uptr the queue's guest-physical address (the VMM's
+ * mapping of guest RAM is the same memory) and CONS carried by value. On a refused entry the
+ * kernel hands back entry_num = the index of the entry, counted from CONS (the proposal wrote CONS
+ * back with CERROR_ILL).
+ */
+export const IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE = 0x5e1;
+export const HWPT_QUEUE_DATA_SIZE = 32;
+
+export interface HwptQueueData {
+  cmdqGpa: number;
+  cons: number;
+  prod: number;
+  entrySize: number;
+  log2size: number;
+}
+
+export function encodeHwptQueueData(d: HwptQueueData): Buffer {
+  const b = Buffer.alloc(HWPT_QUEUE_DATA_SIZE);
+  b.writeBigUInt64LE(BigInt(d.cmdqGpa), 0);
+  b.writeBigUInt64LE(BigInt(d.cons >>> 0), 8);
+  b.writeUInt32LE(d.prod >>> 0, 16);
+  b.writeUInt32LE(d.entrySize >>> 0, 20);
+  b.writeUInt32LE(d.log2size >>> 0, 24);
+  return b;
+}
+
+/** Undefined when cut short or __reserved is set. */
+export function decodeHwptQueueData(b: Buffer): HwptQueueData | undefined {
+  if (b.length < HWPT_QUEUE_DATA_SIZE || b.readUInt32LE(28) !== 0) return undefined;
+  return {
+    cmdqGpa: Number(b.readBigUInt64LE(0)),
+    cons: Number(b.readBigUInt64LE(8) & 0xffff_ffffn),
+    prod: b.readUInt32LE(16),
+    entrySize: b.readUInt32LE(20),
+    log2size: b.readUInt32LE(24),
+  };
+}

@@ -1,6 +1,6 @@
 import { errnoName } from '../runtime/errors.js';
 
-import { decodeMigrateReply, encodeMigrateRequest } from '../formats/migration.js';
+import { decodeMigrateReplyFull, encodeMigrateRequest } from '../formats/migration.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { EndpointTable } from '../runtime/topology.js';
 import type { DmaApi, GuestKernel } from './driver.js';
@@ -55,7 +55,12 @@ type ThreadState = 'running' | 'waiting' | 'done';
  */
 export class MigrationStep implements WorkloadStep {
   readonly stats: PhasedOpStats;
-  readonly counters = { migrations: 0, hwQueuesBefore: 0, hwQueuesAfter: 0 };
+  /**
+   * hwQueueRecreateNs: the modeled time the VMM spent re-creating the HW queues at the destination
+   * (its IOMMU_HW_QUEUE_ALLOC calls); migrationNs: the whole step's (destroying them at the source
+   * too). Neither is an operation of the workload: the vCPUs are paused.
+   */
+  readonly counters = { migrations: 0, hwQueuesBefore: 0, hwQueuesAfter: 0, hwQueueRecreateNs: 0, migrationNs: 0 };
   private readonly destVcmdqs: number;
   private readonly quota: number[];
   private readonly ran: number[];
@@ -133,8 +138,11 @@ export class MigrationStep implements WorkloadStep {
     const resumeNs = Math.max(...waiting.map((t) => k.vcpuNs[t] ?? 0));
     const ctx = k.env.newContext(0, 0);
     const r = await ctx.call('kvm', 'VM_MIGRATE', encodeMigrateRequest({ destVcmdqs: this.destVcmdqs }));
-    const hwQueues = r.status === 0 ? decodeMigrateReply(r.payload) : undefined;
-    if (!hwQueues) throw new Error(`the VMM refused the migration (${errnoName(r.status)})`);
+    const reply = r.status === 0 ? decodeMigrateReplyFull(r.payload) : undefined;
+    if (!reply) throw new Error(`the VMM refused the migration (${errnoName(r.status)})`);
+    const hwQueues = reply.hwQueues;
+    this.counters.hwQueueRecreateNs = reply.recreateNs;
+    this.counters.migrationNs = ctx.modeledNs;
     this.coherent.migrated?.(hwQueues);
     this.counters.migrations += 1;
     this.counters.hwQueuesAfter = hwQueues.reduce((a, b) => a + b, 0);

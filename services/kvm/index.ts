@@ -36,14 +36,20 @@ class KvmRole implements RoleInstance {
     }
     if (req.kind === 'MMIO_READ') {
       // io_mem_abort: a read goes to kvm_io_bus_read, where only in-kernel devices (the vGIC) sit;
-      // an ioeventfd takes writes alone. A vIOMMU register read therefore always returns from
-      // KVM_RUN with KVM_EXIT_MMIO (is_write 0), and KVM completes the load with the VMM's data on
-      // re-entry (kvm_handle_mmio_return): the same crossings as a write, both ways.
+      // an ioeventfd takes writes alone. A vIOMMU register read therefore returns from KVM_RUN with
+      // KVM_EXIT_MMIO (is_write 0), and KVM completes the load with the VMM's data on re-entry
+      // (kvm_handle_mmio_return): the same crossings as a write, both ways. A design that puts a
+      // reader on the bus (an in-kernel vSMMU queue's CMDQ_CONS, exploration) serves it here.
       this.counters.exits += 1;
       this.counters.mmioReads += 1;
       ctx.charge('exit.mmio_trap');
       const access = decodeMmio(req.payload);
       if (!access || access.isWrite) return { status: -Errno.EINVAL, payload: EMPTY };
+      const mine = await this.device?.mmioRead?.(access, req, ctx, vm);
+      if (mine) {
+        this.counters.inKernel += 1;
+        return mine;
+      }
       return this.toUser(`qemu-${vm}`, 'MMIO_EXIT', req, ctx);
     }
     if (req.kind === 'HCALL') {

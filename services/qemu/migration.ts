@@ -60,6 +60,8 @@ export class VmMigration {
       }
     }
     // Arrive on the destination: ascending, up to what it has free; a refusal ends that vSMMU's list.
+    // The modeled time from here is the re-creation's own cost, reported apart (hwQueueRecreateNs).
+    const arriveNs = ctx.modeledNs;
     for (const s of this.vsmmus) {
       const want = Math.min(s.exposed, m.destVcmdqs);
       for (let q = 0; q < want; q++) {
@@ -75,6 +77,6 @@ export class VmMigration {
       }
     }
     const kept = Array.from({ length: this.count }, (_, v) => this.vsmmus.find((s) => s.vsmmu === v)?.ids.length ?? 0);
-    return { status: 0, payload: encodeMigrateReply(kept) };
+    return { status: 0, payload: encodeMigrateReply(kept, ctx.modeledNs - arriveNs) };
   }
 }

@@ -158,6 +158,8 @@ export function checkConfigure(t: Topology__Output, self: string): void {
     if (w.migration) {
       checkKeyNumber('workload.migration.atOp', w.migration.atOp, 'workload.migration.atOp');
       checkKeyNumber('workload.migration.destVcmdqs', w.migration.destVcmdqs, 'workload.migration.destVcmdqs');
+      // An older controller sends none: today's behaviour.
+      if (w.migration.fallback !== '') checkKeyString('workload.migration.fallback', w.migration.fallback, 'workload.migration.fallback');
     }
     if (w.virtioMem) {
       checkKeyNumber('workload.virtioMem.everyOps', w.virtioMem.everyOps, 'workload.virtioMem.everyOps');

@@ -28,6 +28,10 @@ export const RATE_WORKLOADS: readonly (typeof WORKLOADS)[number][] = ['dma-map-b
 /** How open-loop arrivals are spaced (workload.arrivals): evenly, or as a Poisson process. */
 export const ARRIVAL_PROCESSES = ['constant', 'poisson'] as const;
 export type ArrivalProcess = (typeof ARRIVAL_PROCESSES)[number];
+/** vmm.hwptInvalidate: how the VMM hands the guest's invalidations to iommufd. */
+export const HWPT_INVALIDATE_MODES = ['per-command', 'per-batch', 'queue'] as const;
+/** workload.migration.fallback: where the vCPUs a migration left without a VCMDQ send their invalidations. */
+export const MIGRATION_FALLBACKS = ['vmm', 'kvm'] as const;
 export const DMA_MODES = ['strict', 'lazy', 'static', 'bounce', 'swiotlb'] as const;
 /** guest.flushQueue: auto is the design's driver's choice (services/guest/flush-queue.ts FlushQueue.kindFor). */
 export const FLUSH_QUEUES = ['auto', 'per-cpu', 'single'] as const;
@@ -177,7 +181,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
       type: 'object',
       doc: 'how the VMM forwards guest work to the host kernel',
       fields: {
-        hwptInvalidate: { type: 'string', default: 'per-command', maxLength: longest(['per-command', 'per-batch']), enum: ['per-command', 'per-batch'], doc: 'nested SMMUv3: one IOMMU_HWPT_INVALIDATE per guest command (QEMU today) or one per guest batch (the commands of one CMDQ_PROD write)' },
+        hwptInvalidate: { type: 'string', default: 'per-command', maxLength: longest(HWPT_INVALIDATE_MODES), enum: HWPT_INVALIDATE_MODES, doc: 'nested SMMUv3 (the trapped path through the VMM): one IOMMU_HWPT_INVALIDATE per guest command (QEMU today), one per guest batch (the invalidations queued before a CMD_SYNC, as an entry array), or queue (a proposal, never merged: [PATCH v2 17/17] arm_smmu_cache_invalidate_user, May 2023: the one ioctl hands the kernel the guest queue\'s location, CONS and PROD, and the kernel reads the entries from guest memory itself and issues them as one list with one CMD_SYNC; needs one vIOMMU per vSMMU: topology.vsmmu per-psmmu or a single pSMMU). Matters only when the VMM forwards invalidations (nested-smmuv3, nested-smmuv3-vcmdq\'s trapped path, the CFGIs nested-smmuv3-kvm hands on) and, for per-batch and queue, only when a guest batch holds more than one command' },
       },
     },
     workload: {
@@ -206,7 +210,8 @@ export const SCENARIO_SCHEMA: ObjectField = {
           doc: 'a live migration of VM 0 during the run: its vCPUs pause, its VMM re-creates the VM\'s HW queues on the destination host, they resume; operations are reported as NAME@before and NAME@after',
           fields: {
             atOp: { type: 'integer', default: 0, min: 0, max: 1e9, doc: 'VM 0 migrates once each of its threads has run its share of this many operations (each map and each unmap is one, shared among the threads as ops is); 0 = no migration' },
-            destVcmdqs: { type: 'integer', default: 128, min: 0, max: 128, doc: 'VCMDQs the destination host has free for each of the VM\'s vSMMUs (nested-smmuv3-vcmdq): the VMM re-creates at most this many, and the vCPUs whose queue is missing fall back to the trapped path' },
+            destVcmdqs: { type: 'integer', default: 128, min: 0, max: 128, doc: 'VCMDQs the destination host has free for each of the VM\'s vSMMUs (nested-smmuv3-vcmdq): the VMM re-creates at most this many (the modeled cost of re-creating them: workloadCounters.hwQueueRecreateNs), and the vCPUs whose queue is missing fall back to the trapped path (workload.migration.fallback)' },
+            fallback: { type: 'string', default: 'vmm', maxLength: longest(MIGRATION_FALLBACKS), enum: MIGRATION_FALLBACKS, doc: 'nested-smmuv3-vcmdq: where the invalidations of vCPUs whose VCMDQ is gone (and every command a VCMDQ does not take) go: vmm (the trapped path through the VMM and IOMMU_HWPT_INVALIDATE, as today) or kvm (nested-smmuv3-kvm\'s in-kernel short path, a proposal with no posted patch). Matters only under nested-smmuv3-vcmdq with a migration to fewer free VCMDQs than the vSMMU exposes (destVcmdqs < topology.vcmdqsPerVsmmu) or with commands the VCMDQs refuse' },
           },
         },
         virtioMem: {
@@ -258,7 +263,7 @@ export interface Scenario {
     ril: boolean;
   };
   vmm: {
-    hwptInvalidate: 'per-command' | 'per-batch';
+    hwptInvalidate: (typeof HWPT_INVALIDATE_MODES)[number];
   };
   workload: {
     kind: (typeof WORKLOADS)[number];
@@ -277,6 +282,7 @@ export interface Scenario {
     migration: {
       atOp: number;
       destVcmdqs: number;
+      fallback: (typeof MIGRATION_FALLBACKS)[number];
     };
     virtioMem: {
       everyOps: number;

@@ -1,4 +1,6 @@
 import { GUEST_RAM_SIZE } from '../machine/board.js';
+import { PAGE_SIZE } from '../machine/memory.js';
+import { VCMDQ_GUEST_LOG2_ENTRIES, vcmdqGuestGpa } from '../formats/smmu/registers.js';
 import { Errno } from '../runtime/errors.js';
 import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
 import {
@@ -22,6 +24,14 @@ interface HwQueue {
   lidx: number;
   /** The global VCMDQ it is mapped onto. */
   queue: number;
+  /** Guest pages of the queue iommufd pinned for it (iommufd_hw_queue_alloc_phys). */
+  pages: number;
+}
+
+/** Pages of guest queue memory of `length` bytes at `iova` (as iommufd_hw_queue_alloc_phys counts them). */
+function queuePages(iova: number, length: number): number {
+  const offset = iova % PAGE_SIZE;
+  return Math.ceil((offset + length) / PAGE_SIZE);
 }
 
 /**
@@ -66,7 +76,7 @@ export class HwQueues {
       const v = this.viommus.get(q.viommuId) as ViommuObject;
       const plan = this.plans.get(v.psmmu) as CmdqvPlan;
       const vintf = vintfOf(plan, v.vm) as number;
-      this.queues.set(q.id, { id: q.id, viommu: v, vintf, lidx: q.index, queue: globalVcmdq(plan, vintf, q.index) });
+      this.queues.set(q.id, { id: q.id, viommu: v, vintf, lidx: q.index, queue: globalVcmdq(plan, vintf, q.index), pages: queuePages(vcmdqGuestGpa(q.vsmmu, q.index), 16 << VCMDQ_GUEST_LOG2_ENTRIES) });
     }
   }
 
@@ -101,10 +111,14 @@ export class HwQueues {
     // The queue memory must be mapped in the VM's stage 2 (all of guest RAM, for nested VMs).
     if (a.nestingParentIova + a.length > GUEST_RAM_SIZE) return { status: -Errno.ENXIO, payload: EMPTY };
     const queue = globalVcmdq(plan, vintf, a.index);
+    // iommufd_hw_queue_alloc_phys: an internal access pins the queue's guest pages (they must stay
+    // mapped and be physically contiguous while the hardware reads them), one pin per page.
+    const pages = queuePages(a.nestingParentIova, a.length);
+    ctx.charge('kernel.vfio_pin_page', pages);
     const mapped = await this.hostWrite(ctx, viommu.psmmu, encodeMmio({ physAddr: cmdqAllocRegister(queue), data: encodeCmdqAlloc({ vintf, lidx: a.index, allocated: true }), len: 4, isWrite: true }));
     if (mapped !== 0) return { status: mapped, payload: EMPTY };
     const id = this.nextId++;
-    this.queues.set(id, { id, viommu, vintf, lidx: a.index, queue });
+    this.queues.set(id, { id, viommu, vintf, lidx: a.index, queue, pages });
     this.counters.hwQueueAlloc += 1;
     return { status: 0, payload: encodeHwQueueAlloc({ ...a, outHwQueueId: id }) };
   }
@@ -128,6 +142,8 @@ export class HwQueues {
     if (this.queueAt(q.viommu.id, q.lidx + 1)) return { status: -Errno.EBUSY, payload: EMPTY };
     const unmapped = await this.hostWrite(ctx, q.viommu.psmmu, encodeMmio({ physAddr: cmdqAllocRegister(q.queue), data: encodeCmdqAlloc({ vintf: q.vintf, lidx: q.lidx, allocated: false }), len: 4, isWrite: true }));
     if (unmapped !== 0) return { status: unmapped, payload: EMPTY };
+    // iommufd_hw_queue_destroy_access: the queue's pages are unpinned.
+    ctx.charge('kernel.vfio_unpin_page', q.pages);
     this.queues.delete(d.id);
     this.setupIds.delete(d.id);
     this.counters.hwQueueDestroy += 1;

@@ -1,6 +1,6 @@
 import { Errno } from '../runtime/errors.js';
 import {
-  HWPT_INVALIDATE_CHUNK, HWPT_INVALIDATE_MAX_ENTRIES, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, KERNEL_PAGE_SIZE,
+  HWPT_INVALIDATE_CHUNK, HWPT_INVALIDATE_MAX_ENTRIES, IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, KERNEL_PAGE_SIZE,
   type HwptInvalidate,
 } from '../formats/iommufd.js';
 import type { VdeviceObject, ViommuObject } from '../machine/iommufd-objects.js';
@@ -14,7 +14,8 @@ import { HWPT_OPCODE, SCOPE_BY_OPCODE, Scope } from '../formats/smmu/semantics.j
 export function checkHwptInvalidate(h: HwptInvalidate, arrayBytes: number): number {
   if (h.reserved !== 0) return -Errno.EOPNOTSUPP;
   if (h.entryNum > 0 && (h.dataUptr === 0 || h.entryLen === 0 || h.entryLen > KERNEL_PAGE_SIZE || h.entryNum > HWPT_INVALIDATE_MAX_ENTRIES)) return -Errno.EINVAL;
-  if (h.dataType !== IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3) return -Errno.EINVAL;
+  // The queue data type is the proposal's (vmm.hwptInvalidate=queue): one entry, the queue's location.
+  if (h.dataType !== IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 && h.dataType !== IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE) return -Errno.EINVAL;
   // The user array must be readable for entry_num entries of entry_len bytes.
   if (arrayBytes < h.entryNum * h.entryLen) return -Errno.EFAULT;
   return 0;
@@ -97,4 +98,38 @@ export async function invalidateEntries(
     }
   }
   return { status: 0, entryNum: head.entryNum };
+}
+
+/**
+ * vmm.hwptInvalidate=queue, the queue-based uAPI proposed in [PATCH v2 17/17] iommu/arm-smmu-v3:
+ * Add arm_smmu_cache_invalidate_user (Nicolin Chen, May 2023; never merged): the kernel reads the
+ * guest queue's entries from CONS to PROD itself (`readSlot`: one 16-byte slot of guest RAM through
+ * the VMM's mapping, by queue index), skips the opcodes it does not convert (the VMM handles
+ * those), converts the rest as arm_vsmmu_convert_user_cmd does and issues them all as one command
+ * list with one CMD_SYNC (no 63-command chunks). Returns the status and, on a refused entry (a
+ * vSID with no vDEVICE: EIO) or a failed submission, the index counted from CONS of the entry to
+ * blame; nothing is issued when an entry is refused.
+ */
+export async function invalidateQueue(
+  count: number,
+  readSlot: (i: number) => Buffer,
+  viommu: ViommuObject,
+  vdevs: ReadonlyMap<number, VdeviceObject>,
+  sink: InvalidateSink,
+): Promise<{ status: number; entryNum: number; converted: number }> {
+  const list = Buffer.alloc((count + 1) * CMD_SIZE);
+  let n = 0;
+  for (let i = 0; i < count; i++) {
+    sink.converted();
+    readSlot(i).copy(list, n * CMD_SIZE, 0, CMD_SIZE);
+    if ((HWPT_OPCODE[readOpcode(list, n * CMD_SIZE)] ?? 0) === 0) continue; // skipped: not the kernel's
+    const status = convertCommand(viommu, vdevs, list, n * CMD_SIZE);
+    if (status !== 0) return { status, entryNum: i, converted: n };
+    n += 1;
+  }
+  if (n === 0) return { status: 0, entryNum: count, converted: 0 };
+  SYNC.copy(list, n * CMD_SIZE);
+  const hw = await sink.submit(Buffer.from(list.subarray(0, (n + 1) * CMD_SIZE)), n);
+  if (hw !== 0) return { status: -Errno.EIO, entryNum: count - 1, converted: n };
+  return { status: 0, entryNum: count, converted: n };
 }

@@ -3,7 +3,8 @@ import { encodeMmio } from '../formats/kvm-run.js';
 import { CMD_SIZE, cmdSync, encodeCommand } from '../formats/smmu/commands.js';
 import * as Q from '../formats/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG } from '../formats/smmu/registers.js';
-import { decodeHwptInvalidate, withEntryNum } from '../formats/iommufd.js';
+import { IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE, decodeHwptInvalidate, decodeHwptQueueData, withEntryNum, type HwptInvalidate } from '../formats/iommufd.js';
+import { readGuestRam } from '../machine/guest-ram.js';
 import { type VdeviceObject, type ViommuObject } from '../machine/iommufd-objects.js';
 import type { OpContext } from '../runtime/op-context.js';
 import type { PageTable } from '../machine/pagetable.js';
@@ -19,11 +20,17 @@ import { vfioContainers } from '../machine/vfio-containers.js';
 import { HOST_IOMMU_COUNTERS, HostIommuDomain, VFIO_DMA_ENTRY_LIMIT, stage1DomainInvalidation } from './host-iommu.js';
 import { TceTableDomain, type TablePe } from './tce-table.js';
 import { HostTables } from './host-tables.js';
-import { checkHwptInvalidate, invalidateEntries } from './hwpt-invalidate.js';
+import { checkHwptInvalidate, invalidateEntries, invalidateQueue } from './hwpt-invalidate.js';
 import { HwQueues } from './hw-queues.js';
 import { IOAS_COUNTERS, VmIoas, type IoasCounters } from './ioas.js';
 import { decodeIoasMap, decodeIoasUnmap, encodeIoasUnmap } from '../formats/iommufd-ioas.js';
 import { designOf, iommufdLayoutOf, shadowOf } from '../designs/registry.js';
+
+/**
+ * The largest guest queue the queue uAPI reads: an SMMUv3 command queue has at most 2^19 entries
+ * (IDR1.CMDQS is 5 bits, capped at 19 by the architecture).
+ */
+const QUEUE_UAPI_MAX_LOG2 = 19;
 
 /**
  * vfio: the host kernel's VFIO and iommufd, holding the iommufd objects of every VM and turning a
@@ -33,7 +40,7 @@ class VfioRole implements RoleInstance {
   private readonly viommus = new Map<number, ViommuObject>();
   /** vDEVICEs of each vIOMMU by vSID. */
   private readonly vdevs = new Map<number, Map<number, VdeviceObject>>();
-  private readonly counters = { hwptInvalidate: 0, commands: 0, chunks: 0, cmdqRecoveries: 0 };
+  private readonly counters = { hwptInvalidate: 0, kernelInvalidate: 0, queueInvalidate: 0, commands: 0, chunks: 0, cmdqRecoveries: 0 };
   /** The GERRORN value the host driver last wrote to each physical SMMU. */
   private readonly gerrorn = new Map<string, number>();
   /** Failed calls by errno name (EINVAL, EIO, ENOENT...). */
@@ -55,7 +62,11 @@ class VfioRole implements RoleInstance {
   private readonly ioas = new Map<number, VmIoas>();
   private readonly ioasCounters = Object.fromEntries(IOAS_COUNTERS.map((k) => [k, 0])) as IoasCounters;
 
+  /** Where the VMs' RAM files are (the queue uAPI reads the guest queue through the VMM's mapping). */
+  private readonly ramDir: string;
+
   constructor(env: RoleEnv) {
+    this.ramDir = env.topology.ramDir;
     this.tables = new HostTables(env.topology);
     const t = env.topology;
     const host = designOf(t.model).traits.hostTables;
@@ -94,7 +105,8 @@ class VfioRole implements RoleInstance {
   }
 
   async handle(req: Request, ctx: OpContext, from: Endpoint): Promise<HandlerResult> {
-    if (req.kind === 'HWPT_INVALIDATE' && from.role === 'qemu') return this.hwptInvalidate(req.payload, from.index, ctx);
+    if (req.kind === 'HWPT_INVALIDATE' && from.role === 'qemu') return this.hwptInvalidate(req.payload, from.index, ctx, req.guestMemory);
+    if (req.kind === 'VIOMMU_INVALIDATE' && from.role === 'kvm') return this.hwptInvalidate(req.payload, undefined, ctx);
     if (req.kind === 'VFIO_DMA_MAP' && from.role === 'qemu') return this.dmaMap(req.payload, from.index, ctx);
     if (req.kind === 'VFIO_DMA_UNMAP' && from.role === 'qemu') return this.dmaUnmap(req.payload, from.index, ctx);
     if ((req.kind === 'IOMMU_MAP' || req.kind === 'IOMMU_UNMAP') && from.role === 'kvm') return this.kernelMap(req.kind, req.payload, ctx);
@@ -236,10 +248,18 @@ class VfioRole implements RoleInstance {
     this.errors[name] = (this.errors[name] ?? 0) + 1;
   }
 
-  /** IOMMU_HWPT_INVALIDATE from VM `vm`'s VMM on a vIOMMU: the core checks, then the conversion and chunking. */
-  private async hwptInvalidate(payload: Buffer, vm: number, ctx: OpContext): Promise<HandlerResult> {
-    ctx.charge('ioctl.syscall');
-    this.counters.hwptInvalidate += 1;
+  /**
+   * IOMMU_HWPT_INVALIDATE from VM `vm`'s VMM on a vIOMMU: the core checks, then the conversion and
+   * chunking. `vm` undefined: the same call from inside the kernel (KVM's in-kernel vSMMU queue,
+   * exploration: VIOMMU_INVALIDATE): no syscall, and KVM already read and converted each command
+   * (kvm.vsmmu_cmd), so only the issue to the pSMMU is charged here.
+   */
+  private async hwptInvalidate(payload: Buffer, vm: number | undefined, ctx: OpContext, guestMemory: Request['guestMemory'] = []): Promise<HandlerResult> {
+    if (vm === undefined) this.counters.kernelInvalidate += 1;
+    else {
+      ctx.charge('ioctl.syscall');
+      this.counters.hwptInvalidate += 1;
+    }
     const parsed = decodeHwptInvalidate(payload);
     if (!parsed) return { status: -Errno.EFAULT, payload: EMPTY };
     const { head, entries } = parsed;
@@ -250,7 +270,7 @@ class VfioRole implements RoleInstance {
       return { status: check, payload: withEntryNum(head, 0) };
     }
     const viommu = this.viommus.get(head.hwptId);
-    if (!viommu || viommu.vm !== vm) {
+    if (!viommu || (vm !== undefined && viommu.vm !== vm)) {
       // iommufd_get_object() finds no object of that id in this VMM's iommufd: another VM's
       // vIOMMU is not there, so its translations stay out of reach.
       this.count(-Errno.ENOENT);
@@ -258,13 +278,49 @@ class VfioRole implements RoleInstance {
     }
     const vdevs = this.vdevs.get(viommu.id) as Map<number, VdeviceObject>;
     const peer = `psmmu-${viommu.psmmu}`;
+    if (head.dataType === IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE && vm !== undefined) return this.queueInvalidate(head, entries, vm, viommu, vdevs, peer, ctx, guestMemory);
     const r = await invalidateEntries(head, entries, viommu, vdevs, {
-      converted: () => ctx.charge('kernel.hwpt_cmd'),
+      converted: () => {
+        if (vm !== undefined) ctx.charge('kernel.hwpt_cmd');
+      },
       submit: async (chunk, commands) => {
         ctx.charge('kernel.cmdq_insert', commands + 1);
         this.counters.chunks += 1;
         this.counters.commands += commands;
         return this.submit(ctx, peer, chunk);
+      },
+    });
+    this.count(r.status);
+    return { status: r.status, payload: withEntryNum(head, r.entryNum) };
+  }
+
+  /**
+   * vmm.hwptInvalidate=queue (the v2 proposal, never merged): the kernel reads the guest queue's
+   * entries from CONS to PROD out of guest RAM itself (the VMM's mapping of it, at cmdq_uptr),
+   * kernel.hwpt_queue_entry each, and issues the converted ones as one list with one CMD_SYNC.
+   */
+  private async queueInvalidate(
+    head: HwptInvalidate, data: Buffer, vm: number, viommu: ViommuObject, vdevs: Map<number, VdeviceObject>, peer: string, ctx: OpContext,
+    guestMemory: Request['guestMemory'],
+  ): Promise<HandlerResult> {
+    const q = decodeHwptQueueData(data);
+    if (!q || q.entrySize !== CMD_SIZE || q.log2size > QUEUE_UAPI_MAX_LOG2) {
+      this.count(-Errno.EINVAL);
+      return { status: -Errno.EINVAL, payload: withEntryNum(head, 0) };
+    }
+    const count = Q.used(q.prod, q.cons, q.log2size);
+    const slot = (i: number): Buffer => {
+      const at = q.cmdqGpa + Q.index(q.cons + i, q.log2size) * CMD_SIZE;
+      return readGuestRam(guestMemory, this.ramDir, vm, at, CMD_SIZE);
+    };
+    this.counters.queueInvalidate += 1;
+    const r = await invalidateQueue(count, slot, viommu, vdevs, {
+      converted: () => ctx.charge('kernel.hwpt_queue_entry'),
+      submit: async (list, commands) => {
+        ctx.charge('kernel.cmdq_insert', commands + 1);
+        this.counters.chunks += 1;
+        this.counters.commands += commands;
+        return this.submit(ctx, peer, list);
       },
     });
     this.count(r.status);

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeMmio, encodeMmio } from '../../services/formats/kvm-run.js';
 import { resolveScenario } from '../../services/scenario/validate.js';
+import { designOf } from '../../services/designs/registry.js';
 import { CMD_SIZE, SyncCs, atcInv, cmdSync, encodeCommand, tlbiNhVa, tlbiNhVaRange, type SmmuCommand } from '../../services/formats/smmu/commands.js';
 import * as Q from '../../services/formats/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG, vsmmuCmdqGpa, vsmmuMmioBase } from '../../services/formats/smmu/registers.js';
@@ -34,7 +35,25 @@ describe('VMM batching of IOMMU_HWPT_INVALIDATE (vmm.hwptInvalidate)', () => {
       expect(perBatch.counters['psmmu-0']).toMatchObject({ commands: 2 * OPS, syncs: OPS });
       // Saved per unmap: one syscall, and one kernel CMD_SYNC inserted and completed.
       expect((a?.modeledNs.mean ?? 0) - (b?.modeledNs.mean ?? 0)).toBeCloseTo(step('ioctl.syscall') + step('kernel.cmdq_insert') + step('smmu.sync'), 6);
+
+      // queue (the v2 proposal): the same one ioctl per PROD write, handing over the queue's
+      // location; the kernel reads both commands from guest RAM (kernel.hwpt_queue_entry each)
+      // instead of copying them out of an entry array (kernel.hwpt_cmd each).
+      const queue = await session.run(resolveScenario({ ...base, vmm: { hwptInvalidate: 'queue' } }), 'nested-smmuv3', testProfile);
+      const c = queue.ops.find((o) => o.op === 'unmap');
+      expect(c?.transitions).toEqual({ exit: 2, user: 2, ioctl: 1, hw: 1, direct: 0 });
+      expect(c?.failed).toBe(0);
+      expect(queue.counters['qemu-0']).toMatchObject({ commands: 2 * OPS, ioctls: OPS });
+      expect(queue.counters['vfio']).toMatchObject({ hwptInvalidate: OPS, queueInvalidate: OPS, chunks: OPS, commands: 2 * OPS });
+      expect(queue.counters['psmmu-0']).toMatchObject({ commands: 2 * OPS, syncs: OPS });
+      expect((b?.modeledNs.mean ?? 0) - (c?.modeledNs.mean ?? 0)).toBeCloseTo(2 * (step('kernel.hwpt_cmd') - step('kernel.hwpt_queue_entry')), 6);
     });
+  });
+
+  it('queue needs one vIOMMU per vSMMU: a single vSMMU over two pSMMUs is refused with the fix', () => {
+    const check = (topology: object): void => designOf('nested-smmuv3').check?.(resolveScenario({ ...base, vmm: { hwptInvalidate: 'queue' }, topology }));
+    expect(() => check({ psmmus: 2, vsmmu: 'single' })).toThrow(/vmm.hwptInvalidate: queue .*set topology.vsmmu per-psmmu/);
+    expect(() => check({ psmmus: 2, vsmmu: 'per-psmmu' })).not.toThrow();
   });
 });
 
@@ -101,5 +120,53 @@ describe('a per-batch HWPT_INVALIDATE the kernel fails, driven by hand', () => {
     const after = decodeMmio((await mmio(SMMU_REG.CMDQ_CONS, 0, false)).payload)?.data ?? 0;
     expect(Q.consErr(after)).toBe(0);
     expect(Q.index(after, 8)).toBe(4);
+  });
+});
+
+describe('a queue-mode HWPT_INVALIDATE the kernel fails, driven by hand', () => {
+  let kvm: LinkClient;
+  let vfio: Control;
+  let psmmu: Control;
+
+  beforeAll(async () => {
+    const eps = await configureWithoutGuest(fx, resolveScenario({ ...base, vmm: { hwptInvalidate: 'queue' } }), 'nested-smmuv3');
+    const kvmEp = eps.get('kvm');
+    kvm = new LinkClient({ selfId: HAND_GUEST_ID, selfName: 'guest-0', peerId: kvmEp?.id ?? 0, peerName: 'kvm' }, kvmEp?.address ?? '', 5000, fx.security);
+    await kvm.open();
+    vfio = new Control('vfio', eps.get('vfio')?.address ?? '', fx.security);
+    psmmu = new Control('psmmu-0', eps.get('psmmu-0')?.address ?? '', fx.security);
+  });
+
+  afterAll(() => {
+    kvm?.close();
+    vfio?.close();
+    psmmu?.close();
+  });
+
+  const slot = (i: number): number => vsmmuCmdqGpa(0) + Q.index(i, 8) * CMD_SIZE;
+  const mmio = (offset: number, data: number, isWrite: boolean, cmds: SmmuCommand[] = [], at = 0): Promise<Envelope__Output> =>
+    kvm.request({
+      kind: 'MMIO_WRITE', opId: 1, payload: encodeMmio({ physAddr: vsmmuMmioBase(0) + offset, data, len: 4, isWrite }), modeledNs: 0,
+      guestMemory: cmds.map((c, i) => {
+        const d = Buffer.alloc(CMD_SIZE);
+        encodeCommand(c, d, 0);
+        return { gpa: slot(at + i), data: d };
+      }),
+    });
+
+  it('a vSID with no vDEVICE: the kernel refuses (EIO) at that entry, nothing is issued, the guest queue halts with CERROR_ILL there', async () => {
+    const stats = async (c: Control): Promise<Record<string, number>> => (await c.stats()).counters;
+    const before = await stats(vfio);
+    const executed = (await stats(psmmu))['commands'] ?? 0;
+    const batch = [tlbiNhVa({ vmid: 0, asid: 1, va: 0x5000n, tg: 1 }), atcInv({ sid: 0x999, size: 0, addr: 0x5000n }), cmdSync()];
+    const reply = await mmio(SMMU_REG.CMDQ_PROD, 3, true, batch);
+    expect(reply.status).toBe(0);
+    const after = await stats(vfio);
+    expect((after['queueInvalidate'] ?? 0) - (before['queueInvalidate'] ?? 0)).toBe(1);
+    expect((after['errors.EIO'] ?? 0) - (before['errors.EIO'] ?? 0)).toBe(1);
+    expect((await stats(psmmu))['commands']).toBe(executed);
+    const cons = decodeMmio((await mmio(SMMU_REG.CMDQ_CONS, 0, false)).payload)?.data ?? 0;
+    expect(Q.consErr(cons)).toBe(Q.CERROR.ILL);
+    expect(Q.index(cons, 8)).toBe(1);
   });
 });

@@ -12,9 +12,11 @@ import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 const base = { topology: { psmmus: 1, vcmdqsPerVsmmu: 2 }, workload: { ops: 40, threads: 2 } };
 const fx = useProcessTree(resolveScenario(base));
 
-function migrating(destVcmdqs: number, atOp = 40): ReturnType<typeof resolveScenario> {
-  return resolveScenario({ ...base, workload: { ...base.workload, migration: { atOp, destVcmdqs } } });
+function migrating(destVcmdqs: number, atOp = 40, fallback: 'vmm' | 'kvm' = 'vmm'): ReturnType<typeof resolveScenario> {
+  return resolveScenario({ ...base, workload: { ...base.workload, migration: { atOp, destVcmdqs, fallback } } });
 }
+
+const step = (k: string): number => testProfile.steps[k]?.ns ?? Number.NaN;
 
 function op(run: RunResult, name: string): RunResult['ops'][number] {
   const o = run.ops.find((x) => x.op === name);
@@ -49,12 +51,38 @@ describe('live migration to a host with fewer free VCMDQs', () => {
       expect(op(run, 'unmap@after').transitions).toEqual({ exit: 1, user: 1, ioctl: 0.5, hw: 0.5, direct: 1 });
       expect(op(run, 'unmap@after').modeledNs.mean).toBeGreaterThan(op(run, 'unmap@before').modeledNs.mean);
       expect(run.workloadCounters).toMatchObject({ migrations: 1, hwQueuesBefore: 2, hwQueuesAfter: 1 });
+      // The cost of re-creating the one queue at the destination, apart from the whole step's
+      // (which also destroyed two at the source): one IOMMU_HW_QUEUE_ALLOC, which pins the queue's
+      // one page (iommufd_hw_queue_alloc_phys); each IOMMU_DESTROY unpins one.
+      expect(run.workloadCounters['hwQueueRecreateNs']).toBeCloseTo(step('ioctl.syscall') + step('kernel.vfio_pin_page'), 6);
+      expect(run.workloadCounters['migrationNs']).toBeCloseTo(3 * step('ioctl.syscall') + step('kernel.vfio_pin_page') + 2 * step('kernel.vfio_unpin_page'), 6);
       // vCPU 1's 10 unmaps after the step went through QEMU and the pSMMU's main queue.
       // (a PROD write and a CONS read each, and the driver's probe of the vSMMU's IDR0 and IDR3)
       expect(run.counters['qemu-0']).toMatchObject({ exits: 22, migrations: 1, hwQueuesDestroyed: 2, hwQueuesAllocated: 1 });
       expect(run.counters['vfio']).toMatchObject({ hwQueueDestroy: 2, hwQueueAlloc: 1 });
       expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 30, commands: 10, vcmdqsUnmapped: 2, vcmdqsMapped: 1, vevents: 0 });
       expect(run.counters['kvm']).toMatchObject({ migrations: 1 });
+    });
+  });
+
+  it('fallback kvm, one VCMDQ left: the vCPU without one takes KVM\'s in-kernel short path (exit, hw; no VMM, no ioctl)', async () => {
+    await withSession(fx, async (session) => {
+      const run = await session.run(migrating(1, 40, 'kvm'), 'nested-smmuv3-vcmdq', testProfile);
+      expect(op(run, 'unmap@before').transitions).toEqual(DIRECT);
+      // Half of them (vCPU 0's) direct; half (vCPU 1's) a PROD write and a CONS read KVM takes, and one sync on the pSMMU.
+      expect(op(run, 'unmap@after').transitions).toEqual({ exit: 1, user: 0, ioctl: 0, hw: 0.5, direct: 1 });
+      expect(op(run, 'unmap@after').failed).toBe(0);
+      expect(run.workloadCounters).toMatchObject({ migrations: 1, hwQueuesBefore: 2, hwQueuesAfter: 1 });
+      expect(run.workloadCounters['hwQueueRecreateNs']).toBeCloseTo(step('ioctl.syscall') + step('kernel.vfio_pin_page'), 6);
+      // vCPU 1's 10 unmaps: 10 PROD writes and 10 CONS reads in KVM, 10 in-kernel calls into iommufd.
+      expect(run.counters['kvm']).toMatchObject({ migrations: 1, 'kvmCmdq.prodWrites': 10, 'kvmCmdq.consReads': 10, 'kvmCmdq.handedToVmm': 0, 'kvmCmdq.errors': 0 });
+      expect(run.counters['vfio']).toMatchObject({ kernelInvalidate: 10, hwptInvalidate: 0 });
+      expect(run.counters['psmmu-0']).toMatchObject({ vcmdqCommands: 30, commands: 10 });
+      // The VMM saw only the driver's probe of IDR0 and IDR3.
+      expect(run.counters['qemu-0']).toMatchObject({ exits: 2, migrations: 1, hwQueuesAllocated: 1 });
+      // Cheaper than falling back to the VMM.
+      const vmm = await session.run(migrating(1, 40, 'vmm'), 'nested-smmuv3-vcmdq', testProfile);
+      expect(op(run, 'unmap@after').modeledNs.mean).toBeLessThan(op(vmm, 'unmap@after').modeledNs.mean);
     });
   });
 

@@ -69,13 +69,42 @@ const EXPECTED: Record<ModelName, { map: TransitionCounts; unmap: TransitionCoun
   // the guest: tegra241_cmdqv_guest_map_vintf_page0): a PROD store, and, as the VCMDQ takes CS_NONE
   // only (arm_smmu_cmdq_needs_busy_polling), a readl of its CONS (__arm_smmu_cmdq_poll_until_consumed).
   'nested-smmuv3-vcmdq': { map: none, unmap: t({ direct: 2 }) },
+  // Exploration (no posted patch; linux-paths.md Proposals a, row nested-smmuv3-kvm): the guest's
+  // arm_smmu_cmdq_issue_cmdlist as nested-smmuv3 (PROD write + CONS readl by
+  // __arm_smmu_cmdq_poll_until_consumed, QEMU's vSMMU having no IDR0.MSI); KVM takes both in the
+  // kernel (io_mem_abort -> kvm_io_bus_write / kvm_io_bus_read on an in-kernel vSMMU device):
+  // exit 2, user 0; the TLBI_NH_VA goes through iommufd's conversion (arm_vsmmu_convert_user_cmd)
+  // and arm_smmu_cmdq_issue_cmdlist on the pSMMU from the kernel: ioctl 0, hw 1.
+  'nested-smmuv3-kvm': { map: none, unmap: t({ exit: 2, hw: 1 }) },
 };
+
+/**
+ * Options that change a design's path, each a row of its own: the scenario keys set, the
+ * operations compared (a migration reports NAME@before and NAME@after) and the counts after them.
+ */
+const OPTIONS: { name: string; model: ModelName; set: Record<string, unknown>; map: string; unmap: string; expected: { map: TransitionCounts; unmap: TransitionCounts } }[] = [
+  // Proposal ([PATCH v2 17/17] arm_smmu_cache_invalidate_user, never merged): the same two traps;
+  // inside the PROD trap the VMM's one IOMMU_HWPT_INVALIDATE hands over the queue's location, CONS
+  // and PROD instead of an entry array, and the kernel reads the TLBI_NH_VA from guest RAM and
+  // issues it with one CMD_SYNC: the counts of per-command (one command per batch), not its costs.
+  {
+    name: 'nested-smmuv3 vmm.hwptInvalidate=queue', model: 'nested-smmuv3', set: { vmm: { hwptInvalidate: 'queue' } }, map: 'map', unmap: 'unmap',
+    expected: { map: none, unmap: t({ exit: 2, user: 2, ioctl: 1, hw: 1 }) },
+  },
+  // After a live migration to a host with no free VCMDQ, the vCPU's TLBI_NH_VA + CMD_SYNC go to the
+  // trapped vSMMU queue, whose PROD write and CONS read KVM takes in the kernel (as nested-smmuv3-kvm).
+  {
+    name: 'nested-smmuv3-vcmdq workload.migration.fallback=kvm (destVcmdqs 0), after the migration', model: 'nested-smmuv3-vcmdq',
+    set: { workload: { ops: 20, migration: { atOp: 20, destVcmdqs: 0, fallback: 'kvm' } } }, map: 'map@after', unmap: 'unmap@after',
+    expected: { map: none, unmap: t({ exit: 2, hw: 1 }) },
+  },
+];
 
 const scenario = resolveScenario({ name: 'paths', device: { dmaRate: 0 }, workload: { ops: 20 } });
 const fx = useProcessTree(scenario);
 
 describe('every architecture takes the path paths.md describes', () => {
-  it('runs all ten architectures', () => {
+  it('runs all eleven architectures', () => {
   });
 
   for (const model of MODELS) {
@@ -97,6 +126,21 @@ describe('every architecture takes the path paths.md describes', () => {
         const baseline = 2 * ns('guest.dma_direct');
         if (model === 'none') expect(pair).toBe(baseline);
         else expect(pair).toBeGreaterThan(baseline + Math.min(ns('exit.mmio_trap'), ns('exit.hcall'), ns('smmu.sync')));
+      });
+    });
+  }
+
+  for (const o of OPTIONS) {
+    it(`${o.name}: transitions per map and per unmap`, async () => {
+      await withSession(fx, async (session) => {
+        const run = await session.run(resolveScenario({ name: 'paths', device: { dmaRate: 0 }, workload: { ops: 20 }, ...o.set }), o.model, testProfile);
+        const map = run.ops.find((x) => x.op === o.map);
+        const unmap = run.ops.find((x) => x.op === o.unmap);
+        expect(map?.count).toBeGreaterThan(0);
+        expect(unmap?.count).toBeGreaterThan(0);
+        expect(map?.failed).toBe(0);
+        expect(unmap?.failed).toBe(0);
+        expect({ map: map?.transitions, unmap: unmap?.transitions }).toEqual(o.expected);
       });
     });
   }

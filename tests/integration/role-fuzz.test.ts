@@ -27,7 +27,7 @@ import { startServe, stopServed, testSecurity, testTokenFile, type Served } from
 const RUNS = Number(process.env['VMMSIM_FUZZ_RUNS'] ?? 60);
 /** Resident memory a role may reach under the fuzzer (it starts near 90 MB). */
 const RSS_BOUND_MB = 400;
-const KINDS = ['MMIO_WRITE', 'MMIO_EXIT', 'HWPT_INVALIDATE', 'CMDQ_SUBMIT', 'ECHO', 'VINTF_MMIO', 'HOST_MMIO', 'HCALL', 'VFIO_DMA_MAP', 'VFIO_DMA_UNMAP', 'IOMMU_MAP', 'IOMMU_UNMAP', 'TCE_UPDATE', 'VM_MIGRATE', 'IOMMU_HW_QUEUE_ALLOC', 'IOMMU_DESTROY', 'IOAS_MAP', 'IOAS_UNMAP', 'TCE_KILL', 'MMIO_READ'] as const;
+const KINDS = ['MMIO_WRITE', 'MMIO_EXIT', 'HWPT_INVALIDATE', 'CMDQ_SUBMIT', 'ECHO', 'VINTF_MMIO', 'HOST_MMIO', 'HCALL', 'VFIO_DMA_MAP', 'VFIO_DMA_UNMAP', 'IOMMU_MAP', 'IOMMU_UNMAP', 'TCE_UPDATE', 'VM_MIGRATE', 'IOMMU_HW_QUEUE_ALLOC', 'IOMMU_DESTROY', 'IOAS_MAP', 'IOAS_UNMAP', 'TCE_KILL', 'MMIO_READ', 'VIOMMU_INVALIDATE'] as const;
 const NAMES = ['controller', 'qemu-0', 'kvm', 'guest-0', 'vfio', 'psmmu-0', 'psmmu-7', 'stranger'] as const;
 
 const marker = randomUUID();

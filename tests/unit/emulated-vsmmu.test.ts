@@ -66,7 +66,7 @@ describe('scenario key topology.emulatedDevices', () => {
   });
 
   it('is refused, naming the reason and the fix, under every design without a separate emulated vSMMU', () => {
-    const accepting: ModelName[] = ['nested-smmuv3', 'nested-smmuv3-vcmdq'];
+    const accepting: ModelName[] = ['nested-smmuv3', 'nested-smmuv3-vcmdq', 'nested-smmuv3-kvm'];
     for (const model of MODELS) {
       const err = refusal(() => resolveScenario({ model, topology: { emulatedDevices: 1 } }));
       if (accepting.includes(model)) {

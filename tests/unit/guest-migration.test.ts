@@ -91,7 +91,7 @@ function kernelFor(vmm: Vmm, vm = 0): GuestKernel {
 function spec(w: Partial<WorkloadSpec>): WorkloadSpec {
   return {
     kind: 'dma-map-benchmark', threads: 2, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1,
-    queueDepth: 1, packetBytes: 1500, migration: { atOp: 8, destVcmdqs: 1 }, virtioMem: null, ...w,
+    queueDepth: 1, packetBytes: 1500, migration: { atOp: 8, destVcmdqs: 1, fallback: 'vmm' }, virtioMem: null, ...w,
   };
 }
 
@@ -111,7 +111,7 @@ describe('the live-migration step of a guest', () => {
     const { step, dma, vmm, timeline, ops } = await run({});
     expect(vmm.requests).toEqual([{ peer: 'kvm', kind: 'VM_MIGRATE', destVcmdqs: 1 }]);
     expect(dma.migratedTo).toEqual([1]);
-    expect(step.counters).toEqual({ migrations: 1, hwQueuesBefore: 2, hwQueuesAfter: 1 });
+    expect(step.counters).toEqual({ migrations: 1, hwQueuesBefore: 2, hwQueuesAfter: 1, hwQueueRecreateNs: 0, migrationNs: 0 });
     expect(ops.map((o) => [o.op, Number(o.count)])).toEqual([['map@before', 4], ['unmap@before', 4], ['map@after', 6], ['unmap@after', 6]]);
     // Each thread: its 4 operations before, then 6 after, starting at the same modeled instant.
     const names = ops.map((o) => o.op);
@@ -124,15 +124,15 @@ describe('the live-migration step of a guest', () => {
 
   it('a thread that runs out of operations first does not hold the others', async () => {
     // 3 iterations on 3 threads: shares of atOp 4 are 2, 1, 1 operations; every thread has 2.
-    const { step, ops } = await run({ threads: 3, ops: 3, migration: { atOp: 4, destVcmdqs: 0 } });
+    const { step, ops } = await run({ threads: 3, ops: 3, migration: { atOp: 4, destVcmdqs: 0, fallback: 'vmm' } });
     expect(step.counters.migrations).toBe(1);
     expect(ops.map((o) => [o.op, Number(o.count)])).toEqual([['map@before', 3], ['unmap@before', 1], ['map@after', 0], ['unmap@after', 2]]);
   });
 
   it('a step past the end of the workload never comes: no migration and nothing after', async () => {
-    const { step, vmm, ops } = await run({ migration: { atOp: 1000, destVcmdqs: 0 } });
+    const { step, vmm, ops } = await run({ migration: { atOp: 1000, destVcmdqs: 0, fallback: 'vmm' } });
     expect(vmm.requests).toEqual([]);
-    expect(step.counters).toEqual({ migrations: 0, hwQueuesBefore: 2, hwQueuesAfter: 2 });
+    expect(step.counters).toEqual({ migrations: 0, hwQueuesBefore: 2, hwQueuesAfter: 2, hwQueueRecreateNs: 0, migrationNs: 0 });
     expect(ops.map((o) => o.op)).toEqual(['map@before', 'unmap@before']);
   });
 
@@ -144,7 +144,7 @@ describe('the live-migration step of a guest', () => {
     const vmm = new Vmm({ status: 0, payload: Buffer.alloc(0), guestMemory: [] });
     const dma = new FakeDma();
     expect(MigrationStep.forGuest(kernelFor(vmm, 1), dma, new EndpointTable([]), spec({}))).toBeUndefined();
-    expect(MigrationStep.forGuest(kernelFor(vmm, 0), dma, new EndpointTable([]), spec({ migration: { atOp: 0, destVcmdqs: 1 } }))).toBeUndefined();
+    expect(MigrationStep.forGuest(kernelFor(vmm, 0), dma, new EndpointTable([]), spec({ migration: { atOp: 0, destVcmdqs: 1, fallback: 'vmm' } }))).toBeUndefined();
     expect(MigrationStep.forGuest(kernelFor(vmm, 0), dma, new EndpointTable([]), spec({ migration: null }))).toBeUndefined();
   });
 });

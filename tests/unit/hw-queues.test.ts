@@ -8,7 +8,7 @@ import {
 } from '../../services/formats/iommufd-hw-queue.js';
 import { cmdqvPlan, globalVcmdq, vintfOf } from '../../services/machine/iommufd-objects.js';
 import { decodeMmio } from '../../services/formats/kvm-run.js';
-import { decodeMigrateReply, decodeMigrateRequest, encodeMigrateReply, encodeMigrateRequest } from '../../services/formats/migration.js';
+import { decodeMigrateReply, decodeMigrateReplyFull, decodeMigrateRequest, encodeMigrateReply, encodeMigrateRequest } from '../../services/formats/migration.js';
 import { OpContext } from '../../services/runtime/op-context.js';
 import { cmdqAllocRegister, decodeCmdqAlloc, decodeCmdqAllocRegister, encodeCmdqAlloc } from '../../services/formats/smmu/cmdqv-registers.js';
 import { VCMDQ_GUEST_LOG2_ENTRIES, vcmdqGuestGpa } from '../../services/formats/smmu/registers.js';
@@ -22,9 +22,13 @@ describe('the migration and HW queue records', () => {
   it('VM_MIGRATE: the destination\'s free VCMDQs, and the HW queues each vSMMU kept', () => {
     expect(decodeMigrateRequest(encodeMigrateRequest({ destVcmdqs: 3 }))).toEqual({ destVcmdqs: 3 });
     expect(decodeMigrateRequest(Buffer.alloc(3))).toBeUndefined();
-    const reply = encodeMigrateReply([2, 0, 1]);
-    expect(reply.toString('hex')).toBe('03000000' + '02000000' + '00000000' + '01000000');
+    const reply = encodeMigrateReply([2, 0, 1], 1234.5);
+    expect(reply.subarray(0, 16).toString('hex')).toBe('03000000' + '02000000' + '00000000' + '01000000');
+    expect(reply).toHaveLength(24);
     expect(decodeMigrateReply(reply)).toEqual([2, 0, 1]);
+    expect(decodeMigrateReplyFull(reply)).toEqual({ hwQueues: [2, 0, 1], recreateNs: 1234.5 });
+    // An older VMM's reply stops after the array: no re-creation time.
+    expect(decodeMigrateReplyFull(reply.subarray(0, 16))).toEqual({ hwQueues: [2, 0, 1], recreateNs: 0 });
     expect(decodeMigrateReply(reply.subarray(0, 8))).toBeUndefined();
   });
 

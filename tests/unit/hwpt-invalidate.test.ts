@@ -1,13 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { Errno } from '../../services/runtime/errors.js';
-import { HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, type HwptInvalidate } from '../../services/formats/iommufd.js';
+import {
+  HWPT_INVALIDATE_SIZE, HWPT_QUEUE_DATA_SIZE, IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, decodeHwptQueueData,
+  encodeHwptQueueData, type HwptInvalidate,
+} from '../../services/formats/iommufd.js';
 import type { VdeviceObject, ViommuObject } from '../../services/machine/iommufd-objects.js';
 import {
   CMD_SIZE, Opcode, atcInv, cfgiCd, cfgiSte, cmdSync, decodeCommand, encodeCommand, tlbiNhAsid, tlbiNhVa, tlbiNsnhAll,
   type SmmuCommand,
 } from '../../services/formats/smmu/commands.js';
-import { HWPT_INVALIDATE_OPCODES } from '../../services/formats/smmu/allow-lists.js';
-import { checkHwptInvalidate, invalidateEntries } from '../../services/vfio/hwpt-invalidate.js';
+import { HWPT_INVALIDATE_OPCODES, KVM_CMDQ_OPCODES } from '../../services/formats/smmu/allow-lists.js';
+import { checkHwptInvalidate, invalidateEntries, invalidateQueue } from '../../services/vfio/hwpt-invalidate.js';
 
 const viommu: ViommuObject = { id: 7, vm: 0, psmmu: 0, vmid: 0x2a, hwptId: 6 };
 const vdevs = new Map<number, VdeviceObject>([[0x8, { id: 9, viommuId: 7, devId: 2, vsid: 0x8, psid: 0x108 }]]);
@@ -133,5 +136,67 @@ describe('HWPT_INVALIDATE conversion and chunking', () => {
     const s = sink(1);
     const r = await invalidateEntries(head(100), entries(Array.from({ length: 100 }, (_, i) => tlbiNhAsid({ vmid: 0, asid: i }))), viommu, vdevs, s.sink);
     expect(r).toEqual({ status: -Errno.EIO, entryNum: 99 });
+  });
+});
+
+describe('the in-kernel vSMMU queue\'s allow-list (nested-smmuv3-kvm)', () => {
+  it('takes the TLBIs and ATC_INV the HWPT_INVALIDATE allow-list takes, and no CFGI, CMD_SYNC or anything else', () => {
+    for (let op = 0; op < 256; op++) {
+      const want = HWPT_INVALIDATE_OPCODES.has(op) && op !== Opcode.CFGI_CD && op !== Opcode.CFGI_CD_ALL;
+      expect(KVM_CMDQ_OPCODES.has(op), `opcode 0x${op.toString(16)}`).toBe(want);
+    }
+    expect([...KVM_CMDQ_OPCODES].sort((a, b) => a - b)).toEqual(
+      [Opcode.TLBI_NH_ALL, Opcode.TLBI_NH_ASID, Opcode.TLBI_NH_VA, Opcode.TLBI_NH_VAA, Opcode.TLBI_NSNH_ALL, Opcode.ATC_INV].sort((a, b) => a - b),
+    );
+    for (const op of [Opcode.CFGI_STE, Opcode.CFGI_CD, Opcode.CMD_SYNC]) expect(KVM_CMDQ_OPCODES.has(op)).toBe(false);
+  });
+});
+
+describe('the queue uAPI proposal (vmm.hwptInvalidate=queue)', () => {
+  const slots = (cmds: SmmuCommand[]): ((i: number) => Buffer) => {
+    const b = entries(cmds);
+    return (i) => b.subarray(i * CMD_SIZE, (i + 1) * CMD_SIZE);
+  };
+
+  it('struct iommu_hwpt_invalidate_arm_smmuv3 round-trips; a set __reserved or a short struct is refused', () => {
+    const d = { cmdqGpa: 0x4000_0000, cons: 0x1ff, prod: 0x102, entrySize: 16, log2size: 8 };
+    const b = encodeHwptQueueData(d);
+    expect(b).toHaveLength(HWPT_QUEUE_DATA_SIZE);
+    expect(decodeHwptQueueData(b)).toEqual(d);
+    const bad = Buffer.from(b);
+    bad.writeUInt32LE(1, 28);
+    expect(decodeHwptQueueData(bad)).toBeUndefined();
+    expect(decodeHwptQueueData(b.subarray(0, 31))).toBeUndefined();
+    expect(checkHwptInvalidate(head(1, { dataType: IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE, entryLen: HWPT_QUEUE_DATA_SIZE }), HWPT_QUEUE_DATA_SIZE)).toBe(0);
+  });
+
+  it('reads every entry, skips what it does not convert, and issues the rest as one list with one CMD_SYNC (no 63-chunks)', async () => {
+    const s = sink();
+    const cmds = [...Array.from({ length: 70 }, (_, i) => tlbiNhVa({ vmid: 1, asid: 3, va: BigInt(0x1000 * (i + 1)) })), cfgiSte({ sid: 0x8 }), atcInv({ sid: 0x8, size: 0, addr: 0x2000n })];
+    const r = await invalidateQueue(cmds.length, slots(cmds), viommu, vdevs, s.sink);
+    expect(r).toEqual({ status: 0, entryNum: 72, converted: 71 });
+    expect(s.converted).toBe(72);
+    expect(s.chunks).toHaveLength(1);
+    const list = s.chunks[0] as Buffer;
+    expect(list.length).toBe(72 * CMD_SIZE);
+    expect(decodeCommand(list, 0).fields.vmid).toBe(0x2a);
+    expect(decodeCommand(list, 70 * CMD_SIZE).fields.sid).toBe(0x108);
+    expect(decodeCommand(list, 71 * CMD_SIZE).opcode).toBe(Opcode.CMD_SYNC);
+  });
+
+  it('a vSID with no vDEVICE: EIO with entry_num at that entry, and nothing issued', async () => {
+    const s = sink();
+    const r = await invalidateQueue(3, slots([tlbiNhVa({ vmid: 0, asid: 1, va: 0x1000n }), atcInv({ sid: 0x999, size: 0, addr: 0n }), tlbiNhVa({ vmid: 0, asid: 1, va: 0x2000n })]), viommu, vdevs, s.sink);
+    expect(r.status).toBe(-Errno.EIO);
+    expect(r.entryNum).toBe(1);
+    expect(s.chunks).toHaveLength(0);
+  });
+
+  it('nothing to convert: nothing issued; a failed list: EIO at the last entry', async () => {
+    const s = sink();
+    expect(await invalidateQueue(1, slots([cmdSync()]), viommu, vdevs, s.sink)).toEqual({ status: 0, entryNum: 1, converted: 0 });
+    expect(s.chunks).toHaveLength(0);
+    const f = sink(0);
+    expect((await invalidateQueue(2, slots([tlbiNhAsid({ vmid: 0, asid: 1 }), tlbiNhAsid({ vmid: 0, asid: 2 })]), viommu, vdevs, f.sink)).entryNum).toBe(1);
   });
 });

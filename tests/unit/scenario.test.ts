@@ -63,9 +63,11 @@ describe('scenario schema', () => {
   });
 
   it('takes a migration step as workload.migration.* (none by default), refused with trace-replay', () => {
-    expect(resolveScenario({}).workload.migration).toEqual({ atOp: 0, destVcmdqs: 128 });
+    expect(resolveScenario({}).workload.migration).toEqual({ atOp: 0, destVcmdqs: 128, fallback: 'vmm' });
     const s = loadScenario(undefined, ['workload.migration.atOp=100', 'workload.migration.destVcmdqs=1']);
-    expect(s.workload.migration).toEqual({ atOp: 100, destVcmdqs: 1 });
+    expect(s.workload.migration).toEqual({ atOp: 100, destVcmdqs: 1, fallback: 'vmm' });
+    expect(loadScenario(undefined, ['workload.migration.fallback=kvm']).workload.migration.fallback).toBe('kvm');
+    expect(thrown(() => resolveScenario({ workload: { migration: { fallback: 'qemu' } } })).message).toContain('workload.migration.fallback');
     expect(thrown(() => resolveScenario({ workload: { migration: { destVcmdqs: 129 } } })).message).toContain('workload.migration.destVcmdqs');
     const replay = thrown(() => resolveScenario({ workload: { kind: 'trace-replay', migration: { atOp: 10 } } }));
     expect(replay.code).toBe('E_NOT_SUPPORTED');

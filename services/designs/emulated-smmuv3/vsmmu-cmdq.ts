@@ -8,6 +8,7 @@ import * as Q from '../../formats/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG, VSMMU_CMDQ_LOG2_ENTRIES, qemuVsmmuIdr, vsmmuCmdqGpa, vsmmuRegister } from '../../formats/smmu/registers.js';
 import type { MemoryRange } from '../../runtime/role-api.js';
 import type { VmmDevice } from '../../qemu/device.js';
+import type { CmdqRegisters } from '../../machine/vsmmu-registers.js';
 
 /** Where a model's vSMMU instances sit among the VM's, and the lock it runs under. */
 export interface VsmmuInstances {
@@ -15,15 +16,14 @@ export interface VsmmuInstances {
   first?: number;
   /** The VMM's big lock, when other device models of the VMM share it (one per VMM, as QEMU's BQL). */
   bql?: Mutex;
+  /**
+   * Each instance's queue registers, when the VMM shares them with KVM (an in-kernel vSMMU queue:
+   * machine/vsmmu-registers.ts); absent: the VMM's own.
+   */
+  registers?: CmdqRegisters[];
 }
 
-/** The registers of one vSMMU's command queue as the VMM keeps them. */
-export interface CmdqRegisters {
-  prod: number;
-  cons: number;
-  gerror: number;
-  gerrorn: number;
-}
+export type { CmdqRegisters };
 
 /**
  * The guest-facing command queue of a VMM's vSMMUv3 (QEMU's smmuv3_cmdq_consume and the register
@@ -51,7 +51,7 @@ export abstract class VsmmuCmdq implements VmmDevice {
   constructor(env: RoleEnv, vsmmus: number, at: VsmmuInstances = {}) {
     this.bql = at.bql ?? new Mutex(`${env.self.name}.bql`);
     this.first = at.first ?? 0;
-    this.queues = Array.from({ length: vsmmus }, () => ({ prod: 0, cons: 0, gerror: 0, gerrorn: 0 }));
+    this.queues = at.registers ?? Array.from({ length: vsmmus }, () => ({ prod: 0, cons: 0, gerror: 0, gerrorn: 0 }));
   }
 
   /** The model's instance (counted from its first) whose registers `physAddr` falls on, if any. */
@@ -86,8 +86,11 @@ export abstract class VsmmuCmdq implements VmmDevice {
     return qemuVsmmuIdr(undefined);
   }
 
-  /** Runs held commands in order; returns the index of the first one that failed, or -1. */
-  protected async executeBatch(_vsmmu: number, _commands: readonly Buffer[], _ctx: OpContext): Promise<number> {
+  /**
+   * Runs held commands in order; returns the index of the first one that failed, or -1. They sit
+   * in the queue one after another from `cons` (the CONS value of the first).
+   */
+  protected async executeBatch(_vsmmu: number, _commands: readonly Buffer[], _ctx: OpContext, _cons: number): Promise<number> {
     return -1;
   }
 
@@ -119,7 +122,7 @@ export abstract class VsmmuCmdq implements VmmDevice {
     const heldCons: number[] = [];
     const settle = async (): Promise<boolean> => {
       if (held.length === 0) return true;
-      const failed = await this.executeBatch(vsmmu, held, ctx);
+      const failed = await this.executeBatch(vsmmu, held, ctx, heldCons[0] ?? s.cons);
       const at = heldCons[Math.min(failed, heldCons.length - 1)];
       held.length = 0;
       heldCons.length = 0;

@@ -1,4 +1,5 @@
 import { MODEL } from '../names.js';
+import { checkQueueUapi } from './queue-check.js';
 import type { DesignDescriptor, DesignTraits } from '../types.js';
 
 const TRAITS: DesignTraits = { hostTables: 'nested', sva: true, vcmdq: false, emulatedDevices: true, dmaIommu: true, arch: 'arm64', ats: true };
@@ -13,4 +14,5 @@ export const nestedSmmuv3: DesignDescriptor = {
     guest: async () => (await import('./guest.js')).smmuv3DmaApi(TRAITS),
     vmm: async () => (await import('./vmm.js')).nestedVmm(TRAITS),
   },
+  check: (s) => checkQueueUapi(s, MODEL.nestedSmmuv3),
 };

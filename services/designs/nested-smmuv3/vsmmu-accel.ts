@@ -1,4 +1,7 @@
-import { IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate, encodeHwptInvalidate } from '../../formats/iommufd.js';
+import {
+  HWPT_QUEUE_DATA_SIZE, IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate,
+  encodeHwptInvalidate, encodeHwptQueueData,
+} from '../../formats/iommufd.js';
 import { CD_TABLE_LOG2, cdIpa } from '../../machine/board.js';
 import { mapGuestRam } from '../../machine/guest-ram.js';
 import { type ViommuObject, iommufdLayout } from '../../machine/iommufd-objects.js';
@@ -9,8 +12,11 @@ import { CMD_SIZE, type DecodedCommand } from '../../formats/smmu/commands.js';
 import { CONFIG_DROP_BY_OPCODE, CommandScope, ConfigDrop, readScope } from '../../formats/smmu/semantics.js';
 import { decodeCd } from '../../formats/smmu/structures.js';
 import { VsmmuCmdq, type VsmmuInstances } from '../emulated-smmuv3/vsmmu-cmdq.js';
-import { qemuVsmmuIdr } from '../../formats/smmu/registers.js';
-import { routeCommand } from './vsmmu-route.js';
+import { VSMMU_CMDQ_LOG2_ENTRIES, qemuVsmmuIdr, vsmmuCmdqGpa } from '../../formats/smmu/registers.js';
+import * as Q from '../../formats/smmu/queue.js';
+import { planRoutes, routeCommand } from './vsmmu-route.js';
+import { kvmTakesCmdq } from './kvm-cmdq.js';
+import { createSharedCmdqRegisters } from '../../machine/vsmmu-registers.js';
 import type { DesignTraits } from '../types.js';
 
 /** A fake but stable user-space address for the HWPT_INVALIDATE entry array (never null). */
@@ -20,14 +26,19 @@ const USER_ARRAY_ADDR = 0x7f00_0000_0000;
  * The accelerated (nested) vSMMUv3 of a VMM: the guest queue is consumed as every vSMMU does
  * (vsmmu-cmdq.ts), and each invalidation goes to the host kernel as IOMMU_HWPT_INVALIDATE on the
  * vIOMMU objects behind this vSMMU. vmm.hwptInvalidate picks how: per-command (entry_num 1 per
- * guest command, as QEMU's accelerated SMMUv3 does today) or per-batch (the invalidations the guest
- * queued before its CMD_SYNC in one call, entry_num n). CMD_SYNC completes locally: every command
- * before it already completed in the kernel.
+ * guest command, as QEMU's accelerated SMMUv3 does today), per-batch (the invalidations the guest
+ * queued before its CMD_SYNC in one call, entry_num n) or queue (the proposal of [PATCH v2 17/17]
+ * arm_smmu_cache_invalidate_user, never merged: the same batch handed over as the guest queue's
+ * location, CONS and PROD; the kernel reads the entries from guest memory itself, so the VMM
+ * copies nothing into an array). CMD_SYNC completes locally: every command before it already
+ * completed in the kernel.
  */
 export class AcceleratedVsmmu extends VsmmuCmdq {
   /** The vIOMMU objects behind each vSMMU: its own, or all of the VM's (a single vSMMU). */
   private readonly targets: ViommuObject[][];
+  /** Whether invalidations are held for one call per batch (per-batch and queue). */
   private readonly perBatch: boolean;
+  private readonly queue: boolean;
   /** A single vSMMU routes ASID-scoped invalidations by its ASID table instead of broadcasting. */
   private readonly lookup: boolean;
   /** The vIOMMU holding each of the VM's vSIDs (SID-scoped commands go there in any case). */
@@ -50,9 +61,13 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
     const mine = layout.viommus.filter((v) => v.vm === vm);
     // One vSMMU per vIOMMU; a single vSMMU for the VM fronts all of them.
     const targets = env.topology.vsmmu === 'single' ? [mine] : mine.map((v) => [v]);
-    super(env, targets.length, at);
+    // Under an in-kernel vSMMU queue KVM consumes the queue too: the registers live in a page both map.
+    const registers = kvmTakesCmdq(traits, env.topology) ? createSharedCmdqRegisters(env.topology.ramDir, vm, targets.length) : undefined;
+    super(env, targets.length, { ...at, ...(registers ? { registers } : {}) });
     this.targets = targets;
-    this.perBatch = env.topology.vmm?.hwptInvalidate === 'per-batch';
+    const mode = env.topology.vmm?.hwptInvalidate;
+    this.queue = mode === 'queue';
+    this.perBatch = mode === 'per-batch' || this.queue;
     this.lookup = env.topology.dispatch === 'lookup';
     for (const d of layout.vdevices) {
       const v = mine.find((x) => x.id === d.viommuId);
@@ -128,8 +143,36 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
     return true;
   }
 
-  protected override executeBatch(vsmmu: number, commands: readonly Buffer[], ctx: OpContext): Promise<number> {
-    return this.forward(vsmmu, commands, ctx);
+  protected override executeBatch(vsmmu: number, commands: readonly Buffer[], ctx: OpContext, cons: number): Promise<number> {
+    return this.queue ? this.forwardQueue(vsmmu, commands, ctx, cons) : this.forward(vsmmu, commands, ctx);
+  }
+
+  /**
+   * vmm.hwptInvalidate=queue: one IOMMU_HWPT_INVALIDATE whose data is the guest queue's location
+   * with CONS at the batch's first command and PROD past its last (the v2 proposal's
+   * iommu_hwpt_invalidate_arm_smmuv3); the kernel reads them from guest memory. The proposal has
+   * one vIOMMU per queue, so the vSMMU's one vIOMMU gets them all (the scenario check refuses a
+   * single vSMMU over several pSMMUs). Returns the index of the command the kernel refused, or -1.
+   */
+  private async forwardQueue(vsmmu: number, commands: readonly Buffer[], ctx: OpContext, cons: number): Promise<number> {
+    this.counters.commands += commands.length;
+    const v = this.targets[vsmmu]?.[0];
+    if (!v) return -1;
+    this.counters.ioctls += 1;
+    const log2 = VSMMU_CMDQ_LOG2_ENTRIES;
+    const head = Q.ptr(cons, log2);
+    const data = encodeHwptQueueData({ cmdqGpa: vsmmuCmdqGpa(this.first + vsmmu), cons: head, prod: Q.inc(head, log2, commands.length), entrySize: CMD_SIZE, log2size: log2 });
+    const payload = encodeHwptInvalidate(
+      { size: HWPT_INVALIDATE_SIZE, hwptId: v.id, dataUptr: USER_ARRAY_ADDR, dataType: IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE, entryLen: HWPT_QUEUE_DATA_SIZE, entryNum: 1, reserved: 0 },
+      data,
+    );
+    // The slots are guest RAM the kernel reads through the VMM's mapping (vmmsim carries their bytes
+    // with the call, as a trap carries the RAM it touches): no entry array is built or copied.
+    const base = vsmmuCmdqGpa(this.first + vsmmu);
+    const slots = commands.map((data, i) => ({ gpa: base + Q.index(Q.inc(head, log2, i), log2) * CMD_SIZE, data }));
+    const reply = await ctx.call('vfio', 'HWPT_INVALIDATE', payload, slots);
+    if (reply.status === 0) return -1;
+    return Math.min(decodeHwptInvalidate(reply.payload)?.head.entryNum ?? commands.length - 1, commands.length - 1);
   }
 
   /**
@@ -141,21 +184,14 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
   private async forward(vsmmu: number, commands: readonly Buffer[], ctx: OpContext): Promise<number> {
     this.counters.commands += commands.length;
     // Per target, the commands it gets, in guest order, with their index in the batch.
-    const plan = new Map<ViommuObject, number[]>();
-    commands.forEach((bytes, i) => {
+    const plan = planRoutes(commands, this.targets[vsmmu] ?? [], (bytes) => {
       // A CFGI_CD in a batch (per-batch never passes it through execute) moves an ASID too: the
       // commands after it route by the CDs as they are now.
       if (CONFIG_DROP_BY_OPCODE[bytes[0] ?? 0] !== ConfigDrop.NONE) this.asids = undefined;
-      for (const v of this.route(vsmmu, bytes, ctx)) {
-        const list = plan.get(v) ?? [];
-        list.push(i);
-        plan.set(v, list);
-      }
+      return this.route(vsmmu, bytes, ctx);
     });
     let failed = -1;
-    for (const v of this.targets[vsmmu] ?? []) {
-      const mine = plan.get(v);
-      if (!mine) continue;
+    for (const [v, mine] of plan) {
       this.counters.ioctls += 1;
       const payload = encodeHwptInvalidate(
         { size: HWPT_INVALIDATE_SIZE, hwptId: v.id, dataUptr: USER_ARRAY_ADDR, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entryLen: CMD_SIZE, entryNum: mine.length, reserved: 0 },

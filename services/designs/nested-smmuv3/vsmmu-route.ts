@@ -28,3 +28,22 @@ export function routeCommand<V>(scope: Readonly<CommandScope>, all: readonly V[]
   }
   return all;
 }
+
+/**
+ * The commands of one batch each target gets (`route` gives a command's targets), as indexes into
+ * `commands` in guest order, the targets in the order of `all`; targets that get none are left out.
+ */
+export function planRoutes<V>(commands: readonly Buffer[], all: readonly V[], route: (bytes: Buffer) => readonly V[]): [V, number[]][] {
+  const plan = new Map<V, number[]>();
+  commands.forEach((bytes, i) => {
+    for (const v of route(bytes)) {
+      const list = plan.get(v) ?? [];
+      list.push(i);
+      plan.set(v, list);
+    }
+  });
+  return all.flatMap((v) => {
+    const mine = plan.get(v);
+    return mine ? [[v, mine] as [V, number[]]] : [];
+  });
+}

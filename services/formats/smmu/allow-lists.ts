@@ -1,4 +1,4 @@
-import { opcodesWhere } from './semantics.js';
+import { ConfigDrop, opcodesWhere } from './semantics.js';
 
 /**
  * Commands IOMMU_HWPT_INVALIDATE accepts for an SMMUv3 vIOMMU (iommufd.md); a VMM forwards exactly
@@ -12,3 +12,11 @@ export const HWPT_INVALIDATE_OPCODES: ReadonlySet<number> = opcodesWhere((s) => 
  * from the opcode table, as the VCMDQ workers' executor is.
  */
 export const GUEST_VCMDQ_OPCODES: ReadonlySet<number> = opcodesWhere((s) => s.guestVcmdq);
+
+/**
+ * Commands an in-kernel vSMMU queue (nested-smmuv3-kvm, exploration) takes from the guest's queue
+ * itself: the invalidations IOMMU_HWPT_INVALIDATE takes that change no configuration (TLBIs and
+ * ATC_INV), read from the opcode table. CMD_SYNC completes there too; a CFGI (the VMM re-reads
+ * STEs and CDs on it) and anything else go on to the VMM.
+ */
+export const KVM_CMDQ_OPCODES: ReadonlySet<number> = opcodesWhere((s) => s.hwptAs !== undefined && s.config === ConfigDrop.NONE);
