@@ -20,6 +20,7 @@ import { saturationTable } from '../table.js';
 import { notesBlock } from '../notes.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
+import { PIN_HELP } from '../placement.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
 import { DEFAULT_FROM, DEFAULT_MAX, DEFAULT_STEPS, SEARCH_OPTIONS, checkSearchable, progressLine, saturateModel, searchSettings, type SearchSettings } from '../cli/search.js';
@@ -63,6 +64,10 @@ options:
   --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (or VMMSIM_LOG_LEVEL); logs go to stderr
   --start-timeout MS    how long a process may take to report ready (default 20000)
+  --warmup N|auto       operations of each guest thread left out of the measured figures (still
+                        counted in the modeled ones); auto (default): 50, or a tenth of a thread's
+                        share when less
+${PIN_HELP}
 ${CONNECT_HELP}
 ${TELEMETRY_HELP}
   -h, --help            this text`;
