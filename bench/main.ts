@@ -4,6 +4,8 @@
  */
 import { VmmsimError } from '../services/runtime/errors.js';
 import { broadcastBench } from './broadcast.js';
+import { pathBench } from './path.js';
+import { scaleBench } from './scale.js';
 import { repriceBench } from './reprice.js';
 import { soakBench } from './soak.js';
 import { transportBench } from './transport.js';
@@ -12,6 +14,8 @@ import { walkBench } from './walk.js';
 
 const benches: Record<string, (argv: string[]) => Promise<void>> = {
   broadcast: broadcastBench,
+  path: pathBench,
+  scale: scaleBench,
   reprice: repriceBench,
   soak: soakBench,
   transport: transportBench,

@@ -42,6 +42,10 @@ export interface LaunchOptions {
    * metricsBase + 1 + i (the controller itself has metricsBase; 0 gives everyone a free port).
    */
   telemetry?: LaunchTelemetry | undefined;
+  /** Options for node itself before the role's entry (`--cpu-prof`, for the benches). */
+  nodeArgs?: readonly string[] | undefined;
+  /** --pin: the CPU each process runs on (by name), set with taskset (util-linux) before node starts. */
+  cpuOf?: ((name: string) => number | undefined) | undefined;
 }
 
 export interface LaunchTelemetry {
@@ -74,23 +78,30 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
     return this.started;
   }
 
+  /**
+   * Starts every process at once: a process only serves until it is configured (links are opened
+   * at Configure, downstream first), so nothing in a start waits for another process, and the
+   * cores stay busy while each loads its modules. The list keeps the start order (START_ORDER, then
+   * the order given), whatever order they became ready in.
+   */
   async start(specs: readonly ProcessSpec[]): Promise<StartedProcess[]> {
-    for (const role of START_ORDER) {
-      const group = specs.filter((s) => s.role === role);
-      await Promise.all(group.map((s) => this.startOne(s, specs.indexOf(s))));
-      if (this.stopping) throw new VmmsimError('E_INTERRUPTED', 'stopped while starting processes');
-    }
+    const order = (p: ProcessSpec): number => specs.findIndex((s) => s.role === p.role && s.index === p.index);
+    const rank = (p: ProcessSpec): number => START_ORDER.indexOf(p.role) * specs.length + order(p);
+    await Promise.all(specs.map((s, i) => this.startOne(s, i)));
+    if (this.stopping) throw new VmmsimError('E_INTERRUPTED', 'stopped while starting processes');
+    this.started.sort((a, b) => rank(a) - rank(b));
     return this.started;
   }
 
   private startOne(spec: ProcessSpec, ordinal: number): Promise<StartedProcess> {
     const name = endpointName(spec.role, spec.index);
     const listen = this.opts.transport === 'unix' ? ['--socket-dir', this.opts.socketDir] : ['--listen', '127.0.0.1:0'];
-    const args = [roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel, ...(this.opts.ramDir ? ['--ram-dir', this.opts.ramDir] : []), ...tlsArgs(this.opts.tls), ...this.telemetryArgs(ordinal)];
+    const args = [...ROLE_NODE_ARGS, ...(this.opts.nodeArgs ?? []), roleEntry(), '--role', spec.role, '--index', String(spec.index), ...listen, '--log-level', this.opts.logLevel, ...(this.opts.ramDir ? ['--ram-dir', this.opts.ramDir] : []), ...tlsArgs(this.opts.tls), ...this.telemetryArgs(ordinal)];
+    const [file, argv] = pinnedCommand(this.opts.cpuOf?.(name), process.execPath, args);
     return new Promise<StartedProcess>((resolve, reject) => {
       let child: ChildProcess;
       try {
-        child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, [TOKEN_ENV]: this.token.toText() } });
+        child = spawn(file, argv, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, [TOKEN_ENV]: this.token.toText() } });
         this.children.push(child);
       } catch (err) {
         reject(new VmmsimError('E_SPAWN', `cannot start ${name}: ${(err as Error).message}`));
@@ -166,6 +177,24 @@ export class ProcessTree extends EventEmitter<{ exit: [VmmsimError] }> {
     this.stopping = true;
     for (const c of this.children) if (alive(c)) c.kill('SIGKILL');
   }
+}
+
+/**
+ * Node and V8 options of every launched role. A role's young generation may otherwise grow to 16
+ * MiB per semi-space while a run allocates its short-lived messages, which took each of the 26
+ * processes of a large tree from about 65 to 85 MB of RSS; at 2 MiB its scavenges stay short and
+ * its RSS near 70 MB. One V8 helper thread (compiler, GC) instead of four: a role is one event loop,
+ * and on a machine of a few cores shared by tens of processes more helpers only hold more memory
+ * (\`npm run bench -- scale\`, docs/benchmarks.md).
+ */
+export const ROLE_NODE_ARGS: readonly string[] = ['--max-semi-space-size=2', '--v8-pool-size=1'];
+
+/**
+ * The command that starts `file args` on one CPU: taskset (util-linux) sets the affinity and execs
+ * it, so the child keeps its pid and every thread it starts inherits the CPU. Unpinned: as given.
+ */
+export function pinnedCommand(cpu: number | undefined, file: string, args: readonly string[]): [string, string[]] {
+  return cpu === undefined ? [file, [...args]] : ['taskset', ['-c', String(cpu), file, ...args]];
 }
 
 function alive(c: ChildProcess): boolean {

@@ -3,7 +3,9 @@
  * tables): how far to trust them (a profile of another architecture), which parts of the modeled
  * path no upstream code runs, and which options the user set had no effect on the run (no-effect.*,
  * with the condition under which they would). Each note is a rule over the scenario, the design, the
- * profile and the run's results: a new note is one more entry in NOTE_RULES.
+ * profile and the run's results: a new note is one more entry in NOTE_RULES. The measured clock's
+ * notes (a busy machine, trials that disagree) come from measured-notes.ts; every note prints
+ * through notesBlock.
  */
 import { loadProfile, profileNames, type Arch, type CostProfile } from '../cost/profile.js';
 import { COST_STEPS, PINNED } from '../cost/steps.js';
@@ -12,6 +14,7 @@ import type { DesignDescriptor } from '../designs/types.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import { SCENARIO_SCHEMA, leafFields, type ModelName, type Scenario } from '../scenario/schema.js';
 import type { RunNote } from './results.js';
+import { MACHINE_NOTE_CODES } from './measured-notes.js';
 import { wrap } from './wrap.js';
 
 export type { RunNote };
@@ -259,21 +262,24 @@ export function archNotes(model: ModelName, profile: CostProfile): RunNote[] {
 /**
  * The notes of a set of runs as lines for the terminal, each distinct note once, wrapped to the
  * tables' 120 columns (continuation lines indented); '' when none. A note whose text does not name
- * the models whose runs carry it names them after its code, when not every run carries it.
+ * the models whose runs carry it names them after its code, when not every run carries it. A note
+ * about the machine (measured-notes.ts MACHINE_NOTE_CODES) is said once for a command, with the
+ * first run's text, and names no model.
  */
-export function notesBlock(runs: readonly { model: string; notes?: readonly RunNote[] }[]): string {
-  const by = new Map<string, { note: RunNote; models: string[] }>();
+export function notesBlock(runs: readonly { model: string; notes?: readonly RunNote[] | undefined }[]): string {
+  const by = new Map<string, { note: RunNote; models: string[]; machine: boolean }>();
   for (const run of runs) {
     for (const n of run.notes ?? []) {
-      const key = `${n.code}\u0000${n.text}`;
-      const e = by.get(key) ?? { note: n, models: [] };
+      const machine = MACHINE_NOTE_CODES.has(n.code);
+      const key = machine ? n.code : `${n.code}\u0000${n.text}`;
+      const e = by.get(key) ?? { note: n, models: [], machine };
       if (!e.models.includes(run.model)) e.models.push(run.model);
       by.set(key, e);
     }
   }
   const all = new Set(runs.map((r) => r.model));
-  const lines = [...by.values()].map(({ note, models }) => {
-    const named = models.length === all.size || models.every((m) => note.text.includes(m)) ? '' : ` (${models.join(', ')})`;
+  const lines = [...by.values()].map(({ note, models, machine }) => {
+    const named = machine || models.length === all.size || models.every((m) => note.text.includes(m)) ? '' : ` (${models.join(', ')})`;
     return wrap(`${note.code}${named}: ${note.text}`, 116).split('\n').map((l, i) => (i === 0 ? `  ${l}` : `    ${l}`)).join('\n');
   });
   return lines.length > 0 ? `\nnotes:\n${lines.join('\n')}\n` : '';

@@ -8,6 +8,7 @@ import type { Summary__Output as Summary } from '../runtime/generated/vmmsim/v1/
 import type { ArrivalProcess, ModelName, Scenario } from '../scenario/schema.js';
 import type { TransitionCounts } from '../runtime/topology.js';
 import { writeRegularFile, type FileText } from './output-path.js';
+import type { MeasuredSection } from './measured.js';
 import type { SensitivitySection } from './sensitivity.js';
 
 export const RESULTS_SCHEMA = 'vmmsim/results/v1';
@@ -117,7 +118,8 @@ export interface SaturationResult {
 export interface RunNote {
   /**
    * Stable, for tools: arch-mismatch (the design models another architecture than the profile's
-   * host), exploration.* (no upstream code runs it), design.not-upstream (the design's status).
+   * host), exploration.* (no upstream code runs it), design.not-upstream (the design's status),
+   * measured.* (about the measured clock: controller/measured-notes.ts NOTE_CODES).
    */
   code: string;
   text: string;
@@ -187,8 +189,18 @@ export interface RunResult {
   /** Open loop (workload.rate > 0) only: requested against achieved rate. */
   load?: LoadResult;
   /**
+   * This host's real IPC between the simulator's processes, apart from every modeled figure: per
+   * operation, hop and transition kind, over the trials (--trials) after the warm-up, with the
+   * host's floor and the machine's state (docs/results.md). The older measured fields above
+   * (ops[].measuredUs, hops[], throughput.opsPerSecMeasured, elapsedSec) stay: they are the first
+   * trial's, every operation included.
+   */
+  measured?: MeasuredSection;
+  /**
    * What to keep in mind reading this run (controller/notes.ts): which parts of its model no upstream
-   * code runs, a profile of another architecture...; printed under the terminal table; [] when nothing.
+   * code runs, a profile of another architecture...; and the measured clock's notes
+   * (controller/measured-notes.ts: a noisy machine, trials that disagree, no floor); printed under
+   * the terminal table; [] when nothing.
    */
   notes: RunNote[];
 }

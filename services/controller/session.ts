@@ -3,7 +3,6 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { CostProfile } from '../cost/profile.js';
 import { profileCosts } from '../cost/profile.js';
-import { measuredHostProfile } from './measured-host.js';
 import { VmmsimError } from '../runtime/errors.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import type { Endpoint } from '../runtime/generated/vmmsim/v1/Endpoint.js';
@@ -15,6 +14,7 @@ import type { ModelName, Scenario } from '../scenario/schema.js';
 import { START_ORDER, type Role } from '../runtime/topology.js';
 import { emulatedDeviceList } from '../machine/emulated-vsmmu.js';
 import { checkAts, checkEmulatedDevices } from '../scenario/validate.js';
+import { designOf } from '../designs/registry.js';
 import { adoptRunFolder } from '../machine/run-folder.js';
 import type { RunToken } from '../runtime/transport/auth.js';
 import { INSECURE, withToken, type Security } from '../runtime/transport/credentials.js';
@@ -26,8 +26,57 @@ import { isResizeOp } from '../machine/virtio-mem.js';
 import { isSetupOp } from '../machine/setup-ops.js';
 import type { ProcessSpec, ProcessTree, StartedProcess } from './launcher.js';
 import type { DmaResult, OpResult, RunResult } from './results.js';
-import { MODEL } from '../designs/names.js';
 import type { TranslationCounter } from '../machine/device-dma.js';
+import { MachineSample, combineMachine, type MachineState } from './machine.js';
+import { measuredSection, trialFigures, type HostFloor, type Placement, type TrialFigures } from './measured.js';
+import { NOTE_CODES, measuredNotes } from './measured-notes.js';
+
+/** How a run's measured part is taken (none of it changes a modeled figure), and what it traces. */
+export interface TrialOptions {
+  /** Operations of each guest thread left out of the measured figures (Topology.warmup_ops). */
+  warmupOps?: number;
+  /** Topology.floor_peer: the guest times a bare round trip to this peer after each operation. */
+  floorPeer?: string;
+  /** vmmsim explain: guest-0 traces the first operation named `op` after `after` operations (Topology.explain). */
+  explain?: { op: string; after: number };
+}
+
+/**
+ * How a session takes every run's measured part (--trials, --warmup, --pin): the same settings
+ * for every run of a command. The defaults keep a run as it was: one trial, no warm-up left out.
+ */
+export interface MeasureSettings {
+  trials: number;
+  /** Operations per guest thread left out of the measured figures; auto: 50, or a tenth of a thread's share when less. */
+  warmup: number | 'auto';
+  placement: Placement | null;
+  /** The host's floor, measured when the command started. */
+  floor: HostFloor | undefined;
+  /** Why there is no floor, when it could not be measured. */
+  floorMissing?: string;
+}
+
+/** Operations of each thread a warm-up of `auto` leaves out: 50, or a tenth of a thread's share when less. */
+export function autoWarmup(s: Scenario): number {
+  const w = s.workload;
+  if (!(w.ops > 0)) return 50;
+  // Most workloads make a map and an unmap of each item.
+  const perThread = (2 * Math.ceil(w.ops / Math.max(1, w.threads)));
+  return Math.min(50, Math.floor(perThread / 10));
+}
+
+/**
+ * One run of a scenario: its results (without the measured section), its raw measured figures, and
+ * what its results were made of (the guests' Start replies, the VM of each, the combined timeline).
+ */
+export interface Trial {
+  result: RunResult;
+  figures: TrialFigures;
+  machine: MachineState;
+  replies: StartReply__Output[];
+  vms: number[];
+  combined: CombinedTimeline;
+}
 
 /** The processes a scenario needs: one guest and qemu per VM, one kvm and vfio, one psmmu per pSMMU. */
 export function processSpecs(s: Scenario): ProcessSpec[] {
@@ -143,9 +192,12 @@ export class Session {
     return staged;
   }
 
-  /** Runs the scenario's workload under one model and gathers its results. */
-  async run(s: Scenario, model: ModelName, profile: CostProfile): Promise<RunResult> {
-    return (await this.record(s, model, profile)).result;
+  /** How every run of this session takes its measured part. */
+  measure: MeasureSettings = { trials: 1, warmup: 0, placement: null, floor: undefined };
+
+  /** Runs the scenario's workload under one model and gathers its results (record()). */
+  async run(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<RunResult> {
+    return (await this.record(s, model, profile, opts)).result;
   }
 
   /**
@@ -154,7 +206,7 @@ export class Session {
    * operation (absent when none ran) and the queueing replay it was part of.
    */
   async explain(s: Scenario, model: ModelName, profile: CostProfile, op: string, after: number): Promise<ExplainedRun> {
-    const r = await this.record(s, model, profile, { op, after });
+    const r = await this.record(s, model, profile, { explain: { op, after } });
     const first = r.replies[0];
     const explained = first?.explained ?? undefined;
     if (!explained) return { result: r.result };
@@ -170,15 +222,47 @@ export class Session {
   }
 
   /**
-   * run(), with what it was made of: the guests' Start replies (every operation with its step
-   * vectors, in the order of `vms`) and the combined timeline with its queueing replay. With
-   * `explain`, guest-0 traces one operation (explain()).
+   * Runs the scenario's workload under one model and gathers its results, with what they were made
+   * of: the modeled figures, the older measured fields, the guests' Start replies (every operation
+   * with its step vectors, in the order of `vms`) and the combined timeline with its queueing replay
+   * all come from the first trial; the measured section is taken over every trial
+   * (this.measure.trials); the notes say what a reader needs about both. With `opts.explain`,
+   * guest-0 traces one operation of the first trial (explain()).
    */
-  async record(s: Scenario, model: ModelName, profile: CostProfile, explain?: { op: string; after: number }): Promise<RecordedResult> {
+  async record(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<RecordedResult> {
+    const m = this.measure;
+    const warmupOps = opts.warmupOps ?? (m.warmup === 'auto' ? autoWarmup(s) : m.warmup);
+    const trials: Trial[] = [];
+    for (let k = 0; k < Math.max(1, m.trials); k++) {
+      const { explain, ...rest } = opts;
+      trials.push(await this.trial(s, model, profile, { ...rest, warmupOps, ...(k === 0 && explain ? { explain } : {}) }));
+    }
+    const first = trials[0] as Trial;
+    const measured = measuredSection({ trials: trials.map((t) => t.figures), seed: s.seed, warmupOps, placement: m.placement, floor: m.floor, machine: combineMachine(trials.map((t) => t.machine)), guestIsHost: designOf(model).traits.hostTables === 'bare-metal' });
+    const notes = measuredNotes(measured);
+    if (m.floorMissing) notes.push({ code: NOTE_CODES.noFloor, text: `the host's floor could not be measured (${m.floorMissing}): the measured figures stand without it` });
+    // The modeled figures' notes (architecture, what no upstream code runs) first, then the measured clock's.
+    const result: RunResult = { ...first.result, measured, notes: [...first.result.notes, ...notes] };
+    return { result, replies: first.replies, vms: first.vms, combined: first.combined };
+  }
+
+  /**
+   * Configures every process for the scenario under one model and starts nothing: the links are
+   * open and idle (the path bench relays over them). release() ends it.
+   */
+  async configureOnly(s: Scenario, model: ModelName, profile: CostProfile): Promise<void> {
+    const topology = this.topology(s, model, profile, {});
+    for (const role of START_ORDER) {
+      await Promise.all(this.ordered().filter((e) => e.role === role).map((e) => this.control(e.name as string).configure(topology)));
+    }
+  }
+
+  /** The Configure request of a run. */
+  private topology(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions): Topology {
     // The scenario was checked under its own model; compare and sweep run it under others too.
     checkEmulatedDevices(s.topology, model);
     checkAts(s, model);
-    const topology: Topology = {
+    return {
       runId: `${s.name}-${model}`,
       model,
       dma: s.dma,
@@ -199,8 +283,15 @@ export class Session {
       dispatch: s.topology.dispatch,
       vmidPolicy: s.topology.vmid,
       emulatedDevices: emulatedDeviceList(s.topology.vms, s.topology.emulatedDevices),
-      ...(explain ? { explain } : {}),
+      floorPeer: opts.floorPeer ?? '',
+      warmupOps: opts.warmupOps ?? 0,
+      ...(opts.explain ? { explain: opts.explain } : {}),
     };
+  }
+
+  /** Runs the scenario's workload under one model once: its results and its raw measured figures. */
+  async trial(s: Scenario, model: ModelName, profile: CostProfile, opts: TrialOptions = {}): Promise<Trial> {
+    const topology = this.topology(s, model, profile, opts);
     const order = this.ordered();
     // Downstream first: a process opens its links only to peers that are already configured.
     for (const role of START_ORDER) {
@@ -212,7 +303,10 @@ export class Session {
     // Start carries the whole workload; its deadline follows the workload's own limits.
     const startDeadline = s.workload.durationSec > 0 ? (s.workload.durationSec + 60) * 1000 : 3_600_000;
     this.log.debug({ model }, 'workload starting');
+    const local = hostname();
+    const sample = new MachineSample(() => this.endpoints.filter((e) => e.host === local && (e.pid ?? 0) > 0).map((e) => e.pid as number));
     const replies: StartReply__Output[] = await Promise.all(guests.map((g) => this.control(g.name as string).start(startDeadline)));
+    const machine = sample.end();
     const stats = await Promise.all(order.map((e) => this.control(e.name as string).stats()));
     for (const e of [...order].reverse()) await this.control(e.name as string).stop();
 
@@ -240,6 +334,9 @@ export class Session {
     }
     const delivered = Object.values(deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
+    const opsPerSecMeasured = elapsedSec > 0 ? round(totalOps / elapsedSec) : 0;
+    const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
+    const figures = trialFigures(replies, roleOf, opsPerSecMeasured);
     // Packets or requests per second, as the replay yields them (application.ts); none for a bare DMA-API workload.
     const app = applicationResult(s.workload, ops, combined.replay.queueing, combined.modeledElapsedNs);
     const result: RunResult = {
@@ -253,7 +350,7 @@ export class Session {
       ops,
       hops: replies.flatMap((r) => r.hops.map((h) => ({ from: h.from, to: h.to, count: h.measuredUs?.count ?? 0, measuredUs: h.measuredUs ?? emptySummary() }))),
       throughput: {
-        opsPerSecMeasured: elapsedSec > 0 ? round(totalOps / elapsedSec) : 0,
+        opsPerSecMeasured,
         opsPerSecModeled: combined.modeledElapsedNs > 0 ? round(totalOps / (combined.modeledElapsedNs / 1e9)) : 0,
       },
       invalidations: {
@@ -282,26 +379,7 @@ export class Session {
       counters,
       notes: runNotes({ scenario: s, model, profile, devices: topology.devices ?? [], ops, counters, hostStage2Unmaps: vfio['ioasUnmaps'] ?? 0 }),
     };
-    return { result, replies, vms: guests.map((g) => g.index ?? 0), combined };
-  }
-
-  /**
-   * The calibration run of --profile measured-host: strict unmaps under nested-smmuv3 cross every
-   * boundary a design pays (exit, user, ioctl, hw), one thread and no device DMA, so the hops time
-   * the IPC alone; their p50 round trips replace the base profile's transition costs.
-   */
-  async calibrate(s: Scenario, base: CostProfile): Promise<CostProfile> {
-    const cal: Scenario = {
-      ...s,
-      name: `${s.name}-calibration`,
-      dma: 'strict',
-      device: { ...s.device, dmaRate: 0 },
-      workload: { ...s.workload, kind: 'dma-map-benchmark', trace: '', threads: 1, ops: 500, durationSec: 0, dwellUs: 0, gapUs: 0, rate: 0, migration: { ...s.workload.migration, atOp: 0 }, virtioMem: { ...s.workload.virtioMem, everyOps: 0 } },
-    };
-    const run = await this.run(cal, MODEL.nestedSmmuv3, base);
-    const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
-    const hops = run.hops.map((h) => ({ fromRole: roleOf(h.from), toRole: roleOf(h.to), p50Us: h.measuredUs.p50, minUs: h.measuredUs.min, p99Us: h.measuredUs.p99, count: h.count }));
-    return measuredHostProfile(base, hops, new Date().toISOString());
+    return { result, figures, machine, replies, vms: guests.map((g) => g.index ?? 0), combined };
   }
 
   /**

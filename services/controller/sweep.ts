@@ -8,6 +8,7 @@ import { VmmsimError } from '../runtime/errors.js';
 import type { ModelName, Scenario } from '../scenario/schema.js';
 import { TRANSITION_KINDS } from '../runtime/topology.js';
 import type { CsvValue } from './csv.js';
+import { measuredOf } from './measured-table.js';
 import type { OpResult, RunResult, SaturationResult } from './results.js';
 import { processSpecs } from './session.js';
 
@@ -202,8 +203,12 @@ export function sweepCsvRecords(keys: readonly string[], runs: readonly RunResul
   for (const run of runs) {
     const main = mainOp(run);
     const ran = sweepOps(run);
+    // The measured columns as the terminal's measured table shows them: warm-up excluded, the
+    // median of the trials (runs[].measured).
+    const m = measuredOf(run);
     const delivered = Object.values(run.invalidations.deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     for (const op of ran.length > 0 ? ran : [main]) {
+      const mo = op ? m.ops.find((o) => o.op === op.op) : undefined;
       records.push([
         ...keys.map((k) => run.point?.[k] ?? ''),
         run.model,
@@ -216,11 +221,11 @@ export function sweepCsvRecords(keys: readonly string[], runs: readonly RunResul
         op?.op ?? '',
         op?.count ?? '',
         ...TRANSITION_KINDS.map((k) => op?.transitions[k] ?? ''),
-        op?.measuredUs.p50 ?? '',
-        op?.measuredUs.p99 ?? '',
+        mo?.p50Us.value ?? '',
+        mo?.p99Us.value ?? '',
         op?.modeledNs.mean ?? '',
         op?.modeledNs.p99 ?? '',
-        run.throughput.opsPerSecMeasured,
+        m.opsPerSec.value,
         run.throughput.opsPerSecModeled,
         run.invalidations.fanout,
         run.invalidations.guestCommands,

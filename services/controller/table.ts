@@ -5,6 +5,7 @@ import { judge } from './saturation-search.js';
 import { wrap } from './wrap.js';
 import { sweepOps } from './sweep.js';
 import { MODEL } from '../designs/names.js';
+import { hopTable, measuredOf, measuredTable, us as measuredUsText } from './measured-table.js';
 
 function fmt(x: number, digits = 2): string {
   if (!Number.isFinite(x)) return '-';
@@ -93,7 +94,7 @@ export function applicationTable(runs: readonly RunResult[]): string {
   }
   const modes = [...new Set(runs.map((r) => r.dma.mode))].join(', ');
   const legend =
-    `Application throughput (DMA mode ${modes}): ${first.unit} per second in modeled time, from the queueing replay of every ` +
+    `Modeled: application throughput (DMA mode ${modes}), ${first.unit} per second in modeled time, from the queueing replay of every ` +
     'vCPU, lock, queue, device and link; vs none / vs host = against the no-vIOMMU design and bare metal (- when not run); ' +
     'bottleneck = the saturated resource and its utilization, or, when none is saturated, the one the I/Os in flight spend the most time on.';
   return `${wrap(legend, 120)}
@@ -101,52 +102,44 @@ ${render(rows, ['l', 'r', 'r', 'r', 'r', 'l'])}`;
 }
 
 /**
- * The side-by-side comparison: per model and operation, the transitions it paid, measured and
- * modeled latency, and each against the `none` baseline; then throughput per model. Fits 120 columns.
+ * A comparison, the two clocks apart. First the modeled figures, which lead: per model and
+ * operation the transitions it paid and its modeled latency against the `none` baseline's, then
+ * modeled throughput and the run's DMA. Then, in a section of its own, the measured figures: this
+ * host's real IPC between the processes (measured-table.ts). No column holds both. Fits 120 columns.
  */
 export function comparisonTable(runs: readonly RunResult[]): string {
+  return `${modeledTable(runs)}\n\n${measuredTable(runs)}`;
+}
+
+/** The modeled part of a comparison: latency, throughput, and the run's DMA. */
+export function modeledTable(runs: readonly RunResult[]): string {
   const base = runs.find((r) => r.model === MODEL.none);
-  const header = ['model', 'op', 'n', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'p50', 'p99', 'mean', 'p99', 'vs none'];
+  const header = ['model', 'op', 'n', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'mean us', 'p99 us', 'vs none'];
   const rows: string[][] = [header];
   for (const run of runs) {
     for (const op of run.ops) {
       const b = base?.ops.find((o) => o.op === op.op);
-      rows.push([
-        run.model,
-        op.op,
-        count(op.count),
-        transitions(op.transitions),
-        measured(op.measuredUs.p50),
-        measured(op.measuredUs.p99),
-        modeledUs(op.modeledNs.mean),
-        modeledUs(op.modeledNs.p99),
-        run === base ? 'baseline' : `${ratio(op.measuredUs.p50, b?.measuredUs.p50)} / ${ratio(op.modeledNs.mean, b?.modeledNs.mean)}`,
-      ]);
+      rows.push([run.model, op.op, count(op.count), transitions(op.transitions), modeledUs(op.modeledNs.mean), modeledUs(op.modeledNs.p99), run === base ? 'baseline' : ratio(op.modeledNs.mean, b?.modeledNs.mean)]);
     }
   }
   const modes = [...new Set(runs.map((r) => r.dma.mode))].join(', ');
   const legend =
-    `DMA mode ${modes}. Latency in us; per operation: transitions e/u/i/h/d = exit/user/ioctl/hw/direct; ` +
-    'vs none = measured p50 / modeled mean against the no-vIOMMU baseline.';
-  const spans = [
-    { label: 'measured us', from: 4, to: 5 },
-    { label: 'modeled us', from: 6, to: 7 },
-  ];
-  const ops = `${wrap(legend, 120)}\n${renderSpanned(spans, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'])}`;
-  const tRows: string[][] = [['model', 'ops/s measured', 'ops/s modeled', 'vs none', 'guest invalidations', 'delivered', 'fanout']];
+    `Modeled: each path's steps priced by the cost profile and queued in modeled time (deterministic). DMA mode ${modes}. ` +
+    'Per operation: transitions e/u/i/h/d = exit/user/ioctl/hw/direct; vs none = modeled mean against the no-vIOMMU baseline.';
+  const ops = `${wrap(legend, 120)}\n${render(rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r'])}`;
+  const tRows: string[][] = [['model', 'ops/s modeled', 'vs none', 'guest invalidations', 'delivered', 'fanout']];
   for (const run of runs) {
     const delivered = Object.values(run.invalidations.deliveredPerPsmmu).reduce((a, b) => a + b, 0);
     tRows.push([
       run.model,
-      perSec(run.throughput.opsPerSecMeasured),
       perSec(run.throughput.opsPerSecModeled),
-      run === base ? 'baseline' : `${ratio(run.throughput.opsPerSecMeasured, base?.throughput.opsPerSecMeasured)} / ${ratio(run.throughput.opsPerSecModeled, base?.throughput.opsPerSecModeled)}`,
+      run === base ? 'baseline' : ratio(run.throughput.opsPerSecModeled, base?.throughput.opsPerSecModeled),
       String(run.invalidations.guestCommands),
       String(delivered),
       fmt(run.invalidations.fanout, 2),
     ]);
   }
-  const thr = render(tRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']) + loadLines(runs);
+  const thr = render(tRows, ['l', 'r', 'r', 'r', 'r', 'r']) + loadLines(runs);
   const dRows: string[][] = [['model', 'device DMA', 'IOTLB hits', 'walk reads', 'faults', 'after unmap', 'stale']];
   for (const run of runs) {
     const d = run.dma;
@@ -158,24 +151,20 @@ export function comparisonTable(runs: readonly RunResult[]): string {
   return `${app ? `${app}\n\n` : ''}${ops}\n\n${thr}\n\n${dma}`;
 }
 
-/** Per-hop measured one-way latency of one run. */
-export function hopTable(run: RunResult): string {
-  const rows: string[][] = [['hop', 'count', 'p50 us', 'p99 us', 'max us']];
-  for (const h of run.hops) rows.push([`${h.from} -> ${h.to}`, String(h.count), fmt(h.measuredUs.p50), fmt(h.measuredUs.p99), fmt(h.measuredUs.max)]);
-  return render(rows, ['l', 'r', 'r', 'r', 'r']);
-}
+export { hopTable, measuredTable };
 
 /**
- * Linux's dma_map_benchmark report lines (tools/dma/dma_map_benchmark.c) for one run, measured and
- * modeled: average map and unmap latency in microseconds with their standard deviation.
+ * Linux's dma_map_benchmark report lines (tools/dma/dma_map_benchmark.c) for one run, modeled and
+ * then measured (this host's IPC, every operation of the first trial): average map and unmap
+ * latency in microseconds with their standard deviation.
  */
 export function dmaMapBenchmarkReport(run: RunResult): string {
   const w = run.workload;
   const op = (name: string): RunResult['ops'][number] | undefined => run.ops.find((o) => o.op === name);
   const lines = [`${run.model}: dma mapping benchmark: threads:${w.threads} seconds:${w.durationSec} granule: ${w.granulePages}`];
   for (const [what, pick] of [
-    ['measured', (o: RunResult['ops'][number]) => o.measuredUs],
     ['modeled', (o: RunResult['ops'][number]) => ({ mean: o.modeledNs.mean / 1000, stddev: o.modeledNs.stddev / 1000 })],
+    ['measured', (o: RunResult['ops'][number]) => o.measuredUs],
   ] as const) {
     for (const name of ['map', 'unmap']) {
       const o = op(name);
@@ -203,63 +192,62 @@ function renderSpanned(spans: { label: string; from: number; to: number }[], row
   return [top, ...body].join('\n');
 }
 
-/** A measured latency in us with about four significant digits: a loaded machine's p99 stays narrow. */
-function measured(x: number): string {
-  return Number.isFinite(x) && Math.abs(x) >= 1e6 ? compact(x) : fmt(x, x >= 1000 ? 0 : x >= 100 ? 1 : 2);
-}
 
 /**
- * A sweep, one row per operation of each run (map, unmap, flush, static-setup, io, the @before and
- * @after rows of a migration...: every operation that ran, in the run's order): the run's first row
- * carries the swept keys' values, the model, the application throughput and bottleneck where the
- * run has them, the run's throughput and invalidation fanout; its other rows only the operation,
- * its transitions and latency. Fits 120 columns with two swept keys.
+ * A sweep, the two clocks apart: first the modeled table, one row per operation of each run (map,
+ * unmap, flush, static-setup, io, the @before and @after rows of a migration...: every operation
+ * that ran, in the run's order): the run's first row carries the swept keys' values, the model, the
+ * application throughput and bottleneck where the run has them, the run's modeled throughput and
+ * invalidation fanout; its other rows only the operation, its transitions and modeled latency. Then
+ * the measured one (the same rows: measured latency, and on the first the run's measured
+ * throughput, this host's IPC). Each fits 120 columns with two swept keys.
  */
 export function sweepTable(keys: readonly string[], runs: readonly RunResult[]): string {
   const last = (k: string): string => k.slice(k.lastIndexOf('.') + 1);
   // A key's last part names its column, unless two swept keys share it.
   const names = keys.map((k) => (keys.filter((x) => last(x) === last(k)).length > 1 ? k : last(k)));
   const n = keys.length;
+  const numeric = keys.map((k) => runs.length > 0 && runs.every((r) => typeof r.point?.[k] === 'number'));
+  const keyAlign = numeric.map((x): 'l' | 'r' => (x ? 'r' : 'l'));
   const app = runs.some((r) => r.application);
-  const header = [...names, 'model', ...(app ? ['app/s', 'bottleneck'] : []), 'op', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'p50', 'p99', 'mean', 'p99', 'measured', 'modeled', 'fanout'];
-  const rows: string[][] = [header];
+  const rows: string[][] = [[...names, 'model', ...(app ? ['app/s', 'bottleneck'] : []), 'op', TRANSITION_KINDS.map((k) => k[0]).join('/'), 'mean', 'p99', 'ops/s', 'fanout']];
+  const mRows: string[][] = [[...names, 'model', 'op', 'p50', 'p99', 'ops/s']];
   for (const run of runs) {
     const a = run.application;
     const ran = sweepOps(run);
+    const m = measuredOf(run);
     (ran.length > 0 ? ran : [undefined]).forEach((op, i) => {
       const first = i === 0;
+      const values = keys.map((k) => (first ? String(run.point?.[k] ?? '-') : ''));
       rows.push([
-        ...keys.map((k) => (first ? String(run.point?.[k] ?? '-') : '')),
+        ...values,
         first ? run.model : '',
         ...(app ? (first ? [a ? perSec(a.perSecModeled) : '-', a ? `${a.bottleneck}${a.saturated ? '' : ' (latency)'}` : '-'] : ['', '']) : []),
         op?.op ?? '-',
         op ? transitions(op.transitions) : '-',
-        op ? measured(op.measuredUs.p50) : '-',
-        op ? measured(op.measuredUs.p99) : '-',
         op ? modeledUs(op.modeledNs.mean) : '-',
         op ? modeledUs(op.modeledNs.p99) : '-',
-        first ? perSec(run.throughput.opsPerSecMeasured) : '',
         first ? perSec(run.throughput.opsPerSecModeled) : '',
         first ? fmt(run.invalidations.fanout, 2) : '',
       ]);
+      const mo = op ? m.ops.find((o) => o.op === op.op) : undefined;
+      mRows.push([...values, first ? run.model : '', op?.op ?? '-', mo ? measuredUsText(mo.p50Us.value) : '-', mo ? measuredUsText(mo.p99Us.value) : '-', first ? perSec(m.opsPerSec.value) : '']);
     });
   }
-  const numeric = keys.map((k) => runs.length > 0 && runs.every((r) => typeof r.point?.[k] === 'number'));
   const extra = app ? 2 : 0;
-  const align: ('l' | 'r')[] = [...numeric.map((x): 'l' | 'r' => (x ? 'r' : 'l')), 'l', ...(app ? (['r', 'l'] as const) : []), 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'];
-  const spans = [
-    { label: 'measured us', from: n + extra + 3, to: n + extra + 4 },
-    { label: 'modeled us', from: n + extra + 5, to: n + extra + 6 },
-    { label: 'ops/s', from: n + extra + 7, to: n + extra + 8 },
-  ];
+  const spans = [{ label: 'modeled us', from: n + extra + 3, to: n + extra + 4 }];
   const points = new Set(runs.map((r) => JSON.stringify(r.point ?? {}))).size;
   const models = new Set(runs.map((r) => r.model)).size;
   const legend =
     `Sweep of ${keys.join(' x ')} (${points} point${points === 1 ? '' : 's'}) x ${models} model${models === 1 ? '' : 's'}. ` +
-    (app ? 'Per run: application throughput (app/s: packets or requests per second, modeled) and its bottleneck; then ' : 'Per run: ') + 'a row per operation that ran with its transitions per op e/u/i/h/d = exit/user/ioctl/hw/direct, ' +
-    'measured p50/p99 and modeled mean/p99 latency in us; on its first row, throughput of all operations (ops/s) and ' +
+    (app ? 'Modeled, per run: application throughput (app/s: packets or requests per second) and its bottleneck; then ' : 'Modeled, per run: ') +
+    'a row per operation that ran with its transitions per op e/u/i/h/d = exit/user/ioctl/hw/direct and modeled mean/p99 latency in us; ' +
+    'on its first row, modeled throughput of all operations (ops/s) and ' +
     'fanout = commands delivered to the pSMMUs per guest invalidation.';
-  return `${wrap(legend, 120)}\n${renderSpanned(spans, rows, align)}`;
+  const modeled = `${wrap(legend, 120)}\n${renderSpanned(spans, rows, [...keyAlign, 'l', ...(app ? (['r', 'l'] as const) : []), 'l', 'r', 'r', 'r', 'r', 'r'])}`;
+  const mLegend = 'Measured (this host\'s real IPC between the simulator\'s processes, not real hardware): the same operation\'s p50/p99 in us and the run\'s operations per second.';
+  const measured = `${wrap(mLegend, 120)}\n${renderSpanned([{ label: 'measured us', from: n + 2, to: n + 3 }], mRows, [...keyAlign, 'l', 'l', 'r', 'r', 'r'])}`;
+  return `${modeled}\n\n${measured}`;
 }
 
 /**

@@ -8,11 +8,12 @@ import type { OpContext } from '../runtime/op-context.js';
 import { EMPTY, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
 import { designOf } from '../designs/registry.js';
 import { SETUP_THREAD, TIMER_THREAD, type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from './driver.js';
-import { nowNs } from '../runtime/clock.js';
+import { NS_PER_US, nowNs } from '../runtime/clock.js';
 import { withDmaMode } from './dma-modes.js';
-import { guestMetrics, type GuestMetrics } from './metrics.js';
+import type { GuestMetrics } from './metrics.js';
 import { MigrationStep } from './migration.js';
 import { OpStats } from './op-stats.js';
+import { Samples } from '../runtime/samples.js';
 import { VcpuClocks } from './vcpu-clocks.js';
 import { runWorkload } from './workload.js';
 
@@ -32,6 +33,8 @@ class GuestRole implements RoleInstance {
     runtimeEnv: RoleEnv,
     /** The run's design's guest part: its DMA API over its IOMMU driver. */
     dmaApi: DmaApiFactory,
+    /** Its Prometheus instruments, when the process serves metrics. */
+    metrics: GuestMetrics | undefined,
   ) {
     // Every operation's context comes from here: while vmmsim explain looks for its operation
     // (guest-0 only), the contexts started are traced across the processes.
@@ -86,7 +89,7 @@ class GuestRole implements RoleInstance {
     };
     this.coherent = dmaApi(this.kernel);
     this.dma = withDmaMode(env.topology.dma, this.coherent, this.kernel);
-    this.metrics = env.metrics ? guestMetrics(env.metrics) : undefined;
+    this.metrics = metrics;
     this.metrics?.attachDriver(this.dma);
   }
 
@@ -105,15 +108,26 @@ class GuestRole implements RoleInstance {
     if (!w) throw new Error('topology has no workload');
     // A live migration during the run (workload.migration) reports its operations before and after it.
     const step = MigrationStep.forGuest(this.kernel, this.coherent, this.env.endpoints, w);
-    const stats = step?.stats ?? new OpStats(this.env.endpoints, designOf(this.env.topology.model).traits.hostTables === 'bare-metal');
+    const stats = step?.stats ?? new OpStats(this.env.endpoints, { warmupOps: this.env.topology.warmupOps, guestIsHost: designOf(this.env.topology.model).traits.hostTables === 'bare-metal' });
     this.opStats = stats;
     stats.observeWith({ tracing: this.env.tracing, log: this.env.log });
     const explain = this.env.topology.explain;
     if (explain && explain.op !== '' && this.env.self.index === 0) stats.explainOp(explain.op, explain.after);
     this.metrics?.attachOps(stats);
+    // Topology.floor_peer: one bare round trip to that peer after each operation (not timed with it).
+    const floor = this.env.floorRoundTrip ? new Samples() : undefined;
+    const roundTrip = this.env.floorRoundTrip;
+    const probe = floor && roundTrip
+      ? async (): Promise<void> => {
+        // After an operation of a thread still warming up, the floor's stream warms up too.
+        const warm = stats.warmingUp(0);
+        const ns = await roundTrip();
+        if (!warm) floor.record(ns / 2);
+      }
+      : undefined;
     // The driver's boot-time work (a DDW over all RAM), before the workload and reported apart.
     await this.dma.boot?.();
-    const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w, step });
+    const r = await runWorkload({ kernel: this.kernel, dma: this.dma, coherent: this.coherent, stats, w, step, ...(probe ? { probe } : {}) });
     this.operations += r.operations;
     const { timeline, resourceNames, stepVectors, explained } = stats.takeTimeline();
     return {
@@ -130,6 +144,7 @@ class GuestRole implements RoleInstance {
       guestCommands: this.dma.guestCommands,
       emulatedCommands: this.dma.emulatedCommands ?? 0,
       workloadCounters: { ...r.counters, ...step?.counters },
+      ...(floor ? { floorUs: floor.summary(NS_PER_US) } : {}),
     };
   }
 
@@ -148,5 +163,7 @@ class GuestRole implements RoleInstance {
 }
 
 export async function createRole(env: RoleEnv): Promise<RoleInstance> {
-  return new GuestRole(env, await designOf(env.topology.model).parts.guest());
+  // prom-client only in a process that serves metrics.
+  const metrics = env.metrics ? (await import('./metrics.js')).guestMetrics(env.metrics) : undefined;
+  return new GuestRole(env, await designOf(env.topology.model).parts.guest(), metrics);
 }

@@ -26,8 +26,8 @@ class PhasedOpStats extends OpStats {
     super.declare(`${name}@${this.phase}`);
   }
 
-  override record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
-    super.record(`${name}@${this.phase}`, measuredNs, ctx, thread, startNs, arrival);
+  override record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false, vcpu = thread): void {
+    super.record(`${name}@${this.phase}`, measuredNs, ctx, thread, startNs, arrival, vcpu);
   }
 
   override fail(name: string): void {
@@ -77,7 +77,7 @@ export class MigrationStep implements WorkloadStep {
     endpoints: EndpointTable,
     w: WorkloadSpec,
   ) {
-    this.stats = new PhasedOpStats(endpoints);
+    this.stats = new PhasedOpStats(endpoints, { warmupOps: kernel.env.topology.warmupOps });
     const threads = Math.max(1, w.threads);
     const atOp = w.migration?.atOp ?? 0;
     this.quota = Array.from({ length: threads }, (_, t) => Math.floor(atOp / threads) + (t < atOp % threads ? 1 : 0));

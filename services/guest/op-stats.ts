@@ -2,9 +2,9 @@ import { NS_PER_US, nowNs } from '../runtime/clock.js';
 import type { HopReport } from '../runtime/generated/vmmsim/v1/HopReport.js';
 import type { OpReport } from '../runtime/generated/vmmsim/v1/OpReport.js';
 import type { TimedOp } from '../runtime/generated/vmmsim/v1/TimedOp.js';
+import { Samples } from '../runtime/samples.js';
 import type { ExplainedOp } from '../runtime/generated/vmmsim/v1/ExplainedOp.js';
 import { VectorInterner } from '../cost/step-vector.js';
-import { Distribution } from '../runtime/histogram.js';
 import type { Logger } from '../runtime/logger.js';
 import type { OpContext } from '../runtime/op-context.js';
 import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../runtime/topology.js';
@@ -27,7 +27,9 @@ class OpRecord {
  */
 export class OpStats {
   private readonly ops = new Map<string, OpRecord>();
-  private readonly hops = new Map<string, { from: string; to: string; dist: Distribution }>();
+  private readonly hops = new Map<string, { from: string; to: string; all: Samples; steady: Samples }>();
+  /** Operations recorded per thread, to tell its first warmupOps (Topology.warmup_ops) apart. */
+  private readonly perThread: number[] = [];
   private readonly timeline: TimedOp[] = [];
   private readonly resources = new Map<string, number>();
   private tracing: OpTracing | undefined;
@@ -38,12 +40,27 @@ export class OpStats {
   /** vmmsim explain: the operation to trace, and the one traced once it ran. */
   private explain: { op: string; after: number } | undefined;
   private explainedOp: ExplainedOp | undefined;
+  /** Operations of each thread left out of the steady measured figures. */
+  private readonly warmupOps: number;
+  private readonly guestIsHost: boolean;
 
   constructor(
     private readonly endpoints: EndpointTable,
-    /** Bare metal: the guest process is the host kernel (see transitionOf). */
-    private readonly guestIsHost = false,
-  ) {}
+    opts: {
+      /** Operations of each thread left out of the steady measured figures (Topology.warmup_ops). */
+      warmupOps?: number;
+      /** Bare metal: the guest process is the host kernel (see transitionOf). */
+      guestIsHost?: boolean;
+    } = {},
+  ) {
+    this.warmupOps = opts.warmupOps ?? 0;
+    this.guestIsHost = opts.guestIsHost ?? false;
+  }
+
+  /** Whether thread t is still warming up: its next operation would be one of its first warmupOps. */
+  warmingUp(t: number): boolean {
+    return (this.perThread[t] ?? 0) < this.warmupOps;
+  }
 
   /** Sampled operations become traces; at debug level each operation is logged with its opId. */
   observeWith(t: { tracing?: OpTracing | undefined; log: Logger }): void {
@@ -91,10 +108,15 @@ export class OpStats {
    * A completed operation: its measured time, and for the modeled side the thread (vCPU) it ran
    * on, where it started on that thread's uncontended modeled clock, and what the context charged
    * and held. `arrival`: it arrived at that time on its own (open loop), not after the previous one.
+   * `vcpu`: the guest thread whose warm-up it counts in (Topology.warmup_ops), when `thread` is one
+   * of an application workload's lanes of that vCPU rather than the vCPU itself.
    */
-  record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
+  record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false, vcpu = thread): void {
     const r = this.op(name);
     r.count += 1;
+    const done = (this.perThread[vcpu] ?? 0) + 1;
+    this.perThread[vcpu] = done;
+    const warmup = done <= this.warmupOps;
     const holdSteps: number[] = [];
     for (const h of ctx.holds) holdSteps.push(this.vectors.id(h.atSteps), this.vectors.id(h.ownSteps));
     if (ctx.explaining && this.explain && this.explainedOp === undefined && name === this.explain.op && this.timeline.length >= this.explain.after) {
@@ -114,6 +136,7 @@ export class OpStats {
       steps: this.vectors.id(ctx.packedSteps()),
       holdSteps,
       ...(ctx.branched ? { branched: true } : {}),
+      ...(warmup ? { warmup } : {}),
     });
     const tracing = this.tracing;
     const spans: HopSpan[] | undefined = tracing?.sampled() ? [] : undefined;
@@ -127,10 +150,12 @@ export class OpStats {
       const key = `${from.name}>${to.name}`;
       let hop = this.hops.get(key);
       if (!hop) {
-        hop = { from: from.name, to: to.name, dist: new Distribution() };
+        hop = { from: from.name, to: to.name, all: new Samples(), steady: new Samples() };
         this.hops.set(key, hop);
       }
-      hop.dist.record(Number(h.receivedNs ?? 0) - Number(h.sentNs ?? 0));
+      const ns = Math.max(0, Number(h.receivedNs ?? 0) - Number(h.sentNs ?? 0));
+      hop.all.record(ns);
+      if (!warmup) hop.steady.record(ns);
     }
     if (spans && tracing) {
       // The operation ended at most now (the caller may have been preempted since) and its
@@ -152,7 +177,7 @@ export class OpStats {
   }
 
   hopReports(): HopReport[] {
-    return [...this.hops.values()].map((h) => ({ from: h.from, to: h.to, measuredUs: h.dist.summary(NS_PER_US) }));
+    return [...this.hops.values()].map((h) => ({ from: h.from, to: h.to, measuredUs: h.all.summary(NS_PER_US), steadyUs: h.steady.summary(NS_PER_US) }));
   }
 
   /**

@@ -11,11 +11,13 @@ import { PAGE_SIZE } from '../machine/memory.js';
 import * as Q from '../formats/smmu/queue.js';
 import { GERROR_CMDQ_ERR, SMMU_REG, psmmuIdr } from '../formats/smmu/registers.js';
 import type { Endpoint } from '../runtime/topology.js';
-import { AtcInvalidations, ConfigInvalidations, Iotlb } from '../../worker-pool/index.js';
+import { AtcInvalidations } from '../../worker-pool/atc-invalidations.js';
+import { ConfigInvalidations } from '../../worker-pool/config-invalidations.js';
+import { Iotlb } from '../../worker-pool/iotlb.js';
 import { AddressSpace, HostPhysical } from './address-space.js';
 import { PhysicalCmdq } from './cmdq.js';
 import { EventQueue } from './events.js';
-import { psmmuMetrics, type PsmmuMetrics, type PsmmuState } from './metrics.js';
+import type { PsmmuMetrics, PsmmuState } from './metrics.js';
 import { scopeConcerns } from './relevance.js';
 import { Translator } from './translate.js';
 import { VintfPage } from './vintf.js';
@@ -43,7 +45,11 @@ class PsmmuRole implements RoleInstance {
   private readonly metrics: PsmmuMetrics | undefined;
   private readonly state: PsmmuState;
 
-  constructor(env: RoleEnv) {
+  constructor(
+    env: RoleEnv,
+    /** Its Prometheus instruments, when the process serves metrics. */
+    metrics: PsmmuMetrics | undefined,
+  ) {
     const t = env.topology;
     const k = env.self.index;
     this.name = env.self.name;
@@ -83,7 +89,7 @@ class PsmmuRole implements RoleInstance {
       vcmdqDepths: () => this.vintf.queueDepths(),
       workerThreads: () => this.vintf.workerThreads,
     };
-    this.metrics = env.metrics ? psmmuMetrics(env.metrics) : undefined;
+    this.metrics = metrics;
     this.metrics?.attach(this.state);
   }
 
@@ -217,6 +223,8 @@ function consReg(cons: number): Buffer {
   return b;
 }
 
-export function createRole(env: RoleEnv): RoleInstance {
-  return new PsmmuRole(env);
+export async function createRole(env: RoleEnv): Promise<RoleInstance> {
+  // prom-client only in a process that serves metrics.
+  const metrics = env.metrics ? (await import('./metrics.js')).psmmuMetrics(env.metrics) : undefined;
+  return new PsmmuRole(env, metrics);
 }

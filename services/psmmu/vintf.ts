@@ -10,7 +10,7 @@ import * as Q from '../formats/smmu/queue.js';
 import { decodeCmdqAlloc, decodeCmdqAllocRegister } from '../formats/smmu/cmdqv-registers.js';
 import { VCMDQ_GUEST_LOG2_ENTRIES, VCMDQ_REG, decodeVcmdqRegister } from '../formats/smmu/registers.js';
 import type { MemoryRange } from '../runtime/transport/link.js';
-import { VcmdqPool, proportionateWorkers, type AtcInvalidations, type ConfigInvalidations, type Iotlb, type Vcmdq } from '../../worker-pool/index.js';
+import type { AtcInvalidations, ConfigInvalidations, Iotlb, Vcmdq, VcmdqPool } from '../../worker-pool/index.js';
 import { iommufdLayoutOf } from '../designs/registry.js';
 
 /**
@@ -57,7 +57,9 @@ export class VintfPage {
     const plan = cmdqvPlan(t, this.psmmu, layout);
     this.plan = plan;
     const vms = plan.vms;
-    const pool = await VcmdqPool.start({
+    // The worker pool (piscina) is loaded by a pSMMU that has VCMDQs only.
+    const { VcmdqPool: Pool, proportionateWorkers } = await import('../../worker-pool/pool.js');
+    const pool = await Pool.start({
       iotlb: this.caches.iotlb,
       configLog: this.caches.configLog,
       ...(this.caches.atcLog ? { atcLog: this.caches.atcLog } : {}),

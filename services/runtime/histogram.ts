@@ -53,3 +53,5 @@ export class Distribution {
     };
   }
 }
+
+export { Samples, percentileOfSorted, summarizeValues } from './samples.js';

@@ -1,5 +1,9 @@
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type Pretty from 'pino-pretty';
+
+/** pino-pretty is for a terminal only: loaded when stderr is one (a role process never pays for it). */
+const requireHere = createRequire(import.meta.url);
 
 export type { Logger };
 
@@ -23,6 +27,7 @@ export function resolveLogLevel(flag?: string): LogLevel {
 export function createLogger(base: Record<string, string | number>, level: LogLevel): Logger {
   const options = { level, base, timestamp: pino.stdTimeFunctions.isoTime };
   if (process.stderr.isTTY) {
+    const pretty = requireHere('pino-pretty') as typeof Pretty;
     return pino(options, pretty({ destination: 2, sync: true, colorize: true }));
   }
   return pino(options, pino.destination({ fd: 2, sync: true }));

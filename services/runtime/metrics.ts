@@ -11,11 +11,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { VmmsimError } from './errors.js';
+import { DEFAULT_METRICS_HOST, metricsUrl } from './metrics-options.js';
+
+export { DEFAULT_METRICS_HOST, metricsUrl, parseMetricsPort } from './metrics-options.js';
 
 export type { Registry };
-
-/** Metrics stay on this host unless the user names another address (--metrics-host). */
-export const DEFAULT_METRICS_HOST = '127.0.0.1';
 
 export interface MetricsOptions {
   /** TCP port; 0 lets the system pick a free one. */
@@ -34,19 +34,6 @@ export interface MetricsServer {
   readonly port: number;
   readonly url: string;
   close(): Promise<void>;
-}
-
-export function metricsUrl(host: string, port: number): string {
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}/metrics`;
-}
-
-/** Checks a --metrics-port value: a TCP port, 0 for any free one. */
-export function parseMetricsPort(option: string, value: string, maxOffset = 0): number {
-  const port = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isInteger(port) || port < 0 || port + maxOffset > 65535) {
-    throw new VmmsimError('E_USAGE', `${option} must be a TCP port 0..${65535 - maxOffset}, got "${value}"`);
-  }
-  return port;
 }
 
 function bindError(err: NodeJS.ErrnoException, name: string, host: string, port: number): VmmsimError {

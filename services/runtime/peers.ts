@@ -1,8 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
-import { parse } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
 import { VmmsimError } from './errors.js';
 import { endpointName, isRole, type Role } from './topology.js';
+
+/** The YAML parser, loaded by the few processes given a --peers file (a role starts without it). */
+function parse(text: string): unknown {
+  return (createRequire(import.meta.url)('yaml') as typeof Yaml).parse(text);
+}
 
 /** One process of a peers file: its name (as endpointName) and the address to dial it at. */
 export interface PeerEndpoint {

@@ -26,3 +26,18 @@ export function protos(): { definition: protoLoader.PackageDefinition; link: Lin
   loaded = { definition, link: pkg as unknown as LinkProto, control: pkg as unknown as ControlProto };
   return loaded;
 }
+
+let control: ControlProto | undefined;
+
+/**
+ * The Control service alone (control.proto), for a role's server: a role needs no other proto at
+ * start (its links use a codec of their own, batch-codec.ts; reflection loads protos() when a tool
+ * first asks), and parsing link.proto too cost every process's start a few tens of ms.
+ */
+export function controlProto(): ControlProto {
+  if (loaded) return loaded.control;
+  if (control) return control;
+  const includeDirs = [join(packageRoot(), 'proto')];
+  control = grpc.loadPackageDefinition(protoLoader.loadSync(['vmmsim/v1/control.proto'], { ...LOADER_OPTIONS, includeDirs })) as unknown as ControlProto;
+  return control;
+}

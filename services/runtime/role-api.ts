@@ -45,6 +45,11 @@ export interface RoleEnv {
   metrics?: Registry;
   /** Sampled operation traces (--otlp-endpoint), exported by the guest; absent when off. */
   tracing?: OpTracing;
+  /**
+   * Topology.floor_peer on a guest: one round trip of a bare grpc-js stream to that peer, resolving
+   * with its length in measured ns (transport/floor.ts). Absent otherwise.
+   */
+  floorRoundTrip?: () => Promise<number>;
 }
 
 /** A model's answer to one request; the runner adds modeled time and hop records. */

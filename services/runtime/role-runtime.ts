@@ -15,15 +15,15 @@ import { OpContext } from './op-context.js';
 import { runFolderProblem } from '../machine/run-folder.js';
 import { checkConfigure } from '../scenario/configure-check.js';
 import { loadPeersFile, type PeersFile } from './peers.js';
-import { protos } from './proto.js';
+import { controlProto } from './proto.js';
 import { EMPTY, type RoleFactory, type RoleInstance } from './role-api.js';
 import { TELEMETRY_OPTIONS, startRoleTelemetry, telemetryArgs, type TelemetryArgs } from './role-telemetry.js';
 import { DOWNSTREAM, EndpointTable, endpointName, isRole, type Endpoint, type Role } from './topology.js';
 import type { OpTracing } from './tracing.js';
 import { CONTROLLER, TOKEN_ENV, RunToken, admit, loadTokenFile, type CallerCheck } from './transport/auth.js';
 import { INSECURE, TLS_OPTIONS, mutualTls, tlsFiles, withToken, type Security, type TlsFiles } from './transport/credentials.js';
+import { FLOOR_SERVICE, FloorProbe, floorHandlers } from './transport/floor.js';
 import { LinkClient, LinkServer, linkServiceDefinition, type MemoryRange, type ReplyBody } from './transport/link.js';
-import { linkMetrics } from './transport/link-metrics.js';
 import { serve, shutdown, type Listen } from './transport/server.js';
 
 /** Messages a child sends its parent over the IPC channel: ready (with its metrics port, if any), or why it could not start. */
@@ -46,6 +46,8 @@ interface Configured {
   links: Map<string, LinkClient>;
   /** The peers whose requests this process serves: endpoints of the roles that link to this one, by name. */
   upstream: Map<string, Endpoint>;
+  /** Topology.floor_peer on a guest: its bare echo stream to that peer (transport/floor.ts). */
+  floor: FloorProbe | undefined;
 }
 
 /**
@@ -126,18 +128,27 @@ export class RoleProcess {
     const deadlineMs = topology.deadlineMs || 10_000;
     const peers: Endpoint[] = [];
     for (const role of DOWNSTREAM[this.role]) peers.push(...endpoints.ofRole(role));
+    let floor: FloorProbe | undefined;
+    const closeAll = (): void => {
+      for (const l of links.values()) l.close();
+      floor?.close();
+    };
+    // The link instruments, with prom-client, only in a process that serves metrics.
+    const registry = this.telemetry.metrics;
+    const instruments = registry ? (await import('./transport/link-metrics.js')).linkMetrics(registry) : undefined;
     try {
       await Promise.all(
         peers.map(async (peer) => {
           const address = this.net.peers?.endpoints.find((e) => e.name === peer.name)?.address ?? peer.address;
           const link = new LinkClient({ selfId: self.id, selfName: self.name, peerId: peer.id, peerName: peer.name }, address, deadlineMs, this.net.security);
           links.set(peer.name, link);
-          if (this.telemetry.metrics) link.observeWith(linkMetrics(this.telemetry.metrics).forLink(self.name, peer.name));
+          if (instruments) link.observeWith(instruments.forLink(self.name, peer.name));
           await link.open();
         }),
       );
+      floor = await this.openFloor(topology, self, endpoints);
     } catch (err) {
-      for (const l of links.values()) l.close();
+      closeAll();
       throw err;
     }
     const log = this.log;
@@ -153,20 +164,33 @@ export class RoleProcess {
         newContext: (opId, modeledNs) => new OpContext(opId, modeledNs, costs, links),
         metrics: this.telemetry.metrics,
         tracing: this.telemetry.tracing,
+        ...(floor ? { floorRoundTrip: () => (floor as FloorProbe).roundTrip() } : {}),
       });
     } catch (err) {
-      for (const l of links.values()) l.close();
+      closeAll();
       throw err;
     }
     try {
       await instance.init?.();
     } catch (err) {
-      for (const l of links.values()) l.close();
+      closeAll();
       await instance.close?.();
       throw err;
     }
-    this.configured = { topology, self, endpoints, costs, instance, links, upstream };
+    this.configured = { topology, self, endpoints, costs, instance, links, upstream, floor };
     log.debug({ model: topology.model, peers: [...links.keys()] }, 'configured');
+  }
+
+  /**
+   * Topology.floor_peer: a guest opens a bare echo stream to that peer (the same address and
+   * credentials as its link), which it times between operations. Other roles ignore it.
+   */
+  private async openFloor(topology: Topology__Output, self: Endpoint, endpoints: EndpointTable): Promise<FloorProbe | undefined> {
+    if (this.role !== 'guest' || topology.floorPeer === '') return undefined;
+    const peer = endpoints.name(topology.floorPeer);
+    if (!peer) throw new VmmsimError('E_CONFIGURE', `floor_peer ${topology.floorPeer} is not in the topology`);
+    const address = this.net.peers?.endpoints.find((e) => e.name === peer.name)?.address ?? peer.address;
+    return FloorProbe.open(self.name, peer.name, address, this.net.security);
   }
 
   private async teardown(): Promise<void> {
@@ -175,6 +199,7 @@ export class RoleProcess {
     // The streams of the last run go with it: its peers open new ones for the next.
     this.linkServer.closeAll();
     if (!c) return;
+    c.floor?.close();
     for (const l of c.links.values()) l.close();
     try {
       await c.instance.close?.();
@@ -189,8 +214,9 @@ export class RoleProcess {
    * request's hop records say.
    */
   private readonly handleRequest = async (env: Envelope__Output, peer: string): Promise<ReplyBody> => {
-    // ECHO times a bare hop: the runtime answers it itself, with no model in the way.
-    if (env.kind === 'ECHO') return { status: 0, payload: env.payload, modeledNs: env.modeledNs, hops: [] };
+    // ECHO times a bare hop: the runtime answers it itself, with no model in the way; a relay ECHO
+    // (the path bench) goes on down its route through the runtime's links first.
+    if (env.kind === 'ECHO') return this.echo(env);
     const c = this.configured;
     if (!c) return { status: -Errno.ENODEV, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
     const from = c.upstream.get(peer);
@@ -218,6 +244,22 @@ export class RoleProcess {
       ...(ctx.explaining ? { explained: ctx.explained() } : {}),
     };
   };
+
+  /**
+   * ECHO: the payload back. A payload `relay:NAME[,NAME...]` (at most RELAY_MAX names) is first
+   * sent on down the route, each name a peer this process links to, through the same context and
+   * links a model's calls use: a path's hops with no model in them (`npm run bench -- path`).
+   */
+  private async echo(env: Envelope__Output): Promise<ReplyBody> {
+    const route = relayRoute(env.payload);
+    if (route === undefined) return { status: 0, payload: env.payload, modeledNs: env.modeledNs, hops: [] };
+    const c = this.configured;
+    const [next, ...rest] = route;
+    if (!c || next === undefined || !c.links.has(next)) return { status: -Errno.EINVAL, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
+    const ctx = new OpContext(env.opId, env.modeledNs, c.costs, c.links);
+    const r = await ctx.call(next, 'ECHO', rest.length > 0 ? Buffer.from(`${RELAY_PREFIX}${rest.join(',')}`) : EMPTY);
+    return { status: r.status, payload: env.payload, modeledNs: ctx.modeledNs, hops: ctx.trace, holds: ctx.holds };
+  }
 
   /** The status that refuses a control call from anyone but the controller, or undefined to serve it. */
   private controlRefusal(call: grpc.ServerUnaryCall<unknown, unknown>): grpc.ServiceError | undefined {
@@ -278,6 +320,11 @@ export class RoleProcess {
     return this.linkServer.handlers();
   }
 
+  /** The bare echo stream the transport floor is timed on (transport/floor.ts), for proved callers only. */
+  floorHandlers(): ReturnType<typeof floorHandlers> {
+    return floorHandlers((call) => admit(this.callers, call.metadata, () => call.getAuthContext()?.sslPeerCertificate));
+  }
+
   /**
    * The controller died without stopping the run (SIGKILL): nobody else will remove the run's
    * memory files, which live on tmpfs and hold RAM, so every orphaned role removes the folder
@@ -298,6 +345,18 @@ export class RoleProcess {
   close(): Promise<void> {
     return this.teardown();
   }
+}
+
+/** An ECHO payload that asks to be relayed: `relay:` and the names of the processes still to cross. */
+export const RELAY_PREFIX = 'relay:';
+/** Names a relay route may hold: a path crosses at most a handful of processes. */
+const RELAY_MAX = 8;
+
+/** The route of a relay ECHO, or undefined for a plain one. */
+function relayRoute(payload: Buffer): string[] | undefined {
+  if (payload.length > 256 || payload.toString('latin1', 0, RELAY_PREFIX.length) !== RELAY_PREFIX) return undefined;
+  const names = payload.toString('latin1', RELAY_PREFIX.length).split(',');
+  return names.length <= RELAY_MAX ? names : [];
 }
 
 /**
@@ -418,10 +477,11 @@ export async function startRole(args: RoleArgs): Promise<void> {
     process.stderr.write(`vmmsim: WARNING: ${name} runs with --insecure: anyone who can reach ${args.listen.host}:${args.listen.port} can configure it, run workloads on it and act as any role it serves; use --token-file or mutual TLS beyond a private network (docs/security.md)\n`);
   }
   const proc = new RoleProcess(args.role, args.index, factory, log, args.ramDir, { security, ...(peers ? { peers } : {}) }, { metrics: telemetry.registry, tracing: telemetry.tracing });
-  const p = protos();
+  const control = controlProto();
   const served = await serve(args.listen, (server) => {
-    server.addService(p.control.vmmsim.v1.Control.service, proc.controlService());
+    server.addService(control.vmmsim.v1.Control.service, proc.controlService());
     server.addService(linkServiceDefinition(), proc.linkHandlers());
+    server.addService(FLOOR_SERVICE, proc.floorHandlers());
   }, security);
   // A socket file a user named is private to this user, as the launcher's 0700 folder makes its own.
   if (args.listen.kind === 'path') chmodSync(args.listen.path, 0o600);

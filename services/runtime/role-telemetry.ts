@@ -5,9 +5,11 @@
  */
 import { VmmsimError } from './errors.js';
 import type { Logger } from './logger.js';
-import { parseMetricsPort, startMetrics, type MetricsServer, type Registry } from './metrics.js';
+import type { MetricsServer, Registry } from './metrics.js';
+import { parseMetricsPort } from './metrics-options.js';
 import type { Role } from './topology.js';
-import { startTracing, tracingOptions, type OpTracing, type TracingOptions } from './tracing.js';
+import type { OpTracing } from './tracing.js';
+import { tracingOptions, type TracingOptions } from './tracing-options.js';
 
 /** The role process options of this file, for node:util parseArgs. */
 export const TELEMETRY_OPTIONS = {
@@ -53,10 +55,16 @@ export interface RoleTelemetry {
   close(): Promise<void>;
 }
 
-/** Starts what the arguments ask for; a metrics port that cannot be bound throws E_METRICS_PORT. */
+/**
+ * Starts what the arguments ask for; a metrics port that cannot be bound throws E_METRICS_PORT.
+ * prom-client and OpenTelemetry are loaded only when asked for: a role without them starts and
+ * runs without their modules in memory.
+ */
 export async function startRoleTelemetry(role: Role, name: string, args: TelemetryArgs, log: Logger): Promise<RoleTelemetry> {
-  const metrics = args.metricsPort === undefined ? undefined : await startMetrics({ port: args.metricsPort, ...(args.metricsHost ? { host: args.metricsHost } : {}), role, name });
-  const tracing = args.tracing && role === 'guest' ? startTracing(args.tracing, { role, name }, log) : undefined;
+  const port = args.metricsPort;
+  const metrics = port === undefined ? undefined : await (await import('./metrics.js')).startMetrics({ port, ...(args.metricsHost ? { host: args.metricsHost } : {}), role, name });
+  const tracingArgs = args.tracing;
+  const tracing = tracingArgs && role === 'guest' ? (await import('./tracing.js')).startTracing(tracingArgs, { role, name }, log) : undefined;
   if (metrics) log.debug({ url: metrics.url }, 'metrics');
   return {
     metrics,

@@ -107,6 +107,7 @@ export function checkConfigure(t: Topology__Output, self: string): void {
     perRole.set(e.role, (perRole.get(e.role) ?? 0) + 1);
   });
   if (!names.has(self)) throw bad('endpoints', `${self} (this process) is not listed`);
+  if (t.floorPeer !== '' && !names.has(t.floorPeer)) throw bad('floorPeer', `${JSON.stringify(t.floorPeer.slice(0, 64))} is not an endpoint of the topology`);
 
   const vms = t.vmids.length;
   if (vms < 1 || vms > MAX_VMS) throw bad('vmids', `${vms} VMs, allowed 1..${MAX_VMS}`);

@@ -118,7 +118,14 @@ const CASES: BadInput[] = [
     what: 'an unknown workload (the valid ones listed)',
     args: () => ['run', '--set', 'workload.kind=bogus'],
     code: 'E_SCENARIO_FIELD',
-    mentions: () => ['workload.kind', '"bogus"', 'dma-map-benchmark', 'packet-stream', 'block', 'static', 'sva-unmap-storm', 'trace-replay'],
+    // static is no longer a workload (dma=static is): the list is exactly these five.
+    mentions: () => ['workload.kind', '"bogus"', 'allowed: dma-map-benchmark, packet-stream, block, sva-unmap-storm, trace-replay (fix:'],
+  },
+  {
+    what: 'workload.kind=static (dma=static named in its place)',
+    args: () => ['run', '--set', 'workload.kind=static'],
+    code: 'E_SCENARIO_FIELD',
+    mentions: () => ['workload.kind: "static" is no longer a value of this key', 'set dma to static with workload.kind packet-stream or block'],
   },
   { what: 'an unknown DMA mode (the valid ones listed)', args: () => ['run', '--set', 'dma=sloppy'], code: 'E_SCENARIO_FIELD', mentions: () => ['dma', '"sloppy"', 'strict', 'lazy', 'static', 'bounce'] },
   { what: 'an unknown model in --models (the valid ones listed)', args: () => ['compare', '--models', 'none,bogus'], code: 'E_USAGE', mentions: () => ['"bogus"', ...MODELS] },

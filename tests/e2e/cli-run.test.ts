@@ -193,7 +193,8 @@ describe('vmmsim compare --ops 100 --set vmm.hwptInvalidate=per-batch', () => {
     const ioctls = nested.counters['vfio']?.['hwptInvalidate'] ?? 0;
     expect(ioctls).toBeGreaterThan(0);
     expect(nested.counters['vfio']?.['commands']).toBe(ioctls);
-    expect(nested.notes).toEqual([{
+    // (Notes of the measured clock, such as a busy machine, may come on a shared machine: not about the model.)
+    expect(nested.notes.filter((n) => !n.code.startsWith('measured.'))).toEqual([{
       code: 'no-effect.vmm.hwptInvalidate',
       text: expect.stringMatching(new RegExp(`^vmm\\.hwptInvalidate=per-batch had no effect on this run: every guest batch held one command \\(${ioctls} IOMMU_HWPT_INVALIDATE ioctls for ${ioctls} commands\\).* It matters only when`)),
     }]);

@@ -12,6 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { SensitivitySection } from '../../services/controller/sensitivity.js';
+import { loadProfile } from '../../services/cost/profile.js';
 import { waitForNoProcesses } from '../helpers/processes.js';
 import { mismatches } from '../helpers/report-check.js';
 import { Runs, entries, lines, readResults, runWatched } from './support.js';
@@ -143,13 +144,31 @@ describe('vmmsim sensitivity', () => {
     expect(await waitForNoProcesses(r.marker)).toEqual([]);
   }, 120_000);
 
+  it('samples measured-host: each step it measured across its samples\' p5-p95, the others across the base profile\'s ranges', async () => {
+    const dir = join(runs.folder(), 'measured-host');
+    const r = await runWatched(runs, ['sensitivity', '--profile', 'measured-host', '--models', 'virtio-iommu,vhost-iommu', '--ops', '20', '--samples', '20', '--out', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('vmmsim: measuring what this host can measure about itself');
+    const doc = readResults(dir) as { sensitivity?: SensitivitySection };
+    expect(doc.sensitivity).toMatchObject({ samples: 20, profile: 'measured-host' });
+    // The profile it wrote beside results.json is the one sampled, step by step.
+    const measured = loadProfile(join(dir, 'measured-host.yaml'));
+    const base = loadProfile('arm64-kunpeng920');
+    const steps = doc.sensitivity?.steps ?? [];
+    expect(steps.length).toBeGreaterThan(0);
+    for (const s of steps) expect([s.step, s.ns, s.lo, s.hi]).toEqual([s.step, measured.steps[s.step]?.ns, ...(measured.steps[s.step]?.range ?? [])]);
+    // ioctl.syscall is measured here, its range not the base profile's; an SMMU step keeps its base range.
+    expect(measured.steps['ioctl.syscall']?.rangeReason).toBe('the 5th to 95th percentile of the samples on this host');
+    expect(measured.steps['smmu.walk_access']?.range).toEqual(base.steps['smmu.walk_access']?.range);
+    expect(await waitForNoProcesses(r.marker)).toEqual([]);
+  }, 120_000);
+
   it('refuses bad options before any process starts', async () => {
     const cwd = runs.folder();
     const cases: [string[], string, RegExp][] = [
       [['sensitivity', '--models', 'nested-smmuv3', '--ops', '5'], 'E_SENSITIVITY', /--models names 1 \(nested-smmuv3\); give at least two/],
       [['sensitivity', '--samples', '5'], 'E_SENSITIVITY', /--samples must be an integer from 10 to 100000, got "5"/],
       [['sensitivity', '--samples', 'many'], 'E_SENSITIVITY', /--samples must be an integer/],
-      [['sensitivity', '--profile', 'measured-host'], 'E_SENSITIVITY', /no cost ranges to sample/],
       [['sensitivity', '--model', 'none'], 'E_USAGE', /--model is for `vmmsim run`/],
       [['run', '--sensitivity'], 'E_USAGE', /--sensitivity compares architectures/],
       [['compare', '--models', 'none', '--sensitivity'], 'E_SENSITIVITY', /--sensitivity compares architectures: --models names 1/],

@@ -76,8 +76,9 @@ describe('vmmsim sweep --ops 30 --set topology.psmmus=1,2 --set topology.vsmmu=s
     expect(text.endsWith('\r\n')).toBe(true);
     const records = text.slice(0, -2).split('\r\n').map((l) => l.split(','));
     const header = records[0] as string[];
-    expect(header.slice(0, 3)).toEqual(['topology.psmmus', 'topology.vsmmu', 'model']);
-    for (const c of ['op', 'count', 'exit', 'user', 'ioctl', 'hw', 'direct', 'measured_p50_us', 'measured_p99_us', 'modeled_mean_ns', 'modeled_p99_ns', 'ops_per_sec_measured', 'ops_per_sec_modeled', 'fanout', 'guest_commands', 'delivered', 'main_op']) {
+    // The swept keys, the model, the application columns (empty: dma-map-benchmark has no application throughput), the main operation.
+    expect(header.slice(0, 11)).toEqual(['topology.psmmus', 'topology.vsmmu', 'model', 'app_unit', 'app_per_sec_modeled', 'app_bytes_per_sec_modeled', 'app_bottleneck', 'app_bottleneck_kind', 'app_saturated', 'op', 'count']);
+    for (const c of ['exit', 'user', 'ioctl', 'hw', 'direct', 'measured_p50_us', 'measured_p99_us', 'modeled_mean_ns', 'modeled_p99_ns', 'ops_per_sec_measured', 'ops_per_sec_modeled', 'fanout', 'guest_commands', 'delivered', 'main_op']) {
       expect(header, c).toContain(c);
     }
     const col = (row: string[], name: string): string => row[header.indexOf(name)] as string;
@@ -95,6 +96,11 @@ describe('vmmsim sweep --ops 30 --set topology.psmmus=1,2 --set topology.vsmmu=s
       expect(Number(col(row, 'fanout'))).toBe(run.invalidations.fanout);
       expect(Number(col(row, 'modeled_mean_ns'))).toBe(unmap(run).modeledNs.mean);
       expect(Number(col(row, 'hw'))).toBe(unmap(run).transitions.hw);
+      expect(row.slice(3, 9)).toEqual(['', '', '', '', '', '']);
+      // The measured figures as the measured table shows them: warm-up excluded.
+      const m = run.measured?.ops.find((o) => o.op === 'unmap');
+      expect(Number(col(row, 'measured_p50_us'))).toBe(m?.p50Us.value);
+      expect(Number(col(row, 'ops_per_sec_measured'))).toBe(run.measured?.opsPerSec.value);
     });
     expect(rows.map((r) => col(r, 'fanout'))).toEqual(['1', '1', '2', '1']);
   });
@@ -108,14 +114,24 @@ describe('vmmsim sweep --ops 30 --set topology.psmmus=1,2 --set topology.vsmmu=s
     ]);
     const stdout = lines(result.stdout);
     for (const l of stdout) expect(l.length, l).toBeLessThanOrEqual(120);
-    // A row per operation: the run's first (map) with its point and run figures, then its unmap.
-    const rows = stdout.filter((l) => /^\s*\d+\s+(single|per-psmmu)\s+nested-smmuv3\s+map\s/.test(l));
+    // Two tables, the modeled one first, then the measured one (never a shared column); each has a
+    // row per operation: the run's first (map) with its point and run figures, then its unmap.
+    const at = stdout.findIndex((l) => l.startsWith('Measured (this host\'s real IPC'));
+    expect(at).toBeGreaterThan(0);
+    const row = (l: string): boolean => /^\s*\d+\s+(single|per-psmmu)\s+nested-smmuv3\s+map\s/.test(l);
+    const modeled = stdout.slice(0, at);
+    const rows = modeled.filter(row);
     expect(rows).toHaveLength(4);
     expect(rows.map((r) => r.trim().split(/\s+/).pop())).toEqual(['1.00', '1.00', '2.00', '1.00']);
-    expect(stdout.filter((l) => /^\s+unmap\s+\d/.test(l))).toHaveLength(4);
-    stdout.forEach((l, i) => {
-      if (/^\s*\d+\s+(single|per-psmmu)\s+nested-smmuv3\s+map\s/.test(l)) expect(stdout[i + 1]).toMatch(/^\s+unmap\s+\d/);
+    expect(modeled.filter((l) => /^\s+unmap\s+\d/.test(l))).toHaveLength(4);
+    modeled.forEach((l, i) => {
+      if (row(l)) expect(modeled[i + 1]).toMatch(/^\s+unmap\s+\d/);
     });
+    // The measured table: p50, p99 per operation, and the run's ops/s on its first row.
+    const measured = stdout.slice(at).filter(row);
+    expect(measured).toHaveLength(4);
+    expect(measured.map((r) => r.trim().split(/\s+/).length)).toEqual([7, 7, 7, 7]);
+    expect(measured.map((r) => Number(r.trim().split(/\s+/).pop()))).toEqual(doc.runs.map((r) => Math.round(r.measured?.opsPerSec.value ?? NaN)));
     expect(stdout).toContain(`results: ${join(out, 'results.json')}`);
     expect(stdout[stdout.length - 1]).toBe(`csv: ${join(out, 'results.csv')}`);
   });
@@ -192,7 +208,7 @@ describe('vmmsim sweep interrupted', () => {
     expect(doc.error?.code).toBe('E_INTERRUPTED');
     expect(doc.sweep).toEqual({ keys: ['topology.psmmus'], points: 2 });
     expect(doc.runs).toEqual([]);
-    expect(readFileSync(join(out, 'results.csv'), 'utf8').split('\r\n')[0]).toMatch(/^topology\.psmmus,model,app_unit,.*,op,count,.*,main_op$/);
+    expect(readFileSync(join(out, 'results.csv'), 'utf8').split('\r\n')[0]).toBe('topology.psmmus,model,app_unit,app_per_sec_modeled,app_bytes_per_sec_modeled,app_bottleneck,app_bottleneck_kind,app_saturated,op,count,exit,user,ioctl,hw,direct,measured_p50_us,measured_p99_us,modeled_mean_ns,modeled_p99_ns,ops_per_sec_measured,ops_per_sec_modeled,fanout,guest_commands,delivered,main_op');
     // The second point's tree never started.
     expect(stderr).not.toContain('sweep 2/2');
     expect(await waitForNoProcesses(run.marker, 10_000)).toEqual([]);

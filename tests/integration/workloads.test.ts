@@ -1,47 +1,73 @@
 import { describe, expect, it } from 'vitest';
 import { resolveScenario } from '../../services/scenario/validate.js';
+import { PAGE_SIZE } from '../../services/machine/memory.js';
 import { testProfile, useProcessTree, withSession } from '../helpers/tree.js';
 
-const scenario = (workload: Record<string, unknown>): ReturnType<typeof resolveScenario> => resolveScenario({ name: 'it-workloads', model: 'none', workload: { threads: 2, ...workload } });
+const scenario = (workload: Record<string, unknown>, dma = 'strict'): ReturnType<typeof resolveScenario> => resolveScenario({ name: 'it-workloads', model: 'none', dma, workload: { threads: 2, ...workload } });
 const fx = useProcessTree(scenario({ ops: 40 }));
 const NONE = { exit: 0, user: 0, ioctl: 0, hw: 0, direct: 0 };
-const dmaDirectNs = testProfile.steps['guest.dma_direct']?.ns ?? NaN;
+const step = (name: string): number => testProfile.steps[name]?.ns ?? NaN;
+const dmaDirectNs = step('guest.dma_direct');
+/** A 1500-byte packet through the NIC (device.nic.mpps 115) and over the wire with its 38 bytes of framing (100 Gb/s), in ns. */
+const NIC_NS = Math.round(1000 / 115) + Math.round(((1500 + 38) * 8) / 100);
+/** 8 pages over the drive's link (device.nvme.linkGBps 7), in ns. */
+const NVME_LINK_NS = Math.round((8 * PAGE_SIZE) / 7);
 
 describe('the workloads through real processes (no vIOMMU)', () => {
-  it('packet-stream: a map and an unmap per packet, closed loop and at a rate', async () => {
+  it('packet-stream: per packet its stack work, a map, the NIC and the link, an unmap; closed loop and at a rate', async () => {
     await withSession(fx, async (session) => {
+      // One vCPU, one packet in flight: every operation alone on its vCPU, the NIC and the link,
+      // priced as its steps (two vCPUs would meet on the one NIC).
+      const one = await session.run(scenario({ kind: 'packet-stream', threads: 1, ops: 40, queueDepth: 1 }), 'none', testProfile);
+      expect(one.ops.map((o) => [o.op, o.count, o.failed, o.modeledNs.mean])).toEqual([
+        ['map', 40, 0, dmaDirectNs], ['unmap', 40, 0, dmaDirectNs], ['tx', 20, 0, step('net.tx_packet')], ['rx', 20, 0, step('net.rx_packet')], ['io', 40, 0, NIC_NS],
+      ]);
+      for (const o of one.ops) expect(o.transitions).toEqual(NONE);
+      expect(one.workloadCounters).toEqual({ packets: 40, tx: 20, rx: 20, failed: 0 });
+      // The default 64 in flight per vCPU: the two vCPUs are the bottleneck, each packet's CPU work
+      // (TX: stack, map, unmap; RX: map, unmap, stack) back to back on them.
+      const cpuPerPacketNs = (step('net.tx_packet') + step('net.rx_packet')) / 2 + 2 * dmaDirectNs;
       const closed = await session.run(scenario({ kind: 'packet-stream', ops: 40 }), 'none', testProfile);
-      expect(closed.ops.map((o) => [o.op, o.count, o.failed])).toEqual([['map', 40, 0], ['unmap', 40, 0]]);
       expect(closed.workloadCounters).toEqual({ packets: 40, tx: 20, rx: 20, failed: 0 });
-      for (const o of closed.ops) {
-        expect(o.transitions).toEqual(NONE);
-        expect(o.modeledNs.mean).toBe(dmaDirectNs);
-      }
+      expect(closed.modeledElapsedNs).toBe(20 * cpuPerPacketNs);
+      expect(closed.application).toMatchObject({ unit: 'packets', count: 40, perSecModeled: Math.round((2 * 1e9) / cpuPerPacketNs), bottleneck: 'vm0.vcpu0', bottleneckKind: 'vcpu', saturated: true });
       // 40 packets at 2000 per second: the last one arrives 19.5 ms into the run, in modeled time too.
       const open = await session.run(scenario({ kind: 'packet-stream', ops: 40, rate: 2000 }), 'none', testProfile);
       expect(open.ops.find((o) => o.op === 'map')?.count).toBe(40);
       expect(open.modeledElapsedNs).toBeGreaterThanOrEqual(19.5e6);
       expect(open.modeledElapsedNs).toBeLessThan(20e6);
       expect(open.elapsedSec).toBeGreaterThan(0.018);
+      expect(open.application?.saturated).toBe(false);
     });
   });
 
-  it('block: a map and an unmap per request, the device serving each batch', async () => {
+  it('block: per request its block-layer work, a map, the drive and its link, an unmap', async () => {
     await withSession(fx, async (session) => {
-      const r = await session.run(scenario({ kind: 'block', ops: 40, granulePages: 8, dwellUs: 200 }), 'none', testProfile);
-      expect(r.ops.map((o) => [o.op, o.count, o.failed])).toEqual([['map', 40, 0], ['unmap', 40, 0]]);
-      expect(r.workloadCounters).toEqual({ requests: 40, batches: 40, failed: 0 });
-      // Per thread: 20 requests, each a map, 200 us with the device and an unmap.
-      expect(r.modeledElapsedNs).toBe(20 * (2 * dmaDirectNs + 200_000));
+      const ioNs = step('hw.device_ns') * (78_000 + 200_000) + step('hw.link_ns') * NVME_LINK_NS;
+      // One vCPU, one request in flight: each request's operations back to back.
+      const r = await session.run(scenario({ kind: 'block', threads: 1, ops: 20, queueDepth: 1, granulePages: 8, dwellUs: 200 }), 'none', testProfile);
+      expect(r.ops.map((o) => [o.op, o.count, o.failed, o.modeledNs.mean])).toEqual([
+        ['map', 20, 0, dmaDirectNs], ['unmap', 20, 0, dmaDirectNs], ['request', 20, 0, step('block.request')], ['io', 20, 0, ioNs],
+      ]);
+      expect(r.workloadCounters).toEqual({ requests: 20, batches: 20, failed: 0 });
+      expect(r.modeledElapsedNs).toBe(20 * (step('block.request') + 2 * dmaDirectNs + ioNs));
+      // The default 32 in flight: each thread's 20 requests are one batch, served together.
+      const deep = await session.run(scenario({ kind: 'block', ops: 40, granulePages: 8, dwellUs: 200 }), 'none', testProfile);
+      expect(deep.workloadCounters).toEqual({ requests: 40, batches: 2, failed: 0 });
+      expect(deep.application).toMatchObject({ unit: 'requests', count: 40, bottleneckKind: 'device', saturated: false });
+      expect(deep.application?.perSecModeled).toBeGreaterThan(10 * (r.application?.perSecModeled ?? Infinity));
     });
   });
 
-  it('static: maps once, I/Os with no map or unmap', async () => {
+  it('dma=static: buffers premapped at setup, a lookup per map and unmap, a poll-mode driver per I/O', async () => {
     await withSession(fx, async (session) => {
-      const r = await session.run(scenario({ kind: 'static', ops: 40, dwellUs: 50 }), 'none', testProfile);
-      expect(r.ops.map((o) => [o.op, o.count, o.failed])).toEqual([['map', 2, 0], ['unmap', 2, 0]]);
-      expect(r.workloadCounters).toEqual({ ios: 40, batches: 40, buffers: 2, failed: 0 });
-      expect(r.modeledElapsedNs).toBe(2 * dmaDirectNs + 20 * 50_000);
+      const r = await session.run(scenario({ kind: 'block', threads: 1, ops: 20, queueDepth: 1, dwellUs: 50 }, 'static'), 'none', testProfile);
+      const lookup = step('guest.static_lookup');
+      expect(r.ops.map((o) => [o.op, o.count, o.failed, o.modeledNs.mean])).toEqual([
+        ['map', 20, 0, lookup], ['unmap', 20, 0, lookup], ['request', 20, 0, step('guest.pmd_io')],
+        ['io', 20, 0, step('hw.device_ns') * (78_000 + 50_000) + step('hw.link_ns') * Math.round(PAGE_SIZE / 7)], ['static-setup', 1, 0, dmaDirectNs],
+      ]);
+      expect(r.workloadCounters).toEqual({ requests: 20, batches: 20, failed: 0 });
     });
   });
 

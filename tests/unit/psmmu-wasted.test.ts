@@ -46,7 +46,7 @@ describe('a pSMMU counting what a broadcast wasted on it', () => {
       log: createLogger({ role: 'test' }, 'silent'),
       peers: [],
     } as unknown as RoleEnv;
-    const role = createRole(env);
+    const role = await createRole(env);
     const ctx = (): OpContext => new OpContext(1, 0, costs, new Map());
     const bad = Buffer.alloc(CMD_SIZE, 0xff); // an opcode no SMMU knows: CERROR_ILL
     const submitted = await role.handle(envelope('CMDQ_SUBMIT', Buffer.concat([bytes([tlbiNhAsid({ vmid: 9, asid: 1 })]), bad, bytes([tlbiNhAsid({ vmid: 9, asid: 2 }), cmdSync()])])), ctx(), vfio);

@@ -13,6 +13,8 @@ import {
   MAX_SWEEP_RUNS, crossProduct, describeRun, mainOp, planSweep, splitSets, sweepCsvRecords, type SweepInput,
 } from '../../services/controller/sweep.js';
 import { sweepTable } from '../../services/controller/table.js';
+import { measuredOf } from '../../services/controller/measured-table.js';
+import type { Estimate } from '../../services/controller/measured.js';
 import { thrown } from '../helpers/thrown.js';
 
 /** A sweep input over the real loader (no scenario file), with the scenario's model or a fixed list. */
@@ -240,6 +242,10 @@ describe('CSV (RFC 4180)', () => {
 
   it('writes one record per operation that ran after a header naming the swept keys, main_op marking the run\'s main one', () => {
     const keys = ['topology.psmmus', 'name'];
+    // A run with its measured section (warm-up excluded, trials): the measured columns are its figures.
+    const est = (value: number): Estimate => ({ value, ci95: [value - 1, value + 1], trials: [value - 1, value, value + 1] });
+    const steady = run({ 'topology.psmmus': 8, name: 'e' }, 'none', [op('map', 30, 0), op('unmap', 30, 0)]);
+    steady.measured = { ...measuredOf(steady), trials: 3, warmupOps: 3, warmupOpsExcluded: 9, ops: [{ op: 'unmap', count: 27, p50Us: est(38), p99Us: est(90.5), meanUs: est(41) }], opsPerSec: est(1500) };
     const text = toCsv(sweepCsvRecords(keys, [
       run({ 'topology.psmmus': 2, name: 'a "b", c' }, 'nested-smmuv3', [op('map', 30, 0), op('unmap', 30), op('flush', 0)]),
       run({ 'topology.psmmus': 4, name: 'd' }, 'none', [op('map@before', 10, 0), op('unmap@before', 10, 0), op('map@after', 20, 0), op('unmap@after', 20, 0)]),
@@ -277,15 +283,22 @@ describe('sweepTable', () => {
     const table = sweepTable(keys, runs);
     const lines = table.split('\n');
     for (const l of lines) expect(l.length, l).toBeLessThanOrEqual(120);
-    const header = lines.find((l) => l.startsWith('psmmus'));
-    expect(header).toMatch(/^psmmus\s+vsmmu\s+model\s+op\s+e\/u\/i\/h\/d\s+p50\s+p99\s+mean\s+p99\s+measured\s+modeled\s+fanout$/);
-    const rows = lines.slice(lines.indexOf(header as string) + 1);
+    // The modeled table leads; the measured one follows it, with no modeled column in it.
+    const headers = lines.filter((l) => l.startsWith('psmmus'));
+    expect(headers).toHaveLength(2);
+    expect(headers[0]).toMatch(/^psmmus\s+vsmmu\s+model\s+op\s+e\/u\/i\/h\/d\s+mean\s+p99\s+ops\/s\s+fanout$/);
+    expect(headers[1]).toMatch(/^psmmus\s+vsmmu\s+model\s+op\s+p50\s+p99\s+ops\/s$/);
     // A row per operation: the run's first (map) carries its point, model and run figures, the unmap only its own.
-    expect(rows).toHaveLength(40);
-    expect(rows[0]).toMatch(/^\s+1\s+single\s+nested-smmuv3\s+map\s+0\/0\/0\.50\/2\/0\s+40\.50\s+99\.25\s+4\.061\s+5\.386\s+1235\s+479501\s+2\.00$/);
-    expect(rows[1]).toMatch(/^\s+unmap\s+1\/1\/0\.50\/2\/0\s+40\.50\s+99\.25\s+4\.061\s+5\.386$/);
-    expect(rows[39]).toMatch(/^\s+unmap\s+1\/1\/0\.50\/2\/0\s+5882\s+160034\s/);
-    expect(rows[38]).toMatch(/^\s*16\s+per-psmmu\s+nested-smmuv3-vcmdq\s+map\s/);
+    const modeledRows = lines.slice(lines.indexOf(headers[0] as string) + 1, lines.indexOf(headers[0] as string) + 41);
+    expect(modeledRows[0]).toMatch(/^\s+1\s+single\s+nested-smmuv3\s+map\s+0\/0\/0\.50\/2\/0\s+4\.061\s+5\.386\s+479501\s+2\.00$/);
+    expect(modeledRows[1]).toMatch(/^\s+unmap\s+1\/1\/0\.50\/2\/0\s+4\.061\s+5\.386$/);
+    expect(modeledRows[38]).toMatch(/^\s*16\s+per-psmmu\s+nested-smmuv3-vcmdq\s+map\s/);
+    const measuredRows = lines.slice(lines.indexOf(headers[1] as string) + 1);
+    expect(measuredRows).toHaveLength(40);
+    expect(measuredRows[0]).toMatch(/^\s+1\s+single\s+nested-smmuv3\s+map\s+40\.50\s+99\.25\s+1235$/);
+    expect(measuredRows[1]).toMatch(/^\s+unmap\s+40\.50\s+99\.25$/);
+    expect(measuredRows[39]).toMatch(/^\s+unmap\s+5882\s+160034$/);
+    expect(table.indexOf('Modeled')).toBeLessThan(table.indexOf('Measured'));
     expect(table).toContain('topology.psmmus x topology.vsmmu (10 points) x 2 models');
   });
 
@@ -293,7 +306,7 @@ describe('sweepTable', () => {
     const runs = [run({ 'workload.migration.atOp': 100 }, 'nested-smmuv3-vcmdq', [op('map@before', 50, 0), op('unmap@before', 50), op('map@after', 50, 0), op('unmap@after', 50), op('flush', 0)])];
     const lines = sweepTable(['workload.migration.atOp'], runs).split('\n');
     const header = lines.findIndex((l) => l.startsWith('atOp'));
-    const rows = lines.slice(header + 1);
+    const rows = lines.slice(header + 1, header + 5);
     expect(rows.map((l) => l.trim().split(/\s+/).find((c) => /^(map|unmap|flush)/.test(c)))).toEqual(['map@before', 'unmap@before', 'map@after', 'unmap@after']);
     expect(rows[0]).toMatch(/^\s*100\s+nested-smmuv3-vcmdq\s+map@before\s/);
     for (const l of lines) expect(l.length, l).toBeLessThanOrEqual(120);

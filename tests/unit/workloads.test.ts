@@ -13,7 +13,10 @@ import { EndpointTable, type Endpoint } from '../../services/runtime/topology.js
 import type { DmaApi, GuestDevice, GuestKernel } from '../../services/guest/driver.js';
 import { OpStats } from '../../services/guest/op-stats.js';
 import { runWorkload, type WorkloadRun, type WorkloadSpec } from '../../services/guest/workload.js';
+import { withDmaMode } from '../../services/guest/dma-modes.js';
+import { STATIC_SETUP_OP } from '../../services/machine/setup-ops.js';
 import { arrivalTimes, constantArrivalNs } from '../../services/guest/workloads/arrivals.js';
+import { queueDepthOf } from '../../services/guest/workloads/common.js';
 
 const costs = new CostTable(profileCosts(loadProfile('arm64-kunpeng920')));
 const log = createLogger({ role: 'test' }, 'silent');
@@ -91,10 +94,10 @@ class RecordingStats extends OpStats {
   readonly recorded: Recorded[] = [];
   readonly measured: Measured[] = [];
 
-  override record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false): void {
+  override record(name: string, measuredNs: number, ctx: OpContext, thread: number, startNs: number, arrival = false, vcpu = thread): void {
     this.recorded.push({ name, thread, startNs, ns: ctx.modeledNs, arrival });
     this.measured.push({ name, thread, measuredNs });
-    super.record(name, measuredNs, ctx, thread, startNs, arrival);
+    super.record(name, measuredNs, ctx, thread, startNs, arrival, vcpu);
   }
 
   /** Each thread's operations in order: what must not depend on real timing. */
@@ -113,12 +116,12 @@ function spec(w: Partial<WorkloadSpec>): WorkloadSpec {
   return { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10, durationSec: 0, rate: 0, arrivals: 'constant', dwellUs: 0, gapUs: 0, trace: '', timeScale: 1, queueDepth: 1, packetBytes: 1500, migration: null, virtioMem: null, ...w };
 }
 
-function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
+function fakeKernel(devices: number, ringBuffers = 0, setups: string[] = []): GuestKernel {
   const self: Endpoint = { id: 1, role: 'guest', index: 0, name: 'guest-0', address: '', pid: 0, host: '' };
   const topology: Topology__Output = {
     runId: 'unit', model: 'fake', dma: 'strict', seed: 1, endpoints: [self], devices: [], costsNs: {}, workload: null, vmids: [1], deadlineMs: 1000,
     vsmmu: 'single', ramDir: '', device: { dmaRate: 0, lingerMs: 0, lingerShare: 0, iotlbEntries: 8, ringBuffers, ats: false, nic: null, nvme: null }, vcmdqsPerVsmmu: 0, dispatch: 'broadcast', vmidPolicy: 'per-s2-parent',
-    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect', ddw: false }, vmm: { hwptInvalidate: 'per-command' }, emulatedDevices: [], smmu: { ril: true }, explain: null,
+    guest: { flushQueue: 'per-cpu', tceHcalls: 'indirect', ddw: false }, vmm: { hwptInvalidate: 'per-command' }, emulatedDevices: [], smmu: { ril: true }, explain: null, floorPeer: '', warmupOps: 0,
   };
   const kernel: GuestKernel = {
     env: {
@@ -130,7 +133,10 @@ function fakeKernel(devices: number, ringBuffers = 0): GuestKernel {
     vcpuNs: [],
     background: () => undefined,
     timer: async () => undefined,
-    setup: async () => undefined,
+    setup: async (op, work) => {
+      setups.push(op);
+      await work(new OpContext(0, 0, costs, new Map()));
+    },
   };
   return kernel;
 }
@@ -141,15 +147,21 @@ interface Outcome {
   dma: FakeDma;
   coherent: FakeDma;
   kernel: GuestKernel;
+  /** The setup operations the workload ran (GuestKernel.setup), in order. */
+  setups: string[];
 }
 
-async function run(w: Partial<WorkloadSpec>, opts: { devices?: number; ringBuffers?: number; coherent?: FakeDma } = {}): Promise<Outcome> {
-  const kernel = fakeKernel(opts.devices ?? 1, opts.ringBuffers ?? 0);
+async function run(w: Partial<WorkloadSpec>, opts: { devices?: number; ringBuffers?: number; coherent?: FakeDma; dma?: 'strict' | 'static' } = {}): Promise<Outcome> {
+  const setups: string[] = [];
+  const kernel = fakeKernel(opts.devices ?? 1, opts.ringBuffers ?? 0, setups);
   const stats = new RecordingStats(kernel.env.endpoints);
   const dma = new FakeDma();
   const coherent = opts.coherent ?? dma;
-  const r = await runWorkload({ kernel, dma, coherent, stats, w: spec(w) });
-  return { run: r, stats, dma, coherent, kernel };
+  // dma=static: the guest's static mode over the fake IOMMU layer (dma records what reached it).
+  if (opts.dma === 'static') kernel.env.topology.dma = 'static';
+  const api = opts.dma === 'static' ? withDmaMode('static', dma, kernel) : dma;
+  const r = await runWorkload({ kernel, dma: api, coherent, stats, w: spec(w) });
+  return { run: r, stats, dma, coherent, kernel, setups };
 }
 
 function names(ops: readonly Recorded[]): string[] {
@@ -230,50 +242,113 @@ describe('dma-map-benchmark', () => {
   });
 });
 
+/** A packet's or request's I/O on the device and its link (ioModelOf at the fake topology's defaults: no device.nic, no device.nvme). */
+const NIC_NS = Math.round(1000 / 115) + Math.round(((1500 + 38) * 8) / 100);
+const NVME_NS = 78_000 + Math.round((8 * PAGE_SIZE) / 7);
+
+/** The names of vCPU t's operations in the order it ran them, over all its lanes (lane thread ids t + lane x threads). */
+function onVcpu(o: Outcome, t: number, threads: number): string[] {
+  return o.stats.recorded.filter((r) => r.thread % threads === t).map((r) => r.name);
+}
+
 describe('packet-stream', () => {
-  it('maps and unmaps one buffer per packet, TX and RX in turn on each thread\'s queue pair', async () => {
+  it('runs each packet as its CPU work, a map, its I/O on the NIC and the link, and an unmap, TX and RX in turn', async () => {
     const o = await run({ kind: 'packet-stream', ops: 12, threads: 2, granulePages: 2 });
     expect(o.stats.count('map')).toBe(12);
     expect(o.stats.count('unmap')).toBe(12);
+    expect(o.stats.count('io')).toBe(12);
+    expect(o.stats.count('tx')).toBe(6);
+    expect(o.stats.count('rx')).toBe(6);
     expect(o.run.counters).toEqual({ packets: 12, tx: 6, rx: 6, failed: 0 });
+    // queueDepth 1: one lane per vCPU, its thread id the vCPU's.
+    expect(o.stats.byThread()).toHaveLength(2);
     for (const [t, ops] of o.stats.byThread().entries()) {
-      expect(names(ops)).toEqual(Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? 'map' : 'unmap')));
+      // TX: the stack's work, then map, I/O, unmap at completion; RX: a fresh buffer mapped, the packet in, unmap, then the stack.
+      expect(names(ops)).toEqual([0, 1, 2].flatMap(() => ['tx', 'map', 'io', 'unmap', 'map', 'io', 'unmap', 'rx']));
       expect(ops.every((x) => !x.arrival)).toBe(true);
-      // TX and RX buffers of the thread alternate.
+      // Through the NIC and over the wire: device.nic.mpps 115 and a 1538-byte frame at 100 Gb/s.
+      expect(ops.filter((x) => x.name === 'io').every((x) => x.ns === NIC_NS)).toBe(true);
+      // The lane's operations follow one another with no gap.
+      for (let i = 1; i < ops.length; i++) expect((ops[i] as Recorded).startNs).toBe((ops[i - 1] as Recorded).startNs + (ops[i - 1] as Recorded).ns);
+      // The lane's one buffer, mapped for each packet in turn.
       const maps = o.dma.calls.filter((c) => c.op === 'map' && c.cpu === t).map((c) => (c.addr - GUEST_BUFFER_BASE) / PAGE_SIZE);
-      expect(maps).toEqual([0, 1, 0, 1, 0, 1].map((dir) => (2 * t + dir) * 2));
+      expect(maps).toEqual(Array.from({ length: 6 }, () => t * 2));
       expect(o.dma.calls.filter((c) => c.cpu === t).every((c) => c.pages === 2)).toBe(true);
     }
-    // Each thread posted in its TX slot and its RX slot, and every buffer ended unmapped.
+    // Each thread posted its six packets in its one slot, and every buffer ended unmapped.
     const ring = DeviceRing.read(o.kernel.ram, 0);
-    expect(ring.slice(0, 4).map((s) => [s.seq, s.state])).toEqual([0, 1, 2, 3].map(() => [3, SlotState.UNMAPPED]));
+    expect(ring.slice(0, 2).map((s) => [s.seq, s.state])).toEqual([0, 1].map(() => [6, SlotState.UNMAPPED]));
   });
 
-  it('at a rate, marks each packet\'s map as an arrival, 1/rate apart over all threads, and paces real time', async () => {
+  it('keeps queueDepth packets in flight per vCPU, each lane a thread of the replay with its own buffer and slot', async () => {
+    const o = await run({ kind: 'packet-stream', ops: 8, threads: 1, queueDepth: 4 });
+    // Packet i on lane i mod 4 (thread id lane x 1 + 0): lanes 0 and 2 carry TX, 1 and 3 RX.
+    const lanes = o.stats.byThread();
+    expect(lanes.map((ops) => names(ops))).toEqual([0, 1, 2, 3].map((lane) => (lane % 2 === 0 ? ['tx', 'map', 'io', 'unmap', 'tx', 'map', 'io', 'unmap'] : ['map', 'io', 'unmap', 'rx', 'map', 'io', 'unmap', 'rx'])));
+    // Each lane's own clock starts at 0.
+    expect(lanes.map((ops) => ops[0]?.startNs)).toEqual([0, 0, 0, 0]);
+    expect(o.dma.calls.filter((c) => c.op === 'map').map((c) => (c.addr - GUEST_BUFFER_BASE) / PAGE_SIZE)).toEqual([0, 1, 2, 3, 0, 1, 2, 3]);
+    const ring = DeviceRing.read(o.kernel.ram, 0);
+    expect(ring.slice(0, 5).map((s) => s.seq)).toEqual([2, 2, 2, 2, 0]);
+  });
+
+  it('at a rate, marks each packet\'s first operation as its arrival, 1/rate apart over all threads, and paces real time', async () => {
     const rate = 400;
     const o = await run({ kind: 'packet-stream', ops: 10, threads: 2, rate });
-    const maps = o.stats.recorded.filter((x) => x.name === 'map');
-    expect(maps.every((x) => x.arrival)).toBe(true);
-    expect(o.stats.recorded.filter((x) => x.name === 'unmap').every((x) => !x.arrival)).toBe(true);
-    const starts = maps.map((x) => x.startNs).sort((a, b) => a - b);
-    expect(starts).toEqual(Array.from({ length: 10 }, (_, j) => (j * 1e9) / rate));
-    // Thread t takes packets t, t + 2, ...
+    const arrivals = o.stats.recorded.filter((x) => x.arrival);
+    expect(arrivals.map((x) => x.startNs).sort((a, b) => a - b)).toEqual(Array.from({ length: 10 }, (_, j) => (j * 1e9) / rate));
+    // Thread t takes packets t, t + 2, ...: a TX packet arrives as its stack work, an RX packet as its buffer's map.
     for (const [t, ops] of o.stats.byThread().entries()) {
-      expect(ops.filter((x) => x.name === 'map').map((x) => x.startNs)).toEqual([0, 1, 2, 3, 4].map((i) => ((2 * i + t) * 1e9) / rate));
+      const first = ops.filter((x) => x.arrival);
+      expect(names(first)).toEqual(['tx', 'map', 'tx', 'map', 'tx']);
+      expect(first.map((x) => x.startNs)).toEqual([0, 1, 2, 3, 4].map((i) => ((2 * i + t) * 1e9) / rate));
+      // Nothing else is an arrival: per packet the first of its four operations.
+      expect(ops.filter((x, i) => x.arrival !== (i % 4 === 0))).toEqual([]);
     }
     // Real time follows the arrivals: the last packet arrives 22.5 ms in (timers are 1 ms grained).
     expect(o.run.elapsedNs).toBeGreaterThan(20e6);
   });
+
+  it('dma=static: premaps each lane\'s buffer at setup, then a poll-mode driver posts it with a lookup per map and no unmap', async () => {
+    const o = await run({ kind: 'packet-stream', ops: 8, threads: 2, queueDepth: 2 }, { dma: 'static' });
+    // Two lanes per thread, each buffer mapped through the IOMMU once, as setup, and unmapped at the end.
+    expect(o.setups).toEqual([STATIC_SETUP_OP, STATIC_SETUP_OP, STATIC_SETUP_OP, STATIC_SETUP_OP]);
+    const maps = o.dma.calls.filter((c) => c.op === 'map');
+    expect(maps.map((c) => [c.cpu, (c.addr - GUEST_BUFFER_BASE) / PAGE_SIZE]).sort((a, b) => Number(a[1]) - Number(b[1]))).toEqual([[0, 0], [0, 1], [1, 2], [1, 3]]);
+    // The real unmaps come when the workload ends (dma=static's drain), one per premapped buffer.
+    expect(o.dma.calls.slice(4).map((c) => c.op)).toEqual(['unmap', 'unmap', 'unmap', 'unmap']);
+    const pmd = costs.of('guest.pmd_io');
+    const lookup = costs.of('guest.static_lookup');
+    for (const ops of o.stats.byThread()) {
+      for (const x of ops) {
+        if (x.name === 'tx' || x.name === 'rx') expect(x.ns).toBe(pmd);
+        if (x.name === 'map' || x.name === 'unmap') expect(x.ns).toBe(lookup);
+      }
+    }
+    expect(o.stats.count('map')).toBe(8);
+    expect(o.run.counters).toEqual({ packets: 8, tx: 4, rx: 4, failed: 0 });
+  });
 });
 
 describe('block', () => {
-  it('maps a batch of queueDepth requests, then unmaps the batch', async () => {
+  it('maps a batch of queueDepth requests, serves them on the drive, then unmaps the batch', async () => {
     const o = await run({ kind: 'block', ops: 10, threads: 2, queueDepth: 4, granulePages: 8 });
     expect(o.stats.count('map')).toBe(10);
     expect(o.stats.count('unmap')).toBe(10);
+    expect(o.stats.count('request')).toBe(10);
+    expect(o.stats.count('io')).toBe(10);
     expect(o.run.counters).toEqual({ requests: 10, batches: 4, failed: 0 });
+    // On each vCPU: every request's block-layer work and map, the drive serves them, then every unmap.
+    for (const t of [0, 1]) {
+      expect(onVcpu(o, t, 2)).toEqual([
+        ...[0, 1, 2, 3].flatMap(() => ['request', 'map']), 'io', 'io', 'io', 'io', 'unmap', 'unmap', 'unmap', 'unmap',
+        'request', 'map', 'io', 'unmap',
+      ]);
+    }
+    // Request k of a batch on lane k (thread id t + 2k): lane 0 ran two requests, the others one.
+    expect(o.stats.byThread().map((ops) => ops.length)).toEqual([8, 8, 4, 4, 4, 4, 4, 4]);
     for (const ops of o.stats.byThread()) {
-      expect(names(ops)).toEqual(['map', 'map', 'map', 'map', 'unmap', 'unmap', 'unmap', 'unmap', 'map', 'unmap']);
+      expect(ops.filter((x) => x.name === 'io').every((x) => x.ns === NVME_NS)).toBe(true);
     }
     expect(o.dma.calls.every((c) => c.pages === 8)).toBe(true);
     // Four slots per thread; the fifth request reused the first.
@@ -281,41 +356,43 @@ describe('block', () => {
     expect(ring.slice(0, 8).map((s) => s.seq)).toEqual([2, 1, 1, 1, 2, 1, 1, 1]);
   });
 
-  it('holds the device for dwellUs per batch, not per request', async () => {
-    const o = await run({ kind: 'block', ops: 8, queueDepth: 4, dwellUs: 1000 });
-    const ops = o.stats.byThread()[0] as Recorded[];
-    // The first unmap starts one dwell after the last map of its batch ended.
-    const lastMap = ops[3] as Recorded;
-    expect(ops[4]?.startNs).toBe(lastMap.startNs + lastMap.ns + 1e6);
-    expect(ops[5]?.startNs).toBe((ops[4] as Recorded).startNs + (ops[4] as Recorded).ns);
+  it('holds an NVMe server dwellUs longer per request, and unmaps each request when its I/O ends', async () => {
+    const base = await run({ kind: 'block', ops: 8, queueDepth: 4, granulePages: 8 });
+    const o = await run({ kind: 'block', ops: 8, queueDepth: 4, granulePages: 8, dwellUs: 1000 });
+    const lanes = o.stats.byThread();
+    expect(lanes.map((ops) => names(ops))).toEqual([0, 1, 2, 3].map(() => ['request', 'map', 'io', 'unmap', 'request', 'map', 'io', 'unmap']));
+    for (const [k, ops] of lanes.entries()) {
+      const before = base.stats.byThread()[k] as Recorded[];
+      ops.forEach((x, i) => expect(x.ns).toBe((before[i] as Recorded).ns + (x.name === 'io' ? 1e6 : 0)));
+      expect(ops.filter((x) => x.name === 'io').every((x) => x.ns === NVME_NS + 1e6)).toBe(true);
+      for (let i = 1; i < ops.length; i++) expect((ops[i] as Recorded).startNs).toBe((ops[i - 1] as Recorded).startNs + (ops[i - 1] as Recorded).ns);
+    }
   });
 
-  it('at a rate (IOPS), each request\'s map is an arrival 1/rate apart', async () => {
+  it('at a rate (IOPS), each request\'s block-layer work is an arrival 1/rate apart', async () => {
     const rate = 1000;
     const o = await run({ kind: 'block', ops: 9, threads: 3, queueDepth: 2, rate });
-    const maps = o.stats.recorded.filter((x) => x.name === 'map');
-    expect(maps.every((x) => x.arrival)).toBe(true);
-    expect(maps.map((x) => x.startNs).sort((a, b) => a - b)).toEqual(Array.from({ length: 9 }, (_, j) => (j * 1e9) / rate));
-    for (const ops of o.stats.byThread()) expect(names(ops)).toEqual(['map', 'map', 'unmap', 'unmap', 'map', 'unmap']);
+    const arrivals = o.stats.recorded.filter((x) => x.arrival);
+    expect(arrivals.every((x) => x.name === 'request')).toBe(true);
+    expect(arrivals.map((x) => x.startNs).sort((a, b) => a - b)).toEqual(Array.from({ length: 9 }, (_, j) => (j * 1e9) / rate));
+    expect(o.stats.recorded.filter((x) => x.name === 'request').every((x) => x.arrival)).toBe(true);
+    // Three requests per thread, batches of 2 and 1: lane 0 (ids 0..2) ran two, lane 1 (ids 3..5) one.
+    const one = ['request', 'map', 'io', 'unmap'];
+    expect(o.stats.byThread().map((ops) => names(ops))).toEqual([...[0, 1, 2].map(() => [...one, ...one]), ...[0, 1, 2].map(() => one)]);
   });
-});
 
-describe('static', () => {
-  it('maps its buffers once, runs its I/Os with no map or unmap, and unmaps at the end', async () => {
-    const o = await run({ kind: 'static', ops: 20, threads: 2, queueDepth: 3, dwellUs: 100 });
-    expect(o.stats.count('map')).toBe(6);
-    expect(o.stats.count('unmap')).toBe(6);
-    expect(o.dma.calls).toHaveLength(12);
-    expect(o.run.counters).toEqual({ ios: 20, batches: 8, buffers: 6, failed: 0 });
-    for (const ops of o.stats.byThread()) expect(names(ops)).toEqual(['map', 'map', 'map', 'unmap', 'unmap', 'unmap']);
-    // Ten I/Os per thread in batches of 3, 3, 3, 1: the buffers were posted 4, 3 and 3 times.
+  it('dma=static: premaps one buffer per lane at setup and maps none per request', async () => {
+    const o = await run({ kind: 'block', ops: 20, threads: 2, queueDepth: 3 }, { dma: 'static' });
+    expect(o.setups).toHaveLength(6);
+    expect(o.dma.calls.filter((c) => c.op === 'map')).toHaveLength(6);
+    expect(o.dma.calls.filter((c) => c.op === 'unmap')).toHaveLength(6);
+    expect(o.stats.count('map')).toBe(20);
+    expect(o.run.counters).toEqual({ requests: 20, batches: 8, failed: 0 });
+    const pmd = costs.of('guest.pmd_io');
+    expect(o.stats.recorded.filter((x) => x.name === 'request').every((x) => x.ns === pmd)).toBe(true);
+    // Ten requests per thread in batches of 3, 3, 3, 1: the buffers were posted 4, 3 and 3 times.
     const ring = DeviceRing.read(o.kernel.ram, 0);
     expect(ring.slice(0, 6).map((s) => [s.seq, s.state])).toEqual([4, 3, 3, 4, 3, 3].map((n) => [n, SlotState.UNMAPPED]));
-    // The I/Os took modeled time (their dwell) and no operation: 4 batches of 100 us per thread.
-    for (const ops of o.stats.byThread()) {
-      const lastMap = ops[2] as Recorded;
-      expect(ops[3]?.startNs).toBe(lastMap.startNs + lastMap.ns + 4 * 100_000);
-    }
   });
 });
 
@@ -356,7 +433,8 @@ describe('every workload', () => {
     { kind: 'packet-stream', ops: 30, threads: 3, dwellUs: 50 },
     { kind: 'packet-stream', ops: 30, threads: 3, rate: 20_000 },
     { kind: 'block', ops: 30, threads: 3, queueDepth: 4, rate: 20_000 },
-    { kind: 'static', ops: 30, threads: 3, queueDepth: 2, gapUs: 10 },
+    { kind: 'packet-stream', ops: 30, threads: 3, queueDepth: 4, gapUs: 10 },
+    { kind: 'block', ops: 30, threads: 3, queueDepth: 2, gapUs: 10 },
     { kind: 'sva-unmap-storm', ops: 30, threads: 3, gapUs: 10 },
   ];
   for (const w of cases) {
@@ -375,8 +453,10 @@ describe('every workload', () => {
   }
 
   it('declares its operations even when none runs', async () => {
-    const o = await run({ kind: 'static', ops: 5, threads: 1 }, { devices: 1 });
-    expect(o.stats.opReports().map((r) => r.op).sort()).toEqual(['map', 'unmap']);
+    // The deadline passes before the first packet: no operation runs.
+    const o = await run({ kind: 'packet-stream', ops: 0, durationSec: 1e-9, threads: 1 }, { devices: 1 });
+    expect(o.stats.recorded).toEqual([]);
+    expect(o.stats.opReports().map((r) => r.op).sort()).toEqual(['io', 'map', 'rx', 'tx', 'unmap']);
     const sva = await run({ kind: 'sva-unmap-storm', ops: 1 }, { coherent: new FakeSvaDma() });
     expect(sva.stats.opReports().map((r) => r.op)).toEqual(['invalidate']);
   });
@@ -397,12 +477,18 @@ describe('workload scenario keys', () => {
     expect(resolveScenario({ workload: { kind: 'packet-stream', rate: 1e5 } }).workload.rate).toBe(1e5);
     expect(resolveScenario({ workload: { kind: 'block', rate: 5000 } }).workload.rate).toBe(5000);
     expect(resolveScenario({ workload: { kind: 'dma-map-benchmark', rate: 5000 } }).workload.rate).toBe(5000);
-    for (const kind of ['static', 'sva-unmap-storm']) {
+    for (const kind of ['sva-unmap-storm', 'trace-replay']) {
       const e = refused({ workload: { kind, rate: 10 } });
       expect(e.code).toBe('E_NOT_SUPPORTED');
-      expect(e.message).toContain('scenario key workload.rate: 10 is not supported yet');
-      expect(e.message).toContain(kind);
+      expect(e.message).toContain(`scenario key workload.rate: 10 is not supported yet with workload.kind ${kind}`);
     }
+  });
+
+  it('refuses workload.kind static, naming dma=static in its place', () => {
+    const e = refused({ workload: { kind: 'static' } });
+    expect(e.code).toBe('E_SCENARIO_FIELD');
+    expect(e.message).toContain('scenario key workload.kind: "static" is no longer a value of this key');
+    expect(e.message).toContain('set dma to static with workload.kind packet-stream or block');
   });
 
   it('refuses settings a workload would ignore, and runs that never end', () => {
@@ -426,10 +512,15 @@ describe('workload scenario keys', () => {
     expect(closed.message).toContain('workload.rate');
   });
 
-  it('takes queueDepth 1..256', () => {
-    expect(resolveScenario({}).workload.queueDepth).toBe(1);
+  it('takes queueDepth 0..256, 0 (the default) meaning the workload\'s own', () => {
+    expect(resolveScenario({}).workload.queueDepth).toBe(0);
     expect(resolveScenario({ workload: { kind: 'block', queueDepth: 4 } }).workload.queueDepth).toBe(4);
-    expect(refused({ workload: { queueDepth: 0 } }).code).toBe('E_SCENARIO_FIELD');
+    expect(refused({ workload: { queueDepth: -1 } }).code).toBe('E_SCENARIO_FIELD');
     expect(refused({ workload: { queueDepth: 257 } }).code).toBe('E_SCENARIO_FIELD');
+    // The workload's own: packet-stream NAPI_POLL_WEIGHT 64, block fio's iodepth 32, 1 for the others.
+    expect(queueDepthOf(spec({ kind: 'packet-stream', queueDepth: 0 }))).toBe(64);
+    expect(queueDepthOf(spec({ kind: 'block', queueDepth: 0 }))).toBe(32);
+    expect(queueDepthOf(spec({ kind: 'dma-map-benchmark', queueDepth: 0 }))).toBe(1);
+    expect(queueDepthOf(spec({ kind: 'block', queueDepth: 4 }))).toBe(4);
   });
 });

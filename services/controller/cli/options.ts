@@ -15,7 +15,8 @@ import { MODELS, type ModelName, type Scenario } from '../../scenario/schema.js'
 import { CONNECT_OPTIONS, connectTarget } from '../connect.js';
 import { TELEMETRY_OPTIONS, treeTelemetry } from '../telemetry.js';
 import { checkTraceFile } from '../trace-check.js';
-import type { TreeSettings } from './tree.js';
+import { checkPinnable, parsePin } from '../placement.js';
+import type { MeasureOptions, TreeSettings } from './tree.js';
 
 /** The options of run and compare, which sweep and saturate take too. */
 export const RUN_OPTIONS = {
@@ -31,6 +32,9 @@ export const RUN_OPTIONS = {
   transport: { type: 'string' },
   'log-level': { type: 'string' },
   'start-timeout': { type: 'string' },
+  trials: { type: 'string' },
+  warmup: { type: 'string' },
+  pin: { type: 'string' },
   ...CONNECT_OPTIONS,
   ...TLS_OPTIONS,
   ...TELEMETRY_OPTIONS,
@@ -165,5 +169,22 @@ export function treeSettings(values: RunValues): TreeSettings {
   const tls = tlsFiles(values);
   // Read and checked now: a bad certificate is bad input, found before any process starts.
   if (tls) mutualTls(tls);
-  return { transport, logLevel: resolveLogLevel(values['log-level']), startTimeoutMs: intOption('start-timeout', values['start-timeout'], 1000) ?? 20_000, connect, tls, telemetry: treeTelemetry(values) };
+  return { transport, logLevel: resolveLogLevel(values['log-level']), startTimeoutMs: intOption('start-timeout', values['start-timeout'], 1000) ?? 20_000, connect, tls, telemetry: treeTelemetry(values), measure: measureOptions(values, connect !== undefined) };
+}
+
+/** The most trials a run repeats its measured part. */
+export const MAX_TRIALS = 100;
+
+/** --trials, --warmup and --pin: how the measured part of every run is taken. */
+export function measureOptions(values: RunValues, connected: boolean): MeasureOptions {
+  const trials = intOption('trials', values.trials, 1) ?? 1;
+  if (trials > MAX_TRIALS) throw usageError(`--trials must be at most ${MAX_TRIALS}, got ${trials}`);
+  const warmup = values.warmup === undefined || values.warmup === 'auto' ? 'auto' : (intOption('warmup', values.warmup, 0) as number);
+  let pin: { spec: string; cpus: number[] } | undefined;
+  if (values.pin !== undefined) {
+    if (connected) throw usageError('--pin places the processes this controller starts; with --connect they run elsewhere');
+    checkPinnable();
+    pin = { spec: values.pin, cpus: parsePin(values.pin) };
+  }
+  return { trials, warmup, pin };
 }

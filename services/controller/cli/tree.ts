@@ -16,7 +16,11 @@ import { failureCause } from '../failure-cause.js';
 import { ProcessTree, type ProcessSpec } from '../launcher.js';
 import { LivenessWatch } from '../liveness.js';
 import { writeProfile } from '../results.js';
-import { Session } from '../session.js';
+import { Session, type MeasureSettings } from '../session.js';
+import { measureHostFloor } from '../host-floor.js';
+import { calibrateHost, measuredHostProfile } from '../measured-host.js';
+import { placementOf } from '../placement.js';
+import type { Placement } from '../measured.js';
 import { treeDown, treeUp, withControllerMetrics, type TreeTelemetry } from '../telemetry.js';
 import type { RunAbort } from './abort.js';
 import { failed } from './outcome.js';
@@ -32,6 +36,30 @@ export interface TreeSettings {
   tls?: TlsFiles | undefined;
   /** --metrics-port, --metrics-host, --otlp-endpoint, --trace-sample. */
   telemetry?: TreeTelemetry | undefined;
+  /** --trials, --warmup, --pin (absent: one trial, no warm-up left out, unpinned, no floor). */
+  measure?: MeasureOptions | undefined;
+}
+
+/** How the command takes its measured figures (--trials, --warmup, --pin). */
+export interface MeasureOptions {
+  trials: number;
+  warmup: number | 'auto';
+  pin: { spec: string; cpus: number[] } | undefined;
+}
+
+/**
+ * The session's measure settings: the options, and the host's floor measured now (before the
+ * roles run, in `dir`); a floor that cannot be measured leaves a note instead of failing the run.
+ */
+async function measureSettings(o: MeasureOptions | undefined, placement: Placement | null, dir: string, log: Logger): Promise<MeasureSettings> {
+  if (!o) return { trials: 1, warmup: 0, placement: null, floor: undefined };
+  try {
+    const floor = await measureHostFloor({ dir, cpu: placement?.cpus['floor'] });
+    return { trials: o.trials, warmup: o.warmup, placement, floor };
+  } catch (err) {
+    log.warn({ err }, 'the host floor could not be measured');
+    return { trials: o.trials, warmup: o.warmup, placement, floor: undefined, floorMissing: (err as Error).message };
+  }
 }
 
 /** A command's plan that runs one scenario's models on one process tree (run, compare, saturate). */
@@ -65,12 +93,27 @@ export async function controlled<P extends TreeSettings>(p: P | undefined, exec:
  * deadline). A process that exits while the tree is up aborts the command.
  */
 export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abort: RunAbort, log: Logger, body: (session: Session) => Promise<void>): Promise<void> {
-  if (settings.connect) return withConnected({ ...settings, connect: settings.connect }, specs, abort, log, body);
+  if (settings.connect) {
+    const connect = settings.connect;
+    // This host's floor (the roles run elsewhere, unpinned), in a private folder of its own.
+    const dir = mkdtempSync(join(tmpdir(), 'vmmsim-floor-'));
+    try {
+      const measure = await abort.race(measureSettings(settings.measure, null, dir, log));
+      return await withConnected({ ...settings, connect }, specs, abort, log, async (session) => {
+        session.measure = measure;
+        await body(session);
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
   abort.throwIfAborted();
   const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-'));
   // Guest RAM and host tables are files every process of the host maps; tmpfs keeps them in RAM.
   const ramDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'vmmsim-ram-'));
-  const tree = new ProcessTree({ socketDir, ramDir, transport: settings.transport, logLevel: settings.logLevel, startTimeoutMs: settings.startTimeoutMs, log, tls: settings.tls, telemetry: settings.telemetry });
+  const pin = settings.measure?.pin;
+  const placement = pin ? placementOf(specs, pin.cpus, pin.spec) : null;
+  const tree = new ProcessTree({ socketDir, ramDir, transport: settings.transport, logLevel: settings.logLevel, startTimeoutMs: settings.startTimeoutMs, log, tls: settings.tls, telemetry: settings.telemetry, cpuOf: placement ? (name) => placement.cpus[name] : undefined });
   tree.on('exit', abort.abort);
   // Exits as the launcher reports them, to name the cause when a run fails (failure-cause.ts).
   const exits: VmmsimError[] = [];
@@ -84,10 +127,13 @@ export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abo
   let session: Session | undefined;
   let watch: LivenessWatch | undefined;
   try {
+    // The floor first, while no role runs yet.
+    const measure = await abort.race(measureSettings(settings.measure, placement, socketDir, log));
     await abort.race(tree.start(specs));
     treeUp(settings.telemetry, tree.processes);
     const security = settings.tls ? mutualTls(settings.tls) : INSECURE;
     session = new Session(tree, log, ramDir, security);
+    session.measure = measure;
     // A process that stops answering ends the command instead of failing its peers' requests one by one.
     watch = new LivenessWatch(tree.processes, { onFailure: abort.abort, security, local: true });
     watch.start();
@@ -106,12 +152,13 @@ export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abo
 }
 
 /**
- * --profile measured-host: the calibration run on a command's first tree, its profile written
- * beside the results; the runs that follow use it.
+ * --profile measured-host: this host calibrated (a syscall, a wake-up through a pipe, memcpy
+ * bandwidth: measured-host.ts), its profile written beside the results; the runs that follow use it.
  */
-export async function measureHost(session: Session, scenario: Scenario, base: CostProfile, p: { out: string; json: boolean }, abort: RunAbort): Promise<CostProfile> {
-  if (!p.json) process.stderr.write('vmmsim: measuring this host\'s transitions (calibration run)...\n');
-  const profile = await abort.race(session.calibrate(scenario, base));
+export async function measureHost(base: CostProfile, p: { out: string; json: boolean }, abort: RunAbort): Promise<CostProfile> {
+  if (!p.json) process.stderr.write('vmmsim: measuring what this host can measure about itself (a syscall, a wake-up, memcpy)...\n');
+  const cal = await abort.race(calibrateHost());
+  const profile = measuredHostProfile(base, cal, new Date().toISOString());
   writeProfile(p.out, profile);
   return profile;
 }

@@ -15,6 +15,7 @@ import { loadScenario } from '../scenario-load.js';
 import { processSpecs } from '../session.js';
 import { comparisonTable, dmaMapBenchmarkReport, hopTable } from '../table.js';
 import { notesBlock } from '../notes.js';
+import { PIN_HELP } from '../placement.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
@@ -46,6 +47,13 @@ options:
   --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (or VMMSIM_LOG_LEVEL); logs go to stderr
   --start-timeout MS    how long a process may take to report ready (default 20000)
+  --trials N            repeat each model's run N times (default 1): each measured figure is then the
+                        median of the trials with a 95% bootstrap interval; modeled figures are the
+                        same every trial
+  --warmup N|auto       operations of each guest thread left out of the measured figures (still
+                        counted in the modeled ones); auto (default): 50, or a tenth of a thread's
+                        share when less
+${PIN_HELP}
 ${CONNECT_HELP}
 ${TELEMETRY_HELP}
   -h, --help            this text
@@ -88,7 +96,6 @@ function plan(name: 'run' | 'compare', argv: string[]): ComparePlan | undefined 
   const calibrate = scenario.profile === MEASURED_HOST;
   checkOut(out, { measureHost: calibrate });
   const sensitivity = values.sensitivity ?? false;
-  if (sensitivity && calibrate) throw new VmmsimError('E_SENSITIVITY', `--profile ${MEASURED_HOST} has no cost ranges to sample; name a profile in profiles/ or a profile file`);
   if (sensitivity && models.length < 2) throw new VmmsimError('E_SENSITIVITY', `--sensitivity compares architectures: --models names ${models.length} (${models.join(', ')}); give at least two, or all`);
   return {
     sensitivity,
@@ -115,7 +122,7 @@ async function execute(p: ComparePlan, log: Logger): Promise<number> {
   let failure: VmmsimError | undefined;
   try {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
-      if (p.measureHost) p.profile = await measureHost(session, p.scenario, p.profile, p, abort);
+      if (p.measureHost) p.profile = await measureHost(p.profile, p, abort);
       for (const model of p.models) {
         progress.start(`${model} (${p.scenario.workload.kind}, ${p.scenario.dma})`, `vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
         if (p.sensitivity) {
@@ -144,7 +151,7 @@ async function execute(p: ComparePlan, log: Logger): Promise<number> {
     process.stdout.write(comparisonTable(runs) + '\n' + notesBlock(runs));
     if (section) process.stdout.write(`\nsensitivity (ratio second / first, p5-p95 of ${section.samples} samples across the cost ranges):\n${verdictLines(section).join('\n')}\n`);
     // Hop tables for one model; a comparison keeps to its tables (every hop is in results.json).
-    if (runs.length === 1) for (const run of runs) if (run.hops.length > 0) process.stdout.write(`\nhops of ${run.model} (measured, one way):\n${hopTable(run)}\n`);
+    if (runs.length === 1) for (const run of runs) if (run.hops.length > 0) process.stdout.write(`\nhops of ${run.model} (measured: this host's IPC, one way):\n${hopTable(run)}\n`);
     if (p.scenario.workload.kind === 'dma-map-benchmark') process.stdout.write(`\n${runs.map(dmaMapBenchmarkReport).join('\n')}\n`);
     const trace = runs[0]?.workloadCounters;
     if (trace && 'events' in trace) {

@@ -20,6 +20,7 @@ import { saturationTable } from '../table.js';
 import { notesBlock } from '../notes.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
+import { PIN_HELP } from '../placement.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
 import { DEFAULT_FROM, DEFAULT_MAX, DEFAULT_STEPS, RATE_CAP, SEARCH_OPTIONS, checkSearchable, progressLine, saturateModel, searchSettings, unboundedLines, type SearchSettings } from '../cli/search.js';
@@ -67,6 +68,10 @@ options:
   --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (or VMMSIM_LOG_LEVEL); logs go to stderr
   --start-timeout MS    how long a process may take to report ready (default 20000)
+  --warmup N|auto       operations of each guest thread left out of the measured figures (still
+                        counted in the modeled ones); auto (default): 50, or a tenth of a thread's
+                        share when less
+${PIN_HELP}
 ${CONNECT_HELP}
 ${TELEMETRY_HELP}
   -h, --help            this text`;
@@ -98,6 +103,8 @@ function plan(argv: string[]): SaturatePlan | undefined {
   const scenario = loadScenario(positionals[0], sets, { ...overrides, 'workload.rate': search.from });
   checkScenario(scenario);
   const settings = treeSettings(values);
+  // Each step is judged on one run's figures: repeating them would only slow the search.
+  if ((settings.measure?.trials ?? 1) > 1) throw usageError('--trials is for run, compare and sweep: a saturation search judges each step on one run');
   if (settings.connect) requireEndpoints(settings.connect, processSpecs(scenario));
   const models = modelsFor(scenario, values.models);
   const out = values.out ?? defaultOutDir(`${scenario.name}-saturate`);
@@ -130,7 +137,7 @@ async function execute(p: SaturatePlan, log: Logger): Promise<number> {
   let failure: VmmsimError | undefined;
   try {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
-      if (p.measureHost) p.profile = await measureHost(session, p.scenario, p.profile, p, abort);
+      if (p.measureHost) p.profile = await measureHost(p.profile, p, abort);
       for (const model of p.models) {
         let steps = 0;
         progress.start(model);

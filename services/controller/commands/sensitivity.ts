@@ -10,7 +10,7 @@ import { VmmsimError, asVmmsimError } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import { MODELS } from '../../scenario/schema.js';
 import { CONNECT_HELP, requireEndpoints } from '../connect.js';
-import { MEASURED_HOST } from '../measured-host.js';
+import { MEASURED_HOST, MEASURED_HOST_BASE } from '../measured-host.js';
 import { Progress, progressMode } from '../progress.js';
 import { saveResults } from '../report/write.js';
 import { defaultOutDir, type RunResult } from '../results.js';
@@ -23,7 +23,7 @@ import { designOfRecord } from '../cli/sensitivity-input.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
-import { controlled, withTree, type RunPlan } from '../cli/tree.js';
+import { controlled, measureHost, withTree, type RunPlan } from '../cli/tree.js';
 
 export const HELP = `usage: vmmsim sensitivity [scenario.yaml] --models a,b,... [options]
 
@@ -49,7 +49,8 @@ options:
   --duration S          stop each run after S seconds (workload.durationSec): the operations recorded
                         then follow the machine's speed, so results repeat only with --ops
   --set key=value       any scenario key, dotted (repeatable): --set dma=lazy
-  --profile NAME|PATH   cost profile whose costs and ranges are used (not measured-host)
+  --profile NAME|PATH   cost profile whose costs and ranges are used; measured-host: this host's
+                        measurements (each one's range its samples' p5-p95) over its base profile
   --out DIR             write DIR/results.json and DIR/report.html (default: results/<time>-<name>-<pid>/)
   --json                print the results document on stdout and nothing else there
   --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
@@ -86,15 +87,17 @@ function plan(argv: string[]): SensitivityPlan | undefined {
   if (values.model) throw usageError('--model is for `vmmsim run`; `vmmsim sensitivity` compares architectures: --models a,b,... or all');
   const samples = samplesOption(values.samples);
   const scenario = loadScenario(positionals[0], values.set ?? [], optionOverrides(values));
-  if (scenario.profile === MEASURED_HOST) throw new VmmsimError('E_SENSITIVITY', `--profile ${MEASURED_HOST} has no cost ranges to sample; name a profile in profiles/ or a profile file`);
   checkScenario(scenario);
   const settings = treeSettings(values);
   if (settings.connect) requireEndpoints(settings.connect, processSpecs(scenario));
   const models = modelsFor(scenario, values.models ?? 'all');
   if (models.length < 2) throw new VmmsimError('E_SENSITIVITY', `sensitivity compares architectures: --models names ${models.length} (${models.join(', ')}); give at least two, or all`);
   const out = values.out ?? defaultOutDir(scenario.name);
-  checkOut(out, { measureHost: false });
-  return { scenario, models, profile: loadProfile(scenario.profile), measureHost: false, out, json: values.json ?? false, samples, ...settings };
+  // measured-host: this host's measurements over its base profile, each measured step's range its
+  // samples' p5-p95, the others' their base ranges: sampled as any profile's, after the measuring.
+  const calibrate = scenario.profile === MEASURED_HOST;
+  checkOut(out, { measureHost: calibrate });
+  return { scenario, models, profile: loadProfile(calibrate ? MEASURED_HOST_BASE : scenario.profile), measureHost: calibrate, out, json: values.json ?? false, samples, ...settings };
 }
 
 async function execute(p: SensitivityPlan, log: Logger): Promise<number> {
@@ -106,6 +109,7 @@ async function execute(p: SensitivityPlan, log: Logger): Promise<number> {
   let failure: VmmsimError | undefined;
   try {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
+      if (p.measureHost) p.profile = await measureHost(p.profile, p, abort);
       for (const model of p.models) {
         progress.start(`${model} (${p.scenario.workload.kind}, ${p.scenario.dma})`, `vmmsim: running ${model} (${p.scenario.workload.kind}, ${p.scenario.dma})...\n`);
         const r = await abort.race(session.record(p.scenario, model, p.profile));

@@ -21,6 +21,7 @@ import { sweepSaturationTable, sweepTable } from '../table.js';
 import { notesBlock } from '../notes.js';
 import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
+import { PIN_HELP } from '../placement.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, parseModels, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
 import { SEARCH_OPTIONS, checkSearchable, progressLine, saturateModel, searchSettings, unboundedLines, type SearchSettings } from '../cli/search.js';
@@ -59,6 +60,13 @@ options:
   --transport unix|tcp  how processes talk: Unix sockets in a private folder (default) or loopback TCP
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent (or VMMSIM_LOG_LEVEL); logs go to stderr
   --start-timeout MS    how long a process may take to report ready (default 20000)
+  --trials N            repeat each point's run N times (default 1; not with --saturate): each
+                        measured figure is then the median of the trials with a 95% bootstrap
+                        interval
+  --warmup N|auto       operations of each guest thread left out of the measured figures (still
+                        counted in the modeled ones); auto (default): 50, or a tenth of a thread's
+                        share when less
+${PIN_HELP}
 ${CONNECT_HELP}
                         (--connect: the file names the processes of every point)
 ${TELEMETRY_HELP}
@@ -115,6 +123,7 @@ function plan(argv: string[]): SweepCommand | undefined {
     overrides['workload.rate'] = search.from;
   }
   const settings = treeSettings(values);
+  if (search && (settings.measure?.trials ?? 1) > 1) throw usageError('--trials is for one run per point: with --saturate each step is judged on one run');
   // A bad --models fails once here rather than at the first point.
   if (values.models !== undefined) parseModels(values.models);
   const sweep = planSweep({
@@ -162,7 +171,7 @@ async function execute(p: SweepCommand, log: Logger): Promise<number> {
       if (!first) continue;
       await withTree(p, processSpecs(first.point.scenario), abort, log, async (session) => {
         if (!calibrated) {
-          p.profiles.set(MEASURED_HOST, await measureHost(session, first.point.scenario, p.profiles.get(MEASURED_HOST) as CostProfile, p, abort));
+          p.profiles.set(MEASURED_HOST, await measureHost(p.profiles.get(MEASURED_HOST) as CostProfile, p, abort));
           calibrated = true;
         }
         for (const { point, model } of group) {

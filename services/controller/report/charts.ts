@@ -160,21 +160,22 @@ function runStyle(run: RunView): { color: string; dashed: boolean } {
 }
 
 const CLOCKS = [
-  { clock: 'measured', field: 'measuredUs', toUs: 1, unit: 'us', what: 'measured: real time between the processes of this machine' },
   { clock: 'modeled', field: 'modeledNs', toUs: 1000, unit: 'ns', what: 'modeled: the cost profile\'s time on the simulated hardware, after queueing' },
+  { clock: 'measured', field: 'measuredUs', toUs: 1, unit: 'us', what: 'measured: this host\'s real IPC between the simulator\'s processes, every operation of the first trial' },
 ] as const;
 
 /**
- * Latency percentile curves, per operation and clock: a curve per run, p50 to max. Operations that
- * never ran (count 0) have no distribution to draw.
+ * Latency percentile curves, per operation and clock (`clocks`: both by default): a curve per run,
+ * p50 to max. Operations that never ran (count 0) have no distribution to draw.
  */
-export function latencyFigures(data: ReportData): Figure[] {
+export function latencyFigures(data: ReportData, clocks: readonly ('measured' | 'modeled')[] = ['modeled', 'measured']): Figure[] {
   const names = [...new Set(data.runs.flatMap((r) => r.ops.map((o) => o.op)))];
   const figures: Figure[] = [];
   for (const name of names) {
     const withOp = data.runs.flatMap((run) => run.ops.filter((o) => o.op === name && o.count > 0).map((op): [RunView, OpView] => [run, op]));
     if (withOp.length === 0) continue;
     for (const c of CLOCKS) {
+      if (!clocks.includes(c.clock)) continue;
       const curves = (): Curve[] =>
         withOp.map(([run, op]) => {
           const st = runStyle(run);
@@ -262,15 +263,15 @@ function scalingMetrics(data: ReportData): Metric[] {
   const metrics: Metric[] = [
     // An application workload's throughput leads.
     ...(app ? [{ metric: 'application-modeled', title: `application throughput (${app.unit}/s), modeled`, yLabel: `${app.unit}/s`, pick: (r: RunView) => (r.application ? { y: r.application.perSec.value, at: r.application.perSec } : undefined) }] : []),
-    { metric: 'throughput-measured', title: 'throughput, measured', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputMeasured.value, at: r.throughputMeasured }) },
     { metric: 'throughput-modeled', title: 'throughput, modeled', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputModeled.value, at: r.throughputModeled }) },
-    p99Metric('measured', rule('measured')),
     p99Metric('modeled', rule('modeled')),
+    { metric: 'throughput-measured', title: 'throughput, measured', yLabel: 'operations/s', pick: (r) => ({ y: r.throughputMeasured.value, at: r.throughputMeasured }) },
+    p99Metric('measured', rule('measured')),
   ];
   if (data.runs.some((r) => r.achievedModeled)) {
     metrics.push(
-      { metric: 'achieved-measured', title: 'achieved arrival rate, measured', yLabel: 'arrivals/s', pick: (r) => (r.achievedMeasured ? { y: r.achievedMeasured.value, at: r.achievedMeasured } : undefined) },
       { metric: 'achieved-modeled', title: 'achieved arrival rate, modeled', yLabel: 'arrivals/s', pick: (r) => (r.achievedModeled ? { y: r.achievedModeled.value, at: r.achievedModeled } : undefined) },
+      { metric: 'achieved-measured', title: 'achieved arrival rate, measured', yLabel: 'arrivals/s', pick: (r) => (r.achievedMeasured ? { y: r.achievedMeasured.value, at: r.achievedMeasured } : undefined) },
     );
   }
   return metrics;

@@ -8,6 +8,7 @@
 import { TRANSITION_KINDS, type TransitionKind } from '../../runtime/topology.js';
 import { mainOp } from '../sweep.js';
 import { pointer } from './html.js';
+import { measuredView, type MeasuredView } from './measured.js';
 import { sensitivityView, type SensitivityView } from './sensitivity.js';
 
 type Obj = Record<string, unknown>;
@@ -109,7 +110,10 @@ export interface RunView {
   processes: { role: string; name: string; pid: NumberAt; host: string; metricsPort: NumberAt | undefined }[];
   workloadCounters: NumberAt[];
   counters: { process: string; values: NumberAt[] }[];
-  /** What no upstream code runs in this run's model (runs[].notes). */
+  /**
+   * runs[].notes, every one: the modeled figures' (what no upstream code runs in this run's model,
+   * a profile of another architecture) and the measured clock's (measured.*: isMeasuredNote).
+   */
   notes: { code: string; text: string }[];
   throughputMeasured: NumberAt;
   throughputModeled: NumberAt;
@@ -118,6 +122,8 @@ export interface RunView {
   /** Open-loop runs: achieved arrivals per second in each clock. */
   achievedMeasured: NumberAt | undefined;
   achievedModeled: NumberAt | undefined;
+  /** The run's measured section (this host's IPC, over its trials), absent in older documents. */
+  measured: MeasuredView | undefined;
 }
 
 export interface ApplicationView {
@@ -319,13 +325,13 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
       utilization: numbers(app['utilization'], ...path, 'application', 'utilization'),
     }
     : undefined;
+  // Modeled figures first, as in every table; an application workload's throughput leads them.
   const figures: NumberAt[] = [
-    // An application workload's throughput leads.
     ...(application ? [application.perSec, application.bytesPerSec] : []),
-    numberAt('elapsedSec', r['elapsedSec'], ...path, 'elapsedSec'),
     numberAt('modeledElapsedNs', r['modeledElapsedNs'], ...path, 'modeledElapsedNs'),
-    throughputMeasured,
     throughputModeled,
+    numberAt('elapsedSec', r['elapsedSec'], ...path, 'elapsedSec'),
+    throughputMeasured,
     ...leafNumbers(th, 'throughput', ['opsPerSecMeasured', 'opsPerSecModeled'], ...path, 'throughput'),
     // Deliveries per pSMMU have a table of their own.
     ...leafNumbers(inv, 'invalidations', ['deliveredPerPsmmu'], ...path, 'invalidations'),
@@ -371,6 +377,7 @@ function runView(x: unknown, index: number, keys: readonly string[], short: Map<
     application,
     achievedMeasured: load ? numberAt('achieved measured', achieved?.['measured'], ...path, 'load', 'achievedPerSec', 'measured') : undefined,
     achievedModeled: load ? numberAt('achieved modeled', achieved?.['modeled'], ...path, 'load', 'achievedPerSec', 'modeled') : undefined,
+    measured: measuredView(r['measured'], index),
   };
 }
 

@@ -8,6 +8,8 @@ import { collect, esc, type Out } from './html.js';
 import { verdictWords } from './sensitivity.js';
 import type { ReportData, ReportKind } from './data.js';
 import { reportTables } from './tables.js';
+import { writeMeasuredTables } from './measured-tables.js';
+import { isMeasuredNote } from './measured.js';
 
 const CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
@@ -30,6 +32,7 @@ table { border-collapse: collapse; font-size: 12px; }
 th, td { border: 1px solid #ddd; padding: 2px 6px; white-space: nowrap; }
 th { background: #f3f3f3; position: sticky; top: 0; } td.num { text-align: right; font-family: ui-monospace, monospace; }
 .missing { color: #777; font-style: italic; }
+#section-measured { border-left: 4px solid #888; padding-left: 12px; } .measured-about { color: #444; }
 details > summary { cursor: pointer; font-weight: 600; margin: 8px 0; }
 `;
 
@@ -130,8 +133,7 @@ export function writeReportHtml(data: ReportData, out: Out): void {
       else o('<p class="missing">No operation in these results carries a breakdown of its modeled time.</p>');
     },
   });
-  sections.push({ id: 'section-latency', title: 'Operation latency', body: (o) => figures(latencyFigures(data), 'No operation ran (none has a count above 0): no latency to chart.', 'Latency percentile curves', o) });
-  sections.push({ id: 'section-hops', title: 'Hop latency', body: (o) => figures(hopFigures(data), 'No hop crossings in these results (no run crossed a link between processes).', 'Hop latency curves', o) });
+  sections.push({ id: 'section-latency', title: 'Modeled latency', body: (o) => figures(latencyFigures(data, ['modeled']), 'No operation ran (none has a count above 0): no latency to chart.', 'Latency percentile curves', o) });
   if (data.kind === 'sweep' || data.kind === 'saturate' || data.kind === 'sweep-saturate') {
     const what = data.kind === 'sweep' ? 'Sweep scaling' : 'Search steps';
     sections.push({ id: 'section-scaling', title: what, body: (o) => figures(scalingFigures(data), 'No run carries a point: no curve against a swept key.', what, o) });
@@ -152,6 +154,18 @@ export function writeReportHtml(data: ReportData, out: Out): void {
       },
     });
   }
+  // The measured clock last of the figures (after the modeled sensitivity), in its own section: never beside a modeled figure.
+  sections.push({
+    id: 'section-measured',
+    title: "Measured: this host's IPC",
+    body: (o) => {
+      writeMeasuredTables(data.runs, o);
+      o('<h3>Operation latency, measured</h3>');
+      figures(latencyFigures(data, ['measured']), 'No operation ran (none has a count above 0): no latency to chart.', 'Measured latency percentile curves', o);
+      o('<h3>Hop latency, measured</h3>');
+      figures(hopFigures(data), 'No hop crossings in these results (no run crossed a link between processes).', 'Hop latency curves', o);
+    },
+  });
   sections.push({
     id: 'section-numbers',
     title: 'Every number',
@@ -179,11 +193,15 @@ export function writeReportHtml(data: ReportData, out: Out): void {
   out('</body></html>\n');
 }
 
-/** The runs' notes (runs[].notes), each once with the models whose runs carry it. */
+/**
+ * The runs' notes about their modeled figures (runs[].notes but the measured clock's, which the
+ * measured section shows), each once with the models whose runs carry it.
+ */
 function runNotes(data: ReportData): { code: string; text: string; models: string[] }[] {
   const by = new Map<string, { code: string; text: string; models: string[] }>();
   for (const r of data.runs) {
     for (const n of r.notes) {
+      if (isMeasuredNote(n.code)) continue;
       const key = `${n.code}\0${n.text}`;
       const e = by.get(key) ?? { ...n, models: [] };
       if (!e.models.includes(r.model)) e.models.push(r.model);

@@ -68,8 +68,9 @@ export async function blockIo(env: WorkloadEnv): Promise<WorkloadRun> {
         });
       }
       await WorkloadThreads.dwell(w.dwellUs);
-      // Completion: the driver reaps every request before unmapping any of them.
-      for (const r of batch) ring.setState(r.slot, SlotState.RETIRED);
+      // Completion: the driver reaps every request before unmapping any of them, waiting for the
+      // device to let go of their buffers (DeviceRing.retire).
+      await ring.retire(...batch.map((r) => r.slot));
       for (const r of batch) {
         const status = await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, r.iova, pages), undefined, r.lane);
         ring.setState(r.slot, SlotState.UNMAPPED);

@@ -45,6 +45,11 @@ export interface WorkloadEnv {
   w: WorkloadSpec;
   /** A point of the run where every vCPU stops until something is done (workload.migration). */
   step?: WorkloadStep;
+  /**
+   * Run after each operation, outside its time (Topology.floor_peer: one round trip of the
+   * transport floor), so the floor is measured in the same machine state as the operations.
+   */
+  probe?: () => Promise<void>;
 }
 
 /** A stop the threads make together: each calls `reach` before every operation and `leave` when it has none left. */
@@ -291,7 +296,8 @@ export class WorkloadThreads {
     const m0 = nowNs();
     await fn(ctx);
     this.laneNs[id] = start + ctx.modeledNs;
-    this.env.stats.record(name, nowNs() - m0, ctx, id, start);
+    // The warm-up counts per vCPU, not per lane.
+    this.env.stats.record(name, nowNs() - m0, ctx, id, start, false, t);
   }
 
   /**
@@ -329,6 +335,7 @@ export class WorkloadThreads {
       }
     }
     const r = await this.timed(name, t, fn, arrivalNs, lane);
+    if (this.env.probe) await this.env.probe();
     if (t === 0 && this.virtioMem && ++this.sinceResize >= (this.env.w.virtioMem?.everyOps ?? 0)) {
       // workload.virtioMem: a resize after thread 0's operation, an operation of its own (the host
       // asked, and the vCPU that serves the driver's work does it).
@@ -369,7 +376,7 @@ export class WorkloadThreads {
     // timed from when it really started, never for less than its own run.
     const from = arrivalNs === undefined ? m0 : Math.min(m0, this.t0 + arrivalNs);
     if (r < 0) this.env.stats.fail(name);
-    else this.env.stats.record(name, m1 - from, ctx, id, at, arrivalNs !== undefined);
+    else this.env.stats.record(name, m1 - from, ctx, id, at, arrivalNs !== undefined, t);
     return r;
   }
 

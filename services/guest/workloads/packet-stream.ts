@@ -75,8 +75,9 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
         if (w.dwellUs > 0) ctx.charge('hw.device_ns', Math.round(w.dwellUs * 1000));
       });
       await WorkloadThreads.dwell(w.dwellUs);
-      // TX completion or RX receive: the driver takes the buffer back, then unmaps it.
-      ring.setState(slot, SlotState.RETIRED);
+      // TX completion or RX receive: the driver takes the buffer back (waiting for the device to let
+      // go of it: DeviceRing.retire), then unmaps it.
+      await ring.retire(slot);
       const status = await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, iova, pages), undefined, lane);
       ring.setState(slot, SlotState.UNMAPPED);
       if (dir === RX) await threads.op(deviceOpName('rx', device), t, async (ctx) => (ctx.charge(io.rxStep), 0), undefined, lane);

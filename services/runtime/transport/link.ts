@@ -5,17 +5,15 @@ import type { Envelope, Envelope__Output } from '../generated/vmmsim/v1/Envelope
 import type { Hold, Hold__Output } from '../generated/vmmsim/v1/Hold.js';
 import type { Hop, Hop__Output } from '../generated/vmmsim/v1/Hop.js';
 import type { Kind__Output } from '../generated/vmmsim/v1/Kind.js';
-import type { LinkClient as GrpcLinkClient } from '../generated/vmmsim/v1/Link.js';
 import type { LinkHandlers } from '../generated/vmmsim/v1/Link.js';
 import type { MemoryRange, MemoryRange__Output } from '../generated/vmmsim/v1/MemoryRange.js';
 import type { TraceEvent } from '../generated/vmmsim/v1/TraceEvent.js';
 import { nowNs } from '../clock.js';
-import { protos } from '../proto.js';
+import { BatchLimitError, decodeBatch, encodeBatch } from './batch-codec.js';
 import { callerMetadata, type Admission } from './auth.js';
 import { INSECURE, type Security } from './credentials.js';
 import type { LinkInstruments } from './link-metrics.js';
 import { CHANNEL_OPTIONS, LINK_HELLO_MS, MAX_IN_FLIGHT_PER_STREAM, MAX_LINK_STREAMS } from './options.js';
-import { batchOverLimits } from './wire-limits.js';
 
 export type Kind = Kind__Output;
 export type { Envelope, Envelope__Output, Hold, Hold__Output, Hop, Hop__Output, MemoryRange, MemoryRange__Output };
@@ -55,6 +53,9 @@ interface Writable {
   once(event: 'drain', cb: () => void): unknown;
 }
 
+/** A settled promise whose then() queues a microtask without queueMicrotask's AsyncResource per call. */
+const SETTLED = Promise.resolve();
+
 /**
  * Collects envelopes and writes everything that is ready as one Batch. A flush is scheduled as a
  * microtask, so envelopes produced while one batch of input is handled (the handlers' promise
@@ -78,7 +79,7 @@ export class BatchWriter {
     this.queue.push(env);
     if (!this.scheduled && !this.blocked) {
       this.scheduled = true;
-      queueMicrotask(this.flush);
+      void SETTLED.then(this.flush);
     }
   }
 
@@ -107,7 +108,7 @@ export class BatchWriter {
         this.blocked = false;
         if (this.queue.length > 0 && !this.scheduled) {
           this.scheduled = true;
-          queueMicrotask(this.flush);
+          void SETTLED.then(this.flush);
         }
       });
     }
@@ -142,7 +143,7 @@ export interface LinkEnds {
  * answering, every waiting request fails with an error naming the peer instead of hanging.
  */
 export class LinkClient {
-  private readonly client: GrpcLinkClient;
+  private readonly client: grpc.Client & { Open(metadata: grpc.Metadata): grpc.ClientDuplexStream<Batch, Batch__Output> };
   private call: grpc.ClientDuplexStream<Batch, Batch__Output> | undefined;
   private writer: BatchWriter | undefined;
   private readonly pending = new Map<number, Pending>();
@@ -159,8 +160,7 @@ export class LinkClient {
     security: Security = INSECURE,
   ) {
     this.security = security;
-    const Link = protos().link.vmmsim.v1.Link;
-    this.client = new Link(address, security.channel(), { ...CHANNEL_OPTIONS, ...security.options });
+    this.client = new (linkClientConstructor())(address, security.channel(), { ...CHANNEL_OPTIONS, ...security.options }) as unknown as LinkClient['client'];
   }
 
   /** Waits for the connection and opens the stream. */
@@ -353,8 +353,13 @@ export class LinkServer {
     const reply = (env: Envelope__Output, body: ReplyBody): void => {
       if (!open) return;
       const inbound = env.hops[env.hops.length - 1];
-      const hops: Hop[] = inbound ? [inbound, ...body.hops] : [...body.hops];
-      hops.push({ from: this.opts.selfId(), to: inbound ? inbound.from : 0, sentNs: 0, receivedNs: 0 });
+      // The request's hop, the hops below, and the reply's own hop (stamped at flush).
+      const below = body.hops;
+      const hops: Hop[] = new Array<Hop>((inbound ? 1 : 0) + below.length + 1);
+      let k = 0;
+      if (inbound) hops[k++] = inbound;
+      for (let i = 0; i < below.length; i++) hops[k++] = below[i] as Hop;
+      hops[k] = { from: this.opts.selfId(), to: inbound ? inbound.from : 0, sentNs: 0, receivedNs: 0 };
       writer.push({
         correlationId: env.correlationId,
         opId: env.opId,
@@ -421,23 +426,46 @@ export class LinkServer {
 const REFUSED = Symbol('refused');
 type Refusable = Batch__Output & { [REFUSED]?: string };
 
+/** The Link service's one method, as link.proto declares it (tests/unit/batch-codec.test.ts checks). */
+export const LINK_OPEN_PATH = '/vmmsim.v1.Link/Open';
+
+/** A reply batch: decoded without the request limits. */
+const decodeReply = (buf: Buffer): Batch__Output => decodeBatch(buf, false);
+
 /**
- * The Link service's definition with the batch limits checked on the encoded bytes before they are
- * decoded (wire-limits.ts): a batch over them costs the process a walk over its bytes, not their
- * decoding, and ends its stream with RESOURCE_EXHAUSTED and the reason.
+ * The Link service's definition, with the hand-written codec (batch-codec.ts) on both sides. The
+ * batch limits (wire-limits.ts) are checked as a request is decoded: a batch over them costs the
+ * process at most the limits' worth of objects, and ends its stream with RESOURCE_EXHAUSTED and
+ * the reason. Replies are decoded without the limits (a lazy flush's reply carries every hop of
+ * its invalidations, hundreds of them).
  */
 export function linkServiceDefinition(): grpc.ServiceDefinition {
-  const def = protos().link.vmmsim.v1.Link.service;
-  const open = def.Open as grpc.MethodDefinition<Batch__Output, Batch>;
   return {
-    ...def,
     Open: {
-      ...open,
+      path: LINK_OPEN_PATH,
+      requestStream: true,
+      responseStream: true,
+      originalName: 'Open',
+      requestSerialize: encodeBatch,
       requestDeserialize: (buf: Buffer): Batch__Output => {
-        const why = batchOverLimits(buf);
-        if (why) return Object.assign({ envelopes: [] }, { [REFUSED]: why });
-        return open.requestDeserialize(buf);
+        try {
+          return decodeBatch(buf);
+        } catch (err) {
+          if (err instanceof BatchLimitError) return Object.assign({ envelopes: [] }, { [REFUSED]: err.message });
+          throw err;
+        }
       },
-    },
+      responseSerialize: encodeBatch,
+      // Replies come from the peer this process dialed, and without limits: as protobufjs read them.
+      responseDeserialize: decodeReply,
+    } satisfies grpc.MethodDefinition<Batch, Batch__Output>,
   };
+}
+
+let LinkConstructor: grpc.ServiceClientConstructor | undefined;
+
+/** The generic client of the Link service (one per process). */
+function linkClientConstructor(): grpc.ServiceClientConstructor {
+  LinkConstructor ??= grpc.makeGenericClientConstructor(linkServiceDefinition(), 'Link');
+  return LinkConstructor;
 }

@@ -12,6 +12,11 @@ export const MAX_HOPS_PER_ENVELOPE = 64;
 export const MAX_RANGES_PER_ENVELOPE = 64;
 /** Resource holds a reply reports from below (a request carries none). */
 export const MAX_HOLDS_PER_ENVELOPE = 1024;
+/**
+ * vmmsim explain's trace events in one envelope. Only a reply carries them (replies are read
+ * without these limits), so a request carrying more is refused as any other oversized one.
+ */
+export const MAX_EVENTS_PER_ENVELOPE = 1024;
 
 // Field numbers of proto/vmmsim/v1/link.proto.
 const BATCH_ENVELOPES = 1;

@@ -1,0 +1,75 @@
+/**
+ * What a reader must know before trusting a run's measured figures, as notes ({code, text}) in
+ * results.json runs[].notes[] and under the terminal table: trials that disagree, a machine that
+ * was busy (load average, other processes' CPU time, stolen time), no steady operations left after
+ * the warm-up. Only the measured clock is judged here: nothing of the machine enters a modeled figure.
+ */
+import type { MachineState } from './machine.js';
+import { spread, type Estimate, type MeasuredSection } from './measured.js';
+import type { RunNote } from './results.js';
+
+export type { RunNote };
+
+/** Trials whose values of a headline figure lie further apart than this, relative to their median, disagree. */
+export const TRIALS_DISAGREE = 0.1;
+/** Other processes using more than this share of the cores while the trials ran make the machine busy. */
+export const OTHERS_BUSY_SHARE = 0.25;
+/** Stolen time above this percentage: the hypervisor gave the VM's CPUs to others. */
+export const STEAL_PCT = 2;
+
+export const NOTE_CODES = {
+  trialsDisagree: 'measured.trials-disagree',
+  machineBusy: 'measured.machine-busy',
+  loadAverage: 'measured.load-average',
+  steal: 'measured.steal',
+  noSteady: 'measured.no-steady-operations',
+  noFloor: 'measured.no-floor',
+} as const;
+
+/** Notes about the machine, the same for every run of a command: said once under a table. */
+export const MACHINE_NOTE_CODES: ReadonlySet<string> = new Set([NOTE_CODES.machineBusy, NOTE_CODES.loadAverage, NOTE_CODES.steal, NOTE_CODES.noFloor]);
+
+const pct = (x: number): string => `${Math.round(x * 100)}%`;
+
+/** Notes about the machine alone (also for benches that have no measured section). */
+export function machineNotes(m: MachineState): RunNote[] {
+  const notes: RunNote[] = [];
+  if (m.othersCores !== null && m.othersCores > OTHERS_BUSY_SHARE * m.cores) {
+    notes.push({
+      code: NOTE_CODES.machineBusy,
+      text: `the machine was busy: other processes used ${m.othersCores.toFixed(2)} of its ${m.cores} cores on average while the measured part ran (this run used ${m.ownCores?.toFixed(2) ?? '?'}); measured figures are slower and noisier than on a quiet machine`,
+    });
+  }
+  const load = Math.max(m.loadAvgStart[0], m.loadAvgEnd[0]);
+  if (load > m.cores) {
+    notes.push({ code: NOTE_CODES.loadAverage, text: `the 1-minute load average was ${m.loadAvgStart[0]} at the start and ${m.loadAvgEnd[0]} at the end, above the ${m.cores} cores: processes were waiting for a CPU` });
+  }
+  if (m.stealPct !== null && m.stealPct > STEAL_PCT) {
+    notes.push({ code: NOTE_CODES.steal, text: `the hypervisor stole ${m.stealPct}% of this VM's CPU time while the measured part ran: measured figures include waits for the host` });
+  }
+  return notes;
+}
+
+/** The notes of a run's measured section. */
+export function measuredNotes(m: MeasuredSection): RunNote[] {
+  const notes: RunNote[] = [];
+  if (m.trials > 1) {
+    const figures: [string, Estimate][] = [
+      ...m.ops.flatMap((o): [string, Estimate][] => [[`${o.op} p50`, o.p50Us]]),
+      ...m.hops.map((h): [string, Estimate] => [`hop ${h.from} -> ${h.to} p50`, h.p50Us]),
+      ['operations per second', m.opsPerSec],
+    ];
+    const apart = figures.map(([name, e]) => ({ name, s: spread(e) })).filter((x) => x.s > TRIALS_DISAGREE).sort((a, b) => b.s - a.s);
+    if (apart.length > 0) {
+      const shown = apart.slice(0, 3).map((x) => `${x.name} by ${pct(x.s)}`).join(', ');
+      notes.push({
+        code: NOTE_CODES.trialsDisagree,
+        text: `the ${m.trials} trials disagree by more than ${pct(TRIALS_DISAGREE)} (max - min over the median): ${shown}${apart.length > 3 ? ` and ${apart.length - 3} more` : ''}; read the intervals, not the medians alone`,
+      });
+    }
+  }
+  if (m.ops.length > 0 && m.ops.every((o) => o.count === 0)) {
+    notes.push({ code: NOTE_CODES.noSteady, text: `every operation fell in the warm-up (${m.warmupOps} per thread): no steady measured figure; lower --warmup or raise the operations` });
+  }
+  return [...notes, ...machineNotes(m.machine)];
+}
