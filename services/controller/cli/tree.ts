@@ -95,17 +95,16 @@ export async function controlled<P extends TreeSettings>(p: P | undefined, exec:
 export async function withTree(settings: TreeSettings, specs: ProcessSpec[], abort: RunAbort, log: Logger, body: (session: Session) => Promise<void>): Promise<void> {
   if (settings.connect) {
     const connect = settings.connect;
-    // This host's floor (the roles run elsewhere, unpinned), in a private folder of its own.
-    const dir = mkdtempSync(join(tmpdir(), 'vmmsim-floor-'));
-    try {
-      const measure = await abort.race(measureSettings(settings.measure, null, dir, log));
-      return await withConnected({ ...settings, connect }, specs, abort, log, async (session) => {
-        session.measure = measure;
-        await body(session);
-      });
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    // The roles run elsewhere: this host's floor would not be theirs, and --connect starts no
+    // process here, so none is measured and the measured section says why.
+    const m = settings.measure;
+    const measure: MeasureSettings = m
+      ? { trials: m.trials, warmup: m.warmup, placement: null, floor: undefined, floorMissing: 'the roles were reached with --connect, so this host starts no process to measure a floor that would not be theirs' }
+      : { trials: 1, warmup: 0, placement: null, floor: undefined };
+    return await withConnected({ ...settings, connect }, specs, abort, log, async (session) => {
+      session.measure = measure;
+      await body(session);
+    });
   }
   abort.throwIfAborted();
   const socketDir = mkdtempSync(join(tmpdir(), 'vmmsim-'));
