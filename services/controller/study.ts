@@ -289,7 +289,8 @@ export function fmtRate(x: number): string {
 /** A ratio, as the answer prints it. */
 export function fmtRatio(x: number): string {
   if (!Number.isFinite(x) || x <= 0) return '-';
-  return x >= 100 ? `${x.toFixed(0)}x` : x >= 10 ? `${x.toFixed(1)}x` : `${x.toFixed(2)}x`;
+  // Below 0.1 two decimals would leave one digit: two significant ones say how far below.
+  return x >= 100 ? `${x.toFixed(0)}x` : x >= 10 ? `${x.toFixed(1)}x` : x >= 0.1 ? `${x.toFixed(2)}x` : `${Number(x.toPrecision(2))}x`;
 }
 
 /** The application figure of a run (runs[].application), when its workload has one. */
@@ -388,6 +389,8 @@ interface Columns {
   tWidth: number;
   /** The baseline design ran at this point: the `vs base` column. */
   vsBase: boolean;
+  /** Transitions too wide for one line: each row's go on a line of their own under it. */
+  split: boolean;
 }
 
 function columnsOf(runs: readonly RunResult[], study: Study): Columns {
@@ -395,7 +398,7 @@ function columnsOf(runs: readonly RunResult[], study: Study): Columns {
   const t = blockOps(runs, [study.transitionsOf]);
   const transitionsOf = t[t.length - 1] ?? study.transitionsOf;
   const tWidth = Math.max(14, ...runs.map((r) => transitions(r, transitionsOf).length));
-  return { ops: ops.length > 0 ? ops : [...study.ops], transitionsOf, tWidth, vsBase: study.baseline !== undefined && runs.some((r) => r.model === study.baseline) };
+  return { ops: ops.length > 0 ? ops : [...study.ops], transitionsOf, tWidth, vsBase: study.baseline !== undefined && runs.some((r) => r.model === study.baseline), split: false };
 }
 
 const OP_WIDTH = 9;
@@ -407,26 +410,28 @@ const OP_WIDTH = 9;
 function pointRows(runs: readonly RunResult[], study: Study, cols: Columns, withApp: boolean): string[] {
   const base = study.baseline ? runs.find((r) => r.model === study.baseline) : undefined;
   const baseFig = base ? compared(base, cols.ops) : undefined;
-  return runs.map((r) => {
+  return runs.flatMap((r) => {
     const cells = [pad(r.model, 19)];
     for (const op of cols.ops) {
       const ns = pathNs(r, op);
       cells.push(pad(ns === undefined ? '-' : fmtUs(ns), OP_WIDTH, true));
     }
-    cells.push(pad(transitions(r, cols.transitionsOf), cols.tWidth, true));
+    if (!cols.split) cells.push(pad(transitions(r, cols.transitionsOf), cols.tWidth, true));
     cells.push(pad(fmtRate(withApp ? (applicationOf(r)?.perSecModeled ?? 0) : r.throughput.opsPerSecModeled), 7, true));
     if (cols.vsBase) {
       const fig = compared(r, cols.ops);
       const ratio = fig && baseFig && baseFig.value > 0 ? fig.value / baseFig.value : Number.NaN;
       cells.push(pad(fmtRatio(ratio), 7, true));
     }
-    return `  ${cells.join(' ')}`.trimEnd();
+    const row = `  ${cells.join(' ')}`.trimEnd();
+    return cols.split ? [row, `    ${cols.transitionsOf} e/u/i/h/d: ${transitions(r, cols.transitionsOf)}`] : [row];
   });
 }
 
 function header(cols: Columns, withApp: boolean): string[] {
   const t = cols.transitionsOf.includes('@') ? opHeading(cols.transitionsOf) : cols.transitionsOf.slice(0, 5);
-  const cells = [pad('design', 19), ...cols.ops.map((op) => pad(opHeading(op), OP_WIDTH, true)), pad(`${t.length + 10 <= cols.tWidth ? `${t} ` : ''}e/u/i/h/d`, cols.tWidth, true)];
+  const cells = [pad('design', 19), ...cols.ops.map((op) => pad(opHeading(op), OP_WIDTH, true))];
+  if (!cols.split) cells.push(pad(`${t.length + 10 <= cols.tWidth ? `${t} ` : ''}e/u/i/h/d`, cols.tWidth, true));
   cells.push(pad(withApp ? 'app/s' : 'ops/s', 7, true));
   if (cols.vsBase) cells.push(pad('vs base', 7, true));
   return [`  ${cells.join(' ')}`.trimEnd()];
@@ -476,8 +481,12 @@ export function answerText(doc: ResultsDoc, study: Study, record: StudyRecord): 
     out.push('');
     out.push(...wrap(`[${label}]${fixed.length > 0 ? ` ${fixed.join(' ')}` : ''}`, ANSWER_COLUMNS, '  '));
     const cols = columnsOf(runs, study);
-    out.push(...header(cols, withApp));
-    out.push(...pointRows(runs, study, cols, withApp));
+    let table = [...header(cols, withApp), ...pointRows(runs, study, cols, withApp)];
+    if (table.some((l) => l.length > ANSWER_COLUMNS)) {
+      const split = { ...cols, split: true };
+      table = [...header(split, withApp), ...pointRows(runs, study, split, withApp)];
+    }
+    out.push(...table);
     out.push(...boundLine(runs));
   }
   out.push('');

@@ -2,7 +2,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { VmmsimError } from '../../services/runtime/errors.js';
-import { fmtCount, fmtRatio, fmtRate, fmtUs, loadStudy, pointLabel, studyFile, studyNames, studyPoints, wrap, ANSWER_COLUMNS } from '../../services/controller/study.js';
+import type { ResultsDoc, RunResult } from '../../services/controller/results.js';
+import { answerText, fmtCount, fmtRatio, fmtRate, fmtUs, loadStudy, pointLabel, studyFile, studyNames, studyPoints, wrap, ANSWER_COLUMNS, type StudyRecord } from '../../services/controller/study.js';
 import { tempDir } from '../helpers/cli.js';
 
 const SHIPPED = ['dynamic-mappings', 'multi-vsmmu', 'paravirt', 'spapr-tce', 'vcmdq'];
@@ -97,6 +98,26 @@ describe('studies as data (scenarios/studies)', () => {
     expect([fmtUs(30), fmtUs(4460), fmtUs(41_040), fmtUs(123_456), fmtUs(4_567_890)]).toEqual(['0.030', '4.460', '41.04', '123.5', '4568']);
     expect([fmtCount(2), fmtCount(1.25), fmtCount(1.5), fmtCount(12.5), fmtCount(0.004), fmtCount(0.0004)]).toEqual(['2', '1.25', '1.5', '12.5', '0.004', '0.0004']);
     expect([fmtRate(224_000), fmtRate(33_300_000), fmtRate(0)]).toEqual(['224k', '33.3M', '-']);
-    expect([fmtRatio(0.59), fmtRatio(12.34), fmtRatio(456), fmtRatio(Number.NaN)]).toEqual(['0.59x', '12.3x', '456x', '-']);
+    expect([fmtRatio(0.59), fmtRatio(12.34), fmtRatio(456), fmtRatio(0.0192), fmtRatio(Number.NaN)]).toEqual(['0.59x', '12.3x', '456x', '0.019x', '-']);
+  });
+
+  it('keeps every line of the answer within 72 columns: transitions too wide go on a line under their row', () => {
+    const study = loadStudy(studyYaml(tempDir(), VALID.replace('ops: [unmap]', 'ops: [map, unmap]\nbaseline: virtio-iommu')));
+    const transitions = { exit: 0.004, user: 0.004, ioctl: 0.51, hw: 0.51, direct: 0 };
+    const op = (name: string, ns: number): unknown => ({ op: name, count: 10, failed: 0, transitions, modeledNs: { mean: ns }, breakdown: [{ step: 'guest.iova_alloc', perOp: 1, ns, functions: [], confidence: 'U' }] });
+    const run = (model: string, ns: number): RunResult =>
+      ({ model, point: { part: 'a', 'workload.granulePages': 1 }, ops: [op('map', ns), op('unmap', ns * 2)], throughput: { opsPerSecModeled: 1e9 / ns }, notes: [] }) as unknown as RunResult;
+    const doc = {
+      scenario: { dma: 'lazy', topology: { vms: 1, psmmus: 1, devicesPerPsmmu: 1, vsmmu: 'single' }, workload: { kind: 'dma-map-benchmark', threads: 1, granulePages: 1, ops: 10 } },
+      profile: { name: 'arm64-kunpeng920', arch: 'arm64' },
+      seed: 1,
+      runs: [run('nested-smmuv3-vcmdq', 110), run('virtio-iommu', 4398)],
+    } as unknown as ResultsDoc;
+    const record = { name: 't', question: study.question, source: '', quick: false, command: 'vmmsim study t', file: '', parts: [], ops: ['unmap'], verdicts: [], answer: '' } as StudyRecord;
+    const lines = answerText(doc, study, record).split('\n');
+    for (const l of lines) expect(l.length, l).toBeLessThanOrEqual(ANSWER_COLUMNS);
+    const row = lines.findIndex((l) => l.startsWith('  virtio-iommu'));
+    expect(lines[row]).toMatch(/^ {2}virtio-iommu\s+4\.398\s+8\.796\s+227k\s+1\.00x$/);
+    expect(lines[row + 1]).toBe('    unmap e/u/i/h/d: 0.004/0.004/0.51/0.51/0');
   });
 });
