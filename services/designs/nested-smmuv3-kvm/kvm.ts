@@ -1,5 +1,4 @@
 import { encodeMmio, type MmioAccess } from '../../formats/kvm-run.js';
-import { HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, decodeHwptInvalidate, encodeHwptInvalidate } from '../../formats/iommufd.js';
 import { KVM_CMDQ_OPCODES } from '../../formats/smmu/allow-lists.js';
 import { CMD_SIZE, Opcode, SyncCs, decodeCommand } from '../../formats/smmu/commands.js';
 import * as Q from '../../formats/smmu/queue.js';
@@ -13,7 +12,7 @@ import type { OpContext } from '../../runtime/op-context.js';
 import type { HandlerResult, MemoryRange, Request, RoleEnv } from '../../runtime/role-api.js';
 import type { KvmDevice, KvmDeviceFactory } from '../../kvm/device.js';
 import { acceleratedVsmmus, kvmTakesCmdq } from '../nested-smmuv3/kvm-cmdq.js';
-import { planRoutes, routeCommand } from '../nested-smmuv3/vsmmu-route.js';
+import { invalidatePlanned, planRoutes, routeCommand } from '../nested-smmuv3/vsmmu-route.js';
 import type { DesignTraits } from '../types.js';
 
 /** Where KVM's array of taken commands sits (a kernel buffer; iommufd's checks want it non-null). */
@@ -196,20 +195,10 @@ class KvmVsmmuCmdq implements KvmDevice {
       readScope(bytes, 0, this.scope);
       return routeCommand(this.scope, q.targets, { bySid: (vsid) => q.byVsid.get(vsid) });
     });
-    let failed = -1;
-    for (const [v, mine] of plan) {
+    return invalidatePlanned(plan, commands, KERNEL_ARRAY_ADDR, (payload) => {
       this.counters.invalidateCalls += 1;
-      const payload = encodeHwptInvalidate(
-        { size: HWPT_INVALIDATE_SIZE, hwptId: v.id, dataUptr: KERNEL_ARRAY_ADDR, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entryLen: CMD_SIZE, entryNum: mine.length, reserved: 0 },
-        Buffer.concat(mine.map((i) => commands[i] as Buffer)),
-      );
-      const reply = await ctx.call('vfio', 'VIOMMU_INVALIDATE', payload);
-      if (reply.status === 0) continue;
-      const at = Math.min(decodeHwptInvalidate(reply.payload)?.head.entryNum ?? mine.length - 1, mine.length - 1);
-      const index = mine[at] ?? commands.length - 1;
-      failed = failed < 0 ? index : Math.min(failed, index);
-    }
-    return failed;
+      return ctx.call('vfio', 'VIOMMU_INVALIDATE', payload);
+    });
   }
 
   stats(): Record<string, number> {

@@ -1,5 +1,5 @@
 import {
-  HWPT_QUEUE_DATA_SIZE, IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate,
+  HWPT_QUEUE_DATA_SIZE, IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3_QUEUE, HWPT_INVALIDATE_SIZE, decodeHwptInvalidate,
   encodeHwptInvalidate, encodeHwptQueueData,
 } from '../../formats/iommufd.js';
 import { CD_TABLE_LOG2, cdIpa } from '../../machine/board.js';
@@ -14,7 +14,7 @@ import { decodeCd } from '../../formats/smmu/structures.js';
 import { VsmmuCmdq, type VsmmuInstances } from '../emulated-smmuv3/vsmmu-cmdq.js';
 import { VSMMU_CMDQ_LOG2_ENTRIES, qemuVsmmuIdr, vsmmuCmdqGpa } from '../../formats/smmu/registers.js';
 import * as Q from '../../formats/smmu/queue.js';
-import { planRoutes, routeCommand } from './vsmmu-route.js';
+import { invalidatePlanned, planRoutes, routeCommand } from './vsmmu-route.js';
 import { kvmTakesCmdq } from './kvm-cmdq.js';
 import { createSharedCmdqRegisters } from '../../machine/vsmmu-registers.js';
 import type { DesignTraits } from '../types.js';
@@ -190,21 +190,10 @@ export class AcceleratedVsmmu extends VsmmuCmdq {
       if (CONFIG_DROP_BY_OPCODE[bytes[0] ?? 0] !== ConfigDrop.NONE) this.asids = undefined;
       return this.route(vsmmu, bytes, ctx);
     });
-    let failed = -1;
-    for (const [v, mine] of plan) {
+    return invalidatePlanned(plan, commands, USER_ARRAY_ADDR, (payload) => {
       this.counters.ioctls += 1;
-      const payload = encodeHwptInvalidate(
-        { size: HWPT_INVALIDATE_SIZE, hwptId: v.id, dataUptr: USER_ARRAY_ADDR, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entryLen: CMD_SIZE, entryNum: mine.length, reserved: 0 },
-        Buffer.concat(mine.map((i) => commands[i] as Buffer)),
-      );
-      const reply = await ctx.call('vfio', 'HWPT_INVALIDATE', payload);
-      if (reply.status === 0) continue;
-      // An entry_num past the array (or none at all) blames nothing in particular: the last entry.
-      const at = Math.min(decodeHwptInvalidate(reply.payload)?.head.entryNum ?? mine.length - 1, mine.length - 1);
-      const index = mine[at] ?? commands.length - 1;
-      failed = failed < 0 ? index : Math.min(failed, index);
-    }
-    return failed;
+      return ctx.call('vfio', 'HWPT_INVALIDATE', payload);
+    });
   }
 
   override stats(): Record<string, number> {

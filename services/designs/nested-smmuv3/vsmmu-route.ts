@@ -1,3 +1,5 @@
+import { HWPT_INVALIDATE_SIZE, IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, decodeHwptInvalidate, encodeHwptInvalidate } from '../../formats/iommufd.js';
+import { CMD_SIZE } from '../../formats/smmu/commands.js';
 import { Scope, type CommandScope } from '../../formats/smmu/semantics.js';
 
 /** What a vSMMU in front of several vIOMMUs routes guest commands by. */
@@ -46,4 +48,32 @@ export function planRoutes<V>(commands: readonly Buffer[], all: readonly V[], ro
     const mine = plan.get(v);
     return mine ? [[v, mine] as [V, number[]]] : [];
   });
+}
+
+/**
+ * Sends each planned target's commands (planRoutes) as one IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3
+ * array of a struct iommu_hwpt_invalidate whose data_uptr is `dataUptr`, target after target,
+ * through `call` (the VMM's ioctl, or KVM's in-kernel call). Gives the index in `commands` of the
+ * first command a call failed on (the kernel's entry_num; past the array or absent: its last
+ * entry), or -1 when every call succeeded.
+ */
+export async function invalidatePlanned(
+  plan: readonly [{ id: number }, number[]][],
+  commands: readonly Buffer[],
+  dataUptr: number,
+  call: (payload: Buffer) => Promise<{ status: number; payload: Buffer }>,
+): Promise<number> {
+  let failed = -1;
+  for (const [v, mine] of plan) {
+    const payload = encodeHwptInvalidate(
+      { size: HWPT_INVALIDATE_SIZE, hwptId: v.id, dataUptr, dataType: IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3, entryLen: CMD_SIZE, entryNum: mine.length, reserved: 0 },
+      Buffer.concat(mine.map((i) => commands[i] as Buffer)),
+    );
+    const reply = await call(payload);
+    if (reply.status === 0) continue;
+    const at = Math.min(decodeHwptInvalidate(reply.payload)?.head.entryNum ?? mine.length - 1, mine.length - 1);
+    const index = mine[at] ?? commands.length - 1;
+    failed = failed < 0 ? index : Math.min(failed, index);
+  }
+  return failed;
 }
