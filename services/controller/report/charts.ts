@@ -8,9 +8,10 @@
 import { COST_STEPS } from '../../cost/steps.js';
 import { TRANSITION_KINDS } from '../../runtime/topology.js';
 import { datum, esc, pointer, type DataAttrs, type Out } from './html.js';
-import { PERCENTILES, shortKeys, type HopView, type NumberAt, type OpView, type ReportData, type RunView, type SummaryView } from './data.js';
+import { PERCENTILES, shortKeys, type HopView, type OpView, type ReportData, type RunView, type SummaryView } from './data.js';
 import { colorOf, fmtNum, writeLineChart, writeStackedBars, type Curve, type CurvePoint, type XAxis } from './svg.js';
 import { verdictWords, writeTornado, type SensitivityView } from './sensitivity.js';
+import type { NumberAt } from './fields.js';
 
 /** A chart with its heading and a sentence on how to read it. */
 export interface Figure {

@@ -8,25 +8,13 @@
 import { TRANSITION_KINDS, type TransitionKind } from '../../runtime/topology.js';
 import { mainOp } from '../sweep.js';
 import { pointer } from './html.js';
+import { isObj, num, text, type NumberAt, type Obj } from './fields.js';
 import { measuredView, type MeasuredView } from './measured.js';
 import { sensitivityView, type SensitivityView } from './sensitivity.js';
 
-type Obj = Record<string, unknown>;
 
-function isObj(x: unknown): x is Obj {
-  return typeof x === 'object' && x !== null && !Array.isArray(x);
-}
 
-/** A finite number, or NaN for anything else (missing, null, a string). */
-function num(x: unknown): number {
-  return typeof x === 'number' && Number.isFinite(x) ? x : NaN;
-}
 
-function text(x: unknown, fallback: string): string {
-  if (typeof x === 'string') return x;
-  if (typeof x === 'number' || typeof x === 'boolean') return String(x);
-  return fallback;
-}
 
 export const SUMMARY_FIELDS = ['count', 'mean', 'stddev', 'min', 'p50', 'p90', 'p99', 'p999', 'max'] as const;
 export type SummaryField = (typeof SUMMARY_FIELDS)[number];
@@ -82,12 +70,6 @@ export interface ResourceView {
   values: Record<ResourceField, number>;
 }
 
-/** A named number of a run and where it is in the document. */
-export interface NumberAt {
-  name: string;
-  pointer: string;
-  value: number;
-}
 
 export interface RunView {
   index: number;

@@ -5,7 +5,8 @@
  */
 import { dataAttrs, datum, esc, type Out } from './html.js';
 import type { RunView } from './data.js';
-import { isMeasuredNote, type EstimateView, type MeasuredView, type NumberAt } from './measured.js';
+import { isMeasuredNote, type EstimateView, type MeasuredView } from './measured.js';
+import type { NumberAt } from './fields.js';
 
 function cell(n: NumberAt | undefined): string {
   if (!n) return '<td class="num">-</td>';

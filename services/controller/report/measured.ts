@@ -7,27 +7,12 @@
  * and the run's notes.
  */
 import { pointer } from './html.js';
+import { isObj, num, text, type NumberAt } from './fields.js';
 
-/** A number of the document and where it is (as data.ts's NumberAt). */
-export interface NumberAt {
-  name: string;
-  pointer: string;
-  value: number;
-}
 
-type Obj = Record<string, unknown>;
 
-function isObj(x: unknown): x is Obj {
-  return typeof x === 'object' && x !== null && !Array.isArray(x);
-}
 
-function num(x: unknown): number {
-  return typeof x === 'number' && Number.isFinite(x) ? x : NaN;
-}
 
-function text(x: unknown, fallback: string): string {
-  return typeof x === 'string' ? x : typeof x === 'number' ? String(x) : fallback;
-}
 
 function at(name: string, value: unknown, ...path: (string | number)[]): NumberAt {
   return { name, pointer: pointer(...path), value: num(value) };

@@ -6,20 +6,11 @@
  */
 import { attrs, dataAttrs, datum, esc, pointer, type Out } from './html.js';
 import { fmtNum, linearScale } from './svg.js';
+import { isObj, num, text, type Obj } from './fields.js';
 
-type Obj = Record<string, unknown>;
 
-function isObj(x: unknown): x is Obj {
-  return typeof x === 'object' && x !== null && !Array.isArray(x);
-}
 
-function num(x: unknown): number {
-  return typeof x === 'number' && Number.isFinite(x) ? x : NaN;
-}
 
-function text(x: unknown, fallback: string): string {
-  return typeof x === 'string' ? x : typeof x === 'number' ? String(x) : fallback;
-}
 
 export interface TornadoBarView {
   pointer: string;

@@ -5,7 +5,8 @@
  */
 import { TRANSITION_KINDS } from '../../runtime/topology.js';
 import { dataAttrs, datum, esc, type Out } from './html.js';
-import { RESOURCE_FIELDS, SUMMARY_FIELDS, type NumberAt, type ReportData, type RunView } from './data.js';
+import { RESOURCE_FIELDS, SUMMARY_FIELDS, type ReportData, type RunView } from './data.js';
+import type { NumberAt } from './fields.js';
 
 export interface Table {
   id: string;
