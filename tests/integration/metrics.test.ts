@@ -75,6 +75,8 @@ describe('Prometheus metrics of a launched tree (--metrics-port)', () => {
         (value(s('qemu-0'), 'vmmsim_hop_latency_seconds_count', { from: 'qemu-0', to: 'vfio' }) ?? 0) > 0 &&
         (value(s('vfio'), 'vmmsim_hop_latency_seconds_count', { from: 'vfio', to: 'psmmu-0' }) ?? 0) > 0 &&
         (value(s('psmmu-0'), 'vmmsim_psmmu_commands_total', { queue: 'cmdq', opcode: 'TLBI_NH_VA' }) ?? 0) > 0 &&
+        // An unmap completes only after its CONS read, a round trip after its TLBI reached the pSMMU.
+        (value(s('guest-0'), 'vmmsim_guest_operations_total', { op: 'unmap' }) ?? 0) > 0 &&
         value(s('controller'), 'vmmsim_controller_processes') === 5
       );
     };
