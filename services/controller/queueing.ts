@@ -53,6 +53,11 @@ export interface ResourceStats {
   /** Operations that may hold it at once (serversOf); absent for one. */
   servers?: number;
   /**
+   * Time it was held after the run's end (QueueingOptions.foreground): a lazy flush queue's timer
+   * that fires after the last I/O. Not in busyNs, which counts the run alone. Absent when none.
+   */
+  afterEndNs?: number;
+  /**
    * Of busyNs, the time its holders spent waiting for another resource while they held this one (a
    * vCPU spinning on the VMM's lock): busy, but not working. Absent when none.
    */
@@ -176,7 +181,20 @@ function actionsOf(op: TimedOp): Action[] {
   return keyed.sort((x, y) => x.a.offset - y.a.offset || x.rank - y.rank || x.i - y.i).map((x) => x.a);
 }
 
-export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
+export interface QueueingOptions {
+  /**
+   * The threads whose last operation ends the run (the workload's vCPU lanes). Operations of other
+   * threads (a flush queue's timer) may still hold resources after that end: that time is kept
+   * apart (afterEndNs), so busyNs, and a utilization over the run, count the run alone. Default:
+   * every thread.
+   */
+  foreground?: ReadonlySet<number>;
+}
+
+export function simulateQueueing(ops: readonly TimedOp[], options: QueueingOptions = {}): QueueingResult {
+  const foreground = options.foreground;
+  /** Holds by operations of other threads than the foreground: [resource, from, to]. */
+  const background: [Resource, number, number][] = [];
   const latencyNs = new Array<number>(ops.length).fill(0);
   const waitNs = new Array<number>(ops.length).fill(0);
   const backlogNs = new Array<number>(ops.length).fill(0);
@@ -248,7 +266,9 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
       s.next += 1;
       const r = resource(a.resource);
       if (!a.acquire) {
-        r.stats.busyNs += t - (s.held.get(a.resource) ?? t);
+        const from = s.held.get(a.resource) ?? t;
+        r.stats.busyNs += t - from;
+        if (foreground && !foreground.has(op.thread) && t > from) background.push([r, from, t]);
         s.held.delete(a.resource);
         const w = r.waiting.shift();
         if (!w) {
@@ -293,6 +313,16 @@ export function simulateQueueing(ops: readonly TimedOp[]): QueueingResult {
     // Only possible when two operations take the same resources in opposite orders: a model bug.
     const stuck = [...resources.values()].filter((r) => r.waiting.length > 0).map((r) => r.stats.resource);
     throw new Error(`queueing model deadlock on ${stuck.join(', ')}: resources taken in different orders`);
+  }
+  if (foreground && background.length > 0) {
+    let end = 0;
+    for (const thread of foreground) end = Math.max(end, lastEnd.get(thread) ?? 0);
+    for (const [r, from, to] of background) {
+      const after = to - Math.max(from, end);
+      if (after <= 0) continue;
+      r.stats.busyNs -= after;
+      r.stats.afterEndNs = (r.stats.afterEndNs ?? 0) + after;
+    }
   }
   return {
     latencyNs,

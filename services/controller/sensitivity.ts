@@ -191,7 +191,7 @@ export function quantile(sorted: readonly number[], q: number): number {
  */
 export function figuresOf(d: SensitivityDesign, costs: Float64Array): Figures {
   const priced = reprice(d.run, costs);
-  const q = simulateQueueing(priced.ops);
+  const q = simulateQueueing(priced.ops, { foreground: new Set(priced.threadEndNs.keys()) });
   const sums = new Map<string, { sum: number; n: number }>();
   let workloadOps = 0;
   let ios = 0;

@@ -62,7 +62,7 @@ export function combineGuests(guests: readonly StartReply__Output[], vms: readon
   const run = recordRun(guests, vms, recordedCosts);
   const costs = costsByIndex(run, o.costs ?? (o.profile ? profileCosts(o.profile) : {}));
   const priced = o.reprice ? reprice(run, costs) : { ops: run.ops, threadEndNs: run.threadEndNs };
-  const q = simulateQueueing(priced.ops);
+  const q = simulateQueueing(priced.ops, { foreground: new Set(priced.threadEndNs.keys()) });
   const measured = new Map(names.map((n) => [n, new Distribution()]));
   const modeled = new Map(names.map((n) => [n, new Distribution()]));
   priced.ops.forEach((e, k) => {

@@ -52,6 +52,18 @@ describe('queueing in modeled time', () => {
     expect(r.resources.find((x) => x.resource === 'bql')?.busyNs).toBe(360);
   });
 
+  it('counts a resource busy over the run alone: a background timer\'s hold after the last I/O is kept apart', () => {
+    // Threads 0 and 1 (the run) end at 200; a flush on thread 9 (a lazy flush queue's timer) arrives
+    // at 150 and holds the lock [150, 250): 50 in the run, 50 after it.
+    const run = [op(0, 0, 200, [{ resource: 'lock', atNs: 0, ns: 100 }]), op(1, 0, 100, [{ resource: 'lock', atNs: 0, ns: 50 }])];
+    const flush = { ...op(9, 150, 100, [{ resource: 'lock', atNs: 0, ns: 100 }]), arrival: true };
+    const r = simulateQueueing([...run, flush], { foreground: new Set([0, 1]) });
+    const lock = r.resources.find((x) => x.resource === 'lock');
+    expect(lock).toMatchObject({ busyNs: 150 + 50, afterEndNs: 50 });
+    // Every thread in the foreground (the default): all of it counts.
+    expect(simulateQueueing([...run, flush]).resources.find((x) => x.resource === 'lock')).toMatchObject({ busyNs: 250 });
+  });
+
   it('lets one operation use a resource back to back without queueing on itself', () => {
     const r = simulateQueueing([op(0, 0, 200, [{ resource: 'q', atNs: 0, ns: 100 }, { resource: 'q', atNs: 100, ns: 100 }])]);
     expect(r.latencyNs).toEqual([200]);
