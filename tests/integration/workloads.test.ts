@@ -41,6 +41,33 @@ describe('the workloads through real processes (no vIOMMU)', () => {
     });
   });
 
+  it('packet-stream: names what bounds each design, the link for a fast one and a lock or a vCPU for a slow one', async () => {
+    await withSession(fx, async (session) => {
+      // A 10 GbE port: two vCPUs of stack work outrun its 2 x 0.81 M packets/s, so no vIOMMU runs at
+      // line rate; virtio-iommu serialises every map and unmap on its request lock, and nested
+      // SMMUv3's trapped invalidations keep its vCPUs busy.
+      const s = scenario({ kind: 'packet-stream', ops: 400 });
+      s.device.nic.lineGbps = 10;
+      const linePerSec = (2 * 10e9) / ((1500 + 38) * 8);
+      const none = await session.run(s, 'none', testProfile);
+      expect(none.application).toMatchObject({ bottleneck: 'link-0.rx', bottleneckKind: 'link', saturated: true });
+      expect(none.application?.perSecModeled).toBeGreaterThan(0.9 * linePerSec);
+      expect(none.application?.perSecModeled).toBeLessThanOrEqual(linePerSec);
+      const virtio = await session.run(s, 'virtio-iommu', testProfile);
+      expect(virtio.application).toMatchObject({ bottleneck: 'guest-0.viommu.request_lock', bottleneckKind: 'lock', saturated: true });
+      const nested = await session.run(s, 'nested-smmuv3', testProfile);
+      expect(nested.application).toMatchObject({ bottleneckKind: 'vcpu', saturated: true });
+      for (const r of [none, virtio, nested]) {
+        // Utilizations are shares of the run: none above 1, and the bottleneck's is the highest.
+        const u = Object.values(r.application?.utilization ?? {});
+        expect(Math.max(...u)).toBeLessThanOrEqual(1);
+        expect(r.application?.utilization[r.application.bottleneck]).toBe(Math.max(...u));
+      }
+      expect(virtio.application?.perSecModeled).toBeLessThan(nested.application?.perSecModeled ?? 0);
+      expect(nested.application?.perSecModeled).toBeLessThan(none.application?.perSecModeled ?? 0);
+    });
+  });
+
   it('block: per request its block-layer work, a map, the drive and its link, an unmap', async () => {
     await withSession(fx, async (session) => {
       const ioNs = step('hw.device_ns') * (78_000 + 200_000) + step('hw.link_ns') * NVME_LINK_NS;
