@@ -53,8 +53,8 @@ describe('vmmsim run with --trials, --warmup and --pin', () => {
     expect(r.stdout).toMatch(/per transition kind/);
   }, 120_000);
 
-  it('refuses --trials 0, a CPU this machine has not, and --trials on a saturation search (exit 2)', async () => {
-    for (const args of [['run', '--trials', '0'], ['run', '--pin', '4096'], ['saturate', '--trials', '2']]) {
+  it('refuses --trials 0, a CPU this machine has not, and --trials on a saturation search or a sensitivity run (exit 2)', async () => {
+    for (const args of [['run', '--trials', '0'], ['run', '--pin', '4096'], ['saturate', '--trials', '2'], ['sensitivity', '--trials', '3', '--pin', '0']]) {
       const r = await runWatched(runs, args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2);
       expect(r.stderr).toMatch(/E_USAGE/);

@@ -61,6 +61,9 @@ ${CONNECT_HELP}
 
 export const OPTIONS = { ...RUN_OPTIONS, samples: { type: 'string' } } as const;
 
+/** Options of the measured clock, which sensitivity does not read: refused, never ignored. */
+const MEASURED_ONLY = ['trials', 'warmup', 'pin'] as const;
+
 interface SensitivityPlan extends RunPlan {
   samples: number;
 }
@@ -85,6 +88,8 @@ function plan(argv: string[]): SensitivityPlan | undefined {
   }
   if (positionals.length > 1) throw usageError(`sensitivity takes at most one scenario file, got ${positionals.length}: ${positionals.join(' ')}`);
   if (values.model) throw usageError('--model is for `vmmsim run`; `vmmsim sensitivity` compares architectures: --models a,b,... or all');
+  const measuredOnly = MEASURED_ONLY.filter((k) => values[k] !== undefined);
+  if (measuredOnly.length > 0) throw usageError(`${measuredOnly.map((k) => `--${k}`).join(', ')}: sensitivity re-prices the modeled clock and takes no measured figures (use them with run, compare or sweep)`);
   const samples = samplesOption(values.samples);
   const scenario = loadScenario(positionals[0], values.set ?? [], optionOverrides(values));
   checkScenario(scenario);
