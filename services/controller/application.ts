@@ -49,6 +49,30 @@ export function resourceKind(name: string): ResourceKind {
   return 'lock';
 }
 
+/**
+ * A resource's working utilization over a modeled run of elapsedNs: held and working (held minus
+ * what its holders spent waiting for another resource meanwhile) over the run and its servers.
+ */
+export function workingUtilization(r: { busyNs: number; blockedNs?: number; servers?: number }, elapsedNs: number): number {
+  return elapsedNs > 0 ? Math.max(0, r.busyNs - (r.blockedNs ?? 0)) / (elapsedNs * (r.servers ?? 1)) : 0;
+}
+
+/** What bounds a run: the resource of highest working utilization (ties: the first by name). */
+export interface BoundBy {
+  resource: string;
+  kind: ResourceKind;
+  utilization: number;
+}
+
+export function boundByOf(resources: readonly { resource: string; busyNs: number; blockedNs?: number; servers?: number }[], elapsedNs: number): BoundBy | undefined {
+  let top: { name: string; u: number } | undefined;
+  for (const r of resources) {
+    const u = workingUtilization(r, elapsedNs);
+    if (!top || u > top.u + 1e-12) top = { name: r.resource, u };
+  }
+  return top ? { resource: top.name, kind: resourceKind(top.name), utilization: round(top.u) } : undefined;
+}
+
 function round(x: number, digits = 3): number {
   const f = 10 ** digits;
   return Math.round(x * f) / f;
@@ -79,8 +103,7 @@ export function applicationResult(
   let top: { name: string; u: number } | undefined;
   let longest: { name: string; ns: number } | undefined;
   for (const r of q.resources) {
-    const servers = r.servers ?? 1;
-    const u = elapsedNs > 0 ? Math.max(0, r.busyNs - (r.blockedNs ?? 0)) / (elapsedNs * servers) : 0;
+    const u = workingUtilization(r, elapsedNs);
     utilization[r.resource] = round(u);
     // Ties go to the first by name: deterministic.
     if (!top || u > top.u + 1e-12) top = { name: r.resource, u };

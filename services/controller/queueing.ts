@@ -85,6 +85,11 @@ export interface QueueingResult {
   backlogNs: number[];
   /** Per thread: how much later than uncontended its last operation finished. */
   threadShiftNs: Map<number, number>;
+  /**
+   * Per thread: the time its operations ran, from each one's start to its end (waits for
+   * resources included, an arrival's backlog not): how busy the thread (a vCPU) kept.
+   */
+  threadBusyNs: Map<number, number>;
   resources: ResourceStats[];
 }
 
@@ -200,6 +205,7 @@ export function simulateQueueing(ops: readonly TimedOp[], options: QueueingOptio
   const backlogNs = new Array<number>(ops.length).fill(0);
   const waits: QueueingResult['waits'] = [];
   const threadShiftNs = new Map<number, number>();
+  const threadBusyNs = new Map<number, number>();
   const resources = new Map<string, Resource>();
   const byThread = new Map<number, number[]>();
   ops.forEach((op, i) => {
@@ -250,6 +256,7 @@ export function simulateQueueing(ops: readonly TimedOp[], options: QueueingOptio
         latencyNs[s.index] = end - (op.arrival ? op.startNs : s.start);
         waitNs[s.index] = s.waited;
         threadShiftNs.set(op.thread, end - (op.startNs + op.ns));
+        threadBusyNs.set(op.thread, (threadBusyNs.get(op.thread) ?? 0) + (end - s.start));
         lastEnd.set(op.thread, end);
         states.delete(s.index);
         startNext(op.thread);
@@ -330,6 +337,7 @@ export function simulateQueueing(ops: readonly TimedOp[], options: QueueingOptio
     waits,
     backlogNs,
     threadShiftNs,
+    threadBusyNs,
     resources: [...resources.values()].map((r) => r.stats).sort((a, b) => (a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0)),
   };
 }

@@ -1,4 +1,4 @@
-import type { ApplicationResult } from './application.js';
+import type { ApplicationResult, BoundBy } from './application.js';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import type { CostProfile } from '../cost/profile.js';
@@ -112,6 +112,13 @@ export interface SaturationResult {
   capPerSec?: number;
   /** True when a rate passed at the cap: the search stopped at the cap without finding where the design saturates. */
   capped?: boolean;
+  /**
+   * What bounds the rate: the resource of highest working utilization in the modeled replay of the
+   * lowest failing step, with its kind and utilization (application.ts boundByOf; below 0.9 the
+   * step failed on its p99 before any resource ran out). Absent when no step failed (the search
+   * stopped at its cap or step limit) and in older documents.
+   */
+  boundBy?: BoundBy;
 }
 
 /** A note on a run's results (controller/notes.ts): a stable code and a sentence for people. */
@@ -182,6 +189,12 @@ export interface RunResult {
    * for how long, what operations waited for it, and its utilization over the modeled run.
    */
   modeledResources: ModeledResource[];
+  /**
+   * What bounds the run in modeled time: the busiest of its resources, each vCPU counted (in a
+   * DMA-API workload, the thread running its operations back to back), with its kind and working
+   * utilization (application.ts boundByOf). Absent when nothing ran.
+   */
+  modeledBound?: BoundBy;
   /** What the workload counted itself (trace-replay: events, replayed, lines skipped by kind). */
   workloadCounters: Record<string, number>;
   /** Every counter of every process, by process name. */

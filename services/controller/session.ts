@@ -374,6 +374,7 @@ export class Session {
       elapsedSec: round(elapsedSec),
       modeledElapsedNs: combined.modeledElapsedNs,
       modeledResources: combined.resources,
+      ...(combined.bound ? { modeledBound: combined.bound } : {}),
       ...(app ? { application: app } : {}),
       workloadCounters: sumCounters(replies.map((r) => r.workloadCounters)),
       counters,

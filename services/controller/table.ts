@@ -250,6 +250,11 @@ export function sweepTable(keys: readonly string[], runs: readonly RunResult[]):
   return `${modeled}\n\n${measured}`;
 }
 
+/** A saturation's bound as the tables print it: the resource, its kind and utilization. */
+function boundByText(b: SaturationResult['boundBy']): string {
+  return b ? `${b.resource} (${b.kind}, ${Math.round(b.utilization * 100)}%)` : '-';
+}
+
 /**
  * A sweep with --saturate: per point and model, the saturation rate found, the lowest failing rate
  * above it, and how the search ended.
@@ -257,7 +262,7 @@ export function sweepTable(keys: readonly string[], runs: readonly RunResult[]):
 export function sweepSaturationTable(keys: readonly string[], results: readonly SaturationResult[]): string {
   const last = (k: string): string => k.slice(k.lastIndexOf('.') + 1);
   const names = keys.map((k) => (keys.filter((x) => last(x) === last(k)).length > 1 ? k : last(k)));
-  const rows: string[][] = [[...names, 'model', 'op', 'saturation /s', 'failed at /s', 'steps', 'stop']];
+  const rows: string[][] = [[...names, 'model', 'op', 'saturation /s', 'failed at /s', 'steps', 'stop', 'bound by']];
   for (const r of results) {
     rows.push([
       ...keys.map((k) => String(r.point?.[k] ?? '-')),
@@ -267,14 +272,15 @@ export function sweepSaturationTable(keys: readonly string[], results: readonly 
       r.failedAtPerSec === null ? '-' : fmtRate(r.failedAtPerSec),
       String(r.steps),
       r.stop,
+      boundByText(r.boundBy),
     ]);
   }
   const numeric = keys.map((k) => results.length > 0 && results.every((r) => typeof r.point?.[k] === 'number'));
-  const align: ('l' | 'r')[] = [...numeric.map((x): 'l' | 'r' => (x ? 'r' : 'l')), 'l', 'l', 'r', 'r', 'r', 'l'];
+  const align: ('l' | 'r')[] = [...numeric.map((x): 'l' | 'r' => (x ? 'r' : 'l')), 'l', 'l', 'r', 'r', 'r', 'l', 'l'];
   const first = results[0];
   const legend = first
     ? `Saturation rate per point and model: the highest open-loop arrival rate at which a run achieved >= 95% of the requested rate ` +
-      `and kept its ${first.op} p99 under ${first.p99BoundUs} us, in ${first.metric} time ("failed at": the lowest failing rate above it).`
+      `and kept its ${first.op} p99 under ${first.p99BoundUs} us, in ${first.metric} time ("failed at": the lowest failing rate above it; bound by: the resource busiest in the modeled replay of that failing step).`
     : 'No saturation search ran.';
   return `${wrap(legend, 120)}\n${render(rows, align)}`;
 }
@@ -343,12 +349,15 @@ export function saturationTable(results: readonly SaturationResult[], runs: read
     ? `Saturation rate (arrivals/s): the highest rate at which a run achieved >= 95% of the requested rate and kept its ` +
       `${first.op} p99 under ${first.p99BoundUs} us, searched in ${first.metric} time (doubling, then bisection to 5%; "failed at" is the ` +
       `lowest failing rate above it). The ${first.metric === 'modeled' ? 'measured' : 'modeled'} column reads the same steps in the other clock. ` +
-      'Then the step at the saturation rate: achieved rate and p99, modeled and measured.'
+      'Then the step at the saturation rate: achieved rate and p99, modeled and measured. Under the table, what bounds each rate: ' +
+      'the resource busiest in the modeled replay of the lowest failing step, and its utilization.'
     : 'No saturation search ran.';
   const spans = [
     { label: 'saturation /s', from: 2, to: 3 },
     { label: 'at it, modeled', from: 7, to: 8 },
     { label: 'measured', from: 9, to: 10 },
   ];
-  return `${wrap(legend, 120)}\n${renderSpanned(spans, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'l', 'r', 'r', 'r', 'r'])}`;
+  const bounds = results.filter((r) => r.boundBy).map((r) => `  ${r.model}: ${boundByText(r.boundBy)}`);
+  const boundLines = bounds.length > 0 ? `\nbound by:\n${bounds.join('\n')}` : '';
+  return `${wrap(legend, 120)}\n${renderSpanned(spans, rows, ['l', 'l', 'r', 'r', 'r', 'r', 'l', 'r', 'r', 'r', 'r'])}${boundLines}`;
 }

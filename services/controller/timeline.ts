@@ -5,13 +5,20 @@ import type { StartReply__Output } from '../runtime/generated/vmmsim/v1/StartRep
 import { Distribution } from '../runtime/histogram.js';
 import { TRANSITION_KINDS, zeroTransitions } from '../runtime/topology.js';
 import { breakdowns } from './breakdown.js';
-import { costsByIndex, recordRun, reprice, type RecordedOp, type RecordedRun } from './recorded.js';
+import { THREADS_PER_VM, costsByIndex, recordRun, reprice, type RecordedOp, type RecordedRun } from './recorded.js';
+import { boundByOf, resourceKind, type BoundBy } from './application.js';
 import type { ModeledResource, OpResult } from './results.js';
 
 export interface CombinedTimeline {
   ops: OpResult[];
   modeledElapsedNs: number;
   resources: ModeledResource[];
+  /**
+   * What bounds the run in modeled time: its busiest resource (application.ts boundByOf), the
+   * workload's threads counted as their vCPUs where no vCPU is a resource of the replay
+   * (dma-map-benchmark, where each thread is a vCPU running one operation after another).
+   */
+  bound: BoundBy | undefined;
   /** The operations as recorded (with their vectors) and the queueing replay over them. */
   replay: { run: RecordedRun; ops: readonly RecordedOp[]; queueing: QueueingResult };
 }
@@ -87,5 +94,15 @@ export function combineGuests(guests: readonly StartReply__Output[], vms: readon
     };
   });
   const resources = q.resources.map((r) => ({ ...r, utilization: elapsed > 0 ? round(r.busyNs / elapsed) : 0 }));
-  return { ops, modeledElapsedNs: elapsed, resources, replay: { run, ops: priced.ops, queueing: q } };
+  return { ops, modeledElapsedNs: elapsed, resources, bound: boundOf(q, priced.threadEndNs, elapsed), replay: { run, ops: priced.ops, queueing: q } };
+}
+
+function boundOf(q: QueueingResult, foreground: ReadonlyMap<number, number>, elapsedNs: number): BoundBy | undefined {
+  const candidates: { resource: string; busyNs: number; blockedNs?: number; servers?: number }[] = [...q.resources];
+  if (!q.resources.some((r) => resourceKind(r.resource) === 'vcpu')) {
+    for (const thread of foreground.keys()) {
+      candidates.push({ resource: `vm${Math.floor(thread / THREADS_PER_VM)}.vcpu${thread % THREADS_PER_VM}`, busyNs: q.threadBusyNs.get(thread) ?? 0 });
+    }
+  }
+  return boundByOf(candidates.sort((a, b) => (a.resource < b.resource ? -1 : a.resource > b.resource ? 1 : 0)), elapsedNs);
 }

@@ -56,6 +56,11 @@ describe('vmmsim saturate --model none --p99-bound-us 50 --ops 200 --json', () =
     expect(rate).toBeGreaterThanOrEqual(0.95 * knee);
     expect(sat.failedAtPerSec as number).toBeGreaterThan(knee);
     expect(((sat.failedAtPerSec as number) - rate) / (sat.failedAtPerSec as number)).toBeLessThanOrEqual(0.05);
+    // What bounds it: the one thread (vCPU 0) running its maps and unmaps back to back, saturated
+    // at the failing step; every step names its busiest resource.
+    expect(sat.boundBy).toMatchObject({ resource: 'vm0.vcpu0', kind: 'vcpu' });
+    expect(sat.boundBy?.utilization).toBeGreaterThan(0.95);
+    for (const r of doc.runs) expect(r.modeledBound?.kind, String(r.workload.rate)).toBe('vcpu');
   });
 
   it('records every step as a run with its rate, its load and the arrivals it made', () => {

@@ -91,16 +91,22 @@ export async function saturateModel(
   onStep: (step: SearchStep) => void,
 ): Promise<SaturationResult> {
   let op = s.op ?? '';
+  const byRate = new Map<number, RunResult>();
   const found = await searchSaturation(
     async (rate) => {
       const run = withLoad(await abort.race(session.run(atRate(scenario, rate), model, profile)));
       record(run, rate);
+      byRate.set(rate, run);
       op = s.op ?? mainOp(run)?.op ?? op;
       return stepMeasure(run, s.metric, s.op);
     },
     { from: s.from, max: s.max, cap: s.cap, p99BoundUs: s.p99BoundUs, maxSteps: s.steps },
     onStep,
   );
+  // The lowest failing step is where a resource ran out (or the p99 bound was passed first: its
+  // utilization says which). With no failing step, nothing bounded the search but its cap.
+  const judged = byRate.get(found.failedAtPerSec ?? NaN);
+  const boundBy = judged?.modeledBound;
   return {
     model,
     ratePerSec: found.ratePerSec ?? null,
@@ -113,6 +119,7 @@ export async function saturateModel(
     boundPerSec: found.boundPerSec,
     capPerSec: found.capPerSec,
     capped: found.capped,
+    ...(boundBy ? { boundBy } : {}),
   };
 }
 
