@@ -9,8 +9,18 @@
  * operation charges a handful of the ~35 steps, so a packed vector is a few bytes.
  */
 
-/** Step counts by step index of a StepTable. */
-export type StepCounts = Float64Array;
+/**
+ * Step counts by step index of a StepTable. A plain array, not a Float64Array: every operation's
+ * context makes one and copies it at each call and hold, and a typed array of the ~40 steps is
+ * above V8's on-heap limit (64 bytes), so each was a malloc'd backing store and an ArrayBuffer to
+ * sweep, per hop (`npm run bench -- path --cpu-prof`). Counts are small integers: the array stays
+ * V8's packed small-integer kind. The functions below read any array-like of numbers.
+ */
+export type StepCounts = number[];
+/** What the functions below read: a StepCounts, or any array-like of numbers (a Float64Array). */
+type Counts = ArrayLike<number>;
+/** What addPacked writes into. */
+type MutableCounts = { length: number; [i: number]: number };
 
 /** Ascending (step index, count) pairs of the non-zero counts of a vector. */
 export type PackedSteps = readonly number[];
@@ -45,17 +55,17 @@ export class StepTable {
   }
 
   zero(): StepCounts {
-    return new Float64Array(this.names.length);
+    return new Array<number>(this.names.length).fill(0);
   }
 
   /** Modeled ns of a vector under this table's costs. */
-  dot(counts: StepCounts): number {
+  dot(counts: Counts): number {
     return dot(counts, this.ns);
   }
 }
 
 /** Sum of count x cost over the slots, in index order. */
-export function dot(counts: StepCounts, ns: Float64Array): number {
+export function dot(counts: Counts, ns: Float64Array): number {
   let s = 0;
   for (let i = 0; i < counts.length; i++) {
     const c = counts[i] as number;
@@ -72,7 +82,7 @@ export function packedDot(pairs: PackedSteps, ns: Float64Array): number {
 }
 
 /** The packed form of a dense vector (its non-zero slots). */
-export function pack(counts: StepCounts): number[] {
+export function pack(counts: Counts): number[] {
   const out: number[] = [];
   for (let i = 0; i < counts.length; i++) {
     const c = counts[i] as number;
@@ -87,7 +97,7 @@ export function pack(counts: StepCounts): number[] {
  * Adds a packed vector into a dense one. Pairs naming a step beyond the table (a malformed reply)
  * are refused: a vector must never gain a slot its dot product would not see.
  */
-export function addPacked(into: StepCounts, pairs: PackedSteps): void {
+export function addPacked(into: MutableCounts, pairs: PackedSteps): void {
   if (pairs.length % 2 !== 0) throw new Error('packed step counts come in (index, count) pairs');
   for (let k = 0; k < pairs.length; k += 2) {
     const i = pairs[k] as number;
@@ -98,7 +108,7 @@ export function addPacked(into: StepCounts, pairs: PackedSteps): void {
 
 /** A dense vector of `size` slots from a packed one. */
 export function unpack(pairs: PackedSteps, size: number): StepCounts {
-  const out = new Float64Array(size);
+  const out = new Array<number>(size).fill(0);
   addPacked(out, pairs);
   return out;
 }
@@ -108,7 +118,7 @@ export function unpack(pairs: PackedSteps, size: number): StepCounts {
  * taken as 0 (only when a hold outlived a parallel branch that replaced its counts; the operation is
  * then marked branched). `lower` is called when that happens.
  */
-export function packDiff(end: StepCounts, start: StepCounts, lower?: () => void): number[] {
+export function packDiff(end: Counts, start: Counts, lower?: () => void): number[] {
   const out: number[] = [];
   for (let i = 0; i < end.length; i++) {
     const d = (end[i] as number) - (start[i] as number);
@@ -136,24 +146,59 @@ export function encodeProvenance(steps: PackedSteps, holds: readonly HoldSteps[]
   let n = 1 + steps.length;
   for (const h of holds) n += 2 + h.at.length + h.own.length;
   const buf = Buffer.allocUnsafe(n * 5);
-  let o = 0;
-  const put = (v: number): void => {
-    while (v > 0x7f) {
-      buf[o++] = (v & 0x7f) | 0x80;
-      v = Math.floor(v / 128);
-    }
-    buf[o++] = v;
-  };
-  const vector = (pairs: PackedSteps): void => {
-    put(pairs.length / 2);
-    for (const x of pairs) put(x);
-  };
-  vector(steps);
+  // No closures per call: this runs for every reply of every hop.
+  let o = putVector(buf, 0, steps);
   for (const h of holds) {
-    vector(h.at);
-    vector(h.own);
+    o = putVector(buf, o, h.at);
+    o = putVector(buf, o, h.own);
   }
   return buf.subarray(0, o);
+}
+
+/** A varint at `o`; returns the next position. */
+function putVarint(buf: Buffer, o: number, v: number): number {
+  while (v > 0x7f) {
+    buf[o++] = (v & 0x7f) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  buf[o++] = v;
+  return o;
+}
+
+/** A packed vector's pair count and its pairs at `o`; returns the next position. */
+function putVector(buf: Buffer, o: number, pairs: PackedSteps): number {
+  o = putVarint(buf, o, pairs.length / 2);
+  for (let k = 0; k < pairs.length; k++) o = putVarint(buf, o, pairs[k] as number);
+  return o;
+}
+
+/** Reads provenance varints from `buf`, from `at` on. */
+class ProvenanceReader {
+  at = 0;
+
+  constructor(private readonly buf: Uint8Array) {}
+
+  get(): number {
+    const buf = this.buf;
+    let v = 0;
+    let scale = 1;
+    for (;;) {
+      if (this.at >= buf.length) throw new Error('provenance ends in the middle of a vector');
+      const b = buf[this.at++] as number;
+      v += (b & 0x7f) * scale;
+      if ((b & 0x80) === 0) return v;
+      scale *= 128;
+      if (scale > 2 ** 35) throw new Error('provenance holds a varint longer than 32 bits');
+    }
+  }
+
+  vector(): number[] {
+    const n = this.get();
+    if (2 * n > this.buf.length - this.at) throw new Error('provenance says a vector has more pairs than it holds');
+    const out = new Array<number>(2 * n);
+    for (let k = 0; k < 2 * n; k++) out[k] = this.get();
+    return out;
+  }
 }
 
 /**
@@ -161,49 +206,30 @@ export function encodeProvenance(steps: PackedSteps, holds: readonly HoldSteps[]
  * than they hold, are refused (a malformed reply is the sender's bug, never silently a shorter path).
  */
 export function decodeProvenance(buf: Uint8Array, holds: number): { steps: number[]; holds: HoldSteps[] } {
-  let at = 0;
-  const get = (): number => {
-    let v = 0;
-    let scale = 1;
-    for (;;) {
-      if (at >= buf.length) throw new Error('provenance ends in the middle of a vector');
-      const b = buf[at++] as number;
-      v += (b & 0x7f) * scale;
-      if ((b & 0x80) === 0) return v;
-      scale *= 128;
-      if (scale > 2 ** 35) throw new Error('provenance holds a varint longer than 32 bits');
-    }
-  };
-  const vector = (): number[] => {
-    const n = get();
-    if (2 * n > buf.length - at) throw new Error('provenance says a vector has more pairs than it holds');
-    const out = new Array<number>(2 * n);
-    for (let k = 0; k < 2 * n; k++) out[k] = get();
-    return out;
-  };
   if (buf.length === 0) {
     if (holds > 0) throw new Error(`provenance is empty but the reply holds ${holds} resources`);
     return { steps: [], holds: [] };
   }
-  const steps = vector();
+  const r = new ProvenanceReader(buf);
+  const steps = r.vector();
   const hs: HoldSteps[] = [];
-  for (let i = 0; i < holds; i++) hs.push({ at: vector(), own: vector() });
-  if (at !== buf.length) throw new Error('provenance has bytes past its last vector');
+  for (let i = 0; i < holds; i++) hs.push({ at: r.vector(), own: r.vector() });
+  if (r.at !== buf.length) throw new Error('provenance has bytes past its last vector');
   return { steps, holds: hs };
 }
 
 const EMPTY = Buffer.alloc(0);
 
 /** base + pairs, packed: a vector recorded relative to a later start, made relative to base's start. */
-export function rebase(base: StepCounts, pairs: PackedSteps): number[] {
+export function rebase(base: Counts, pairs: PackedSteps): number[] {
   if (pairs.length === 0) return pack(base);
-  const t = base.slice();
+  const t: number[] = Array.prototype.slice.call(base);
   addPacked(t, pairs);
   return pack(t);
 }
 
 /** a >= b in every slot. */
-export function dominates(a: StepCounts, b: StepCounts): boolean {
+export function dominates(a: Counts, b: Counts): boolean {
   for (let i = 0; i < a.length; i++) if ((a[i] as number) < (b[i] as number)) return false;
   return true;
 }
@@ -213,7 +239,7 @@ export function dominates(a: StepCounts, b: StepCounts): boolean {
  * the longer one stays the longer under any non-negative costs, and taking the longest branch gives
  * the same vector whatever the costs (re-pricing is exact).
  */
-export function ordered(a: StepCounts, b: StepCounts): boolean {
+export function ordered(a: Counts, b: Counts): boolean {
   return dominates(a, b) || dominates(b, a);
 }
 

@@ -130,10 +130,12 @@ export class OpContext {
     const reply: Envelope__Output = await link.request(req);
     for (const h of reply.hops) this.trace.push(h);
     const below = decodeProvenance(reply.provenance, reply.holds.length);
-    reply.holds.forEach((h, i) => {
+    for (let i = 0; i < reply.holds.length; i++) {
+      const h = reply.holds[i] as Hold__Output;
       const v = below.holds[i] as HoldSteps;
-      this.holds.push({ resource: h.resource, atNs: h.atNs, ns: h.ns, atSteps: rebase(base, v.at), ownSteps: [...v.own] });
-    });
+      // v.own is this decode's own array: kept as it is, not copied.
+      this.holds.push({ resource: h.resource, atNs: h.atNs, ns: h.ns, atSteps: rebase(base, v.at), ownSteps: v.own as number[] });
+    }
     const before = this.modeledNs;
     if (reply.modeledNs > this.modeledNs) this.modeledNs = reply.modeledNs;
     let onPath = true;
@@ -148,7 +150,7 @@ export class OpContext {
       if (!ordered(branch, this.steps)) this.branched = true;
       onPath = reply.modeledNs > before;
       if (onPath) {
-        this.steps.set(branch);
+        for (let i = 0; i < branch.length; i++) this.steps[i] = branch[i] as number;
         displacedAfter = rev;
       }
     }

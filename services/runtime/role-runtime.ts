@@ -254,10 +254,9 @@ export class RoleProcess {
     const route = relayRoute(env.payload);
     if (route === undefined) return { status: 0, payload: env.payload, modeledNs: env.modeledNs, hops: [] };
     const c = this.configured;
-    const [next, ...rest] = route;
-    if (!c || next === undefined || !c.links.has(next)) return { status: -Errno.EINVAL, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
+    if (!c || route.next === undefined || !c.links.has(route.next)) return { status: -Errno.EINVAL, payload: EMPTY, modeledNs: env.modeledNs, hops: [] };
     const ctx = new OpContext(env.opId, env.modeledNs, c.costs, c.links);
-    const r = await ctx.call(next, 'ECHO', rest.length > 0 ? Buffer.from(`${RELAY_PREFIX}${rest.join(',')}`) : EMPTY);
+    const r = await ctx.call(route.next, 'ECHO', route.rest);
     return { status: r.status, payload: env.payload, modeledNs: ctx.modeledNs, hops: ctx.trace, holds: ctx.holds };
   }
 
@@ -352,11 +351,27 @@ export const RELAY_PREFIX = 'relay:';
 /** Names a relay route may hold: a path crosses at most a handful of processes. */
 const RELAY_MAX = 8;
 
+/** A relay ECHO's next hop and the payload it passes on (the names after it). */
+interface RelayStep {
+  next: string | undefined;
+  rest: Buffer;
+}
+
+/** Routes already parsed, by payload: a relay sends the same one every time (bounded: a peer cannot grow it). */
+const relayRoutes = new Map<string, RelayStep>();
+const RELAY_ROUTES_MAX = 64;
+
 /** The route of a relay ECHO, or undefined for a plain one. */
-function relayRoute(payload: Buffer): string[] | undefined {
+function relayRoute(payload: Buffer): RelayStep | undefined {
   if (payload.length > 256 || payload.toString('latin1', 0, RELAY_PREFIX.length) !== RELAY_PREFIX) return undefined;
-  const names = payload.toString('latin1', RELAY_PREFIX.length).split(',');
-  return names.length <= RELAY_MAX ? names : [];
+  const key = payload.toString('latin1', RELAY_PREFIX.length);
+  const known = relayRoutes.get(key);
+  if (known) return known;
+  const names = key.split(',');
+  const [next, ...rest] = names.length <= RELAY_MAX ? names : [];
+  const step: RelayStep = { next, rest: rest.length > 0 ? Buffer.from(`${RELAY_PREFIX}${rest.join(',')}`) : EMPTY };
+  if (relayRoutes.size < RELAY_ROUTES_MAX) relayRoutes.set(key, step);
+  return step;
 }
 
 /**
