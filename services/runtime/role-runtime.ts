@@ -15,7 +15,7 @@ import { OpContext } from './op-context.js';
 import { runFolderProblem } from '../machine/run-folder.js';
 import { checkConfigure } from '../scenario/configure-check.js';
 import { loadPeersFile, type PeersFile } from './peers.js';
-import { controlProto } from './proto.js';
+import { controlServiceDefinition } from './control-service.js';
 import { EMPTY, type RoleFactory, type RoleInstance } from './role-api.js';
 import { TELEMETRY_OPTIONS, startRoleTelemetry, telemetryArgs, type TelemetryArgs } from './role-telemetry.js';
 import { DOWNSTREAM, EndpointTable, endpointName, isRole, type Endpoint, type Role } from './topology.js';
@@ -492,9 +492,8 @@ export async function startRole(args: RoleArgs): Promise<void> {
     process.stderr.write(`vmmsim: WARNING: ${name} runs with --insecure: anyone who can reach ${args.listen.host}:${args.listen.port} can configure it, run workloads on it and act as any role it serves; use --token-file or mutual TLS beyond a private network (docs/security.md)\n`);
   }
   const proc = new RoleProcess(args.role, args.index, factory, log, args.ramDir, { security, ...(peers ? { peers } : {}) }, { metrics: telemetry.registry, tracing: telemetry.tracing });
-  const control = controlProto();
   const served = await serve(args.listen, (server) => {
-    server.addService(control.vmmsim.v1.Control.service, proc.controlService());
+    server.addService(controlServiceDefinition(), proc.controlService() as unknown as grpc.UntypedServiceImplementation);
     server.addService(linkServiceDefinition(), proc.linkHandlers());
     server.addService(FLOOR_SERVICE, proc.floorHandlers());
   }, security);
