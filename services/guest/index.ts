@@ -5,7 +5,8 @@ import { emulatedDevicesOf, emulatedVsmmuOf } from '../machine/emulated-vsmmu.js
 import { vsmmuOfDevice } from '../machine/iommufd-objects.js';
 import { FileMemory } from '../machine/memory.js';
 import type { OpContext } from '../runtime/op-context.js';
-import { EMPTY, type RoleEnv, type RoleInstance } from '../runtime/role-api.js';
+import { EMPTY, type RoleEnv, type RoleFactory, type RoleInstance, type RunTopology } from '../runtime/role-api.js';
+import type { Endpoint } from '../runtime/topology.js';
 import { designOf } from '../designs/registry.js';
 import { SETUP_THREAD, TIMER_THREAD, type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from './driver.js';
 import { NS_PER_US, nowNs } from '../runtime/clock.js';
@@ -162,8 +163,22 @@ class GuestRole implements RoleInstance {
   }
 }
 
-export async function createRole(env: RoleEnv): Promise<RoleInstance> {
+async function create(env: RoleEnv): Promise<RoleInstance> {
   // prom-client only in a process that serves metrics.
   const metrics = env.metrics ? (await import('./metrics.js')).guestMetrics(env.metrics) : undefined;
   return new GuestRole(env, await designOf(env.topology.model).parts.guest(), metrics);
 }
+
+/**
+ * The guest links to KVM, and to the pSMMUs only where its design reaches one with no trap: the
+ * VCMDQ pages mapped into it (traits.vcmdq) or, on bare metal, the host kernel's own queues. Under
+ * every other design a guest's link to each pSMMU would stay idle for the whole run (16 of them
+ * per guest in `npm run bench -- scale`).
+ */
+function linkPeers(topology: RunTopology, downstream: readonly Endpoint[]): readonly Endpoint[] {
+  const traits = designOf(topology.model).traits;
+  if (traits.vcmdq || traits.hostTables === 'bare-metal') return downstream;
+  return downstream.filter((e) => e.role !== 'psmmu');
+}
+
+export const createRole: RoleFactory = Object.assign(create, { linkPeers });

@@ -10,6 +10,13 @@ import type { OpContext } from '../runtime/op-context.js';
 import { transitionOf, zeroTransitions, type EndpointTable, type TransitionCounts } from '../runtime/topology.js';
 import type { HopSpan, OpTracing } from '../runtime/tracing.js';
 
+interface HopRecord {
+  from: string;
+  to: string;
+  all: Samples;
+  steady: Samples;
+}
+
 /** What the guest counts about one kind of operation (map, unmap). */
 class OpRecord {
   count = 0;
@@ -27,7 +34,12 @@ class OpRecord {
  */
 export class OpStats {
   private readonly ops = new Map<string, OpRecord>();
-  private readonly hops = new Map<string, { from: string; to: string; all: Samples; steady: Samples }>();
+  private readonly hops = new Map<string, HopRecord>();
+  /**
+   * Each (from, to) pair of the topology's endpoint ids met so far: its record and transition kind.
+   * Every operation's hops look here, with no string built per hop.
+   */
+  private readonly hopById = new Map<number, { hop: HopRecord; kind: ReturnType<typeof transitionOf>; from: string; to: string }>();
   /** Operations recorded per thread, to tell its first warmupOps (Topology.warmup_ops) apart. */
   private readonly perThread: number[] = [];
   private readonly timeline: TimedOp[] = [];
@@ -141,21 +153,13 @@ export class OpStats {
     const tracing = this.tracing;
     const spans: HopSpan[] | undefined = tracing?.sampled() ? [] : undefined;
     for (const h of ctx.trace) {
-      const from = this.endpoints.id(h.from ?? 0);
-      const to = this.endpoints.id(h.to ?? 0);
-      if (!from || !to) continue;
-      const kind = transitionOf(from.role, to.role, this.guestIsHost);
-      if (kind) r.transitions[kind] += 1;
-      spans?.push({ from: from.name, to: to.name, transition: kind, sentNs: Number(h.sentNs ?? 0), receivedNs: Number(h.receivedNs ?? 0) });
-      const key = `${from.name}>${to.name}`;
-      let hop = this.hops.get(key);
-      if (!hop) {
-        hop = { from: from.name, to: to.name, all: new Samples(), steady: new Samples() };
-        this.hops.set(key, hop);
-      }
+      const e = this.hopOf(h.from ?? 0, h.to ?? 0);
+      if (!e) continue;
+      if (e.kind) r.transitions[e.kind] += 1;
+      spans?.push({ from: e.from, to: e.to, transition: e.kind, sentNs: Number(h.sentNs ?? 0), receivedNs: Number(h.receivedNs ?? 0) });
       const ns = Math.max(0, Number(h.receivedNs ?? 0) - Number(h.sentNs ?? 0));
-      hop.all.record(ns);
-      if (!warmup) hop.steady.record(ns);
+      e.hop.all.record(ns);
+      if (!warmup) e.hop.steady.record(ns);
     }
     if (spans && tracing) {
       // The operation ended at most now (the caller may have been preempted since) and its
@@ -165,6 +169,25 @@ export class OpStats {
       tracing.exportOp(name, ctx.opId, end - measuredNs, end, spans);
     }
     this.opLog?.child({ opId: ctx.opId }).debug({ op: name, thread, measuredUs: measuredNs / NS_PER_US, modeledNs: ctx.modeledNs, hops: ctx.trace.length }, 'operation done');
+  }
+
+  /** The record of hops from endpoint id `fromId` to `toId` (created on first use), or null when either is unknown. */
+  private hopOf(fromId: number, toId: number): { hop: HopRecord; kind: ReturnType<typeof transitionOf>; from: string; to: string } | null {
+    const id = fromId * 0x1_0000_0000 + toId;
+    let e = this.hopById.get(id);
+    if (e !== undefined) return e;
+    const from = this.endpoints.id(fromId);
+    const to = this.endpoints.id(toId);
+    if (!from || !to) return null; // not kept: a reply's hop records cannot grow this map
+    const key = `${from.name}>${to.name}`;
+    let hop = this.hops.get(key);
+    if (!hop) {
+      hop = { from: from.name, to: to.name, all: new Samples(), steady: new Samples() };
+      this.hops.set(key, hop);
+    }
+    e = { hop, kind: transitionOf(from.role, to.role, this.guestIsHost), from: from.name, to: to.name };
+    this.hopById.set(id, e);
+    return e;
   }
 
   fail(name: string): void {

@@ -76,6 +76,13 @@ export interface RoleInstance {
 }
 
 /** Builds a role's model for a configured run (a role loads its design's part first, hence the promise). */
-export type RoleFactory = (env: RoleEnv) => RoleInstance | Promise<RoleInstance>;
+export type RoleFactory = ((env: RoleEnv) => RoleInstance | Promise<RoleInstance>) & {
+  /**
+   * The downstream peers this role's model of the run calls, of those its role may link to
+   * (topology.ts DOWNSTREAM); absent: all of them. Only these get a link: every link is a
+   * connection, a stream and about 60 KB of heap at each end, held for the whole run.
+   */
+  linkPeers?: (topology: RunTopology, downstream: readonly Endpoint[]) => readonly Endpoint[];
+};
 
 export const EMPTY = Buffer.alloc(0);

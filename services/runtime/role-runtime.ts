@@ -126,8 +126,9 @@ export class RoleProcess {
     const costs = new CostTable(topology.costsNs);
     const links = new Map<string, LinkClient>();
     const deadlineMs = topology.deadlineMs || 10_000;
-    const peers: Endpoint[] = [];
-    for (const role of DOWNSTREAM[this.role]) peers.push(...endpoints.ofRole(role));
+    const downstream: Endpoint[] = [];
+    for (const role of DOWNSTREAM[this.role]) downstream.push(...endpoints.ofRole(role));
+    const peers = this.factory.linkPeers ? this.factory.linkPeers(topology, downstream) : downstream;
     let floor: FloorProbe | undefined;
     const closeAll = (): void => {
       for (const l of links.values()) l.close();
