@@ -205,6 +205,18 @@ export const NOTE_RULES: readonly NoteRule[] = [
     },
   },
   {
+    // A page_pool keeps RX buffers mapped only where the driver maps per packet at all.
+    code: 'no-effect.device.nic.pagePool',
+    note: ({ scenario: s }) => {
+      const v = userSet(s, 'device.nic.pagePool');
+      if (v !== true) return undefined;
+      const matters = 'with workload.kind packet-stream and dma strict or lazy, where the driver would otherwise map every RX buffer per packet';
+      if (s.workload.kind !== 'packet-stream') return noEffect('device.nic.pagePool', v, `workload.kind is ${s.workload.kind}, which has no NIC`, matters);
+      if (s.dma !== 'strict' && s.dma !== 'lazy') return noEffect('device.nic.pagePool', v, `dma is ${s.dma}, which ${s.dma === 'static' ? 'maps every buffer once already' : 'copies every packet through its own mapped pool'}`, matters);
+      return undefined;
+    },
+  },
+  {
     code: 'no-effect.guest.flushQueue',
     note: ({ scenario: s }) => {
       const v = userSet(s, 'guest.flushQueue');

@@ -142,6 +142,7 @@ export const SCENARIO_SCHEMA: ObjectField = {
           fields: {
             mpps: { type: 'number', default: 115, min: 0.001, max: 1e4, doc: 'packets per second its pipeline serves, in millions (a single server of 1/mpps us per packet). Default: ConnectX-5 Ex, 115 Mpps (PCIe-bound, XDP_DROP; Hoiland-Jorgensen et al., "The eXpress Data Path", CoNEXT 2018); confidence C' },
             lineGbps: { type: 'number', default: 100, min: 0.001, max: 1e4, doc: 'its port\'s line rate in Gbit/s, each direction (full duplex): a packet holds the link for (packetBytes + 38 bytes of Ethernet framing) x 8 / lineGbps ns. Default: 100 (ConnectX-5 Ex, 100GbE: the NIC of mpps); confidence C' },
+            pagePool: { type: 'boolean', default: false, doc: 'the driver takes its RX buffers from a page_pool that keeps them DMA-mapped (PP_FLAG_DMA_MAP: page_pool_dma_map at allocation, as mlx5, ice and other drivers do): each RX buffer is mapped once at setup (the operation page-pool-setup, apart from the steady state) and every received packet recycles it with no map or unmap; TX buffers still map per packet. Every buffer is taken to recycle (the best case: a page the stack keeps too long is released and a new one mapped). false: the driver maps every RX buffer per packet. Matters only with workload.kind packet-stream and dma strict or lazy' },
           },
         },
         nvme: {
@@ -251,7 +252,7 @@ export interface Scenario {
     lingerShare: number;
     iotlbEntries: number;
     ats: boolean;
-    nic: { mpps: number; lineGbps: number };
+    nic: { mpps: number; lineGbps: number; pagePool: boolean };
     nvme: { serviceUs: number; parallelism: number; linkGBps: number };
   };
   guest: {

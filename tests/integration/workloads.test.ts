@@ -73,6 +73,24 @@ describe('the workloads through real processes (no vIOMMU)', () => {
     });
   });
 
+  it('packet-stream with a page_pool: RX buffers mapped once at setup and recycled, TX still mapped per packet', async () => {
+    await withSession(fx, async (session) => {
+      const s = scenario({ kind: 'packet-stream', threads: 1, ops: 40, queueDepth: 4 });
+      const plain = await session.run(s, 'nested-smmuv3', testProfile);
+      s.device.nic.pagePool = true;
+      const pooled = await session.run(s, 'nested-smmuv3', testProfile);
+      const count = (r: typeof plain, op: string): number | undefined => r.ops.find((o) => o.op === op)?.count;
+      expect([count(plain, 'map'), count(plain, 'unmap'), count(plain, 'page-pool-setup')]).toEqual([40, 40, undefined]);
+      // 20 TX packets map and unmap; the 2 RX lanes (of 4) are each mapped once, before the packets.
+      expect([count(pooled, 'map'), count(pooled, 'unmap'), count(pooled, 'page-pool-setup'), count(pooled, 'rx'), count(pooled, 'io')]).toEqual([20, 20, 2, 20, 40]);
+      expect(pooled.workloadCounters).toEqual({ packets: 40, tx: 20, rx: 20, failed: 0 });
+      // Half the invalidations (only TX unmaps), and no device access after an unmap.
+      expect(pooled.invalidations.guestCommands).toBe(plain.invalidations.guestCommands / 2);
+      expect(pooled.dma.useAfterUnmap).toBe(0);
+      expect(pooled.application?.perSecModeled).toBeGreaterThan(plain.application?.perSecModeled ?? Infinity);
+    });
+  });
+
   it('block: per request its block-layer work, a map, the drive and its link, an unmap', async () => {
     await withSession(fx, async (session) => {
       const ioNs = step('hw.device_ns') * (78_000 + 200_000) + step('hw.link_ns') * NVME_LINK_NS;

@@ -27,7 +27,7 @@ describe('docs/scenarios.md lists every scenario key and every workload default 
     const defaults = new Map(leafFields().map(([key, f]) => [key, f.default]));
     const rows = workloadRows().filter((r) => defaults.has(r.input));
     expect(rows.map((r) => r.input)).toEqual(expect.arrayContaining(['device.nic.mpps', 'device.nic.lineGbps', 'device.nvme.serviceUs', 'device.nvme.parallelism', 'device.nvme.linkGBps', 'workload.packetBytes']));
-    for (const r of rows) expect(Number(r.value), r.input).toBe(defaults.get(r.input));
+    for (const r of rows) expect(r.value, r.input).toBe(String(defaults.get(r.input)));
   });
 
   it('gives each per-I/O cost step as the default profile has it: ns and confidence', () => {

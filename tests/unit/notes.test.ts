@@ -122,6 +122,14 @@ describe('no-effect notes: an option the user set that did nothing in the run', 
     expect(notesOf({ smmu: { ril: false }, workload: { granulePages: 8 } }, MODEL.spaprTce)[0]?.text).toContain('spapr-tce models ppc64, which has no SMMUv3');
   });
 
+  it('device.nic.pagePool outside packet-stream, or where the driver maps no RX buffer per packet', () => {
+    expect(notesOf({ device: { nic: { pagePool: true } } }, MODEL.nestedSmmuv3)[0]?.text).toBe(
+      'device.nic.pagePool=true had no effect on this run: workload.kind is dma-map-benchmark, which has no NIC. It matters only with workload.kind packet-stream and dma strict or lazy, where the driver would otherwise map every RX buffer per packet.',
+    );
+    expect(notesOf({ dma: 'static', device: { nic: { pagePool: true } }, workload: { kind: 'packet-stream' } }, MODEL.nestedSmmuv3)[0]?.text).toContain('dma is static, which maps every buffer once already');
+    expect(codes({ dma: 'lazy', device: { nic: { pagePool: true } }, workload: { kind: 'packet-stream' } }, MODEL.nestedSmmuv3)).toEqual([]);
+  });
+
   it('print under the terminal tables like every note', () => {
     const s = resolveScenario({ topology: { dispatch: 'lookup' } });
     const block = notesBlock([{ model: MODEL.nestedSmmuv3, notes: runNotes({ scenario: s, model: MODEL.nestedSmmuv3, profile, devices: devices(s) }) }]);

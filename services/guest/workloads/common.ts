@@ -10,7 +10,7 @@ import { RESIZE_OPS } from '../../machine/virtio-mem.js';
 import { VirtioMemDriver } from '../virtio-mem.js';
 import { ThreadArrivals } from './arrivals.js';
 import { DEFAULT_QUEUE_DEPTH } from '../../scenario/schema.js';
-import { STATIC_SETUP_OP } from '../../machine/setup-ops.js';
+import { PAGE_POOL_SETUP_OP, STATIC_SETUP_OP } from '../../machine/setup-ops.js';
 import type { CostStep } from '../../cost/steps.js';
 import { ModeledOrder } from '../modeled-order.js';
 
@@ -282,6 +282,24 @@ export class WorkloadThreads {
       });
       if (status < 0) this.env.stats.fail(STATIC_SETUP_OP);
     }
+  }
+
+  /**
+   * device.nic.pagePool: thread t maps each of its RX buffers once into the driver's page_pool
+   * (page_pool_dma_map), each reported as the setup operation page-pool-setup: on no vCPU, apart
+   * from the steady state. Returns each buffer's IOVA (-1 where the map failed).
+   */
+  async poolMap(t: number, buffers: readonly { device: GuestDevice; pa: number; pages: number }[]): Promise<number[]> {
+    const iovas: number[] = [];
+    for (const b of buffers) {
+      let iova = -1;
+      await this.env.kernel.setup(PAGE_POOL_SETUP_OP, async (ctx) => {
+        iova = await this.env.dma.map(ctx, t, b.device, b.pa, b.pages);
+      });
+      if (iova < 0) this.env.stats.fail(PAGE_POOL_SETUP_OP);
+      iovas.push(iova);
+    }
+    return iovas;
   }
 
   /**

@@ -21,6 +21,8 @@ const RX = 1;
  * their own ('io' operations), so a vCPU keeps queueDepth packets in flight (lanes) and the queueing
  * replay yields the packets per second and what bounds them (docs/results.md, application).
  * dma=static: a poll-mode driver (guest.pmd_io per packet) over buffers premapped at setup.
+ * device.nic.pagePool (dma strict or lazy): the RX buffers come from a page_pool that maps each one
+ * once at setup (page_pool_dma_map) and recycles it: a received packet has no map and no unmap.
  * `ops` packets in all, a fixed share per thread. rate > 0: packets arrive on their own at `rate` per
  * second over all threads (open loop, spaced as workload.arrivals says; a packet's first operation is
  * its arrival); rate 0: closed loop, gapUs of think time between packets.
@@ -35,8 +37,18 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
   await threads.begin();
   const buffer = (t: number, lane: number): number => WorkloadThreads.bufferPa(t * depth + lane, pages);
 
+  const pool = pagePoolOf(env);
   const thread = async (t: number): Promise<void> => {
     await threads.premap(t, Array.from({ length: depth }, (_, lane) => ({ device: threads.device(t, lane), pa: buffer(t, lane), pages })));
+    // The lanes that carry RX packets: packet i goes to lane i % depth and is RX when i is odd.
+    const rxLanes = new Set<number>();
+    for (let i = 1; i < Math.min(threads.share(t), 2 * depth); i += 2) rxLanes.add(i % depth);
+    const poolIova = new Map<number, number>();
+    if (pool) {
+      const lanes = [...rxLanes].sort((a, b) => a - b);
+      const iovas = await threads.poolMap(t, lanes.map((lane) => ({ device: threads.device(t, lane), pa: buffer(t, lane), pages })));
+      lanes.forEach((lane, k) => poolIova.set(lane, iovas[k] ?? -1));
+    }
     const arrivals = threads.arrivals(t);
     for (let i = 0; i < threads.share(t) && threads.running(); i++) {
       const lane = i % depth;
@@ -52,7 +64,11 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
         await threads.op(deviceOpName('tx', device), t, async (ctx) => (ctx.charge(io.txStep), 0), at, lane);
         at = undefined;
       }
-      const iova = await threads.op(deviceOpName('map', device), t, (ctx) => dma.map(ctx, t, device, pa, pages), at, lane);
+      const recycled = dir === RX ? poolIova.get(lane) : undefined;
+      // A recycled RX buffer is already mapped: its packet's first operation on the vCPU (and so
+      // its arrival, open loop) is the stack taking it up.
+      const iova = recycled ?? (await threads.op(deviceOpName('map', device), t, (ctx) => dma.map(ctx, t, device, pa, pages), at, lane));
+      const rxArrival = recycled !== undefined ? at : undefined;
       if (iova < 0) {
         counters.failed += 1;
         continue;
@@ -78,9 +94,10 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
       // TX completion or RX receive: the driver takes the buffer back (waiting for the device to let
       // go of it: DeviceRing.retire), then unmaps it.
       await ring.retire(slot);
-      const status = await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, iova, pages), undefined, lane);
-      ring.setState(slot, SlotState.UNMAPPED);
-      if (dir === RX) await threads.op(deviceOpName('rx', device), t, async (ctx) => (ctx.charge(io.rxStep), 0), undefined, lane);
+      // A recycled RX buffer goes back to its page_pool still mapped (the driver's again: RETIRED).
+      const status = recycled !== undefined ? 0 : await threads.op(deviceOpName('unmap', device), t, (ctx) => dma.unmap(ctx, t, device, iova, pages), undefined, lane);
+      if (recycled === undefined) ring.setState(slot, SlotState.UNMAPPED);
+      if (dir === RX) await threads.op(deviceOpName('rx', device), t, async (ctx) => (ctx.charge(io.rxStep), 0), rxArrival, lane);
       if (status !== 0) counters.failed += 1;
       else if (dir === TX) counters.tx += 1;
       else counters.rx += 1;
@@ -89,4 +106,10 @@ export async function packetStream(env: WorkloadEnv): Promise<WorkloadRun> {
   };
 
   return threads.run(thread, () => counters);
+}
+
+/** device.nic.pagePool, where it applies: dma strict or lazy (static premaps every buffer; bounce and swiotlb copy per packet). */
+function pagePoolOf(env: WorkloadEnv): boolean {
+  const dma = env.kernel.env.topology.dma;
+  return (env.kernel.env.topology.device?.nic?.pagePool ?? false) && (dma === 'strict' || dma === 'lazy');
 }
