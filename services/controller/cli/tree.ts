@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CostProfile } from '../../cost/profile.js';
-import type { VmmsimError } from '../../runtime/errors.js';
+import { asVmmsimError, type VmmsimError } from '../../runtime/errors.js';
 import { createLogger, type LogLevel, type Logger } from '../../runtime/logger.js';
 import { INSECURE, mutualTls, type TlsFiles } from '../../runtime/transport/credentials.js';
 import type { ModelName, Scenario } from '../../scenario/schema.js';
@@ -160,4 +160,21 @@ export async function measureHost(base: CostProfile, p: { out: string; json: boo
   const profile = measuredHostProfile(base, cal, new Date().toISOString());
   writeProfile(p.out, profile);
   return profile;
+}
+
+/**
+ * The part of a command that starts processes and runs: a failure is returned, not thrown, so the
+ * command still writes what completed before it (its results document, status failed); the
+ * progress display and the abort handlers end either way.
+ */
+export async function runCapturing(progress: { end(): void }, abort: RunAbort, body: () => Promise<void>): Promise<VmmsimError | undefined> {
+  try {
+    await body();
+    return undefined;
+  } catch (err) {
+    return asVmmsimError(err);
+  } finally {
+    progress.end();
+    abort.dispose();
+  }
 }

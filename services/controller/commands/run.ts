@@ -3,7 +3,7 @@
  * side by side, on one process tree; a table on stdout and results.json.
  */
 import { loadProfile } from '../../cost/profile.js';
-import { VmmsimError, asVmmsimError } from '../../runtime/errors.js';
+import { VmmsimError } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import { MODELS } from '../../scenario/schema.js';
 import { CONNECT_HELP, requireEndpoints } from '../connect.js';
@@ -20,7 +20,7 @@ import { TELEMETRY_HELP } from '../telemetry.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
-import { controlled, measureHost, withTree, type RunPlan } from '../cli/tree.js';
+import { controlled, measureHost, runCapturing, withTree, type RunPlan } from '../cli/tree.js';
 import { designOfRecord } from '../cli/sensitivity-input.js';
 import { DEFAULT_SAMPLES, analyse, verdictLines, type SensitivityDesign } from '../sensitivity.js';
 
@@ -119,8 +119,7 @@ async function execute(p: ComparePlan, log: Logger): Promise<number> {
   const designs: SensitivityDesign[] = [];
   const abort = new RunAbort();
   const progress = new Progress({ title: p.models.length > 1 ? 'compare' : 'run', total: p.models.length, mode: progressMode({ json: p.json, isTTY: process.stderr.isTTY }), itemSeconds: p.scenario.workload.durationSec });
-  let failure: VmmsimError | undefined;
-  try {
+  const failure = await runCapturing(progress, abort, async () => {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
       if (p.measureHost) p.profile = await measureHost(p.profile, p, abort);
       for (const model of p.models) {
@@ -135,12 +134,7 @@ async function execute(p: ComparePlan, log: Logger): Promise<number> {
         progress.finish();
       }
     });
-  } catch (err) {
-    failure = asVmmsimError(err);
-  } finally {
-    progress.end();
-    abort.dispose();
-  }
+  });
 
   const section = p.sensitivity && !failure ? analyse(designs, p.profile, { samples: DEFAULT_SAMPLES, seed: p.scenario.seed }) : undefined;
   const doc = { ...resultsDoc(startedAt, p.scenario, p.profile, runs, failure), ...(section ? { sensitivity: section } : {}) };

@@ -6,7 +6,6 @@
  * itself ../saturation-search.ts.
  */
 import { loadProfile } from '../../cost/profile.js';
-import { asVmmsimError, type VmmsimError } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import { MODELS, RATE_WORKLOADS } from '../../scenario/schema.js';
 import { CONNECT_HELP, requireEndpoints } from '../connect.js';
@@ -24,7 +23,7 @@ import { PIN_HELP } from '../placement.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
 import { DEFAULT_FROM, DEFAULT_MAX, DEFAULT_STEPS, RATE_CAP, SEARCH_OPTIONS, checkSearchable, progressLine, saturateModel, searchSettings, unboundedLines, type SearchSettings } from '../cli/search.js';
-import { controlled, measureHost, withTree, type RunPlan } from '../cli/tree.js';
+import { controlled, measureHost, runCapturing, withTree, type RunPlan } from '../cli/tree.js';
 
 export const HELP = `usage: vmmsim saturate [scenario.yaml] --p99-bound-us X [options]
 
@@ -134,8 +133,7 @@ async function execute(p: SaturatePlan, log: Logger): Promise<number> {
   const abort = new RunAbort();
   // The bar counts models; a model's share is its steps against --steps, the most it can take.
   const progress = new Progress({ title: 'saturate', total: p.models.length, mode: progressMode({ json: p.json, isTTY: process.stderr.isTTY }) });
-  let failure: VmmsimError | undefined;
-  try {
+  const failure = await runCapturing(progress, abort, async () => {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
       if (p.measureHost) p.profile = await measureHost(p.profile, p, abort);
       for (const model of p.models) {
@@ -149,12 +147,7 @@ async function execute(p: SaturatePlan, log: Logger): Promise<number> {
         progress.finish();
       }
     });
-  } catch (err) {
-    failure = asVmmsimError(err);
-  } finally {
-    progress.end();
-    abort.dispose();
-  }
+  });
 
   const doc: ResultsDoc = { ...resultsDoc(startedAt, p.scenario, p.profile, runs, failure), saturation };
   const saved = save(() => saveResults(p.out, doc));

@@ -6,7 +6,7 @@
  * and the report with a tornado chart per comparison.
  */
 import { loadProfile } from '../../cost/profile.js';
-import { VmmsimError, asVmmsimError } from '../../runtime/errors.js';
+import { VmmsimError } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import { MODELS } from '../../scenario/schema.js';
 import { CONNECT_HELP, requireEndpoints } from '../connect.js';
@@ -23,7 +23,7 @@ import { designOfRecord } from '../cli/sensitivity-input.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
-import { controlled, measureHost, withTree, type RunPlan } from '../cli/tree.js';
+import { controlled, measureHost, runCapturing, withTree, type RunPlan } from '../cli/tree.js';
 
 export const HELP = `usage: vmmsim sensitivity [scenario.yaml] --models a,b,... [options]
 
@@ -111,8 +111,7 @@ async function execute(p: SensitivityPlan, log: Logger): Promise<number> {
   const designs: SensitivityDesign[] = [];
   const abort = new RunAbort();
   const progress = new Progress({ title: 'sensitivity', total: p.models.length, mode: progressMode({ json: p.json, isTTY: process.stderr.isTTY }), itemSeconds: p.scenario.workload.durationSec });
-  let failure: VmmsimError | undefined;
-  try {
+  const failure = await runCapturing(progress, abort, async () => {
     await withTree(p, processSpecs(p.scenario), abort, log, async (session) => {
       if (p.measureHost) p.profile = await measureHost(p.profile, p, abort);
       for (const model of p.models) {
@@ -123,12 +122,7 @@ async function execute(p: SensitivityPlan, log: Logger): Promise<number> {
         progress.finish();
       }
     });
-  } catch (err) {
-    failure = asVmmsimError(err);
-  } finally {
-    progress.end();
-    abort.dispose();
-  }
+  });
   if (!failure && !p.json) process.stderr.write(`vmmsim: re-pricing ${designs.length} runs: ${p.samples} samples and a tornado...\n`);
   const section = failure ? undefined : analyse(designs, p.profile, { samples: p.samples, seed: p.scenario.seed });
   const doc = { ...resultsDoc(startedAt, p.scenario, p.profile, runs, failure), ...(section ? { sensitivity: section } : {}) };

@@ -4,7 +4,7 @@
  * answer.txt, the figures as a reply on a kernel list carries them.
  */
 import { loadProfile, type CostProfile } from '../../cost/profile.js';
-import { asVmmsimError, type VmmsimError } from '../../runtime/errors.js';
+import { asVmmsimError } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import type { ModelName, Scenario } from '../../scenario/schema.js';
 import { Progress, progressMode } from '../progress.js';
@@ -17,7 +17,7 @@ import { notesBlock } from '../notes.js';
 import { RunAbort } from '../cli/abort.js';
 import { checkScenario, modelsFor, parse, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
-import { controlled, withTree, type TreeSettings } from '../cli/tree.js';
+import { controlled, runCapturing, withTree, type TreeSettings } from '../cli/tree.js';
 import { MEASURED_HOST } from '../measured-host.js';
 import { answerText, loadStudy, pointLabel, pointValues, studyFile, studyNames, studyPoints, type Study, type StudyRecord } from '../study.js';
 import { studyVerdicts, type StudyDesign } from '../study-verdicts.js';
@@ -172,10 +172,9 @@ async function execute(p: StudyPlan, log: Logger): Promise<number> {
   const done: { index: number; run: RunResult }[] = [];
   const recorded: StudyDesign[] = [];
   const abort = new RunAbort();
-  let failure: VmmsimError | undefined;
   const progress = new Progress({ title: `study ${p.study.name}`, total: p.runs.length, mode: progressMode({ json: p.json, isTTY: process.stderr.isTTY }), itemSeconds: 0 });
   let started = 0;
-  try {
+  const failure = await runCapturing(progress, abort, async () => {
     for (const group of p.groups) {
       const first = group[0];
       if (!first) continue;
@@ -191,12 +190,7 @@ async function execute(p: StudyPlan, log: Logger): Promise<number> {
         }
       });
     }
-  } catch (err) {
-    failure = asVmmsimError(err);
-  } finally {
-    progress.end();
-    abort.dispose();
-  }
+  });
   // The trees ran grouped by their processes; the results follow the study's order.
   const runs = done.sort((a, b) => a.index - b.index).map((d) => d.run);
   const base = (p.runs[0] as StudyRun).scenario;

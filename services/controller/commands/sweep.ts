@@ -4,7 +4,6 @@
  * process trees is ../sweep.ts.
  */
 import { loadProfile, type CostProfile } from '../../cost/profile.js';
-import { asVmmsimError, type VmmsimError } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/logger.js';
 import { MODELS } from '../../scenario/schema.js';
 import { CONNECT_HELP, requireEndpoints } from '../connect.js';
@@ -25,7 +24,7 @@ import { PIN_HELP } from '../placement.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, parseModels, treeSettings, usageError } from '../cli/options.js';
 import { checkOut, finish, resultsDoc, save } from '../cli/outcome.js';
 import { SEARCH_OPTIONS, checkSearchable, progressLine, saturateModel, searchSettings, unboundedLines, type SearchSettings } from '../cli/search.js';
-import { controlled, measureHost, withTree, type TreeSettings } from '../cli/tree.js';
+import { controlled, measureHost, runCapturing, withTree, type TreeSettings } from '../cli/tree.js';
 
 export const HELP = `usage: vmmsim sweep [scenario.yaml] --set key=v1,v2,... [--set ...] [options]
 
@@ -161,11 +160,10 @@ async function execute(p: SweepCommand, log: Logger): Promise<number> {
   const done: { point: number; model: number; run: RunResult }[] = [];
   const saturation: { point: number; model: number; result: SaturationResult }[] = [];
   const abort = new RunAbort();
-  let failure: VmmsimError | undefined;
   let started = 0;
   let calibrated = !p.measureHost;
   const progress = new Progress({ title: 'sweep', total: sweep.runs, mode: progressMode({ json: p.json, isTTY: process.stderr.isTTY }), itemSeconds: p.search ? 0 : (sweep.points[0]?.scenario.workload.durationSec ?? 0) });
-  try {
+  const failure = await runCapturing(progress, abort, async () => {
     for (const group of sweep.groups) {
       const first = group[0];
       if (!first) continue;
@@ -196,12 +194,7 @@ async function execute(p: SweepCommand, log: Logger): Promise<number> {
         }
       });
     }
-  } catch (err) {
-    failure = asVmmsimError(err);
-  } finally {
-    progress.end();
-    abort.dispose();
-  }
+  });
 
   // The trees ran grouped by their processes; the results follow the cross product.
   const runs = done.sort((a, b) => a.point - b.point || a.model - b.model).map((d) => d.run);
