@@ -5,6 +5,7 @@
 import { VmmsimError } from '../services/runtime/errors.js';
 import { broadcastBench } from './broadcast.js';
 import { pathBench } from './path.js';
+import { qemuBench } from './qemu.js';
 import { scaleBench } from './scale.js';
 import { repriceBench } from './reprice.js';
 import { soakBench } from './soak.js';
@@ -15,6 +16,7 @@ import { walkBench } from './walk.js';
 const benches: Record<string, (argv: string[]) => Promise<void>> = {
   broadcast: broadcastBench,
   path: pathBench,
+  qemu: qemuBench,
   scale: scaleBench,
   reprice: repriceBench,
   soak: soakBench,
