@@ -49,9 +49,19 @@ export interface SensitivityDesign {
   notWorkload?: (op: string) => boolean;
 }
 
+/**
+ * How a sample draws a step's cost inside its range: `uniform` (every value of the range alike: the
+ * range says what is plausible, not what is likely), or `triangular` (the profile's cost the most
+ * likely, falling to nothing at lo and hi: the three-point estimate of cost analysis).
+ */
+export type Distribution = 'uniform' | 'triangular';
+export const DISTRIBUTIONS: readonly Distribution[] = ['uniform', 'triangular'];
+
 export interface SensitivityOptions {
   samples: number;
   seed: number;
+  /** Default uniform. */
+  distribution?: Distribution;
 }
 
 /** One step's range as sampled. */
@@ -99,6 +109,8 @@ export interface Comparison {
 /** results.json `sensitivity` (docs/results.md). */
 export interface SensitivitySection {
   method: 'latin-hypercube';
+  /** How each step's cost is drawn inside its range (added later: absent in older documents means uniform). */
+  distribution: Distribution;
   samples: number;
   seed: number;
   profile: string;
@@ -148,17 +160,31 @@ export function latinHypercube(n: number, dims: number, rand: Random): Float64Ar
 }
 
 /**
- * `n` cost tables (ns by index of `steps`): a Latin hypercube over the steps whose range is not a
- * point, each sample's cost lo + u (hi - lo) rounded to whole ns, as a profile's are; a step whose
- * range is a point keeps its cost. Seeded: the same steps, n and seed give the same tables.
+ * The cost at quantile u of a step's distribution over [lo, hi]: uniform, or triangular with its mode
+ * at the profile's cost (inverse of the triangular CDF).
  */
-export function sampleCosts(steps: readonly StepRange[], n: number, seed: number): Float64Array[] {
+export function costAt(s: StepRange, u: number, distribution: Distribution): number {
+  const { lo, hi } = s;
+  if (distribution === 'uniform') return lo + u * (hi - lo);
+  const mode = Math.min(hi, Math.max(lo, s.ns));
+  const w = hi - lo;
+  const f = (mode - lo) / w;
+  return u < f ? lo + Math.sqrt(u * w * (mode - lo)) : hi - Math.sqrt((1 - u) * w * (hi - mode));
+}
+
+/**
+ * `n` cost tables (ns by index of `steps`): a Latin hypercube over the steps whose range is not a
+ * point, each sample's cost drawn from its quantile in the step's distribution (costAt), rounded to
+ * whole ns as a profile's are; a step whose range is a point keeps its cost. Seeded: the same steps,
+ * n, seed and distribution give the same tables.
+ */
+export function sampleCosts(steps: readonly StepRange[], n: number, seed: number, distribution: Distribution = 'uniform'): Float64Array[] {
   const varying = steps.map((s, i) => ({ s, i })).filter(({ s }) => s.hi > s.lo);
   const cube = latinHypercube(n, varying.length, new Random(seed, LHS_STREAM));
   return cube.map((u) => {
     const c = Float64Array.from(steps, (s) => s.ns);
     varying.forEach(({ s, i }, d) => {
-      c[i] = Math.round(s.lo + (u[d] as number) * (s.hi - s.lo));
+      c[i] = Math.round(costAt(s, u[d] as number, distribution));
     });
     return c;
   });
@@ -280,7 +306,8 @@ export function analyse(designs: readonly SensitivityDesign[], profile: CostProf
     return { step: s.step, lo: priceAll(lo), hi: priceAll(hi) };
   });
 
-  const sampled = sampleCosts(steps, o.samples, o.seed).map(priceAll);
+  const distribution = o.distribution ?? 'uniform';
+  const sampled = sampleCosts(steps, o.samples, o.seed, distribution).map(priceAll);
   for (const figs of [...tornado.flatMap((t) => [t.lo, t.hi]), ...sampled]) figs.forEach((f, i) => (backlogged[i] = (backlogged[i] as number) + f.backlogged));
 
   const reasons = designs.map((d, i) => approximateReasons(d, backlogged[i] as number));
@@ -333,6 +360,7 @@ export function analyse(designs: readonly SensitivityDesign[], profile: CostProf
   }
   return {
     method: 'latin-hypercube',
+    distribution,
     samples: o.samples,
     seed: o.seed,
     profile: profile.name,
@@ -383,7 +411,7 @@ export function sensitivityTable(s: SensitivitySection): string {
   const out = [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
   const varied = s.steps.filter((t) => t.hi > t.lo).length;
   const app = s.comparisons.some((c) => c.metric === 'application') ? '; application: b\'s I/Os per modeled second / a\'s (above 1: b delivers more)' : '';
-  out.push('', `ratio = b's modeled mean / a's (below 1: b is faster)${app}; ${s.samples} Latin-hypercube samples of ${varied} steps across their ranges (profile ${s.profile}, seed ${s.seed}); robust: the order at the profile's costs holds in >= ${Math.round(s.robustShare * 100)}% of them`);
+  out.push('', `ratio = b's modeled mean / a's (below 1: b is faster)${app}; ${s.samples} Latin-hypercube samples of ${varied} steps across their ranges (${(s.distribution ?? 'uniform') === 'triangular' ? "triangular, most likely at the profile's cost" : 'uniform'}; profile ${s.profile}, seed ${s.seed}); robust: the order at the profile's costs holds in >= ${Math.round(s.robustShare * 100)}% of them`);
   for (const d of s.designs.filter((x) => !x.exact)) for (const r of d.approximate) out.push(`approximate: ${d.model}: ${r.text}`);
   return out.join('\n') + '\n';
 }

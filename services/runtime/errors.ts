@@ -31,7 +31,7 @@ export const ErrorCodes = {
   E_CONFIGURE: { exit: 2, fix: 'a Configure request was out of bounds; run the scenario through `vmmsim run` (whose schema sets the bounds) or fix the field named' },
   E_STUDY: { exit: 2, fix: 'name a study that `vmmsim study list` shows, or fix the study file at the key named (docs/studies.md)' },
   E_EXPLAIN: { exit: 2, fix: 'name with --op an operation the workload runs (the message lists them), or lower --warmup, or raise --ops' },
-  E_SENSITIVITY: { exit: 2, fix: 'give --models at least two architectures (or all) and --samples an integer from 10 to 100000' },
+  E_SENSITIVITY: { exit: 2, fix: 'give --models at least two architectures (or all), --samples an integer from 10 to 100000 and --distribution uniform or triangular' },
   E_UNREACHABLE: { exit: 1, fix: 'start the process (`vmmsim serve ROLE --index N`), check its address in the --connect file and, under TLS, its certificate' },
 } as const;
 

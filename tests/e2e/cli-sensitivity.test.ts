@@ -32,7 +32,7 @@ const PAIRS = [['nested-smmuv3', 'nested-smmuv3-vcmdq'], ['virtio-iommu', 'vhost
 function checkSection(s: SensitivitySection | undefined): SensitivitySection {
   expect(s).toBeDefined();
   const sec = s as SensitivitySection;
-  expect(sec).toMatchObject({ method: 'latin-hypercube', samples: 60, seed: 7, profile: 'arm64-kunpeng920', robustShare: 0.95 });
+  expect(sec).toMatchObject({ method: 'latin-hypercube', distribution: 'uniform', samples: 60, seed: 7, profile: 'arm64-kunpeng920', robustShare: 0.95 });
   // Four designs: six pairs, each with map and unmap.
   expect(sec.comparisons).toHaveLength(12);
   for (const [a, b] of PAIRS) {
@@ -169,6 +169,7 @@ describe('vmmsim sensitivity', () => {
       [['sensitivity', '--models', 'nested-smmuv3', '--ops', '5'], 'E_SENSITIVITY', /--models names 1 \(nested-smmuv3\); give at least two/],
       [['sensitivity', '--samples', '5'], 'E_SENSITIVITY', /--samples must be an integer from 10 to 100000, got "5"/],
       [['sensitivity', '--samples', 'many'], 'E_SENSITIVITY', /--samples must be an integer/],
+      [['sensitivity', '--distribution', 'normal'], 'E_SENSITIVITY', /--distribution must be uniform or triangular, got "normal"/],
       [['sensitivity', '--model', 'none'], 'E_USAGE', /--model is for `vmmsim run`/],
       [['run', '--sensitivity'], 'E_USAGE', /--sensitivity compares architectures/],
       [['compare', '--models', 'none', '--sensitivity'], 'E_SENSITIVITY', /--sensitivity compares architectures: --models names 1/],
@@ -184,6 +185,6 @@ describe('vmmsim sensitivity', () => {
     const help = await runWatched(runs, ['sensitivity', '--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/^usage: vmmsim sensitivity \[scenario.yaml\] --models a,b,\.\.\. \[options\]/);
-    for (const o of ['--models', '--samples', '--seed', '--json', '--out', '--profile']) expect(help.stdout).toContain(`  ${o} `);
+    for (const o of ['--models', '--samples', '--distribution', '--seed', '--json', '--out', '--profile']) expect(help.stdout).toContain(`  ${o} `);
   }, 120_000);
 });

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import type { CostProfile } from '../../services/cost/profile.js';
 import { Random } from '../../services/machine/random.js';
 import type { RecordedOp, RecordedRun } from '../../services/controller/recorded.js';
-import { analyse, approximateReasons, figuresOf, latinHypercube, quantile, sampleCosts, stepRanges, verdictLines, type SensitivityDesign } from '../../services/controller/sensitivity.js';
+import { analyse, approximateReasons, costAt, figuresOf, latinHypercube, quantile, sampleCosts, stepRanges, verdictLines, type SensitivityDesign } from '../../services/controller/sensitivity.js';
 
 function profileOf(steps: Record<string, [number, number, number]>): CostProfile {
   return {
@@ -79,6 +79,23 @@ describe('Latin hypercube', () => {
     expect(samples.every((c) => [...c].every(Number.isInteger))).toBe(true);
     expect(sampleCosts(steps, 50, 9)).toEqual(samples);
     expect(sampleCosts(steps, 50, 10)).not.toEqual(samples);
+  });
+
+  it('draws triangular costs with the profile\'s cost most likely: the CDF at the mode is (mode - lo) / (hi - lo)', () => {
+    const step = { step: 'x', ns: 100, lo: 50, hi: 400, confidence: 'U' as const };
+    expect(costAt(step, 0, 'triangular')).toBe(50);
+    expect(costAt(step, 1, 'triangular')).toBe(400);
+    expect(costAt(step, 50 / 350, 'triangular')).toBeCloseTo(100, 9);
+    // Monotone in u, and the uniform draw unchanged.
+    for (let u = 0; u < 0.985; u += 0.01) expect(costAt(step, u + 0.01, 'triangular')).toBeGreaterThanOrEqual(costAt(step, u, 'triangular'));
+    expect(costAt(step, 0.5, 'uniform')).toBe(225);
+    // A mode at the range's edge (a profile's cost at lo) is a right triangle.
+    expect(costAt({ ...step, ns: 50 }, 0.75, 'triangular')).toBeCloseTo(400 - 350 * Math.sqrt(0.25), 9);
+    // 200 stratified samples: the share below the mode is the CDF there, to a stratum.
+    const samples = sampleCosts([step], 200, 5, 'triangular').map((c) => c[0] as number);
+    const below = samples.filter((v) => v < 100).length / 200;
+    expect(Math.abs(below - 50 / 350)).toBeLessThanOrEqual(0.01);
+    expect(sampleCosts([step], 200, 5, 'uniform')).toEqual(sampleCosts([step], 200, 5));
   });
 
   it('quantiles interpolate between ranks', () => {

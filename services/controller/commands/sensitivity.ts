@@ -18,7 +18,7 @@ import { loadScenario } from '../scenario-load.js';
 import { processSpecs } from '../session.js';
 import { comparisonTable } from '../table.js';
 import { notesBlock } from '../notes.js';
-import { DEFAULT_SAMPLES, analyse, sensitivityTable, type SensitivityDesign } from '../sensitivity.js';
+import { DEFAULT_SAMPLES, DISTRIBUTIONS, analyse, sensitivityTable, type Distribution, type SensitivityDesign } from '../sensitivity.js';
 import { designOfRecord } from '../cli/sensitivity-input.js';
 import { RunAbort } from '../cli/abort.js';
 import { RUN_OPTIONS, checkScenario, modelsFor, optionOverrides, parse, treeSettings, usageError } from '../cli/options.js';
@@ -44,6 +44,9 @@ re-prices approximately: it says so and why. Same scenario and seed, same result
 options:
   --models all|a,b,...  architectures, at least two (${MODELS.join(', ')}); default: all
   --samples N           Latin-hypercube samples (default ${DEFAULT_SAMPLES}; 10 to 100000)
+  --distribution D      how a sample draws each cost inside its range: uniform (default: every value
+                        of the range alike) or triangular (the profile's cost most likely, falling to
+                        nothing at lo and hi)
   --seed N              seed of the runs and of the sampling (same seed, same results)
   --ops N               map+unmap iterations (workload.ops)
   --duration S          stop each run after S seconds (workload.durationSec): the operations recorded
@@ -59,13 +62,14 @@ options:
 ${CONNECT_HELP}
   -h, --help            this text`;
 
-export const OPTIONS = { ...RUN_OPTIONS, samples: { type: 'string' } } as const;
+export const OPTIONS = { ...RUN_OPTIONS, samples: { type: 'string' }, distribution: { type: 'string' } } as const;
 
 /** Options of the measured clock, which sensitivity does not read: refused, never ignored. */
 const MEASURED_ONLY = ['trials', 'warmup', 'pin'] as const;
 
 interface SensitivityPlan extends RunPlan {
   samples: number;
+  distribution: Distribution;
 }
 
 export async function command(argv: string[]): Promise<number> {
@@ -80,6 +84,14 @@ export function samplesOption(v: string | undefined): number {
   return n;
 }
 
+/** --distribution: uniform (default) or triangular. */
+export function distributionOption(v: string | undefined): Distribution {
+  if (v === undefined) return 'uniform';
+  const d = DISTRIBUTIONS.find((x) => x === v);
+  if (!d) throw new VmmsimError('E_SENSITIVITY', `--distribution must be ${DISTRIBUTIONS.join(' or ')}, got "${v}"`);
+  return d;
+}
+
 function plan(argv: string[]): SensitivityPlan | undefined {
   const { values, positionals } = parse(argv, OPTIONS);
   if (values.help) {
@@ -91,6 +103,7 @@ function plan(argv: string[]): SensitivityPlan | undefined {
   const measuredOnly = MEASURED_ONLY.filter((k) => values[k] !== undefined);
   if (measuredOnly.length > 0) throw usageError(`${measuredOnly.map((k) => `--${k}`).join(', ')}: sensitivity re-prices the modeled clock and takes no measured figures (use them with run, compare or sweep)`);
   const samples = samplesOption(values.samples);
+  const distribution = distributionOption(values.distribution);
   const scenario = loadScenario(positionals[0], values.set ?? [], optionOverrides(values));
   checkScenario(scenario);
   const settings = treeSettings(values);
@@ -102,7 +115,7 @@ function plan(argv: string[]): SensitivityPlan | undefined {
   // samples' p5-p95, the others' their base ranges: sampled as any profile's, after the measuring.
   const calibrate = scenario.profile === MEASURED_HOST;
   checkOut(out, { measureHost: calibrate });
-  return { scenario, models, profile: loadProfile(calibrate ? MEASURED_HOST_BASE : scenario.profile), measureHost: calibrate, out, json: values.json ?? false, samples, ...settings };
+  return { scenario, models, profile: loadProfile(calibrate ? MEASURED_HOST_BASE : scenario.profile), measureHost: calibrate, out, json: values.json ?? false, samples, distribution, ...settings };
 }
 
 async function execute(p: SensitivityPlan, log: Logger): Promise<number> {
@@ -124,7 +137,7 @@ async function execute(p: SensitivityPlan, log: Logger): Promise<number> {
     });
   });
   if (!failure && !p.json) process.stderr.write(`vmmsim: re-pricing ${designs.length} runs: ${p.samples} samples and a tornado...\n`);
-  const section = failure ? undefined : analyse(designs, p.profile, { samples: p.samples, seed: p.scenario.seed });
+  const section = failure ? undefined : analyse(designs, p.profile, { samples: p.samples, seed: p.scenario.seed, distribution: p.distribution });
   const doc = { ...resultsDoc(startedAt, p.scenario, p.profile, runs, failure), ...(section ? { sensitivity: section } : {}) };
   const saved = save(() => saveResults(p.out, doc));
   if (p.json) {
