@@ -66,13 +66,22 @@ interface Options {
 /** One qtest connection: a line protocol, one reply ("OK ..." or "FAIL ...") per command. */
 class Qtest {
   private buf = '';
-  private waiting: ((line: string) => void)[] = [];
+  private waiting: { res: (line: string) => void; rej: (err: Error) => void }[] = [];
+  private lost: Error | undefined;
 
   private constructor(
     private readonly sock: Socket,
     private readonly child: ChildProcess,
     private readonly dir: string,
+    stderr: () => string,
   ) {
+    // QEMU going away (a fatal error at start, a crash) fails the command waiting, with its words.
+    const gone = (why: string): void => {
+      this.lost ??= new VmmsimError('E_RUN', `QEMU closed its qtest socket (${why}): ${stderr().trim() || 'no message'}`, 'QEMU stopped on its own: its message is quoted; run that qemu-system binary alone to see it (a missing module or firmware means a broken install)');
+      for (const w of this.waiting.splice(0)) w.rej(this.lost);
+    };
+    sock.on('error', (err) => gone(err.message));
+    sock.on('close', () => gone('closed'));
     sock.setEncoding('latin1');
     sock.on('data', (d: string) => {
       this.buf += d;
@@ -82,7 +91,7 @@ class Qtest {
         this.buf = this.buf.slice(i + 1);
         // Asynchronous notices (IRQ lines) are not replies.
         if (line.startsWith('IRQ')) continue;
-        this.waiting.shift()?.(line);
+        this.waiting.shift()?.res(line);
       }
     });
   }
@@ -99,6 +108,7 @@ class Qtest {
     const child = spawn(binary, [...machine, '-S', '-display', 'none', '-nodefaults', '-m', '512', '-qtest', `unix:${path}`, '-qtest-log', '/dev/null'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', () => undefined); // a spawn failure shows as the exit below
     const sock = await new Promise<Socket>((res, rej) => {
       const timer = setTimeout(() => rej(new VmmsimError('E_RUN', `${binary} did not connect to its qtest socket in 20 s: ${stderr.trim()}`)), 20_000);
       child.once('exit', (code) => {
@@ -111,11 +121,12 @@ class Qtest {
       });
     });
     server.close();
-    return new Qtest(sock, child, dir);
+    return new Qtest(sock, child, dir, () => stderr);
   }
 
   async cmd(line: string): Promise<string> {
-    const reply = new Promise<string>((res) => this.waiting.push(res));
+    if (this.lost) throw this.lost;
+    const reply = new Promise<string>((res, rej) => this.waiting.push({ res, rej }));
     this.sock.write(`${line}\n`);
     const r = await reply;
     if (!r.startsWith('OK')) throw new VmmsimError('E_RUN', `qtest "${line.slice(0, 60)}" answered "${r}"`);
