@@ -139,6 +139,8 @@ interface Round {
   hopP50Us: Record<string, number>;
   /** How many times an unmap crosses each hop (the CONS read crosses guest -> kvm -> qemu a second time). */
   hopPerUnmap: Record<string, number>;
+  /** An unmap's time in each process and in its crossings, p50 per operation (measured residence). */
+  residenceP50Us: Record<string, number>;
 }
 
 /** The relay: this bench as the first process of a path with no model in it (see the top of the file). */
@@ -190,6 +192,7 @@ function roundOf(t: Trial, iterations: number): Round {
     ratio: r3(path / (hops * floor)),
     hopP50Us: Object.fromEntries(t.figures.hops.map((h) => [`${h.from} -> ${h.to}`, h.p50Us])),
     hopPerUnmap: Object.fromEntries(t.result.hops.map((h) => [`${h.from} -> ${h.to}`, count > 0 ? r2(h.count / count) : 0])),
+    residenceP50Us: Object.fromEntries(t.figures.residence.filter((x) => x.op === 'unmap').map((x) => [x.process, x.p50Us])),
   };
 }
 
@@ -311,6 +314,8 @@ export async function pathBench(argv: string[]): Promise<void> {
         hopPerUnmap: rounds[0]?.hopPerUnmap ?? {},
         // What the path spends inside the processes (handlers, the guest's own work, flushing): the op minus its crossings.
         inProcessesUs: r2(path - sumHops),
+        // An unmap's time by process (each p50 per operation over the steady unmaps, median of the rounds): measured residence.
+        residenceP50Us: Object.fromEntries(Object.keys(rounds[0]?.residenceP50Us ?? {}).map((k) => [k, r2(median(rounds.map((x) => x.residenceP50Us[k] ?? NaN)))])),
         hostFloorAlone: { rawUdsOneWayP50Us: hostFloor.rawUdsOneWayUs.p50, grpcOneWayP50Us: hostFloor.grpcOneWayUs.p50, ratioVsAloneGrpc: r3(path / (hops * hostFloor.grpcOneWayUs.p50)) },
         // The same 8 hops through the runtime and links with no model (this bench, kvm, qemu-0, vfio, psmmu-0).
         relay: relays.length > 0
@@ -344,6 +349,7 @@ export async function pathBench(argv: string[]): Promise<void> {
         'hops of the path (one way, p50 us, median of the rounds):',
         ...Object.entries(hopP50Us).map(([h, v]) => `  ${h.padEnd(20)} ${v.toFixed(1).padStart(8)}${(d.hopPerUnmap[h] ?? 1) !== 1 ? `   (x ${d.hopPerUnmap[h]} per unmap)` : ''}`),
         `  ${'in the processes'.padEnd(20)} ${d.inProcessesUs.toFixed(1).padStart(8)}   (the unmap's p50 minus its crossings: handlers, the guest's own work, flushing)`,
+        `an unmap by process (p50 per operation of each part, median of the rounds; the parts add up per operation, their p50s need not): ${Object.entries(d.residenceP50Us).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`,
         `CPU time of every process per iteration (map, unmap, floor round trips): ${d.cpuUsPerIteration} us`,
         '',
         `machine while measured: ${machine.cores} cores, load ${machine.loadAvgStart[0]} -> ${machine.loadAvgEnd[0]}, other processes ${machine.othersCores ?? '?'} cores, this run ${machine.ownCores ?? '?'} cores, steal ${machine.stealPct ?? '?'}%`,

@@ -6,7 +6,7 @@
  */
 import { TRANSITION_KINDS } from '../runtime/topology.js';
 import { MODEL } from '../designs/names.js';
-import { MEASURED_ABOUT, transitionOfHop, type Estimate, type MeasuredSection } from './measured.js';
+import { MEASURED_ABOUT, RESIDENCE_CROSSINGS, transitionOfHop, type Estimate, type MeasuredSection } from './measured.js';
 import type { RunResult } from './results.js';
 import { wrap as wrapText } from './wrap.js';
 
@@ -131,6 +131,16 @@ export function hopTable(run: RunResult): string {
       tRows.push([kind, pairs, us(t.roundTripP50Us.value), ci(t.roundTripP50Us, us)]);
     }
     out += `\n\nper transition kind (request hop p50 + reply hop p50; this host's IPC standing for it, not the hardware's cost):\n${render(tRows, ['l', 'l', 'r', 'r'])}`;
+  }
+  const res = m.residence ?? [];
+  if (res.length > 0) {
+    const rRows: string[][] = [['op', 'where', 'entered', 'p50 us', 'p99 us']];
+    // Per op: its crossings, then the processes in the order met (the guest's first).
+    const rank = (x: (typeof res)[number]): number => (x.process === RESIDENCE_CROSSINGS ? 0 : res.findIndex((y) => y.op === x.op && y.process !== RESIDENCE_CROSSINGS) === res.indexOf(x) ? 1 : 2);
+    const ops = [...new Set(res.map((x) => x.op))];
+    const sorted = ops.flatMap((op) => res.filter((x) => x.op === op).sort((a, b) => rank(a) - rank(b)));
+    for (const x of sorted) rRows.push([x.op, x.process, x.process === RESIDENCE_CROSSINGS ? '-' : x.visitsPerOp.toFixed(2), us(x.p50Us.value), us(x.p99Us.value)]);
+    out += `\n\nwhere each operation's time went (per operation, each part's own p50 and p99: the parts of one operation add up, their percentiles need not):\n${render(rRows, ['l', 'l', 'r', 'r', 'r'])}`;
   }
   return out;
 }

@@ -75,6 +75,22 @@ export interface Placement {
   cpus: Record<string, number>;
 }
 
+/**
+ * One process's share of one kind of operation's measured time, after the warm-up: the time it held
+ * each operation (from receiving a hop to sending the next, on its own clock), summed per operation;
+ * the guest's share is what is left once the crossings and the other processes' shares are out.
+ */
+export interface MeasuredResidence {
+  op: string;
+  process: string;
+  /** Times an operation entered the process, on average (the guest counts its start). */
+  visitsPerOp: number;
+  /** Operations split (each operation whose hops form one chain). */
+  count: number;
+  p50Us: Estimate;
+  p99Us: Estimate;
+}
+
 export interface MeasuredSection {
   about: string;
   trials: number;
@@ -90,6 +106,8 @@ export interface MeasuredSection {
   ops: MeasuredOp[];
   hops: MeasuredHop[];
   transitions: MeasuredTransition[];
+  /** Where each operation kind's time went, by process, and its crossings (`process` "crossings"). */
+  residence?: MeasuredResidence[];
   /** Operations per second over the run, measured. */
   opsPerSec: Estimate;
   machine: MachineState;
@@ -102,6 +120,7 @@ export interface TrialFigures {
   opsPerSec: number;
   inPathFloorUs: number | undefined;
   warmupOps: number;
+  residence: { op: string; process: string; visitsPerOp: number; count: number; p50Us: number; p99Us: number }[];
 }
 
 /**
@@ -150,8 +169,37 @@ export function trialFigures(replies: readonly StartReply__Output[], roleOf: (na
   });
   const floors = replies.map((r) => r.floorUs).filter((f): f is Summary => f !== null && f !== undefined && Number(f.count) > 0);
   const inPathFloorUs = floors.length > 0 ? floors.reduce((n, f) => n + f.p50 * Number(f.count), 0) / floors.reduce((n, f) => n + Number(f.count), 0) : undefined;
-  return { ops, hops, opsPerSec, inPathFloorUs: inPathFloorUs === undefined ? undefined : round(inPathFloorUs), warmupOps };
+  // Residence by (op, process) over every guest, count-weighted as the hops; each op's crossings as the row "crossings".
+  const resSets = new Map<string, { op: string; process: string; visits: number; parts: Summary[] }>();
+  const add = (op: string, process: string, visits: number, s: Summary | null | undefined): void => {
+    if (!s || Number(s.count) === 0) return;
+    const key = `${op}>${process}`;
+    let e = resSets.get(key);
+    if (!e) resSets.set(key, (e = { op, process, visits: 0, parts: [] }));
+    e.visits += visits * Number(s.count);
+    e.parts.push(s);
+  };
+  for (const r of replies) {
+    const crossingsSeen = new Set<string>();
+    for (const x of r.residence ?? []) {
+      add(x.op, x.process, x.visitsPerOp, x.steadyUs);
+      if (!crossingsSeen.has(x.op)) {
+        crossingsSeen.add(x.op);
+        add(x.op, RESIDENCE_CROSSINGS, 0, x.crossingsUs);
+      }
+    }
+  }
+  const residence = [...resSets.values()].map((e) => {
+    const count = e.parts.reduce((n, p) => n + Number(p.count), 0);
+    const p50 = count > 0 ? e.parts.reduce((n, p) => n + p.p50 * Number(p.count), 0) / count : NaN;
+    const p99 = e.parts.length > 0 ? Math.max(...e.parts.map((p) => p.p99)) : NaN;
+    return { op: e.op, process: e.process, visitsPerOp: count > 0 ? Math.round((e.visits / count) * 100) / 100 : 0, count, p50Us: round(p50), p99Us: round(p99) };
+  });
+  return { ops, hops, opsPerSec, inPathFloorUs: inPathFloorUs === undefined ? undefined : round(inPathFloorUs), warmupOps, residence };
 }
+
+/** The residence row that holds an operation's one-way crossings, summed. */
+export const RESIDENCE_CROSSINGS = 'crossings';
 
 function round(x: number): number {
   return Number.isFinite(x) ? Math.round(x * 1000) / 1000 : x;
@@ -273,6 +321,15 @@ export function measuredSection(inp: SectionInputs): MeasuredSection {
     });
     transitions.push({ kind, pairs: requests.map((k) => `${k.from}>${k.to}`), roundTripP50Us: estimate(perTrial, `transition.${kind}`, seed) });
   }
+  const resKeys: { op: string; process: string }[] = [];
+  for (const t of trials) for (const x of t.residence) if (!resKeys.some((k) => k.op === x.op && k.process === x.process)) resKeys.push(x);
+  const residence: MeasuredResidence[] = resKeys.map((k) => {
+    const per = trials.map((t) => t.residence.find((x) => x.op === k.op && x.process === k.process));
+    const f = (x: 'p50Us' | 'p99Us'): Estimate => estimate(per.map((r) => (r && r.count > 0 ? r[x] : NaN)), `residence.${k.op}.${k.process}.${x}`, seed);
+    const counted = per.filter((r) => r && r.count > 0);
+    const visits = counted.length > 0 ? counted.reduce((n, r) => n + (r?.visitsPerOp ?? 0), 0) / counted.length : 0;
+    return { op: k.op, process: k.process, visitsPerOp: Math.round(visits * 100) / 100, count: per.reduce((n, r) => n + (r?.count ?? 0), 0), p50Us: f('p50Us'), p99Us: f('p99Us') };
+  });
   const floors = trials.map((t) => t.inPathFloorUs ?? NaN);
   return {
     about: MEASURED_ABOUT,
@@ -285,6 +342,7 @@ export function measuredSection(inp: SectionInputs): MeasuredSection {
     ops,
     hops,
     transitions,
+    residence,
     opsPerSec: estimate(trials.map((t) => t.opsPerSec), 'opsPerSec', seed),
     machine: inp.machine,
   };

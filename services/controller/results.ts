@@ -36,6 +36,7 @@ export interface HopResult {
   measuredUs: Summary;
 }
 
+
 /**
  * The run's DMA: the guest DMA API mode it ran in, and the device DMA through the physical SMMUs
  * while the workload ran, summed over them.

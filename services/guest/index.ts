@@ -134,6 +134,7 @@ class GuestRole implements RoleInstance {
     return {
       ops: stats.opReports(),
       hops: stats.hopReports(),
+      residence: stats.residenceReports(),
       elapsedSec: r.elapsedNs / 1e9,
       timeline,
       resourceNames,

@@ -1,6 +1,7 @@
 import { NS_PER_US, nowNs } from '../runtime/clock.js';
 import type { HopReport } from '../runtime/generated/vmmsim/v1/HopReport.js';
 import type { OpReport } from '../runtime/generated/vmmsim/v1/OpReport.js';
+import type { ResidenceReport } from '../runtime/generated/vmmsim/v1/ResidenceReport.js';
 import type { TimedOp } from '../runtime/generated/vmmsim/v1/TimedOp.js';
 import { Samples } from '../runtime/samples.js';
 import type { ExplainedOp } from '../runtime/generated/vmmsim/v1/ExplainedOp.js';
@@ -17,11 +18,22 @@ interface HopRecord {
   steady: Samples;
 }
 
+/** One process's share of one kind of operation (OpStats.residenceReports). */
+interface Residence {
+  ns: Samples;
+  visits: number;
+}
+
 /** What the guest counts about one kind of operation (map, unmap). */
 class OpRecord {
   count = 0;
   failed = 0;
   readonly transitions: TransitionCounts = zeroTransitions();
+  /** Steady operations whose hops were one chain (their time split by process), and their crossings. */
+  chained = 0;
+  readonly crossings = new Samples();
+  /** By endpoint id: the time each process held the operation (the guest's under its own id). */
+  readonly residence = new Map<number, Residence>();
 
   constructor(readonly index: number) {}
 }
@@ -161,6 +173,7 @@ export class OpStats {
       e.hop.all.record(ns);
       if (!warmup) e.hop.steady.record(ns);
     }
+    if (!warmup && ctx.trace.length > 0) this.split(r, ctx, measuredNs);
     if (spans && tracing) {
       // The operation ended at most now (the caller may have been preempted since) and its
       // measured time holds every hop, so it ended no later than its first send + that time.
@@ -169,6 +182,70 @@ export class OpStats {
       tracing.exportOp(name, ctx.opId, end - measuredNs, end, spans);
     }
     this.opLog?.child({ opId: ctx.opId }).debug({ op: name, thread, measuredUs: measuredNs / NS_PER_US, modeledNs: ctx.modeledNs, hops: ctx.trace.length }, 'operation done');
+  }
+
+  /**
+   * Splits a steady operation's measured time: each process's time between receiving a hop and
+   * sending the next (one process's own clock, so no clock is compared across processes), the
+   * crossings, and the guest's rest. Only an operation whose hops form one chain (each hop leaves
+   * from where the previous arrived: no parallel branches) is split.
+   */
+  private readonly scratch = new Map<number, number>();
+  private split(r: OpRecord, ctx: OpContext, measuredNs: number): void {
+    const tr = ctx.trace;
+    const own = this.scratch;
+    own.clear();
+    let crossing = 0;
+    let held = 0;
+    for (let i = 0; i < tr.length; i++) {
+      const h = tr[i] as (typeof tr)[number];
+      const sent = Number(h.sentNs ?? 0);
+      const received = Number(h.receivedNs ?? 0);
+      if (sent <= 0 || received < sent) return;
+      crossing += received - sent;
+      if (i === 0) continue;
+      const prev = tr[i - 1] as (typeof tr)[number];
+      const at = h.from ?? 0;
+      const ns = sent - Number(prev.receivedNs ?? 0);
+      if (at !== (prev.to ?? 0) || ns < 0) return;
+      own.set(at, (own.get(at) ?? 0) + ns);
+      held += ns;
+    }
+    const guest = tr[0]?.from ?? 0;
+    if ((tr[tr.length - 1]?.to ?? 0) !== guest) return;
+    own.set(guest, Math.max(0, measuredNs - crossing - held + (own.get(guest) ?? 0)));
+    r.chained += 1;
+    r.crossings.record(crossing);
+    for (const [id, ns] of own) {
+      let e = r.residence.get(id);
+      if (!e) {
+        e = { ns: new Samples(), visits: 0 };
+        r.residence.set(id, e);
+      }
+      e.ns.record(ns);
+    }
+    for (let i = 1; i < tr.length; i++) {
+      const e = r.residence.get(tr[i - 1]?.to ?? 0);
+      if (e) e.visits += 1;
+    }
+    // The guest's start and the last reply's arrival are entries too.
+    const g = r.residence.get(guest);
+    if (g) g.visits += 2;
+  }
+
+  /** Where each kind of operation's steady measured time went, by process (StartReply.residence). */
+  residenceReports(): ResidenceReport[] {
+    const out: ResidenceReport[] = [];
+    for (const [op, r] of this.ops) {
+      if (r.chained === 0) continue;
+      const crossingsUs = r.crossings.summary(NS_PER_US);
+      const guestFirst = [...r.residence].sort(([a], [b]) => (this.endpoints.id(a)?.role === 'guest' ? 0 : 1) - (this.endpoints.id(b)?.role === 'guest' ? 0 : 1));
+      for (const [id, e] of guestFirst) {
+        const name = this.endpoints.id(id)?.name ?? String(id);
+        out.push({ op, process: name, visitsPerOp: e.visits / r.chained, steadyUs: e.ns.summary(NS_PER_US), crossingsUs });
+      }
+    }
+    return out;
   }
 
   /** The record of hops from endpoint id `fromId` to `toId` (created on first use), or null when either is unknown. */

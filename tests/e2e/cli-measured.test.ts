@@ -37,6 +37,16 @@ describe('vmmsim run with --trials, --warmup and --pin', () => {
     expect(m?.floor?.cpus).toEqual([0]);
     expect(Object.values(m?.placement?.cpus ?? {})).toEqual(expect.arrayContaining([0]));
     expect(new Set(Object.values(m?.placement?.cpus ?? {}))).toEqual(new Set([0]));
+    // Where a nested-smmuv3 strict unmap's time went: the PROD write (guest, kvm, qemu, vfio, psmmu
+    // and back) and the CONS read (guest, kvm, qemu and back), each process entered that many times.
+    expect(run.model).toBe('nested-smmuv3');
+    const unmap = (m?.residence ?? []).filter((x) => x.op === 'unmap');
+    expect(Object.fromEntries(unmap.map((x) => [x.process, x.visitsPerOp]))).toEqual({ 'guest-0': 3, crossings: 0, kvm: 4, 'qemu-0': 3, vfio: 2, 'psmmu-0': 1 });
+    for (const x of unmap) {
+      expect(x.count).toBe(2 * (60 - 2)); // each trial: 60 unmaps, 2 of them in the 4 operations of warm-up
+      expect(x.p50Us.trials).toHaveLength(2);
+      expect(x.p50Us.value).toBeGreaterThan(0);
+    }
     expect(Array.isArray(run.notes)).toBe(true);
     // The older fields stay, from the first trial with every operation.
     expect(run.ops.find((o) => o.op === 'unmap')?.measuredUs.count).toBe(60);

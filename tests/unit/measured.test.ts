@@ -14,6 +14,7 @@ import { CostTable } from '../../services/cost/steps.js';
 import { OpStats } from '../../services/guest/op-stats.js';
 import { OpContext } from '../../services/runtime/op-context.js';
 import { EndpointTable } from '../../services/runtime/topology.js';
+import type { Hop } from '../../services/runtime/transport/link.js';
 import { fixtureRun, mapUnmap } from '../helpers/results-fixture.js';
 
 const quiet: MachineState = { cores: 2, loadAvgStart: [0.5, 0.5, 0.5], loadAvgEnd: [0.6, 0.5, 0.5], seconds: 3, othersCores: 0.05, ownCores: 0.8, stealPct: 0 };
@@ -28,6 +29,11 @@ function trial(p50: number, opsPerSec: number): TrialFigures {
     opsPerSec,
     inPathFloorUs: undefined,
     warmupOps: 10,
+    residence: [
+      { op: 'unmap', process: 'guest-0', visitsPerOp: 2, count: 100, p50Us: p50 / 4, p99Us: p50 },
+      { op: 'unmap', process: 'crossings', visitsPerOp: 0, count: 100, p50Us: p50 / 2, p99Us: p50 },
+      { op: 'unmap', process: 'kvm', visitsPerOp: 1, count: 100, p50Us: p50 / 4, p99Us: p50 },
+    ],
   };
 }
 
@@ -170,5 +176,52 @@ describe('the warm-up of an application workload', () => {
     const { timeline } = stats.takeTimeline();
     expect(timeline.map((e) => e.warmup === true)).toEqual([true, true, true, false, false, false, false, false]);
     expect(timeline.map((e) => e.thread)).toEqual([0, 1, 2, 3, 0, 1, 2, 3]);
+  });
+});
+
+describe('where a measured operation\'s time went', () => {
+  // guest-0 (1) -> kvm (2) -> qemu-0 (3) and back, then guest-0 -> kvm and back: a PROD write and a CONS read.
+  const endpoints = new EndpointTable([
+    { id: 1, name: 'guest-0', role: 'guest', index: 0 },
+    { id: 2, name: 'kvm', role: 'kvm', index: 0 },
+    { id: 3, name: 'qemu-0', role: 'qemu', index: 0 },
+  ] as never);
+  const costs = new CostTable(profileCosts(loadProfile('arm64-kunpeng920')));
+  const hop = (from: number, to: number, sentNs: number, receivedNs: number): Hop => ({ from, to, sentNs, receivedNs });
+
+  it('gives each process the time from receiving a hop to sending the next, the crossings their sum, and the guest the rest', () => {
+    const stats = new OpStats(endpoints, { warmupOps: 0 });
+    const ctx = new OpContext(1, 0, costs, new Map());
+    // Crossings 10 + 20 + 30 + 10 + 10 + 10 = 90; kvm holds 5 + 7 + 3 = 15 (three entries); qemu 40; the guest, in 200: 55.
+    ctx.trace.push(hop(1, 2, 1000, 1010), hop(2, 3, 1015, 1035), hop(3, 2, 1075, 1105), hop(2, 1, 1112, 1122), hop(1, 2, 1130, 1140), hop(2, 1, 1143, 1153));
+    stats.record('unmap', 200, ctx, 0, 0);
+    const rows = stats.residenceReports();
+    const by = (p: string): (typeof rows)[number] | undefined => rows.find((r) => r.process === p);
+    expect(rows.map((r) => r.process)).toEqual(['guest-0', 'kvm', 'qemu-0']);
+    expect(by('kvm')?.steadyUs?.p50).toBeCloseTo(0.015, 9);
+    expect(by('kvm')?.visitsPerOp).toBe(3);
+    expect(by('qemu-0')?.steadyUs?.p50).toBeCloseTo(0.04, 9);
+    expect(by('guest-0')?.steadyUs?.p50).toBeCloseTo(0.055, 9);
+    expect(by('guest-0')?.visitsPerOp).toBe(3);
+    expect(by('kvm')?.crossingsUs?.p50).toBeCloseTo(0.09, 9);
+  });
+
+  it('leaves out warm-up operations and operations whose hops branch', () => {
+    const stats = new OpStats(endpoints, { warmupOps: 1 });
+    const warm = new OpContext(1, 0, costs, new Map());
+    warm.trace.push(hop(1, 2, 1000, 1010), hop(2, 1, 1020, 1030));
+    stats.record('unmap', 50, warm, 0, 0);
+    // Two requests in flight at once (a fan-out): the second hop does not leave from where the first arrived.
+    const branched = new OpContext(2, 0, costs, new Map());
+    branched.trace.push(hop(2, 3, 1000, 1010), hop(2, 3, 1001, 1011), hop(3, 2, 1020, 1030), hop(3, 2, 1021, 1031));
+    stats.record('unmap', 50, branched, 0, 0);
+    expect(stats.residenceReports()).toEqual([]);
+  });
+
+  it('puts the guests\' rows together per process and the crossings on a row of their own, and into the measured section', () => {
+    const t = trial(800, 1000);
+    const m = measuredSection({ trials: [t, trial(880, 900)], seed: 1, warmupOps: 10, placement: null, floor: undefined, machine: quiet });
+    expect(m.residence?.map((r) => r.process)).toEqual(['guest-0', 'crossings', 'kvm']);
+    expect(m.residence?.find((r) => r.process === 'crossings')?.p50Us.trials).toEqual([400, 440]);
   });
 });
