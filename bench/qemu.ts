@@ -28,8 +28,9 @@ import { VmmsimError } from '../services/runtime/errors.js';
 import { nowNs } from '../services/runtime/clock.js';
 import { median } from '../services/controller/measured.js';
 import { CMD_SIZE, SyncCs, cmdSync, encodeCommand, tlbiNhVa, type SmmuCommand } from '../services/formats/smmu/commands.js';
+import * as Q from '../services/formats/smmu/queue.js';
 import { SMMU_REG, VSMMU_MMIO_BASE } from '../services/formats/smmu/registers.js';
-import { DESC_SIZE, DescType, Granularity, VTD_MMIO_BASE, VTD_REG, encodeDescriptor, encodeIqa, iqRegisterOf, type VtdDescriptor } from '../services/formats/vtd.js';
+import { DESC_SIZE, DescType, Granularity, VTD_MMIO_BASE, VTD_REG, encodeDescriptors, encodeIqa, iqRegisterOf, type VtdDescriptor } from '../services/formats/vtd.js';
 
 const USAGE = `usage: npm run bench -- qemu [options]
 
@@ -109,19 +110,27 @@ class Qtest {
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', () => undefined); // a spawn failure shows as the exit below
-    const sock = await new Promise<Socket>((res, rej) => {
-      const timer = setTimeout(() => rej(new VmmsimError('E_RUN', `${binary} did not connect to its qtest socket in 20 s: ${stderr.trim()}`)), 20_000);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        rej(new VmmsimError('E_RUN', `${binary} exited (${code}) before connecting: ${stderr.trim()}`));
+    try {
+      const sock = await new Promise<Socket>((res, rej) => {
+        const timer = setTimeout(() => rej(new VmmsimError('E_RUN', `${binary} did not connect to its qtest socket in 20 s: ${stderr.trim()}`)), 20_000);
+        child.once('exit', (code) => {
+          clearTimeout(timer);
+          rej(new VmmsimError('E_RUN', `${binary} exited (${code}) before connecting: ${stderr.trim()}`));
+        });
+        server.once('connection', (s) => {
+          clearTimeout(timer);
+          res(s);
+        });
       });
-      server.once('connection', (s) => {
-        clearTimeout(timer);
-        res(s);
-      });
-    });
-    server.close();
-    return new Qtest(sock, child, dir, () => stderr);
+      return new Qtest(sock, child, dir, () => stderr);
+    } catch (err) {
+      // A QEMU that never connected is not left running, nor its folder behind.
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    } finally {
+      server.close();
+    }
   }
 
   async cmd(line: string): Promise<string> {
@@ -170,21 +179,21 @@ function qemuVersion(binary: string): string | undefined {
 }
 
 /** SMMUv3 on the virt machine: t(N) - t(1) per command for CMD_SYNC and for TLBI_NH_VA. */
-async function smmuCase(q: Qtest, opts: Options): Promise<{ syncNs: number; tlbiNs: number; invalidateNs: number; consumed: number; gerror: number }> {
+async function smmuCase(q: Qtest, opts: Options): Promise<{ syncNs: number; tlbiNs: number; invalidateNs: number; consumed: number }> {
   const B = VSMMU_MMIO_BASE;
-  const entries = 1 << SMMU_Q_LOG2;
+  const entries = Q.size(SMMU_Q_LOG2);
   await q.writeq(B + SMMU_REG.CMDQ_BASE, BigInt(SMMU_Q_GPA) | BigInt(SMMU_Q_LOG2));
   await q.writel(B + SMMU_CR0, CR0_CMDQEN);
-  let prod = 0; // commands written so far (the register's index and wrap bit are derived from it)
+  let prod = 0; // the PROD register: index and wrap
   let consumed = 0;
+  let written = 0; // commands written so far, the commands' own numbering
   const submit = async (make: (i: number) => SmmuCommand, n: number): Promise<number> => {
-    const at = prod % entries;
     const bytes = Buffer.alloc(n * CMD_SIZE);
-    for (let i = 0; i < n; i++) encodeCommand(make(prod + i), bytes, i * CMD_SIZE);
-    await q.write(SMMU_Q_GPA + at * CMD_SIZE, bytes);
-    prod += n;
-    const reg = (prod % entries) | (Math.floor(prod / entries) % 2 << SMMU_Q_LOG2);
-    const t = await q.timedWritel(B + SMMU_REG.CMDQ_PROD, reg);
+    for (let i = 0; i < n; i++) encodeCommand(make(written + i), bytes, i * CMD_SIZE);
+    await q.write(SMMU_Q_GPA + Q.slotOffset(prod, SMMU_Q_LOG2, CMD_SIZE), bytes);
+    written += n;
+    prod = Q.inc(prod, SMMU_Q_LOG2, n);
+    const t = await q.timedWritel(B + SMMU_REG.CMDQ_PROD, prod);
     consumed += n;
     return t;
   };
@@ -193,7 +202,9 @@ async function smmuCase(q: Qtest, opts: Options): Promise<{ syncNs: number; tlbi
   // Both kinds in turn within each repetition, so a drift of the machine moves both alike; each
   // repetition's (t(N) - t(1)) is one sample.
   const sample = async (make: (i: number) => SmmuCommand): Promise<number> => {
-    if ((prod % entries) + opts.commands > entries) await submit(sync, entries - (prod % entries));
+    // A batch never wraps inside the ring: pad to its start with commands not timed.
+    const room = entries - Q.index(prod, SMMU_Q_LOG2);
+    if (room < opts.commands) await submit(sync, room);
     const many = await submit(make, opts.commands);
     const one = await submit(make, 1);
     return (many - one) / (opts.commands - 1);
@@ -207,14 +218,10 @@ async function smmuCase(q: Qtest, opts: Options): Promise<{ syncNs: number; tlbi
     syncs.push(a);
     tlbis.push(b);
   }
-  const syncNs = median(syncs);
-  const tlbiNs = median(tlbis);
-  const diffs = syncs.map((x, i) => (tlbis[i] ?? NaN) - x);
   const cons = await q.readl(B + SMMU_REG.CMDQ_CONS);
   const gerror = await q.readl(B + SMMU_REG.GERROR);
-  const expected = (prod % entries) | (Math.floor(prod / entries) % 2 << SMMU_Q_LOG2);
-  if ((cons & 0xfffff) !== expected) throw new VmmsimError('E_RUN', `QEMU's vSMMU stopped at CONS 0x${cons.toString(16)} (PROD 0x${expected.toString(16)}, GERROR 0x${gerror.toString(16)}): a command was refused`);
-  return { syncNs, tlbiNs, invalidateNs: median(diffs), consumed, gerror };
+  if (Q.ptr(cons, SMMU_Q_LOG2) !== prod || gerror !== 0) throw new VmmsimError('E_RUN', `QEMU's vSMMU stopped at CONS 0x${cons.toString(16)} (PROD 0x${prod.toString(16)}, GERROR 0x${gerror.toString(16)}): a command was refused`);
+  return { syncNs: median(syncs), tlbiNs: median(tlbis), invalidateNs: median(syncs.map((x, i) => (tlbis[i] ?? NaN) - x)), consumed };
 }
 
 /** VT-d on q35: t(N) - t(1) per descriptor for [page-selective IOTLB, wait with status write] pairs. */
@@ -229,10 +236,7 @@ async function vtdCase(q: Qtest, opts: Options): Promise<{ descNs: number; descr
     { type: DescType.WAIT, interrupt: false, statusWrite: true, fence: true, pageDrain: false, statusData: 1, statusAddr: VTD_STATUS_GPA },
   ];
   const submit = async (descs: VtdDescriptor[]): Promise<number> => {
-    const at = tail % VTD_Q_ENTRIES;
-    const bytes = Buffer.alloc(descs.length * DESC_SIZE);
-    descs.forEach((d, i) => encodeDescriptor(d, bytes, i * DESC_SIZE));
-    await q.write(VTD_Q_GPA + at * DESC_SIZE, bytes);
+    await q.write(VTD_Q_GPA + (tail % VTD_Q_ENTRIES) * DESC_SIZE, encodeDescriptors(descs));
     tail += descs.length;
     return q.timedWritel(B + VTD_REG.IQT, iqRegisterOf(tail % VTD_Q_ENTRIES));
   };
