@@ -135,11 +135,9 @@ export function hopTable(run: RunResult): string {
   const res = m.residence ?? [];
   if (res.length > 0) {
     const rRows: string[][] = [['op', 'where', 'entered', 'p50 us', 'p99 us']];
-    // Per op: its crossings, then the processes in the order met (the guest's first).
-    const rank = (x: (typeof res)[number]): number => (x.process === RESIDENCE_CROSSINGS ? 0 : res.findIndex((y) => y.op === x.op && y.process !== RESIDENCE_CROSSINGS) === res.indexOf(x) ? 1 : 2);
+    // Rows come per op, its crossings first (trialFigures); several guests' ops are put together.
     const ops = [...new Set(res.map((x) => x.op))];
-    const sorted = ops.flatMap((op) => res.filter((x) => x.op === op).sort((a, b) => rank(a) - rank(b)));
-    for (const x of sorted) rRows.push([x.op, x.process, x.process === RESIDENCE_CROSSINGS ? '-' : x.visitsPerOp.toFixed(2), us(x.p50Us.value), us(x.p99Us.value)]);
+    for (const x of ops.flatMap((op) => res.filter((y) => y.op === op))) rRows.push([x.op, x.process, x.process === RESIDENCE_CROSSINGS ? '-' : x.visitsPerOp.toFixed(2), us(x.p50Us.value), us(x.p99Us.value)]);
     out += `\n\nwhere each operation's time went (per operation, each part's own p50 and p99: the parts of one operation add up, their percentiles need not):\n${render(rRows, ['l', 'l', 'r', 'r', 'r'])}`;
   }
   return out;

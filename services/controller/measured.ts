@@ -180,13 +180,14 @@ export function trialFigures(replies: readonly StartReply__Output[], roleOf: (na
     e.parts.push(s);
   };
   for (const r of replies) {
+    // Per op: its crossings first, then the processes in the guest's order (its own first).
     const crossingsSeen = new Set<string>();
     for (const x of r.residence ?? []) {
-      add(x.op, x.process, x.visitsPerOp, x.steadyUs);
       if (!crossingsSeen.has(x.op)) {
         crossingsSeen.add(x.op);
         add(x.op, RESIDENCE_CROSSINGS, 0, x.crossingsUs);
       }
+      add(x.op, x.process, x.visitsPerOp, x.steadyUs);
     }
   }
   const residence = [...resSets.values()].map((e) => {

@@ -190,47 +190,49 @@ export class OpStats {
    * crossings, and the guest's rest. Only an operation whose hops form one chain (each hop leaves
    * from where the previous arrived: no parallel branches) is split.
    */
-  private readonly scratch = new Map<number, number>();
+  private readonly scratchNs = new Map<number, number>();
+  private readonly scratchVisits = new Map<number, number>();
   private split(r: OpRecord, ctx: OpContext, measuredNs: number): void {
     const tr = ctx.trace;
-    const own = this.scratch;
-    own.clear();
+    const ns = this.scratchNs;
+    const visits = this.scratchVisits;
+    ns.clear();
+    visits.clear();
+    const guest = tr[0]?.from ?? 0;
+    // The guest's start is an entry; every hop's arrival is one (the last: the guest's again).
+    visits.set(guest, 1);
     let crossing = 0;
     let held = 0;
     for (let i = 0; i < tr.length; i++) {
       const h = tr[i] as (typeof tr)[number];
       const sent = Number(h.sentNs ?? 0);
       const received = Number(h.receivedNs ?? 0);
-      if (sent <= 0 || received < sent) return;
+      const to = h.to ?? 0;
+      // Hop records come back in replies: only processes of the topology get a row (no peer grows these maps).
+      if (sent <= 0 || received < sent || !this.endpoints.id(to)) return;
       crossing += received - sent;
+      visits.set(to, (visits.get(to) ?? 0) + 1);
       if (i === 0) continue;
       const prev = tr[i - 1] as (typeof tr)[number];
       const at = h.from ?? 0;
-      const ns = sent - Number(prev.receivedNs ?? 0);
-      if (at !== (prev.to ?? 0) || ns < 0) return;
-      own.set(at, (own.get(at) ?? 0) + ns);
-      held += ns;
+      const own = sent - Number(prev.receivedNs ?? 0);
+      if (at !== (prev.to ?? 0) || own < 0) return;
+      ns.set(at, (ns.get(at) ?? 0) + own);
+      held += own;
     }
-    const guest = tr[0]?.from ?? 0;
     if ((tr[tr.length - 1]?.to ?? 0) !== guest) return;
-    own.set(guest, Math.max(0, measuredNs - crossing - held + (own.get(guest) ?? 0)));
+    ns.set(guest, Math.max(0, measuredNs - crossing - held + (ns.get(guest) ?? 0)));
     r.chained += 1;
     r.crossings.record(crossing);
-    for (const [id, ns] of own) {
+    for (const [id, x] of ns) {
       let e = r.residence.get(id);
       if (!e) {
         e = { ns: new Samples(), visits: 0 };
         r.residence.set(id, e);
       }
-      e.ns.record(ns);
+      e.ns.record(x);
+      e.visits += visits.get(id) ?? 0;
     }
-    for (let i = 1; i < tr.length; i++) {
-      const e = r.residence.get(tr[i - 1]?.to ?? 0);
-      if (e) e.visits += 1;
-    }
-    // The guest's start and the last reply's arrival are entries too.
-    const g = r.residence.get(guest);
-    if (g) g.visits += 2;
   }
 
   /** Where each kind of operation's steady measured time went, by process (StartReply.residence). */

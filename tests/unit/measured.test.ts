@@ -206,7 +206,7 @@ describe('where a measured operation\'s time went', () => {
     expect(by('kvm')?.crossingsUs?.p50).toBeCloseTo(0.09, 9);
   });
 
-  it('leaves out warm-up operations and operations whose hops branch', () => {
+  it('leaves out warm-up operations, operations whose hops branch and hops to processes it does not know', () => {
     const stats = new OpStats(endpoints, { warmupOps: 1 });
     const warm = new OpContext(1, 0, costs, new Map());
     warm.trace.push(hop(1, 2, 1000, 1010), hop(2, 1, 1020, 1030));
@@ -215,6 +215,10 @@ describe('where a measured operation\'s time went', () => {
     const branched = new OpContext(2, 0, costs, new Map());
     branched.trace.push(hop(2, 3, 1000, 1010), hop(2, 3, 1001, 1011), hop(3, 2, 1020, 1030), hop(3, 2, 1021, 1031));
     stats.record('unmap', 50, branched, 0, 0);
+    // A reply naming a process the topology has not: no row for it (a peer cannot grow the records).
+    const stranger = new OpContext(3, 0, costs, new Map());
+    stranger.trace.push(hop(1, 2, 1000, 1010), hop(2, 99, 1015, 1025), hop(99, 2, 1030, 1040), hop(2, 1, 1045, 1055));
+    stats.record('unmap', 80, stranger, 0, 0);
     expect(stats.residenceReports()).toEqual([]);
   });
 
