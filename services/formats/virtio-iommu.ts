@@ -255,6 +255,36 @@ export function decodeFault(b: Buffer): Fault {
   return { reason: b.readUInt8(0), flags: b.readUInt32LE(4), endpoint: b.readUInt32LE(8), address: b.readBigUInt64LE(16) };
 }
 
+/**
+ * struct virtio_iommu_config, the device-specific configuration: le64 page_size_mask,
+ * {le64 start, le64 end} input_range, {le32 start, le32 end} domain_range, le32 probe_size,
+ * u8 bypass, u8 reserved[3]. The ranges are inclusive; a field is meaningful only with its
+ * feature (INPUT_RANGE, DOMAIN_RANGE, PROBE, BYPASS_CONFIG).
+ */
+export const CONFIG_SIZE = 40;
+
+export interface DeviceConfig {
+  pageSizeMask: bigint;
+  inputStart: bigint;
+  inputEnd: bigint;
+  domainStart: number;
+  domainEnd: number;
+  probeSize: number;
+  bypass: number;
+}
+
+export function decodeConfig(b: Buffer): DeviceConfig {
+  return {
+    pageSizeMask: b.readBigUInt64LE(0),
+    inputStart: b.readBigUInt64LE(8),
+    inputEnd: b.readBigUInt64LE(16),
+    domainStart: b.readUInt32LE(24),
+    domainEnd: b.readUInt32LE(28),
+    probeSize: b.readUInt32LE(32),
+    bypass: b.readUInt8(36),
+  };
+}
+
 /** page_size_mask: every size from the host's 4 KiB granule up, as QEMU sets it (qemu_target_page_mask). */
 export const PAGE_SIZE_MASK = ~(BigInt(PAGE_SIZE) - 1n) & 0xffff_ffff_ffff_ffffn;
 /** input_range: the 48-bit input of the host's shadow table. */

@@ -47,6 +47,15 @@ export function decodeDescriptor(b: Buffer, offset = 0): Descriptor {
   return { addr: Number(b.readBigUInt64LE(offset)), len: b.readUInt32LE(offset + 8), flags: b.readUInt16LE(offset + 12), next: b.readUInt16LE(offset + 14) };
 }
 
+/**
+ * An indirect descriptor table (VIRTIO_RING_F_INDIRECT_DESC, virtio 1.x 2.7.5.3): the descriptors
+ * back to back, 16 bytes each, in guest RAM; each `next` indexes the table itself. The ring holds
+ * one descriptor with VRING_DESC_F_INDIRECT whose addr and len are the table's.
+ */
+export function encodeIndirectTable(descs: readonly Descriptor[]): Buffer {
+  return Buffer.concat(descs.map((d) => encodeDescriptor(d)));
+}
+
 /** Bytes of each part for a queue of `size` descriptors (event-index fields included). */
 export function descTableBytes(size: number): number {
   return DESC_SIZE * size;
