@@ -317,3 +317,13 @@ export const VIOMMU_REQ_SLOT = 64;
 export function requestSlotGpa(head: number): number {
   return VIOMMU_REQ_BUF_GPA + head * VIOMMU_REQ_SLOT;
 }
+/**
+ * The driver's indirect tables, after the request buffers: one per head, room for a request's
+ * two descriptors (readable request, writable tail), 16 bytes each.
+ */
+export const VIOMMU_INDIRECT_GPA = VIOMMU_REQ_BUF_GPA + VIOMMU_QUEUE_SIZE * VIOMMU_REQ_SLOT;
+export const VIOMMU_INDIRECT_SLOT = 32;
+
+export function indirectTableGpa(head: number): number {
+  return VIOMMU_INDIRECT_GPA + head * VIOMMU_INDIRECT_SLOT;
+}

@@ -6,7 +6,9 @@
  *    le16 avail_event.
  * Ring indexes are free-running 16-bit counters; a slot is idx % size. used_event / avail_event
  * are the VIRTIO_RING_F_EVENT_IDX fields, which QEMU offers and Linux accepts, so both sides
- * suppress notifications with vring_need_event().
+ * suppress notifications with vring_need_event(). QEMU offers VIRTIO_RING_F_INDIRECT_DESC too
+ * (DEFINE_VIRTIO_COMMON_FEATURES, indirect_desc on), and Linux's virtqueue_add_split puts any
+ * request of more than one buffer in an indirect table (virtqueue_use_indirect).
  *
  * This file holds the layout, the index arithmetic and the device's side of the ring (walking a
  * chain, publishing a used element); the driver's side is in services/guest/virtqueue.ts.
@@ -135,6 +137,13 @@ export interface Chain {
 export type RingError = 'avail-idx-jump' | 'bad-head' | 'bad-next' | 'loop' | 'indirect' | 'read-after-write' | 'bad-address' | 'bad-request';
 
 /**
+ * Descriptors an indirect table may hold: vhost's get_indirect refuses a table of more than
+ * USHRT_MAX + 1 ("Indirect buffer length too big"); the entries are read one at a time, so a
+ * guest's table length never sizes an allocation here.
+ */
+export const MAX_INDIRECT_DESCS = 0x1_0000;
+
+/**
  * The device's side of a split ring (QEMU's virtqueue_pop / virtqueue_push, vhost's
  * vhost_get_vq_desc / vhost_add_used): it walks each new chain from the descriptors in guest RAM,
  * trusting nothing, and publishes used elements. A malformed ring marks the queue broken; a broken
@@ -173,11 +182,24 @@ export class VirtqueueDevice {
     let readableBytes = 0;
     const writable: { addr: number; len: number }[] = [];
     let writableBytes = 0;
-    let i = head;
+    // Where the chain's descriptors are read from: the ring's table, or (virtqueue_split_pop) the
+    // indirect table the head points at, whose `next` fields index that table.
+    let table = l.desc;
+    let max = l.size;
+    let d = decodeDescriptor(this.mem.view(descAddr(l, head), DESC_SIZE));
+    if (d.flags & VRING_DESC_F_INDIRECT) {
+      // QEMU: "Invalid size for indirect buffer table"; vhost: "Indirect buffer length too big".
+      if (d.len === 0 || d.len % DESC_SIZE !== 0 || d.len / DESC_SIZE > MAX_INDIRECT_DESCS) return this.fail('indirect');
+      if (d.addr + d.len > this.ramBytes) return this.fail('bad-address');
+      table = d.addr;
+      max = d.len / DESC_SIZE;
+      d = decodeDescriptor(this.mem.view(table, DESC_SIZE));
+    }
     for (let seen = 0; ; seen++) {
-      if (seen >= l.size) return this.fail('loop');
-      const d = decodeDescriptor(this.mem.view(descAddr(l, i), DESC_SIZE));
-      if (d.flags & VRING_DESC_F_INDIRECT) return this.fail('indirect'); // not negotiated
+      if (seen >= max) return this.fail('loop');
+      // Only the head may point at a table: vhost refuses a table inside a table ("Nested indirect
+      // descriptor"), and no driver chains one after a buffer.
+      if (d.flags & VRING_DESC_F_INDIRECT) return this.fail('indirect');
       if (d.addr + d.len > this.ramBytes) return this.fail('bad-address');
       if (d.flags & VRING_DESC_F_WRITE) {
         writable.push({ addr: d.addr, len: d.len });
@@ -189,8 +211,8 @@ export class VirtqueueDevice {
         readableBytes += d.len;
       }
       if (!(d.flags & VRING_DESC_F_NEXT)) break;
-      if (d.next >= l.size) return this.fail('bad-next');
-      i = d.next;
+      if (d.next >= max) return this.fail('bad-next');
+      d = decodeDescriptor(this.mem.view(table + d.next * DESC_SIZE, DESC_SIZE));
     }
     return { head, readable: Buffer.concat(readable), readableBytes, writable, writableBytes };
   }

@@ -11,7 +11,7 @@ import {
   requestSlotGpa, tailStatus, type Request, type StatusCode,
 } from '../../services/formats/virtio-iommu.js';
 import {
-  DESC_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VirtqueueDevice, avail, availRingBytes, decodeDescriptor, descAddr, descTableBytes, encodeDescriptor, idxAdd,
+  DESC_SIZE, MAX_INDIRECT_DESCS, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VirtqueueDevice, avail, availRingBytes, decodeDescriptor, descAddr, descTableBytes, encodeDescriptor, idxAdd,
   idxDiff, read16, ringSlot, used, usedRingBytes, vringNeedEvent, write16, type VirtqueueLayout,
 } from '../../services/machine/virtqueue.js';
 import { VirtqueueDriver } from '../../services/designs/virtio-iommu/virtqueue-driver.js';
@@ -147,6 +147,63 @@ describe('split virtqueue', () => {
     expect(read16(mem, used.idx(l))).toBe((rounds * 3) % 65536);
     expect(dev.broken).toBeUndefined();
     expect(drv.broken).toBe(false);
+  });
+
+  it('puts a chain of two or more buffers in an indirect table, one ring descriptor each, as Linux does with INDIRECT_DESC', () => {
+    const mem = new PhysMemory();
+    const l: VirtqueueLayout = { size: 4, desc: 0x10_0000, avail: 0x10_1000, used: 0x10_2000 };
+    const tableOf = (head: number): number => 0x18_0000 + head * 64;
+    const drv = new VirtqueueDriver<number>(mem, l, tableOf);
+    const dev = new VirtqueueDevice(mem, l, GUEST_RAM_SIZE);
+    // Four requests of two buffers fill a 4-entry ring (eight without the tables would not fit).
+    for (let k = 0; k < 4; k++) {
+      mem.write(0x20_0000 + k * 0x100, Buffer.from([k, 0xaa, 0, 0]));
+      expect(drv.add([{ addr: 0x20_0000 + k * 0x100, len: 4 }], [{ addr: 0x20_0080 + k * 0x100, len: 4 }], k)).toBe(k);
+    }
+    expect(drv.free).toBe(0);
+    // A single buffer takes a ring descriptor of its own (virtqueue_use_indirect: total_sg > 1).
+    expect(drv.descriptorsFor(1)).toBe(1);
+    const ring = decodeDescriptor(mem.view(descAddr(l, 2), DESC_SIZE));
+    expect(ring).toEqual({ addr: tableOf(2), len: 2 * DESC_SIZE, flags: VRING_DESC_F_INDIRECT, next: 0 });
+    expect(decodeDescriptor(mem.view(tableOf(2), DESC_SIZE))).toEqual({ addr: 0x20_0200, len: 4, flags: VRING_DESC_F_NEXT, next: 1 });
+    expect(decodeDescriptor(mem.view(tableOf(2) + DESC_SIZE, DESC_SIZE))).toEqual({ addr: 0x20_0280, len: 4, flags: VRING_DESC_F_WRITE, next: 0 });
+    for (let k = 0; k < 4; k++) {
+      const c = dev.pop();
+      expect([c?.head, c?.readable[0], c?.readable[1], c?.readableBytes, c?.writable]).toEqual([k, k, 0xaa, 4, [{ addr: 0x20_0080 + k * 0x100, len: 4 }]]);
+      if (c) dev.push(c.head, dev.writeBack(c, Buffer.from([0, 0, 0, 0])));
+    }
+    for (let k = 0; k < 4; k++) expect(drv.getBuf()).toEqual({ token: k, len: 4 });
+    expect(drv.free).toBe(4);
+    expect(dev.broken).toBeUndefined();
+  });
+
+  it('refuses an indirect table of a bad size, beyond RAM, nested in another, or whose next leaves it', () => {
+    const l: VirtqueueLayout = { size: 4, desc: 0x10_0000, avail: 0x10_1000, used: 0x10_2000 };
+    const T = 0x18_0000;
+    const run = (head: { addr?: number; len: number }, entries: { addr: number; len: number; flags: number; next: number }[]): string | undefined => {
+      const mem = new PhysMemory();
+      const dev = new VirtqueueDevice(mem, l, GUEST_RAM_SIZE);
+      entries.forEach((e, i) => mem.write(T + i * DESC_SIZE, encodeDescriptor(e)));
+      mem.write(descAddr(l, 0), encodeDescriptor({ addr: head.addr ?? T, len: head.len, flags: VRING_DESC_F_INDIRECT, next: 0 }));
+      write16(mem, avail.ring(l, 0), 0);
+      write16(mem, avail.idx(l), 1);
+      const c = dev.pop();
+      return c ? 'ok' : dev.broken;
+    };
+    const req = { addr: 0x20_0000, len: 4, flags: VRING_DESC_F_NEXT, next: 1 };
+    const tail = { addr: 0x20_0080, len: 4, flags: VRING_DESC_F_WRITE, next: 0 };
+    expect(run({ len: 2 * DESC_SIZE }, [req, tail])).toBe('ok');
+    // QEMU's "Invalid size for indirect buffer table": empty or not whole descriptors.
+    expect(run({ len: 0 }, [req, tail])).toBe('indirect');
+    expect(run({ len: 2 * DESC_SIZE - 1 }, [req, tail])).toBe('indirect');
+    // vhost's "Indirect buffer length too big".
+    expect(run({ len: (MAX_INDIRECT_DESCS + 1) * DESC_SIZE }, [req, tail])).toBe('indirect');
+    expect(run({ addr: GUEST_RAM_SIZE - DESC_SIZE, len: 2 * DESC_SIZE }, [req, tail])).toBe('bad-address');
+    // vhost's "Nested indirect descriptor".
+    expect(run({ len: 2 * DESC_SIZE }, [req, { ...tail, flags: VRING_DESC_F_INDIRECT }])).toBe('indirect');
+    // next indexes the table: 2 is past a table of two.
+    expect(run({ len: 2 * DESC_SIZE }, [{ ...req, next: 2 }, tail])).toBe('bad-next');
+    expect(run({ len: 2 * DESC_SIZE }, [{ ...req, next: 0 }, tail])).toBe('loop');
   });
 
   it('copies at most its read limit out of a chain, however long the guest says its buffers are', () => {

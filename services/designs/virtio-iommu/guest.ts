@@ -5,7 +5,7 @@ import { Mutex } from '../../machine/mutex.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import {
   MAP_F_READ, MAP_F_WRITE, ReqType, Status, TAIL_SIZE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ,
-  encodeRequest, requestSlotGpa, type Request,
+  encodeRequest, indirectTableGpa, requestSlotGpa, type Request,
 } from '../../formats/virtio-iommu.js';
 import { type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
 import { FlushQueue } from '../../guest/flush-queue.js';
@@ -124,7 +124,8 @@ class VirtioIommuDma implements DmaApi {
 
   constructor(private readonly kernel: GuestKernel) {
     this.lazy = kernel.env.topology.dma === 'lazy';
-    this.vq = new VirtqueueDriver(kernel.ram, VIOMMU_REQUEST_QUEUE);
+    // QEMU offers VIRTIO_RING_F_INDIRECT_DESC and Linux takes it: each request is one ring descriptor.
+    this.vq = new VirtqueueDriver(kernel.ram, VIOMMU_REQUEST_QUEUE, indirectTableGpa);
     this.lock = new Mutex(`${kernel.env.self.name}.viommu.request_lock`);
     const cpus = Math.max(1, kernel.env.topology.workload?.threads ?? 1);
     // Shrink the slices when many CPUs would not fit the 48-bit IOVA space.
@@ -237,14 +238,16 @@ class VirtioIommuDma implements DmaApi {
 
   /**
    * viommu_add_req: the request goes into the buffer of the chain's head descriptor, as two
-   * descriptors (readable request, writable tail). A full queue is synced first. Returns the
-   * request in flight, or -errno. Caller holds the request lock.
+   * buffers (readable request, writable tail) in the head's indirect table (__viommu_add_req's
+   * virtqueue_add_sgs(vq, sg, 1, 1, ...)). A full queue is synced first. Returns the request in
+   * flight, or -errno. Caller holds the request lock.
    */
   private async add(ctx: OpContext, req: Request, awaited: boolean, charge = true): Promise<Pending | number> {
     if (this.vq.broken) return -Errno.EIO;
-    if (this.vq.free < 2) await this.sync(ctx);
+    const needed = this.vq.descriptorsFor(2);
+    if (this.vq.free < needed) await this.sync(ctx);
     const head = this.vq.nextHead();
-    if (head === undefined || this.vq.free < 2) return -Errno.ENOSPC;
+    if (head === undefined || this.vq.free < needed) return -Errno.ENOSPC;
     const bytes = encodeRequest(req);
     const slot = requestSlotGpa(head);
     this.kernel.ram.write(slot, bytes);

@@ -1,6 +1,7 @@
 import type { Memory } from '../../machine/memory.js';
 import {
-  VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, avail, descAddr, encodeDescriptor, idxAdd, read16, used, vringNeedEvent, write16, type VirtqueueLayout,
+  DESC_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, avail, descAddr, encodeDescriptor, encodeIndirectTable, idxAdd, read16, used, vringNeedEvent, write16,
+  type VirtqueueLayout,
 } from '../../machine/virtqueue.js';
 
 /** A buffer in guest RAM for one descriptor. */
@@ -37,6 +38,12 @@ export class VirtqueueDriver<T> {
   constructor(
     private readonly mem: Memory,
     readonly layout: VirtqueueLayout,
+    /**
+     * With VIRTIO_RING_F_INDIRECT_DESC: where the indirect table of the chain headed by a
+     * descriptor goes (Linux kmallocs one per request in alloc_indirect_split; here each head has
+     * its slot, as the request buffers do). Absent: every buffer takes a ring descriptor.
+     */
+    private readonly indirectTable?: (head: number) => number,
   ) {
     this.nextFree = Array.from({ length: layout.size }, (_, i) => i + 1);
     this.numFree = layout.size;
@@ -55,34 +62,50 @@ export class VirtqueueDriver<T> {
     return this.numFree > 0 ? this.freeHead : undefined;
   }
 
+  /** Ring descriptors a chain of `buffers` takes: one when it goes in an indirect table. */
+  descriptorsFor(buffers: number): number {
+    return this.indirectTable && buffers > 1 ? 1 : buffers;
+  }
+
   /**
    * virtqueue_add_sgs: device-readable buffers then device-writable ones as one chain, published
-   * in the available ring at once (the index moves at add time, not at the kick). Returns the
-   * head, or undefined when the queue has not enough free descriptors (-ENOSPC).
+   * in the available ring at once (the index moves at add time, not at the kick). With indirect
+   * tables (virtqueue_use_indirect: the feature, more than one buffer, a free descriptor) the chain
+   * is written into the head's table and the ring gets one VRING_DESC_F_INDIRECT descriptor.
+   * Returns the head, or undefined when the queue has not enough free descriptors (-ENOSPC).
    */
   add(out: readonly Buf[], inBufs: readonly Buf[], token: T): number | undefined {
     const bufs = [...out.map((b) => ({ ...b, write: false })), ...inBufs.map((b) => ({ ...b, write: true }))];
-    if (bufs.length === 0 || bufs.length > this.numFree || this.broken) return undefined;
+    const count = this.descriptorsFor(bufs.length);
+    if (bufs.length === 0 || count > this.numFree || this.broken) return undefined;
     const l = this.layout;
     const head = this.freeHead;
     let i = head;
     let last = head;
-    bufs.forEach((b, n) => {
-      const more = n < bufs.length - 1;
-      const next = this.nextFree[i] as number;
-      const flags = (b.write ? VRING_DESC_F_WRITE : 0) | (more ? VRING_DESC_F_NEXT : 0);
-      this.mem.write(descAddr(l, i), encodeDescriptor({ addr: b.addr, len: b.len, flags, next: more ? next : 0 }));
-      last = i;
-      i = next;
-    });
+    const flagsOf = (b: { write: boolean }, more: boolean): number => (b.write ? VRING_DESC_F_WRITE : 0) | (more ? VRING_DESC_F_NEXT : 0);
+    if (count < bufs.length && this.indirectTable) {
+      // The table's entries chain by their index in the table (0, 1, ...), not the ring's free list.
+      const table = this.indirectTable(head);
+      this.mem.write(table, encodeIndirectTable(bufs.map((b, n) => ({ addr: b.addr, len: b.len, flags: flagsOf(b, n < bufs.length - 1), next: n < bufs.length - 1 ? n + 1 : 0 }))));
+      this.mem.write(descAddr(l, head), encodeDescriptor({ addr: table, len: bufs.length * DESC_SIZE, flags: VRING_DESC_F_INDIRECT, next: 0 }));
+      i = this.nextFree[head] as number;
+    } else {
+      bufs.forEach((b, n) => {
+        const more = n < bufs.length - 1;
+        const next = this.nextFree[i] as number;
+        this.mem.write(descAddr(l, i), encodeDescriptor({ addr: b.addr, len: b.len, flags: flagsOf(b, more), next: more ? next : 0 }));
+        last = i;
+        i = next;
+      });
+    }
     this.freeHead = i;
-    this.numFree -= bufs.length;
+    this.numFree -= count;
     write16(this.mem, avail.ring(l, this.availIdx), head);
     this.availIdx = idxAdd(this.availIdx, 1);
     // The device must see the ring entry before the index that covers it (virtio_wmb).
     write16(this.mem, avail.idx(l), this.availIdx);
     this.numAdded += 1;
-    this.inflight.set(head, { token, count: bufs.length, last });
+    this.inflight.set(head, { token, count, last });
     return head;
   }
 
