@@ -4,8 +4,9 @@
  * where this board puts the device: its virtio-mmio window and its request virtqueue in guest RAM.
  *
  * Every request is one buffer the driver splits in two descriptors: the device-readable part (the
- * struct up to the tail) and the device-writable tail (for PROBE: the properties, then the tail).
- * The sizes below are those of the whole structs, tail included.
+ * struct up to the tail) and the device-writable tail (for PROBE: the properties, then the tail),
+ * both in an indirect table that one ring descriptor points at (INDIRECT_DESC, as Linux queues a
+ * request of two sgs). The sizes below are those of the whole structs, tail included.
  */
 import { PAGE_SIZE } from './page.js';
 import type { VirtqueueLayout } from './virtio-ring.js';
