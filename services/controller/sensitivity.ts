@@ -104,6 +104,14 @@ export interface Comparison {
   /** Re-pricing at least one of the two is not exact (their designs' reasons say why). */
   approximate: boolean;
   tornado: TornadoBar[];
+  /**
+   * The ratio at the profile's costs lies above the samples' p95 or below their p5 (absent: inside).
+   * It happens when ranges reach further on one side of their costs than on the other: the samples
+   * then lean that way, whatever the verdict.
+   */
+  baseOutside?: 'above' | 'below';
+  /** With baseOutside: the steps that lean the samples that way most (their range's mean against their cost, times their slope). */
+  leaningOn?: string[];
 }
 
 /** results.json `sensitivity` (docs/results.md). */
@@ -311,6 +319,22 @@ export function analyse(designs: readonly SensitivityDesign[], profile: CostProf
   for (const figs of [...tornado.flatMap((t) => [t.lo, t.hi]), ...sampled]) figs.forEach((f, i) => (backlogged[i] = (backlogged[i] as number) + f.backlogged));
 
   const reasons = designs.map((d, i) => approximateReasons(d, backlogged[i] as number));
+  // How far each varying step's draws sit from its cost on average: (lo + hi) / 2 - ns uniform,
+  // (lo + hi - 2 ns) / 3 triangular (the mean of a triangle with its mode at the cost).
+  const drift = new Map(varying.map(({ s }) => [s.step, { shift: distribution === 'triangular' ? (s.lo + s.hi - 2 * s.ns) / 3 : (s.lo + s.hi) / 2 - s.ns, width: s.hi - s.lo }]));
+  /** The steps whose one-sided ranges lean the samples' ratio the way they lie from the base, most first. */
+  const leaning = (bars: { step: string; lo: number; hi: number }[], side: 'above' | 'below'): string[] =>
+    bars
+      .map((b) => {
+        const d = drift.get(b.step);
+        // The ratio's expected move from this step alone: its slope across the range times its draws' mean shift.
+        const move = d && d.width > 0 && Number.isFinite(b.hi - b.lo) ? ((b.hi - b.lo) / d.width) * d.shift : 0;
+        return { step: b.step, lean: side === 'above' ? -move : move };
+      })
+      .filter((b) => b.lean > 0)
+      .sort((x, y) => y.lean - x.lean || (x.step < y.step ? -1 : 1))
+      .slice(0, DEPENDS_ON)
+      .map((b) => b.step);
   const comparisons: Comparison[] = [];
   for (let ia = 0; ia < designs.length; ia++) {
     for (let ib = ia + 1; ib < designs.length; ib++) {
@@ -341,19 +365,23 @@ export function analyse(designs: readonly SensitivityDesign[], profile: CostProf
           .slice(0, TORNADO_KEEP)
           .map((t) => ({ ...t, swing: round4(t.swing) }));
         const robust = holds >= ROBUST_SHARE;
+        const p5 = quantile(rs, 0.05);
+        const p95 = quantile(rs, 0.95);
+        const outside = b0 > p95 ? 'above' : b0 < p5 ? 'below' : undefined;
         comparisons.push({
           a: da.model,
           b: db.model,
           metric: m.metric,
           base: round4(b0),
-          p5: round4(quantile(rs, 0.05)),
+          p5: round4(p5),
           p50: round4(quantile(rs, 0.5)),
-          p95: round4(quantile(rs, 0.95)),
+          p95: round4(p95),
           holds: Math.round(holds * 1000) / 1000,
           verdict: robust ? 'robust' : 'depends',
           dependsOn: robust ? [] : bars.slice(0, DEPENDS_ON).map((t) => t.step),
           approximate: (reasons[ia] as ApproximateReason[]).length > 0 || (reasons[ib] as ApproximateReason[]).length > 0,
           tornado: bars,
+          ...(outside ? { baseOutside: outside, leaningOn: leaning(tornado.map((t) => ({ step: t.step, lo: ratio(t.lo), hi: ratio(t.hi) })), outside) } : {}),
         });
       }
     }
@@ -390,7 +418,14 @@ export function verdictLines(s: SensitivitySection): string[] {
     const k = `${c.b} / ${c.a}`;
     pairs.set(k, [...(pairs.get(k) ?? []), c]);
   }
-  return [...pairs].map(([k, cs]) => `${k}: ${cs.map((c) => `${c.metric} ${x(c.base)} [${x(c.p5)}-${x(c.p95)}] ${verdictText(c, s.samples)}`).join('; ')}`);
+  return [...pairs].map(([k, cs]) => `${k}: ${cs.map((c) => `${c.metric} ${x(c.base)} [${x(c.p5)}-${x(c.p95)}] ${verdictText(c, s.samples)}${leanText(c)}`).join('; ')}`);
+}
+
+/** With the base outside p5-p95: which way the samples lean and on what (else nothing). */
+function leanText(c: Comparison): string {
+  if (!c.baseOutside) return '';
+  const way = c.baseOutside === 'above' ? 'below' : 'above';
+  return `, samples lean ${way} it${c.leaningOn && c.leaningOn.length > 0 ? ` on ${c.leaningOn.join(', ')}` : ''}`;
 }
 
 /** The terminal table of a sensitivity section, and what is approximate and why. */
@@ -412,6 +447,11 @@ export function sensitivityTable(s: SensitivitySection): string {
   const varied = s.steps.filter((t) => t.hi > t.lo).length;
   const app = s.comparisons.some((c) => c.metric === 'application') ? '; application: b\'s I/Os per modeled second / a\'s (above 1: b delivers more)' : '';
   out.push('', `ratio = b's modeled mean / a's (below 1: b is faster)${app}; ${s.samples} Latin-hypercube samples of ${varied} steps across their ranges (${(s.distribution ?? 'uniform') === 'triangular' ? "triangular, most likely at the profile's cost" : 'uniform'}; profile ${s.profile}, seed ${s.seed}); robust: the order at the profile's costs holds in >= ${Math.round(s.robustShare * 100)}% of them`);
+  const outside = s.comparisons.filter((c) => c.baseOutside);
+  if (outside.length > 0) {
+    out.push(`base outside p5-p95 in ${outside.length} of ${s.comparisons.length}: the ranges of the steps named reach further from their costs on one side, so the samples lean that way (the verdict still counts the order):`);
+    for (const c of outside) out.push(`  ${c.b} / ${c.a} ${c.metric}: ${x(c.base)} ${c.baseOutside} [${x(c.p5)}-${x(c.p95)}]${c.leaningOn && c.leaningOn.length > 0 ? `, leaning on ${c.leaningOn.join(', ')}` : ''}`);
+  }
   for (const d of s.designs.filter((x) => !x.exact)) for (const r of d.approximate) out.push(`approximate: ${d.model}: ${r.text}`);
   return out.join('\n') + '\n';
 }

@@ -137,6 +137,28 @@ describe('analyse', () => {
     expect(s.designs.every((d) => d.exact)).toBe(true);
   });
 
+  it('says when the ratio at the profile\'s costs lies outside the samples\' p5-p95, and which one-sided ranges lean them', () => {
+    // a's range reaches 300 ns above its cost and 10 below: x (3 a per unmap) is slower in nearly
+    // every sample, so y / x (29 b against 3 a: 0.967 at the costs) lies lower there, above p95.
+    const skewed = profileOf({ a: [100, 90, 400], b: [10, 8, 12], c: [30, 30, 30] });
+    const x = design('x', [1, 0, 0], [3, 0, 0]);
+    const y = design('y', [0, 9, 0], [0, 29, 0]);
+    const s = analyse([x, y], skewed, { samples: 200, seed: 5 });
+    const unmap = s.comparisons.find((c) => c.metric === 'unmap');
+    expect(unmap?.base).toBe(0.9667);
+    expect(unmap?.p95).toBeLessThan(0.9667);
+    expect(unmap?.baseOutside).toBe('above');
+    // a leans the samples down; b's range is symmetric about its cost and leans nothing.
+    expect(unmap?.leaningOn).toEqual(['a']);
+    expect(verdictLines(s)[0]).toMatch(/unmap 0\.967x \[[0-9.]+x-0\.[0-9]+x\] robust \(\d+% of 200\), samples lean below it on a$/);
+    // With the draws most likely at the cost (triangular) they lean less, but the same way.
+    const t = analyse([x, y], skewed, { samples: 200, seed: 5, distribution: 'triangular' }).comparisons.find((c) => c.metric === 'unmap');
+    expect(t?.p95).toBeGreaterThan(unmap?.p95 ?? 0);
+    // A range as wide above its cost as below leans nothing: the base stays inside.
+    const even = analyse([x, y], profileOf({ a: [100, 50, 150], b: [10, 8, 12], c: [30, 30, 30] }), { samples: 200, seed: 5 });
+    expect(even.comparisons.every((c) => c.baseOutside === undefined && c.leaningOn === undefined)).toBe(true);
+  });
+
   it('never names a step whose range is a point, however much the ratio rests on it', () => {
     const only = profileOf({ a: [100, 100, 100], b: [10, 10, 10], c: [30, 1, 300] });
     const x = design('x', [5, 0, 0], [5, 0, 0]);

@@ -35,6 +35,9 @@ export interface ComparisonView {
   dependsOn: string[];
   approximate: boolean;
   tornado: TornadoBarView[];
+  /** The base outside the samples' p5-p95: which side it lies on, and the steps leaning the samples away. */
+  baseOutside: 'above' | 'below' | undefined;
+  leaningOn: string[];
 }
 
 export interface SensitivityView {
@@ -72,6 +75,8 @@ export function sensitivityView(doc: Readonly<Obj>): SensitivityView | undefined
       dependsOn: (Array.isArray(c['dependsOn']) ? c['dependsOn'] : []).map((d) => text(d, '?')),
       approximate: c['approximate'] === true,
       tornado,
+      baseOutside: c['baseOutside'] === 'above' || c['baseOutside'] === 'below' ? c['baseOutside'] : undefined,
+      leaningOn: (Array.isArray(c['leaningOn']) ? c['leaningOn'] : []).map((d) => text(d, '?')),
     };
   });
   const approximate = (Array.isArray(s['designs']) ? s['designs'] : []).filter(isObj).flatMap((d) =>
@@ -94,7 +99,10 @@ const HI_COLOR = '#ff7f0e';
 export function verdictWords(c: ComparisonView, samples: number): string {
   const share = Number.isFinite(c.holds) ? `${Math.round(c.holds * 100)}%` : '?';
   const v = c.verdict === 'robust' ? `robust: the order holds in ${share} of ${fmtNum(samples)} samples` : `depends on ${c.dependsOn.join(', ') || 'no single step'}: the order holds in ${share} of ${fmtNum(samples)} samples`;
-  return `${v}${c.approximate ? ' (approximate)' : ''}`;
+  const lean = c.baseOutside
+    ? `; the ratio at the profile's costs lies ${c.baseOutside} the samples' p5-p95: the samples lean ${c.baseOutside === 'above' ? 'lower' : 'higher'}${c.leaningOn.length > 0 ? ` on ${c.leaningOn.join(', ')}, whose ranges reach further on one side of their costs` : ''}`
+    : '';
+  return `${v}${c.approximate ? ' (approximate)' : ''}${lean}`;
 }
 
 /**
