@@ -420,9 +420,10 @@ export class WorkloadThreads {
 
   /** Waits until `ns` after the run's start in real time (an arrival's send time); never waits when already late. */
   async due(ns: number): Promise<void> {
-    // Timers are millisecond-grained: wait only when a whole one is ahead, and catch up after.
-    const ahead = ns - (nowNs() - this.t0);
-    if (ahead > 1e6) await sleepMs(ahead / 1e6);
+    // Timers are millisecond-grained: wait only when a whole one is ahead, and catch up after. A
+    // timer can also fire early (libuv fires on the loop's cached millisecond clock, and the delay
+    // is cut to whole ms), so look again after it: an arrival goes out at most 1 ms early.
+    for (let ahead = ns - (nowNs() - this.t0); ahead > 1e6; ahead = ns - (nowNs() - this.t0)) await sleepMs(ahead / 1e6);
   }
 
   /** Lets timers and I/O run between operations that never wait (a loop that only touches guest RAM). */
