@@ -76,8 +76,9 @@ import { SMMU_REG, VSMMU_MMIO_BASE } from '../services/formats/smmu/registers.js
 import { DESC_SIZE, DescType, Granularity, VTD_MMIO_BASE, VTD_REG, encodeDescriptors, encodeIqa, iqRegisterOf, type VtdDescriptor } from '../services/formats/vtd.js';
 import {
   CONFIG_SIZE, MAP_F_READ, MAP_F_WRITE, ReqType, Status, TAIL_SIZE, VIRTIO_IOMMU_F_DOMAIN_RANGE, VIRTIO_IOMMU_F_INPUT_RANGE, VIRTIO_IOMMU_F_MAP_UNMAP,
-  decodeConfig, encodeRequest, type DeviceConfig, type Request,
+  decodeConfig, encodeRequest, statusName, type DeviceConfig, type Request,
 } from '../services/formats/virtio-iommu.js';
+import { PAGE_SIZE } from '../services/formats/page.js';
 import * as VQ from '../services/machine/virtqueue.js';
 
 const USAGE = `usage: npm run bench -- qemu [options]
@@ -402,7 +403,7 @@ const REQUESTQ = 0;
 
 const bit = (n: number): bigint => 1n << BigInt(n);
 const hex = (n: number | bigint): string => `0x${n.toString(16)}`;
-const pageUp = (n: number): number => Math.ceil(n / 4096) * 4096;
+const pageUp = (n: number): number => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
 
 async function pciRead(q: Qtest, bdf: number, reg: number): Promise<number> {
   await q.outl(PCI_CONFIG_ADDRESS, 0x8000_0000 | (bdf << 8) | (reg & 0xfc));
@@ -522,8 +523,6 @@ async function virtioIommuInit(q: Qtest, bdf: number): Promise<{ config: DeviceC
   const tables = buffers + pageUp(size * REQ_SLOT);
   return { config, layout, buffers, tables, indirect: (accepted & bit(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n, notify, status };
 }
-
-const statusName = (s: number): string => Object.entries(Status).find(([, v]) => v === s)?.[0] ?? `status ${s}`;
 
 function describeRequest(r: Request): string {
   switch (r.type) {

@@ -353,12 +353,12 @@ export function analyse(designs: readonly SensitivityDesign[], profile: CostProf
         const rs = sampled.map(ratio).filter(Number.isFinite).sort((x, y) => x - y);
         const order = orderOf(b0);
         const holds = rs.length > 0 ? rs.filter((r) => orderOf(r) === order).length / rs.length : 1;
-        const bars: TornadoBar[] = tornado
-          .map((t) => {
-            const rl = ratio(t.lo);
-            const rh = ratio(t.hi);
+        // Each varying step alone at its lo and at its hi: the tornado, and what leans the samples.
+        const alone = tornado.map((t) => ({ step: t.step, lo: ratio(t.lo), hi: ratio(t.hi) }));
+        const bars: TornadoBar[] = alone
+          .map(({ step, lo: rl, hi: rh }) => {
             const swing = Math.max(rl, rh, b0) - Math.min(rl, rh, b0);
-            return { step: t.step, ratioLo: round4(rl), ratioHi: round4(rh), swing: Number.isFinite(swing) ? swing : 0 };
+            return { step, ratioLo: round4(rl), ratioHi: round4(rh), swing: Number.isFinite(swing) ? swing : 0 };
           })
           .filter((t) => t.swing > 0)
           .sort((x, y) => y.swing - x.swing || (x.step < y.step ? -1 : 1))
@@ -381,7 +381,7 @@ export function analyse(designs: readonly SensitivityDesign[], profile: CostProf
           dependsOn: robust ? [] : bars.slice(0, DEPENDS_ON).map((t) => t.step),
           approximate: (reasons[ia] as ApproximateReason[]).length > 0 || (reasons[ib] as ApproximateReason[]).length > 0,
           tornado: bars,
-          ...(outside ? { baseOutside: outside, leaningOn: leaning(tornado.map((t) => ({ step: t.step, lo: ratio(t.lo), hi: ratio(t.hi) })), outside) } : {}),
+          ...(outside ? { baseOutside: outside, leaningOn: leaning(alone, outside) } : {}),
         });
       }
     }

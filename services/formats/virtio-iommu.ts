@@ -25,6 +25,11 @@ export const ReqType = { ATTACH: 1, DETACH: 2, MAP: 3, UNMAP: 4, PROBE: 5 } as c
 export const Status = { OK: 0, IOERR: 1, UNSUPP: 2, DEVERR: 3, INVAL: 4, RANGE: 5, NOENT: 6, FAULT: 7, NOMEM: 8 } as const;
 export type StatusCode = (typeof Status)[keyof typeof Status];
 
+/** A status by its name in the spec (OK, NOENT, ...), or `status N` for a value it does not define. */
+export function statusName(status: number): string {
+  return Object.entries(Status).find(([, v]) => v === status)?.[0] ?? `status ${status}`;
+}
+
 export const ATTACH_F_BYPASS = 1 << 0;
 /** MAP flags of the v0.12 header and spec 1.2 (the older v0.9 draft had EXEC at bit 2, MMIO at 3). */
 export const MAP_F_READ = 1 << 0;

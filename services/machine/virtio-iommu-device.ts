@@ -16,7 +16,7 @@ import type { Memory } from './memory.js';
 import type { OpContext } from '../runtime/op-context.js';
 import {
   HEAD_SIZE, INPUT_RANGE_END, MAP_F_MASK, MAP_F_MMIO, PAGE_SIZE_MASK, PROBE_SIZE, ReqType, Status, TAIL_SIZE,
-  decodeRequest, encodeTail, readableSize, type AttachReq, type DetachReq, type MapReq, type StatusCode, type UnmapReq,
+  decodeRequest, encodeTail, readableSize, statusName, type AttachReq, type DetachReq, type MapReq, type StatusCode, type UnmapReq,
 } from '../formats/virtio-iommu.js';
 import { VirtqueueDevice, type Chain, type VirtqueueLayout } from './virtqueue.js';
 
@@ -153,7 +153,7 @@ export class VirtioIommuDevice {
 
   private fail(status: number): void {
     this.counters.failed += 1;
-    const name = Object.entries(Status).find(([, v]) => v === status)?.[0] ?? `status ${status}`;
+    const name = statusName(status);
     this.failures[name] = (this.failures[name] ?? 0) + 1;
   }
 

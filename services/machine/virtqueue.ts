@@ -137,11 +137,11 @@ export interface Chain {
 export type RingError = 'avail-idx-jump' | 'bad-head' | 'bad-next' | 'loop' | 'indirect' | 'read-after-write' | 'bad-address' | 'bad-request';
 
 /**
- * Descriptors an indirect table may hold: vhost's get_indirect refuses a table of more than
- * USHRT_MAX + 1 ("Indirect buffer length too big"); the entries are read one at a time, so a
- * guest's table length never sizes an allocation here.
+ * Descriptors an indirect table may hold: QEMU maps at most VIRTQUEUE_MAX_SIZE (1024) buffers of a
+ * chain (virtqueue_map_desc: "too many write descriptors in indirect table"). The table is read in
+ * one piece, so this also bounds what a guest's table length makes the device read: 16 KiB.
  */
-export const MAX_INDIRECT_DESCS = 0x1_0000;
+export const MAX_INDIRECT_DESCS = 1024;
 
 /**
  * The device's side of a split ring (QEMU's virtqueue_pop / virtqueue_push, vhost's
@@ -182,18 +182,18 @@ export class VirtqueueDevice {
     let readableBytes = 0;
     const writable: { addr: number; len: number }[] = [];
     let writableBytes = 0;
-    // Where the chain's descriptors are read from: the ring's table, or (virtqueue_split_pop) the
-    // indirect table the head points at, whose `next` fields index that table.
-    let table = l.desc;
+    // Where the chain's descriptors come from: the ring's table, or (virtqueue_split_pop) the
+    // indirect table the head points at, read whole, whose `next` fields index it.
+    let table: Buffer | undefined;
     let max = l.size;
     let d = decodeDescriptor(this.mem.view(descAddr(l, head), DESC_SIZE));
     if (d.flags & VRING_DESC_F_INDIRECT) {
-      // QEMU: "Invalid size for indirect buffer table"; vhost: "Indirect buffer length too big".
+      // QEMU: "Invalid size for indirect buffer table", and at most 1024 buffers a chain.
       if (d.len === 0 || d.len % DESC_SIZE !== 0 || d.len / DESC_SIZE > MAX_INDIRECT_DESCS) return this.fail('indirect');
       if (d.addr + d.len > this.ramBytes) return this.fail('bad-address');
-      table = d.addr;
+      table = this.mem.read(d.addr, d.len);
       max = d.len / DESC_SIZE;
-      d = decodeDescriptor(this.mem.view(table, DESC_SIZE));
+      d = decodeDescriptor(table, 0);
     }
     for (let seen = 0; ; seen++) {
       if (seen >= max) return this.fail('loop');
@@ -212,7 +212,7 @@ export class VirtqueueDevice {
       }
       if (!(d.flags & VRING_DESC_F_NEXT)) break;
       if (d.next >= max) return this.fail('bad-next');
-      d = decodeDescriptor(this.mem.view(table + d.next * DESC_SIZE, DESC_SIZE));
+      d = table ? decodeDescriptor(table, d.next * DESC_SIZE) : decodeDescriptor(this.mem.view(descAddr(l, d.next), DESC_SIZE));
     }
     return { head, readable: Buffer.concat(readable), readableBytes, writable, writableBytes };
   }
