@@ -93,6 +93,60 @@ export class PhysMemory implements Memory {
 }
 
 /**
+ * Frames one process alone writes (a page-table owner's own tables) in memory other processes
+ * read: this process reads them from a private copy and writes through to the shared memory, as a
+ * CPU finds its own recent writes in its caches while the SMMU's walk reads memory. A walk of the
+ * owner's tables then costs no pread per descriptor. Sound only while nothing else writes a frame
+ * once it was read here; the SMMU sets no access or dirty flag in vmmsim (no HTTU is modelled).
+ */
+export class OwnedMemory implements Memory {
+  private readonly copy = new PhysMemory();
+  /** Frames the copy holds (read in, or written whole here). */
+  private readonly held = new Set<number>();
+
+  constructor(private readonly shared: Memory) {}
+
+  /** Brings into the copy every frame of [addr, addr+len) it does not hold yet. */
+  private hold(addr: number, len: number, whole?: Buffer): void {
+    const last = Math.floor((addr + Math.max(len, 1) - 1) / PAGE_SIZE);
+    for (let pfn = Math.floor(addr / PAGE_SIZE); pfn <= last; pfn++) {
+      if (this.held.has(pfn)) continue;
+      const base = pfn * PAGE_SIZE;
+      // A write covering the frame needs nothing read first.
+      if (!(whole && addr <= base && addr + whole.length >= base + PAGE_SIZE)) this.copy.write(base, this.shared.read(base, PAGE_SIZE));
+      this.held.add(pfn);
+    }
+  }
+
+  view(addr: number, len: number): Buffer {
+    this.hold(addr, len);
+    return this.copy.view(addr, len);
+  }
+
+  read32(addr: number): number {
+    this.hold(addr, 4);
+    return this.copy.read32(addr);
+  }
+
+  read(addr: number, len: number): Buffer {
+    this.hold(addr, len);
+    return this.copy.read(addr, len);
+  }
+
+  write32(addr: number, value: number): void {
+    this.hold(addr, 4);
+    this.copy.write32(addr, value);
+    this.shared.write32(addr, value);
+  }
+
+  write(addr: number, data: Buffer): void {
+    this.hold(addr, data.length, data);
+    this.copy.write(addr, data);
+    this.shared.write(addr, data);
+  }
+}
+
+/**
  * Memory shared between processes: a sparse file (on tmpfs when the machine has one), as a VMM
  * backs guest RAM with a memfd that KVM, the VMM and DMA all reach. The owner creates (and
  * empties) it; readers open it as it is. Every access is a pread/pwrite on the shared page cache,

@@ -1,6 +1,6 @@
 import { CD_TABLE_LOG2, GUEST_RAM_SIZE, HOST_TABLE_BASE, cdIpa, hostRamFile, steAddr, vmRamBase } from '../machine/board.js';
 import type { Topology__Output } from '../runtime/generated/vmmsim/v1/Topology.js';
-import { FileMemory, FrameAllocator } from '../machine/memory.js';
+import { FileMemory, FrameAllocator, OwnedMemory } from '../machine/memory.js';
 import { PageTable } from '../machine/pagetable.js';
 import { viommuVmid, vmidOf } from '../machine/iommufd-objects.js';
 import { STE_CONFIG, encodeCd, encodeSte } from '../formats/smmu/structures.js';
@@ -47,9 +47,11 @@ export class HostTables {
     // Bare metal: no VM, no VFIO: the host kernel's own IOMMU driver writes its STEs and tables.
     if (host === 'bare-metal') return;
     const frames = new FrameAllocator(HOST_TABLE_BASE);
+    // The host kernel alone writes its stage-2 and shadow tables: it walks them from its own copy.
+    const tables = new OwnedMemory(this.mem);
     const vms = Math.max(0, ...t.devices.map((d) => d.vm)) + 1;
     for (let vm = 0; vm < vms; vm++) {
-      const s2 = new PageTable(this.mem, frames);
+      const s2 = new PageTable(tables, frames);
       // A shadow table starts empty and is filled map by map (VFIO_IOMMU_MAP_DMA or the in-kernel equivalent).
       if (host !== 'shadow') {
         // Boot RAM in 1 GiB blocks; the virtio-mem region block by block, as QEMU maps it (each of
@@ -63,7 +65,7 @@ export class HostTables {
     // (its ASID and table) in host memory, and an STE that points at it (arm_smmu_make_cdtable_ste).
     if (shadowOf(t.model) === 'device-domain') {
       t.devices.forEach((d, i) => {
-        const table = new PageTable(this.mem, frames);
+        const table = new PageTable(tables, frames);
         const cd = frames.alloc();
         const asid = hostAsidOf(i);
         this.mem.write(cd, encodeCd({ valid: true, asid, ttb0: table.root }));

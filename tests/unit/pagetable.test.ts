@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FrameAllocator, PAGE_SIZE, PhysMemory } from '../../services/machine/memory.js';
+import { FrameAllocator, OwnedMemory, PAGE_SIZE, PhysMemory } from '../../services/machine/memory.js';
 import { PageTable } from '../../services/machine/pagetable.js';
 
 describe('4-level, 4 KiB-granule page table', () => {
@@ -54,5 +54,62 @@ describe('4-level, 4 KiB-granule page table', () => {
       }),
       { numRuns: 50 },
     );
+  });
+});
+
+describe('a table its owner walks from its own copy (OwnedMemory)', () => {
+  /** Counts what reaches the shared memory. */
+  class Counting extends PhysMemory {
+    reads = 0;
+    writes = 0;
+    override view(addr: number, len: number): Buffer {
+      this.reads += 1;
+      return super.view(addr, len);
+    }
+    override read(addr: number, len: number): Buffer {
+      this.reads += 1;
+      return super.read(addr, len);
+    }
+    override read32(addr: number): number {
+      this.reads += 1;
+      return super.read32(addr);
+    }
+    override write(addr: number, data: Buffer): void {
+      this.writes += 1;
+      super.write(addr, data);
+    }
+  }
+
+  it('writes every descriptor through, and walks without reading the shared memory', () => {
+    const shared = new Counting();
+    const frames = new FrameAllocator(0x8000_0000);
+    const owner = new PageTable(new OwnedMemory(shared), frames);
+    owner.map(0x1234_5000, 0x9_0000_0000, 2);
+    const writes = shared.writes;
+    expect(writes).toBeGreaterThan(0);
+    // Table frames are written whole when made, so nothing was read to fill the copy.
+    expect(shared.reads).toBe(0);
+    // The SMMU's walk of the shared memory sees what the owner wrote.
+    expect(PageTable.walk(shared, owner.root, 0x1234_6678).pa).toBe(0x9_0000_1678);
+    const read = shared.reads;
+    expect(owner.walk(0x1234_6678).pa).toBe(0x9_0000_1678);
+    expect(owner.unmap(0x1234_5000, 2)).toBe(2);
+    expect(shared.reads).toBe(read);
+    expect(shared.writes).toBeGreaterThan(writes);
+    expect(PageTable.walk(shared, owner.root, 0x1234_6678).pa).toBe(-1);
+  });
+
+  it('reads a frame it did not write once, then from its copy', () => {
+    const shared = new Counting();
+    shared.write32(0x5000, 0xdead_beef);
+    const mem = new OwnedMemory(shared);
+    expect(mem.read32(0x5004 - 4)).toBe(0xdead_beef);
+    expect(mem.view(0x5000, 4).readUInt32LE(0)).toBe(0xdead_beef);
+    expect(shared.reads).toBe(1);
+    mem.write32(0x5ffc, 7);
+    expect(shared.read32(0x5ffc)).toBe(7);
+    // A range across two frames brings in the second one only.
+    expect(mem.read(0x5ffc, 8).readUInt32LE(0)).toBe(7);
+    expect(shared.reads).toBe(3);
   });
 });

@@ -1,6 +1,6 @@
 import { CD_TABLE_LOG2, GUEST_TABLE_BASE, SVA_SSID, cdIpa } from '../../machine/board.js';
 import { Errno } from '../../runtime/errors.js';
-import { FrameAllocator, type Memory } from '../../machine/memory.js';
+import { FrameAllocator, OwnedMemory, type Memory } from '../../machine/memory.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import { PageTable } from '../../machine/pagetable.js';
 import { atcInvRange, tlbiNhAsid, tlbiNhVaRange, type SmmuCommand } from '../../formats/smmu/commands.js';
@@ -224,8 +224,10 @@ class SmmuDmaIommu implements DmaApi {
     this.lazy = kernel.env.topology.dma === 'lazy';
     const t = kernel.env.topology;
     const { mem, frames } = platform;
+    // The guest alone writes its stage-1 tables: it walks them from its own copy (OwnedMemory).
+    const tables = new OwnedMemory(mem);
     for (const d of kernel.devices) {
-      const stage1 = new PageTable(mem, frames);
+      const stage1 = new PageTable(tables, frames);
       const asid = d.index + 1;
       // The context descriptor the SMMU finds through the STE's S1ContextPtr (an IPA in a guest).
       mem.write(platform.output(cdIpa(d.index)), encodeCd({ valid: true, asid, ttb0: stage1.root }));
@@ -233,7 +235,7 @@ class SmmuDmaIommu implements DmaApi {
       // with the process's ASID (arm_smmu_sva_set_dev_pasid), so whoever reads the CD table (the
       // SMMU, a VMM routing by ASID) knows the ASID its invalidations carry. Its table is the
       // process's own (the CPU's page table; empty here, as no device DMA uses the PASID).
-      mem.write(platform.output(cdIpa(d.index, SVA_SSID)), encodeCd({ valid: true, asid: svaAsid(d), ttb0: new PageTable(mem, frames).root }));
+      mem.write(platform.output(cdIpa(d.index, SVA_SSID)), encodeCd({ valid: true, asid: svaAsid(d), ttb0: new PageTable(tables, frames).root }));
       platform.attach?.(d, platform.output(cdIpa(d.index)), CD_TABLE_LOG2);
       const domain = new Domain(d, asid, stage1, platform.smmuOf(d), platform.sidOf(d), (t.device?.ats ?? false) && !d.emulated);
       if (this.lazy) {
