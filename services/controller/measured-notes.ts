@@ -24,6 +24,7 @@ export const NOTE_CODES = {
   steal: 'measured.steal',
   noSteady: 'measured.no-steady-operations',
   noFloor: 'measured.no-floor',
+  stillWarming: 'measured.still-warming',
 } as const;
 
 /** Notes about the machine, the same for every run of a command: said once under a table. */
@@ -68,8 +69,33 @@ export function measuredNotes(m: MeasuredSection): RunNote[] {
       });
     }
   }
+  const warming = stillWarming(m);
+  if (warming) {
+    notes.push({
+      code: NOTE_CODES.stillWarming,
+      text: `the trials got faster one after another (${warming}): the processes were still warming up when the measured part began (V8 compiles the path over thousands of operations, and each trial's configure deoptimizes some of it); raise --warmup (2000 or more per thread), or read the last trials`,
+    });
+  }
   if (m.ops.length > 0 && m.ops.every((o) => o.count === 0)) {
     notes.push({ code: NOTE_CODES.noSteady, text: `every operation fell in the warm-up (${m.warmupOps} per thread): no steady measured figure; lower --warmup or raise the operations` });
   }
   return [...notes, ...machineNotes(m.machine)];
+}
+
+/**
+ * Three or more trials whose p50 of some operation falls from each trial to the next, by more than
+ * TRIALS_DISAGREE from the first to the last: a warm-up still under way rather than noise. Gives
+ * the figure's trials as words, or undefined.
+ */
+function stillWarming(m: MeasuredSection): string | undefined {
+  if (m.trials < 3) return undefined;
+  for (const o of m.ops) {
+    const t = o.p50Us.trials;
+    if (t.length < 3 || o.count === 0) continue;
+    const falling = t.every((v, i) => i === 0 || v < (t[i - 1] as number));
+    const first = t[0] as number;
+    const last = t[t.length - 1] as number;
+    if (falling && first > 0 && (first - last) / first > TRIALS_DISAGREE) return `${o.op} p50 ${t.map((v) => v.toFixed(1)).join(' -> ')} us`;
+  }
+  return undefined;
 }

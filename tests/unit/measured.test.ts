@@ -96,6 +96,19 @@ describe('notes on the measured figures', () => {
     expect(measuredNotes(close)).toEqual([]);
   });
 
+  it('says when trials got faster one after another (a warm-up still under way), not when they only scatter', () => {
+    const section = (p50s: number[]): Parameters<typeof measuredNotes>[0] =>
+      measuredSection({ trials: p50s.map((p) => trial(p, 1000)), seed: 1, warmupOps: 50, placement: null, floor: undefined, machine: quiet });
+    const falling = measuredNotes(section([1875, 1540, 1308]));
+    expect(falling.map((n) => n.code)).toEqual([NOTE_CODES.trialsDisagree, NOTE_CODES.stillWarming]);
+    expect(falling[1]?.text).toMatch(/unmap p50 1875\.0 -> 1540\.0 -> 1308\.0 us.*raise --warmup/);
+    // Scattered, or falling by less than 10% in all: no warm-up note.
+    expect(measuredNotes(section([1500, 1300, 1400])).map((n) => n.code)).not.toContain(NOTE_CODES.stillWarming);
+    expect(measuredNotes(section([1000, 980, 960])).map((n) => n.code)).not.toContain(NOTE_CODES.stillWarming);
+    // Two trials say nothing of a trend.
+    expect(measuredNotes(section([1800, 1300])).map((n) => n.code)).not.toContain(NOTE_CODES.stillWarming);
+  });
+
   it('says when the machine was busy: other processes\' CPU, the load average, stolen time', () => {
     expect(machineNotes(quiet)).toEqual([]);
     const busy = machineNotes({ ...quiet, othersCores: 1.7, loadAvgEnd: [3.5, 2, 1], stealPct: 6 });
