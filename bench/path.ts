@@ -59,8 +59,9 @@ target <= 1.3.
 options:
   --rounds N       measured rounds, one run each (default 6); figures are medians of the rounds
   --ops N          map+unmap iterations per round (default 1500)
-  --warmup N       iterations of an unreported run first (default 3000): fresh processes need
-                   thousands of operations before the JIT has compiled the path
+  --warmup N       iterations of an unreported run first, then N/2 in a second (default 3000):
+                   fresh processes need thousands of operations before the JIT has compiled the
+                   path, and a run's first operations deoptimize some of what the last run left
   --pin SPEC       auto|CPU[,CPU..]: every process of the path and the floor on the first CPU
                    (taskset); default unpinned
   --no-relay       skip the relay (the same hops through the runtime and links, no model)
@@ -236,7 +237,7 @@ export async function pathBench(argv: string[]): Promise<void> {
     if (opts.warmup > 0) {
       // Two runs: a run's first operations deoptimize code the last run's closures and objects were
       // inlined into (each configure builds them anew), and a lone warm-up run left that cost to the
-      // first rounds (WARMUP_RUNS).
+      // first rounds (docs/benchmarks.md, "A run's first operations re-warm the JIT").
       const second = Math.ceil(opts.warmup / 2);
       progress(`warm-up: ${opts.warmup} iterations, then ${second} in a second run`);
       await session.trial(scenario(opts.warmup), MODEL.nestedSmmuv3, profile, trialOpts);
