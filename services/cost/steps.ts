@@ -211,7 +211,7 @@ export const COST_STEPS = {
     functions: ["exploration: no upstream QEMU vSMMU fronts several pSMMUs; a table the VMM keeps from the guest's context descriptors"],
   },
   'cpu.mmio_read_device': {
-    doc: 'a CPU reads a device register with no trap: the CONS of a VCMDQ on the VINTF page mapped into the guest, polled for a CMD_SYNC with CS=NONE',
+    doc: 'a CPU reads a device register with no trap: a VCMDQ\'s CONS or GERROR on the VINTF page mapped into the guest (the read that sees a CMD_SYNC complete is part of smmu.sync_polled)',
     functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: __arm_smmu_cmdq_poll_until_consumed (readl of the queue\'s cons_reg)', 'hardware: an uncached (Device-nGnRE) load from an on-die device'],
   },
   'smmu.cmd_exec': {
@@ -221,6 +221,10 @@ export const COST_STEPS = {
   'smmu.sync': {
     doc: 'physical SMMU completes a CMD_SYNC once earlier commands are done, and the waiter sees it',
     functions: ['hardware: SMMUv3 CMD_SYNC (Arm IHI 0070, 4.7.3)', 'linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_cmdq_poll_until_sync'],
+  },
+  'smmu.sync_polled': {
+    doc: 'a CMD_SYNC with CS=NONE completes and the CPU polling the queue\'s CONS sees it: the SMMU\'s sync and the final uncached read of CONS that observes it (a VCMDQ takes no other CS)',
+    functions: ['linux drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c: arm_smmu_cmdq_poll_until_sync -> __arm_smmu_cmdq_poll_until_consumed (queue_poll, then readl of cons_reg, until CONS passed the sync)', 'hardware: SMMUv3 CMD_SYNC (Arm IHI 0070, 4.7.3), a Tegra241 CMDQV VCMDQ'],
   },
   'smmu.atc_inv': {
     doc: 'a CMD_SYNC behind ATC_INVs completes only when the devices answered: the SMMU sends each an ATS Invalidate Request and waits for its Invalidation Completion (a PCIe round trip; requests to several devices overlap)',

@@ -183,7 +183,8 @@ export class VintfPage {
     // The queue's execution is the contended part: operations on the same VCMDQ wait for each other.
     await ctx.hold(`psmmu-${this.psmmu}.vcmdq-${vm}.${reg.vsmmu}.${reg.queue}`, () => {
       ctx.charge('smmu.cmd_exec', r.status === 'completed' ? executed : r.commands);
-      ctx.charge('smmu.sync', r.status === 'completed' ? syncs : 0);
+      // CS=NONE only: the guest sees each sync by polling CONS, whose final read the step includes.
+      ctx.charge('smmu.sync_polled', r.status === 'completed' ? syncs : 0);
       ctx.charge('smmu.atc_inv', r.status === 'completed' ? atcSyncs : 0);
     });
     if (r.status === 'halted') {

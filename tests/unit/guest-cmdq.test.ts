@@ -128,6 +128,22 @@ describe('guest command queue', () => {
     expect(await q.issue(ctx, [tlbiNhAsid({ vmid: 0, asid: 3 })], outcome)).toBe(0);
   });
 
+  it('on a VCMDQ (CS=NONE, a CONS read with no trap): the read that sees the sync is priced with it, a recovery\'s reads are not', async () => {
+    const vcmdq: QueuePort = { ...polled, completion: 'none', readCost: 'cpu.mmio_read_device', syncReadInSync: true };
+    // Every step costs 1 ns here: the difference is the reads charged as cpu.mmio_read_device.
+    const charged = async (p: QueuePort, cmds: Parameters<GuestCmdq['issue']>[1]): Promise<number> => {
+      const ctx = context(fakeDevice().link);
+      await new GuestCmdq(p, new PhysMemory()).issue(ctx, cmds);
+      return ctx.modeledNs;
+    };
+    const ok = [tlbiNhAsid({ vmid: 0, asid: 1 })];
+    expect((await charged({ ...vcmdq, syncReadInSync: false }, ok)) - (await charged(vcmdq, ok))).toBe(1);
+    // Stopped and recovered: CONS (the sync's poll), CONS and GERROR (the recovery), CONS (the sync's poll again).
+    const refused = [tlbiNhAsid({ vmid: 0, asid: 1 }), { opcode: Opcode.TLBI_NH_ALL, fields: { vmid: 0 } }];
+    expect((await charged({ ...vcmdq, syncReadInSync: false }, refused)) - (await charged(vcmdq, refused))).toBe(2);
+    expect(await charged(vcmdq, refused)).toBeGreaterThan(await charged(vcmdq, ok));
+  });
+
   it('a list longer than a batch goes out 64 commands at a time without a sync, the rest with one (arm_smmu_cmdq_batch_add)', async () => {
     const dev = fakeDevice(8);
     const big = new GuestCmdq({ ...polled, log2: 8 }, new PhysMemory());

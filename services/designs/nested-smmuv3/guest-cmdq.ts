@@ -29,6 +29,12 @@ export interface QueuePort {
    * mapped into the guest); a trapped read is charged where it lands (KVM, the VMM).
    */
   readCost?: CostStep;
+  /**
+   * The read of CONS that sees a CMD_SYNC complete is priced with the sync, not as `readCost`: the
+   * SMMU's step for a CONS-polled sync (smmu.sync_polled) is measured from the sync to the read
+   * that observed it. A VCMDQ's reads; a trapped read is charged where it lands either way.
+   */
+  syncReadInSync?: boolean;
   /** How a CMD_SYNC on this queue completes (see SyncCompletion); default: CONS polling with CS=SEV. */
   completion?: SyncCompletion;
   /** The step one command written into the ring costs (default guest.cmdq_write; the host kernel's driver: kernel.cmdq_insert). */
@@ -270,23 +276,26 @@ export class GuestCmdq {
    */
   private async synced(ctx: OpContext, syncGpa: number, syncPtr: number, delivered: boolean): Promise<boolean> {
     if (this.completion === 'msi') return this.msiLanded(syncGpa, delivered);
-    const cons = await this.readCons(ctx);
+    const cons = await this.readCons(ctx, !this.port.syncReadInSync);
     if (cons === undefined || Q.consErr(cons) !== Q.CERROR.NONE) return false;
     const d = Q.used(cons, syncPtr, this.port.log2);
     return d >= 1 && d <= Q.size(this.port.log2);
   }
 
-  /** One readl of CONS (a trapped read on a vSMMU, a load from the VINTF page on a VCMDQ). */
-  private async readCons(ctx: OpContext): Promise<number | undefined> {
+  /**
+   * One readl of CONS (a trapped read on a vSMMU, a load from the VINTF page on a VCMDQ); `priced`
+   * false: its cost is the sync's (QueuePort.syncReadInSync).
+   */
+  private async readCons(ctx: OpContext, priced: boolean): Promise<number | undefined> {
     this.accesses.consReads += 1;
-    const r = await this.access(ctx, this.port.consRegister, 0, false);
+    const r = await this.access(ctx, this.port.consRegister, 0, false, [], priced);
     return r.status === 0 ? r.value : undefined;
   }
 
   /** A register access on this queue's page; memory the device wrote back lands in guest RAM. */
-  protected async access(ctx: OpContext, register: number, value: number, isWrite: boolean, ranges: MemoryRange[] = []): Promise<{ status: number; value: number }> {
+  protected async access(ctx: OpContext, register: number, value: number, isWrite: boolean, ranges: MemoryRange[] = [], priced = true): Promise<{ status: number; value: number }> {
     const mmio = encodeMmio({ physAddr: register, data: value, len: 4, isWrite });
-    if (!isWrite && this.port.readCost) ctx.charge(this.port.readCost);
+    if (!isWrite && priced && this.port.readCost) ctx.charge(this.port.readCost);
     const reply = await ctx.call(this.port.peer, isWrite ? this.port.kind : (this.port.readKind ?? this.port.kind), mmio, ranges);
     for (const w of reply.guestMemory) this.ram.write(Number(w.gpa), w.data);
     return { status: reply.status, value: decodeMmio(reply.payload)?.data ?? 0 };

@@ -150,9 +150,10 @@ class GuestSmmu implements DriverSmmu {
         gpa: vcmdqGuestGpa(vsmmu, q), log2: VCMDQ_GUEST_LOG2_ENTRIES, prodRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.PROD),
         consRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.CONS), gerrorRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERROR),
         // A VCMDQ takes CMD_SYNC with CS_NONE only (arm_smmu_cmdq_needs_busy_polling): the CPU polls
-        // the queue's CONS on the VINTF page mapped into the guest, a load with no trap.
+        // the queue's CONS on the VINTF page mapped into the guest, a load with no trap; the read
+        // that sees the sync complete is priced with it (smmu.sync_polled).
         gerrornRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERRORN), peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO',
-        readCost: 'cpu.mmio_read_device', completion: 'none',
+        readCost: 'cpu.mmio_read_device', syncReadInSync: true, completion: 'none',
       }, ram, env));
     }
     this.backed = this.vcmdqs.length;
