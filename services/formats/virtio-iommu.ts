@@ -328,7 +328,9 @@ export function requestSlotGpa(head: number): number {
  * two descriptors (readable request, writable tail), 16 bytes each.
  */
 export const VIOMMU_INDIRECT_GPA = VIOMMU_REQ_BUF_GPA + VIOMMU_QUEUE_SIZE * VIOMMU_REQ_SLOT;
-export const VIOMMU_INDIRECT_SLOT = 32;
+/** Buffers one indirect table slot holds. */
+export const VIOMMU_INDIRECT_DESCS = 2;
+export const VIOMMU_INDIRECT_SLOT = VIOMMU_INDIRECT_DESCS * 16;
 
 export function indirectTableGpa(head: number): number {
   return VIOMMU_INDIRECT_GPA + head * VIOMMU_INDIRECT_SLOT;

@@ -106,14 +106,14 @@ export class OwnedMemory implements Memory {
 
   constructor(private readonly shared: Memory) {}
 
-  /** Brings into the copy every frame of [addr, addr+len) it does not hold yet. */
-  private hold(addr: number, len: number, whole?: Buffer): void {
+  /** Brings into the copy every frame of [addr, addr+len) it does not hold yet; `writing`: the range is about to be written. */
+  private hold(addr: number, len: number, writing = false): void {
     const last = Math.floor((addr + Math.max(len, 1) - 1) / PAGE_SIZE);
     for (let pfn = Math.floor(addr / PAGE_SIZE); pfn <= last; pfn++) {
       if (this.held.has(pfn)) continue;
       const base = pfn * PAGE_SIZE;
       // A write covering the frame needs nothing read first.
-      if (!(whole && addr <= base && addr + whole.length >= base + PAGE_SIZE)) this.copy.write(base, this.shared.read(base, PAGE_SIZE));
+      if (!(writing && addr <= base && addr + len >= base + PAGE_SIZE)) this.copy.write(base, this.shared.read(base, PAGE_SIZE));
       this.held.add(pfn);
     }
   }
@@ -140,7 +140,7 @@ export class OwnedMemory implements Memory {
   }
 
   write(addr: number, data: Buffer): void {
-    this.hold(addr, data.length, data);
+    this.hold(addr, data.length, true);
     this.copy.write(addr, data);
     this.shared.write(addr, data);
   }

@@ -153,7 +153,7 @@ describe('split virtqueue', () => {
     const mem = new PhysMemory();
     const l: VirtqueueLayout = { size: 4, desc: 0x10_0000, avail: 0x10_1000, used: 0x10_2000 };
     const tableOf = (head: number): number => 0x18_0000 + head * 64;
-    const drv = new VirtqueueDriver<number>(mem, l, tableOf);
+    const drv = new VirtqueueDriver<number>(mem, l, { tableGpa: tableOf, maxBuffers: 4 });
     const dev = new VirtqueueDevice(mem, l, GUEST_RAM_SIZE);
     // Four requests of two buffers fill a 4-entry ring (eight without the tables would not fit).
     for (let k = 0; k < 4; k++) {
@@ -175,6 +175,17 @@ describe('split virtqueue', () => {
     for (let k = 0; k < 4; k++) expect(drv.getBuf()).toEqual({ token: k, len: 4 });
     expect(drv.free).toBe(4);
     expect(dev.broken).toBeUndefined();
+    // A chain longer than a table slot holds takes ring descriptors (not a table that would run into the next head's).
+    const fresh = new PhysMemory();
+    const small = new VirtqueueDriver<number>(fresh, l, { tableGpa: tableOf, maxBuffers: 2 });
+    const smallDev = new VirtqueueDevice(fresh, l, GUEST_RAM_SIZE);
+    expect(small.descriptorsFor(2)).toBe(1);
+    expect(small.descriptorsFor(3)).toBe(3);
+    expect(small.add([{ addr: 0x30_0000, len: 4 }, { addr: 0x30_0100, len: 4 }], [{ addr: 0x30_0200, len: 4 }], 7)).toBe(0);
+    expect(small.free).toBe(1);
+    expect(decodeDescriptor(fresh.view(descAddr(l, 0), DESC_SIZE)).flags).toBe(VRING_DESC_F_NEXT);
+    const c = smallDev.pop();
+    expect([c?.head, c?.readableBytes, c?.writable]).toEqual([0, 8, [{ addr: 0x30_0200, len: 4 }]]);
   });
 
   it('refuses an indirect table of a bad size, beyond RAM, nested in another, or whose next leaves it', () => {

@@ -4,7 +4,7 @@ import { PAGE_SIZE } from '../../machine/memory.js';
 import { Mutex } from '../../machine/mutex.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import {
-  MAP_F_READ, MAP_F_WRITE, ReqType, Status, TAIL_SIZE, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ,
+  MAP_F_READ, MAP_F_WRITE, ReqType, Status, TAIL_SIZE, VIOMMU_INDIRECT_DESCS, VIOMMU_NOTIFY_GPA, VIOMMU_REQUEST_QUEUE, VIOMMU_REQUEST_VQ,
   encodeRequest, indirectTableGpa, requestSlotGpa, type Request,
 } from '../../formats/virtio-iommu.js';
 import { type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
@@ -125,7 +125,7 @@ class VirtioIommuDma implements DmaApi {
   constructor(private readonly kernel: GuestKernel) {
     this.lazy = kernel.env.topology.dma === 'lazy';
     // QEMU offers VIRTIO_RING_F_INDIRECT_DESC and Linux takes it: each request is one ring descriptor.
-    this.vq = new VirtqueueDriver(kernel.ram, VIOMMU_REQUEST_QUEUE, indirectTableGpa);
+    this.vq = new VirtqueueDriver(kernel.ram, VIOMMU_REQUEST_QUEUE, { tableGpa: indirectTableGpa, maxBuffers: VIOMMU_INDIRECT_DESCS });
     this.lock = new Mutex(`${kernel.env.self.name}.viommu.request_lock`);
     const cpus = Math.max(1, kernel.env.topology.workload?.threads ?? 1);
     // Shrink the slices when many CPUs would not fit the 48-bit IOVA space.

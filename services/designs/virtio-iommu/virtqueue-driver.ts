@@ -40,10 +40,11 @@ export class VirtqueueDriver<T> {
     readonly layout: VirtqueueLayout,
     /**
      * With VIRTIO_RING_F_INDIRECT_DESC: where the indirect table of the chain headed by a
-     * descriptor goes (Linux kmallocs one per request in alloc_indirect_split; here each head has
-     * its slot, as the request buffers do). Absent: every buffer takes a ring descriptor.
+     * descriptor goes and how many buffers that slot holds (Linux kmallocs one per request in
+     * alloc_indirect_split; here each head has its slot, as the request buffers do). A longer
+     * chain takes ring descriptors. Absent: every buffer takes a ring descriptor.
      */
-    private readonly indirectTable?: (head: number) => number,
+    private readonly indirect?: { tableGpa: (head: number) => number; maxBuffers: number },
   ) {
     this.nextFree = Array.from({ length: layout.size }, (_, i) => i + 1);
     this.numFree = layout.size;
@@ -64,7 +65,7 @@ export class VirtqueueDriver<T> {
 
   /** Ring descriptors a chain of `buffers` takes: one when it goes in an indirect table. */
   descriptorsFor(buffers: number): number {
-    return this.indirectTable && buffers > 1 ? 1 : buffers;
+    return this.indirect && buffers > 1 && buffers <= this.indirect.maxBuffers ? 1 : buffers;
   }
 
   /**
@@ -83,9 +84,9 @@ export class VirtqueueDriver<T> {
     let i = head;
     let last = head;
     const flagsOf = (b: { write: boolean }, more: boolean): number => (b.write ? VRING_DESC_F_WRITE : 0) | (more ? VRING_DESC_F_NEXT : 0);
-    if (count < bufs.length && this.indirectTable) {
+    if (count < bufs.length && this.indirect) {
       // The table's entries chain by their index in the table (0, 1, ...), not the ring's free list.
-      const table = this.indirectTable(head);
+      const table = this.indirect.tableGpa(head);
       this.mem.write(table, encodeIndirectTable(bufs.map((b, n) => ({ addr: b.addr, len: b.len, flags: flagsOf(b, n < bufs.length - 1), next: n < bufs.length - 1 ? n + 1 : 0 }))));
       this.mem.write(descAddr(l, head), encodeDescriptor({ addr: table, len: bufs.length * DESC_SIZE, flags: VRING_DESC_F_INDIRECT, next: 0 }));
       i = this.nextFree[head] as number;
