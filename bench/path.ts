@@ -142,6 +142,8 @@ interface Round {
   hopPerUnmap: Record<string, number>;
   /** An unmap's time in each process and in its crossings, p50 per operation (measured residence). */
   residenceP50Us: Record<string, number>;
+  /** Unmaps of the round MSER-5 found still warming up (settling.ts): 0 when the warm-up runs did their job. */
+  settledAfterOps: number;
 }
 
 /** The relay: this bench as the first process of a path with no model in it (see the top of the file). */
@@ -194,6 +196,7 @@ function roundOf(t: Trial, iterations: number): Round {
     hopP50Us: Object.fromEntries(t.figures.hops.map((h) => [`${h.from} -> ${h.to}`, h.p50Us])),
     hopPerUnmap: Object.fromEntries(t.result.hops.map((h) => [`${h.from} -> ${h.to}`, count > 0 ? r2(h.count / count) : 0])),
     residenceP50Us: Object.fromEntries(t.figures.residence.filter((x) => x.op === 'unmap').map((x) => [x.process, x.p50Us])),
+    settledAfterOps: t.figures.ops.find((o) => o.op === 'unmap')?.settling.afterOps ?? 0,
   };
 }
 
@@ -314,6 +317,8 @@ export async function pathBench(argv: string[]): Promise<void> {
         ratioCi95: bootstrapMedianCi(ratios, 'pathOverheadRatio', 1),
         roundPathP50Us: rounds.map((x) => r2(x.pathP50Us)),
         roundFloorOneWayP50Us: rounds.map((x) => r2(x.floorOneWayP50Us)),
+        // Unmaps of each round still warming up (MSER-5): the two warm-up runs should leave none.
+        roundSettledAfterOps: rounds.map((x) => x.settledAfterOps),
         // CPU time of all the run's processes per map+unmap iteration (the floor's round trips included).
         cpuUsPerIteration: r2(median(rounds.map((x) => x.cpuUsPerIteration))),
         hopP50Us,

@@ -7,6 +7,7 @@
 import type { MachineState } from './machine.js';
 import { spread, type Estimate, type MeasuredSection } from './measured.js';
 import type { RunNote } from './results.js';
+import { unsettled } from './settling.js';
 
 export type { RunNote };
 
@@ -25,6 +26,7 @@ export const NOTE_CODES = {
   noSteady: 'measured.no-steady-operations',
   noFloor: 'measured.no-floor',
   stillWarming: 'measured.still-warming',
+  unsettled: 'measured.unsettled',
 } as const;
 
 /** Notes about the machine, the same for every run of a command: said once under a table. */
@@ -76,10 +78,53 @@ export function measuredNotes(m: MeasuredSection): RunNote[] {
       text: `the trials got faster one after another (${warming}): the processes were still warming up when the measured part began (V8 compiles the path over thousands of operations, and each trial's configure deoptimizes some of it); raise --warmup (2000 or more per thread), or read the last trials`,
     });
   }
+  const start = unsettledStart(m);
+  if (start) {
+    notes.push({
+      code: NOTE_CODES.unsettled,
+      text: `${start.what}: the processes were still warming up after the ${m.warmupOps} warm-up operations per thread (V8 compiles the path over thousands of operations, and each configure deoptimizes some of it); give --warmup ${start.warmup} or more, or read the settled p50`,
+    });
+  }
   if (m.ops.length > 0 && m.ops.every((o) => o.count === 0)) {
     notes.push({ code: NOTE_CODES.noSteady, text: `every operation fell in the warm-up (${m.warmupOps} per thread): no steady measured figure; lower --warmup or raise the operations` });
   }
   return [...notes, ...machineNotes(m.machine)];
+}
+
+/** A settled p50 further than this from the p50 over every steady operation: the headline figure carries the warm-up. */
+export const UNSETTLED_BIAS = 0.05;
+
+/**
+ * A trial whose first steady operations of some kind were a warm-up still under way (settling.ts:
+ * MSER-5 dropped at least two batches and 5% of them, and their median is more than 10% above the
+ * rest's) and moved that kind's p50 by more than UNSETTLED_BIAS. Gives the most biased such figure
+ * in words, and the warm-up per thread that would have left the start out (rounded up to a hundred;
+ * it counts the warm-up given); undefined when every trial settled at once or too little to matter.
+ */
+function unsettledStart(m: MeasuredSection): { what: string; warmup: number } | undefined {
+  let worst: { what: string; warmup: number; bias: number } | undefined;
+  for (const o of m.ops) {
+    const st = o.settling;
+    if (!st) continue;
+    const trialsOf = st.afterOps.length;
+    for (let k = 0; k < trialsOf; k++) {
+      const after = st.afterOps[k] as number;
+      const first = st.p50FirstUs[k];
+      const rest = st.p50Us.trials[k] as number;
+      const all = o.p50Us.trials[k] as number;
+      const n = o.p50Us.trials.length === trialsOf ? o.count / trialsOf : o.count;
+      if (first === null || first === undefined || !(rest > 0) || !unsettled({ after, p50First: first, p50Rest: rest }, n)) continue;
+      const bias = all / rest - 1;
+      if (!(bias > UNSETTLED_BIAS) || (worst && worst.bias >= bias)) continue;
+      const trial = trialsOf > 1 ? ` in trial ${k + 1}` : '';
+      worst = {
+        what: `${o.op} p50${trial} ${all.toFixed(1)} us is ${pct(bias)} above its settled p50 ${rest.toFixed(1)} us (measured.ops[].settling.p50Us): its first ${after} steady operations took ${pct(first / rest - 1)} longer than the rest (p50 ${first.toFixed(1)} us; MSER-5)`,
+        warmup: Math.max(m.warmupOps, Math.ceil((st.warmupPerThread[k] as number) / 100) * 100),
+        bias,
+      };
+    }
+  }
+  return worst && { what: worst.what, warmup: worst.warmup };
 }
 
 /**

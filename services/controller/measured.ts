@@ -11,6 +11,7 @@ import type { Summary__Output as Summary } from '../runtime/generated/vmmsim/v1/
 import { percentileOfSorted, summarizeValues } from '../runtime/samples.js';
 import { TRANSITION_KINDS, transitionOf, type Role, type TransitionKind } from '../runtime/topology.js';
 import type { MachineState } from './machine.js';
+import { settling, type Settling } from './settling.js';
 
 /** What the measured section says it is, in results.json and above its tables. */
 export const MEASURED_ABOUT =
@@ -33,6 +34,24 @@ export interface MeasuredOp {
   p50Us: Estimate;
   p99Us: Estimate;
   meanUs: Estimate;
+  /** Where each trial's steady operations of this kind settled (settling.ts, MSER-5; absent in a results.json written before it). */
+  settling?: MeasuredSettling;
+}
+
+/**
+ * Where a kind of operation's measured times settled in each trial, found by MSER-5 on the steady
+ * operations in the order they completed: how many of the first were still a warm-up, their median,
+ * the median of the rest, and the warm-up per thread that would have left them out.
+ */
+export interface MeasuredSettling {
+  /** Steady operations MSER-5 put before the settled part, per trial (0: settled from the first). */
+  afterOps: number[];
+  /** Their median measured time, per trial (null where none was dropped). */
+  p50FirstUs: (number | null)[];
+  /** The median of the settled part. */
+  p50Us: Estimate;
+  /** Operations per thread a warm-up would have needed to leave them out (--warmup), per trial (0 where none was dropped). */
+  warmupPerThread: number[];
 }
 
 export interface MeasuredHop {
@@ -115,7 +134,7 @@ export interface MeasuredSection {
 
 /** One trial's raw figures, before they are put together with the other trials. */
 export interface TrialFigures {
-  ops: { op: string; count: number; p50Us: number; p99Us: number; meanUs: number }[];
+  ops: { op: string; count: number; p50Us: number; p99Us: number; meanUs: number; settling: TrialSettling }[];
   hops: { from: string; to: string; fromRole: string; toRole: string; count: number; p50Us: number; p99Us: number }[];
   opsPerSec: number;
   inPathFloorUs: number | undefined;
@@ -123,31 +142,75 @@ export interface TrialFigures {
   residence: { op: string; process: string; visitsPerOp: number; count: number; p50Us: number; p99Us: number }[];
 }
 
+/** One trial's settling of one kind of operation, over its guests (MeasuredSettling). */
+export interface TrialSettling {
+  afterOps: number;
+  p50FirstUs: number;
+  p50RestUs: number;
+  warmupPerThread: number;
+}
+
+/** A kind of operation's steady times in one guest, in the order they completed, with each one's place in its thread. */
+interface Series {
+  ns: number[];
+  /** Operations its thread had completed (warm-up included) when each one completed. */
+  nth: number[];
+}
+
 /**
- * A trial's figures from its guests' replies: steady operations (not warm-up) by kind, steady hop
- * crossings, the in-path floor when one was timed.
+ * Settling over several guests: each guest's series settles on its own (their operations interleave
+ * in real time in no order the replies keep); the dropped and the kept operations are pooled.
+ */
+function settleSeries(series: readonly Series[]): TrialSettling {
+  const first: number[] = [];
+  const rest: number[] = [];
+  let warmupPerThread = 0;
+  for (const s of series) {
+    const t: Settling = settling(s.ns);
+    for (let i = 0; i < s.ns.length; i++) (i < t.after ? first : rest).push(s.ns[i] as number);
+    if (t.after > 0) warmupPerThread = Math.max(warmupPerThread, (s.nth[t.after] ?? 1) - 1);
+  }
+  const p50 = (xs: number[]): number => (xs.length > 0 ? summarizeValues(xs, NS_PER_US).p50 : NaN);
+  return { afterOps: first.length, p50FirstUs: p50(first), p50RestUs: p50(rest), warmupPerThread };
+}
+
+/**
+ * A trial's figures from its guests' replies: steady operations (not warm-up) by kind with where
+ * they settled, steady hop crossings, the in-path floor when one was timed.
  */
 export function trialFigures(replies: readonly StartReply__Output[], roleOf: (name: string) => string, opsPerSec: number): TrialFigures {
   const samples = new Map<string, number[]>();
+  const perGuest = new Map<string, Series[]>();
   const order: string[] = [];
   let warmupOps = 0;
   for (const r of replies) {
     for (const o of r.ops) {
       if (samples.has(o.op)) continue;
       samples.set(o.op, []);
+      perGuest.set(o.op, []);
       order.push(o.op);
     }
+    const mine = new Map<string, Series>();
+    const done = new Map<number, number>();
     for (const e of r.timeline) {
+      const nth = (done.get(e.thread) ?? 0) + 1;
+      done.set(e.thread, nth);
       if (e.warmup) {
         warmupOps += 1;
         continue;
       }
-      samples.get(r.ops[e.op]?.op ?? '')?.push(e.measuredNs);
+      const op = r.ops[e.op]?.op ?? '';
+      samples.get(op)?.push(e.measuredNs);
+      let s = mine.get(op);
+      if (!s) mine.set(op, (s = { ns: [], nth: [] }));
+      s.ns.push(e.measuredNs);
+      s.nth.push(nth);
     }
+    for (const [op, s] of mine) perGuest.get(op)?.push(s);
   }
   const ops = order.map((op) => {
     const s = summarizeValues(samples.get(op) ?? [], NS_PER_US);
-    return { op, count: s.count, p50Us: s.p50, p99Us: s.p99, meanUs: s.mean };
+    return { op, count: s.count, p50Us: s.p50, p99Us: s.p99, meanUs: s.mean, settling: settleSeries(perGuest.get(op) ?? []) };
   });
   // Hops by pair over every guest: a shared kvm or vfio hop is crossed by several VMs' operations.
   const hopSets = new Map<string, { from: string; to: string; parts: Summary[] }>();
@@ -297,7 +360,13 @@ export function measuredSection(inp: SectionInputs): MeasuredSection {
   const ops: MeasuredOp[] = opNames.map((op) => {
     const per = trials.map((t) => t.ops.find((o) => o.op === op));
     const f = (k: 'p50Us' | 'p99Us' | 'meanUs'): Estimate => estimate(per.map((o) => (o && o.count > 0 ? o[k] : NaN)), `op.${op}.${k}`, seed);
-    return { op, count: per.reduce((n, o) => n + (o?.count ?? 0), 0), p50Us: f('p50Us'), p99Us: f('p99Us'), meanUs: f('meanUs') };
+    const settled: MeasuredSettling = {
+      afterOps: per.map((o) => o?.settling.afterOps ?? 0),
+      p50FirstUs: per.map((o) => (o && o.settling.afterOps > 0 ? round(o.settling.p50FirstUs) : null)),
+      p50Us: estimate(per.map((o) => (o && o.count > 0 ? o.settling.p50RestUs : NaN)), `op.${op}.settledP50Us`, seed),
+      warmupPerThread: per.map((o) => o?.settling.warmupPerThread ?? 0),
+    };
+    return { op, count: per.reduce((n, o) => n + (o?.count ?? 0), 0), p50Us: f('p50Us'), p99Us: f('p99Us'), meanUs: f('meanUs'), settling: settled };
   });
   const hopKeys: { from: string; to: string; fromRole: string; toRole: string }[] = [];
   for (const t of trials) for (const h of t.hops) if (!hopKeys.some((k) => k.from === h.from && k.to === h.to)) hopKeys.push(h);
