@@ -26,6 +26,8 @@ export interface ExplainNode {
   crossing?: TransitionKind | 'call';
   /** call: the reply's status (0 or -errno, or a PAPR return code). */
   status?: number;
+  /** call: what the request does in the caller's words (the register a trapped access touches), when it said. */
+  label?: string;
   /** step: how many times it was charged, and its cost each. */
   times?: number;
   eachNs?: number;
@@ -89,7 +91,7 @@ function nodesOf(events: readonly TraceNode[], process: string, profile: CostPro
       const to = roleOf(e.name);
       const crossing = from && to ? (transitionOf(from, to, guestIsHost) ?? 'call') : 'call';
       const children = nodesOf(e.below, e.name, profile, off, guestIsHost);
-      return { what: 'call', name: e.kind, peer: e.name, crossing, status: e.status, ...base, selfNs: 0, children };
+      return { what: 'call', name: e.kind, peer: e.name, crossing, status: e.status, ...(e.label ? { label: e.label } : {}), ...base, selfNs: 0, children };
     }
     const children = nodesOf(e.below, process, profile, off, guestIsHost);
     return { what: 'hold', name: e.name, ...base, selfNs: ownNs(children), children };
@@ -170,7 +172,8 @@ function rows(n: ExplainNode & { charges?: number }, depth: number, out: Row[]):
     out.push([n.process, '', us(n.selfNs), us(n.totalNs), n.confidence ?? '?', `${pad}${n.name}()${times};${charges}${fns}${off}`]);
     return;
   }
-  const open = n.what === 'op' ? `${n.name}() {` : n.what === 'call' ? `${n.name} -> ${n.peer} {` : `hold ${n.name} {`;
+  const label = n.what === 'call' && n.label ? `  /* ${n.label} */` : '';
+  const open = n.what === 'op' ? `${n.name}() {` : n.what === 'call' ? `${n.name} -> ${n.peer} {${label}` : `hold ${n.name} {`;
   out.push([n.process, n.what === 'call' ? (n.crossing ?? '') : '', '', '', '', `${pad}${open}${off}`]);
   for (const c of collapsed(n.children)) rows(c, depth + 1, out);
   const status = n.what === 'call' && n.status !== 0 ? `, status ${n.status}` : '';

@@ -37,7 +37,7 @@ export class VirtioMemDriver {
     const req = encodeVirtioMemReq({ type, addr: virtioMemBlockGpa(first), nbBlocks: this.blocks });
     this.kernel.ram.write(VIRTIO_MEM_REQ_GPA, req);
     const kick = encodeMmio({ physAddr: VIRTIO_MEM_NOTIFY_GPA, data: 0, len: 4, isWrite: true });
-    const reply = await ctx.call('kvm', 'MMIO_WRITE', kick, [{ gpa: VIRTIO_MEM_REQ_GPA, data: req }]);
+    const reply = await ctx.call('kvm', 'MMIO_WRITE', kick, [{ gpa: VIRTIO_MEM_REQ_GPA, data: req }], 'writel QueueNotify (vm_notify)');
     for (const w of reply.guestMemory) this.kernel.ram.write(Number(w.gpa), w.data);
     const status = reply.status < 0 ? reply.status : responseErrno(decodeVirtioMemResp(this.kernel.ram.read(VIRTIO_MEM_RESP_GPA, VIRTIO_MEM_RESP_SIZE)));
     if (status < 0) {

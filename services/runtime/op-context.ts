@@ -114,9 +114,10 @@ export class OpContext {
   /**
    * Sends a request to a downstream peer and waits for its reply. Modeled time continues from the
    * reply: sequential calls add up; calls started together and awaited together (hardware that
-   * really works in parallel) take the longest branch, and its step counts.
+   * really works in parallel) take the longest branch, and its step counts. `label`: what the
+   * request does in the caller's words, for vmmsim explain (the register a trapped access touches).
    */
-  async call(peer: string, kind: Kind, payload: Buffer, guestMemory?: readonly MemoryRange[]): Promise<CallReply> {
+  async call(peer: string, kind: Kind, payload: Buffer, guestMemory?: readonly MemoryRange[], label?: string): Promise<CallReply> {
     const link = this.links.get(peer);
     if (!link) throw new Error(`no link to ${peer}`);
     const rec = this.recorder;
@@ -126,7 +127,7 @@ export class OpContext {
     // Where the callee starts: its counts and its holds' are relative to this.
     const base = this.steps.slice();
     const rev = this.rev;
-    const node = rec?.call(peer, kind, this.modeledNs);
+    const node = rec?.call(peer, kind, this.modeledNs, label);
     const reply: Envelope__Output = await link.request(req);
     for (const h of reply.hops) this.trace.push(h);
     const below = decodeProvenance(reply.provenance, reply.holds.length);

@@ -14,6 +14,8 @@ export interface TraceNode {
   atNs: number;
   endNs: number;
   offPath: boolean;
+  /** A call's words for what it does (TraceEvent.label), '' for none. */
+  label: string;
   below: TraceNode[];
 }
 
@@ -56,10 +58,11 @@ export class OpTrace {
     this.add(node('charge', step, atNs, endNs, times), rev);
   }
 
-  /** A request leaves for `peer`: its event, completed by `reply`. */
-  call(peer: string, kind: Kind__Output, atNs: number): Recorded {
+  /** A request leaves for `peer` (`label`: what it does, in the caller's words): its event, completed by `reply`. */
+  call(peer: string, kind: Kind__Output, atNs: number, label = ''): Recorded {
     const r = this.add(node('call', peer, atNs, atNs));
     r.node.kind = kind;
+    r.node.label = label;
     return r;
   }
 
@@ -98,13 +101,13 @@ export class OpTrace {
 }
 
 function node(what: 'charge' | 'call' | 'hold', name: string, atNs: number, endNs: number, times = 0): TraceNode {
-  return { what, name, times, kind: 'KIND_UNSPECIFIED', status: 0, atNs, endNs, offPath: false, below: [] };
+  return { what, name, times, kind: 'KIND_UNSPECIFIED', status: 0, atNs, endNs, offPath: false, label: '', below: [] };
 }
 
 /** A tree as a flat list in pre-order, each event with its depth. */
 export function flatten(nodes: readonly TraceNode[], depth = 0, out: TraceEvent[] = []): TraceEvent[] {
   for (const n of nodes) {
-    out.push({ what: n.what, name: n.name, times: n.times, kind: n.kind, status: n.status, atNs: n.atNs, endNs: n.endNs, offPath: n.offPath, depth });
+    out.push({ what: n.what, name: n.name, times: n.times, kind: n.kind, status: n.status, atNs: n.atNs, endNs: n.endNs, offPath: n.offPath, depth, label: n.label });
     flatten(n.below, depth + 1, out);
   }
   return out;
@@ -120,7 +123,7 @@ export function traceTree(events: readonly TraceEvent[]): TraceNode[] {
   for (const e of events) {
     const depth = Math.min(e.depth, path.length);
     path.length = depth;
-    const n: TraceNode = { what: e.what, name: e.name, times: e.times, kind: e.kind, status: e.status, atNs: e.atNs, endNs: e.endNs, offPath: e.offPath, below: [] };
+    const n: TraceNode = { what: e.what, name: e.name, times: e.times, kind: e.kind, status: e.status, atNs: e.atNs, endNs: e.endNs, offPath: e.offPath, label: e.label ?? '', below: [] };
     (depth === 0 ? top : (path[depth - 1] as TraceNode).below).push(n);
     path.push(n);
   }

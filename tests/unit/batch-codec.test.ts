@@ -29,6 +29,7 @@ const traceEvent = fc.record({
   endNs: double,
   offPath: fc.boolean(),
   depth: u32,
+  label: fc.string({ maxLength: 40 }),
 });
 const envelope = fc.record({
   correlationId: u32,

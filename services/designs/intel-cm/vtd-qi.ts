@@ -53,7 +53,7 @@ export class GuestQi {
     const ranges = this.writeSlots(index, all);
     this.freeHead = (index + all.length) % VTD_IQ_ENTRIES;
     ctx.charge('guest.cmdq_write', all.length);
-    const reply = await this.access(ctx, VTD_REG.IQT, iqRegisterOf(this.freeHead), true, ranges);
+    const reply = await this.access(ctx, VTD_REG.IQT, iqRegisterOf(this.freeHead), true, ranges, 'writel DMAR_IQT_REG (qi_submit_sync)');
     if (reply.status === 0 && this.ram.read32(vtdIqStatusGpa(waitIndex)) === QI_STATUS.DONE) return 0;
     return this.checkFault(ctx, index, waitIndex);
   }
@@ -79,21 +79,24 @@ export class GuestQi {
    * never change here (the queue is consumed synchronously): -ETIMEDOUT instead of spinning.
    */
   private async checkFault(ctx: OpContext, index: number, waitIndex: number): Promise<number> {
-    const fsts = (await this.access(ctx, VTD_REG.FSTS, 0, false)).value;
+    const fsts = (await this.access(ctx, VTD_REG.FSTS, 0, false, [], 'readl DMAR_FSTS_REG (qi_check_fault)')).value;
     if ((fsts & FSTS.IQE) === 0) return -Errno.ETIMEDOUT;
-    const head = iqIndexOf((await this.access(ctx, VTD_REG.IQH, 0, false)).value);
+    const head = iqIndexOf((await this.access(ctx, VTD_REG.IQH, 0, false, [], 'readl DMAR_IQH_REG (qi_check_fault)')).value);
     if (head !== index) return -Errno.ETIMEDOUT;
     this.recoveries += 1;
     const wait = this.ram.read(vtdIqSlotGpa(waitIndex), DESC_SIZE);
     this.ram.write(vtdIqSlotGpa(head), wait);
-    await this.access(ctx, VTD_REG.FSTS, FSTS.IQE, true, [{ gpa: vtdIqSlotGpa(head), data: wait }]);
+    await this.access(ctx, VTD_REG.FSTS, FSTS.IQE, true, [{ gpa: vtdIqSlotGpa(head), data: wait }], 'writel DMAR_FSTS_REG (qi_check_fault)');
     return -Errno.EINVAL;
   }
 
-  /** A 32-bit register access (readl/writel); memory the unit wrote back lands in guest RAM. */
-  private async access(ctx: OpContext, offset: number, value: number, isWrite: boolean, ranges: MemoryRange[] = []): Promise<{ status: number; value: number }> {
+  /**
+   * A 32-bit register access (readl/writel), a trapped write or read; memory the unit wrote back
+   * lands in guest RAM. `label`: the access as the driver makes it, for vmmsim explain.
+   */
+  private async access(ctx: OpContext, offset: number, value: number, isWrite: boolean, ranges: MemoryRange[], label: string): Promise<{ status: number; value: number }> {
     const mmio = encodeMmio({ physAddr: VTD_MMIO_BASE + offset, data: value, len: 4, isWrite });
-    const reply = await ctx.call(this.peer, 'MMIO_WRITE', mmio, ranges);
+    const reply = await ctx.call(this.peer, isWrite ? 'MMIO_WRITE' : 'MMIO_READ', mmio, ranges, label);
     for (const w of reply.guestMemory) this.ram.write(Number(w.gpa), w.data);
     return { status: reply.status, value: decodeMmio(reply.payload)?.data ?? 0 };
   }

@@ -248,7 +248,7 @@ export class GuestCmdq {
    * the same commands back to back) reach the queue's consumer. Gives the access's status.
    */
   protected async publish(ctx: OpContext, prod: number, ranges: MemoryRange[], _bytes: Buffer): Promise<number> {
-    return (await this.access(ctx, this.port.prodRegister, prod, true, ranges)).status;
+    return (await this.access(ctx, this.port.prodRegister, prod, true, ranges, true, 'writel_relaxed CMDQ_PROD (arm_smmu_cmdq_issue_cmdlist)')).status;
   }
 
   /**
@@ -288,15 +288,18 @@ export class GuestCmdq {
    */
   private async readCons(ctx: OpContext, priced: boolean): Promise<number | undefined> {
     this.accesses.consReads += 1;
-    const r = await this.access(ctx, this.port.consRegister, 0, false, [], priced);
+    const r = await this.access(ctx, this.port.consRegister, 0, false, [], priced, priced ? 'readl CMDQ_CONS (__arm_smmu_cmdq_poll_until_consumed)' : 'readl CMDQ_CONS (__arm_smmu_cmdq_poll_until_consumed), priced in smmu.sync_polled');
     return r.status === 0 ? r.value : undefined;
   }
 
-  /** A register access on this queue's page; memory the device wrote back lands in guest RAM. */
-  protected async access(ctx: OpContext, register: number, value: number, isWrite: boolean, ranges: MemoryRange[] = [], priced = true): Promise<{ status: number; value: number }> {
+  /**
+   * A register access on this queue's page; memory the device wrote back lands in guest RAM.
+   * `label`: the access as the driver makes it, for vmmsim explain.
+   */
+  protected async access(ctx: OpContext, register: number, value: number, isWrite: boolean, ranges: MemoryRange[] = [], priced = true, label?: string): Promise<{ status: number; value: number }> {
     const mmio = encodeMmio({ physAddr: register, data: value, len: 4, isWrite });
     if (!isWrite && priced && this.port.readCost) ctx.charge(this.port.readCost);
-    const reply = await ctx.call(this.port.peer, isWrite ? this.port.kind : (this.port.readKind ?? this.port.kind), mmio, ranges);
+    const reply = await ctx.call(this.port.peer, isWrite ? this.port.kind : (this.port.readKind ?? this.port.kind), mmio, ranges, label);
     for (const w of reply.guestMemory) this.ram.write(Number(w.gpa), w.data);
     return { status: reply.status, value: decodeMmio(reply.payload)?.data ?? 0 };
   }
@@ -314,15 +317,15 @@ export class GuestCmdq {
    * CONS it stopped at.
    */
   private async recover(ctx: OpContext): Promise<{ status: number; cons: number }> {
-    const cons = (await this.access(ctx, this.port.consRegister, 0, false)).value;
+    const cons = (await this.access(ctx, this.port.consRegister, 0, false, [], true, 'readl_relaxed CMDQ_CONS (arm_smmu_cmdq_skip_err)')).value;
     if (Q.consErr(cons) === Q.CERROR.NONE) return { status: -Errno.ETIMEDOUT, cons };
     this.recoveries += 1;
-    const gerror = (await this.access(ctx, this.port.gerrorRegister, 0, false)).value;
+    const gerror = (await this.access(ctx, this.port.gerrorRegister, 0, false, [], true, 'readl_relaxed GERROR (arm_smmu_gerror_handler)')).value;
     const slot = this.port.gpa + Q.index(cons, this.port.log2) * CMD_SIZE;
     const sync = Buffer.alloc(CMD_SIZE);
     encodeCommand(this.syncCommand(slot), sync, 0);
     this.ram.write(slot, sync);
-    const ack = await this.access(ctx, this.port.gerrornRegister, gerror, true, [{ gpa: slot, data: sync }]);
+    const ack = await this.access(ctx, this.port.gerrornRegister, gerror, true, [{ gpa: slot, data: sync }], true, 'writel GERRORN (arm_smmu_gerror_handler)');
     return { status: ack.status === 0 ? 0 : ack.status, cons };
   }
 

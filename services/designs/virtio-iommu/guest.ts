@@ -269,7 +269,7 @@ class VirtioIommuDma implements DmaApi {
   private async sync(ctx: OpContext): Promise<void> {
     if (this.vq.kickPrepare()) {
       const notify = encodeMmio({ physAddr: VIOMMU_NOTIFY_GPA, data: VIOMMU_REQUEST_VQ, len: 4, isWrite: true });
-      await ctx.call('kvm', 'MMIO_WRITE', notify);
+      await ctx.call('kvm', 'MMIO_WRITE', notify, undefined, 'writel QueueNotify (vm_notify)');
     }
     for (let b = this.vq.getBuf(); b; b = this.vq.getBuf()) {
       const p = b.token;

@@ -25,7 +25,7 @@ export const CODEC_FIELDS = {
   'vmmsim.v1.MemoryRange': [1, 2],
   'vmmsim.v1.Hop': [1, 2, 3, 4],
   'vmmsim.v1.Hold': [1, 2, 3],
-  'vmmsim.v1.TraceEvent': [1, 2, 3, 4, 5, 6, 7, 8, 9],
+  'vmmsim.v1.TraceEvent': [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
 } as const;
 
 /** Kind names in the order of their numbers (link.proto numbers them 0..N without gaps). */
@@ -95,6 +95,8 @@ interface PreparedEvent {
   endNs: number;
   offPath: boolean;
   depth: number;
+  label: string;
+  labelBytes: number;
   size: number;
 }
 
@@ -122,6 +124,8 @@ function prepareEvent(ev: TraceEvent): PreparedEvent {
   const endNs = num(ev.endNs);
   const offPath = Boolean(ev.offPath);
   const depth = u32(ev.depth);
+  const label = ev.label ?? '';
+  const labelBytes = Buffer.byteLength(label);
   const size =
     (whatBytes ? 1 + varintSize(whatBytes) + whatBytes : 0) +
     (nameBytes ? 1 + varintSize(nameBytes) + nameBytes : 0) +
@@ -131,8 +135,9 @@ function prepareEvent(ev: TraceEvent): PreparedEvent {
     (atNs ? 9 : 0) +
     (endNs ? 9 : 0) +
     (offPath ? 2 : 0) +
-    (depth ? 1 + varintSize(depth) : 0);
-  return { what, whatBytes, name, nameBytes, times, kind, status, atNs, endNs, offPath, depth, size };
+    (depth ? 1 + varintSize(depth) : 0) +
+    (labelBytes ? 1 + varintSize(labelBytes) + labelBytes : 0);
+  return { what, whatBytes, name, nameBytes, times, kind, status, atNs, endNs, offPath, depth, label, labelBytes, size };
 }
 
 function hopSize(from: number, to: number, sent: number, received: number): number {
@@ -218,6 +223,7 @@ function writeEvent(buf: Buffer, at: number, ev: PreparedEvent): number {
     buf[at++] = 1;
   }
   if (ev.depth) at = putTagged(buf, at, (9 << 3) | VARINT, ev.depth);
+  if (ev.labelBytes) at = putString(buf, at, (10 << 3) | LEN, ev.label, ev.labelBytes);
   return at;
 }
 
@@ -443,7 +449,7 @@ function readHold(r: Reader, end: number): Hold__Output {
 }
 
 function readEvent(r: Reader, end: number): TraceEvent__Output {
-  const ev: TraceEvent__Output = { what: '', name: '', times: 0, kind: 'KIND_UNSPECIFIED', status: 0, atNs: 0, endNs: 0, offPath: false, depth: 0 };
+  const ev: TraceEvent__Output = { what: '', name: '', times: 0, kind: 'KIND_UNSPECIFIED', status: 0, atNs: 0, endNs: 0, offPath: false, depth: 0, label: '' };
   while (r.at < end) {
     const tag = r.varint();
     const f = Math.floor(tag / 8);
@@ -457,6 +463,7 @@ function readEvent(r: Reader, end: number): TraceEvent__Output {
     else if (f === 7 && w === I64) ev.endNs = r.double();
     else if (f === 8 && w === VARINT) ev.offPath = r.varint() !== 0;
     else if (f === 9 && w === VARINT) ev.depth = u32of(r.varint());
+    else if (f === 10 && w === LEN) ev.label = r.bytes().toString('utf8');
     else r.skip(w);
   }
   return ev;
