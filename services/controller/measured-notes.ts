@@ -82,7 +82,7 @@ export function measuredNotes(m: MeasuredSection): RunNote[] {
   if (start) {
     notes.push({
       code: NOTE_CODES.unsettled,
-      text: `${start.what}: the processes were still warming up after the ${m.warmupOps} warm-up operations per thread (V8 compiles the path over thousands of operations, and each configure deoptimizes some of it); give --warmup ${start.warmup} or more, or read the settled p50`,
+      text: `${start.what}, the JIT still warming after ${m.warmupOps} warm-up operations per thread; give --warmup ${start.warmup} or more (settled figures: measured.ops[].settling)`,
     });
   }
   if (m.ops.length > 0 && m.ops.every((o) => o.count === 0)) {
@@ -118,7 +118,7 @@ function unsettledStart(m: MeasuredSection): { what: string; warmup: number } | 
       if (!(bias > UNSETTLED_BIAS) || (worst && worst.bias >= bias)) continue;
       const trial = trialsOf > 1 ? ` in trial ${k + 1}` : '';
       worst = {
-        what: `${o.op} p50${trial} ${all.toFixed(1)} us is ${pct(bias)} above its settled p50 ${rest.toFixed(1)} us (measured.ops[].settling.p50Us): its first ${after} steady operations took ${pct(first / rest - 1)} longer than the rest (p50 ${first.toFixed(1)} us; MSER-5)`,
+        what: `${o.op} p50${trial} ${all.toFixed(1)} us is ${pct(bias)} above its settled ${rest.toFixed(1)} us: its first ${after} steady operations (MSER-5) were ${pct(first / rest - 1)} slower`,
         warmup: Math.max(m.warmupOps, Math.ceil((st.warmupPerThread[k] as number) / 100) * 100),
         bias,
       };

@@ -76,7 +76,7 @@ describe('settling in the measured figures', () => {
     expect(m.ops.find((o) => o.op === 'unmap')?.settling).toMatchObject({ afterOps: [after], p50FirstUs: [3000], warmupPerThread: [2 * (25 + after) + 1] });
     const notes = measuredNotes(m);
     expect(notes.map((n) => n.code)).toEqual([NOTE_CODES.unsettled]);
-    expect(notes[0]?.text).toMatch(/^unmap p50 \d+\.\d us is \d+% above its settled p50 \d+\.\d us .*first 60[05] steady operations took \d+% longer.*--warmup 1300 or more/);
+    expect(notes[0]?.text).toMatch(/^unmap p50 \d+\.\d us is \d+% above its settled \d+\.\d us: its first 60[05] steady operations \(MSER-5\) were \d+% slower, .*--warmup 1300 or more/);
   });
 
   it('says nothing when the run settled at once, or when its start moved the p50 too little to matter', () => {
