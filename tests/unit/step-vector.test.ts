@@ -241,11 +241,13 @@ describe('an operation context', () => {
     const traced = new OpContext(2, 0, costs, new Map([['psmmu-0', psmmu]]));
     traced.explain();
     traced.charge('guest.cmdq_write', 2);
-    await traced.call('psmmu-0', 'CMDQ_SUBMIT', Buffer.alloc(0));
+    await traced.call('psmmu-0', 'CMDQ_SUBMIT', Buffer.alloc(0), undefined, 'writel_relaxed CMDQ_PROD');
     expect(seen[1]?.explain).toBe(true);
     const tree = traceTree(traced.explained());
     expect(tree.map((n) => `${n.what} ${n.name}`)).toEqual(['charge guest.cmdq_write', 'call psmmu-0']);
     const call = tree[1];
+    // The caller's words for the call travel with it; other events have none.
+    expect(tree.map((n) => n.label)).toEqual(['', 'writel_relaxed CMDQ_PROD']);
     expect(call?.below.map((n) => `${n.what} ${n.name}`)).toEqual(['hold psmmu-0.cmdq']);
     expect(call?.below[0]?.below.map((n) => `${n.what} ${n.name} x${n.times}`)).toEqual(['charge smmu.sync x1']);
     expect(call?.endNs).toBe(traced.modeledNs);
