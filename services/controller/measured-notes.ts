@@ -32,6 +32,12 @@ export const NOTE_CODES = {
 /** Notes about the machine, the same for every run of a command: said once under a table. */
 export const MACHINE_NOTE_CODES: ReadonlySet<string> = new Set([NOTE_CODES.machineBusy, NOTE_CODES.loadAverage, NOTE_CODES.steal, NOTE_CODES.noFloor]);
 
+/**
+ * Notes that say the same of several runs with each run's own figures (RunNote.subject): said once
+ * under a table, in full for the first run that has it, and the others by their subject.
+ */
+export const GATHERED_NOTE_CODES: ReadonlySet<string> = new Set([NOTE_CODES.unsettled]);
+
 const pct = (x: number): string => `${Math.round(x * 100)}%`;
 
 /** Notes about the machine alone (also for benches that have no measured section). */
@@ -82,6 +88,7 @@ export function measuredNotes(m: MeasuredSection): RunNote[] {
   if (start) {
     notes.push({
       code: NOTE_CODES.unsettled,
+      subject: start.subject,
       text: `${start.what}, the JIT still warming after ${m.warmupOps} warm-up operations per thread; give --warmup ${start.warmup} or more (settled figures: measured.ops[].settling)`,
     });
   }
@@ -101,8 +108,8 @@ export const UNSETTLED_BIAS = 0.05;
  * in words, and the warm-up per thread that would have left the start out (rounded up to a hundred;
  * it counts the warm-up given); undefined when every trial settled at once or too little to matter.
  */
-function unsettledStart(m: MeasuredSection): { what: string; warmup: number } | undefined {
-  let worst: { what: string; warmup: number; bias: number } | undefined;
+function unsettledStart(m: MeasuredSection): { what: string; warmup: number; subject: string } | undefined {
+  let worst: { what: string; warmup: number; subject: string; bias: number } | undefined;
   for (const o of m.ops) {
     const st = o.settling;
     if (!st) continue;
@@ -120,11 +127,12 @@ function unsettledStart(m: MeasuredSection): { what: string; warmup: number } | 
       worst = {
         what: `${o.op} p50${trial} ${all.toFixed(1)} us is ${pct(bias)} above its settled ${rest.toFixed(1)} us: its first ${after} steady operations (MSER-5) were ${pct(first / rest - 1)} slower`,
         warmup: Math.max(m.warmupOps, Math.ceil((st.warmupPerThread[k] as number) / 100) * 100),
+        subject: `${o.op} p50 +${pct(bias)}, --warmup ${Math.max(m.warmupOps, Math.ceil((st.warmupPerThread[k] as number) / 100) * 100)}`,
         bias,
       };
     }
   }
-  return worst && { what: worst.what, warmup: worst.warmup };
+  return worst && { what: worst.what, warmup: worst.warmup, subject: worst.subject };
 }
 
 /**

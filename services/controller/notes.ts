@@ -14,7 +14,7 @@ import type { DesignDescriptor } from '../designs/types.js';
 import type { Device } from '../runtime/generated/vmmsim/v1/Device.js';
 import { SCENARIO_SCHEMA, leafFields, type ModelName, type Scenario } from '../scenario/schema.js';
 import type { RunNote } from './results.js';
-import { MACHINE_NOTE_CODES } from './measured-notes.js';
+import { GATHERED_NOTE_CODES, MACHINE_NOTE_CODES } from './measured-notes.js';
 import { wrap } from './wrap.js';
 
 export type { RunNote };
@@ -271,28 +271,41 @@ export function archNotes(model: ModelName, profile: CostProfile): RunNote[] {
   return text === undefined ? [] : [{ code: 'arch-mismatch', text }];
 }
 
+/** Runs a gathered note names by their subject before it says how many more. */
+const GATHERED_SHOWN = 8;
+
 /**
  * The notes of a set of runs as lines for the terminal, each distinct note once, wrapped to the
  * tables' 120 columns (continuation lines indented); '' when none. A note whose text does not name
  * the models whose runs carry it names them after its code, when not every run carries it. A note
  * about the machine (measured-notes.ts MACHINE_NOTE_CODES) is said once for a command, with the
- * first run's text, and names no model.
+ * first run's text, and names no model. A gathered note (GATHERED_NOTE_CODES: the same finding
+ * with each run's own figures) is said once: in full for the first run that has it, then the
+ * others by model and subject.
  */
 export function notesBlock(runs: readonly { model: string; notes?: readonly RunNote[] | undefined }[]): string {
-  const by = new Map<string, { note: RunNote; models: string[]; machine: boolean }>();
+  const by = new Map<string, { note: RunNote; models: string[]; machine: boolean; others: string[] }>();
   for (const run of runs) {
     for (const n of run.notes ?? []) {
       const machine = MACHINE_NOTE_CODES.has(n.code);
-      const key = machine ? n.code : `${n.code}\u0000${n.text}`;
-      const e = by.get(key) ?? { note: n, models: [], machine };
-      if (!e.models.includes(run.model)) e.models.push(run.model);
-      by.set(key, e);
+      const gathered = GATHERED_NOTE_CODES.has(n.code) && n.subject !== undefined;
+      const key = machine || gathered ? n.code : `${n.code}\u0000${n.text}`;
+      const e = by.get(key);
+      if (!e) {
+        by.set(key, { note: n, models: [run.model], machine, others: [] });
+        continue;
+      }
+      // A gathered note: the first run's in full, the others' by their subject.
+      if (gathered) e.others.push(`${run.model} ${n.subject ?? ''}`);
+      else if (!e.models.includes(run.model)) e.models.push(run.model);
     }
   }
   const all = new Set(runs.map((r) => r.model));
-  const lines = [...by.values()].map(({ note, models, machine }) => {
-    const named = machine || models.length === all.size || models.every((m) => note.text.includes(m)) ? '' : ` (${models.join(', ')})`;
-    return wrap(`${note.code}${named}: ${note.text}`, 116).split('\n').map((l, i) => (i === 0 ? `  ${l}` : `    ${l}`)).join('\n');
+  const lines = [...by.values()].map(({ note, models, machine, others }) => {
+    const named = machine || (others.length === 0 && (models.length === all.size || models.every((m) => note.text.includes(m)))) ? '' : ` (${models.join(', ')})`;
+    const shown = others.slice(0, GATHERED_SHOWN);
+    const also = others.length > 0 ? `; the same in ${others.length} more run${others.length > 1 ? 's' : ''}: ${shown.join('; ')}${others.length > shown.length ? `; and ${others.length - shown.length} more` : ''}` : '';
+    return wrap(`${note.code}${named}: ${note.text}${also}`, 116).split('\n').map((l, i) => (i === 0 ? `  ${l}` : `    ${l}`)).join('\n');
   });
   return lines.length > 0 ? `\nnotes:\n${lines.join('\n')}\n` : '';
 }

@@ -131,6 +131,11 @@ export interface RunNote {
    */
   code: string;
   text: string;
+  /**
+   * What the note found in this run in a few words, where a command of many runs says it once for
+   * all of them (measured.unsettled: "unmap p50 +16%"); absent on other notes.
+   */
+  subject?: string;
 }
 
 export interface RunResult {

@@ -40,6 +40,25 @@ describe('run notes', () => {
     expect(lines.slice(1).map((l) => l.trim()).join(' ')).toBe(`arch-mismatch: ${text}`);
   });
 
+  it('say a gathered note once: in full for the first run that has it, the others by their subject', () => {
+    const unsettled = (op: string, bias: number): { code: string; text: string; subject: string } => ({
+      code: 'measured.unsettled',
+      text: `${op} p50 is ${bias}% above its settled p50; give --warmup 2000 or more`,
+      subject: `${op} p50 +${bias}%, --warmup 2000`,
+    });
+    const block = notesBlock([
+      { model: 'host', notes: [unsettled('map', 36)] },
+      { model: 'none', notes: [] },
+      { model: 'intel-cm', notes: [unsettled('unmap', 16)] },
+      { model: 'nested-smmuv3', notes: [unsettled('unmap', 5)] },
+    ]);
+    expect(block.split('\n').filter((l) => l.includes('measured.unsettled'))).toHaveLength(1);
+    expect(block.replace(/\n\s+/g, ' ')).toContain('measured.unsettled (host): map p50 is 36% above its settled p50; give --warmup 2000 or more; the same in 2 more runs: intel-cm unmap p50 +16%, --warmup 2000; nested-smmuv3 unmap p50 +5%, --warmup 2000');
+    // Past eight runs, the rest are counted.
+    const many = notesBlock(Array.from({ length: 12 }, (_, i) => ({ model: `m${i}`, notes: [unsettled('unmap', i + 6)] })));
+    expect(many.replace(/\n\s+/g, ' ')).toMatch(/the same in 11 more runs: m1 unmap p50 \+7%.*m8 unmap p50 \+14%, --warmup 2000; and 3 more$/m);
+  });
+
   it('print each distinct note once under the table, and nothing when there is none', () => {
     const note = { code: 'arch-mismatch', text: 'spapr-tce models ppc64 hardware' };
     expect(notesBlock([{ model: 'none', notes: [] }])).toBe('');
