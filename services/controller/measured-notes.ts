@@ -7,7 +7,6 @@
 import type { MachineState } from './machine.js';
 import { spread, type Estimate, type MeasuredSection } from './measured.js';
 import type { RunNote } from './results.js';
-import { unsettled } from './settling.js';
 
 export type { RunNote };
 
@@ -85,13 +84,7 @@ export function measuredNotes(m: MeasuredSection): RunNote[] {
     });
   }
   const start = unsettledStart(m);
-  if (start) {
-    notes.push({
-      code: NOTE_CODES.unsettled,
-      subject: start.subject,
-      text: `${start.what}, the JIT still warming after ${m.warmupOps} warm-up operations per thread; give --warmup ${start.warmup} or more (settled figures: measured.ops[].settling)`,
-    });
-  }
+  if (start) notes.push({ code: NOTE_CODES.unsettled, subject: start.subject, text: start.text });
   if (m.ops.length > 0 && m.ops.every((o) => o.count === 0)) {
     notes.push({ code: NOTE_CODES.noSteady, text: `every operation fell in the warm-up (${m.warmupOps} per thread): no steady measured figure; lower --warmup or raise the operations` });
   }
@@ -103,36 +96,41 @@ export const UNSETTLED_BIAS = 0.05;
 
 /**
  * A trial whose first steady operations of some kind were a warm-up still under way (settling.ts:
- * MSER-5 dropped at least two batches and 5% of them, and their median is more than 10% above the
- * rest's) and moved that kind's p50 by more than UNSETTLED_BIAS. Gives the most biased such figure
- * in words, and the warm-up per thread that would have left the start out (rounded up to a hundred;
- * it counts the warm-up given); undefined when every trial settled at once or too little to matter.
+ * MSER-5 put at least two batches and 5% of them before the settled part and their median is more
+ * than 10% above the rest's, or the operations were still getting faster at the middle of the run)
+ * and moved that kind's p50 by more than UNSETTLED_BIAS. Gives the most biased such figure in words,
+ * the warm-up per vCPU that would have left the start out (rounded up to a hundred; it counts the
+ * warm-up given) and a few words for a list of runs; undefined when every trial settled or too
+ * little to matter.
  */
-function unsettledStart(m: MeasuredSection): { what: string; warmup: number; subject: string } | undefined {
-  let worst: { what: string; warmup: number; subject: string; bias: number } | undefined;
+function unsettledStart(m: MeasuredSection): { text: string; subject: string } | undefined {
+  let worst: { text: string; subject: string; bias: number } | undefined;
   for (const o of m.ops) {
     const st = o.settling;
     if (!st) continue;
-    const trialsOf = st.afterOps.length;
-    for (let k = 0; k < trialsOf; k++) {
+    for (let k = 0; k < st.afterOps.length; k++) {
       const after = st.afterOps[k] as number;
       const first = st.p50FirstUs[k];
       const rest = st.p50Us.trials[k] as number;
       const all = o.p50Us.trials[k] as number;
-      const n = o.p50Us.trials.length === trialsOf ? o.count / trialsOf : o.count;
-      if (first === null || first === undefined || !(rest > 0) || !unsettled({ after, p50First: first, p50Rest: rest }, n)) continue;
+      if (!(after > 0) || first === null || first === undefined || !(rest > 0)) continue;
       const bias = all / rest - 1;
       if (!(bias > UNSETTLED_BIAS) || (worst && worst.bias >= bias)) continue;
-      const trial = trialsOf > 1 ? ` in trial ${k + 1}` : '';
+      const trial = st.afterOps.length > 1 ? ` in trial ${k + 1}` : '';
+      const late = st.late[k] === true;
+      const warmup = Math.max(m.warmupOps, Math.ceil((st.warmupPerThread[k] as number) / 100) * 100);
+      const slower = `its first ${after} of ${st.steadyOps[k] ?? '?'} steady operations (MSER-5) were ${pct(first / rest - 1)} slower`;
+      const advice = late
+        ? `and it was still getting faster at the middle of the run (the JIT warming, or the machine busier at first): give --warmup ${warmup} or more and more operations than that`
+        : `(the JIT still warming after ${m.warmupOps} warm-up operations per vCPU, or the machine busier at first): give --warmup ${warmup} or more`;
       worst = {
-        what: `${o.op} p50${trial} ${all.toFixed(1)} us is ${pct(bias)} above its settled ${rest.toFixed(1)} us: its first ${after} steady operations (MSER-5) were ${pct(first / rest - 1)} slower`,
-        warmup: Math.max(m.warmupOps, Math.ceil((st.warmupPerThread[k] as number) / 100) * 100),
-        subject: `${o.op} p50 +${pct(bias)}, --warmup ${Math.max(m.warmupOps, Math.ceil((st.warmupPerThread[k] as number) / 100) * 100)}`,
+        text: `${o.op} p50${trial} ${all.toFixed(1)} us is ${pct(bias)} above its settled ${rest.toFixed(1)} us: ${slower} ${advice} (settled figures: measured.ops[].settling)`,
+        subject: `${o.op} p50 +${pct(bias)}, --warmup ${warmup}${late ? '+' : ''}`,
         bias,
       };
     }
   }
-  return worst && { what: worst.what, warmup: worst.warmup, subject: worst.subject };
+  return worst && { text: worst.text, subject: worst.subject };
 }
 
 /**

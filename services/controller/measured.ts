@@ -11,7 +11,8 @@ import type { Summary__Output as Summary } from '../runtime/generated/vmmsim/v1/
 import { percentileOfSorted, summarizeValues } from '../runtime/samples.js';
 import { TRANSITION_KINDS, transitionOf, type Role, type TransitionKind } from '../runtime/topology.js';
 import type { MachineState } from './machine.js';
-import { settling, type Settling } from './settling.js';
+import { SETUP_THREAD } from '../guest/driver.js';
+import { settling, unsettled, type Settling } from './settling.js';
 
 /** What the measured section says it is, in results.json and above its tables. */
 export const MEASURED_ABOUT =
@@ -39,19 +40,29 @@ export interface MeasuredOp {
 }
 
 /**
- * Where a kind of operation's measured times settled in each trial, found by MSER-5 on the steady
- * operations in the order they completed: how many of the first were still a warm-up, their median,
- * the median of the rest, and the warm-up per thread that would have left them out.
+ * Where a kind of operation's measured times settled in each trial (settling.ts: MSER-5 on the
+ * steady operations of each guest in the order they completed): the operations still warming up,
+ * their median, the median of the rest, and the warm-up per vCPU that would have left them out.
+ * Only a start that settling.ts calls unsettled counts (a slow start of a few operations, or one
+ * barely slower, is settled): afterOps 0 and p50FirstUs null otherwise.
  */
 export interface MeasuredSettling {
-  /** Steady operations MSER-5 put before the settled part, per trial (0: settled from the first). */
+  /** Steady operations before the settled part, per trial (0: settled from the first). */
   afterOps: number[];
-  /** Their median measured time, per trial (null where none was dropped). */
+  /** Their median measured time, per trial (null where there were none). */
   p50FirstUs: (number | null)[];
-  /** The median of the settled part. */
+  /** The median of the settled part (of every steady operation where afterOps is 0). */
   p50Us: Estimate;
-  /** Operations per thread a warm-up would have needed to leave them out (--warmup), per trial (0 where none was dropped). */
+  /**
+   * Operations per vCPU (--warmup counts them so) a warm-up would have needed to leave the unsettled
+   * start out, the warm-up given included, per trial (0 where it settled); where `late`, every
+   * operation the vCPU ran: the run was too short to say where it settles.
+   */
   warmupPerThread: number[];
+  /** Still getting faster at the middle of the run, per trial (settling.ts Settling.late). */
+  late: boolean[];
+  /** Steady operations of the trial, per trial. */
+  steadyOps: number[];
 }
 
 export interface MeasuredHop {
@@ -148,37 +159,49 @@ export interface TrialSettling {
   p50FirstUs: number;
   p50RestUs: number;
   warmupPerThread: number;
+  late: boolean;
 }
 
-/** A kind of operation's steady times in one guest, in the order they completed, with each one's place in its thread. */
+/** A kind of operation's steady times in one guest, in the order they completed, with each one's place on its vCPU. */
 interface Series {
   ns: number[];
-  /** Operations its thread had completed (warm-up included) when each one completed. */
+  /** Operations its vCPU had completed (warm-up included) when each one completed. */
   nth: number[];
 }
 
 /**
  * Settling over several guests: each guest's series settles on its own (their operations interleave
- * in real time in no order the replies keep); the dropped and the kept operations are pooled.
+ * in real time in no order the replies keep), and only a guest whose start was unsettled gives up
+ * its first operations; the dropped and the kept operations are pooled.
  */
 function settleSeries(series: readonly Series[]): TrialSettling {
   const first: number[] = [];
   const rest: number[] = [];
   let warmupPerThread = 0;
+  let late = false;
   for (const s of series) {
     const t: Settling = settling(s.ns);
-    for (let i = 0; i < s.ns.length; i++) (i < t.after ? first : rest).push(s.ns[i] as number);
-    if (t.after > 0) warmupPerThread = Math.max(warmupPerThread, (s.nth[t.after] ?? 1) - 1);
+    const after = unsettled(t, s.ns.length) ? t.after : 0;
+    for (let i = 0; i < s.ns.length; i++) (i < after ? first : rest).push(s.ns[i] as number);
+    if (after === 0) continue;
+    late ||= t.late;
+    // Every dropped operation inside the warm-up: the largest place any of them had on its vCPU,
+    // or, still falling at the middle, every operation the run had.
+    const upTo = t.late ? s.nth.length : after;
+    for (let i = 0; i < upTo; i++) warmupPerThread = Math.max(warmupPerThread, s.nth[i] as number);
   }
   const p50 = (xs: number[]): number => (xs.length > 0 ? summarizeValues(xs, NS_PER_US).p50 : NaN);
-  return { afterOps: first.length, p50FirstUs: p50(first), p50RestUs: p50(rest), warmupPerThread };
+  return { afterOps: first.length, p50FirstUs: p50(first), p50RestUs: p50(rest), warmupPerThread, late };
 }
 
 /**
  * A trial's figures from its guests' replies: steady operations (not warm-up) by kind with where
- * they settled, steady hop crossings, the in-path floor when one was timed.
+ * they settled, steady hop crossings, the in-path floor when one was timed. `vcpus`: the workload's
+ * threads per guest, whose lanes (an application workload's queue slots, thread ids t + k x vcpus)
+ * count on their vCPU as the guest's warm-up does; absent, each thread id is its own.
  */
-export function trialFigures(replies: readonly StartReply__Output[], roleOf: (name: string) => string, opsPerSec: number): TrialFigures {
+export function trialFigures(replies: readonly StartReply__Output[], roleOf: (name: string) => string, opsPerSec: number, vcpus?: number): TrialFigures {
+  const vcpuOf = (thread: number): number => (vcpus && vcpus > 0 && thread < SETUP_THREAD ? thread % vcpus : thread);
   const samples = new Map<string, number[]>();
   const perGuest = new Map<string, Series[]>();
   const order: string[] = [];
@@ -193,8 +216,9 @@ export function trialFigures(replies: readonly StartReply__Output[], roleOf: (na
     const mine = new Map<string, Series>();
     const done = new Map<number, number>();
     for (const e of r.timeline) {
-      const nth = (done.get(e.thread) ?? 0) + 1;
-      done.set(e.thread, nth);
+      const vcpu = vcpuOf(e.thread);
+      const nth = (done.get(vcpu) ?? 0) + 1;
+      done.set(vcpu, nth);
       if (e.warmup) {
         warmupOps += 1;
         continue;
@@ -365,6 +389,8 @@ export function measuredSection(inp: SectionInputs): MeasuredSection {
       p50FirstUs: per.map((o) => (o && o.settling.afterOps > 0 ? round(o.settling.p50FirstUs) : null)),
       p50Us: estimate(per.map((o) => (o && o.count > 0 ? o.settling.p50RestUs : NaN)), `op.${op}.settledP50Us`, seed),
       warmupPerThread: per.map((o) => o?.settling.warmupPerThread ?? 0),
+      late: per.map((o) => o?.settling.late ?? false),
+      steadyOps: per.map((o) => o?.count ?? 0),
     };
     return { op, count: per.reduce((n, o) => n + (o?.count ?? 0), 0), p50Us: f('p50Us'), p99Us: f('p99Us'), meanUs: f('meanUs'), settling: settled };
   });

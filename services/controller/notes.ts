@@ -283,8 +283,10 @@ const GATHERED_SHOWN = 8;
  * with each run's own figures) is said once: in full for the first run that has it, then the
  * others by model and subject.
  */
-export function notesBlock(runs: readonly { model: string; notes?: readonly RunNote[] | undefined }[]): string {
+export function notesBlock(runs: readonly { model: string; notes?: readonly RunNote[] | undefined; point?: Record<string, string | number> | undefined }[]): string {
   const by = new Map<string, { note: RunNote; models: string[]; machine: boolean; others: string[] }>();
+  // A run as a gathered note names it: its model, and in a sweep its point.
+  const runName = (run: (typeof runs)[number]): string => (run.point ? `${run.model} at ${Object.entries(run.point).map(([k, v]) => `${k}=${v}`).join(' ')}` : run.model);
   for (const run of runs) {
     for (const n of run.notes ?? []) {
       const machine = MACHINE_NOTE_CODES.has(n.code);
@@ -292,11 +294,11 @@ export function notesBlock(runs: readonly { model: string; notes?: readonly RunN
       const key = machine || gathered ? n.code : `${n.code}\u0000${n.text}`;
       const e = by.get(key);
       if (!e) {
-        by.set(key, { note: n, models: [run.model], machine, others: [] });
+        by.set(key, { note: n, models: [gathered ? runName(run) : run.model], machine, others: [] });
         continue;
       }
       // A gathered note: the first run's in full, the others' by their subject.
-      if (gathered) e.others.push(`${run.model} ${n.subject ?? ''}`);
+      if (gathered) e.others.push(`${runName(run)} ${n.subject ?? ''}`);
       else if (!e.models.includes(run.model)) e.models.push(run.model);
     }
   }

@@ -336,7 +336,7 @@ export class Session {
     const guestCommands = replies.reduce((n, r) => n + r.guestCommands, 0);
     const opsPerSecMeasured = elapsedSec > 0 ? round(totalOps / elapsedSec) : 0;
     const roleOf = (name: string): string => this.endpoints.find((e) => e.name === name)?.role ?? name;
-    const figures = trialFigures(replies, roleOf, opsPerSecMeasured);
+    const figures = trialFigures(replies, roleOf, opsPerSecMeasured, s.workload.threads);
     // Packets or requests per second, as the replay yields them (application.ts); none for a bare DMA-API workload.
     const app = applicationResult(s.workload, ops, combined.replay.queueing, combined.modeledElapsedNs);
     const result: RunResult = {

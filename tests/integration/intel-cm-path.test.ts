@@ -116,7 +116,8 @@ describe('the VT-d register page driven by a hand-made guest', () => {
   });
 
   function mmio(offset: number, data: number, isWrite: boolean, ranges: MemoryRange[] = []): Promise<Envelope__Output> {
-    return kvm.request({ kind: 'MMIO_WRITE', opId: 1, payload: encodeMmio({ physAddr: VTD_MMIO_BASE + offset, data, len: 4, isWrite }), guestMemory: ranges, modeledNs: 0 });
+    // A load traps as a read (KVM_EXIT_MMIO with is_write 0), as the guest's driver sends it.
+    return kvm.request({ kind: isWrite ? 'MMIO_WRITE' : 'MMIO_READ', opId: 1, payload: encodeMmio({ physAddr: VTD_MMIO_BASE + offset, data, len: 4, isWrite }), guestMemory: ranges, modeledNs: 0 });
   }
   const read = async (offset: number): Promise<number> => decodeMmio((await mmio(offset, 0, false)).payload)?.data ?? -1;
   const wait = (statusAddr: number): Buffer => encodeDescriptors([{ type: DescType.WAIT, interrupt: false, statusWrite: true, fence: false, pageDrain: false, statusData: 2, statusAddr }]);

@@ -21,7 +21,7 @@ const quiet: MachineState = { cores: 2, loadAvgStart: [0.5, 0.5, 0.5], loadAvgEn
 
 function trial(p50: number, opsPerSec: number): TrialFigures {
   return {
-    ops: [{ op: 'unmap', count: 100, p50Us: p50, p99Us: p50 * 3, meanUs: p50 * 1.2, settling: { afterOps: 0, p50FirstUs: NaN, p50RestUs: p50, warmupPerThread: 0 } }],
+    ops: [{ op: 'unmap', count: 100, p50Us: p50, p99Us: p50 * 3, meanUs: p50 * 1.2, settling: { afterOps: 0, p50FirstUs: NaN, p50RestUs: p50, warmupPerThread: 0, late: false } }],
     hops: [
       { from: 'guest-0', to: 'kvm', fromRole: 'guest', toRole: 'kvm', count: 100, p50Us: p50 / 8, p99Us: p50 / 2 },
       { from: 'kvm', to: 'guest-0', fromRole: 'kvm', toRole: 'guest', count: 100, p50Us: p50 / 7, p99Us: p50 / 2 },

@@ -54,6 +54,9 @@ describe('run notes', () => {
     ]);
     expect(block.split('\n').filter((l) => l.includes('measured.unsettled'))).toHaveLength(1);
     expect(block.replace(/\n\s+/g, ' ')).toContain('measured.unsettled (host): map p50 is 36% above its settled p50; give --warmup 2000 or more; the same in 2 more runs: intel-cm unmap p50 +16%, --warmup 2000; nested-smmuv3 unmap p50 +5%, --warmup 2000');
+    // A sweep's runs are named by their point.
+    const sweep = notesBlock([1, 2].map((k) => ({ model: 'nested-smmuv3', point: { 'topology.psmmus': k }, notes: [unsettled('unmap', 10 * k)] })));
+    expect(sweep.replace(/\n\s+/g, ' ')).toContain('measured.unsettled (nested-smmuv3 at topology.psmmus=1): unmap p50 is 10% above its settled p50; give --warmup 2000 or more; the same in 1 more run: nested-smmuv3 at topology.psmmus=2 unmap p50 +20%, --warmup 2000');
     // Past eight runs, the rest are counted.
     const many = notesBlock(Array.from({ length: 12 }, (_, i) => ({ model: `m${i}`, notes: [unsettled('unmap', i + 6)] })));
     expect(many.replace(/\n\s+/g, ' ')).toMatch(/the same in 11 more runs: m1 unmap p50 \+7%.*m8 unmap p50 \+14%, --warmup 2000; and 3 more$/m);

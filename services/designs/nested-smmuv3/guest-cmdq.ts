@@ -39,6 +39,12 @@ export interface QueuePort {
   completion?: SyncCompletion;
   /** The step one command written into the ring costs (default guest.cmdq_write; the host kernel's driver: kernel.cmdq_insert). */
   writeCost?: CostStep;
+  /**
+   * The Linux function that reads GERROR and acknowledges it in GERRORN when this queue stops
+   * (vmmsim explain's labels): arm_smmu_gerror_handler for an SMMU's own queue (the default),
+   * tegra241_vintf0_handle_error for a VCMDQ.
+   */
+  errorHandler?: string;
 }
 
 /**
@@ -317,15 +323,16 @@ export class GuestCmdq {
    * CONS it stopped at.
    */
   private async recover(ctx: OpContext): Promise<{ status: number; cons: number }> {
-    const cons = (await this.access(ctx, this.port.consRegister, 0, false, [], true, 'readl_relaxed CMDQ_CONS (arm_smmu_cmdq_skip_err)')).value;
+    const cons = (await this.access(ctx, this.port.consRegister, 0, false, [], true, 'readl_relaxed CMDQ_CONS (__arm_smmu_cmdq_skip_err)')).value;
     if (Q.consErr(cons) === Q.CERROR.NONE) return { status: -Errno.ETIMEDOUT, cons };
     this.recoveries += 1;
-    const gerror = (await this.access(ctx, this.port.gerrorRegister, 0, false, [], true, 'readl_relaxed GERROR (arm_smmu_gerror_handler)')).value;
+    const handler = this.port.errorHandler ?? 'arm_smmu_gerror_handler';
+    const gerror = (await this.access(ctx, this.port.gerrorRegister, 0, false, [], true, `readl_relaxed GERROR (${handler})`)).value;
     const slot = this.port.gpa + Q.index(cons, this.port.log2) * CMD_SIZE;
     const sync = Buffer.alloc(CMD_SIZE);
     encodeCommand(this.syncCommand(slot), sync, 0);
     this.ram.write(slot, sync);
-    const ack = await this.access(ctx, this.port.gerrornRegister, gerror, true, [{ gpa: slot, data: sync }], true, 'writel GERRORN (arm_smmu_gerror_handler)');
+    const ack = await this.access(ctx, this.port.gerrornRegister, gerror, true, [{ gpa: slot, data: sync }], true, `writel GERRORN (${handler})`);
     return { status: ack.status === 0 ? 0 : ack.status, cons };
   }
 

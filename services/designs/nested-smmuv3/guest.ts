@@ -153,7 +153,7 @@ class GuestSmmu implements DriverSmmu {
         // the queue's CONS on the VINTF page mapped into the guest, a load with no trap; the read
         // that sees the sync complete is priced with it (smmu.sync_polled).
         gerrornRegister: vcmdqRegister(vsmmu, q, VCMDQ_REG.GERRORN), peer: `psmmu-${vcmdqPsmmu}`, kind: 'VINTF_MMIO',
-        readCost: 'cpu.mmio_read_device', syncReadInSync: true, completion: 'none',
+        readCost: 'cpu.mmio_read_device', syncReadInSync: true, completion: 'none', errorHandler: 'tegra241_vintf0_handle_error',
       }, ram, env));
     }
     this.backed = this.vcmdqs.length;
