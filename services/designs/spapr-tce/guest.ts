@@ -1,12 +1,20 @@
 import { Errno } from '../../runtime/errors.js';
 import type { OpContext } from '../../runtime/op-context.js';
 import {
-  DDW_WINDOW, DMA32_WINDOW_ENTRIES, DMA32_WINDOW_OFFSET, H_RC, TCE_PAGE_SIZE, encodeHcall, encodeTceList, liobnOf, tceListGpa, tceOf, tcePageSize,
+  DDW_WINDOW, DMA32_WINDOW_ENTRIES, DMA32_WINDOW_OFFSET, H_PUT_TCE, H_PUT_TCE_INDIRECT, H_RC, H_STUFF_TCE, TCE_PAGE_SIZE, encodeHcall, encodeTceList, liobnOf,
+  tceListGpa, tceOf, tcePageSize,
 } from '../../formats/spapr-tce.js';
 import { DDW_BOOT_OP } from '../../machine/setup-ops.js';
 import { type DmaApi, type DmaApiFactory, type GuestDevice, type GuestKernel } from '../../guest/driver.js';
 import { IommuTable } from './iommu-table.js';
 import { planClearHcalls, planMapHcalls, type PlannedHcall, type TceHcallMode } from './tce-hcalls.js';
+
+/** Each TCE hypercall as the guest kernel makes it, for vmmsim explain (plpar_wrappers.h). */
+const HCALL_LABELS = new Map<number, string>([
+  [H_PUT_TCE, 'H_PUT_TCE (plpar_tce_put)'],
+  [H_PUT_TCE_INDIRECT, 'H_PUT_TCE_INDIRECT (plpar_tce_put_indirect)'],
+  [H_STUFF_TCE, 'H_STUFF_TCE (plpar_tce_stuff)'],
+]);
 
 /**
  * dma-iommu of a pseries guest (arch/powerpc/kernel/iommu.c over platforms/pseries/iommu.c's
@@ -121,13 +129,14 @@ class PseriesIommu implements DmaApi {
     this.hcalls += 1;
     const payload = encodeHcall(call.hcall);
     let status: number;
-    if (!call.list) status = (await ctx.call('kvm', 'HCALL', payload)).status;
+    const label = HCALL_LABELS.get(call.hcall.nr);
+    if (!call.list) status = (await ctx.call('kvm', 'HCALL', payload, undefined, label)).status;
     else {
       const gpa = Number(call.hcall.args[2]);
       const data = encodeTceList(call.list);
       this.kernel.ram.write(gpa, data);
       ctx.charge('guest.pte_write', call.list.length);
-      status = (await ctx.call('kvm', 'HCALL', payload, [{ gpa, data }])).status;
+      status = (await ctx.call('kvm', 'HCALL', payload, [{ gpa, data }], label)).status;
     }
     if (status !== H_RC.SUCCESS) this.failed += 1;
     return status;
