@@ -202,17 +202,11 @@ function settleSeries(series: readonly Series[]): TrialSettling {
  */
 export function trialFigures(replies: readonly StartReply__Output[], roleOf: (name: string) => string, opsPerSec: number, vcpus?: number): TrialFigures {
   const vcpuOf = (thread: number): number => (vcpus && vcpus > 0 && thread < SETUP_THREAD ? thread % vcpus : thread);
-  const samples = new Map<string, number[]>();
+  // Each kind's steady times per guest, kinds in the order the replies first name them.
   const perGuest = new Map<string, Series[]>();
-  const order: string[] = [];
   let warmupOps = 0;
   for (const r of replies) {
-    for (const o of r.ops) {
-      if (samples.has(o.op)) continue;
-      samples.set(o.op, []);
-      perGuest.set(o.op, []);
-      order.push(o.op);
-    }
+    for (const o of r.ops) if (!perGuest.has(o.op)) perGuest.set(o.op, []);
     const mine = new Map<string, Series>();
     const done = new Map<number, number>();
     for (const e of r.timeline) {
@@ -224,7 +218,6 @@ export function trialFigures(replies: readonly StartReply__Output[], roleOf: (na
         continue;
       }
       const op = r.ops[e.op]?.op ?? '';
-      samples.get(op)?.push(e.measuredNs);
       let s = mine.get(op);
       if (!s) mine.set(op, (s = { ns: [], nth: [] }));
       s.ns.push(e.measuredNs);
@@ -232,9 +225,9 @@ export function trialFigures(replies: readonly StartReply__Output[], roleOf: (na
     }
     for (const [op, s] of mine) perGuest.get(op)?.push(s);
   }
-  const ops = order.map((op) => {
-    const s = summarizeValues(samples.get(op) ?? [], NS_PER_US);
-    return { op, count: s.count, p50Us: s.p50, p99Us: s.p99, meanUs: s.mean, settling: settleSeries(perGuest.get(op) ?? []) };
+  const ops = [...perGuest].map(([op, series]) => {
+    const s = summarizeValues(series.flatMap((x) => x.ns), NS_PER_US);
+    return { op, count: s.count, p50Us: s.p50, p99Us: s.p99, meanUs: s.mean, settling: settleSeries(series) };
   });
   // Hops by pair over every guest: a shared kvm or vfio hop is crossed by several VMs' operations.
   const hopSets = new Map<string, { from: string; to: string; parts: Summary[] }>();

@@ -15,6 +15,8 @@
  * matters is the caller's judgement (here: the dropped operations' median against the rest's).
  */
 
+import { percentileOfSorted } from '../runtime/samples.js';
+
 /** Operations per batch (MSER-5). */
 export const MSER_BATCH = 5;
 /** Fewer batches than this: too short a series to tell a transient from noise (truncation 0). */
@@ -75,12 +77,8 @@ export interface Settling {
 /** The dropped values' median above the rest's by more than this: they were a warm-up, not noise. */
 export const UNSETTLED_EXCESS = 0.1;
 
-function medianOf(xs: readonly number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = Float64Array.from(xs).sort();
-  const m = s.length >> 1;
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
+/** The p50 of `xs` as every measured figure takes it (nearest rank); NaN for none. */
+const medianOf = (xs: readonly number[]): number => percentileOfSorted(Float64Array.from(xs).sort(), 50);
 
 export function settling(xs: readonly number[]): Settling {
   let after = mserTruncation(xs);
@@ -103,7 +101,7 @@ export function settling(xs: readonly number[]): Settling {
  * MSER-5 dropped at least two batches and 5% of its `n` values and their median is more than
  * UNSETTLED_EXCESS above the rest's.
  */
-export function unsettled(s: Pick<Settling, 'after' | 'p50First' | 'p50Rest' | 'late'>, n: number): boolean {
+export function unsettled(s: Settling, n: number): boolean {
   if (s.late) return true;
   return s.after >= Math.max(2 * MSER_BATCH, 0.05 * n) && s.p50First > s.p50Rest * (1 + UNSETTLED_EXCESS);
 }
